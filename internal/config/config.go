@@ -1,0 +1,243 @@
+package config
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config is fleetrelay's whole configuration.
+//
+// A Config is a plain value: build it with [Default], [Load] or [Parse], change it before handing it
+// over, and treat it as read-only once shared. Reading it from many goroutines is safe; writing is not.
+type Config struct {
+	// Directory holding the store (journal, route queues, device state). Created if missing.
+	DataDir string `yaml:"data_dir"`
+	// Logging.
+	Log Log `yaml:"log"`
+	// Device-facing listeners and connection limits.
+	Devices Devices `yaml:"devices"`
+	// The embedded store.
+	Store Store `yaml:"store"`
+	// The admin HTTP server (health, metrics, REST API).
+	Admin Admin `yaml:"admin"`
+	// Settings shared by every route's HTTP delivery.
+	Delivery Delivery `yaml:"delivery"`
+	// Where device messages go: HTTP endpoints that receive them in batches.
+	Routes []Route `yaml:"routes,omitempty"`
+}
+
+// Log configures the process log.
+type Log struct {
+	// Lowest level written: debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Line format: text (logfmt-style key=value) or json.
+	Format string `yaml:"format"`
+}
+
+// SlogLevel returns Level as a [slog.Level]; an unknown level yields [slog.LevelInfo] (Validate reports it).
+func (l Log) SlogLevel() slog.Level {
+	switch l.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// AckMode says when the relay acknowledges a device's DATA frame.
+type AckMode string
+
+// Ack modes.
+const (
+	// AckPersist acknowledges once the frame is durably stored (survives a crash of the relay process).
+	AckPersist AckMode = "persist"
+	// AckDelivery acknowledges only once every route the frame's records go to has accepted them.
+	AckDelivery AckMode = "delivery"
+)
+
+// Devices configures the device-facing side.
+type Devices struct {
+	// Listeners for the native device protocol.
+	Native NativeListeners `yaml:"native"`
+	// When a device may forget a message: "persist" (the default) acknowledges once the relay has
+	// stored it; "delivery" acknowledges only once every matching route's server has accepted it.
+	Ack AckMode `yaml:"ack"`
+	// Largest frame a device may send (the frame's length field, type byte included); larger frames are
+	// refused with ERROR 413 and the connection closed. 16 bytes to 1MiB.
+	MaxFrame Size `yaml:"max_frame"`
+	// How long a new connection has to send its HELLO frame before it is closed with ERROR 408.
+	HelloTimeout Duration `yaml:"hello_timeout"`
+	// Connections that send nothing for this long are closed. 0 never closes idle connections.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// Most device connections held at once; further connections are refused with ERROR 503.
+	MaxConnections int `yaml:"max_connections"`
+	// Number of network event loops. 0 starts one per CPU.
+	EventLoops int `yaml:"event_loops"`
+}
+
+// NativeListeners are the addresses of the native device protocol listeners.
+type NativeListeners struct {
+	// TCP listen address (host:port). An empty string ("") disables the TCP listener. Use
+	// 0.0.0.0:5000 or :5000 to accept devices from other machines.
+	TCP string `yaml:"tcp"`
+	// UDP listen address (host:port). An empty string ("") disables the UDP listener.
+	UDP string `yaml:"udp"`
+}
+
+// Store configures the embedded store.
+type Store struct {
+	// Fsync each group commit, so acknowledged messages survive a power loss or kernel crash. Off by
+	// default: stored messages then survive a crash of the relay process but not of the machine.
+	Sync bool `yaml:"sync"`
+	// How often to reclaim space in the store's value log. 0 disables it.
+	GCInterval Duration `yaml:"gc_interval"`
+}
+
+// Admin configures the admin HTTP server.
+type Admin struct {
+	// Listen address (host:port) of the admin HTTP server: /healthz, /metrics and the REST API. An empty
+	// string ("") disables it. It has no authentication: keep it on loopback or a private network.
+	Listen string `yaml:"listen"`
+}
+
+// Delivery holds the settings shared by every route's HTTP delivery.
+type Delivery struct {
+	// Allow routes to reach loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7) and link-local
+	// addresses. Off by default, so a route cannot be pointed at the relay's own network: such URLs are
+	// refused at load time when their host is a literal IP or localhost, and at connect time otherwise.
+	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
+	// Time limit for one HTTP request, from connecting to reading the whole response. A route's own
+	// timeout overrides it.
+	Timeout Duration `yaml:"timeout"`
+	// On shutdown, how long in-flight requests may run before they are abandoned (their messages stay
+	// queued and are delivered after the restart).
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	// Backoff between attempts of a failed batch. A route's own retry overrides it.
+	Retry Retry `yaml:"retry"`
+}
+
+// Retry is an exponential backoff policy: the first retry waits InitialBackoff, each next one twice as
+// long, never more than MaxBackoff. A server's Retry-After header, when present, is honoured instead.
+type Retry struct {
+	// Wait before the first retry. Must be > 0.
+	InitialBackoff Duration `yaml:"initial_backoff"`
+	// Longest wait between two attempts. At least initial_backoff.
+	MaxBackoff Duration `yaml:"max_backoff"`
+}
+
+// Route is one destination for device messages: an HTTP endpoint that receives them in batches.
+type Route struct {
+	// Unique name of the route: letters, digits, '_', '.' and '-'. It names the route's queue in the
+	// store, so renaming a route starts it with an empty queue.
+	Name string `yaml:"name"`
+	// Set to false to stop delivering; messages are still queued for the route and delivered once it is
+	// enabled again. Default true.
+	Enabled *bool `yaml:"enabled,omitempty"`
+	// Endpoint, http:// or https://. It may contain the device's dynamic fields [SERIAL], [IMEI],
+	// [ICCID], [CUSTOM1], [CUSTOM2] and [CUSTOM3], replaced per device, e.g.
+	// https://example.com/ingest/[SERIAL]. Write literal brackets as %5B and %5D.
+	URL string `yaml:"url"`
+	// HTTP method: POST (the default) or PUT.
+	Method string `yaml:"method"`
+	// Extra request headers. Values may contain the same dynamic fields as url.
+	Headers map[string]string `yaml:"headers,omitempty"`
+	// How messages are grouped into requests. Each request body is a JSON array of messages.
+	Batch Batch `yaml:"batch"`
+	// Time limit for one request of this route. 0 uses delivery.timeout.
+	Timeout Duration `yaml:"timeout"`
+	// Most requests of this route in flight at once (1 to 1024). Messages of one device are still
+	// delivered in order.
+	Concurrency int `yaml:"concurrency"`
+	// Backoff for this route; absent (or a field left at 0) uses delivery.retry.
+	Retry *Retry `yaml:"retry,omitempty"`
+}
+
+// Batch says when a route's pending messages are sent: as soon as max_messages or max_bytes is
+// reached, or linger after the first message of the batch arrived, whichever comes first.
+type Batch struct {
+	// Most messages in one request, 1 to 100000.
+	MaxMessages int `yaml:"max_messages"`
+	// Largest request body before compression. A single message larger than this is sent alone.
+	MaxBytes Size `yaml:"max_bytes"`
+	// Longest time a message waits for its batch to fill. 0 sends whatever is pending at once.
+	Linger Duration `yaml:"linger"`
+}
+
+// IsEnabled reports whether the route delivers; a route is enabled unless enabled: false is set.
+func (r *Route) IsEnabled() bool { return r.Enabled == nil || *r.Enabled }
+
+// Default returns the built-in configuration: listeners on loopback only, data in ./data, no routes.
+// Each call returns a new value.
+func Default() *Config {
+	return &Config{
+		DataDir: "./data",
+		Log:     Log{Level: "info", Format: "text"},
+		Devices: Devices{
+			Native:         NativeListeners{TCP: "127.0.0.1:5000", UDP: "127.0.0.1:5000"},
+			Ack:            AckPersist,
+			MaxFrame:       64 * KiB,
+			HelloTimeout:   Duration(10 * time.Second),
+			IdleTimeout:    Duration(5 * time.Minute),
+			MaxConnections: 10000,
+			EventLoops:     0,
+		},
+		Store: Store{Sync: false, GCInterval: Duration(time.Minute)},
+		Admin: Admin{Listen: "127.0.0.1:8080"},
+		Delivery: Delivery{
+			AllowPrivateNetworks: false,
+			Timeout:              Duration(10 * time.Second),
+			ShutdownGrace:        Duration(5 * time.Second),
+			Retry: Retry{
+				InitialBackoff: Duration(200 * time.Millisecond),
+				MaxBackoff:     Duration(30 * time.Second),
+			},
+		},
+	}
+}
+
+// DefaultRoute returns a route with every default set and no name or URL. Routes decoded from YAML
+// start from it; code that builds a Config should too, then call [Config.Resolve].
+func DefaultRoute() Route {
+	return Route{
+		Method: "POST",
+		Batch: Batch{
+			MaxMessages: 500,
+			MaxBytes:    MiB,
+			Linger:      Duration(50 * time.Millisecond),
+		},
+		Timeout:     0,
+		Concurrency: 4,
+	}
+}
+
+// Resolve fills the values routes inherit from delivery: a zero timeout becomes delivery.timeout, and an
+// absent retry (or a retry field left at 0) takes delivery.retry. It also turns empty routes and headers
+// into nil. [Load] and [Parse] call it; it is idempotent.
+func (c *Config) Resolve() {
+	if len(c.Routes) == 0 {
+		c.Routes = nil
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if len(r.Headers) == 0 {
+			r.Headers = nil
+		}
+		if r.Timeout == 0 {
+			r.Timeout = c.Delivery.Timeout
+		}
+		if r.Retry == nil {
+			rr := c.Delivery.Retry
+			r.Retry = &rr
+			continue
+		}
+		if r.Retry.InitialBackoff == 0 {
+			r.Retry.InitialBackoff = c.Delivery.Retry.InitialBackoff
+		}
+		if r.Retry.MaxBackoff == 0 {
+			r.Retry.MaxBackoff = c.Delivery.Retry.MaxBackoff
+		}
+	}
+}

@@ -1,0 +1,454 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fleetrelay/fleetrelay/internal/config"
+	"go.yaml.in/yaml/v3"
+)
+
+func TestLoadSpine(t *testing.T) {
+	c, err := config.Load(filepath.Join("testdata", "spine.yaml"))
+	if err != nil {
+		t.Fatalf("Load(spine.yaml) = %v", err)
+	}
+	want := config.Default()
+	want.Delivery.AllowPrivateNetworks = true
+	r := config.DefaultRoute()
+	r.Name = "demo"
+	r.URL = "http://127.0.0.1:9000/ingest/[SERIAL]"
+	want.Routes = []config.Route{r}
+	want.Resolve()
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("Load(spine.yaml) =\n%+v\nwant\n%+v", c, want)
+	}
+	got := c.Routes[0]
+	if !got.IsEnabled() || got.Method != "POST" || got.Batch.MaxBytes != 1<<20 ||
+		got.Batch.MaxMessages != 500 || time.Duration(got.Batch.Linger) != 50*time.Millisecond ||
+		time.Duration(got.Timeout) != 10*time.Second || got.Retry == nil ||
+		time.Duration(got.Retry.InitialBackoff) != 200*time.Millisecond {
+		t.Fatalf("route demo = %+v (retry %+v)", got, got.Retry)
+	}
+}
+
+func TestDefault(t *testing.T) {
+	if err := config.Default().Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+	for _, in := range []string{"", "# nothing but a comment\n", "---\n", "devices:\nlog:\n"} {
+		c, err := config.Parse([]byte(in))
+		if err != nil {
+			t.Fatalf("Parse(%q) = %v", in, err)
+		}
+		if !reflect.DeepEqual(c, config.Default()) {
+			t.Fatalf("Parse(%q) = %+v, want the defaults", in, c)
+		}
+	}
+	d := config.Default()
+	if d.DataDir != "./data" || d.Devices.Native.TCP != "127.0.0.1:5000" || d.Devices.Native.UDP != "127.0.0.1:5000" ||
+		d.Admin.Listen != "127.0.0.1:8080" || d.Devices.Ack != config.AckPersist || d.Devices.MaxFrame != 65536 ||
+		len(d.Routes) != 0 || d.Delivery.AllowPrivateNetworks || d.Store.Sync {
+		t.Fatalf("Default() = %+v", d)
+	}
+}
+
+func TestExample(t *testing.T) {
+	c, err := config.Parse([]byte(config.ExampleYAML))
+	if err != nil {
+		t.Fatalf("Parse(ExampleYAML) = %v", err)
+	}
+	if !reflect.DeepEqual(c, config.Example()) {
+		t.Fatalf("Example() differs from Parse(ExampleYAML)")
+	}
+	// Outside routes, ExampleYAML shows the defaults.
+	c.Routes = nil
+	if !reflect.DeepEqual(c, config.Default()) {
+		t.Fatalf("ExampleYAML outside routes =\n%+v\nwant the defaults\n%+v", c, config.Default())
+	}
+
+	// ExampleYAML names every key the types define.
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(config.ExampleYAML), &doc); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	nodePaths(doc.Content[0], "", have)
+	want := map[string]bool{}
+	typePaths(reflect.TypeFor[config.Config](), "", want)
+	var missing []string
+	for p := range want {
+		if !have[p] {
+			missing = append(missing, p)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Fatalf("ExampleYAML does not show %s", strings.Join(missing, ", "))
+	}
+}
+
+// nodePaths collects the dotted paths of a YAML tree, writing every list index as [].
+func nodePaths(n *yaml.Node, path string, out map[string]bool) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := joinPath(path, n.Content[i].Value)
+			out[p] = true
+			nodePaths(n.Content[i+1], p, out)
+		}
+	case yaml.SequenceNode:
+		for _, item := range n.Content {
+			nodePaths(item, path+"[]", out)
+		}
+	}
+}
+
+// typePaths collects the dotted paths of every key of a config type, writing every list index as [].
+func typePaths(t reflect.Type, path string, out map[string]bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			p := joinPath(path, name)
+			out[p] = true
+			typePaths(f.Type, p, out)
+		}
+	case reflect.Slice:
+		typePaths(t.Elem(), path+"[]", out)
+	}
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	for _, c := range []*config.Config{config.Default(), config.Example()} {
+		out, err := yaml.Marshal(c)
+		if err != nil {
+			t.Fatalf("Marshal = %v", err)
+		}
+		back, err := config.Parse(out)
+		if err != nil {
+			t.Fatalf("Parse(Marshal(c)) = %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(back, c) {
+			t.Fatalf("Parse(Marshal(c)) =\n%+v\nwant\n%+v\nYAML:\n%s", back, c, out)
+		}
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Load(missing) = %v, want os.ErrNotExist", err)
+	}
+
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(path, []byte("devices:\n  ack: sometimes\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = config.Load(path)
+	var ve *config.ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), path) ||
+		!slices.Equal(ve.Problems, []string{`devices.ack: must be one of persist, delivery, got "sometimes" (line 2)`}) {
+		t.Fatalf("Load(bad.yaml) = %v, want a ValidationError naming the file and devices.ack", err)
+	}
+}
+
+// TestParse checks every decoding and validation rule: f parses in and expects an error containing each
+// of wantErrs, or success when there are none.
+func TestParse(t *testing.T) {
+	f := func(in string, wantErrs ...string) {
+		t.Helper()
+		c, err := config.Parse([]byte(in))
+		if len(wantErrs) == 0 {
+			if err != nil {
+				t.Fatalf("Parse(%q) = %v, want success", in, err)
+			}
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Parse(%q).Validate() = %v, want nil", in, err)
+			}
+			return
+		}
+		if err == nil {
+			t.Fatalf("Parse(%q) = success, want errors %q", in, wantErrs)
+		}
+		var ve *config.ValidationError
+		if !errors.As(err, &ve) {
+			t.Fatalf("Parse(%q) = %T %v, want a *ValidationError", in, err, err)
+		}
+		// Every wanted text is in some problem, and every problem holds some wanted text.
+		for _, want := range wantErrs {
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("Parse(%q) = %v\nwant it to contain %q", in, err, want)
+			}
+		}
+		for _, p := range ve.Problems {
+			if !slices.ContainsFunc(wantErrs, func(w string) bool { return strings.Contains(p, w) }) {
+				t.Fatalf("Parse(%q) reports an unexpected problem %q; want only %q", in, p, wantErrs)
+			}
+		}
+	}
+	route := func(extra string) string {
+		return "routes:\n  - name: r\n    url: https://example.com/in\n" + extra
+	}
+
+	// Unknown keys, with path, line and a suggestion.
+	f("dta_dir: x\n", "dta_dir: unknown key; did you mean data_dir? (line 1)")
+	f("bogus: 1\n", "bogus: unknown key; known keys: admin, data_dir, delivery, devices, log, routes, store (line 1)")
+	f("devices:\n  native:\n    tcp: :1\n    sctp: :2\n", "devices.native.sctp: unknown key", "(line 4)")
+	f(route("    batch:\n      max_message: 10\n"), "routes[0].batch.max_message: unknown key; did you mean max_messages? (line 5)")
+	f(route("    retry:\n      backoff: 1s\n"), "routes[0].retry.backoff: unknown key")
+	f(route("    format: json\n"), "routes[0].format: unknown key")
+	f("data_dir: a\ndata_dir: b\n", "data_dir: duplicate key (first at line 1) (line 2)")
+
+	// Values of the wrong kind.
+	f("data_dir: [a]\n", `data_dir: expected a string, got a list`)
+	f("devices: 5\n", `devices: expected a mapping, got "5"`)
+	f("routes: {}\n", "routes: expected a list, got a mapping")
+	f("routes:\n  -\n", "routes[0]: expected a mapping, got an empty value (line 2)")
+	f("store:\n  sync: yes\n", `store.sync: expected true or false, got "yes" (line 2)`)
+	f("devices:\n  max_connections: many\n", `devices.max_connections: expected an integer, got "many"`)
+	f("devices:\n  max_connections: 1.5\n", `devices.max_connections: expected an integer, got "1.5"`)
+	f(route("    headers:\n      X-A: {b: c}\n"), "routes[0].headers.X-A: expected a string, got a mapping")
+	f("1\n", `expected a mapping, got "1"`)
+	f("a: [\n", "did not find expected node content")
+	f("a: 1\n---\nb: 2\n", "the file must hold a single YAML document")
+
+	// Sizes.
+	f("devices:\n  max_frame: 1048576\n")
+	f("devices:\n  max_frame: 512KiB\n")
+	f("devices:\n  max_frame: 64KB\n")
+	f("devices:\n  max_frame: 100 B\n")
+	f("devices:\n  max_frame: 12XB\n", `devices.max_frame: invalid size "12XB": unknown unit "XB"`, "(line 2)")
+	f("devices:\n  max_frame: 1.5MiB\n", `devices.max_frame: invalid size "1.5MiB"`)
+	f("devices:\n  max_frame: -1\n", `devices.max_frame: invalid size "-1"`)
+	f("devices:\n  max_frame: mib\n", `devices.max_frame: invalid size "mib"`)
+	f("devices:\n  max_frame: {a: 1}\n", "devices.max_frame: invalid size: want a value such as 1MiB, got a mapping")
+	f("devices:\n  max_frame: 99999999999GiB\n", `invalid size "99999999999GiB": out of range`)
+	f("devices:\n  max_frame: 8\n", "devices.max_frame: must be between 16B and 1MiB, got 8B (line 2)")
+	f("devices:\n  max_frame: 2MiB\n", "devices.max_frame: must be between 16B and 1MiB, got 2MiB")
+	f("devices:\n  max_frame: 16\n")
+	f("devices:\n  max_frame: 1MiB\n")
+
+	// Durations.
+	f("devices:\n  idle_timeout: 0\n")
+	f("store:\n  gc_interval: 168h\n")
+	f("devices:\n  hello_timeout: 10\n", `devices.hello_timeout: invalid duration "10": want a number with a unit`)
+	f("devices:\n  hello_timeout: 10 seconds\n", `devices.hello_timeout: invalid duration "10 seconds"`)
+	f("devices:\n  hello_timeout: [1s]\n", "devices.hello_timeout: invalid duration: want a value such as 10s, got a list")
+	f("devices:\n  hello_timeout: 0\n", "devices.hello_timeout: must be > 0, got 0s")
+	f("devices:\n  idle_timeout: -1s\n", "devices.idle_timeout: must not be negative, got -1s")
+	f("store:\n  gc_interval: -1m\n", "store.gc_interval: must not be negative, got -1m")
+	f("delivery:\n  timeout: 0\n", "delivery.timeout: must be > 0, got 0s")
+	f("delivery:\n  shutdown_grace: -1s\n", "delivery.shutdown_grace: must not be negative")
+	f("delivery:\n  retry:\n    initial_backoff: 0\n", "delivery.retry.initial_backoff: must be > 0")
+	f("delivery:\n  retry:\n    initial_backoff: 1m\n    max_backoff: 1s\n", "delivery.retry.max_backoff: must be at least initial_backoff (1m), got 1s")
+
+	// Top-level and device rules.
+	f(`data_dir: ""`+"\n", "data_dir: required")
+	f("log:\n  level: trace\n", `log.level: must be one of debug, info, warn, error, got "trace"`)
+	f("log:\n  format: xml\n", `log.format: must be one of text, json, got "xml"`)
+	f("log:\n  level: debug\n  format: json\n")
+	f("devices:\n  ack: delivery\n")
+	f("devices:\n  ack: always\n", `devices.ack: must be one of persist, delivery, got "always" (line 2)`)
+	f("devices:\n  max_connections: 0\n", "devices.max_connections: must be > 0, got 0")
+	f("devices:\n  event_loops: -1\n", "devices.event_loops: must not be negative")
+	f("devices:\n  event_loops: 4\n")
+
+	// Listen addresses.
+	f("devices:\n  native:\n    tcp: \"\"\n    udp: \"\"\nadmin:\n  listen: \"\"\n")
+	f("devices:\n  native:\n    tcp: :5000\n    udp: '[::1]:5000'\n")
+	f("admin:\n  listen: 127.0.0.1:0\n")
+	f("devices:\n  native:\n    tcp: 5000\n", `devices.native.tcp: "5000" is not host:port (missing port in address)`)
+	f("devices:\n  native:\n    udp: localhost:http\n", `devices.native.udp: "localhost:http" has an invalid port "http"`)
+	f("admin:\n  listen: 127.0.0.1:70000\n", `admin.listen: "127.0.0.1:70000" has an invalid port "70000"`)
+	f("admin:\n  listen: 127.0.0.1:5000\n", "admin.listen: uses the same TCP address as devices.native.tcp (127.0.0.1:5000)")
+	f("admin:\n  listen: :5000\n", "admin.listen: uses the same TCP address as devices.native.tcp")
+	f("admin:\n  listen: 127.0.0.2:5000\n")
+
+	// Routes: name.
+	f(route(""))
+	f("routes:\n  - url: https://example.com/\n", "routes[0].name: required (line 2)")
+	f("routes:\n  - name: a b\n    url: https://example.com/\n", `routes[0].name: "a b" may only contain letters, digits, '_', '.' and '-' (line 2)`)
+	f("routes:\n  - name: a\n    url: https://example.com/\n  - name: b\n    url: https://example.com/\n  - name: a\n    url: https://example.com/\n",
+		`routes[2].name: duplicate route name "a" (first used by routes[0]) (line 6)`)
+
+	// Routes: url.
+	f("routes:\n  - name: r\n", "routes[0].url: required")
+	f("routes:\n  - name: r\n    url: example.com/in\n", `routes[0].url: "example.com/in" must start with http:// or https://`)
+	f("routes:\n  - name: r\n    url: ftp://example.com/in\n", `must start with http:// or https://`)
+	f("routes:\n  - name: r\n    url: https:///in\n", `routes[0].url: "https:///in" has no host`)
+	f("routes:\n  - name: r\n    url: 'https://exa mple.com/'\n", `routes[0].url: "https://exa mple.com/" is not a valid URL`)
+	f("routes:\n  - name: r\n    url: https://example.com:0/\n", `has an invalid port "0"`)
+	f("routes:\n  - name: r\n    url: https://example.com/[SERIAL]/[IMEI]/[ICCID]?a=[CUSTOM1]&b=[CUSTOM2]#[CUSTOM3]\n")
+	f("routes:\n  - name: r\n    url: https://[SERIAL].example.com/\n")
+	f("routes:\n  - name: r\n    url: https://example.com/%5Bliteral%5D\n")
+	f("routes:\n  - name: r\n    url: https://example.com/[serial]\n", "routes[0].url: unknown dynamic field [serial]; known fields are [SERIAL] [IMEI] [ICCID] [CUSTOM1] [CUSTOM2] [CUSTOM3]")
+	f("routes:\n  - name: r\n    url: https://example.com/[FOO]/[BAR]\n", "unknown dynamic fields [FOO] [BAR]")
+
+	// Routes: private networks.
+	for _, host := range []string{"127.0.0.1", "localhost", "LOCALHOST.", "api.localhost", "10.1.2.3", "172.16.0.1", "192.168.1.1",
+		"169.254.169.254", "[::1]", "[fc00::1]", "[fe80::1]", "0.0.0.0", "[::ffff:127.0.0.1]"} {
+		in := "routes:\n  - name: r\n    url: http://" + host + ":9000/in\n"
+		f(in, "routes[0].url: host ", "set delivery.allow_private_networks: true")
+		f("delivery:\n  allow_private_networks: true\n" + in)
+	}
+	f("routes:\n  - name: r\n    url: http://8.8.8.8/in\n")
+	f("routes:\n  - name: r\n    url: http://[2001:4860::8888]/in\n")
+	f("routes:\n  - name: r\n    url: http://internal.example/in\n") // hostnames are checked when connecting
+	f("routes:\n  - name: r\n    url: http://[CUSTOM1]/in\n")
+
+	// Routes: method, headers.
+	f(route("    method: PUT\n"))
+	f(route("    method: GET\n"), `routes[0].method: must be POST or PUT, got "GET"`)
+	f(route("    method: post\n"), `routes[0].method: must be POST or PUT, got "post"`)
+	f(route("    headers:\n      Authorization: Bearer x\n      X-Imei: '[IMEI]'\n      X-N: 5\n"))
+	f(route("    headers:\n      Bad Name: x\n"), `routes[0].headers.Bad Name: "Bad Name" is not a valid header name`)
+	f(route("    headers:\n      Content-Length: '5'\n"), "routes[0].headers.Content-Length: is set by the relay")
+	f(route("    headers:\n      X-A: \"a\\r\\nX-B: b\"\n"), "routes[0].headers.X-A: value must not contain line breaks")
+	f(route("    headers:\n      X-A: '[NOPE]'\n"), "routes[0].headers.X-A: unknown dynamic field [NOPE]")
+	f(route("    headers:\n      X-A: a\n      x-a: b\n"), "routes[0].headers.x-a: same header as X-A")
+
+	// Routes: batch, timeout, concurrency, retry, enabled.
+	f(route("    batch:\n      max_messages: 0\n"), "routes[0].batch.max_messages: must be between 1 and 100000, got 0 (line 5)")
+	f(route("    batch:\n      max_messages: 100001\n"), "routes[0].batch.max_messages: must be between 1 and 100000")
+	f(route("    batch:\n      max_messages: 100000\n"))
+	f(route("    batch:\n      max_bytes: 0\n"), "routes[0].batch.max_bytes: must be > 0, got 0")
+	f(route("    batch:\n      linger: 0\n"))
+	f(route("    batch:\n      linger: -1ms\n"), "routes[0].batch.linger: must not be negative, got -1ms")
+	f(route("    timeout: -1s\n"), "routes[0].timeout: must not be negative")
+	f(route("    concurrency: 0\n"), "routes[0].concurrency: must be between 1 and 1024, got 0")
+	f(route("    concurrency: 1025\n"), "routes[0].concurrency: must be between 1 and 1024")
+	f(route("    retry:\n      initial_backoff: 10s\n      max_backoff: 1s\n"), "routes[0].retry.max_backoff: must be at least initial_backoff (10s), got 1s")
+	f(route("    retry:\n      initial_backoff: -1s\n"), "routes[0].retry.initial_backoff: must be > 0, got -1s")
+	f(route("    enabled: false\n"))
+
+	// Anchors and merge keys are followed.
+	f("x-batch: &b\n  max_messages: 10\n", "x-batch: unknown key")
+	f("routes:\n  - &r\n    name: a\n    url: https://example.com/\n    batch: &b {max_messages: 10}\n  - <<: *r\n    name: b\n    batch: *b\n")
+	f("routes:\n  - name: a\n    url: https://example.com/\n    batch: &b {max_mesages: 10}\n  - name: b\n    url: https://example.com/\n    batch: *b\n",
+		"routes[0].batch.max_mesages: unknown key", "routes[1].batch.max_mesages: unknown key")
+}
+
+func TestParseValues(t *testing.T) {
+	c, err := config.Parse([]byte(`
+devices:
+  native:
+    tcp: ""
+  hello_timeout:        # no value: keeps the default
+  idle_timeout: 0
+routes:
+  - name: a
+    url: https://example.com/
+    enabled: false
+    timeout: 3s
+    retry:
+      max_backoff: 1m
+  - name: b
+    url: https://example.com/
+    batch:
+      max_bytes: 256KiB
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Devices.Native.TCP != "" || c.Devices.Native.UDP != "127.0.0.1:5000" ||
+		time.Duration(c.Devices.HelloTimeout) != 10*time.Second || c.Devices.IdleTimeout != 0 {
+		t.Fatalf("devices = %+v", c.Devices)
+	}
+	a, b := c.Routes[0], c.Routes[1]
+	if a.IsEnabled() || time.Duration(a.Timeout) != 3*time.Second ||
+		time.Duration(a.Retry.InitialBackoff) != 200*time.Millisecond || time.Duration(a.Retry.MaxBackoff) != time.Minute {
+		t.Fatalf("route a = %+v retry %+v", a, a.Retry)
+	}
+	if !b.IsEnabled() || b.Batch.MaxBytes != 256*config.KiB || b.Batch.MaxMessages != 500 ||
+		time.Duration(b.Timeout) != 10*time.Second || *b.Retry != c.Delivery.Retry {
+		t.Fatalf("route b = %+v retry %+v", b, b.Retry)
+	}
+}
+
+// TestAllProblemsAtOnce checks that one Validate reports every problem, in order, with its path.
+func TestAllProblemsAtOnce(t *testing.T) {
+	c := config.Default()
+	c.DataDir = ""
+	c.Devices.Ack = "eventually"
+	c.Devices.MaxFrame = 0
+	c.Delivery.Timeout = 0
+	r := config.DefaultRoute()
+	r.Name = "x"
+	r.URL = "http://192.168.0.10/[SERIAL]"
+	r.Batch.MaxBytes = 0
+	c.Routes = append(c.Routes, r, r)
+	c.Resolve()
+	err := c.Validate()
+	var ve *config.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("Validate() = %v, want a *ValidationError", err)
+	}
+	want := []string{
+		"data_dir: required",
+		`devices.ack: must be one of persist, delivery, got "eventually"`,
+		"devices.max_frame: must be between 16B and 1MiB, got 0",
+		"delivery.timeout: must be > 0, got 0s",
+		"routes[0].url: host 192.168.0.10 is a private address; set delivery.allow_private_networks: true to deliver to it",
+		"routes[0].batch.max_bytes: must be > 0, got 0",
+		`routes[1].name: duplicate route name "x" (first used by routes[0])`,
+		"routes[1].url: host 192.168.0.10 is a private address; set delivery.allow_private_networks: true to deliver to it",
+		"routes[1].batch.max_bytes: must be > 0, got 0",
+	}
+	if !slices.Equal(ve.Problems, want) {
+		t.Fatalf("Validate() problems =\n%s\nwant\n%s", strings.Join(ve.Problems, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.HasPrefix(err.Error(), "invalid configuration:\n  data_dir: required\n  devices.ack") {
+		t.Fatalf("Validate().Error() = %q", err.Error())
+	}
+
+	// Decoding problems are reported all at once too, before validation.
+	_, err = config.Parse([]byte("nope: 1\ndevices:\n  max_frame: big\n  ack: 5\nroutes:\n  - name: a\n    colour: red\n"))
+	if !errors.As(err, &ve) || len(ve.Problems) != 3 {
+		t.Fatalf("Parse = %v, want 3 problems", err)
+	}
+}
+
+func TestValidateProgrammatic(t *testing.T) {
+	c := config.Default()
+	r := config.DefaultRoute()
+	r.Name, r.URL = "r", "https://example.com/"
+	c.Routes = append(c.Routes, r)
+	if err := c.Validate(); err != nil { // unresolved: timeout 0 and nil retry inherit
+		t.Fatalf("Validate() before Resolve = %v", err)
+	}
+	c.Resolve()
+	c.Resolve()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	if c.Routes[0].Timeout != c.Delivery.Timeout || *c.Routes[0].Retry != c.Delivery.Retry {
+		t.Fatalf("Resolve() left route %+v", c.Routes[0])
+	}
+}
+
+func TestSlogLevel(t *testing.T) {
+	for in, want := range map[string]string{"debug": "DEBUG", "info": "INFO", "warn": "WARN", "error": "ERROR", "": "INFO"} {
+		if got := (config.Log{Level: in}).SlogLevel().String(); got != want {
+			t.Errorf("SlogLevel(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

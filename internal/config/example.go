@@ -1,0 +1,125 @@
+package config
+
+// ExampleYAML is the reference configuration: every key, its default and what it does. Outside routes,
+// every value shown is the default. It parses and validates (a test checks both, and that it names every
+// key the types define).
+const ExampleYAML = `# fleetrelay configuration.
+#
+# Every key is optional; a key left out, or written without a value, keeps the default shown here.
+# Unknown keys are errors. Sizes are integers of bytes or take a unit: B, KB, MB, GB (powers of 1000),
+# KiB, MiB, GiB (powers of 1024), e.g. 64KiB. Durations take a unit: ms, s, m, h, e.g. 50ms, 10s, 168h;
+# a plain 0 is allowed.
+
+# Directory holding the store (journal, route queues, device state). Created if missing.
+data_dir: ./data
+
+log:
+  level: info             # lowest level written: debug, info, warn or error
+  format: text            # text (key=value) or json
+
+# The device-facing side.
+devices:
+  # Listeners for the native device protocol (host:port). "" disables one. The defaults accept
+  # devices from this machine only: use 0.0.0.0:5000 or :5000 to accept them from the network.
+  native:
+    tcp: 127.0.0.1:5000
+    udp: 127.0.0.1:5000
+  # When a device may forget a message:
+  #   persist   once the relay has stored it (survives a crash of the relay process)
+  #   delivery  once every route the message goes to has accepted it
+  ack: persist
+  # Largest frame a device may send (length field, type byte included), 16B to 1MiB. Larger frames
+  # are refused with ERROR 413 and the connection is closed.
+  max_frame: 64KiB
+  # Time a new connection has to send HELLO before it is closed with ERROR 408.
+  hello_timeout: 10s
+  # Connections that send nothing for this long are closed. 0 never closes them.
+  idle_timeout: 5m
+  # Most device connections held at once; further ones are refused with ERROR 503.
+  max_connections: 10000
+  # Network event loops; 0 starts one per CPU.
+  event_loops: 0
+
+# The embedded store.
+store:
+  # Fsync each group commit, so acknowledged messages survive a power loss or kernel crash. Off:
+  # they survive a crash of the relay process, not of the machine.
+  sync: false
+  # How often to reclaim space in the store's value log; 0 disables it.
+  gc_interval: 1m
+
+# The admin HTTP server: /healthz, /metrics and the REST API. "" disables it. It has no
+# authentication: keep it on loopback or a private network.
+admin:
+  listen: 127.0.0.1:8080
+
+# Settings shared by every route.
+delivery:
+  # Allow routes to reach loopback, private and link-local addresses. Off, such URLs are refused at
+  # load time when their host is a literal IP or localhost, and at connect time otherwise.
+  allow_private_networks: false
+  # Time limit for one HTTP request, connect to last response byte. A route's timeout overrides it.
+  timeout: 10s
+  # On shutdown, how long in-flight requests may run before they are abandoned; their messages stay
+  # queued and are delivered after the restart.
+  shutdown_grace: 5s
+  # Backoff between attempts of a failed batch: initial_backoff, doubling up to max_backoff. A
+  # server's Retry-After header is honoured instead when present. A route's retry overrides it.
+  retry:
+    initial_backoff: 200ms
+    max_backoff: 30s
+
+# Where device messages go: HTTP endpoints that receive them in batches (a JSON array per request).
+# There are none by default.
+routes:
+  - # Unique name: letters, digits, '_', '.', '-'. It names the route's queue in the store, so
+    # renaming a route starts it with an empty queue.
+    name: webhook
+    # false stops delivery; messages are still queued and delivered once it is enabled again.
+    enabled: true
+    # http:// or https:// endpoint. It may contain the device's dynamic fields [SERIAL], [IMEI],
+    # [ICCID], [CUSTOM1], [CUSTOM2], [CUSTOM3]. Write literal brackets as %5B and %5D.
+    url: https://hooks.example.com/fleet/[SERIAL]
+    # POST or PUT.
+    method: POST
+    # Extra request headers; values may contain the same dynamic fields.
+    headers:
+      Authorization: Bearer change-me
+      X-Device-IMEI: "[IMEI]"
+    # A batch is sent when it holds max_messages or max_bytes (body size before compression), or
+    # linger after its first message arrived, whichever comes first. A single message larger than
+    # max_bytes is sent alone. linger 0 sends whatever is pending at once.
+    batch:
+      max_messages: 500     # 1 to 100000
+      max_bytes: 1MiB
+      linger: 50ms
+    # Time limit for one request of this route; 0 uses delivery.timeout.
+    timeout: 0
+    # Most requests of this route in flight at once, 1 to 1024. Messages of one device are still
+    # delivered in order.
+    concurrency: 4
+
+  - name: archive
+    enabled: false
+    url: https://archive.example.com/fleet/[IMEI]
+    method: PUT
+    batch:
+      max_messages: 5000
+      max_bytes: 4MiB
+      linger: 1s
+    timeout: 30s
+    concurrency: 2
+    # This route's own backoff; a key left out uses delivery.retry's.
+    retry:
+      initial_backoff: 1s
+      max_backoff: 5m
+`
+
+// Example returns [ExampleYAML] parsed. It panics if ExampleYAML is invalid, which a test rules out.
+func Example() *Config {
+	c, err := Parse([]byte(ExampleYAML))
+	if err != nil {
+		panic("config: ExampleYAML: " + err.Error())
+	}
+	return c
+}

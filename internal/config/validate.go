@@ -1,0 +1,322 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// DynamicFields are the per-device fields a route's url and header values may contain, written in
+// brackets: [SERIAL]. Read-only.
+var DynamicFields = []string{"SERIAL", "IMEI", "ICCID", "CUSTOM1", "CUSTOM2", "CUSTOM3"}
+
+// Limits enforced by Validate.
+const (
+	MinMaxFrame      = 16 * Size(1) // smallest devices.max_frame
+	MaxMaxFrame      = MiB          // largest devices.max_frame
+	MaxBatchMessages = 100000       // largest routes[i].batch.max_messages
+	MaxRouteRequests = 1024         // largest routes[i].concurrency
+)
+
+var (
+	routeNameRE    = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
+	dynamicFieldRE = regexp.MustCompile(`\[([A-Za-z][A-Za-z0-9_]*)\]`)
+	headerNameRE   = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+)
+
+// Validate checks the whole configuration and returns every problem at once as a [*ValidationError],
+// or nil. Each problem reads "dotted.path: message". A route's timeout of 0 and an absent retry are
+// accepted (they inherit from delivery; see [Config.Resolve]).
+func (c *Config) Validate() error {
+	var p problems
+
+	if strings.TrimSpace(c.DataDir) == "" {
+		p.add("data_dir", "required")
+	}
+	oneOf(&p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf(&p, "log.format", c.Log.Format, "text", "json")
+
+	d := &c.Devices
+	tcpPort := listenAddr(&p, "devices.native.tcp", d.Native.TCP)
+	listenAddr(&p, "devices.native.udp", d.Native.UDP)
+	oneOf(&p, "devices.ack", string(d.Ack), string(AckPersist), string(AckDelivery))
+	if d.MaxFrame < MinMaxFrame || d.MaxFrame > MaxMaxFrame {
+		p.add("devices.max_frame", "must be between %s and %s, got %s", MinMaxFrame, MaxMaxFrame, sizeText(d.MaxFrame))
+	}
+	positive(&p, "devices.hello_timeout", d.HelloTimeout)
+	nonNegative(&p, "devices.idle_timeout", d.IdleTimeout)
+	if d.MaxConnections <= 0 {
+		p.add("devices.max_connections", "must be > 0, got %d", d.MaxConnections)
+	}
+	if d.EventLoops < 0 {
+		p.add("devices.event_loops", "must not be negative (0 starts one per CPU), got %d", d.EventLoops)
+	}
+
+	nonNegative(&p, "store.gc_interval", c.Store.GCInterval)
+
+	adminPort := listenAddr(&p, "admin.listen", c.Admin.Listen)
+	if tcpPort != "" && tcpPort == adminPort && hostsOverlap(d.Native.TCP, c.Admin.Listen) {
+		p.add("admin.listen", "uses the same TCP address as devices.native.tcp (%s)", d.Native.TCP)
+	}
+
+	positive(&p, "delivery.timeout", c.Delivery.Timeout)
+	nonNegative(&p, "delivery.shutdown_grace", c.Delivery.ShutdownGrace)
+	retry(&p, "delivery.retry", c.Delivery.Retry)
+
+	names := map[string]int{}
+	for i := range c.Routes {
+		c.validateRoute(&p, i, names)
+	}
+	return p.err()
+}
+
+func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
+	r := &c.Routes[i]
+	path := fmt.Sprintf("routes[%d]", i)
+
+	switch {
+	case r.Name == "":
+		p.add(path+".name", "required")
+	case !routeNameRE.MatchString(r.Name):
+		p.add(path+".name", "%q may only contain letters, digits, '_', '.' and '-'", r.Name)
+	default:
+		if first, dup := names[r.Name]; dup {
+			p.add(path+".name", "duplicate route name %q (first used by routes[%d])", r.Name, first)
+		} else {
+			names[r.Name] = i
+		}
+	}
+
+	c.validateURL(p, path+".url", r.URL)
+
+	if r.Method != "POST" && r.Method != "PUT" {
+		p.add(path+".method", "must be POST or PUT, got %q", r.Method)
+	}
+
+	keys := make([]string, 0, len(r.Headers))
+	for k := range r.Headers {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	canon := map[string]string{}
+	for _, k := range keys {
+		hp := path + ".headers." + k
+		ck := strings.ToLower(k)
+		switch {
+		case !headerNameRE.MatchString(k):
+			p.add(hp, "%q is not a valid header name", k)
+		case ck == "content-length" || ck == "transfer-encoding" || ck == "content-encoding":
+			p.add(hp, "is set by the relay and cannot be configured")
+		case canon[ck] != "":
+			p.add(hp, "same header as %s (header names are case-insensitive)", canon[ck])
+		default:
+			canon[ck] = k
+		}
+		v := r.Headers[k]
+		if strings.ContainsAny(v, "\r\n\x00") {
+			p.add(hp, "value must not contain line breaks or NUL")
+		}
+		if bad := unknownFields(v); len(bad) > 0 {
+			p.add(hp, "%s", unknownFieldsMsg(bad))
+		}
+	}
+
+	b := &r.Batch
+	if b.MaxMessages < 1 || b.MaxMessages > MaxBatchMessages {
+		p.add(path+".batch.max_messages", "must be between 1 and %d, got %d", MaxBatchMessages, b.MaxMessages)
+	}
+	if b.MaxBytes <= 0 {
+		p.add(path+".batch.max_bytes", "must be > 0, got %s", sizeText(b.MaxBytes))
+	}
+	nonNegative(p, path+".batch.linger", b.Linger)
+
+	if r.Timeout != c.Delivery.Timeout { // an inherited timeout was checked as delivery.timeout
+		nonNegative(p, path+".timeout", r.Timeout)
+	}
+	if r.Concurrency < 1 || r.Concurrency > MaxRouteRequests {
+		p.add(path+".concurrency", "must be between 1 and %d, got %d", MaxRouteRequests, r.Concurrency)
+	}
+	if r.Retry != nil && *r.Retry != c.Delivery.Retry { // an inherited retry was checked as delivery.retry
+		retry(p, path+".retry", *r.Retry)
+	}
+}
+
+func (c *Config) validateURL(p *problems, path, raw string) {
+	if strings.TrimSpace(raw) == "" {
+		p.add(path, "required")
+		return
+	}
+	if bad := unknownFields(raw); len(bad) > 0 {
+		p.add(path, "%s", unknownFieldsMsg(bad))
+		return
+	}
+	u, err := url.Parse(dynamicFieldRE.ReplaceAllString(raw, "x"))
+	if err != nil {
+		p.add(path, "%q is not a valid URL: %v", raw, unwrapURLError(err))
+		return
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		p.add(path, "%q must start with http:// or https://", raw)
+		return
+	}
+	if u.Opaque != "" || u.Host == "" || u.Hostname() == "" {
+		p.add(path, "%q has no host", raw)
+		return
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			p.add(path, "%q has an invalid port %q", raw, port)
+			return
+		}
+	}
+	if u2, err := url.Parse(dynamicFieldRE.ReplaceAllString(raw, "y")); err != nil || u2.Hostname() != u.Hostname() {
+		return // the host depends on the device: checked when connecting
+	}
+	if !c.Delivery.AllowPrivateNetworks {
+		if why := privateHost(u.Hostname()); why != "" {
+			p.add(path, "host %s is %s; set delivery.allow_private_networks: true to deliver to it", u.Hostname(), why)
+		}
+	}
+}
+
+// privateHost says why host is a loopback, private, link-local or unspecified address, or "" if it is
+// none (or is a hostname other than localhost, which is checked when connecting).
+func privateHost(host string) string {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return "localhost"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return ""
+	}
+	ip = ip.Unmap()
+	switch {
+	case ip.IsLoopback():
+		return "a loopback address"
+	case ip.IsPrivate():
+		return "a private address"
+	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
+		return "a link-local address"
+	case ip.IsUnspecified():
+		return "an unspecified address"
+	}
+	return ""
+}
+
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+// unknownFields returns the bracketed names in s that are not dynamic fields.
+func unknownFields(s string) []string {
+	var bad []string
+	for _, m := range dynamicFieldRE.FindAllStringSubmatch(s, -1) {
+		known := false
+		for _, f := range DynamicFields {
+			if m[1] == f {
+				known = true
+				break
+			}
+		}
+		if !known {
+			bad = append(bad, m[0])
+		}
+	}
+	return bad
+}
+
+func unknownFieldsMsg(bad []string) string {
+	known := make([]string, len(DynamicFields))
+	for i, f := range DynamicFields {
+		known[i] = "[" + f + "]"
+	}
+	word := "field"
+	if len(bad) > 1 {
+		word = "fields"
+	}
+	return fmt.Sprintf("unknown dynamic %s %s; known fields are %s (write literal brackets as %%5B and %%5D)",
+		word, strings.Join(bad, " "), strings.Join(known, " "))
+}
+
+// listenAddr checks a host:port listen address ("" disables the listener) and returns its port.
+func listenAddr(p *problems, path, addr string) string {
+	if addr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.add(path, "%q is not host:port (%v)", addr, unwrapAddrError(err))
+		return ""
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.add(path, "%q has an invalid port %q (want 0 to 65535)", addr, port)
+		return ""
+	}
+	if strings.ContainsAny(host, " \t/") {
+		p.add(path, "%q has an invalid host %q", addr, host)
+		return ""
+	}
+	if port == "0" {
+		return "" // a port chosen by the system never conflicts
+	}
+	return port
+}
+
+func unwrapAddrError(err error) string {
+	if ae, ok := err.(*net.AddrError); ok {
+		return ae.Err
+	}
+	return err.Error()
+}
+
+// hostsOverlap reports whether two listen addresses with the same port would bind the same socket.
+func hostsOverlap(a, b string) bool {
+	ha, _, _ := net.SplitHostPort(a)
+	hb, _, _ := net.SplitHostPort(b)
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return ha == hb || wild(ha) || wild(hb)
+}
+
+func oneOf(p *problems, path, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	p.add(path, "must be one of %s, got %q", strings.Join(allowed, ", "), v)
+}
+
+func positive(p *problems, path string, d Duration) {
+	if d <= 0 {
+		p.add(path, "must be > 0, got %s", d)
+	}
+}
+
+func nonNegative(p *problems, path string, d Duration) {
+	if d < 0 {
+		p.add(path, "must not be negative, got %s", d)
+	}
+}
+
+func retry(p *problems, path string, r Retry) {
+	positive(p, path+".initial_backoff", r.InitialBackoff)
+	if r.MaxBackoff < r.InitialBackoff {
+		p.add(path+".max_backoff", "must be at least initial_backoff (%s), got %s", r.InitialBackoff, r.MaxBackoff)
+	}
+}
+
+func sizeText(s Size) string {
+	if s < 0 {
+		return strconv.FormatInt(int64(s), 10)
+	}
+	return s.String()
+}
