@@ -1,0 +1,426 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// committer is the state owned by the committer goroutine.
+type committer struct {
+	batch   []request         // requests taken from the queue
+	frames  []*Frame          // frames of the batch that go into the segment
+	buf     []byte            // segment encoding
+	arena   []byte            // keys and small values of the current transaction
+	ck      map[string]uint64 // checkpoint entries of the current transaction
+	bitmaps []bitmapWrite
+	retire  []*segState
+
+	nextSeg uint64 // ID of the next segment
+
+	// Device checkpoint keys: IDs in [ckFirst, ckNext) may exist.
+	ckFirst, ckNext uint64
+	ckKeys          int
+	ckBytes         int64
+	ckRetryAt       int64 // after a failed snapshot, retry once ckBytes exceeds this
+	ckLen           int   // size of the checkpoint value of the current transaction
+}
+
+type bitmapWrite struct {
+	seg      *segState
+	rt       int // index in seg.routes
+	key, val []byte
+}
+
+func (c *committer) init() {
+	c.ck = make(map[string]uint64)
+	c.nextSeg = 1
+	c.ckFirst, c.ckNext = 1, 1
+}
+
+// txnBudget mirrors Badger's transaction size accounting (Txn.checkSize),
+// counting values at full length, which over-estimates values that Badger
+// moves to the value log.
+type txnBudget struct {
+	count, bytes int64
+}
+
+func entryCost(key, val int) int64 { return int64(key+val) + 2 + 10 }
+
+func (b *txnBudget) add(count int, bytes int64) {
+	b.count += int64(count)
+	b.bytes += bytes
+}
+
+func (s *Store) fits(b txnBudget, count int, bytes int64) bool {
+	return b.count+int64(count) <= s.maxTxnCount && b.bytes+bytes <= s.maxTxnBytes
+}
+
+// testCommitHook, set only by tests before Open, is called before each
+// Badger commit; an error fails the commit as a write error would.
+var testCommitHook func() error
+
+// errBackoff is how long the committer waits before it retries state-only
+// work (bitmaps, retirements) after a failed commit, unless woken earlier.
+const errBackoff = time.Second
+
+func (s *Store) runCommitter() {
+	defer close(s.committerDone)
+	var retry <-chan time.Time
+	for {
+		closed := s.take()
+		if len(s.c.batch) == 0 && s.idle(closed) {
+			if closed {
+				return
+			}
+			select {
+			case <-s.wake:
+			case <-retry:
+			}
+			retry = nil
+			continue
+		}
+		stateOnly := len(s.c.batch) == 0
+		if err := s.commit(); err != nil && stateOnly {
+			if closed {
+				s.stop()
+				return
+			}
+			retry = time.After(errBackoff)
+			select {
+			case <-s.wake:
+			case <-retry:
+			}
+			continue
+		}
+		s.maybeSnapshot()
+	}
+}
+
+// take moves up to one commit's worth of requests from the queue into
+// c.batch and reports whether the store is closed.
+func (s *Store) take() (closed bool) {
+	c := &s.c
+	s.mu.Lock()
+	n, bytes := 0, 0
+	for n < len(s.queue) {
+		sz := s.queue[n].size
+		if n > 0 && (n >= s.opts.MaxCommitFrames || bytes+sz > s.opts.MaxCommitBytes) {
+			break
+		}
+		bytes += sz
+		n++
+	}
+	if n == len(s.queue) {
+		c.batch, s.queue = s.queue, c.batch[:0]
+	} else {
+		c.batch = append(c.batch[:0], s.queue[:n]...)
+		m := copy(s.queue, s.queue[n:])
+		clear(s.queue[m:])
+		s.queue = s.queue[:m]
+	}
+	s.queueBytes -= bytes
+	closed = s.closed
+	if n > 0 {
+		s.notFull.Broadcast()
+	}
+	s.mu.Unlock()
+	return closed
+}
+
+// idle reports whether there is no delivery state to persist; when closed it
+// also stops MarkDelivered, atomically with the check, so no mark is lost
+// between the last commit and the stop.
+func (s *Store) idle(closed bool) bool {
+	s.state.Lock()
+	defer s.state.Unlock()
+	if len(s.dirty) > 0 || len(s.retire) > 0 {
+		return false
+	}
+	if closed {
+		s.stopped = true
+	}
+	return true
+}
+
+func (s *Store) stop() {
+	s.state.Lock()
+	s.stopped = true
+	s.state.Unlock()
+}
+
+// commit writes the current batch and pending delivery state in one Badger
+// transaction, then updates the in-memory state and runs the callbacks.
+func (s *Store) commit() error {
+	c := &s.c
+	start := time.Now()
+	c.frames = c.frames[:0]
+	clear(c.ck)
+	for _, r := range c.batch {
+		f := r.f
+		normalizeRoutes(f)
+		if len(f.Routes) > 0 && len(f.Records) > 0 {
+			c.frames = append(c.frames, f)
+		} else if cur, ok := c.ck[f.Device]; !ok || f.Seq > cur {
+			c.ck[f.Device] = f.Seq
+		}
+	}
+	var used txnBudget
+	var segID uint64
+	if len(c.frames) > 0 {
+		segID = c.nextSeg
+		c.buf = AppendSegment(c.buf[:0], c.frames)
+		used.add(1, entryCost(segKeyLen, len(c.buf)))
+	}
+	var ckBytes int64 = 1
+	for dev := range c.ck {
+		ckBytes += int64(len(dev) + checkpointEntryOverhead)
+	}
+	used.add(2, entryCost(ckKeyLen, int(ckBytes))+entryCost(len(keyMaxSegment), 8))
+	c.arena = c.arena[:0]
+	s.collect(&used)
+
+	if segID == 0 && len(c.ck) == 0 && len(c.bitmaps) == 0 && len(c.retire) == 0 {
+		return nil // only retiring segments were dirty; the batch is empty
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	err := s.fill(txn, segID)
+	ckWritten := len(c.ck) > 0
+	if err == nil && testCommitHook != nil {
+		err = testCommitHook()
+	}
+	if err == nil {
+		err = txn.Commit()
+	}
+	s.finish(err, segID, ckWritten, start)
+	return err
+}
+
+// fill adds the writes of the commit to txn.
+func (s *Store) fill(txn *badger.Txn, segID uint64) error {
+	c := &s.c
+	if segID != 0 {
+		if err := txn.Set(appendSegKey(nil, segID), c.buf); err != nil {
+			return err
+		}
+	}
+	if len(c.ck) > 0 {
+		start := len(c.arena)
+		c.arena = append(c.arena, checkpointVersion)
+		for dev, seq := range c.ck {
+			c.arena = appendCheckpointEntry(c.arena, dev, seq)
+		}
+		val := c.arena[start:]
+		c.ckLen = len(val)
+		if err := txn.Set(appendCheckpointKey(nil, c.ckNext), val); err != nil {
+			return err
+		}
+	}
+	for _, b := range c.bitmaps {
+		if err := txn.Set(b.key, b.val); err != nil {
+			return err
+		}
+	}
+	if len(c.retire) > 0 {
+		for _, seg := range c.retire {
+			if err := txn.Delete(appendSegKey(nil, seg.id)); err != nil {
+				return err
+			}
+			for i := range seg.routes {
+				if rt := &seg.routes[i]; rt.persisted {
+					if err := txn.Delete(appendBitmapKey(nil, rt.route, seg.id)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		// Retiring may delete the highest segment key; keep the ID counter.
+		top := max(s.maxSeg.Load(), segID)
+		if err := txn.Set(keyMaxSegment, appendU64(nil, top)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collect takes dirty bitmaps and segments to retire from the delivery
+// state, as far as the transaction budget allows.
+func (s *Store) collect(used *txnBudget) {
+	c := &s.c
+	c.bitmaps = c.bitmaps[:0]
+	c.retire = c.retire[:0]
+	s.state.Lock()
+	defer s.state.Unlock()
+
+	taken := 0
+	for _, seg := range s.retire {
+		count := 1
+		bytes := entryCost(segKeyLen, 0)
+		for i := range seg.routes {
+			if seg.routes[i].persisted {
+				count++
+				bytes += entryCost(bitmapKeyLen, 0)
+			}
+		}
+		for i := range seg.frames {
+			bytes += int64(len(seg.frames[i].dev.name) + checkpointEntryOverhead)
+		}
+		if !s.fits(*used, count, bytes) && (taken > 0 || len(c.batch) > 0) {
+			break
+		}
+		used.add(count, bytes)
+		c.retire = append(c.retire, seg)
+		for i := range seg.frames {
+			fm := &seg.frames[i]
+			if cur, ok := c.ck[fm.dev.name]; !ok || fm.seq > cur {
+				c.ck[fm.dev.name] = fm.seq
+			}
+		}
+		taken++
+	}
+	n := copy(s.retire, s.retire[taken:])
+	clear(s.retire[n:])
+	s.retire = s.retire[:n]
+
+	kept := s.dirty[:0]
+	full := false
+	for _, seg := range s.dirty {
+		if seg.retiring {
+			seg.dirty = false
+			continue
+		}
+		if full {
+			kept = append(kept, seg)
+			continue
+		}
+		for i := range seg.routes {
+			rt := &seg.routes[i]
+			if !rt.dirty {
+				continue
+			}
+			cost := entryCost(bitmapKeyLen, len(rt.bits))
+			if !s.fits(*used, 1, cost) && (len(c.bitmaps) > 0 || len(c.retire) > 0 || len(c.batch) > 0) {
+				full = true
+				break
+			}
+			used.add(1, cost)
+			start := len(c.arena)
+			c.arena = appendBitmapKey(c.arena, rt.route, seg.id)
+			k := c.arena[start:len(c.arena):len(c.arena)]
+			start = len(c.arena)
+			c.arena = append(c.arena, rt.bits...)
+			v := c.arena[start:len(c.arena):len(c.arena)]
+			c.bitmaps = append(c.bitmaps, bitmapWrite{seg: seg, rt: i, key: k, val: v})
+			rt.dirty = false
+		}
+		if full {
+			kept = append(kept, seg) // some of its routes are still dirty
+			continue
+		}
+		seg.dirty = false
+	}
+	clear(s.dirty[len(kept):])
+	s.dirty = kept
+}
+
+// finish applies the outcome of a commit to the in-memory state and calls
+// the callbacks.
+func (s *Store) finish(err error, segID uint64, ckWritten bool, start time.Time) {
+	c := &s.c
+	if segID != 0 {
+		c.nextSeg++ // consumed even on failure: a failed write may still reach disk
+	}
+	if ckWritten {
+		c.ckNext++
+	}
+	if err == nil {
+		s.applyCommit(segID, ckWritten)
+	} else {
+		s.state.Lock()
+		for _, b := range c.bitmaps {
+			b.seg.routes[b.rt].dirty = true
+			if !b.seg.dirty && !b.seg.retiring {
+				b.seg.dirty = true
+				s.dirty = append(s.dirty, b.seg)
+			}
+		}
+		s.retire = append(s.retire, c.retire...)
+		s.state.Unlock()
+		s.stats.commitErrors.Add(1)
+		if segID != 0 {
+			err = fmt.Errorf("commit segment %d: %w", segID, err)
+		} else {
+			err = fmt.Errorf("commit delivery state: %w", err)
+		}
+	}
+	s.stats.lastLatency.Store(int64(time.Since(start)))
+	s.stats.lastFrames.Store(int64(len(c.batch)))
+	for _, r := range c.batch {
+		r.done(err)
+	}
+	if err == nil && segID != 0 && s.opts.OnCommit != nil {
+		s.opts.OnCommit(NewSegment(segID, slices.Clone(c.frames)))
+	}
+	clear(c.batch)
+	c.batch = c.batch[:0]
+	clear(c.frames)
+	c.frames = c.frames[:0]
+	clear(c.bitmaps)
+	clear(c.retire)
+}
+
+// applyCommit updates the in-memory state after a durable commit.
+func (s *Store) applyCommit(segID uint64, ckWritten bool) {
+	c := &s.c
+	var records int
+	for _, f := range c.frames {
+		records += len(f.Records)
+	}
+	s.state.Lock()
+	if segID != 0 {
+		s.registerLocked(segID, c.frames, len(c.buf))
+	}
+	for _, r := range c.batch {
+		f := r.f
+		d := s.deviceLocked(f.Device)
+		d.lastSeq = max(d.lastSeq, f.Seq)
+		s.advanceLocked(d)
+	}
+	for _, b := range c.bitmaps {
+		b.seg.routes[b.rt].persisted = true
+	}
+	for _, seg := range c.retire {
+		s.dropLocked(seg)
+	}
+	s.state.Unlock()
+
+	if ckWritten {
+		c.ckKeys++
+		c.ckBytes += int64(c.ckLen)
+		s.stats.ckKeys.Store(int64(c.ckKeys))
+	}
+	if segID != 0 {
+		s.maxSeg.Store(segID)
+		s.stats.segmentsWritten.Add(1)
+		s.stats.bytes.Add(uint64(len(c.buf)))
+		s.stats.records.Add(uint64(records))
+	}
+	s.stats.commits.Add(1)
+	s.stats.frames.Add(uint64(len(c.batch)))
+	s.stats.segmentsRetired.Add(uint64(len(c.retire)))
+}
+
+// normalizeRoutes removes duplicate route IDs (the store owns the frame).
+func normalizeRoutes(f *Frame) {
+	r := f.Routes
+	for i := 1; i < len(r); i++ {
+		if slices.Contains(r[:i], r[i]) {
+			slices.Sort(r)
+			f.Routes = slices.Compact(r)
+			return
+		}
+	}
+}

@@ -1,0 +1,16 @@
+package store
+
+import "errors"
+
+var (
+	// ErrClosed is returned (or passed to a done callback) after Close.
+	ErrClosed = errors.New("store closed")
+	// ErrCorrupt reports an encoded segment or checkpoint that cannot be decoded.
+	ErrCorrupt = errors.New("corrupt store data")
+	// ErrVersion reports data written in an unknown format version.
+	ErrVersion = errors.New("unsupported store format version")
+	// ErrTooManyRoutes is returned by RouteID when all 65535 route IDs are taken.
+	ErrTooManyRoutes = errors.New("too many routes")
+	// ErrNoDir is returned by Open when Options.Dir is empty.
+	ErrNoDir = errors.New("store directory not set")
+)

@@ -1,0 +1,15 @@
+package store
+
+// Test hooks for the black-box tests in package store_test.
+
+// SetCommitHook installs fn to run before every Badger commit (nil removes
+// it). Set it only while no Store is open.
+func SetCommitHook(fn func() error) { testCommitHook = fn }
+
+// SetSnapshotThresholds changes when device checkpoints are rewritten and
+// returns a function restoring the defaults.
+func SetSnapshotThresholds(minKeys int, slack int64, chunk int) (restore func()) {
+	k, s, c := snapshotMinKeys, snapshotSlack, snapshotChunkSize
+	snapshotMinKeys, snapshotSlack, snapshotChunkSize = minKeys, slack, chunk
+	return func() { snapshotMinKeys, snapshotSlack, snapshotChunkSize = k, s, c }
+}

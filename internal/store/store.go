@@ -1,0 +1,402 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Store is the relay's durable journal and delivery-state tracker. All
+// methods are safe for concurrent use. Callbacks (done, OnCommit, OnDelivered)
+// are called without any store lock held.
+//
+// Goroutines: the committer (group commits), the value-log GC loop, and the
+// OnDelivered notifier; Close stops and waits for all three.
+type Store struct {
+	opts Options
+	log  *slog.Logger
+	db   *badger.DB
+
+	maxQueueFrames int
+	maxQueueBytes  int
+	maxTxnBytes    int64 // our budget per Badger transaction
+	maxTxnCount    int64
+
+	// Append queue. Lock order: mu and state are never held together.
+	mu         sync.Mutex
+	notFull    sync.Cond
+	queue      []request
+	queueBytes int
+	closed     bool
+	wake       chan struct{} // committer wake-up, capacity 1
+
+	// Delivery state, guarded by state.
+	state       sync.RWMutex
+	segs        map[uint64]*segState
+	order       []uint64 // IDs of live segments, ascending; may hold retired IDs
+	orderDead   int
+	devices     map[string]*deviceState
+	deviceBytes int64       // checkpoint size of all devices, to decide on snapshots
+	liveBytes   int64       // encoded bytes of live segments
+	dirty       []*segState // segments with changed bitmaps
+	retire      []*segState // segments to delete
+	stopped     bool        // the committer has exited: MarkDelivered is a no-op
+	loading     bool        // Open is rebuilding state: no notifications
+	notify      *notifier   // nil without OnDelivered
+
+	// Route names, guarded by routesMu.
+	routesMu  sync.Mutex
+	routes    map[string]uint16
+	nextRoute uint32
+
+	// dbMu keeps readers (Pending, RouteID) off a closing database.
+	dbMu     sync.RWMutex
+	dbClosed bool
+
+	// Committer-owned.
+	c committer
+
+	maxSeg atomic.Uint64
+	stats  counters
+
+	closeOnce     sync.Once
+	committerDone chan struct{}
+	gcStop        chan struct{}
+	gcDone        chan struct{}
+}
+
+type request struct {
+	f    *Frame
+	done func(error)
+	size int
+}
+
+type counters struct {
+	commits, commitErrors, frames, records, bytes atomic.Uint64
+	segmentsWritten, segmentsRetired, snapshots   atomic.Uint64
+	vlogGC                                        atomic.Uint64
+	lastFrames                                    atomic.Int64
+	lastLatency                                   atomic.Int64
+	ckKeys                                        atomic.Int64
+}
+
+// Open opens (creating if needed) the store in opts.Dir, rebuilds its
+// in-memory state from disk and starts its goroutines.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, ErrNoDir
+	}
+	opts = opts.withDefaults()
+	log := opts.Logger.With("component", "store")
+	db, err := badger.Open(badgerOptions(opts, log))
+	if err != nil {
+		return nil, fmt.Errorf("open badger in %q: %w", opts.Dir, err)
+	}
+	s := &Store{
+		opts:           opts,
+		log:            log,
+		db:             db,
+		maxQueueFrames: queueDepth * opts.MaxCommitFrames,
+		maxQueueBytes:  queueDepth * opts.MaxCommitBytes,
+		// Leave a fifth of Badger's limits for our estimation error.
+		maxTxnBytes:   db.MaxBatchSize() * 4 / 5,
+		maxTxnCount:   db.MaxBatchCount() * 4 / 5,
+		wake:          make(chan struct{}, 1),
+		segs:          make(map[uint64]*segState),
+		devices:       make(map[string]*deviceState),
+		routes:        make(map[string]uint16),
+		nextRoute:     1,
+		committerDone: make(chan struct{}),
+		gcStop:        make(chan struct{}),
+		gcDone:        make(chan struct{}),
+	}
+	s.notFull.L = &s.mu
+	s.c.init()
+	if err := s.load(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("recover store in %q: %w", opts.Dir, err)
+	}
+	if opts.OnDelivered != nil {
+		s.notify = newNotifier(opts.OnDelivered)
+		go s.notify.run()
+	}
+	go s.runCommitter()
+	go s.runGC()
+	if len(s.retire) > 0 {
+		s.signal()
+	}
+	return s, nil
+}
+
+// Close commits everything queued before it (their done callbacks and
+// OnCommit fire), stops the store's goroutines and closes Badger. Appends
+// after Close get ErrClosed. Delivery marks that arrive after the final
+// commit are dropped (their records are delivered again after restart).
+// Calls after the first return ErrClosed.
+func (s *Store) Close() error {
+	err := ErrClosed
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.notFull.Broadcast()
+		s.mu.Unlock()
+		s.signal()
+		<-s.committerDone
+		close(s.gcStop)
+		<-s.gcDone
+		if s.notify != nil {
+			s.notify.close()
+		}
+		s.dbMu.Lock()
+		s.dbClosed = true
+		err = s.db.Close()
+		s.dbMu.Unlock()
+		if err != nil {
+			err = fmt.Errorf("close badger in %q: %w", s.opts.Dir, err)
+		}
+	})
+	return err
+}
+
+func (s *Store) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Append queues f for the next group commit and returns at once, unless the
+// queue is full, in which case it waits until the committer takes a batch.
+// done is called exactly once: from the committer goroutine after the commit
+// holding f is durable (nil) or failed (the error), or synchronously from
+// Append with ErrClosed after Close. The store owns f from now on. done must
+// not block and must not call Append or Close.
+func (s *Store) Append(f *Frame, done func(err error)) {
+	size := frameSize(f)
+	s.mu.Lock()
+	for !s.closed && len(s.queue) > 0 &&
+		(len(s.queue) >= s.maxQueueFrames || s.queueBytes+size > s.maxQueueBytes) {
+		s.notFull.Wait()
+	}
+	if s.closed {
+		s.mu.Unlock()
+		done(ErrClosed)
+		return
+	}
+	s.queue = append(s.queue, request{f: f, done: done, size: size})
+	s.queueBytes += size
+	first := len(s.queue) == 1
+	s.mu.Unlock()
+	if first {
+		s.signal()
+	}
+}
+
+// frameSize is what a frame counts against the commit and queue byte caps.
+func frameSize(f *Frame) int {
+	n := 32 + len(f.Device) + len(f.Serial) + len(f.IMEI) + len(f.ICCID) + 2*len(f.Routes)
+	for _, r := range f.Records {
+		n += len(r) + 2
+	}
+	return n
+}
+
+// LastSeq returns the highest seq durably stored for device, 0 if none.
+func (s *Store) LastSeq(device string) uint64 {
+	s.state.RLock()
+	defer s.state.RUnlock()
+	if d := s.devices[device]; d != nil {
+		return d.lastSeq
+	}
+	return 0
+}
+
+// DeliveredSeq returns the delivered watermark of device: the highest seq S
+// such that every stored frame of the device with seq <= S has all its
+// records done on all its routes (frames without routes are done when
+// stored). It is one below the lowest seq still in delivery, or LastSeq when
+// nothing is. It never decreases while the store is open; after a restart it
+// is recomputed from disk.
+func (s *Store) DeliveredSeq(device string) uint64 {
+	s.state.RLock()
+	defer s.state.RUnlock()
+	if d := s.devices[device]; d != nil {
+		return d.delivered
+	}
+	return 0
+}
+
+// MaxSegment returns the highest committed segment ID (0 if none).
+func (s *Store) MaxSegment() uint64 { return s.maxSeg.Load() }
+
+// MarkDelivered records that route is finished with refs (delivered or
+// dead-lettered). It updates the in-memory state at once (DeliveredSeq,
+// Pending, OnDelivered) and is persisted by the next group commit, which it
+// triggers. Unknown segments, positions that do not go to route, and repeated
+// marks are ignored. It never waits for disk.
+func (s *Store) MarkDelivered(route uint16, refs []Ref) {
+	if len(refs) == 0 {
+		return
+	}
+	changed := false
+	s.state.Lock()
+	if !s.stopped {
+		var seg *segState
+		var rt *routeTrack
+		for _, r := range refs {
+			if seg == nil || seg.id != r.Seg {
+				seg, rt = s.segs[r.Seg], nil
+				if seg != nil {
+					rt = seg.track(route)
+				}
+			}
+			if rt != nil && s.markLocked(seg, rt, r.Pos) {
+				changed = true
+			}
+		}
+	}
+	s.state.Unlock()
+	if changed {
+		s.signal()
+	}
+}
+
+// Pending calls fn, in segment-ID order, for every live segment with ID >
+// after that has records for route not yet marked delivered, with the
+// segment read from disk and the sorted positions of those records. It stops
+// early when fn returns false. Segments committed while Pending runs may or
+// may not be visited. fn is called without store locks held and may call
+// any Store method except Close.
+func (s *Store) Pending(route uint16, after uint64, fn func(seg *Segment, pos []uint32) bool) error {
+	cursor := after
+	for {
+		id, pos := s.nextPending(route, cursor)
+		if id == 0 {
+			return nil
+		}
+		cursor = id
+		seg, err := s.readSegment(id)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue // retired meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if !fn(seg, pos) {
+			return nil
+		}
+	}
+}
+
+// nextPending finds the first live segment after cursor with undone records
+// for route; id 0 means none.
+func (s *Store) nextPending(route uint16, cursor uint64) (uint64, []uint32) {
+	s.state.RLock()
+	defer s.state.RUnlock()
+	i := sort.Search(len(s.order), func(i int) bool { return s.order[i] > cursor })
+	for ; i < len(s.order); i++ {
+		seg := s.segs[s.order[i]]
+		if seg == nil || seg.retiring {
+			continue
+		}
+		if rt := seg.track(route); rt != nil && rt.done < rt.total {
+			return seg.id, seg.undoneLocked(make([]uint32, 0, rt.total-rt.done), rt)
+		}
+	}
+	return 0, nil
+}
+
+func (s *Store) readSegment(id uint64) (*Segment, error) {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.dbClosed {
+		return nil, ErrClosed
+	}
+	var val []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(appendSegKey(nil, id))
+		if err != nil {
+			return err
+		}
+		val, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read segment %d: %w", id, err)
+	}
+	return DecodeSegment(id, val)
+}
+
+// RouteID returns the stable ID of a route name, assigning and persisting a
+// new one (1, 2, ...) on first use.
+func (s *Store) RouteID(name string) (uint16, error) {
+	s.routesMu.Lock()
+	defer s.routesMu.Unlock()
+	if id, ok := s.routes[name]; ok {
+		return id, nil
+	}
+	if s.nextRoute > math.MaxUint16 {
+		return 0, fmt.Errorf("route %q: %w", name, ErrTooManyRoutes)
+	}
+	id := uint16(s.nextRoute)
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.dbClosed {
+		return 0, ErrClosed
+	}
+	err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(routeNameKey(name), binary.BigEndian.AppendUint16(nil, id))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("persist route %q: %w", name, err)
+	}
+	s.routes[name] = id
+	s.nextRoute++
+	return id, nil
+}
+
+// Routes returns a copy of the route-name table.
+func (s *Store) Routes() map[string]uint16 {
+	s.routesMu.Lock()
+	defer s.routesMu.Unlock()
+	m := make(map[string]uint16, len(s.routes))
+	for k, v := range s.routes {
+		m[k] = v
+	}
+	return m
+}
+
+// Stats returns a snapshot of the store's counters.
+func (s *Store) Stats() Stats {
+	st := Stats{
+		Commits:           s.stats.commits.Load(),
+		CommitErrors:      s.stats.commitErrors.Load(),
+		Frames:            s.stats.frames.Load(),
+		Records:           s.stats.records.Load(),
+		Bytes:             s.stats.bytes.Load(),
+		SegmentsWritten:   s.stats.segmentsWritten.Load(),
+		SegmentsRetired:   s.stats.segmentsRetired.Load(),
+		Snapshots:         s.stats.snapshots.Load(),
+		VlogGCRewrites:    s.stats.vlogGC.Load(),
+		LastCommitFrames:  int(s.stats.lastFrames.Load()),
+		LastCommitLatency: time.Duration(s.stats.lastLatency.Load()),
+		CheckpointKeys:    int(s.stats.ckKeys.Load()),
+	}
+	s.state.RLock()
+	st.SegmentsLive = len(s.segs)
+	st.LiveBytes = s.liveBytes
+	st.Devices = len(s.devices)
+	s.state.RUnlock()
+	s.mu.Lock()
+	st.Queued = len(s.queue)
+	s.mu.Unlock()
+	return st
+}
