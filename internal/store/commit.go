@@ -359,7 +359,9 @@ func (s *Store) finish(err error, segID uint64, ckWritten bool, start time.Time)
 	s.stats.lastLatency.Store(int64(time.Since(start)))
 	s.stats.lastFrames.Store(int64(len(c.batch)))
 	for _, r := range c.batch {
-		r.done(err)
+		if r.done != nil {
+			r.done(err)
+		}
 	}
 	if err == nil && segID != 0 && s.opts.OnCommit != nil {
 		s.opts.OnCommit(NewSegment(segID, slices.Clone(c.frames)))

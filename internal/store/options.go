@@ -19,8 +19,10 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxCommitFrames caps the frames of one group commit. Default 4096.
 	MaxCommitFrames int
-	// MaxCommitBytes caps the record bytes of one group commit (a single
-	// larger frame is committed alone). Default 4 MiB.
+	// MaxCommitBytes caps the bytes of one group commit (a single larger
+	// frame is committed alone). Default 4 MiB; the store never puts more
+	// than 960 KiB in one commit, whatever the setting, so that segments stay
+	// below Badger's 1 MiB value threshold (see badgerOptions).
 	MaxCommitBytes int
 	// GCInterval is the period of Badger value-log garbage collection.
 	// Default 1 minute.
@@ -32,9 +34,12 @@ type Options struct {
 	// (which can wait for the committer) or Close.
 	OnCommit func(seg *Segment)
 	// OnDelivered, if set, is called when a device's delivered watermark
-	// (see DeliveredSeq) advances. It is called from one notifier goroutine
-	// owned by the store, in the order the watermarks advanced, never with a
-	// store lock held; it may call any Store method except Close.
+	// (see DeliveredSeq) advances, including for frames without routes, which
+	// are delivered when committed. It is called from one notifier goroutine
+	// owned by the store, never with a store lock held, with increasing
+	// values per device; advances that happen while an earlier one waits are
+	// coalesced into the latest. It is not called for the watermarks found at
+	// Open (read DeliveredSeq). It may call any Store method except Close.
 	OnDelivered func(device string, seq uint64)
 }
 
@@ -42,6 +47,8 @@ const (
 	defaultMaxCommitFrames = 4096
 	defaultMaxCommitBytes  = 4 << 20
 	defaultGCInterval      = time.Minute
+	// maxSegmentBytes keeps segments under Badger's 1 MiB value threshold.
+	maxSegmentBytes = 1<<20 - 64<<10
 	// queueDepth is how many commits' worth of frames Append queues before
 	// it makes callers wait (backpressure).
 	queueDepth = 4
@@ -60,6 +67,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxCommitBytes <= 0 {
 		o.MaxCommitBytes = defaultMaxCommitBytes
 	}
+	o.MaxCommitBytes = min(o.MaxCommitBytes, maxSegmentBytes)
 	if o.GCInterval <= 0 {
 		o.GCInterval = defaultGCInterval
 	}
@@ -72,9 +80,14 @@ func (o Options) withDefaults() Options {
 //     to detect, and it saves per-key tracking on every commit;
 //   - the default 64 MiB memtable is kept: it bounds one transaction to 15%
 //     of it (9.6 MiB), which the commit caps must fit in;
-//   - the default 1 MiB value threshold is kept, so typical segments (a few
-//     hundred KiB) live in the LSM tree and are reclaimed by compaction when
-//     retired; only segments above 1 MiB go to the value log, which needs GC;
+//   - the default (and maximum) 1 MiB value threshold is kept, and commits
+//     are capped below it, so segments live in the LSM tree and are reclaimed
+//     by compaction when retired. In the value log, a retired segment's space
+//     is only counted as garbage once compaction drops its key, and with
+//     nothing but small pointers in the LSM tree that takes many memtable
+//     flushes: the log would grow by hundreds of GiB under load before GC
+//     could reclaim it. Only a single frame above the cap reaches the value
+//     log, which GC then handles;
 //   - value-log files of 256 MiB instead of 1 GiB, so GC can reclaim space
 //     in smaller steps;
 //   - Snappy block compression (Badger's default) is kept: without it the

@@ -177,8 +177,9 @@ func (s *Store) signal() {
 // queue is full, in which case it waits until the committer takes a batch.
 // done is called exactly once: from the committer goroutine after the commit
 // holding f is durable (nil) or failed (the error), or synchronously from
-// Append with ErrClosed after Close. The store owns f from now on. done must
-// not block and must not call Append or Close.
+// Append with ErrClosed after Close. The store owns f from now on. done may
+// be nil; it must not block and must not call Append or Close (Append can
+// wait for the committer, which is running done).
 func (s *Store) Append(f *Frame, done func(err error)) {
 	size := frameSize(f)
 	s.mu.Lock()
@@ -188,7 +189,9 @@ func (s *Store) Append(f *Frame, done func(err error)) {
 	}
 	if s.closed {
 		s.mu.Unlock()
-		done(ErrClosed)
+		if done != nil {
+			done(ErrClosed)
+		}
 		return
 	}
 	s.queue = append(s.queue, request{f: f, done: done, size: size})
@@ -273,7 +276,8 @@ func (s *Store) MarkDelivered(route uint16, refs []Ref) {
 // after that has records for route not yet marked delivered, with the
 // segment read from disk and the sorted positions of those records. It stops
 // early when fn returns false. Segments committed while Pending runs may or
-// may not be visited. fn is called without store locks held and may call
+// may not be visited, so a caller that also follows OnCommit should note
+// MaxSegment before calling Pending and expect segments above it from both. fn is called without store locks held and may call
 // any Store method except Close.
 func (s *Store) Pending(route uint16, after uint64, fn func(seg *Segment, pos []uint32) bool) error {
 	cursor := after

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -691,4 +692,37 @@ func TestOpenErrors(t *testing.T) {
 	if _, err := store.Open(store.Options{Dir: dir}); err == nil {
 		t.Error("second Open of the same dir succeeded")
 	}
+}
+
+func TestLargeFrameAndValueLogGC(t *testing.T) {
+	dir := t.TempDir()
+	gc := func(o *store.Options) { o.GCInterval = 5 * time.Millisecond; o.MaxCommitBytes = 64 << 10 }
+	s := open(t, dir, gc)
+	r, _ := s.RouteID("r")
+	big := frame("big", 1, 0, r)
+	for i := range 3 {
+		big.Records = append(big.Records, append(fmt.Appendf(nil, `{"i":%d,"pad":"`, i), bytes.Repeat([]byte("z"), 600<<10)...))
+	}
+	small := make([]*store.Frame, 0, 500)
+	for seq := uint64(1); seq <= 500; seq++ {
+		small = append(small, frame("small", seq, 1, r))
+	}
+	appendWait(t, s, append([]*store.Frame{big}, small...)...)
+	if st := s.Stats(); st.Commits < 2 {
+		t.Errorf("Stats.Commits = %d, want the 1.8 MB frame and the 64 KiB cap to split commits", st.Commits)
+	}
+	mustClose(t, s)
+	s = open(t, dir, gc)
+	defer mustClose(t, s)
+	got := pendingSeqs(t, s, r)
+	if len(got["big"]) != 1 || len(got["small"]) != 500 {
+		t.Fatalf("pending after reopen: big %v, %d small frames", got["big"], len(got["small"]))
+	}
+	s.MarkDelivered(r, pendingRefs(t, s, r))
+	checkFor(t, hang, time.Millisecond, func() error {
+		if n := s.Stats().SegmentsLive; n != 0 {
+			return fmt.Errorf("SegmentsLive = %d, want 0", n)
+		}
+		return nil
+	})
 }
