@@ -266,15 +266,23 @@ func (s *Store) collect(used *txnBudget) {
 			}
 		}
 		for i := range seg.frames {
-			bytes += int64(len(seg.frames[i].dev.name) + checkpointEntryOverhead)
+			if fm := &seg.frames[i]; fm.seq >= fm.dev.lastSeq {
+				bytes += int64(len(fm.dev.name) + checkpointEntryOverhead)
+			}
 		}
 		if !s.fits(*used, count, bytes) && (taken > 0 || len(c.batch) > 0) {
 			break
 		}
 		used.add(count, bytes)
 		c.retire = append(c.retire, seg)
+		// Only a device's highest seq needs a checkpoint: a higher one is
+		// on disk already, in a live segment (which checkpoints it when it
+		// retires) or in a checkpoint.
 		for i := range seg.frames {
 			fm := &seg.frames[i]
+			if fm.seq < fm.dev.lastSeq {
+				continue
+			}
 			if cur, ok := c.ck[fm.dev.name]; !ok || fm.seq > cur {
 				c.ck[fm.dev.name] = fm.seq
 			}

@@ -25,7 +25,8 @@
 // A device's last stored seq is the maximum over the live segments and the
 // checkpoint keys. Checkpoint keys are written only for information that would
 // otherwise be lost: devices of frames without routes (which are not put into
-// a segment) and devices of segments retired in the same transaction. When the
+// a segment) and devices whose highest seq is in a segment retired in the same
+// transaction. When the
 // checkpoint keys grow past twice the size of the device table, the committer
 // rewrites them as a snapshot. This keeps device state at about one small key
 // per group commit instead of one key per device per commit, which measured

@@ -128,6 +128,48 @@ func pendingSeqs(t testing.TB, s *store.Store, route uint16) map[string][]uint64
 	return m
 }
 
+// appendTogether appends frames so that they land in one group commit: it
+// holds the committer inside the commit of a dummy frame (device "gate")
+// while they are queued. It needs installGate before Open.
+func appendTogether(t testing.TB, s *store.Store, g *gate, frames ...*store.Frame) {
+	t.Helper()
+	g.hold.Store(true)
+	first := make(chan error, 1)
+	s.Append(frame("gate", 1, 0), func(err error) { first <- err })
+	<-g.entered
+	errs := make(chan error, len(frames))
+	for _, f := range frames {
+		s.Append(f, func(err error) { errs <- err })
+	}
+	g.release <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for range frames {
+		if err := <-errs; err != nil {
+			t.Fatalf("Append done = %v", err)
+		}
+	}
+}
+
+type gate struct {
+	hold             atomic.Bool
+	entered, release chan struct{}
+}
+
+func installGate(t testing.TB) *gate {
+	g := &gate{entered: make(chan struct{}), release: make(chan struct{})}
+	store.SetCommitHook(func() error {
+		if g.hold.CompareAndSwap(true, false) {
+			g.entered <- struct{}{}
+			<-g.release
+		}
+		return nil
+	})
+	t.Cleanup(func() { store.SetCommitHook(nil) })
+	return g
+}
+
 func segmentKeys(t testing.TB, dir string) int {
 	t.Helper()
 	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil))
@@ -285,10 +327,11 @@ func TestPendingAcrossRestarts(t *testing.T) {
 
 func TestTwoRoutesRetireWhenBothDone(t *testing.T) {
 	dir := t.TempDir()
+	g := installGate(t)
 	s := open(t, dir)
 	a, _ := s.RouteID("a")
 	b, _ := s.RouteID("b")
-	appendWait(t, s, frame("x", 1, 2, a, b), frame("y", 1, 1, b), frame("z", 1, 1, a, a))
+	appendTogether(t, s, g, frame("x", 1, 2, a, b), frame("y", 1, 1, b), frame("z", 1, 1, a, a))
 	s.MarkDelivered(a, pendingRefs(t, s, a))
 	if refs := pendingRefs(t, s, a); len(refs) != 0 {
 		t.Fatalf("Pending(a) after marking all = %v", refs)
@@ -539,10 +582,11 @@ func TestNoRouteFramesWriteNoSegment(t *testing.T) {
 
 func TestOnCommitSegment(t *testing.T) {
 	segs := make(chan *store.Segment, 10)
+	g := installGate(t)
 	s := open(t, t.TempDir(), func(o *store.Options) { o.OnCommit = func(seg *store.Segment) { segs <- seg } })
 	defer mustClose(t, s)
 	f1, f2, f3 := frame("a", 1, 2, 1), frame("b", 1, 1), frame("c", 5, 3, 2)
-	appendWait(t, s, f1, f2, f3)
+	appendTogether(t, s, g, f1, f2, f3)
 	seg := <-segs
 	if seg.ID == 0 || seg.ID != s.MaxSegment() {
 		t.Fatalf("segment ID %d, MaxSegment %d", seg.ID, s.MaxSegment())
@@ -725,4 +769,30 @@ func TestLargeFrameAndValueLogGC(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestLastSeqAfterRetirementInAnyOrder(t *testing.T) {
+	for _, order := range [][]int{{0, 1, 2}, {2, 1, 0}, {1, 0, 2}} {
+		t.Run(fmt.Sprint(order), func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir)
+			r, _ := s.RouteID("r")
+			for seq := uint64(1); seq <= 3; seq++ { // one segment per seq
+				appendWait(t, s, frame("d", seq, 1, r))
+			}
+			refs := pendingRefs(t, s, r)
+			for i, seg := range order {
+				s.MarkDelivered(r, refs[seg:seg+1])
+				mustClose(t, s)
+				s = open(t, dir)
+				if got := s.LastSeq("d"); got != 3 {
+					t.Fatalf("after retiring %v: LastSeq = %d, want 3", order[:i+1], got)
+				}
+				if got := s.Stats().SegmentsLive; got != 2-i {
+					t.Fatalf("after retiring %v: SegmentsLive = %d, want %d", order[:i+1], got, 2-i)
+				}
+			}
+			mustClose(t, s)
+		})
+	}
 }
