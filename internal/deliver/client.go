@@ -129,11 +129,12 @@ func (c *Client) Close() {
 
 // Request is one HTTP request to a route server.
 type Request struct {
-	Method      string      // default POST
-	URL         string      // absolute http or https URL, sent as is (no path normalising)
-	Header      [][2]string // extra headers, name and value
-	ContentType string      // default application/json when there is a body
-	Body        []byte      // copied; not retained after Do returns
+	Method      string        // default POST
+	URL         string        // absolute http or https URL, sent as is (no path normalising)
+	Header      [][2]string   // extra headers, name and value
+	ContentType string        // default application/json when there is a body
+	Body        []byte        // copied; not retained after Do returns
+	Timeout     time.Duration // per-attempt timeout; 0 = the client's
 }
 
 // Result describes one attempt.
@@ -154,7 +155,11 @@ func (c *Client) Do(ctx context.Context, r *Request) Result {
 	if err := ctx.Err(); err != nil {
 		return Result{Err: err}
 	}
-	deadline := start.Add(c.timeout)
+	timeout := c.timeout
+	if r.Timeout > 0 {
+		timeout = r.Timeout
+	}
+	deadline := start.Add(timeout)
 	ctxDeadline := false
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline, ctxDeadline = d, true

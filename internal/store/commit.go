@@ -15,6 +15,7 @@ type committer struct {
 	buf     []byte            // segment encoding
 	arena   []byte            // keys and small values of the current transaction
 	ck      map[string]uint64 // checkpoint entries of the current transaction
+	order   map[string]uint64 // highest seq per device accepted into the current batch
 	bitmaps []bitmapWrite
 	retire  []*segState
 
@@ -36,6 +37,7 @@ type bitmapWrite struct {
 
 func (c *committer) init() {
 	c.ck = make(map[string]uint64)
+	c.order = make(map[string]uint64)
 	c.nextSeg = 1
 	c.ckFirst, c.ckNext = 1, 1
 }
@@ -158,6 +160,7 @@ func (s *Store) commit() error {
 	start := time.Now()
 	c.frames = c.frames[:0]
 	clear(c.ck)
+	s.refuseGaps()
 	for _, r := range c.batch {
 		f := r.f
 		normalizeRoutes(f)
@@ -197,6 +200,32 @@ func (s *Store) commit() error {
 	}
 	s.finish(err, segID, ckWritten, start)
 	return err
+}
+
+// refuseGaps drops from the batch every frame whose PrevSeq was not stored, answering ErrGap.
+func (s *Store) refuseGaps() {
+	c := &s.c
+	clear(c.order)
+	kept := c.batch[:0]
+	for _, r := range c.batch {
+		f := r.f
+		if f.PrevSeq != 0 {
+			prev, ok := c.order[f.Device]
+			if !ok {
+				prev = s.LastSeq(f.Device)
+			}
+			if prev != f.PrevSeq {
+				if r.done != nil {
+					r.done(fmt.Errorf("%w: device %q seq %d follows %d, stored %d", ErrGap, f.Device, f.Seq, f.PrevSeq, prev))
+				}
+				continue
+			}
+		}
+		c.order[f.Device] = max(c.order[f.Device], f.Seq)
+		kept = append(kept, r)
+	}
+	clear(c.batch[len(kept):])
+	c.batch = kept
 }
 
 // fill adds the writes of the commit to txn.

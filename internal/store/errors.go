@@ -13,4 +13,6 @@ var (
 	ErrTooManyRoutes = errors.New("too many routes")
 	// ErrNoDir is returned by Open when Options.Dir is empty.
 	ErrNoDir = errors.New("store directory not set")
+	// ErrGap refuses a frame whose predecessor was not stored (see Frame.PrevSeq).
+	ErrGap = errors.New("predecessor frame not stored")
 )

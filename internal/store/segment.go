@@ -21,6 +21,11 @@ type Frame struct {
 	ReceivedAt int64    // Unix milliseconds
 	Records    [][]byte // each one JSON object
 	Routes     []uint16 // route IDs (from RouteID) this frame's records go to; may be empty
+	// PrevSeq, when non-zero, is the seq the writer appended for Device just before this frame.
+	// Unless that is the device's highest stored seq (or an earlier frame of the same commit),
+	// the frame is refused with ErrGap: after a failed commit nothing later may be stored past
+	// the hole, or LastSeq would tell the device to forget the frame that was lost. Not stored.
+	PrevSeq uint64
 }
 
 // Segment is the unit of a group commit: the frames of one commit that have at

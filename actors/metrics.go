@@ -1,0 +1,79 @@
+package actors
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/internal/deliver"
+)
+
+// Metrics are the actors' Prometheus collectors. A nil *Metrics records nothing.
+type Metrics struct {
+	Delivered *prometheus.CounterVec   // route
+	Attempts  *prometheus.CounterVec   // route, outcome (success, status, error)
+	Latency   *prometheus.HistogramVec // route
+	Queued    *prometheus.GaugeVec     // route
+}
+
+// NewMetrics creates the collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetrelay_route_delivered_messages_total", Help: "Messages a route's endpoint accepted.",
+		}, []string{"route"}),
+		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetrelay_route_requests_total", Help: "Delivery requests by outcome: success, status (a non-success HTTP status) or error (transport).",
+		}, []string{"route", "outcome"}),
+		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "fleetrelay_route_request_seconds", Help: "Delivery request latency.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"route"}),
+		Queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fleetrelay_route_queued_messages", Help: "Messages held in memory for a route (the store may hold more).",
+		}, []string{"route"}),
+	}
+	reg.MustRegister(m.Delivered, m.Attempts, m.Latency, m.Queued)
+	return m
+}
+
+func (m *Metrics) delivered(route string, n int) {
+	if m != nil {
+		m.Delivered.WithLabelValues(route).Add(float64(n))
+	}
+}
+
+func (m *Metrics) queued(route string, n int) {
+	if m != nil {
+		m.Queued.WithLabelValues(route).Set(float64(n))
+	}
+}
+
+// observe returns the per-attempt hook for one route's deliveries.
+func (m *Metrics) observe(route string) func(attempt int, res deliver.Result) {
+	if m == nil {
+		return nil
+	}
+	lat := m.Latency.WithLabelValues(route)
+	ok, status, failed := m.Attempts.WithLabelValues(route, "success"), m.Attempts.WithLabelValues(route, "status"), m.Attempts.WithLabelValues(route, "error")
+	return func(_ int, res deliver.Result) {
+		lat.Observe(res.Latency.Seconds())
+		switch {
+		case res.Err != nil:
+			failed.Inc()
+		case res.Status >= 200 && res.Status < 300:
+			ok.Inc()
+		default:
+			status.Inc()
+		}
+	}
+}
+
+// builders recycles batch builders between deliveries.
+var builders = builderPool{p: sync.Pool{New: func() any { return new(batch.Builder) }}}
+
+type builderPool struct{ p sync.Pool }
+
+func (b *builderPool) get() *batch.Builder  { return b.p.Get().(*batch.Builder) }
+func (b *builderPool) put(x *batch.Builder) { b.p.Put(x) }

@@ -1,0 +1,233 @@
+// Package relay is the composition root: it turns a config into a running relay (store, actors,
+// device listeners, delivery client, admin server) and owns the start-up and shutdown order.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/fleetrelay/fleetrelay/actors"
+	"github.com/fleetrelay/fleetrelay/codec/fields"
+	"github.com/fleetrelay/fleetrelay/internal/api"
+	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/deliver"
+	"github.com/fleetrelay/fleetrelay/internal/store"
+	"github.com/fleetrelay/fleetrelay/netio"
+)
+
+// Relay is one running fleetrelay. New, Start and Shutdown are called from one goroutine; the
+// address getters are safe once Start returned.
+type Relay struct {
+	cfg       *config.Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	store     *store.Store
+	client    *deliver.Client
+	sys       *actors.System
+	net       *netio.Server
+	admin     *api.Server
+	adminAddr net.Addr
+}
+
+// New opens the store and builds every part; nothing listens until Start.
+func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
+	r := &Relay{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var sys *actors.System // the store's hooks fire only after devices connect, when sys is set
+	st, err := store.Open(store.Options{
+		Dir:        cfg.DataDir,
+		Sync:       cfg.Store.Sync,
+		Logger:     log,
+		GCInterval: time.Duration(cfg.Store.GCInterval),
+		OnCommit:   func(seg *store.Segment) { sys.OnCommit(seg) },
+		OnDelivered: func(device string, seq uint64) {
+			sys.OnDelivered(device, seq)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	r.store = st
+
+	routes, err := r.compileRoutes()
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	r.client = deliver.NewClient(deliver.Options{
+		AllowPrivateNetworks: cfg.Delivery.AllowPrivateNetworks,
+		Timeout:              time.Duration(cfg.Delivery.Timeout),
+		Logger:               log,
+	})
+	client := r.client
+	sys = actors.New(actors.Options{
+		AckMode:  string(cfg.Devices.Ack),
+		MaxFrame: int(cfg.Devices.MaxFrame),
+		Routes:   routes,
+		Journal:  st,
+		Send: func(ctx context.Context, p *deliver.Policy, req *deliver.Request,
+			build func(int, *deliver.Request) error, onResult func(int, deliver.Result)) (int, error) {
+			return deliver.Deliver(ctx, client, p, req, build, onResult)
+		},
+		Logger:  log,
+		Metrics: actors.NewMetrics(r.reg),
+	})
+	r.sys = sys
+	r.net = netio.New(netio.Options{
+		TCP:          cfg.Devices.Native.TCP,
+		UDP:          cfg.Devices.Native.UDP,
+		MaxFrame:     int(cfg.Devices.MaxFrame),
+		HelloTimeout: time.Duration(cfg.Devices.HelloTimeout),
+		IdleTimeout:  time.Duration(cfg.Devices.IdleTimeout),
+		MaxConns:     cfg.Devices.MaxConnections,
+		EventLoops:   cfg.Devices.EventLoops,
+		Logger:       log,
+	}, sys)
+	r.registerMetrics()
+	if cfg.Admin.Listen != "" {
+		r.admin = api.New(cfg.Admin.Listen, r.reg, r.health, log)
+	}
+	return r, nil
+}
+
+func (r *Relay) compileRoutes() ([]*actors.Route, error) {
+	var out []*actors.Route
+	for i := range r.cfg.Routes {
+		rc := &r.cfg.Routes[i]
+		if !rc.IsEnabled() {
+			continue
+		}
+		id, err := r.store.RouteID(rc.Name)
+		if err != nil {
+			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
+		}
+		u, err := fields.CompileURL(rc.URL)
+		if err != nil {
+			return nil, fmt.Errorf("routes[%d].url: %w", i, err)
+		}
+		rt := &actors.Route{
+			ID:          id,
+			Name:        rc.Name,
+			Method:      rc.Method,
+			URL:         u,
+			MaxMessages: rc.Batch.MaxMessages,
+			MaxBytes:    int(rc.Batch.MaxBytes),
+			Linger:      time.Duration(rc.Batch.Linger),
+			Concurrency: rc.Concurrency,
+		}
+		retry := r.cfg.Delivery.Retry
+		if rc.Retry != nil {
+			retry = *rc.Retry
+		}
+		rt.Policy = &deliver.Policy{InitialBackoff: time.Duration(retry.InitialBackoff), MaxBackoff: time.Duration(retry.MaxBackoff)}
+		names := make([]string, 0, len(rc.Headers))
+		for k := range rc.Headers {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			t, err := fields.Compile(rc.Headers[k])
+			if err != nil {
+				return nil, fmt.Errorf("routes[%d].headers.%s: %w", i, k, err)
+			}
+			rt.Headers = append(rt.Headers, actors.Header{Name: k, Value: t})
+		}
+		out = append(out, rt)
+	}
+	return out, nil
+}
+
+// Start opens the device listeners and the admin server.
+func (r *Relay) Start() error {
+	if err := r.net.Start(); err != nil {
+		return err
+	}
+	if r.admin != nil {
+		addr, err := r.admin.Start()
+		if err != nil {
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		r.adminAddr = addr
+	}
+	r.log.Info("relay started", "tcp", r.net.TCPAddr(), "udp", r.net.UDPAddr(), "admin", r.adminAddr, "data_dir", r.cfg.DataDir)
+	return nil
+}
+
+// Run starts the relay and serves until ctx ends, then shuts down within the deadline.
+func (r *Relay) Run(ctx context.Context) error {
+	if err := r.Start(); err != nil {
+		_ = r.Shutdown(context.Background())
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 9*time.Second)
+	defer cancel()
+	return r.Shutdown(sctx)
+}
+
+// Shutdown stops taking data, acknowledges what was stored, gives in-flight deliveries the
+// configured grace, and closes the store cleanly.
+func (r *Relay) Shutdown(ctx context.Context) error {
+	var errs []error
+	r.net.Drain()
+	if err := r.sys.Quiesce(ctx); err != nil { // stored frames are acknowledged before sockets close
+		errs = append(errs, err)
+	}
+	if err := r.net.Stop(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop listeners: %w", err))
+	}
+	grace, cancel := context.WithTimeout(ctx, time.Duration(r.cfg.Delivery.ShutdownGrace))
+	if err := r.sys.Stop(grace); err != nil {
+		r.log.Warn("shutdown", "err", err) // undelivered records stay in the store
+	}
+	cancel()
+	r.client.Close()
+	if err := r.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close store: %w", err))
+	}
+	if r.admin != nil {
+		if err := r.admin.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close admin: %w", err))
+		}
+	}
+	r.log.Info("relay stopped")
+	return errors.Join(errs...)
+}
+
+func (r *Relay) health() error {
+	return nil
+}
+
+// DeviceTCPAddr is the native protocol's TCP address.
+func (r *Relay) DeviceTCPAddr() net.Addr { return r.net.TCPAddr() }
+
+// DeviceUDPAddr is the native protocol's UDP address.
+func (r *Relay) DeviceUDPAddr() net.Addr { return r.net.UDPAddr() }
+
+// AdminAddr is the admin server's address (nil when disabled).
+func (r *Relay) AdminAddr() net.Addr { return r.adminAddr }
+
+func (r *Relay) registerMetrics() {
+	n := r.net
+	gauge := func(name, help string, f func() float64) {
+		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	counter := func(name, help string, f func() float64) {
+		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+	}
+	gauge("fleetrelay_device_connections", "Open device TCP connections.", func() float64 { return float64(n.Stats().Connections) })
+	counter("fleetrelay_device_frames_total", "Frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })
+	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices.", func() float64 { return float64(n.Stats().Bytes) })
+	counter("fleetrelay_device_errors_total", "Device connections closed with an ERROR frame.", func() float64 { return float64(n.Stats().Errors) })
+	counter("fleetrelay_device_refused_total", "Device connections refused (capacity, shutdown).", func() float64 { return float64(n.Stats().Refused) })
+	counter("fleetrelay_udp_dropped_total", "Malformed or unexpected datagrams dropped unanswered.", func() float64 { return float64(n.Stats().UDPDropped) })
+}

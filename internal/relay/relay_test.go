@@ -1,0 +1,485 @@
+package relay_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/relay"
+	"github.com/fleetrelay/fleetrelay/loadgen"
+)
+
+// checkFor polls fn until it returns nil or timeout passes (a liveness bound, not a speed check).
+func checkFor(t testing.TB, timeout, interval time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", timeout, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// testConfig is a relay on loopback port 0 delivering to sink under /ingest/[SERIAL].
+func testConfig(t testing.TB, sink *loadgen.Sink) *config.Config {
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Devices.Native.TCP = "127.0.0.1:0"
+	cfg.Devices.Native.UDP = "127.0.0.1:0"
+	cfg.Admin.Listen = "127.0.0.1:0"
+	cfg.Delivery.AllowPrivateNetworks = true
+	cfg.Delivery.Retry.InitialBackoff = config.Duration(20 * time.Millisecond)
+	cfg.Delivery.Retry.MaxBackoff = config.Duration(200 * time.Millisecond)
+	if sink != nil {
+		r := config.DefaultRoute()
+		r.Name = "test"
+		r.URL = sink.URL() + "/ingest/[SERIAL]"
+		r.Batch.Linger = config.Duration(5 * time.Millisecond)
+		cfg.Routes = append(cfg.Routes, r)
+	}
+	return cfg
+}
+
+func startRelay(t testing.TB, cfg *config.Config) *relay.Relay {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	r, err := relay.New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return r
+}
+
+func startSink(t testing.TB) *loadgen.Sink {
+	t.Helper()
+	s, err := loadgen.StartSink("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func connect(t testing.TB, addr string, h native.Hello, first uint64) *loadgen.Device {
+	t.Helper()
+	d := loadgen.NewDevice(loadgen.DeviceConfig{Addr: addr, Hello: h}, first)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.Connect(ctx); err != nil {
+		t.Fatalf("connect %s: %v", h.Identity(), err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+func record(dev string, seq uint64, i int) []byte {
+	return []byte(fmt.Sprintf(`{"dev":%q,"seq":%d,"i":%d,"temp":21.5,"ok":true}`, dev, seq, i))
+}
+
+// 50 TCP and 5 UDP devices through the real relay to a real HTTP endpoint: every acknowledged
+// record arrives once, with the envelope filled in and [SERIAL] substituted.
+func TestEndToEnd(t *testing.T) {
+	sink := startSink(t)
+	r := startRelay(t, testConfig(t, sink))
+	tcpAddr, udpAddr := r.DeviceTCPAddr().String(), r.DeviceUDPAddr().String()
+
+	const tcpDevices, udpDevices, frames = 50, 5, 40
+	want := map[loadgen.MsgKey][]byte{}
+	imeis := map[string]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, tcpDevices+udpDevices)
+	for i := 0; i < tcpDevices; i++ {
+		serial := fmt.Sprintf("SN%03d", i)
+		imeis[serial] = fmt.Sprintf("35693803564%04d", i)
+		d := connect(t, tcpAddr, native.Hello{Serial: serial, IMEI: imeis[serial], ICCID: "8901" + serial}, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var last uint64
+			for f := 0; f < frames; f++ {
+				seq := d.NextSeq()
+				recs := [][]byte{record(serial, seq, 0)}
+				if f%3 == 0 {
+					recs = append(recs, record(serial, seq, 1), record(serial, seq, 2))
+				}
+				got, err := d.Send(recs...)
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				for j, rec := range recs {
+					want[loadgen.MsgKey{Device: serial, Seq: got, Index: j}] = rec
+				}
+				mu.Unlock()
+				last = got
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			errs <- d.WaitAcked(ctx, last)
+		}()
+	}
+	for i := 0; i < udpDevices; i++ {
+		id := fmt.Sprintf("UDP%02d", i)
+		u, err := loadgen.DialUDP(udpAddr, id, "", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(u.Close)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sent := map[uint64][]byte{}
+			for f := 0; f < frames; f++ {
+				rec := record(id, uint64(f+1), 0)
+				seq, err := u.Send(rec)
+				if err != nil {
+					errs <- err
+					return
+				}
+				sent[seq] = rec
+				mu.Lock()
+				want[loadgen.MsgKey{Device: id, Seq: seq, Index: 0}] = rec
+				mu.Unlock()
+				if f%8 == 7 { // a UDP device paces itself and resends what was not acknowledged
+					checkForUDP(u, seq, sent)
+				}
+			}
+			checkForUDP(u, uint64(frames), sent)
+			if acked, _ := u.Acked(); acked != frames {
+				errs <- fmt.Errorf("udp %s acked %d of %d", id, acked, frames)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if st := sink.Stats(); st.Unique < len(want) {
+			return fmt.Errorf("sink has %d of %d messages", st.Unique, len(want))
+		}
+		return nil
+	})
+	st := sink.Stats()
+	if st.Dups != 0 || st.Reordered != 0 || st.Unique != len(want) {
+		t.Errorf("sink stats = %+v, want %d unique, no dups, no reordering", st, len(want))
+	}
+	for _, m := range sink.Messages() {
+		dev := m.Serial
+		k := loadgen.MsgKey{Device: dev, Seq: m.Seq, Index: m.Index}
+		rec, ok := want[k]
+		if !ok {
+			t.Fatalf("unexpected message %+v", m.Envelope)
+		}
+		if string(m.Data) != string(rec) {
+			t.Errorf("data of %v = %s, want %s", k, m.Data, rec)
+		}
+		if m.Path != "/ingest/"+dev {
+			t.Errorf("path of %v = %q, want /ingest/%s", k, m.Path, dev)
+		}
+		if wantID := fmt.Sprintf("%s-%d-%d", dev, m.Seq, m.Index); m.MsgID != wantID {
+			t.Errorf("msgId = %q, want %q", m.MsgID, wantID)
+		}
+		if m.Attempt != 0 {
+			t.Errorf("attempt of %v = %d, want 0", k, m.Attempt)
+		}
+		ts, err := time.Parse(time.RFC3339, m.ReceivedAt)
+		if err != nil || time.Since(ts) > time.Hour || !strings.Contains(m.ReceivedAt, ".") || len(m.ReceivedAt) != len("2006-01-02T15:04:05.000Z") {
+			t.Errorf("receivedAt = %q (%v), want RFC 3339 UTC with milliseconds", m.ReceivedAt, err)
+		}
+		wantIMEI, wantICCID := imeis[dev], "8901"+dev
+		if strings.HasPrefix(dev, "UDP") {
+			wantICCID = ""
+		}
+		if m.IMEI != wantIMEI || m.ICCID != wantICCID {
+			t.Errorf("imei, iccid of %s = %q, %q, want %q, %q", dev, m.IMEI, m.ICCID, wantIMEI, wantICCID)
+		}
+	}
+}
+
+// checkForUDP waits for the device's ACK of seq, resending unacknowledged datagrams as a UDP
+// device would.
+func checkForUDP(u *loadgen.UDPDevice, seq uint64, sent map[uint64][]byte) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for i := 0; i < 50; i++ {
+			if acked, _ := u.Acked(); acked >= seq {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		acked, _ := u.Acked()
+		for s := acked + 1; s <= seq; s++ {
+			_ = u.Resend(s, sent[s])
+		}
+	}
+}
+
+// A resent frame the relay already stored is acknowledged again and not forwarded again.
+func TestResendIsAckedNotForwarded(t *testing.T) {
+	sink := startSink(t)
+	r := startRelay(t, testConfig(t, sink))
+	addr := r.DeviceTCPAddr().String()
+	d := connect(t, addr, native.Hello{Serial: "RS1"}, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		if _, err := d.Send(record("RS1", uint64(i+1), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.WaitAcked(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n != 3 {
+			return fmt.Errorf("sink has %d messages", n)
+		}
+		return nil
+	})
+	d.Close()
+
+	// A device that lost its state resends seq 2 on a new connection: WELCOME says 3 is stored,
+	// and the resend is acknowledged without being forwarded.
+	again := connect(t, addr, native.Hello{Serial: "RS1"}, 2)
+	if w := again.Welcome(); w.LastSeq != 3 || w.Ack != "persist" {
+		t.Fatalf("WELCOME = %+v, want lastSeq 3, ack persist", w)
+	}
+	if err := again.SendRaw(native.AppendData(nil, 2, record("RS1", 2, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.WaitAcked(ctx, 3); err != nil {
+		t.Fatalf("resend not acknowledged: %v", err)
+	}
+	seq, err := again.Send(record("RS1", 4, 0)) // the device's counter is at 2: seq 2 is a resend too
+	if err != nil || seq != 2 {
+		t.Fatalf("Send = %d, %v", seq, err)
+	}
+	if err := again.SendRaw(native.AppendData(nil, 4, record("RS1", 4, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.WaitAcked(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Count(loadgen.MsgKey{Device: "RS1", Seq: 4}); n != 1 {
+			return fmt.Errorf("seq 4 delivered %d times", n)
+		}
+		return nil
+	})
+	for s := uint64(1); s <= 3; s++ {
+		if n := sink.Count(loadgen.MsgKey{Device: "RS1", Seq: s}); n != 1 {
+			t.Errorf("seq %d delivered %d times, want 1", s, n)
+		}
+	}
+}
+
+// Ack mode delivery: while the endpoint answers 503 no ACK reaches the device; once it answers
+// 200 the ACK comes.
+func TestAckModeDelivery(t *testing.T) {
+	sink := startSink(t)
+	var mu sync.Mutex
+	status := 503
+	sink.SetStatus(func(string, []byte) int { mu.Lock(); defer mu.Unlock(); return status })
+	cfg := testConfig(t, sink)
+	cfg.Devices.Ack = config.AckDelivery
+	r := startRelay(t, cfg)
+	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "DL1"}, 1)
+	if w := d.Welcome(); w.Ack != "delivery" {
+		t.Fatalf("WELCOME ack = %q, want delivery", w.Ack)
+	}
+	if _, err := d.Send(record("DL1", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Refused; n < 3 {
+			return fmt.Errorf("%d refused attempts so far", n)
+		}
+		return nil
+	})
+	if a := d.Acked(); a != 0 {
+		t.Fatalf("device got ACK %d while the endpoint refused the message", a)
+	}
+	mu.Lock()
+	status = 200
+	mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := d.WaitAcked(ctx, 1); err != nil {
+		t.Fatalf("no ACK after the endpoint accepted: %v", err)
+	}
+	if n := sink.Count(loadgen.MsgKey{Device: "DL1", Seq: 1}); n != 1 {
+		t.Errorf("delivered %d times, want 1", n)
+	}
+	var attempts []int
+	for _, m := range sink.Messages() {
+		attempts = append(attempts, m.Attempt)
+	}
+	if len(attempts) != 1 || attempts[0] < 3 {
+		t.Errorf("attempts = %v, want one message with attempt ≥ 3", attempts)
+	}
+}
+
+func expectError(t *testing.T, d *loadgen.Device, code uint16) {
+	t.Helper()
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		err := d.Err()
+		if e, ok := err.(*loadgen.ErrRelay); ok {
+			if e.Code != code {
+				t.Fatalf("ERROR %d (%s), want %d", e.Code, e.Msg, code)
+			}
+			return nil
+		}
+		return fmt.Errorf("no ERROR yet (err %v)", err)
+	})
+}
+
+func TestBadInput(t *testing.T) {
+	sink := startSink(t)
+	r := startRelay(t, testConfig(t, sink))
+	addr := r.DeviceTCPAddr().String()
+
+	t.Run("oversized length", func(t *testing.T) {
+		d := connect(t, addr, native.Hello{Serial: "BIG"}, 1)
+		// 2 GiB announced: refused from the header alone, nothing allocated or awaited.
+		if err := d.SendRaw([]byte{0x7f, 0xff, 0xff, 0xff, native.TypeData}); err != nil {
+			t.Fatal(err)
+		}
+		expectError(t, d, native.CodeTooLarge)
+	})
+	t.Run("non-object record", func(t *testing.T) {
+		d := connect(t, addr, native.Hello{Serial: "BAD"}, 1)
+		if err := d.SendRaw(native.AppendData(nil, 1, []byte(`{"ok":1}`), []byte(`[1,2,3]`))); err != nil {
+			t.Fatal(err)
+		}
+		expectError(t, d, native.CodeMalformed)
+		// Nothing of the frame was stored: a new connection hears lastSeq 0.
+		again := connect(t, addr, native.Hello{Serial: "BAD"}, 1)
+		if w := again.Welcome(); w.LastSeq != 0 {
+			t.Errorf("lastSeq after a malformed frame = %d, want 0", w.LastSeq)
+		}
+	})
+	t.Run("data before hello", func(t *testing.T) {
+		c := rawConn(t, addr)
+		if _, err := c.Write(native.AppendData(nil, 1, []byte(`{"a":1}`))); err != nil {
+			t.Fatal(err)
+		}
+		typ, body := readOne(t, c)
+		code, _, _ := native.ParseError(body)
+		if typ != native.TypeError || code != native.CodeUnauthorized {
+			t.Errorf("got frame %#x code %d, want ERROR 401", typ, code)
+		}
+	})
+	t.Run("zero length", func(t *testing.T) {
+		c := rawConn(t, addr)
+		if _, err := c.Write([]byte{0, 0, 0, 0}); err != nil {
+			t.Fatal(err)
+		}
+		typ, body := readOne(t, c)
+		code, _, _ := native.ParseError(body)
+		if typ != native.TypeError || code != native.CodeMalformed {
+			t.Errorf("got frame %#x code %d, want ERROR 400", typ, code)
+		}
+	})
+	t.Run("malformed udp", func(t *testing.T) {
+		testMalformedUDP(t, r.DeviceUDPAddr().String())
+	})
+	if n := sink.Stats().Messages; n != 0 {
+		t.Errorf("sink received %d messages from bad input", n)
+	}
+}
+
+func TestHelloTimeout(t *testing.T) {
+	cfg := testConfig(t, nil)
+	cfg.Devices.HelloTimeout = config.Duration(200 * time.Millisecond)
+	r := startRelay(t, cfg)
+	c := rawConn(t, r.DeviceTCPAddr().String())
+	typ, body := readOne(t, c)
+	code, _, _ := native.ParseError(body)
+	if typ != native.TypeError || code != native.CodeHelloTimeout {
+		t.Errorf("got frame %#x code %d, want ERROR 408", typ, code)
+	}
+}
+
+func TestPing(t *testing.T) {
+	r := startRelay(t, testConfig(t, nil))
+	c := rawConn(t, r.DeviceTCPAddr().String())
+	var b []byte
+	b = native.AppendHello(b, &native.Hello{Serial: "P1"})
+	b = native.AppendFrame(b, native.TypePing, []byte("abc"))
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[byte]string{}
+	for len(seen) < 2 {
+		typ, body := readOne(t, c)
+		seen[typ] = string(body)
+	}
+	if seen[native.TypePong] != "abc" {
+		t.Errorf("PONG body = %q, want abc (frames %v)", seen[native.TypePong], seen)
+	}
+	if _, ok := seen[native.TypeWelcome]; !ok {
+		t.Errorf("no WELCOME (frames %v)", seen)
+	}
+}
+
+// A second connection with the same identity replaces the first.
+func TestReplaceConnection(t *testing.T) {
+	r := startRelay(t, testConfig(t, nil))
+	addr := r.DeviceTCPAddr().String()
+	first := connect(t, addr, native.Hello{Serial: "DUP"}, 1)
+	second := connect(t, addr, native.Hello{Serial: "DUP"}, 1)
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if first.Err() == nil {
+			return fmt.Errorf("first connection still open")
+		}
+		return nil
+	})
+	if _, err := second.Send([]byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := second.WaitAcked(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,48 @@
+// Package netio owns the device sockets: gnet event loops that accept native-protocol devices over
+// TCP and UDP, decode frames without blocking, copy each frame out of gnet's buffers and hand it to
+// a Dispatcher. It enforces the protocol's limits (frame size, HELLO deadline, idle timeout,
+// connection cap) and answers PING itself. It knows nothing about storage or delivery.
+package netio
+
+import (
+	"net/netip"
+
+	"github.com/fleetrelay/fleetrelay/codec/native"
+)
+
+// Conn is the relay's handle on one device connection (TCP) or one device source address (UDP).
+// All methods are safe for concurrent use from any goroutine and never block on the network.
+type Conn interface {
+	// Write queues a complete frame for the device. The bytes must not be modified afterwards.
+	Write(frame []byte)
+	// Fail sends ERROR code/msg and closes the connection (for UDP: sends nothing and forgets it).
+	Fail(code uint16, msg string)
+	// Close closes the connection without an ERROR frame.
+	Close()
+	// Remote is the device's address.
+	Remote() netip.AddrPort
+	// Datagram reports whether this is a UDP source rather than a TCP connection.
+	Datagram() bool
+}
+
+// Dispatcher receives what devices send. Its methods are called from gnet event loops and must
+// not block: no disk, no network, no bounded mailboxes.
+type Dispatcher interface {
+	// Open is called once per TCP connection after a valid HELLO. A non-nil error refuses the
+	// device with ERROR 401. The returned Session receives the connection's later frames.
+	Open(c Conn, h *native.Hello) (Session, error)
+	// UData is called for each well-formed UDATA datagram. frame is a private copy the callee
+	// owns; identity, token and records alias it.
+	UData(c Conn, u *native.UData, frame []byte)
+}
+
+// Session is one identified device connection. Its methods are called from the connection's
+// event loop, in the order frames arrived, and must not block.
+type Session interface {
+	// Data delivers one DATA frame. frame is a private copy the callee owns; records alias it.
+	Data(seq uint64, records [][]byte, frame []byte)
+	// Result delivers a RESULT frame; r.Data aliases frame, a private copy.
+	Result(r *native.Result, frame []byte)
+	// Closed is called once when the connection is gone.
+	Closed()
+}
