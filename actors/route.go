@@ -22,7 +22,8 @@ type Route struct {
 	MaxMessages int
 	MaxBytes    int
 	Linger      time.Duration
-	Concurrency int // batches in flight at once, over all lanes
+	Concurrency int           // batches in flight at once, over all lanes
+	Timeout     time.Duration // per request; 0: the client's
 	Policy      *deliver.Policy
 }
 
@@ -298,7 +299,7 @@ func (ra *routeActor) dispatch(l *lane) {
 	ra.inflight++
 
 	sys, r, self := ra.sys, ra.r, ra.self
-	req := &deliver.Request{Method: r.Method, URL: l.url, Header: l.headers}
+	req := &deliver.Request{Method: r.Method, URL: l.url, Header: l.headers, Timeout: r.Timeout}
 	sys.wg.Add(1)
 	go func() {
 		defer sys.wg.Done()

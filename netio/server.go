@@ -166,6 +166,9 @@ func (s *Server) UDPAddr() net.Addr {
 // answered with ERROR 503, so nothing is accepted that shutdown could not acknowledge.
 func (s *Server) Drain() { s.draining.Store(true) }
 
+// Draining reports whether Drain was called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
 // Stop closes every connection and stops the event loops, waiting for them (bounded by ctx).
 func (s *Server) Stop(ctx context.Context) error {
 	var errs []error

@@ -84,8 +84,8 @@ func TestParseDataErrors(t *testing.T) {
 	f(frame(`{"a":`), true)
 	f(frame(`"x"`), true)
 	f(frame(`{}`, ``), true)
-	f(frame(), true)             // no records
-	f([]byte{0, 0, 0, 1}, true)  // shorter than seq
+	f(frame(), true)            // no records
+	f([]byte{0, 0, 0, 1}, true) // shorter than seq
 	bad := frame(`{"a":1}`)
 	bad[8+3] = 200 // record length beyond the frame
 	f(bad, true)

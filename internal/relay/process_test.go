@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -294,5 +295,31 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 	if st := sink.Stats(); st.Dups != 0 || st.Reordered != 0 {
 		t.Errorf("sink stats %+v: want no duplicates or reordering", st)
+	}
+}
+
+// fleetrelay -check-config: the example file validates; a broken one fails with every
+// problem named by its dotted path.
+func TestCheckConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the relay binary")
+	}
+	bin := relayBinary(t)
+	out, err := exec.Command(bin, "-check-config", "-config", "../config/testdata/spine.yaml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "config ok") {
+		t.Errorf("check of spine.yaml: %v\n%s", err, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("devices:\n  ack: sometimes\nroutes:\n  - name: x\n    url: ftp://example.com\n    batch:\n      max_messages: 0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(bin, "-check-config", "-config", bad).CombinedOutput()
+	if err == nil {
+		t.Fatalf("bad config accepted:\n%s", out)
+	}
+	for _, want := range []string{"devices.ack", "routes[0].url", "routes[0].batch.max_messages"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }

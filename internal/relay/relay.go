@@ -39,6 +39,7 @@ type Relay struct {
 
 // New opens the store and builds every part; nothing listens until Start.
 func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
+	cfg.Resolve() // route timeouts and retries inherit delivery's (idempotent)
 	r := &Relay{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -123,6 +124,7 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 			MaxBytes:    int(rc.Batch.MaxBytes),
 			Linger:      time.Duration(rc.Batch.Linger),
 			Concurrency: rc.Concurrency,
+			Timeout:     time.Duration(rc.Timeout),
 		}
 		retry := r.cfg.Delivery.Retry
 		if rc.Retry != nil {
@@ -203,7 +205,11 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// health fails once shutdown began, so a balancer stops sending devices here.
 func (r *Relay) health() error {
+	if r.net.Draining() {
+		return errors.New("shutting down")
+	}
 	return nil
 }
 

@@ -483,3 +483,68 @@ func TestReplaceConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Connections beyond devices.max_connections are refused with ERROR 503.
+func TestMaxConnections(t *testing.T) {
+	cfg := testConfig(t, nil)
+	cfg.Devices.MaxConnections = 2
+	r := startRelay(t, cfg)
+	addr := r.DeviceTCPAddr().String()
+	connect(t, addr, native.Hello{Serial: "C1"}, 1)
+	connect(t, addr, native.Hello{Serial: "C2"}, 1)
+	c := rawConn(t, addr)
+	typ, body := readOne(t, c)
+	code, _, _ := native.ParseError(body)
+	if typ != native.TypeError || code != native.CodeUnavailable {
+		t.Errorf("third connection got frame %#x code %d, want ERROR 503", typ, code)
+	}
+}
+
+// A connection silent for longer than devices.idle_timeout is closed.
+func TestIdleTimeout(t *testing.T) {
+	cfg := testConfig(t, nil)
+	cfg.Devices.IdleTimeout = config.Duration(300 * time.Millisecond)
+	r := startRelay(t, cfg)
+	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "IDLE"}, 1)
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if d.Err() == nil {
+			return fmt.Errorf("idle connection still open")
+		}
+		return nil
+	})
+}
+
+// /healthz and /metrics answer on the admin listener; the metrics count what flowed.
+func TestAdminEndpoints(t *testing.T) {
+	sink := startSink(t)
+	r := startRelay(t, testConfig(t, sink))
+	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "M1"}, 1)
+	for i := 0; i < 5; i++ {
+		if _, err := d.Send(record("M1", uint64(i+1), 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n != 5 {
+			return fmt.Errorf("sink has %d of 5", n)
+		}
+		return nil
+	})
+	base := "http://" + r.AdminAddr().String()
+	if code, body := httpGet(t, base+"/healthz"); code != 200 || body != "ok" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		_, body := httpGet(t, base+"/metrics")
+		for _, want := range []string{
+			`fleetrelay_route_delivered_messages_total{route="test"} 5`,
+			`fleetrelay_device_connections 1`,
+			`fleetrelay_device_frames_total 6`, // HELLO + 5 DATA
+		} {
+			if !strings.Contains(body, want) {
+				return fmt.Errorf("/metrics lacks %q", want)
+			}
+		}
+		return nil
+	})
+}

@@ -796,3 +796,50 @@ func TestLastSeqAfterRetirementInAnyOrder(t *testing.T) {
 		})
 	}
 }
+
+// After a failed commit, a later frame whose PrevSeq was lost is refused with ErrGap, so LastSeq
+// never moves past the hole and the device is told to resend it.
+func TestPrevSeqRefusesGap(t *testing.T) {
+	var fail atomic.Bool
+	store.SetCommitHook(func() error {
+		if fail.Load() {
+			return errors.New("no space left on device")
+		}
+		return nil
+	})
+	defer store.SetCommitHook(nil)
+	s := open(t, t.TempDir())
+	defer mustClose(t, s)
+	r, _ := s.RouteID("r")
+	f1 := frame("d", 1, 1, r)
+	appendWait(t, s, f1)
+
+	fail.Store(true)
+	f2 := frame("d", 2, 1, r)
+	f2.PrevSeq = 1
+	errc := make(chan error, 1)
+	s.Append(f2, func(err error) { errc <- err })
+	if err := <-errc; err == nil {
+		t.Fatal("frame 2 stored although its commit failed")
+	}
+	fail.Store(false)
+
+	f3 := frame("d", 3, 1, r)
+	f3.PrevSeq = 2 // the writer does not know yet that 2 was lost
+	s.Append(f3, func(err error) { errc <- err })
+	if err := <-errc; !errors.Is(err, store.ErrGap) {
+		t.Fatalf("frame 3 after the hole: err = %v, want ErrGap", err)
+	}
+	if got := s.LastSeq("d"); got != 1 {
+		t.Fatalf("LastSeq = %d, want 1 (frame 2 was never stored)", got)
+	}
+	// The device resends from 2: accepted, in order, within one commit or several.
+	f2 = frame("d", 2, 1, r)
+	f2.PrevSeq = 1
+	f3 = frame("d", 3, 1, r)
+	f3.PrevSeq = 2
+	appendWait(t, s, f2, f3)
+	if got := s.LastSeq("d"); got != 3 {
+		t.Errorf("LastSeq after resend = %d, want 3", got)
+	}
+}
