@@ -133,8 +133,8 @@ type Route struct {
 	// Unique name of the route: letters, digits, '_', '.' and '-'. It names the route's queue in the
 	// store, so renaming a route starts it with an empty queue.
 	Name string `yaml:"name"`
-	// Set to false to stop delivering; messages are still queued for the route and delivered once it is
-	// enabled again. Default true.
+	// Set to false to switch the route off: it takes no new messages while disabled. What it had
+	// queued before stays in the store and is delivered once it is enabled again. Default true.
 	Enabled *bool `yaml:"enabled,omitempty"`
 	// Endpoint, http:// or https://. It may contain the device's dynamic fields [SERIAL], [IMEI],
 	// [ICCID], [CUSTOM1], [CUSTOM2] and [CUSTOM3], replaced per device, e.g.

@@ -75,7 +75,8 @@ routes:
   - # Unique name: letters, digits, '_', '.', '-'. It names the route's queue in the store, so
     # renaming a route starts it with an empty queue.
     name: webhook
-    # false stops delivery; messages are still queued and delivered once it is enabled again.
+    # false switches the route off: it takes no new messages; what it had queued is kept and
+    # delivered once it is enabled again.
     enabled: true
     # http:// or https:// endpoint. It may contain the device's dynamic fields [SERIAL], [IMEI],
     # [ICCID], [CUSTOM1], [CUSTOM2], [CUSTOM3]. Write literal brackets as %5B and %5D.
