@@ -54,8 +54,9 @@ type item struct {
 	ref  store.Ref
 }
 
-// lane holds the records bound for one resolved destination, in the order they were stored, so
-// per-device order holds even through retries: a lane has at most one batch in flight.
+// lane holds the records bound for one resolved destination (one shard of it, see laneFor), in
+// the order they were stored, so per-device order holds even through retries: a lane has at most
+// one batch in flight.
 type lane struct {
 	url     string
 	headers [][2]string
@@ -170,8 +171,9 @@ func (ra *routeActor) loadSegment(seg *store.Segment) {
 		if !hasRoute(f.Routes, ra.r.ID) {
 			continue
 		}
+		l := ra.laneFor(f)
 		for ri := range f.Records {
-			ra.enqueue(f, ri, store.Ref{Seg: seg.ID, Pos: seg.Pos(fi, ri)}, now)
+			ra.enqueue(l, f, ri, store.Ref{Seg: seg.ID, Pos: seg.Pos(fi, ri)}, now)
 		}
 	}
 	ra.setGauge()
@@ -180,7 +182,8 @@ func (ra *routeActor) loadSegment(seg *store.Segment) {
 // loadPositions enqueues the records at the given sorted positions of seg.
 func (ra *routeActor) loadPositions(seg *store.Segment, pos []uint32) {
 	now := time.Now()
-	fi := 0
+	fi, lfi := 0, -1
+	var l *lane
 	for _, p := range pos {
 		for fi < len(seg.Frames) && seg.Pos(fi, 0)+uint32(len(seg.Frames[fi].Records)) <= p {
 			fi++
@@ -188,8 +191,11 @@ func (ra *routeActor) loadPositions(seg *store.Segment, pos []uint32) {
 		if fi == len(seg.Frames) {
 			break
 		}
+		if fi != lfi {
+			l, lfi = ra.laneFor(seg.Frames[fi]), fi
+		}
 		ri := int(p - seg.Pos(fi, 0))
-		ra.enqueue(seg.Frames[fi], ri, store.Ref{Seg: seg.ID, Pos: p}, now)
+		ra.enqueue(l, seg.Frames[fi], ri, store.Ref{Seg: seg.ID, Pos: p}, now)
 	}
 	ra.setGauge()
 }
@@ -203,8 +209,7 @@ func hasRoute(ids []uint16, id uint16) bool {
 	return false
 }
 
-func (ra *routeActor) enqueue(f *store.Frame, ri int, ref store.Ref, now time.Time) {
-	l := ra.laneFor(f)
+func (ra *routeActor) enqueue(l *lane, f *store.Frame, ri int, ref store.Ref, now time.Time) {
 	if len(l.q) == 0 && !l.busy {
 		l.since = now
 	}
@@ -214,24 +219,37 @@ func (ra *routeActor) enqueue(f *store.Frame, ri int, ref store.Ref, now time.Ti
 	ra.queued++
 }
 
+// laneFor returns the lane of a frame: its resolved destination (URL and header values) and, so
+// that one destination can take Concurrency batches at once without reordering any device, a
+// shard chosen by a hash of the device identity.
 func (ra *routeActor) laneFor(f *store.Frame) *lane {
-	if ra.staticKey {
-		if l := ra.lanes[""]; l != nil {
-			return l
-		}
-		return ra.newLane("", f)
+	k := ra.key[:0]
+	if ra.r.Concurrency > 1 {
+		k = append(k, byte(shard(f.Device, ra.r.Concurrency)), byte(shard(f.Device, ra.r.Concurrency)>>8))
 	}
-	ra.vals = fields.Values{Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID}
-	k := ra.r.URL.Append(ra.key[:0], &ra.vals)
-	for _, h := range ra.r.Headers {
-		k = append(k, '\n')
-		k = h.Value.Append(k, &ra.vals)
+	if !ra.staticKey {
+		ra.vals = fields.Values{Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID}
+		k = ra.r.URL.Append(k, &ra.vals)
+		for _, h := range ra.r.Headers {
+			k = append(k, '\n')
+			k = h.Value.Append(k, &ra.vals)
+		}
 	}
 	ra.key = k
 	if l := ra.lanes[string(k)]; l != nil {
 		return l
 	}
 	return ra.newLane(string(k), f)
+}
+
+// shard maps a device to one of n shards (FNV-1a).
+func shard(device string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(device); i++ {
+		h ^= uint32(device[i])
+		h *= 16777619
+	}
+	return int(h % uint32(n))
 }
 
 func (ra *routeActor) newLane(key string, f *store.Frame) *lane {

@@ -49,6 +49,8 @@ type Sink struct {
 	// answer means the batch was not accepted.
 	status atomic.Pointer[func(path string, body []byte) int]
 
+	inflight, maxInflight atomic.Int64
+
 	mu        sync.Mutex
 	count     map[MsgKey]int
 	last      map[string]MsgKey // per device: the last accepted message, for order checks
@@ -89,6 +91,14 @@ func (s *Sink) SetStatus(f func(path string, body []byte) int) {
 }
 
 func (s *Sink) handle(ctx *fasthttp.RequestCtx) {
+	n := s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	for {
+		m := s.maxInflight.Load()
+		if n <= m || s.maxInflight.CompareAndSwap(m, n) {
+			break
+		}
+	}
 	body := ctx.PostBody()
 	path := string(ctx.Path())
 	s.mu.Lock()
@@ -137,13 +147,14 @@ func (s *Sink) handle(ctx *fasthttp.RequestCtx) {
 
 // SinkStats summarises what the sink saw.
 type SinkStats struct {
-	Requests  int // requests received
-	Refused   int // requests answered with an injected failure
-	Bad       int // requests whose body was not a JSON array of envelopes
-	Messages  int // messages accepted, duplicates included
-	Unique    int // distinct (device, seq, index)
-	Dups      int // messages accepted more than once
-	Reordered int // messages that arrived after a later one of the same device
+	Requests    int // requests received
+	Refused     int // requests answered with an injected failure
+	Bad         int // requests whose body was not a JSON array of envelopes
+	Messages    int // messages accepted, duplicates included
+	Unique      int // distinct (device, seq, index)
+	Dups        int // messages accepted more than once
+	Reordered   int // messages that arrived after a later one of the same device
+	MaxInFlight int // most requests handled at once
 }
 
 // Stats returns the counters.
@@ -151,7 +162,7 @@ func (s *Sink) Stats() SinkStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return SinkStats{Requests: s.requests, Refused: s.refused, Bad: s.bad, Messages: len(s.msgs),
-		Unique: len(s.count), Dups: s.dups, Reordered: s.reordered}
+		Unique: len(s.count), Dups: s.dups, Reordered: s.reordered, MaxInFlight: int(s.maxInflight.Load())}
 }
 
 // Count is how many times a message was accepted.

@@ -548,3 +548,44 @@ func TestAdminEndpoints(t *testing.T) {
 		return nil
 	})
 }
+
+// One destination takes up to the route's concurrency of batches at once, and still no device's
+// messages are reordered.
+func TestConcurrentBatchesKeepDeviceOrder(t *testing.T) {
+	sink := startSink(t)
+	sink.SetStatus(func(string, []byte) int { time.Sleep(20 * time.Millisecond); return 200 })
+	cfg := testConfig(t, sink)
+	cfg.Routes[0].URL = sink.URL() + "/ingest"
+	cfg.Routes[0].Concurrency = 4
+	cfg.Routes[0].Batch.MaxMessages = 10
+	r := startRelay(t, cfg)
+	const devices, frames = 20, 30
+	var wg sync.WaitGroup
+	for i := 0; i < devices; i++ {
+		d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: fmt.Sprintf("O%02d", i)}, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := 0; f < frames; f++ {
+				if _, err := d.Send([]byte(`{"n":1}`)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	checkFor(t, 60*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n != devices*frames {
+			return fmt.Errorf("sink has %d of %d", n, devices*frames)
+		}
+		return nil
+	})
+	st := sink.Stats()
+	if st.Reordered != 0 || st.Dups != 0 {
+		t.Errorf("sink stats %+v: want no reordering, no duplicates", st)
+	}
+	if st.MaxInFlight < 2 || st.MaxInFlight > 4 {
+		t.Errorf("max requests in flight = %d, want 2..4 (concurrency 4)", st.MaxInFlight)
+	}
+}
