@@ -55,6 +55,7 @@ type Sink struct {
 	count     map[MsgKey]int
 	last      map[string]MsgKey // per device: the last accepted message, for order checks
 	msgs      []Received
+	batches   []Batch
 	requests  int
 	refused   int
 	dups      int
@@ -124,6 +125,7 @@ func (s *Sink) handle(ctx *fasthttp.RequestCtx) {
 	}
 	now := time.Now()
 	s.mu.Lock()
+	s.batches = append(s.batches, Batch{Path: path, Messages: len(batch), Bytes: len(body), At: now})
 	for _, e := range batch {
 		dev := e.Serial
 		if dev == "" {
@@ -143,6 +145,21 @@ func (s *Sink) handle(ctx *fasthttp.RequestCtx) {
 	}
 	s.mu.Unlock()
 	ctx.SetStatusCode(fasthttp.StatusOK)
+}
+
+// Batch describes one accepted request.
+type Batch struct {
+	Path     string
+	Messages int
+	Bytes    int
+	At       time.Time
+}
+
+// Batches returns every accepted request, in arrival order.
+func (s *Sink) Batches() []Batch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Batch(nil), s.batches...)
 }
 
 // SinkStats summarises what the sink saw.

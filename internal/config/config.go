@@ -115,6 +115,10 @@ type Delivery struct {
 	// On shutdown, how long in-flight requests may run before they are abandoned (their messages stay
 	// queued and are delivered after the restart).
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	// Messages each route keeps in memory, ready to send. Beyond it the route leaves new messages in
+	// the store and reads them back as it catches up, so a long outage of an endpoint costs disk, not
+	// memory. At least 1.
+	MaxQueuedMessages int `yaml:"max_queued_messages"`
 	// Backoff between attempts of a failed batch. A route's own retry overrides it.
 	Retry Retry `yaml:"retry"`
 }
@@ -190,6 +194,7 @@ func Default() *Config {
 			AllowPrivateNetworks: false,
 			Timeout:              Duration(10 * time.Second),
 			ShutdownGrace:        Duration(5 * time.Second),
+			MaxQueuedMessages:    262144,
 			Retry: Retry{
 				InitialBackoff: Duration(200 * time.Millisecond),
 				MaxBackoff:     Duration(30 * time.Second),

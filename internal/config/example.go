@@ -63,6 +63,9 @@ delivery:
   # On shutdown, how long in-flight requests may run before they are abandoned; their messages stay
   # queued and are delivered after the restart.
   shutdown_grace: 5s
+  # Messages each route keeps in memory, ready to send. Beyond it new messages stay in the store and
+  # are read back as the route catches up: a long endpoint outage costs disk, not memory.
+  max_queued_messages: 262144
   # Backoff between attempts of a failed batch: initial_backoff, doubling up to max_backoff. A
   # server's Retry-After header is honoured instead when present. A route's retry overrides it.
   retry:

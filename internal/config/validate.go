@@ -66,6 +66,9 @@ func (c *Config) Validate() error {
 
 	positive(&p, "delivery.timeout", c.Delivery.Timeout)
 	nonNegative(&p, "delivery.shutdown_grace", c.Delivery.ShutdownGrace)
+	if c.Delivery.MaxQueuedMessages < 1 {
+		p.add("delivery.max_queued_messages", "must be at least 1")
+	}
 	retry(&p, "delivery.retry", c.Delivery.Retry)
 
 	names := map[string]int{}

@@ -79,8 +79,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 			build func(int, *deliver.Request) error, onResult func(int, deliver.Result)) (int, error) {
 			return deliver.Deliver(ctx, client, p, req, build, onResult)
 		},
-		Logger:  log,
-		Metrics: actors.NewMetrics(r.reg),
+		Logger:    log,
+		Metrics:   actors.NewMetrics(r.reg),
+		MaxQueued: cfg.Delivery.MaxQueuedMessages,
 	})
 	r.sys = sys
 	r.net = netio.New(netio.Options{

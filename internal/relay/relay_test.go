@@ -589,3 +589,145 @@ func TestConcurrentBatchesKeepDeviceOrder(t *testing.T) {
 		t.Errorf("max requests in flight = %d, want 2..4 (concurrency 4)", st.MaxInFlight)
 	}
 }
+
+// Batches respect max_messages and max_bytes; with a long linger, a full batch goes at once.
+func TestBatchLimits(t *testing.T) {
+	sink := startSink(t)
+	cfg := testConfig(t, sink)
+	cfg.Routes[0].URL = sink.URL() + "/ingest"
+	cfg.Routes[0].Concurrency = 1
+	cfg.Routes[0].Batch.MaxMessages = 7
+	cfg.Routes[0].Batch.MaxBytes = 2 * config.KiB
+	cfg.Routes[0].Batch.Linger = config.Duration(time.Hour) // only full batches go out
+	r := startRelay(t, cfg)
+	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "BL"}, 1)
+	small := []byte(`{"v":1}`)
+	big := []byte(`{"pad":"` + strings.Repeat("x", 700) + `"}`)
+	for i := 0; i < 14; i++ { // two full batches by count
+		if _, err := d.Send(small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n != 14 {
+			return fmt.Errorf("sink has %d of 14", n)
+		}
+		return nil
+	})
+	for i := 0; i < 6; i++ { // ≈ 850 bytes each as envelopes: two per 2 KiB batch
+		if _, err := d.Send(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n < 18 {
+			return fmt.Errorf("sink has %d of 20", n)
+		}
+		return nil
+	})
+	for _, b := range sink.Batches() {
+		if b.Messages > 7 || b.Bytes > 2048 {
+			t.Errorf("batch of %d messages, %d bytes exceeds max_messages 7, max_bytes 2048", b.Messages, b.Bytes)
+		}
+	}
+	if b := sink.Batches(); len(b) < 2 || b[0].Messages != 7 || b[1].Messages != 7 {
+		t.Errorf("first batches = %+v, want two of 7", b)
+	}
+}
+
+// With a memory budget of 50 messages per route, a backlog of 600 waits in the store and is read
+// back in order once the endpoint recovers.
+func TestBacklogPagesFromStore(t *testing.T) {
+	sink := startSink(t)
+	var mu sync.Mutex
+	down := true
+	sink.SetStatus(func(string, []byte) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return 503
+		}
+		return 200
+	})
+	cfg := testConfig(t, sink)
+	cfg.Delivery.MaxQueuedMessages = 50
+	cfg.Routes[0].Batch.MaxMessages = 20
+	r := startRelay(t, cfg)
+	const devices, frames = 3, 200
+	for i := 0; i < devices; i++ {
+		d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: fmt.Sprintf("P%d", i)}, 1)
+		for f := 0; f < frames; f++ {
+			if _, err := d.Send([]byte(`{"n":1}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if err := d.WaitAcked(ctx, frames); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Refused; n < 3 {
+			return fmt.Errorf("%d refused so far", n)
+		}
+		return nil
+	})
+	// Memory holds the budget plus at most one commit's worth (a device's window, 64 frames).
+	_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
+	var queued int
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, `fleetrelay_route_queued_messages{route="test"}`) {
+			fmt.Sscan(strings.Fields(line)[1], &queued)
+		}
+	}
+	if queued < 50 || queued > 50+64 {
+		t.Errorf("route holds %d messages in memory, want 50..114 (budget 50)", queued)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	checkFor(t, 60*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n != devices*frames {
+			return fmt.Errorf("sink has %d of %d", n, devices*frames)
+		}
+		return nil
+	})
+	if st := sink.Stats(); st.Dups != 0 || st.Reordered != 0 {
+		t.Errorf("sink stats %+v: want no duplicates, no reordering", st)
+	}
+}
+
+// store.sync: every group commit is fsynced before its frames are acknowledged.
+func TestSyncStore(t *testing.T) {
+	sink := startSink(t)
+	cfg := testConfig(t, sink)
+	cfg.Store.Sync = true
+	r := startRelay(t, cfg)
+	var wg sync.WaitGroup
+	for i := 0; i < 5; i++ {
+		d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: fmt.Sprintf("S%d", i)}, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := 0; f < 50; f++ {
+				if _, err := d.Send([]byte(`{"n":1}`)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := d.WaitAcked(ctx, 50); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	checkFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n != 250 {
+			return fmt.Errorf("sink has %d of 250", n)
+		}
+		return nil
+	})
+}
