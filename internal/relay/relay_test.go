@@ -398,27 +398,30 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("lastSeq after a malformed frame = %d, want 0", w.LastSeq)
 		}
 	})
-	t.Run("data before hello", func(t *testing.T) {
+	// A raw connection that sends bytes gets ERROR code (after WELCOME, if its HELLO was good).
+	rawError := func(t *testing.T, send []byte, code uint16) {
 		c := rawConn(t, addr)
-		if _, err := c.Write(native.AppendData(nil, 1, []byte(`{"a":1}`))); err != nil {
+		if _, err := c.Write(send); err != nil {
 			t.Fatal(err)
 		}
 		typ, body := readOne(t, c)
-		code, _, _ := native.ParseError(body)
-		if typ != native.TypeError || code != native.CodeUnauthorized {
-			t.Errorf("got frame %#x code %d, want ERROR 401", typ, code)
+		if typ == native.TypeWelcome {
+			typ, body = readOne(t, c)
 		}
+		got, _, _ := native.ParseError(body)
+		if typ != native.TypeError || got != code {
+			t.Errorf("got frame %#x code %d, want ERROR %d", typ, got, code)
+		}
+	}
+	t.Run("data before hello", func(t *testing.T) {
+		rawError(t, native.AppendData(nil, 1, []byte(`{"a":1}`)), native.CodeUnauthorized)
 	})
 	t.Run("zero length", func(t *testing.T) {
-		c := rawConn(t, addr)
-		if _, err := c.Write([]byte{0, 0, 0, 0}); err != nil {
-			t.Fatal(err)
-		}
-		typ, body := readOne(t, c)
-		code, _, _ := native.ParseError(body)
-		if typ != native.TypeError || code != native.CodeMalformed {
-			t.Errorf("got frame %#x code %d, want ERROR 400", typ, code)
-		}
+		rawError(t, []byte{0, 0, 0, 0}, native.CodeMalformed)
+	})
+	t.Run("second hello", func(t *testing.T) {
+		h := native.AppendHello(nil, &native.Hello{Serial: "H2"})
+		rawError(t, append(h, h...), native.CodeMalformed)
 	})
 	t.Run("malformed udp", func(t *testing.T) {
 		testMalformedUDP(t, r.DeviceUDPAddr().String())
@@ -730,4 +733,50 @@ func TestSyncStore(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Frames split at every byte, and many frames coalesced in one write, decode the same over a real
+// socket.
+func TestSplitAndCoalescedFrames(t *testing.T) {
+	r := startRelay(t, testConfig(t, nil))
+	c := rawConn(t, r.DeviceTCPAddr().String())
+	var b []byte
+	b = native.AppendHello(b, &native.Hello{Serial: "SPLIT"})
+	for seq := uint64(1); seq <= 3; seq++ {
+		b = native.AppendData(b, seq, []byte(`{"t":21.5}`), []byte(`{"u":[1,2,{"v":null}]}`))
+	}
+	for i := range b { // one byte per write
+		if _, err := c.Write(b[i : i+1]); err != nil {
+			t.Fatal(err)
+		}
+		if i%16 == 0 {
+			time.Sleep(time.Millisecond) // let some bytes arrive alone
+		}
+	}
+	want := uint64(3)
+	waitAck := func() {
+		t.Helper()
+		for {
+			typ, body := readOne(t, c)
+			if typ == native.TypeError {
+				code, msg, _ := native.ParseError(body)
+				t.Fatalf("ERROR %d %s", code, msg)
+			}
+			if typ == native.TypeAck {
+				if seq, _ := native.ParseAck(body); seq == want {
+					return
+				}
+			}
+		}
+	}
+	waitAck()
+	b = b[:0]
+	for seq := uint64(4); seq <= 500; seq++ { // one write of ~500 frames
+		b = native.AppendData(b, seq, []byte(`{"t":1}`))
+	}
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	want = 500
+	waitAck()
 }
