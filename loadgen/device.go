@@ -23,6 +23,9 @@ type DeviceConfig struct {
 	Hello  native.Hello // identity sent in HELLO
 	Window int          // unacknowledged frames in flight (default 64)
 	Local  net.Addr     // optional source address (spread over 127.0.0.0/8 for large fleets)
+	// OnAck, if set, is called (with the device's lock held: keep it short) for every frame an
+	// ACK covers, with the time the frame was due, first written, and acknowledged.
+	OnAck func(seq uint64, due, sent, acked time.Time)
 }
 
 // ErrRelay is an ERROR frame sent by the relay.
@@ -34,14 +37,16 @@ type ErrRelay struct {
 func (e *ErrRelay) Error() string { return fmt.Sprintf("relay error %d: %s", e.Code, e.Msg) }
 
 type pending struct {
-	seq   uint64
-	frame []byte
+	seq       uint64
+	frame     []byte
+	due, sent time.Time
 }
 
 // Device is one simulated device speaking the native protocol over TCP. It is safe for
 // concurrent use; Send blocks while the window is full.
 type Device struct {
-	cfg DeviceConfig
+	cfg   DeviceConfig
+	first uint64 // the first seq this device used
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -61,7 +66,7 @@ func NewDevice(cfg DeviceConfig, first uint64) *Device {
 	if cfg.Window <= 0 {
 		cfg.Window = 64
 	}
-	d := &Device{cfg: cfg, nextSeq: first}
+	d := &Device{cfg: cfg, nextSeq: first, first: first}
 	d.cond = sync.NewCond(&d.mu)
 	return d
 }
@@ -197,7 +202,15 @@ func (d *Device) ackLocked(seq uint64) {
 	}
 	d.acked = seq
 	i := 0
+	var now time.Time
 	for i < len(d.unacked) && d.unacked[i].seq <= seq {
+		if d.cfg.OnAck != nil {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			p := &d.unacked[i]
+			d.cfg.OnAck(p.seq, p.due, p.sent, now)
+		}
 		i++
 	}
 	d.unacked = append(d.unacked[:0], d.unacked[i:]...)
@@ -207,6 +220,12 @@ func (d *Device) ackLocked(seq uint64) {
 // Send sends one DATA frame holding records and returns its seq. It blocks while the window is
 // full; the frame is kept until acknowledged, even if the write fails (Connect resends it).
 func (d *Device) Send(records ...[]byte) (uint64, error) {
+	return d.SendDue(time.Time{}, records...)
+}
+
+// SendDue is Send for a frame that was due at due (an open-loop schedule): latency measured from
+// due includes the time the frame waited for the window (no coordinated omission).
+func (d *Device) SendDue(due time.Time, records ...[]byte) (uint64, error) {
 	d.mu.Lock()
 	for len(d.unacked) >= d.cfg.Window && d.connErr == nil && d.relayErr == nil {
 		d.cond.Wait()
@@ -218,7 +237,11 @@ func (d *Device) Send(records ...[]byte) (uint64, error) {
 	seq := d.nextSeq
 	d.nextSeq++
 	frame := native.AppendData(nil, seq, records...)
-	d.unacked = append(d.unacked, pending{seq: seq, frame: frame})
+	now := time.Now()
+	if due.IsZero() {
+		due = now
+	}
+	d.unacked = append(d.unacked, pending{seq: seq, frame: frame, due: due, sent: now})
 	conn := d.conn
 	d.mu.Unlock()
 	if conn == nil {
@@ -228,6 +251,39 @@ func (d *Device) Send(records ...[]byte) (uint64, error) {
 		return seq, err
 	}
 	return seq, nil
+}
+
+// SendBurst waits until the window has room, then sends up to max frames in one write (as a
+// device flushing its backlog would) and returns how many. fill appends the records of frame seq
+// to recs and returns them; the slices must stay valid until fill is called again.
+func (d *Device) SendBurst(max int, fill func(seq uint64, recs [][]byte) [][]byte) (int, error) {
+	d.mu.Lock()
+	for len(d.unacked) >= d.cfg.Window && d.connErr == nil && d.relayErr == nil {
+		d.cond.Wait()
+	}
+	if err := d.errLocked(); err != nil {
+		d.mu.Unlock()
+		return 0, err
+	}
+	n := min(max, d.cfg.Window-len(d.unacked))
+	now := time.Now()
+	var out []byte
+	var recs [][]byte
+	for i := 0; i < n; i++ {
+		seq := d.nextSeq
+		d.nextSeq++
+		recs = fill(seq, recs[:0])
+		start := len(out)
+		out = native.AppendData(out, seq, recs...)
+		d.unacked = append(d.unacked, pending{seq: seq, frame: out[start:len(out):len(out)], due: now, sent: now})
+	}
+	conn := d.conn
+	d.mu.Unlock()
+	if conn == nil {
+		return n, ErrClosed
+	}
+	_, err := conn.Write(out)
+	return n, err
 }
 
 // SendRaw writes bytes as they are (for protocol tests); nothing is tracked.

@@ -97,6 +97,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	r.registerMetrics()
 	if cfg.Admin.Listen != "" {
 		r.admin = api.New(cfg.Admin.Listen, r.reg, r.health, log)
+		registerPprof(r.admin)
 	}
 	return r, nil
 }

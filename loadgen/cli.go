@@ -1,0 +1,124 @@
+package loadgen
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Main runs the loadgen command line: "run" or "sink". It returns the process exit code: 0, 1 on
+// an error or when acknowledged data was lost, 2 on bad usage.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: loadgen run|sink [flags]")
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return mainRun(ctx, args[1:], stdout, stderr)
+	case "sink":
+		return mainSink(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "loadgen: unknown command %q (want run or sink)\n", args[0])
+	return 2
+}
+
+func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("loadgen run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o RunOptions
+	fs.StringVar(&o.Addr, "addr", "127.0.0.1:5000", "relay native TCP address")
+	fs.IntVar(&o.Devices, "devices", 100, "simulated devices (capped by the open-file limit)")
+	fs.Float64Var(&o.Rate, "rate", 1, "frames per second per device; 0 = as fast as the window allows")
+	fs.BoolVar(&o.Poisson, "poisson", false, "exponential gaps between frames instead of a fixed interval")
+	fs.IntVar(&o.Records, "records", 1, "records per frame")
+	payload := fs.String("payload", "sensor", "record profile: sensor, gps, or a JSON template file with \"$sentAt\", \"$seq\", \"$index\", \"$device\"")
+	fs.IntVar(&o.Window, "window", 64, "unacknowledged frames in flight per device")
+	fs.DurationVar(&o.RampUp, "ramp", 0, "connect devices evenly over this long")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "sending time after ramp-up")
+	fs.Float64Var(&o.Churn, "churn", 0, "device reconnects per second over the fleet")
+	fs.IntVar(&o.SourceIPs, "source-ips", 0, "spread connections over this many 127.0.x.y source addresses (0: one per 1,000 devices)")
+	fs.StringVar(&o.Prefix, "prefix", "LG", "device serial prefix")
+	jsonOut := fs.String("json", "", "write the report as JSON to this file")
+	htmlOut := fs.String("html", "", "write the report as a self-contained HTML chart to this file")
+	quiet := fs.Bool("quiet", false, "no progress line even on a terminal")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	p, err := NewPayload(*payload)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	o.Payload = p
+	if f, ok := stderr.(*os.File); ok && !*quiet && isTerminal(f) {
+		o.Progress = stderr
+	}
+	rep, err := Run(ctx, o)
+	if rep != nil {
+		_ = rep.WriteText(stdout)
+		if werr := writeFile(*jsonOut, rep.WriteJSON); werr != nil {
+			fmt.Fprintln(stderr, werr)
+			return 1
+		}
+		if werr := writeFile(*htmlOut, rep.WriteHTML); werr != nil {
+			fmt.Fprintln(stderr, werr)
+			return 1
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if rep.Unacked > 0 {
+		fmt.Fprintf(stderr, "loadgen: %d frames never acknowledged\n", rep.Unacked)
+		return 1
+	}
+	return 0
+}
+
+func mainSink(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("loadgen sink", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:9000", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	s, err := StartSink(*listen)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "sink listening on %s\n", s.URL())
+	<-ctx.Done()
+	st := s.Stats()
+	fmt.Fprintf(stdout, "requests %d, messages %d, unique %d, duplicates %d, reordered %d\n", st.Requests, st.Messages, st.Unique, st.Dups, st.Reordered)
+	if err := s.Close(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

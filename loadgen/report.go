@@ -1,0 +1,222 @@
+package loadgen
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Second is one second of a run.
+type Second struct {
+	T         float64 `json:"t"`         // seconds since start
+	Connected int64   `json:"connected"` // devices connected
+	Sent      int64   `json:"sent"`      // frames sent in this second
+	Acked     int64   `json:"acked"`     // frames acknowledged in this second
+	P99ms     float64 `json:"p99ms"`     // corrected ACK latency p99 of this second (NaN if none)
+}
+
+// MarshalJSON writes NaN as null.
+func (s Second) MarshalJSON() ([]byte, error) {
+	type plain Second
+	p := plain(s)
+	if math.IsNaN(p.P99ms) {
+		p.P99ms = -1
+	}
+	return json.Marshal(p)
+}
+
+// Latency is a latency distribution in milliseconds.
+type Latency struct {
+	Count int64   `json:"count"`
+	P50   float64 `json:"p50"`
+	P90   float64 `json:"p90"`
+	P99   float64 `json:"p99"`
+	P999  float64 `json:"p999"`
+	Max   float64 `json:"max"`
+	Mean  float64 `json:"mean"`
+}
+
+func latencyOf(h *hdrhistogram.Histogram) Latency {
+	ms := func(v int64) float64 { return float64(v) / 1000 }
+	return Latency{Count: h.TotalCount(), P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
+		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)), Max: ms(h.Max()), Mean: h.Mean() / 1000}
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Options   string    `json:"options"`
+	Start     time.Time `json:"start"`
+	FDLimit   int       `json:"fdLimit"`
+	Requested int       `json:"requestedDevices"`
+	Devices   int       `json:"devices"`
+	Notes     []string  `json:"notes,omitempty"`
+
+	SendSeconds  float64 `json:"sendSeconds"`  // from start until sending stopped
+	TotalSeconds float64 `json:"totalSeconds"` // including the wait for the last ACKs
+	FramesSent   int64   `json:"framesSent"`
+	RecordsSent  int64   `json:"recordsSent"`
+	FramesAcked  int64   `json:"framesAcked"`
+	Unacked      int64   `json:"unacked"` // frames still unacknowledged at the end
+	SentPerSec   float64 `json:"sentPerSec"`
+	AckedPerSec  float64 `json:"ackedPerSec"`
+	Errors       int64   `json:"errors"`
+	Reconnects   int64   `json:"reconnects"`
+
+	AckLatency            Latency `json:"ackLatency"`            // from when each frame was due (coordinated omission corrected)
+	AckLatencyUncorrected Latency `json:"ackLatencyUncorrected"` // from when each frame was written
+
+	Timeline []Second `json:"timeline"`
+
+	// Acked is, per device, the highest seq acknowledged (what the relay promised to keep).
+	Acked map[string]uint64 `json:"-"`
+	// FirstSeq is the first seq every device used.
+	FirstSeq uint64 `json:"-"`
+}
+
+func (o *RunOptions) describe() string {
+	rate := "max"
+	if o.Rate > 0 {
+		rate = fmt.Sprintf("%g/s", o.Rate)
+		if o.Poisson {
+			rate += " poisson"
+		}
+	}
+	return fmt.Sprintf("devices=%d rate=%s records=%d window=%d ramp=%v duration=%v churn=%g/s", o.Devices, rate, o.Records, o.Window, o.RampUp, o.Duration, o.Churn)
+}
+
+func (rep *Report) fill(r *recorder, devs []*Device, start, sendEnd, end time.Time) {
+	rep.SendSeconds = sendEnd.Sub(start).Seconds()
+	rep.TotalSeconds = end.Sub(start).Seconds()
+	rep.FramesSent = r.sent.Load()
+	rep.RecordsSent = r.records.Load()
+	rep.FramesAcked = r.acked.Load()
+	rep.Errors = r.errors.Load()
+	rep.Reconnects = r.reconnects.Load()
+	rep.Acked = make(map[string]uint64, len(devs))
+	for _, d := range devs {
+		rep.Acked[d.cfg.Hello.Serial] = d.Acked()
+		rep.Unacked += int64(d.Unacked())
+		rep.FirstSeq = d.first
+	}
+	if rep.SendSeconds > 0 {
+		rep.SentPerSec = float64(rep.FramesSent) / rep.SendSeconds
+		rep.AckedPerSec = float64(rep.FramesAcked) / rep.SendSeconds
+	}
+	r.mu.Lock()
+	rep.AckLatency = latencyOf(r.corrected)
+	rep.AckLatencyUncorrected = latencyOf(r.uncorrected)
+	rep.Timeline = append([]Second(nil), r.timeline...)
+	r.mu.Unlock()
+}
+
+// WriteText writes the report as a table.
+func (rep *Report) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "run\t%s\t\n", rep.Options)
+	for _, n := range rep.Notes {
+		fmt.Fprintf(tw, "note\t%s\t\n", n)
+	}
+	fmt.Fprintf(tw, "devices\t%d (fd limit %d)\t\n", rep.Devices, rep.FDLimit)
+	fmt.Fprintf(tw, "frames sent / acked\t%d / %d (%d unacked)\t\n", rep.FramesSent, rep.FramesAcked, rep.Unacked)
+	fmt.Fprintf(tw, "records sent\t%d\t\n", rep.RecordsSent)
+	fmt.Fprintf(tw, "sent/s, acked/s\t%.0f, %.0f frames/s over %.1fs\t\n", rep.SentPerSec, rep.AckedPerSec, rep.SendSeconds)
+	fmt.Fprintf(tw, "errors, reconnects\t%d, %d\t\n", rep.Errors, rep.Reconnects)
+	fmt.Fprintln(tw, "ACK latency (ms)\tp50\tp90\tp99\tp99.9\tmax\t")
+	for _, l := range []struct {
+		name string
+		l    Latency
+	}{{"from due (corrected)", rep.AckLatency}, {"from write", rep.AckLatencyUncorrected}} {
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", l.name, l.l.P50, l.l.P90, l.l.P99, l.l.P999, l.l.Max)
+	}
+	return tw.Flush()
+}
+
+// WriteJSON writes the report as indented JSON.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	return e.Encode(rep)
+}
+
+// WriteHTML writes a self-contained page with SVG charts of throughput and latency over time.
+func (rep *Report) WriteHTML(w io.Writer) error {
+	var sent, acked, p99 []float64
+	var ts []float64
+	for _, s := range rep.Timeline {
+		ts = append(ts, s.T)
+		sent = append(sent, float64(s.Sent))
+		acked = append(acked, float64(s.Acked))
+		p99 = append(p99, s.P99ms)
+	}
+	var buf strings.Builder
+	if err := rep.WriteText(&buf); err != nil {
+		return err
+	}
+	return pageTmpl.Execute(w, map[string]any{
+		"Title":      "loadgen run",
+		"Summary":    buf.String(),
+		"Throughput": template.HTML(svgChart("frames/s", ts, []series{{"sent", "#1f77b4", sent}, {"acked", "#2ca02c", acked}})),
+		"Latency":    template.HTML(svgChart("ACK latency p99 (ms)", ts, []series{{"p99", "#d62728", p99}})),
+	})
+}
+
+var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>{{.Title}}</title>
+<style>body{font-family:sans-serif;margin:2em}pre{background:#f6f6f6;padding:1em}</style></head>
+<body><h1>{{.Title}}</h1><pre>{{.Summary}}</pre>
+<h2>Throughput</h2>{{.Throughput}}
+<h2>Latency</h2>{{.Latency}}
+</body></html>
+`))
+
+type series struct {
+	name, color string
+	v           []float64
+}
+
+// svgChart draws line series over x as an inline SVG (no scripts, no external assets).
+func svgChart(ylabel string, x []float64, ss []series) string {
+	const W, H, L, B, T, R = 720.0, 260.0, 70.0, 30.0, 20.0, 110.0
+	xmax, ymax := 1.0, 1.0
+	for _, v := range x {
+		xmax = math.Max(xmax, v)
+	}
+	for _, s := range ss {
+		for _, v := range s.v {
+			if !math.IsNaN(v) {
+				ymax = math.Max(ymax, v)
+			}
+		}
+	}
+	px := func(v float64) float64 { return L + v/xmax*(W-L-R) }
+	py := func(v float64) float64 { return H - B - v/ymax*(H-B-T) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-size="11">`, W, H)
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#333"/>`, L, H-B, W-R, H-B)
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#333"/>`, L, T, L, H-B)
+	for i := 0; i <= 4; i++ {
+		v := ymax * float64(i) / 4
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%.4g</text>`, L-4, py(v)+4, v)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%.0fs</text>`, px(xmax*float64(i)/4), H-B+16, xmax*float64(i)/4)
+	}
+	fmt.Fprintf(&b, `<text x="12" y="%.0f" transform="rotate(-90 12 %.0f)" text-anchor="middle">%s</text>`, H/2, H/2, template.HTMLEscapeString(ylabel))
+	for k, s := range ss {
+		var pts []string
+		for i, v := range s.v {
+			if i < len(x) && !math.IsNaN(v) {
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(x[i]), py(v)))
+			}
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.color, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="%s">%s</text>`, W-R+8, T+14*float64(k+1), s.color, template.HTMLEscapeString(s.name))
+	}
+	b.WriteString(`</svg>`)
+	return b.String()
+}

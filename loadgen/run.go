@@ -1,0 +1,388 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/fleetrelay/fleetrelay/codec/native"
+)
+
+// RunOptions describe a simulated fleet.
+type RunOptions struct {
+	Addr      string        // relay native TCP address
+	Devices   int           // simulated devices
+	Rate      float64       // frames per second per device; 0: as fast as the window allows
+	Poisson   bool          // exponential gaps instead of a fixed interval (open loop either way)
+	Records   int           // records per frame (default 1)
+	Payload   Payload       // default: the sensor profile
+	Window    int           // unacknowledged frames in flight per device (default 64)
+	RampUp    time.Duration // connect devices evenly over this long
+	Duration  time.Duration // sending time after ramp-up
+	Churn     float64       // device reconnects per second, over the whole fleet
+	SourceIPs int           // spread connections over 127.0.0.2.. (default: one per 1,000 devices)
+	Prefix    string        // device serial prefix (default "LG")
+	FirstSeq  uint64        // first seq of every device (default 1)
+	Progress  io.Writer     // one status line per second, or nil
+	// DrainTimeout bounds the wait for outstanding ACKs after sending stops (default 30s).
+	DrainTimeout time.Duration
+}
+
+// fdReserve is kept free of device sockets for the process's other files.
+const fdReserve = 64
+
+// FDLimit is the process's open-file limit (RLIMIT_NOFILE, soft).
+func FDLimit() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 1024
+	}
+	return int(rl.Cur)
+}
+
+// Run simulates the fleet until the duration passes or ctx ends, then waits for outstanding ACKs
+// and returns the report. Devices beyond the open-file limit are not started; the report says so.
+func Run(ctx context.Context, o RunOptions) (*Report, error) {
+	if o.Records <= 0 {
+		o.Records = 1
+	}
+	if o.Payload == nil {
+		o.Payload = sensorPayload{}
+	}
+	if o.Window <= 0 {
+		o.Window = 64
+	}
+	if o.Prefix == "" {
+		o.Prefix = "LG"
+	}
+	if o.FirstSeq == 0 {
+		o.FirstSeq = 1
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 30 * time.Second
+	}
+	rep := &Report{Options: o.describe(), FDLimit: FDLimit(), Requested: o.Devices}
+	if max := rep.FDLimit - fdReserve; o.Devices > max {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("open-file limit %d: running %d of %d devices", rep.FDLimit, max, o.Devices))
+		o.Devices = max
+	}
+	if o.SourceIPs <= 0 {
+		o.SourceIPs = o.Devices/1000 + 1
+	}
+	rep.Devices = o.Devices
+
+	r := newRecorder()
+	devs := make([]*Device, o.Devices)
+	for i := range devs {
+		src := &net.TCPAddr{IP: net.IPv4(127, 0, byte(2+i%o.SourceIPs/250), byte(2+i%o.SourceIPs%250))}
+		if o.SourceIPs == 1 {
+			src = nil
+		}
+		devs[i] = NewDevice(DeviceConfig{
+			Addr:   o.Addr,
+			Hello:  native.Hello{Serial: fmt.Sprintf("%s%06d", o.Prefix, i)},
+			Window: o.Window,
+			Local:  src,
+			OnAck:  r.ack,
+		}, o.FirstSeq)
+	}
+
+	start := time.Now()
+	rep.Start = start
+	sendUntil := start.Add(o.RampUp + o.Duration)
+	runCtx, cancel := context.WithDeadline(ctx, sendUntil)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	var connected atomic.Int64
+	for i, d := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if o.RampUp > 0 {
+				at := start.Add(time.Duration(float64(o.RampUp) * float64(i) / float64(len(devs))))
+				if !sleepUntil(runCtx, at) {
+					return
+				}
+			}
+			if err := connectRetry(runCtx, d); err != nil {
+				r.errors.Add(1)
+				return
+			}
+			connected.Add(1)
+			r.simulate(runCtx, d, &o, i)
+		}()
+	}
+	stopProgress := r.progress(o.Progress, start, &connected)
+	var churnWG sync.WaitGroup
+	if o.Churn > 0 {
+		churnWG.Add(1)
+		go func() {
+			defer churnWG.Done()
+			r.churn(runCtx, devs, o.Churn)
+		}()
+	}
+	wg.Wait()
+	churnWG.Wait()
+	sendEnd := time.Now()
+
+	// Drain: every frame sent gets its ACK, or the timeout ends the wait.
+	drainCtx, cancelDrain := context.WithTimeout(ctx, o.DrainTimeout)
+	defer cancelDrain()
+	var dwg sync.WaitGroup
+	for _, d := range devs {
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			last := d.NextSeq() - 1
+			for d.Acked() < last && drainCtx.Err() == nil {
+				if d.Err() != nil { // reconnect to get the rest acknowledged
+					if err := d.Connect(drainCtx); err != nil {
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+				}
+				_ = d.WaitAcked(drainCtx, last)
+			}
+		}()
+	}
+	dwg.Wait()
+	stopProgress()
+	for _, d := range devs {
+		d.Close()
+	}
+	rep.fill(r, devs, start, sendEnd, time.Now())
+	if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return rep, err
+	}
+	return rep, nil
+}
+
+func connectRetry(ctx context.Context, d *Device) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := d.Connect(cctx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		var re *ErrRelay
+		if errors.As(err, &re) && re.Code != native.CodeUnavailable {
+			return err
+		}
+		if !sleepUntil(ctx, time.Now().Add(100*time.Millisecond)) {
+			return ctx.Err()
+		}
+	}
+}
+
+func sleepUntil(ctx context.Context, at time.Time) bool {
+	d := time.Until(at)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// simulate sends on an open-loop schedule: frame k is due at t0 + k/rate (or Poisson); a frame
+// that waits for the window is still timed from when it was due.
+func (r *recorder) simulate(ctx context.Context, d *Device, o *RunOptions, i int) {
+	rnd := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
+	var interval float64
+	if o.Rate > 0 {
+		interval = float64(time.Second) / o.Rate
+	}
+	due := time.Now()
+	if interval > 0 { // spread devices' phases over one interval
+		due = due.Add(time.Duration(rnd.Float64() * interval))
+	}
+	recs := make([][]byte, o.Records)
+	buf := make([]byte, 0, 512*o.Records)
+	serial := d.cfg.Hello.Serial
+	if interval == 0 { // as fast as the window allows: flush whatever fits in one write
+		r.burst(ctx, d, o, rnd)
+		return
+	}
+	for ctx.Err() == nil {
+		if interval > 0 && !sleepUntil(ctx, due) {
+			return
+		}
+		now := time.Now()
+		seq := d.NextSeq()
+		buf = buf[:0]
+		for k := range recs {
+			start := len(buf)
+			buf = o.Payload.Append(buf, serial, seq, k, now, rnd)
+			recs[k] = buf[start:]
+		}
+		sendDue := due
+		if interval == 0 {
+			sendDue = now
+		}
+		if _, err := d.SendDue(sendDue, recs...); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.errors.Add(1)
+			if !errors.Is(err, ErrClosed) { // a churn reconnect races with us; anything else: reconnect
+				if connectRetry(ctx, d) != nil {
+					return
+				}
+				r.reconnects.Add(1)
+			}
+			continue
+		}
+		r.sent.Add(1)
+		r.records.Add(int64(o.Records))
+		if interval > 0 {
+			gap := interval
+			if o.Poisson {
+				gap = rnd.ExpFloat64() * interval
+			}
+			due = due.Add(time.Duration(gap))
+		}
+	}
+}
+
+// burst keeps the device's window full, one write per refill.
+func (r *recorder) burst(ctx context.Context, d *Device, o *RunOptions, rnd *rand.Rand) {
+	serial := d.cfg.Hello.Serial
+	var buf []byte
+	fill := func(seq uint64, recs [][]byte) [][]byte {
+		now := time.Now()
+		buf = buf[:0:0] // records are kept by the frame encoder's copy; start a fresh buffer
+		for k := 0; k < o.Records; k++ {
+			start := len(buf)
+			buf = o.Payload.Append(buf, serial, seq, k, now, rnd)
+			recs = append(recs, buf[start:len(buf):len(buf)])
+		}
+		return recs
+	}
+	for ctx.Err() == nil {
+		n, err := d.SendBurst(o.Window, fill)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.errors.Add(1)
+			if !errors.Is(err, ErrClosed) {
+				if connectRetry(ctx, d) != nil {
+					return
+				}
+				r.reconnects.Add(1)
+			}
+			continue
+		}
+		r.sent.Add(int64(n))
+		r.records.Add(int64(n * o.Records))
+	}
+}
+
+// churn reconnects random devices at rate per second.
+func (r *recorder) churn(ctx context.Context, devs []*Device, rate float64) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	every := time.Duration(float64(time.Second) / rate)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d := devs[rnd.IntN(len(devs))]
+		if d.Err() != nil {
+			continue
+		}
+		d.Close()
+		if connectRetry(ctx, d) == nil {
+			r.reconnects.Add(1)
+		}
+	}
+}
+
+// recorder collects what the fleet did. Safe for concurrent use.
+type recorder struct {
+	sent, records, acked, errors, reconnects atomic.Int64
+
+	mu          sync.Mutex
+	corrected   *hdrhistogram.Histogram // µs from due to ACK
+	uncorrected *hdrhistogram.Histogram // µs from first write to ACK
+	interval    *hdrhistogram.Histogram // corrected, this second
+	timeline    []Second
+}
+
+func newRecorder() *recorder {
+	return &recorder{
+		corrected:   hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
+		uncorrected: hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
+		interval:    hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
+	}
+}
+
+func (r *recorder) ack(_ uint64, due, sent, acked time.Time) {
+	r.acked.Add(1)
+	c, u := acked.Sub(due).Microseconds(), acked.Sub(sent).Microseconds()
+	r.mu.Lock()
+	_ = r.corrected.RecordValue(max(c, 1))
+	_ = r.uncorrected.RecordValue(max(u, 1))
+	_ = r.interval.RecordValue(max(c, 1))
+	r.mu.Unlock()
+}
+
+// progress records one Second per second and, with w set, prints a status line.
+func (r *recorder) progress(w io.Writer, start time.Time, connected *atomic.Int64) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var lastSent, lastAcked int64
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				sent, acked := r.sent.Load(), r.acked.Load()
+				r.mu.Lock()
+				p99 := float64(r.interval.ValueAtQuantile(99)) / 1000
+				if r.interval.TotalCount() == 0 {
+					p99 = math.NaN()
+				}
+				r.interval.Reset()
+				s := Second{T: now.Sub(start).Seconds(), Sent: sent - lastSent, Acked: acked - lastAcked, P99ms: p99, Connected: connected.Load()}
+				r.timeline = append(r.timeline, s)
+				r.mu.Unlock()
+				lastSent, lastAcked = sent, acked
+				if w != nil {
+					fmt.Fprintf(w, "\r%6.0fs  connected %6d  sent/s %8d  acked/s %8d  p99 %8.2f ms ", s.T, s.Connected, s.Sent, s.Acked, s.P99ms)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		if w != nil {
+			fmt.Fprintln(w)
+		}
+	}
+}
