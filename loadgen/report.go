@@ -49,8 +49,8 @@ func latencyOf(h *hdrhistogram.Histogram) Latency {
 		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)), Max: ms(h.Max()), Mean: h.Mean() / 1000}
 }
 
-// Report is the outcome of a run.
-type Report struct {
+// RunReport is the outcome of a run.
+type RunReport struct {
 	Options   string    `json:"options"`
 	Start     time.Time `json:"start"`
 	FDLimit   int       `json:"fdLimit"`
@@ -91,7 +91,7 @@ func (o *RunOptions) describe() string {
 	return fmt.Sprintf("devices=%d rate=%s records=%d window=%d ramp=%v duration=%v churn=%g/s", o.Devices, rate, o.Records, o.Window, o.RampUp, o.Duration, o.Churn)
 }
 
-func (rep *Report) fill(r *recorder, devs []*Device, start, sendEnd, end time.Time) {
+func (rep *RunReport) fill(r *recorder, devs []*Device, start, sendEnd, end time.Time) {
 	rep.SendSeconds = sendEnd.Sub(start).Seconds()
 	rep.TotalSeconds = end.Sub(start).Seconds()
 	rep.FramesSent = r.sent.Load()
@@ -117,7 +117,7 @@ func (rep *Report) fill(r *recorder, devs []*Device, start, sendEnd, end time.Ti
 }
 
 // WriteText writes the report as a table.
-func (rep *Report) WriteText(w io.Writer) error {
+func (rep *RunReport) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "run\t%s\t\n", rep.Options)
 	for _, n := range rep.Notes {
@@ -139,14 +139,14 @@ func (rep *Report) WriteText(w io.Writer) error {
 }
 
 // WriteJSON writes the report as indented JSON.
-func (rep *Report) WriteJSON(w io.Writer) error {
+func (rep *RunReport) WriteJSON(w io.Writer) error {
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
 	return e.Encode(rep)
 }
 
 // WriteHTML writes a self-contained page with SVG charts of throughput and latency over time.
-func (rep *Report) WriteHTML(w io.Writer) error {
+func (rep *RunReport) WriteHTML(w io.Writer) error {
 	var sent, acked, p99 []float64
 	var ts []float64
 	for _, s := range rep.Timeline {

@@ -52,7 +52,7 @@ func FDLimit() int {
 
 // Run simulates the fleet until the duration passes or ctx ends, then waits for outstanding ACKs
 // and returns the report. Devices beyond the open-file limit are not started; the report says so.
-func Run(ctx context.Context, o RunOptions) (*Report, error) {
+func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	if o.Records <= 0 {
 		o.Records = 1
 	}
@@ -71,7 +71,7 @@ func Run(ctx context.Context, o RunOptions) (*Report, error) {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 30 * time.Second
 	}
-	rep := &Report{Options: o.describe(), FDLimit: FDLimit(), Requested: o.Devices}
+	rep := &RunReport{Options: o.describe(), FDLimit: FDLimit(), Requested: o.Devices}
 	if max := rep.FDLimit - fdReserve; o.Devices > max {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("open-file limit %d: running %d of %d devices", rep.FDLimit, max, o.Devices))
 		o.Devices = max

@@ -1,0 +1,192 @@
+package loadgen_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/relay"
+	"github.com/fleetrelay/fleetrelay/loadgen"
+)
+
+func startRelay(t *testing.T, sinkURL string) *relay.Relay {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Devices.Native.TCP = "127.0.0.1:0"
+	cfg.Devices.Native.UDP = ""
+	cfg.Admin.Listen = ""
+	cfg.Delivery.AllowPrivateNetworks = true
+	r := config.DefaultRoute()
+	r.Name = "sink"
+	r.URL = sinkURL + "/ingest/[SERIAL]"
+	r.Batch.Linger = config.Duration(5 * time.Millisecond)
+	cfg.Routes = []config.Route{r}
+	rl, err := relay.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = rl.Shutdown(ctx)
+	})
+	return rl
+}
+
+// A short run through a real relay to a real sink: every frame acknowledged and delivered, and the
+// report's three forms are produced.
+func TestRunThroughRelay(t *testing.T) {
+	sink, err := loadgen.StartSink("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	rl := startRelay(t, sink.URL())
+	for _, rate := range []float64{40, 0} {
+		t.Run(fmt.Sprintf("rate=%g", rate), func(t *testing.T) {
+			prefix := fmt.Sprintf("R%g-", rate)
+			rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
+				Addr: rl.DeviceTCPAddr().String(), Devices: 20, Rate: rate, Records: 2,
+				Duration: 1500 * time.Millisecond, RampUp: 200 * time.Millisecond, Prefix: prefix,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.FramesSent == 0 || rep.FramesAcked != rep.FramesSent || rep.Unacked != 0 || rep.RecordsSent != 2*rep.FramesSent {
+				t.Fatalf("report: sent %d, acked %d, unacked %d, records %d", rep.FramesSent, rep.FramesAcked, rep.Unacked, rep.RecordsSent)
+			}
+			if rate > 0 { // 20 devices × 40/s × 1.5 s, give or take the ramp
+				if want := 20 * 40 * 1.5; float64(rep.FramesSent) < want*0.8 || float64(rep.FramesSent) > want*1.2 {
+					t.Errorf("sent %d frames at 40/s per device, want ≈%.0f", rep.FramesSent, want)
+				}
+			}
+			if rep.AckLatency.Count != rep.FramesAcked || rep.AckLatency.P50 <= 0 || len(rep.Timeline) == 0 {
+				t.Errorf("latency %+v, timeline %d seconds", rep.AckLatency, len(rep.Timeline))
+			}
+			var acked uint64
+			for dev, a := range rep.Acked {
+				if !strings.HasPrefix(dev, prefix) {
+					t.Fatalf("device %q", dev)
+				}
+				acked += a
+			}
+			if int64(acked) != rep.FramesAcked {
+				t.Errorf("per-device acks sum to %d, want %d", acked, rep.FramesAcked)
+			}
+			var text, js, html bytes.Buffer
+			if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "ACK latency") {
+				t.Errorf("text report: %v\n%s", err, text.String())
+			}
+			var back map[string]any
+			if err := rep.WriteJSON(&js); err != nil || json.Unmarshal(js.Bytes(), &back) != nil || back["framesAcked"] == nil {
+				t.Errorf("JSON report: %v\n%s", err, js.String())
+			}
+			if err := rep.WriteHTML(&html); err != nil || !strings.Contains(html.String(), "<svg") || strings.Contains(html.String(), "<script") {
+				t.Errorf("HTML report: %v", err)
+			}
+		})
+	}
+	// Everything acknowledged reached the sink.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := sink.Stats()
+		if st.Dups != 0 || st.Reordered != 0 {
+			t.Fatalf("sink %+v", st)
+		}
+		if st.Unique > 0 && sinkCaughtUp(sink) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sink has %d messages", st.Unique)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sinkCaughtUp reports whether no message arrived in the last 200 ms.
+func sinkCaughtUp(s *loadgen.Sink) bool {
+	n := s.Stats().Unique
+	time.Sleep(200 * time.Millisecond)
+	return s.Stats().Unique == n
+}
+
+// With the relay paused (SIGSTOP) for a second under an open-loop load, latency measured from when
+// frames were due shows the pause; latency measured from when they were written hides most of it
+// (coordinated omission), because frames waiting for the window were written only after the pause.
+func TestCorrectedLatencyShowsPause(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the relay binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "fleetrelay")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/fleetrelay").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfgPath := filepath.Join(dir, "cfg.yaml")
+	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: error\ndevices:\n  native:\n    tcp: %s\n    udp: \"\"\nadmin:\n  listen: \"\"\n", filepath.Join(dir, "data"), addr)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-config", cfgPath)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 300 {
+			t.Fatalf("relay did not start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	go func() {
+		time.Sleep(1200 * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGSTOP)
+		time.Sleep(time.Second)
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+	}()
+	rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
+		Addr: addr, Devices: 20, Rate: 50, Window: 4, Duration: 3500 * time.Millisecond, RampUp: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Unacked != 0 || rep.FramesAcked != rep.FramesSent {
+		t.Fatalf("sent %d, acked %d, unacked %d", rep.FramesSent, rep.FramesAcked, rep.Unacked)
+	}
+	c, u := rep.AckLatency, rep.AckLatencyUncorrected
+	t.Logf("from due: p50 %.1f p90 %.1f p99 %.1f max %.1f ms; from write: p50 %.1f p90 %.1f p99 %.1f max %.1f ms",
+		c.P50, c.P90, c.P99, c.Max, u.P50, u.P90, u.P99, u.Max)
+	if c.P90 < 300 {
+		t.Errorf("corrected p90 = %.1f ms: the 1 s pause is missing from latency measured from due times", c.P90)
+	}
+	if u.P90 > c.P90/2 {
+		t.Errorf("uncorrected p90 = %.1f ms, corrected %.1f ms: want the uncorrected figure to hide the pause", u.P90, c.P90)
+	}
+}
