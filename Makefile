@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 10s
 
-.PHONY: run test bench fuzz lint check build
+.PHONY: run test bench bench-micro bench-e2e fuzz lint check build
 
 ## run: the relay on its embedded defaults (loopback listeners, ./data, no routes)
 run:
@@ -17,9 +17,17 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 
-## bench: the micro-benchmarks quoted in the README
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./codec/... ./internal/store/ ./internal/deliver/
+## bench: micro-benchmarks once, then the quick end-to-end scenario set (bench/results/)
+bench: bench-micro bench-e2e
+
+COUNT ?= 1
+## bench-micro: hot-path micro-benchmarks (COUNT=3 for the README's medians)
+bench-micro:
+	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./codec/... ./internal/store/ ./internal/deliver/
+
+## bench-e2e: relay process + sink + simulated fleet, per bench/scenarios/*.yaml (quick set)
+bench-e2e:
+	$(GO) run ./cmd/bench -quick
 
 ## fuzz: a short run of every fuzz target
 fuzz:

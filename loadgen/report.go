@@ -162,8 +162,8 @@ func (rep *RunReport) WriteHTML(w io.Writer) error {
 	return pageTmpl.Execute(w, map[string]any{
 		"Title":      "loadgen run",
 		"Summary":    buf.String(),
-		"Throughput": template.HTML(svgChart("frames/s", ts, []series{{"sent", "#1f77b4", sent}, {"acked", "#2ca02c", acked}})),
-		"Latency":    template.HTML(svgChart("ACK latency p99 (ms)", ts, []series{{"p99", "#d62728", p99}})),
+		"Throughput": template.HTML(SVGChart("frames/s", ts, []Series{{"sent", "#1f77b4", sent}, {"acked", "#2ca02c", acked}})),
+		"Latency":    template.HTML(SVGChart("ACK latency p99 (ms)", ts, []Series{{"p99", "#d62728", p99}})),
 	})
 }
 
@@ -176,20 +176,21 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 </body></html>
 `))
 
-type series struct {
-	name, color string
-	v           []float64
+// Series is one line of a chart.
+type Series struct {
+	Name, Color string
+	Values      []float64 // NaN: no point
 }
 
-// svgChart draws line series over x as an inline SVG (no scripts, no external assets).
-func svgChart(ylabel string, x []float64, ss []series) string {
+// SVGChart draws line series over x as an inline SVG (no scripts, no external assets).
+func SVGChart(ylabel string, x []float64, ss []Series) string {
 	const W, H, L, B, T, R = 720.0, 260.0, 70.0, 30.0, 20.0, 110.0
 	xmax, ymax := 1.0, 1.0
 	for _, v := range x {
 		xmax = math.Max(xmax, v)
 	}
 	for _, s := range ss {
-		for _, v := range s.v {
+		for _, v := range s.Values {
 			if !math.IsNaN(v) {
 				ymax = math.Max(ymax, v)
 			}
@@ -209,13 +210,13 @@ func svgChart(ylabel string, x []float64, ss []series) string {
 	fmt.Fprintf(&b, `<text x="12" y="%.0f" transform="rotate(-90 12 %.0f)" text-anchor="middle">%s</text>`, H/2, H/2, template.HTMLEscapeString(ylabel))
 	for k, s := range ss {
 		var pts []string
-		for i, v := range s.v {
+		for i, v := range s.Values {
 			if i < len(x) && !math.IsNaN(v) {
 				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(x[i]), py(v)))
 			}
 		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.color, strings.Join(pts, " "))
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="%s">%s</text>`, W-R+8, T+14*float64(k+1), s.color, template.HTMLEscapeString(s.name))
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.Color, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="%s">%s</text>`, W-R+8, T+14*float64(k+1), s.Color, template.HTMLEscapeString(s.Name))
 	}
 	b.WriteString(`</svg>`)
 	return b.String()

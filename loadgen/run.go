@@ -36,6 +36,10 @@ type RunOptions struct {
 	Progress  io.Writer     // one status line per second, or nil
 	// DrainTimeout bounds the wait for outstanding ACKs after sending stops (default 30s).
 	DrainTimeout time.Duration
+	// Idle devices connect and hold their connection for the duration without sending.
+	Idle bool
+	// OnConnected, if set, is called once when every device is connected.
+	OnConnected func()
 }
 
 // fdReserve is kept free of device sockets for the process's other files.
@@ -119,7 +123,13 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 				r.errors.Add(1)
 				return
 			}
-			connected.Add(1)
+			if connected.Add(1) == int64(len(devs)) && o.OnConnected != nil {
+				o.OnConnected()
+			}
+			if o.Idle {
+				<-runCtx.Done()
+				return
+			}
 			r.simulate(runCtx, d, &o, i)
 		}()
 	}

@@ -1,0 +1,109 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Main is the bench command line. It returns the exit code: 1 if a scenario failed or lost
+// acknowledged messages.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("scenarios", "bench/scenarios", "scenario directory")
+	results := fs.String("results", "bench/results", "results directory")
+	run := fs.String("run", "", "comma-separated scenario names (default: all; see -quick)")
+	quick := fs.Bool("quick", false, "only the quick scenarios")
+	relayBin := fs.String("relay", "", "fleetrelay binary (default: go build ./cmd/fleetrelay)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	all, err := LoadDir(*dir)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	var pick []*Scenario
+	want := map[string]bool{}
+	for _, n := range strings.Split(*run, ",") {
+		if n != "" {
+			want[n] = true
+		}
+	}
+	for _, s := range all {
+		if (len(want) == 0 && (!*quick || s.Quick)) || want[s.Name] {
+			pick = append(pick, s)
+			delete(want, s.Name)
+		}
+	}
+	for n := range want {
+		fmt.Fprintf(stderr, "bench: no scenario %q in %s\n", n, *dir)
+		return 2
+	}
+	bin := *relayBin
+	if bin == "" {
+		tmp, err := os.MkdirTemp("", "fleetrelay-bench-bin")
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		bin = filepath.Join(tmp, "fleetrelay")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/fleetrelay").CombinedOutput(); err != nil {
+			fmt.Fprintf(stderr, "build relay: %v\n%s", err, out)
+			return 1
+		}
+	}
+	code := 0
+	var done []*Result
+	for _, s := range pick {
+		r, err := Run(ctx, s, Options{RelayBin: bin, ResultsDir: *results, Log: stderr})
+		if err != nil {
+			fmt.Fprintf(stderr, "bench %s: %v\n", s.Name, err)
+			code = 1
+			continue
+		}
+		if err := r.WriteFiles(*results); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		if r.Account.Lost > 0 {
+			fmt.Fprintf(stderr, "bench %s: %s\n", s.Name, r.Account.String())
+			code = 1
+		}
+		done = append(done, r)
+	}
+	WriteMarkdown(stdout, done)
+	if err := writeTable(*results, all); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return code
+}
+
+// writeTable writes results/README.md: one row per scenario that has a result file.
+func writeTable(dir string, all []*Scenario) error {
+	var rs []*Result
+	for _, s := range all {
+		if r, err := ReadResult(filepath.Join(dir, s.Name+".json")); err == nil {
+			rs = append(rs, r)
+		}
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	f, err := os.Create(filepath.Join(dir, "README.md"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, "# Benchmark results\n\nWritten by `go run ./cmd/bench` (`make bench-e2e`); one JSON file and one HTML chart per scenario beside this file.\nMachine: %d CPUs, %s, %s, open-file limit %d.\n\n",
+		rs[0].Machine.CPUs, rs[0].Machine.Model, rs[0].Machine.Go, rs[0].Machine.FDLimit)
+	WriteMarkdown(f, rs)
+	return f.Close()
+}

@@ -1,0 +1,380 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fleetrelay/fleetrelay/loadgen"
+)
+
+// Options configure a bench run.
+type Options struct {
+	RelayBin   string    // the fleetrelay binary
+	ResultsDir string    // where result files are read (rate_of) and written
+	Log        io.Writer // progress lines (nil: none)
+	// DrainTimeout bounds the wait for the sink to receive everything after the load (default 5m).
+	DrainTimeout time.Duration
+}
+
+// Result is one scenario's measurements.
+type Result struct {
+	Scenario    string    `json:"scenario"`
+	Description string    `json:"description"`
+	When        time.Time `json:"when"`
+	Machine     Machine   `json:"machine"`
+	Config      Scenario  `json:"config"`
+
+	Devices         int     `json:"devices"`
+	RatePerDevice   float64 `json:"ratePerDevice"` // frames/s per device asked for (0: as fast as acknowledged)
+	FramesAcked     int64   `json:"framesAcked"`
+	MessagesAcked   int64   `json:"messagesAcked"`
+	AckedPerSec     float64 `json:"ackedPerSec"`     // messages acknowledged per second of load
+	Delivered       int64   `json:"delivered"`       // distinct messages the sink received
+	DeliveredPerSec float64 `json:"deliveredPerSec"` // delivered / (load + drain) seconds
+	DrainSeconds    float64 `json:"drainSeconds"`    // after the load, until the sink had everything
+
+	AckLatency            loadgen.Latency        `json:"ackLatency"` // ms, from due
+	AckLatencyUncorrected loadgen.Latency        `json:"ackLatencyUncorrected"`
+	EndToEnd              loadgen.LatencySummary `json:"endToEndUs"` // µs, device send to sink arrival
+	Account               loadgen.AccountReport  `json:"account"`
+
+	RelayCPUSeconds float64 `json:"relayCpuSeconds"` // user+system during load and drain
+	RelayCPUPerMsg  float64 `json:"relayCpuPerMsgUs"`
+	RelayRSSPeakMiB float64 `json:"relayRssPeakMiB"`
+	RelayRSSIdleMiB float64 `json:"relayRssIdleMiB"`         // before devices connected
+	RSSPerConnKiB   float64 `json:"rssPerConnKiB,omitempty"` // idle scenario: (RSS connected - idle) / devices
+
+	Notes         []string         `json:"notes,omitempty"`
+	Timeline      []loadgen.Second `json:"timeline"`
+	SinkPerSecond []int64          `json:"sinkPerSecond"`
+	RelayRSSMiB   []float64        `json:"relayRssMiB"` // one sample per second
+}
+
+// Machine describes where a result was measured.
+type Machine struct {
+	CPUs    int    `json:"cpus"`
+	Model   string `json:"model"`
+	Go      string `json:"go"`
+	FDLimit int    `json:"fdLimit"`
+}
+
+func machine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), FDLimit: loadgen.FDLimit()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				m.Model = strings.TrimSpace(line[strings.Index(line, ":")+1:])
+				break
+			}
+		}
+	}
+	return m
+}
+
+// Run runs one scenario end to end.
+func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 5 * time.Minute
+	}
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "[%s] "+format+"\n", append([]any{s.Name}, a...)...)
+		}
+	}
+	res := &Result{Scenario: s.Name, Description: s.Description, When: time.Now().UTC(), Machine: machine(), Config: *s}
+
+	rate := s.Load.Rate
+	if s.Load.RateOf != "" {
+		base, err := ReadResult(filepath.Join(o.ResultsDir, s.Load.RateOf+".json"))
+		if err != nil {
+			return nil, fmt.Errorf("load.rate_of %q: %w (run that scenario first)", s.Load.RateOf, err)
+		}
+		rate = base.AckedPerSec * s.Load.RateFraction / float64(s.Load.Devices) / float64(s.Load.Records)
+		res.Notes = append(res.Notes, fmt.Sprintf("rate: %.0f%% of %s's %.0f msgs/s", s.Load.RateFraction*100, s.Load.RateOf, base.AckedPerSec))
+	}
+	res.RatePerDevice = rate
+
+	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{Addr: "127.0.0.1:0"})
+	if err != nil {
+		return nil, err
+	}
+	defer sink.Close()
+
+	dir, err := os.MkdirTemp("", "fleetrelay-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	devAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(dir, "relay.yaml")
+	if err := os.WriteFile(cfgPath, []byte(relayConfig(s, dir, devAddr, sink.URL())), 0o600); err != nil {
+		return nil, err
+	}
+	relay, err := startRelay(ctx, o.RelayBin, cfgPath, devAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer relay.stop()
+	time.Sleep(200 * time.Millisecond) // let the relay settle before the idle reading
+	res.RelayRSSIdleMiB = float64(relay.rss()) / (1 << 20)
+	samp := relay.sample(time.Second)
+
+	if s.Sink.DownFor > 0 || s.Sink.Delay > 0 {
+		f := loadgen.Faults{Delay: time.Duration(s.Sink.Delay)}
+		if s.Sink.DownFor > 0 {
+			f.Outages = []loadgen.Outage{{From: time.Duration(s.Sink.DownAt), Duration: time.Duration(s.Sink.DownFor)}}
+		}
+		if err := sink.SetFaults(f); err != nil {
+			return nil, err
+		}
+	}
+	payload, err := loadgen.NewPayload(s.Load.Payload)
+	if err != nil {
+		return nil, err
+	}
+	cpu0 := relay.cpu()
+	logf("load: %d devices at %s for %v", s.Load.Devices, rateText(rate), time.Duration(s.Load.Duration))
+	rep, err := loadgen.Run(ctx, loadgen.RunOptions{
+		Addr: devAddr, Devices: s.Load.Devices, Rate: rate, Poisson: s.Load.Poisson, Records: s.Load.Records,
+		Payload: payload, Window: s.Load.Window, RampUp: time.Duration(s.Load.Ramp), Duration: time.Duration(s.Load.Duration),
+		Idle: s.Load.Idle, Prefix: "B",
+		OnConnected: func() {
+			if s.Load.Idle {
+				res.RSSPerConnKiB = float64(relay.rss()) // fixed up below
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	loadEnd := time.Now()
+	res.Devices = rep.Devices
+	res.Notes = append(res.Notes, rep.Notes...)
+	res.FramesAcked = rep.FramesAcked
+	res.MessagesAcked = rep.FramesAcked * int64(s.Load.Records)
+	res.AckedPerSec = float64(res.MessagesAcked) / rep.SendSeconds
+	res.AckLatency, res.AckLatencyUncorrected = rep.AckLatency, rep.AckLatencyUncorrected
+	res.Timeline = rep.Timeline
+	if s.Load.Idle && rep.Devices > 0 {
+		res.RSSPerConnKiB = (res.RSSPerConnKiB - res.RelayRSSIdleMiB*(1<<20)) / float64(rep.Devices) / 1024
+	}
+
+	// Drain: wait until every acknowledged message arrived (or nothing arrives for a while).
+	expect := loadgen.Expect{Acked: rep.Acked, Records: func(string, uint64) int { return s.Load.Records }}
+	deadline := time.Now().Add(o.DrainTimeout)
+	last, lastChange := int64(-1), time.Now()
+	for !s.Relay.NoRoute {
+		acc := sink.Account(expect)
+		if acc.Lost == 0 {
+			break
+		}
+		if acc.Received != last {
+			last, lastChange = acc.Received, time.Now()
+		}
+		if time.Now().After(deadline) || time.Since(lastChange) > 30*time.Second {
+			res.Notes = append(res.Notes, "drain ended with messages missing")
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	drainEnd := time.Now()
+	res.DrainSeconds = drainEnd.Sub(loadEnd).Seconds()
+	res.RelayCPUSeconds = relay.cpu() - cpu0
+	samp.stop()
+	res.RelayRSSPeakMiB = float64(relay.peakRSS()) / (1 << 20)
+	res.RelayRSSMiB = samp.values()
+
+	snap := sink.Snapshot()
+	res.Account = sink.Account(expect)
+	res.Delivered = res.Account.Received
+	res.DeliveredPerSec = float64(res.Delivered) / drainEnd.Sub(rep.Start).Seconds()
+	res.EndToEnd = snap.LatencyUs
+	res.SinkPerSecond = snap.PerSecond
+	if n := max(res.Delivered, res.MessagesAcked); n > 0 && !s.Load.Idle {
+		res.RelayCPUPerMsg = res.RelayCPUSeconds / float64(n) * 1e6
+	}
+	logf("acked %.0f msgs/s, delivered %d, lost %d, relay %.2f µs/msg, RSS peak %.0f MiB",
+		res.AckedPerSec, res.Delivered, res.Account.Lost, res.RelayCPUPerMsg, res.RelayRSSPeakMiB)
+	return res, nil
+}
+
+func rateText(r float64) string {
+	if r == 0 {
+		return "max"
+	}
+	return strconv.FormatFloat(r, 'f', 2, 64) + " frames/s"
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// relayConfig is the relay's config file for s.
+func relayConfig(s *Scenario, dir, devAddr, sinkURL string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "data_dir: %s\nlog:\n  level: warn\n", filepath.Join(dir, "data"))
+	fmt.Fprintf(&b, "devices:\n  native:\n    tcp: %s\n    udp: \"\"\n  ack: %s\n  max_connections: %d\n", devAddr, s.Relay.Ack, max(s.Load.Devices+16, 10000))
+	fmt.Fprintf(&b, "store:\n  sync: %t\nadmin:\n  listen: \"\"\ndelivery:\n  allow_private_networks: true\n", s.Relay.Sync)
+	if !s.Relay.NoRoute {
+		fmt.Fprintf(&b, "routes:\n  - name: bench\n    url: %s/ingest\n    concurrency: %d\n    batch:\n      max_messages: %d\n      linger: %s\n",
+			sinkURL, s.Relay.Concurrency, s.Relay.MaxMessages, time.Duration(s.Relay.Linger))
+	}
+	return b.String()
+}
+
+// relayProc is the relay running as a child process.
+type relayProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func startRelay(ctx context.Context, bin, cfgPath, devAddr string) (*relayProc, error) {
+	cmd := exec.Command(bin, "-config", cfgPath)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start relay: %w", err)
+	}
+	p := &relayProc{cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", devAddr)
+		if err == nil {
+			c.Close()
+			return p, nil
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("relay exited: %v", p.err)
+		case <-ctx.Done():
+			p.stop()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if i > 1500 {
+			p.stop()
+			return nil, errors.New("relay did not open its device port in 30s")
+		}
+	}
+}
+
+func (p *relayProc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// cpu is the relay's user+system CPU time in seconds, from /proc/PID/stat.
+func (p *relayProc) cpu() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may contain spaces) start after the last ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ is 100 on Linux
+}
+
+func (p *relayProc) status(key string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, key+":") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+func (p *relayProc) rss() int64     { return p.status("VmRSS") }
+func (p *relayProc) peakRSS() int64 { return p.status("VmHWM") }
+
+type sampler struct {
+	mu   sync.Mutex
+	rss  []float64
+	quit chan struct{}
+	done chan struct{}
+}
+
+// sample records the relay's RSS every interval until stop.
+func (p *relayProc) sample(every time.Duration) *sampler {
+	s := &sampler{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.quit:
+				return
+			case <-t.C:
+				s.mu.Lock()
+				s.rss = append(s.rss, float64(p.rss())/(1<<20))
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) stop() { close(s.quit); <-s.done }
+
+func (s *sampler) values() []float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]float64(nil), s.rss...)
+}
+
+// ReadResult reads a result file.
+func ReadResult(path string) (*Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}

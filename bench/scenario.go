@@ -1,0 +1,166 @@
+// Package bench runs whole scenarios: the relay as its own process (its CPU and memory read from
+// /proc), a sink receiving what it delivers, and a simulated fleet, and reports throughput,
+// latency, memory and exact loss accounting as JSON, an HTML chart and a Markdown table.
+package bench
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Scenario is one benchmark, read from a YAML file under bench/scenarios/.
+type Scenario struct {
+	Name        string `yaml:"name"`
+	Description string `yaml:"description"`
+	// Quick scenarios make up `make bench`.
+	Quick bool `yaml:"quick"`
+	// Order sorts scenarios (lower first); scenarios that use another's result come after it.
+	Order int `yaml:"order"`
+
+	Relay RelaySpec `yaml:"relay"`
+	Load  LoadSpec  `yaml:"load"`
+	Sink  SinkSpec  `yaml:"sink"`
+}
+
+// RelaySpec is the part of the relay's configuration a scenario varies.
+type RelaySpec struct {
+	Ack         string   `yaml:"ack"`          // persist (default) or delivery
+	Sync        bool     `yaml:"sync"`         // store.sync
+	MaxMessages int      `yaml:"max_messages"` // route batch size (default 500)
+	Linger      Duration `yaml:"linger"`       // route linger (default 20ms)
+	Concurrency int      `yaml:"concurrency"`  // route concurrency (default 4)
+	NoRoute     bool     `yaml:"no_route"`     // run without a route (connections scenario)
+}
+
+// LoadSpec is the simulated fleet.
+type LoadSpec struct {
+	Devices int     `yaml:"devices"`
+	Rate    float64 `yaml:"rate"` // frames per second per device; 0: as fast as the relay takes
+	// RateOf and RateFraction set the total rate to a fraction of another scenario's measured
+	// acknowledged messages/s (its result file must exist), e.g. latency at half the maximum.
+	RateOf       string   `yaml:"rate_of"`
+	RateFraction float64  `yaml:"rate_fraction"`
+	Poisson      bool     `yaml:"poisson"`
+	Records      int      `yaml:"records"` // per frame (default 1)
+	Window       int      `yaml:"window"`  // default 64
+	Payload      string   `yaml:"payload"` // sensor (default), gps
+	Duration     Duration `yaml:"duration"`
+	Ramp         Duration `yaml:"ramp"`
+	Idle         bool     `yaml:"idle"` // connect and hold the connections without sending
+}
+
+// SinkSpec describes the receiving endpoint's behaviour.
+type SinkSpec struct {
+	Delay   Duration `yaml:"delay"`    // added to every answer
+	DownAt  Duration `yaml:"down_at"`  // outage start, from the start of the load
+	DownFor Duration `yaml:"down_for"` // outage length (0: none)
+}
+
+// Duration is a time.Duration written as "10s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Load reads a scenario file strictly (unknown keys are errors) and fills in defaults.
+func Load(path string) (*Scenario, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var s Scenario
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("scenario %s: %w", path, err)
+	}
+	if s.Name == "" {
+		s.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	}
+	s.defaults()
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("scenario %s: %w", path, err)
+	}
+	return &s, nil
+}
+
+func (s *Scenario) defaults() {
+	if s.Relay.Ack == "" {
+		s.Relay.Ack = "persist"
+	}
+	if s.Relay.MaxMessages == 0 {
+		s.Relay.MaxMessages = 500
+	}
+	if s.Relay.Linger == 0 {
+		s.Relay.Linger = Duration(20 * time.Millisecond)
+	}
+	if s.Relay.Concurrency == 0 {
+		s.Relay.Concurrency = 4
+	}
+	if s.Load.Records == 0 {
+		s.Load.Records = 1
+	}
+	if s.Load.Window == 0 {
+		s.Load.Window = 64
+	}
+	if s.Load.Payload == "" {
+		s.Load.Payload = "sensor"
+	}
+}
+
+func (s *Scenario) validate() error {
+	var errs []string
+	if s.Load.Devices <= 0 {
+		errs = append(errs, "load.devices: must be > 0")
+	}
+	if s.Load.Duration <= 0 {
+		errs = append(errs, "load.duration: must be > 0")
+	}
+	if (s.Load.RateOf == "") != (s.Load.RateFraction == 0) {
+		errs = append(errs, "load.rate_of and load.rate_fraction: set both or neither")
+	}
+	if s.Relay.Ack != "persist" && s.Relay.Ack != "delivery" {
+		errs = append(errs, "relay.ack: must be persist or delivery")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// LoadDir reads every *.yaml scenario in dir, sorted by Order then name.
+func LoadDir(dir string) ([]*Scenario, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	var out []*Scenario
+	for _, p := range paths {
+		s, err := Load(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Order != out[j].Order {
+			return out[i].Order < out[j].Order
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
