@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -13,7 +14,7 @@ import (
 // an error or when acknowledged data was lost, 2 on bad usage.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: loadgen run|sink [flags]")
+		fmt.Fprintln(stderr, "usage: loadgen run|sink|capacity [flags]")
 		return 2
 	}
 	switch args[0] {
@@ -21,8 +22,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return mainRun(ctx, args[1:], stdout, stderr)
 	case "sink":
 		return mainSink(ctx, args[1:], stdout, stderr)
+	case "capacity":
+		return mainCapacity(ctx, args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "loadgen: unknown command %q (want run or sink)\n", args[0])
+	fmt.Fprintf(stderr, "loadgen: unknown command %q (want run, sink or capacity)\n", args[0])
 	return 2
 }
 
@@ -75,6 +78,43 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if rep.Unacked > 0 {
 		fmt.Fprintf(stderr, "loadgen: %d frames never acknowledged\n", rep.Unacked)
+		return 1
+	}
+	return 0
+}
+
+func mainCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("loadgen capacity", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o CapacityOptions
+	fs.StringVar(&o.Run.Addr, "addr", "127.0.0.1:5000", "relay native TCP address")
+	fs.IntVar(&o.Run.Devices, "devices", 1000, "simulated devices")
+	fs.IntVar(&o.Run.Records, "records", 1, "records per frame")
+	fs.IntVar(&o.Run.Window, "window", 64, "unacknowledged frames in flight per device")
+	fs.DurationVar(&o.Run.RampUp, "ramp", 2*time.Second, "connect devices evenly over this long (each probe)")
+	fs.DurationVar(&o.P99, "p99", 10*time.Millisecond, "SLO: p99 ACK latency bound")
+	fs.DurationVar(&o.Probe, "probe", 10*time.Second, "how long each rate is held")
+	fs.Float64Var(&o.Tolerance, "tolerance", 0.05, "stop when the bracket is this narrow (relative)")
+	fs.StringVar(&o.SinkURL, "sink", "", "URL of the loadgen sink the relay delivers to (checks delivery keeps up)")
+	jsonOut := fs.String("json", "", "write the search as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.Log = stderr
+	rep, err := Capacity(ctx, o)
+	if rep != nil {
+		fmt.Fprintln(stdout, rep.String())
+		if werr := writeFile(*jsonOut, func(w io.Writer) error {
+			e := json.NewEncoder(w)
+			e.SetIndent("", "  ")
+			return e.Encode(rep)
+		}); werr != nil {
+			fmt.Fprintln(stderr, werr)
+			return 1
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	return 0

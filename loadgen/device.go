@@ -255,8 +255,9 @@ func (d *Device) SendDue(due time.Time, records ...[]byte) (uint64, error) {
 
 // SendBurst waits until the window has room, then sends up to max frames in one write (as a
 // device flushing its backlog would) and returns how many. fill appends the records of frame seq
-// to recs and returns them; the slices must stay valid until fill is called again.
-func (d *Device) SendBurst(max int, fill func(seq uint64, recs [][]byte) [][]byte) (int, error) {
+// to recs and returns them; the slices must stay valid until fill is called again. due, if not
+// nil, gives the time the i-th frame of the burst was due (default: now).
+func (d *Device) SendBurst(max int, due func(i int) time.Time, fill func(seq uint64, recs [][]byte) [][]byte) (int, error) {
 	d.mu.Lock()
 	for len(d.unacked) >= d.cfg.Window && d.connErr == nil && d.relayErr == nil {
 		d.cond.Wait()
@@ -275,7 +276,11 @@ func (d *Device) SendBurst(max int, fill func(seq uint64, recs [][]byte) [][]byt
 		recs = fill(seq, recs[:0])
 		start := len(out)
 		out = native.AppendData(out, seq, recs...)
-		d.unacked = append(d.unacked, pending{seq: seq, frame: out[start:len(out):len(out)], due: now, sent: now})
+		at := now
+		if due != nil {
+			at = due(i)
+		}
+		d.unacked = append(d.unacked, pending{seq: seq, frame: out[start:len(out):len(out)], due: at, sent: now})
 	}
 	conn := d.conn
 	d.mu.Unlock()

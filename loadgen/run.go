@@ -211,73 +211,60 @@ func sleepUntil(ctx context.Context, at time.Time) bool {
 	}
 }
 
-// simulate sends on an open-loop schedule: frame k is due at t0 + k/rate (or Poisson); a frame
-// that waits for the window is still timed from when it was due.
+// simulate sends on an open-loop schedule: frame k is due at t0 + k/rate (or Poisson gaps). At
+// each wake-up every frame already due goes out in one write (up to the window); a frame that
+// waits for the window is still timed from when it was due.
 func (r *recorder) simulate(ctx context.Context, d *Device, o *RunOptions, i int) {
 	rnd := rand.New(rand.NewPCG(uint64(i), uint64(time.Now().UnixNano())))
-	var interval float64
-	if o.Rate > 0 {
-		interval = float64(time.Second) / o.Rate
-	}
-	due := time.Now()
-	if interval > 0 { // spread devices' phases over one interval
-		due = due.Add(time.Duration(rnd.Float64() * interval))
-	}
-	recs := make([][]byte, o.Records)
-	buf := make([]byte, 0, 512*o.Records)
-	serial := d.cfg.Hello.Serial
-	if interval == 0 { // as fast as the window allows: flush whatever fits in one write
-		r.burst(ctx, d, o, rnd)
+	if o.Rate <= 0 { // as fast as the window allows: flush whatever fits in one write
+		r.burst(ctx, d, o, rnd, nil)
 		return
 	}
+	interval := float64(time.Second) / o.Rate
+	next := time.Now().Add(time.Duration(rnd.Float64() * interval)) // spread phases over one interval
+	var dues []time.Time
+	gap := func() time.Duration {
+		if o.Poisson {
+			return time.Duration(rnd.ExpFloat64() * interval)
+		}
+		return time.Duration(interval)
+	}
 	for ctx.Err() == nil {
-		if interval > 0 && !sleepUntil(ctx, due) {
-			return
-		}
-		now := time.Now()
-		seq := d.NextSeq()
-		buf = buf[:0]
-		for k := range recs {
-			start := len(buf)
-			buf = o.Payload.Append(buf, serial, seq, k, now, rnd)
-			recs[k] = buf[start:]
-		}
-		sendDue := due
-		if interval == 0 {
-			sendDue = now
-		}
-		if _, err := d.SendDue(sendDue, recs...); err != nil {
-			if ctx.Err() != nil {
+		if len(dues) == 0 {
+			if !sleepUntil(ctx, next) {
 				return
 			}
-			r.errors.Add(1)
-			if !errors.Is(err, ErrClosed) { // a churn reconnect races with us; anything else: reconnect
-				if connectRetry(ctx, d) != nil {
-					return
-				}
-				r.reconnects.Add(1)
-			}
-			continue
 		}
-		r.sent.Add(1)
-		r.records.Add(int64(o.Records))
-		if interval > 0 {
-			gap := interval
-			if o.Poisson {
-				gap = rnd.ExpFloat64() * interval
-			}
-			due = due.Add(time.Duration(gap))
+		now := time.Now()
+		for !next.After(now) && len(dues) < o.Window {
+			dues = append(dues, next)
+			next = next.Add(gap())
+		}
+		n, err := r.sendBurst(ctx, d, o, rnd, len(dues), func(k int) time.Time { return dues[k] })
+		if err != nil {
+			return
+		}
+		dues = append(dues[:0], dues[n:]...)
+	}
+}
+
+// burst keeps the device's window full, one write per refill, until ctx ends.
+func (r *recorder) burst(ctx context.Context, d *Device, o *RunOptions, rnd *rand.Rand, due func(int) time.Time) {
+	for ctx.Err() == nil {
+		if _, err := r.sendBurst(ctx, d, o, rnd, o.Window, due); err != nil {
+			return
 		}
 	}
 }
 
-// burst keeps the device's window full, one write per refill.
-func (r *recorder) burst(ctx context.Context, d *Device, o *RunOptions, rnd *rand.Rand) {
+// sendBurst sends up to max frames in one write, reconnecting after a failure; it returns an
+// error only when the run is over or the device cannot reconnect.
+func (r *recorder) sendBurst(ctx context.Context, d *Device, o *RunOptions, rnd *rand.Rand, max int, due func(int) time.Time) (int, error) {
 	serial := d.cfg.Hello.Serial
 	var buf []byte
 	fill := func(seq uint64, recs [][]byte) [][]byte {
 		now := time.Now()
-		buf = buf[:0:0] // records are kept by the frame encoder's copy; start a fresh buffer
+		buf = buf[:0:0] // the frame encoder copies the records; start a fresh buffer
 		for k := 0; k < o.Records; k++ {
 			start := len(buf)
 			buf = o.Payload.Append(buf, serial, seq, k, now, rnd)
@@ -285,23 +272,30 @@ func (r *recorder) burst(ctx context.Context, d *Device, o *RunOptions, rnd *ran
 		}
 		return recs
 	}
-	for ctx.Err() == nil {
-		n, err := d.SendBurst(o.Window, fill)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.errors.Add(1)
-			if !errors.Is(err, ErrClosed) {
-				if connectRetry(ctx, d) != nil {
-					return
-				}
-				r.reconnects.Add(1)
-			}
-			continue
+	for {
+		n, err := d.SendBurst(max, due, fill)
+		if err == nil {
+			r.sent.Add(int64(n))
+			r.records.Add(int64(n * o.Records))
+			return n, nil
 		}
-		r.sent.Add(int64(n))
-		r.records.Add(int64(n * o.Records))
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		r.errors.Add(1)
+		if n > 0 { // written into a dead connection: kept, resent by Connect
+			r.sent.Add(int64(n))
+			r.records.Add(int64(n * o.Records))
+		}
+		if !errors.Is(err, ErrClosed) || d.Err() != nil {
+			if cerr := connectRetry(ctx, d); cerr != nil {
+				return 0, cerr
+			}
+			r.reconnects.Add(1)
+		}
+		if n > 0 {
+			return n, nil
+		}
 	}
 }
 

@@ -190,3 +190,30 @@ func TestCorrectedLatencyShowsPause(t *testing.T) {
 		t.Errorf("uncorrected p90 = %.1f ms, corrected %.1f ms: want the uncorrected figure to hide the pause", u.P90, c.P90)
 	}
 }
+
+// The capacity search against a real relay and sink finds a passing rate and says so.
+func TestCapacity(t *testing.T) {
+	sink, err := loadgen.StartSink("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	rl := startRelay(t, sink.URL())
+	rep, err := loadgen.Capacity(context.Background(), loadgen.CapacityOptions{
+		Run:   loadgen.RunOptions{Addr: rl.DeviceTCPAddr().String(), Devices: 10, RampUp: 100 * time.Millisecond},
+		P99:   time.Second, // generous: this test checks the search, not the machine
+		Probe: time.Second, Tolerance: 0.25, SinkURL: sink.URL(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(rep.String())
+	if rep.Rate <= 0 || rep.MaxAcked <= 0 || rep.Rate > rep.MaxAcked || len(rep.Probes) < 2 || !strings.Contains(rep.String(), "sustains 10 devices") {
+		t.Errorf("capacity report %+v", rep)
+	}
+	for _, p := range rep.Probes[1:] {
+		if p.Pass && p.Delivered <= 0 {
+			t.Errorf("probe %+v passed without deliveries", p)
+		}
+	}
+}
