@@ -45,6 +45,8 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.Churn, "churn", 0, "device reconnects per second over the fleet")
 	fs.IntVar(&o.SourceIPs, "source-ips", 0, "spread connections over this many 127.0.x.y source addresses (0: one per 1,000 devices)")
 	fs.StringVar(&o.Prefix, "prefix", "LG", "device serial prefix")
+	fs.StringVar(&o.UDPAddr, "udp-addr", "127.0.0.1:5000", "relay native UDP address (for -udp-share)")
+	fs.Float64Var(&o.UDPShare, "udp-share", 0, "fraction of the devices on UDP (0..1; UDP devices are stop-and-wait)")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML chart to this file")
 	quiet := fs.Bool("quiet", false, "no progress line even on a terminal")

@@ -36,6 +36,11 @@ type RunOptions struct {
 	Progress  io.Writer     // one status line per second, or nil
 	// DrainTimeout bounds the wait for outstanding ACKs after sending stops (default 30s).
 	DrainTimeout time.Duration
+	// UDPAddr and UDPShare put that fraction of the devices (0..1) on UDP: UDATA datagrams,
+	// stop-and-wait with a resend every UDPRetry (default 200ms).
+	UDPAddr  string
+	UDPShare float64
+	UDPRetry time.Duration
 	// Idle devices connect and hold their connection for the duration without sending.
 	Idle bool
 	// OnConnected, if set, is called once when every device is connected.
@@ -83,10 +88,33 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	if o.SourceIPs <= 0 {
 		o.SourceIPs = o.Devices/1000 + 1
 	}
+	if o.UDPRetry <= 0 {
+		o.UDPRetry = 200 * time.Millisecond
+	}
 	rep.Devices = o.Devices
+	nUDP := int(math.Round(min(max(o.UDPShare, 0), 1) * float64(o.Devices)))
+	if nUDP > 0 && o.UDPAddr == "" {
+		return nil, errors.New("UDPShare set without UDPAddr")
+	}
 
 	r := newRecorder()
-	devs := make([]*Device, o.Devices)
+	udps := make([]*UDPDevice, nUDP)
+	for i := range udps {
+		u, err := DialUDP(o.UDPAddr, fmt.Sprintf("%sU%06d", o.Prefix, i), "", o.FirstSeq)
+		if err != nil {
+			for _, u := range udps[:i] {
+				u.Close()
+			}
+			return nil, err
+		}
+		udps[i] = u
+	}
+	defer func() {
+		for _, u := range udps {
+			u.Close()
+		}
+	}()
+	devs := make([]*Device, o.Devices-nUDP)
 	for i := range devs {
 		src := &net.TCPAddr{IP: net.IPv4(127, 0, byte(2+i%o.SourceIPs/250), byte(2+i%o.SourceIPs%250))}
 		if o.SourceIPs == 1 {
@@ -123,7 +151,7 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 				r.errors.Add(1)
 				return
 			}
-			if connected.Add(1) == int64(len(devs)) && o.OnConnected != nil {
+			if connected.Add(1) == int64(o.Devices) && o.OnConnected != nil {
 				o.OnConnected()
 			}
 			if o.Idle {
@@ -131,6 +159,24 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 				return
 			}
 			r.simulate(runCtx, d, &o, i)
+		}()
+	}
+	// The drain context outlives sending so a UDP frame in flight at the end still gets its ACK.
+	drainCtx, cancelDrain := context.WithDeadline(ctx, sendUntil.Add(o.DrainTimeout))
+	defer cancelDrain()
+	for i, u := range udps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if o.RampUp > 0 && !sleepUntil(runCtx, start.Add(time.Duration(float64(o.RampUp)*float64(i)/float64(len(udps))))) {
+				return
+			}
+			if connected.Add(1) == int64(o.Devices) && o.OnConnected != nil {
+				o.OnConnected()
+			}
+			if !o.Idle {
+				r.simulateUDP(runCtx, drainCtx, u, &o, i)
+			}
 		}()
 	}
 	stopProgress := r.progress(o.Progress, start, &connected)
@@ -147,8 +193,6 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	sendEnd := time.Now()
 
 	// Drain: every frame sent gets its ACK, or the timeout ends the wait.
-	drainCtx, cancelDrain := context.WithTimeout(ctx, o.DrainTimeout)
-	defer cancelDrain()
 	var dwg sync.WaitGroup
 	for _, d := range devs {
 		dwg.Add(1)
@@ -172,6 +216,9 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		d.Close()
 	}
 	rep.fill(r, devs, start, sendEnd, time.Now())
+	for _, u := range udps {
+		rep.Acked[u.identity], _ = u.Acked()
+	}
 	if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return rep, err
 	}
@@ -245,6 +292,55 @@ func (r *recorder) simulate(ctx context.Context, d *Device, o *RunOptions, i int
 			return
 		}
 		dues = append(dues[:0], dues[n:]...)
+	}
+}
+
+// simulateUDP sends UDATA on the open-loop schedule, one datagram in flight (stop-and-wait).
+func (r *recorder) simulateUDP(ctx, drain context.Context, u *UDPDevice, o *RunOptions, i int) {
+	rnd := rand.New(rand.NewPCG(uint64(i)+1<<32, uint64(time.Now().UnixNano())))
+	var interval float64
+	if o.Rate > 0 {
+		interval = float64(time.Second) / o.Rate
+	}
+	next := time.Now().Add(time.Duration(rnd.Float64() * interval))
+	recs := make([][]byte, o.Records)
+	for ctx.Err() == nil {
+		if interval > 0 && !sleepUntil(ctx, next) {
+			return
+		}
+		now := time.Now()
+		due := next
+		if interval == 0 {
+			due = now
+		}
+		u.mu.Lock()
+		seq := u.nextSeq
+		u.mu.Unlock()
+		var buf []byte
+		for k := range recs {
+			start := len(buf)
+			buf = o.Payload.Append(buf, u.identity, seq, k, now, rnd)
+			recs[k] = buf[start:len(buf):len(buf)]
+		}
+		got, at, err := u.SendWait(drain, o.UDPRetry, recs...)
+		r.sent.Add(1)
+		r.records.Add(int64(o.Records))
+		if err != nil {
+			r.errors.Add(1)
+			return
+		}
+		r.mu.Lock()
+		r.recordLocked(due, now, at)
+		r.mu.Unlock()
+		r.acked.Add(1)
+		_ = got
+		if interval > 0 {
+			gap := interval
+			if o.Poisson {
+				gap = rnd.ExpFloat64() * interval
+			}
+			next = next.Add(time.Duration(gap))
+		}
 	}
 }
 
@@ -343,12 +439,16 @@ func newRecorder() *recorder {
 
 func (r *recorder) ack(_ uint64, due, sent, acked time.Time) {
 	r.acked.Add(1)
-	c, u := acked.Sub(due).Microseconds(), acked.Sub(sent).Microseconds()
 	r.mu.Lock()
+	r.recordLocked(due, sent, acked)
+	r.mu.Unlock()
+}
+
+func (r *recorder) recordLocked(due, sent, acked time.Time) {
+	c, u := acked.Sub(due).Microseconds(), acked.Sub(sent).Microseconds()
 	_ = r.corrected.RecordValue(max(c, 1))
 	_ = r.uncorrected.RecordValue(max(u, 1))
 	_ = r.interval.RecordValue(max(c, 1))
-	r.mu.Unlock()
 }
 
 // progress records one Second per second and, with w set, prints a status line.

@@ -25,7 +25,7 @@ func startRelay(t *testing.T, sinkURL string) *relay.Relay {
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.Devices.Native.TCP = "127.0.0.1:0"
-	cfg.Devices.Native.UDP = ""
+	cfg.Devices.Native.UDP = "127.0.0.1:0"
 	cfg.Admin.Listen = ""
 	cfg.Delivery.AllowPrivateNetworks = true
 	r := config.DefaultRoute()
@@ -57,12 +57,16 @@ func TestRunThroughRelay(t *testing.T) {
 	}
 	defer sink.Close()
 	rl := startRelay(t, sink.URL())
-	for _, rate := range []float64{40, 0} {
-		t.Run(fmt.Sprintf("rate=%g", rate), func(t *testing.T) {
-			prefix := fmt.Sprintf("R%g-", rate)
+	for _, tc := range []struct {
+		rate, udp float64
+	}{{40, 0}, {0, 0}, {40, 0.25}} {
+		rate := tc.rate
+		t.Run(fmt.Sprintf("rate=%g,udp=%g", rate, tc.udp), func(t *testing.T) {
+			prefix := fmt.Sprintf("R%g-%g-", rate, tc.udp)
 			rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
 				Addr: rl.DeviceTCPAddr().String(), Devices: 20, Rate: rate, Records: 2,
 				Duration: 1500 * time.Millisecond, RampUp: 200 * time.Millisecond, Prefix: prefix,
+				UDPAddr: rl.DeviceUDPAddr().String(), UDPShare: tc.udp,
 			})
 			if err != nil {
 				t.Fatal(err)
