@@ -7,7 +7,6 @@
 package native
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -221,10 +220,7 @@ func SplitRecords(b []byte, recs [][]byte) ([][]byte, error) {
 }
 
 // isObject reports whether b is exactly one valid JSON object (surrounding whitespace allowed).
-func isObject(b []byte) bool {
-	t := bytes.TrimLeft(b, " \t\r\n")
-	return len(t) > 0 && t[0] == '{' && json.Valid(b)
-}
+func isObject(b []byte) bool { return ValidObject(b) }
 
 // AppendData appends a DATA frame.
 func AppendData(dst []byte, seq uint64, records ...[]byte) []byte {
