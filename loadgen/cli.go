@@ -125,19 +125,30 @@ func mainCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) 
 func mainSink(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("loadgen sink", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:9000", "listen address")
+	var o SinkOptions
+	fs.StringVar(&o.Addr, "listen", "127.0.0.1:9000", "listen address")
+	fs.StringVar(&o.SentField, "sent-field", DefaultSentField, "record field holding the device's send time (Unix µs), for end-to-end latency")
+	faults := fs.String("faults", "", `faults as JSON, e.g. {"statusMix":{"503":0.1},"delay":"5ms","retryAfter":2,"outages":[{"from":"10s","duration":"30s"}]} (also POST /faults at run time)`)
+	fs.Uint64Var(&o.Seed, "seed", 0, "seed of fault decisions (0: random)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	s, err := StartSink(*listen)
+	if *faults != "" {
+		if err := json.Unmarshal([]byte(*faults), &o.Faults); err != nil {
+			fmt.Fprintf(stderr, "-faults: %v\n", err)
+			return 2
+		}
+	}
+	s, err := StartSinkWith(o)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "sink listening on %s\n", s.URL())
+	fmt.Fprintf(stdout, "sink listening on %s (GET /stats, GET /stats/devices, POST /reset, GET|POST /faults)\n", s.URL())
 	<-ctx.Done()
 	st := s.Stats()
-	fmt.Fprintf(stdout, "requests %d, messages %d, unique %d, duplicates %d, reordered %d\n", st.Requests, st.Messages, st.Unique, st.Dups, st.Reordered)
+	fmt.Fprintf(stdout, "requests %d, refused %d, messages %d, unique %d, duplicates %d, reordered %d\n",
+		st.Requests, st.Refused, st.Messages, st.Unique, st.Dups, st.Reordered)
 	if err := s.Close(); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
