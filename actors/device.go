@@ -22,11 +22,20 @@ type (
 		records     [][]byte
 		udpIdentity string // set for UDATA: the device said who it is in the datagram
 	}
+	// linesMsg carries the NDJSON lines of one identity from one read: the actor numbers them as
+	// one frame. There is no connection to answer.
+	linesMsg struct {
+		identity string
+		imei     bool // identity is an IMEI, not a serial
+		records  [][]byte
+	}
 	closedMsg struct{ conn netio.Conn }
 	ackMsg    struct{} // the store committed frames: ack up to entry.stored
 	failedMsg struct {
-		seq uint64
-		err error
+		seq   uint64
+		gen   uint64 // the actor's gen when the frame was appended
+		lines int    // records of an NDJSON frame (lost: nobody will resend them); 0 for native
+		err   error
 	} // the store refused a frame
 	deliveredMsg struct{ seq uint64 } // ack mode delivery: all routes done up to seq
 )
@@ -41,6 +50,15 @@ type deviceActor struct {
 	conn                netio.Conn
 	appended            uint64 // highest seq handed to the journal
 	acked               uint64 // highest seq acknowledged on the current connection
+	// gen counts store refusals that reset appended; a refusal of a frame appended before the
+	// last reset is the tail of the same failure (ErrGap) and must not reset again.
+	gen    uint64
+	ndjson bool // NDJSON lines arrived since the last ReceiveTimeout: stay until idle
+	// linesSeq is the highest seq given to NDJSON lines. A HELLO while such a frame is in flight
+	// is answered once it is committed (welcomeDue), so WELCOME's lastSeq covers it and the
+	// device does not reuse its seq.
+	linesSeq   uint64
+	welcomeDue bool
 }
 
 func (d *deviceActor) Receive(ctx actor.Context) {
@@ -54,21 +72,41 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	case *dataMsg:
 		d.e.pending.Add(-1)
 		d.data(m)
+	case *linesMsg:
+		d.e.pending.Add(-1)
+		d.lines(m)
 	case *ackMsg:
 		d.e.pending.Add(-1)
 		d.e.ackDue.Store(false)
+		if d.welcomeDue && d.e.stored.Load() >= d.linesSeq {
+			d.welcome()
+		}
 		if d.sys.opts.AckMode == AckPersist {
 			d.ack(d.e.stored.Load())
 		}
 		d.maybeRetire(ctx)
 	case *failedMsg:
 		d.e.pending.Add(-1)
-		d.sys.log.Warn("store refused frame", "device", d.e.id, "seq", m.seq, "err", m.err)
-		// Nothing after the last committed seq may be acknowledged; the device resends it.
-		d.appended = d.e.stored.Load()
-		if d.conn != nil {
-			d.conn.Fail(native.CodeUnavailable, "relay cannot store data")
-			d.conn = nil
+		if m.lines > 0 {
+			d.sys.linesLost.Add(int64(m.lines))
+			if held, ok := d.sys.lostLog.allow(); ok {
+				d.sys.log.Warn("store refused ndjson lines; they are lost", "device", d.e.id, "lines", m.lines,
+					"err", m.err, "refusals_since_last_log", held)
+			}
+		} else {
+			d.sys.log.Warn("store refused frame", "device", d.e.id, "seq", m.seq, "err", m.err)
+		}
+		if m.gen == d.gen {
+			// Nothing after the last committed seq may be acknowledged; the device resends it.
+			// Frames appended since were chained to the refused one and are refused too.
+			d.gen++
+			d.appended = d.e.stored.Load()
+			d.linesSeq = min(d.linesSeq, d.appended)
+			d.welcomeDue = false
+			if d.conn != nil {
+				d.conn.Fail(native.CodeUnavailable, "relay cannot store data")
+				d.conn = nil
+			}
 		}
 		d.maybeRetire(ctx)
 	case *deliveredMsg:
@@ -78,12 +116,14 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		d.e.pending.Add(-1)
 		if d.conn == m.conn {
 			d.conn = nil
+			d.welcomeDue = false
 		}
 		d.maybeRetire(ctx)
 	case *actor.ReceiveTimeout:
 		if d.conn != nil && d.conn.Datagram() {
 			d.conn = nil // a UDP device that went quiet
 		}
+		d.ndjson = false // an NDJSON device that went quiet
 		d.maybeRetire(ctx)
 	}
 }
@@ -95,6 +135,16 @@ func (d *deviceActor) hello(m *helloMsg) {
 	d.conn = m.conn
 	d.serial, d.imei, d.iccid = m.hello.Serial, m.hello.IMEI, m.hello.ICCID
 	d.acked = 0
+	if d.linesSeq > d.e.stored.Load() {
+		d.welcomeDue = true // NDJSON lines in flight took seqs: WELCOME once they are stored
+		return
+	}
+	d.welcome()
+}
+
+// welcome answers the connection's HELLO.
+func (d *deviceActor) welcome() {
+	d.welcomeDue = false
 	stored := d.e.stored.Load()
 	w := native.Welcome{Ack: d.sys.opts.AckMode, MaxFrame: d.sys.opts.MaxFrame, LastSeq: stored}
 	d.conn.Write(native.AppendWelcome(nil, &w))
@@ -121,25 +171,62 @@ func (d *deviceActor) data(m *dataMsg) {
 		}
 		return
 	}
+	d.append(m.seq, m.records, false)
+}
+
+// lines stores NDJSON lines as the identity's next frame: the relay numbers them, since the
+// gateway sends no seq, and acknowledges nothing, since nobody listens. Seqs continue from
+// whatever the identity stored before, natively or not. While the identity has a native
+// connection (or a UDP source heard from lately) the lines are refused: that device numbers its
+// own frames, and a seq taken from under it would make the relay acknowledge a frame it never
+// stored.
+func (d *deviceActor) lines(m *linesMsg) {
+	d.ndjson = true
+	if d.conn != nil {
+		d.sys.linesRefused.Add(int64(len(m.records)))
+		if held, ok := d.sys.lostLog.allow(); ok {
+			d.sys.log.Warn("ndjson lines refused: the device is connected natively", "device", d.e.id,
+				"lines", len(m.records), "refusals_since_last_log", held)
+		}
+		return
+	}
+	if d.serial == "" && d.imei == "" {
+		if m.imei {
+			d.imei = m.identity
+		} else {
+			d.serial = m.identity
+		}
+	}
+	d.linesSeq = d.appended + 1
+	d.append(d.linesSeq, m.records, true)
+}
+
+// append hands frame seq to the journal; the commit callback advances e.stored and schedules the
+// ACK, a refusal comes back as failedMsg.
+func (d *deviceActor) append(seq uint64, records [][]byte, lines bool) {
 	f := &store.Frame{
 		Device:     d.e.id,
 		Serial:     d.serial,
 		IMEI:       d.imei,
 		ICCID:      d.iccid,
-		Seq:        m.seq,
+		Seq:        seq,
 		PrevSeq:    d.appended,
 		ReceivedAt: time.Now().UnixMilli(),
-		Records:    m.records,
+		Records:    records,
 		Routes:     d.sys.allIDs,
 	}
-	d.appended = m.seq
-	e, sys := d.e, d.sys
+	d.appended = seq
+	e, sys, gen := d.e, d.sys, d.gen
+	lost := 0
+	if lines {
+		lost = len(records)
+	}
 	e.inflight.Add(1)
 	sys.opts.Journal.Append(f, func(err error) {
 		if err != nil {
 			e.pending.Add(1)
 			e.inflight.Add(-1)
-			sys.send(e, &failedMsg{seq: f.Seq, err: err})
+			sys.send(e, &failedMsg{seq: f.Seq, gen: gen, lines: lost, err: err})
 			return
 		}
 		for {
@@ -169,7 +256,7 @@ func (d *deviceActor) ack(seq uint64) {
 }
 
 func (d *deviceActor) maybeRetire(ctx actor.Context) {
-	if d.conn == nil && d.sys.retire(d.e) {
+	if d.conn == nil && !d.ndjson && d.sys.retire(d.e) {
 		ctx.Stop(ctx.Self())
 	}
 }

@@ -1,6 +1,6 @@
 // Package actors owns the relay's moving parts between the sockets and the store: one
-// protoactor-go actor per connected device identity (sequence dedupe across reconnects, the
-// store append, acknowledgements) and one per route (lanes by destination, batching, delivery,
+// protoactor-go actor per connected device identity (sequence dedupe across reconnects, seqs for
+// NDJSON lines, the store append, acknowledgements) and one per route (lanes by destination, batching, delivery,
 // marking what was delivered). It defines the Journal and Sender it needs; the composition root
 // supplies them.
 package actors
@@ -73,6 +73,10 @@ type System struct {
 	ctx    context.Context // cancelled by Stop: ends deliveries
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // delivery goroutines
+
+	linesLost    atomic.Int64 // NDJSON lines the store refused
+	linesRefused atomic.Int64 // NDJSON lines refused: their identity was connected natively
+	lostLog      throttle
 }
 
 type routeRef struct {
@@ -105,6 +109,7 @@ func New(opts Options) *System {
 		root:    as.Root,
 		byID:    make(map[uint16]*routeRef),
 		devices: make(map[string]*deviceEntry),
+		lostLog: throttle{period: 10 * time.Second},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, r := range opts.Routes {
@@ -244,6 +249,20 @@ func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 	e := s.lookup(id, true)
 	s.send(e, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id})
 }
+
+// Lines implements netio.Dispatcher: one message per identity and read, however many lines.
+func (s *System) Lines(identity string, imei bool, records [][]byte) {
+	e := s.lookup(identity, true)
+	s.send(e, &linesMsg{identity: identity, imei: imei, records: records})
+}
+
+// LinesLost is how many NDJSON lines the store refused. With no acknowledgements in NDJSON they
+// are lost: the gateway never learns of it. Safe for concurrent use.
+func (s *System) LinesLost() int64 { return s.linesLost.Load() }
+
+// LinesRefused is how many NDJSON lines were refused because their identity had a native
+// connection at the time (see the device actor). Safe for concurrent use.
+func (s *System) LinesRefused() int64 { return s.linesRefused.Load() }
 
 // session is the netio.Session of one TCP connection.
 type session struct {

@@ -1,7 +1,8 @@
 // Package netio owns the device sockets: gnet event loops that accept native-protocol devices over
-// TCP and UDP, decode frames without blocking, copy each frame out of gnet's buffers and hand it to
-// a Dispatcher. It enforces the protocol's limits (frame size, HELLO deadline, idle timeout,
-// connection cap) and answers PING itself. It knows nothing about storage or delivery.
+// TCP and UDP, and NDJSON gateways over TCP; it decodes frames and lines without blocking, copies
+// them out of gnet's buffers and hands them to a Dispatcher. It enforces the protocols' limits
+// (frame and line size, HELLO deadline, idle timeout, connection cap) and answers PING itself. It
+// knows nothing about storage or delivery.
 package netio
 
 import (
@@ -34,6 +35,11 @@ type Dispatcher interface {
 	// UData is called for each well-formed UDATA datagram. frame is a private copy the callee
 	// owns; identity, token and records alias it.
 	UData(c Conn, u *native.UData, frame []byte)
+	// Lines is called with the valid NDJSON lines of one identity that one read of one connection
+	// delivered, in the order they arrived (never empty). Nothing can be answered: NDJSON has no
+	// acknowledgements. imei says the identity is an IMEI rather than a serial. records alias one
+	// private copy the callee owns; they are never modified afterwards.
+	Lines(identity string, imei bool, records [][]byte)
 }
 
 // Session is one identified device connection. Its methods are called from the connection's

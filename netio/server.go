@@ -16,37 +16,51 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/codec/ndjson"
 )
 
 // Options configure the device listeners.
 type Options struct {
-	TCP, UDP     string        // listen addresses ("" disables)
+	TCP, UDP     string        // native protocol listen addresses ("" disables)
 	MaxFrame     int           // largest accepted frame len (type + body)
 	HelloTimeout time.Duration // a TCP connection must send HELLO within this
-	IdleTimeout  time.Duration // a TCP connection silent this long is closed (0: never)
-	MaxConns     int           // TCP connections beyond this are refused with ERROR 503
+	IdleTimeout  time.Duration // a TCP or NDJSON connection silent this long is closed (0: never)
+	MaxConns     int           // TCP connections (native and NDJSON together) beyond this are refused
 	EventLoops   int           // 0: one per CPU
 	Logger       *slog.Logger
+
+	NDJSON        string // NDJSON listen address ("" disables)
+	IdentityField string // NDJSON: the top-level field naming the device (default "serial")
+	MaxLine       int    // NDJSON: longest line, line ending not counted (default 64 KiB)
 }
 
 // Stats are counters of the device listeners. All fields are read atomically by Stats().
 type Stats struct {
-	Connections   int64 // open TCP connections
-	Accepted      int64 // TCP connections accepted in total
-	Refused       int64 // TCP connections refused (connection cap, draining)
-	Frames        int64 // frames decoded (TCP and UDP)
-	Bytes         int64 // bytes decoded (TCP and UDP)
+	Connections   int64 // open TCP connections, native and NDJSON
+	Accepted      int64 // TCP connections accepted in total, native and NDJSON
+	Refused       int64 // TCP connections refused (connection cap, draining), native and NDJSON
+	Frames        int64 // native frames decoded (TCP and UDP)
+	Bytes         int64 // bytes decoded: native frames (TCP and UDP) and NDJSON lines
 	Errors        int64 // connections closed with an ERROR frame
 	UDPDropped    int64 // malformed or unexpected datagrams, dropped without an answer
 	UDPSendErrors int64 // datagram replies that could not be sent
+
+	NDJSONLines     int64 // NDJSON lines handed to the dispatcher
+	NDJSONMalformed int64 // NDJSON lines dropped: not JSON, or not an object
+	NDJSONIdentity  int64 // NDJSON lines dropped: identity field missing or invalid
+	NDJSONTooLong   int64 // NDJSON lines over MaxLine (each closed its connection)
+	NDJSONShutdown  int64 // NDJSON lines that arrived after Drain, not read
 }
 
 type counters struct {
 	conns, accepted, refused, frames, bytes, errors, udpDropped, udpSendErrors atomic.Int64
+
+	ndjsonLines, ndjsonMalformed, ndjsonIdentity, ndjsonTooLong, ndjsonShutdown atomic.Int64
 }
 
-// Server runs the gnet engines of the native protocol. Start, Drain and Stop may be called from
-// any goroutine; Start must complete before the others.
+// Server runs the gnet engines of the device listeners: native protocol over TCP and UDP, NDJSON
+// over TCP. Start, Drain and Stop may be called from any goroutine; Start must complete before the
+// others.
 type Server struct {
 	opts Options
 	d    Dispatcher
@@ -55,9 +69,10 @@ type Server struct {
 
 	draining atomic.Bool
 
-	tcp *tcpServer
-	udp *udpServer
-	wg  sync.WaitGroup
+	tcp    *tcpServer
+	udp    *udpServer
+	ndjson *ndjsonServer
+	wg     sync.WaitGroup
 }
 
 // New creates a server; nothing listens until Start.
@@ -77,6 +92,12 @@ func New(opts Options, d Dispatcher) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.IdentityField == "" {
+		opts.IdentityField = ndjson.DefaultIdentityField
+	}
+	if opts.MaxLine <= 0 {
+		opts.MaxLine = ndjson.DefaultMaxLine
+	}
 	return &Server{opts: opts, d: d, log: opts.Logger.With("component", "netio")}
 }
 
@@ -94,6 +115,13 @@ func (s *Server) Start() error {
 		if err := s.run(&s.udp.engineHolder, s.udp, "udp", s.opts.UDP); err != nil {
 			_ = s.Stop(context.Background())
 			return fmt.Errorf("udp listener %s: %w", s.opts.UDP, err)
+		}
+	}
+	if s.opts.NDJSON != "" {
+		s.ndjson = newNDJSONServer(s)
+		if err := s.run(&s.ndjson.engineHolder, s.ndjson, "tcp", s.opts.NDJSON, gnet.WithTicker(true)); err != nil {
+			_ = s.Stop(context.Background())
+			return fmt.Errorf("ndjson listener %s: %w", s.opts.NDJSON, err)
 		}
 	}
 	return nil
@@ -154,6 +182,14 @@ func (s *Server) TCPAddr() net.Addr {
 	return s.tcp.addr
 }
 
+// NDJSONAddr is the bound NDJSON TCP address (nil when disabled).
+func (s *Server) NDJSONAddr() net.Addr {
+	if s.ndjson == nil {
+		return nil
+	}
+	return s.ndjson.addr
+}
+
 // UDPAddr is the bound UDP address (nil when disabled).
 func (s *Server) UDPAddr() net.Addr {
 	if s.udp == nil {
@@ -162,8 +198,9 @@ func (s *Server) UDPAddr() net.Addr {
 	return s.udp.addr
 }
 
-// Drain stops taking new data: from now on new connections are refused and DATA frames are
-// answered with ERROR 503, so nothing is accepted that shutdown could not acknowledge.
+// Drain stops taking new data: from now on new connections are refused, DATA frames are
+// answered with ERROR 503 and NDJSON connections that send anything are closed unread, so nothing
+// is accepted that shutdown could not store.
 func (s *Server) Drain() { s.draining.Store(true) }
 
 // Draining reports whether Drain was called.
@@ -172,7 +209,7 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // Stop closes every connection and stops the event loops, waiting for them (bounded by ctx).
 func (s *Server) Stop(ctx context.Context) error {
 	var errs []error
-	for _, h := range []*engineHolder{s.tcpHolder(), s.udpHolder()} {
+	for _, h := range []*engineHolder{s.tcpHolder(), s.udpHolder(), s.ndjsonHolder()} {
 		if h == nil || h.booted == nil {
 			continue
 		}
@@ -208,6 +245,13 @@ func (s *Server) udpHolder() *engineHolder {
 	return &s.udp.engineHolder
 }
 
+func (s *Server) ndjsonHolder() *engineHolder {
+	if s.ndjson == nil {
+		return nil
+	}
+	return &s.ndjson.engineHolder
+}
+
 // Stats returns a snapshot of the counters. Safe for concurrent use.
 func (s *Server) Stats() Stats {
 	return Stats{
@@ -219,6 +263,12 @@ func (s *Server) Stats() Stats {
 		Errors:        s.st.errors.Load(),
 		UDPDropped:    s.st.udpDropped.Load(),
 		UDPSendErrors: s.st.udpSendErrors.Load(),
+
+		NDJSONLines:     s.st.ndjsonLines.Load(),
+		NDJSONMalformed: s.st.ndjsonMalformed.Load(),
+		NDJSONIdentity:  s.st.ndjsonIdentity.Load(),
+		NDJSONTooLong:   s.st.ndjsonTooLong.Load(),
+		NDJSONShutdown:  s.st.ndjsonShutdown.Load(),
 	}
 }
 

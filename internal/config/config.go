@@ -62,6 +62,8 @@ const (
 type Devices struct {
 	// Listeners for the native device protocol.
 	Native NativeListeners `yaml:"native"`
+	// NDJSON ingest: newline-delimited JSON objects over TCP, as simple gateways send them.
+	NDJSON NDJSON `yaml:"ndjson"`
 	// When a device may forget a message: "persist" (the default) acknowledges once the relay has
 	// stored it; "delivery" acknowledges only once every matching route's server has accepted it.
 	Ack AckMode `yaml:"ack"`
@@ -70,9 +72,11 @@ type Devices struct {
 	MaxFrame Size `yaml:"max_frame"`
 	// How long a new connection has to send its HELLO frame before it is closed with ERROR 408.
 	HelloTimeout Duration `yaml:"hello_timeout"`
-	// Connections that send nothing for this long are closed. 0 never closes idle connections.
+	// Connections that send nothing for this long are closed, on the native TCP and the NDJSON
+	// listener. 0 never closes idle connections.
 	IdleTimeout Duration `yaml:"idle_timeout"`
-	// Most device connections held at once; further connections are refused with ERROR 503.
+	// Most device connections held at once, native TCP and NDJSON together; further connections are
+	// refused (native ones with ERROR 503).
 	MaxConnections int `yaml:"max_connections"`
 	// Number of network event loops. 0 starts one per CPU.
 	EventLoops int `yaml:"event_loops"`
@@ -85,6 +89,21 @@ type NativeListeners struct {
 	TCP string `yaml:"tcp"`
 	// UDP listen address (host:port). An empty string ("") disables the UDP listener.
 	UDP string `yaml:"udp"`
+}
+
+// NDJSON configures NDJSON ingest: each line a JSON object naming its device in a top-level field,
+// with nothing sent back — no handshake, no acknowledgements. The relay numbers each device's lines
+// itself. Lines the relay cannot store are lost, since the sender never learns of it.
+type NDJSON struct {
+	// TCP listen address (host:port). An empty string ("", the default) disables NDJSON ingest.
+	TCP string `yaml:"tcp"`
+	// Top-level field of each object whose value, a string or a number, is the device identity. If
+	// it is "imei" the identity is the device's IMEI (15 digits) and fills [IMEI]; any other field
+	// fills [SERIAL]. Lines without it are dropped.
+	IdentityField string `yaml:"identity_field"`
+	// Longest line, its line ending not counted, 16 bytes to 1MiB. A longer line closes the
+	// connection.
+	MaxLine Size `yaml:"max_line"`
 }
 
 // Store configures the embedded store.
@@ -181,6 +200,7 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Devices: Devices{
 			Native:         NativeListeners{TCP: "127.0.0.1:5000", UDP: "127.0.0.1:5000"},
+			NDJSON:         NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * KiB},
 			Ack:            AckPersist,
 			MaxFrame:       64 * KiB,
 			HelloTimeout:   Duration(10 * time.Second),

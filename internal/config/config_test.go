@@ -55,7 +55,8 @@ func TestDefault(t *testing.T) {
 	d := config.Default()
 	if d.DataDir != "./data" || d.Devices.Native.TCP != "127.0.0.1:5000" || d.Devices.Native.UDP != "127.0.0.1:5000" ||
 		d.Admin.Listen != "127.0.0.1:8080" || d.Devices.Ack != config.AckPersist || d.Devices.MaxFrame != 65536 ||
-		len(d.Routes) != 0 || d.Delivery.AllowPrivateNetworks || d.Store.Sync {
+		len(d.Routes) != 0 || d.Delivery.AllowPrivateNetworks || d.Store.Sync ||
+		d.Devices.NDJSON != (config.NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * config.KiB}) {
 		t.Fatalf("Default() = %+v", d)
 	}
 }
@@ -282,6 +283,22 @@ func TestParse(t *testing.T) {
 	f("admin:\n  listen: 127.0.0.1:5000\n", "admin.listen: uses the same TCP address as devices.native.tcp (127.0.0.1:5000)")
 	f("admin:\n  listen: :5000\n", "admin.listen: uses the same TCP address as devices.native.tcp")
 	f("admin:\n  listen: 127.0.0.2:5000\n")
+
+	// NDJSON ingest.
+	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5100\n    identity_field: imei\n    max_line: 1MiB\n")
+	f("devices:\n  ndjson:\n    tcp: :5100\n    max_line: 16\n")
+	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:0\n")
+	f("devices:\n  ndjson:\n    identity_field: \"device id\"\n")
+	f("devices:\n  ndjson:\n    tcp: 5100\n", `devices.ndjson.tcp: "5100" is not host:port`)
+	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5000\n", "devices.ndjson.tcp: uses the same TCP address as devices.native.tcp (127.0.0.1:5000) (line 3)")
+	f("devices:\n  ndjson:\n    tcp: :5000\n", "devices.ndjson.tcp: uses the same TCP address as devices.native.tcp")
+	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5000\n  native:\n    tcp: \"\"\n")
+	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:8080\n", "admin.listen: uses the same TCP address as devices.ndjson.tcp (127.0.0.1:8080)")
+	f("devices:\n  ndjson:\n    identity_field: \"\"\n", "devices.ndjson.identity_field: required (line 3)")
+	f("devices:\n  ndjson:\n    identity_field: "+strings.Repeat("f", 256)+"\n", "devices.ndjson.identity_field: longer than 255 bytes")
+	f("devices:\n  ndjson:\n    max_line: 8\n", "devices.ndjson.max_line: must be between 16B and 1MiB, got 8B (line 3)")
+	f("devices:\n  ndjson:\n    max_line: 2MiB\n", "devices.ndjson.max_line: must be between 16B and 1MiB, got 2MiB")
+	f("devices:\n  ndjson:\n    udp: :5100\n", "devices.ndjson.udp: unknown key")
 
 	// Routes: name.
 	f(route(""))

@@ -24,6 +24,17 @@ devices:
   native:
     tcp: 127.0.0.1:5000
     udp: 127.0.0.1:5000
+  # NDJSON ingest, the protocol of simple gateways: one JSON object per line over TCP, nothing
+  # sent back. The relay numbers each device's lines itself; lines it cannot store are lost, as
+  # the sender never learns of it. Invalid lines are dropped and counted. Shares idle_timeout and
+  # max_connections with the native TCP listener.
+  ndjson:
+    tcp: ""               # listen address (host:port); "" disables it
+    # Top-level field naming the device: a string or a number. "imei" (15 digits) fills [IMEI],
+    # any other field [SERIAL].
+    identity_field: serial
+    # Longest line (line ending not counted), 16B to 1MiB; a longer one closes the connection.
+    max_line: 64KiB
   # When a device may forget a message:
   #   persist   once the relay has stored it (survives a crash of the relay process)
   #   delivery  once every route the message goes to has accepted it
@@ -33,9 +44,11 @@ devices:
   max_frame: 64KiB
   # Time a new connection has to send HELLO before it is closed with ERROR 408.
   hello_timeout: 10s
-  # Connections that send nothing for this long are closed. 0 never closes them.
+  # Connections (native TCP and NDJSON) that send nothing for this long are closed. 0 never
+  # closes them.
   idle_timeout: 5m
-  # Most device connections held at once; further ones are refused with ERROR 503.
+  # Most device connections held at once, native TCP and NDJSON together; further ones are
+  # refused (native ones with ERROR 503).
   max_connections: 10000
   # Network event loops; 0 starts one per CPU.
   event_loops: 0

@@ -19,6 +19,9 @@ var DynamicFields = []string{"SERIAL", "IMEI", "ICCID", "CUSTOM1", "CUSTOM2", "C
 const (
 	MinMaxFrame      = 16 * Size(1) // smallest devices.max_frame
 	MaxMaxFrame      = MiB          // largest devices.max_frame
+	MinMaxLine       = 16 * Size(1) // smallest devices.ndjson.max_line
+	MaxMaxLine       = MiB          // largest devices.ndjson.max_line
+	MaxIdentityField = 255          // longest devices.ndjson.identity_field
 	MaxBatchMessages = 100000       // largest routes[i].batch.max_messages
 	MaxRouteRequests = 1024         // largest routes[i].concurrency
 )
@@ -56,12 +59,28 @@ func (c *Config) Validate() error {
 	if d.EventLoops < 0 {
 		p.add("devices.event_loops", "must not be negative (0 starts one per CPU), got %d", d.EventLoops)
 	}
+	ndjsonPort := listenAddr(&p, "devices.ndjson.tcp", d.NDJSON.TCP)
+	if ndjsonPort != "" && ndjsonPort == tcpPort && hostsOverlap(d.NDJSON.TCP, d.Native.TCP) {
+		p.add("devices.ndjson.tcp", "uses the same TCP address as devices.native.tcp (%s)", d.Native.TCP)
+	}
+	switch f := d.NDJSON.IdentityField; {
+	case f == "":
+		p.add("devices.ndjson.identity_field", "required")
+	case len(f) > MaxIdentityField:
+		p.add("devices.ndjson.identity_field", "longer than %d bytes", MaxIdentityField)
+	}
+	if d.NDJSON.MaxLine < MinMaxLine || d.NDJSON.MaxLine > MaxMaxLine {
+		p.add("devices.ndjson.max_line", "must be between %s and %s, got %s", MinMaxLine, MaxMaxLine, sizeText(d.NDJSON.MaxLine))
+	}
 
 	nonNegative(&p, "store.gc_interval", c.Store.GCInterval)
 
 	adminPort := listenAddr(&p, "admin.listen", c.Admin.Listen)
 	if tcpPort != "" && tcpPort == adminPort && hostsOverlap(d.Native.TCP, c.Admin.Listen) {
 		p.add("admin.listen", "uses the same TCP address as devices.native.tcp (%s)", d.Native.TCP)
+	}
+	if ndjsonPort != "" && ndjsonPort == adminPort && hostsOverlap(d.NDJSON.TCP, c.Admin.Listen) {
+		p.add("admin.listen", "uses the same TCP address as devices.ndjson.tcp (%s)", d.NDJSON.TCP)
 	}
 
 	positive(&p, "delivery.timeout", c.Delivery.Timeout)

@@ -93,6 +93,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		MaxConns:     cfg.Devices.MaxConnections,
 		EventLoops:   cfg.Devices.EventLoops,
 		Logger:       log,
+
+		NDJSON:        cfg.Devices.NDJSON.TCP,
+		IdentityField: cfg.Devices.NDJSON.IdentityField,
+		MaxLine:       int(cfg.Devices.NDJSON.MaxLine),
 	}, sys)
 	r.registerMetrics()
 	if cfg.Admin.Listen != "" {
@@ -162,7 +166,8 @@ func (r *Relay) Start() error {
 		}
 		r.adminAddr = addr
 	}
-	r.log.Info("relay started", "tcp", r.net.TCPAddr(), "udp", r.net.UDPAddr(), "admin", r.adminAddr, "data_dir", r.cfg.DataDir)
+	r.log.Info("relay started", "tcp", r.net.TCPAddr(), "udp", r.net.UDPAddr(), "ndjson", r.net.NDJSONAddr(),
+		"admin", r.adminAddr, "data_dir", r.cfg.DataDir)
 	return nil
 }
 
@@ -221,21 +226,40 @@ func (r *Relay) DeviceTCPAddr() net.Addr { return r.net.TCPAddr() }
 // DeviceUDPAddr is the native protocol's UDP address.
 func (r *Relay) DeviceUDPAddr() net.Addr { return r.net.UDPAddr() }
 
+// DeviceNDJSONAddr is the NDJSON listener's address (nil when disabled).
+func (r *Relay) DeviceNDJSONAddr() net.Addr { return r.net.NDJSONAddr() }
+
 // AdminAddr is the admin server's address (nil when disabled).
 func (r *Relay) AdminAddr() net.Addr { return r.adminAddr }
 
 func (r *Relay) registerMetrics() {
-	n := r.net
+	n, sys := r.net, r.sys
 	gauge := func(name, help string, f func() float64) {
 		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
 	counter := func(name, help string, f func() float64) {
 		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 	}
-	gauge("fleetrelay_device_connections", "Open device TCP connections.", func() float64 { return float64(n.Stats().Connections) })
-	counter("fleetrelay_device_frames_total", "Frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })
-	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices.", func() float64 { return float64(n.Stats().Bytes) })
+	gauge("fleetrelay_device_connections", "Open device TCP connections (native and NDJSON).", func() float64 { return float64(n.Stats().Connections) })
+	counter("fleetrelay_device_frames_total", "Native frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })
+	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices (native frames and NDJSON lines).", func() float64 { return float64(n.Stats().Bytes) })
 	counter("fleetrelay_device_errors_total", "Device connections closed with an ERROR frame.", func() float64 { return float64(n.Stats().Errors) })
-	counter("fleetrelay_device_refused_total", "Device connections refused (capacity, shutdown).", func() float64 { return float64(n.Stats().Refused) })
+	counter("fleetrelay_device_refused_total", "Device connections refused (capacity, shutdown), native and NDJSON.", func() float64 { return float64(n.Stats().Refused) })
 	counter("fleetrelay_udp_dropped_total", "Malformed or unexpected datagrams dropped unanswered.", func() float64 { return float64(n.Stats().UDPDropped) })
+	counter("fleetrelay_ndjson_lines_total", "NDJSON lines accepted for storing.", func() float64 { return float64(n.Stats().NDJSONLines) })
+	const droppedHelp = "NDJSON lines dropped, by reason: malformed (not a JSON object), identity (identity field missing or invalid), " +
+		"too_long (over max_line; closes the connection), shutdown (arrived after shutdown began), " +
+		"native (the identity was connected natively), store (the store refused them)."
+	for reason, f := range map[string]func() int64{
+		"malformed": func() int64 { return n.Stats().NDJSONMalformed },
+		"identity":  func() int64 { return n.Stats().NDJSONIdentity },
+		"too_long":  func() int64 { return n.Stats().NDJSONTooLong },
+		"shutdown":  func() int64 { return n.Stats().NDJSONShutdown },
+		"native":    sys.LinesRefused,
+		"store":     sys.LinesLost,
+	} {
+		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "fleetrelay_ndjson_dropped_total", Help: droppedHelp, ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 { return float64(f()) }))
+	}
 }
