@@ -67,15 +67,15 @@ func (s *tcpServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if !ok {
 		return gnet.None
 	}
-	s.srv.st.conns.Add(-1)
-	s.mu.Lock()
-	delete(s.conns, tc)
-	s.mu.Unlock()
 	tc.failed.Store(true)
-	if tc.session != nil {
+	if tc.session != nil { // before the count drops: whoever sees 0 connections sees them closed
 		tc.session.Closed()
 		tc.session = nil
 	}
+	s.mu.Lock()
+	delete(s.conns, tc)
+	s.mu.Unlock()
+	s.srv.st.conns.Add(-1)
 	return gnet.None
 }
 
