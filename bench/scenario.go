@@ -41,8 +41,11 @@ type RelaySpec struct {
 
 // LoadSpec is the simulated fleet.
 type LoadSpec struct {
-	Devices int     `yaml:"devices"`
-	Rate    float64 `yaml:"rate"` // frames per second per device; 0: as fast as the relay takes
+	// Protocol is native (default: TCP, persist or delivery acks) or ndjson (lines over TCP, no
+	// acknowledgements, the protocol general-purpose pipelines accept).
+	Protocol string  `yaml:"protocol"`
+	Devices  int     `yaml:"devices"`
+	Rate     float64 `yaml:"rate"` // frames per second per device; 0: as fast as the relay takes
 	// RateOf and RateFraction set the total rate to a fraction of another scenario's measured
 	// acknowledged messages/s (its result file must exist), e.g. latency at half the maximum.
 	RateOf       string   `yaml:"rate_of"`
@@ -117,6 +120,9 @@ func (s *Scenario) defaults() {
 	if s.Load.Window == 0 {
 		s.Load.Window = 64
 	}
+	if s.Load.Protocol == "" {
+		s.Load.Protocol = "native"
+	}
 	if s.Load.Payload == "" {
 		s.Load.Payload = "sensor"
 	}
@@ -132,6 +138,9 @@ func (s *Scenario) validate() error {
 	}
 	if (s.Load.RateOf == "") != (s.Load.RateFraction == 0) {
 		errs = append(errs, "load.rate_of and load.rate_fraction: set both or neither")
+	}
+	if s.Load.Protocol != "native" && s.Load.Protocol != "ndjson" {
+		errs = append(errs, "load.protocol: must be native or ndjson")
 	}
 	if s.Relay.Ack != "persist" && s.Relay.Ack != "delivery" {
 		errs = append(errs, "relay.ack: must be persist or delivery")

@@ -47,6 +47,8 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.Prefix, "prefix", "LG", "device serial prefix")
 	fs.StringVar(&o.UDPAddr, "udp-addr", "127.0.0.1:5000", "relay native UDP address (for -udp-share)")
 	fs.Float64Var(&o.UDPShare, "udp-share", 0, "fraction of the devices on UDP (0..1; UDP devices are stop-and-wait)")
+	fs.StringVar(&o.NDJSONAddr, "ndjson-addr", "", "send NDJSON lines to the relay's NDJSON listener instead of the native protocol")
+	fs.IntVar(&o.NDJSONConns, "ndjson-conns", 16, "NDJSON connections (each carries the lines of devices/conns identities)")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML chart to this file")
 	quiet := fs.Bool("quiet", false, "no progress line even on a terminal")

@@ -78,6 +78,8 @@ type RunReport struct {
 	Acked map[string]uint64 `json:"-"`
 	// FirstSeq is the first seq every device used.
 	FirstSeq uint64 `json:"-"`
+	// Lines is, for an NDJSON run, how many frames (lines per record) each identity sent.
+	Lines map[string]int64 `json:"-"`
 }
 
 func (o *RunOptions) describe() string {

@@ -41,6 +41,12 @@ type RunOptions struct {
 	UDPAddr  string
 	UDPShare float64
 	UDPRetry time.Duration
+	// NDJSONAddr, when set, runs the fleet over the relay's NDJSON listener instead of the native
+	// protocol: NDJSONConns connections (default 16, like gateways) each carry the lines of
+	// Devices/NDJSONConns identities, one JSON object per record with "serial" set. There are no
+	// acknowledgements: RunReport.Lines counts what each identity sent.
+	NDJSONAddr  string
+	NDJSONConns int
 	// Idle devices connect and hold their connection for the duration without sending.
 	Idle bool
 	// OnConnected, if set, is called once when every device is connected.
@@ -92,6 +98,9 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		o.UDPRetry = 200 * time.Millisecond
 	}
 	rep.Devices = o.Devices
+	if o.NDJSONAddr != "" {
+		return runNDJSON(ctx, o, rep)
+	}
 	nUDP := int(math.Round(min(max(o.UDPShare, 0), 1) * float64(o.Devices)))
 	if nUDP > 0 && o.UDPAddr == "" {
 		return nil, errors.New("UDPShare set without UDPAddr")
@@ -293,6 +302,108 @@ func (r *recorder) simulate(ctx context.Context, d *Device, o *RunOptions, i int
 		}
 		dues = append(dues[:0], dues[n:]...)
 	}
+}
+
+// runNDJSON runs the fleet over NDJSON connections (no acknowledgements, no window).
+func runNDJSON(ctx context.Context, o RunOptions, rep *RunReport) (*RunReport, error) {
+	if o.NDJSONConns <= 0 {
+		o.NDJSONConns = 16
+	}
+	conns := min(o.NDJSONConns, o.Devices)
+	r := newRecorder()
+	start := time.Now()
+	rep.Start = start
+	runCtx, cancel := context.WithDeadline(ctx, start.Add(o.RampUp+o.Duration))
+	defer cancel()
+	sent := make([][]int64, conns) // per connection, per identity
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for c := 0; c < conns; c++ {
+		ids := make([]string, 0, o.Devices/conns+1)
+		for i := c; i < o.Devices; i += conns {
+			ids = append(ids, fmt.Sprintf("%s%06d", o.Prefix, i))
+		}
+		sent[c] = make([]int64, len(ids))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if o.RampUp > 0 && !sleepUntil(runCtx, start.Add(time.Duration(float64(o.RampUp)*float64(c)/float64(conns)))) {
+				return
+			}
+			cl, err := DialNDJSON(o.NDJSONAddr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer cl.Close()
+			errs <- r.simulateNDJSON(runCtx, cl, ids, sent[c], &o)
+		}()
+	}
+	stop := r.progress(o.Progress, start, new(atomic.Int64))
+	wg.Wait()
+	stop()
+	close(errs)
+	end := time.Now()
+	for err := range errs {
+		if err != nil && runCtx.Err() == nil {
+			rep.Notes = append(rep.Notes, err.Error())
+			r.errors.Add(1)
+		}
+	}
+	rep.fill(r, nil, start, end, end)
+	rep.Lines = make(map[string]int64, o.Devices)
+	for c := range sent {
+		for k, n := range sent[c] {
+			rep.Lines[fmt.Sprintf("%s%06d", o.Prefix, c+k*conns)] = n
+		}
+	}
+	return rep, nil
+}
+
+// simulateNDJSON writes the lines of ids on one connection: at each wake-up every line due (open
+// loop at Rate per identity), or batches of 64 lines back to back at Rate 0.
+func (r *recorder) simulateNDJSON(ctx context.Context, cl *NDJSONClient, ids []string, sent []int64, o *RunOptions) error {
+	rnd := rand.New(rand.NewPCG(uint64(len(ids)), uint64(time.Now().UnixNano())))
+	var interval time.Duration // between two lines of this connection
+	if o.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / (o.Rate * float64(len(ids))))
+	}
+	next := time.Now()
+	var buf []byte
+	k := 0
+	for ctx.Err() == nil {
+		n := 64
+		if interval > 0 {
+			if !sleepUntil(ctx, next) {
+				return nil
+			}
+			n = max(1, min(int(time.Since(next)/interval)+1, 4096))
+			next = next.Add(time.Duration(n) * interval)
+		}
+		buf = buf[:0]
+		now := time.Now()
+		for j := 0; j < n; j++ {
+			id := k % len(ids)
+			k++
+			seq := uint64(sent[id] + 1)
+			for rec := 0; rec < o.Records; rec++ {
+				buf = append(buf, `{"serial":`...)
+				buf = append(buf, '"')
+				buf = append(buf, ids[id]...)
+				buf = append(buf, `",`...)
+				line := o.Payload.Append(nil, ids[id], seq, rec, now, rnd)
+				buf = append(buf, line[1:]...) // the payload's object without its '{'
+				buf = append(buf, '\n')
+			}
+			sent[id]++
+		}
+		if err := cl.SendRaw(buf); err != nil {
+			return err
+		}
+		r.sent.Add(int64(n))
+		r.records.Add(int64(n * o.Records))
+	}
+	return nil
 }
 
 // simulateUDP sends UDATA on the open-loop schedule, one datagram in flight (stop-and-wait).

@@ -26,6 +26,7 @@ func startRelay(t *testing.T, sinkURL string) *relay.Relay {
 	cfg.DataDir = t.TempDir()
 	cfg.Devices.Native.TCP = "127.0.0.1:0"
 	cfg.Devices.Native.UDP = "127.0.0.1:0"
+	cfg.Devices.NDJSON.TCP = "127.0.0.1:0"
 	cfg.Admin.Listen = ""
 	cfg.Delivery.AllowPrivateNetworks = true
 	r := config.DefaultRoute()
@@ -218,6 +219,52 @@ func TestCapacity(t *testing.T) {
 	for _, p := range rep.Probes[1:] {
 		if p.Pass && p.Delivered <= 0 {
 			t.Errorf("probe %+v passed without deliveries", p)
+		}
+	}
+}
+
+// An NDJSON fleet: every line each identity sent arrives at the sink.
+func TestRunNDJSON(t *testing.T) {
+	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	rl := startRelay(t, sink.URL())
+	for _, rate := range []float64{50, 0} {
+		prefix := fmt.Sprintf("N%g-", rate)
+		rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
+			NDJSONAddr: rl.DeviceNDJSONAddr().String(), NDJSONConns: 3, Devices: 12, Rate: rate, Records: 2,
+			Duration: time.Second, Prefix: prefix,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want int64
+		for _, n := range rep.Lines {
+			want += 2 * n
+		}
+		if len(rep.Lines) != 12 || want == 0 || rep.RecordsSent != want {
+			t.Fatalf("rate %g: %d identities, %d lines counted, %d records sent", rate, len(rep.Lines), want, rep.RecordsSent)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			devs := sink.Devices()
+			var missing int64
+			for id, n := range rep.Lines {
+				if got := devs[id].Unique; got < 2*n {
+					missing += 2*n - got
+				} else if got > 2*n {
+					t.Fatalf("%s: sink has %d, sent %d", id, got, 2*n)
+				}
+			}
+			if missing == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("rate %g: %d lines missing", rate, missing)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }
