@@ -13,6 +13,8 @@ type committer struct {
 	batch   []request         // requests taken from the queue
 	frames  []*Frame          // frames of the batch that go into the segment
 	buf     []byte            // segment encoding
+	zbuf    []byte            // compressed segment encoding
+	val     []byte            // the segment value written: buf or zbuf
 	arena   []byte            // keys and small values of the current transaction
 	ck      map[string]uint64 // checkpoint entries of the current transaction
 	order   map[string]uint64 // highest seq per device accepted into the current batch
@@ -27,6 +29,8 @@ type committer struct {
 	ckBytes         int64
 	ckRetryAt       int64 // after a failed snapshot, retry once ckBytes exceeds this
 	ckLen           int   // size of the checkpoint value of the current transaction
+
+	retired int64 // stored bytes of segments retired since the GC loop was last woken
 }
 
 type bitmapWrite struct {
@@ -50,6 +54,15 @@ type txnBudget struct {
 }
 
 func entryCost(key, val int) int64 { return int64(key+val) + 2 + 10 }
+
+// valueCost is entryCost for a value that Badger moves to the value log when
+// it reaches the value threshold, leaving a 12-byte pointer in the LSM tree.
+func (s *Store) valueCost(key, val int) int64 {
+	if int64(val) >= s.valueThreshold {
+		val = 12
+	}
+	return entryCost(key, val)
+}
 
 func (b *txnBudget) add(count int, bytes int64) {
 	b.count += int64(count)
@@ -175,13 +188,18 @@ func (s *Store) commit() error {
 	if len(c.frames) > 0 {
 		segID = c.nextSeg
 		c.buf = AppendSegment(c.buf[:0], c.frames)
-		used.add(1, entryCost(segKeyLen, len(c.buf)))
+		c.val = c.buf
+		var ok bool
+		if c.zbuf, ok = compressSegment(c.zbuf, c.buf); ok {
+			c.val = c.zbuf
+		}
+		used.add(1, s.valueCost(segKeyLen, len(c.val)))
 	}
 	var ckBytes int64 = 1
 	for dev := range c.ck {
 		ckBytes += int64(len(dev) + checkpointEntryOverhead)
 	}
-	used.add(2, entryCost(ckKeyLen, int(ckBytes))+entryCost(len(keyMaxSegment), 8))
+	used.add(2, s.valueCost(ckKeyLen, int(ckBytes))+entryCost(len(keyMaxSegment), 8))
 	c.arena = c.arena[:0]
 	s.collect(&used)
 
@@ -232,7 +250,7 @@ func (s *Store) refuseGaps() {
 func (s *Store) fill(txn *badger.Txn, segID uint64) error {
 	c := &s.c
 	if segID != 0 {
-		if err := txn.Set(appendSegKey(nil, segID), c.buf); err != nil {
+		if err := txn.Set(appendSegKey(nil, segID), c.val); err != nil {
 			return err
 		}
 	}
@@ -338,7 +356,7 @@ func (s *Store) collect(used *txnBudget) {
 			if !rt.dirty {
 				continue
 			}
-			cost := entryCost(bitmapKeyLen, len(rt.bits))
+			cost := s.valueCost(bitmapKeyLen, len(rt.bits))
 			if !s.fits(*used, 1, cost) && (len(c.bitmaps) > 0 || len(c.retire) > 0 || len(c.batch) > 0) {
 				full = true
 				break
@@ -420,7 +438,7 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 	}
 	s.state.Lock()
 	if segID != 0 {
-		s.registerLocked(segID, c.frames, len(c.buf))
+		s.registerLocked(segID, c.frames, len(c.val))
 	}
 	for _, r := range c.batch {
 		f := r.f
@@ -431,10 +449,22 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 	for _, b := range c.bitmaps {
 		b.seg.routes[b.rt].persisted = true
 	}
+	var retired int64
 	for _, seg := range c.retire {
+		retired += int64(seg.bytes)
 		s.dropLocked(seg)
 	}
 	s.state.Unlock()
+	if retired > 0 {
+		s.retiredSinceNudge.Add(retired)
+		if c.retired += retired; c.retired >= s.vlogFileSize/2 {
+			c.retired = 0
+			select {
+			case s.gcWake <- struct{}{}:
+			default:
+			}
+		}
+	}
 
 	if ckWritten {
 		c.ckKeys++
@@ -444,7 +474,7 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 	if segID != 0 {
 		s.maxSeg.Store(segID)
 		s.stats.segmentsWritten.Add(1)
-		s.stats.bytes.Add(uint64(len(c.buf)))
+		s.stats.bytes.Add(uint64(len(c.val)))
 		s.stats.records.Add(uint64(records))
 	}
 	s.stats.commits.Add(1)

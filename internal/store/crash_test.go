@@ -3,6 +3,7 @@ package store_test
 import (
 	"bufio"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strconv"
@@ -14,14 +15,18 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
-const crashEnv = "FLEETRELAY_STORE_CRASH_DIR"
+const (
+	crashEnv    = "FLEETRELAY_STORE_CRASH_DIR"
+	crashPadEnv = "FLEETRELAY_STORE_CRASH_PAD" // "text" or "random": 2 KiB of padding per record
+)
 
 // crashChild runs in the re-executed test binary until it is killed. It
 // appends frames in a loop for three devices (every fourth frame without
 // routes) and prints "A device seq" for every done(nil). It delivers every
 // segment with an even ID completely, printing "S device:seq ..." before
 // marking, so segments retire and device checkpoints (with frequent
-// snapshots) are written while it runs.
+// snapshots) are written while it runs. With padding, segments go to the
+// value log (compressed or, random, as they are).
 func crashChild() {
 	store.SetSnapshotThresholds(4, 4096, 1024)
 	var outMu sync.Mutex
@@ -76,8 +81,18 @@ func crashChild() {
 			if seq%4 == 0 {
 				routes = nil
 			}
-			f := &store.Frame{Device: dev, Seq: seq, Routes: routes,
-				Records: [][]byte{fmt.Appendf(nil, `{"seq":%d}`, seq)}}
+			rec := fmt.Appendf(nil, `{"seq":%d}`, seq)
+			switch os.Getenv(crashPadEnv) {
+			case "text":
+				rec = fmt.Appendf(nil, `{"seq":%d,"pad":"%s"}`, seq, strings.Repeat("ab", 1<<10))
+			case "random":
+				pad := make([]byte, 2<<10)
+				for i := range pad {
+					pad[i] = 'a' + byte(rand.IntN(26))
+				}
+				rec = fmt.Appendf(nil, `{"seq":%d,"pad":"%s"}`, seq, pad)
+			}
+			f := &store.Frame{Device: dev, Seq: seq, Routes: routes, Records: [][]byte{rec}}
 			s.Append(f, func(err error) {
 				if err == nil {
 					acks <- fmt.Sprintf("A %s %d\n", dev, seq)
@@ -97,7 +112,7 @@ func TestCrashKeepsAcknowledgedFrames(t *testing.T) {
 	for round := range 3 {
 		dir := t.TempDir()
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+		cmd.Env = append(os.Environ(), crashEnv+"="+dir, crashPadEnv+"="+[]string{"", "text", "random"}[round])
 		cmd.Stderr = os.Stderr
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {

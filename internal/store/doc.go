@@ -17,10 +17,17 @@
 //	m/format                          format version of this layout (1 byte)
 //	m/seg                             highest segment ID ever committed (u64 BE)
 //	n/<route name>                    route ID (u16 BE)
-//	j/<segID u64 BE>                  segment: encoded frames (see AppendSegment)
+//	j/<segID u64 BE>                  segment: encoded frames (see AppendSegment),
+//	                                  usually compressed (see segmentS2)
 //	r/<routeID u16 BE>/<segID u64 BE> done bitmap of one route in one segment:
 //	                                  bit p (LSB first) set = record position p done
 //	s/<checkpointID u64 BE>           device checkpoint: (device, last seq) pairs
+//	p/<n u32 BE>                      padding written and deleted to make Badger
+//	                                  flush its memtable (see gc.go)
+//
+// Values of 1 KiB and more, which includes all but the smallest segments,
+// are kept in Badger's value log, so the LSM tree holds little more than keys
+// and pointers; retired segments are reclaimed by value-log GC (see gc.go).
 //
 // A device's last stored seq is the maximum over the live segments and the
 // checkpoint keys. Checkpoint keys are written only for information that would

@@ -13,3 +13,11 @@ func SetSnapshotThresholds(minKeys int, slack int64, chunk int) (restore func())
 	snapshotMinKeys, snapshotSlack, snapshotChunkSize = minKeys, slack, chunk
 	return func() { snapshotMinKeys, snapshotSlack, snapshotChunkSize = k, s, c }
 }
+
+// SetValueLogFileSize changes the size of Badger's value-log files for stores
+// opened from now on and returns a function restoring the default.
+func SetValueLogFileSize(n int64) (restore func()) {
+	old := valueLogFileSize
+	valueLogFileSize = n
+	return func() { valueLogFileSize = old }
+}

@@ -8,6 +8,7 @@ var (
 	prefixBitmap     = []byte("r/")
 	prefixCheckpoint = []byte("s/")
 	prefixRouteName  = []byte("n/")
+	prefixPad        = []byte("p/")
 	keyFormat        = []byte("m/format")
 	keyMaxSegment    = []byte("m/seg")
 )
@@ -18,6 +19,7 @@ const (
 	segKeyLen    = 2 + 8
 	bitmapKeyLen = 2 + 2 + 1 + 8
 	ckKeyLen     = 2 + 8
+	padKeyLen    = 2 + 4
 )
 
 func appendSegKey(dst []byte, id uint64) []byte {
@@ -31,6 +33,10 @@ func appendBitmapKey(dst []byte, route uint16, seg uint64) []byte {
 
 func appendCheckpointKey(dst []byte, id uint64) []byte {
 	return binary.BigEndian.AppendUint64(append(dst, prefixCheckpoint...), id)
+}
+
+func appendPadKey(dst []byte, i uint32) []byte {
+	return binary.BigEndian.AppendUint32(append(dst, prefixPad...), i)
 }
 
 func routeNameKey(name string) []byte {

@@ -21,6 +21,7 @@ func (s *Store) load() error {
 	bitmaps := make(map[uint64][]loadedBitmap)
 	var orphans [][]byte
 	var metaMaxSeg, lastSeg uint64
+	var scratch []byte // decompressed segment; only frame metadata is kept
 	formatMissing := false
 
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -56,6 +57,14 @@ func (s *Store) load() error {
 			id := binary.BigEndian.Uint16(v)
 			s.routes[string(k[len(prefixRouteName):])] = id
 			s.nextRoute = max(s.nextRoute, uint32(id)+1)
+			return nil
+		}); err != nil {
+			return err
+		}
+
+		// Padding left by a crash during a memtable nudge (see gc.go).
+		if err := scan(txn, prefixPad, func(k, _ []byte) error {
+			orphans = append(orphans, clone(k))
 			return nil
 		}); err != nil {
 			return err
@@ -103,7 +112,14 @@ func (s *Store) load() error {
 				orphans = append(orphans, clone(k))
 				return nil
 			}
-			dec, err := DecodeSegment(id, v)
+			enc, decompressed, err := segmentValue(id, v, scratch)
+			if err != nil {
+				return err
+			}
+			if decompressed {
+				scratch = enc
+			}
+			dec, err := DecodeSegment(id, enc)
 			if err != nil {
 				return err
 			}
@@ -161,19 +177,21 @@ func (s *Store) load() error {
 	if !formatMissing && len(orphans) == 0 {
 		return nil
 	}
-	err = s.db.Update(func(txn *badger.Txn) error {
-		if formatMissing {
-			if err := txn.Set(keyFormat, []byte{formatVersion}); err != nil {
-				return err
-			}
+	// In as many transactions as Badger's limits need (small memtables make
+	// them small): neither write depends on the other.
+	w := s.newBatchWriter()
+	defer w.discard()
+	if formatMissing {
+		err = w.set(keyFormat, []byte{formatVersion})
+	}
+	for _, k := range orphans {
+		if err == nil {
+			err = w.del(k)
 		}
-		for _, k := range orphans {
-			if err := txn.Delete(k); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	if err == nil {
+		err = w.flush()
+	}
 	if err != nil {
 		return fmt.Errorf("write format and drop %d orphan keys: %w", len(orphans), err)
 	}

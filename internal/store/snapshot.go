@@ -109,7 +109,7 @@ type batchWriter struct {
 func (s *Store) newBatchWriter() *batchWriter { return &batchWriter{s: s} }
 
 func (w *batchWriter) put(key, val []byte, del bool) error {
-	cost := entryCost(len(key), len(val))
+	cost := w.s.valueCost(len(key), len(val))
 	if w.txn != nil && !w.s.fits(w.used, 1, cost) {
 		if err := w.flush(); err != nil {
 			return err

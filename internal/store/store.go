@@ -4,9 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math"
+	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +74,15 @@ type Store struct {
 	committerDone chan struct{}
 	gcStop        chan struct{}
 	gcDone        chan struct{}
+	gcWake        chan struct{} // wakes the GC loop early, capacity 1
+
+	valueThreshold int64 // Badger moves values at least this long to the value log
+	memTableSize   int64 // Badger's memtable size
+	vlogFileSize   int64 // Badger's value-log file size
+
+	// retiredSinceNudge counts the stored bytes of segments retired since the
+	// GC loop last made Badger flush its memtable (see gc.go).
+	retiredSinceNudge atomic.Int64
 }
 
 type request struct {
@@ -96,7 +108,8 @@ func Open(opts Options) (*Store, error) {
 	}
 	opts = opts.withDefaults()
 	log := opts.Logger.With("component", "store")
-	db, err := badger.Open(badgerOptions(opts, log))
+	bopts := badgerOptions(opts, log)
+	db, err := openBadger(bopts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %q: %w", opts.Dir, err)
 	}
@@ -107,16 +120,20 @@ func Open(opts Options) (*Store, error) {
 		maxQueueFrames: queueDepth * opts.MaxCommitFrames,
 		maxQueueBytes:  queueDepth * opts.MaxCommitBytes,
 		// Leave a fifth of Badger's limits for our estimation error.
-		maxTxnBytes:   db.MaxBatchSize() * 4 / 5,
-		maxTxnCount:   db.MaxBatchCount() * 4 / 5,
-		wake:          make(chan struct{}, 1),
-		segs:          make(map[uint64]*segState),
-		devices:       make(map[string]*deviceState),
-		routes:        make(map[string]uint16),
-		nextRoute:     1,
-		committerDone: make(chan struct{}),
-		gcStop:        make(chan struct{}),
-		gcDone:        make(chan struct{}),
+		maxTxnBytes:    db.MaxBatchSize() * 4 / 5,
+		maxTxnCount:    db.MaxBatchCount() * 4 / 5,
+		wake:           make(chan struct{}, 1),
+		segs:           make(map[uint64]*segState),
+		devices:        make(map[string]*deviceState),
+		routes:         make(map[string]uint16),
+		nextRoute:      1,
+		committerDone:  make(chan struct{}),
+		gcStop:         make(chan struct{}),
+		gcDone:         make(chan struct{}),
+		gcWake:         make(chan struct{}, 1),
+		valueThreshold: bopts.ValueThreshold,
+		memTableSize:   bopts.MemTableSize,
+		vlogFileSize:   bopts.ValueLogFileSize,
 	}
 	s.notFull.L = &s.mu
 	s.c.init()
@@ -134,6 +151,59 @@ func Open(opts Options) (*Store, error) {
 		s.signal()
 	}
 	return s, nil
+}
+
+// oldMemTableSize is the memtable size of stores written before badgerOptions
+// set one: Badger's default.
+const oldMemTableSize = 64 << 20
+
+// openBadger opens Badger with bo. Badger replays the memtable logs left by a
+// crash into memtables of bo.MemTableSize and exits the process if one does
+// not fit, which a log written with larger memtables (by an earlier version
+// of the store) may not: such a directory is first opened with memtables as
+// large as those and closed again, which flushes the logs into tables.
+func openBadger(bo badger.Options) (*badger.DB, error) {
+	// A memtable log is created at twice the memtable size and cut to its
+	// contents when replayed.
+	if size, err := largestMemtableLog(bo.Dir); err != nil {
+		return nil, err
+	} else if size > 2*bo.MemTableSize {
+		db, err := badger.Open(bo.WithMemTableSize(max(oldMemTableSize, size/2)))
+		if err != nil {
+			return nil, err
+		}
+		if err := db.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return badger.Open(bo)
+}
+
+// largestMemtableLog returns the size of the largest Badger memtable log
+// (*.mem) in dir, 0 if there is none or dir does not exist.
+func largestMemtableLog(dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var largest int64
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasSuffix(e.Name(), ".mem") {
+			continue
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		largest = max(largest, info.Size())
+	}
+	return largest, nil
 }
 
 // Close commits everything queued before it (their done callbacks and
@@ -330,8 +400,14 @@ func (s *Store) readSegment(id uint64) (*Segment, error) {
 		if err != nil {
 			return err
 		}
-		val, err = item.ValueCopy(nil)
-		return err
+		return item.Value(func(v []byte) error {
+			enc, decompressed, err := segmentValue(id, v, nil)
+			if err == nil && !decompressed {
+				enc = clone(v) // v is only valid during the call
+			}
+			val = enc
+			return err
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read segment %d: %w", id, err)
