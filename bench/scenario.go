@@ -47,7 +47,8 @@ type LoadSpec struct {
 	Devices  int     `yaml:"devices"`
 	Rate     float64 `yaml:"rate"` // frames per second per device; 0: as fast as the relay takes
 	// RateOf and RateFraction set the total rate to a fraction of another scenario's measured
-	// acknowledged messages/s (its result file must exist), e.g. latency at half the maximum.
+	// end-to-end (delivered) messages/s (its result file must exist), e.g. latency at half the
+	// maximum.
 	RateOf       string   `yaml:"rate_of"`
 	RateFraction float64  `yaml:"rate_fraction"`
 	Poisson      bool     `yaml:"poisson"`
