@@ -89,7 +89,7 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		d.e.pending.Add(-1)
 		if m.lines > 0 {
 			d.sys.linesLost.Add(int64(m.lines))
-			if held, ok := d.sys.lostLog.allow(); ok {
+			if held, ok := d.sys.lostLog.Allow(); ok {
 				d.sys.log.Warn("store refused ndjson lines; they are lost", "device", d.e.id, "lines", m.lines,
 					"err", m.err, "refusals_since_last_log", held)
 			}
@@ -184,7 +184,7 @@ func (d *deviceActor) lines(m *linesMsg) {
 	d.ndjson = true
 	if d.conn != nil {
 		d.sys.linesRefused.Add(int64(len(m.records)))
-		if held, ok := d.sys.lostLog.allow(); ok {
+		if held, ok := d.sys.lostLog.Allow(); ok {
 			d.sys.log.Warn("ndjson lines refused: the device is connected natively", "device", d.e.id,
 				"lines", len(m.records), "refusals_since_last_log", held)
 		}

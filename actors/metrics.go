@@ -2,8 +2,6 @@ package actors
 
 import (
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -79,22 +77,3 @@ type builderPool struct{ p sync.Pool }
 
 func (b *builderPool) get() *batch.Builder  { return b.p.Get().(*batch.Builder) }
 func (b *builderPool) put(x *batch.Builder) { b.p.Put(x) }
-
-// throttle lets one event through per period and counts those it held back, so a repeated error
-// is logged, not once per message. Safe for concurrent use.
-type throttle struct {
-	period time.Duration
-	next   atomic.Int64 // unix nanos before which events are held back
-	held   atomic.Int64
-}
-
-// allow reports whether the event may be logged and, if so, how many were held back before it.
-func (t *throttle) allow() (held int64, ok bool) {
-	now := time.Now().UnixNano()
-	n := t.next.Load()
-	if now < n || !t.next.CompareAndSwap(n, now+t.period.Nanoseconds()) {
-		t.held.Add(1)
-		return 0, false
-	}
-	return t.held.Swap(0), true
-}

@@ -18,6 +18,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/store"
+	"github.com/fleetrelay/fleetrelay/internal/throttle"
 	"github.com/fleetrelay/fleetrelay/netio"
 )
 
@@ -76,7 +77,7 @@ type System struct {
 
 	linesLost    atomic.Int64 // NDJSON lines the store refused
 	linesRefused atomic.Int64 // NDJSON lines refused: their identity was connected natively
-	lostLog      throttle
+	lostLog      throttle.Throttle
 }
 
 type routeRef struct {
@@ -109,7 +110,7 @@ func New(opts Options) *System {
 		root:    as.Root,
 		byID:    make(map[uint16]*routeRef),
 		devices: make(map[string]*deviceEntry),
-		lostLog: throttle{period: 10 * time.Second},
+		lostLog: throttle.Throttle{Period: 10 * time.Second},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, r := range opts.Routes {

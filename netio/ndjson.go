@@ -10,6 +10,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/fleetrelay/fleetrelay/codec/ndjson"
+	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
 var _ gnet.EventHandler = (*ndjsonServer)(nil)
@@ -23,7 +24,7 @@ type ndjsonServer struct {
 	engineHolder
 	srv  *Server
 	imei bool // the identity field is "imei": identities are IMEIs, not serials
-	warn throttle
+	warn throttle.Throttle
 
 	mu    sync.Mutex // guards conns; taken on open/close and once per tick, never on the data path
 	conns map[*ndjsonConn]struct{}
@@ -42,7 +43,7 @@ func newNDJSONServer(srv *Server) *ndjsonServer {
 	return &ndjsonServer{
 		srv:   srv,
 		imei:  srv.opts.IdentityField == "imei",
-		warn:  throttle{period: 10 * time.Second},
+		warn:  throttle.Throttle{Period: 10 * time.Second},
 		conns: make(map[*ndjsonConn]struct{}),
 	}
 }
@@ -53,16 +54,12 @@ func (s *ndjsonServer) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 func (s *ndjsonServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	srv := s.srv
-	if srv.draining.Load() || srv.st.conns.Load() >= int64(srv.opts.MaxConns) {
-		srv.st.refused.Add(1)
+	if !s.srv.admit() {
 		return nil, gnet.Close // NDJSON has no way to say why
 	}
 	nc := &ndjsonConn{c: c, remote: addrPort(c.RemoteAddr())}
 	nc.last.Store(time.Now().UnixNano())
 	c.SetContext(nc)
-	srv.st.conns.Add(1)
-	srv.st.accepted.Add(1)
 	s.mu.Lock()
 	s.conns[nc] = struct{}{}
 	s.mu.Unlock()
@@ -151,7 +148,7 @@ func (s *ndjsonServer) OnTraffic(c gnet.Conn) gnet.Action {
 
 // dropped logs a dropped line, at most once per period per listener.
 func (s *ndjsonServer) dropped(nc *ndjsonConn, err error) {
-	if held, ok := s.warn.allow(); ok {
+	if held, ok := s.warn.Allow(); ok {
 		s.srv.log.Warn("ndjson line dropped", "remote", nc.remote, "err", err, "dropped_since_last_log", held)
 	}
 }
@@ -245,23 +242,4 @@ func (b *lineBatch) reset() *lineBatch {
 	}
 	b.groups, b.lines = b.groups[:0], b.lines[:0]
 	return b
-}
-
-// throttle lets one event through per period and counts those it held back. Safe for concurrent
-// use.
-type throttle struct {
-	period time.Duration
-	next   atomic.Int64 // unix nanos before which events are held back
-	held   atomic.Int64
-}
-
-// allow reports whether the event may be logged and, if so, how many were held back before it.
-func (t *throttle) allow() (held int64, ok bool) {
-	now := time.Now().UnixNano()
-	n := t.next.Load()
-	if now < n || !t.next.CompareAndSwap(n, now+t.period.Nanoseconds()) {
-		t.held.Add(1)
-		return 0, false
-	}
-	return t.held.Swap(0), true
 }

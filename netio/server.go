@@ -203,6 +203,18 @@ func (s *Server) UDPAddr() net.Addr {
 // is accepted that shutdown could not store.
 func (s *Server) Drain() { s.draining.Store(true) }
 
+// admit counts a new connection on a connection-oriented listener (native TCP or NDJSON, which
+// share MaxConns), or refuses it when draining or at the cap. Called from event loops.
+func (s *Server) admit() bool {
+	if s.draining.Load() || s.st.conns.Load() >= int64(s.opts.MaxConns) {
+		s.st.refused.Add(1)
+		return false
+	}
+	s.st.conns.Add(1)
+	s.st.accepted.Add(1)
+	return true
+}
+
 // Draining reports whether Drain was called.
 func (s *Server) Draining() bool { return s.draining.Load() }
 

@@ -45,17 +45,13 @@ func (s *tcpServer) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 func (s *tcpServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	srv := s.srv
-	if srv.draining.Load() || srv.st.conns.Load() >= int64(srv.opts.MaxConns) {
-		srv.st.refused.Add(1)
+	if !s.srv.admit() {
 		return native.AppendError(nil, native.CodeUnavailable, "relay at capacity"), gnet.Close
 	}
 	now := time.Now().UnixNano()
-	tc := &tcpConn{c: c, srv: srv, remote: addrPort(c.RemoteAddr()), opened: now}
+	tc := &tcpConn{c: c, srv: s.srv, remote: addrPort(c.RemoteAddr()), opened: now}
 	tc.last.Store(now)
 	c.SetContext(tc)
-	srv.st.conns.Add(1)
-	srv.st.accepted.Add(1)
 	s.mu.Lock()
 	s.conns[tc] = struct{}{}
 	s.mu.Unlock()
