@@ -64,6 +64,7 @@ type System struct {
 	log    *slog.Logger
 	as     *actor.ActorSystem
 	root   *actor.RootContext
+	disp   *workerDispatcher
 	routes []*routeRef // indexed like opts.Routes
 	byID   map[uint16]*routeRef
 	allIDs []uint16 // IDs of enabled routes: every frame goes to all of them
@@ -108,6 +109,7 @@ func New(opts Options) *System {
 		log:     log,
 		as:      as,
 		root:    as.Root,
+		disp:    newWorkerDispatcher(256, 300),
 		byID:    make(map[uint16]*routeRef),
 		devices: make(map[string]*deviceEntry),
 		lostLog: throttle.Throttle{Period: 10 * time.Second},
@@ -119,7 +121,7 @@ func New(opts Options) *System {
 		s.byID[r.ID] = ref
 		s.allIDs = append(s.allIDs, r.ID)
 		ra := newRouteActor(s, r)
-		ref.pid = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return ra }))
+		ref.pid = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return ra }, actor.WithDispatcher(s.disp)))
 	}
 	return s
 }
@@ -185,6 +187,7 @@ func (s *System) Stop(ctx context.Context) error {
 	s.devices = map[string]*deviceEntry{}
 	s.mu.Unlock()
 	s.as.Shutdown()
+	s.disp.close()
 	return err
 }
 
@@ -216,7 +219,7 @@ func (s *System) lookup(id string, spawn bool) *deviceEntry {
 		e = &deviceEntry{id: id}
 		e.stored.Store(s.opts.Journal.LastSeq(id))
 		da := &deviceActor{sys: s, e: e}
-		e.pid = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return da }))
+		e.pid = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return da }, actor.WithDispatcher(s.disp)))
 		s.devices[id] = e
 	}
 	e.pending.Add(1)

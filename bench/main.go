@@ -21,6 +21,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	run := fs.String("run", "", "comma-separated scenario names (default: all; see -quick)")
 	quick := fs.Bool("quick", false, "only the quick scenarios")
 	relayBin := fs.String("relay", "", "fleetrelay binary (default: go build ./cmd/fleetrelay)")
+	profile := fs.String("profile", "", "directory for CPU profiles of the relay and of loadgen+sink during each load, and the relay's heap after it")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -36,8 +37,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			want[n] = true
 		}
 	}
+	named := len(want) > 0
 	for _, s := range all {
-		if (len(want) == 0 && (!*quick || s.Quick)) || want[s.Name] {
+		if (!named && (!*quick || s.Quick)) || want[s.Name] {
 			pick = append(pick, s)
 			delete(want, s.Name)
 		}
@@ -63,7 +65,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	code := 0
 	var done []*Result
 	for _, s := range pick {
-		r, err := Run(ctx, s, Options{RelayBin: bin, ResultsDir: *results, Log: stderr})
+		r, err := Run(ctx, s, Options{RelayBin: bin, ResultsDir: *results, Log: stderr, ProfileDir: *profile})
 		if err != nil {
 			fmt.Fprintf(stderr, "bench %s: %v\n", s.Name, err)
 			code = 1

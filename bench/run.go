@@ -27,6 +27,11 @@ type Options struct {
 	Log        io.Writer // progress lines (nil: none)
 	// DrainTimeout bounds the wait for the sink to receive everything after the load (default 5m).
 	DrainTimeout time.Duration
+	// ProfileDir, when set, receives CPU profiles of the relay (over its admin listener's
+	// /debug/pprof) and of this process (loadgen and sink) taken during the load, and the
+	// relay's heap profile at its end: <scenario>-relay.cpu.pprof, <scenario>-bench.cpu.pprof,
+	// <scenario>-relay.heap.pprof.
+	ProfileDir string
 }
 
 // Result is one scenario's measurements.
@@ -55,6 +60,7 @@ type Result struct {
 	RelayCPUPerMsg  float64 `json:"relayCpuPerMsgUs"`
 	RelayRSSPeakMiB float64 `json:"relayRssPeakMiB"`
 	RelayRSSIdleMiB float64 `json:"relayRssIdleMiB"`         // before devices connected
+	BenchCPUSeconds float64 `json:"benchCpuSeconds"`         // loadgen and sink (this process) during load and drain
 	RSSPerConnKiB   float64 `json:"rssPerConnKiB,omitempty"` // idle scenario: (RSS connected - idle) / devices
 
 	Notes         []string         `json:"notes,omitempty"`
@@ -129,8 +135,14 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	adminAddr := ""
+	if o.ProfileDir != "" {
+		if adminAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
 	cfgPath := filepath.Join(dir, "relay.yaml")
-	if err := os.WriteFile(cfgPath, []byte(relayConfig(s, dir, devAddr, ndjsonAddr, sink.URL())), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(relayConfig(s, dir, devAddr, ndjsonAddr, adminAddr, sink.URL())), 0o600); err != nil {
 		return nil, err
 	}
 	relay, err := startRelay(ctx, o.RelayBin, cfgPath, devAddr)
@@ -155,7 +167,11 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cpu0 := relay.cpu()
+	cpu0, self0 := relay.cpu(), selfCPU()
+	var prof *profiler
+	if o.ProfileDir != "" {
+		prof = startProfiles(o.ProfileDir, s, adminAddr, logf)
+	}
 	logf("load: %d devices at %s for %v", s.Load.Devices, rateText(rate), time.Duration(s.Load.Duration))
 	rep, err := loadgen.Run(ctx, loadgen.RunOptions{
 		Addr: devAddr, Devices: s.Load.Devices, Rate: rate, Poisson: s.Load.Poisson, Records: s.Load.Records,
@@ -171,6 +187,9 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	loadEnd := time.Now()
+	if prof != nil {
+		prof.finish()
+	}
 	res.Devices = rep.Devices
 	res.Notes = append(res.Notes, rep.Notes...)
 	res.FramesAcked = rep.FramesAcked
@@ -186,31 +205,42 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		res.RSSPerConnKiB = (res.RSSPerConnKiB - res.RelayRSSIdleMiB*(1<<20)) / float64(rep.Devices) / 1024
 	}
 
-	// Drain: wait until every acknowledged message arrived (or nothing arrives for a while).
+	// Drain: wait until every acknowledged message arrived (or nothing arrives for a while). The
+	// sink's distinct count is cheap to read; the full account walks every message under the
+	// sink's lock, so it runs only once the count says everything may be there.
 	expect := loadgen.Expect{Acked: rep.Acked, Records: func(string, uint64) int { return s.Load.Records }}
 	account := func() loadgen.AccountReport { return sink.Account(expect) }
+	want := expect.Total()
 	if rep.Lines != nil {
 		account = func() loadgen.AccountReport { return accountLines(sink, rep.Lines, s.Load.Records) }
+		want = 0
+		for _, n := range rep.Lines {
+			want += n * int64(s.Load.Records)
+		}
 	}
 	deadline := time.Now().Add(o.DrainTimeout)
 	last, lastChange := int64(-1), time.Now()
 	for !s.Relay.NoRoute {
-		acc := account()
-		if acc.Lost == 0 {
+		got := int64(sink.Stats().Unique)
+		if got >= want && account().Lost == 0 {
 			break
 		}
-		if acc.Received != last {
-			last, lastChange = acc.Received, time.Now()
+		if got != last {
+			last, lastChange = got, time.Now()
 		}
 		if time.Now().After(deadline) || time.Since(lastChange) > 30*time.Second {
 			res.Notes = append(res.Notes, "drain ended with messages missing")
 			break
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	drainEnd := time.Now()
 	res.DrainSeconds = drainEnd.Sub(loadEnd).Seconds()
 	res.RelayCPUSeconds = relay.cpu() - cpu0
+	res.BenchCPUSeconds = selfCPU() - self0
+	if prof != nil {
+		prof.done()
+	}
 	samp.stop()
 	res.RelayRSSPeakMiB = float64(relay.peakRSS()) / (1 << 20)
 	res.RelayRSSMiB = samp.values()
@@ -268,14 +298,14 @@ func freeAddr() (string, error) {
 }
 
 // relayConfig is the relay's config file for s.
-func relayConfig(s *Scenario, dir, devAddr, ndjsonAddr, sinkURL string) string {
+func relayConfig(s *Scenario, dir, devAddr, ndjsonAddr, adminAddr, sinkURL string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "data_dir: %s\nlog:\n  level: warn\n", filepath.Join(dir, "data"))
 	fmt.Fprintf(&b, "devices:\n  native:\n    tcp: %s\n    udp: \"\"\n  ack: %s\n  max_connections: %d\n", devAddr, s.Relay.Ack, max(s.Load.Devices+16, 10000))
 	if ndjsonAddr != "" {
 		fmt.Fprintf(&b, "  ndjson:\n    tcp: %s\n", ndjsonAddr)
 	}
-	fmt.Fprintf(&b, "store:\n  sync: %t\nadmin:\n  listen: \"\"\ndelivery:\n  allow_private_networks: true\n", s.Relay.Sync)
+	fmt.Fprintf(&b, "store:\n  sync: %t\nadmin:\n  listen: %q\ndelivery:\n  allow_private_networks: true\n", s.Relay.Sync, adminAddr)
 	if !s.Relay.NoRoute {
 		fmt.Fprintf(&b, "routes:\n  - name: bench\n    url: %s/ingest\n    concurrency: %d\n    batch:\n      max_messages: %d\n      linger: %s\n",
 			sinkURL, s.Relay.Concurrency, s.Relay.MaxMessages, time.Duration(s.Relay.Linger))
@@ -340,14 +370,7 @@ func (p *relayProc) cpu() float64 {
 	if err != nil {
 		return 0
 	}
-	// Fields after the command name (which may contain spaces) start after the last ')'.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
+	return statCPU(b)
 }
 
 func (p *relayProc) status(key string) int64 {

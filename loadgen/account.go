@@ -239,6 +239,31 @@ type Expect struct {
 	Sample int
 }
 
+// Total is the number of messages e expects: what Account compares, without touching a sink.
+func (e Expect) Total() int64 {
+	var n int64
+	for dev, last := range e.Acked {
+		first, ok := e.First[dev]
+		if !ok {
+			first = 1
+		}
+		if last < first {
+			continue
+		}
+		if e.Records == nil {
+			n += int64(last - first + 1)
+			continue
+		}
+		for seq := first; seq <= last; seq++ {
+			n += int64(e.Records(dev, seq))
+			if seq == ^uint64(0) {
+				break
+			}
+		}
+	}
+	return n
+}
+
 // AccountReport compares what devices were told with what a sink received.
 type AccountReport struct {
 	Expected  int64 `json:"expected"`  // messages acknowledged to devices

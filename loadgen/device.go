@@ -48,17 +48,18 @@ type Device struct {
 	cfg   DeviceConfig
 	first uint64 // the first seq this device used
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	conn     net.Conn
-	gen      int // connection generation; readers of old connections stop touching state
-	nextSeq  uint64
-	unacked  []pending // ascending seq
-	acked    uint64
-	welcome  native.Welcome
-	relayErr *ErrRelay
-	connErr  error
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	cond      *sync.Cond
+	conn      net.Conn
+	gen       int // connection generation; readers of old connections stop touching state
+	nextSeq   uint64
+	unacked   []pending // ascending seq
+	frameHint int       // largest frame sent so far: sizes the next burst's buffer
+	acked     uint64
+	welcome   native.Welcome
+	relayErr  *ErrRelay
+	connErr   error
+	wg        sync.WaitGroup
 }
 
 // NewDevice creates a disconnected device whose next seq is first (use 1 for a fresh device).
@@ -268,7 +269,7 @@ func (d *Device) SendBurst(max int, due func(i int) time.Time, fill func(seq uin
 	}
 	n := min(max, d.cfg.Window-len(d.unacked))
 	now := time.Now()
-	var out []byte
+	out := make([]byte, 0, n*d.frameHint) // one allocation: the frames stay referenced until acked
 	var recs [][]byte
 	for i := 0; i < n; i++ {
 		seq := d.nextSeq
@@ -281,6 +282,9 @@ func (d *Device) SendBurst(max int, due func(i int) time.Time, fill func(seq uin
 			at = due(i)
 		}
 		d.unacked = append(d.unacked, pending{seq: seq, frame: out[start:len(out):len(out)], due: at, sent: now})
+		if fl := len(out) - start; fl > d.frameHint {
+			d.frameHint = fl
+		}
 	}
 	conn := d.conn
 	d.mu.Unlock()

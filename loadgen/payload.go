@@ -42,21 +42,21 @@ func (sensorPayload) Append(dst []byte, _ string, seq uint64, _ int, now time.Ti
 	dst = append(dst, `,"battery":`...)
 	dst = strconv.AppendInt(dst, int64(100-seq%100), 10)
 	dst = append(dst, `,"interval":60,"temperature":`...)
-	dst = strconv.AppendFloat(dst, 15+rnd.Float64()*15, 'f', 2, 64)
+	dst = appendFixed(dst, 1500+rnd.Int64N(1500), 2)
 	dst = append(dst, `,"humidity":`...)
-	dst = strconv.AppendFloat(dst, 30+rnd.Float64()*40, 'f', 1, 64)
+	dst = appendFixed(dst, 300+rnd.Int64N(400), 1)
 	dst = append(dst, `,"light":`...)
-	dst = strconv.AppendFloat(dst, rnd.Float64()*1000, 'f', 1, 64)
+	dst = appendFixed(dst, rnd.Int64N(10000), 1)
 	dst = append(dst, `,"magnetic":{"x":`...)
-	dst = strconv.AppendFloat(dst, rnd.Float64()*2-1, 'f', 3, 64)
+	dst = appendFixed(dst, rnd.Int64N(2000)-1000, 3)
 	dst = append(dst, `,"y":`...)
-	dst = strconv.AppendFloat(dst, rnd.Float64()*2-1, 'f', 3, 64)
+	dst = appendFixed(dst, rnd.Int64N(2000)-1000, 3)
 	dst = append(dst, `,"z":`...)
-	dst = strconv.AppendFloat(dst, rnd.Float64()*2-1, 'f', 3, 64)
+	dst = appendFixed(dst, rnd.Int64N(2000)-1000, 3)
 	dst = append(dst, `},"lonlat":[`...)
-	dst = strconv.AppendFloat(dst, 4.8+rnd.Float64()*0.2, 'f', 6, 64)
+	dst = appendFixed(dst, 4800000+rnd.Int64N(200000), 6)
 	dst = append(dst, ',')
-	dst = strconv.AppendFloat(dst, 52.3+rnd.Float64()*0.1, 'f', 6, 64)
+	dst = appendFixed(dst, 52300000+rnd.Int64N(100000), 6)
 	return append(dst, `],"customer":"loadgen"}`...)
 }
 
@@ -69,15 +69,15 @@ func (gpsPayload) Append(dst []byte, _ string, seq uint64, _ int, now time.Time,
 	dst = append(dst, `,"eventType":"position","timestamp":`...)
 	dst = strconv.AppendInt(dst, now.Unix(), 10)
 	dst = append(dst, `,"latitude":`...)
-	dst = strconv.AppendFloat(dst, 45+rnd.Float64(), 'f', 6, 64)
+	dst = appendFixed(dst, 45000000+rnd.Int64N(1000000), 6)
 	dst = append(dst, `,"longitude":`...)
-	dst = strconv.AppendFloat(dst, -75+rnd.Float64(), 'f', 6, 64)
+	dst = appendFixed(dst, -75000000+rnd.Int64N(1000000), 6)
 	dst = append(dst, `,"speed":`...)
-	dst = strconv.AppendFloat(dst, rnd.Float64()*120, 'f', 1, 64)
+	dst = appendFixed(dst, rnd.Int64N(1200), 1)
 	dst = append(dst, `,"direction":`...)
 	dst = strconv.AppendInt(dst, int64(rnd.IntN(360)), 10)
 	dst = append(dst, `,"altitude":`...)
-	dst = strconv.AppendFloat(dst, rnd.Float64()*300, 'f', 1, 64)
+	dst = appendFixed(dst, rnd.Int64N(3000), 1)
 	dst = append(dst, `,"batteryLevel":`...)
 	dst = strconv.AppendInt(dst, int64(100-seq%100), 10)
 	dst = append(dst, `,"hdop":0.9,"numSvs":9,"rsrp":-95,"mcc":302,"mnc":720}`...)
@@ -136,4 +136,27 @@ func (t *templatePayload) Append(dst []byte, device string, seq uint64, index in
 		}
 	}
 	return dst
+}
+
+// appendFixed appends v/10^dec with dec decimals: the number strconv.AppendFloat(x, 'f', dec)
+// would print, at a fraction of its cost (loadgen renders a few of these per record).
+func appendFixed(dst []byte, v int64, dec int) []byte {
+	if v < 0 {
+		dst = append(dst, '-')
+		v = -v
+	}
+	p := int64(1)
+	for range dec {
+		p *= 10
+	}
+	dst = strconv.AppendInt(dst, v/p, 10)
+	if dec == 0 {
+		return dst
+	}
+	dst = append(dst, '.')
+	f := v % p
+	for p /= 10; p > 1 && f < p; p /= 10 {
+		dst = append(dst, '0')
+	}
+	return strconv.AppendInt(dst, f, 10)
 }

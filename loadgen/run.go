@@ -471,7 +471,7 @@ func (r *recorder) sendBurst(ctx context.Context, d *Device, o *RunOptions, rnd 
 	var buf []byte
 	fill := func(seq uint64, recs [][]byte) [][]byte {
 		now := time.Now()
-		buf = buf[:0:0] // the frame encoder copies the records; start a fresh buffer
+		buf = buf[:0] // the frame encoder copies the records before the next fill
 		for k := 0; k < o.Records; k++ {
 			start := len(buf)
 			buf = o.Payload.Append(buf, serial, seq, k, now, rnd)
