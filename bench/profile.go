@@ -20,7 +20,7 @@ type profiler struct {
 	wg               sync.WaitGroup
 }
 
-// startProfiles starts both CPU profiles. The relay's covers the load after ramp-up (its
+// startProfiles starts both CPU profiles and the relay's execution trace. The relay's covers the load after ramp-up (its
 // length is fixed when requested); this process's runs until finish.
 func startProfiles(dir string, s *Scenario, admin string, logf func(string, ...any)) *profiler {
 	p := &profiler{dir: dir, name: s.Name, admin: admin, logf: logf}
@@ -40,11 +40,16 @@ func startProfiles(dir string, s *Scenario, admin string, logf func(string, ...a
 	if secs < 1 {
 		secs = 1
 	}
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
 		time.Sleep(time.Duration(s.Load.Ramp))
 		p.fetch("profile?seconds="+strconv.Itoa(secs), "relay.cpu", time.Duration(secs+30)*time.Second)
+	}()
+	go func() { // an execution trace of 5 s in the middle of the load: stalls, blocking, GC
+		defer p.wg.Done()
+		time.Sleep(time.Duration(s.Load.Ramp) + max(0, time.Duration(secs)*time.Second/2-2500*time.Millisecond))
+		p.fetch("trace?seconds=5", "relay.trace", 40*time.Second)
 	}()
 	return p
 }

@@ -21,3 +21,11 @@ func SetValueLogFileSize(n int64) (restore func()) {
 	valueLogFileSize = n
 	return func() { valueLogFileSize = old }
 }
+
+// NewestVlog is the value-log file the writeback loop would flush: its path, or "".
+func NewestVlog(dir string) string {
+	if id := newestVlog(dir); id >= 0 {
+		return dir + "/" + vlogName(id)
+	}
+	return ""
+}

@@ -75,6 +75,7 @@ type Store struct {
 	gcStop        chan struct{}
 	gcDone        chan struct{}
 	gcWake        chan struct{} // wakes the GC loop early, capacity 1
+	writebackDone chan struct{} // nil without a writeback loop (store.sync)
 
 	valueThreshold int64 // Badger moves values at least this long to the value log
 	memTableSize   int64 // Badger's memtable size
@@ -147,6 +148,10 @@ func Open(opts Options) (*Store, error) {
 	}
 	go s.runCommitter()
 	go s.runGC()
+	if !opts.Sync {
+		s.writebackDone = make(chan struct{})
+		go s.runWriteback()
+	}
 	if len(s.retire) > 0 {
 		s.signal()
 	}
@@ -222,6 +227,9 @@ func (s *Store) Close() error {
 		<-s.committerDone
 		close(s.gcStop)
 		<-s.gcDone
+		if s.writebackDone != nil {
+			<-s.writebackDone
+		}
 		if s.notify != nil {
 			s.notify.close()
 		}
