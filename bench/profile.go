@@ -60,8 +60,14 @@ func (p *profiler) path(kind string) string {
 
 // fetch saves one of the relay's /debug/pprof profiles.
 func (p *profiler) fetch(query, kind string, timeout time.Duration) {
+	p.fetchURL("http://"+p.admin+"/debug/pprof/"+query, p.path(kind), timeout)
+}
+
+// fetchURL saves what url answers to path.
+func (p *profiler) fetchURL(url, path string, timeout time.Duration) {
+	kind := filepath.Base(path)
 	c := http.Client{Timeout: timeout}
-	resp, err := c.Get("http://" + p.admin + "/debug/pprof/" + query)
+	resp, err := c.Get(url)
 	if err != nil {
 		p.logf("profile %s: %v", kind, err)
 		return
@@ -72,7 +78,7 @@ func (p *profiler) fetch(query, kind string, timeout time.Duration) {
 		p.logf("profile %s: %s: %s", kind, resp.Status, strings.TrimSpace(string(b)))
 		return
 	}
-	f, err := os.Create(p.path(kind))
+	f, err := os.Create(path)
 	if err != nil {
 		p.logf("profile %s: %v", kind, err)
 		return
@@ -93,6 +99,7 @@ func (p *profiler) finish() {
 	}
 	p.wg.Wait()
 	p.fetch("heap", "relay.heap", 30*time.Second)
+	p.fetchURL("http://"+p.admin+"/metrics", filepath.Join(p.dir, p.name+"-relay.metrics.txt"), 10*time.Second)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()

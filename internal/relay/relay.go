@@ -44,6 +44,20 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var sys *actors.System // the store's hooks fire only after devices connect, when sys is set
+	commitHist := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "fleetrelay_store_commit_seconds", Help: "Duration of the store's group commits that stored frames.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	waitHist := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "fleetrelay_store_commit_wait_seconds",
+		Help:    "Per group commit, how long its oldest frame waited from arrival at the store to the end of the commit (persist acks go out after it).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	framesHist := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "fleetrelay_store_commit_frames", Help: "Frames per group commit.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+	})
+	r.reg.MustRegister(commitHist, waitHist, framesHist)
 	st, err := store.Open(store.Options{
 		Dir:        cfg.DataDir,
 		Sync:       cfg.Store.Sync,
@@ -52,6 +66,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		OnCommit:   func(seg *store.Segment) { sys.OnCommit(seg) },
 		OnDelivered: func(device string, seq uint64) {
 			sys.OnDelivered(device, seq)
+		},
+		ObserveCommit: func(frames int, commit, wait time.Duration) {
+			commitHist.Observe(commit.Seconds())
+			waitHist.Observe(wait.Seconds())
+			framesHist.Observe(float64(frames))
 		},
 	})
 	if err != nil {

@@ -411,8 +411,16 @@ func (s *Store) finish(err error, segID uint64, ckWritten bool, start time.Time)
 			err = fmt.Errorf("commit delivery state: %w", err)
 		}
 	}
-	s.stats.lastLatency.Store(int64(time.Since(start)))
+	took := time.Since(start)
+	s.stats.lastLatency.Store(int64(took))
 	s.stats.lastFrames.Store(int64(len(c.batch)))
+	if err == nil && len(c.batch) > 0 && s.opts.ObserveCommit != nil {
+		oldest := c.batch[0].at
+		for _, r := range c.batch[1:] {
+			oldest = min(oldest, r.at)
+		}
+		s.opts.ObserveCommit(len(c.batch), took, time.Since(s.opened)-time.Duration(oldest))
+	}
 	for _, r := range c.batch {
 		if r.done != nil {
 			r.done(err)

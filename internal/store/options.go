@@ -43,6 +43,11 @@ type Options struct {
 	// coalesced into the latest. It is not called for the watermarks found at
 	// Open (read DeliveredSeq). It may call any Store method except Close.
 	OnDelivered func(device string, seq uint64)
+	// ObserveCommit, if set, is called from the committer goroutine after each
+	// successful commit that stored frames: how many, how long the Badger
+	// commit took, and how long the oldest of them waited from Append to the
+	// end of the commit (the longest any of them waited). It must not block.
+	ObserveCommit func(frames int, commit, oldestWait time.Duration)
 }
 
 const (

@@ -77,9 +77,10 @@ type Store struct {
 	gcWake        chan struct{} // wakes the GC loop early, capacity 1
 	writebackDone chan struct{} // nil without a writeback loop (store.sync)
 
-	valueThreshold int64 // Badger moves values at least this long to the value log
-	memTableSize   int64 // Badger's memtable size
-	vlogFileSize   int64 // Badger's value-log file size
+	opened         time.Time // monotonic base of request.at
+	valueThreshold int64     // Badger moves values at least this long to the value log
+	memTableSize   int64     // Badger's memtable size
+	vlogFileSize   int64     // Badger's value-log file size
 
 	// retiredSinceNudge counts the stored bytes of segments retired since the
 	// GC loop last made Badger flush its memtable (see gc.go).
@@ -90,6 +91,7 @@ type request struct {
 	f    *Frame
 	done func(error)
 	size int
+	at   int64 // when it was appended (monotonic ns since the store opened)
 }
 
 type counters struct {
@@ -132,6 +134,7 @@ func Open(opts Options) (*Store, error) {
 		gcStop:         make(chan struct{}),
 		gcDone:         make(chan struct{}),
 		gcWake:         make(chan struct{}, 1),
+		opened:         time.Now(),
 		valueThreshold: bopts.ValueThreshold,
 		memTableSize:   bopts.MemTableSize,
 		vlogFileSize:   bopts.ValueLogFileSize,
@@ -272,7 +275,7 @@ func (s *Store) Append(f *Frame, done func(err error)) {
 		}
 		return
 	}
-	s.queue = append(s.queue, request{f: f, done: done, size: size})
+	s.queue = append(s.queue, request{f: f, done: done, size: size, at: int64(time.Since(s.opened))})
 	s.queueBytes += size
 	first := len(s.queue) == 1
 	s.mu.Unlock()
