@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    ?= ./...
 FUZZTIME ?= 10s
 
-.PHONY: run test bench bench-micro bench-e2e fuzz lint check build
+.PHONY: run test bench bench-micro bench-e2e demo fuzz lint check build
 
 ## run: the relay on its embedded defaults (loopback listeners, ./data, no routes)
 run:
@@ -28,6 +28,10 @@ bench-micro:
 ## bench-e2e: relay process + sink + simulated fleet, per bench/scenarios/*.yaml (quick set)
 bench-e2e:
 	$(GO) run ./cmd/bench -quick
+
+## demo: a small fleet -> relay -> sink for 20 s, one status line per second
+demo:
+	$(GO) run ./cmd/bench -demo
 
 ## fuzz: a short run of every fuzz target
 fuzz:

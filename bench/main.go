@@ -21,6 +21,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	run := fs.String("run", "", "comma-separated scenario names (default: all; see -quick)")
 	quick := fs.Bool("quick", false, "only the quick scenarios")
 	relayBin := fs.String("relay", "", "fleetrelay binary (default: go build ./cmd/fleetrelay)")
+	demo := fs.Bool("demo", false, "run the demo scenario (a small fleet, relay and sink) with a status line per second; nothing is written to the results")
 	profile := fs.String("profile", "", "directory for CPU profiles of the relay and of loadgen+sink during each load, and the relay's heap after it")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -29,6 +30,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
+	}
+	if *demo {
+		*run = "demo"
 	}
 	var pick []*Scenario
 	want := map[string]bool{}
@@ -64,8 +68,25 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	var done []*Result
+	opts := Options{RelayBin: bin, ResultsDir: *results, Log: stderr, ProfileDir: *profile}
+	if *demo {
+		opts.Watch = stdout
+		r, err := Run(ctx, pick[0], opts)
+		if err != nil {
+			fmt.Fprintf(stderr, "demo: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "\n%d devices, %d messages acknowledged, %d delivered to the sink: %s\n",
+			r.Devices, r.MessagesAcked, r.Delivered, r.Account.String())
+		fmt.Fprintf(stdout, "ACK latency p50/p99 %.1f/%.1f ms, end to end p50/p99 %.1f/%.1f ms, relay %.1f µs CPU per message\n",
+			r.AckLatency.P50, r.AckLatency.P99, float64(r.EndToEnd.P50)/1000, float64(r.EndToEnd.P99)/1000, r.RelayCPUPerMsg)
+		if r.Account.Lost > 0 {
+			return 1
+		}
+		return 0
+	}
 	for _, s := range pick {
-		r, err := Run(ctx, s, Options{RelayBin: bin, ResultsDir: *results, Log: stderr, ProfileDir: *profile})
+		r, err := Run(ctx, s, opts)
 		if err != nil {
 			fmt.Fprintf(stderr, "bench %s: %v\n", s.Name, err)
 			code = 1

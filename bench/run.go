@@ -30,8 +30,12 @@ type Options struct {
 	// ProfileDir, when set, receives CPU profiles of the relay (over its admin listener's
 	// /debug/pprof) and of this process (loadgen and sink) taken during the load, and the
 	// relay's heap profile at its end: <scenario>-relay.cpu.pprof, <scenario>-bench.cpu.pprof,
-	// <scenario>-relay.heap.pprof.
+	// <scenario>-relay.heap.pprof, with its /metrics at the end of the load and a 5 s execution
+	// trace from the middle of it (<scenario>-relay.trace.pprof, for go tool trace).
 	ProfileDir string
+	// Watch, when set, gets one line per second while the fleet runs: what the fleet sent and
+	// had acknowledged, what the sink received, and the relay's memory (make demo).
+	Watch io.Writer
 }
 
 // Result is one scenario's measurements.
@@ -176,7 +180,7 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	rep, err := loadgen.Run(ctx, loadgen.RunOptions{
 		Addr: devAddr, Devices: s.Load.Devices, Rate: rate, Poisson: s.Load.Poisson, Records: s.Load.Records,
 		Payload: payload, Window: s.Load.Window, RampUp: time.Duration(s.Load.Ramp), Duration: time.Duration(s.Load.Duration),
-		Idle: s.Load.Idle, Prefix: "B", NDJSONAddr: ndjsonAddr,
+		Idle: s.Load.Idle, Prefix: "B", NDJSONAddr: ndjsonAddr, OnSecond: watch(o.Watch, sink, relay),
 		OnConnected: func() {
 			if s.Load.Idle {
 				res.RSSPerConnKiB = float64(relay.rss()) // fixed up below
@@ -257,6 +261,20 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	logf("acked %.0f msgs/s, delivered %d, lost %d, relay %.2f µs/msg, RSS peak %.0f MiB",
 		res.AckedPerSec, res.Delivered, res.Account.Lost, res.RelayCPUPerMsg, res.RelayRSSPeakMiB)
 	return res, nil
+}
+
+// watch returns loadgen's per-second hook for Options.Watch (nil without a writer).
+func watch(w io.Writer, sink *loadgen.Sink, relay *relayProc) func(loadgen.Second) {
+	if w == nil {
+		return nil
+	}
+	var lastUnique int
+	return func(s loadgen.Second) {
+		st := sink.Stats()
+		fmt.Fprintf(w, "%4.0fs  devices %5d  sent %7d/s  acked %7d/s  ack p99 %7.2f ms  |  sink %7d/s  total %9d  dups %d  |  relay RSS %4.0f MiB\n",
+			s.T, s.Connected, s.Sent, s.Acked, s.P99ms, st.Unique-lastUnique, st.Unique, st.Dups, float64(relay.rss())/(1<<20))
+		lastUnique = st.Unique
+	}
 }
 
 // accountLines compares, per identity, the lines written with the distinct messages received.

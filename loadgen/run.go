@@ -34,6 +34,7 @@ type RunOptions struct {
 	Prefix    string        // device serial prefix (default "LG")
 	FirstSeq  uint64        // first seq of every device (default 1)
 	Progress  io.Writer     // one status line per second, or nil
+	OnSecond  func(Second)  // called with each second's figures (from one goroutine), or nil
 	// DrainTimeout bounds the wait for outstanding ACKs after sending stops (default 30s).
 	DrainTimeout time.Duration
 	// UDPAddr and UDPShare put that fraction of the devices (0..1) on UDP: UDATA datagrams,
@@ -188,7 +189,7 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 			}
 		}()
 	}
-	stopProgress := r.progress(o.Progress, start, &connected)
+	stopProgress := r.progress(o.Progress, o.OnSecond, start, &connected)
 	var churnWG sync.WaitGroup
 	if o.Churn > 0 {
 		churnWG.Add(1)
@@ -339,7 +340,7 @@ func runNDJSON(ctx context.Context, o RunOptions, rep *RunReport) (*RunReport, e
 			errs <- r.simulateNDJSON(runCtx, cl, ids, sent[c], &o)
 		}()
 	}
-	stop := r.progress(o.Progress, start, new(atomic.Int64))
+	stop := r.progress(o.Progress, o.OnSecond, start, new(atomic.Int64))
 	wg.Wait()
 	stop()
 	close(errs)
@@ -563,7 +564,7 @@ func (r *recorder) recordLocked(due, sent, acked time.Time) {
 }
 
 // progress records one Second per second and, with w set, prints a status line.
-func (r *recorder) progress(w io.Writer, start time.Time, connected *atomic.Int64) (stop func()) {
+func (r *recorder) progress(w io.Writer, each func(Second), start time.Time, connected *atomic.Int64) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -587,6 +588,9 @@ func (r *recorder) progress(w io.Writer, start time.Time, connected *atomic.Int6
 				r.timeline = append(r.timeline, s)
 				r.mu.Unlock()
 				lastSent, lastAcked = sent, acked
+				if each != nil {
+					each(s)
+				}
 				if w != nil {
 					fmt.Fprintf(w, "\r%6.0fs  connected %6d  sent/s %8d  acked/s %8d  p99 %8.2f ms ", s.T, s.Connected, s.Sent, s.Acked, s.P99ms)
 				}
