@@ -40,13 +40,21 @@ func (s *Store) runWriteback() {
 			f.Close()
 		}
 	}()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-s.gcStop:
 			return
 		case <-t.C:
 		}
-		if newest := newestVlog(s.opts.Dir); newest != fid {
+		// Badger numbers its value-log files in sequence: look for the next one each tick and
+		// rescan the directory now and then (and while none is known).
+		newest := fid
+		if _, err := os.Stat(filepath.Join(s.opts.Dir, vlogName(fid+1))); err == nil {
+			newest = fid + 1
+		} else if fid < 0 || tick%40 == 0 {
+			newest = newestVlog(s.opts.Dir)
+		}
+		if newest != fid {
 			if f != nil {
 				f.Close()
 				f = nil
