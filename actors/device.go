@@ -38,136 +38,181 @@ type (
 		err   error
 	} // the store refused a frame
 	deliveredMsg struct{ seq uint64 } // ack mode delivery: all routes done up to seq
+	// idleMsg is the idle timer of actor d; a late one, for an actor that has stopped, is ignored.
+	idleMsg struct{ d *deviceActor }
 )
 
-// deviceActor is the single writer for one device identity: it dedupes by seq, appends new
-// frames to the journal in order and acknowledges what is safe.
+// deviceActor is the single writer for one device identity while its entry is awake: it dedupes
+// by seq, appends new frames to the journal in order and acknowledges what is safe. It owns the
+// entry's connection state. An entry goes dormant, and a new actor starts from it, only with
+// nothing in flight: then appended is stored, linesSeq is at most stored, gen is moot and no
+// WELCOME is due, so the fields below need not outlive the actor.
 type deviceActor struct {
 	sys *System
 	e   *deviceEntry
 
-	serial, imei, iccid string
-	conn                netio.Conn
-	appended            uint64 // highest seq handed to the journal
-	acked               uint64 // highest seq acknowledged on the current connection
+	appended uint64 // highest seq handed to the journal
 	// gen counts store refusals that reset appended; a refusal of a frame appended before the
 	// last reset is the tail of the same failure (ErrGap) and must not reset again.
 	gen    uint64
-	ndjson bool // NDJSON lines arrived since the last ReceiveTimeout: stay until idle
+	ndjson bool // NDJSON lines arrived since the last idle tick: stay until idle
 	// linesSeq is the highest seq given to NDJSON lines. A HELLO while such a frame is in flight
 	// is answered once it is committed (welcomeDue), so WELCOME's lastSeq covers it and the
 	// device does not reuse its seq.
 	linesSeq   uint64
 	welcomeDue bool
+
+	// The idle timer ticks every DeviceIdle; a tick with nothing heard since the one before
+	// finds the device idle. (protoactor's ReceiveTimeout fires once, and its timer goroutine
+	// writes the actor context unsynchronised.)
+	idle  *time.Timer
+	tick  idleMsg
+	heard bool
 }
 
 func (d *deviceActor) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
+	e := d.e
+	msg := ctx.Message()
+	if _, ok := msg.(*idleMsg); !ok {
+		d.heard = true
+	}
+	switch m := msg.(type) {
 	case *actor.Started:
-		d.appended = d.e.stored.Load()
-		ctx.SetReceiveTimeout(d.sys.opts.DeviceIdle)
+		d.appended = e.stored.Load()
+		d.tick.d = d
+		d.idle = time.AfterFunc(d.sys.opts.DeviceIdle, func() { d.sys.deliver(e, &d.tick) })
+	case *actor.Stopping:
+		d.idle.Stop()
 	case *helloMsg:
-		d.e.pending.Add(-1)
-		d.hello(m)
+		e.pending.Add(-1)
+		e.hello(m)
+		if d.linesSeq > e.stored.Load() {
+			d.welcomeDue = true // NDJSON lines in flight took seqs: WELCOME once they are stored
+			return
+		}
+		d.welcomeDue = false
+		d.sys.welcome(e)
 	case *dataMsg:
-		d.e.pending.Add(-1)
+		e.pending.Add(-1)
 		d.data(m)
 	case *linesMsg:
-		d.e.pending.Add(-1)
+		e.pending.Add(-1)
 		d.lines(m)
 	case *ackMsg:
-		d.e.pending.Add(-1)
-		d.e.ackDue.Store(false)
-		if d.welcomeDue && d.e.stored.Load() >= d.linesSeq {
-			d.welcome()
+		e.pending.Add(-1)
+		e.ackDue.Store(false)
+		if d.welcomeDue && e.stored.Load() >= d.linesSeq {
+			d.welcomeDue = false
+			d.sys.welcome(e)
 		}
 		if d.sys.opts.AckMode == AckPersist {
-			d.ack(d.e.stored.Load())
+			d.sys.ack(e, e.stored.Load())
 		}
 		d.maybeRetire(ctx)
 	case *failedMsg:
-		d.e.pending.Add(-1)
+		e.pending.Add(-1)
 		if m.lines > 0 {
 			d.sys.linesLost.Add(int64(m.lines))
 			if held, ok := d.sys.lostLog.Allow(); ok {
-				d.sys.log.Warn("store refused ndjson lines; they are lost", "device", d.e.id, "lines", m.lines,
+				d.sys.log.Warn("store refused ndjson lines; they are lost", "device", e.id, "lines", m.lines,
 					"err", m.err, "refusals_since_last_log", held)
 			}
 		} else {
-			d.sys.log.Warn("store refused frame", "device", d.e.id, "seq", m.seq, "err", m.err)
+			d.sys.log.Warn("store refused frame", "device", e.id, "seq", m.seq, "err", m.err)
 		}
 		if m.gen == d.gen {
 			// Nothing after the last committed seq may be acknowledged; the device resends it.
 			// Frames appended since were chained to the refused one and are refused too.
 			d.gen++
-			d.appended = d.e.stored.Load()
+			d.appended = e.stored.Load()
 			d.linesSeq = min(d.linesSeq, d.appended)
 			d.welcomeDue = false
-			if d.conn != nil {
-				d.conn.Fail(native.CodeUnavailable, "relay cannot store data")
-				d.conn = nil
+			if e.conn != nil {
+				e.conn.Fail(native.CodeUnavailable, "relay cannot store data")
+				e.conn = nil
 			}
 		}
 		d.maybeRetire(ctx)
 	case *deliveredMsg:
-		d.e.pending.Add(-1)
-		d.ack(m.seq)
+		e.pending.Add(-1)
+		d.sys.ack(e, m.seq)
 	case *closedMsg:
-		d.e.pending.Add(-1)
-		if d.conn == m.conn {
-			d.conn = nil
+		e.pending.Add(-1)
+		if e.conn == m.conn {
+			e.conn = nil
 			d.welcomeDue = false
 		}
 		d.maybeRetire(ctx)
-	case *actor.ReceiveTimeout:
-		if d.conn != nil && d.conn.Datagram() {
-			d.conn = nil // a UDP device that went quiet
+	case *idleMsg:
+		e.pending.Add(-1)
+		if m.d != d {
+			return
+		}
+		if d.heard {
+			d.heard = false
+			d.idle.Reset(d.sys.opts.DeviceIdle)
+			return
+		}
+		if e.conn != nil && e.conn.Datagram() {
+			e.conn = nil // a UDP device that went quiet
 		}
 		d.ndjson = false // an NDJSON device that went quiet
-		d.maybeRetire(ctx)
+		if d.maybeRetire(ctx) {
+			return
+		}
+		if e.conn != nil && d.sys.sleep(e) {
+			ctx.Stop(ctx.Self()) // a TCP device that went quiet: its entry keeps the connection
+			return
+		}
+		d.idle.Reset(d.sys.opts.DeviceIdle)
 	}
 }
 
-func (d *deviceActor) hello(m *helloMsg) {
-	if d.conn != nil && d.conn != m.conn {
-		d.conn.Close() // the new connection replaces the old one
+// hello takes a new connection: it replaces the old one. The caller sends WELCOME.
+func (e *deviceEntry) hello(m *helloMsg) {
+	if e.conn != nil && e.conn != m.conn {
+		e.conn.Close()
 	}
-	d.conn = m.conn
-	d.serial, d.imei, d.iccid = m.hello.Serial, m.hello.IMEI, m.hello.ICCID
-	d.acked = 0
-	if d.linesSeq > d.e.stored.Load() {
-		d.welcomeDue = true // NDJSON lines in flight took seqs: WELCOME once they are stored
+	e.conn = m.conn
+	e.serial, e.imei, e.iccid = m.hello.Serial, m.hello.IMEI, m.hello.ICCID
+	e.acked = 0
+}
+
+// welcome answers the connection's HELLO. Called by e's actor, or under s.mu if e is dormant.
+func (s *System) welcome(e *deviceEntry) {
+	w := native.Welcome{Ack: s.opts.AckMode, MaxFrame: s.opts.MaxFrame, LastSeq: e.stored.Load()}
+	e.conn.Write(native.AppendWelcome(nil, &w))
+	if s.opts.AckMode == AckDelivery {
+		s.ack(e, s.opts.Journal.DeliveredSeq(e.id))
+	}
+}
+
+// ack sends a cumulative ACK for seq if it says something new. Called by e's actor, or under
+// s.mu if e is dormant.
+func (s *System) ack(e *deviceEntry, seq uint64) {
+	if e.conn == nil || seq == 0 || seq <= e.acked {
 		return
 	}
-	d.welcome()
-}
-
-// welcome answers the connection's HELLO.
-func (d *deviceActor) welcome() {
-	d.welcomeDue = false
-	stored := d.e.stored.Load()
-	w := native.Welcome{Ack: d.sys.opts.AckMode, MaxFrame: d.sys.opts.MaxFrame, LastSeq: stored}
-	d.conn.Write(native.AppendWelcome(nil, &w))
-	if d.sys.opts.AckMode == AckDelivery {
-		d.ack(d.sys.opts.Journal.DeliveredSeq(d.e.id))
-	}
+	e.acked = seq
+	e.conn.Write(native.AppendAck(make([]byte, 0, native.AckLen), seq))
 }
 
 func (d *deviceActor) data(m *dataMsg) {
+	e := d.e
 	if m.udpIdentity != "" {
-		d.conn = m.conn // UDP: answer the latest source address
-		if d.serial == "" && d.imei == "" {
-			d.serial, d.imei = identityFields(m.udpIdentity)
+		e.conn = m.conn // UDP: answer the latest source address
+		if e.serial == "" && e.imei == "" {
+			e.serial, e.imei = identityFields(m.udpIdentity)
 		}
 	}
 	if m.seq <= d.appended { // a resend of something already stored or on its way
-		done := d.e.stored.Load()
+		done := e.stored.Load()
 		if d.sys.opts.AckMode == AckDelivery {
-			done = d.sys.opts.Journal.DeliveredSeq(d.e.id)
+			done = d.sys.opts.Journal.DeliveredSeq(e.id)
 		}
 		if m.seq <= done {
-			d.acked = 0 // answer every resend, even if an ACK for it went out before
-			d.ack(done)
+			e.acked = 0 // answer every resend, even if an ACK for it went out before
+			d.sys.ack(e, done)
 		}
 		return
 	}
@@ -181,8 +226,9 @@ func (d *deviceActor) data(m *dataMsg) {
 // own frames, and a seq taken from under it would make the relay acknowledge a frame it never
 // stored.
 func (d *deviceActor) lines(m *linesMsg) {
+	e := d.e
 	d.ndjson = true
-	if d.conn != nil {
+	if e.conn != nil {
 		d.sys.linesRefused.Add(int64(len(m.records)))
 		if held, ok := d.sys.lostLog.Allow(); ok {
 			d.sys.log.Warn("ndjson lines refused: the device is connected natively", "device", d.e.id,
@@ -190,11 +236,11 @@ func (d *deviceActor) lines(m *linesMsg) {
 		}
 		return
 	}
-	if d.serial == "" && d.imei == "" {
+	if e.serial == "" && e.imei == "" {
 		if m.imei {
-			d.imei = m.identity
+			e.imei = m.identity
 		} else {
-			d.serial = m.identity
+			e.serial = m.identity
 		}
 	}
 	d.linesSeq = d.appended + 1
@@ -206,9 +252,9 @@ func (d *deviceActor) lines(m *linesMsg) {
 func (d *deviceActor) append(seq uint64, records [][]byte, lines bool) {
 	f := &store.Frame{
 		Device:     d.e.id,
-		Serial:     d.serial,
-		IMEI:       d.imei,
-		ICCID:      d.iccid,
+		Serial:     d.e.serial,
+		IMEI:       d.e.imei,
+		ICCID:      d.e.iccid,
 		Seq:        seq,
 		PrevSeq:    d.appended,
 		ReceivedAt: time.Now().UnixMilli(),
@@ -246,19 +292,14 @@ func (d *deviceActor) append(seq uint64, records [][]byte, lines bool) {
 	})
 }
 
-// ack sends a cumulative ACK for seq if it says something new.
-func (d *deviceActor) ack(seq uint64) {
-	if d.conn == nil || seq == 0 || seq <= d.acked {
-		return
-	}
-	d.acked = seq
-	d.conn.Write(native.AppendAck(make([]byte, 0, native.AckLen), seq))
-}
-
-func (d *deviceActor) maybeRetire(ctx actor.Context) {
-	if d.conn == nil && !d.ndjson && d.sys.retire(d.e) {
+// maybeRetire forgets the identity once it has neither a connection nor NDJSON lines coming
+// and nothing is on its way; it reports whether the actor stopped.
+func (d *deviceActor) maybeRetire(ctx actor.Context) bool {
+	if d.e.conn == nil && !d.ndjson && d.sys.retire(d.e) {
 		ctx.Stop(ctx.Self())
+		return true
 	}
+	return false
 }
 
 // identityFields maps a UDATA identity to serial or IMEI: exactly 15 digits is an IMEI.

@@ -15,6 +15,9 @@ type Metrics struct {
 	Attempts  *prometheus.CounterVec   // route, outcome (success, status, error)
 	Latency   *prometheus.HistogramVec // route
 	Queued    *prometheus.GaugeVec     // route
+	// DeviceActors counts live device actors: identities that sent something lately. A
+	// connected device that has been quiet for the device idle time holds none.
+	DeviceActors prometheus.Gauge
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -33,14 +36,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fleetrelay_route_queued_messages", Help: "Messages held in memory for a route (the store may hold more).",
 		}, []string{"route"}),
+		DeviceActors: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fleetrelay_device_actors", Help: "Device actors alive: identities that sent something lately (a connected but quiet device holds none).",
+		}),
 	}
-	reg.MustRegister(m.Delivered, m.Attempts, m.Latency, m.Queued)
+	reg.MustRegister(m.Delivered, m.Attempts, m.Latency, m.Queued, m.DeviceActors)
 	return m
 }
 
 func (m *Metrics) delivered(route string, n int) {
 	if m != nil {
 		m.Delivered.WithLabelValues(route).Add(float64(n))
+	}
+}
+
+func (m *Metrics) deviceActors(delta int) {
+	if m != nil {
+		m.DeviceActors.Add(float64(delta))
 	}
 }
 

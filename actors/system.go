@@ -1,14 +1,16 @@
 // Package actors owns the relay's moving parts between the sockets and the store: one
-// protoactor-go actor per connected device identity (sequence dedupe across reconnects, seqs for
-// NDJSON lines, the store append, acknowledgements) and one per route (lanes by destination, batching, delivery,
-// marking what was delivered). It defines the Journal and Sender it needs; the composition root
-// supplies them.
+// protoactor-go actor per active device identity (sequence dedupe across reconnects, seqs for
+// NDJSON lines, the store append, acknowledgements; a connected device that sends nothing holds
+// only a small registry entry, and its actor is spawned when it sends data) and one per route
+// (lanes by destination, batching, delivery, marking what was delivered). It defines the Journal
+// and Sender it needs; the composition root supplies them.
 package actors
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,7 +52,9 @@ type Options struct {
 	Send     Sender
 	Logger   *slog.Logger
 	Metrics  *Metrics // may be nil
-	// DeviceIdle stops an idle device actor with no connection after this long (default 1m).
+	// DeviceIdle retires a device actor that received nothing for this long, up to twice
+	// that (default 1m): a device with a TCP connection keeps only its registry entry until it
+	// sends again, one without is forgotten.
 	DeviceIdle time.Duration
 	// MaxQueued caps the records a route keeps in memory; beyond it the route pages from the
 	// store (default 262144).
@@ -69,8 +73,9 @@ type System struct {
 	byID   map[uint16]*routeRef
 	allIDs []uint16 // IDs of enabled routes: every frame goes to all of them
 
-	mu      sync.RWMutex // guards devices
+	mu      sync.RWMutex // guards devices, dormant entries' state and every entry's wake and retirement
 	devices map[string]*deviceEntry
+	actors  atomic.Int64 // device actors alive
 
 	ctx    context.Context // cancelled by Stop: ends deliveries
 	cancel context.CancelFunc
@@ -152,9 +157,7 @@ func (s *System) OnDelivered(device string, seq uint64) {
 	if s.opts.AckMode != AckDelivery {
 		return
 	}
-	if e := s.lookup(device, false); e != nil {
-		s.send(e, &deliveredMsg{seq: seq})
-	}
+	s.dispatch(device, &deliveredMsg{seq: seq}, false)
 }
 
 // Stop gives in-flight deliveries until ctx ends, then cancels them and stops every actor.
@@ -182,7 +185,9 @@ func (s *System) Stop(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	for _, e := range s.devices {
-		s.root.Stop(e.pid)
+		if pid := e.pid.Load(); pid != nil {
+			s.root.Stop(pid)
+		}
 	}
 	s.devices = map[string]*deviceEntry{}
 	s.mu.Unlock()
@@ -191,74 +196,168 @@ func (s *System) Stop(ctx context.Context) error {
 	return err
 }
 
-// deviceEntry links an identity to its actor. pending counts messages sent but not yet
-// processed, so an actor retires only when nothing is on its way to it.
+// deviceEntry is the registry entry of one device identity. An entry is awake, with an actor
+// that owns the connection state below, or dormant: the identity has a TCP connection that has
+// sent nothing for DeviceIdle (or only its HELLO), and no actor. System.mu guards a dormant
+// entry's state, and every change between awake, dormant and retired (removed from devices).
+//
+// pending counts messages sent but not yet processed, so an actor goes dormant or retires only
+// when nothing is on its way to it. While the entry is dormant or retired, pending holds asleep
+// plus the senders that found it so; such a sender takes System.mu and handles its message
+// without an actor, wakes the entry, or (retired) looks the identity up again.
 type deviceEntry struct {
 	id       string
-	pid      *actor.PID
+	pid      atomic.Pointer[actor.PID] // nil unless awake
 	pending  atomic.Int64
 	inflight atomic.Int64  // frames appended but not yet committed
 	stored   atomic.Uint64 // highest seq committed (persist acks read it)
 	ackDue   atomic.Bool   // an ackMsg is on its way
+
+	// Connection state: owned by the actor while awake, guarded by System.mu while dormant.
+	conn                netio.Conn
+	serial, imei, iccid string
+	acked               uint64 // highest seq acknowledged on conn
 }
 
-// lookup finds (and with spawn, creates) the entry for id and counts one message to it.
-func (s *System) lookup(id string, spawn bool) *deviceEntry {
+// asleep is pending's base while an entry has no actor: any sender then sees a count <= 0.
+const asleep = math.MinInt64 / 2
+
+// entry finds the entry for id or, with create, makes a dormant one.
+func (s *System) entry(id string, create bool) *deviceEntry {
 	s.mu.RLock()
 	e := s.devices[id]
-	if e != nil {
-		e.pending.Add(1)
-	}
 	s.mu.RUnlock()
-	if e != nil || !spawn {
+	if e != nil || !create {
 		return e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e = s.devices[id]; e == nil {
 		e = &deviceEntry{id: id}
+		e.pending.Store(asleep)
 		e.stored.Store(s.opts.Journal.LastSeq(id))
-		da := &deviceActor{sys: s, e: e}
-		e.pid = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return da }, actor.WithDispatcher(s.disp)))
 		s.devices[id] = e
 	}
-	e.pending.Add(1)
 	return e
 }
 
-// send delivers a message counted by lookup.
-func (s *System) send(e *deviceEntry, msg any) { s.root.Send(e.pid, msg) }
+// dispatch hands msg to the device id (created with create) and returns its entry (nil if it
+// has none and create is false).
+func (s *System) dispatch(id string, msg any, create bool) *deviceEntry {
+	for {
+		e := s.entry(id, create)
+		if e == nil || s.deliver(e, msg) {
+			return e
+		}
+	}
+}
 
-// retire removes e if nothing is on its way to it; the caller then stops the actor.
-func (s *System) retire(e *deviceEntry) bool {
+// deliver hands msg to e's actor, waking a dormant entry unless the message can be handled
+// without an actor. It reports false, having done nothing, if e was retired.
+func (s *System) deliver(e *deviceEntry, msg any) bool {
+	if e.pending.Add(1) > 0 { // awake, and it stays so until the actor has this message
+		s.root.Send(e.pid.Load(), msg)
+		return true
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e.pending.Load() != 0 || e.inflight.Load() != 0 || s.devices[e.id] != e {
+	if s.devices[e.id] != e {
+		s.mu.Unlock()
 		return false
 	}
-	delete(s.devices, e.id)
+	if e.pending.Load() < 0 {
+		if s.handleDormant(e, msg) {
+			e.pending.Add(-1)
+			s.mu.Unlock()
+			return true
+		}
+		s.wake(e)
+	}
+	pid := e.pid.Load()
+	s.mu.Unlock()
+	s.root.Send(pid, msg)
 	return true
 }
 
-// Open implements netio.Dispatcher.
+// send delivers a message already counted in e.pending: e is awake and stays so until its actor
+// has it.
+func (s *System) send(e *deviceEntry, msg any) { s.root.Send(e.pid.Load(), msg) }
+
+// handleDormant handles msg for a dormant entry, if it needs no actor, under s.mu.
+func (s *System) handleDormant(e *deviceEntry, msg any) bool {
+	switch m := msg.(type) {
+	case *helloMsg:
+		e.hello(m) // nothing is in flight: WELCOME at once
+		s.welcome(e)
+	case *closedMsg:
+		if e.conn == m.conn {
+			e.conn = nil
+			delete(s.devices, e.id) // nothing is in flight and nobody is connected: forget it
+		}
+	case *deliveredMsg:
+		s.ack(e, m.seq)
+	case *idleMsg: // from an actor that has gone
+	default:
+		return false
+	}
+	return true
+}
+
+// wake spawns the actor of a dormant entry, under s.mu; the senders waiting on it stay counted.
+func (s *System) wake(e *deviceEntry) {
+	da := &deviceActor{sys: s, e: e}
+	e.pid.Store(s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return da }, actor.WithDispatcher(s.disp))))
+	e.pending.Add(-asleep)
+	s.actors.Add(1)
+	s.opts.Metrics.deviceActors(1)
+}
+
+// sleep makes e dormant if nothing is on its way to its actor; the caller, that actor, then
+// stops itself and no longer touches e.
+func (s *System) sleep(e *deviceEntry) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.inflight.Load() != 0 || !e.pending.CompareAndSwap(0, asleep) {
+		return false
+	}
+	e.pid.Store(nil)
+	s.actors.Add(-1)
+	s.opts.Metrics.deviceActors(-1)
+	return true
+}
+
+// retire removes e if nothing is on its way to it; the caller, its actor, then stops itself.
+func (s *System) retire(e *deviceEntry) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.inflight.Load() != 0 || s.devices[e.id] != e || !e.pending.CompareAndSwap(0, asleep) {
+		return false
+	}
+	delete(s.devices, e.id)
+	e.pid.Store(nil)
+	s.actors.Add(-1)
+	s.opts.Metrics.deviceActors(-1)
+	return true
+}
+
+// Open implements netio.Dispatcher. A device that has no actor is welcomed here, without one.
 func (s *System) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
-	e := s.lookup(h.Identity(), true)
-	s.send(e, &helloMsg{conn: c, hello: *h})
+	e := s.dispatch(h.Identity(), &helloMsg{conn: c, hello: *h}, true)
 	return &session{sys: s, e: e, conn: c}, nil
 }
 
 // UData implements netio.Dispatcher.
 func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 	id := string(u.Identity)
-	e := s.lookup(id, true)
-	s.send(e, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id})
+	s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id}, true)
 }
 
 // Lines implements netio.Dispatcher: one message per identity and read, however many lines.
 func (s *System) Lines(identity string, imei bool, records [][]byte) {
-	e := s.lookup(identity, true)
-	s.send(e, &linesMsg{identity: identity, imei: imei, records: records})
+	s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records}, true)
 }
+
+// DeviceActors is how many device actors are alive (awake entries). Safe for concurrent use.
+func (s *System) DeviceActors() int64 { return s.actors.Load() }
 
 // LinesLost is how many NDJSON lines the store refused. With no acknowledgements in NDJSON they
 // are lost: the gateway never learns of it. Safe for concurrent use.
@@ -276,8 +375,9 @@ type session struct {
 }
 
 func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
-	ss.e.pending.Add(1)
-	ss.sys.send(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records})
+	// A retired entry means this connection was replaced or failed, and the identity has been
+	// forgotten since: the frame is dropped unacknowledged, and the device resends it.
+	ss.sys.deliver(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records})
 }
 
 func (ss *session) Result(r *native.Result, _ []byte) {
@@ -285,8 +385,7 @@ func (ss *session) Result(r *native.Result, _ []byte) {
 }
 
 func (ss *session) Closed() {
-	ss.e.pending.Add(1)
-	ss.sys.send(ss.e, &closedMsg{conn: ss.conn})
+	ss.sys.deliver(ss.e, &closedMsg{conn: ss.conn}) // a retired entry no longer has this connection
 }
 
 // Quiesce waits until every frame handed to the journal was committed (or refused) and its
@@ -298,7 +397,7 @@ func (s *System) Quiesce(ctx context.Context) error {
 		busy := false
 		s.mu.RLock()
 		for _, e := range s.devices {
-			if e.inflight.Load() != 0 || e.pending.Load() != 0 {
+			if p := e.pending.Load(); e.inflight.Load() != 0 || (p != 0 && p != asleep) {
 				busy = true
 				break
 			}

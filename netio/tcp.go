@@ -1,6 +1,7 @@
 package netio
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"sync"
@@ -33,7 +34,6 @@ type tcpConn struct {
 	opened int64 // unix nanos
 
 	session Session      // loop-owned
-	recs    [][]byte     // loop-owned scratch
 	last    atomic.Int64 // unix nanos of the last frame
 	helloed atomic.Bool
 	failed  atomic.Bool
@@ -129,14 +129,11 @@ func (tc *tcpConn) frame(typ byte, body []byte) gnet.Action {
 			return tc.failInLoop(native.CodeUnavailable, "relay shutting down")
 		}
 		frame := append([]byte(nil), body...)
-		seq, recs, err := native.ParseData(frame, tc.recs[:0])
+		seq, recs, err := native.ParseData(frame, make([][]byte, 0, countRecords(frame)))
 		if err != nil {
 			return tc.failInLoop(native.CodeMalformed, err.Error())
 		}
-		out := make([][]byte, len(recs))
-		copy(out, recs)
-		tc.recs = recs[:0]
-		tc.session.Data(seq, out, frame)
+		tc.session.Data(seq, recs, frame)
 	case native.TypePing:
 		_, _ = tc.c.Write(native.AppendFrame(nil, native.TypePong, body))
 	case native.TypePong:
@@ -153,6 +150,23 @@ func (tc *tcpConn) frame(typ byte, body []byte) gnet.Action {
 		return tc.failInLoop(native.CodeMalformed, "unexpected frame type")
 	}
 	return gnet.None
+}
+
+// countRecords counts the length-prefixed records of a DATA body without checking them, so the
+// records slice is allocated once at its size (and no scratch is kept per connection).
+func countRecords(body []byte) int {
+	if len(body) < 8 {
+		return 0
+	}
+	n := 0
+	for b := body[8:]; len(b) >= 4; n++ {
+		rl := uint64(binary.BigEndian.Uint32(b))
+		if rl > uint64(len(b)-4) {
+			return n + 1
+		}
+		b = b[4+rl:]
+	}
+	return n
 }
 
 // failInLoop writes ERROR and asks the loop to close; gnet flushes the frame before closing.
