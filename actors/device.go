@@ -28,6 +28,7 @@ type (
 		identity string
 		imei     bool // identity is an IMEI, not a serial
 		records  [][]byte
+		done     func() // netio's in-flight budget: called once the lines are stored or refused (may be nil)
 	}
 	closedMsg struct{ conn netio.Conn }
 	ackMsg    struct{} // the store committed frames: ack up to entry.stored
@@ -199,6 +200,12 @@ func (s *System) ack(e *deviceEntry, seq uint64) {
 
 func (d *deviceActor) data(m *dataMsg) {
 	e := d.e
+	if m.udpIdentity == "" && m.conn != e.conn {
+		// A frame that was on its way on a connection since replaced, or failed after a store
+		// refusal: storing it could skip the refused seq (WELCOME's lastSeq would then cover a
+		// frame never stored). The device resends it on its current connection.
+		return
+	}
 	if m.udpIdentity != "" {
 		e.conn = m.conn // UDP: answer the latest source address
 		if e.serial == "" && e.imei == "" {
@@ -216,7 +223,7 @@ func (d *deviceActor) data(m *dataMsg) {
 		}
 		return
 	}
-	d.append(m.seq, m.records, false)
+	d.append(m.seq, m.records, false, nil)
 }
 
 // lines stores NDJSON lines as the identity's next frame: the relay numbers them, since the
@@ -234,6 +241,9 @@ func (d *deviceActor) lines(m *linesMsg) {
 			d.sys.log.Warn("ndjson lines refused: the device is connected natively", "device", d.e.id,
 				"lines", len(m.records), "refusals_since_last_log", held)
 		}
+		if m.done != nil {
+			m.done()
+		}
 		return
 	}
 	if e.serial == "" && e.imei == "" {
@@ -244,12 +254,12 @@ func (d *deviceActor) lines(m *linesMsg) {
 		}
 	}
 	d.linesSeq = d.appended + 1
-	d.append(d.linesSeq, m.records, true)
+	d.append(d.linesSeq, m.records, true, m.done)
 }
 
 // append hands frame seq to the journal; the commit callback advances e.stored and schedules the
-// ACK, a refusal comes back as failedMsg.
-func (d *deviceActor) append(seq uint64, records [][]byte, lines bool) {
+// ACK, a refusal comes back as failedMsg. done, if not nil, is called when the store has answered.
+func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func()) {
 	f := &store.Frame{
 		Device:     d.e.id,
 		Serial:     d.e.serial,
@@ -269,6 +279,9 @@ func (d *deviceActor) append(seq uint64, records [][]byte, lines bool) {
 	}
 	e.inflight.Add(1)
 	sys.opts.Journal.Append(f, func(err error) {
+		if done != nil {
+			done()
+		}
 		if err != nil {
 			e.pending.Add(1)
 			e.inflight.Add(-1)

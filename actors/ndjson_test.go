@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,6 +98,22 @@ func poll(t *testing.T, fn func() error) {
 	}
 }
 
+// doneCount counts the calls of the done funcs given with Lines: every batch of lines must be
+// answered once, stored or not, or netio's in-flight budget would never be given back.
+type doneCount struct{ n atomic.Int64 }
+
+func (d *doneCount) done() { d.n.Add(1) }
+
+func (d *doneCount) want(t *testing.T, n int64) {
+	t.Helper()
+	poll(t, func() error {
+		if got := d.n.Load(); got != n {
+			return fmt.Errorf("done called %d times, want %d", got, n)
+		}
+		return nil
+	})
+}
+
 func lines(n int) [][]byte {
 	recs := make([][]byte, n)
 	for i := range recs {
@@ -111,8 +128,9 @@ func TestLinesSeqsAndStoreRefusal(t *testing.T) {
 	j := &journal{last: map[string]uint64{"A": 7}} // A stored up to 7 before, natively
 	sys := actors.New(actors.Options{AckMode: actors.AckPersist, Journal: j})
 	t.Cleanup(func() { _ = sys.Stop(context.Background()) })
+	var dn doneCount
 
-	sys.Lines("A", false, lines(2))
+	sys.Lines("A", false, lines(2), dn.done)
 	poll(t, func() error {
 		if seqs, n := j.stored("A"); len(seqs) != 1 || seqs[0] != 8 || n != 2 {
 			return fmt.Errorf("stored seqs %v with %d records, want [8] with 2", seqs, n)
@@ -131,7 +149,7 @@ func TestLinesSeqsAndStoreRefusal(t *testing.T) {
 	j.mu.Unlock()
 	sent := 2
 	for _, n := range []int{3, 1, 2, 4} {
-		sys.Lines("A", false, lines(n))
+		sys.Lines("A", false, lines(n), dn.done)
 		sent += n
 	}
 	poll(t, func() error {
@@ -141,7 +159,7 @@ func TestLinesSeqsAndStoreRefusal(t *testing.T) {
 		}
 		return nil
 	})
-	sys.Lines("A", false, lines(1)) // storing works again, right after the last stored seq
+	sys.Lines("A", false, lines(1), dn.done) // storing works again, right after the last stored seq
 	poll(t, func() error {
 		seqs, _ := j.stored("A")
 		for i, s := range seqs {
@@ -154,6 +172,7 @@ func TestLinesSeqsAndStoreRefusal(t *testing.T) {
 		}
 		return nil
 	})
+	dn.want(t, 6) // stored and refused alike
 }
 
 // An IMEI identity fills the frame's IMEI, not its serial.
@@ -161,7 +180,8 @@ func TestLinesIMEI(t *testing.T) {
 	j := &journal{last: map[string]uint64{}}
 	sys := actors.New(actors.Options{AckMode: actors.AckPersist, Journal: j})
 	t.Cleanup(func() { _ = sys.Stop(context.Background()) })
-	sys.Lines("356938035643809", true, lines(1))
+	var dn doneCount
+	sys.Lines("356938035643809", true, lines(1), dn.done)
 	poll(t, func() error {
 		j.mu.Lock()
 		defer j.mu.Unlock()
@@ -173,6 +193,7 @@ func TestLinesIMEI(t *testing.T) {
 		}
 		return nil
 	})
+	dn.want(t, 1)
 }
 
 // conn is a netio.Conn that keeps what is written to it.
@@ -203,7 +224,8 @@ func TestLinesThenHello(t *testing.T) {
 	j := &journal{last: map[string]uint64{}, hold: true}
 	sys := actors.New(actors.Options{AckMode: actors.AckPersist, Journal: j})
 	t.Cleanup(func() { _ = sys.Stop(context.Background()) })
-	sys.Lines("A", false, lines(2))
+	var dn doneCount
+	sys.Lines("A", false, lines(2), dn.done)
 	poll(t, func() error {
 		j.mu.Lock()
 		defer j.mu.Unlock()
@@ -216,7 +238,7 @@ func TestLinesThenHello(t *testing.T) {
 	if _, err := sys.Open(c, &native.Hello{Serial: "A"}); err != nil {
 		t.Fatal(err)
 	}
-	sys.Lines("A", false, lines(3)) // refused once the HELLO is in
+	sys.Lines("A", false, lines(3), dn.done) // refused once the HELLO is in
 	poll(t, func() error {
 		if n := sys.LinesRefused(); n != 3 {
 			return fmt.Errorf("%d lines refused", n)
@@ -226,7 +248,9 @@ func TestLinesThenHello(t *testing.T) {
 	if w := c.written(); len(w) != 0 {
 		t.Fatalf("answered HELLO with % x while NDJSON lines were in flight", w[0])
 	}
+	dn.want(t, 1) // the refused lines; the first ones are still being stored
 	j.release()
+	dn.want(t, 2)
 	poll(t, func() error {
 		w := c.written()
 		if len(w) == 0 {

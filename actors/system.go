@@ -352,8 +352,8 @@ func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 }
 
 // Lines implements netio.Dispatcher: one message per identity and read, however many lines.
-func (s *System) Lines(identity string, imei bool, records [][]byte) {
-	s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records}, true)
+func (s *System) Lines(identity string, imei bool, records [][]byte, done func()) {
+	s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records, done: done}, true)
 }
 
 // DeviceActors is how many device actors are alive (awake entries). Safe for concurrent use.

@@ -1,6 +1,7 @@
 // Package netio owns the device sockets: gnet event loops that accept native-protocol devices over
-// TCP and UDP, and NDJSON gateways over TCP; it decodes frames and lines without blocking, copies
-// them out of gnet's buffers and hands them to a Dispatcher. It enforces the protocols' limits
+// TCP and UDP, and a goroutine per NDJSON gateway connection over TCP (so that a full store can
+// stop reading them); it decodes frames and lines without blocking, copies them out of its read
+// buffers and hands them to a Dispatcher. It enforces the protocols' limits
 // (frame and line size, HELLO deadline, idle timeout, connection cap) and answers PING itself. It
 // knows nothing about storage or delivery.
 package netio
@@ -26,8 +27,9 @@ type Conn interface {
 	Datagram() bool
 }
 
-// Dispatcher receives what devices send. Its methods are called from gnet event loops and must
-// not block: no disk, no network, no bounded mailboxes.
+// Dispatcher receives what devices send. Its methods are called from gnet event loops (Lines:
+// from NDJSON connection goroutines) and must not block: no disk, no network, no bounded
+// mailboxes.
 type Dispatcher interface {
 	// Open is called once per TCP connection after a valid HELLO. A non-nil error refuses the
 	// device with ERROR 401. The returned Session receives the connection's later frames.
@@ -38,8 +40,11 @@ type Dispatcher interface {
 	// Lines is called with the valid NDJSON lines of one identity that one read of one connection
 	// delivered, in the order they arrived (never empty). Nothing can be answered: NDJSON has no
 	// acknowledgements. imei says the identity is an IMEI rather than a serial. records alias one
-	// private copy the callee owns; they are never modified afterwards.
-	Lines(identity string, imei bool, records [][]byte)
+	// private copy the callee owns; they are never modified afterwards. done, if not nil, must be
+	// called once, from any goroutine, when the lines are stored or will never be (refused,
+	// dropped): until then they count against the NDJSON in-flight budget, and while that is
+	// spent no NDJSON connection is read.
+	Lines(identity string, imei bool, records [][]byte, done func())
 }
 
 // Session is one identified device connection. Its methods are called from the connection's

@@ -2,121 +2,181 @@ package netio
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/fleetrelay/fleetrelay/codec/ndjson"
 	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
-var _ gnet.EventHandler = (*ndjsonServer)(nil)
-
-// ndjsonServer is the gnet handler of NDJSON ingest: newline-delimited JSON objects over TCP, each
-// naming its device in a configured field, with nothing ever sent back. Invalid lines are dropped
-// and counted; a line longer than MaxLine closes the connection. The connection cap and idle
-// timeout are the native listener's, and the cap counts both listeners' connections.
+// ndjsonServer is NDJSON ingest: newline-delimited JSON objects over TCP, each naming its device
+// in a configured field, with nothing ever sent back. Invalid lines are dropped and counted; a
+// line longer than MaxLine closes the connection. The connection cap and idle timeout are the
+// native listener's, and the cap counts both listeners' connections.
+//
+// Unlike the native listener it runs a goroutine per connection rather than on gnet. NDJSON has
+// no acknowledgements, so the only way to slow a gateway down is to stop reading its socket: when
+// the lines read but not yet stored reach NDJSONInflight bytes, every NDJSON reader waits, the
+// kernel's receive buffers fill and TCP flow control holds the gateways back. gnet reads every
+// readable socket, so lines would pile up in memory instead. Gateways are few connections with a
+// lot of data each, which is what a goroutine per connection suits.
 type ndjsonServer struct {
-	gnet.BuiltinEventEngine
-	engineHolder
-	srv  *Server
-	imei bool // the identity field is "imei": identities are IMEIs, not serials
-	warn throttle.Throttle
+	srv    *Server
+	ln     net.Listener
+	addr   net.Addr
+	imei   bool // the identity field is "imei": identities are IMEIs, not serials
+	warn   throttle.Throttle
+	budget budget
 
-	mu    sync.Mutex // guards conns; taken on open/close and once per tick, never on the data path
-	conns map[*ndjsonConn]struct{}
-}
-
-// ndjsonConn is one NDJSON connection. scanned is owned by the connection's event loop; last is
-// read by the ticker.
-type ndjsonConn struct {
-	c       gnet.Conn
-	remote  netip.AddrPort
-	scanned int          // bytes at the start of the unread input known to hold no '\n'
-	last    atomic.Int64 // unix nanos of the last read
+	mu     sync.Mutex // guards conns and closed
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
 }
 
 func newNDJSONServer(srv *Server) *ndjsonServer {
-	return &ndjsonServer{
+	s := &ndjsonServer{
 		srv:   srv,
 		imei:  srv.opts.IdentityField == "imei",
 		warn:  throttle.Throttle{Period: 10 * time.Second},
-		conns: make(map[*ndjsonConn]struct{}),
+		conns: make(map[net.Conn]struct{}),
+	}
+	s.budget.init(int64(srv.opts.NDJSONInflight))
+	return s
+}
+
+// start listens on addr and accepts in a goroutine.
+func (s *ndjsonServer) start(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.ln, s.addr = ln, ln.Addr()
+	s.wg.Add(1)
+	go s.accept()
+	return nil
+}
+
+func (s *ndjsonServer) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if held, ok := s.warn.Allow(); ok {
+				s.srv.log.Warn("ndjson accept", "err", err, "errors_since_last_log", held)
+			}
+			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
+			continue
+		}
+		if !s.srv.admit() {
+			c.Close() // NDJSON has no way to say why
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			s.srv.st.conns.Add(-1)
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serve(c)
 	}
 }
 
-func (s *ndjsonServer) OnBoot(eng gnet.Engine) gnet.Action {
-	s.boot(eng, "tcp")
-	return gnet.None
-}
+// Read buffer sizes: a connection starts small and doubles its buffer whenever a read fills it,
+// up to ndjsonMaxRead (plus room for one whole line), so an idle or slow gateway holds little and
+// a busy one reads in large chunks.
+const (
+	ndjsonMinRead = 4 << 10
+	ndjsonMaxRead = 64 << 10
+)
 
-func (s *ndjsonServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	if !s.srv.admit() {
-		return nil, gnet.Close // NDJSON has no way to say why
+// serve reads one connection until it ends, is idle too long, sends an over-long line, or the
+// server drains or stops.
+func (s *ndjsonServer) serve(c net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.srv.st.conns.Add(-1)
+	}()
+	srv := s.srv
+	remote := addrPort(c.RemoteAddr())
+	idle := srv.opts.IdleTimeout
+	buf := make([]byte, 0, ndjsonMinRead)
+	grow := func() {
+		nb := make([]byte, len(buf), 2*cap(buf))
+		copy(nb, buf)
+		buf = nb
 	}
-	nc := &ndjsonConn{c: c, remote: addrPort(c.RemoteAddr())}
-	nc.last.Store(time.Now().UnixNano())
-	c.SetContext(nc)
-	s.mu.Lock()
-	s.conns[nc] = struct{}{}
-	s.mu.Unlock()
-	return nil, gnet.None
-}
-
-func (s *ndjsonServer) OnClose(c gnet.Conn, _ error) gnet.Action {
-	nc, ok := c.Context().(*ndjsonConn)
-	if !ok {
-		return gnet.None
+	scanned := 0 // bytes at the start of buf known to hold no '\n'
+	for {
+		if !s.budget.wait() || srv.draining.Load() {
+			return
+		}
+		if len(buf) == cap(buf) { // a partial line fills the buffer (MaxLine bounds it)
+			grow()
+		}
+		if idle > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(idle))
+		}
+		n, err := c.Read(buf[len(buf):cap(buf)])
+		if n > 0 {
+			end := len(buf) + n
+			if srv.draining.Load() {
+				// Nothing read now could be stored before shutdown: count the lines, keep none.
+				s.countShutdown(buf[:end])
+				return
+			}
+			keep, sc, ok := s.lines(buf[:end], scanned, remote)
+			if !ok {
+				return
+			}
+			scanned = sc
+			// The complete lines were copied out: move the partial one to the front.
+			buf = buf[:copy(buf[:cap(buf)], buf[end-keep:end])]
+			if end == cap(buf) && cap(buf) < ndjsonMaxRead { // busy: read in larger chunks
+				grow()
+			}
+		}
+		if err != nil {
+			return // EOF, idle timeout, or the server closed the connection
+		}
 	}
-	s.srv.st.conns.Add(-1)
-	s.mu.Lock()
-	delete(s.conns, nc)
-	s.mu.Unlock()
-	return gnet.None
 }
 
-// OnTraffic splits what arrived into lines, checks each and hands the valid ones to the
-// dispatcher: one call per identity, their bytes copied out of gnet's buffer in one allocation.
-// A partial line stays in gnet's buffer until the rest arrives.
-func (s *ndjsonServer) OnTraffic(c gnet.Conn) gnet.Action {
-	nc := c.Context().(*ndjsonConn)
+// lines handles the complete lines at the start of buf: the valid ones go to the dispatcher,
+// one call per identity, copied out in one allocation. It returns how many bytes at the end of
+// buf are a partial line, how many of those are known to hold no '\n', and false if the
+// connection must close (a line over MaxLine).
+func (s *ndjsonServer) lines(buf []byte, scanned int, remote netip.AddrPort) (keep, keptScanned int, ok bool) {
 	srv := s.srv
 	st := &srv.st
-	maxLine := srv.opts.MaxLine
-	buf, _ := c.Peek(-1)
-	nc.last.Store(time.Now().UnixNano())
-	if srv.draining.Load() {
-		// Nothing read now could be stored before shutdown: count the lines, leave them unread.
-		for rest := buf; ; {
-			line, n, err := ndjson.Next(rest, maxLine, 0)
-			if err != nil {
-				break
-			}
-			if len(line) > 0 {
-				st.ndjsonShutdown.Add(1)
-			}
-			rest = rest[n:]
-		}
-		return gnet.Close
-	}
-
 	b := batches.Get().(*lineBatch)
-	done, scanned := 0, nc.scanned
-	action := gnet.None
+	defer func() { batches.Put(b.reset()) }()
+	done := 0
+	ok = true
 	for {
-		line, n, err := ndjson.Next(buf[done:], maxLine, scanned)
+		line, n, err := ndjson.Next(buf[done:], srv.opts.MaxLine, scanned)
 		if errors.Is(err, ndjson.ErrShort) {
-			nc.scanned = len(buf) - done
+			keptScanned = len(buf) - done
 			break
 		}
 		scanned = 0
 		if err != nil { // ErrTooLong: nothing more of this connection can be trusted to line up
 			st.ndjsonTooLong.Add(1)
-			s.dropped(nc, err)
-			action = gnet.Close
+			s.dropped(remote, err)
+			ok = false
 			break
 		}
 		start := done
@@ -128,45 +188,118 @@ func (s *ndjsonServer) OnTraffic(c gnet.Conn) gnet.Action {
 		case errors.Is(err, ndjson.ErrBlank):
 		case errors.Is(err, ndjson.ErrMalformed), errors.Is(err, ndjson.ErrNotObject):
 			st.ndjsonMalformed.Add(1)
-			s.dropped(nc, err)
+			s.dropped(remote, err)
 		default:
 			st.ndjsonIdentity.Add(1)
-			s.dropped(nc, err)
+			s.dropped(remote, err)
 		}
 	}
 	if len(b.lines) > 0 {
 		st.ndjsonLines.Add(int64(len(b.lines)))
-		b.dispatch(buf, srv.d, s.imei)
+		b.dispatch(buf, srv.d, s.imei, &s.budget)
 	}
-	batches.Put(b.reset())
-	if done > 0 {
-		st.bytes.Add(int64(done))
-		_, _ = c.Discard(done)
+	st.bytes.Add(int64(done))
+	return len(buf) - done, keptScanned, ok
+}
+
+// countShutdown counts the complete lines in buf as arrived after Drain.
+func (s *ndjsonServer) countShutdown(buf []byte) {
+	for rest := buf; ; {
+		line, n, err := ndjson.Next(rest, s.srv.opts.MaxLine, 0)
+		if err != nil {
+			return
+		}
+		if len(line) > 0 {
+			s.srv.st.ndjsonShutdown.Add(1)
+		}
+		rest = rest[n:]
 	}
-	return action
 }
 
 // dropped logs a dropped line, at most once per period per listener.
-func (s *ndjsonServer) dropped(nc *ndjsonConn, err error) {
+func (s *ndjsonServer) dropped(remote netip.AddrPort, err error) {
 	if held, ok := s.warn.Allow(); ok {
-		s.srv.log.Warn("ndjson line dropped", "remote", nc.remote, "err", err, "dropped_since_last_log", held)
+		s.srv.log.Warn("ndjson line dropped", "remote", remote, "err", err, "dropped_since_last_log", held)
 	}
 }
 
-func (s *ndjsonServer) OnTick() (time.Duration, gnet.Action) {
-	idle := s.srv.opts.IdleTimeout
-	if idle <= 0 {
-		return time.Second, gnet.None
-	}
-	now := time.Now().UnixNano()
+// drain wakes readers waiting for the budget so they see the drain and close.
+func (s *ndjsonServer) drain() { s.budget.wake() }
+
+// stop closes the listener and every connection and waits for their goroutines.
+func (s *ndjsonServer) stop() {
 	s.mu.Lock()
-	for nc := range s.conns {
-		if now-nc.last.Load() > idle.Nanoseconds() {
-			_ = nc.c.Close()
-		}
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
 	}
 	s.mu.Unlock()
-	return max(min(idle/4, time.Second), 10*time.Millisecond), gnet.None
+	_ = s.ln.Close()
+	s.budget.close()
+	s.wg.Wait()
+}
+
+// budget bounds the bytes of NDJSON lines handed to the dispatcher and not yet stored (or
+// refused): readers wait while it is spent.
+type budget struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	used   int64
+	limit  int64
+	closed bool
+}
+
+func (b *budget) init(limit int64) {
+	b.cond.L = &b.mu
+	b.limit = limit
+}
+
+// wait blocks while the budget is spent; false once it is closed.
+func (b *budget) wait() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.used >= b.limit && !b.closed {
+		b.cond.Wait()
+	}
+	return !b.closed
+}
+
+// take spends n bytes; it never blocks (the lines are already read).
+func (b *budget) take(n int64) {
+	b.mu.Lock()
+	b.used += n
+	b.mu.Unlock()
+}
+
+// give returns n bytes, waking the readers if that frees the budget.
+func (b *budget) give(n int64) {
+	b.mu.Lock()
+	wasFull := b.used >= b.limit
+	b.used -= n
+	if wasFull && b.used < b.limit {
+		b.cond.Broadcast()
+	}
+	b.mu.Unlock()
+}
+
+// inUse is the bytes spent now.
+func (b *budget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+func (b *budget) wake() {
+	b.mu.Lock()
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+func (b *budget) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.cond.Broadcast()
+	b.mu.Unlock()
 }
 
 // lineBatch collects the valid lines of one read, grouped by identity in order of first
@@ -207,8 +340,9 @@ func (b *lineBatch) add(id []byte, start, end int) {
 	b.lines = append(b.lines, lineRef{group: g, start: int32(start), end: int32(end)})
 }
 
-// dispatch copies every line out of buf into one allocation and hands each identity its lines.
-func (b *lineBatch) dispatch(buf []byte, d Dispatcher, imei bool) {
+// dispatch copies every line out of buf into one allocation and hands each identity its lines,
+// spending their bytes from bud until the dispatcher says they are stored (bud may be nil).
+func (b *lineBatch) dispatch(buf []byte, d Dispatcher, imei bool, bud *budget) {
 	total, first := 0, 0
 	for i := range b.groups {
 		g := &b.groups[i]
@@ -225,9 +359,17 @@ func (b *lineBatch) dispatch(buf []byte, d Dispatcher, imei bool) {
 		g.off += n
 		g.next++
 	}
+	if bud != nil {
+		bud.take(int64(total))
+	}
 	for i := range b.groups {
 		g := &b.groups[i]
-		d.Lines(g.id, imei, recs[g.first:g.first+g.lines:g.first+g.lines])
+		var done func()
+		if bud != nil {
+			size := int64(g.size)
+			done = func() { bud.give(size) }
+		}
+		d.Lines(g.id, imei, recs[g.first:g.first+g.lines:g.first+g.lines], done)
 	}
 }
 

@@ -21,7 +21,7 @@ type linesCall struct {
 
 func (r *recorder) Open(Conn, *native.Hello) (Session, error) { return nil, nil }
 func (r *recorder) UData(Conn, *native.UData, []byte)         {}
-func (r *recorder) Lines(id string, imei bool, records [][]byte) {
+func (r *recorder) Lines(id string, imei bool, records [][]byte, _ func()) {
 	r.calls = append(r.calls, linesCall{id, imei, records})
 }
 
@@ -35,7 +35,7 @@ func TestLineBatchGroups(t *testing.T) {
 		b.add([]byte(id), 3*i, 3*i+2)
 	}
 	var r recorder
-	b.dispatch(buf, &r, true)
+	b.dispatch(buf, &r, true, nil)
 	batches.Put(b.reset())
 	clear(buf) // the records are copies
 
@@ -70,7 +70,7 @@ func TestLineBatchAllocs(t *testing.T) {
 		for i, id := range ids {
 			b.add(id, 3*i, 3*i+2)
 		}
-		b.dispatch(buf, r, false)
+		b.dispatch(buf, r, false, nil)
 		b.reset()
 		r.calls = r.calls[:0]
 	})

@@ -32,6 +32,9 @@ type Options struct {
 	NDJSON        string // NDJSON listen address ("" disables)
 	IdentityField string // NDJSON: the top-level field naming the device (default "serial")
 	MaxLine       int    // NDJSON: longest line, line ending not counted (default 64 KiB)
+	// NDJSONInflight bounds the bytes of NDJSON lines read but not yet stored, over all NDJSON
+	// connections; while it is reached no NDJSON connection is read (default 16 MiB).
+	NDJSONInflight int
 }
 
 // Stats are counters of the device listeners. All fields are read atomically by Stats().
@@ -50,6 +53,7 @@ type Stats struct {
 	NDJSONIdentity  int64 // NDJSON lines dropped: identity field missing or invalid
 	NDJSONTooLong   int64 // NDJSON lines over MaxLine (each closed its connection)
 	NDJSONShutdown  int64 // NDJSON lines that arrived after Drain, not read
+	NDJSONInflight  int64 // bytes of NDJSON lines read and not yet stored (current)
 }
 
 type counters struct {
@@ -58,8 +62,8 @@ type counters struct {
 	ndjsonLines, ndjsonMalformed, ndjsonIdentity, ndjsonTooLong, ndjsonShutdown atomic.Int64
 }
 
-// Server runs the gnet engines of the device listeners: native protocol over TCP and UDP, NDJSON
-// over TCP. Start, Drain and Stop may be called from any goroutine; Start must complete before the
+// Server runs the device listeners: gnet engines for the native protocol over TCP and UDP, and
+// the NDJSON listener over TCP. Start, Drain and Stop may be called from any goroutine; Start must complete before the
 // others.
 type Server struct {
 	opts Options
@@ -98,6 +102,9 @@ func New(opts Options, d Dispatcher) *Server {
 	if opts.MaxLine <= 0 {
 		opts.MaxLine = ndjson.DefaultMaxLine
 	}
+	if opts.NDJSONInflight <= 0 {
+		opts.NDJSONInflight = 16 << 20
+	}
 	return &Server{opts: opts, d: d, log: opts.Logger.With("component", "netio")}
 }
 
@@ -119,7 +126,8 @@ func (s *Server) Start() error {
 	}
 	if s.opts.NDJSON != "" {
 		s.ndjson = newNDJSONServer(s)
-		if err := s.run(&s.ndjson.engineHolder, s.ndjson, "tcp", s.opts.NDJSON, gnet.WithTicker(true)); err != nil {
+		if err := s.ndjson.start(s.opts.NDJSON); err != nil {
+			s.ndjson = nil
 			_ = s.Stop(context.Background())
 			return fmt.Errorf("ndjson listener %s: %w", s.opts.NDJSON, err)
 		}
@@ -201,7 +209,12 @@ func (s *Server) UDPAddr() net.Addr {
 // Drain stops taking new data: from now on new connections are refused, DATA frames are
 // answered with ERROR 503 and NDJSON connections that send anything are closed unread, so nothing
 // is accepted that shutdown could not store.
-func (s *Server) Drain() { s.draining.Store(true) }
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	if s.ndjson != nil {
+		s.ndjson.drain()
+	}
+}
 
 // admit counts a new connection on a connection-oriented listener (native TCP or NDJSON, which
 // share MaxConns), or refuses it when draining or at the cap. Called from event loops.
@@ -221,7 +234,10 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // Stop closes every connection and stops the event loops, waiting for them (bounded by ctx).
 func (s *Server) Stop(ctx context.Context) error {
 	var errs []error
-	for _, h := range []*engineHolder{s.tcpHolder(), s.udpHolder(), s.ndjsonHolder()} {
+	if s.ndjson != nil {
+		s.ndjson.stop()
+	}
+	for _, h := range []*engineHolder{s.tcpHolder(), s.udpHolder()} {
 		if h == nil || h.booted == nil {
 			continue
 		}
@@ -257,13 +273,6 @@ func (s *Server) udpHolder() *engineHolder {
 	return &s.udp.engineHolder
 }
 
-func (s *Server) ndjsonHolder() *engineHolder {
-	if s.ndjson == nil {
-		return nil
-	}
-	return &s.ndjson.engineHolder
-}
-
 // Stats returns a snapshot of the counters. Safe for concurrent use.
 func (s *Server) Stats() Stats {
 	return Stats{
@@ -281,7 +290,15 @@ func (s *Server) Stats() Stats {
 		NDJSONIdentity:  s.st.ndjsonIdentity.Load(),
 		NDJSONTooLong:   s.st.ndjsonTooLong.Load(),
 		NDJSONShutdown:  s.st.ndjsonShutdown.Load(),
+		NDJSONInflight:  s.ndjsonInflight(),
 	}
+}
+
+func (s *Server) ndjsonInflight() int64 {
+	if s.ndjson == nil {
+		return 0
+	}
+	return s.ndjson.budget.inUse()
 }
 
 func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {

@@ -104,6 +104,10 @@ type NDJSON struct {
 	// Longest line, its line ending not counted, 16 bytes to 1MiB. A longer line closes the
 	// connection.
 	MaxLine Size `yaml:"max_line"`
+	// Bytes of lines read but not yet stored, over all NDJSON connections, at least max_line.
+	// While it is reached the relay reads no NDJSON connection: TCP flow control then slows the
+	// gateways down instead of lines piling up in memory.
+	MaxInflight Size `yaml:"max_inflight"`
 }
 
 // Store configures the embedded store.
@@ -200,7 +204,7 @@ func Default() *Config {
 		Log:     Log{Level: "info", Format: "text"},
 		Devices: Devices{
 			Native:         NativeListeners{TCP: "127.0.0.1:5000", UDP: "127.0.0.1:5000"},
-			NDJSON:         NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * KiB},
+			NDJSON:         NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * KiB, MaxInflight: 16 * MiB},
 			Ack:            AckPersist,
 			MaxFrame:       64 * KiB,
 			HelloTimeout:   Duration(10 * time.Second),

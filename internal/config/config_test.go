@@ -56,7 +56,7 @@ func TestDefault(t *testing.T) {
 	if d.DataDir != "./data" || d.Devices.Native.TCP != "127.0.0.1:5000" || d.Devices.Native.UDP != "127.0.0.1:5000" ||
 		d.Admin.Listen != "127.0.0.1:8080" || d.Devices.Ack != config.AckPersist || d.Devices.MaxFrame != 65536 ||
 		len(d.Routes) != 0 || d.Delivery.AllowPrivateNetworks || d.Store.Sync ||
-		d.Devices.NDJSON != (config.NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * config.KiB}) {
+		d.Devices.NDJSON != (config.NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * config.KiB, MaxInflight: 16 * config.MiB}) {
 		t.Fatalf("Default() = %+v", d)
 	}
 }
@@ -298,6 +298,7 @@ func TestParse(t *testing.T) {
 	f("devices:\n  ndjson:\n    identity_field: "+strings.Repeat("f", 256)+"\n", "devices.ndjson.identity_field: longer than 255 bytes")
 	f("devices:\n  ndjson:\n    max_line: 8\n", "devices.ndjson.max_line: must be between 16B and 1MiB, got 8B (line 3)")
 	f("devices:\n  ndjson:\n    max_line: 2MiB\n", "devices.ndjson.max_line: must be between 16B and 1MiB, got 2MiB")
+	f("devices:\n  ndjson:\n    max_inflight: 1KiB\n", "devices.ndjson.max_inflight: must be at least devices.ndjson.max_line (64KiB), got 1KiB")
 	f("devices:\n  ndjson:\n    udp: :5100\n", "devices.ndjson.udp: unknown key")
 
 	// Routes: name.

@@ -35,6 +35,9 @@ devices:
     identity_field: serial
     # Longest line (line ending not counted), 16B to 1MiB; a longer one closes the connection.
     max_line: 64KiB
+    # Lines read but not yet stored, over all NDJSON connections (at least max_line). While it is
+    # reached no NDJSON connection is read, and TCP flow control slows the gateways down.
+    max_inflight: 16MiB
   # When a device may forget a message:
   #   persist   once the relay has stored it (survives a crash of the relay process)
   #   delivery  once every route the message goes to has accepted it

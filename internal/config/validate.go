@@ -71,6 +71,8 @@ func (c *Config) Validate() error {
 	}
 	if d.NDJSON.MaxLine < MinMaxLine || d.NDJSON.MaxLine > MaxMaxLine {
 		p.add("devices.ndjson.max_line", "must be between %s and %s, got %s", MinMaxLine, MaxMaxLine, sizeText(d.NDJSON.MaxLine))
+	} else if d.NDJSON.MaxInflight < d.NDJSON.MaxLine {
+		p.add("devices.ndjson.max_inflight", "must be at least devices.ndjson.max_line (%s), got %s", sizeText(d.NDJSON.MaxLine), sizeText(d.NDJSON.MaxInflight))
 	}
 
 	nonNegative(&p, "store.gc_interval", c.Store.GCInterval)

@@ -113,9 +113,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		EventLoops:   cfg.Devices.EventLoops,
 		Logger:       log,
 
-		NDJSON:        cfg.Devices.NDJSON.TCP,
-		IdentityField: cfg.Devices.NDJSON.IdentityField,
-		MaxLine:       int(cfg.Devices.NDJSON.MaxLine),
+		NDJSON:         cfg.Devices.NDJSON.TCP,
+		IdentityField:  cfg.Devices.NDJSON.IdentityField,
+		MaxLine:        int(cfg.Devices.NDJSON.MaxLine),
+		NDJSONInflight: int(cfg.Devices.NDJSON.MaxInflight),
 	}, sys)
 	r.registerMetrics()
 	if cfg.Admin.Listen != "" {
@@ -266,6 +267,8 @@ func (r *Relay) registerMetrics() {
 	counter("fleetrelay_device_refused_total", "Device connections refused (capacity, shutdown), native and NDJSON.", func() float64 { return float64(n.Stats().Refused) })
 	counter("fleetrelay_udp_dropped_total", "Malformed or unexpected datagrams dropped unanswered.", func() float64 { return float64(n.Stats().UDPDropped) })
 	counter("fleetrelay_ndjson_lines_total", "NDJSON lines accepted for storing.", func() float64 { return float64(n.Stats().NDJSONLines) })
+	gauge("fleetrelay_ndjson_inflight_bytes", "Bytes of NDJSON lines read and not yet stored; at devices.ndjson.max_inflight no NDJSON connection is read.",
+		func() float64 { return float64(n.Stats().NDJSONInflight) })
 	const droppedHelp = "NDJSON lines dropped, by reason: malformed (not a JSON object), identity (identity field missing or invalid), " +
 		"too_long (over max_line; closes the connection), shutdown (arrived after shutdown began), " +
 		"native (the identity was connected natively), store (the store refused them)."
