@@ -20,7 +20,8 @@ type (
 		conn        netio.Conn
 		seq         uint64
 		records     [][]byte
-		udpIdentity string // set for UDATA: the device said who it is in the datagram
+		udpIdentity string    // set for UDATA: the device said who it is in the datagram
+		at          time.Time // when the frame arrived
 	}
 	// linesMsg carries the NDJSON lines of one identity from one read: the actor numbers them as
 	// one frame. There is no connection to answer.
@@ -223,7 +224,7 @@ func (d *deviceActor) data(m *dataMsg) {
 		}
 		return
 	}
-	d.append(m.seq, m.records, false, nil)
+	d.append(m.seq, m.records, false, nil, m.at)
 }
 
 // lines stores NDJSON lines as the identity's next frame: the relay numbers them, since the
@@ -254,12 +255,12 @@ func (d *deviceActor) lines(m *linesMsg) {
 		}
 	}
 	d.linesSeq = d.appended + 1
-	d.append(d.linesSeq, m.records, true, m.done)
+	d.append(d.linesSeq, m.records, true, m.done, time.Time{})
 }
 
 // append hands frame seq to the journal; the commit callback advances e.stored and schedules the
 // ACK, a refusal comes back as failedMsg. done, if not nil, is called when the store has answered.
-func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func()) {
+func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func(), arrived time.Time) {
 	f := &store.Frame{
 		Device:     d.e.id,
 		Serial:     d.e.serial,
@@ -288,6 +289,7 @@ func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func
 			sys.send(e, &failedMsg{seq: f.Seq, gen: gen, lines: lost, err: err})
 			return
 		}
+		sys.opts.Metrics.stored(arrived)
 		for {
 			old := e.stored.Load()
 			if f.Seq <= old || e.stored.CompareAndSwap(old, f.Seq) {

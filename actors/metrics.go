@@ -2,6 +2,7 @@ package actors
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -15,6 +16,7 @@ type Metrics struct {
 	Attempts  *prometheus.CounterVec   // route, outcome (success, status, error)
 	Latency   *prometheus.HistogramVec // route
 	Queued    *prometheus.GaugeVec     // route
+	Stored    prometheus.Histogram     // DATA frame arrival to store commit
 	// DeviceActors counts live device actors: identities that sent something lately. A
 	// connected device that has been quiet for the device idle time holds none.
 	DeviceActors prometheus.Gauge
@@ -40,8 +42,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fleetrelay_device_actors", Help: "Device actors alive: identities that sent something lately (a connected but quiet device holds none).",
 		}),
 	}
-	reg.MustRegister(m.Delivered, m.Attempts, m.Latency, m.Queued, m.DeviceActors)
+	m.Stored = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "fleetrelay_frame_store_seconds",
+		Help:    "From a native DATA frame's arrival (the read that completed it) to its commit in the store; with persist acks its ACK is written right after.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	reg.MustRegister(m.Stored, m.Delivered, m.Attempts, m.Latency, m.Queued, m.DeviceActors)
 	return m
+}
+
+func (m *Metrics) stored(since time.Time) {
+	if m != nil && !since.IsZero() {
+		m.Stored.Observe(time.Since(since).Seconds())
+	}
 }
 
 func (m *Metrics) delivered(route string, n int) {

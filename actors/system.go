@@ -348,7 +348,7 @@ func (s *System) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
 // UData implements netio.Dispatcher.
 func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 	id := string(u.Identity)
-	s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id}, true)
+	s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id, at: time.Now()}, true)
 }
 
 // Lines implements netio.Dispatcher: one message per identity and read, however many lines.
@@ -377,7 +377,7 @@ type session struct {
 func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
 	// A retired entry means this connection was replaced or failed, and the identity has been
 	// forgotten since: the frame is dropped unacknowledged, and the device resends it.
-	ss.sys.deliver(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records})
+	ss.sys.deliver(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records, at: time.Now()})
 }
 
 func (ss *session) Result(r *native.Result, _ []byte) {
