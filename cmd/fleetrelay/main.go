@@ -32,6 +32,7 @@ func run(args []string) int {
 		fmt.Println("config ok")
 		return 0
 	}
+	log.Debug("gomaxprocs", "n", relay.SetProcs(cfg))
 	r, err := relay.New(cfg, log)
 	if err != nil {
 		log.Error("start", "err", err)
