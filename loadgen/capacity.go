@@ -74,17 +74,22 @@ func Capacity(ctx context.Context, o CapacityOptions) (*CapacityReport, error) {
 	}
 	rep := &CapacityReport{Devices: o.Run.Devices, SLOP99ms: float64(o.P99) / float64(time.Millisecond)}
 	n := 0
+	var acked int64 // messages acknowledged over all probes so far
 	probe := func(rate float64) (Probe, error) {
 		n++
 		ro := o.Run
 		ro.Prefix = fmt.Sprintf("%s%d-", o.Run.Prefix, n)
 		ro.Rate = rate / float64(ro.Devices) / float64(ro.Records)
 		ro.Duration = o.Probe
+		// A probe over capacity leaves a backlog in the relay; delivering it would take CPU from
+		// the next probe and count as that probe's delivery. Wait until the sink has it all.
+		waitDelivered(ctx, o.SinkURL, acked, o.Log)
 		before := sinkMessages(o.SinkURL)
 		r, err := Run(ctx, ro)
 		if err != nil {
 			return Probe{}, err
 		}
+		acked += r.FramesAcked * int64(ro.Records)
 		p := Probe{Rate: rate, Acked: float64(r.FramesAcked*int64(ro.Records)) / r.SendSeconds, P99ms: r.AckLatency.P99}
 		if o.SinkURL != "" {
 			delivered := sinkMessages(o.SinkURL) - before
@@ -134,6 +139,33 @@ func Capacity(ctx context.Context, o CapacityOptions) (*CapacityReport, error) {
 	}
 	rep.PerDevice = rep.Rate / float64(o.Run.Devices)
 	return rep, ctx.Err()
+}
+
+// waitDelivered waits until the sink at url has received want distinct messages, or has received
+// nothing new for 30 s (then the next probe runs anyway, and the log says so).
+func waitDelivered(ctx context.Context, url string, want int64, log io.Writer) {
+	if url == "" {
+		return
+	}
+	last, since := int64(-1), time.Now()
+	for ctx.Err() == nil {
+		got := sinkMessages(url)
+		if got >= want {
+			return
+		}
+		if got != last {
+			last, since = got, time.Now()
+		} else if time.Since(since) > 30*time.Second {
+			if log != nil {
+				fmt.Fprintf(log, "sink stuck at %d of %d messages; probing anyway\n", got, want)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // sinkMessages reads a loadgen sink's accepted message count (0 without a sink or on error).
