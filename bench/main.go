@@ -21,6 +21,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	run := fs.String("run", "", "comma-separated scenario names (default: all; see -quick)")
 	quick := fs.Bool("quick", false, "only the quick scenarios")
 	relayBin := fs.String("relay", "", "fleetrelay binary (default: go build ./cmd/fleetrelay)")
+	tableOnly := fs.Bool("table", false, "only rewrite the results directory's README.md table from its JSON files")
 	demo := fs.Bool("demo", false, "run the demo scenario (a small fleet, relay and sink) with a status line per second; nothing is written to the results")
 	profile := fs.String("profile", "", "directory for CPU profiles of the relay and of loadgen+sink during each load, and the relay's heap after it")
 	if err := fs.Parse(args); err != nil {
@@ -30,6 +31,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
+	}
+	if *tableOnly {
+		if err := writeTable(*results, all); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
 	}
 	if *demo {
 		*run = "demo"

@@ -85,22 +85,25 @@ var page = template.Must(template.New("bench").Parse(`<!doctype html>
 
 // WriteMarkdown writes one table row per result.
 func WriteMarkdown(w io.Writer, rs []*Result) {
-	fmt.Fprintln(w, "| scenario | devices | acked msgs/s | delivered msgs/s | ACK p50 / p99 / p99.9 ms | end-to-end p50 / p99 ms | relay µs/msg | relay RSS peak | RSS/conn | lost | dups |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| scenario | devices | acked msgs/s | delivered msgs/s | ACK p50 / p99 / p99.9 ms | end-to-end p50 / p99 ms | relay µs/msg | loadgen+sink µs/msg | relay RSS peak | RSS/conn | lost | dups |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		perConn := "–"
 		if r.RSSPerConnKiB > 0 {
 			perConn = fmt.Sprintf("%.2f KiB", r.RSSPerConnKiB)
 		}
-		cpu := "–"
+		cpu, harness := "–", "–"
 		if r.RelayCPUPerMsg > 0 {
 			cpu = fmt.Sprintf("%.2f", r.RelayCPUPerMsg)
+			if r.BenchCPUSeconds > 0 {
+				harness = fmt.Sprintf("%.2f", r.BenchCPUSeconds/r.RelayCPUSeconds*r.RelayCPUPerMsg)
+			}
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %.0f MiB | %s | %d | %d |\n",
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %.0f MiB | %s | %d | %d |\n",
 			r.Scenario, r.Devices, num(r.AckedPerSec), num(r.DeliveredPerSec),
 			triple(r.AckLatency.P50, r.AckLatency.P99, r.AckLatency.P999),
 			pair(float64(r.EndToEnd.P50)/1000, float64(r.EndToEnd.P99)/1000),
-			cpu, r.RelayRSSPeakMiB, perConn, r.Account.Lost, r.Account.Dups)
+			cpu, harness, r.RelayRSSPeakMiB, perConn, r.Account.Lost, r.Account.Dups)
 	}
 }
 
