@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -25,6 +26,7 @@ type Route struct {
 	Concurrency int           // batches in flight at once, over all lanes
 	Timeout     time.Duration // per request; 0: the client's
 	Policy      *deliver.Policy
+	Compress    deliver.Compressor // nil: bodies go uncompressed
 }
 
 // Header is one configured request header; its value may hold dynamic fields.
@@ -318,11 +320,19 @@ func (ra *routeActor) dispatch(l *lane) {
 
 	sys, r, self := ra.sys, ra.r, ra.self
 	req := &deliver.Request{Method: r.Method, URL: l.url, Header: l.headers, Timeout: r.Timeout}
+	if r.Compress != nil {
+		req.Header = append(l.headers[:len(l.headers):len(l.headers)], [2]string{"Content-Encoding", r.Compress.Encoding()})
+	}
 	sys.wg.Add(1)
 	go func() {
 		defer sys.wg.Done()
 		b := builders.get()
 		defer builders.put(b)
+		var zbuf *[]byte
+		if r.Compress != nil {
+			zbuf = compressBufs.Get().(*[]byte)
+			defer compressBufs.Put(zbuf)
+		}
 		build := func(attempt int, req *deliver.Request) error {
 			b.Reset()
 			var m batch.Message
@@ -333,12 +343,19 @@ func (ra *routeActor) dispatch(l *lane) {
 				b.Add(&m, attempt)
 			}
 			req.Body = b.Bytes()
+			if zbuf != nil {
+				*zbuf = r.Compress.Append((*zbuf)[:0], req.Body)
+				req.Body = *zbuf
+			}
 			return nil
 		}
 		_, err := sys.opts.Send(sys.ctx, r.Policy, req, build, sys.opts.Metrics.observe(r.Name))
 		sys.root.Send(self, &batchDone{lane: l, items: items, err: err})
 	}()
 }
+
+// compressBufs recycles compressed request bodies between deliveries.
+var compressBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (ra *routeActor) done(m *batchDone) {
 	ra.inflight--

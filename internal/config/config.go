@@ -180,6 +180,11 @@ type Route struct {
 	Concurrency int `yaml:"concurrency"`
 	// Backoff for this route; absent (or a field left at 0) uses delivery.retry.
 	Retry *Retry `yaml:"retry,omitempty"`
+	// HTTP statuses that mean the endpoint has the batch. Empty (the default) means any 2xx. Any
+	// other status is a failure and the batch is retried; redirects (3xx) are never followed.
+	SuccessCodes []int `yaml:"success_codes,omitempty"`
+	// Request body compression: none (the default), gzip or zstd, with Content-Encoding set.
+	Compression string `yaml:"compression"`
 }
 
 // Batch says when a route's pending messages are sent: as soon as max_messages or max_bytes is
@@ -239,8 +244,16 @@ func DefaultRoute() Route {
 		},
 		Timeout:     0,
 		Concurrency: 4,
+		Compression: CompressionNone,
 	}
 }
+
+// Request body compressions of a route.
+const (
+	CompressionNone = "none"
+	CompressionGzip = "gzip"
+	CompressionZstd = "zstd"
+)
 
 // Resolve fills the values routes inherit from delivery: a zero timeout becomes delivery.timeout, and an
 // absent retry (or a retry field left at 0) takes delivery.retry. It also turns empty routes and headers
@@ -253,6 +266,9 @@ func (c *Config) Resolve() {
 		r := &c.Routes[i]
 		if len(r.Headers) == 0 {
 			r.Headers = nil
+		}
+		if len(r.SuccessCodes) == 0 {
+			r.SuccessCodes = nil
 		}
 		if r.Timeout == 0 {
 			r.Timeout = c.Delivery.Timeout

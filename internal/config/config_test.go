@@ -299,6 +299,10 @@ func TestParse(t *testing.T) {
 	f("devices:\n  ndjson:\n    max_line: 8\n", "devices.ndjson.max_line: must be between 16B and 1MiB, got 8B (line 3)")
 	f("devices:\n  ndjson:\n    max_line: 2MiB\n", "devices.ndjson.max_line: must be between 16B and 1MiB, got 2MiB")
 	f("devices:\n  ndjson:\n    max_inflight: 1KiB\n", "devices.ndjson.max_inflight: must be at least devices.ndjson.max_line (64KiB), got 1KiB")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    success_codes: [200, 302]\n", "routes[0].success_codes[1]: 302 is a redirect: redirects are not followed, so it cannot mean delivered")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    success_codes: [99]\n", "routes[0].success_codes[0]: must be an HTTP status from 200 to 599, got 99")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    success_codes: [200, 200]\n", "routes[0].success_codes[1]: 200 listed twice")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    compression: br\n", "routes[0].compression: must be none, gzip or zstd, got \"br\"")
 	f("devices:\n  ndjson:\n    udp: :5100\n", "devices.ndjson.udp: unknown key")
 
 	// Routes: name.

@@ -118,6 +118,11 @@ routes:
     # Most requests of this route in flight at once, 1 to 1024. Messages of one device are still
     # delivered in order.
     concurrency: 4
+    # HTTP statuses that mean delivered; empty means any 2xx. Anything else is retried; redirects
+    # (3xx) are never followed and cannot be listed. E.g. [200, 201, 202, 400, 500].
+    success_codes: []
+    # Request body compression: none, gzip or zstd (Content-Encoding is set).
+    compression: none
 
   - name: archive
     enabled: false
@@ -129,6 +134,7 @@ routes:
       linger: 1s
     timeout: 30s
     concurrency: 2
+    compression: zstd
     # This route's own backoff; a key left out uses delivery.retry's.
     retry:
       initial_backoff: 1s

@@ -168,6 +168,24 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 	if r.Retry != nil && *r.Retry != c.Delivery.Retry { // an inherited retry was checked as delivery.retry
 		retry(p, path+".retry", *r.Retry)
 	}
+	seen := map[int]bool{}
+	for j, code := range r.SuccessCodes {
+		cp := fmt.Sprintf("%s.success_codes[%d]", path, j)
+		switch {
+		case code < 200 || code > 599:
+			p.add(cp, "must be an HTTP status from 200 to 599, got %d", code)
+		case code >= 300 && code < 400:
+			p.add(cp, "%d is a redirect: redirects are not followed, so it cannot mean delivered", code)
+		case seen[code]:
+			p.add(cp, "%d listed twice", code)
+		}
+		seen[code] = true
+	}
+	switch r.Compression {
+	case CompressionNone, CompressionGzip, CompressionZstd:
+	default:
+		p.add(path+".compression", "must be none, gzip or zstd, got %q", r.Compression)
+	}
 }
 
 func (c *Config) validateURL(p *problems, path, raw string) {

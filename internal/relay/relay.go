@@ -157,6 +157,16 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 			retry = *rc.Retry
 		}
 		rt.Policy = &deliver.Policy{InitialBackoff: time.Duration(retry.InitialBackoff), MaxBackoff: time.Duration(retry.MaxBackoff)}
+		if codes := rc.SuccessCodes; len(codes) > 0 {
+			ok := make(map[int]bool, len(codes))
+			for _, c := range codes {
+				ok[c] = true
+			}
+			rt.Policy.Success = func(status int) bool { return ok[status] }
+		}
+		if rt.Compress, err = deliver.NewCompressor(rc.Compression); err != nil {
+			return nil, fmt.Errorf("routes[%d].compression: %w", i, err)
+		}
 		names := make([]string, 0, len(rc.Headers))
 		for k := range rc.Headers {
 			names = append(names, k)

@@ -1,0 +1,160 @@
+package relay_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/config"
+)
+
+// A route with compression sends gzip or zstd bodies with Content-Encoding set; an independent
+// net/http server decompresses them and finds every message.
+func TestRouteCompression(t *testing.T) {
+	for _, enc := range []string{config.CompressionGzip, config.CompressionZstd} {
+		t.Run(enc, func(t *testing.T) {
+			var (
+				mu        sync.Mutex
+				msgs      = map[string]bool{}
+				encodings = map[string]int{}
+			)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var body io.Reader = r.Body
+				switch ce := r.Header.Get("Content-Encoding"); ce {
+				case "gzip":
+					zr, err := gzip.NewReader(r.Body)
+					if err != nil {
+						http.Error(w, err.Error(), 400)
+						return
+					}
+					body = zr
+				case "zstd":
+					zr, err := zstd.NewReader(r.Body)
+					if err != nil {
+						http.Error(w, err.Error(), 400)
+						return
+					}
+					defer zr.Close()
+					body = zr
+				}
+				var batch []struct {
+					MsgID string `json:"msgId"`
+				}
+				if err := json.NewDecoder(body).Decode(&batch); err != nil {
+					http.Error(w, err.Error(), 400)
+					return
+				}
+				mu.Lock()
+				encodings[r.Header.Get("Content-Encoding")]++
+				for _, m := range batch {
+					msgs[m.MsgID] = true
+				}
+				mu.Unlock()
+			}))
+			defer srv.Close()
+
+			cfg := testConfig(t, nil)
+			rt := config.DefaultRoute()
+			rt.Name = "z"
+			rt.URL = srv.URL + "/in"
+			rt.Batch.Linger = config.Duration(5 * time.Millisecond)
+			rt.Compression = enc
+			cfg.Routes = append(cfg.Routes, rt)
+			cfg.Resolve()
+			r := startRelay(t, cfg)
+			d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "Z1"}, 1)
+			const n = 200
+			for i := range n {
+				if _, err := d.Send(record("Z1", uint64(i+1), 0)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitAcked(t, d, n)
+			checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(msgs) != n {
+					return fmt.Errorf("%d of %d messages arrived", len(msgs), n)
+				}
+				return nil
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if len(encodings) != 1 || encodings[enc] == 0 {
+				t.Fatalf("Content-Encoding seen: %v, want only %s", encodings, enc)
+			}
+		})
+	}
+}
+
+// success_codes: a status listed counts as delivered (no retry, nothing left queued); a status
+// not listed is retried; a redirect is a failure and is not followed.
+func TestRouteSuccessCodes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		status    int
+		codes     []int
+		delivered bool
+	}{
+		{"400 listed", 400, []int{200, 201, 202, 400, 500}, true},
+		{"400 not listed", 400, nil, false},
+		{"302 not followed", 302, nil, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var requests atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				_, _ = io.Copy(io.Discard, r.Body)
+				if c.status == 302 {
+					w.Header().Set("Location", "/elsewhere")
+				}
+				w.WriteHeader(c.status)
+			}))
+			defer srv.Close()
+			cfg := testConfig(t, nil)
+			cfg.Delivery.ShutdownGrace = config.Duration(100 * time.Millisecond) // undelivered: do not wait at shutdown
+			rt := config.DefaultRoute()
+			rt.Name = "s"
+			rt.URL = srv.URL + "/in"
+			rt.Batch.Linger = 0
+			rt.SuccessCodes = c.codes
+			cfg.Routes = append(cfg.Routes, rt)
+			cfg.Resolve()
+			r := startRelay(t, cfg)
+			d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "S1"}, 1)
+			if _, err := d.Send(record("S1", 1, 0)); err != nil {
+				t.Fatal(err)
+			}
+			waitAcked(t, d, 1)
+			if c.delivered {
+				waitMetric(t, r, `fleetrelay_route_delivered_messages_total{route="s"}`, 1)
+				waitMetric(t, r, `fleetrelay_route_queued_messages{route="s"}`, 0)
+				time.Sleep(300 * time.Millisecond) // would be long enough for retries (backoff ≤ 200 ms)
+				if n := requests.Load(); n != 1 {
+					t.Fatalf("%d requests for one delivered message, want 1", n)
+				}
+				return
+			}
+			checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+				if n := requests.Load(); n < 3 {
+					return fmt.Errorf("%d requests: not retried yet", n)
+				}
+				return nil
+			})
+			if v := metric(t, r, `fleetrelay_route_delivered_messages_total{route="s"}`); v != 0 {
+				t.Fatalf("delivered = %v after status %d", v, c.status)
+			}
+		})
+	}
+}
+
