@@ -157,4 +157,3 @@ func TestRouteSuccessCodes(t *testing.T) {
 		})
 	}
 }
-
