@@ -14,6 +14,7 @@ import (
 type Metrics struct {
 	Delivered *prometheus.CounterVec   // route
 	Attempts  *prometheus.CounterVec   // route, outcome (success, status, error)
+	Retried   *prometheus.CounterVec   // route: requests that retried a batch
 	Latency   *prometheus.HistogramVec // route
 	Queued    *prometheus.GaugeVec     // route
 	Stored    prometheus.Histogram     // DATA frame arrival to store commit
@@ -31,6 +32,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetrelay_route_requests_total", Help: "Delivery requests by outcome: success, status (a non-success HTTP status) or error (transport).",
 		}, []string{"route", "outcome"}),
+		Retried: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetrelay_route_retries_total", Help: "Delivery requests that retried a batch after a failed attempt (included in fleetrelay_route_requests_total).",
+		}, []string{"route"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fleetrelay_route_request_seconds", Help: "Delivery request latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
@@ -47,7 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "From a native DATA frame's arrival (the read that completed it) to its commit in the store; with persist acks its ACK is written right after.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
-	reg.MustRegister(m.Stored, m.Delivered, m.Attempts, m.Latency, m.Queued, m.DeviceActors)
+	reg.MustRegister(m.Stored, m.Delivered, m.Attempts, m.Retried, m.Latency, m.Queued, m.DeviceActors)
 	return m
 }
 
@@ -82,8 +86,12 @@ func (m *Metrics) observe(route string) func(attempt int, res deliver.Result) {
 	}
 	lat := m.Latency.WithLabelValues(route)
 	ok, status, failed := m.Attempts.WithLabelValues(route, "success"), m.Attempts.WithLabelValues(route, "status"), m.Attempts.WithLabelValues(route, "error")
-	return func(_ int, res deliver.Result) {
+	retried := m.Retried.WithLabelValues(route)
+	return func(attempt int, res deliver.Result) {
 		lat.Observe(res.Latency.Seconds())
+		if attempt > 0 {
+			retried.Inc()
+		}
 		switch {
 		case res.Err != nil:
 			failed.Inc()

@@ -154,6 +154,9 @@ func TestRouteSuccessCodes(t *testing.T) {
 			if v := metric(t, r, `fleetrelay_route_delivered_messages_total{route="s"}`); v != 0 {
 				t.Fatalf("delivered = %v after status %d", v, c.status)
 			}
+			if v := metric(t, r, `fleetrelay_route_retries_total{route="s"}`); v < 2 {
+				t.Fatalf("retries = %v after %d requests", v, requests.Load())
+			}
 		})
 	}
 }
