@@ -1,0 +1,66 @@
+package format
+
+// Kind says what a Message carries.
+type Kind uint8
+
+const (
+	// KindData is a record a device sent (the zero value).
+	KindData Kind = iota
+	// KindResult is the outcome of a command (task) sent to a device: TaskID, ResultCode, and
+	// the result data in Message.Data.
+	KindResult
+)
+
+// String returns "data" or "result".
+func (k Kind) String() string {
+	if k == KindResult {
+		return "result"
+	}
+	return "data"
+}
+
+// Message is one message as a route renders it: the device's identity and metadata, its
+// place in the device's stream, the delivery attempt, and the record.
+//
+// A Message is plain data; formats only read it, and keep no reference to it or to Data after
+// Append returns.
+type Message struct {
+	// Device is the relay's identity of the device (its serial, or its IMEI if it has no
+	// serial); it starts the message id "<device>-<seq>-<index>". Empty: Serial, else IMEI.
+	Device string
+	Serial string
+	IMEI   string
+	ICCID  string
+	// Custom1..Custom3 are the device's user-set custom fields (seeds/000).
+	Custom1, Custom2, Custom3 string
+	Tags                      []string // the device's tags (seeds/002 filters)
+	Groups                    []string // the device's groups
+	Account                   string   // the account that owns the device
+
+	Seq        uint64 // the device's sequence number of the frame
+	Index      int    // the record's place in its frame (0-based)
+	ReceivedAt int64  // Unix milliseconds when the relay received the frame
+	Attempt    int    // delivery attempt, 0-based (seeds/003)
+
+	Kind       Kind
+	TaskID     string // KindResult: the task (command) id
+	ResultCode int    // KindResult: 0 success, otherwise failure (seeds/001)
+
+	// Data is the record exactly as the device sent it (KindData), or the command's result data
+	// (KindResult): one JSON object. The relay validates records when it receives them; the
+	// formats that copy Data verbatim (envelope, raw, sensoro) do not check it again, while the
+	// formats that read fields from it (bewhere, measurement, templates) treat a Data that is
+	// not one valid JSON object as an empty record. An empty Data is rendered as null.
+	Data []byte
+}
+
+// device returns the identity used in message ids.
+func (m *Message) device() string {
+	switch {
+	case m.Device != "":
+		return m.Device
+	case m.Serial != "":
+		return m.Serial
+	}
+	return m.IMEI
+}
