@@ -6,7 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 )
 
@@ -104,9 +104,9 @@ func (m *Metrics) observe(route string) func(attempt int, res deliver.Result) {
 }
 
 // builders recycles batch builders between deliveries.
-var builders = builderPool{p: sync.Pool{New: func() any { return new(batch.Builder) }}}
+var builders = builderPool{p: sync.Pool{New: func() any { return new(format.Builder) }}}
 
 type builderPool struct{ p sync.Pool }
 
-func (b *builderPool) get() *batch.Builder  { return b.p.Get().(*batch.Builder) }
-func (b *builderPool) put(x *batch.Builder) { b.p.Put(x) }
+func (b *builderPool) get() *format.Builder  { return b.p.Get().(*format.Builder) }
+func (b *builderPool) put(x *format.Builder) { b.p.Put(x) }

@@ -7,7 +7,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/codec/fields"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/store"
@@ -27,6 +27,8 @@ type Route struct {
 	Timeout     time.Duration // per request; 0: the client's
 	Policy      *deliver.Policy
 	Compress    deliver.Compressor // nil: bodies go uncompressed
+	Format      format.Format      // how each message is rendered; nil: envelope
+	Object      bool               // one message per request, the body its rendering (no array)
 }
 
 // Header is one configured request header; its value may hold dynamic fields.
@@ -216,6 +218,11 @@ func (ra *routeActor) enqueue(l *lane, f *store.Frame, ri int, ref store.Ref, no
 		l.since = now
 	}
 	size := int32(len(f.Records[ri]) + len(f.Device)*2 + len(f.Serial) + len(f.IMEI) + len(f.ICCID) + 160)
+	if ra.r.Format != nil { // the format's own estimate (an upper bound for envelope)
+		m := format.Message{Device: f.Device, Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID, Seq: f.Seq, Index: ri,
+			ReceivedAt: f.ReceivedAt, Data: f.Records[ri]}
+		size = int32(ra.r.Format.SizeHint(&m))
+	}
 	l.q = append(l.q, item{f: f, rec: uint16(ri), size: size, ref: ref})
 	l.bytes += int(size)
 	ra.queued++
@@ -328,21 +335,25 @@ func (ra *routeActor) dispatch(l *lane) {
 		defer sys.wg.Done()
 		b := builders.get()
 		defer builders.put(b)
+		b.Reset(r.Format)
 		var zbuf *[]byte
 		if r.Compress != nil {
 			zbuf = compressBufs.Get().(*[]byte)
 			defer compressBufs.Put(zbuf)
 		}
 		build := func(attempt int, req *deliver.Request) error {
-			b.Reset()
-			var m batch.Message
+			b.Reset(r.Format)
+			var m format.Message
 			for i := range items {
 				it := &items[i]
-				m = batch.Message{Device: it.f.Device, Serial: it.f.Serial, IMEI: it.f.IMEI, ICCID: it.f.ICCID,
-					Seq: it.f.Seq, Index: int(it.rec), ReceivedAt: it.f.ReceivedAt, Data: it.f.Records[it.rec]}
-				b.Add(&m, attempt)
+				m = format.Message{Device: it.f.Device, Serial: it.f.Serial, IMEI: it.f.IMEI, ICCID: it.f.ICCID,
+					Seq: it.f.Seq, Index: int(it.rec), ReceivedAt: it.f.ReceivedAt, Attempt: attempt, Data: it.f.Records[it.rec]}
+				b.Add(&m)
 			}
 			req.Body = b.Bytes()
+			if r.Object { // one message: its rendering without the array's brackets
+				req.Body = req.Body[1 : len(req.Body)-1]
+			}
 			if zbuf != nil {
 				*zbuf = r.Compress.Append((*zbuf)[:0], req.Body)
 				req.Body = *zbuf

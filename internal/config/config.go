@@ -185,6 +185,18 @@ type Route struct {
 	SuccessCodes []int `yaml:"success_codes,omitempty"`
 	// Request body compression: none (the default), gzip or zstd, with Content-Encoding set.
 	Compression string `yaml:"compression"`
+	// How each message is rendered: envelope (the default), raw, sensoro, bewhere, bewhere-full,
+	// measurement or template. See the README's "Formats".
+	Format string `yaml:"format"`
+	// Format template: the JSON template with $$field placeholders. Required there, an error
+	// elsewhere.
+	Template string `yaml:"template,omitempty"`
+	// Format sensoro: the appId sent with every message (required) and the deviceType (optional).
+	AppID      string `yaml:"app_id,omitempty"`
+	DeviceType string `yaml:"device_type,omitempty"`
+	// Request body: array (the default), a JSON array of up to batch.max_messages messages; or
+	// object, one message per request, as SENSORO webhooks receive them.
+	Body string `yaml:"body"`
 }
 
 // Batch says when a route's pending messages are sent: as soon as max_messages or max_bytes is
@@ -245,8 +257,16 @@ func DefaultRoute() Route {
 		Timeout:     0,
 		Concurrency: 4,
 		Compression: CompressionNone,
+		Format:      "envelope",
+		Body:        BodyArray,
 	}
 }
+
+// Request body shapes of a route.
+const (
+	BodyArray  = "array"
+	BodyObject = "object"
+)
 
 // Request body compressions of a route.
 const (

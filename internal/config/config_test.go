@@ -216,7 +216,7 @@ func TestParse(t *testing.T) {
 	f("devices:\n  native:\n    tcp: :1\n    sctp: :2\n", "devices.native.sctp: unknown key", "(line 4)")
 	f(route("    batch:\n      max_message: 10\n"), "routes[0].batch.max_message: unknown key; did you mean max_messages? (line 5)")
 	f(route("    retry:\n      backoff: 1s\n"), "routes[0].retry.backoff: unknown key")
-	f(route("    format: json\n"), "routes[0].format: unknown key")
+	f(route("    format: json\n"), "routes[0].format: must be one of envelope, raw, sensoro, bewhere, bewhere-full, measurement, template, got \"json\"")
 	f("data_dir: a\ndata_dir: b\n", "data_dir: duplicate key (first at line 1) (line 2)")
 
 	// Values of the wrong kind.
@@ -287,6 +287,8 @@ func TestParse(t *testing.T) {
 	// NDJSON ingest.
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5100\n    identity_field: imei\n    max_line: 1MiB\n")
 	f("devices:\n  ndjson:\n    tcp: :5100\n    max_line: 16\n")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    format: sensoro\n    app_id: '123456'\n    device_type: node\n    body: object\n")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    format: template\n    template: '{\"sensorData\": {\"speed\": \"$$speed\", \"t\": \"$$timestamp_seconds\"}}'\n")
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:0\n")
 	f("devices:\n  ndjson:\n    identity_field: \"device id\"\n")
 	f("devices:\n  ndjson:\n    tcp: 5100\n", `devices.ndjson.tcp: "5100" is not host:port`)
@@ -303,6 +305,11 @@ func TestParse(t *testing.T) {
 	f("routes:\n  - name: a\n    url: https://x.example/\n    success_codes: [99]\n", "routes[0].success_codes[0]: must be an HTTP status from 200 to 599, got 99")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    success_codes: [200, 200]\n", "routes[0].success_codes[1]: 200 listed twice")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    compression: br\n", "routes[0].compression: must be none, gzip or zstd, got \"br\"")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    body: list\n", "routes[0].body: must be array or object, got \"list\"")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    format: template\n    template: '{\"a\": \"$$nosuch\"}'\n", "routes[0].template:", "nosuch")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    format: template\n    template: '{\"a\": '\n", "routes[0].template:")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    format: sensoro\n", "routes[0].format:")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    template: '{}'\n", "routes[0].format:")
 	f("devices:\n  ndjson:\n    udp: :5100\n", "devices.ndjson.udp: unknown key")
 
 	// Routes: name.

@@ -123,6 +123,29 @@ routes:
     success_codes: []
     # Request body compression: none, gzip or zstd (Content-Encoding is set).
     compression: none
+    # How each message is rendered: envelope (the relay's own), raw (the record as sent),
+    # sensoro, bewhere, bewhere-full, measurement, or template. See the README's "Formats".
+    format: envelope
+    # array: a JSON array of up to batch.max_messages messages per request; object: one message
+    # per request, the body that message alone.
+    body: array
+
+  - name: sensoro
+    enabled: false
+    url: https://developer.example.com/sensoro/webhook
+    format: sensoro
+    app_id: "123456"      # format sensoro: the appId of every push (required)
+    device_type: node     # format sensoro: deviceType
+    body: object          # SENSORO pushes one object per request
+
+  - name: custom
+    enabled: false
+    url: https://api.example.com/push/[IMEI]
+    format: template
+    # format template: "$$name" is a built-in field (device metadata or a seeds/002 name such as
+    # $$timestamp_seconds), "$$data.a.b" a field of the record. A placeholder that is a whole
+    # string becomes the typed value (numbers stay numbers); a missing field becomes null.
+    template: '{"imei": "$$imei", "speed": "$$data.speed", "at": "$$timestamp_seconds"}'
 
   - name: archive
     enabled: false

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/fleetrelay/fleetrelay/codec/format"
 )
 
 // DynamicFields are the per-device fields a route's url and header values may contain, written in
@@ -186,6 +189,27 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 	default:
 		p.add(path+".compression", "must be none, gzip or zstd, got %q", r.Compression)
 	}
+	switch r.Body {
+	case BodyArray, BodyObject:
+	default:
+		p.add(path+".body", "must be array or object, got %q", r.Body)
+	}
+	if _, err := r.CompileFormat(); err != nil {
+		var te *format.TemplateError
+		switch {
+		case errors.As(err, &te):
+			p.add(path+".template", "%v", err)
+		case errors.Is(err, format.ErrUnknownFormat):
+			p.add(path+".format", "must be one of %s, got %q", strings.Join(format.Names(), ", "), r.Format)
+		default:
+			p.add(path+".format", "%v", err)
+		}
+	}
+}
+
+// CompileFormat returns the route's message format with its options.
+func (r *Route) CompileFormat() (format.Format, error) {
+	return format.Lookup(r.Format, format.Options{AppID: r.AppID, DeviceType: r.DeviceType, Template: r.Template})
 }
 
 func (c *Config) validateURL(p *problems, path, raw string) {

@@ -167,6 +167,12 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 		if rt.Compress, err = deliver.NewCompressor(rc.Compression); err != nil {
 			return nil, fmt.Errorf("routes[%d].compression: %w", i, err)
 		}
+		if rt.Format, err = rc.CompileFormat(); err != nil {
+			return nil, fmt.Errorf("routes[%d].format: %w", i, err)
+		}
+		if rc.Body == config.BodyObject {
+			rt.Object, rt.MaxMessages = true, 1
+		}
 		names := make([]string, 0, len(rc.Headers))
 		for k := range rc.Headers {
 			names = append(names, k)

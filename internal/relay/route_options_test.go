@@ -160,3 +160,75 @@ func TestRouteSuccessCodes(t *testing.T) {
 		})
 	}
 }
+
+// Formats through the real relay: a sensoro route with body object receives one SENSORO push per
+// request; a template route receives arrays of rendered templates with typed values.
+func TestRouteFormats(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		bodies = map[string][][]byte{}
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies[r.URL.Path] = append(bodies[r.URL.Path], b)
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	cfg := testConfig(t, nil)
+	s := config.DefaultRoute()
+	s.Name, s.URL, s.Format, s.AppID, s.DeviceType, s.Body = "s", srv.URL+"/sensoro", "sensoro", "123456", "node", config.BodyObject
+	s.Batch.Linger = config.Duration(5 * time.Millisecond)
+	tp := config.DefaultRoute()
+	tp.Name, tp.URL, tp.Format = "t", srv.URL+"/template", "template"
+	tp.Template = `{"dev": "$$serial", "t": "$$data.temp", "note": "t=$$data.temp"}`
+	tp.Batch.Linger = config.Duration(5 * time.Millisecond)
+	cfg.Routes = append(cfg.Routes, s, tp)
+	cfg.Resolve()
+	r := startRelay(t, cfg)
+	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "F1"}, 1)
+	const n = 5
+	for i := range n {
+		if _, err := d.Send([]byte(fmt.Sprintf(`{"temp":%d.5,"i":%d}`, 20+i, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitAcked(t, d, n)
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		var tm int
+		for _, b := range bodies["/template"] {
+			var arr []json.RawMessage
+			if err := json.Unmarshal(b, &arr); err != nil {
+				return fmt.Errorf("template body %s: %v", b, err)
+			}
+			tm += len(arr)
+		}
+		if len(bodies["/sensoro"]) != n || tm != n {
+			return fmt.Errorf("%d sensoro requests, %d template messages; want %d each", len(bodies["/sensoro"]), tm, n)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, b := range bodies["/sensoro"] {
+		var m struct {
+			AppID, SN, Type, DeviceType, MsgID string
+			Data                               map[string]any
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("sensoro body %d is not one object: %s", i, b)
+		}
+		if m.AppID != "123456" || m.SN != "F1" || m.Type != "text" || m.DeviceType != "node" || m.Data["temp"] == nil {
+			t.Fatalf("sensoro push %s", b)
+		}
+	}
+	var first []map[string]any
+	if err := json.Unmarshal(bodies["/template"][0], &first); err != nil {
+		t.Fatal(err)
+	}
+	if m := first[0]; m["dev"] != "F1" || m["t"] != 20.5 || m["note"] != "t=20.5" {
+		t.Fatalf("template message %v: want dev F1, t the number 20.5, note the text", m)
+	}
+}
