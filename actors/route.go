@@ -7,8 +7,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/codec/fields"
+	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
