@@ -261,16 +261,17 @@ func (d *deviceActor) lines(m *linesMsg) {
 // append hands frame seq to the journal; the commit callback advances e.stored and schedules the
 // ACK, a refusal comes back as failedMsg. done, if not nil, is called when the store has answered.
 func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func(), arrived time.Time) {
+	meta := d.sys.meta(d.e.id)
 	f := &store.Frame{
 		Device:     d.e.id,
 		Serial:     d.e.serial,
-		IMEI:       d.e.imei,
-		ICCID:      d.e.iccid,
+		IMEI:       orMeta(d.e.imei, meta, func(m *DeviceMeta) string { return m.IMEI }),
+		ICCID:      orMeta(d.e.iccid, meta, func(m *DeviceMeta) string { return m.ICCID }),
 		Seq:        seq,
 		PrevSeq:    d.appended,
 		ReceivedAt: time.Now().UnixMilli(),
 		Records:    records,
-		Routes:     d.sys.allIDs,
+		Routes:     d.sys.routesFor(d.e.id, d.e.imei),
 	}
 	d.appended = seq
 	e, sys, gen := d.e, d.sys, d.gen

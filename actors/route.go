@@ -29,6 +29,7 @@ type Route struct {
 	Compress    deliver.Compressor // nil: bodies go uncompressed
 	Format      format.Format      // how each message is rendered; nil: envelope
 	Object      bool               // one message per request, the body its rendering (no array)
+	Filter      *Filter            // the devices it takes; nil: all
 }
 
 // Header is one configured request header; its value may hold dynamic fields.
@@ -237,7 +238,7 @@ func (ra *routeActor) laneFor(f *store.Frame) *lane {
 		k = append(k, byte(shard(f.Device, ra.r.Concurrency)), byte(shard(f.Device, ra.r.Concurrency)>>8))
 	}
 	if !ra.staticKey {
-		ra.vals = fields.Values{Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID}
+		ra.vals = ra.sys.values(f)
 		k = ra.r.URL.Append(k, &ra.vals)
 		for _, h := range ra.r.Headers {
 			k = append(k, '\n')
@@ -262,7 +263,7 @@ func shard(device string, n int) int {
 }
 
 func (ra *routeActor) newLane(key string, f *store.Frame) *lane {
-	v := fields.Values{Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID}
+	v := ra.sys.values(f)
 	l := &lane{url: string(ra.r.URL.Append(nil, &v))}
 	for _, h := range ra.r.Headers {
 		l.headers = append(l.headers, [2]string{h.Name, string(h.Value.Append(nil, &v))})
@@ -348,6 +349,10 @@ func (ra *routeActor) dispatch(l *lane) {
 				it := &items[i]
 				m = format.Message{Device: it.f.Device, Serial: it.f.Serial, IMEI: it.f.IMEI, ICCID: it.f.ICCID,
 					Seq: it.f.Seq, Index: int(it.rec), ReceivedAt: it.f.ReceivedAt, Attempt: attempt, Data: it.f.Records[it.rec]}
+				if md := sys.meta(it.f.Device); md != nil {
+					m.Custom1, m.Custom2, m.Custom3 = md.Custom1, md.Custom2, md.Custom3
+					m.Tags, m.Groups, m.Account = md.Tags, md.Groups, md.Account
+				}
 				b.Add(&m)
 			}
 			req.Body = b.Bytes()

@@ -48,6 +48,7 @@ type Options struct {
 	AckMode  string // AckPersist or AckDelivery
 	MaxFrame int    // announced in WELCOME
 	Routes   []*Route
+	Fleet    map[string]*DeviceMeta // device metadata by identity (may be nil)
 	Journal  Journal
 	Send     Sender
 	Logger   *slog.Logger
@@ -64,14 +65,15 @@ type Options struct {
 // System runs the device and route actors. It implements netio.Dispatcher; its methods are
 // safe for concurrent use and never block.
 type System struct {
-	opts   Options
-	log    *slog.Logger
-	as     *actor.ActorSystem
-	root   *actor.RootContext
-	disp   *workerDispatcher
-	routes []*routeRef // indexed like opts.Routes
-	byID   map[uint16]*routeRef
-	allIDs []uint16 // IDs of enabled routes: every frame goes to all of them
+	opts     Options
+	log      *slog.Logger
+	as       *actor.ActorSystem
+	root     *actor.RootContext
+	disp     *workerDispatcher
+	routes   []*routeRef // indexed like opts.Routes
+	byID     map[uint16]*routeRef
+	allIDs   []uint16 // IDs of enabled routes: without filters every frame goes to all of them
+	filtered bool     // some route has a filter
 
 	mu      sync.RWMutex // guards devices, dormant entries' state and every entry's wake and retirement
 	devices map[string]*deviceEntry
@@ -125,6 +127,7 @@ func New(opts Options) *System {
 		s.routes = append(s.routes, ref)
 		s.byID[r.ID] = ref
 		s.allIDs = append(s.allIDs, r.ID)
+		s.filtered = s.filtered || r.Filter != nil
 		ra := newRouteActor(s, r)
 		ref.pid = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return ra }, actor.WithDispatcher(s.disp)))
 	}

@@ -22,9 +22,42 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Settings shared by every route's HTTP delivery.
 	Delivery Delivery `yaml:"delivery"`
+	// Device metadata, one entry per device identity: what routes' dynamic fields, filters and
+	// formats know about a device beyond what it says itself. Devices not listed have none.
+	Fleet []Device `yaml:"fleet,omitempty"`
 	// Where device messages go: HTTP endpoints that receive them in batches.
 	Routes []Route `yaml:"routes,omitempty"`
 }
+
+// Device is one device's metadata.
+type Device struct {
+	// The identity the device gives: its serial in HELLO (or, without one, its IMEI), the UDATA
+	// identity, or the NDJSON identity field. Required, unique.
+	ID string `yaml:"id"`
+	// IMEI (15 digits) and ICCID, used when the device does not send them itself.
+	IMEI  string `yaml:"imei,omitempty"`
+	ICCID string `yaml:"iccid,omitempty"`
+	// Free fields, e.g. per-device credentials: [CUSTOM1]..[CUSTOM3] in URLs and headers.
+	Custom1 string `yaml:"custom1,omitempty"`
+	Custom2 string `yaml:"custom2,omitempty"`
+	Custom3 string `yaml:"custom3,omitempty"`
+	// Tags and groups, for route filters and formats.
+	Tags   []string `yaml:"tags,omitempty"`
+	Groups []string `yaml:"groups,omitempty"`
+	// The account the device belongs to.
+	Account string `yaml:"account,omitempty"`
+}
+
+// Filter selects the devices a route takes messages from. Empty matches every device; otherwise a
+// device matches if its IMEI is listed, or it has one of the tags, or it is in one of the groups.
+type Filter struct {
+	IMEIs  []string `yaml:"imeis,omitempty"`
+	Tags   []string `yaml:"tags,omitempty"`
+	Groups []string `yaml:"groups,omitempty"`
+}
+
+// Empty reports whether f matches every device.
+func (f *Filter) Empty() bool { return len(f.IMEIs) == 0 && len(f.Tags) == 0 && len(f.Groups) == 0 }
 
 // Log configures the process log.
 type Log struct {
@@ -197,6 +230,8 @@ type Route struct {
 	// Request body: array (the default), a JSON array of up to batch.max_messages messages; or
 	// object, one message per request, as SENSORO webhooks receive them.
 	Body string `yaml:"body"`
+	// Which devices' messages the route takes (default: all). Decided when a message is stored.
+	Filter Filter `yaml:"filter,omitempty"`
 }
 
 // Batch says when a route's pending messages are sent: as soon as max_messages or max_bytes is
@@ -282,6 +317,13 @@ func (c *Config) Resolve() {
 	if len(c.Routes) == 0 {
 		c.Routes = nil
 	}
+	if len(c.Fleet) == 0 {
+		c.Fleet = nil
+	}
+	for i := range c.Fleet {
+		d := &c.Fleet[i]
+		d.Tags, d.Groups = nilIfEmpty(d.Tags), nilIfEmpty(d.Groups)
+	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		if len(r.Headers) == 0 {
@@ -290,6 +332,7 @@ func (c *Config) Resolve() {
 		if len(r.SuccessCodes) == 0 {
 			r.SuccessCodes = nil
 		}
+		r.Filter.IMEIs, r.Filter.Tags, r.Filter.Groups = nilIfEmpty(r.Filter.IMEIs), nilIfEmpty(r.Filter.Tags), nilIfEmpty(r.Filter.Groups)
 		if r.Timeout == 0 {
 			r.Timeout = c.Delivery.Timeout
 		}
@@ -305,4 +348,11 @@ func (c *Config) Resolve() {
 			r.Retry.MaxBackoff = c.Delivery.Retry.MaxBackoff
 		}
 	}
+}
+
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }

@@ -69,10 +69,10 @@ func TestExample(t *testing.T) {
 	if !reflect.DeepEqual(c, config.Example()) {
 		t.Fatalf("Example() differs from Parse(ExampleYAML)")
 	}
-	// Outside routes, ExampleYAML shows the defaults.
-	c.Routes = nil
+	// Outside routes and fleet (examples, none by default), ExampleYAML shows the defaults.
+	c.Routes, c.Fleet = nil, nil
 	if !reflect.DeepEqual(c, config.Default()) {
-		t.Fatalf("ExampleYAML outside routes =\n%+v\nwant the defaults\n%+v", c, config.Default())
+		t.Fatalf("ExampleYAML outside routes and fleet =\n%+v\nwant the defaults\n%+v", c, config.Default())
 	}
 
 	// ExampleYAML names every key the types define.
@@ -212,7 +212,7 @@ func TestParse(t *testing.T) {
 
 	// Unknown keys, with path, line and a suggestion.
 	f("dta_dir: x\n", "dta_dir: unknown key; did you mean data_dir? (line 1)")
-	f("bogus: 1\n", "bogus: unknown key; known keys: admin, data_dir, delivery, devices, log, routes, store (line 1)")
+	f("bogus: 1\n", "bogus: unknown key; known keys: admin, data_dir, delivery, devices, fleet, log, routes, store (line 1)")
 	f("devices:\n  native:\n    tcp: :1\n    sctp: :2\n", "devices.native.sctp: unknown key", "(line 4)")
 	f(route("    batch:\n      max_message: 10\n"), "routes[0].batch.max_message: unknown key; did you mean max_messages? (line 5)")
 	f(route("    retry:\n      backoff: 1s\n"), "routes[0].retry.backoff: unknown key")
@@ -306,6 +306,12 @@ func TestParse(t *testing.T) {
 	f("routes:\n  - name: a\n    url: https://x.example/\n    success_codes: [200, 200]\n", "routes[0].success_codes[1]: 200 listed twice")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    compression: br\n", "routes[0].compression: must be none, gzip or zstd, got \"br\"")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    body: list\n", "routes[0].body: must be array or object, got \"list\"")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    filter:\n      imeis: ['123']\n", "routes[0].filter.imeis: \"123\" is not an IMEI (15 digits)")
+	f("fleet:\n  - id: A\n  - id: A\n", "fleet[1].id: duplicate device \"A\" (first listed as fleet[0])")
+	f("fleet:\n  - imei: '356938035643809'\n", "fleet[0].id: required")
+	f("fleet:\n  - id: A\n    imei: '35693803564380X'\n", "fleet[0].imei: \"35693803564380X\" is not an IMEI (15 digits)")
+	f("fleet:\n  - id: A\n    custom1: \"a\\nb\"\n", "fleet[0].custom1: must not contain line breaks or NUL")
+	f("fleet:\n  - id: A\n    colour: red\n", "fleet[0].colour: unknown key")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    format: template\n    template: '{\"a\": \"$$nosuch\"}'\n", "routes[0].template:", "nosuch")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    format: template\n    template: '{\"a\": '\n", "routes[0].template:")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    format: sensoro\n", "routes[0].format:")

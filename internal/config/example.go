@@ -162,6 +162,28 @@ routes:
     retry:
       initial_backoff: 1s
       max_backoff: 5m
+    # Which devices' messages the route takes, decided when a message is stored. Empty (the
+    # default) takes every device; otherwise a device is taken if its IMEI is listed, or it has
+    # one of the tags, or it is in one of the groups (see fleet).
+    filter:
+      imeis: ["356938035643809"]
+      tags: [cold-chain]
+      groups: [trucks]
+
+# Device metadata, one entry per device identity (the serial it gives in HELLO, or its IMEI
+# without one; the UDATA or NDJSON identity). Routes use it for [IMEI], [ICCID], [CUSTOM1]..
+# [CUSTOM3] in URLs and headers (e.g. per-device credentials), for filters and in formats.
+# Devices not listed have no metadata. None by default.
+fleet:
+  - id: SN-0001
+    imei: "356938035643809"   # used when the device does not send its own
+    iccid: "8944501234567890123"
+    custom1: device-key-abc   # free fields: [CUSTOM1]..[CUSTOM3]
+    custom2: ""
+    custom3: ""
+    tags: [cold-chain, eu]
+    groups: [trucks]
+    account: acme
 `
 
 // Example returns [ExampleYAML] parsed. It panics if ExampleYAML is invalid, which a test rules out.

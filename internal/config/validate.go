@@ -99,6 +99,7 @@ func (c *Config) Validate() error {
 	for i := range c.Routes {
 		c.validateRoute(&p, i, names)
 	}
+	c.validateFleet(&p)
 	return p.err()
 }
 
@@ -193,6 +194,11 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 	case BodyArray, BodyObject:
 	default:
 		p.add(path+".body", "must be array or object, got %q", r.Body)
+	}
+	for _, imei := range r.Filter.IMEIs {
+		if !validIMEI(imei) {
+			p.add(path+".filter.imeis", "%q is not an IMEI (15 digits)", imei)
+		}
 	}
 	if _, err := r.CompileFormat(); err != nil {
 		var te *format.TemplateError
@@ -385,4 +391,43 @@ func sizeText(s Size) string {
 		return strconv.FormatInt(int64(s), 10)
 	}
 	return s.String()
+}
+
+func validIMEI(s string) bool {
+	if len(s) != 15 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Config) validateFleet(p *problems) {
+	seen := map[string]int{}
+	for i := range c.Fleet {
+		d := &c.Fleet[i]
+		path := fmt.Sprintf("fleet[%d]", i)
+		switch {
+		case d.ID == "":
+			p.add(path+".id", "required")
+		case len(d.ID) > 255:
+			p.add(path+".id", "longer than 255 bytes")
+		default:
+			if first, dup := seen[d.ID]; dup {
+				p.add(path+".id", "duplicate device %q (first listed as fleet[%d])", d.ID, first)
+			}
+			seen[d.ID] = i
+		}
+		if d.IMEI != "" && !validIMEI(d.IMEI) {
+			p.add(path+".imei", "%q is not an IMEI (15 digits)", d.IMEI)
+		}
+		for k, v := range map[string]string{"custom1": d.Custom1, "custom2": d.Custom2, "custom3": d.Custom3, "iccid": d.ICCID} {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				p.add(path+"."+k, "must not contain line breaks or NUL")
+			}
+		}
+	}
 }

@@ -93,6 +93,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		AckMode:  string(cfg.Devices.Ack),
 		MaxFrame: int(cfg.Devices.MaxFrame),
 		Routes:   routes,
+		Fleet:    fleet(cfg.Fleet),
 		Journal:  st,
 		Send: func(ctx context.Context, p *deliver.Policy, req *deliver.Request,
 			build func(int, *deliver.Request) error, onResult func(int, deliver.Result)) (int, error) {
@@ -124,6 +125,16 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		registerPprof(r.admin)
 	}
 	return r, nil
+}
+
+// fleet is the device metadata of the config, by identity.
+func fleet(devs []config.Device) map[string]*actors.DeviceMeta {
+	m := make(map[string]*actors.DeviceMeta, len(devs))
+	for _, d := range devs {
+		m[d.ID] = &actors.DeviceMeta{IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
+			Tags: d.Tags, Groups: d.Groups, Account: d.Account}
+	}
+	return m
 }
 
 func (r *Relay) compileRoutes() ([]*actors.Route, error) {
@@ -173,6 +184,7 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 		if rc.Body == config.BodyObject {
 			rt.Object, rt.MaxMessages = true, 1
 		}
+		rt.Filter = actors.NewFilter(rc.Filter.IMEIs, rc.Filter.Tags, rc.Filter.Groups)
 		names := make([]string, 0, len(rc.Headers))
 		for k := range rc.Headers {
 			names = append(names, k)

@@ -232,3 +232,79 @@ func TestRouteFormats(t *testing.T) {
 		t.Fatalf("template message %v: want dev F1, t the number 20.5, note the text", m)
 	}
 }
+
+// Device metadata and filters: [CUSTOM1] in a header carries each device's own credential; a
+// route filtered by tag gets only the tagged device; an unfiltered one gets both; the metadata's
+// IMEI fills [IMEI] and the envelope for a device that did not send one.
+func TestFleetMetadataAndFilters(t *testing.T) {
+	type got struct{ path, auth, imei string }
+	var (
+		mu   sync.Mutex
+		seen []got
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []struct {
+			Serial string `json:"serial"`
+			IMEI   string `json:"imei"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		mu.Lock()
+		for _, m := range batch {
+			seen = append(seen, got{r.URL.Path, r.Header.Get("Authorization"), m.IMEI})
+		}
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	cfg := testConfig(t, nil)
+	cfg.Fleet = []config.Device{
+		{ID: "EU1", IMEI: "356938035643809", Custom1: "key-eu1", Tags: []string{"eu", "cold-chain"}},
+		{ID: "US1", Custom1: "key-us1", Groups: []string{"trucks"}},
+	}
+	eu := config.DefaultRoute()
+	eu.Name, eu.URL = "eu", srv.URL+"/eu/[IMEI]"
+	eu.Headers = map[string]string{"Authorization": "Bearer [CUSTOM1]"}
+	eu.Filter = config.Filter{Tags: []string{"eu"}}
+	eu.Batch.Linger = config.Duration(5 * time.Millisecond)
+	all := config.DefaultRoute()
+	all.Name, all.URL = "all", srv.URL+"/all"
+	all.Headers = map[string]string{"Authorization": "Bearer [CUSTOM1]"}
+	all.Batch.Linger = config.Duration(5 * time.Millisecond)
+	cfg.Routes = append(cfg.Routes, eu, all)
+	cfg.Resolve()
+	r := startRelay(t, cfg)
+	for _, id := range []string{"EU1", "US1"} {
+		d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: id}, 1)
+		if _, err := d.Send(record(id, 1, 0)); err != nil {
+			t.Fatal(err)
+		}
+		waitAcked(t, d, 1)
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) != 3 {
+			return fmt.Errorf("%d messages arrived, want 3 (EU1 twice, US1 once)", len(seen))
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // nothing more may come
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[got]bool{
+		{"/eu/356938035643809", "Bearer key-eu1", "356938035643809"}: true,
+		{"/all", "Bearer key-eu1", "356938035643809"}:                true,
+		{"/all", "Bearer key-us1", ""}:                               true,
+	}
+	for _, g := range seen {
+		if !want[g] {
+			t.Errorf("unexpected delivery %+v", g)
+		}
+		delete(want, g)
+	}
+	if len(want) > 0 || len(seen) != 3 {
+		t.Fatalf("missing %v (got %v)", want, seen)
+	}
+}

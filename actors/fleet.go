@@ -1,0 +1,99 @@
+package actors
+
+import (
+	"github.com/fleetrelay/fleetrelay/codec/fields"
+	"github.com/fleetrelay/fleetrelay/internal/store"
+)
+
+// DeviceMeta is what the relay knows about a device beyond what the device says itself
+// (config fleet). Read-only once the System starts.
+type DeviceMeta struct {
+	IMEI, ICCID               string // used when the device does not send its own
+	Custom1, Custom2, Custom3 string
+	Tags, Groups              []string
+	Account                   string
+}
+
+// Filter selects the devices a route takes. A nil *Filter matches every device; otherwise a
+// device matches if its IMEI is listed, or it has one of the tags, or is in one of the groups.
+type Filter struct {
+	IMEIs, Tags, Groups map[string]bool
+}
+
+// NewFilter returns the filter of the given lists, or nil if they are all empty.
+func NewFilter(imeis, tags, groups []string) *Filter {
+	if len(imeis)+len(tags)+len(groups) == 0 {
+		return nil
+	}
+	set := func(l []string) map[string]bool {
+		m := make(map[string]bool, len(l))
+		for _, s := range l {
+			m[s] = true
+		}
+		return m
+	}
+	return &Filter{IMEIs: set(imeis), Tags: set(tags), Groups: set(groups)}
+}
+
+// Match reports whether a device with this IMEI and metadata (nil: none) passes f.
+func (f *Filter) Match(imei string, m *DeviceMeta) bool {
+	if f == nil {
+		return true
+	}
+	if imei != "" && f.IMEIs[imei] {
+		return true
+	}
+	if m == nil {
+		return false
+	}
+	for _, t := range m.Tags {
+		if f.Tags[t] {
+			return true
+		}
+	}
+	for _, g := range m.Groups {
+		if f.Groups[g] {
+			return true
+		}
+	}
+	return false
+}
+
+// meta returns the metadata of device id, or nil.
+func (s *System) meta(id string) *DeviceMeta { return s.opts.Fleet[id] }
+
+// routesFor returns the IDs of the routes that take a frame of device id whose IMEI is imei.
+func (s *System) routesFor(id, imei string) []uint16 {
+	if !s.filtered {
+		return s.allIDs
+	}
+	m := s.meta(id)
+	if imei == "" && m != nil {
+		imei = m.IMEI
+	}
+	var ids []uint16
+	for _, ref := range s.routes {
+		if ref.r.Filter.Match(imei, m) {
+			ids = append(ids, ref.r.ID)
+		}
+	}
+	return ids
+}
+
+// orMeta returns v, or if it is empty the metadata's value.
+func orMeta(v string, m *DeviceMeta, get func(*DeviceMeta) string) string {
+	if v != "" || m == nil {
+		return v
+	}
+	return get(m)
+}
+
+// values are the dynamic fields of a stored frame's device: its identity as stored, and the
+// custom fields of its metadata.
+func (s *System) values(f *store.Frame) fields.Values {
+	v := fields.Values{Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID}
+	if m := s.meta(f.Device); m != nil {
+		v.Custom1, v.Custom2, v.Custom3 = m.Custom1, m.Custom2, m.Custom3
+	}
+	return v
+}
