@@ -308,3 +308,44 @@ func TestFleetMetadataAndFilters(t *testing.T) {
 		t.Fatalf("missing %v (got %v)", want, seen)
 	}
 }
+
+// A 503 with Retry-After: 2 holds the next attempt back by at least 2 s (the backoff alone would
+// retry within 200 ms here).
+func TestRetryAfterHonoured(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		times []time.Time
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		times = append(times, time.Now())
+		first := len(times) == 1
+		mu.Unlock()
+		if first {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(503)
+		}
+	}))
+	defer srv.Close()
+	cfg := testConfig(t, nil)
+	rt := config.DefaultRoute()
+	rt.Name, rt.URL = "ra", srv.URL+"/in"
+	rt.Batch.Linger = 0
+	cfg.Routes = append(cfg.Routes, rt)
+	cfg.Resolve()
+	r := startRelay(t, cfg)
+	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "RA1"}, 1)
+	if _, err := d.Send(record("RA1", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, r, `fleetrelay_route_delivered_messages_total{route="ra"}`, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) != 2 {
+		t.Fatalf("%d requests, want 2", len(times))
+	}
+	if gap := times[1].Sub(times[0]); gap < 2*time.Second {
+		t.Fatalf("retried %v after Retry-After: 2", gap)
+	}
+}
