@@ -46,9 +46,10 @@ type (
 		items []item
 		err   error
 	}
-	tickMsg   struct{}
-	drainMsg  struct{}
-	idleQuery struct{} // answered once no batch is in flight after drainMsg
+	tickMsg     struct{}
+	drainMsg    struct{}
+	idleQuery   struct{} // answered once no batch is in flight after drainMsg
+	oldestQuery struct{} // answered with the oldest pending record's receivedAt (Unix ms, 0: none)
 )
 
 // item is one record waiting in a lane.
@@ -69,6 +70,7 @@ type lane struct {
 	bytes   int
 	since   time.Time // when the oldest queued record arrived
 	busy    bool
+	flying  int64 // receivedAt (Unix ms) of the oldest record of the batch in flight
 }
 
 func (l *lane) ready(r *Route, now time.Time) bool {
@@ -137,7 +139,30 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 	case idleQuery:
 		ra.respond = append(ra.respond, ctx.Sender())
 		ra.answerIdle()
+	case oldestQuery:
+		ctx.Respond(ra.oldest())
 	}
+}
+
+// oldest is the receivedAt (Unix ms) of the oldest record the route has not delivered, 0 if
+// none. Records are paged in from the store oldest first, so the oldest are in memory.
+func (ra *routeActor) oldest() int64 {
+	var o int64
+	for _, l := range ra.lanes {
+		for _, t := range []int64{l.flying, l.first()} {
+			if t > 0 && (o == 0 || t < o) {
+				o = t
+			}
+		}
+	}
+	return o
+}
+
+func (l *lane) first() int64 {
+	if len(l.q) == 0 {
+		return 0
+	}
+	return l.q[0].f.ReceivedAt
 }
 
 func (ra *routeActor) answerIdle() {
@@ -324,6 +349,10 @@ func (ra *routeActor) dispatch(l *lane) {
 	copy(items, l.q)
 	l.q = l.q[n:]
 	l.busy = true
+	l.flying = items[0].f.ReceivedAt
+	for _, it := range items[1:] {
+		l.flying = min(l.flying, it.f.ReceivedAt)
+	}
 	ra.inflight++
 
 	sys, r, self := ra.sys, ra.r, ra.self
@@ -376,7 +405,7 @@ var compressBufs = sync.Pool{New: func() any { return new([]byte) }}
 func (ra *routeActor) done(m *batchDone) {
 	ra.inflight--
 	l := m.lane
-	l.busy = false
+	l.busy, l.flying = false, 0
 	if m.err != nil {
 		// Only shutdown ends a delivery unsuccessfully; the records stay in the store.
 		if !errors.Is(m.err, ra.sys.ctx.Err()) {

@@ -362,6 +362,26 @@ func (s *System) Lines(identity string, imei bool, records [][]byte, done func()
 // DeviceActors is how many device actors are alive (awake entries). Safe for concurrent use.
 func (s *System) DeviceActors() int64 { return s.actors.Load() }
 
+// Routes are the names of the routes, in Options.Routes order.
+func (s *System) Routes() []string {
+	names := make([]string, len(s.routes))
+	for i, ref := range s.routes {
+		names[i] = ref.r.Name
+	}
+	return names
+}
+
+// OldestPending is the age of the oldest message route i (in Options.Routes order) has not
+// delivered yet: 0 when it has none, or when its actor does not answer within a second.
+func (s *System) OldestPending(i int) time.Duration {
+	res, err := s.root.RequestFuture(s.routes[i].pid, oldestQuery{}, time.Second).Result()
+	ms, ok := res.(int64)
+	if err != nil || !ok || ms == 0 {
+		return 0
+	}
+	return max(0, time.Since(time.UnixMilli(ms)))
+}
+
 // LinesLost is how many NDJSON lines the store refused. With no acknowledgements in NDJSON they
 // are lost: the gateway never learns of it. Safe for concurrent use.
 func (s *System) LinesLost() int64 { return s.linesLost.Load() }

@@ -288,6 +288,13 @@ func (r *Relay) registerMetrics() {
 	counter := func(name, help string, f func() float64) {
 		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
 	}
+	for i := range sys.Routes() {
+		i := i
+		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fleetrelay_route_oldest_pending_seconds", Help: "Age of the oldest message a route has not delivered yet (0: none).",
+			ConstLabels: prometheus.Labels{"route": sys.Routes()[i]},
+		}, func() float64 { return sys.OldestPending(i).Seconds() }))
+	}
 	gauge("fleetrelay_device_connections", "Open device TCP connections (native and NDJSON).", func() float64 { return float64(n.Stats().Connections) })
 	counter("fleetrelay_device_frames_total", "Native frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })
 	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices (native frames and NDJSON lines).", func() float64 { return float64(n.Stats().Bytes) })

@@ -139,6 +139,7 @@ func TestRouteSuccessCodes(t *testing.T) {
 			if c.delivered {
 				waitMetric(t, r, `fleetrelay_route_delivered_messages_total{route="s"}`, 1)
 				waitMetric(t, r, `fleetrelay_route_queued_messages{route="s"}`, 0)
+				waitMetric(t, r, `fleetrelay_route_oldest_pending_seconds{route="s"}`, 0)
 				time.Sleep(300 * time.Millisecond) // would be long enough for retries (backoff ≤ 200 ms)
 				if n := requests.Load(); n != 1 {
 					t.Fatalf("%d requests for one delivered message, want 1", n)
@@ -156,6 +157,9 @@ func TestRouteSuccessCodes(t *testing.T) {
 			}
 			if v := metric(t, r, `fleetrelay_route_retries_total{route="s"}`); v < 2 {
 				t.Fatalf("retries = %v after %d requests", v, requests.Load())
+			}
+			if v := metric(t, r, `fleetrelay_route_oldest_pending_seconds{route="s"}`); v <= 0 {
+				t.Fatalf("oldest pending = %v s for an undelivered message", v)
 			}
 		})
 	}
