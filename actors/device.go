@@ -320,13 +320,8 @@ func (d *deviceActor) maybeRetire(ctx actor.Context) bool {
 
 // identityFields maps a UDATA identity to serial or IMEI: exactly 15 digits is an IMEI.
 func identityFields(id string) (serial, imei string) {
-	if len(id) != 15 {
-		return id, ""
+	if native.ValidIMEI(id) {
+		return "", id
 	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < '0' || id[i] > '9' {
-			return id, ""
-		}
-	}
-	return "", id
+	return id, ""
 }

@@ -120,7 +120,7 @@ func ParseHello(body []byte) (Hello, error) {
 	if h.Serial == "" && h.IMEI == "" {
 		return h, fmt.Errorf("%w: hello needs serial or imei", ErrMalformed)
 	}
-	if h.IMEI != "" && !validIMEI(h.IMEI) {
+	if h.IMEI != "" && !ValidIMEI(h.IMEI) {
 		return h, fmt.Errorf("%w: imei %q is not 15 digits", ErrMalformed, h.IMEI)
 	}
 	if len(h.Identity()) > MaxIdentity {
@@ -129,7 +129,8 @@ func ParseHello(body []byte) (Hello, error) {
 	return h, nil
 }
 
-func validIMEI(s string) bool {
+// ValidIMEI reports whether s is an IMEI as the protocol carries it: exactly 15 digits.
+func ValidIMEI(s string) bool {
 	if len(s) != 15 {
 		return false
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/fleetrelay/fleetrelay/codec/format"
+	"github.com/fleetrelay/fleetrelay/codec/native"
 )
 
 // DynamicFields are the per-device fields a route's url and header values may contain, written in
@@ -196,7 +197,7 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 		p.add(path+".body", "must be array or object, got %q", r.Body)
 	}
 	for _, imei := range r.Filter.IMEIs {
-		if !validIMEI(imei) {
+		if !native.ValidIMEI(imei) {
 			p.add(path+".filter.imeis", "%q is not an IMEI (15 digits)", imei)
 		}
 	}
@@ -393,18 +394,6 @@ func sizeText(s Size) string {
 	return s.String()
 }
 
-func validIMEI(s string) bool {
-	if len(s) != 15 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 func (c *Config) validateFleet(p *problems) {
 	seen := map[string]int{}
 	for i := range c.Fleet {
@@ -421,7 +410,7 @@ func (c *Config) validateFleet(p *problems) {
 			}
 			seen[d.ID] = i
 		}
-		if d.IMEI != "" && !validIMEI(d.IMEI) {
+		if d.IMEI != "" && !native.ValidIMEI(d.IMEI) {
 			p.add(path+".imei", "%q is not an IMEI (15 digits)", d.IMEI)
 		}
 		for k, v := range map[string]string{"custom1": d.Custom1, "custom2": d.Custom2, "custom3": d.Custom3, "iccid": d.ICCID} {
