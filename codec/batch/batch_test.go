@@ -198,64 +198,8 @@ func TestEscapingMatchesEncodingJSON(t *testing.T) {
 	f(string(all))
 }
 
-func TestBuilder(t *testing.T) {
-	var b batch.Builder
-	if got := string(b.Bytes()); got != "[]" || b.Size() != 2 || b.Len() != 0 {
-		t.Fatalf("empty Builder: Bytes() = %q, Size() = %d, Len() = %d, want [], 2, 0", got, b.Size(), b.Len())
-	}
-	msgs := []batch.Message{
-		{Device: "SN1", Serial: "SN1", Seq: 1, Index: 0, ReceivedAt: ms, Data: []byte(`{"a":1}`)},
-		{Device: "SN1", Serial: "SN1", Seq: 1, Index: 1, ReceivedAt: ms, Data: []byte(`{"a":2}`)},
-		{Device: "SN2", IMEI: "SN2", Seq: 9, Index: 0, ReceivedAt: ms, Data: []byte(`{"b":[]}`)},
-	}
-	for round := 0; round < 3; round++ {
-		b.Reset()
-		for i := range msgs {
-			b.Add(&msgs[i], round)
-			body := b.Bytes()
-			if b.Size() != len(body) {
-				t.Fatalf("round %d after %d: Size() = %d, len(Bytes()) = %d", round, i+1, b.Size(), len(body))
-			}
-			if b.Len() != i+1 {
-				t.Fatalf("round %d: Len() = %d, want %d", round, b.Len(), i+1)
-			}
-		}
-		body := b.Bytes()
-		var items []json.RawMessage
-		if err := json.Unmarshal(body, &items); err != nil {
-			t.Fatalf("round %d: body %s is not a JSON array: %v", round, body, err)
-		}
-		if len(items) != len(msgs) {
-			t.Fatalf("round %d: %d items, want %d", round, len(items), len(msgs))
-		}
-		for i := range items {
-			want := batch.AppendEnvelope(nil, &msgs[i], round)
-			if !bytes.Equal(items[i], want) {
-				t.Errorf("round %d item %d = %s, want %s", round, i, items[i], want)
-			}
-			checkDecoded(t, items[i], &msgs[i], round)
-		}
-	}
-	b.Reset()
-	if got := string(b.Bytes()); got != "[]" {
-		t.Fatalf("after Reset: Bytes() = %q, want []", got)
-	}
-}
-
-func TestBuilderAllocs(t *testing.T) {
-	msgs := benchMessages(500)
-	var b batch.Builder
-	build := func() {
-		b.Reset()
-		for i := range msgs {
-			b.Add(&msgs[i], 0)
-		}
-		_ = b.Bytes()
-	}
-	build() // grow the buffer once
-	if n := testing.AllocsPerRun(20, build); n != 0 {
-		t.Fatalf("Builder of 500 messages: %v allocs per batch, want 0", n)
-	}
+func TestEnvelopeAllocs(t *testing.T) {
+	msgs := benchMessages(1)
 	buf := make([]byte, 0, 4096)
 	if n := testing.AllocsPerRun(100, func() { buf = batch.AppendEnvelope(buf[:0], &msgs[0], 3) }); n != 0 {
 		t.Fatalf("AppendEnvelope: %v allocs, want 0", n)
@@ -287,14 +231,6 @@ func FuzzEnvelope(f *testing.F) {
 			t.Fatalf("EnvelopeSize = %d, below the real size %d", n, len(got))
 		}
 		checkDecoded(t, got, &m, attempt)
-
-		var b batch.Builder
-		b.Add(&m, attempt)
-		b.Add(&m, attempt)
-		var arr []json.RawMessage
-		if err := json.Unmarshal(b.Bytes(), &arr); err != nil || len(arr) != 2 {
-			t.Fatalf("batch %s: %d items, err %v", b.Bytes(), len(arr), err)
-		}
 	})
 }
 
@@ -331,21 +267,3 @@ func BenchmarkEnvelopeSize(b *testing.B) {
 	_ = n
 }
 
-func BenchmarkBatch500(b *testing.B) {
-	msgs := benchMessages(500)
-	var bl batch.Builder
-	for i := range msgs {
-		bl.Add(&msgs[i], 0)
-	}
-	b.SetBytes(int64(len(bl.Bytes())))
-	b.ReportAllocs()
-	start := time.Now()
-	for b.Loop() {
-		bl.Reset()
-		for i := range msgs {
-			bl.Add(&msgs[i], 0)
-		}
-		_ = bl.Bytes()
-	}
-	b.ReportMetric(float64(b.N*len(msgs))/time.Since(start).Seconds(), "msgs/s")
-}

@@ -67,3 +67,50 @@ func BenchmarkCompile(b *testing.B) {
 		}
 	}
 }
+
+// batch500 is 500 envelope messages of 100 devices, as a route batches them.
+func batch500() []format.Message {
+	msgs := make([]format.Message, 500)
+	for i := range msgs {
+		dev := "SN" + string(rune('A'+i%26)) + string(rune('a'+i/26%26))
+		msgs[i] = format.Message{Device: dev, Serial: dev, IMEI: "356938035643809", ICCID: "8944501234567890123",
+			Seq: uint64(1000 + i), Index: i % 3, ReceivedAt: 1795341600123 + int64(i), Data: []byte(benchRecord)}
+	}
+	return msgs
+}
+
+// BenchmarkBatch500 is a route's request body: 500 envelopes in one JSON array.
+func BenchmarkBatch500(b *testing.B) {
+	msgs := batch500()
+	var bl format.Builder
+	bl.Reset(nil)
+	for i := range msgs {
+		bl.Add(&msgs[i])
+	}
+	b.SetBytes(int64(len(bl.Bytes())))
+	b.ReportAllocs()
+	for b.Loop() {
+		bl.Reset(nil)
+		for i := range msgs {
+			bl.Add(&msgs[i])
+		}
+		_ = bl.Bytes()
+	}
+	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func TestBatch500Allocs(t *testing.T) {
+	msgs := batch500()
+	var bl format.Builder
+	build := func() {
+		bl.Reset(nil)
+		for i := range msgs {
+			bl.Add(&msgs[i])
+		}
+		_ = bl.Bytes()
+	}
+	build() // grow the buffer once
+	if n := testing.AllocsPerRun(20, build); n != 0 {
+		t.Fatalf("a batch of 500 envelopes: %v allocs, want 0", n)
+	}
+}
