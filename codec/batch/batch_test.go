@@ -266,4 +266,3 @@ func BenchmarkEnvelopeSize(b *testing.B) {
 	}
 	_ = n
 }
-
