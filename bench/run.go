@@ -327,6 +327,12 @@ func relayConfig(s *Scenario, dir, devAddr, ndjsonAddr, adminAddr, sinkURL strin
 	if !s.Relay.NoRoute {
 		fmt.Fprintf(&b, "routes:\n  - name: bench\n    url: %s/ingest\n    concurrency: %d\n    batch:\n      max_messages: %d\n      linger: %s\n",
 			sinkURL, s.Relay.Concurrency, s.Relay.MaxMessages, time.Duration(s.Relay.Linger))
+		if s.Relay.Format != "" {
+			fmt.Fprintf(&b, "    format: %s\n", s.Relay.Format)
+		}
+		if s.Relay.Template != "" {
+			fmt.Fprintf(&b, "    template: %q\n", s.Relay.Template)
+		}
 	}
 	return b.String()
 }

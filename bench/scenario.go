@@ -37,6 +37,8 @@ type RelaySpec struct {
 	Linger      Duration `yaml:"linger"`       // route linger (default 20ms)
 	Concurrency int      `yaml:"concurrency"`  // route concurrency (default 4)
 	NoRoute     bool     `yaml:"no_route"`     // run without a route (connections scenario)
+	Format      string   `yaml:"format"`       // the route's format (default envelope)
+	Template    string   `yaml:"template"`     // the route's template (format template)
 }
 
 // LoadSpec is the simulated fleet.
