@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -261,18 +262,21 @@ func (d *deviceActor) lines(m *linesMsg) {
 // append hands frame seq to the journal; the commit callback advances e.stored and schedules the
 // ACK, a refusal comes back as failedMsg. done, if not nil, is called when the store has answered.
 func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func(), arrived time.Time) {
-	meta := d.sys.meta(d.e.id)
 	f := &store.Frame{
 		Device:     d.e.id,
 		Serial:     d.e.serial,
-		IMEI:       orMeta(d.e.imei, meta, func(m *DeviceMeta) string { return m.IMEI }),
-		ICCID:      orMeta(d.e.iccid, meta, func(m *DeviceMeta) string { return m.ICCID }),
+		IMEI:       d.e.imei,
+		ICCID:      d.e.iccid,
 		Seq:        seq,
 		PrevSeq:    d.appended,
 		ReceivedAt: time.Now().UnixMilli(),
 		Records:    records,
-		Routes:     d.sys.routesFor(d.e.id, d.e.imei),
 	}
+	meta := d.sys.meta(d.e.id)
+	if meta != nil { // what the device did not say itself
+		f.IMEI, f.ICCID = cmp.Or(f.IMEI, meta.IMEI), cmp.Or(f.ICCID, meta.ICCID)
+	}
+	f.Routes = d.sys.routesFor(f.IMEI, meta)
 	d.appended = seq
 	e, sys, gen := d.e, d.sys, d.gen
 	lost := 0

@@ -62,14 +62,11 @@ func (f *Filter) Match(imei string, m *DeviceMeta) bool {
 // meta returns the metadata of device id, or nil.
 func (s *System) meta(id string) *DeviceMeta { return s.opts.Fleet[id] }
 
-// routesFor returns the IDs of the routes that take a frame of device id whose IMEI is imei.
-func (s *System) routesFor(id, imei string) []uint16 {
+// routesFor returns the IDs of the routes that take a frame of a device with this IMEI and
+// metadata (nil: none).
+func (s *System) routesFor(imei string, m *DeviceMeta) []uint16 {
 	if !s.filtered {
 		return s.allIDs
-	}
-	m := s.meta(id)
-	if imei == "" && m != nil {
-		imei = m.IMEI
 	}
 	var ids []uint16
 	for _, ref := range s.routes {
@@ -78,14 +75,6 @@ func (s *System) routesFor(id, imei string) []uint16 {
 		}
 	}
 	return ids
-}
-
-// orMeta returns v, or if it is empty the metadata's value.
-func orMeta(v string, m *DeviceMeta, get func(*DeviceMeta) string) string {
-	if v != "" || m == nil {
-		return v
-	}
-	return get(m)
 }
 
 // values are the dynamic fields of a stored frame's device: its identity as stored, and the

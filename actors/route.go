@@ -99,6 +99,9 @@ type routeActor struct {
 }
 
 func newRouteActor(s *System, r *Route) *routeActor {
+	if r.Format == nil {
+		r.Format, _ = format.Lookup(format.NameEnvelope, format.Options{})
+	}
 	static := r.URL.Static()
 	for _, h := range r.Headers {
 		static = static && h.Value.Static()
@@ -243,12 +246,10 @@ func (ra *routeActor) enqueue(l *lane, f *store.Frame, ri int, ref store.Ref, no
 	if len(l.q) == 0 && !l.busy {
 		l.since = now
 	}
-	size := int32(len(f.Records[ri]) + len(f.Device)*2 + len(f.Serial) + len(f.IMEI) + len(f.ICCID) + 160)
-	if ra.r.Format != nil { // the format's own estimate (an upper bound for envelope)
-		m := format.Message{Device: f.Device, Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID, Seq: f.Seq, Index: ri,
-			ReceivedAt: f.ReceivedAt, Data: f.Records[ri]}
-		size = int32(ra.r.Format.SizeHint(&m))
-	}
+	// The format's own estimate (an upper bound for envelope).
+	m := format.Message{Device: f.Device, Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID, Seq: f.Seq, Index: ri,
+		ReceivedAt: f.ReceivedAt, Data: f.Records[ri]}
+	size := int32(ra.r.Format.SizeHint(&m))
 	l.q = append(l.q, item{f: f, rec: uint16(ri), size: size, ref: ref})
 	l.bytes += int(size)
 	ra.queued++

@@ -37,8 +37,9 @@ func appendEscapedByte(dst []byte, b byte) []byte {
 	return append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
 }
 
-// appendEscaped appends s JSON-escaped, without quotes.
-func appendEscaped(dst []byte, s string) []byte {
+// appendEscaped appends s (a string, or raw JSON text rendered as a string) JSON-escaped,
+// without quotes.
+func appendEscaped[S ~string | ~[]byte](dst []byte, s S) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		b := s[i]
@@ -52,40 +53,8 @@ func appendEscaped(dst []byte, s string) []byte {
 			start = i
 			continue
 		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(append(dst, s[start:i]...), `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(append(dst, s[start:i]...), '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(dst, s[start:]...)
-}
-
-// appendEscapedBytes is appendEscaped for a byte slice (raw JSON text rendered as a string).
-func appendEscapedBytes(dst, s []byte) []byte {
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			if safe[b] {
-				i++
-				continue
-			}
-			dst = appendEscapedByte(append(dst, s[start:i]...), b)
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRune(s[i:])
+		// At most UTFMax bytes are converted: no allocation for a byte slice.
+		c, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if c == utf8.RuneError && size == 1 {
 			dst = append(append(dst, s[start:i]...), `\ufffd`...)
 			i++

@@ -307,7 +307,7 @@ func appendRawText(dst, raw []byte) []byte {
 	case 'n':
 		return dst
 	case '{', '[':
-		return appendEscapedBytes(dst, raw)
+		return appendEscaped(dst, raw)
 	}
 	return append(dst, raw...)
 }

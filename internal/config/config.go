@@ -56,9 +56,6 @@ type Filter struct {
 	Groups []string `yaml:"groups,omitempty"`
 }
 
-// Empty reports whether f matches every device.
-func (f *Filter) Empty() bool { return len(f.IMEIs) == 0 && len(f.Tags) == 0 && len(f.Groups) == 0 }
-
 // Log configures the process log.
 type Log struct {
 	// Lowest level written: debug, info, warn or error.
