@@ -15,6 +15,8 @@ type Metrics struct {
 	Delivered *prometheus.CounterVec   // route
 	Attempts  *prometheus.CounterVec   // route, outcome (success, status, error)
 	Retried   *prometheus.CounterVec   // route: requests that retried a batch
+	Failed    *prometheus.CounterVec   // route: messages of failed requests
+	Dead      *prometheus.CounterVec   // route: messages moved to the dead-letter list
 	Latency   *prometheus.HistogramVec // route
 	Queued    *prometheus.GaugeVec     // route
 	Stored    prometheus.Histogram     // DATA frame arrival to store commit
@@ -35,6 +37,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Retried: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetrelay_route_retries_total", Help: "Delivery requests that retried a batch after a failed attempt (included in fleetrelay_route_requests_total).",
 		}, []string{"route"}),
+		Failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetrelay_route_failed_messages_total", Help: "Messages of failed requests (a non-success status or a transport error), counted once per failed attempt.",
+		}, []string{"route"}),
+		Dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetrelay_route_dead_lettered_messages_total", Help: "Messages moved to the route's dead-letter list after max_attempts or retention.",
+		}, []string{"route"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "fleetrelay_route_request_seconds", Help: "Delivery request latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
@@ -51,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "From a native DATA frame's arrival (the read that completed it) to its commit in the store; with persist acks its ACK is written right after.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
-	reg.MustRegister(m.Stored, m.Delivered, m.Attempts, m.Retried, m.Latency, m.Queued, m.DeviceActors)
+	reg.MustRegister(m.Stored, m.Delivered, m.Attempts, m.Retried, m.Failed, m.Dead, m.Latency, m.Queued, m.DeviceActors)
 	return m
 }
 
@@ -79,11 +87,12 @@ func (m *Metrics) queued(route string, n int) {
 	}
 }
 
-// observe returns the per-attempt hook for one route's deliveries.
-func (m *Metrics) observe(route string) func(attempt int, res deliver.Result) {
+// observe returns the per-attempt hook for one batch of n messages of a route.
+func (m *Metrics) observe(route string, p *deliver.Policy, n int) func(attempt int, res deliver.Result) {
 	if m == nil {
 		return nil
 	}
+	failedMsgs := m.Failed.WithLabelValues(route)
 	lat := m.Latency.WithLabelValues(route)
 	ok, status, failed := m.Attempts.WithLabelValues(route, "success"), m.Attempts.WithLabelValues(route, "status"), m.Attempts.WithLabelValues(route, "error")
 	retried := m.Retried.WithLabelValues(route)
@@ -95,10 +104,12 @@ func (m *Metrics) observe(route string) func(attempt int, res deliver.Result) {
 		switch {
 		case res.Err != nil:
 			failed.Inc()
-		case res.Status >= 200 && res.Status < 300:
+			failedMsgs.Add(float64(n))
+		case p.Succeeded(res.Status):
 			ok.Inc()
 		default:
 			status.Inc()
+			failedMsgs.Add(float64(n))
 		}
 	}
 }

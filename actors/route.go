@@ -46,7 +46,11 @@ type (
 		items []item
 		err   error
 	}
-	tickMsg     struct{}
+	tickMsg struct{}
+	waitMsg struct { // a lane's batch starts (on) or ends (off) waiting to retry
+		lane *lane
+		on   bool
+	}
 	drainMsg    struct{}
 	idleQuery   struct{} // answered once no batch is in flight after drainMsg
 	oldestQuery struct{} // answered with the oldest pending record's receivedAt (Unix ms, 0: none)
@@ -70,6 +74,7 @@ type lane struct {
 	bytes   int
 	since   time.Time // when the oldest queued record arrived
 	busy    bool
+	waiting bool  // the batch in flight is waiting to retry (holds no request slot)
 	flying  int64 // receivedAt (Unix ms) of the oldest record of the batch in flight
 }
 
@@ -89,7 +94,9 @@ type routeActor struct {
 	cursor uint64 // highest segment loaded into memory
 	spill  bool   // the in-memory queue is full: new segments are paged from the store later
 
-	inflight  int
+	inflight  int           // batches in flight
+	waiting   int           // of which waiting to retry
+	slots     chan struct{} // request slots: Concurrency requests at once
 	draining  bool
 	respond   []*actor.PID // idleQuery senders waiting for in-flight batches to end
 	timerAt   time.Time
@@ -106,7 +113,8 @@ func newRouteActor(s *System, r *Route) *routeActor {
 	for _, h := range r.Headers {
 		static = static && h.Value.Static()
 	}
-	return &routeActor{sys: s, r: r, lanes: make(map[string]*lane), spill: true, staticKey: static}
+	return &routeActor{sys: s, r: r, lanes: make(map[string]*lane), spill: true, staticKey: static,
+		slots: make(chan struct{}, max(1, r.Concurrency))}
 }
 
 func (ra *routeActor) Receive(ctx actor.Context) {
@@ -131,6 +139,16 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 		}
 		ra.pump()
 		ra.answerIdle()
+	case *waitMsg:
+		if m.lane.busy && m.lane.waiting != m.on {
+			m.lane.waiting = m.on
+			if m.on {
+				ra.waiting++
+			} else {
+				ra.waiting--
+			}
+		}
+		ra.pump()
 	case tickMsg:
 		ra.timerAt = time.Time{}
 		if ra.spill && ra.queued < ra.sys.opts.MaxQueued/2 && !ra.draining {
@@ -307,8 +325,8 @@ func (ra *routeActor) pump() {
 	now := time.Now()
 	var next time.Time
 	for key, l := range ra.lanes {
-		if ra.inflight >= ra.r.Concurrency {
-			return // batchDone will pump again
+		if ra.inflight-ra.waiting >= ra.r.Concurrency {
+			return // batchDone or waitMsg will pump again
 		}
 		switch {
 		case l.ready(ra.r, now):
@@ -357,7 +375,7 @@ func (ra *routeActor) dispatch(l *lane) {
 	ra.inflight++
 
 	sys, r, self := ra.sys, ra.r, ra.self
-	req := &deliver.Request{Method: r.Method, URL: l.url, Header: l.headers, Timeout: r.Timeout}
+	req := &deliver.Request{Method: r.Method, URL: l.url, Header: l.headers, Timeout: r.Timeout, Slots: ra.slots}
 	if r.Compress != nil {
 		req.Header = append(l.headers[:len(l.headers):len(l.headers)], [2]string{"Content-Encoding", r.Compress.Encoding()})
 	}
@@ -373,6 +391,9 @@ func (ra *routeActor) dispatch(l *lane) {
 			defer compressBufs.Put(zbuf)
 		}
 		build := func(attempt int, req *deliver.Request) error {
+			if attempt > 0 {
+				sys.root.Send(self, &waitMsg{lane: l, on: false})
+			}
 			b.Reset(r.Format)
 			var m format.Message
 			for i := range items {
@@ -395,7 +416,17 @@ func (ra *routeActor) dispatch(l *lane) {
 			}
 			return nil
 		}
-		_, err := sys.opts.Send(sys.ctx, r.Policy, req, build, sys.opts.Metrics.observe(r.Name))
+		observe := sys.opts.Metrics.observe(r.Name, r.Policy, len(items))
+		onResult := func(attempt int, res deliver.Result) {
+			if observe != nil {
+				observe(attempt, res)
+			}
+			if res.Err != nil || !r.Policy.Succeeded(res.Status) {
+				// It may give up instead of waiting; batchDone clears the mark then.
+				sys.root.Send(self, &waitMsg{lane: l, on: true})
+			}
+		}
+		_, err := sys.opts.Send(sys.ctx, r.Policy, req, build, onResult)
 		sys.root.Send(self, &batchDone{lane: l, items: items, err: err})
 	}()
 }
@@ -406,7 +437,10 @@ var compressBufs = sync.Pool{New: func() any { return new([]byte) }}
 func (ra *routeActor) done(m *batchDone) {
 	ra.inflight--
 	l := m.lane
-	l.busy, l.flying = false, 0
+	if l.waiting {
+		ra.waiting--
+	}
+	l.busy, l.flying, l.waiting = false, 0, false
 	if m.err != nil {
 		// Only shutdown ends a delivery unsuccessfully; the records stay in the store.
 		if !errors.Is(m.err, ra.sys.ctx.Err()) {

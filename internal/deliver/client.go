@@ -135,6 +135,10 @@ type Request struct {
 	ContentType string        // default application/json when there is a body
 	Body        []byte        // copied; not retained after Do returns
 	Timeout     time.Duration // per-attempt timeout; 0 = the client's
+	// Slots, when set, is a concurrency limit shared by several batches: every attempt holds one
+	// slot (a send into the channel) while it runs, but not the waits between attempts, so a batch
+	// backing off leaves its slot to others.
+	Slots chan struct{}
 }
 
 // Result describes one attempt.

@@ -381,3 +381,39 @@ func TestStaleKeepAliveConnection(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // the server closes the idle connection
 	}
 }
+
+// A batch waiting to retry does not hold its route's slot: with one slot, a second batch is
+// delivered while the first waits out its Retry-After.
+func TestSlotsFreeDuringBackoff(t *testing.T) {
+	srv := newRecorder(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/down" {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	c := newClient(t, deliver.Options{AllowPrivateNetworks: true})
+	slots := make(chan struct{}, 1)
+	p := &deliver.Policy{InitialBackoff: time.Millisecond, MaxAttempts: 2}
+	failed := make(chan struct{})
+	events := make(chan string, 2)
+	go func() {
+		_, err := deliver.Deliver(context.Background(), c, p, &deliver.Request{URL: srv.URL + "/down", Slots: slots}, nil,
+			func(attempt int, _ deliver.Result) {
+				if attempt == 0 {
+					close(failed)
+				}
+			})
+		events <- fmt.Sprintf("down: %v", errors.Is(err, deliver.ErrGaveUp))
+	}()
+	<-failed
+	_, err := deliver.Deliver(context.Background(), c, p, &deliver.Request{URL: srv.URL + "/up", Slots: slots}, nil, nil)
+	events <- fmt.Sprintf("up: %v", err)
+	if first, second := <-events, <-events; first != "up: <nil>" || second != "down: true" {
+		t.Fatalf("events %q, %q; want the healthy batch delivered while the failing one waits, then the failing one to give up", first, second)
+	}
+	if len(slots) != 0 {
+		t.Errorf("%d slots still held after both deliveries", len(slots))
+	}
+}

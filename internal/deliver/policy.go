@@ -90,7 +90,17 @@ func Deliver(ctx context.Context, c *Client, p *Policy, req *Request,
 				return attempts, fmt.Errorf("build attempt %d: %w", attempt, err)
 			}
 		}
+		if req.Slots != nil {
+			select {
+			case req.Slots <- struct{}{}:
+			case <-ctx.Done():
+				return attempts, fmt.Errorf("deliver after %d attempts: %w", attempts, ctx.Err())
+			}
+		}
 		res := c.Do(ctx, req)
+		if req.Slots != nil {
+			<-req.Slots
+		}
 		attempts++
 		if onResult != nil {
 			onResult(attempt, res)
