@@ -24,6 +24,9 @@
 //	s/<checkpointID u64 BE>           device checkpoint: (device, last seq) pairs
 //	p/<n u32 BE>                      padding written and deleted to make Badger
 //	                                  flush its memtable (see gc.go)
+//	d/<routeID u16 BE>/<id u64 BE>    dead letter: records a route gave up on,
+//	                                  with why (see deadletter.go)
+//	q/<routeID u16 BE>/<id u64 BE>    dead letter being replayed
 //
 // Values of 1 KiB and more, which includes all but the smallest segments,
 // are kept in Badger's value log, so the LSM tree holds little more than keys

@@ -1,5 +1,7 @@
 package store
 
+import badger "github.com/dgraph-io/badger/v4"
+
 // Test hooks for the black-box tests in package store_test.
 
 // SetCommitHook installs fn to run before every Badger commit (nil removes
@@ -28,4 +30,20 @@ func NewestVlog(dir string) string {
 		return dir + "/" + vlogName(id)
 	}
 	return ""
+}
+
+// WriteDeadLetterOnly writes d as DeadLetter does but does not mark its Refs,
+// as if the process died right after the write.
+func WriteDeadLetterOnly(s *Store, d *DeadLetter) error {
+	d.ID = s.dead.next.Add(1)
+	return s.update(func(txn *badger.Txn) error {
+		return txn.Set(appendDeadKey(nil, prefixDead, d.Route, d.ID), encodeDeadLetter(d))
+	})
+}
+
+// EncodeDeadLetter and DecodeDeadLetter expose the dead-letter encoding to the fuzz test.
+func EncodeDeadLetter(d *DeadLetter) []byte { return encodeDeadLetter(d) }
+
+func DecodeDeadLetter(route uint16, id uint64, v []byte) (*DeadLetter, error) {
+	return decodeDeadLetter(route, id, v)
 }

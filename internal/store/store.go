@@ -69,6 +69,7 @@ type Store struct {
 
 	maxSeg atomic.Uint64
 	stats  counters
+	dead   deadIDs
 
 	closeOnce     sync.Once
 	committerDone chan struct{}
@@ -144,6 +145,10 @@ func Open(opts Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("recover store in %q: %w", opts.Dir, err)
+	}
+	if err := s.loadDead(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err)
 	}
 	if opts.OnDelivered != nil {
 		s.notify = newNotifier(opts.OnDelivered)

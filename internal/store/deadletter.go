@@ -1,0 +1,359 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
+
+// Dead letters. A route gives up on records that exhausted its attempts or
+// outlived its retention; they move, a batch at a time, to the route's
+// dead-letter list:
+//
+//	d/<routeID u16 BE>/<id u64 BE>   dead letter: why, and a copy of its frames
+//	q/<routeID u16 BE>/<id u64 BE>   the same, being replayed
+//
+// A dead letter holds a copy of the frames its records came from, so the
+// journal segments can retire. DeadLetter writes the key in its own
+// transaction, durably, before it marks the records done for the route; a
+// crash in between is repaired at Open, which marks the Refs of every dead
+// letter done again. Replay moves entries from d/ to q/ (each entry in one
+// transaction, so it is replayed once); the route delivers q/ entries like
+// journal records and deletes each once all its records are delivered
+// (ReplayDone) or dead again (DeadLetter's finished).
+
+var (
+	prefixDead   = []byte("d/")
+	prefixReplay = []byte("q/")
+)
+
+const (
+	deadKeyLen  = 2 + 2 + 1 + 8
+	deadVersion = 1
+)
+
+// DeadLetter is one batch of records a route gave up on.
+type DeadLetter struct {
+	ID       uint64     // assigned by DeadLetter; increasing
+	Route    uint16     // the route that gave up
+	Items    []DeadItem // the records, in delivery order
+	Status   int        // the last HTTP status, 0 if none (transport error, or no attempt)
+	Error    string     // why: the last error, or the retention exceeded
+	Attempts int        // attempts made
+	At       int64      // when it was dead-lettered (Unix ms)
+	// Refs are the journal records the route is done with. They are marked done
+	// when the dead letter is written, and again at Open. Empty for records that
+	// came from a replay.
+	Refs []Ref
+}
+
+// DeadItem is one record of a dead letter: record Record of Frame.
+type DeadItem struct {
+	Frame  *Frame
+	Record int
+}
+
+// Records returns the number of records of d.
+func (d *DeadLetter) Records() int { return len(d.Items) }
+
+func appendDeadKey(dst, prefix []byte, route uint16, id uint64) []byte {
+	dst = binary.BigEndian.AppendUint16(append(dst, prefix...), route)
+	return binary.BigEndian.AppendUint64(append(dst, '/'), id)
+}
+
+func deadRoutePrefix(prefix []byte, route uint16) []byte {
+	return append(binary.BigEndian.AppendUint16(append([]byte(nil), prefix...), route), '/')
+}
+
+// encodeDeadLetter encodes d: version, status, attempts, at, error, refs,
+// items (frame index, record), then the frames as a segment value.
+func encodeDeadLetter(d *DeadLetter) []byte {
+	var frames []*Frame
+	index := make(map[*Frame]int)
+	b := []byte{deadVersion}
+	b = binary.AppendUvarint(b, uint64(max(d.Status, 0)))
+	b = binary.AppendUvarint(b, uint64(max(d.Attempts, 0)))
+	b = binary.AppendVarint(b, d.At)
+	b = appendString(b, d.Error)
+	b = binary.AppendUvarint(b, uint64(len(d.Refs)))
+	for _, r := range d.Refs {
+		b = binary.AppendUvarint(b, r.Seg)
+		b = binary.AppendUvarint(b, uint64(r.Pos))
+	}
+	b = binary.AppendUvarint(b, uint64(len(d.Items)))
+	for _, it := range d.Items {
+		i, ok := index[it.Frame]
+		if !ok {
+			i = len(frames)
+			index[it.Frame] = i
+			frames = append(frames, it.Frame)
+		}
+		b = binary.AppendUvarint(b, uint64(i))
+		b = binary.AppendUvarint(b, uint64(it.Record))
+	}
+	seg := AppendSegment(nil, frames)
+	if z, ok := compressSegment(nil, seg); ok {
+		seg = z
+	}
+	return append(b, seg...)
+}
+
+func decodeDeadLetter(route uint16, id uint64, v []byte) (*DeadLetter, error) {
+	bad := func(what string) error {
+		return fmt.Errorf("dead letter %d of route %d: %s: %w", id, route, what, ErrCorrupt)
+	}
+	if len(v) == 0 || v[0] != deadVersion {
+		return nil, fmt.Errorf("dead letter %d of route %d: %w", id, route, ErrVersion)
+	}
+	d := &DeadLetter{ID: id, Route: route}
+	p := v[1:]
+	uv := func() uint64 {
+		x, n := binary.Uvarint(p)
+		if n <= 0 {
+			p = nil
+			return 0
+		}
+		p = p[n:]
+		return x
+	}
+	d.Status, d.Attempts = int(uv()), int(uv())
+	at, n := binary.Varint(p)
+	if n <= 0 {
+		return nil, bad("header")
+	}
+	d.At, p = at, p[n:]
+	l := uv()
+	if l > uint64(len(p)) {
+		return nil, bad("error text")
+	}
+	d.Error, p = string(p[:l]), p[l:]
+	nrefs := uv()
+	if nrefs > uint64(len(p)) {
+		return nil, bad("refs")
+	}
+	d.Refs = make([]Ref, nrefs)
+	for i := range d.Refs {
+		d.Refs[i] = Ref{Seg: uv(), Pos: uint32(uv())}
+	}
+	nitems := uv()
+	if p == nil || nitems > uint64(len(p)) {
+		return nil, bad("items")
+	}
+	type ref struct{ frame, rec uint64 }
+	items := make([]ref, nitems)
+	for i := range items {
+		items[i] = ref{uv(), uv()}
+	}
+	if len(p) == 0 {
+		return nil, bad("items")
+	}
+	enc, decompressed, err := segmentValue(id, p, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !decompressed {
+		enc = clone(enc) // v is only valid during the read
+	}
+	seg, err := DecodeSegment(id, enc)
+	if err != nil {
+		return nil, err
+	}
+	d.Items = make([]DeadItem, len(items))
+	for i, it := range items {
+		if it.frame >= uint64(len(seg.Frames)) || it.rec >= uint64(len(seg.Frames[it.frame].Records)) {
+			return nil, bad("item out of range")
+		}
+		d.Items[i] = DeadItem{Frame: seg.Frames[it.frame], Record: int(it.rec)}
+	}
+	return d, nil
+}
+
+// deadIDs hands out dead-letter IDs; initialised at Open above every ID on disk.
+type deadIDs struct{ next atomic.Uint64 }
+
+// DeadLetter writes d to its route's dead-letter list (assigning d.ID),
+// deletes the replay entries
+// listed in finished (whose records are now all delivered or dead again) in
+// the same transaction, and then marks d.Refs done for d.Route, as
+// MarkDelivered does. Nothing is marked when the write fails.
+func (s *Store) DeadLetter(d *DeadLetter, finished []uint64) error {
+	if len(d.Items) == 0 && len(finished) == 0 {
+		return nil
+	}
+	d.ID = s.dead.next.Add(1)
+	err := s.update(func(txn *badger.Txn) error {
+		if len(d.Items) > 0 {
+			if err := txn.Set(appendDeadKey(nil, prefixDead, d.Route, d.ID), encodeDeadLetter(d)); err != nil {
+				return err
+			}
+		}
+		for _, id := range finished {
+			if err := txn.Delete(appendDeadKey(nil, prefixReplay, d.Route, id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write dead letter of route %d: %w", d.Route, err)
+	}
+	s.MarkDelivered(d.Route, d.Refs)
+	return nil
+}
+
+// DeadLetters calls fn for each dead letter of route, oldest first, until fn
+// returns false.
+func (s *Store) DeadLetters(route uint16, fn func(*DeadLetter) bool) error {
+	return s.scanDead(prefixDead, route, fn)
+}
+
+// Replaying calls fn for each dead letter of route being replayed, oldest
+// first, until fn returns false.
+func (s *Store) Replaying(route uint16, fn func(*DeadLetter) bool) error {
+	return s.scanDead(prefixReplay, route, fn)
+}
+
+func (s *Store) scanDead(prefix []byte, route uint16, fn func(*DeadLetter) bool) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.dbClosed {
+		return ErrClosed
+	}
+	return s.db.View(func(txn *badger.Txn) error {
+		pre := deadRoutePrefix(prefix, route)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pre, PrefetchValues: false})
+		defer it.Close()
+		for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
+			k := it.Item().Key()
+			if len(k) != deadKeyLen {
+				continue
+			}
+			id := binary.BigEndian.Uint64(k[len(pre):])
+			var d *DeadLetter
+			err := it.Item().Value(func(v []byte) error {
+				var err error
+				d, err = decodeDeadLetter(route, id, v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if !fn(d) {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// Replay moves every dead letter of route to its replay list, where the
+// route delivers it again, and returns how many dead letters and records it
+// moved. Each dead letter moves in one transaction, so none is replayed
+// twice, and none is lost if Replay fails half way.
+func (s *Store) Replay(route uint16) (letters, records int, err error) {
+	type entry struct {
+		id  uint64
+		val []byte
+		n   int
+	}
+	var all []entry
+	err = s.DeadLetters(route, func(d *DeadLetter) bool {
+		all = append(all, entry{id: d.ID, val: encodeDeadLetter(d), n: len(d.Items)})
+		return true
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, e := range all {
+		err := s.update(func(txn *badger.Txn) error {
+			key := appendDeadKey(nil, prefixDead, route, e.id)
+			if _, err := txn.Get(key); err != nil {
+				return err // gone meanwhile (another replay): ErrKeyNotFound
+			}
+			if err := txn.Delete(key); err != nil {
+				return err
+			}
+			return txn.Set(appendDeadKey(nil, prefixReplay, route, e.id), e.val)
+		})
+		if errors.Is(err, badger.ErrKeyNotFound) || errors.Is(err, badger.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return letters, records, fmt.Errorf("replay dead letter %d of route %d: %w", e.id, route, err)
+		}
+		letters++
+		records += e.n
+	}
+	return letters, records, nil
+}
+
+// ReplayDone deletes the replay entries ids of route: all their records were
+// delivered.
+func (s *Store) ReplayDone(route uint16, ids []uint64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.update(func(txn *badger.Txn) error {
+		for _, id := range ids {
+			if err := txn.Delete(appendDeadKey(nil, prefixReplay, route, id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// update runs fn in a read-write transaction unless the store is closed.
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.dbClosed {
+		return ErrClosed
+	}
+	return s.db.Update(fn)
+}
+
+// loadDead runs at Open: it sets the next dead-letter ID above every one on
+// disk and marks the Refs of every dead letter done (repairing a crash
+// between DeadLetter's write and the persisting of its marks).
+func (s *Store) loadDead() error {
+	var top uint64
+	marks := make(map[uint16][]Ref)
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, prefix := range [][]byte{prefixDead, prefixReplay} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+				k := it.Item().Key()
+				if len(k) != deadKeyLen {
+					continue
+				}
+				route, id := binary.BigEndian.Uint16(k[2:]), binary.BigEndian.Uint64(k[5:])
+				top = max(top, id)
+				err := it.Item().Value(func(v []byte) error {
+					d, err := decodeDeadLetter(route, id, v)
+					if err == nil {
+						marks[route] = append(marks[route], d.Refs...)
+					}
+					return err
+				})
+				if err != nil {
+					it.Close()
+					return err
+				}
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.dead.next.Store(top)
+	for route, refs := range marks {
+		s.MarkDelivered(route, refs)
+	}
+	return nil
+}
