@@ -75,6 +75,12 @@ func (m *Metrics) delivered(route string, n int) {
 	}
 }
 
+func (m *Metrics) dead(route string, n int) {
+	if m != nil {
+		m.Dead.WithLabelValues(route).Add(float64(n))
+	}
+}
+
 func (m *Metrics) deviceActors(delta int) {
 	if m != nil {
 		m.DeviceActors.Add(float64(delta))

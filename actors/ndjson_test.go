@@ -83,6 +83,12 @@ func (j *journal) stored(device string) (seqs []uint64, records int) {
 	return seqs, records
 }
 
+// The tests here have no routes, so nothing is ever dead-lettered or replayed.
+func (j *journal) DeadLetter(*store.DeadLetter, []uint64) error         { return nil }
+func (j *journal) Replaying(uint16, func(*store.DeadLetter) bool) error { return nil }
+func (j *journal) ReplayDone(uint16, []uint64) error                    { return nil }
+func (j *journal) Replay(uint16) (int, int, error)                      { return 0, 0, nil }
+
 func poll(t *testing.T, fn func() error) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)

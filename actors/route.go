@@ -2,6 +2,8 @@ package actors
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +32,9 @@ type Route struct {
 	Format      format.Format      // how each message is rendered; nil: envelope
 	Object      bool               // one message per request, the body its rendering (no array)
 	Filter      *Filter            // the devices it takes; nil: all
+	// Retention is how long a message may wait for delivery (from arrival, or from its replay);
+	// older ones move to the dead-letter list. 0: no limit.
+	Retention time.Duration
 }
 
 // Header is one configured request header; its value may hold dynamic fields.
@@ -42,12 +47,22 @@ type Header struct {
 type (
 	segmentMsg struct{ seg *store.Segment }
 	batchDone  struct {
-		lane  *lane
-		items []item
-		err   error
+		lane     *lane
+		items    []item
+		err      error
+		status   int // last HTTP status, 0 if none
+		attempts int
 	}
-	tickMsg struct{}
-	waitMsg struct { // a lane's batch starts (on) or ends (off) waiting to retry
+	deadDone struct { // a dead letter was written (err nil), or not
+		lane     *lane
+		items    []item
+		finished []uint64 // replay entries it finished
+		why      string
+		err      error
+	}
+	replayMsg struct{} // dead letters were moved to the replay list
+	tickMsg   struct{}
+	waitMsg   struct { // a lane's batch starts (on) or ends (off) waiting to retry
 		lane *lane
 		on   bool
 	}
@@ -58,10 +73,12 @@ type (
 
 // item is one record waiting in a lane.
 type item struct {
-	f    *store.Frame
-	rec  uint16 // record index in its frame
-	size int32  // estimated envelope size
-	ref  store.Ref
+	f      *store.Frame
+	rec    uint16 // record index in its frame
+	size   int32  // estimated rendered size
+	ref    store.Ref
+	replay uint64 // the replay entry it came from (then ref is zero), 0 if from the journal
+	since  int64  // Unix ms its retention counts from: arrival, or replay
 }
 
 // lane holds the records bound for one resolved destination (one shard of it, see laneFor), in
@@ -74,12 +91,13 @@ type lane struct {
 	bytes   int
 	since   time.Time // when the oldest queued record arrived
 	busy    bool
-	waiting bool  // the batch in flight is waiting to retry (holds no request slot)
-	flying  int64 // receivedAt (Unix ms) of the oldest record of the batch in flight
+	waiting bool      // the batch in flight is waiting to retry (holds no request slot)
+	hold    time.Time // after a failed dead-letter write: no batch before this
+	flying  int64     // receivedAt (Unix ms) of the oldest record of the batch in flight
 }
 
 func (l *lane) ready(r *Route, now time.Time) bool {
-	return !l.busy && len(l.q) > 0 &&
+	return !l.busy && len(l.q) > 0 && !now.Before(l.hold) &&
 		(len(l.q) >= r.MaxMessages || l.bytes >= r.MaxBytes || now.Sub(l.since) >= r.Linger)
 }
 
@@ -94,15 +112,17 @@ type routeActor struct {
 	cursor uint64 // highest segment loaded into memory
 	spill  bool   // the in-memory queue is full: new segments are paged from the store later
 
-	inflight  int           // batches in flight
-	waiting   int           // of which waiting to retry
-	slots     chan struct{} // request slots: Concurrency requests at once
-	draining  bool
-	respond   []*actor.PID // idleQuery senders waiting for in-flight batches to end
-	timerAt   time.Time
-	key       []byte
-	vals      fields.Values
-	staticKey bool
+	inflight    int           // batches in flight
+	waiting     int           // of which waiting to retry
+	slots       chan struct{} // request slots: Concurrency requests at once
+	draining    bool
+	respond     []*actor.PID   // idleQuery senders waiting for in-flight batches to end
+	replays     map[uint64]int // replay entries in memory: records not yet delivered or dead again
+	moreReplays bool           // replay entries left in the store for lack of memory
+	timerAt     time.Time
+	key         []byte
+	vals        fields.Values
+	staticKey   bool
 }
 
 func newRouteActor(s *System, r *Route) *routeActor {
@@ -114,7 +134,7 @@ func newRouteActor(s *System, r *Route) *routeActor {
 		static = static && h.Value.Static()
 	}
 	return &routeActor{sys: s, r: r, lanes: make(map[string]*lane), spill: true, staticKey: static,
-		slots: make(chan struct{}, max(1, r.Concurrency))}
+		slots: make(chan struct{}, max(1, r.Concurrency)), replays: make(map[uint64]int)}
 }
 
 func (ra *routeActor) Receive(ctx actor.Context) {
@@ -122,6 +142,7 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		ra.self = ctx.Self()
 		ra.page() // recovery: whatever the store holds for this route
+		ra.loadReplays()
 		ra.pump()
 	case *segmentMsg:
 		if m.seg.ID > ra.cursor && !ra.spill {
@@ -134,11 +155,19 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 		ra.pump()
 	case *batchDone:
 		ra.done(m)
-		if ra.spill && ra.queued < ra.sys.opts.MaxQueued/2 && !ra.draining {
-			ra.page()
-		}
+		ra.refill()
 		ra.pump()
 		ra.answerIdle()
+	case *deadDone:
+		ra.deadDone(m)
+		ra.refill()
+		ra.pump()
+		ra.answerIdle()
+	case replayMsg:
+		if !ra.draining {
+			ra.loadReplays()
+		}
+		ra.pump()
 	case *waitMsg:
 		if m.lane.busy && m.lane.waiting != m.on {
 			m.lane.waiting = m.on
@@ -151,9 +180,7 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 		ra.pump()
 	case tickMsg:
 		ra.timerAt = time.Time{}
-		if ra.spill && ra.queued < ra.sys.opts.MaxQueued/2 && !ra.draining {
-			ra.page()
-		}
+		ra.refill()
 		ra.pump()
 	case drainMsg:
 		ra.draining = true
@@ -196,6 +223,48 @@ func (ra *routeActor) answerIdle() {
 	ra.respond = nil
 }
 
+// refill pages records (and replay entries) left in the store back in once the memory queue
+// has room.
+func (ra *routeActor) refill() {
+	if ra.draining || ra.queued >= ra.sys.opts.MaxQueued/2 {
+		return
+	}
+	if ra.spill {
+		ra.page()
+	}
+	if ra.moreReplays {
+		ra.loadReplays()
+	}
+}
+
+// loadReplays enqueues the route's replay entries that are not in memory yet, until the memory
+// budget is reached. Their retention counts from now.
+func (ra *routeActor) loadReplays() {
+	now := time.Now()
+	more := false
+	err := ra.sys.opts.Journal.Replaying(ra.r.ID, func(d *store.DeadLetter) bool {
+		if _, ok := ra.replays[d.ID]; ok {
+			return true
+		}
+		if ra.queued >= ra.sys.opts.MaxQueued {
+			more = true
+			return false
+		}
+		ra.replays[d.ID] = len(d.Items)
+		for _, it := range d.Items {
+			ra.enqueue(ra.laneFor(it.Frame), item{f: it.Frame, rec: uint16(it.Record), replay: d.ID, since: now.UnixMilli()}, now)
+		}
+		return true
+	})
+	if err != nil {
+		ra.sys.log.Error("read replayed dead letters", "route", ra.r.Name, "err", err)
+		more = true
+		ra.schedule(now.Add(time.Second))
+	}
+	ra.moreReplays = more
+	ra.setGauge()
+}
+
 // page loads undelivered records from the store until the memory budget is reached.
 func (ra *routeActor) page() {
 	complete := true
@@ -224,7 +293,7 @@ func (ra *routeActor) loadSegment(seg *store.Segment) {
 		}
 		l := ra.laneFor(f)
 		for ri := range f.Records {
-			ra.enqueue(l, f, ri, store.Ref{Seg: seg.ID, Pos: seg.Pos(fi, ri)}, now)
+			ra.enqueue(l, item{f: f, rec: uint16(ri), ref: store.Ref{Seg: seg.ID, Pos: seg.Pos(fi, ri)}, since: f.ReceivedAt}, now)
 		}
 	}
 	ra.setGauge()
@@ -245,8 +314,8 @@ func (ra *routeActor) loadPositions(seg *store.Segment, pos []uint32) {
 		if fi != lfi {
 			l, lfi = ra.laneFor(seg.Frames[fi]), fi
 		}
-		ri := int(p - seg.Pos(fi, 0))
-		ra.enqueue(l, seg.Frames[fi], ri, store.Ref{Seg: seg.ID, Pos: p}, now)
+		f := seg.Frames[fi]
+		ra.enqueue(l, item{f: f, rec: uint16(p - seg.Pos(fi, 0)), ref: store.Ref{Seg: seg.ID, Pos: p}, since: f.ReceivedAt}, now)
 	}
 	ra.setGauge()
 }
@@ -260,16 +329,17 @@ func hasRoute(ids []uint16, id uint16) bool {
 	return false
 }
 
-func (ra *routeActor) enqueue(l *lane, f *store.Frame, ri int, ref store.Ref, now time.Time) {
+func (ra *routeActor) enqueue(l *lane, it item, now time.Time) {
 	if len(l.q) == 0 && !l.busy {
 		l.since = now
 	}
 	// The format's own estimate (an upper bound for envelope).
-	m := format.Message{Device: f.Device, Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID, Seq: f.Seq, Index: ri,
-		ReceivedAt: f.ReceivedAt, Data: f.Records[ri]}
-	size := int32(ra.r.Format.SizeHint(&m))
-	l.q = append(l.q, item{f: f, rec: uint16(ri), size: size, ref: ref})
-	l.bytes += int(size)
+	f := it.f
+	m := format.Message{Device: f.Device, Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID, Seq: f.Seq, Index: int(it.rec),
+		ReceivedAt: f.ReceivedAt, Data: f.Records[it.rec]}
+	it.size = int32(ra.r.Format.SizeHint(&m))
+	l.q = append(l.q, it)
+	l.bytes += int(it.size)
 	ra.queued++
 }
 
@@ -354,6 +424,26 @@ func (ra *routeActor) schedule(at time.Time) {
 }
 
 func (ra *routeActor) dispatch(l *lane) {
+	now := time.Now()
+	if ra.r.Retention > 0 {
+		// Messages past their retention leave without an attempt.
+		cut := now.Add(-ra.r.Retention).UnixMilli()
+		n := 0
+		for n < len(l.q) && l.q[n].since < cut {
+			n++
+		}
+		if n > 0 {
+			dead := slices.Clone(l.q[:n])
+			l.q = l.q[n:]
+			for _, it := range dead {
+				l.bytes -= int(it.size)
+			}
+			l.busy = true
+			ra.inflight++
+			ra.deadLetter(l, dead, 0, fmt.Sprintf("retention %s exceeded", ra.r.Retention), 0)
+			return
+		}
+	}
 	n, size := 0, 2 // the array's brackets
 	for n < len(l.q) && n < ra.r.MaxMessages {
 		s := int(l.q[n].size)
@@ -369,8 +459,10 @@ func (ra *routeActor) dispatch(l *lane) {
 	l.q = l.q[n:]
 	l.busy = true
 	l.flying = items[0].f.ReceivedAt
+	oldest := items[0].since
 	for _, it := range items[1:] {
 		l.flying = min(l.flying, it.f.ReceivedAt)
+		oldest = min(oldest, it.since)
 	}
 	ra.inflight++
 
@@ -393,6 +485,9 @@ func (ra *routeActor) dispatch(l *lane) {
 		build := func(attempt int, req *deliver.Request) error {
 			if attempt > 0 {
 				sys.root.Send(self, &waitMsg{lane: l, on: false})
+				if r.Retention > 0 && time.Since(time.UnixMilli(oldest)) > r.Retention {
+					return errExpired
+				}
 			}
 			b.Reset(r.Format)
 			var m format.Message
@@ -417,7 +512,9 @@ func (ra *routeActor) dispatch(l *lane) {
 			return nil
 		}
 		observe := sys.opts.Metrics.observe(r.Name, r.Policy, len(items))
+		var last deliver.Result
 		onResult := func(attempt int, res deliver.Result) {
+			last = res
 			if observe != nil {
 				observe(attempt, res)
 			}
@@ -426,43 +523,171 @@ func (ra *routeActor) dispatch(l *lane) {
 				sys.root.Send(self, &waitMsg{lane: l, on: true})
 			}
 		}
-		_, err := sys.opts.Send(sys.ctx, r.Policy, req, build, onResult)
-		sys.root.Send(self, &batchDone{lane: l, items: items, err: err})
+		attempts, err := sys.opts.Send(sys.ctx, r.Policy, req, build, onResult)
+		sys.root.Send(self, &batchDone{lane: l, items: items, err: err, status: last.Status, attempts: attempts})
 	}()
 }
+
+// errExpired ends a delivery whose oldest message passed the route's retention.
+var errExpired = errors.New("retention exceeded")
 
 // compressBufs recycles compressed request bodies between deliveries.
 var compressBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (ra *routeActor) done(m *batchDone) {
-	ra.inflight--
 	l := m.lane
 	if l.waiting {
 		ra.waiting--
 	}
-	l.busy, l.flying, l.waiting = false, 0, false
-	if m.err != nil {
-		// Only shutdown ends a delivery unsuccessfully; the records stay in the store.
+	l.flying, l.waiting = 0, false
+	switch {
+	case m.err == nil:
+		ra.delivered(m.items)
+		if len(l.q) > 0 {
+			l.since = time.Now().Add(-ra.r.Linger) // backlog: the rest is due now
+		}
+	case errors.Is(m.err, deliver.ErrGaveUp):
+		ra.deadLetter(l, m.items, m.status, m.err.Error(), m.attempts)
+		return // the lane stays busy until the dead letter is written
+	case errors.Is(m.err, errExpired):
+		// The expired messages leave; the others go back to the front of the lane.
+		cut := time.Now().Add(-ra.r.Retention).UnixMilli()
+		var dead, rest []item
+		for _, it := range m.items {
+			if it.since < cut {
+				dead = append(dead, it)
+			} else {
+				rest = append(rest, it)
+			}
+		}
+		ra.requeue(l, rest)
+		why := fmt.Sprintf("retention %s exceeded after %d attempts", ra.r.Retention, m.attempts)
+		if m.status != 0 {
+			why += fmt.Sprintf(", last status %d", m.status)
+		}
+		ra.deadLetter(l, dead, m.status, why, m.attempts)
+		return
+	default:
+		// Only shutdown ends a delivery otherwise; the records stay in the store.
 		if !errors.Is(m.err, ra.sys.ctx.Err()) {
 			ra.sys.log.Warn("delivery ended", "route", ra.r.Name, "err", m.err)
 		}
-		l.q = append(m.items, l.q...)
-		for _, it := range m.items {
-			l.bytes += int(it.size)
-		}
-		return
+		ra.requeue(l, m.items)
 	}
-	refs := make([]store.Ref, len(m.items))
-	for i := range m.items {
-		refs[i] = m.items[i].ref
+	ra.inflight--
+	l.busy = false
+}
+
+// requeue puts items back at the front of l.
+func (ra *routeActor) requeue(l *lane, items []item) {
+	l.q = append(items, l.q...)
+	for _, it := range items {
+		l.bytes += int(it.size)
+	}
+}
+
+// delivered records that the route's endpoint has items.
+func (ra *routeActor) delivered(items []item) {
+	refs := make([]store.Ref, 0, len(items))
+	var finished []uint64
+	for i := range items {
+		if id := items[i].replay; id != 0 {
+			if ra.replays[id]--; ra.replays[id] == 0 {
+				finished = append(finished, id)
+			}
+			continue
+		}
+		refs = append(refs, items[i].ref)
 	}
 	ra.sys.opts.Journal.MarkDelivered(ra.r.ID, refs)
-	ra.queued -= len(m.items)
-	if len(l.q) > 0 {
-		l.since = time.Now().Add(-ra.r.Linger) // backlog: the rest is due now
+	if len(finished) > 0 {
+		// Deleted before the entries leave the map, so a reload cannot deliver them twice.
+		if err := ra.sys.opts.Journal.ReplayDone(ra.r.ID, finished); err != nil {
+			ra.sys.log.Error("delete delivered replay entries; they will be delivered again after a restart",
+				"route", ra.r.Name, "err", err)
+		}
+		for _, id := range finished {
+			delete(ra.replays, id)
+		}
 	}
-	ra.sys.opts.Metrics.delivered(ra.r.Name, len(m.items))
+	ra.queued -= len(items)
+	ra.sys.opts.Metrics.delivered(ra.r.Name, len(items))
 	ra.setGauge()
 }
+
+// deadLetter writes items, which lane l (busy, counted in flight) gave up on, to the route's
+// dead-letter list; deadDone frees the lane.
+func (ra *routeActor) deadLetter(l *lane, items []item, status int, why string, attempts int) {
+	if len(items) == 0 {
+		ra.inflight--
+		l.busy = false
+		return
+	}
+	d := &store.DeadLetter{Route: ra.r.ID, Status: status, Error: why, Attempts: attempts, At: time.Now().UnixMilli(),
+		Items: make([]store.DeadItem, len(items))}
+	left := make(map[uint64]int)
+	for i, it := range items {
+		d.Items[i] = store.DeadItem{Frame: it.f, Record: int(it.rec)}
+		if it.replay != 0 {
+			left[it.replay]++
+		} else {
+			d.Refs = append(d.Refs, it.ref)
+		}
+	}
+	var finished []uint64
+	for id, n := range left {
+		if ra.replays[id] == n {
+			finished = append(finished, id)
+		}
+	}
+	sys, self := ra.sys, ra.self
+	sys.wg.Add(1)
+	go func() {
+		defer sys.wg.Done()
+		err := sys.opts.Journal.DeadLetter(d, finished)
+		sys.root.Send(self, &deadDone{lane: l, items: items, finished: finished, why: why, err: err})
+	}()
+}
+
+func (ra *routeActor) deadDone(m *deadDone) {
+	l := m.lane
+	ra.inflight--
+	l.busy = false
+	if m.err != nil {
+		// Nothing was marked: the messages go back and are tried again in a while.
+		ra.sys.log.Error("write dead letter; retrying", "route", ra.r.Name, "err", m.err)
+		ra.requeue(l, m.items)
+		l.hold = time.Now().Add(deadRetry)
+		ra.schedule(l.hold)
+		return
+	}
+	var later []uint64
+	for _, it := range m.items {
+		if it.replay != 0 {
+			if ra.replays[it.replay]--; ra.replays[it.replay] == 0 && !slices.Contains(m.finished, it.replay) {
+				later = append(later, it.replay) // finished meanwhile by a delivery in another lane
+			}
+		}
+	}
+	for _, id := range m.finished {
+		delete(ra.replays, id)
+	}
+	if len(later) > 0 {
+		if err := ra.sys.opts.Journal.ReplayDone(ra.r.ID, later); err != nil {
+			ra.sys.log.Error("delete finished replay entries", "route", ra.r.Name, "err", err)
+		}
+		for _, id := range later {
+			delete(ra.replays, id)
+		}
+	}
+	ra.queued -= len(m.items)
+	ra.sys.opts.Metrics.dead(ra.r.Name, len(m.items))
+	ra.sys.log.Warn("messages moved to the dead-letter list (fleetrelay dlq list)", "route", ra.r.Name,
+		"messages", len(m.items), "why", m.why)
+	ra.setGauge()
+}
+
+// deadRetry is the wait before a failed dead-letter write is tried again.
+const deadRetry = time.Second
 
 func (ra *routeActor) setGauge() { ra.sys.opts.Metrics.queued(ra.r.Name, ra.queued) }

@@ -31,6 +31,11 @@ type Journal interface {
 	DeliveredSeq(device string) uint64
 	MarkDelivered(route uint16, refs []store.Ref)
 	Pending(route uint16, after uint64, fn func(seg *store.Segment, pos []uint32) bool) error
+	// Dead letters (see store.DeadLetter).
+	DeadLetter(d *store.DeadLetter, finished []uint64) error
+	Replaying(route uint16, fn func(*store.DeadLetter) bool) error
+	ReplayDone(route uint16, ids []uint64) error
+	Replay(route uint16) (letters, records int, err error)
 }
 
 // Sender delivers one batch until it succeeds or ctx ends (see deliver.Deliver).
@@ -357,6 +362,21 @@ func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 // Lines implements netio.Dispatcher: one message per identity and read, however many lines.
 func (s *System) Lines(identity string, imei bool, records [][]byte, done func()) {
 	s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records, done: done}, true)
+}
+
+// Replay moves the dead letters of the named route to its replay list and has the route
+// deliver them again; it returns how many dead letters and messages it moved.
+func (s *System) Replay(route string) (letters, records int, err error) {
+	for _, ref := range s.routes {
+		if ref.r.Name == route {
+			letters, records, err = s.opts.Journal.Replay(ref.r.ID)
+			if letters > 0 {
+				s.root.Send(ref.pid, replayMsg{})
+			}
+			return letters, records, err
+		}
+	}
+	return 0, 0, fmt.Errorf("no route %q", route)
 }
 
 // DeviceActors is how many device actors are alive (awake entries). Safe for concurrent use.

@@ -1,8 +1,16 @@
 // Command fleetrelay runs the relay: flags → config → relay → Run until SIGINT/SIGTERM.
+//
+//	fleetrelay [-config FILE] [-check-config]
+//	fleetrelay dlq list -route NAME [-config FILE] [-limit N]
+//	fleetrelay dlq replay -route NAME [-config FILE]
+//
+// dlq inspects and replays a route's dead letters: through the running relay's admin listener, or
+// in the data directory when no relay runs (a replay is then delivered when the relay starts).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -17,6 +25,9 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "dlq" {
+		return dlq(args[1:])
+	}
 	fs := flag.NewFlagSet("fleetrelay", flag.ContinueOnError)
 	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
 	check := fs.Bool("check-config", false, "validate the config and exit")
@@ -44,5 +55,49 @@ func run(args []string) int {
 		log.Error("run", "err", err)
 		return 1
 	}
+	return 0
+}
+
+func dlq(args []string) int {
+	usage := "usage: fleetrelay dlq list|replay -route NAME [-config FILE] [-limit N]"
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("fleetrelay dlq "+args[0], flag.ContinueOnError)
+	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
+	route := fs.String("route", "", "route name (required)")
+	limit := fs.Int("limit", 100, "list: most dead letters to show (the totals count all)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if *route == "" {
+		fmt.Fprintln(os.Stderr, usage)
+		return 2
+	}
+	cfg, _, err := relay.LoadConfig(*path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	enc := json.NewEncoder(os.Stdout)
+	if args[0] == "list" {
+		page, err := relay.DeadLetterList(cfg, *route, *limit)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		for _, d := range page.DeadLetters {
+			_ = enc.Encode(d)
+		}
+		fmt.Fprintf(os.Stderr, "route %s: %d dead letters, %d messages\n", page.Route, page.Letters, page.Messages)
+		return 0
+	}
+	res, err := relay.DeadLetterReplay(cfg, *route)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = enc.Encode(res)
 	return 0
 }

@@ -183,6 +183,13 @@ type Retry struct {
 	InitialBackoff Duration `yaml:"initial_backoff"`
 	// Longest wait between two attempts. At least initial_backoff.
 	MaxBackoff Duration `yaml:"max_backoff"`
+	// Attempts of a batch before its messages move to the route's dead-letter list (seeds/001
+	// re-pushes three times after the first try: 4). 0 retries without limit; on a route, 0 uses
+	// delivery.retry's.
+	MaxAttempts int `yaml:"max_attempts"`
+	// How long a message may wait for delivery, counted from its arrival (from its replay for a
+	// replayed one); older ones move to the dead-letter list. Default 168h.
+	Retention Duration `yaml:"retention"`
 }
 
 // Route is one destination for device messages: an HTTP endpoint that receives them in batches.
@@ -271,6 +278,7 @@ func Default() *Config {
 			Retry: Retry{
 				InitialBackoff: Duration(200 * time.Millisecond),
 				MaxBackoff:     Duration(30 * time.Second),
+				Retention:      Duration(168 * time.Hour),
 			},
 		},
 	}
@@ -343,6 +351,12 @@ func (c *Config) Resolve() {
 		}
 		if r.Retry.MaxBackoff == 0 {
 			r.Retry.MaxBackoff = c.Delivery.Retry.MaxBackoff
+		}
+		if r.Retry.MaxAttempts == 0 {
+			r.Retry.MaxAttempts = c.Delivery.Retry.MaxAttempts
+		}
+		if r.Retry.Retention == 0 {
+			r.Retry.Retention = c.Delivery.Retry.Retention
 		}
 	}
 }

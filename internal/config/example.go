@@ -87,6 +87,11 @@ delivery:
   retry:
     initial_backoff: 200ms
     max_backoff: 30s
+    # Attempts of a batch before its messages move to the route's dead-letter list (see
+    # "fleetrelay dlq"); 0 retries without limit.
+    max_attempts: 0
+    # Messages older than this (from arrival, or from their replay) move to the dead-letter list.
+    retention: 168h
 
 # Where device messages go: HTTP endpoints that receive them in batches (a JSON array per request).
 # There are none by default.
@@ -162,6 +167,9 @@ routes:
     retry:
       initial_backoff: 1s
       max_backoff: 5m
+      # seeds/001: three re-pushes after the first try.
+      max_attempts: 4
+      retention: 24h
     # Which devices' messages the route takes, decided when a message is stored. Empty (the
     # default) takes every device; otherwise a device is taken if its IMEI is listed, or it has
     # one of the tags, or it is in one of the groups (see fleet).

@@ -385,6 +385,10 @@ func retry(p *problems, path string, r Retry) {
 	if r.MaxBackoff < r.InitialBackoff {
 		p.add(path+".max_backoff", "must be at least initial_backoff (%s), got %s", r.InitialBackoff, r.MaxBackoff)
 	}
+	if r.MaxAttempts < 0 {
+		p.add(path+".max_attempts", "must not be negative (0: no limit), got %d", r.MaxAttempts)
+	}
+	positive(p, path+".retention", r.Retention)
 }
 
 func sizeText(s Size) string {

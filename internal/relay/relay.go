@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,10 @@ type Relay struct {
 	net       *netio.Server
 	admin     *api.Server
 	adminAddr net.Addr
+	routes    []*actors.Route
+
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // New opens the store and builds every part; nothing listens until Start.
@@ -79,6 +84,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	r.store = st
 
 	routes, err := r.compileRoutes()
+	r.routes = routes
 	if err != nil {
 		_ = st.Close()
 		return nil, err
@@ -123,6 +129,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	if cfg.Admin.Listen != "" {
 		r.admin = api.New(cfg.Admin.Listen, r.reg, r.health, log)
 		registerPprof(r.admin)
+		r.registerDeadLetters(r.admin)
 	}
 	return r, nil
 }
@@ -167,7 +174,9 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 		if rc.Retry != nil {
 			retry = *rc.Retry
 		}
-		rt.Policy = &deliver.Policy{InitialBackoff: time.Duration(retry.InitialBackoff), MaxBackoff: time.Duration(retry.MaxBackoff)}
+		rt.Policy = &deliver.Policy{InitialBackoff: time.Duration(retry.InitialBackoff), MaxBackoff: time.Duration(retry.MaxBackoff),
+			MaxAttempts: retry.MaxAttempts}
+		rt.Retention = time.Duration(retry.Retention)
 		if codes := rc.SuccessCodes; len(codes) > 0 {
 			ok := make(map[int]bool, len(codes))
 			for _, c := range codes {
@@ -233,7 +242,13 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // Shutdown stops taking data, acknowledges what was stored, gives in-flight deliveries the
 // configured grace, and closes the store cleanly.
+// Calls after the first wait for it and return its result.
 func (r *Relay) Shutdown(ctx context.Context) error {
+	r.stopOnce.Do(func() { r.stopErr = r.shutdown(ctx) })
+	return r.stopErr
+}
+
+func (r *Relay) shutdown(ctx context.Context) error {
 	var errs []error
 	r.net.Drain()
 	if err := r.sys.Quiesce(ctx); err != nil { // stored frames are acknowledged before sockets close

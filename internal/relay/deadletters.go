@@ -1,0 +1,239 @@
+package relay
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/fleetrelay/fleetrelay/internal/api"
+	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/store"
+)
+
+// Dead letters are inspected and replayed through the admin listener while the relay runs
+// (GET /dlq/:route, POST /dlq/:route/replay), and straight from the data directory when it does
+// not (the store is one process's). `fleetrelay dlq` picks whichever works: see DeadLetterList
+// and DeadLetterReplay.
+
+// DeadLetterView is one dead letter as the admin API and `fleetrelay dlq list` show it.
+type DeadLetterView struct {
+	ID       uint64            `json:"id"`
+	At       time.Time         `json:"at"`
+	Status   int               `json:"status"`
+	Error    string            `json:"error"`
+	Attempts int               `json:"attempts"`
+	Messages []DeadMessageView `json:"messages"`
+}
+
+// DeadMessageView is one message of a dead letter.
+type DeadMessageView struct {
+	Device     string          `json:"device"`
+	Serial     string          `json:"serial,omitempty"`
+	IMEI       string          `json:"imei,omitempty"`
+	Seq        uint64          `json:"seq"`
+	Index      int             `json:"index"`
+	ReceivedAt time.Time       `json:"received_at"`
+	Data       json.RawMessage `json:"data"`
+}
+
+// DeadLetterPage is the answer of GET /dlq/:route: the first Limit dead letters, oldest first,
+// and the totals.
+type DeadLetterPage struct {
+	Route       string           `json:"route"`
+	Letters     int              `json:"letters"`  // dead letters in the list
+	Messages    int              `json:"messages"` // messages in them
+	DeadLetters []DeadLetterView `json:"dead_letters"`
+}
+
+// ReplayResult is the answer of POST /dlq/:route/replay.
+type ReplayResult struct {
+	Route    string `json:"route"`
+	Letters  int    `json:"letters"`
+	Messages int    `json:"messages"`
+}
+
+func viewOf(d *store.DeadLetter) DeadLetterView {
+	v := DeadLetterView{ID: d.ID, At: time.UnixMilli(d.At).UTC(), Status: d.Status, Error: d.Error, Attempts: d.Attempts,
+		Messages: make([]DeadMessageView, len(d.Items))}
+	for i, it := range d.Items {
+		f := it.Frame
+		v.Messages[i] = DeadMessageView{Device: f.Device, Serial: f.Serial, IMEI: f.IMEI, Seq: f.Seq, Index: it.Record,
+			ReceivedAt: time.UnixMilli(f.ReceivedAt).UTC(), Data: json.RawMessage(f.Records[it.Record])}
+	}
+	return v
+}
+
+// listDeadLetters pages the dead letters of route id.
+func listDeadLetters(st *store.Store, name string, id uint16, limit int) (*DeadLetterPage, error) {
+	page := &DeadLetterPage{Route: name, DeadLetters: []DeadLetterView{}}
+	err := st.DeadLetters(id, func(d *store.DeadLetter) bool {
+		page.Letters++
+		page.Messages += len(d.Items)
+		if len(page.DeadLetters) < limit {
+			page.DeadLetters = append(page.DeadLetters, viewOf(d))
+		}
+		return true
+	})
+	return page, err
+}
+
+// defaultDeadLetterLimit is how many dead letters a listing shows unless told.
+const defaultDeadLetterLimit = 100
+
+// registerDeadLetters serves the dead-letter endpoints on the admin listener.
+func (r *Relay) registerDeadLetters(s *api.Server) {
+	ids := map[string]uint16{}
+	for _, rt := range r.routes {
+		ids[rt.Name] = rt.ID
+	}
+	reply := func(ctx *fasthttp.RequestCtx, status int, v any) {
+		b, _ := json.Marshal(v)
+		ctx.SetStatusCode(status)
+		ctx.SetContentType("application/json")
+		ctx.SetBody(append(b, '\n'))
+	}
+	route := func(ctx *fasthttp.RequestCtx) (string, uint16, bool) {
+		name := api.Param(ctx, "route")
+		id, ok := ids[name]
+		if !ok {
+			reply(ctx, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no route %q", name)})
+		}
+		return name, id, ok
+	}
+	s.Handle("GET", "/dlq/:route", func(ctx *fasthttp.RequestCtx) {
+		name, id, ok := route(ctx)
+		if !ok {
+			return
+		}
+		limit := defaultDeadLetterLimit
+		if v := ctx.QueryArgs().Peek("limit"); len(v) > 0 {
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n < 0 {
+				reply(ctx, http.StatusBadRequest, map[string]string{"error": "limit must be a number ≥ 0"})
+				return
+			}
+			limit = n
+		}
+		page, err := listDeadLetters(r.store, name, id, limit)
+		if err != nil {
+			reply(ctx, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		reply(ctx, http.StatusOK, page)
+	})
+	s.Handle("POST", "/dlq/:route/replay", func(ctx *fasthttp.RequestCtx) {
+		name, _, ok := route(ctx)
+		if !ok {
+			return
+		}
+		letters, msgs, err := r.sys.Replay(name)
+		if err != nil {
+			reply(ctx, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		r.log.Info("dead letters replayed", "route", name, "letters", letters, "messages", msgs)
+		reply(ctx, http.StatusOK, ReplayResult{Route: name, Letters: letters, Messages: msgs})
+	})
+}
+
+// DeadLetterList lists the dead letters of a route (at most limit of them): from the running
+// relay's admin listener if it answers, else from the data directory.
+func DeadLetterList(cfg *config.Config, route string, limit int) (*DeadLetterPage, error) {
+	var page DeadLetterPage
+	err := viaAdmin(cfg, "GET", "/dlq/"+url.PathEscape(route)+"?limit="+strconv.Itoa(limit), &page)
+	if !errors.Is(err, errNoAdmin) {
+		return &page, err
+	}
+	var out *DeadLetterPage
+	err = offline(cfg, route, func(st *store.Store, id uint16) (err error) {
+		out, err = listDeadLetters(st, route, id, limit)
+		return err
+	})
+	return out, err
+}
+
+// DeadLetterReplay moves a route's dead letters to its replay list: through the running relay,
+// which delivers them at once, or in the data directory, and then the relay delivers them when
+// it starts.
+func DeadLetterReplay(cfg *config.Config, route string) (*ReplayResult, error) {
+	var res ReplayResult
+	err := viaAdmin(cfg, "POST", "/dlq/"+url.PathEscape(route)+"/replay", &res)
+	if !errors.Is(err, errNoAdmin) {
+		return &res, err
+	}
+	res.Route = route
+	err = offline(cfg, route, func(st *store.Store, id uint16) (err error) {
+		res.Letters, res.Messages, err = st.Replay(id)
+		return err
+	})
+	return &res, err
+}
+
+// errNoAdmin means no relay answered on the admin listener.
+var errNoAdmin = errors.New("relay not running")
+
+func viaAdmin(cfg *config.Config, method, path string, out any) error {
+	if cfg.Admin.Listen == "" {
+		return errNoAdmin
+	}
+	host, port, err := net.SplitHostPort(cfg.Admin.Listen)
+	if err != nil {
+		return errNoAdmin
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	req, err := http.NewRequest(method, "http://"+net.JoinHostPort(host, port)+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return errNoAdmin
+		}
+		return fmt.Errorf("relay admin at %s: %w", cfg.Admin.Listen, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("relay admin at %s: %w", cfg.Admin.Listen, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("relay admin at %s: %s", cfg.Admin.Listen, e.Error)
+		}
+		return fmt.Errorf("relay admin at %s: status %d", cfg.Admin.Listen, resp.StatusCode)
+	}
+	return json.Unmarshal(body, out)
+}
+
+// offline opens the data directory (which fails while a relay holds it) and runs fn with the
+// route's ID in it.
+func offline(cfg *config.Config, route string, fn func(st *store.Store, id uint16) error) error {
+	st, err := store.Open(store.Options{Dir: cfg.DataDir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("no relay answered on the admin listener (%s), and %w", cfg.Admin.Listen, err)
+	}
+	id, ok := st.Routes()[route]
+	if !ok {
+		err = fmt.Errorf("route %q has no queue in %s", route, cfg.DataDir)
+	} else {
+		err = fn(st, id)
+	}
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
