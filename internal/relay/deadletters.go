@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 
@@ -222,6 +223,9 @@ func viaAdmin(cfg *config.Config, method, path string, out any) error {
 // offline opens the data directory (which fails while a relay holds it) and runs fn with the
 // route's ID in it.
 func offline(cfg *config.Config, route string, fn func(st *store.Store, id uint16) error) error {
+	if _, err := os.Stat(cfg.DataDir); err != nil {
+		return fmt.Errorf("no relay answered on the admin listener (%s), and the data directory: %w", cfg.Admin.Listen, err)
+	}
 	st, err := store.Open(store.Options{Dir: cfg.DataDir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return fmt.Errorf("no relay answered on the admin listener (%s), and %w", cfg.Admin.Listen, err)

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// The dlq subcommand's argument and config errors; listing and replaying themselves are tested
+// against a real relay in internal/relay (dlq_test.go).
+func TestDLQCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relay.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: "+filepath.Join(dir, "data")+"\nadmin:\n  listen: 127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"dlq"}, 2},
+		{[]string{"dlq", "purge", "-route", "x"}, 2},
+		{[]string{"dlq", "list"}, 2},
+		{[]string{"dlq", "list", "-route", "x", "-config", filepath.Join(dir, "missing.yaml")}, 1},
+		// No relay answers on port 1 and the fresh data directory has no queue named x.
+		{[]string{"dlq", "list", "-route", "x", "-config", cfg}, 1},
+		{[]string{"dlq", "replay", "-route", "x", "-config", cfg}, 1},
+	} {
+		if got := run(c.args); got != c.want {
+			t.Errorf("fleetrelay %v exited %d, want %d", c.args, got, c.want)
+		}
+	}
+}
