@@ -132,6 +132,10 @@ func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 	r := startRelay(t, cfg)
 	sendAcked(t, r, "DL1", 6)
 	waitMetric(t, r, `fleetrelay_route_dead_lettered_messages_total{route="dl"}`, 6)
+	waitMetric(t, r, `fleetrelay_route_backlog_messages{route="dl"}`, 0)
+	if got := metric(t, r, `fleetrelay_route_failed_messages_total{route="dl"}`); got < 6 {
+		t.Fatalf("failed messages = %v, want at least 6", got)
+	}
 	if got := metric(t, r, `fleetrelay_route_delivered_messages_total{route="dl"}`); got != 0 {
 		t.Fatalf("delivered = %v while the endpoint fails", got)
 	}

@@ -38,6 +38,9 @@ func TestDeadLetterReplayLifecycle(t *testing.T) {
 	if len(refs) != 4 {
 		t.Fatalf("pending refs %v, want 4", refs)
 	}
+	if b1, b2 := s.Backlog(1), s.Backlog(2); b1 != 4 || b2 != 3 {
+		t.Fatalf("Backlog = %d, %d; want 4 for route 1, 3 for route 2", b1, b2)
+	}
 	// Route 1 gives up on a's records 1 and 2 and on b's record.
 	d := &store.DeadLetter{Route: 1, Status: 503, Error: "gave up", Attempts: 4, At: 1700000000000,
 		Items: []store.DeadItem{{Frame: a, Record: 1}, {Frame: a, Record: 2}, {Frame: b, Record: 0}},
@@ -54,6 +57,9 @@ func TestDeadLetterReplayLifecycle(t *testing.T) {
 	s = open(t, dir)
 	if got := pendingRefs(t, s, 1); len(got) != 1 {
 		t.Fatalf("pending after reopen = %v, want 1 ref", got)
+	}
+	if b1 := s.Backlog(1); b1 != 1 {
+		t.Fatalf("Backlog(1) after dead-lettering 3 of 4 = %d, want 1", b1)
 	}
 	dl := deadLetters(t, s, 1, false)
 	if len(dl) != 1 || describe(dl[0]) != want {

@@ -358,6 +358,22 @@ func (s *Store) MarkDelivered(route uint16, refs []Ref) {
 	}
 }
 
+// Backlog returns how many records stored for route it has not marked done:
+// its queue depth, in memory or not. It walks the live segments.
+func (s *Store) Backlog(route uint16) int {
+	s.state.RLock()
+	defer s.state.RUnlock()
+	n := 0
+	for _, seg := range s.segs {
+		for i := range seg.routes {
+			if rt := &seg.routes[i]; rt.route == route {
+				n += int(rt.total - rt.done)
+			}
+		}
+	}
+	return n
+}
+
 // Pending calls fn, in segment-ID order, for every live segment with ID >
 // after that has records for route not yet marked delivered, with the
 // segment read from disk and the sorted positions of those records. It stops
