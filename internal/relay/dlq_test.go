@@ -118,17 +118,24 @@ func replayEntries(t *testing.T, dir, route string) int {
 	return n
 }
 
+// dlConfig is a test relay with one route, name, to url, with retry as given.
+func dlConfig(t *testing.T, name, url string, linger time.Duration, retry *config.Retry) *config.Config {
+	cfg := testConfig(t, nil)
+	rt := config.DefaultRoute()
+	rt.Name, rt.URL = name, url
+	rt.Batch.Linger = config.Duration(linger)
+	rt.Retry = retry
+	cfg.Routes = append(cfg.Routes, rt)
+	cfg.Resolve()
+	return cfg
+}
+
 // max_attempts: a batch that fails that many times moves to the dead-letter list with its last
 // status; replayed through the running relay, every message arrives exactly once.
 func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 	ep := newSwitchable(t, http.StatusServiceUnavailable)
-	cfg := testConfig(t, nil)
-	rt := config.DefaultRoute()
-	rt.Name, rt.URL = "dl", ep.URL+"/in"
-	rt.Batch.Linger = config.Duration(5 * time.Millisecond)
-	rt.Retry = &config.Retry{InitialBackoff: config.Duration(10 * time.Millisecond), MaxBackoff: config.Duration(50 * time.Millisecond), MaxAttempts: 4}
-	cfg.Routes = append(cfg.Routes, rt)
-	cfg.Resolve()
+	cfg := dlConfig(t, "dl", ep.URL+"/in", 5*time.Millisecond,
+		&config.Retry{InitialBackoff: config.Duration(10 * time.Millisecond), MaxBackoff: config.Duration(50 * time.Millisecond), MaxAttempts: 4})
 	r := startRelay(t, cfg)
 	sendAcked(t, r, "DL1", 6)
 	waitMetric(t, r, `fleetrelay_route_dead_lettered_messages_total{route="dl"}`, 6)
@@ -196,13 +203,7 @@ func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 // are delivered once the relay starts again.
 func TestRetentionDeadLetterOfflineReplay(t *testing.T) {
 	ep := newSwitchable(t, http.StatusInternalServerError)
-	cfg := testConfig(t, nil)
-	rt := config.DefaultRoute()
-	rt.Name, rt.URL = "ret", ep.URL+"/in"
-	rt.Batch.Linger = config.Duration(5 * time.Millisecond)
-	rt.Retry = &config.Retry{Retention: config.Duration(time.Second)}
-	cfg.Routes = append(cfg.Routes, rt)
-	cfg.Resolve()
+	cfg := dlConfig(t, "ret", ep.URL+"/in", 5*time.Millisecond, &config.Retry{Retention: config.Duration(time.Second)})
 	r := startRelay(t, cfg)
 	sendAcked(t, r, "RT1", 3)
 	waitMetric(t, r, `fleetrelay_route_dead_lettered_messages_total{route="ret"}`, 3)
@@ -243,12 +244,7 @@ func TestRetentionDeadLetterOfflineReplay(t *testing.T) {
 // when it starts, without an attempt.
 func TestRetentionExpiredAtStart(t *testing.T) {
 	ep := newSwitchable(t, http.StatusInternalServerError)
-	cfg := testConfig(t, nil)
-	rt := config.DefaultRoute()
-	rt.Name, rt.URL = "old", ep.URL+"/in"
-	rt.Batch.Linger = config.Duration(time.Hour) // nothing leaves before the shutdown
-	cfg.Routes = append(cfg.Routes, rt)
-	cfg.Resolve()
+	cfg := dlConfig(t, "old", ep.URL+"/in", time.Hour, nil) // nothing leaves before the shutdown
 	r := startRelay(t, cfg)
 	sendAcked(t, r, "OLD1", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
