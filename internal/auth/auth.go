@@ -1,0 +1,102 @@
+// Package auth authenticates and signs route requests: static and Basic credentials, OAuth2
+// client credentials, HMAC body signatures, SENSORO signatures and safe mode, AWS Signature V4,
+// Azure SAS (Blob Storage and Event Hubs) and Standard Webhooks.
+//
+// A route has a chain of Signers, applied in order to every attempt after its body is final
+// (rendered and compressed): first the ones that choose the URL (S3, Azure Blob), then
+// credentials, then signatures over the bytes exactly as sent. A signer never logs a secret.
+package auth
+
+import (
+	"context"
+	"time"
+)
+
+// Request is one attempt of a batch, as it will be sent.
+type Request struct {
+	Method string
+	URL    string      // absolute; a signer may extend it (S3, Azure Blob)
+	Header [][2]string // a signer appends its headers
+	Body   []byte      // the exact bytes sent (after compression); read-only
+	Batch  Batch
+}
+
+// Batch identifies the batch an attempt delivers: the same for every attempt of it.
+type Batch struct {
+	ID   string    // unique per batch, stable across its retries (webhook-id, object names)
+	Time time.Time // when its first attempt was built
+}
+
+// Signer is one authentication or signing scheme. Sign is called once per attempt and must be
+// safe for concurrent use.
+type Signer interface {
+	Sign(ctx context.Context, r *Request) error
+}
+
+// Refresher is implemented by signers that hold a token: told that an attempt was answered 401,
+// they get a new token for the next attempt.
+type Refresher interface {
+	Unauthorized()
+}
+
+// Chain applies signers in order.
+type Chain []Signer
+
+// Sign runs every signer of c on r, stopping at the first error.
+func (c Chain) Sign(ctx context.Context, r *Request) error {
+	for _, s := range c {
+		if err := s.Sign(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Unauthorized tells every Refresher of c that an attempt was answered 401.
+func (c Chain) Unauthorized() {
+	for _, s := range c {
+		if r, ok := s.(Refresher); ok {
+			r.Unauthorized()
+		}
+	}
+}
+
+// SetHeader replaces the value of header name in r (case-insensitively), or appends it.
+func (r *Request) SetHeader(name, value string) {
+	for i := range r.Header {
+		if equalFold(r.Header[i][0], name) {
+			r.Header[i][1] = value
+			return
+		}
+	}
+	r.Header = append(r.Header, [2]string{name, value})
+}
+
+// HeaderValue returns the value of header name in r (case-insensitively), "" if absent.
+func (r *Request) HeaderValue(name string) string {
+	for _, h := range r.Header {
+		if equalFold(h[0], name) {
+			return h[1]
+		}
+	}
+	return ""
+}
+
+func equalFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
