@@ -9,6 +9,7 @@ package auth
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -64,7 +65,7 @@ func (c Chain) Unauthorized() {
 // SetHeader replaces the value of header name in r (case-insensitively), or appends it.
 func (r *Request) SetHeader(name, value string) {
 	for i := range r.Header {
-		if equalFold(r.Header[i][0], name) {
+		if strings.EqualFold(r.Header[i][0], name) {
 			r.Header[i][1] = value
 			return
 		}
@@ -75,28 +76,9 @@ func (r *Request) SetHeader(name, value string) {
 // HeaderValue returns the value of header name in r (case-insensitively), "" if absent.
 func (r *Request) HeaderValue(name string) string {
 	for _, h := range r.Header {
-		if equalFold(h[0], name) {
+		if strings.EqualFold(h[0], name) {
 			return h[1]
 		}
 	}
 	return ""
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
