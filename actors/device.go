@@ -24,6 +24,14 @@ type (
 		udpIdentity string    // set for UDATA: the device said who it is in the datagram
 		at          time.Time // when the frame arrived
 	}
+	// resultMsg carries a RESULT frame: a command result, stored and routed like DATA but
+	// outside the seq space, and never acknowledged (the protocol has no ACK for it).
+	resultMsg struct {
+		task uint64
+		code uint8
+		data []byte    // the result data: one JSON object
+		at   time.Time // when the frame arrived
+	}
 	// linesMsg carries the NDJSON lines of one identity from one read: the actor numbers them as
 	// one frame. There is no connection to answer.
 	linesMsg struct {
@@ -101,6 +109,9 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	case *linesMsg:
 		e.pending.Add(-1)
 		d.lines(m)
+	case *resultMsg:
+		e.pending.Add(-1)
+		d.result(m)
 	case *ackMsg:
 		e.pending.Add(-1)
 		e.ackDue.Store(false)
@@ -257,6 +268,44 @@ func (d *deviceActor) lines(m *linesMsg) {
 	}
 	d.linesSeq = d.appended + 1
 	d.append(d.linesSeq, m.records, true, m.done, time.Time{})
+}
+
+// result hands a command result to the journal as a result frame, routed like the device's
+// DATA. It takes no part in the seq chain: it leaves appended, gen and PrevSeq alone, and a
+// refusal cannot fail the connection's DATA. Nothing waits for the commit (there is no ACK,
+// and nothing in flight needs the actor), so it is not counted in e.inflight; a refusal is only
+// logged, since the device cannot be told. The frame is stored whichever connection of the
+// identity it came on: unlike DATA, no seq can be skipped by it, and no one resends it.
+func (d *deviceActor) result(m *resultMsg) {
+	e := d.e
+	f := &store.Frame{
+		Device:     e.id,
+		Serial:     e.serial,
+		IMEI:       e.imei,
+		ICCID:      e.iccid,
+		ReceivedAt: m.at.UnixMilli(),
+		Records:    [][]byte{m.data},
+		Result:     true,
+		Task:       m.task,
+		Code:       m.code,
+	}
+	if f.Serial == "" && f.IMEI == "" {
+		// The entry has no HELLO: the connection's entry was retired after its connection
+		// failed, and the result went to a new one. The identity is a serial or an IMEI.
+		f.Serial, f.IMEI = identityFields(e.id)
+	}
+	meta := d.sys.meta(e.id)
+	if meta != nil {
+		f.IMEI, f.ICCID = cmp.Or(f.IMEI, meta.IMEI), cmp.Or(f.ICCID, meta.ICCID)
+	}
+	f.Routes = d.sys.routesFor(f.IMEI, meta)
+	log := d.sys.log
+	d.sys.opts.Journal.Append(f, func(err error) {
+		if err != nil {
+			log.Warn("store refused command result; it is lost", "device", f.Device, "task", f.Task,
+				"code", f.Code, "err", err)
+		}
+	})
 }
 
 // append hands frame seq to the journal; the commit callback advances e.stored and schedules the

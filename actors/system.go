@@ -423,8 +423,10 @@ func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
 	ss.sys.deliver(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records, at: time.Now()})
 }
 
+// Result hands a command result to the device actor, which stores it (see deviceActor.result).
+// r.Data aliases the frame, the session's private copy.
 func (ss *session) Result(r *native.Result, _ []byte) {
-	ss.sys.log.Debug("command result", "device", ss.e.id, "task", r.Task, "code", r.Code)
+	ss.sys.dispatch(ss.e.id, &resultMsg{task: r.Task, code: r.Code, data: r.Data, at: time.Now()}, true)
 }
 
 func (ss *session) Closed() {

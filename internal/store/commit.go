@@ -177,10 +177,15 @@ func (s *Store) commit() error {
 	for _, r := range c.batch {
 		f := r.f
 		normalizeRoutes(f)
-		if len(f.Routes) > 0 && len(f.Records) > 0 {
+		switch {
+		case len(f.Routes) > 0 && len(f.Records) > 0:
 			c.frames = append(c.frames, f)
-		} else if cur, ok := c.ck[f.Device]; !ok || f.Seq > cur {
-			c.ck[f.Device] = f.Seq
+		case f.Result:
+			// Nothing to deliver, and no seq to remember: nothing is written.
+		default:
+			if cur, ok := c.ck[f.Device]; !ok || f.Seq > cur {
+				c.ck[f.Device] = f.Seq
+			}
 		}
 	}
 	var used txnBudget
@@ -204,7 +209,12 @@ func (s *Store) commit() error {
 	s.collect(&used)
 
 	if segID == 0 && len(c.ck) == 0 && len(c.bitmaps) == 0 && len(c.retire) == 0 {
-		return nil // only retiring segments were dirty; the batch is empty
+		// Only retiring segments were dirty, or the batch holds only results
+		// without routes: nothing to write, but their callbacks are due.
+		if len(c.batch) > 0 {
+			s.finish(nil, 0, false, start)
+		}
+		return nil
 	}
 	txn := s.db.NewTransaction(true)
 	defer txn.Discard()
@@ -221,12 +231,17 @@ func (s *Store) commit() error {
 }
 
 // refuseGaps drops from the batch every frame whose PrevSeq was not stored, answering ErrGap.
+// Result frames take no part: they are never refused, and they do not count as stored seqs.
 func (s *Store) refuseGaps() {
 	c := &s.c
 	clear(c.order)
 	kept := c.batch[:0]
 	for _, r := range c.batch {
 		f := r.f
+		if f.Result {
+			kept = append(kept, r)
+			continue
+		}
 		if f.PrevSeq != 0 {
 			prev, ok := c.order[f.Device]
 			if !ok {
@@ -313,7 +328,7 @@ func (s *Store) collect(used *txnBudget) {
 			}
 		}
 		for i := range seg.frames {
-			if fm := &seg.frames[i]; fm.seq >= fm.dev.lastSeq {
+			if fm := &seg.frames[i]; fm.dev != nil && fm.seq >= fm.dev.lastSeq {
 				bytes += int64(len(fm.dev.name) + checkpointEntryOverhead)
 			}
 		}
@@ -327,8 +342,8 @@ func (s *Store) collect(used *txnBudget) {
 		// retires) or in a checkpoint.
 		for i := range seg.frames {
 			fm := &seg.frames[i]
-			if fm.seq < fm.dev.lastSeq {
-				continue
+			if fm.dev == nil || fm.seq < fm.dev.lastSeq {
+				continue // a result, or not the device's highest seq
 			}
 			if cur, ok := c.ck[fm.dev.name]; !ok || fm.seq > cur {
 				c.ck[fm.dev.name] = fm.seq
@@ -450,6 +465,9 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 	}
 	for _, r := range c.batch {
 		f := r.f
+		if f.Result {
+			continue // not in the device's seq space
+		}
 		d := s.deviceLocked(f.Device)
 		d.lastSeq = max(d.lastSeq, f.Seq)
 		s.advanceLocked(d)

@@ -1,5 +1,6 @@
 // Package store owns fleetrelay's durable state in an embedded Badger
-// database: the journal of stored DATA frames, per-route delivery progress,
+// database: the journal of stored DATA frames and command results (RESULT
+// frames, see Frame.Result), per-route delivery progress,
 // per-device sequence state (last stored seq and the delivered watermark),
 // the route-name table, and value-log garbage collection.
 //
@@ -44,6 +45,12 @@
 //
 // The delivered watermark of a device is not stored: it is derived at Open
 // from the frames in live segments that still have undone records.
+//
+// Command results are journaled and delivered like DATA frames (their records
+// hold the result data, and the route bitmaps track them), but they are not in
+// the device's seq space: they never move its last stored seq or its delivered
+// watermark, and never produce a checkpoint entry. Only the segments that hold
+// them wait for them, until every route is done.
 //
 // All keys of one group commit, including retirements and bitmap updates, are
 // written in a single Badger transaction, so the layout is consistent after a

@@ -126,6 +126,7 @@ func (s *Store) load() error {
 			for _, f := range dec.Frames {
 				normalizeRoutes(f)
 			}
+			// Result frames are tracked for their routes only (see registerLocked).
 			seg := s.registerLocked(id, dec.Frames, len(v))
 			for _, b := range bitmaps[id] {
 				rt := seg.track(b.route)

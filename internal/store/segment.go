@@ -8,7 +8,8 @@ import (
 	"sort"
 )
 
-// Frame is one stored DATA frame. The store takes ownership of a Frame and
+// Frame is one stored frame: a DATA frame (its records) or, with Result set, a
+// command result (a RESULT frame). The store takes ownership of a Frame and
 // its slices when it is passed to Append: neither the caller nor any reader of
 // a Segment may modify it afterwards. Frames handed out in a Segment are
 // read-only and safe for concurrent readers.
@@ -26,6 +27,17 @@ type Frame struct {
 	// the frame is refused with ErrGap: after a failed commit nothing later may be stored past
 	// the hole, or LastSeq would tell the device to forget the frame that was lost. Not stored.
 	PrevSeq uint64
+
+	// Result marks a command result: Task and Code are the RESULT frame's task ID and result
+	// code (0 success, 1 failure), and Records holds the result data (the relay stores it as
+	// the one record). A result is not in the device's DATA seq space: its Seq and PrevSeq
+	// are ignored (writers leave them 0), and storing or delivering it changes neither
+	// LastSeq nor DeliveredSeq nor any checkpoint. Its records are delivered and tracked per
+	// route like any other, so its segment retires only once every route is done with them.
+	// A result without routes or records is not stored at all.
+	Result bool
+	Task   uint64
+	Code   uint8
 }
 
 // Segment is the unit of a group commit: the frames of one commit that have at
@@ -89,18 +101,25 @@ func (s *Segment) Record(pos uint32) []byte {
 //	version byte (1)
 //	frame count, record count
 //	per frame:
-//	  flags byte: bit 0 Serial == Device (Serial omitted), bit 1 IMEI == Device (IMEI omitted)
+//	  flags byte: bit 0 Serial == Device (Serial omitted), bit 1 IMEI == Device (IMEI omitted),
+//	              bit 2 Result (a command result; Task and Code follow ReceivedAt)
 //	  Device, [Serial], [IMEI], ICCID   (each length + bytes)
 //	  Seq
 //	  ReceivedAt (signed varint)
+//	  [Task, Code (one byte)]           (only with bit 2, Result)
 //	  route count, routes
 //	  record count, records (each length + bytes)
+//
+// Bit 2 was added without a version change: segments written before it never set it and
+// decode unchanged. A store binary that predates it refuses a segment holding a result
+// (ErrCorrupt), so such a journal cannot be opened by an older relay.
 const segmentVersion = 1
 
 const (
 	flagSerialIsDevice = 1 << 0
 	flagIMEIIsDevice   = 1 << 1
-	flagsKnown         = flagSerialIsDevice | flagIMEIIsDevice
+	flagResult         = 1 << 2
+	flagsKnown         = flagSerialIsDevice | flagIMEIIsDevice | flagResult
 )
 
 // minFrameBytes is the smallest encoding of a frame: flags, device length,
@@ -127,6 +146,9 @@ func AppendSegment(dst []byte, frames []*Frame) []byte {
 		if f.IMEI == f.Device {
 			flags |= flagIMEIIsDevice
 		}
+		if f.Result {
+			flags |= flagResult
+		}
 		dst = append(dst, flags)
 		dst = appendString(dst, f.Device)
 		if flags&flagSerialIsDevice == 0 {
@@ -138,6 +160,10 @@ func AppendSegment(dst []byte, frames []*Frame) []byte {
 		dst = appendString(dst, f.ICCID)
 		dst = binary.AppendUvarint(dst, f.Seq)
 		dst = binary.AppendVarint(dst, f.ReceivedAt)
+		if f.Result {
+			dst = binary.AppendUvarint(dst, f.Task)
+			dst = append(dst, f.Code)
+		}
 		dst = binary.AppendUvarint(dst, uint64(len(f.Routes)))
 		for _, r := range f.Routes {
 			dst = binary.AppendUvarint(dst, uint64(r))
@@ -155,6 +181,9 @@ func AppendSegment(dst []byte, frames []*Frame) []byte {
 func encodedFrameSize(f *Frame) int {
 	n := 1 + 4*binary.MaxVarintLen32 + len(f.Device) + len(f.Serial) + len(f.IMEI) + len(f.ICCID) +
 		2*binary.MaxVarintLen64 + binary.MaxVarintLen32 + 3*len(f.Routes) + binary.MaxVarintLen32
+	if f.Result {
+		n += binary.MaxVarintLen64 + 1 // Task, Code
+	}
 	for _, r := range f.Records {
 		n += binary.MaxVarintLen32 + len(r)
 	}
@@ -212,6 +241,11 @@ func DecodeSegment(id uint64, data []byte) (*Segment, error) {
 		f.ICCID = d.string()
 		f.Seq = d.uvarint()
 		f.ReceivedAt = d.varint()
+		if flags&flagResult != 0 {
+			f.Result = true
+			f.Task = d.uvarint()
+			f.Code = d.byte()
+		}
 		f.Routes, prevRoutes = d.routes(prevRoutes)
 		n := d.uvarint()
 		if d.err != nil || n > nr-ri {

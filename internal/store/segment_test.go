@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"reflect"
@@ -17,6 +18,10 @@ func sampleFrames() []*store.Frame {
 		{Device: "SN2", Serial: "SN2", Seq: 1 << 40, ReceivedAt: -5, Routes: []uint16{1, 2}, Records: [][]byte{[]byte(`{}`)}},
 		{Device: "", Seq: 0, Routes: []uint16{65535}},
 		{Device: "x", IMEI: "y", Records: [][]byte{{}, []byte(`{"c":[1,2,3]}`)}},
+		{Device: "SN1", Serial: "SN1", ReceivedAt: 1700000000001, Routes: []uint16{1, 2},
+			Result: true, Task: 42, Code: 1, Records: [][]byte{[]byte(`{"interval":60}`)}},
+		{Device: "356307042441013", IMEI: "356307042441013", Routes: []uint16{2},
+			Result: true, Task: 1<<64 - 1, Records: [][]byte{[]byte(`{}`)}},
 	}
 }
 
@@ -50,17 +55,17 @@ func TestSegmentRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DecodeSegment = %v", err)
 	}
-	if seg.ID != 9 || seg.Len() != 5 {
-		t.Errorf("ID, Len = %d, %d; want 9, 5", seg.ID, seg.Len())
+	if seg.ID != 9 || seg.Len() != 7 {
+		t.Errorf("ID, Len = %d, %d; want 9, 7", seg.ID, seg.Len())
 	}
 	if got, want := normalize(seg.Frames), normalize(frames); !reflect.DeepEqual(got, want) {
 		t.Errorf("DecodeSegment(AppendSegment(f)) =\n%+v\nwant\n%+v", got, want)
 	}
 	mem := store.NewSegment(9, frames)
-	for pos := range uint32(6) {
+	for pos := range uint32(8) {
 		fi, ri, ok := mem.Locate(pos)
 		dfi, dri, dok := seg.Locate(pos)
-		if fi != dfi || ri != dri || ok != dok || ok != (pos < 5) {
+		if fi != dfi || ri != dri || ok != dok || ok != (pos < 7) {
 			t.Errorf("Locate(%d) = %d,%d,%v (decoded %d,%d,%v)", pos, fi, ri, ok, dfi, dri, dok)
 		}
 		if ok && mem.Pos(fi, ri) != pos {
@@ -77,6 +82,61 @@ func TestSegmentRoundTrip(t *testing.T) {
 	f([]byte{2, 0, 0}, store.ErrVersion)
 	f(append(bytes.Clone(enc[len("prefix"):]), 0), store.ErrCorrupt)
 	f([]byte{1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0}, store.ErrCorrupt)
+}
+
+// Segments written before result frames existed decode unchanged: this is the encoding of
+// two DATA frames by the store as it was before (flags bit 2 unused).
+func TestSegmentBeforeResults(t *testing.T) {
+	old, err := hex.DecodeString("010203020f33353633303730343234343130313303534e3104383934340780a0abfef96202010202077b2261223a317d" +
+		"077b2262223a327d0103534e32000080808080802009010301027b7d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*store.Frame{
+		{Device: "356307042441013", Serial: "SN1", IMEI: "356307042441013", ICCID: "8944", Seq: 7, ReceivedAt: 1700000000000,
+			Routes: []uint16{1, 2}, Records: [][]byte{[]byte(`{"a":1}`), []byte(`{"b":2}`)}},
+		{Device: "SN2", Serial: "SN2", Seq: 1 << 40, ReceivedAt: -5, Routes: []uint16{3}, Records: [][]byte{[]byte(`{}`)}},
+	}
+	seg, err := store.DecodeSegment(3, old)
+	if err != nil {
+		t.Fatalf("DecodeSegment(old segment) = %v", err)
+	}
+	if got, want := normalize(seg.Frames), normalize(want); !reflect.DeepEqual(got, want) {
+		t.Errorf("old segment decoded as\n%+v\nwant\n%+v", got, want)
+	}
+	if enc := store.AppendSegment(nil, want); !bytes.Equal(enc, old) {
+		t.Errorf("DATA frames encode as %x, want the old encoding %x", enc, old)
+	}
+}
+
+// A result frame's task and code survive the round trip, and flag bits beyond the known ones
+// are still refused.
+func TestSegmentResultFrame(t *testing.T) {
+	f := &store.Frame{Device: "SN1", Serial: "SN1", ReceivedAt: 5, Routes: []uint16{1},
+		Result: true, Task: 300, Code: 1, Records: [][]byte{[]byte(`{"ok":false}`)}}
+	enc := store.AppendSegment(nil, []*store.Frame{f})
+	seg, err := store.DecodeSegment(1, enc)
+	if err != nil {
+		t.Fatalf("DecodeSegment = %v", err)
+	}
+	if got := seg.Frames[0]; !got.Result || got.Task != 300 || got.Code != 1 || got.Seq != 0 ||
+		string(got.Records[0]) != `{"ok":false}` {
+		t.Fatalf("decoded result frame %+v", got)
+	}
+	// Header: version, frame count, record count; then the flags byte.
+	if enc[3] != 1|4 {
+		t.Fatalf("flags byte = %#x, want Serial==Device and Result", enc[3])
+	}
+	bad := bytes.Clone(enc)
+	bad[3] |= 8
+	if _, err := store.DecodeSegment(1, bad); !errors.Is(err, store.ErrCorrupt) {
+		t.Errorf("unknown flag bit: DecodeSegment = %v, want ErrCorrupt", err)
+	}
+	plain := *f
+	plain.Result, plain.Task, plain.Code = false, 0, 0
+	if n, m := len(enc), len(store.AppendSegment(nil, []*store.Frame{&plain})); n != m+3 {
+		t.Errorf("result frame encodes in %d bytes, the same DATA frame in %d; want 3 more (task 300, code)", n, m)
+	}
 }
 
 func TestAppendSegmentAllocs(t *testing.T) {

@@ -23,6 +23,9 @@ type segState struct {
 // frameMeta is what the store keeps of a committed frame: enough to map a
 // record position to its frame and to maintain the device watermark.
 type frameMeta struct {
+	// dev is the frame's device, nil for a command result (Frame.Result): a result
+	// is outside the device's seq space, so it is neither pending in the device's
+	// watermark nor a candidate for its checkpoint.
 	dev       *deviceState
 	seq       uint64
 	base      uint32
@@ -117,7 +120,8 @@ func (s *Store) advanceLocked(d *deviceState) {
 }
 
 // registerLocked starts tracking a committed segment. Every frame must have at
-// least one record and one route, with no duplicate routes.
+// least one record and one route, with no duplicate routes. Result frames are
+// tracked per route like any other but leave device state alone.
 func (s *Store) registerLocked(id uint64, frames []*Frame, size int) *segState {
 	seg := &segState{id: id, frames: make([]frameMeta, len(frames)), bytes: size}
 	var pos uint32
@@ -133,6 +137,9 @@ func (s *Store) registerLocked(id uint64, frames []*Frame, size int) *segState {
 				rt = &seg.routes[len(seg.routes)-1]
 			}
 			rt.total += n
+		}
+		if f.Result {
+			continue
 		}
 		d := s.deviceLocked(f.Device)
 		fm.dev = d
@@ -185,7 +192,7 @@ func (s *Store) markLocked(seg *segState, rt *routeTrack, pos uint32) bool {
 		}
 	}
 	fm.remaining--
-	if fm.remaining == 0 {
+	if fm.remaining == 0 && fm.dev != nil {
 		d := fm.dev
 		if d.head < len(d.pending) && d.pending[d.head] == fm {
 			s.advanceLocked(d)
