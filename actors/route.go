@@ -334,9 +334,8 @@ func (ra *routeActor) enqueue(l *lane, it item, now time.Time) {
 		l.since = now
 	}
 	// The format's own estimate (an upper bound for envelope).
-	f := it.f
-	m := format.Message{Device: f.Device, Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID, Seq: f.Seq, Index: int(it.rec),
-		ReceivedAt: f.ReceivedAt, Data: f.Records[it.rec]}
+	var m format.Message
+	messageOf(it.f, int(it.rec), &m)
 	it.size = int32(ra.r.Format.SizeHint(&m))
 	l.q = append(l.q, it)
 	l.bytes += int(it.size)
@@ -493,8 +492,8 @@ func (ra *routeActor) dispatch(l *lane) {
 			var m format.Message
 			for i := range items {
 				it := &items[i]
-				m = format.Message{Device: it.f.Device, Serial: it.f.Serial, IMEI: it.f.IMEI, ICCID: it.f.ICCID,
-					Seq: it.f.Seq, Index: int(it.rec), ReceivedAt: it.f.ReceivedAt, Attempt: attempt, Data: it.f.Records[it.rec]}
+				messageOf(it.f, int(it.rec), &m)
+				m.Attempt = attempt
 				if md := sys.meta(it.f.Device); md != nil {
 					m.Custom1, m.Custom2, m.Custom3 = md.Custom1, md.Custom2, md.Custom3
 					m.Tags, m.Groups, m.Account = md.Tags, md.Groups, md.Account

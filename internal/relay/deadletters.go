@@ -43,6 +43,8 @@ type DeadMessageView struct {
 	Seq        uint64          `json:"seq"`
 	Index      int             `json:"index"`
 	ReceivedAt time.Time       `json:"received_at"`
+	Task       *uint64         `json:"task,omitempty"` // a command result's task (then seq is 0)
+	Code       *uint8          `json:"code,omitempty"` // and its result code
 	Data       json.RawMessage `json:"data"`
 }
 
@@ -69,6 +71,10 @@ func viewOf(d *store.DeadLetter) DeadLetterView {
 		f := it.Frame
 		v.Messages[i] = DeadMessageView{Device: f.Device, Serial: f.Serial, IMEI: f.IMEI, Seq: f.Seq, Index: it.Record,
 			ReceivedAt: time.UnixMilli(f.ReceivedAt).UTC(), Data: json.RawMessage(f.Records[it.Record])}
+		if f.Result {
+			task, code := f.Task, f.Code
+			v.Messages[i].Task, v.Messages[i].Code = &task, &code
+		}
 	}
 	return v
 }
