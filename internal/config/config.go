@@ -236,6 +236,10 @@ type Route struct {
 	Body string `yaml:"body"`
 	// Which devices' messages the route takes (default: all). Decided when a message is stored.
 	Filter Filter `yaml:"filter,omitempty"`
+	// How the route authenticates (at most one scheme), signs its requests, and speaks TLS.
+	Auth Auth `yaml:"auth,omitempty"`
+	Sign Sign `yaml:"sign,omitempty"`
+	TLS  TLS  `yaml:"tls,omitempty"`
 }
 
 // Batch says when a route's pending messages are sent: as soon as max_messages or max_bytes is
@@ -299,6 +303,7 @@ func DefaultRoute() Route {
 		Compression: CompressionNone,
 		Format:      "envelope",
 		Body:        BodyArray,
+		TLS:         TLS{MinVersion: "1.2"},
 	}
 }
 
@@ -338,6 +343,7 @@ func (c *Config) Resolve() {
 			r.SuccessCodes = nil
 		}
 		r.Filter.IMEIs, r.Filter.Tags, r.Filter.Groups = nilIfEmpty(r.Filter.IMEIs), nilIfEmpty(r.Filter.Tags), nilIfEmpty(r.Filter.Groups)
+		r.resolveAuth()
 		if r.Timeout == 0 {
 			r.Timeout = c.Delivery.Timeout
 		}

@@ -109,7 +109,7 @@ routes:
     method: POST
     # Extra request headers; values may contain the same dynamic fields.
     headers:
-      Authorization: Bearer change-me
+      X-Api-Key: change-me
       X-Device-IMEI: "[IMEI]"
     # A batch is sent when it holds max_messages or max_bytes (body size before compression), or
     # linger after its first message arrived, whichever comes first. A single message larger than
@@ -134,6 +134,30 @@ routes:
     # array: a JSON array of up to batch.max_messages messages per request; object: one message
     # per request, the body that message alone.
     body: array
+    # How the route authenticates: at most one of basic, oauth2, aws_sigv4, azure_blob,
+    # azure_event_hubs (see the other routes). Headers carry static and per-device credentials
+    # (e.g. Authorization: "[CUSTOM1]"). A secret is a value, {env: NAME} or {file: PATH}; it is
+    # read at start and never logged.
+    auth:
+      basic:
+        username: fleet
+        password: {env: WEBHOOK_PASSWORD}
+    # Signatures over the body exactly as sent (after compression): any of hmac, sensoro,
+    # webhooks.
+    sign:
+      # seeds/002's "hash-key": an HMAC of the body, hex or base64, in a header.
+      hmac:
+        header: hash-key
+        key: {file: /etc/fleetrelay/bewhere-api-key}
+        algorithm: sha512   # or sha256
+        encoding: hex       # or base64
+    # HTTPS: the system's roots are trusted; TLS 1.2 at least.
+    tls:
+      ca_file: /etc/fleetrelay/ca.pem        # more CAs to trust (PEM)
+      cert_file: /etc/fleetrelay/client.pem  # client certificate for mutual TLS, with key_file
+      key_file: /etc/fleetrelay/client.key
+      min_version: "1.2"                     # or "1.3"
+      insecure_skip_verify: false            # true accepts any certificate (logged at start)
 
   - name: sensoro
     enabled: false
@@ -142,6 +166,13 @@ routes:
     app_id: "123456"      # format sensoro: the appId of every push (required)
     device_type: node     # format sensoro: deviceType
     body: object          # SENSORO pushes one object per request
+    sign:
+      # X-ACCESS-ID (app_id), X-ACCESS-NONCE and X-ACCESS-SIGNATURE; safe mode encrypts each
+      # message into {"encryptData": ...} with app_key first (see the README).
+      sensoro:
+        app_secret: {env: SENSORO_APP_SECRET}
+        safe_mode: true
+        app_key: {env: SENSORO_APP_KEY}
 
   - name: custom
     enabled: false
@@ -151,6 +182,19 @@ routes:
     # $$timestamp_seconds), "$$data.a.b" a field of the record. A placeholder that is a whole
     # string becomes the typed value (numbers stay numbers); a missing field becomes null.
     template: '{"imei": "$$imei", "speed": "$$data.speed", "at": "$$timestamp_seconds"}'
+    auth:
+      # OAuth2 client credentials: the token is cached, renewed before it expires and after a 401.
+      oauth2:
+        token_url: https://auth.example.com/oauth2/token
+        client_id: fleetrelay
+        client_secret: {env: OAUTH_CLIENT_SECRET}
+        scopes: [ingest]
+        auth_style: header  # header: HTTP Basic (RFC 6749 2.3.1); body: in the form
+    sign:
+      # Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); several secrets
+      # sign with each, for rotation.
+      webhooks:
+        secrets: [{env: WEBHOOK_SECRET}]
 
   - name: archive
     enabled: false
@@ -177,6 +221,44 @@ routes:
       imeis: ["356938035643809"]
       tags: [cold-chain]
       groups: [trucks]
+    auth:
+      # AWS Signature V4; with s3, each batch is an object <url>/YYYY/MM/DD/<timestamp> (PUT).
+      aws_sigv4:
+        region: eu-west-1
+        service: s3           # default execute-api, or s3 with s3: true
+        access_key_id: AKIAEXAMPLE
+        secret_access_key: {env: AWS_SECRET_ACCESS_KEY}
+        session_token: {env: AWS_SESSION_TOKEN}
+        s3: true
+
+  - name: blob
+    enabled: false
+    url: https://acme.blob.core.windows.net/fleet
+    method: PUT
+    auth:
+      # Each batch is a block blob <url>/YYYY/MM/DD/<timestamp>.json, with a SAS generated from
+      # the storage account's key (or given: see blob-sas).
+      azure_blob:
+        account: acme
+        account_key: {env: AZURE_STORAGE_KEY}
+
+  - name: blob-sas
+    enabled: false
+    url: https://acme.blob.core.windows.net/fleet
+    method: PUT
+    auth:
+      azure_blob:
+        sas: {env: AZURE_BLOB_SAS}
+
+  - name: events
+    enabled: false
+    url: https://acme.servicebus.windows.net/fleet/messages
+    auth:
+      # SharedAccessSignature tokens from a key name and key, renewed before they expire.
+      azure_event_hubs:
+        key_name: RootManageSharedAccessKey
+        key: {env: EVENT_HUBS_KEY}
+        ttl: 1h
 
 # Device metadata, one entry per device identity (the serial it gives in HELLO, or its IMEI
 # without one; the UDATA or NDJSON identity). Routes use it for [IMEI], [ICCID], [CUSTOM1]..

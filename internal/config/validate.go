@@ -186,6 +186,7 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 		}
 		seen[code] = true
 	}
+	r.validateAuth(p, path)
 	switch r.Compression {
 	case CompressionNone, CompressionGzip, CompressionZstd:
 	default:

@@ -1,0 +1,135 @@
+package config_test
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/fleetrelay/fleetrelay/internal/config"
+)
+
+func parseRoute(t *testing.T, extra string) (*config.Route, error) {
+	t.Helper()
+	c, err := config.Parse([]byte("routes:\n  - name: r\n    url: https://example.com/in\n" + extra))
+	if err != nil {
+		return nil, err
+	}
+	return &c.Routes[0], nil
+}
+
+func TestAuthValidation(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		want []string // problems; none: valid
+	}{
+		{"    auth:\n      basic: {username: u, password: p}\n", nil},
+		{"    auth:\n      basic: {username: 'u:x', password: p}\n", []string{"routes[0].auth.basic.username: must not contain ':'"}},
+		{"    auth:\n      basic: {username: u}\n", []string{"routes[0].auth.basic.password: required"}},
+		{"    auth:\n      basic: {username: u, password: p}\n      oauth2: {token_url: 'https://a/t', client_id: i, client_secret: s}\n",
+			[]string{"routes[0].auth: set at most one of"}},
+		{"    auth:\n      oauth2: {token_url: 'ftp://a/t', client_id: i, client_secret: s, auth_style: cookie}\n",
+			[]string{"routes[0].auth.oauth2.token_url: must be an http:// or https:// URL", "routes[0].auth.oauth2.auth_style: must be header or body"}},
+		{"    auth:\n      aws_sigv4: {region: r, access_key_id: k, secret_access_key: s, s3: true}\n",
+			[]string{"routes[0].method: must be PUT with auth.aws_sigv4.s3"}},
+		{"    method: PUT\n    auth:\n      aws_sigv4: {region: r, access_key_id: k, secret_access_key: s, s3: true}\n", nil},
+		{"    method: PUT\n    auth:\n      azure_blob: {sas: x, account: a, account_key: k}\n", []string{"routes[0].auth.azure_blob: set sas, or account and account_key, not both"}},
+		{"    method: PUT\n    auth:\n      azure_blob: {account: a}\n", []string{"routes[0].auth.azure_blob: set sas, or account and account_key"}},
+		{"    auth:\n      azure_event_hubs: {key_name: n, key: k, ttl: 10s}\n", []string{"routes[0].auth.azure_event_hubs.ttl: must be at least 1m"}},
+		{"    sign:\n      hmac: {key: k, algorithm: md5, encoding: base32, header: 'bad header'}\n",
+			[]string{"sign.hmac.algorithm: must be sha512 or sha256", "sign.hmac.encoding: must be hex or base64", "sign.hmac.header: must be an HTTP header name"}},
+		{"    sign:\n      sensoro: {app_secret: s, safe_mode: true}\n", []string{"routes[0].app_id: required", "routes[0].sign.sensoro.app_key: required"}},
+		{"    sign:\n      webhooks: {secrets: []}\n", []string{"routes[0].sign.webhooks.secrets: required"}},
+		{"    tls: {cert_file: c.pem}\n", []string{"routes[0].tls: set cert_file and key_file together"}},
+		{"    tls: {min_version: '1.1'}\n", []string{"routes[0].tls.min_version: must be 1.2 or 1.3"}},
+		{"    auth:\n      basic: {username: u, password: {vault: x}}\n", []string{`unknown source "vault"`}},
+		{"    auth:\n      basic: {username: u, password: [a]}\n", []string{"invalid secret"}},
+	} {
+		_, err := parseRoute(t, c.yaml)
+		if len(c.want) == 0 {
+			if err != nil {
+				t.Errorf("%q: %v, want valid", c.yaml, err)
+			}
+			continue
+		}
+		var ve *config.ValidationError
+		if !errors.As(err, &ve) {
+			t.Errorf("%q: %v, want problems %q", c.yaml, err, c.want)
+			continue
+		}
+		for _, w := range c.want {
+			if !slices.ContainsFunc(ve.Problems, func(p string) bool { return strings.Contains(p, w) }) {
+				t.Errorf("%q: problems %q, want one with %q", c.yaml, ve.Problems, w)
+			}
+		}
+		if len(ve.Problems) != len(c.want) {
+			t.Errorf("%q: problems %q, want only %q", c.yaml, ve.Problems, c.want)
+		}
+	}
+}
+
+func TestAuthDefaults(t *testing.T) {
+	r, err := parseRoute(t, "    method: PUT\n    auth:\n      aws_sigv4: {region: r, access_key_id: k, secret_access_key: s, s3: true}\n    sign:\n      hmac: {key: k}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintln(r.Auth.AWSSigV4.Service, r.Sign.HMAC.Header, r.Sign.HMAC.Algorithm, r.Sign.HMAC.Encoding, r.TLS.MinVersion); got != "s3 hash-key sha512 hex 1.2\n" {
+		t.Errorf("defaults = %s", got)
+	}
+}
+
+// Secrets come from the config, the environment or a file; they are read when revealed and never
+// printed.
+func TestSecrets(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("FLEETRELAY_TEST_SECRET", "from-env")
+	r, err := parseRoute(t, "    sign:\n      webhooks:\n        secrets: [literal-value, {env: FLEETRELAY_TEST_SECRET}, {file: "+file+"}]\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range r.Sign.Webhooks.Secrets {
+		v, err := s.Reveal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+		if strings.Contains(s.String(), v) || strings.Contains(s.LogValue().String(), v) {
+			t.Errorf("%q prints its value", s.String())
+		}
+	}
+	if want := []string{"literal-value", "from-env", "from-file"}; !slices.Equal(got, want) {
+		t.Fatalf("revealed %q, want %q", got, want)
+	}
+	out, err := yaml.Marshal(r.Sign.Webhooks)
+	if err != nil || strings.Contains(string(out), "literal-value") || !strings.Contains(string(out), "FLEETRELAY_TEST_SECRET") {
+		t.Errorf("marshalled as %s (%v): want the literal redacted and the sources kept", out, err)
+	}
+	var buf strings.Builder
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "secret", r.Sign.Webhooks.Secrets[0])
+	if strings.Contains(buf.String(), "literal-value") {
+		t.Errorf("logged %s", buf.String())
+	}
+	for _, s := range []config.Secret{config.SecretEnv("FLEETRELAY_TEST_UNSET"), config.SecretFile(file + ".missing")} {
+		if _, err := s.Reveal(); err == nil {
+			t.Errorf("%s revealed without error", s)
+		}
+	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	_ = os.WriteFile(empty, nil, 0o600)
+	if _, err := config.SecretFile(empty).Reveal(); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("empty file: %v", err)
+	}
+	if got := len(r.Secrets("routes[0]")); got != 3 {
+		t.Errorf("Secrets() = %d entries, want 3", got)
+	}
+}
