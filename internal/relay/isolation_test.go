@@ -518,7 +518,8 @@ func isoRun(b *testing.B, devices int, interval, duration, failFor time.Duration
 // endpoint. Reported: the healthy devices' delivery latency (endpoint receive − record send time)
 // p50/p99 of both runs, p99(B)/p99(A), and for run B whether device 0's messages all arrived in
 // order (a loss or reordering fails the benchmark) and how long after the switch the last of its
-// backlog arrived. B_fail_p99_ms is run B's healthy p99 over the records sent during the failure. Run it with -benchtime 1x: one iteration is two 15 s runs.
+// backlog arrived. B_fail_p99_ms is run B's healthy p99 over the records sent during the failure, and
+// fail_p99_ratio that over A's p99. Run it with -benchtime 1x: one iteration is two 15 s runs.
 func BenchmarkRouteIsolation(b *testing.B) {
 	const (
 		devices  = 100
@@ -539,6 +540,7 @@ func BenchmarkRouteIsolation(b *testing.B) {
 		b.ReportMetric(ms(f.healthy.Max()), "B_max_ms")
 		b.ReportMetric(ms(f.window.ValueAtQuantile(99)), "B_fail_p99_ms") // sent while device 0 failed
 		b.ReportMetric(float64(pb)/float64(pa), "p99_ratio")
+		b.ReportMetric(float64(f.window.ValueAtQuantile(99))/float64(pa), "fail_p99_ratio") // during the failure
 		inOrder := 0.0
 		if f.dev0InOrd {
 			inOrder = 1
