@@ -417,3 +417,25 @@ func TestSlotsFreeDuringBackoff(t *testing.T) {
 		t.Errorf("%d slots still held after both deliveries", len(slots))
 	}
 }
+
+// A build error wrapping ErrNotSent fails the attempt without a request, and Deliver retries.
+func TestBuildNotSentRetried(t *testing.T) {
+	srv := newRecorder(t, status(http.StatusNoContent))
+	c := newClient(t, deliver.Options{AllowPrivateNetworks: true})
+	var results []string
+	n, err := deliver.Deliver(context.Background(), c, fast, &deliver.Request{URL: srv.URL}, func(attempt int, _ *deliver.Request) error {
+		if attempt < 2 {
+			return fmt.Errorf("token endpoint down: %w", deliver.ErrNotSent)
+		}
+		return nil
+	}, func(attempt int, res deliver.Result) { results = append(results, fmt.Sprint(attempt, res.Status, res.Err != nil)) })
+	if err != nil || n != 3 {
+		t.Fatalf("Deliver = %d, %v; want 3 attempts, success", n, err)
+	}
+	if got := strings.Join(results, ","); got != "0 0 true,1 0 true,2 204 false" {
+		t.Errorf("attempts %s", got)
+	}
+	if len(srv.seen()) != 1 {
+		t.Errorf("server saw %d requests, want only the third attempt", len(srv.seen()))
+	}
+}

@@ -19,4 +19,8 @@ var (
 	// ErrGaveUp is returned by Deliver when Policy.MaxAttempts attempts
 	// failed.
 	ErrGaveUp = errors.New("gave up delivery")
+
+	// ErrNotSent, wrapped in an error of Deliver's build callback, fails that
+	// attempt without sending it; Deliver retries it like a transport error.
+	ErrNotSent = errors.New("attempt not sent")
 )

@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -67,7 +68,9 @@ func (p *Policy) Succeeded(status int) bool {
 //
 // Before every attempt (0-based) build, if not nil, (re)fills req; the body
 // may carry the attempt number, signatures may be redone. A build error ends
-// Deliver with that error. onResult, if not nil, observes every attempt.
+// Deliver with that error, except one wrapping ErrNotSent, which fails the
+// attempt without sending it (e.g. no token could be had): it is retried like a
+// transport error. onResult, if not nil, observes every attempt.
 // After a failed attempt Deliver waits max(RetryAfter, p.Backoff(attempt)).
 //
 // It returns the number of attempts made and nil on success, ctx.Err() or
@@ -85,21 +88,26 @@ func Deliver(ctx context.Context, c *Client, p *Policy, req *Request,
 		if err := ctx.Err(); err != nil {
 			return attempts, fmt.Errorf("deliver after %d attempts: %w", attempts, err)
 		}
+		var res Result
 		if build != nil {
-			if err := build(attempt, req); err != nil {
+			if err := build(attempt, req); errors.Is(err, ErrNotSent) {
+				res.Err = err // a failed attempt: retried after the backoff
+			} else if err != nil {
 				return attempts, fmt.Errorf("build attempt %d: %w", attempt, err)
 			}
 		}
-		if req.Slots != nil {
-			select {
-			case req.Slots <- struct{}{}:
-			case <-ctx.Done():
-				return attempts, fmt.Errorf("deliver after %d attempts: %w", attempts, ctx.Err())
+		if res.Err == nil {
+			if req.Slots != nil {
+				select {
+				case req.Slots <- struct{}{}:
+				case <-ctx.Done():
+					return attempts, fmt.Errorf("deliver after %d attempts: %w", attempts, ctx.Err())
+				}
 			}
-		}
-		res := c.Do(ctx, req)
-		if req.Slots != nil {
-			<-req.Slots
+			res = c.Do(ctx, req)
+			if req.Slots != nil {
+				<-req.Slots
+			}
 		}
 		attempts++
 		if onResult != nil {
