@@ -1,9 +1,12 @@
 package actors
 
 import (
+	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/fields"
 	"github.com/fleetrelay/fleetrelay/codec/format"
+	"github.com/fleetrelay/fleetrelay/internal/auth"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
@@ -35,6 +39,11 @@ type Route struct {
 	// Retention is how long a message may wait for delivery (from arrival, or from its replay);
 	// older ones move to the dead-letter list. 0: no limit.
 	Retention time.Duration
+	// Auth authenticates and signs every attempt after its body is final; nil: neither.
+	Auth auth.Chain
+	// Send delivers this route's batches; nil: the system's (Options.Send). Routes with their
+	// own TLS settings have their own client.
+	Send Sender
 }
 
 // Header is one configured request header; its value may hold dynamic fields.
@@ -466,9 +475,18 @@ func (ra *routeActor) dispatch(l *lane) {
 	ra.inflight++
 
 	sys, r, self := ra.sys, ra.r, ra.self
-	req := &deliver.Request{Method: r.Method, URL: l.url, Header: l.headers, Timeout: r.Timeout, Slots: ra.slots}
+	hdr := l.headers
 	if r.Compress != nil {
-		req.Header = append(l.headers[:len(l.headers):len(l.headers)], [2]string{"Content-Encoding", r.Compress.Encoding()})
+		hdr = append(hdr[:len(hdr):len(hdr)], [2]string{"Content-Encoding", r.Compress.Encoding()})
+	}
+	req := &deliver.Request{Method: r.Method, URL: l.url, Header: hdr, Timeout: r.Timeout, Slots: ra.slots}
+	var batch auth.Batch
+	if r.Auth != nil {
+		batch = auth.Batch{ID: batchID(), Time: now}
+	}
+	send := sys.opts.Send
+	if r.Send != nil {
+		send = r.Send
 	}
 	sys.wg.Add(1)
 	go func() {
@@ -508,6 +526,14 @@ func (ra *routeActor) dispatch(l *lane) {
 				*zbuf = r.Compress.Append((*zbuf)[:0], req.Body)
 				req.Body = *zbuf
 			}
+			if r.Auth != nil {
+				ar := auth.Request{Method: r.Method, URL: l.url, Body: req.Body, Batch: batch,
+					Header: append(make([][2]string, 0, len(hdr)+4), hdr...)}
+				if err := r.Auth.Sign(sys.ctx, &ar); err != nil {
+					return fmt.Errorf("%w: %w", deliver.ErrNotSent, err)
+				}
+				req.Method, req.URL, req.Header, req.Body = ar.Method, ar.URL, ar.Header, ar.Body
+			}
 			return nil
 		}
 		observe := sys.opts.Metrics.observe(r.Name, r.Policy, len(items))
@@ -517,14 +543,25 @@ func (ra *routeActor) dispatch(l *lane) {
 			if observe != nil {
 				observe(attempt, res)
 			}
+			if res.Status == 401 && r.Auth != nil {
+				r.Auth.Unauthorized() // a new token for the next attempt
+			}
 			if res.Err != nil || !r.Policy.Succeeded(res.Status) {
 				// It may give up instead of waiting; batchDone clears the mark then.
 				sys.root.Send(self, &waitMsg{lane: l, on: true})
 			}
 		}
-		attempts, err := sys.opts.Send(sys.ctx, r.Policy, req, build, onResult)
+		attempts, err := send(sys.ctx, r.Policy, req, build, onResult)
 		sys.root.Send(self, &batchDone{lane: l, items: items, err: err, status: last.Status, attempts: attempts})
 	}()
+}
+
+// batchID returns a new batch identity: 16 random bytes, base32. It names the batch to signers
+// (webhook-id, object names) the same way across its retries.
+func batchID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "b_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 // errExpired ends a delivery whose oldest message passed the route's retention.
