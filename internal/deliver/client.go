@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,9 @@ type Options struct {
 	// Logger receives debug logs about refused dials and shutdown; nil
 	// discards them.
 	Logger *slog.Logger
+	// TLS configures HTTPS to routes (see NewTLSConfig); it is copied, and
+	// never accepts less than TLS 1.2. nil: the system roots, TLS 1.2.
+	TLS *tls.Config
 }
 
 const (
@@ -84,6 +88,7 @@ func NewClient(o Options) *Client {
 	c.hc = &fasthttp.Client{
 		Name:                          "fleetrelay",
 		DialTimeout:                   c.dial,
+		TLSConfig:                     clientTLS(o.TLS),
 		MaxConnsPerHost:               o.MaxConnsPerHost,
 		MaxConnWaitTimeout:            o.Timeout,
 		MaxResponseBodySize:           maxResponseBody,
