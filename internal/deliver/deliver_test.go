@@ -428,7 +428,9 @@ func TestBuildNotSentRetried(t *testing.T) {
 			return fmt.Errorf("token endpoint down: %w", deliver.ErrNotSent)
 		}
 		return nil
-	}, func(attempt int, res deliver.Result) { results = append(results, fmt.Sprint(attempt, res.Status, res.Err != nil)) })
+	}, func(attempt int, res deliver.Result) {
+		results = append(results, fmt.Sprint(attempt, res.Status, res.Err != nil))
+	})
 	if err != nil || n != 3 {
 		t.Fatalf("Deliver = %d, %v; want 3 attempts, success", n, err)
 	}
