@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sort"
 	"sync"
 	"time"
@@ -31,7 +32,7 @@ type Relay struct {
 	log       *slog.Logger
 	reg       *prometheus.Registry
 	store     *store.Store
-	client    *deliver.Client
+	clients   *clients
 	sys       *actors.System
 	net       *netio.Server
 	admin     *api.Server
@@ -83,28 +84,28 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	}
 	r.store = st
 
-	routes, err := r.compileRoutes()
-	r.routes = routes
-	if err != nil {
-		_ = st.Close()
-		return nil, err
-	}
-	r.client = deliver.NewClient(deliver.Options{
+	r.clients = &clients{base: deliver.Options{
 		AllowPrivateNetworks: cfg.Delivery.AllowPrivateNetworks,
 		Timeout:              time.Duration(cfg.Delivery.Timeout),
 		Logger:               log,
-	})
-	client := r.client
+	}, byTLS: map[config.TLS]*deliver.Client{}, tokens: map[config.TLS]*http.Client{}}
+	client, _, _, err := r.clients.forTLS(config.DefaultRoute().TLS)
+	if err == nil {
+		r.routes, err = r.compileRoutes()
+	}
+	if err != nil {
+		r.clients.close()
+		_ = st.Close()
+		return nil, err
+	}
+	routes := r.routes
 	sys = actors.New(actors.Options{
-		AckMode:  string(cfg.Devices.Ack),
-		MaxFrame: int(cfg.Devices.MaxFrame),
-		Routes:   routes,
-		Fleet:    fleet(cfg.Fleet),
-		Journal:  st,
-		Send: func(ctx context.Context, p *deliver.Policy, req *deliver.Request,
-			build func(int, *deliver.Request) error, onResult func(int, deliver.Result)) (int, error) {
-			return deliver.Deliver(ctx, client, p, req, build, onResult)
-		},
+		AckMode:   string(cfg.Devices.Ack),
+		MaxFrame:  int(cfg.Devices.MaxFrame),
+		Routes:    routes,
+		Fleet:     fleet(cfg.Fleet),
+		Journal:   st,
+		Send:      sender(client),
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
@@ -132,6 +133,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		r.registerDeadLetters(r.admin)
 	}
 	return r, nil
+}
+
+// sender delivers batches with client.
+func sender(client *deliver.Client) actors.Sender {
+	return func(ctx context.Context, p *deliver.Policy, req *deliver.Request,
+		build func(int, *deliver.Request) error, onResult func(int, deliver.Result)) (int, error) {
+		return deliver.Deliver(ctx, client, p, req, build, onResult)
+	}
 }
 
 // fleet is the device metadata of the config, by identity.
@@ -192,6 +201,18 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 		}
 		if rc.Body == config.BodyObject {
 			rt.Object, rt.MaxMessages = true, 1
+		}
+		path := fmt.Sprintf("routes[%d]", i)
+		cl, tokens, warn, err := r.clients.forTLS(rc.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("%s.tls: %w", path, err)
+		}
+		if warn != "" {
+			r.log.Warn("route TLS: "+warn, "route", rc.Name)
+		}
+		rt.Send = sender(cl)
+		if rt.Auth, err = routeAuth(rc, path, tokens); err != nil {
+			return nil, err
 		}
 		rt.Filter = actors.NewFilter(rc.Filter.IMEIs, rc.Filter.Tags, rc.Filter.Groups)
 		names := make([]string, 0, len(rc.Headers))
@@ -262,7 +283,7 @@ func (r *Relay) shutdown(ctx context.Context) error {
 		r.log.Warn("shutdown", "err", err) // undelivered records stay in the store
 	}
 	cancel()
-	r.client.Close()
+	r.clients.close()
 	if err := r.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
