@@ -224,6 +224,9 @@ func (r *Route) validateAuth(p *problems, path string) {
 		need("app_id", r.AppID != "")
 		if s.SafeMode {
 			need("sign.sensoro.app_key", s.AppKey.IsSet())
+			if r.Compression != CompressionNone {
+				p.add(path+".compression", "must be none with sign.sensoro.safe_mode: the encrypted body cannot be compressed, got %s", r.Compression)
+			}
 		}
 	}
 	if w := r.Sign.Webhooks; w != nil {

@@ -45,6 +45,7 @@ func TestAuthValidation(t *testing.T) {
 		{"    sign:\n      hmac: {key: k, algorithm: md5, encoding: base32, header: 'bad header'}\n",
 			[]string{"sign.hmac.algorithm: must be sha512 or sha256", "sign.hmac.encoding: must be hex or base64", "sign.hmac.header: must be an HTTP header name"}},
 		{"    sign:\n      sensoro: {app_secret: s, safe_mode: true}\n", []string{"routes[0].app_id: required", "routes[0].sign.sensoro.app_key: required"}},
+		{"    app_id: a\n    compression: gzip\n    sign:\n      sensoro: {app_secret: s, safe_mode: true, app_key: k}\n", []string{"routes[0].compression: must be none with sign.sensoro.safe_mode"}},
 		{"    sign:\n      webhooks: {secrets: []}\n", []string{"routes[0].sign.webhooks.secrets: required"}},
 		{"    tls: {cert_file: c.pem}\n", []string{"routes[0].tls: set cert_file and key_file together"}},
 		{"    tls: {min_version: '1.1'}\n", []string{"routes[0].tls.min_version: must be 1.2 or 1.3"}},
