@@ -217,7 +217,11 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 
 // CompileFormat returns the route's message format with its options.
 func (r *Route) CompileFormat() (format.Format, error) {
-	return format.Lookup(r.Format, format.Options{AppID: r.AppID, DeviceType: r.DeviceType, Template: r.Template})
+	o := format.Options{AppID: r.AppID, DeviceType: r.DeviceType, Template: r.Template}
+	if r.Sign.Sensoro != nil && r.Format != "sensoro" {
+		o.AppID = "" // the SENSORO signature's X-ACCESS-ID, whatever the format
+	}
+	return format.Lookup(r.Format, o)
 }
 
 func (c *Config) validateURL(p *problems, path, raw string) {
