@@ -1,11 +1,14 @@
 package relay_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/relay"
 )
 
 // A route with compression sends gzip or zstd bodies with Content-Encoding set; an independent
@@ -351,5 +355,91 @@ func TestRetryAfterHonoured(t *testing.T) {
 	}
 	if gap := times[1].Sub(times[0]); gap < 2*time.Second {
 		t.Fatalf("retried %v after Retry-After: 2", gap)
+	}
+}
+
+// method PUT, any number of headers with every dynamic field, and enabled: a disabled route
+// takes nothing new; what it had queued waits in the store and goes out once it is enabled again.
+func TestRouteMethodHeadersEnabled(t *testing.T) {
+	type req struct{ method, path, headers string }
+	var (
+		mu   sync.Mutex
+		seen []req
+		is   []int
+		up   atomic.Bool
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var batch []struct {
+			Data struct{ I int } `json:"data"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&batch)
+		if !up.Load() {
+			w.WriteHeader(503)
+			return
+		}
+		var h []string
+		for i := range 6 {
+			h = append(h, r.Header.Get(fmt.Sprintf("X-F%d", i)))
+		}
+		mu.Lock()
+		seen = append(seen, req{r.Method, r.URL.Path, strings.Join(h, ",")})
+		for _, m := range batch {
+			is = append(is, m.Data.I)
+		}
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	cfg := testConfig(t, nil)
+	cfg.Fleet = []config.Device{{ID: "PUT1", IMEI: "356938035643809", ICCID: "8944501234567890123", Custom1: "c1", Custom2: "c2", Custom3: "c3"}}
+	rt := config.DefaultRoute()
+	rt.Name, rt.URL, rt.Method = "put", srv.URL+"/dev/[SERIAL]", "PUT"
+	rt.Headers = map[string]string{"X-F0": "[SERIAL]", "X-F1": "[IMEI]", "X-F2": "[ICCID]", "X-F3": "[CUSTOM1]", "X-F4": "[CUSTOM2]", "X-F5": "k-[CUSTOM3]"}
+	rt.Batch.Linger = config.Duration(5 * time.Millisecond)
+	cfg.Routes = append(cfg.Routes, rt)
+	cfg.Resolve()
+
+	send := func(r *relay.Relay, first uint64, is ...int) {
+		d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "PUT1"}, first)
+		for k, i := range is {
+			if _, err := d.Send(record("PUT1", first+uint64(k), i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitAcked(t, d, first+uint64(len(is))-1)
+		d.Close()
+	}
+	stop := func(r *relay.Relay) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Endpoint down: 0 and 1 stay queued.
+	r := startRelay(t, cfg)
+	send(r, 1, 0, 1)
+	stop(r)
+	// Disabled: 2 is stored (acknowledged) but not taken by the route.
+	off := false
+	cfg.Routes[0].Enabled = &off
+	up.Store(true)
+	r = startRelay(t, cfg)
+	send(r, 3, 2)
+	stop(r)
+	// Enabled again: the queued 0 and 1 go out, 2 never does.
+	cfg.Routes[0].Enabled = nil
+	r = startRelay(t, cfg)
+	waitMetric(t, r, `fleetrelay_route_delivered_messages_total{route="put"}`, 2)
+	send(r, 4, 3)
+	waitMetric(t, r, `fleetrelay_route_delivered_messages_total{route="put"}`, 3)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(is, []int{0, 1, 3}) {
+		t.Errorf("endpoint received %v, want 0, 1 (queued before the route was disabled) and 3, not 2", is)
+	}
+	for _, s := range seen {
+		if s != (req{"PUT", "/dev/PUT1", "PUT1,356938035643809,8944501234567890123,c1,c2,k-c3"}) {
+			t.Errorf("request %+v", s)
+		}
 	}
 }
