@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,7 +50,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	r := &Relay{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	var sys *actors.System // the store's hooks fire only after devices connect, when sys is set
+	// The store's hooks can fire before the actors exist: at Open, repairing dead letters' marks
+	// advances delivered watermarks. No device is connected then (a device reads its watermark
+	// at HELLO), so until the actors are set the hooks do nothing.
+	var sysp atomic.Pointer[actors.System]
 	commitHist := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "fleetrelay_store_commit_seconds", Help: "Duration of the store's group commits that stored frames.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
@@ -69,9 +73,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Sync:       cfg.Store.Sync,
 		Logger:     log,
 		GCInterval: time.Duration(cfg.Store.GCInterval),
-		OnCommit:   func(seg *store.Segment) { sys.OnCommit(seg) },
+		OnCommit: func(seg *store.Segment) {
+			if sys := sysp.Load(); sys != nil {
+				sys.OnCommit(seg)
+			}
+		},
 		OnDelivered: func(device string, seq uint64) {
-			sys.OnDelivered(device, seq)
+			if sys := sysp.Load(); sys != nil {
+				sys.OnDelivered(device, seq)
+			}
 		},
 		ObserveCommit: func(frames int, commit, wait time.Duration) {
 			commitHist.Observe(commit.Seconds())
@@ -99,7 +109,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	routes := r.routes
-	sys = actors.New(actors.Options{
+	sys := actors.New(actors.Options{
 		AckMode:   string(cfg.Devices.Ack),
 		MaxFrame:  int(cfg.Devices.MaxFrame),
 		Routes:    routes,
@@ -111,6 +121,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
 	})
 	r.sys = sys
+	sysp.Store(sys)
 	r.net = netio.New(netio.Options{
 		TCP:          cfg.Devices.Native.TCP,
 		UDP:          cfg.Devices.Native.UDP,
