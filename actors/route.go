@@ -480,7 +480,10 @@ func (ra *routeActor) dispatch(l *lane) {
 		hdr = append(hdr[:len(hdr):len(hdr)], [2]string{"Content-Encoding", r.Compress.Encoding()})
 	}
 	req := &deliver.Request{Method: r.Method, URL: l.url, Header: hdr, Timeout: r.Timeout, Slots: ra.slots}
-	var batch auth.Batch
+	var (
+		batch  auth.Batch
+		signed auth.Request // the attempt as last signed (the goroutine's own)
+	)
 	if r.Auth != nil {
 		batch = auth.Batch{ID: batchID(), Time: now}
 	}
@@ -533,6 +536,7 @@ func (ra *routeActor) dispatch(l *lane) {
 					return fmt.Errorf("%w: %w", deliver.ErrNotSent, err)
 				}
 				req.Method, req.URL, req.Header, req.Body = ar.Method, ar.URL, ar.Header, ar.Body
+				signed = ar
 			}
 			return nil
 		}
@@ -544,7 +548,7 @@ func (ra *routeActor) dispatch(l *lane) {
 				observe(attempt, res)
 			}
 			if res.Status == 401 && r.Auth != nil {
-				r.Auth.Unauthorized() // a new token for the next attempt
+				r.Auth.Unauthorized(&signed) // a new token for the next attempt
 			}
 			if res.Err != nil || !r.Policy.Succeeded(res.Status) {
 				// It may give up instead of waiting; batchDone clears the mark then.

@@ -35,9 +35,10 @@ type Signer interface {
 }
 
 // Refresher is implemented by signers that hold a token: told that an attempt was answered 401,
-// they get a new token for the next attempt.
+// they get a new token for the next attempt. r is that attempt as it was signed (nil if not
+// known), so a signer can tell a 401 for its current token from a late one for an older token.
 type Refresher interface {
-	Unauthorized()
+	Unauthorized(r *Request)
 }
 
 // Chain applies signers in order.
@@ -53,11 +54,11 @@ func (c Chain) Sign(ctx context.Context, r *Request) error {
 	return nil
 }
 
-// Unauthorized tells every Refresher of c that an attempt was answered 401.
-func (c Chain) Unauthorized() {
+// Unauthorized tells every Refresher of c that the attempt r was answered 401.
+func (c Chain) Unauthorized(r *Request) {
 	for _, s := range c {
-		if r, ok := s.(Refresher); ok {
-			r.Unauthorized()
+		if x, ok := s.(Refresher); ok {
+			x.Unauthorized(r)
 		}
 	}
 }

@@ -361,7 +361,7 @@ func (s *AzureEventHubs) Sign(_ context.Context, r *Request) error {
 }
 
 // Unauthorized drops the cached token: the next attempt gets a new one.
-func (s *AzureEventHubs) Unauthorized() { s.tok.Store(nil) }
+func (s *AzureEventHubs) Unauthorized(*Request) { s.tok.Store(nil) }
 
 // String describes s without its key.
 func (s *AzureEventHubs) String() string { return s.desc }

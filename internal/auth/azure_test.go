@@ -327,7 +327,7 @@ func TestAzureEventHubs(t *testing.T) {
 	}
 	t5 := sign(hub)
 	clock.Advance(time.Second)
-	s.Unauthorized()
+	s.Unauthorized(nil)
 	if t6 := sign(hub); t6.se == t5.se {
 		t.Error("token kept after Unauthorized")
 	}

@@ -67,10 +67,10 @@ type OAuth2Options struct {
 	// TokenTimeout bounds one token request, within the context of the Sign that makes it.
 	// Default 10s.
 	TokenTimeout time.Duration
-	// UnauthorizedGrace: a 401 reported within this time of fetching the current token is taken
-	// to answer an attempt signed with the previous token and keeps the current one. It makes a
-	// burst of 401s cost one token request, and caps token requests caused by 401s at one per
-	// grace period. Default 5s.
+	// UnauthorizedGrace applies to 401s reported without the rejected attempt (Unauthorized(nil)):
+	// one within this time of fetching the current token is taken to answer an attempt signed
+	// with the previous token and keeps the current one. Default 5s. With the attempt, the
+	// token is dropped exactly when the attempt carried it.
 	UnauthorizedGrace time.Duration
 }
 
@@ -145,7 +145,7 @@ func (e *TokenError) Unwrap() error { return e.Err }
 // keep using the current token if it has not expired; without one they wait for that fetch (or
 // their ctx), and try themselves if the fetching Sign's ctx ended it. If a refresh fails, the
 // current token is used until it expires, and the next Sign tries again. Unauthorized drops the
-// cached token, subject to UnauthorizedGrace.
+// cached token when the rejected attempt carried it (see Unauthorized).
 //
 // An OAuth2 is safe for concurrent use. Sign with a cached token takes no lock and does not
 // allocate when r.Header has room for the header.
@@ -298,14 +298,33 @@ func (s *OAuth2) Sign(ctx context.Context, r *Request) error {
 	return nil
 }
 
-// Unauthorized drops the cached token, unless it was fetched within UnauthorizedGrace: then
-// the 401 is taken to answer an attempt signed with the token before it.
-func (s *OAuth2) Unauthorized() {
+// Unauthorized drops the cached token when the rejected attempt r carried it. When r is nil
+// (or carried no Authorization), it drops the token unless it was fetched within
+// UnauthorizedGrace: then the 401 is taken to answer an attempt signed with the token before it.
+func (s *OAuth2) Unauthorized(r *Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if t := s.tok.Load(); t != nil && s.now().Sub(t.fetched) >= s.grace {
+	t := s.tok.Load()
+	if t == nil {
+		return
+	}
+	if sent := r.authorization(); sent != "" {
+		if sent == t.header {
+			s.tok.Store(nil)
+		}
+		return
+	}
+	if s.now().Sub(t.fetched) >= s.grace {
 		s.tok.Store(nil)
 	}
+}
+
+// authorization is the Authorization header r carried, "" for a nil r.
+func (r *Request) authorization() string {
+	if r == nil {
+		return ""
+	}
+	return r.HeaderValue("Authorization")
 }
 
 // String describes s without its secret.

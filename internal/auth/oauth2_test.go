@@ -457,13 +457,13 @@ func TestOAuth2Unauthorized(t *testing.T) {
 	clk.Add(auth.DefaultOAuth2UnauthorizedGrace)
 	// A burst of 401s to attempts signed with tok-1, some reported after tok-2 arrived.
 	for range 10 {
-		s.Unauthorized()
+		s.Unauthorized(nil)
 	}
 	if got := sign(t, t.Context(), s); got != "Bearer tok-2" {
 		t.Fatalf("Sign after Unauthorized: %q, want tok-2", got)
 	}
 	for range 10 {
-		s.Unauthorized()
+		s.Unauthorized(nil)
 	}
 	if got := sign(t, t.Context(), s); got != "Bearer tok-2" {
 		t.Fatalf("Sign after late 401s within the grace period: %q, want tok-2", got)
@@ -473,9 +473,37 @@ func TestOAuth2Unauthorized(t *testing.T) {
 	}
 	// tok-2 rejected once the grace period has passed: a new token.
 	clk.Add(auth.DefaultOAuth2UnauthorizedGrace)
-	auth.Chain{s}.Unauthorized()
+	auth.Chain{s}.Unauthorized(nil)
 	if got := sign(t, t.Context(), s); got != "Bearer tok-3" {
 		t.Fatalf("Sign after Chain.Unauthorized: %q, want tok-3", got)
+	}
+}
+
+// With the rejected attempt, a 401 drops the token exactly when the attempt carried it, however
+// fresh the token is: a revoked token is not sent again.
+func TestOAuth2UnauthorizedAttempt(t *testing.T) {
+	ts := newTokenServer(t, "id", "secret", 3600)
+	s := newSigner(t, ts.options(""))
+	first := &auth.Request{}
+	if err := s.Sign(t.Context(), first); err != nil {
+		t.Fatal(err)
+	}
+	s.Unauthorized(first) // tok-1 revoked right after it was fetched
+	second := &auth.Request{}
+	if err := s.Sign(t.Context(), second); err != nil {
+		t.Fatal(err)
+	}
+	if got := second.HeaderValue("Authorization"); got != "Bearer tok-2" {
+		t.Fatalf("Sign after a 401 for the current token: %q, want tok-2", got)
+	}
+	for range 5 {
+		s.Unauthorized(first) // late 401s for tok-1
+	}
+	if got := sign(t, t.Context(), s); got != "Bearer tok-2" {
+		t.Fatalf("Sign after late 401s for the old token: %q, want tok-2 kept", got)
+	}
+	if n := ts.requests.Load(); n != 2 {
+		t.Errorf("%d token requests, want 2", n)
 	}
 }
 
@@ -489,7 +517,7 @@ func TestOAuth2UnauthorizedConcurrent(t *testing.T) {
 
 	gate := make(chan struct{})
 	ts.setGate(gate)
-	s.Unauthorized()
+	s.Unauthorized(nil)
 	const n = 64
 	var started, wg sync.WaitGroup
 	got := make([]string, n)
