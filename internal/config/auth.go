@@ -56,6 +56,8 @@ type AzureBlob struct {
 	SAS        Secret `yaml:"sas,omitempty"`
 	Account    string `yaml:"account,omitempty"`
 	AccountKey Secret `yaml:"account_key,omitempty"`
+	// Lifetime of a generated SAS (renewed when a fifth of it is left); default 1h.
+	TTL Duration `yaml:"ttl,omitempty"`
 }
 
 // AzureEventHubs generates SharedAccessSignature tokens, renewed before they expire.
@@ -129,6 +131,9 @@ func (r *Route) resolveAuth() {
 			a.Service = "s3"
 		}
 	}
+	if b := r.Auth.AzureBlob; b != nil && b.TTL == 0 && b.AccountKey.IsSet() {
+		b.TTL = Duration(3600e9)
+	}
 	if e := r.Auth.AzureEventHubs; e != nil && e.TTL == 0 {
 		e.TTL = Duration(3600e9)
 	}
@@ -198,6 +203,13 @@ func (r *Route) validateAuth(p *problems, path string) {
 		}
 		if r.Method != "PUT" {
 			p.add(path+".method", "must be PUT with auth.azure_blob (blobs are PUT), got %s", r.Method)
+		}
+		switch {
+		case b.SAS.IsSet() && b.AccountKey.IsSet(): // reported above
+		case b.SAS.IsSet() && b.TTL != 0:
+			p.add(path+".auth.azure_blob.ttl", "applies to a generated SAS only (account_key), not a given sas")
+		case b.AccountKey.IsSet() && b.TTL < Duration(60e9):
+			p.add(path+".auth.azure_blob.ttl", "must be at least 1m, got %s", b.TTL)
 		}
 	}
 	if e := a.AzureEventHubs; e != nil {

@@ -229,6 +229,7 @@ type Route struct {
 	// elsewhere.
 	Template string `yaml:"template,omitempty"`
 	// Format sensoro: the appId sent with every message (required) and the deviceType (optional).
+	// app_id is also sign.sensoro's X-ACCESS-ID, with any format.
 	AppID      string `yaml:"app_id,omitempty"`
 	DeviceType string `yaml:"device_type,omitempty"`
 	// Request body: array (the default), a JSON array of up to batch.max_messages messages; or

@@ -241,6 +241,7 @@ routes:
       azure_blob:
         account: acme
         account_key: {env: AZURE_STORAGE_KEY}
+        ttl: 1h               # lifetime of the generated SAS
 
   - name: blob-sas
     enabled: false

@@ -55,7 +55,7 @@ func routeAuth(rc *config.Route, path string, tokens *http.Client) (auth.Chain, 
 		err = add("auth.aws_sigv4", s, e)
 	case a.AzureBlob != nil:
 		s, e := auth.NewAzureBlob(auth.AzureBlobOptions{SAS: secret("auth.azure_blob.sas"), Account: a.AzureBlob.Account,
-			AccountKey: secret("auth.azure_blob.account_key")})
+			AccountKey: secret("auth.azure_blob.account_key"), TTL: time.Duration(a.AzureBlob.TTL)})
 		err = add("auth.azure_blob", s, e)
 	case a.AzureEventHubs != nil:
 		o := a.AzureEventHubs
