@@ -30,7 +30,7 @@ func run(args []string) int {
 	}
 	fs := flag.NewFlagSet("fleetrelay", flag.ContinueOnError)
 	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
-	check := fs.Bool("check-config", false, "validate the config and exit")
+	check := fs.Bool("check-config", false, "validate the config, read its secrets and certificate files, and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -40,6 +40,10 @@ func run(args []string) int {
 		return 1
 	}
 	if *check {
+		if err := relay.CheckRoutes(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 		fmt.Println("config ok")
 		return 0
 	}

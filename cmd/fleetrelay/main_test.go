@@ -31,3 +31,19 @@ func TestDLQCommandErrors(t *testing.T) {
 		}
 	}
 }
+
+// -check-config reads the routes' secrets: an unset variable fails the check with its path.
+func TestCheckConfigReadsSecrets(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "relay.yaml")
+	yaml := "routes:\n  - name: r\n    url: https://example.com/in\n    auth:\n      basic: {username: u, password: {env: FLEETRELAY_TEST_CHECK}}\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := run([]string{"-config", cfg, "-check-config"}); got != 1 {
+		t.Errorf("-check-config with the secret's variable unset exited %d, want 1", got)
+	}
+	t.Setenv("FLEETRELAY_TEST_CHECK", "s3cret")
+	if got := run([]string{"-config", cfg, "-check-config"}); got != 0 {
+		t.Errorf("-check-config with the variable set exited %d, want 0", got)
+	}
+}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -116,4 +117,28 @@ func (c *clients) close() {
 		cl.Close()
 		c.tokens[t].CloseIdleConnections()
 	}
+}
+
+// CheckRoutes builds what the relay would build for each enabled route's TLS, auth and sign
+// sections, reading every secret and certificate file, without starting anything: the checks
+// that config validation cannot make because they depend on the machine.
+func CheckRoutes(cfg *config.Config) error {
+	cfg.Resolve()
+	var errs []error
+	for i := range cfg.Routes {
+		rc := &cfg.Routes[i]
+		if !rc.IsEnabled() {
+			continue
+		}
+		path := fmt.Sprintf("routes[%d]", i)
+		t := rc.TLS
+		if _, err := deliver.NewTLSConfig(deliver.TLSOptions{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
+			MinVersion: t.MinVersion, InsecureSkipVerify: t.InsecureSkipVerify}); err != nil {
+			errs = append(errs, fmt.Errorf("%s.tls: %w", path, err))
+		}
+		if _, err := routeAuth(rc, path, http.DefaultClient); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
