@@ -236,9 +236,11 @@ func (r *Route) validateAuth(p *problems, path string) {
 		need("app_id", r.AppID != "")
 		if s.SafeMode {
 			need("sign.sensoro.app_key", s.AppKey.IsSet())
-			if r.Compression != CompressionNone {
-				p.add(path+".compression", "must be none with sign.sensoro.safe_mode: the encrypted body cannot be compressed, got %s", r.Compression)
-			}
+		}
+		if r.Compression != CompressionNone {
+			// SENSORO's receivers verify the signature over the JSON body they parsed (and the
+			// safe-mode wrapper cannot carry a Content-Encoding at all).
+			p.add(path+".compression", "must be none with sign.sensoro: SENSORO receivers verify the signature over the uncompressed JSON, got %s", r.Compression)
 		}
 	}
 	if w := r.Sign.Webhooks; w != nil {
