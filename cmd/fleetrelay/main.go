@@ -3,6 +3,7 @@
 //	fleetrelay [-config FILE] [-check-config]
 //	fleetrelay dlq list -route NAME [-config FILE] [-limit N]
 //	fleetrelay dlq replay -route NAME [-config FILE]
+//	fleetrelay dlq purge -route NAME [-config FILE] [-older-than DURATION]
 //
 // dlq inspects and replays a route's dead letters: through the running relay's admin listener, or
 // in the data directory when no relay runs (a replay is then delivered when the relay starts).
@@ -63,8 +64,8 @@ func run(args []string) int {
 }
 
 func dlq(args []string) int {
-	usage := "usage: fleetrelay dlq list|replay -route NAME [-config FILE] [-limit N]"
-	if len(args) == 0 || (args[0] != "list" && args[0] != "replay") {
+	usage := "usage: fleetrelay dlq list|replay|purge -route NAME [-config FILE] [-limit N] [-older-than DURATION]"
+	if len(args) == 0 || (args[0] != "list" && args[0] != "replay" && args[0] != "purge") {
 		fmt.Fprintln(os.Stderr, usage)
 		return 2
 	}
@@ -72,6 +73,7 @@ func dlq(args []string) int {
 	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
 	route := fs.String("route", "", "route name (required)")
 	limit := fs.Int("limit", 100, "list: most dead letters to show (the totals count all)")
+	age := fs.Duration("older-than", 0, "purge: only dead letters older than this (default: all)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -95,6 +97,15 @@ func dlq(args []string) int {
 			_ = enc.Encode(d)
 		}
 		fmt.Fprintf(os.Stderr, "route %s: %d dead letters, %d messages\n", page.Route, page.Letters, page.Messages)
+		return 0
+	}
+	if args[0] == "purge" {
+		res, err := relay.DeadLetterPurge(cfg, *route, *age)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		_ = enc.Encode(res)
 		return 0
 	}
 	res, err := relay.DeadLetterReplay(cfg, *route)

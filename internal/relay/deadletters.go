@@ -21,7 +21,7 @@ import (
 )
 
 // Dead letters are inspected and replayed through the admin listener while the relay runs
-// (GET /dlq/:route, POST /dlq/:route/replay), and straight from the data directory when it does
+// (GET /dlq/:route, POST /dlq/:route/replay, DELETE /dlq/:route), and straight from the data directory when it does
 // not (the store is one process's). `fleetrelay dlq` picks whichever works: see DeadLetterList
 // and DeadLetterReplay.
 
@@ -55,6 +55,13 @@ type DeadLetterPage struct {
 	Letters     int              `json:"letters"`  // dead letters in the list
 	Messages    int              `json:"messages"` // messages in them
 	DeadLetters []DeadLetterView `json:"dead_letters"`
+}
+
+// PurgeResult is the answer of DELETE /dlq/:route.
+type PurgeResult struct {
+	Route    string `json:"route"`
+	Letters  int    `json:"letters"`
+	Messages int    `json:"messages"`
 }
 
 // ReplayResult is the answer of POST /dlq/:route/replay.
@@ -137,6 +144,28 @@ func (r *Relay) registerDeadLetters(s *api.Server) {
 		}
 		reply(ctx, http.StatusOK, page)
 	})
+	s.Handle("DELETE", "/dlq/:route", func(ctx *fasthttp.RequestCtx) {
+		name, id, ok := route(ctx)
+		if !ok {
+			return
+		}
+		var age time.Duration
+		if v := ctx.QueryArgs().Peek("older_than"); len(v) > 0 {
+			d, err := time.ParseDuration(string(v))
+			if err != nil || d < 0 {
+				reply(ctx, http.StatusBadRequest, map[string]string{"error": "older_than must be a duration such as 24h"})
+				return
+			}
+			age = d
+		}
+		letters, msgs, err := purge(r.store, id, age)
+		if err != nil {
+			reply(ctx, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		r.log.Info("dead letters purged", "route", name, "letters", letters, "messages", msgs)
+		reply(ctx, http.StatusOK, PurgeResult{Route: name, Letters: letters, Messages: msgs})
+	})
 	s.Handle("POST", "/dlq/:route/replay", func(ctx *fasthttp.RequestCtx) {
 		name, _, ok := route(ctx)
 		if !ok {
@@ -183,6 +212,30 @@ func DeadLetterReplay(cfg *config.Config, route string) (*ReplayResult, error) {
 		return err
 	})
 	return &res, err
+}
+
+// DeadLetterPurge deletes a route's dead letters older than age (all of them for 0): through
+// the running relay, or in the data directory.
+func DeadLetterPurge(cfg *config.Config, route string, age time.Duration) (*PurgeResult, error) {
+	var res PurgeResult
+	err := viaAdmin(cfg, "DELETE", "/dlq/"+url.PathEscape(route)+"?older_than="+age.String(), &res)
+	if !errors.Is(err, errNoAdmin) {
+		return &res, err
+	}
+	res.Route = route
+	err = offline(cfg, route, func(st *store.Store, id uint16) (err error) {
+		res.Letters, res.Messages, err = purge(st, id, age)
+		return err
+	})
+	return &res, err
+}
+
+func purge(st *store.Store, id uint16, age time.Duration) (letters, records int, err error) {
+	var before time.Time
+	if age > 0 {
+		before = time.Now().Add(-age)
+	}
+	return st.Purge(id, before)
 }
 
 // errNoAdmin means no relay answered on the admin listener.

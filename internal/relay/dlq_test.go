@@ -140,6 +140,7 @@ func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 	sendAcked(t, r, "DL1", 6)
 	waitMetric(t, r, `fleetrelay_route_dead_lettered_messages_total{route="dl"}`, 6)
 	waitMetric(t, r, `fleetrelay_route_backlog_messages{route="dl"}`, 0)
+	waitMetric(t, r, `fleetrelay_route_dead_letter_messages{route="dl"}`, 6)
 	if got := metric(t, r, `fleetrelay_route_failed_messages_total{route="dl"}`); got < 6 {
 		t.Fatalf("failed messages = %v, want at least 6", got)
 	}
@@ -179,6 +180,7 @@ func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 	}
 	waitDelivered(t, ep, []int{0, 1, 2, 3, 4, 5})
 	waitMetric(t, r, `fleetrelay_route_delivered_messages_total{route="dl"}`, 6)
+	waitMetric(t, r, `fleetrelay_route_dead_letter_messages{route="dl"}`, 0)
 	if page, err := relay.DeadLetterList(admin, "dl", 100); err != nil || page.Letters != 0 {
 		t.Fatalf("after replay the list has %+v, %v; want it empty", page, err)
 	}
@@ -267,5 +269,17 @@ func TestRetentionExpiredAtStart(t *testing.T) {
 	}
 	if got := ep.received(); len(got) != 0 {
 		t.Fatalf("endpoint received %v: expired messages were sent", got)
+	}
+	// Purge: those younger than an hour stay; without an age, all go.
+	admin := adminConfig(cfg, r)
+	if res, err := relay.DeadLetterPurge(admin, "old", time.Hour); err != nil || res.Messages != 0 {
+		t.Fatalf("purge older than 1h = %+v, %v; want nothing", res, err)
+	}
+	if res, err := relay.DeadLetterPurge(admin, "old", 0); err != nil || res.Messages != 2 {
+		t.Fatalf("purge = %+v, %v; want 2 messages", res, err)
+	}
+	waitMetric(t, r, `fleetrelay_route_dead_letter_messages{route="old"}`, 0)
+	if page, err := relay.DeadLetterList(admin, "old", 10); err != nil || page.Letters != 0 {
+		t.Fatalf("list after purge = %+v, %v; want empty", page, err)
 	}
 }

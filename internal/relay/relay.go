@@ -346,6 +346,10 @@ func (r *Relay) registerMetrics() {
 			Name: "fleetrelay_route_backlog_messages", Help: "Messages stored for a route and not yet delivered or dead-lettered: its queue depth, in memory or in the store.",
 			ConstLabels: prometheus.Labels{"route": sys.Routes()[i]},
 		}, func() float64 { return float64(r.store.Backlog(id)) }))
+		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "fleetrelay_route_dead_letter_messages", Help: "Messages in a route's dead-letter list (fleetrelay dlq), not counting replays in progress.",
+			ConstLabels: prometheus.Labels{"route": sys.Routes()[i]},
+		}, func() float64 { return float64(r.store.DeadLetterCount(id)) }))
 	}
 	gauge("fleetrelay_device_connections", "Open device TCP connections (native and NDJSON).", func() float64 { return float64(n.Stats().Connections) })
 	counter("fleetrelay_device_frames_total", "Native frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -171,8 +173,29 @@ func decodeDeadLetter(route uint16, id uint64, v []byte) (*DeadLetter, error) {
 	return d, nil
 }
 
-// deadIDs hands out dead-letter IDs; initialised at Open above every ID on disk.
-type deadIDs struct{ next atomic.Uint64 }
+// deadIDs hands out dead-letter IDs, initialised at Open above every ID on disk, and counts
+// the messages in each route's dead-letter list (not the ones being replayed).
+type deadIDs struct {
+	next  atomic.Uint64
+	mu    sync.Mutex
+	count map[uint16]int
+}
+
+func (d *deadIDs) add(route uint16, n int) {
+	d.mu.Lock()
+	if d.count == nil {
+		d.count = make(map[uint16]int)
+	}
+	d.count[route] += n
+	d.mu.Unlock()
+}
+
+// DeadLetterCount returns how many messages route's dead-letter list holds (replays excluded).
+func (s *Store) DeadLetterCount(route uint16) int {
+	s.dead.mu.Lock()
+	defer s.dead.mu.Unlock()
+	return s.dead.count[route]
+}
 
 // DeadLetter writes d to its route's dead-letter list (assigning d.ID),
 // deletes the replay entries
@@ -200,6 +223,7 @@ func (s *Store) DeadLetter(d *DeadLetter, finished []uint64) error {
 	if err != nil {
 		return fmt.Errorf("write dead letter of route %d: %w", d.Route, err)
 	}
+	s.dead.add(d.Route, len(d.Items))
 	s.MarkDelivered(d.Route, d.Refs)
 	return nil
 }
@@ -286,6 +310,61 @@ func (s *Store) Replay(route uint16) (letters, records int, err error) {
 		}
 		letters++
 		records += e.n
+		s.dead.add(route, -e.n)
+	}
+	return letters, records, nil
+}
+
+// Purge deletes the dead letters of route written before the given time (all of them for the
+// zero time) and returns how many dead letters and messages it deleted. Replays in progress are
+// not touched.
+func (s *Store) Purge(route uint16, before time.Time) (letters, records int, err error) {
+	type entry struct {
+		id uint64
+		n  int
+	}
+	var doomed []entry
+	err = s.DeadLetters(route, func(d *DeadLetter) bool {
+		if before.IsZero() || d.At < before.UnixMilli() {
+			doomed = append(doomed, entry{d.ID, len(d.Items)})
+		}
+		return true
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	for len(doomed) > 0 {
+		batch := doomed[:min(len(doomed), 1000)]
+		var gone []entry // the ones still there: a replay may have moved some meanwhile
+		err := s.update(func(txn *badger.Txn) error {
+			gone = gone[:0]
+			for _, e := range batch {
+				key := appendDeadKey(nil, prefixDead, route, e.id)
+				if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
+					continue
+				} else if err != nil {
+					return err
+				}
+				if err := txn.Delete(key); err != nil {
+					return err
+				}
+				gone = append(gone, e)
+			}
+			return nil
+		})
+		if errors.Is(err, badger.ErrConflict) {
+			continue // a replay touched the same keys: read them again
+		}
+		if err != nil {
+			return letters, records, fmt.Errorf("purge dead letters of route %d: %w", route, err)
+		}
+		doomed = doomed[len(batch):]
+		n := 0
+		for _, e := range gone {
+			n += e.n
+		}
+		letters, records = letters+len(gone), records+n
+		s.dead.add(route, -n)
 	}
 	return letters, records, nil
 }
@@ -322,6 +401,7 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 func (s *Store) loadDead() error {
 	var top uint64
 	marks := make(map[uint16][]Ref)
+	counts := make(map[uint16]int)
 	err := s.db.View(func(txn *badger.Txn) error {
 		for _, prefix := range [][]byte{prefixDead, prefixReplay} {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
@@ -336,6 +416,9 @@ func (s *Store) loadDead() error {
 					d, err := decodeDeadLetter(route, id, v)
 					if err == nil {
 						marks[route] = append(marks[route], d.Refs...)
+						if prefix[0] == prefixDead[0] {
+							counts[route] += len(d.Items)
+						}
 					}
 					return err
 				})
@@ -352,6 +435,7 @@ func (s *Store) loadDead() error {
 		return err
 	}
 	s.dead.next.Store(top)
+	s.dead.count = counts
 	for route, refs := range marks {
 		s.MarkDelivered(route, refs)
 	}

@@ -3,6 +3,7 @@ package store_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
@@ -154,4 +155,45 @@ func FuzzDecodeDeadLetter(f *testing.F) {
 			t.Fatal("nil dead letter without error")
 		}
 	})
+}
+
+// Purge deletes dead letters older than a time (or all), and the count follows every change,
+// also across a reopen.
+func TestDeadLetterPurgeAndCount(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	f := frame("a", 1, 3, 1)
+	appendWait(t, s, f)
+	refs := pendingRefs(t, s, 1)
+	for i, at := range []int64{1000, 2000, 3000} {
+		d := &store.DeadLetter{Route: 1, At: at, Items: []store.DeadItem{{Frame: f, Record: i}}, Refs: refs[i : i+1]}
+		if err := s.DeadLetter(d, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.DeadLetterCount(1); n != 3 {
+		t.Fatalf("count = %d, want 3", n)
+	}
+	letters, records, err := s.Purge(1, time.UnixMilli(2500))
+	if err != nil || letters != 2 || records != 2 {
+		t.Fatalf("Purge(before 2.5 s) = %d, %d, %v; want the two older ones", letters, records, err)
+	}
+	mustClose(t, s)
+	s = open(t, dir)
+	defer mustClose(t, s)
+	if n := s.DeadLetterCount(1); n != 1 {
+		t.Fatalf("count after reopen = %d, want 1", n)
+	}
+	if _, _, err := s.Replay(1); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.DeadLetterCount(1); n != 0 {
+		t.Fatalf("count after replay = %d, want 0 (replays are not in the list)", n)
+	}
+	if letters, _, err := s.Purge(1, time.Time{}); err != nil || letters != 0 {
+		t.Fatalf("Purge(all) after the replay = %d, %v; want nothing (replays are not purged)", letters, err)
+	}
+	if n := len(deadLetters(t, s, 1, true)); n != 1 {
+		t.Fatalf("%d replay entries, want 1", n)
+	}
 }
