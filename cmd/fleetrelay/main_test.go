@@ -19,7 +19,7 @@ func TestDLQCommandErrors(t *testing.T) {
 		want int
 	}{
 		{[]string{"dlq"}, 2},
-		{[]string{"dlq", "purge", "-route", "x"}, 2},
+		{[]string{"dlq", "frobnicate", "-route", "x"}, 2},
 		{[]string{"dlq", "list"}, 2},
 		{[]string{"dlq", "list", "-route", "x", "-config", filepath.Join(dir, "missing.yaml")}, 1},
 		// No relay answers on port 1 and the fresh data directory has no queue named x.

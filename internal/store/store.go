@@ -154,13 +154,14 @@ func Open(opts Options) (*Store, error) {
 		s.notify = newNotifier(opts.OnDelivered)
 		go s.notify.run()
 	}
+	retire := len(s.retire) > 0 // read before the committer runs: it owns s.retire with the state lock
 	go s.runCommitter()
 	go s.runGC()
 	if !opts.Sync {
 		s.writebackDone = make(chan struct{})
 		go s.runWriteback()
 	}
-	if len(s.retire) > 0 {
+	if retire {
 		s.signal()
 	}
 	return s, nil
