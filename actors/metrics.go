@@ -69,54 +69,70 @@ func (m *Metrics) stored(since time.Time) {
 	}
 }
 
-func (m *Metrics) delivered(route string, n int) {
-	if m != nil {
-		m.Delivered.WithLabelValues(route).Add(float64(n))
-	}
-}
-
-func (m *Metrics) dead(route string, n int) {
-	if m != nil {
-		m.Dead.WithLabelValues(route).Add(float64(n))
-	}
-}
-
 func (m *Metrics) deviceActors(delta int) {
 	if m != nil {
 		m.DeviceActors.Add(float64(delta))
 	}
 }
 
-func (m *Metrics) queued(route string, n int) {
-	if m != nil {
-		m.Queued.WithLabelValues(route).Set(float64(n))
-	}
+// routeMetrics are one route's collectors, looked up once. A nil *routeMetrics records nothing.
+type routeMetrics struct {
+	delivered, dead, failedMsgs, retried prometheus.Counter
+	ok, status, failed                   prometheus.Counter // requests by outcome
+	latency                              prometheus.Observer
+	queued                               prometheus.Gauge
 }
 
-// observe returns the per-attempt hook for one batch of n messages of a route.
-func (m *Metrics) observe(route string, p *deliver.Policy, n int) func(attempt int, res deliver.Result) {
+// route returns the collectors of the named route (nil for a nil m).
+func (m *Metrics) route(name string) *routeMetrics {
 	if m == nil {
 		return nil
 	}
-	failedMsgs := m.Failed.WithLabelValues(route)
-	lat := m.Latency.WithLabelValues(route)
-	ok, status, failed := m.Attempts.WithLabelValues(route, "success"), m.Attempts.WithLabelValues(route, "status"), m.Attempts.WithLabelValues(route, "error")
-	retried := m.Retried.WithLabelValues(route)
-	return func(attempt int, res deliver.Result) {
-		lat.Observe(res.Latency.Seconds())
-		if attempt > 0 {
-			retried.Inc()
-		}
-		switch {
-		case res.Err != nil:
-			failed.Inc()
-			failedMsgs.Add(float64(n))
-		case p.Succeeded(res.Status):
-			ok.Inc()
-		default:
-			status.Inc()
-			failedMsgs.Add(float64(n))
-		}
+	return &routeMetrics{
+		delivered: m.Delivered.WithLabelValues(name), dead: m.Dead.WithLabelValues(name),
+		failedMsgs: m.Failed.WithLabelValues(name), retried: m.Retried.WithLabelValues(name),
+		ok: m.Attempts.WithLabelValues(name, "success"), status: m.Attempts.WithLabelValues(name, "status"),
+		failed: m.Attempts.WithLabelValues(name, "error"), latency: m.Latency.WithLabelValues(name),
+		queued: m.Queued.WithLabelValues(name),
+	}
+}
+
+func (rm *routeMetrics) deliveredN(n int) {
+	if rm != nil {
+		rm.delivered.Add(float64(n))
+	}
+}
+
+func (rm *routeMetrics) deadN(n int) {
+	if rm != nil {
+		rm.dead.Add(float64(n))
+	}
+}
+
+func (rm *routeMetrics) setQueued(n int) {
+	if rm != nil {
+		rm.queued.Set(float64(n))
+	}
+}
+
+// attempt records one attempt of a batch of n messages.
+func (rm *routeMetrics) attempt(p *deliver.Policy, n, attempt int, res deliver.Result) {
+	if rm == nil {
+		return
+	}
+	rm.latency.Observe(res.Latency.Seconds())
+	if attempt > 0 {
+		rm.retried.Inc()
+	}
+	switch {
+	case res.Err != nil:
+		rm.failed.Inc()
+		rm.failedMsgs.Add(float64(n))
+	case p.Succeeded(res.Status):
+		rm.ok.Inc()
+	default:
+		rm.status.Inc()
+		rm.failedMsgs.Add(float64(n))
 	}
 }
 

@@ -121,6 +121,7 @@ type routeActor struct {
 	cursor uint64 // highest segment loaded into memory
 	spill  bool   // the in-memory queue is full: new segments are paged from the store later
 
+	metrics     *routeMetrics
 	inflight    int           // batches in flight
 	waiting     int           // of which waiting to retry
 	slots       chan struct{} // request slots: Concurrency requests at once
@@ -143,7 +144,7 @@ func newRouteActor(s *System, r *Route) *routeActor {
 		static = static && h.Value.Static()
 	}
 	return &routeActor{sys: s, r: r, lanes: make(map[string]*lane), spill: true, staticKey: static,
-		slots: make(chan struct{}, max(1, r.Concurrency)), replays: make(map[uint64]int)}
+		slots: make(chan struct{}, max(1, r.Concurrency)), replays: make(map[uint64]int), metrics: s.opts.Metrics.route(r.Name)}
 }
 
 func (ra *routeActor) Receive(ctx actor.Context) {
@@ -474,7 +475,7 @@ func (ra *routeActor) dispatch(l *lane) {
 	}
 	ra.inflight++
 
-	sys, r, self := ra.sys, ra.r, ra.self
+	sys, r, self, rm := ra.sys, ra.r, ra.self, ra.metrics
 	hdr := l.headers
 	if r.Compress != nil {
 		hdr = append(hdr[:len(hdr):len(hdr)], [2]string{"Content-Encoding", r.Compress.Encoding()})
@@ -540,13 +541,10 @@ func (ra *routeActor) dispatch(l *lane) {
 			}
 			return nil
 		}
-		observe := sys.opts.Metrics.observe(r.Name, r.Policy, len(items))
 		var last deliver.Result
 		onResult := func(attempt int, res deliver.Result) {
 			last = res
-			if observe != nil {
-				observe(attempt, res)
-			}
+			rm.attempt(r.Policy, len(items), attempt, res)
 			if res.Status == 401 && r.Auth != nil {
 				r.Auth.Unauthorized(&signed) // a new token for the next attempt
 			}
@@ -651,7 +649,7 @@ func (ra *routeActor) delivered(items []item) {
 		}
 	}
 	ra.queued -= len(items)
-	ra.sys.opts.Metrics.delivered(ra.r.Name, len(items))
+	ra.metrics.deliveredN(len(items))
 	ra.setGauge()
 }
 
@@ -721,7 +719,7 @@ func (ra *routeActor) deadDone(m *deadDone) {
 		}
 	}
 	ra.queued -= len(m.items)
-	ra.sys.opts.Metrics.dead(ra.r.Name, len(m.items))
+	ra.metrics.deadN(len(m.items))
 	ra.sys.log.Warn("messages moved to the dead-letter list (fleetrelay dlq list)", "route", ra.r.Name,
 		"messages", len(m.items), "why", m.why)
 	ra.setGauge()
@@ -730,4 +728,4 @@ func (ra *routeActor) deadDone(m *deadDone) {
 // deadRetry is the wait before a failed dead-letter write is tried again.
 const deadRetry = time.Second
 
-func (ra *routeActor) setGauge() { ra.sys.opts.Metrics.queued(ra.r.Name, ra.queued) }
+func (ra *routeActor) setGauge() { ra.metrics.setQueued(ra.queued) }
