@@ -279,13 +279,12 @@ func (s *Store) scanDead(prefix []byte, route uint16, fn func(*DeadLetter) bool)
 // twice, and none is lost if Replay fails half way.
 func (s *Store) Replay(route uint16) (letters, records int, err error) {
 	type entry struct {
-		id  uint64
-		val []byte
-		n   int
+		id uint64
+		n  int
 	}
 	var all []entry
 	err = s.DeadLetters(route, func(d *DeadLetter) bool {
-		all = append(all, entry{id: d.ID, val: encodeDeadLetter(d), n: len(d.Items)})
+		all = append(all, entry{id: d.ID, n: len(d.Items)})
 		return true
 	})
 	if err != nil {
@@ -294,13 +293,18 @@ func (s *Store) Replay(route uint16) (letters, records int, err error) {
 	for _, e := range all {
 		err := s.update(func(txn *badger.Txn) error {
 			key := appendDeadKey(nil, prefixDead, route, e.id)
-			if _, err := txn.Get(key); err != nil {
+			item, err := txn.Get(key)
+			if err != nil {
 				return err // gone meanwhile (another replay): ErrKeyNotFound
+			}
+			val, err := item.ValueCopy(nil) // moved as stored
+			if err != nil {
+				return err
 			}
 			if err := txn.Delete(key); err != nil {
 				return err
 			}
-			return txn.Set(appendDeadKey(nil, prefixReplay, route, e.id), e.val)
+			return txn.Set(appendDeadKey(nil, prefixReplay, route, e.id), val)
 		})
 		if errors.Is(err, badger.ErrKeyNotFound) || errors.Is(err, badger.ErrConflict) {
 			continue
