@@ -57,15 +57,9 @@ type DeadLetterPage struct {
 	DeadLetters []DeadLetterView `json:"dead_letters"`
 }
 
-// PurgeResult is the answer of DELETE /dlq/:route.
-type PurgeResult struct {
-	Route    string `json:"route"`
-	Letters  int    `json:"letters"`
-	Messages int    `json:"messages"`
-}
-
-// ReplayResult is the answer of POST /dlq/:route/replay.
-type ReplayResult struct {
+// DeadLetterResult answers a replay (POST /dlq/:route/replay) or a purge (DELETE /dlq/:route):
+// how many dead letters, and messages in them, it moved or deleted.
+type DeadLetterResult struct {
 	Route    string `json:"route"`
 	Letters  int    `json:"letters"`
 	Messages int    `json:"messages"`
@@ -164,7 +158,7 @@ func (r *Relay) registerDeadLetters(s *api.Server) {
 			return
 		}
 		r.log.Info("dead letters purged", "route", name, "letters", letters, "messages", msgs)
-		reply(ctx, http.StatusOK, PurgeResult{Route: name, Letters: letters, Messages: msgs})
+		reply(ctx, http.StatusOK, DeadLetterResult{Route: name, Letters: letters, Messages: msgs})
 	})
 	s.Handle("POST", "/dlq/:route/replay", func(ctx *fasthttp.RequestCtx) {
 		name, _, ok := route(ctx)
@@ -177,57 +171,52 @@ func (r *Relay) registerDeadLetters(s *api.Server) {
 			return
 		}
 		r.log.Info("dead letters replayed", "route", name, "letters", letters, "messages", msgs)
-		reply(ctx, http.StatusOK, ReplayResult{Route: name, Letters: letters, Messages: msgs})
+		reply(ctx, http.StatusOK, DeadLetterResult{Route: name, Letters: letters, Messages: msgs})
 	})
 }
 
 // DeadLetterList lists the dead letters of a route (at most limit of them): from the running
 // relay's admin listener if it answers, else from the data directory.
 func DeadLetterList(cfg *config.Config, route string, limit int) (*DeadLetterPage, error) {
-	var page DeadLetterPage
-	err := viaAdmin(cfg, "GET", "/dlq/"+url.PathEscape(route)+"?limit="+strconv.Itoa(limit), &page)
-	if !errors.Is(err, errNoAdmin) {
-		return &page, err
-	}
-	var out *DeadLetterPage
-	err = offline(cfg, route, func(st *store.Store, id uint16) (err error) {
-		out, err = listDeadLetters(st, route, id, limit)
+	page := &DeadLetterPage{}
+	err := adminOrDir(cfg, route, "GET", "?limit="+strconv.Itoa(limit), page, func(st *store.Store, id uint16) (err error) {
+		page, err = listDeadLetters(st, route, id, limit)
 		return err
 	})
-	return out, err
+	return page, err
 }
 
 // DeadLetterReplay moves a route's dead letters to its replay list: through the running relay,
 // which delivers them at once, or in the data directory, and then the relay delivers them when
 // it starts.
-func DeadLetterReplay(cfg *config.Config, route string) (*ReplayResult, error) {
-	var res ReplayResult
-	err := viaAdmin(cfg, "POST", "/dlq/"+url.PathEscape(route)+"/replay", &res)
-	if !errors.Is(err, errNoAdmin) {
-		return &res, err
-	}
-	res.Route = route
-	err = offline(cfg, route, func(st *store.Store, id uint16) (err error) {
+func DeadLetterReplay(cfg *config.Config, route string) (*DeadLetterResult, error) {
+	res := &DeadLetterResult{Route: route}
+	err := adminOrDir(cfg, route, "POST", "/replay", res, func(st *store.Store, id uint16) (err error) {
 		res.Letters, res.Messages, err = st.Replay(id)
 		return err
 	})
-	return &res, err
+	return res, err
 }
 
 // DeadLetterPurge deletes a route's dead letters older than age (all of them for 0): through
 // the running relay, or in the data directory.
-func DeadLetterPurge(cfg *config.Config, route string, age time.Duration) (*PurgeResult, error) {
-	var res PurgeResult
-	err := viaAdmin(cfg, "DELETE", "/dlq/"+url.PathEscape(route)+"?older_than="+age.String(), &res)
-	if !errors.Is(err, errNoAdmin) {
-		return &res, err
-	}
-	res.Route = route
-	err = offline(cfg, route, func(st *store.Store, id uint16) (err error) {
+func DeadLetterPurge(cfg *config.Config, route string, age time.Duration) (*DeadLetterResult, error) {
+	res := &DeadLetterResult{Route: route}
+	err := adminOrDir(cfg, route, "DELETE", "?older_than="+age.String(), res, func(st *store.Store, id uint16) (err error) {
 		res.Letters, res.Messages, err = purge(st, id, age)
 		return err
 	})
-	return &res, err
+	return res, err
+}
+
+// adminOrDir asks the running relay (method on /dlq/<route><rest>, its answer decoded into
+// out) or, when none answers on the admin listener, runs inDir on the data directory.
+func adminOrDir(cfg *config.Config, route, method, rest string, out any, inDir func(st *store.Store, id uint16) error) error {
+	err := viaAdmin(cfg, method, "/dlq/"+url.PathEscape(route)+rest, out)
+	if !errors.Is(err, errNoAdmin) {
+		return err
+	}
+	return offline(cfg, route, inDir)
 }
 
 func purge(st *store.Store, id uint16, age time.Duration) (letters, records int, err error) {
