@@ -20,6 +20,7 @@ type committer struct {
 	order   map[string]uint64 // highest seq per device accepted into the current batch
 	bitmaps []bitmapWrite
 	retire  []*segState
+	win     ckWindows // window.go: the windows of the current transaction's checkpoint entries
 
 	nextSeg uint64 // ID of the next segment
 
@@ -173,6 +174,7 @@ func (s *Store) commit() error {
 	start := time.Now()
 	c.frames = c.frames[:0]
 	clear(c.ck)
+	c.ckWindowsReset() // window.go
 	s.refuseGaps()
 	for _, r := range c.batch {
 		f := r.f
@@ -183,6 +185,7 @@ func (s *Store) commit() error {
 		case f.Result:
 			// Nothing to deliver, and no seq to remember: nothing is written.
 		default:
+			s.ckWindowFrame(f) // window.go: a windowed device's entry carries its window
 			if cur, ok := c.ck[f.Device]; !ok || f.Seq > cur {
 				c.ck[f.Device] = f.Seq
 			}
@@ -204,6 +207,7 @@ func (s *Store) commit() error {
 	for dev := range c.ck {
 		ckBytes += int64(len(dev) + checkpointEntryOverhead)
 	}
+	ckBytes += c.ckWindowBytes() // window.go
 	used.add(2, s.valueCost(ckKeyLen, int(ckBytes))+entryCost(len(keyMaxSegment), 8))
 	c.arena = c.arena[:0]
 	s.collect(&used)
@@ -242,7 +246,7 @@ func (s *Store) refuseGaps() {
 			kept = append(kept, r)
 			continue
 		}
-		if f.PrevSeq != 0 {
+		if f.PrevSeq != 0 && !f.Window { // window.go: windowed frames are not chained
 			prev, ok := c.order[f.Device]
 			if !ok {
 				prev = s.LastSeq(f.Device)
@@ -271,9 +275,9 @@ func (s *Store) fill(txn *badger.Txn, segID uint64) error {
 	}
 	if len(c.ck) > 0 {
 		start := len(c.arena)
-		c.arena = append(c.arena, checkpointVersion)
+		c.arena = append(c.arena, c.ckVersion()) // window.go: 2 if an entry carries a window
 		for dev, seq := range c.ck {
-			c.arena = appendCheckpointEntry(c.arena, dev, seq)
+			c.arena = c.appendCkEntry(c.arena, dev, seq) // window.go
 		}
 		val := c.arena[start:]
 		c.ckLen = len(val)
@@ -332,6 +336,7 @@ func (s *Store) collect(used *txnBudget) {
 				bytes += int64(len(fm.dev.name) + checkpointEntryOverhead)
 			}
 		}
+		bytes += s.retireWindowCostLocked(seg) // window.go
 		if !s.fits(*used, count, bytes) && (taken > 0 || len(c.batch) > 0) {
 			break
 		}
@@ -342,6 +347,7 @@ func (s *Store) collect(used *txnBudget) {
 		// retires) or in a checkpoint.
 		for i := range seg.frames {
 			fm := &seg.frames[i]
+			s.ckWindowRetireLocked(fm) // window.go: a windowed frame's entry carries its window
 			if fm.dev == nil || fm.seq < fm.dev.lastSeq {
 				continue // a result, or not the device's highest seq
 			}
@@ -469,6 +475,7 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 			continue // not in the device's seq space
 		}
 		d := s.deviceLocked(f.Device)
+		s.windowCommitLocked(d, f) // window.go: before lastSeq moves
 		d.lastSeq = max(d.lastSeq, f.Seq)
 		s.advanceLocked(d)
 	}

@@ -47,3 +47,53 @@ func EncodeDeadLetter(d *DeadLetter) []byte { return encodeDeadLetter(d) }
 func DecodeDeadLetter(route uint16, id uint64, v []byte) (*DeadLetter, error) {
 	return decodeDeadLetter(route, id, v)
 }
+
+// TestWindow exposes the window of windowed seqs (window.go) to the black-box tests.
+type TestWindow struct{ w window }
+
+// NewTestWindow starts a window with every seq up to last stored, as a device's first windowed
+// frame does.
+func NewTestWindow(last uint64) *TestWindow { return &TestWindow{*newWindow(last)} }
+
+func (t *TestWindow) Add(seq uint64)      { t.w.add(seq) }
+func (t *TestWindow) Fill(seq uint64)     { t.w.fill(seq) }
+func (t *TestWindow) Has(seq uint64) bool { return t.w.has(seq) }
+func (t *TestWindow) Top() uint64         { return t.w.top }
+
+// Checkpoint returns a version-2 checkpoint value with the window as device's only entry.
+func (t *TestWindow) Checkpoint(device string) []byte {
+	return appendCheckpointEntryV([]byte{checkpointVersionWindow}, checkpointVersionWindow, device, t.w.top, &t.w)
+}
+
+// LoadCheckpoints applies checkpoint values as Open does and returns every device's last seq
+// and window (nil for a device without one).
+func LoadCheckpoints(values ...[]byte) (last map[string]uint64, wins map[string]*TestWindow, err error) {
+	s := &Store{devices: make(map[string]*deviceState)}
+	for _, v := range values {
+		if err := decodeCheckpointWindows(v, func(name []byte, seq uint64, win *ckWindow) {
+			d := s.deviceLocked(string(name))
+			s.windowLoadLocked(d, seq, win)
+			d.lastSeq = max(d.lastSeq, seq)
+		}); err != nil {
+			return nil, nil, err
+		}
+	}
+	last, wins = make(map[string]uint64), make(map[string]*TestWindow)
+	for name, d := range s.devices {
+		last[name] = d.lastSeq
+		if d.win != nil {
+			wins[name] = &TestWindow{*d.win}
+		} else {
+			wins[name] = nil
+		}
+	}
+	return last, wins, nil
+}
+
+// DecodeCheckpoint decodes a checkpoint value of either version into last seqs, as the callers
+// that ignore windows see it.
+func DecodeCheckpoint(v []byte) (map[string]uint64, error) {
+	m := make(map[string]uint64)
+	err := decodeCheckpoint(v, func(name []byte, seq uint64) { m[string(name)] = max(m[string(name)], seq) })
+	return m, err
+}

@@ -7,14 +7,19 @@ import "sync"
 // a device's event waits, a newer watermark replaces it, so the queue holds at
 // most one event per device and a slow OnDelivered cannot make it grow
 // without bound. Each device's watermarks are reported in increasing order.
+//
+// It also calls OnWindowDelivered, once per windowed frame (see window.go):
+// those events are not coalesced, each names one frame.
 type notifier struct {
-	fn   func(device string, seq uint64)
-	mu   sync.Mutex
-	q    []delivered
-	idx  map[string]int // device -> index in q
-	wake chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	fn      func(device string, seq uint64)
+	frameFn func(device string, seq uint64) // OnWindowDelivered; may be nil
+	mu      sync.Mutex
+	q       []delivered
+	idx     map[string]int // device -> index in q
+	frames  []delivered    // windowed frames done, for frameFn
+	wake    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 type delivered struct {
@@ -22,18 +27,22 @@ type delivered struct {
 	seq    uint64
 }
 
-func newNotifier(fn func(string, uint64)) *notifier {
+func newNotifier(fn, frameFn func(string, uint64)) *notifier {
 	return &notifier{
-		fn:   fn,
-		idx:  make(map[string]int),
-		wake: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		fn:      fn,
+		frameFn: frameFn,
+		idx:     make(map[string]int),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 
 // push queues an event; it never blocks.
 func (n *notifier) push(device string, seq uint64) {
+	if n.fn == nil {
+		return
+	}
 	n.mu.Lock()
 	if i, ok := n.idx[device]; ok {
 		n.q[i].seq = seq
@@ -52,9 +61,26 @@ func (n *notifier) push(device string, seq uint64) {
 	}
 }
 
+// pushFrame queues a windowed frame's event; it never blocks.
+func (n *notifier) pushFrame(device string, seq uint64) {
+	if n.frameFn == nil {
+		return
+	}
+	n.mu.Lock()
+	n.frames = append(n.frames, delivered{device, seq})
+	first := len(n.frames) == 1
+	n.mu.Unlock()
+	if first {
+		select {
+		case n.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (n *notifier) run() {
 	defer close(n.done)
-	var batch []delivered
+	var batch, frames []delivered
 	spare := make(map[string]int)
 	for {
 		var stopping bool
@@ -65,12 +91,17 @@ func (n *notifier) run() {
 		}
 		n.mu.Lock()
 		batch, n.q = n.q, batch[:0]
+		frames, n.frames = n.frames, frames[:0]
 		spare, n.idx = n.idx, spare
 		n.mu.Unlock()
 		for _, e := range batch {
 			n.fn(e.device, e.seq)
 		}
+		for _, e := range frames {
+			n.frameFn(e.device, e.seq)
+		}
 		clear(batch)
+		clear(frames)
 		clear(spare)
 		if stopping {
 			return

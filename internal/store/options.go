@@ -43,6 +43,12 @@ type Options struct {
 	// coalesced into the latest. It is not called for the watermarks found at
 	// Open (read DeliveredSeq). It may call any Store method except Close.
 	OnDelivered func(device string, seq uint64)
+	// OnWindowDelivered, if set, is called once for each windowed frame (Frame.Window) when every
+	// record of it is done on every route (delivered or dead-lettered), or when it is committed
+	// if it has no routes: ack mode delivery over UDP acknowledges exactly that seq. It is
+	// called like OnDelivered (same goroutine, no store lock held), but never coalesced; not for
+	// the frames found done at Open (ask WindowSeq). It may call any Store method except Close.
+	OnWindowDelivered func(device string, seq uint64)
 	// ObserveCommit, if set, is called from the committer goroutine after each
 	// successful commit that stored frames: how many, how long the Badger
 	// commit took, and how long the oldest of them waited from Append to the

@@ -83,11 +83,12 @@ func (s *Store) load() error {
 			s.c.ckNext = id + 1
 			s.c.ckKeys++
 			s.c.ckBytes += int64(len(v))
-			return decodeCheckpoint(v, func(name []byte, seq uint64) {
+			return decodeCheckpointWindows(v, func(name []byte, seq uint64, win *ckWindow) {
 				d := s.devices[string(name)]
 				if d == nil {
 					d = s.deviceLocked(string(name))
 				}
+				s.windowLoadLocked(d, seq, win) // window.go: before lastSeq moves
 				d.lastSeq = max(d.lastSeq, seq)
 			})
 		}); err != nil {

@@ -26,7 +26,13 @@ type Frame struct {
 	// Unless that is the device's highest stored seq (or an earlier frame of the same commit),
 	// the frame is refused with ErrGap: after a failed commit nothing later may be stored past
 	// the hole, or LastSeq would tell the device to forget the frame that was lost. Not stored.
+	// Ignored for a windowed frame.
 	PrevSeq uint64
+	// Window marks a frame of the selective-acknowledgement seq space (UDP, protocol v1.1): it
+	// may be stored below the device's highest seq, into a hole of the device's window, and the
+	// store remembers it individually (see window.go and Store.WindowSeq). Without it a stored
+	// seq is cumulative: every seq at or below it counts as stored. Stored in the segment.
+	Window bool
 
 	// Result marks a command result: Task and Code are the RESULT frame's task ID and result
 	// code (0 success, 1 failure), and Records holds the result data (the relay stores it as
@@ -102,7 +108,8 @@ func (s *Segment) Record(pos uint32) []byte {
 //	frame count, record count
 //	per frame:
 //	  flags byte: bit 0 Serial == Device (Serial omitted), bit 1 IMEI == Device (IMEI omitted),
-//	              bit 2 Result (a command result; Task and Code follow ReceivedAt)
+//	              bit 2 Result (a command result; Task and Code follow ReceivedAt),
+//	              bit 3 Window (a windowed frame, see Frame.Window)
 //	  Device, [Serial], [IMEI], ICCID   (each length + bytes)
 //	  Seq
 //	  ReceivedAt (signed varint)
@@ -110,16 +117,17 @@ func (s *Segment) Record(pos uint32) []byte {
 //	  route count, routes
 //	  record count, records (each length + bytes)
 //
-// Bit 2 was added without a version change: segments written before it never set it and
-// decode unchanged. A store binary that predates it refuses a segment holding a result
-// (ErrCorrupt), so such a journal cannot be opened by an older relay.
+// Bits 2 and 3 were added without a version change: segments written before them never set
+// them and decode unchanged. A store binary that predates one refuses a segment holding a result
+// or a windowed frame (ErrCorrupt), so such a journal cannot be opened by an older relay.
 const segmentVersion = 1
 
 const (
 	flagSerialIsDevice = 1 << 0
 	flagIMEIIsDevice   = 1 << 1
 	flagResult         = 1 << 2
-	flagsKnown         = flagSerialIsDevice | flagIMEIIsDevice | flagResult
+	flagWindow         = 1 << 3 // window.go
+	flagsKnown         = flagSerialIsDevice | flagIMEIIsDevice | flagResult | flagWindow
 )
 
 // minFrameBytes is the smallest encoding of a frame: flags, device length,
@@ -148,6 +156,9 @@ func AppendSegment(dst []byte, frames []*Frame) []byte {
 		}
 		if f.Result {
 			flags |= flagResult
+		}
+		if f.Window {
+			flags |= flagWindow // window.go
 		}
 		dst = append(dst, flags)
 		dst = appendString(dst, f.Device)
@@ -240,6 +251,7 @@ func DecodeSegment(id uint64, data []byte) (*Segment, error) {
 		}
 		f.ICCID = d.string()
 		f.Seq = d.uvarint()
+		f.Window = flags&flagWindow != 0 // window.go
 		f.ReceivedAt = d.varint()
 		if flags&flagResult != 0 {
 			f.Result = true

@@ -49,16 +49,17 @@ func (s *Store) snapshot() error {
 	// Last seqs in memory are durable: they are updated after each commit,
 	// and this runs on the committer goroutine between commits.
 	var chunks [][]byte
-	chunk := []byte{checkpointVersion}
+	ver := s.snapshotVersion() // window.go: 2 once a device has a window
+	chunk := []byte{ver}
 	s.state.RLock()
 	for _, d := range s.devices {
 		if d.lastSeq == 0 {
 			continue
 		}
-		chunk = appendCheckpointEntry(chunk, d.name, d.lastSeq)
+		chunk = appendSnapshotEntry(chunk, d) // window.go: with the device's window
 		if len(chunk) >= snapshotChunkSize {
 			chunks = append(chunks, chunk)
-			chunk = []byte{checkpointVersion}
+			chunk = []byte{ver}
 		}
 	}
 	s.state.RUnlock()

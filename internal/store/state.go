@@ -32,6 +32,7 @@ type frameMeta struct {
 	n         uint32
 	routes    []uint16
 	remaining uint32 // undone (record, route) pairs
+	window    bool   // a windowed frame (Frame.Window; window.go)
 }
 
 func (f *frameMeta) hasRoute(route uint16) bool { return slices.Contains(f.routes, route) }
@@ -59,6 +60,8 @@ type deviceState struct {
 	// before head are consumed. Done entries stay until they reach the head.
 	pending []*frameMeta
 	head    int
+	// win is the window of windowed seqs (window.go); nil until the device stores a windowed frame.
+	win *window
 }
 
 func (d *deviceState) addPending(fm *frameMeta) {
@@ -143,6 +146,7 @@ func (s *Store) registerLocked(id uint64, frames []*Frame, size int) *segState {
 		}
 		d := s.deviceLocked(f.Device)
 		fm.dev = d
+		s.windowRegisterLocked(d, fm, f) // window.go: before lastSeq moves
 		d.lastSeq = max(d.lastSeq, f.Seq)
 		d.addPending(fm)
 	}
@@ -193,6 +197,9 @@ func (s *Store) markLocked(seg *segState, rt *routeTrack, pos uint32) bool {
 	}
 	fm.remaining--
 	if fm.remaining == 0 && fm.dev != nil {
+		if fm.window {
+			s.windowDoneLocked(fm) // window.go: OnWindowDelivered
+		}
 		d := fm.dev
 		if d.head < len(d.pending) && d.pending[d.head] == fm {
 			s.advanceLocked(d)

@@ -150,8 +150,8 @@ func Open(opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err)
 	}
-	if opts.OnDelivered != nil {
-		s.notify = newNotifier(opts.OnDelivered)
+	if opts.OnDelivered != nil || opts.OnWindowDelivered != nil { // window.go: OnWindowDelivered
+		s.notify = newNotifier(opts.OnDelivered, opts.OnWindowDelivered)
 		go s.notify.run()
 	}
 	retire := len(s.retire) > 0 // read before the committer runs: it owns s.retire with the state lock
