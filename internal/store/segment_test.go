@@ -15,7 +15,7 @@ func sampleFrames() []*store.Frame {
 	return []*store.Frame{
 		{Device: "356307042441013", Serial: "SN1", IMEI: "356307042441013", ICCID: "8944", Seq: 1, ReceivedAt: 1700000000000,
 			Routes: []uint16{1, 2}, Records: [][]byte{[]byte(`{"a":1}`), []byte(`{"b":2}`)}},
-		{Device: "SN2", Serial: "SN2", Seq: 1 << 40, ReceivedAt: -5, Routes: []uint16{1, 2}, Records: [][]byte{[]byte(`{}`)}},
+		{Device: "SN2", Serial: "SN2", Seq: 1 << 40, ReceivedAt: -5, Routes: []uint16{1, 2}, Records: [][]byte{[]byte(`{}`)}, Window: true},
 		{Device: "", Seq: 0, Routes: []uint16{65535}},
 		{Device: "x", IMEI: "y", Records: [][]byte{{}, []byte(`{"c":[1,2,3]}`)}},
 		{Device: "SN1", Serial: "SN1", ReceivedAt: 1700000000001, Routes: []uint16{1, 2},
@@ -128,7 +128,7 @@ func TestSegmentResultFrame(t *testing.T) {
 		t.Fatalf("flags byte = %#x, want Serial==Device and Result", enc[3])
 	}
 	bad := bytes.Clone(enc)
-	bad[3] |= 8
+	bad[3] |= 16
 	if _, err := store.DecodeSegment(1, bad); !errors.Is(err, store.ErrCorrupt) {
 		t.Errorf("unknown flag bit: DecodeSegment = %v, want ErrCorrupt", err)
 	}

@@ -373,35 +373,29 @@ func allRoutes(r uint16) func(uint64) []uint16 {
 	return func(uint64) []uint16 { return []uint16{r} }
 }
 
-// segDeliverer marks every committed segment delivered for all its routes, from a goroutine.
-// A nil *segDeliverer does nothing.
+// segDeliverer marks every committed segment delivered for all its routes, from OnCommit (which
+// MarkDelivered, never waiting, may be called from). A nil *segDeliverer does nothing.
 type segDeliverer struct {
-	mu   sync.Mutex
-	s    *store.Store
-	segs []*store.Segment
-	wg   sync.WaitGroup
+	mu sync.Mutex
+	s  *store.Store
 }
 
 func (d *segDeliverer) options(o *store.Options) {
 	o.OnCommit = func(seg *store.Segment) {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			d.mu.Lock()
-			s := d.s
-			d.mu.Unlock()
-			byRoute := map[uint16][]store.Ref{}
-			for i, f := range seg.Frames {
-				for _, r := range f.Routes {
-					for j := range f.Records {
-						byRoute[r] = append(byRoute[r], store.Ref{Seg: seg.ID, Pos: seg.Pos(i, j)})
-					}
+		d.mu.Lock()
+		s := d.s
+		d.mu.Unlock()
+		byRoute := map[uint16][]store.Ref{}
+		for i, f := range seg.Frames {
+			for _, r := range f.Routes {
+				for j := range f.Records {
+					byRoute[r] = append(byRoute[r], store.Ref{Seg: seg.ID, Pos: seg.Pos(i, j)})
 				}
 			}
-			for r, refs := range byRoute {
-				s.MarkDelivered(r, refs)
-			}
-		}()
+		}
+		for r, refs := range byRoute {
+			s.MarkDelivered(r, refs)
+		}
 	}
 }
 
@@ -413,13 +407,12 @@ func (d *segDeliverer) attach(s *store.Store) {
 	}
 }
 
-// wait waits for the marks and for the segments to retire.
+// wait waits for the segments to retire.
 func (d *segDeliverer) wait(t *testing.T) {
 	t.Helper()
 	if d == nil {
 		return
 	}
-	d.wg.Wait()
 	d.mu.Lock()
 	s := d.s
 	d.mu.Unlock()
