@@ -49,6 +49,13 @@ type (
 		err   error
 	} // the store refused a frame
 	deliveredMsg struct{ seq uint64 } // ack mode delivery: all routes done up to seq
+	// windowDoneMsg is the store's answer for the frame of a datagram (a windowed frame).
+	windowDoneMsg struct {
+		seq uint64
+		err error
+	}
+	// frameDeliveredMsg: ack mode delivery, the datagram's frame seq is done on every route.
+	frameDeliveredMsg struct{ seq uint64 }
 	// idleMsg is the idle timer of actor d; a late one, for an actor that has stopped, is ignored.
 	idleMsg struct{ d *deviceActor }
 )
@@ -72,6 +79,9 @@ type deviceActor struct {
 	// device does not reuse its seq.
 	linesSeq   uint64
 	welcomeDue bool
+	// window holds the seqs of datagrams appended and not yet answered by the store: a resend
+	// of one is not appended again, and is acknowledged by the commit. Nil until the first.
+	window map[uint64]struct{}
 
 	// The idle timer ticks every DeviceIdle; a tick with nothing heard since the one before
 	// finds the device idle. (protoactor's ReceiveTimeout fires once, and its timer goroutine
@@ -150,6 +160,13 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	case *deliveredMsg:
 		e.pending.Add(-1)
 		d.sys.ack(e, m.seq)
+	case *windowDoneMsg:
+		e.pending.Add(-1)
+		d.windowDone(m)
+		d.maybeRetire(ctx)
+	case *frameDeliveredMsg:
+		e.pending.Add(-1)
+		d.sys.ackDatagram(e, m.seq)
 	case *closedMsg:
 		e.pending.Add(-1)
 		if e.conn == m.conn {
@@ -202,9 +219,9 @@ func (s *System) welcome(e *deviceEntry) {
 }
 
 // ack sends a cumulative ACK for seq if it says something new. Called by e's actor, or under
-// s.mu if e is dormant.
+// s.mu if e is dormant. A UDP source gets none: there an ACK names exactly its seq (ackDatagram).
 func (s *System) ack(e *deviceEntry, seq uint64) {
-	if e.conn == nil || seq == 0 || seq <= e.acked {
+	if e.conn == nil || seq == 0 || seq <= e.acked || e.conn.Datagram() {
 		return
 	}
 	e.acked = seq
@@ -224,6 +241,8 @@ func (d *deviceActor) data(m *dataMsg) {
 		if e.serial == "" && e.imei == "" {
 			e.serial, e.imei = identityFields(m.udpIdentity)
 		}
+		d.datagram(m)
+		return
 	}
 	if m.seq <= d.appended { // a resend of something already stored or on its way
 		done := e.stored.Load()
@@ -237,6 +256,80 @@ func (d *deviceActor) data(m *dataMsg) {
 		return
 	}
 	d.append(m.seq, m.records, false, nil, m.at)
+}
+
+// ackDatagram acknowledges exactly seq to a UDP source (protocol v1.1: over UDP an ACK covers
+// its own seq, never the ones below). Called by e's actor, or under s.mu if e is dormant.
+func (s *System) ackDatagram(e *deviceEntry, seq uint64) {
+	if e.conn == nil || !e.conn.Datagram() {
+		return
+	}
+	e.conn.Write(native.AppendAck(make([]byte, 0, native.AckLen), seq))
+}
+
+// datagram handles a UDATA frame. Datagrams are lost and reordered while a device keeps several
+// in flight, so a seq below the highest stored one may be new: the dedupe asks the store's window
+// of the identity's recent seqs (Journal.WindowSeq), not "seq <= appended", and the frame is
+// appended as a windowed frame, outside the PrevSeq chain. A seq the store holds is acknowledged
+// again (in ack mode delivery only once delivered) and not stored or forwarded again; a seq on
+// its way to the store is dropped, as its commit acknowledges it.
+func (d *deviceActor) datagram(m *dataMsg) {
+	e := d.e
+	if m.seq == 0 {
+		return // seqs start at 1; TCP ignores 0 as well
+	}
+	if _, ok := d.window[m.seq]; ok {
+		d.sys.opts.Metrics.resent()
+		return
+	}
+	if stored, delivered := d.sys.opts.Journal.WindowSeq(e.id, m.seq); stored {
+		d.sys.opts.Metrics.resent()
+		if d.sys.opts.AckMode == AckPersist || delivered {
+			d.sys.ackDatagram(e, m.seq)
+		}
+		return
+	}
+	f := d.frame(m.seq, m.records)
+	f.Window = true
+	// NDJSON lines of the identity, and TCP frames, are numbered and chained above it.
+	d.appended = max(d.appended, m.seq)
+	if d.window == nil {
+		d.window = make(map[uint64]struct{})
+	}
+	d.window[m.seq] = struct{}{}
+	sys, arrived := d.sys, m.at
+	e.inflight.Add(1)
+	sys.opts.Journal.Append(f, func(err error) {
+		if err == nil {
+			sys.opts.Metrics.stored(arrived)
+			for {
+				old := e.stored.Load()
+				if f.Seq <= old || e.stored.CompareAndSwap(old, f.Seq) {
+					break
+				}
+			}
+		}
+		e.pending.Add(1)
+		e.inflight.Add(-1)
+		sys.send(e, &windowDoneMsg{seq: f.Seq, err: err})
+	})
+}
+
+// windowDone takes the store's answer for a datagram's frame: in ack mode persist the ACK of
+// exactly its seq; in ack mode delivery that ACK waits for frameDeliveredMsg. A refusal is only
+// logged: a UDP device gets no ERROR, it resends what is not acknowledged.
+func (d *deviceActor) windowDone(m *windowDoneMsg) {
+	delete(d.window, m.seq)
+	if m.err != nil {
+		if held, ok := d.sys.refusedLog.Allow(); ok {
+			d.sys.log.Warn("store refused datagram; the device resends it", "device", d.e.id, "seq", m.seq,
+				"err", m.err, "refusals_since_last_log", held)
+		}
+		return
+	}
+	if d.sys.opts.AckMode == AckPersist {
+		d.sys.ackDatagram(d.e, m.seq)
+	}
 }
 
 // lines stores NDJSON lines as the identity's next frame: the relay numbers them, since the
@@ -311,21 +404,8 @@ func (d *deviceActor) result(m *resultMsg) {
 // append hands frame seq to the journal; the commit callback advances e.stored and schedules the
 // ACK, a refusal comes back as failedMsg. done, if not nil, is called when the store has answered.
 func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func(), arrived time.Time) {
-	f := &store.Frame{
-		Device:     d.e.id,
-		Serial:     d.e.serial,
-		IMEI:       d.e.imei,
-		ICCID:      d.e.iccid,
-		Seq:        seq,
-		PrevSeq:    d.appended,
-		ReceivedAt: time.Now().UnixMilli(),
-		Records:    records,
-	}
-	meta := d.sys.meta(d.e.id)
-	if meta != nil { // what the device did not say itself
-		f.IMEI, f.ICCID = cmp.Or(f.IMEI, meta.IMEI), cmp.Or(f.ICCID, meta.ICCID)
-	}
-	f.Routes = d.sys.routesFor(f.IMEI, meta)
+	f := d.frame(seq, records)
+	f.PrevSeq = d.appended
 	d.appended = seq
 	e, sys, gen := d.e, d.sys, d.gen
 	lost := 0
@@ -359,6 +439,25 @@ func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func
 			e.pending.Add(-1)
 		}
 	})
+}
+
+// frame builds the store frame of DATA seq of the identity, with its routes.
+func (d *deviceActor) frame(seq uint64, records [][]byte) *store.Frame {
+	f := &store.Frame{
+		Device:     d.e.id,
+		Serial:     d.e.serial,
+		IMEI:       d.e.imei,
+		ICCID:      d.e.iccid,
+		Seq:        seq,
+		ReceivedAt: time.Now().UnixMilli(),
+		Records:    records,
+	}
+	meta := d.sys.meta(d.e.id)
+	if meta != nil { // what the device did not say itself
+		f.IMEI, f.ICCID = cmp.Or(f.IMEI, meta.IMEI), cmp.Or(f.ICCID, meta.ICCID)
+	}
+	f.Routes = d.sys.routesFor(f.IMEI, meta)
+	return f
 }
 
 // maybeRetire forgets the identity once it has neither a connection nor NDJSON lines coming

@@ -20,6 +20,7 @@ type Metrics struct {
 	Latency   *prometheus.HistogramVec // route
 	Queued    *prometheus.GaugeVec     // route
 	Stored    prometheus.Histogram     // DATA frame arrival to store commit
+	UDPResent prometheus.Counter       // datagrams whose seq was stored or on its way already
 	// DeviceActors counts live device actors: identities that sent something lately. A
 	// connected device that has been quiet for the device idle time holds none.
 	DeviceActors prometheus.Gauge
@@ -54,18 +55,28 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "fleetrelay_device_actors", Help: "Device actors alive: identities that sent something lately (a connected but quiet device holds none).",
 		}),
 	}
+	m.UDPResent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fleetrelay_udp_resends_total",
+		Help: "UDATA datagrams whose seq was stored or on its way to the store already: acknowledged again (in ack mode delivery once delivered), not stored again.",
+	})
 	m.Stored = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "fleetrelay_frame_store_seconds",
 		Help:    "From a native DATA frame's arrival (the read that completed it) to its commit in the store; with persist acks its ACK is written right after.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
-	reg.MustRegister(m.Stored, m.Delivered, m.Attempts, m.Retried, m.Failed, m.Dead, m.Latency, m.Queued, m.DeviceActors)
+	reg.MustRegister(m.Stored, m.UDPResent, m.Delivered, m.Attempts, m.Retried, m.Failed, m.Dead, m.Latency, m.Queued, m.DeviceActors)
 	return m
 }
 
 func (m *Metrics) stored(since time.Time) {
 	if m != nil && !since.IsZero() {
 		m.Stored.Observe(time.Since(since).Seconds())
+	}
+}
+
+func (m *Metrics) resent() {
+	if m != nil {
+		m.UDPResent.Inc()
 	}
 }
 

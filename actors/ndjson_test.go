@@ -17,10 +17,13 @@ import (
 )
 
 // journal is an in-memory Journal that refuses frames on demand and, like the store, refuses a
-// frame whose PrevSeq is not the device's last stored seq (store.ErrGap).
+// frame whose PrevSeq is not the device's last stored seq (store.ErrGap). Windowed frames
+// (datagrams) are remembered one by one, without a window's limit.
 type journal struct {
 	mu     sync.Mutex
 	last   map[string]uint64
+	cum    map[string]uint64          // highest seq of a frame that is not windowed
+	win    map[string]map[uint64]bool // windowed seqs stored
 	frames []*store.Frame
 	refuse int      // refuse this many of the next frames
 	hold   bool     // hold appends back until release
@@ -52,8 +55,22 @@ func (j *journal) Append(f *store.Frame, done func(error)) {
 		err = errors.New("disk on fire")
 	case f.PrevSeq != 0 && f.PrevSeq != j.last[f.Device]:
 		err = store.ErrGap
+	case f.Window:
+		if j.win == nil {
+			j.win = map[string]map[uint64]bool{}
+		}
+		if j.win[f.Device] == nil {
+			j.win[f.Device] = map[uint64]bool{}
+		}
+		j.win[f.Device][f.Seq] = true
+		j.last[f.Device] = max(j.last[f.Device], f.Seq)
+		j.frames = append(j.frames, f)
 	default:
 		j.last[f.Device] = f.Seq
+		if j.cum == nil {
+			j.cum = map[string]uint64{}
+		}
+		j.cum[f.Device] = f.Seq
 		j.frames = append(j.frames, f)
 	}
 	j.mu.Unlock()
@@ -66,7 +83,19 @@ func (j *journal) LastSeq(device string) uint64 {
 	return j.last[device]
 }
 
-func (j *journal) DeliveredSeq(device string) uint64                                 { return j.LastSeq(device) }
+func (j *journal) DeliveredSeq(device string) uint64 { return j.LastSeq(device) }
+
+// WindowSeq: a seq is stored if it was stored windowed, or is at or below a seq that was not (or
+// one given as last stored at the start); everything stored is delivered.
+func (j *journal) WindowSeq(device string, seq uint64) (stored, delivered bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.win[device][seq] || seq <= j.cum[device] || (j.win[device] == nil && seq <= j.last[device]) {
+		return true, true
+	}
+	return false, false
+}
+
 func (j *journal) MarkDelivered(uint16, []store.Ref)                                 {}
 func (j *journal) Pending(uint16, uint64, func(*store.Segment, []uint32) bool) error { return nil }
 

@@ -29,6 +29,9 @@ type Journal interface {
 	Append(f *store.Frame, done func(err error))
 	LastSeq(device string) uint64
 	DeliveredSeq(device string) uint64
+	// WindowSeq tells whether seq of device is stored (or counts as stored) and delivered, for
+	// the dedupe of UDP datagrams (see store.Store.WindowSeq).
+	WindowSeq(device string, seq uint64) (stored, delivered bool)
 	MarkDelivered(route uint16, refs []store.Ref)
 	Pending(route uint16, after uint64, fn func(seg *store.Segment, pos []uint32) bool) error
 	// Dead letters (see store.DeadLetter).
@@ -91,6 +94,7 @@ type System struct {
 	linesLost    atomic.Int64 // NDJSON lines the store refused
 	linesRefused atomic.Int64 // NDJSON lines refused: their identity was connected natively
 	lostLog      throttle.Throttle
+	refusedLog   throttle.Throttle // datagrams the store refused
 }
 
 type routeRef struct {
@@ -117,14 +121,15 @@ func New(opts Options) *System {
 		return log.With("lib", "protoactor")
 	}))
 	s := &System{
-		opts:    opts,
-		log:     log,
-		as:      as,
-		root:    as.Root,
-		disp:    newWorkerDispatcher(256, 300),
-		byID:    make(map[uint16]*routeRef),
-		devices: make(map[string]*deviceEntry),
-		lostLog: throttle.Throttle{Period: 10 * time.Second},
+		opts:       opts,
+		log:        log,
+		as:         as,
+		root:       as.Root,
+		disp:       newWorkerDispatcher(256, 300),
+		byID:       make(map[uint16]*routeRef),
+		devices:    make(map[string]*deviceEntry),
+		lostLog:    throttle.Throttle{Period: 10 * time.Second},
+		refusedLog: throttle.Throttle{Period: 10 * time.Second},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, r := range opts.Routes {
@@ -166,6 +171,15 @@ func (s *System) OnDelivered(device string, seq uint64) {
 		return
 	}
 	s.dispatch(device, &deliveredMsg{seq: seq}, false)
+}
+
+// OnWindowDelivered is the store's per-frame delivery hook for windowed frames (datagrams): in ack
+// mode delivery their device gets the ACK of exactly that seq.
+func (s *System) OnWindowDelivered(device string, seq uint64) {
+	if s.opts.AckMode != AckDelivery {
+		return
+	}
+	s.dispatch(device, &frameDeliveredMsg{seq: seq}, false)
 }
 
 // Stop gives in-flight deliveries until ctx ends, then cancels them and stops every actor.
@@ -303,6 +317,8 @@ func (s *System) handleDormant(e *deviceEntry, msg any) bool {
 		}
 	case *deliveredMsg:
 		s.ack(e, m.seq)
+	case *frameDeliveredMsg:
+		s.ackDatagram(e, m.seq)
 	case *idleMsg: // from an actor that has gone
 	default:
 		return false
