@@ -38,10 +38,14 @@ type RunOptions struct {
 	// DrainTimeout bounds the wait for outstanding ACKs after sending stops (default 30s).
 	DrainTimeout time.Duration
 	// UDPAddr and UDPShare put that fraction of the devices (0..1) on UDP: UDATA datagrams,
-	// stop-and-wait with a resend every UDPRetry (default 200ms).
-	UDPAddr  string
-	UDPShare float64
-	UDPRetry time.Duration
+	// each resent every UDPRetry (default 200ms) until its own ACK arrives, with up to UDPWindow
+	// in flight (default 1: stop-and-wait). UDPDrop is the share of datagram sends (0..1) the
+	// devices skip as if the network lost them.
+	UDPAddr   string
+	UDPShare  float64
+	UDPRetry  time.Duration
+	UDPWindow int
+	UDPDrop   float64
 	// NDJSONAddr, when set, runs the fleet over the relay's NDJSON listener instead of the native
 	// protocol: NDJSONConns connections (default 16, like gateways) each carry the lines of
 	// Devices/NDJSONConns identities, one JSON object per record with "serial" set. There are no
@@ -98,6 +102,7 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	if o.UDPRetry <= 0 {
 		o.UDPRetry = 200 * time.Millisecond
 	}
+	o.UDPWindow = max(o.UDPWindow, 1)
 	rep.Devices = o.Devices
 	if o.NDJSONAddr != "" {
 		return runNDJSON(ctx, o, rep)
@@ -110,7 +115,8 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	r := newRecorder()
 	udps := make([]*UDPDevice, nUDP)
 	for i := range udps {
-		u, err := DialUDP(o.UDPAddr, fmt.Sprintf("%sU%06d", o.Prefix, i), "", o.FirstSeq)
+		u, err := NewUDPDevice(UDPConfig{Addr: o.UDPAddr, Identity: fmt.Sprintf("%sU%06d", o.Prefix, i),
+			First: o.FirstSeq, Drop: o.UDPDrop, Seed: uint64(i) + 1, OnAck: r.ack})
 		if err != nil {
 			for _, u := range udps[:i] {
 				u.Close()
@@ -226,8 +232,18 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		d.Close()
 	}
 	rep.fill(r, devs, start, sendEnd, time.Now())
+	var sends, dropped, acks int
 	for _, u := range udps {
-		rep.Acked[u.identity], _ = u.Acked()
+		var n int
+		rep.Acked[u.identity], n = u.Acked()
+		acks += n
+		rep.Unacked += int64(u.Unacked())
+		s, d := u.Sends()
+		sends, dropped = sends+s, dropped+d
+	}
+	if len(udps) > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("udp: %d datagrams sent, resends included, %d of them skipped as lost (drop %g), %d ACKs received; window %d",
+			sends, dropped, o.UDPDrop, acks, o.UDPWindow))
 	}
 	if err := ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return rep, err
@@ -407,7 +423,9 @@ func (r *recorder) simulateNDJSON(ctx context.Context, cl *NDJSONClient, ids []s
 	return nil
 }
 
-// simulateUDP sends UDATA on the open-loop schedule, one datagram in flight (stop-and-wait).
+// simulateUDP sends UDATA on the open-loop schedule with up to UDPWindow datagrams in flight,
+// each resent until its own ACK arrives (OnAck records it), and once sending time is over resends
+// until all are acknowledged or drain ends.
 func (r *recorder) simulateUDP(ctx, drain context.Context, u *UDPDevice, o *RunOptions, i int) {
 	rnd := rand.New(rand.NewPCG(uint64(i)+1<<32, uint64(time.Now().UnixNano())))
 	var interval float64
@@ -417,35 +435,26 @@ func (r *recorder) simulateUDP(ctx, drain context.Context, u *UDPDevice, o *RunO
 	next := time.Now().Add(time.Duration(rnd.Float64() * interval))
 	recs := make([][]byte, o.Records)
 	for ctx.Err() == nil {
-		if interval > 0 && !sleepUntil(ctx, next) {
-			return
+		if interval > 0 && u.WaitUntil(ctx, next, o.UDPRetry) != nil {
+			break
 		}
 		now := time.Now()
 		due := next
 		if interval == 0 {
 			due = now
 		}
-		u.mu.Lock()
-		seq := u.nextSeq
-		u.mu.Unlock()
+		seq := u.NextSeq() // this goroutine alone sends: Post takes this seq
 		var buf []byte
 		for k := range recs {
 			start := len(buf)
 			buf = o.Payload.Append(buf, u.identity, seq, k, now, rnd)
 			recs[k] = buf[start:len(buf):len(buf)]
 		}
-		got, at, err := u.SendWait(drain, o.UDPRetry, recs...)
+		if _, err := u.Post(ctx, o.UDPWindow, o.UDPRetry, due, recs...); err != nil {
+			break // sending time is over while waiting for the window
+		}
 		r.sent.Add(1)
 		r.records.Add(int64(o.Records))
-		if err != nil {
-			r.errors.Add(1)
-			return
-		}
-		r.mu.Lock()
-		r.recordLocked(due, now, at)
-		r.mu.Unlock()
-		r.acked.Add(1)
-		_ = got
 		if interval > 0 {
 			gap := interval
 			if o.Poisson {
@@ -453,6 +462,9 @@ func (r *recorder) simulateUDP(ctx, drain context.Context, u *UDPDevice, o *RunO
 			}
 			next = next.Add(time.Duration(gap))
 		}
+	}
+	if err := u.Flush(drain, o.UDPRetry); err != nil {
+		r.errors.Add(1)
 	}
 }
 

@@ -119,7 +119,10 @@ func (s *Server) Start() error {
 	}
 	if s.opts.UDP != "" {
 		s.udp = &udpServer{srv: s}
-		if err := s.run(&s.udp.engineHolder, s.udp, "udp", s.opts.UDP); err != nil {
+		// A fleet of UDP devices with several datagrams in flight each sends in bursts: a receive
+		// buffer of the default size (≈200 KiB, a few hundred datagrams) overflows, and every
+		// datagram the kernel drops is resent. The kernel caps it at net.core.rmem_max.
+		if err := s.run(&s.udp.engineHolder, s.udp, "udp", s.opts.UDP, gnet.WithSocketRecvBuffer(udpRecvBuffer)); err != nil {
 			_ = s.Stop(context.Background())
 			return fmt.Errorf("udp listener %s: %w", s.opts.UDP, err)
 		}
@@ -134,6 +137,9 @@ func (s *Server) Start() error {
 	}
 	return nil
 }
+
+// udpRecvBuffer is the receive buffer asked for the UDP listener's socket.
+const udpRecvBuffer = 4 << 20
 
 type engineHolder struct {
 	eng    gnet.Engine

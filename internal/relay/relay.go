@@ -83,6 +83,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 				sys.OnDelivered(device, seq)
 			}
 		},
+		OnWindowDelivered: func(device string, seq uint64) { // UDP datagrams, ack mode delivery
+			if sys := sysp.Load(); sys != nil {
+				sys.OnWindowDelivered(device, seq)
+			}
+		},
 		ObserveCommit: func(frames int, commit, wait time.Duration) {
 			commitHist.Observe(commit.Seconds())
 			waitHist.Observe(wait.Seconds())
