@@ -268,3 +268,43 @@ func TestRunNDJSON(t *testing.T) {
 		}
 	}
 }
+
+// UDP devices with 8 datagrams in flight and 10 % of their sends dropped by themselves, through a
+// real relay to a real sink: every frame is acknowledged (each datagram by its own ACK), every
+// acknowledged record arrives once, and the report says how many sends were dropped.
+func TestRunUDPWindowWithLoss(t *testing.T) {
+	sink, err := loadgen.StartSink("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	rl := startRelay(t, sink.URL())
+	rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
+		Addr: rl.DeviceTCPAddr().String(), Devices: 20, Rate: 40, Records: 2,
+		Duration: 1500 * time.Millisecond, RampUp: 200 * time.Millisecond, Prefix: "UW",
+		UDPAddr: rl.DeviceUDPAddr().String(), UDPShare: 1, UDPWindow: 8, UDPDrop: 0.1, UDPRetry: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.FramesSent == 0 || rep.FramesAcked != rep.FramesSent || rep.Unacked != 0 {
+		t.Fatalf("report: sent %d, acked %d, unacked %d", rep.FramesSent, rep.FramesAcked, rep.Unacked)
+	}
+	var acked uint64
+	for _, a := range rep.Acked {
+		acked += a
+	}
+	if int64(acked) != rep.FramesAcked {
+		t.Errorf("per-device acks sum to %d, want %d", acked, rep.FramesAcked)
+	}
+	if len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "skipped as lost") || strings.Contains(rep.Notes[0], " 0 of them") {
+		t.Errorf("notes %q, want the datagrams dropped", rep.Notes)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for sink.Stats().Unique < int(rep.RecordsSent) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := sink.Stats(); st.Unique != int(rep.RecordsSent) || st.Dups != 0 {
+		t.Errorf("sink %+v, want %d unique messages, no duplicates", st, rep.RecordsSent)
+	}
+}
