@@ -32,9 +32,10 @@ import (
 //   - registerLocked (state.go), before lastSeq moves: windowRegisterLocked.
 //   - markLocked (state.go), when a frame's last (record, route) pair is done: windowDoneLocked.
 //   - applyCommit (commit.go), for every committed frame, before lastSeq moves: windowCommitLocked.
-//   - commit (commit.go): ckWindowFrame for each frame without routes, ckWindowBytes in the
-//     checkpoint budget; collect: retireWindowCostLocked and ckWindowRetireLocked for each
-//     retiring segment; fill: ckVersion and appendCkEntry write the checkpoint value.
+//   - commit (commit.go): ckWindowsReset with clear(c.ck), ckWindowFrame for each frame without
+//     routes, ckWindowBytes in the checkpoint budget; refuseGaps skips windowed frames; collect:
+//     retireWindowCostLocked and ckWindowRetireLocked for each retiring segment; fill: ckVersion
+//     and appendCkEntry write the checkpoint value.
 //   - snapshot (snapshot.go): snapshotVersion and appendSnapshotEntry.
 //   - load (recover.go): decodeCheckpointWindows and windowLoadLocked.
 //   - AppendSegment/DecodeSegment (segment.go): flagWindow.
