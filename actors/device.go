@@ -282,12 +282,17 @@ func (d *deviceActor) datagram(m *dataMsg) {
 		d.sys.opts.Metrics.resent()
 		return
 	}
-	if stored, delivered := d.sys.opts.Journal.WindowSeq(e.id, m.seq); stored {
-		d.sys.opts.Metrics.resent()
-		if d.sys.opts.AckMode == AckPersist || delivered {
-			d.sys.ackDatagram(e, m.seq)
+	// Above the highest seq committed, and not on its way: new, without asking the store (the
+	// commit callback moves e.stored, and the seq stays in d.window until the actor hears of it)
+	// unless TCP or NDJSON frames, whose commits the window counts too, are on their way.
+	if m.seq <= e.stored.Load() || e.inflight.Load() != int64(len(d.window)) {
+		if stored, delivered := d.sys.opts.Journal.WindowSeq(e.id, m.seq); stored {
+			d.sys.opts.Metrics.resent()
+			if d.sys.opts.AckMode == AckPersist || delivered {
+				d.sys.ackDatagram(e, m.seq)
+			}
+			return
 		}
-		return
 	}
 	f := d.frame(m.seq, m.records)
 	f.Window = true
