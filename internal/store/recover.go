@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -15,8 +16,10 @@ import (
 // its memory does not depend on how much is stored: segments stay resident
 // up to the budget (the oldest, which routes read first) and the rest are
 // counted cold, their c/ keys made exact. Keys that belong to nothing are
-// deleted.
-func (s *Store) load() error {
+// deleted. deadMarks are the records of dead letters by segment (see
+// loadDead): they are marked done for their routes, and their bitmaps
+// written where that changes them.
+func (s *Store) load(deadMarks map[uint64][]coldMark) error {
 	s.loading = true
 	defer func() { s.loading = false }()
 	var metaMaxSeg, lastSeg uint64
@@ -28,12 +31,13 @@ func (s *Store) load() error {
 	defer w.discard()
 	var fixErr error
 	var fixes int
-	fix := func(k []byte, del bool) {
+	put := func(k, v []byte, del bool) {
 		fixes++
 		if fixErr == nil {
-			fixErr = w.put(clone(k), nil, del)
+			fixErr = w.put(clone(k), v, del)
 		}
 	}
+	fix := func(k []byte, del bool) { put(k, nil, del) }
 
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyFormat)
@@ -141,27 +145,34 @@ func (s *Store) load() error {
 					bits[r] = b
 				}
 			}
-			// Result frames are tracked for their routes only (see registerLocked).
+			if marks := deadMarks[id]; len(marks) > 0 {
+				repairMarks(dec, bits, marks, func(route uint16, b []byte) {
+					put(appendBitmapKey(nil, route, id), b, false)
+				})
+			}
+			lastSeg = id
+			if s.res.records >= s.res.budget && s.loadColdLocked(dec, len(v), bits, func(route uint16, undone bool) {
+				switch has := colds.has(route, id); {
+				case undone && !has:
+					fix(appendColdKey(nil, route, id), false)
+				case !undone && has:
+					fix(appendColdKey(nil, route, id), true)
+				}
+			}) {
+				return nil
+			}
+			// Resident. Result frames are tracked for their routes only (see registerLocked).
 			seg := s.registerLocked(id, dec.Frames, len(v))
 			s.applyBitsLocked(seg, bits)
-			cold := seg.left > 0 && s.res.records > s.res.budget && s.res.records > int64(seg.nrec)
 			for i := range seg.routes {
-				rt := &seg.routes[i]
-				has := colds.has(rt.route, id)
-				switch want := cold && rt.done < rt.total; {
-				case want && !has:
-					fix(appendColdKey(nil, rt.route, id), false)
-				case !want && has:
-					fix(appendColdKey(nil, rt.route, id), true)
+				if colds.has(seg.routes[i].route, id) {
+					fix(appendColdKey(nil, seg.routes[i].route, id), true)
 				}
 			}
-			if cold {
-				s.coldLocked(seg)
-			} else if seg.left == 0 && !seg.retiring {
+			if seg.left == 0 && !seg.retiring {
 				seg.retiring = true
 				s.retire = append(s.retire, seg)
 			}
-			lastSeg = id
 			return nil
 		})
 		if err != nil {
@@ -204,6 +215,35 @@ func (s *Store) load() error {
 		s.log.Info("repaired store keys at open (orphans dropped, cold index fixed)", "count", fixes)
 	}
 	return nil
+}
+
+// repairMarks sets the bits of the dead-lettered records of a segment read at
+// Open (marks, all of this segment) in the bitmaps read with it, and calls
+// changed with each bitmap it had to change.
+func repairMarks(dec *Segment, bits map[uint16][]byte, marks []coldMark, changed func(route uint16, b []byte)) {
+	var touched []uint16
+	for _, m := range marks {
+		fi, _, ok := dec.Locate(m.ref.Pos)
+		if !ok || !slices.Contains(dec.Frames[fi].Routes, m.route) {
+			continue
+		}
+		b := bits[m.route]
+		if need := int(dec.n+7) / 8; len(b) < need {
+			b = append(b, make([]byte, need-len(b))...)
+		}
+		p := m.ref.Pos
+		if b[p>>3]&(1<<(p&7)) != 0 {
+			continue
+		}
+		b[p>>3] |= 1 << (p & 7)
+		bits[m.route] = b
+		if !slices.Contains(touched, m.route) {
+			touched = append(touched, m.route)
+		}
+	}
+	for _, r := range touched {
+		changed(r, bits[r])
+	}
 }
 
 // routeKeys reads the keys <prefix><route u16>/<segment u64> of every route

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -253,6 +254,82 @@ func (s *Store) coldLocked(seg *segState) {
 	s.res.coldRecs += int64(seg.nrec)
 	s.res.coldBytes += int64(seg.bytes)
 	s.res.coldGen++
+}
+
+// loadColdLocked counts a segment read at Open as cold without building its
+// state: per route its undone records, per device its frames with undone
+// records. It calls index for each route of the segment with whether the
+// route has undone records in it. It returns false, doing nothing, if every
+// route is done with the segment: it must be resident to retire.
+func (s *Store) loadColdLocked(dec *Segment, size int, bits map[uint16][]byte, index func(route uint16, undone bool)) bool {
+	type count struct {
+		route  uint16
+		undone int64
+	}
+	var counts []count // a segment has a handful of routes
+	frameUndone := make([]bool, len(dec.Frames))
+	var total int64
+	for i, f := range dec.Frames {
+		base, n := dec.base[i], uint32(len(f.Records))
+		for _, r := range f.Routes {
+			u := int64(n) - int64(countSet(bits[r], base, base+n))
+			j := slices.IndexFunc(counts, func(c count) bool { return c.route == r })
+			if j < 0 {
+				counts = append(counts, count{route: r})
+				j = len(counts) - 1
+			}
+			counts[j].undone += u
+			total += u
+			frameUndone[i] = frameUndone[i] || u > 0
+		}
+	}
+	if total == 0 {
+		return false
+	}
+	for _, c := range counts {
+		index(c.route, c.undone > 0)
+		if c.undone > 0 {
+			s.res.coldUndone[c.route] += c.undone
+			s.res.coldHas[c.route]++
+		}
+	}
+	var d *deviceState
+	for i, f := range dec.Frames {
+		if f.Result || len(f.Records) == 0 {
+			continue
+		}
+		if d == nil || d.name != f.Device {
+			d = s.deviceLocked(f.Device)
+		}
+		d.lastSeq = max(d.lastSeq, f.Seq)
+		if !frameUndone[i] {
+			continue
+		}
+		if d.cold == 0 || f.Seq < d.coldLow {
+			d.coldLow = f.Seq
+		}
+		d.cold++
+	}
+	s.res.coldSegs++
+	s.res.coldRecs += int64(dec.n)
+	s.res.coldBytes += int64(size)
+	return true
+}
+
+// countSet counts the bits set in b at positions [from, to).
+func countSet(b []byte, from, to uint32) int {
+	n := 0
+	for p := from; p < to && int(p>>3) < len(b); p++ {
+		if p&7 == 0 && p+8 <= to && int(p>>3) < len(b) {
+			n += bits.OnesCount8(b[p>>3])
+			p += 7
+			continue
+		}
+		if b[p>>3]&(1<<(p&7)) != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // warm reads cold segment id back into memory and returns it decoded. It

@@ -144,13 +144,14 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.notFull.L = &s.mu
 	s.c.init()
-	if err := s.load(); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("recover store in %q: %w", opts.Dir, err)
-	}
-	if err := s.loadDead(); err != nil {
+	deadMarks, err := s.loadDead()
+	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err)
+	}
+	if err := s.load(deadMarks); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("recover store in %q: %w", opts.Dir, err)
 	}
 	if opts.OnDelivered != nil {
 		s.notify = newNotifier(opts.OnDelivered)
