@@ -440,7 +440,7 @@ func (s *Store) nextPending(route uint16, cursor uint64) (id uint64, pos []uint3
 			}
 		}
 		if coldID != 0 {
-			if seg, err = s.warm(coldID); err != nil {
+			if seg, err = s.warm(coldID, route); err != nil {
 				return 0, nil, nil, err
 			}
 			if seg == nil { // a stale c/ key of a retired segment
@@ -465,13 +465,14 @@ func (s *Store) nextPending(route uint16, cursor uint64) (id uint64, pos []uint3
 		if st != nil && !st.retiring {
 			rt = st.track(route)
 		}
-		if rt == nil || rt.done == rt.total {
-			// Retired, done, or cold again meanwhile: look again from here
-			// (a segment that went cold has a c/ key for the route).
+		if st == nil {
+			// Retired, or cold again (then it has a c/ key for the route):
+			// look again from the same cursor.
 			s.state.Unlock()
-			if st == nil && coldID == 0 {
-				continue
-			}
+			continue
+		}
+		if rt == nil || rt.done == rt.total {
+			s.state.Unlock()
 			cursor = next
 			continue
 		}
