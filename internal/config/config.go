@@ -106,9 +106,11 @@ type Devices struct {
 	// listener. 0 never closes idle connections.
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// Most device connections held at once, native TCP and NDJSON together; further connections are
-	// refused (native ones with ERROR 503).
+	// refused (native ones with ERROR 503). Each holds an open file: checked against the process's
+	// open-file limit by [Config.CheckMachine].
 	MaxConnections int `yaml:"max_connections"`
-	// Number of network event loops. 0 starts one per CPU.
+	// Number of network event loops per native listener. 0 starts one per CPU. At most
+	// [MaxEventLoopsPerCPU] per CPU ([Config.CheckMachine]).
 	EventLoops int `yaml:"event_loops"`
 }
 

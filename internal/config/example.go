@@ -51,9 +51,12 @@ devices:
   # closes them.
   idle_timeout: 5m
   # Most device connections held at once, native TCP and NDJSON together; further ones are
-  # refused (native ones with ERROR 503).
+  # refused (native ones with ERROR 503). Each holds an open file: at start (and in -check-config)
+  # a value at or above the process's open-file limit (ulimit -n) is an error, and one that
+  # leaves the relay fewer than about 256 files plus 2 per event loop and each route's
+  # concurrency + 1 for its own use (store, listeners, delivery connections) is a warning.
   max_connections: 10000
-  # Network event loops; 0 starts one per CPU.
+  # Network event loops per native listener; 0 starts one per CPU. At most 4 per CPU.
   event_loops: 0
 
 # The embedded store.

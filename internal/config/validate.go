@@ -197,9 +197,9 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 	default:
 		p.add(path+".body", "must be array or object, got %q", r.Body)
 	}
-	for _, imei := range r.Filter.IMEIs {
+	for j, imei := range r.Filter.IMEIs {
 		if !native.ValidIMEI(imei) {
-			p.add(path+".filter.imeis", "%q is not an IMEI (15 digits)", imei)
+			p.add(fmt.Sprintf("%s.filter.imeis[%d]", path, j), "%q is not an IMEI (15 digits)", imei)
 		}
 	}
 	if _, err := r.CompileFormat(); err != nil {
