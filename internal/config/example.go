@@ -16,6 +16,10 @@ data_dir: ./data
 log:
   level: info             # lowest level written: debug, info, warn or error
   format: text            # text (key=value) or json
+  # A route's failed delivery attempts are warnings (route, destination without its query or
+  # user information, status, error), at most one per failure_interval for the route, counting
+  # those held back ("suppressed"); the first success after them is logged at info.
+  failure_interval: 10s
 
 # The device-facing side.
 devices:

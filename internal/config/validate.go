@@ -47,6 +47,7 @@ func (c *Config) Validate() error {
 	}
 	oneOf(&p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&p, "log.format", c.Log.Format, "text", "json")
+	positive(&p, "log.failure_interval", c.Log.FailureInterval)
 
 	d := &c.Devices
 	tcpPort := listenAddr(&p, "devices.native.tcp", d.Native.TCP)

@@ -128,6 +128,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
+
+		FailureLogInterval: time.Duration(cfg.Log.FailureInterval),
 	})
 	r.sys = sys
 	sysp.Store(sys)
