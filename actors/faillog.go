@@ -103,7 +103,7 @@ func (fl *failLog) attempt(dest string, attempt, n int, p *deliver.Policy, res d
 	} else {
 		errText = fmt.Sprintf("HTTP %d %s is not a success status", res.Status, http.StatusText(res.Status))
 	}
-	fl.log.Warn("delivery attempt failed", "destination", redactURL(dest), "status", res.Status, "error", errText,
+	fl.log.Warn("delivery attempt failed", "destination", redactURL(dest), "status", res.Status, "err", errText,
 		"attempt", attempt+1, "messages", n, "suppressed", held)
 }
 

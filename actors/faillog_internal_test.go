@@ -103,7 +103,7 @@ func TestFailLogStreaks(t *testing.T) {
 	fl.attempt(b, 0, 3, nil, refused)
 	warns = buf.lines("delivery attempt failed")
 	last := warns[len(warns)-1]
-	if !strings.Contains(last, `status=0 error="attempt not sent: oauth2: Post \"https://login.example/token\": connection refused"`) ||
+	if !strings.Contains(last, `status=0 err="attempt not sent: oauth2: Post \"https://login.example/token\": connection refused"`) ||
 		!strings.Contains(last, "attempt=1 messages=3") {
 		t.Errorf("transport error logged as %q, want status 0 and the error without its URL's query", last)
 	}

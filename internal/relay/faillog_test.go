@@ -125,7 +125,7 @@ func TestFailedDeliveriesAreLogged(t *testing.T) {
 	reported := 0
 	for i, w := range warns {
 		want := map[string]string{"level": "WARN", "route": "flaky", "destination": dest, "status": "503",
-			"error": "HTTP 503 Service Unavailable is not a success status"}
+			"err": "HTTP 503 Service Unavailable is not a success status"}
 		for k, v := range want {
 			if w[k] != v {
 				t.Errorf("warning %d: %s=%q, want %q (line %v)", i, k, w[k], v, w)
