@@ -4,25 +4,36 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-type loadedBitmap struct {
-	route uint16
-	bits  []byte
-}
-
 // load rebuilds the in-memory state from disk. It runs before the store's
-// goroutines start.
+// goroutines start. It reads every live segment once, in ID order, with the
+// delivery bitmaps and c/ keys of its routes read in step (see routeKeys), so
+// its memory does not depend on how much is stored: segments stay resident
+// up to the budget (the oldest, which routes read first) and the rest are
+// counted cold, their c/ keys made exact. Keys that belong to nothing are
+// deleted.
 func (s *Store) load() error {
 	s.loading = true
 	defer func() { s.loading = false }()
-	bitmaps := make(map[uint64][]loadedBitmap)
-	var orphans [][]byte
 	var metaMaxSeg, lastSeg uint64
 	var scratch []byte // decompressed segment; only frame metadata is kept
 	formatMissing := false
+	// Fixes are written while reading: Badger reads from the read
+	// transaction's snapshot meanwhile.
+	w := s.newBatchWriter()
+	defer w.discard()
+	var fixErr error
+	var fixes int
+	fix := func(k []byte, del bool) {
+		fixes++
+		if fixErr == nil {
+			fixErr = w.put(clone(k), nil, del)
+		}
+	}
 
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyFormat)
@@ -64,7 +75,7 @@ func (s *Store) load() error {
 
 		// Padding left by a crash during a memtable nudge (see gc.go).
 		if err := scan(txn, prefixPad, func(k, _ []byte) error {
-			orphans = append(orphans, clone(k))
+			fix(k, true)
 			return nil
 		}); err != nil {
 			return err
@@ -74,7 +85,7 @@ func (s *Store) load() error {
 		if err := scan(txn, prefixCheckpoint, func(k, v []byte) error {
 			id, ok := parseIDKey(k)
 			if !ok {
-				orphans = append(orphans, clone(k))
+				fix(k, true)
 				return nil
 			}
 			if first {
@@ -94,22 +105,15 @@ func (s *Store) load() error {
 			return fmt.Errorf("load device checkpoints: %w", err)
 		}
 
-		if err := scan(txn, prefixBitmap, func(k, v []byte) error {
-			route, seg, ok := parseBitmapKey(k)
-			if !ok {
-				orphans = append(orphans, clone(k))
-				return nil
-			}
-			bitmaps[seg] = append(bitmaps[seg], loadedBitmap{route: route, bits: clone(v)})
-			return nil
-		}); err != nil {
-			return fmt.Errorf("load delivery bitmaps: %w", err)
-		}
-
-		return scan(txn, prefixSegment, func(k, v []byte) error {
+		bitmaps := newRouteKeys(txn, prefixBitmap, fix)
+		defer bitmaps.close()
+		colds := newRouteKeys(txn, prefixCold, fix)
+		defer colds.close()
+		bits := make(map[uint16][]byte)
+		err = scan(txn, prefixSegment, func(k, v []byte) error {
 			id, ok := parseIDKey(k)
 			if !ok {
-				orphans = append(orphans, clone(k))
+				fix(k, true)
 				return nil
 			}
 			enc, decompressed, err := segmentValue(id, v, scratch)
@@ -123,42 +127,54 @@ func (s *Store) load() error {
 			if err != nil {
 				return err
 			}
+			clear(bits)
 			for _, f := range dec.Frames {
 				normalizeRoutes(f)
+				for _, r := range f.Routes {
+					if _, ok := bits[r]; ok {
+						continue
+					}
+					b, err := bitmaps.at(r, id)
+					if err != nil {
+						return fmt.Errorf("read delivery bitmap of segment %d: %w", id, err)
+					}
+					bits[r] = b
+				}
 			}
 			// Result frames are tracked for their routes only (see registerLocked).
 			seg := s.registerLocked(id, dec.Frames, len(v))
-			for _, b := range bitmaps[id] {
-				rt := seg.track(b.route)
-				if rt == nil {
-					orphans = append(orphans, appendBitmapKey(nil, b.route, id))
-					continue
+			s.applyBitsLocked(seg, bits)
+			cold := seg.left > 0 && s.res.records > s.res.budget && s.res.records > int64(seg.nrec)
+			for i := range seg.routes {
+				rt := &seg.routes[i]
+				has := colds.has(rt.route, id)
+				switch want := cold && rt.done < rt.total; {
+				case want && !has:
+					fix(appendColdKey(nil, rt.route, id), false)
+				case !want && has:
+					fix(appendColdKey(nil, rt.route, id), true)
 				}
-				for pos := uint32(0); pos < seg.nrec && int(pos>>3) < len(b.bits); pos++ {
-					if b.bits[pos>>3]&(1<<(pos&7)) != 0 {
-						s.markLocked(seg, rt, pos)
-					}
-				}
-				rt.persisted = true
 			}
-			delete(bitmaps, id)
-			if seg.left == 0 && !seg.retiring {
+			if cold {
+				s.coldLocked(seg)
+			} else if seg.left == 0 && !seg.retiring {
 				seg.retiring = true
 				s.retire = append(s.retire, seg)
 			}
 			lastSeg = id
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		bitmaps.rest()
+		colds.rest()
+		return nil
 	})
 	if err != nil {
 		return err
 	}
 
-	for id, bs := range bitmaps {
-		for _, b := range bs {
-			orphans = append(orphans, appendBitmapKey(nil, b.route, id))
-		}
-	}
 	// Marks replayed from disk are persisted already.
 	for _, seg := range s.dirty {
 		seg.dirty = false
@@ -175,31 +191,111 @@ func (s *Store) load() error {
 	s.c.nextSeg = top + 1
 	s.stats.ckKeys.Store(int64(s.c.ckKeys))
 
-	if !formatMissing && len(orphans) == 0 {
-		return nil
+	if formatMissing && fixErr == nil {
+		fixErr = w.set(keyFormat, []byte{formatVersion})
 	}
-	// In as many transactions as Badger's limits need (small memtables make
-	// them small): neither write depends on the other.
-	w := s.newBatchWriter()
-	defer w.discard()
-	if formatMissing {
-		err = w.set(keyFormat, []byte{formatVersion})
+	if fixErr == nil {
+		fixErr = w.flush()
 	}
-	for _, k := range orphans {
-		if err == nil {
-			err = w.del(k)
-		}
+	if fixErr != nil {
+		return fmt.Errorf("write format and %d key repairs: %w", fixes, fixErr)
 	}
-	if err == nil {
-		err = w.flush()
-	}
-	if err != nil {
-		return fmt.Errorf("write format and drop %d orphan keys: %w", len(orphans), err)
-	}
-	if len(orphans) > 0 {
-		s.log.Info("dropped orphan keys", "count", len(orphans))
+	if fixes > 0 {
+		s.log.Info("repaired store keys at open (orphans dropped, cold index fixed)", "count", fixes)
 	}
 	return nil
+}
+
+// routeKeys reads the keys <prefix><route u16>/<segment u64> of every route
+// in step with the segments, which load reads in ascending order: one
+// iterator per route that has such keys. A key passed over, or left at the
+// end, belongs to no live segment of its route and is handed to orphan.
+type routeKeys struct {
+	prefix []byte
+	its    map[uint16]*badger.Iterator
+	orphan func(k []byte, del bool)
+}
+
+func newRouteKeys(txn *badger.Txn, prefix []byte, orphan func(k []byte, del bool)) *routeKeys {
+	r := &routeKeys{prefix: prefix, its: make(map[uint16]*badger.Iterator), orphan: orphan}
+	// Find the routes with keys, one seek per route.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); {
+		k := it.Item().Key()
+		route, _, ok := parseBitmapKey(k)
+		if !ok {
+			orphan(k, true)
+			it.Next()
+			continue
+		}
+		rp := append(binary.BigEndian.AppendUint16(append([]byte(nil), prefix...), route), '/')
+		rit := txn.NewIterator(badger.IteratorOptions{Prefix: rp})
+		rit.Seek(rp)
+		r.its[route] = rit
+		if route == math.MaxUint16 {
+			break
+		}
+		it.Seek(binary.BigEndian.AppendUint16(append([]byte(nil), prefix...), route+1))
+	}
+	return r
+}
+
+// seek moves route's iterator to the first key at or after seg, reporting the
+// keys passed over, and reports whether it stands at seg.
+func (r *routeKeys) seek(route uint16, seg uint64) (*badger.Iterator, bool) {
+	it := r.its[route]
+	if it == nil {
+		return nil, false
+	}
+	for ; it.Valid(); it.Next() {
+		k := it.Item().Key()
+		_, id, ok := parseBitmapKey(k)
+		switch {
+		case !ok || id < seg:
+			r.orphan(k, true)
+		case id == seg:
+			return it, true
+		default:
+			return it, false
+		}
+	}
+	return it, false
+}
+
+// at returns a copy of the value of route's key for seg, nil if there is none.
+func (r *routeKeys) at(route uint16, seg uint64) ([]byte, error) {
+	it, ok := r.seek(route, seg)
+	if !ok {
+		return nil, nil
+	}
+	v, err := it.Item().ValueCopy(nil)
+	it.Next()
+	return v, err
+}
+
+// has reports whether route has a key for seg.
+func (r *routeKeys) has(route uint16, seg uint64) bool {
+	it, ok := r.seek(route, seg)
+	if ok {
+		it.Next()
+	}
+	return ok
+}
+
+// rest hands every key not read to orphan.
+func (r *routeKeys) rest() {
+	for _, it := range r.its {
+		for ; it.Valid(); it.Next() {
+			r.orphan(it.Item().Key(), true)
+		}
+	}
+}
+
+func (r *routeKeys) close() {
+	for _, it := range r.its {
+		it.Close()
+	}
 }
 
 // scan calls fn for every key with prefix; v is only valid during the call.
