@@ -76,7 +76,7 @@ type Store struct {
 	gcStop        chan struct{}
 	gcDone        chan struct{}
 	gcWake        chan struct{} // wakes the GC loop early, capacity 1
-	writebackDone chan struct{} // nil without a writeback loop (store.sync)
+	writebackDone chan struct{} // the writeback loop (writeback.go)
 
 	opened         time.Time // monotonic base of request.at
 	valueThreshold int64     // Badger moves values at least this long to the value log
@@ -160,10 +160,8 @@ func Open(opts Options) (*Store, error) {
 	retire := len(s.retire) > 0 // read before the committer runs: it owns s.retire with the state lock
 	go s.runCommitter()
 	go s.runGC()
-	if !opts.Sync {
-		s.writebackDone = make(chan struct{})
-		go s.runWriteback()
-	}
+	s.writebackDone = make(chan struct{})
+	go s.runWriteback()
 	if retire {
 		s.signal()
 	}
@@ -239,9 +237,7 @@ func (s *Store) Close() error {
 		<-s.committerDone
 		close(s.gcStop)
 		<-s.gcDone
-		if s.writebackDone != nil {
-			<-s.writebackDone
-		}
+		<-s.writebackDone
 		if s.notify != nil {
 			s.notify.close()
 		}
