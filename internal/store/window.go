@@ -29,8 +29,10 @@ import (
 //
 // Hooks: the rest of the store calls into this file at these points, and nowhere else.
 //   - Frame.Window, frameMeta.window, deviceState.win, committer.win: the state.
-//   - registerLocked (state.go), before lastSeq moves: windowRegisterLocked.
-//   - markLocked (state.go), when a frame's last (record, route) pair is done: windowDoneLocked.
+//   - registerLocked (state.go), before lastSeq moves: windowRegisterLocked. A cold segment
+//     counted at Open (loadColdLocked, resident.go): windowColdLocked.
+//   - setLocked (state.go), when a frame's last (record, route) pair is done: windowDoneLocked,
+//     told whether the mark is new (not a bitmap read back when a cold segment warms).
 //   - applyCommit (commit.go), for every committed frame, before lastSeq moves: windowCommitLocked.
 //   - commit (commit.go): ckWindowsReset with clear(c.ck), ckWindowFrame for each frame without
 //     routes, ckWindowBytes in the checkpoint budget; refuseGaps skips windowed frames; collect:
@@ -41,8 +43,9 @@ import (
 //   - AppendSegment/DecodeSegment (segment.go): flagWindow.
 //   - Open (store.go) and notify.go: Options.OnWindowDelivered through the notifier.
 // A rewrite of those files must keep these calls, with the same ordering (a window is fed every
-// stored seq of its device before lastSeq moves; at Open, frames are registered before the
-// delivery marks of their segment replay).
+// stored seq of its device before lastSeq moves, resident or cold; frames are registered before
+// the delivery marks of their segment replay). A segment going cold leaves the window alone: its
+// windowed frames stay pending there until their marks arrive, after it warms.
 
 // WindowSize is how many seqs below a device's highest stored seq the store remembers
 // individually for windowed frames (W in PROTOCOL.md). A seq further below counts as stored: a
@@ -55,8 +58,11 @@ const windowWords = WindowSize / 64
 // WindowSize, covering the seqs in (top-WindowSize, top]. Guarded by Store.state.
 type window struct {
 	top   uint64 // highest stored seq
-	floor uint64 // every seq <= floor counts as stored; floor >= top-WindowSize
-	seen  [windowWords]uint64
+	floor uint64 // every seq <= floor counts as stored; floor >= top-WindowSize, floor >= cum
+	// cum is the highest cumulative seq (a frame that is not windowed, or the device's last seq
+	// when its window started): below it, delivery is the delivered watermark's to tell.
+	cum  uint64
+	seen [windowWords]uint64
 	// pend marks windowed frames stored with records not yet done on every route: what ack
 	// mode delivery needs to answer a resent datagram. Not persisted: Open rebuilds it from the
 	// live segments.
@@ -112,6 +118,7 @@ func (w *window) add(seq uint64) {
 func (w *window) fill(seq uint64) {
 	w.slide(seq)
 	w.floor = max(w.floor, seq)
+	w.cum = max(w.cum, seq)
 }
 
 // has reports whether seq counts as stored.
@@ -165,7 +172,7 @@ func (w *window) packedFloor() uint64 {
 
 // appendEntry appends the window part of a version-2 checkpoint entry whose seq is w.top:
 //
-//	kind byte 1, top-floor (uvarint), bitmap length (uvarint), bitmap
+//	kind byte 1, top-floor (uvarint), floor-cum (uvarint), bitmap length (uvarint), bitmap
 //
 // where bit i of the bitmap (byte i/8, LSB first) stands for seq top-i, above the floor; the
 // bitmap ends at its last non-zero byte.
@@ -182,15 +189,17 @@ func (w *window) appendEntry(dst []byte) []byte {
 	}
 	dst = append(dst, entryWindow)
 	dst = binary.AppendUvarint(dst, n)
+	dst = binary.AppendUvarint(dst, floor-min(w.cum, floor))
 	dst = binary.AppendUvarint(dst, uint64(last+1))
 	return append(dst, b[:last+1]...)
 }
 
-// merge adds the seqs of a decoded checkpoint entry: every seq <= floor, and top-i for every set
-// bit i of bits.
-func (w *window) merge(top, floor uint64, bm []byte) {
+// merge adds the seqs of a decoded checkpoint entry: every seq <= floor (cumulatively up to cum),
+// and top-i for every set bit i of bits.
+func (w *window) merge(top, floor, cum uint64, bm []byte) {
 	w.slide(top)
-	w.fill(floor)
+	w.fill(cum)
+	w.floor = max(w.floor, floor)
 	for i, c := range bm {
 		for c != 0 {
 			j := uint64(bits.TrailingZeros8(c))
@@ -217,8 +226,8 @@ const (
 // ckWindow is the window part of a decoded checkpoint entry; bits is only valid during the
 // callback.
 type ckWindow struct {
-	floor uint64
-	bits  []byte
+	floor, cum uint64
+	bits       []byte
 }
 
 // decodeCheckpointWindows calls fn for every entry of a checkpoint value of either version;
@@ -242,11 +251,13 @@ func decodeCheckpointWindows(data []byte, fn func(device []byte, seq uint64, win
 			case entryPlain:
 			case entryWindow:
 				n := d.uvarint()
+				c := d.uvarint()
 				cw.bits = d.bytes(d.uvarint())
-				if n > seq || uint64(len(cw.bits)) > (n+7)/8 {
+				if n > seq || c > seq-n || uint64(len(cw.bits)) > (n+7)/8 {
 					d.fail()
 				}
 				cw.floor = seq - n
+				cw.cum = cw.floor - c
 				win = &cw
 			default:
 				d.fail()
@@ -453,12 +464,27 @@ func (s *Store) windowCommitLocked(d *deviceState, f *Frame) {
 	}
 }
 
-// windowDoneLocked is markLocked's hook for a windowed frame whose records are now done on every
-// route: it tells OnWindowDelivered (not while Open rebuilds the state).
-func (s *Store) windowDoneLocked(fm *frameMeta) {
+// windowDoneLocked is setLocked's hook for a windowed frame whose records are now done on every
+// route: it tells OnWindowDelivered if the last mark is new (not one read back from disk, when
+// Open rebuilds the state or a cold segment warms: that frame was done before).
+func (s *Store) windowDoneLocked(fm *frameMeta, newMark bool) {
 	fm.dev.win.setPending(fm.seq, false)
-	if !s.loading && s.notify != nil {
+	if newMark && !s.loading && s.notify != nil {
 		s.notify.pushFrame(fm.dev.name, fm.seq)
+	}
+}
+
+// windowColdLocked is loadColdLocked's hook for each DATA frame of a segment Open counts as cold
+// without registering it, called before the device's lastSeq moves; undone tells whether some
+// record of the frame is not done.
+func (s *Store) windowColdLocked(d *deviceState, f *Frame, undone bool) {
+	switch {
+	case f.Window:
+		w := s.windowOfLocked(d)
+		w.add(f.Seq)
+		w.setPending(f.Seq, undone)
+	case d.win != nil:
+		d.win.fill(f.Seq)
 	}
 }
 
@@ -466,7 +492,7 @@ func (s *Store) windowDoneLocked(fm *frameMeta) {
 func (s *Store) windowLoadLocked(d *deviceState, seq uint64, cw *ckWindow) {
 	switch {
 	case cw != nil:
-		s.windowOfLocked(d).merge(seq, cw.floor, cw.bits)
+		s.windowOfLocked(d).merge(seq, cw.floor, cw.cum, cw.bits)
 	case d.win != nil:
 		d.win.fill(seq)
 	}
@@ -490,11 +516,11 @@ func (s *Store) WindowSeq(device string, seq uint64) (stored, delivered bool) {
 		return seq <= d.lastSeq, seq <= d.delivered
 	case !d.win.has(seq):
 		return false, false
-	case seq <= d.win.floor:
-		// A frame that is not windowed, or one the window no longer tells apart: the watermark
-		// knows, unless a windowed frame stored below it is still pending.
+	case seq <= d.win.cum || !d.win.inRange(seq):
+		// A frame that is not windowed, or one older than the window: the watermark knows,
+		// unless a windowed frame stored below it is still pending.
 		return true, seq <= d.delivered && !d.win.pending(seq)
 	default:
-		return true, !d.win.pending(seq)
+		return true, !d.win.pending(seq) // a windowed frame
 	}
 }
