@@ -22,7 +22,8 @@
 //	                                  usually compressed (see segmentS2)
 //	r/<routeID u16 BE>/<segID u64 BE> done bitmap of one route in one segment:
 //	                                  bit p (LSB first) set = record position p done
-//	s/<checkpointID u64 BE>           device checkpoint: (device, last seq) pairs
+//	s/<checkpointID u64 BE>           device checkpoint: (device, last seq) pairs,
+//	                                  with windows (see window.go)
 //	p/<n u32 BE>                      padding written and deleted to make Badger
 //	                                  flush its memtable (see gc.go)
 //	c/<routeID u16 BE>/<segID u64 BE> the segment is cold and the route has undone
@@ -47,6 +48,13 @@
 //
 // The delivered watermark of a device is not stored: it is derived at Open
 // from the frames in live segments that still have undone records.
+//
+// Windowed frames (UDP, selective acknowledgement) may be stored below a
+// device's highest seq, so for a device that stores them the store also
+// remembers which of the 1,024 seqs below its highest one were stored: a
+// window, rebuilt at Open from the live segments and carried by the device's
+// checkpoint entries, which a segment holding windowed frames writes when it
+// retires (see window.go).
 //
 // # Memory
 //
