@@ -56,10 +56,13 @@ type UDPDevice struct {
 	above    map[uint64]bool // acknowledged seqs above acked+1
 	inflight map[uint64]*udpPending
 	acks     int // ACK datagrams received
-	sends    int // UDATA sends, dropped ones included
-	dropped  int // sends skipped (Drop)
-	closed   bool
-	wg       sync.WaitGroup
+	// srtt and rttvar estimate the ACK round trip from datagrams acknowledged without a resend
+	// (RFC 6298, Karn's rule); 0 until the first sample.
+	srtt, rttvar time.Duration
+	sends        int // UDATA sends, dropped ones included
+	dropped      int // sends skipped (Drop)
+	closed       bool
+	wg           sync.WaitGroup
 }
 
 // DialUDP creates a UDP device talking to the relay at addr, with first as its first seq.
@@ -122,6 +125,9 @@ func (u *UDPDevice) read() {
 		u.acks++
 		if p := u.inflight[seq]; p != nil {
 			delete(u.inflight, seq)
+			if p.tries == 1 {
+				u.sampleLocked(now.Sub(p.sent))
+			}
 			if u.cfg.OnAck != nil {
 				u.cfg.OnAck(seq, p.due, p.sent, now)
 			}
@@ -260,14 +266,25 @@ func (u *UDPDevice) pumpLocked(ctx context.Context, retry time.Duration, until t
 	}
 }
 
-// scheduleLocked sets the next resend of p, sent at now: retry after the first send, doubling
-// with each resend up to maxBackoff times retry, with ±25 % jitter, so that a fleet whose ACKs
-// are late does not resend in lockstep and flood the relay (exponential backoff, as CoAP's
-// confirmable messages, RFC 7252 §4.2).
+// sampleLocked updates the round-trip estimate with one ACK's round trip (RFC 6298 §2).
+func (u *UDPDevice) sampleLocked(rtt time.Duration) {
+	if u.srtt == 0 {
+		u.srtt, u.rttvar = rtt, rtt/2
+		return
+	}
+	u.rttvar = (3*u.rttvar + (u.srtt - rtt).Abs()) / 4
+	u.srtt = (7*u.srtt + rtt) / 8
+}
+
+// scheduleLocked sets the next resend of p, sent at now: after the retransmission timeout (retry,
+// or more while the measured round trip says ACKs take longer: SRTT + 4·RTTVAR, RFC 6298), doubling
+// with each resend up to maxBackoff times that, with ±25 % jitter, so that a fleet whose ACKs are
+// late does not resend in lockstep and flood the relay (as CoAP's confirmable messages, RFC 7252
+// §4.2).
 func (u *UDPDevice) scheduleLocked(p *udpPending, now time.Time, retry time.Duration) {
 	p.tries++
-	d := retry << min(p.tries-1, 3)
-	d = min(d, maxBackoff*retry)
+	rto := max(retry, u.srtt+4*u.rttvar)
+	d := min(rto<<min(p.tries-1, 3), maxBackoff*rto)
 	d = time.Duration(float64(d) * (0.75 + 0.5*u.rnd.Float64()))
 	p.next = now.Add(d)
 }
