@@ -278,13 +278,13 @@ func (u *UDPDevice) sampleLocked(rtt time.Duration) {
 
 // scheduleLocked sets the next resend of p, sent at now: after the retransmission timeout (retry,
 // or more while the measured round trip says ACKs take longer: SRTT + 4·RTTVAR, RFC 6298), doubling
-// with each resend up to maxBackoff times that, with ±25 % jitter, so that a fleet whose ACKs are
+// with each resend up to maxBackoff times retry, with ±25 % jitter, so that a fleet whose ACKs are
 // late does not resend in lockstep and flood the relay (as CoAP's confirmable messages, RFC 7252
 // §4.2).
 func (u *UDPDevice) scheduleLocked(p *udpPending, now time.Time, retry time.Duration) {
 	p.tries++
-	rto := max(retry, u.srtt+4*u.rttvar)
-	d := min(rto<<min(p.tries-1, 3), maxBackoff*rto)
+	rto := min(max(retry, u.srtt+4*u.rttvar), maxBackoff*retry)
+	d := min(rto<<min(p.tries-1, 3), maxBackoff*retry)
 	d = time.Duration(float64(d) * (0.75 + 0.5*u.rnd.Float64()))
 	p.next = now.Add(d)
 }
