@@ -47,3 +47,9 @@ func EncodeDeadLetter(d *DeadLetter) []byte { return encodeDeadLetter(d) }
 func DecodeDeadLetter(route uint16, id uint64, v []byte) (*DeadLetter, error) {
 	return decodeDeadLetter(route, id, v)
 }
+
+// WithStatfs makes a store read its filesystem's free space and size from
+// fn instead of statfs(2).
+func WithStatfs(fn func(dir string) (free, total int64, err error)) func(*Options) {
+	return func(o *Options) { o.statfs = fn }
+}

@@ -86,6 +86,8 @@ type Store struct {
 	// retiredSinceNudge counts the stored bytes of segments retired since the
 	// GC loop last made Badger flush its memtable (see gc.go).
 	retiredSinceNudge atomic.Int64
+
+	disk *diskGuard // free space (disk.go)
 }
 
 type request struct {
@@ -113,6 +115,10 @@ func Open(opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	log := opts.Logger.With("component", "store")
 	bopts := badgerOptions(opts, log)
+	disk, err := newDiskGuard(opts, bopts, log) // disk.go: refuses to open without the space opening needs
+	if err != nil {
+		return nil, err
+	}
 	db, err := openBadger(bopts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %q: %w", opts.Dir, err)
@@ -139,6 +145,7 @@ func Open(opts Options) (*Store, error) {
 		valueThreshold: bopts.ValueThreshold,
 		memTableSize:   bopts.MemTableSize,
 		vlogFileSize:   bopts.ValueLogFileSize,
+		disk:           disk,
 	}
 	s.notFull.L = &s.mu
 	s.c.init()
@@ -154,6 +161,8 @@ func Open(opts Options) (*Store, error) {
 		s.notify = newNotifier(opts.OnDelivered)
 		go s.notify.run()
 	}
+	// disk.go: the first free-space reading and the disk-watch loop.
+	s.startDisk()
 	retire := len(s.retire) > 0 // read before the committer runs: it owns s.retire with the state lock
 	go s.runCommitter()
 	go s.runGC()
@@ -236,6 +245,7 @@ func (s *Store) Close() error {
 		<-s.committerDone
 		close(s.gcStop)
 		<-s.gcDone
+		<-s.disk.done
 		if s.writebackDone != nil {
 			<-s.writebackDone
 		}
@@ -263,11 +273,16 @@ func (s *Store) signal() {
 // Append queues f for the next group commit and returns at once, unless the
 // queue is full, in which case it waits until the committer takes a batch.
 // done is called exactly once: from the committer goroutine after the commit
-// holding f is durable (nil) or failed (the error), or synchronously from
-// Append with ErrClosed after Close. The store owns f from now on. done may
+// holding f is durable (nil) or failed (the error, ErrDiskFull if free space
+// ran low meanwhile), or synchronously from Append with ErrClosed after
+// Close, or ErrDiskFull while new data is refused for lack of disk space
+// (see Space). The store owns f from now on. done may
 // be nil; it must not block and must not call Append or Close (Append can
 // wait for the committer, which is running done).
 func (s *Store) Append(f *Frame, done func(err error)) {
+	if s.disk.refuseAppend(done) { // disk.go
+		return
+	}
 	size := frameSize(f)
 	s.mu.Lock()
 	for !s.closed && len(s.queue) > 0 &&
