@@ -193,7 +193,6 @@ type diskGuard struct {
 	written int64     // bytes accounted since the last reading
 	last    time.Time // the last reading
 	statErr bool      // the last statfs failed (logged once)
-	low     bool      // free space is below the reserve (logged once)
 
 	refused       atomic.Bool
 	refusedFrames atomic.Uint64
@@ -349,15 +348,6 @@ func (g *diskGuard) checkLocked() (changed bool) {
 		g.log.Info("free space is back: taking new data again", "dir", g.dir, "free", bytesText(free),
 			"min_free", bytesText(minFree))
 		changed = true
-	}
-	switch low := free < reserve; {
-	case low && !g.low:
-		g.log.Error("free space below the store's reserve: something besides the store is filling the filesystem, "+
-			"and Badger may fail to write", "dir", g.dir, "free", bytesText(free), "reserve", bytesText(reserve))
-		g.low = true
-	case !low && g.low:
-		g.log.Info("free space back above the store's reserve", "dir", g.dir, "free", bytesText(free))
-		g.low = false
 	}
 	return changed
 }
