@@ -225,7 +225,9 @@ func (s *Store) commit() error {
 		err = testCommitHook()
 	}
 	if err == nil {
+		release := s.badgerWrite() // badgerrace.go
 		err = txn.Commit()
+		release()
 	}
 	s.finish(err, segID, ckWritten, start)
 	return err

@@ -406,6 +406,7 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	if s.dbClosed {
 		return ErrClosed
 	}
+	defer s.badgerWrite()() // badgerrace.go
 	return s.db.Update(fn)
 }
 

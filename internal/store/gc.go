@@ -68,7 +68,9 @@ func (s *Store) runGC() {
 // reports whether it rewrote any, and ok false if the store is closing.
 func (s *Store) collectGarbage() (rewrote, ok bool) {
 	for {
+		release := s.badgerGC() // badgerrace.go
 		err := s.db.RunValueLogGC(gcDiscardRatio)
+		release()
 		if err == nil {
 			rewrote = true
 			s.stats.vlogGC.Add(1)

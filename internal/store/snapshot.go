@@ -147,5 +147,6 @@ func (w *batchWriter) flush() error {
 	txn := w.txn
 	w.txn = nil
 	defer txn.Discard()
+	defer w.s.badgerWrite()() // badgerrace.go
 	return txn.Commit()
 }

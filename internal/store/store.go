@@ -88,6 +88,8 @@ type Store struct {
 	retiredSinceNudge atomic.Int64
 
 	disk *diskGuard // free space (disk.go)
+
+	raceMu sync.RWMutex // value-log GC against writes, under the race detector only (badgerrace.go)
 }
 
 type request struct {
@@ -480,9 +482,11 @@ func (s *Store) RouteID(name string) (uint16, error) {
 	if s.dbClosed {
 		return 0, ErrClosed
 	}
+	release := s.badgerWrite() // badgerrace.go
 	err := s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(routeNameKey(name), binary.BigEndian.AppendUint16(nil, id))
 	})
+	release()
 	if err != nil {
 		return 0, fmt.Errorf("persist route %q: %w", name, err)
 	}
