@@ -43,6 +43,14 @@ func mountTmpfs(t *testing.T, size int64) string {
 	return dir
 }
 
+// remount resizes the tmpfs on dir.
+func remount(t *testing.T, dir string, size int64) {
+	t.Helper()
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT, fmt.Sprintf("size=%d", size)); err != nil {
+		t.Fatalf("remount %s with size %d: %v", dir, size, err)
+	}
+}
+
 // freeBytes is what statfs says is available in dir.
 func freeBytes(t *testing.T, dir string) int64 {
 	t.Helper()
@@ -57,8 +65,9 @@ func freeBytes(t *testing.T, dir string) int64 {
 // its endpoint is down; a fleet sends records that do not compress. The relay fills the disk to
 // store.min_free (raised to the store's floor) and refuses from then on: devices get ERROR 503
 // over TCP and UDP, /healthz answers 503, the metric says so, and it does not die (a Badger
-// write into a full tmpfs is SIGBUS, which would kill this test binary). Restarted on the full
-// disk, it starts, still refusing, and does not read NDJSON. The endpoint comes back: delivery
+// write into a full tmpfs is SIGBUS, which would kill this test binary). With less free space
+// than opening needs it refuses to start, with the figures; restarted on the full disk, it
+// starts, still refusing, and does not read NDJSON. The endpoint comes back: delivery
 // frees space, ingest reopens, the NDJSON lines are read, and every acknowledged record is
 // delivered: none was acknowledged without being stored.
 func TestDiskFull(t *testing.T) {
@@ -136,6 +145,23 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("shutdown on a full disk: %v", err)
 	}
 	cancel()
+	// With less free space than opening needs it refuses to start, and says why.
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	used := int64(st.Blocks-st.Bfree) * st.Bsize
+	remount(t, dir, used+4<<20)
+	if r, err := relay.New(cfg, testLogger(t)); err == nil {
+		_ = r.Shutdown(context.Background())
+		t.Fatal("the relay opened its store with 4 MiB free")
+	} else if msg := err.Error(); !strings.Contains(msg, "not enough free disk space") || !strings.Contains(msg, cfg.DataDir) ||
+		!strings.Contains(msg, "needs") {
+		t.Fatalf("relay.New with 4 MiB free: %v; want why, with the directory and the figures", err)
+	} else {
+		t.Logf("with 4 MiB free: %v", err)
+	}
+	remount(t, dir, 96<<20)
 	r = startRelay(t, cfg)
 	health = "http://" + r.AdminAddr().String() + "/healthz"
 	if code, body := httpGet(t, health); code != 503 {
