@@ -21,8 +21,9 @@ import (
 // methods are safe for concurrent use. Callbacks (done, OnCommit, OnDelivered)
 // are called without any store lock held.
 //
-// Goroutines: the committer (group commits), the value-log GC loop, and the
-// OnDelivered notifier; Close stops and waits for all three.
+// Goroutines: the committer (group commits), the value-log GC loop, the
+// OnDelivered notifier and the disk-watch loop (disk.go); Close stops and
+// waits for all of them.
 type Store struct {
 	opts Options
 	log  *slog.Logger
