@@ -30,8 +30,8 @@ import (
 //
 //   - The store watches the free space of the data directory's filesystem
 //     (statfs(2): the blocks available to unprivileged users). Below MinFree
-//     it refuses new data: Append answers ErrDiskFull, and so does the
-//     committer for frames queued before the refusal began. Delivery state
+//     it refuses new data: the committer answers every frame it takes with
+//     ErrDiskFull (through Append's done) instead of writing it. Delivery state
 //     (bitmaps, retirements, checkpoints) is still written, so delivery goes
 //     on, and the space that retired segments free (retirement → compaction →
 //     value-log GC, see gc.go) reopens ingest once free space is back above
@@ -363,23 +363,12 @@ func (g *diskGuard) notify() {
 	g.onSpace(g.refused.Load())
 }
 
-// refuseAppend answers done with ErrDiskFull, and reports true, while new
-// data is refused. Called by Append.
-func (g *diskGuard) refuseAppend(done func(error)) bool {
-	if !g.refused.Load() {
-		return false
-	}
-	g.refusedFrames.Add(1)
-	if done != nil {
-		done(ErrDiskFull)
-	}
-	return true
-}
-
 // diskGate runs on the committer before each commit: it reads free space
 // when due, and refuses every frame of the batch while new data is refused
 // (delivery state is still committed). Otherwise it accounts the batch's
-// bytes towards the next reading.
+// bytes towards the next reading. Refusing here rather than in Append keeps
+// done callbacks in the order of the appends, which the device actors'
+// refusal handling relies on (a refusal resets a device to what is stored).
 func (s *Store) diskGate() {
 	g, c := s.disk, &s.c
 	var n int64

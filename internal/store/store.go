@@ -279,16 +279,12 @@ func (s *Store) signal() {
 // Append queues f for the next group commit and returns at once, unless the
 // queue is full, in which case it waits until the committer takes a batch.
 // done is called exactly once: from the committer goroutine after the commit
-// holding f is durable (nil) or failed (the error, ErrDiskFull if free space
-// ran low meanwhile), or synchronously from Append with ErrClosed after
-// Close, or ErrDiskFull while new data is refused for lack of disk space
-// (see Space). The store owns f from now on. done may
+// holding f is durable (nil) or failed (the error; ErrDiskFull while new
+// data is refused for lack of disk space, see Space), or synchronously from
+// Append with ErrClosed after Close. The store owns f from now on. done may
 // be nil; it must not block and must not call Append or Close (Append can
 // wait for the committer, which is running done).
 func (s *Store) Append(f *Frame, done func(err error)) {
-	if s.disk.refuseAppend(done) { // disk.go
-		return
-	}
 	size := frameSize(f)
 	s.mu.Lock()
 	for !s.closed && len(s.queue) > 0 &&
