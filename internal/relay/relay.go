@@ -45,8 +45,17 @@ type Relay struct {
 }
 
 // New opens the store and builds every part; nothing listens until Start.
+//
+// It first runs [Preflight]: its warnings are logged, its problems (all of them) returned.
 func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	cfg.Resolve() // route timeouts and retries inherit delivery's (idempotent)
+	warnings, err := Preflight(cfg)
+	for _, w := range warnings {
+		log.Warn(w, "component", "config")
+	}
+	if err != nil {
+		return nil, err
+	}
 	r := &Relay{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -138,6 +147,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
+
+		FailureLogInterval: time.Duration(cfg.Log.FailureInterval),
 	})
 	r.sys = sys
 	sysp.Store(sys)

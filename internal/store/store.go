@@ -77,7 +77,7 @@ type Store struct {
 	gcStop        chan struct{}
 	gcDone        chan struct{}
 	gcWake        chan struct{} // wakes the GC loop early, capacity 1
-	writebackDone chan struct{} // nil without a writeback loop (store.sync)
+	writebackDone chan struct{} // the writeback loop (writeback.go)
 
 	opened         time.Time // monotonic base of request.at
 	valueThreshold int64     // Badger moves values at least this long to the value log
@@ -172,10 +172,8 @@ func Open(opts Options) (*Store, error) {
 	retire := len(s.retire) > 0 // read before the committer runs: it owns s.retire with the state lock
 	go s.runCommitter()
 	go s.runGC()
-	if !opts.Sync {
-		s.writebackDone = make(chan struct{})
-		go s.runWriteback()
-	}
+	s.writebackDone = make(chan struct{})
+	go s.runWriteback()
 	if retire {
 		s.signal()
 	}
@@ -252,9 +250,7 @@ func (s *Store) Close() error {
 		close(s.gcStop)
 		<-s.gcDone
 		<-s.disk.done
-		if s.writebackDone != nil {
-			<-s.writebackDone
-		}
+		<-s.writebackDone
 		if s.notify != nil {
 			s.notify.close()
 		}
@@ -454,7 +450,7 @@ func (s *Store) nextPending(route uint16, cursor uint64) (id uint64, pos []uint3
 			}
 		}
 		if coldID != 0 {
-			if seg, err = s.warm(coldID); err != nil {
+			if seg, err = s.warm(coldID, route); err != nil {
 				return 0, nil, nil, err
 			}
 			if seg == nil { // a stale c/ key of a retired segment
@@ -479,13 +475,14 @@ func (s *Store) nextPending(route uint16, cursor uint64) (id uint64, pos []uint3
 		if st != nil && !st.retiring {
 			rt = st.track(route)
 		}
-		if rt == nil || rt.done == rt.total {
-			// Retired, done, or cold again meanwhile: look again from here
-			// (a segment that went cold has a c/ key for the route).
+		if st == nil {
+			// Retired, or cold again (then it has a c/ key for the route):
+			// look again from the same cursor.
 			s.state.Unlock()
-			if st == nil && coldID == 0 {
-				continue
-			}
+			continue
+		}
+		if rt == nil || rt.done == rt.total {
+			s.state.Unlock()
 			cursor = next
 			continue
 		}
