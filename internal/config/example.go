@@ -68,7 +68,8 @@ store:
   # Fsync each group commit, so acknowledged messages survive a power loss or kernel crash. Off:
   # they survive a crash of the relay process, not of the machine.
   sync: false
-  # How often to reclaim space in the store's value log; 0 disables it.
+  # How often to reclaim space in the store's value log; 0 leaves only the runs that follow
+  # the deletion of delivered messages.
   gc_interval: 1m
   # Free space on the data directory's filesystem below which new data is refused: native
   # devices get ERROR 503, NDJSON connections are not read, /healthz answers 503. Delivery goes

@@ -98,7 +98,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Dir:        cfg.DataDir,
 		Sync:       cfg.Store.Sync,
 		Logger:     log,
-		GCInterval: time.Duration(cfg.Store.GCInterval),
+		GCInterval: gcInterval(cfg.Store.GCInterval),
 		// Segments beyond what routes hold in memory keep their delivery state on disk.
 		MaxResident: cfg.Delivery.MaxQueuedMessages,
 		OnCommit: func(seg *store.Segment) {
@@ -178,6 +178,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		r.registerDeadLetters(r.admin)
 	}
 	return r, nil
+}
+
+// gcInterval maps store.gc_interval to the store's option: 0 leaves only the runs after
+// deliveries (the store's negative).
+func gcInterval(d config.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return time.Duration(d)
 }
 
 // sender delivers batches with client.

@@ -37,14 +37,18 @@ const gcFollowUp = time.Second
 // when woken by the committer (see above).
 func (s *Store) runGC() {
 	defer close(s.gcDone)
-	t := time.NewTicker(s.opts.GCInterval)
-	defer t.Stop()
+	var tick <-chan time.Time
+	if s.opts.GCInterval > 0 {
+		t := time.NewTicker(s.opts.GCInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	var followUp <-chan time.Time
 	for {
 		select {
 		case <-s.gcStop:
 			return
-		case <-t.C:
+		case <-tick:
 		case <-followUp:
 			followUp = nil
 		case <-s.gcWake:

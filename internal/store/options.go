@@ -33,7 +33,7 @@ type Options struct {
 	MaxResident int
 	// GCInterval is the period of Badger value-log garbage collection,
 	// which also runs soon after segments are retired (see gc.go). Default
-	// 1 minute.
+	// 1 minute; negative: only the runs after retirements.
 	GCInterval time.Duration
 	// OnCommit, if set, is called from the committer goroutine after each
 	// durable commit that wrote a segment, after the done callbacks of the
@@ -99,7 +99,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxResident <= 0 {
 		o.MaxResident = defaultMaxResident
 	}
-	if o.GCInterval <= 0 {
+	if o.GCInterval == 0 {
 		o.GCInterval = defaultGCInterval
 	}
 	return o
