@@ -324,14 +324,20 @@ func (d *deviceActor) datagram(m *dataMsg) {
 }
 
 // windowDone takes the store's answer for a datagram's frame: in ack mode persist the ACK of
-// exactly its seq; in ack mode delivery that ACK waits for frameDeliveredMsg. A refusal is only
-// logged: a UDP device gets no ERROR, it resends what is not acknowledged.
+// exactly its seq; in ack mode delivery that ACK waits for frameDeliveredMsg. A refusal answers
+// ERROR 503 to the identity's source (a UDP source has no connection to close) and nothing else:
+// the device resends what is not acknowledged, and no other datagram depends on it.
 func (d *deviceActor) windowDone(m *windowDoneMsg) {
 	delete(d.window, m.seq)
 	if m.err != nil {
-		if held, ok := d.sys.refusedLog.Allow(); ok {
+		if errors.Is(m.err, store.ErrDiskFull) { // the store warns once when it starts refusing
+			d.sys.log.Debug("store refused datagram", "device", d.e.id, "seq", m.seq, "err", m.err)
+		} else if held, ok := d.sys.refusedLog.Allow(); ok {
 			d.sys.log.Warn("store refused datagram; the device resends it", "device", d.e.id, "seq", m.seq,
 				"err", m.err, "refusals_since_last_log", held)
+		}
+		if c := d.e.conn; c != nil && c.Datagram() {
+			c.Fail(native.CodeUnavailable, "relay cannot store data")
 		}
 		return
 	}

@@ -70,7 +70,8 @@ func TestDatagramsAreAckedSelectively(t *testing.T) {
 	}
 }
 
-// A datagram the store refuses is not acknowledged, and its resend is stored.
+// A datagram the store refuses is answered ERROR (tconn.Fail), not acknowledged, and its resend
+// is stored.
 func TestRefusedDatagramIsStoredWhenResent(t *testing.T) {
 	j := &journal{last: map[string]uint64{}, refuse: 1}
 	sys := actors.New(actors.Options{AckMode: actors.AckPersist, MaxFrame: 4096, Journal: j, DeviceIdle: time.Hour})
@@ -82,6 +83,9 @@ func TestRefusedDatagramIsStoredWhenResent(t *testing.T) {
 	send(1)
 	send(2)
 	wantAcks(t, c, 2)
+	if _, _, failed := c.state(); !failed {
+		t.Error("no ERROR answered the refused datagram")
+	}
 	send(1)
 	wantAcks(t, c, 1, 2)
 	if seqs, _ := j.stored("U"); !slices.Equal(seqs, []uint64{2, 1}) {
