@@ -52,6 +52,12 @@ type RunOptions struct {
 	Idle bool
 	// OnConnected, if set, is called once when every device is connected.
 	OnConnected func()
+	// Acked, if set, counts acknowledged frames as the ACKs arrive (read it while the run goes,
+	// e.g. to see when a restarted relay acknowledges again).
+	Acked *atomic.Int64
+	// Stop, if set, ends sending when it is closed, before Duration if need be; outstanding ACKs
+	// are still waited for.
+	Stop <-chan struct{}
 }
 
 // fdReserve is kept free of device sockets for the process's other files.
@@ -108,6 +114,10 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	}
 
 	r := newRecorder()
+	if o.Acked != nil {
+		r.acked = o.Acked
+	}
+	rep.FirstSeq, rep.Records = o.FirstSeq, o.Records
 	udps := make([]*UDPDevice, nUDP)
 	for i := range udps {
 		u, err := DialUDP(o.UDPAddr, fmt.Sprintf("%sU%06d", o.Prefix, i), "", o.FirstSeq)
@@ -144,6 +154,8 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	sendUntil := start.Add(o.RampUp + o.Duration)
 	runCtx, cancel := context.WithDeadline(ctx, sendUntil)
 	defer cancel()
+	stopWatch := stopOn(runCtx, o.Stop, cancel)
+	defer stopWatch()
 
 	var wg sync.WaitGroup
 	var connected atomic.Int64
@@ -233,6 +245,26 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		return rep, err
 	}
 	return rep, nil
+}
+
+// stopOn cancels ctx's cancel when stop is closed; the returned func ends the watch and waits
+// for it. A nil stop watches nothing.
+func stopOn(ctx context.Context, stop <-chan struct{}, cancel context.CancelFunc) (wait func()) {
+	if stop == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	quit := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		case <-quit:
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 func connectRetry(ctx context.Context, d *Device) error {
@@ -532,7 +564,8 @@ func (r *recorder) churn(ctx context.Context, devs []*Device, rate float64) {
 
 // recorder collects what the fleet did. Safe for concurrent use.
 type recorder struct {
-	sent, records, acked, errors, reconnects atomic.Int64
+	sent, records, errors, reconnects atomic.Int64
+	acked                             *atomic.Int64
 
 	mu          sync.Mutex
 	corrected   *hdrhistogram.Histogram // µs from due to ACK
@@ -543,6 +576,7 @@ type recorder struct {
 
 func newRecorder() *recorder {
 	return &recorder{
+		acked:       new(atomic.Int64),
 		corrected:   hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
 		uncorrected: hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
 		interval:    hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
