@@ -141,7 +141,7 @@ crash:
 		t.Fatalf("crash result %+v", c)
 	}
 	for i, x := range c.Restarts {
-		if x.Exit != "signal: killed" || x.StartMs <= 0 || x.ReadyMs < x.StartMs || x.AckMs < x.ReadyMs || x.FramesAcked <= 0 ||
+		if x.Exit != "signal: killed" || x.Backlog < 0 || x.StartMs <= 0 || x.ReadyMs < x.StartMs || x.AckMs < x.ReadyMs || x.FramesAcked <= 0 ||
 			(i > 0 && x.FramesAcked <= c.Restarts[i-1].FramesAcked) {
 			t.Errorf("restart %d: %+v", i, x)
 		}
@@ -159,7 +159,7 @@ crash:
 	}
 	var md bytes.Buffer
 	bench.WriteMarkdown(&md, []*bench.Result{r})
-	if !strings.Contains(md.String(), "| crash-tiny | 20 | 2 of 2 |") {
+	if !strings.Contains(md.String(), fmt.Sprintf("| crash-tiny | 20 | 2 of 2 | %d | %d | 0 |", a.Expected, a.Received)) {
 		t.Errorf("markdown:\n%s", md.String())
 	}
 }

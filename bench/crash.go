@@ -32,6 +32,7 @@ type Restart struct {
 	AtSeconds   float64 `json:"atSeconds"`   // the kill, since the load started
 	UpSeconds   float64 `json:"upSeconds"`   // how long the killed process had been ready
 	FramesAcked int64   `json:"framesAcked"` // frames the fleet had had acknowledged by then
+	Backlog     int64   `json:"backlog"`     // fleetrelay_route_backlog_messages just before the kill (-1: unread)
 	StartMs     float64 `json:"startMs"`     // exec → ready: device listener accepting, /healthz ok
 	ReadyMs     float64 `json:"readyMs"`     // kill → ready
 	AckMs       float64 `json:"ackMs"`       // kill → the fleet's next acknowledged frame (-1: none within a minute)
@@ -109,7 +110,11 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 				return
 			}
 			p := cur.Load()
-			r := Restart{AtSeconds: time.Since(start).Seconds(), UpSeconds: time.Since(p.ready).Seconds(), FramesAcked: acked.Load()}
+			r := Restart{AtSeconds: time.Since(start).Seconds(), UpSeconds: time.Since(p.ready).Seconds(), Backlog: -1}
+			if v, err := scrape(ctx, e.adminAddr, backlogMetric); err == nil {
+				r.Backlog = int64(v)
+			}
+			r.FramesAcked = acked.Load()
 			deadCPU += p.cpu()
 			peakRSS = max(peakRSS, p.peakRSS())
 			killed := time.Now()
@@ -138,8 +143,8 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 				}
 			}
 			cr.Restarts = append(cr.Restarts, r)
-			logf("kill %d/%d at %.1fs (%d frames acknowledged): ready after %.0f ms (start-up %.0f ms), acknowledging after %.0f ms",
-				i+1, c.Kills, r.AtSeconds, r.FramesAcked, r.ReadyMs, r.StartMs, r.AckMs)
+			logf("kill %d/%d at %.1fs (%d frames acknowledged, %d messages queued): ready after %.0f ms (start-up %.0f ms), acknowledging after %.0f ms",
+				i+1, c.Kills, r.AtSeconds, r.FramesAcked, r.Backlog, r.ReadyMs, r.StartMs, r.AckMs)
 		}
 		wait(time.Duration(c.Tail))
 	}()
