@@ -32,8 +32,9 @@ type Scenario struct {
 	// restarted on the same data directory, again and again (bench -run crash).
 	Crash *CrashSpec `yaml:"crash"`
 	// Backlog makes the scenario a backlog test: with the endpoint down the fleet sends until
-	// the relay holds a number of queued messages; memory, a restart with the backlog and the
-	// drain are measured (bench -run backlog).
+	// the relay holds a number of queued messages (the fleet stops once it sent them; the
+	// relay's fleetrelay_route_backlog_messages confirms); memory, a restart with the backlog and
+	// the drain are measured (bench -run backlog).
 	Backlog *BacklogSpec `yaml:"backlog"`
 }
 

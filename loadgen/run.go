@@ -52,9 +52,9 @@ type RunOptions struct {
 	Idle bool
 	// OnConnected, if set, is called once when every device is connected.
 	OnConnected func()
-	// Acked, if set, counts acknowledged frames as the ACKs arrive (read it while the run goes,
-	// e.g. to see when a restarted relay acknowledges again).
-	Acked *atomic.Int64
+	// Acked and Sent, if set, count acknowledged and sent frames as the run goes (read them
+	// while it runs, e.g. to see when a restarted relay acknowledges again).
+	Acked, Sent *atomic.Int64
 	// Stop, if set, ends sending when it is closed, before Duration if need be; outstanding ACKs
 	// are still waited for.
 	Stop <-chan struct{}
@@ -116,6 +116,9 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	r := newRecorder()
 	if o.Acked != nil {
 		r.acked = o.Acked
+	}
+	if o.Sent != nil {
+		r.sent = o.Sent
 	}
 	rep.FirstSeq, rep.Records = o.FirstSeq, o.Records
 	udps := make([]*UDPDevice, nUDP)
@@ -564,8 +567,8 @@ func (r *recorder) churn(ctx context.Context, devs []*Device, rate float64) {
 
 // recorder collects what the fleet did. Safe for concurrent use.
 type recorder struct {
-	sent, records, errors, reconnects atomic.Int64
-	acked                             *atomic.Int64
+	records, errors, reconnects atomic.Int64
+	sent, acked                 *atomic.Int64
 
 	mu          sync.Mutex
 	corrected   *hdrhistogram.Histogram // µs from due to ACK
@@ -576,6 +579,7 @@ type recorder struct {
 
 func newRecorder() *recorder {
 	return &recorder{
+		sent:        new(atomic.Int64),
 		acked:       new(atomic.Int64),
 		corrected:   hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
 		uncorrected: hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
