@@ -516,7 +516,7 @@ func (r *recorder) sendBurst(ctx context.Context, d *Device, o *RunOptions, rnd 
 		return recs
 	}
 	for {
-		n, err := d.SendBurst(max, due, fill)
+		n, err := d.SendBurstContext(ctx, max, due, fill)
 		if err == nil {
 			r.sent.Add(int64(n))
 			r.records.Add(int64(n * o.Records))
