@@ -25,6 +25,11 @@ type CrashResult struct {
 	ReadyMaxMs float64 `json:"readyMaxMs"`
 	AckP50Ms   float64 `json:"ackP50Ms"` // kill → the fleet's next ACK, median
 	AckMaxMs   float64 `json:"ackMaxMs"`
+	// DeliverP50Ms and DeliverMaxMs summarise kill → the endpoint's next message over the
+	// restarts that delivered before the next kill; Undelivered counts those that did not.
+	DeliverP50Ms float64 `json:"deliverP50Ms"`
+	DeliverMaxMs float64 `json:"deliverMaxMs"`
+	Undelivered  int     `json:"undelivered"`
 }
 
 // Restart is one kill and restart.
@@ -35,7 +40,8 @@ type Restart struct {
 	Backlog     int64   `json:"backlog"`     // fleetrelay_route_backlog_messages just before the kill (-1: unread)
 	StartMs     float64 `json:"startMs"`     // exec → ready: device listener accepting, /healthz ok
 	ReadyMs     float64 `json:"readyMs"`     // kill → ready
-	AckMs       float64 `json:"ackMs"`       // kill → the fleet's next acknowledged frame (-1: none within a minute)
+	AckMs       float64 `json:"ackMs"`       // kill → the fleet's next acknowledged frame (-1: none before the next kill)
+	DeliverMs   float64 `json:"deliverMs"`   // kill → the endpoint's next accepted message (-1: none before the next kill)
 	Exit        string  `json:"exit"`        // how the killed process ended ("signal: killed")
 }
 
@@ -104,13 +110,32 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 			}
 			return false
 		}
+		gap := func() time.Duration {
+			return time.Duration(c.MinGap) + time.Duration(rnd.Int64N(int64(c.MaxGap-c.MinGap)+1))
+		}
+		// watch polls, until the next kill is due at until, for the restart r (killed at
+		// killed) to acknowledge and deliver again.
+		watch := func(r *Restart, killed, until time.Time, acks0 int64, sink0 int) {
+			for time.Now().Before(until) && (r.AckMs < 0 || r.DeliverMs < 0) {
+				if r.AckMs < 0 && acked.Load() > acks0 {
+					r.AckMs = ms(time.Since(killed))
+				}
+				if r.DeliverMs < 0 && e.sink.Stats().Messages > sink0 {
+					r.DeliverMs = ms(time.Since(killed))
+				}
+				if !wait(time.Millisecond) {
+					return
+				}
+			}
+		}
+		next := first.ready.Add(gap()) // the next kill
+		tailEnd := first.ready.Add(time.Duration(c.Tail))
 		for i := range c.Kills {
-			gap := time.Duration(c.MinGap) + time.Duration(rnd.Int64N(int64(c.MaxGap-c.MinGap)+1))
-			if !wait(gap) {
+			if !wait(time.Until(next)) {
 				return
 			}
 			p := cur.Load()
-			r := Restart{AtSeconds: time.Since(start).Seconds(), UpSeconds: time.Since(p.ready).Seconds(), Backlog: -1}
+			r := Restart{AtSeconds: time.Since(start).Seconds(), UpSeconds: time.Since(p.ready).Seconds(), Backlog: -1, AckMs: -1, DeliverMs: -1}
 			if v, err := scrape(ctx, e.adminAddr, backlogMetric); err == nil {
 				r.Backlog = int64(v)
 			}
@@ -122,6 +147,7 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 			if p.err != nil {
 				r.Exit = p.err.Error()
 			}
+			acks0, sink0 := acked.Load(), e.sink.Stats().Messages
 			np, err := e.startRelay(ctx, o.RelayBin, time.Minute)
 			if err != nil {
 				cr.Error = fmt.Sprintf("restart after kill %d: %v", i+1, err)
@@ -131,22 +157,18 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 			cur.Store(np)
 			r.StartMs = ms(np.ready.Sub(np.started))
 			r.ReadyMs = ms(np.ready.Sub(killed))
-			r.AckMs = -1
-			base := acked.Load()
-			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
-				if acked.Load() > base {
-					r.AckMs = ms(time.Since(killed))
-					break
-				}
-				if !wait(time.Millisecond) {
-					break
-				}
+			next = np.ready.Add(gap())
+			tailEnd = np.ready.Add(time.Duration(c.Tail))
+			until := next
+			if i+1 == c.Kills {
+				until = tailEnd
 			}
+			watch(&r, killed, until, acks0, sink0)
 			cr.Restarts = append(cr.Restarts, r)
-			logf("kill %d/%d at %.1fs (%d frames acknowledged, %d messages queued): ready after %.0f ms (start-up %.0f ms), acknowledging after %.0f ms",
-				i+1, c.Kills, r.AtSeconds, r.FramesAcked, r.Backlog, r.ReadyMs, r.StartMs, r.AckMs)
+			logf("kill %d/%d at %.1fs (%d frames acknowledged, %d messages queued): ready after %.0f ms (start-up %.0f ms), acknowledging after %.0f ms, delivering after %.0f ms (-1: not before the next kill)",
+				i+1, c.Kills, r.AtSeconds, r.FramesAcked, r.Backlog, r.ReadyMs, r.StartMs, r.AckMs, r.DeliverMs)
 		}
-		wait(time.Duration(c.Tail))
+		wait(time.Until(tailEnd))
 	}()
 
 	logf("load: %d devices at %s for at most %v, %d kills %v..%v apart (seed %d)", s.Load.Devices, rateText(s.Load.Rate),
@@ -190,15 +212,24 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 	res.RelayRSSMiB = samp.values()
 	fillAccount(res, e.sink, a, rep.Start, loadEnd, drainEnd)
 
-	var ready, ack []float64
+	var ready, ack, deliver []float64
 	for _, r := range cr.Restarts {
 		ready = append(ready, r.ReadyMs)
-		ack = append(ack, r.AckMs)
+		if r.AckMs >= 0 {
+			ack = append(ack, r.AckMs)
+		}
+		if r.DeliverMs >= 0 {
+			deliver = append(deliver, r.DeliverMs)
+		} else {
+			cr.Undelivered++
+		}
 	}
 	cr.ReadyP50Ms, cr.ReadyMaxMs = median(ready), slices.Max(append(ready, 0))
 	cr.AckP50Ms, cr.AckMaxMs = median(ack), slices.Max(append(ack, 0))
-	logf("%d kills: acknowledged %d messages, delivered %d, lost %d, duplicates %d (of %d messages); ready after a kill p50 %.0f ms, max %.0f ms; acknowledging p50 %.0f ms, max %.0f ms",
-		len(cr.Restarts), a.Expected, a.Received, a.Lost, a.Dups, a.DupMessages, cr.ReadyP50Ms, cr.ReadyMaxMs, cr.AckP50Ms, cr.AckMaxMs)
+	cr.DeliverP50Ms, cr.DeliverMaxMs = median(deliver), slices.Max(append(deliver, 0))
+	logf("%d kills: acknowledged %d messages, delivered %d, lost %d, duplicates %d (of %d messages); after a kill: ready p50 %.0f ms, max %.0f ms; acknowledging p50 %.0f ms, max %.0f ms; delivering p50 %.0f ms, max %.0f ms (%d restarts killed before they delivered)",
+		len(cr.Restarts), a.Expected, a.Received, a.Lost, a.Dups, a.DupMessages, cr.ReadyP50Ms, cr.ReadyMaxMs, cr.AckP50Ms, cr.AckMaxMs,
+		cr.DeliverP50Ms, cr.DeliverMaxMs, cr.Undelivered)
 	return res, nil
 }
 

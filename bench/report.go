@@ -126,18 +126,18 @@ func WriteMarkdown(w io.Writer, rs []*Result) {
 // writeCrashTable: kills done, messages acknowledged, delivered, lost and duplicated, and how
 // long the relay took to come back.
 func writeCrashTable(w io.Writer, rs []*Result) {
-	fmt.Fprintln(w, "| crash scenario | devices | kills done | messages acked | delivered | lost | duplicates (arrivals / messages) | queued at a kill p50 / max | kill → ready p50 / max ms | kill → next ACK p50 / max ms |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| crash scenario | devices | kills done | messages acked | delivered | lost | duplicates (arrivals / messages) | queued at a kill p50 / max | kill → ready p50 / max ms | kill → next ACK p50 / max ms | kill → next delivery p50 / max ms | killed before delivering |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		c := r.Crash
 		var queued []float64
 		for _, x := range c.Restarts {
 			queued = append(queued, float64(x.Backlog))
 		}
-		fmt.Fprintf(w, "| %s | %d | %d of %d | %d | %d | %d | %d / %d | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f |\n",
+		fmt.Fprintf(w, "| %s | %d | %d of %d | %d | %d | %d | %d / %d | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f | %d |\n",
 			r.Scenario, r.Devices, len(c.Restarts), c.Kills, r.Account.Expected, r.Account.Received, r.Account.Lost,
 			r.Account.Dups, r.Account.DupMessages, median(queued), slices.Max(append(queued, 0)),
-			c.ReadyP50Ms, c.ReadyMaxMs, c.AckP50Ms, c.AckMaxMs)
+			c.ReadyP50Ms, c.ReadyMaxMs, c.AckP50Ms, c.AckMaxMs, c.DeliverP50Ms, c.DeliverMaxMs, c.Undelivered)
 	}
 }
 
