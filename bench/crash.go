@@ -41,8 +41,10 @@ type Restart struct {
 	StartMs     float64 `json:"startMs"`     // exec → ready: device listener accepting, /healthz ok
 	ReadyMs     float64 `json:"readyMs"`     // kill → ready
 	AckMs       float64 `json:"ackMs"`       // kill → the fleet's next acknowledged frame (-1: none before the next kill)
-	DeliverMs   float64 `json:"deliverMs"`   // kill → the endpoint's next accepted message (-1: none before the next kill)
-	Exit        string  `json:"exit"`        // how the killed process ended ("signal: killed")
+	// DeliverMs is kill → the endpoint's next accepted message (-1: none before the next kill).
+	// A restarted relay's routes start before its listeners: it can deliver before it is ready.
+	DeliverMs float64 `json:"deliverMs"`
+	Exit      string  `json:"exit"` // how the killed process ended ("signal: killed")
 }
 
 // OK reports whether every kill asked for was done and followed by a working restart.
