@@ -115,9 +115,9 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 		gap := func() time.Duration {
 			return time.Duration(c.MinGap) + time.Duration(rnd.Int64N(int64(c.MaxGap-c.MinGap)+1))
 		}
-		// watch polls, until the next kill is due at until, for the restart r (killed at
+		// recovery polls, until the next kill is due at until, for the restart r (killed at
 		// killed) to acknowledge and deliver again.
-		watch := func(r *Restart, killed, until time.Time, acks0 int64, sink0 int) {
+		recovery := func(r *Restart, killed, until time.Time, acks0 int64, sink0 int) {
 			for time.Now().Before(until) && (r.AckMs < 0 || r.DeliverMs < 0) {
 				if r.AckMs < 0 && acked.Load() > acks0 {
 					r.AckMs = ms(time.Since(killed))
@@ -165,7 +165,7 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 			if i+1 == c.Kills {
 				until = tailEnd
 			}
-			watch(&r, killed, until, acks0, sink0)
+			recovery(&r, killed, until, acks0, sink0)
 			cr.Restarts = append(cr.Restarts, r)
 			logf("kill %d/%d at %.1fs (%d frames acknowledged, %d messages queued): ready after %.0f ms (start-up %.0f ms), acknowledging after %.0f ms, delivering after %.0f ms (-1: not before the next kill)",
 				i+1, c.Kills, r.AtSeconds, r.FramesAcked, r.Backlog, r.ReadyMs, r.StartMs, r.AckMs, r.DeliverMs)

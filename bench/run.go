@@ -118,39 +118,40 @@ type env struct {
 
 // newEnv starts the sink and writes the relay's config; the admin listener is configured when
 // admin is true.
-func newEnv(s *Scenario, o Options, admin bool) (e *env, err error) {
-	e = &env{log: o.Log}
-	defer func() {
-		if err != nil {
-			e.close()
-		}
-	}()
-	if e.sink, err = loadgen.StartSinkWith(loadgen.SinkOptions{Addr: "127.0.0.1:0", Chaos: o.SinkChaos}); err != nil {
+func newEnv(s *Scenario, o Options, admin bool) (*env, error) {
+	e := &env{log: o.Log}
+	if err := e.setup(s, o, admin); err != nil {
+		e.close()
 		return nil, err
 	}
+	return e, nil
+}
+
+func (e *env) setup(s *Scenario, o Options, admin bool) error {
+	var err error
+	if e.sink, err = loadgen.StartSinkWith(loadgen.SinkOptions{Addr: "127.0.0.1:0", Chaos: o.SinkChaos}); err != nil {
+		return err
+	}
 	if e.dir, err = os.MkdirTemp("", "fleetrelay-bench-"); err != nil {
-		return nil, err
+		return err
 	}
 	e.dataDir = filepath.Join(e.dir, "data")
 	if e.devAddr, err = freeAddr(); err != nil {
-		return nil, err
+		return err
 	}
 	if s.Load.Protocol == "ndjson" {
 		if e.ndjsonAddr, err = freeAddr(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if admin {
 		if e.adminAddr, err = freeAddr(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	e.cfgPath = filepath.Join(e.dir, "relay.yaml")
 	cfg := relayConfig(s, e.dataDir, e.devAddr, e.ndjsonAddr, e.adminAddr, e.sink.URL())
-	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	return e, nil
+	return os.WriteFile(e.cfgPath, []byte(cfg), 0o600)
 }
 
 // close stops the sink and removes the directory, the relay's data included.
