@@ -306,7 +306,7 @@ func TestParse(t *testing.T) {
 	f("routes:\n  - name: a\n    url: https://x.example/\n    success_codes: [200, 200]\n", "routes[0].success_codes[1]: 200 listed twice")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    compression: br\n", "routes[0].compression: must be none, gzip or zstd, got \"br\"")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    body: list\n", "routes[0].body: must be array or object, got \"list\"")
-	f("routes:\n  - name: a\n    url: https://x.example/\n    filter:\n      imeis: ['123']\n", "routes[0].filter.imeis: \"123\" is not an IMEI (15 digits)")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    filter:\n      imeis: ['123']\n", "routes[0].filter.imeis[0]: \"123\" is not an IMEI (15 digits)")
 	f("fleet:\n  - id: A\n  - id: A\n", "fleet[1].id: duplicate device \"A\" (first listed as fleet[0])")
 	f("fleet:\n  - imei: '356938035643809'\n", "fleet[0].id: required")
 	f("fleet:\n  - id: A\n    imei: '35693803564380X'\n", "fleet[0].imei: \"35693803564380X\" is not an IMEI (15 digits)")

@@ -16,6 +16,10 @@ data_dir: ./data
 log:
   level: info             # lowest level written: debug, info, warn or error
   format: text            # text (key=value) or json
+  # A route's failed delivery attempts are warnings (route, destination without its query or
+  # user information, status, error), at most one per failure_interval for the route, counting
+  # those held back ("suppressed"); the first success after them is logged at info.
+  failure_interval: 10s
 
 # The device-facing side.
 devices:
@@ -51,9 +55,12 @@ devices:
   # closes them.
   idle_timeout: 5m
   # Most device connections held at once, native TCP and NDJSON together; further ones are
-  # refused (native ones with ERROR 503).
+  # refused (native ones with ERROR 503). Each holds an open file: at start (and in -check-config)
+  # a value at or above the process's open-file limit (ulimit -n) is an error, and one that
+  # leaves the relay fewer than about 256 files plus 2 per event loop and each route's
+  # concurrency + 1 for its own use (store, listeners, delivery connections) is a warning.
   max_connections: 10000
-  # Network event loops; 0 starts one per CPU.
+  # Network event loops per native listener; 0 starts one per CPU. At most 4 per CPU.
   event_loops: 0
 
 # The embedded store.

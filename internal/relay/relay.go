@@ -45,8 +45,17 @@ type Relay struct {
 }
 
 // New opens the store and builds every part; nothing listens until Start.
+//
+// It first runs [Preflight]: its warnings are logged, its problems (all of them) returned.
 func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	cfg.Resolve() // route timeouts and retries inherit delivery's (idempotent)
+	warnings, err := Preflight(cfg)
+	for _, w := range warnings {
+		log.Warn(w, "component", "config")
+	}
+	if err != nil {
+		return nil, err
+	}
 	r := &Relay{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -73,6 +82,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Sync:       cfg.Store.Sync,
 		Logger:     log,
 		GCInterval: time.Duration(cfg.Store.GCInterval),
+		// Segments beyond what routes hold in memory keep their delivery state on disk.
+		MaxResident: cfg.Delivery.MaxQueuedMessages,
 		OnCommit: func(seg *store.Segment) {
 			if sys := sysp.Load(); sys != nil {
 				sys.OnCommit(seg)
@@ -119,6 +130,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
+
+		FailureLogInterval: time.Duration(cfg.Log.FailureInterval),
 	})
 	r.sys = sys
 	sysp.Store(sys)
@@ -351,6 +364,11 @@ func (r *Relay) registerMetrics() {
 			ConstLabels: prometheus.Labels{"route": sys.Routes()[i]},
 		}, func() float64 { return float64(r.store.DeadLetterCount(id)) }))
 	}
+	st := r.store
+	gauge("fleetrelay_store_resident_messages", "Stored messages whose delivery state is held in memory (bounded by delivery.max_queued_messages plus what routes hold).",
+		func() float64 { return float64(st.Stats().ResidentRecords) })
+	gauge("fleetrelay_store_cold_messages", "Stored messages whose delivery state is only on disk until a route reads them back (a backlog beyond memory).",
+		func() float64 { return float64(st.Stats().ColdRecords) })
 	gauge("fleetrelay_device_connections", "Open device TCP connections (native and NDJSON).", func() float64 { return float64(n.Stats().Connections) })
 	counter("fleetrelay_device_frames_total", "Native frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })
 	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices (native frames and NDJSON lines).", func() float64 { return float64(n.Stats().Bytes) })
