@@ -97,6 +97,10 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 		peakRSS  int64
 	)
 	cpu0, self0 := first.cpu(), selfCPU()
+	if err := setSinkFaults(e.sink, s); err != nil { // an endpoint outage builds a backlog to crash with
+		samp.stop()
+		return nil, err
+	}
 	start := time.Now()
 	kwg.Add(1)
 	go func() {

@@ -217,14 +217,8 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	res.RelayRSSIdleMiB = float64(relay.rss()) / (1 << 20)
 	samp := sample(time.Second, func() float64 { return float64(relay.rss()) / (1 << 20) })
 
-	if s.Sink.DownFor > 0 || s.Sink.Delay > 0 {
-		f := loadgen.Faults{Delay: time.Duration(s.Sink.Delay)}
-		if s.Sink.DownFor > 0 {
-			f.Outages = []loadgen.Outage{{From: time.Duration(s.Sink.DownAt), Duration: time.Duration(s.Sink.DownFor)}}
-		}
-		if err := sink.SetFaults(f); err != nil {
-			return nil, err
-		}
+	if err := setSinkFaults(sink, s); err != nil {
+		return nil, err
 	}
 	payload, err := loadgen.NewPayload(s.Load.Payload)
 	if err != nil {
@@ -321,6 +315,18 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	logf("acked %.0f msgs/s, delivered %d, lost %d, relay %.2f µs/msg, RSS peak %.0f MiB",
 		res.AckedPerSec, res.Delivered, res.Account.Lost, res.RelayCPUPerMsg, res.RelayRSSPeakMiB)
 	return res, nil
+}
+
+// setSinkFaults makes the sink answer as the scenario's sink section says, from now on.
+func setSinkFaults(sink *loadgen.Sink, s *Scenario) error {
+	if s.Sink.DownFor <= 0 && s.Sink.Delay <= 0 {
+		return nil
+	}
+	f := loadgen.Faults{Delay: time.Duration(s.Sink.Delay)}
+	if s.Sink.DownFor > 0 {
+		f.Outages = []loadgen.Outage{{From: time.Duration(s.Sink.DownAt), Duration: time.Duration(s.Sink.DownFor)}}
+	}
+	return sink.SetFaults(f)
 }
 
 // watch returns loadgen's per-second hook for Options.Watch (nil without a writer); rss is the

@@ -40,9 +40,10 @@ type Scenario struct {
 
 // CrashSpec describes the kills of a crash scenario. The load's duration caps the test: the fleet
 // stops Tail after the last restart, or when the duration passes (the result then says how many
-// kills were done).
+// kills were done). The scenario's sink section applies too: an endpoint outage builds a backlog
+// to crash with.
 type CrashSpec struct {
-	Kills int `yaml:"kills"` // SIGKILLs (default 20; bench -kills overrides it)
+	Kills int `yaml:"kills"` // SIGKILLs (0 or absent: 20; bench -kills overrides it)
 	// Each kill comes a random time, uniform in [MinGap, MaxGap], after the relay was ready
 	// again (default 500ms..3s).
 	MinGap Duration `yaml:"min_gap"`
