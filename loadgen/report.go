@@ -67,7 +67,7 @@ type RunReport struct {
 	SentPerSec   float64 `json:"sentPerSec"`
 	AckedPerSec  float64 `json:"ackedPerSec"`
 	Errors       int64   `json:"errors"`
-	Reconnects   int64   `json:"reconnects"`
+	Reconnects   int64   `json:"reconnects"` // after a failure or churn, while sending or waiting for the last ACKs
 
 	AckLatency            Latency `json:"ackLatency"`            // from when each frame was due (coordinated omission corrected)
 	AckLatencyUncorrected Latency `json:"ackLatencyUncorrected"` // from when each frame was written

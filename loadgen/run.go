@@ -230,6 +230,7 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 						time.Sleep(50 * time.Millisecond)
 						continue
 					}
+					r.reconnects.Add(1)
 				}
 				_ = d.WaitAcked(drainCtx, last)
 			}
