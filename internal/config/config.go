@@ -153,6 +153,12 @@ type Store struct {
 	Sync bool `yaml:"sync"`
 	// How often to reclaim space in the store's value log. 0 disables it.
 	GCInterval Duration `yaml:"gc_interval"`
+	// Free space on the data directory's filesystem below which new data is refused (native
+	// devices get ERROR 503, NDJSON is not read, /healthz answers 503) while delivery goes on;
+	// new data is taken again once delivered messages have freed space. A size (512MiB) or a
+	// percentage of the filesystem (5%), below 100%. The store never lets it fall below what it
+	// needs to keep writing delivery state (about 53MiB plus its index), whatever is set here.
+	MinFree FreeSpace `yaml:"min_free"`
 }
 
 // Admin configures the admin HTTP server.
@@ -279,7 +285,7 @@ func Default() *Config {
 			MaxConnections: 10000,
 			EventLoops:     0,
 		},
-		Store: Store{Sync: false, GCInterval: Duration(time.Minute)},
+		Store: Store{Sync: false, GCInterval: Duration(time.Minute), MinFree: "5%"},
 		Admin: Admin{Listen: "127.0.0.1:8080"},
 		Delivery: Delivery{
 			AllowPrivateNetworks: false,

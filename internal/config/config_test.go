@@ -248,6 +248,17 @@ func TestParse(t *testing.T) {
 	f("devices:\n  max_frame: 16\n")
 	f("devices:\n  max_frame: 1MiB\n")
 
+	// Free space.
+	f("store:\n  min_free: 512MiB\n")
+	f("store:\n  min_free: 2.5%\n")
+	f("store:\n  min_free: 0\n")
+	f("store:\n  min_free: 99%\n")
+	f("store:\n  min_free: 100%\n", "store.min_free: a percentage must be below 100%, got 100% (line 2)")
+	f("store:\n  min_free: -5%\n", `store.min_free: invalid percentage "-5%"`)
+	f("store:\n  min_free: five%\n", `store.min_free: invalid percentage "five%"`)
+	f("store:\n  min_free: 5 percent\n", `store.min_free: invalid size "5 percent": unknown unit "percent" (use B, KB, MB, GB, KiB, MiB or GiB), or a percentage such as 5%`)
+	f("store:\n  min_free: [5%]\n", "store.min_free: invalid free space: want a size such as 512MiB or a percentage such as 5%, got a list")
+
 	// Durations.
 	f("devices:\n  idle_timeout: 0\n")
 	f("store:\n  gc_interval: 168h\n")

@@ -68,8 +68,15 @@ store:
   # Fsync each group commit, so acknowledged messages survive a power loss or kernel crash. Off:
   # they survive a crash of the relay process, not of the machine.
   sync: false
-  # How often to reclaim space in the store's value log; 0 disables it.
+  # How often to reclaim space in the store's value log; 0 leaves only the runs that follow
+  # the deletion of delivered messages.
   gc_interval: 1m
+  # Free space on the data directory's filesystem below which new data is refused: native
+  # devices get ERROR 503, NDJSON connections are not read, /healthz answers 503. Delivery goes
+  # on, and new data is taken again once delivered messages have freed space. A size (512MiB)
+  # or a percentage of the filesystem (5%). Never below what the store itself needs once it
+  # refuses new data (about 53MiB plus its index; see the README's "Disk space").
+  min_free: 5%
 
 # The admin HTTP server: /healthz, /metrics and the REST API. "" disables it. It has no
 # authentication: keep it on loopback or a private network.

@@ -81,6 +81,11 @@ func (c *Config) Validate() error {
 	}
 
 	nonNegative(&p, "store.gc_interval", c.Store.GCInterval)
+	if _, pct, err := ParseFreeSpace(string(c.Store.MinFree)); err != nil {
+		p.add("store.min_free", "%v", err)
+	} else if pct >= 100 {
+		p.add("store.min_free", "a percentage must be below 100%%, got %s", c.Store.MinFree)
+	}
 
 	adminPort := listenAddr(&p, "admin.listen", c.Admin.Listen)
 	if tcpPort != "" && tcpPort == adminPort && hostsOverlap(d.Native.TCP, c.Admin.Listen) {

@@ -52,6 +52,12 @@ func DecodeDeadLetter(route uint16, id uint64, v []byte) (*DeadLetter, error) {
 	return decodeDeadLetter(route, id, v)
 }
 
+// WithStatfs makes a store read its filesystem's free space and size from
+// fn instead of statfs(2).
+func WithStatfs(fn func(dir string) (free, total int64, err error)) func(*Options) {
+	return func(o *Options) { o.statfs = fn }
+}
+
 // DebugResidency describes the residency state (for test failures).
 func DebugResidency(s *Store) string {
 	s.state.RLock()

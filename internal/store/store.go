@@ -21,8 +21,9 @@ import (
 // methods are safe for concurrent use. Callbacks (done, OnCommit, OnDelivered)
 // are called without any store lock held.
 //
-// Goroutines: the committer (group commits), the value-log GC loop, and the
-// OnDelivered notifier; Close stops and waits for all three.
+// Goroutines: the committer (group commits), the value-log GC loop, the
+// OnDelivered notifier and the disk-watch loop (disk.go); Close stops and
+// waits for all of them.
 type Store struct {
 	opts Options
 	log  *slog.Logger
@@ -86,6 +87,10 @@ type Store struct {
 	// retiredSinceNudge counts the stored bytes of segments retired since the
 	// GC loop last made Badger flush its memtable (see gc.go).
 	retiredSinceNudge atomic.Int64
+
+	disk *diskGuard // free space (disk.go)
+
+	raceMu sync.RWMutex // value-log GC against writes, under the race detector only (badgerrace.go)
 }
 
 type request struct {
@@ -113,6 +118,10 @@ func Open(opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	log := opts.Logger.With("component", "store")
 	bopts := badgerOptions(opts, log)
+	disk, err := newDiskGuard(opts, bopts, log) // disk.go: refuses to open without the space opening needs
+	if err != nil {
+		return nil, err
+	}
 	db, err := openBadger(bopts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %q: %w", opts.Dir, err)
@@ -141,6 +150,7 @@ func Open(opts Options) (*Store, error) {
 		valueThreshold: bopts.ValueThreshold,
 		memTableSize:   bopts.MemTableSize,
 		vlogFileSize:   bopts.ValueLogFileSize,
+		disk:           disk,
 	}
 	s.notFull.L = &s.mu
 	s.c.init()
@@ -157,6 +167,8 @@ func Open(opts Options) (*Store, error) {
 		s.notify = newNotifier(opts.OnDelivered)
 		go s.notify.run()
 	}
+	// disk.go: the first free-space reading and the disk-watch loop.
+	s.startDisk()
 	retire := len(s.retire) > 0 // read before the committer runs: it owns s.retire with the state lock
 	go s.runCommitter()
 	go s.runGC()
@@ -237,6 +249,7 @@ func (s *Store) Close() error {
 		<-s.committerDone
 		close(s.gcStop)
 		<-s.gcDone
+		<-s.disk.done
 		<-s.writebackDone
 		if s.notify != nil {
 			s.notify.close()
@@ -262,7 +275,8 @@ func (s *Store) signal() {
 // Append queues f for the next group commit and returns at once, unless the
 // queue is full, in which case it waits until the committer takes a batch.
 // done is called exactly once: from the committer goroutine after the commit
-// holding f is durable (nil) or failed (the error), or synchronously from
+// holding f is durable (nil) or failed (the error; ErrDiskFull while new
+// data is refused for lack of disk space, see Space), or synchronously from
 // Append with ErrClosed after Close. The store owns f from now on. done may
 // be nil; it must not block and must not call Append or Close (Append can
 // wait for the committer, which is running done).
@@ -541,9 +555,11 @@ func (s *Store) RouteID(name string) (uint16, error) {
 	if s.dbClosed {
 		return 0, ErrClosed
 	}
+	release := s.badgerWrite() // badgerrace.go
 	err := s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(routeNameKey(name), binary.BigEndian.AppendUint16(nil, id))
 	})
+	release()
 	if err != nil {
 		return 0, fmt.Errorf("persist route %q: %w", name, err)
 	}
