@@ -76,7 +76,7 @@ type (
 		on   bool
 	}
 	drainMsg    struct{}
-	idleQuery   struct{} // answered once no batch is in flight after drainMsg
+	idleQuery   struct{} // answered once no request is running after drainMsg (see answerIdle)
 	oldestQuery struct{} // answered with the oldest pending record's receivedAt (Unix ms, 0: none)
 )
 
@@ -192,6 +192,7 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 			}
 		}
 		ra.pump()
+		ra.answerIdle()
 	case tickMsg:
 		ra.timerAt = time.Time{}
 		ra.refill()
@@ -227,8 +228,11 @@ func (l *lane) first() int64 {
 	return l.q[0].f.ReceivedAt
 }
 
+// answerIdle answers the idle queries once no request or dead-letter write is running. Batches
+// waiting to retry do not count: shutdown abandons them at once (their messages stay stored)
+// rather than letting a backoff against a failing endpoint hold it for the whole grace.
 func (ra *routeActor) answerIdle() {
-	if ra.inflight > 0 || len(ra.respond) == 0 {
+	if ra.inflight-ra.waiting > 0 || len(ra.respond) == 0 {
 		return
 	}
 	for _, p := range ra.respond {
