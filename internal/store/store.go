@@ -112,10 +112,16 @@ func Open(opts Options) (*Store, error) {
 	}
 	opts = opts.withDefaults()
 	log := opts.Logger.With("component", "store")
+	// Corruption checks (integrity.go): refuse a damaged directory before
+	// Badger "repairs" it by deleting data; on a failure below, name the file.
+	pre, err := checkBeforeOpen(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
 	bopts := badgerOptions(opts, log)
 	db, err := openBadger(bopts)
 	if err != nil {
-		return nil, fmt.Errorf("open badger in %q: %w", opts.Dir, err)
+		return nil, explainOpen(opts.Dir, fmt.Errorf("open badger in %q: %w", opts.Dir, err))
 	}
 	s := &Store{
 		opts:           opts,
@@ -144,11 +150,15 @@ func Open(opts Options) (*Store, error) {
 	s.c.init()
 	if err := s.load(); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("recover store in %q: %w", opts.Dir, err)
+		return nil, explainOpen(opts.Dir, fmt.Errorf("recover store in %q: %w", opts.Dir, err))
 	}
 	if err := s.loadDead(); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err)
+		return nil, explainOpen(opts.Dir, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err))
+	}
+	if err := pre.mark(s.routes); err != nil { // the store held data from now on (marker.go)
+		_ = db.Close()
+		return nil, err
 	}
 	if opts.OnDelivered != nil {
 		s.notify = newNotifier(opts.OnDelivered)
@@ -182,7 +192,7 @@ func openBadger(bo badger.Options) (*badger.DB, error) {
 	if size, err := largestMemtableLog(bo.Dir); err != nil {
 		return nil, err
 	} else if size > 2*bo.MemTableSize {
-		db, err := badger.Open(bo.WithMemTableSize(max(oldMemTableSize, size/2)))
+		db, err := openBadgerGuarded(bo.WithMemTableSize(max(oldMemTableSize, size/2)))
 		if err != nil {
 			return nil, err
 		}
@@ -190,7 +200,7 @@ func openBadger(bo badger.Options) (*badger.DB, error) {
 			return nil, err
 		}
 	}
-	return badger.Open(bo)
+	return openBadgerGuarded(bo) // a panic in Badger becomes an error (integrity.go)
 }
 
 // largestMemtableLog returns the size of the largest Badger memtable log
@@ -473,6 +483,9 @@ func (s *Store) RouteID(name string) (uint16, error) {
 	}
 	s.routes[name] = id
 	s.nextRoute++
+	if err := s.markRoute(s.routes); err != nil { // the marker keeps a copy (marker.go)
+		s.log.Warn("route table copy", "route", name, "err", err)
+	}
 	return id, nil
 }
 
