@@ -373,9 +373,6 @@ func (c *structural) readTables(dir string, listed map[uint64]badger.TableManife
 		if err != nil {
 			c.problems = append(c.problems, Problem{File: tableName(id), Offset: -1, What: "unreadable: " + err.Error()})
 			c.read[id] = nil
-			if v != nil {
-				v.unknownAll = true // its keys could be anywhere
-			}
 			continue
 		}
 		c.checkTable(t, v)

@@ -47,6 +47,15 @@ type SalvageReport struct {
 	// instead: their data is whole, but a deletion or a newer delivery state
 	// may have been lost with the block, so they may be delivered again.
 	FromValueLog []string
+	// Unreadable lists the places (tables, table blocks, memtable-log
+	// entries) that could not be read, with the keys they may have held. Keys
+	// there whose values are small (delivery bitmaps, device checkpoints,
+	// route names, small dead letters) are lost without a trace; values of
+	// 1 KiB or more (segments, most dead letters) are recovered from the value
+	// log (FromValueLog). So records already delivered may be delivered
+	// again, and a device whose newest frames had no route may be told an
+	// older last seq (it then resends them; they are stored as new).
+	Unreadable []string
 	// Lost is what From held and the new directory does not: values that
 	// cannot be read, segments known only by their delivery state.
 	Lost []Loss
@@ -202,6 +211,7 @@ func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 		return nil, fmt.Errorf("write %s: %w", opts.To, writeErr)
 	}
 	rep.Problems = append(v.problems, bad.problems()...)
+	rep.Unreadable = v.unknownWhy
 
 	// The new directory must open as a store.
 	st, err := Open(Options{Dir: opts.To, Logger: log})

@@ -135,6 +135,7 @@ type rawView struct {
 	// (table blocks, whole tables, memtable-log entries). unknownAll: any key.
 	unknown    []keyRange
 	unknownAll bool
+	unknownWhy []string // the unreadable places, for reports
 
 	keepVlog bool
 	vlog     []vlogRef // every readable value-log entry, when keepVlog
@@ -175,8 +176,17 @@ func buildView(dir string, lock, keepVlog bool) (*rawView, error) {
 	}
 	v.st = structuralCheck(dir, v.files, hasMarker(dir), v)
 	v.problems = append(v.problems, v.st.problems...)
+	for id, t := range v.st.read {
+		if t == nil {
+			v.lostAll(tableName(id) + " (unreadable)")
+		}
+	}
 	if v.st.missing {
-		v.unknownAll = true
+		for id := range v.st.manifest.Tables {
+			if !v.st.tables[id] {
+				v.lostAll(tableName(id) + " (missing)")
+			}
+		}
 	}
 	if keepVlog && (v.unknownAll || len(v.unknown) > 0) {
 		for _, r := range v.vlog {
@@ -216,14 +226,25 @@ func (v *rawView) put(e *rawEntry) {
 	}
 }
 
+// lostAll notes that the newest version of any key may have been in where.
+func (v *rawView) lostAll(where string) {
+	v.unknownAll = true
+	v.unknownWhy = append(v.unknownWhy, where+": any key")
+}
+
 // blockLost notes that the keys of block i of t are unknown.
 func (v *rawView) blockLost(t *rawTable, i int) {
 	from, _, _ := splitVersion(t.blocks[i].firstKey)
 	r := keyRange{from: from}
+	why := fmt.Sprintf("%s block %d: keys from %s", t.name, i, describeKey(from))
 	if i+1 < len(t.blocks) {
 		r.to, _, _ = splitVersion(t.blocks[i+1].firstKey)
+		why += " to " + describeKey(r.to)
+	} else {
+		why += " on"
 	}
 	v.unknown = append(v.unknown, r)
+	v.unknownWhy = append(v.unknownWhy, why)
 }
 
 func (v *rawView) inUnknown(key []byte) bool {
@@ -244,7 +265,7 @@ func (v *rawView) inUnknown(key []byte) bool {
 // (and not acknowledged) when the process stopped.
 func (v *rawView) memLog(name string, recs []logRecord, scan logScan) {
 	if len(scan.damage) > 0 {
-		v.unknownAll = true // the damaged entries may have held newer versions of any key
+		v.lostAll(name + " (damaged entries)") // they may have held newer versions of any key
 	}
 	lastFin := -1
 	for i, r := range recs {
