@@ -19,6 +19,7 @@ import (
 	"github.com/dgraph-io/badger/v4/pb"
 	"github.com/dgraph-io/badger/v4/y"
 	"github.com/klauspost/compress/snappy"
+	"golang.org/x/sys/unix"
 )
 
 // Reading a Badger directory without Badger, for the checks before Open
@@ -182,11 +183,38 @@ func readManifest(dir string) (m badger.Manifest, truncated bool, size int64, er
 	return m, end < st.Size(), st.Size(), nil
 }
 
-// rawTable is one table file, its index read and checked.
+// mapFile maps a file read-only (the check at Open should not add a table's
+// or a value log's size to the heap); unmap releases it. An empty file is
+// an empty slice.
+func mapFile(path string) (data []byte, unmap func(), err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.Size() == 0 {
+		return []byte{}, func() {}, nil
+	}
+	if st.Size() > math.MaxInt32*2 {
+		return nil, nil, fmt.Errorf("%d bytes: too large", st.Size())
+	}
+	data, err = unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, fmt.Errorf("map %s: %w", path, err)
+	}
+	return data, func() { _ = unix.Munmap(data) }, nil
+}
+
+// rawTable is one table file, its index read and checked. close unmaps it.
 type rawTable struct {
 	id          uint64
 	name        string
 	data        []byte
+	unmap       func()
 	blocks      []rawBlock
 	maxVersion  uint64
 	compression options.CompressionType
@@ -201,15 +229,19 @@ type rawBlock struct {
 // readTable reads a table file and checks its index. compression is the
 // table's block compression from the MANIFEST, if known.
 func readTable(path string, compression options.CompressionType, known bool) (t *rawTable, err error) {
-	data, err := os.ReadFile(path)
+	data, unmap, err := mapFile(path)
 	if err != nil {
 		return nil, err
 	}
-	t = &rawTable{name: filepath.Base(path), data: data, compression: compression, known: known}
+	t = &rawTable{name: filepath.Base(path), data: data, unmap: unmap, compression: compression, known: known}
 	t.id, _ = strconv.ParseUint(strings.TrimSuffix(t.name, ".sst"), 10, 64)
 	defer func() {
 		if r := recover(); r != nil {
-			t, err = nil, fmt.Errorf("index unreadable (%v)", r)
+			err = fmt.Errorf("index unreadable (%v)", r)
+		}
+		if err != nil {
+			unmap()
+			t = nil
 		}
 	}()
 	pos := len(data)
@@ -250,6 +282,14 @@ func readTable(path string, compression options.CompressionType, known bool) (t 
 		t.blocks = append(t.blocks, b)
 	}
 	return t, nil
+}
+
+// close releases the table's file; its blocks cannot be read after.
+func (t *rawTable) close() {
+	if t.unmap != nil {
+		t.unmap()
+		t.unmap, t.data = nil, nil
+	}
 }
 
 // block decodes block i and calls fn for each of its entries; fn's slices
@@ -384,6 +424,49 @@ func parseBlock(data []byte, fn func(key []byte, version uint64, meta byte, valu
 		fn(user, version, v[0], v[2+n:])
 	}
 	return nil
+}
+
+// salvageBlockKeys reads what it can of the entries of a block whose
+// checksum fails, for the report of what the block held: its keys cannot be
+// trusted, its values even less, so nothing of it is kept. It stops at the
+// first entry that does not parse.
+func salvageBlockKeys(t *rawTable, i int) (entries []rawEntry) {
+	defer func() { _ = recover() }()
+	b := t.blocks[i]
+	data, err := decompressBlock(t.data[b.offset:b.offset+b.length], t.compression)
+	if err != nil {
+		return nil
+	}
+	ents, offsets, _, _, err := blockLayout(data)
+	if err != nil {
+		return nil
+	}
+	var base []byte
+	for j, start := range offsets {
+		end := len(ents)
+		if j+1 < len(offsets) {
+			end = int(offsets[j+1])
+		}
+		if int(start)+4 > end || end > len(ents) {
+			return entries
+		}
+		e := ents[start:end]
+		overlap := int(binary.NativeEndian.Uint16(e[0:2]))
+		diff := int(binary.NativeEndian.Uint16(e[2:4]))
+		if j == 0 {
+			base = e[4 : 4+diff]
+		}
+		if overlap > len(base) || 4+diff+3 > len(e) {
+			return entries
+		}
+		key := append(append([]byte(nil), base[:overlap]...), e[4:4+diff]...)
+		user, version, ok := splitVersion(key)
+		if !ok {
+			return entries
+		}
+		entries = append(entries, rawEntry{key: user, version: version, meta: e[4+diff]})
+	}
+	return entries
 }
 
 // parseChecksum decodes a protobuf pb.Checksum (field 1 algorithm, field 2
@@ -552,16 +635,34 @@ func scanLog(data []byte, fn func(r logRecord)) logScan {
 func resync(data []byte, from int) int {
 	for off := from; off+rawMaxHeaderSize < len(data); off++ {
 		b := data[off:]
-		// meta: only Badger's known bits; user meta and expiresAt: 0.
+		// meta: only Badger's known bits; user meta 0.
 		if b[0]&^(rawBitDelete|rawBitValuePointer|1<<2|1<<3|rawBitTxn|rawBitFinTxn) != 0 || b[1] != 0 {
 			continue
 		}
-		r, _, err := decodeLogRecord(data, off)
-		if err != nil {
+		// Cheap checks before the checksum: a short key of the store's or
+		// Badger's, no expiry, an entry that fits the file.
+		klen, n := binary.Uvarint(b[2:])
+		if n <= 0 || klen < 10 || klen > 1024 {
 			continue
 		}
-		k, _, _ := splitVersion(r.key)
-		if len(k) >= 2 && (k[1] == '/' || bytes.HasPrefix(k, rawBadgerPrefix)) {
+		h := 2 + n
+		vlen, n := binary.Uvarint(b[h:])
+		if n <= 0 || vlen > uint64(len(b)) {
+			continue
+		}
+		h += n
+		if b[h] != 0 { // expiresAt 0
+			continue
+		}
+		h++
+		if uint64(h)+klen+vlen+4 > uint64(len(b)) {
+			continue
+		}
+		k := b[h : h+int(klen)-8]
+		if k[1] != '/' && !bytes.HasPrefix(k, rawBadgerPrefix) {
+			continue
+		}
+		if _, _, err := decodeLogRecord(data, off); err == nil {
 			return off
 		}
 	}

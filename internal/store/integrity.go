@@ -338,6 +338,7 @@ func structuralCheck(dir string, files rawFiles, held bool, v *rawView) *structu
 			continue // an unreadable leftover; it holds nothing Badger would use
 		}
 		if t.maxVersion <= newest || c.memVersions[t.maxVersion] {
+			t.close()
 			continue
 		}
 		add(tableName(id), -1, "not listed in the MANIFEST, and holds newer data than the tables it lists (version %d > %d): the MANIFEST lost changes; Badger would delete this table",
@@ -380,8 +381,9 @@ func (c *structural) readTables(dir string, listed map[uint64]badger.TableManife
 }
 
 // checkTable checks every block of t, records it as read, and hands its
-// entries to v (if not nil), a whole block at a time.
+// entries to v (if not nil), a whole block at a time. It closes t.
 func (c *structural) checkTable(t *rawTable, v *rawView) {
+	defer t.close()
 	c.read[t.id] = t
 	var block []rawEntry
 	for i, b := range t.blocks {
@@ -437,9 +439,10 @@ func (c *structural) logProblems(name string, s logScan, last bool) {
 
 // scanLogFile reads and scans one log file; ok is false if it cannot be read.
 func scanLogFile(path string, fn func(r logRecord)) (logScan, bool) {
-	data, err := os.ReadFile(path)
+	data, unmap, err := mapFile(path)
 	if err != nil {
 		return logScan{}, false
 	}
+	defer unmap()
 	return scanLog(data, fn), true
 }

@@ -98,7 +98,7 @@ func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 		return nil, fmt.Errorf("salvage %s into itself: give a new directory", opts.From)
 	}
 	if ents, err := os.ReadDir(opts.To); err == nil && len(ents) > 0 {
-		return nil, fmt.Errorf("salvage into %s: %w", opts.To, fs.ErrExist)
+		return nil, fmt.Errorf("salvage into %s: the directory is not empty; give a new one: %w", opts.To, fs.ErrExist)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("salvage into %s: %w", opts.To, err)
 	}
@@ -212,6 +212,12 @@ func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 	}
 	rep.Problems = append(v.problems, bad.problems()...)
 	rep.Unreadable = v.unknownWhy
+	for _, e := range v.lostInDamage() {
+		if bytes.HasPrefix(e.key, prefixRouteName) && taken[string(e.key[len(prefixRouteName):])] {
+			continue // restored
+		}
+		rep.Lost = append(rep.Lost, Loss{What: describeKey(e.key), Why: "its entry was in the damaged " + e.where + " and the value log has no copy"})
+	}
 
 	// The new directory must open as a store.
 	st, err := Open(Options{Dir: opts.To, Logger: log})

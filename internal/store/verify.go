@@ -135,7 +135,8 @@ type rawView struct {
 	// (table blocks, whole tables, memtable-log entries). unknownAll: any key.
 	unknown    []keyRange
 	unknownAll bool
-	unknownWhy []string // the unreadable places, for reports
+	unknownWhy []string   // the unreadable places, for reports
+	damaged    []rawEntry // what damaged blocks seem to hold (keys, versions, meta; no values)
 
 	keepVlog bool
 	vlog     []vlogRef // every readable value-log entry, when keepVlog
@@ -245,6 +246,31 @@ func (v *rawView) blockLost(t *rawTable, i int) {
 	}
 	v.unknown = append(v.unknown, r)
 	v.unknownWhy = append(v.unknownWhy, why)
+	for _, e := range salvageBlockKeys(t, i) {
+		e.where = fmt.Sprintf("%s block %d", t.name, i)
+		v.damaged = append(v.damaged, e)
+	}
+}
+
+// lostInDamage returns the keys that damaged blocks seem to hold (not as
+// deletions) and that no readable file has any version of. (A damaged
+// block's versions cannot be trusted, so a key found elsewhere counts as
+// recovered: see SalvageReport.FromValueLog.)
+func (v *rawView) lostInDamage() []*rawEntry {
+	var lost []*rawEntry
+	seen := map[string]bool{}
+	for i := range v.damaged {
+		e := &v.damaged[i]
+		if e.deleted() || seen[string(e.key)] || bytes.HasPrefix(e.key, rawBadgerPrefix) || bytes.HasPrefix(e.key, prefixPad) {
+			continue
+		}
+		if v.live[string(e.key)] != nil {
+			continue
+		}
+		seen[string(e.key)] = true
+		lost = append(lost, e)
+	}
+	return lost
 }
 
 func (v *rawView) inUnknown(key []byte) bool {
