@@ -233,15 +233,22 @@ func readTable(path string, compression options.CompressionType, known bool) (t 
 	if err != nil {
 		return nil, err
 	}
-	t = &rawTable{name: filepath.Base(path), data: data, unmap: unmap, compression: compression, known: known}
+	t, err = parseTable(filepath.Base(path), data, compression, known)
+	if err != nil {
+		unmap()
+		return nil, err
+	}
+	t.unmap = unmap
+	return t, nil
+}
+
+// parseTable reads the footer and index of the table file held by data.
+func parseTable(name string, data []byte, compression options.CompressionType, known bool) (t *rawTable, err error) {
+	t = &rawTable{name: name, data: data, compression: compression, known: known}
 	t.id, _ = strconv.ParseUint(strings.TrimSuffix(t.name, ".sst"), 10, 64)
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("index unreadable (%v)", r)
-		}
-		if err != nil {
-			unmap()
-			t = nil
+			t, err = nil, fmt.Errorf("index unreadable (%v)", r)
 		}
 	}()
 	pos := len(data)

@@ -183,7 +183,7 @@ func openBadgerGuarded(bo badger.Options) (db *badger.DB, err error) {
 // Otherwise cause stands as it is (another process holds the directory, an
 // unknown format version, ...).
 func explainOpen(dir string, cause error) error {
-	rep, err := verifyDir(dir, false)
+	rep, err := verifyDir(dir, true) // ErrInUse (another process) leaves cause as it is
 	if err != nil || len(rep.Problems) == 0 {
 		return cause
 	}
