@@ -69,6 +69,7 @@ func (j *journal) LastSeq(device string) uint64 {
 func (j *journal) DeliveredSeq(device string) uint64                                 { return j.LastSeq(device) }
 func (j *journal) MarkDelivered(uint16, []store.Ref)                                 {}
 func (j *journal) Pending(uint16, uint64, func(*store.Segment, []uint32) bool) error { return nil }
+func (j *journal) Spilled(uint16, uint64)                                            {}
 
 // stored returns the stored frames of device and their records.
 func (j *journal) stored(device string) (seqs []uint64, records int) {

@@ -160,6 +160,8 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 			ra.cursor = m.seg.ID
 			if ra.queued >= ra.sys.opts.MaxQueued {
 				ra.spill = true
+				// Newer segments stay in the store until page reads them back.
+				ra.sys.opts.Journal.Spilled(ra.r.ID, ra.cursor)
 			}
 		}
 		ra.pump()

@@ -31,6 +31,9 @@ type Journal interface {
 	DeliveredSeq(device string) uint64
 	MarkDelivered(route uint16, refs []store.Ref)
 	Pending(route uint16, after uint64, fn func(seg *store.Segment, pos []uint32) bool) error
+	// Spilled says the route holds no records of segments above upTo in memory: it reads them
+	// back with Pending.
+	Spilled(route uint16, upTo uint64)
 	// Dead letters (see store.DeadLetter).
 	DeadLetter(d *store.DeadLetter, finished []uint64) error
 	Replaying(route uint16, fn func(*store.DeadLetter) bool) error

@@ -138,8 +138,8 @@ func salvage(opts store.SalvageOptions, asJSON bool, stdout, stderr io.Writer) i
 				fmt.Fprintf(stdout, "  %s\n", u)
 			}
 		}
-		if len(rep.FromValueLog) > 0 {
-			fmt.Fprintf(stdout, "recovered from the value log alone (their delivery state or deletion may have been lost: may be delivered again): %d keys\n", len(rep.FromValueLog))
+		if len(rep.Uncertain) > 0 {
+			fmt.Fprintf(stdout, "copied from an unreadable place's key range (a newer state or a deletion may have been lost: may be delivered again): %d keys\n", len(rep.Uncertain))
 		}
 		if len(rep.Lost) > 0 {
 			fmt.Fprintf(stdout, "lost: %d\n", len(rep.Lost))

@@ -73,6 +73,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Sync:       cfg.Store.Sync,
 		Logger:     log,
 		GCInterval: time.Duration(cfg.Store.GCInterval),
+		// Segments beyond what routes hold in memory keep their delivery state on disk.
+		MaxResident: cfg.Delivery.MaxQueuedMessages,
 		OnCommit: func(seg *store.Segment) {
 			if sys := sysp.Load(); sys != nil {
 				sys.OnCommit(seg)
@@ -351,6 +353,11 @@ func (r *Relay) registerMetrics() {
 			ConstLabels: prometheus.Labels{"route": sys.Routes()[i]},
 		}, func() float64 { return float64(r.store.DeadLetterCount(id)) }))
 	}
+	st := r.store
+	gauge("fleetrelay_store_resident_messages", "Stored messages whose delivery state is held in memory (bounded by delivery.max_queued_messages plus what routes hold).",
+		func() float64 { return float64(st.Stats().ResidentRecords) })
+	gauge("fleetrelay_store_cold_messages", "Stored messages whose delivery state is only on disk until a route reads them back (a backlog beyond memory).",
+		func() float64 { return float64(st.Stats().ColdRecords) })
 	gauge("fleetrelay_device_connections", "Open device TCP connections (native and NDJSON).", func() float64 { return float64(n.Stats().Connections) })
 	counter("fleetrelay_device_frames_total", "Native frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })
 	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices (native frames and NDJSON lines).", func() float64 { return float64(n.Stats().Bytes) })

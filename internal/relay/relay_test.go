@@ -687,6 +687,23 @@ func TestBacklogPagesFromStore(t *testing.T) {
 	if queued < 50 || queued > 50+64 {
 		t.Errorf("route holds %d messages in memory, want 50..114 (budget 50)", queued)
 	}
+	// The store's delivery state of the rest is on disk too: resident are the route's queue
+	// and the budget (50 each), plus a commit.
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
+		var resident, cold int
+		for _, line := range strings.Split(metrics, "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "fleetrelay_store_resident_messages" {
+				fmt.Sscan(f[1], &resident)
+			} else if len(f) == 2 && f[0] == "fleetrelay_store_cold_messages" {
+				fmt.Sscan(f[1], &cold)
+			}
+		}
+		if resident > 50+50+64 || resident+cold != devices*frames {
+			return fmt.Errorf("store: %d resident + %d cold messages, want at most %d resident, %d in all", resident, cold, 50+50+64, devices*frames)
+		}
+		return nil
+	})
 	mu.Lock()
 	down = false
 	mu.Unlock()

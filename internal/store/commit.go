@@ -20,6 +20,9 @@ type committer struct {
 	order   map[string]uint64 // highest seq per device accepted into the current batch
 	bitmaps []bitmapWrite
 	retire  []*segState
+	evict   []*segState // segments going cold (see resident.go)
+	coldSet [][]byte    // c/ keys to write
+	coldDel [][]byte    // c/ keys to delete
 
 	nextSeg uint64 // ID of the next segment
 
@@ -86,6 +89,7 @@ func (s *Store) runCommitter() {
 	var retry <-chan time.Time
 	for {
 		closed := s.take()
+		s.applyColdMarks()
 		if len(s.c.batch) == 0 && s.idle(closed) {
 			if closed {
 				return
@@ -151,7 +155,7 @@ func (s *Store) take() (closed bool) {
 func (s *Store) idle(closed bool) bool {
 	s.state.Lock()
 	defer s.state.Unlock()
-	if len(s.dirty) > 0 || len(s.retire) > 0 {
+	if len(s.dirty) > 0 || len(s.retire) > 0 || len(s.res.marks) > 0 || s.res.evictDue {
 		return false
 	}
 	if closed {
@@ -208,7 +212,7 @@ func (s *Store) commit() error {
 	c.arena = c.arena[:0]
 	s.collect(&used)
 
-	if segID == 0 && len(c.ck) == 0 && len(c.bitmaps) == 0 && len(c.retire) == 0 {
+	if segID == 0 && len(c.ck) == 0 && len(c.bitmaps) == 0 && len(c.retire) == 0 && len(c.evict) == 0 {
 		// Only retiring segments were dirty, or the batch holds only results
 		// without routes: nothing to write, but their callbacks are due.
 		if len(c.batch) > 0 {
@@ -286,6 +290,16 @@ func (s *Store) fill(txn *badger.Txn, segID uint64) error {
 			return err
 		}
 	}
+	for _, k := range c.coldSet {
+		if err := txn.Set(k, nil); err != nil {
+			return err
+		}
+	}
+	for _, k := range c.coldDel {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
 	if len(c.retire) > 0 {
 		for _, seg := range c.retire {
 			if err := txn.Delete(appendSegKey(nil, seg.id)); err != nil {
@@ -314,6 +328,9 @@ func (s *Store) collect(used *txnBudget) {
 	c := &s.c
 	c.bitmaps = c.bitmaps[:0]
 	c.retire = c.retire[:0]
+	c.evict = c.evict[:0]
+	c.coldSet = c.coldSet[:0]
+	c.coldDel = c.coldDel[:0]
 	s.state.Lock()
 	defer s.state.Unlock()
 
@@ -326,6 +343,10 @@ func (s *Store) collect(used *txnBudget) {
 				count++
 				bytes += entryCost(bitmapKeyLen, 0)
 			}
+			if seg.wasCold {
+				count++
+				bytes += entryCost(coldKeyLen, 0)
+			}
 		}
 		for i := range seg.frames {
 			if fm := &seg.frames[i]; fm.dev != nil && fm.seq >= fm.dev.lastSeq {
@@ -337,6 +358,11 @@ func (s *Store) collect(used *txnBudget) {
 		}
 		used.add(count, bytes)
 		c.retire = append(c.retire, seg)
+		if seg.wasCold {
+			for i := range seg.routes {
+				c.coldDel = append(c.coldDel, s.arenaKey(appendColdKey, seg.routes[i].route, seg.id))
+			}
+		}
 		// Only a device's highest seq needs a checkpoint: a higher one is
 		// on disk already, in a live segment (which checkpoints it when it
 		// retires) or in a checkpoint.
@@ -355,10 +381,13 @@ func (s *Store) collect(used *txnBudget) {
 	clear(s.retire[n:])
 	s.retire = s.retire[:n]
 
+	s.chooseEvictionsLocked(used)
+
 	kept := s.dirty[:0]
 	full := false
 	for _, seg := range s.dirty {
-		if seg.retiring {
+		if seg.retiring || seg.evicting {
+			// Retiring: nothing to persist; going cold: its bitmaps are in the eviction.
 			seg.dirty = false
 			continue
 		}
@@ -377,14 +406,7 @@ func (s *Store) collect(used *txnBudget) {
 				break
 			}
 			used.add(1, cost)
-			start := len(c.arena)
-			c.arena = appendBitmapKey(c.arena, rt.route, seg.id)
-			k := c.arena[start:len(c.arena):len(c.arena)]
-			start = len(c.arena)
-			c.arena = append(c.arena, rt.bits...)
-			v := c.arena[start:len(c.arena):len(c.arena)]
-			c.bitmaps = append(c.bitmaps, bitmapWrite{seg: seg, rt: i, key: k, val: v})
-			rt.dirty = false
+			s.addBitmapWrite(seg, i)
 		}
 		if full {
 			kept = append(kept, seg) // some of its routes are still dirty
@@ -394,6 +416,18 @@ func (s *Store) collect(used *txnBudget) {
 	}
 	clear(s.dirty[len(kept):])
 	s.dirty = kept
+}
+
+// addBitmapWrite adds the bitmap of route i of seg to the commit.
+func (s *Store) addBitmapWrite(seg *segState, i int) {
+	c := &s.c
+	rt := &seg.routes[i]
+	k := s.arenaKey(appendBitmapKey, rt.route, seg.id)
+	start := len(c.arena)
+	c.arena = append(c.arena, rt.bits...)
+	v := c.arena[start:len(c.arena):len(c.arena)]
+	c.bitmaps = append(c.bitmaps, bitmapWrite{seg: seg, rt: i, key: k, val: v})
+	rt.dirty = false
 }
 
 // finish applies the outcome of a commit to the in-memory state and calls
@@ -418,6 +452,9 @@ func (s *Store) finish(err error, segID uint64, ckWritten bool, start time.Time)
 			}
 		}
 		s.retire = append(s.retire, c.retire...)
+		for _, seg := range c.evict {
+			seg.evicting = false
+		}
 		s.state.Unlock()
 		s.stats.commitErrors.Add(1)
 		if segID != 0 {
@@ -450,6 +487,7 @@ func (s *Store) finish(err error, segID uint64, ckWritten bool, start time.Time)
 	c.frames = c.frames[:0]
 	clear(c.bitmaps)
 	clear(c.retire)
+	clear(c.evict)
 }
 
 // applyCommit updates the in-memory state after a durable commit.
@@ -475,6 +513,7 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 	for _, b := range c.bitmaps {
 		b.seg.routes[b.rt].persisted = true
 	}
+	s.applyEvictionsLocked()
 	var retired int64
 	for _, seg := range c.retire {
 		retired += int64(seg.bytes)

@@ -58,9 +58,9 @@ func (l *ledger) liveSegments() map[uint64]bool {
 }
 
 // buildCorruptionStore writes a store in dir through its API: 8 devices,
-// frames of 2–3 records of ≈450 random letters (every segment lands in the
+// frames of 2–3 records of ≈600 random letters (every segment lands in the
 // value log), every fifth frame without routes (device checkpoints), group
-// commits of at most 16 KiB (≈430 segments, ≈6 MiB); then it delivers part of it
+// commits of at most 16 KiB (≈490 segments, ≈7 MiB); then it delivers part of it
 // (delivery bitmaps), delivers a few segments completely (they retire) and
 // dead-letters one segment's records on route a. Value-log files are 1 MiB
 // (the smallest Badger allows; the caller sets it), so there are several, and value-log GC does not run.
@@ -72,7 +72,7 @@ func buildCorruptionStore(t *testing.T, dir string) *ledger {
 	}
 	var mu sync.Mutex
 	var segs []*store.Segment
-	s, err := store.Open(store.Options{Dir: dir, GCInterval: time.Hour, MaxCommitBytes: 16 << 10,
+	s, err := store.Open(store.Options{Dir: dir, GCInterval: time.Hour, MaxCommitBytes: 16 << 10, MaxResident: 4000, // some segments cold (c/ keys)
 		OnCommit: func(seg *store.Segment) {
 			mu.Lock()
 			segs = append(segs, seg)
@@ -98,7 +98,7 @@ func buildCorruptionStore(t *testing.T, dir string) *ledger {
 				f.Routes = []uint16{ra}
 			}
 			for i := range 2 + int(seq)%2 {
-				pad := make([]byte, 450)
+				pad := make([]byte, 600) // two records are over 1 KiB: every segment goes to the value log
 				for j := range pad {
 					pad[j] = 'a' + byte(rnd.IntN(26))
 				}
@@ -157,9 +157,6 @@ func buildCorruptionStore(t *testing.T, dir string) *ledger {
 		for r := range routes {
 			l.segRoutes[seg.ID] = append(l.segRoutes[seg.ID], r)
 		}
-		if n%40 == 5 {
-			l.retired[seg.ID] = true
-		}
 		if n == 10 {
 			deadSeg = seg
 		}
@@ -186,6 +183,18 @@ func buildCorruptionStore(t *testing.T, dir string) *ledger {
 		t.Fatal(err)
 	}
 	l.dead[ra] = 1
+	// A segment retires once no route has a record of it to deliver.
+	live := map[uint64]bool{}
+	for _, pending := range l.pending {
+		for k := range pending {
+			live[l.frameSeg[frameKey{k.dev, k.seq}]] = true
+		}
+	}
+	for _, seg := range segs {
+		if !live[seg.ID] {
+			l.retired[seg.ID] = true
+		}
+	}
 	appendWait(t, s, &store.Frame{Device: "flush", Seq: 1, Records: [][]byte{[]byte(`{}`)}}) // commits the marks
 	checkFor(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != len(segs)-len(l.retired) {
@@ -212,6 +221,9 @@ func buildCorruptionStore(t *testing.T, dir string) *ledger {
 func TestCorruption(t *testing.T) {
 	defer store.SetValueLogFileSize(1 << 20)()
 	base := t.TempDir()
+	if d := os.Getenv("CORRUPTION_BASE"); d != "" { // debugging: keep the base store
+		base = d
+	}
 	l := buildCorruptionStore(t, base)
 	files := func(dir, ext string) []string {
 		ents, err := os.ReadDir(dir)
@@ -328,7 +340,12 @@ func TestCorruption(t *testing.T) {
 		}},
 		{name: "bytes flipped in a table", lsmDamage: true, damage: func(t *testing.T, dir string) (string, map[uint64]bool) {
 			name := largest(dir, tables)
-			flip(filepath.Join(dir, name), 100) // in the first block
+			p := filepath.Join(dir, name)
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			flip(p, st.Size()/3) // in a block of segment keys (before them: the cold-segment index, dead letters)
 			return name, nil
 		}},
 		{name: "value log truncated", damage: func(t *testing.T, dir string) (string, map[uint64]bool) {
@@ -424,8 +441,8 @@ func TestCorruption(t *testing.T) {
 				}
 				lost[seg] = true
 			}
-			t.Logf("Salvage: kept %v, %d lost, unreadable %v, %d keys from the value log alone, route names restored %v",
-				srep.Kept, len(srep.Lost), srep.Unreadable, len(srep.FromValueLog), srep.NamedRoutes)
+			t.Logf("Salvage: kept %v, %d lost, unreadable %v, %d keys uncertain, route names restored %v",
+				srep.Kept, len(srep.Lost), srep.Unreadable, len(srep.Uncertain), srep.NamedRoutes)
 			if !mapsEqual(lost, destroyed) {
 				t.Errorf("Salvage reports segments %v lost, the damage destroyed %v", keysOf(lost), keysOf(destroyed))
 			}
@@ -441,11 +458,11 @@ func checkSalvaged(t *testing.T, dir string, l *ledger, lost map[uint64]bool, ls
 	if got := s.Routes(); !mapsEqual(got, l.routes) {
 		t.Errorf("salvaged routes %v, want %v", got, l.routes)
 	}
-	fromVlog := map[uint64]bool{}
-	for _, k := range rep.FromValueLog {
+	uncertain := map[uint64]bool{}
+	for _, k := range rep.Uncertain {
 		var seg uint64
 		if _, err := fmt.Sscanf(k, "segment %d", &seg); err == nil {
-			fromVlog[seg] = true
+			uncertain[seg] = true
 		}
 	}
 	maxSeq := map[string]uint64{}
@@ -468,8 +485,8 @@ func checkSalvaged(t *testing.T, dir string, l *ledger, lost map[uint64]bool, ls
 					extra++
 					// Delivered (or retired, or dead-lettered) records come back
 					// only when the LSM tree was damaged, and only from segments
-					// recovered from the value log.
-					if !lsmDamage || !fromVlog[seg.ID] {
+					// the report calls uncertain.
+					if !lsmDamage || !uncertain[seg.ID] {
 						t.Errorf("route %s: record %v of segment %d was delivered, and is pending again", name, k, seg.ID)
 					}
 				}

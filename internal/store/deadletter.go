@@ -399,12 +399,13 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	return s.db.Update(fn)
 }
 
-// loadDead runs at Open: it sets the next dead-letter ID above every one on
-// disk and marks the Refs of every dead letter done (repairing a crash
-// between DeadLetter's write and the persisting of its marks).
-func (s *Store) loadDead() error {
+// loadDead runs at Open, before load: it sets the next dead-letter ID above
+// every one on disk, counts the dead letters, and returns the Refs of every
+// dead letter and replay entry by segment, for load to mark done (repairing a
+// crash between DeadLetter's write and the persisting of its marks).
+func (s *Store) loadDead() (map[uint64][]coldMark, error) {
 	var top uint64
-	marks := make(map[uint16][]Ref)
+	marks := make(map[uint64][]coldMark)
 	counts := make(map[uint16]int)
 	err := s.db.View(func(txn *badger.Txn) error {
 		for _, prefix := range [][]byte{prefixDead, prefixReplay} {
@@ -419,7 +420,9 @@ func (s *Store) loadDead() error {
 				err := it.Item().Value(func(v []byte) error {
 					d, err := decodeDeadLetter(route, id, v)
 					if err == nil {
-						marks[route] = append(marks[route], d.Refs...)
+						for _, r := range d.Refs {
+							marks[r.Seg] = append(marks[r.Seg], coldMark{route: route, ref: r})
+						}
 						if prefix[0] == prefixDead[0] {
 							counts[route] += len(d.Items)
 						}
@@ -436,12 +439,9 @@ func (s *Store) loadDead() error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.dead.next.Store(top)
 	s.dead.count = counts
-	for route, refs := range marks {
-		s.MarkDelivered(route, refs)
-	}
-	return nil
+	return marks, nil
 }

@@ -25,6 +25,12 @@ type Options struct {
 	// than 960 KiB in one commit, whatever the setting, which bounds the
 	// latency of a commit and the memory of reading a segment back.
 	MaxCommitBytes int
+	// MaxResident caps the records of the segments whose delivery state is
+	// held in memory (resident); beyond it, segments that no route holds in
+	// memory are made cold: their state stays on disk until a route reads
+	// them back (see resident.go). Default 262144. Routes' in-memory queues
+	// are not counted in it; what they hold stays resident.
+	MaxResident int
 	// GCInterval is the period of Badger value-log garbage collection,
 	// which also runs soon after segments are retired (see gc.go). Default
 	// 1 minute.
@@ -76,6 +82,9 @@ func (o Options) withDefaults() Options {
 		o.MaxCommitBytes = defaultMaxCommitBytes
 	}
 	o.MaxCommitBytes = min(o.MaxCommitBytes, maxSegmentBytes)
+	if o.MaxResident <= 0 {
+		o.MaxResident = defaultMaxResident
+	}
 	if o.GCInterval <= 0 {
 		o.GCInterval = defaultGCInterval
 	}
@@ -174,6 +183,10 @@ type Stats struct {
 	SegmentsRetired   uint64        // segments deleted after full delivery
 	SegmentsLive      int           // segments not yet retired (current)
 	LiveBytes         int64         // stored bytes of live segments (current)
+	ResidentSegments  int           // live segments whose delivery state is in memory (current)
+	ResidentRecords   int64         // records of resident segments (current)
+	ColdSegments      int           // live segments whose delivery state is only on disk (current)
+	ColdRecords       int64         // records of cold segments (current)
 	Devices           int           // devices with stored state (current)
 	Queued            int           // frames waiting for the next commit (current)
 	LastCommitFrames  int           // frames in the last commit

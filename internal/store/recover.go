@@ -4,25 +4,40 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
 
-type loadedBitmap struct {
-	route uint16
-	bits  []byte
-}
-
 // load rebuilds the in-memory state from disk. It runs before the store's
-// goroutines start.
-func (s *Store) load() error {
+// goroutines start. It reads every live segment once, in ID order, with the
+// delivery bitmaps and c/ keys of its routes read in step (see routeKeys), so
+// its memory does not depend on how much is stored: segments stay resident
+// up to the budget (the oldest, which routes read first) and the rest are
+// counted cold, their c/ keys made exact. Keys that belong to nothing are
+// deleted. deadMarks are the records of dead letters by segment (see
+// loadDead): they are marked done for their routes, and their bitmaps
+// written where that changes them.
+func (s *Store) load(deadMarks map[uint64][]coldMark) error {
 	s.loading = true
 	defer func() { s.loading = false }()
-	bitmaps := make(map[uint64][]loadedBitmap)
-	var orphans [][]byte
 	var metaMaxSeg, lastSeg uint64
 	var scratch []byte // decompressed segment; only frame metadata is kept
 	formatMissing := false
+	// Fixes are written while reading: Badger reads from the read
+	// transaction's snapshot meanwhile.
+	w := s.newBatchWriter()
+	defer w.discard()
+	var fixErr error
+	var fixes int
+	put := func(k, v []byte, del bool) {
+		fixes++
+		if fixErr == nil {
+			fixErr = w.put(clone(k), v, del)
+		}
+	}
+	fix := func(k []byte, del bool) { put(k, nil, del) }
 
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyFormat)
@@ -64,7 +79,7 @@ func (s *Store) load() error {
 
 		// Padding left by a crash during a memtable nudge (see gc.go).
 		if err := scan(txn, prefixPad, func(k, _ []byte) error {
-			orphans = append(orphans, clone(k))
+			fix(k, true)
 			return nil
 		}); err != nil {
 			return err
@@ -74,7 +89,7 @@ func (s *Store) load() error {
 		if err := scan(txn, prefixCheckpoint, func(k, v []byte) error {
 			id, ok := parseIDKey(k)
 			if !ok {
-				orphans = append(orphans, clone(k))
+				fix(k, true)
 				return nil
 			}
 			if first {
@@ -94,22 +109,15 @@ func (s *Store) load() error {
 			return fmt.Errorf("load device checkpoints: %w", err)
 		}
 
-		if err := scan(txn, prefixBitmap, func(k, v []byte) error {
-			route, seg, ok := parseBitmapKey(k)
-			if !ok {
-				orphans = append(orphans, clone(k))
-				return nil
-			}
-			bitmaps[seg] = append(bitmaps[seg], loadedBitmap{route: route, bits: clone(v)})
-			return nil
-		}); err != nil {
-			return fmt.Errorf("load delivery bitmaps: %w", err)
-		}
-
-		return scan(txn, prefixSegment, func(k, v []byte) error {
+		bitmaps := newRouteKeys(txn, prefixBitmap, fix)
+		defer bitmaps.close()
+		colds := newRouteKeys(txn, prefixCold, fix)
+		defer colds.close()
+		bits := make(map[uint16][]byte)
+		err = scan(txn, prefixSegment, func(k, v []byte) error {
 			id, ok := parseIDKey(k)
 			if !ok {
-				orphans = append(orphans, clone(k))
+				fix(k, true)
 				return nil
 			}
 			enc, decompressed, err := segmentValue(id, v, scratch)
@@ -123,42 +131,61 @@ func (s *Store) load() error {
 			if err != nil {
 				return err
 			}
+			clear(bits)
 			for _, f := range dec.Frames {
 				normalizeRoutes(f)
-			}
-			// Result frames are tracked for their routes only (see registerLocked).
-			seg := s.registerLocked(id, dec.Frames, len(v))
-			for _, b := range bitmaps[id] {
-				rt := seg.track(b.route)
-				if rt == nil {
-					orphans = append(orphans, appendBitmapKey(nil, b.route, id))
-					continue
-				}
-				for pos := uint32(0); pos < seg.nrec && int(pos>>3) < len(b.bits); pos++ {
-					if b.bits[pos>>3]&(1<<(pos&7)) != 0 {
-						s.markLocked(seg, rt, pos)
+				for _, r := range f.Routes {
+					if _, ok := bits[r]; ok {
+						continue
 					}
+					b, err := bitmaps.at(r, id)
+					if err != nil {
+						return fmt.Errorf("read delivery bitmap of segment %d: %w", id, err)
+					}
+					bits[r] = b
 				}
-				rt.persisted = true
 			}
-			delete(bitmaps, id)
+			if marks := deadMarks[id]; len(marks) > 0 {
+				repairMarks(dec, bits, marks, func(route uint16, b []byte) {
+					put(appendBitmapKey(nil, route, id), b, false)
+				})
+			}
+			lastSeg = id
+			if s.res.records >= s.res.budget && s.loadColdLocked(dec, len(v), bits, func(route uint16, undone bool) {
+				switch has := colds.has(route, id); {
+				case undone && !has:
+					fix(appendColdKey(nil, route, id), false)
+				case !undone && has:
+					fix(appendColdKey(nil, route, id), true)
+				}
+			}) {
+				return nil
+			}
+			// Resident. Result frames are tracked for their routes only (see registerLocked).
+			seg := s.registerLocked(id, dec.Frames, len(v))
+			s.applyBitsLocked(seg, bits)
+			for i := range seg.routes {
+				if colds.has(seg.routes[i].route, id) {
+					fix(appendColdKey(nil, seg.routes[i].route, id), true)
+				}
+			}
 			if seg.left == 0 && !seg.retiring {
 				seg.retiring = true
 				s.retire = append(s.retire, seg)
 			}
-			lastSeg = id
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		bitmaps.rest()
+		colds.rest()
+		return nil
 	})
 	if err != nil {
 		return err
 	}
 
-	for id, bs := range bitmaps {
-		for _, b := range bs {
-			orphans = append(orphans, appendBitmapKey(nil, b.route, id))
-		}
-	}
 	// Marks replayed from disk are persisted already.
 	for _, seg := range s.dirty {
 		seg.dirty = false
@@ -175,31 +202,140 @@ func (s *Store) load() error {
 	s.c.nextSeg = top + 1
 	s.stats.ckKeys.Store(int64(s.c.ckKeys))
 
-	if !formatMissing && len(orphans) == 0 {
-		return nil
+	if formatMissing && fixErr == nil {
+		fixErr = w.set(keyFormat, []byte{formatVersion})
 	}
-	// In as many transactions as Badger's limits need (small memtables make
-	// them small): neither write depends on the other.
-	w := s.newBatchWriter()
-	defer w.discard()
-	if formatMissing {
-		err = w.set(keyFormat, []byte{formatVersion})
+	if fixErr == nil {
+		fixErr = w.flush()
 	}
-	for _, k := range orphans {
-		if err == nil {
-			err = w.del(k)
-		}
+	if fixErr != nil {
+		return fmt.Errorf("write format and %d key repairs: %w", fixes, fixErr)
 	}
-	if err == nil {
-		err = w.flush()
-	}
-	if err != nil {
-		return fmt.Errorf("write format and drop %d orphan keys: %w", len(orphans), err)
-	}
-	if len(orphans) > 0 {
-		s.log.Info("dropped orphan keys", "count", len(orphans))
+	if fixes > 0 {
+		s.log.Info("repaired store keys at open (orphans dropped, cold index fixed)", "count", fixes)
 	}
 	return nil
+}
+
+// repairMarks sets the bits of the dead-lettered records of a segment read at
+// Open (marks, all of this segment) in the bitmaps read with it, and calls
+// changed with each bitmap it had to change.
+func repairMarks(dec *Segment, bits map[uint16][]byte, marks []coldMark, changed func(route uint16, b []byte)) {
+	var touched []uint16
+	for _, m := range marks {
+		fi, _, ok := dec.Locate(m.ref.Pos)
+		if !ok || !slices.Contains(dec.Frames[fi].Routes, m.route) {
+			continue
+		}
+		b := bits[m.route]
+		if need := int(dec.n+7) / 8; len(b) < need {
+			b = append(b, make([]byte, need-len(b))...)
+		}
+		p := m.ref.Pos
+		if b[p>>3]&(1<<(p&7)) != 0 {
+			continue
+		}
+		b[p>>3] |= 1 << (p & 7)
+		bits[m.route] = b
+		if !slices.Contains(touched, m.route) {
+			touched = append(touched, m.route)
+		}
+	}
+	for _, r := range touched {
+		changed(r, bits[r])
+	}
+}
+
+// routeKeys reads the keys <prefix><route u16>/<segment u64> of every route
+// in step with the segments, which load reads in ascending order: one
+// iterator per route that has such keys. A key passed over, or left at the
+// end, belongs to no live segment of its route and is handed to orphan.
+type routeKeys struct {
+	prefix []byte
+	its    map[uint16]*badger.Iterator
+	orphan func(k []byte, del bool)
+}
+
+func newRouteKeys(txn *badger.Txn, prefix []byte, orphan func(k []byte, del bool)) *routeKeys {
+	r := &routeKeys{prefix: prefix, its: make(map[uint16]*badger.Iterator), orphan: orphan}
+	// Find the routes with keys, one seek per route.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); {
+		k := it.Item().Key()
+		route, _, ok := parseBitmapKey(k)
+		if !ok {
+			orphan(k, true)
+			it.Next()
+			continue
+		}
+		rp := append(binary.BigEndian.AppendUint16(append([]byte(nil), prefix...), route), '/')
+		rit := txn.NewIterator(badger.IteratorOptions{Prefix: rp})
+		rit.Seek(rp)
+		r.its[route] = rit
+		if route == math.MaxUint16 {
+			break
+		}
+		it.Seek(binary.BigEndian.AppendUint16(append([]byte(nil), prefix...), route+1))
+	}
+	return r
+}
+
+// seek moves route's iterator to the first key at or after seg, reporting the
+// keys passed over, and reports whether it stands at seg.
+func (r *routeKeys) seek(route uint16, seg uint64) (*badger.Iterator, bool) {
+	it := r.its[route]
+	if it == nil {
+		return nil, false
+	}
+	for ; it.Valid(); it.Next() {
+		k := it.Item().Key()
+		_, id, ok := parseBitmapKey(k)
+		switch {
+		case !ok || id < seg:
+			r.orphan(k, true)
+		case id == seg:
+			return it, true
+		default:
+			return it, false
+		}
+	}
+	return it, false
+}
+
+// at returns a copy of the value of route's key for seg, nil if there is none.
+func (r *routeKeys) at(route uint16, seg uint64) ([]byte, error) {
+	it, ok := r.seek(route, seg)
+	if !ok {
+		return nil, nil
+	}
+	v, err := it.Item().ValueCopy(nil)
+	it.Next()
+	return v, err
+}
+
+// has reports whether route has a key for seg.
+func (r *routeKeys) has(route uint16, seg uint64) bool {
+	it, ok := r.seek(route, seg)
+	if ok {
+		it.Next()
+	}
+	return ok
+}
+
+// rest hands every key not read to orphan.
+func (r *routeKeys) rest() {
+	for _, it := range r.its {
+		for ; it.Valid(); it.Next() {
+			r.orphan(it.Item().Key(), true)
+		}
+	}
+}
+
+func (r *routeKeys) close() {
+	for _, it := range r.its {
+		it.Close()
+	}
 }
 
 // scan calls fn for every key with prefix; v is only valid during the call.

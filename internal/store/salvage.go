@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // SalvageOptions configures Salvage.
@@ -31,8 +32,8 @@ type SalvageReport struct {
 	// Problems is the damage found in From, as Verify reports it.
 	Problems []Problem
 	// Kept counts the keys copied by kind: "segments", "delivery bitmaps",
-	// "device checkpoints", "route names", "dead letters", "replaying dead
-	// letters", "meta", "other".
+	// "cold-segment index", "device checkpoints", "route names", "dead
+	// letters", "replaying dead letters", "meta", "other".
 	Kept map[string]int
 	// Records is the number of records in the copied segments; Pending the
 	// records each route has not delivered yet, as the new store counts them
@@ -42,17 +43,18 @@ type SalvageReport struct {
 	// Devices is the number of devices whose last stored seq the new store
 	// knows.
 	Devices int
-	// FromValueLog lists keys whose newest version was in an unreadable table
-	// block or memtable-log entry and was recovered from the value log
-	// instead: their data is whole, but a deletion or a newer delivery state
-	// may have been lost with the block, so they may be delivered again.
-	FromValueLog []string
+	// Uncertain lists the copied keys whose newest version may have been in
+	// an unreadable place (see Unreadable): what was copied is whole — from
+	// a readable table or from the value log — but it may be older than what
+	// was lost (a deletion, a newer delivery state), so their records may be
+	// delivered again, and a segment deleted after delivery may be back.
+	Uncertain []string
 	// Unreadable lists the places (tables, table blocks, memtable-log
 	// entries) that could not be read, with the keys they may have held. Keys
 	// there whose values are small (delivery bitmaps, device checkpoints,
 	// route names, small dead letters) are lost without a trace; values of
 	// 1 KiB or more (segments, most dead letters) are recovered from the value
-	// log (FromValueLog). So records already delivered may be delivered
+	// log (Uncertain). So records already delivered may be delivered
 	// again, and a device whose newest frames had no route may be told an
 	// older last seq (it then resends them; they are stored as new).
 	Unreadable []string
@@ -128,7 +130,13 @@ func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 	names := map[uint16]string{}
 	taken := map[string]bool{}
 	var writeErr error
-	for _, k := range v.keys() {
+	// Segments first: whether a delivery bitmap or cold-index key (which
+	// sorts before them) is copied depends on its segment.
+	keys := v.keys()
+	sort.SliceStable(keys, func(i, j int) bool {
+		return strings.HasPrefix(keys[i], string(prefixSegment)) && !strings.HasPrefix(keys[j], string(prefixSegment))
+	})
+	for _, k := range keys {
 		e := v.live[k]
 		desc := describeKey(e.key)
 		val, err := v.value(e)
@@ -153,7 +161,7 @@ func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 			}
 			continue
 		}
-		if kind == "" { // a bitmap of a segment not copied
+		if kind == "" { // delivery state of a segment not copied
 			_, seg, _ := parseBitmapKey(e.key)
 			if !lostSegs[seg] {
 				lostSegs[seg] = true
@@ -161,8 +169,8 @@ func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 			}
 			continue
 		}
-		if v.fromVlog[k] {
-			rep.FromValueLog = append(rep.FromValueLog, desc)
+		if v.inUnknown(e.key) {
+			rep.Uncertain = append(rep.Uncertain, desc)
 		}
 		if writeErr = wb.Set(bytes.Clone(e.key), val); writeErr != nil {
 			break
@@ -240,7 +248,7 @@ func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 	if err := st.Close(); err != nil {
 		return rep, err
 	}
-	sort.Strings(rep.FromValueLog)
+	sort.Strings(rep.Uncertain)
 	return rep, nil
 }
 
@@ -270,13 +278,16 @@ func salvageCheck(key, val []byte, segments map[uint64]bool, routeRecords map[ui
 			}
 		}
 		return "segments", seg.Len(), nil
-	case bytes.HasPrefix(key, prefixBitmap):
-		_, seg, ok := parseBitmapKey(key)
+	case bytes.HasPrefix(key, prefixBitmap), bytes.HasPrefix(key, prefixCold):
+		_, seg, ok := parseBitmapKey(key) // the same shape: x/<route>/<segment>
 		if !ok {
 			return "other", 0, nil
 		}
 		if !segments[seg] {
 			return "", 0, nil
+		}
+		if key[0] == prefixCold[0] {
+			return "cold-segment index", 0, nil
 		}
 		return "delivery bitmaps", 0, nil
 	case bytes.HasPrefix(key, prefixCheckpoint):

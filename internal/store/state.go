@@ -18,6 +18,8 @@ type segState struct {
 	bytes    int  // encoded size, for stats
 	dirty    bool // some route bitmap changed since it was last persisted
 	retiring bool // every route done; deletion queued or in flight
+	evicting bool // chosen for eviction by the commit in flight (see resident.go)
+	wasCold  bool // it was cold once: c/ keys may exist for it
 }
 
 // frameMeta is what the store keeps of a committed frame: enough to map a
@@ -55,10 +57,16 @@ type deviceState struct {
 	name      string
 	lastSeq   uint64
 	delivered uint64
-	// pending holds frames not yet known to be done, ordered by seq; entries
-	// before head are consumed. Done entries stay until they reach the head.
+	// pending holds frames of resident segments not yet known to be done,
+	// ordered by seq; entries before head are consumed. Done entries stay
+	// until they reach the head.
 	pending []*frameMeta
 	head    int
+	// cold counts the device's frames with undone records in cold segments
+	// (see resident.go); coldLow is at most the lowest of their seqs: exact
+	// when they went cold, a lower bound once some of them are back.
+	cold    uint32
+	coldLow uint64
 }
 
 func (d *deviceState) addPending(fm *frameMeta) {
@@ -71,9 +79,20 @@ func (d *deviceState) addPending(fm *frameMeta) {
 	d.pending = slices.Insert(d.pending, i, fm)
 }
 
-// watermark computes the delivered watermark from the pending frames: one
-// below the lowest seq still pending, or the last stored seq when none is.
-// It drops done frames from the head of the list.
+// removePending drops fm from the pending list (its segment goes cold).
+// Segments go cold newest first, so it searches from the end.
+func (d *deviceState) removePending(fm *frameMeta) {
+	for i := len(d.pending) - 1; i >= d.head; i-- {
+		if d.pending[i] == fm {
+			d.pending = slices.Delete(d.pending, i, i+1)
+			return
+		}
+	}
+}
+
+// watermark computes the delivered watermark: one below the lowest seq still
+// pending in a resident segment or cold, or the last stored seq when none
+// is. It drops done frames from the head of the pending list.
 func (d *deviceState) watermark() uint64 {
 	for d.head < len(d.pending) && d.pending[d.head].remaining == 0 {
 		d.pending[d.head] = nil
@@ -82,14 +101,23 @@ func (d *deviceState) watermark() uint64 {
 	switch {
 	case d.head == len(d.pending):
 		d.pending, d.head = d.pending[:0], 0
-		return d.lastSeq
 	case d.head > 32 && d.head > len(d.pending)/2:
 		n := copy(d.pending, d.pending[d.head:])
 		clear(d.pending[n:])
 		d.pending, d.head = d.pending[:n], 0
 	}
-	if s := d.pending[d.head].seq; s > 0 {
-		return s - 1
+	low, found := uint64(0), false
+	if d.head < len(d.pending) {
+		low, found = d.pending[d.head].seq, true
+	}
+	if d.cold > 0 && (!found || d.coldLow < low) {
+		low, found = d.coldLow, true
+	}
+	switch {
+	case !found:
+		return d.lastSeq
+	case low > 0:
+		return low - 1
 	}
 	return 0
 }
@@ -149,8 +177,9 @@ func (s *Store) registerLocked(id uint64, frames []*Frame, size int) *segState {
 	seg.nrec = pos
 	seg.left = len(seg.routes)
 	s.segs[id] = seg
-	s.order = append(s.order, id)
+	s.order.ReplaceOrInsert(id)
 	s.liveBytes += int64(size)
+	s.res.records += int64(pos)
 	return seg
 }
 
@@ -172,6 +201,12 @@ func (seg *segState) frameAt(pos uint32) *frameMeta {
 // markLocked marks one record of a segment done for a route. It reports
 // whether anything changed.
 func (s *Store) markLocked(seg *segState, rt *routeTrack, pos uint32) bool {
+	return s.setLocked(seg, rt, pos, true)
+}
+
+// setLocked marks one record done for a route; dirty false applies a mark
+// that is on disk already (a bitmap read back), which need not be written.
+func (s *Store) setLocked(seg *segState, rt *routeTrack, pos uint32, dirty bool) bool {
 	if pos >= seg.nrec || rt.isSet(pos) {
 		return false
 	}
@@ -184,7 +219,7 @@ func (s *Store) markLocked(seg *segState, rt *routeTrack, pos uint32) bool {
 	}
 	rt.bits[pos>>3] |= 1 << (pos & 7)
 	rt.done++
-	if !rt.dirty {
+	if dirty && !rt.dirty {
 		rt.dirty = true
 		if !seg.dirty {
 			seg.dirty = true
@@ -225,13 +260,10 @@ func (seg *segState) undoneLocked(dst []uint32, rt *routeTrack) []uint32 {
 	return dst
 }
 
-// dropLocked forgets a retired segment.
+// dropLocked forgets a resident segment (retired, or gone cold).
 func (s *Store) dropLocked(seg *segState) {
 	delete(s.segs, seg.id)
+	s.order.Delete(seg.id)
 	s.liveBytes -= int64(seg.bytes)
-	s.orderDead++
-	if s.orderDead > 64 && s.orderDead > len(s.order)/2 {
-		s.order = slices.DeleteFunc(s.order, func(id uint64) bool { return s.segs[id] == nil })
-		s.orderDead = 0
-	}
+	s.res.records -= int64(seg.nrec)
 }

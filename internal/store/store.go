@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/google/btree"
 )
 
 // Store is the relay's durable journal and delivery-state tracker. All
@@ -43,9 +43,9 @@ type Store struct {
 
 	// Delivery state, guarded by state.
 	state       sync.RWMutex
-	segs        map[uint64]*segState
-	order       []uint64 // IDs of live segments, ascending; may hold retired IDs
-	orderDead   int
+	segs        map[uint64]*segState  // resident segments (see resident.go)
+	order       *btree.BTreeG[uint64] // IDs of resident segments
+	res         residency
 	devices     map[string]*deviceState
 	deviceBytes int64       // checkpoint size of all devices, to decide on snapshots
 	liveBytes   int64       // encoded bytes of live segments
@@ -134,6 +134,8 @@ func Open(opts Options) (*Store, error) {
 		maxTxnCount:    db.MaxBatchCount() * 4 / 5,
 		wake:           make(chan struct{}, 1),
 		segs:           make(map[uint64]*segState),
+		order:          btree.NewOrderedG[uint64](32),
+		res:            newResidency(opts.MaxResident),
 		devices:        make(map[string]*deviceState),
 		routes:         make(map[string]uint16),
 		nextRoute:      1,
@@ -148,13 +150,14 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.notFull.L = &s.mu
 	s.c.init()
-	if err := s.load(); err != nil {
-		_ = db.Close()
-		return nil, explainOpen(opts.Dir, fmt.Errorf("recover store in %q: %w", opts.Dir, err))
-	}
-	if err := s.loadDead(); err != nil {
+	deadMarks, err := s.loadDead()
+	if err != nil {
 		_ = db.Close()
 		return nil, explainOpen(opts.Dir, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err))
+	}
+	if err := s.load(deadMarks); err != nil {
+		_ = db.Close()
+		return nil, explainOpen(opts.Dir, fmt.Errorf("recover store in %q: %w", opts.Dir, err))
 	}
 	if err := pre.mark(s.routes); err != nil { // the store held data from now on (marker.go)
 		_ = db.Close()
@@ -340,8 +343,10 @@ func (s *Store) MaxSegment() uint64 { return s.maxSeg.Load() }
 // MarkDelivered records that route is finished with refs (delivered or
 // dead-lettered). It updates the in-memory state at once (DeliveredSeq,
 // Pending, OnDelivered) and is persisted by the next group commit, which it
-// triggers. Unknown segments, positions that do not go to route, and repeated
-// marks are ignored. It never waits for disk.
+// triggers. Marks for a segment that is not resident (cold, see resident.go)
+// are applied by the committer once it has read the segment back. Retired
+// segments, positions that do not go to route, and repeated marks are
+// ignored. It never waits for disk.
 func (s *Store) MarkDelivered(route uint16, refs []Ref) {
 	if len(refs) == 0 {
 		return
@@ -351,14 +356,20 @@ func (s *Store) MarkDelivered(route uint16, refs []Ref) {
 	if !s.stopped {
 		var seg *segState
 		var rt *routeTrack
-		for _, r := range refs {
-			if seg == nil || seg.id != r.Seg {
+		for i, r := range refs {
+			if i == 0 || refs[i-1].Seg != r.Seg {
 				seg, rt = s.segs[r.Seg], nil
 				if seg != nil {
 					rt = seg.track(route)
 				}
 			}
-			if rt != nil && s.markLocked(seg, rt, r.Pos) {
+			switch {
+			case rt != nil:
+				if s.markLocked(seg, rt, r.Pos) {
+					changed = true
+				}
+			case seg == nil && s.res.coldSegs > 0:
+				s.res.marks = append(s.res.marks, coldMark{route: route, ref: r})
 				changed = true
 			}
 		}
@@ -370,11 +381,11 @@ func (s *Store) MarkDelivered(route uint16, refs []Ref) {
 }
 
 // Backlog returns how many records stored for route it has not marked done:
-// its queue depth, in memory or not. It walks the live segments.
+// its queue depth, in memory or not. It walks the resident segments.
 func (s *Store) Backlog(route uint16) int {
 	s.state.RLock()
 	defer s.state.RUnlock()
-	n := 0
+	n := int(s.res.coldUndone[route])
 	for _, seg := range s.segs {
 		for i := range seg.routes {
 			if rt := &seg.routes[i]; rt.route == route {
@@ -390,22 +401,30 @@ func (s *Store) Backlog(route uint16) int {
 // segment read from disk and the sorted positions of those records. It stops
 // early when fn returns false. Segments committed while Pending runs may or
 // may not be visited, so a caller that also follows OnCommit should note
-// MaxSegment before calling Pending and expect segments above it from both. fn is called without store locks held and may call
-// any Store method except Close.
+// MaxSegment before calling Pending and expect segments above it from both.
+// fn is called without store locks held and may call any Store method except
+// Close.
+//
+// Pending is how a route reads its queue back: the store counts every segment
+// it hands out as held by the route in memory (see resident.go), and once
+// Pending has visited every segment (fn never returned false) the route holds
+// whatever is committed from then on, until it calls Spilled.
 func (s *Store) Pending(route uint16, after uint64, fn func(seg *Segment, pos []uint32) bool) error {
 	cursor := after
 	for {
-		id, pos := s.nextPending(route, cursor)
-		if id == 0 {
-			return nil
+		id, pos, seg, err := s.nextPending(route, cursor)
+		if err != nil || id == 0 {
+			return err
 		}
 		cursor = id
-		seg, err := s.readSegment(id)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			continue // retired meanwhile
-		}
-		if err != nil {
-			return err
+		if seg == nil {
+			seg, err = s.readSegment(id)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue // retired meanwhile
+			}
+			if err != nil {
+				return err
+			}
 		}
 		if !fn(seg, pos) {
 			return nil
@@ -414,21 +433,81 @@ func (s *Store) Pending(route uint16, after uint64, fn func(seg *Segment, pos []
 }
 
 // nextPending finds the first live segment after cursor with undone records
-// for route; id 0 means none.
-func (s *Store) nextPending(route uint16, cursor uint64) (uint64, []uint32) {
-	s.state.RLock()
-	defer s.state.RUnlock()
-	i := sort.Search(len(s.order), func(i int) bool { return s.order[i] > cursor })
-	for ; i < len(s.order); i++ {
-		seg := s.segs[s.order[i]]
-		if seg == nil || seg.retiring {
+// for route, resident or cold (warming it), and counts it as taken by the
+// route; id 0 means none, and the route is then counted as holding every
+// segment committed from now on. seg is the segment if it was read.
+func (s *Store) nextPending(route uint16, cursor uint64) (id uint64, pos []uint32, seg *Segment, err error) {
+	for {
+		s.state.RLock()
+		next := s.nextResidentLocked(route, cursor)
+		cold := s.res.coldHas[route] > 0
+		coldGen := s.res.coldGen
+		s.state.RUnlock()
+		var coldID uint64
+		if cold {
+			if coldID, err = s.nextColdKey(route, cursor, next); err != nil {
+				return 0, nil, nil, err
+			}
+		}
+		if coldID != 0 {
+			if seg, err = s.warm(coldID); err != nil {
+				return 0, nil, nil, err
+			}
+			if seg == nil { // a stale c/ key of a retired segment
+				cursor = coldID
+				continue
+			}
+			next = coldID
+		}
+		s.state.Lock()
+		if next == 0 {
+			if s.res.coldGen != coldGen {
+				// A segment went cold while the keys were read: look again.
+				s.state.Unlock()
+				continue
+			}
+			s.res.loaded[route] = allSegments
+			s.state.Unlock()
+			return 0, nil, nil, nil
+		}
+		st := s.segs[next]
+		var rt *routeTrack
+		if st != nil && !st.retiring {
+			rt = st.track(route)
+		}
+		if rt == nil || rt.done == rt.total {
+			// Retired, done, or cold again meanwhile: look again from here
+			// (a segment that went cold has a c/ key for the route).
+			s.state.Unlock()
+			if st == nil && coldID == 0 {
+				continue
+			}
+			cursor = next
 			continue
 		}
-		if rt := seg.track(route); rt != nil && rt.done < rt.total {
-			return seg.id, seg.undoneLocked(make([]uint32, 0, rt.total-rt.done), rt)
-		}
+		pos = st.undoneLocked(make([]uint32, 0, rt.total-rt.done), rt)
+		s.takeLocked(route, next)
+		s.state.Unlock()
+		return next, pos, seg, nil
 	}
-	return 0, nil
+}
+
+// nextResidentLocked returns the first resident segment after cursor with
+// undone records for route, 0 if none.
+func (s *Store) nextResidentLocked(route uint16, cursor uint64) uint64 {
+	var found uint64
+	s.order.AscendGreaterOrEqual(cursor+1, func(id uint64) bool {
+		seg := s.segs[id]
+		if seg == nil || seg.retiring {
+			return true
+		}
+		if rt := seg.track(route); rt != nil && rt.done < rt.total {
+			found = id
+			return false
+		}
+		return true
+	})
+	return found
 }
 
 func (s *Store) readSegment(id uint64) (*Segment, error) {
@@ -517,8 +596,12 @@ func (s *Store) Stats() Stats {
 		CheckpointKeys:    int(s.stats.ckKeys.Load()),
 	}
 	s.state.RLock()
-	st.SegmentsLive = len(s.segs)
-	st.LiveBytes = s.liveBytes
+	st.SegmentsLive = len(s.segs) + int(s.res.coldSegs)
+	st.LiveBytes = s.liveBytes + s.res.coldBytes
+	st.ResidentSegments = len(s.segs)
+	st.ResidentRecords = s.res.records
+	st.ColdSegments = int(s.res.coldSegs)
+	st.ColdRecords = s.res.coldRecs
 	st.Devices = len(s.devices)
 	s.state.RUnlock()
 	s.mu.Lock()

@@ -140,7 +140,6 @@ type rawView struct {
 
 	keepVlog bool
 	vlog     []vlogRef // every readable value-log entry, when keepVlog
-	fromVlog map[string]bool
 
 	vlogFiles map[uint32]*os.File
 	unlock    func()
@@ -165,7 +164,7 @@ func buildView(dir string, lock, keepVlog bool) (*rawView, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s: %w", dir, fs.ErrInvalid)
 	}
-	v := &rawView{dir: dir, live: map[string]*rawEntry{}, keepVlog: keepVlog, fromVlog: map[string]bool{}, vlogFiles: map[uint32]*os.File{}}
+	v := &rawView{dir: dir, live: map[string]*rawEntry{}, keepVlog: keepVlog, vlogFiles: map[uint32]*os.File{}}
 	if lock {
 		if v.unlock, err = lockDir(dir, true); err != nil {
 			return nil, err
@@ -199,13 +198,11 @@ func buildView(dir string, lock, keepVlog bool) (*rawView, error) {
 			}
 			v.live[string(r.key)] = &rawEntry{key: r.key, version: r.version, meta: rawBitValuePointer,
 				value: encodeVptr(r.vp), where: vlogName(int(r.vp.fid))}
-			v.fromVlog[string(r.key)] = true
 		}
 	}
 	for k, e := range v.live {
 		if e.deleted() || bytes.HasPrefix(e.key, rawBadgerPrefix) || bytes.HasPrefix(e.key, prefixPad) {
 			delete(v.live, k)
-			delete(v.fromVlog, k)
 		}
 	}
 	return v, nil
@@ -255,13 +252,14 @@ func (v *rawView) blockLost(t *rawTable, i int) {
 // lostInDamage returns the keys that damaged blocks seem to hold (not as
 // deletions) and that no readable file has any version of. (A damaged
 // block's versions cannot be trusted, so a key found elsewhere counts as
-// recovered: see SalvageReport.FromValueLog.)
+// recovered: see SalvageReport.Uncertain.)
 func (v *rawView) lostInDamage() []*rawEntry {
 	var lost []*rawEntry
 	seen := map[string]bool{}
 	for i := range v.damaged {
 		e := &v.damaged[i]
-		if e.deleted() || seen[string(e.key)] || bytes.HasPrefix(e.key, rawBadgerPrefix) || bytes.HasPrefix(e.key, prefixPad) {
+		if e.deleted() || seen[string(e.key)] || bytes.HasPrefix(e.key, rawBadgerPrefix) || bytes.HasPrefix(e.key, prefixPad) ||
+			bytes.HasPrefix(e.key, prefixCold) { // the cold-segment index: Open rebuilds it
 			continue
 		}
 		if v.live[string(e.key)] != nil {
@@ -457,6 +455,9 @@ func describeKey(k []byte) string {
 	case bytes.HasPrefix(k, prefixBitmap) && len(k) == bitmapKeyLen:
 		route, seg, _ := parseBitmapKey(k)
 		return fmt.Sprintf("delivery bitmap of route %d in segment %d", route, seg)
+	case bytes.HasPrefix(k, prefixCold) && len(k) == bitmapKeyLen:
+		route, seg, _ := parseBitmapKey(k)
+		return fmt.Sprintf("cold-segment index of route %d for segment %d", route, seg)
 	case bytes.HasPrefix(k, prefixCheckpoint) && len(k) == ckKeyLen:
 		return fmt.Sprintf("device checkpoint %d", binary.BigEndian.Uint64(k[2:]))
 	case bytes.HasPrefix(k, prefixDead) && len(k) == deadKeyLen:
