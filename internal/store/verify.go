@@ -135,8 +135,9 @@ type rawView struct {
 	// (table blocks, whole tables, memtable-log entries). unknownAll: any key.
 	unknown    []keyRange
 	unknownAll bool
-	unknownWhy []string   // the unreadable places, for reports
-	damaged    []rawEntry // what damaged blocks seem to hold (keys, versions, meta; no values)
+	unknownWhy []string        // the unreadable places, for reports
+	damaged    []rawEntry      // what damaged blocks seem to hold (keys, versions, meta; no values)
+	found      map[string]bool // keys with a readable version, deletions included
 
 	keepVlog bool
 	vlog     []vlogRef // every readable value-log entry, when keepVlog
@@ -200,7 +201,9 @@ func buildView(dir string, lock, keepVlog bool) (*rawView, error) {
 				value: encodeVptr(r.vp), where: vlogName(int(r.vp.fid))}
 		}
 	}
+	v.found = make(map[string]bool, len(v.live))
 	for k, e := range v.live {
+		v.found[k] = true
 		if e.deleted() || bytes.HasPrefix(e.key, rawBadgerPrefix) || bytes.HasPrefix(e.key, prefixPad) {
 			delete(v.live, k)
 		}
@@ -243,16 +246,24 @@ func (v *rawView) blockLost(t *rawTable, i int) {
 	}
 	v.unknown = append(v.unknown, r)
 	v.unknownWhy = append(v.unknownWhy, why)
+	// What the block seems to hold: keys within its range (from the index,
+	// whose checksum held) and in order; a key a flipped byte changed
+	// usually is not.
+	var prev []byte
 	for _, e := range salvageBlockKeys(t, i) {
+		if bytes.Compare(e.key, r.from) < 0 || (r.to != nil && bytes.Compare(e.key, r.to) > 0) || bytes.Compare(e.key, prev) < 0 {
+			continue
+		}
+		prev = e.key
 		e.where = fmt.Sprintf("%s block %d", t.name, i)
 		v.damaged = append(v.damaged, e)
 	}
 }
 
 // lostInDamage returns the keys that damaged blocks seem to hold (not as
-// deletions) and that no readable file has any version of. (A damaged
-// block's versions cannot be trusted, so a key found elsewhere counts as
-// recovered: see SalvageReport.Uncertain.)
+// deletions) and that no readable file has any version of, deletions
+// included. (A damaged block's versions cannot be trusted, so a key found
+// elsewhere counts as recovered: see SalvageReport.Uncertain.)
 func (v *rawView) lostInDamage() []*rawEntry {
 	var lost []*rawEntry
 	seen := map[string]bool{}
@@ -262,7 +273,7 @@ func (v *rawView) lostInDamage() []*rawEntry {
 			bytes.HasPrefix(e.key, prefixCold) { // the cold-segment index: Open rebuilds it
 			continue
 		}
-		if v.live[string(e.key)] != nil {
+		if v.found[string(e.key)] {
 			continue
 		}
 		seen[string(e.key)] = true
