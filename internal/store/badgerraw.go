@@ -583,11 +583,15 @@ type logScan struct {
 }
 
 // scanLog walks a value-log or memtable-log file and calls fn for every
-// readable entry, in file order. At an unreadable entry it looks at what
-// follows: zeros (Badger preallocates and zero-fills its log files) or an
-// entry cut short by the end of the file mean the log ends there — a write
-// interrupted by a crash; anything else is damage, and the walk resumes at
-// the next offset where a readable entry starts. fn's slices are only valid
+// readable entry, in file order. At an unreadable entry it looks for the
+// next readable one: if there is none, the log ends there — zeros (Badger
+// preallocates and zero-fills its log files), or an entry a crash
+// interrupted while it was being copied in (cutShort; Go's memmove may
+// write the head of a large copy last, so such an entry can lack its
+// header, and always lacks its checksum, copied last); if there is one, the
+// stretch between is damage, and the walk resumes after it. Damage is what
+// Badger would cut away with readable entries after it, or a last entry that
+// is whole but does not match its checksum. fn's slices are only valid
 // during the call.
 func scanLog(data []byte, fn func(r logRecord)) logScan {
 	s := logScan{size: len(data), end: rawLogHeaderSize}
@@ -609,23 +613,26 @@ func scanLog(data []byte, fn func(r logRecord)) logScan {
 			s.end = off
 			continue
 		}
-		// Where would this entry end, if its header is right?
-		extent := off + rawMaxHeaderSize
-		if plausible {
-			extent = max(extent, off+int(r.size))
-		}
-		if allZero(data[min(extent, len(data)):]) {
-			if !allZero(data[off:min(extent, len(data))]) {
-				if plausible && off+int(r.size) > len(data) {
-					s.cutShort = &logDamage{from: off, to: len(data), why: "the file ends inside the entry"}
-				} else if !plausible || errors.Is(err, errChecksum) {
-					// A torn last entry (a crash in the middle of writing it).
-					s.cutShort = &logDamage{from: off, to: min(extent, len(data)), why: "last entry incomplete: " + err.Error()}
-				}
-			}
+		if allZero(data[off:]) {
 			return s
 		}
 		next := resync(data, off+1)
+		if end := off + int(r.size); next == len(data) && plausible && end <= len(data) && !allZero(data[end-4:end]) {
+			// The last entry is whole, checksum included (a crash leaves the
+			// checksum, copied last, zero), and does not match it: damage.
+			s.damage = append(s.damage, logDamage{from: off, to: end, why: err.Error() + " in the last entry"})
+			return s
+		}
+		if next == len(data) {
+			why := "last entry incomplete: " + err.Error()
+			if plausible && off+int(r.size) > len(data) {
+				why = "the file ends inside the entry"
+			} else if !plausible {
+				why = "last entry incomplete: no header"
+			}
+			s.cutShort = &logDamage{from: off, to: len(data), why: why}
+			return s
+		}
 		why := err.Error()
 		if !plausible {
 			why = "unreadable entry header"
@@ -642,6 +649,11 @@ func scanLog(data []byte, fn func(r logRecord)) logScan {
 func resync(data []byte, from int) int {
 	for off := from; off+rawMaxHeaderSize < len(data); off++ {
 		b := data[off:]
+		// An entry's key length (b[2]) is never 0: skip zeros a word at a time.
+		if binary.NativeEndian.Uint64(b[2:10]) == 0 {
+			off += 7
+			continue
+		}
 		// meta: only Badger's known bits; user meta 0.
 		if b[0]&^(rawBitDelete|rawBitValuePointer|1<<2|1<<3|rawBitTxn|rawBitFinTxn) != 0 || b[1] != 0 {
 			continue

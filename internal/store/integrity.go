@@ -183,6 +183,9 @@ func openBadgerGuarded(bo badger.Options) (db *badger.DB, err error) {
 // Otherwise cause stands as it is (another process holds the directory, an
 // unknown format version, ...).
 func explainOpen(dir string, cause error) error {
+	if errors.Is(cause, ErrVersion) { // a store of another format version: nothing to look for
+		return cause
+	}
 	rep, err := verifyDir(dir, true) // ErrInUse (another process) leaves cause as it is
 	if err != nil || len(rep.Problems) == 0 {
 		return cause
