@@ -2,6 +2,7 @@ package actors
 
 import (
 	"cmp"
+	"errors"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -131,6 +132,8 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 				d.sys.log.Warn("store refused ndjson lines; they are lost", "device", e.id, "lines", m.lines,
 					"err", m.err, "refusals_since_last_log", held)
 			}
+		} else if errors.Is(m.err, store.ErrDiskFull) { // the store warns once when it starts refusing
+			d.sys.log.Debug("store refused frame", "device", e.id, "seq", m.seq, "err", m.err)
 		} else {
 			d.sys.log.Warn("store refused frame", "device", e.id, "seq", m.seq, "err", m.err)
 		}

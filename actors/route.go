@@ -122,6 +122,7 @@ type routeActor struct {
 	spill  bool   // the in-memory queue is full: new segments are paged from the store later
 
 	metrics     *routeMetrics
+	fails       *failLog      // failed attempts in the log (faillog.go)
 	inflight    int           // batches in flight
 	waiting     int           // of which waiting to retry
 	slots       chan struct{} // request slots: Concurrency requests at once
@@ -144,7 +145,8 @@ func newRouteActor(s *System, r *Route) *routeActor {
 		static = static && h.Value.Static()
 	}
 	return &routeActor{sys: s, r: r, lanes: make(map[string]*lane), spill: true, staticKey: static,
-		slots: make(chan struct{}, max(1, r.Concurrency)), replays: make(map[uint64]int), metrics: s.opts.Metrics.route(r.Name)}
+		slots: make(chan struct{}, max(1, r.Concurrency)), replays: make(map[uint64]int), metrics: s.opts.Metrics.route(r.Name),
+		fails: newFailLog(s.log, r.Name, s.opts.FailureLogInterval)}
 }
 
 func (ra *routeActor) Receive(ctx actor.Context) {
@@ -477,7 +479,7 @@ func (ra *routeActor) dispatch(l *lane) {
 	}
 	ra.inflight++
 
-	sys, r, self, rm := ra.sys, ra.r, ra.self, ra.metrics
+	sys, r, self, rm, fl := ra.sys, ra.r, ra.self, ra.metrics, ra.fails
 	hdr := l.headers
 	if r.Compress != nil {
 		hdr = append(hdr[:len(hdr):len(hdr)], [2]string{"Content-Encoding", r.Compress.Encoding()})
@@ -547,6 +549,7 @@ func (ra *routeActor) dispatch(l *lane) {
 		onResult := func(attempt int, res deliver.Result) {
 			last = res
 			rm.attempt(r.Policy, len(items), attempt, res)
+			fl.attempt(l.url, attempt, len(items), r.Policy, res)
 			if res.Status == 401 && r.Auth != nil {
 				r.Auth.Unauthorized(&signed) // a new token for the next attempt
 			}

@@ -68,6 +68,9 @@ type Options struct {
 	// MaxQueued caps the records a route keeps in memory; beyond it the route pages from the
 	// store (default 262144).
 	MaxQueued int
+	// FailureLogInterval: a route logs at most one failed delivery attempt per interval, with
+	// the count of those held back (default DefaultFailureLogInterval; see failLog).
+	FailureLogInterval time.Duration
 }
 
 // System runs the device and route actors. It implements netio.Dispatcher; its methods are

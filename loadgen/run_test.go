@@ -75,8 +75,8 @@ func TestRunThroughRelay(t *testing.T) {
 			if rep.FramesSent == 0 || rep.FramesAcked != rep.FramesSent || rep.Unacked != 0 || rep.RecordsSent != 2*rep.FramesSent {
 				t.Fatalf("report: sent %d, acked %d, unacked %d, records %d", rep.FramesSent, rep.FramesAcked, rep.Unacked, rep.RecordsSent)
 			}
-			if rate > 0 { // 20 devices × 40/s × 1.5 s, give or take the ramp
-				if want := 20 * 40 * 1.5; float64(rep.FramesSent) < want*0.8 || float64(rep.FramesSent) > want*1.2 {
+			if rate > 0 { // 20 devices × 40/s × 1.5 s, give or take the ramp; a loaded machine falls behind, never ahead
+				if want := 20 * 40 * 1.5; float64(rep.FramesSent) < want*0.5 || float64(rep.FramesSent) > want*1.2 {
 					t.Errorf("sent %d frames at 40/s per device, want ≈%.0f", rep.FramesSent, want)
 				}
 			}

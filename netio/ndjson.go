@@ -21,7 +21,9 @@ import (
 // the lines read but not yet stored reach NDJSONInflight bytes, every NDJSON reader waits, the
 // kernel's receive buffers fill and TCP flow control holds the gateways back. gnet reads every
 // readable socket, so lines would pile up in memory instead. Gateways are few connections with a
-// lot of data each, which is what a goroutine per connection suits.
+// lot of data each, which is what a goroutine per connection suits. The same gate holds every
+// reader while the store refuses new data (Server.PauseNDJSON), so lines wait in the gateways
+// rather than being read only to be refused.
 type ndjsonServer struct {
 	srv    *Server
 	ln     net.Listener
@@ -240,13 +242,15 @@ func (s *ndjsonServer) stop() {
 }
 
 // budget bounds the bytes of NDJSON lines handed to the dispatcher and not yet stored (or
-// refused): readers wait while it is spent.
+// refused): readers wait while it is spent, and while it is paused (the store refuses new data).
 type budget struct {
-	mu     sync.Mutex
-	cond   sync.Cond
-	used   int64
-	limit  int64
-	closed bool
+	mu       sync.Mutex
+	cond     sync.Cond
+	used     int64
+	limit    int64
+	closed   bool
+	paused   bool
+	draining bool // a paused reader wakes to see the drain
 }
 
 func (b *budget) init(limit int64) {
@@ -254,14 +258,22 @@ func (b *budget) init(limit int64) {
 	b.limit = limit
 }
 
-// wait blocks while the budget is spent; false once it is closed.
+// wait blocks while the budget is spent or paused; false once it is closed.
 func (b *budget) wait() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for b.used >= b.limit && !b.closed {
+	for (b.used >= b.limit || (b.paused && !b.draining)) && !b.closed {
 		b.cond.Wait()
 	}
 	return !b.closed
+}
+
+// pause holds the readers (true) or lets them go on (false).
+func (b *budget) pause(p bool) {
+	b.mu.Lock()
+	b.paused = p
+	b.cond.Broadcast()
+	b.mu.Unlock()
 }
 
 // take spends n bytes; it never blocks (the lines are already read).
@@ -291,6 +303,7 @@ func (b *budget) inUse() int64 {
 
 func (b *budget) wake() {
 	b.mu.Lock()
+	b.draining = true
 	b.cond.Broadcast()
 	b.mu.Unlock()
 }

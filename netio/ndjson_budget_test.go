@@ -122,3 +122,66 @@ func TestNDJSONBackpressure(t *testing.T) {
 		t.Errorf("NDJSONInflight = %d after everything was stored, want 0", got)
 	}
 }
+
+// While paused (the store refuses new data) the NDJSON listener reads nothing, however much
+// budget is left: the gateway's writes stall, no line is read to be refused. Resumed, every line
+// arrives; a drain wakes a paused reader so its connection closes.
+func TestNDJSONPause(t *testing.T) {
+	h := &holder{released: true} // a store that answers at once
+	srv := New(Options{NDJSON: "127.0.0.1:0"}, h)
+	srv.PauseNDJSON(true) // before Start, as the relay does when the store opens refusing
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.Background())
+
+	c, err := net.Dial("tcp", srv.NDJSONAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const total = 200_000 // ≈20 MB: more than the socket buffers hold
+	var written atomic.Int64
+	errc := make(chan error, 1)
+	go func() {
+		w := bufio.NewWriterSize(c, 32<<10)
+		for i := range total {
+			if _, err := fmt.Fprintf(w, `{"serial":"G%d","seq":%d,"pad":"%070d"}`+"\n", i%10, i, i); err != nil {
+				errc <- err
+				return
+			}
+			written.Add(1)
+		}
+		errc <- w.Flush()
+	}()
+	if stalled := steady(t, written.Load); stalled >= total {
+		t.Fatalf("the gateway wrote all %d lines while the listener was paused", total)
+	}
+	if n := h.lines.Load(); n != 0 {
+		t.Fatalf("%d lines read while paused", n)
+	}
+
+	srv.PauseNDJSON(false)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := steady(t, h.lines.Load); n != total {
+		t.Fatalf("%d lines dispatched after resuming, want %d", n, total)
+	}
+
+	// Paused again, then drained: the reader wakes and closes the connection.
+	srv.PauseNDJSON(true)
+	if _, err := fmt.Fprintf(c, `{"serial":"G1"}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Drain()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("read after drain = %v, want the connection closed", err)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}

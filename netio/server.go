@@ -73,6 +73,13 @@ type Server struct {
 
 	draining atomic.Bool
 
+	// pause is PauseNDJSON's state, applied to the NDJSON listener once it exists.
+	pause struct {
+		sync.Mutex
+		paused bool
+		b      *budget // the NDJSON listener's, nil before Start
+	}
+
 	tcp    *tcpServer
 	udp    *udpServer
 	ndjson *ndjsonServer
@@ -126,6 +133,10 @@ func (s *Server) Start() error {
 	}
 	if s.opts.NDJSON != "" {
 		s.ndjson = newNDJSONServer(s)
+		s.pause.Lock()
+		s.pause.b = &s.ndjson.budget
+		s.ndjson.budget.pause(s.pause.paused)
+		s.pause.Unlock()
 		if err := s.ndjson.start(s.opts.NDJSON); err != nil {
 			s.ndjson = nil
 			_ = s.Stop(context.Background())
@@ -226,6 +237,20 @@ func (s *Server) admit() bool {
 	s.st.conns.Add(1)
 	s.st.accepted.Add(1)
 	return true
+}
+
+// PauseNDJSON stops (true) or resumes (false) reading NDJSON connections, for instance while
+// the store refuses new data: the connections stay open and TCP flow control holds the gateways
+// back. Lines already read are still handed on, and a connection already waiting in a read
+// takes what arrives there once. It may be called at any time, before Start too, from any
+// goroutine; Drain overrides it.
+func (s *Server) PauseNDJSON(paused bool) {
+	s.pause.Lock()
+	defer s.pause.Unlock()
+	s.pause.paused = paused
+	if s.pause.b != nil {
+		s.pause.b.pause(paused)
+	}
 }
 
 // Draining reports whether Drain was called.

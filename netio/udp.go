@@ -40,7 +40,7 @@ func (s *udpServer) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	st.frames.Add(1)
 	st.bytes.Add(int64(n))
-	uc := &udpConn{fd: c.Fd(), st: st, remote: addrPort(c.RemoteAddr())}
+	uc := &udpConn{fd: c.Fd(), st: st, remote: addrPort(c.RemoteAddr()), size: n}
 	uc.sa = addrPortToSockaddr(uc.remote, s.v6())
 	s.srv.d.UData(uc, &u, frame)
 	return gnet.None
@@ -54,6 +54,7 @@ type udpConn struct {
 	st     *counters
 	remote netip.AddrPort
 	sa     unix.Sockaddr
+	size   int // the datagram's length: an ERROR answer is never longer
 }
 
 func (u *udpConn) Write(frame []byte) {
@@ -62,8 +63,20 @@ func (u *udpConn) Write(frame []byte) {
 	}
 }
 
-// Fail sends nothing: UDP devices get no ERROR frames, only ACKs for what was stored.
-func (u *udpConn) Fail(uint16, string)    {}
+// Fail answers the datagram with an ERROR frame (e.g. 503 when the store refuses new data), cut
+// to the datagram's own length so that a spoofed source never gets more than it sent. There is
+// no connection to close.
+func (u *udpConn) Fail(code uint16, msg string) {
+	room := u.size - native.HeaderLen - 2
+	if room < 0 {
+		return
+	}
+	if len(msg) > room {
+		msg = msg[:room]
+	}
+	u.Write(native.AppendError(nil, code, msg))
+}
+
 func (u *udpConn) Close()                 {}
 func (u *udpConn) Remote() netip.AddrPort { return u.remote }
 func (u *udpConn) Datagram() bool         { return true }

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
 )
 
@@ -37,7 +38,7 @@ func run(args []string) int {
 	}
 	fs := flag.NewFlagSet("fleetrelay", flag.ContinueOnError)
 	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
-	check := fs.Bool("check-config", false, "validate the config, read its secrets and certificate files, and exit")
+	check := fs.Bool("check-config", false, "validate the config, check it against this machine (CPUs, open-file limit), read its secrets and certificate files, and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -47,25 +48,35 @@ func run(args []string) int {
 		return 1
 	}
 	if *check {
-		if err := relay.CheckRoutes(cfg); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		fmt.Println("config ok")
-		return 0
+		return checkConfig(cfg)
 	}
-	log.Debug("gomaxprocs", "n", relay.SetProcs(cfg))
-	r, err := relay.New(cfg, log)
+	r, err := relay.New(cfg, log) // runs relay.Preflight first
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
 	}
+	// After New, which refuses event loops the machine cannot carry.
+	log.Debug("gomaxprocs", "n", relay.SetProcs(cfg))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := r.Run(ctx); err != nil {
 		log.Error("run", "err", err)
 		return 1
 	}
+	return 0
+}
+
+// checkConfig prints what relay.Preflight finds in the loaded cfg: warnings, then every problem.
+func checkConfig(cfg *config.Config) int {
+	warnings, err := relay.Preflight(cfg)
+	for _, w := range warnings {
+		fmt.Fprintln(os.Stderr, "warning: "+w)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("config ok")
 	return 0
 }
 

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/fleetrelay/fleetrelay/internal/relay"
 )
 
 // The dlq subcommand's argument and config errors; listing and replaying themselves are tested
@@ -45,5 +49,86 @@ func TestCheckConfigReadsSecrets(t *testing.T) {
 	t.Setenv("FLEETRELAY_TEST_CHECK", "s3cret")
 	if got := run([]string{"-config", cfg, "-check-config"}); got != 0 {
 		t.Errorf("-check-config with the variable set exited %d, want 0", got)
+	}
+}
+
+// stderrOf runs fleetrelay with args and returns its exit code and what it wrote to stderr.
+func stderrOf(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	old := os.Stderr
+	os.Stderr = f
+	code := run(args)
+	os.Stderr = old
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, string(b)
+}
+
+// -check-config reports every problem at once, each with its dotted path: the machine limits and
+// every unreadable secret of every route, never a secret's value; and warns, exiting 0, when
+// max_connections leaves the relay too few files.
+func TestCheckConfigReportsEverything(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relay.yaml")
+	t.Setenv("FLEETRELAY_TEST_SET", "set-s3cret")
+	yaml := `devices:
+  event_loops: 100000
+routes:
+  - name: a
+    url: https://example.com/a
+    auth:
+      basic: {username: u, password: {env: FLEETRELAY_TEST_UNSET_A}}
+    sign:
+      hmac: {key: {file: ` + filepath.Join(dir, "missing.key") + `}}
+  - name: b
+    url: https://example.com/b
+    auth:
+      basic: {username: u, password: {env: FLEETRELAY_TEST_SET}}
+    sign:
+      webhooks:
+        secrets: [literal-s3cret, {env: FLEETRELAY_TEST_UNSET_B}]
+`
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out := stderrOf(t, "-config", cfg, "-check-config")
+	if code != 1 {
+		t.Errorf("-check-config exited %d, want 1", code)
+	}
+	for _, want := range []string{
+		"devices.event_loops: 100000 is more than 4 per CPU",
+		"routes[0].auth.basic.password: environment variable FLEETRELAY_TEST_UNSET_A is not set",
+		"routes[0].sign.hmac.key: secret file " + filepath.Join(dir, "missing.key"),
+		"routes[1].sign.webhooks.secrets[1]: environment variable FLEETRELAY_TEST_UNSET_B is not set",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("-check-config printed:\n%s\nwant it to contain %q", out, want)
+		}
+	}
+	for _, secret := range []string{"set-s3cret", "literal-s3cret"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("-check-config printed a secret's value:\n%s", out)
+		}
+	}
+
+	m := relay.ThisMachine()
+	if m.OpenFiles == 0 {
+		return
+	}
+	yaml = fmt.Sprintf("devices:\n  max_connections: %d\n", m.OpenFiles-1)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out = stderrOf(t, "-config", cfg, "-check-config")
+	want := fmt.Sprintf("warning: devices.max_connections: %d leaves 1 of the open-file limit %d", m.OpenFiles-1, m.OpenFiles)
+	if code != 0 || !strings.Contains(out, want) {
+		t.Errorf("-check-config exited %d and printed:\n%s\nwant 0 and %q", code, out, want)
 	}
 }

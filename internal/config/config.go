@@ -62,6 +62,10 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Line format: text (logfmt-style key=value) or json.
 	Format string `yaml:"format"`
+	// A route's failed delivery attempts are logged as warnings, at most one per this interval
+	// for the route; the line counts those held back since the previous one ("suppressed"). The
+	// first success at a destination after a warning about it is logged at info. Must be > 0.
+	FailureInterval Duration `yaml:"failure_interval"`
 }
 
 // SlogLevel returns Level as a [slog.Level]; an unknown level yields [slog.LevelInfo] (Validate reports it).
@@ -106,9 +110,11 @@ type Devices struct {
 	// listener. 0 never closes idle connections.
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// Most device connections held at once, native TCP and NDJSON together; further connections are
-	// refused (native ones with ERROR 503).
+	// refused (native ones with ERROR 503). Each holds an open file: checked against the process's
+	// open-file limit by [Config.CheckMachine].
 	MaxConnections int `yaml:"max_connections"`
-	// Number of network event loops. 0 starts one per CPU.
+	// Number of network event loops per native listener. 0 starts one per CPU. At most
+	// [MaxEventLoopsPerCPU] per CPU ([Config.CheckMachine]).
 	EventLoops int `yaml:"event_loops"`
 }
 
@@ -147,6 +153,12 @@ type Store struct {
 	Sync bool `yaml:"sync"`
 	// How often to reclaim space in the store's value log. 0 disables it.
 	GCInterval Duration `yaml:"gc_interval"`
+	// Free space on the data directory's filesystem below which new data is refused (native
+	// devices get ERROR 503, NDJSON is not read, /healthz answers 503) while delivery goes on;
+	// new data is taken again once delivered messages have freed space. A size (512MiB) or a
+	// percentage of the filesystem (5%), below 100%. The store never lets it fall below what it
+	// needs to keep writing delivery state (about 53MiB plus its index), whatever is set here.
+	MinFree FreeSpace `yaml:"min_free"`
 }
 
 // Admin configures the admin HTTP server.
@@ -262,7 +274,7 @@ func (r *Route) IsEnabled() bool { return r.Enabled == nil || *r.Enabled }
 func Default() *Config {
 	return &Config{
 		DataDir: "./data",
-		Log:     Log{Level: "info", Format: "text"},
+		Log:     Log{Level: "info", Format: "text", FailureInterval: Duration(10 * time.Second)},
 		Devices: Devices{
 			Native:         NativeListeners{TCP: "127.0.0.1:5000", UDP: "127.0.0.1:5000"},
 			NDJSON:         NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * KiB, MaxInflight: 16 * MiB},
@@ -273,7 +285,7 @@ func Default() *Config {
 			MaxConnections: 10000,
 			EventLoops:     0,
 		},
-		Store: Store{Sync: false, GCInterval: Duration(time.Minute)},
+		Store: Store{Sync: false, GCInterval: Duration(time.Minute), MinFree: "5%"},
 		Admin: Admin{Listen: "127.0.0.1:8080"},
 		Delivery: Delivery{
 			AllowPrivateNetworks: false,

@@ -248,6 +248,17 @@ func TestParse(t *testing.T) {
 	f("devices:\n  max_frame: 16\n")
 	f("devices:\n  max_frame: 1MiB\n")
 
+	// Free space.
+	f("store:\n  min_free: 512MiB\n")
+	f("store:\n  min_free: 2.5%\n")
+	f("store:\n  min_free: 0\n")
+	f("store:\n  min_free: 99%\n")
+	f("store:\n  min_free: 100%\n", "store.min_free: a percentage must be below 100%, got 100% (line 2)")
+	f("store:\n  min_free: -5%\n", `store.min_free: invalid percentage "-5%"`)
+	f("store:\n  min_free: five%\n", `store.min_free: invalid percentage "five%"`)
+	f("store:\n  min_free: 5 percent\n", `store.min_free: invalid size "5 percent": unknown unit "percent" (use B, KB, MB, GB, KiB, MiB or GiB), or a percentage such as 5%`)
+	f("store:\n  min_free: [5%]\n", "store.min_free: invalid free space: want a size such as 512MiB or a percentage such as 5%, got a list")
+
 	// Durations.
 	f("devices:\n  idle_timeout: 0\n")
 	f("store:\n  gc_interval: 168h\n")
@@ -306,7 +317,7 @@ func TestParse(t *testing.T) {
 	f("routes:\n  - name: a\n    url: https://x.example/\n    success_codes: [200, 200]\n", "routes[0].success_codes[1]: 200 listed twice")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    compression: br\n", "routes[0].compression: must be none, gzip or zstd, got \"br\"")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    body: list\n", "routes[0].body: must be array or object, got \"list\"")
-	f("routes:\n  - name: a\n    url: https://x.example/\n    filter:\n      imeis: ['123']\n", "routes[0].filter.imeis: \"123\" is not an IMEI (15 digits)")
+	f("routes:\n  - name: a\n    url: https://x.example/\n    filter:\n      imeis: ['123']\n", "routes[0].filter.imeis[0]: \"123\" is not an IMEI (15 digits)")
 	f("fleet:\n  - id: A\n  - id: A\n", "fleet[1].id: duplicate device \"A\" (first listed as fleet[0])")
 	f("fleet:\n  - imei: '356938035643809'\n", "fleet[0].id: required")
 	f("fleet:\n  - id: A\n    imei: '35693803564380X'\n", "fleet[0].imei: \"35693803564380X\" is not an IMEI (15 digits)")

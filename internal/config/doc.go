@@ -12,6 +12,11 @@
 //  3. One [Config.Validate], which returns every problem at once as a [*ValidationError], each in the form
 //     "routes[2].batch.max_bytes: must be > 0".
 //
+// All three are pure: the same file gives the same answer anywhere. What depends on the machine the
+// relay runs on (CPUs, the open-file limit) is a separate step, [Config.CheckMachine], given a
+// [Machine] the caller measured; the relay runs it, and reads every secret, when it starts and in
+// fleetrelay -check-config.
+//
 // The comments on the config struct fields are the user documentation; [ExampleYAML] is the fully
 // commented reference configuration the README embeds.
 package config

@@ -16,6 +16,10 @@ data_dir: ./data
 log:
   level: info             # lowest level written: debug, info, warn or error
   format: text            # text (key=value) or json
+  # A route's failed delivery attempts are warnings (route, destination without its query or
+  # user information, status, error), at most one per failure_interval for the route, counting
+  # those held back ("suppressed"); the first success after them is logged at info.
+  failure_interval: 10s
 
 # The device-facing side.
 devices:
@@ -51,9 +55,12 @@ devices:
   # closes them.
   idle_timeout: 5m
   # Most device connections held at once, native TCP and NDJSON together; further ones are
-  # refused (native ones with ERROR 503).
+  # refused (native ones with ERROR 503). Each holds an open file: at start (and in -check-config)
+  # a value at or above the process's open-file limit (ulimit -n) is an error, and one that
+  # leaves the relay fewer than about 256 files plus 2 per event loop and each route's
+  # concurrency + 1 for its own use (store, listeners, delivery connections) is a warning.
   max_connections: 10000
-  # Network event loops; 0 starts one per CPU.
+  # Network event loops per native listener; 0 starts one per CPU. At most 4 per CPU.
   event_loops: 0
 
 # The embedded store.
@@ -61,8 +68,15 @@ store:
   # Fsync each group commit, so acknowledged messages survive a power loss or kernel crash. Off:
   # they survive a crash of the relay process, not of the machine.
   sync: false
-  # How often to reclaim space in the store's value log; 0 disables it.
+  # How often to reclaim space in the store's value log; 0 leaves only the runs that follow
+  # the deletion of delivered messages.
   gc_interval: 1m
+  # Free space on the data directory's filesystem below which new data is refused: native
+  # devices get ERROR 503, NDJSON connections are not read, /healthz answers 503. Delivery goes
+  # on, and new data is taken again once delivered messages have freed space. A size (512MiB)
+  # or a percentage of the filesystem (5%). Never below what the store itself needs once it
+  # refuses new data (about 53MiB plus its index; see the README's "Disk space").
+  min_free: 5%
 
 # The admin HTTP server: /healthz, /metrics and the REST API. "" disables it. It has no
 # authentication: keep it on loopback or a private network.

@@ -36,11 +36,15 @@ func Parse(data []byte) (*Config, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, &ValidationError{Problems: []string{strings.TrimPrefix(err.Error(), "yaml: ")}}
+		return nil, &ValidationError{Problems: []string{syntaxProblem(data, err)}}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, &ValidationError{Problems: []string{"the file must hold a single YAML document"}}
+		msg := "the file must hold a single YAML document"
+		if line := secondDocument(data); line > 0 {
+			msg += fmt.Sprintf("; another one starts (line %d)", line)
+		}
+		return nil, &ValidationError{Problems: []string{msg}}
 	}
 
 	c := Default()
@@ -348,6 +352,59 @@ func kindName(n *yaml.Node) string {
 }
 
 var yamlLinePrefix = regexp.MustCompile(`^line \d+: `)
+
+// searchBudget bounds the bytes syntaxProblem parses to find a line (a fraction of a second);
+// beyond it yaml's own report is kept.
+const searchBudget = 8 << 20
+
+// syntaxProblem reports a YAML syntax error with the line at fault. yaml.v3 names the line where
+// the enclosing construct began, counted from 0 for parser errors and from 1 for scanner errors (a
+// badly indented key deep in a route is reported at the route's "-", a tab at the key before it),
+// or no line at all (an unknown anchor). The line is found again from prefixes of the file: the
+// fault lies on the first line from which every longer prefix fails with the same message. For a
+// construct left open (an unterminated quote or flow list) that is the line where it opens.
+func syntaxProblem(data []byte, err error) string {
+	text := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg := yamlLinePrefix.ReplaceAllString(text, "")
+	var ends []int // offset just past each line
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	failsSame := func(lines int) bool {
+		var n yaml.Node
+		err := yaml.NewDecoder(bytes.NewReader(data[:ends[lines-1]])).Decode(&n)
+		return err != nil && yamlLinePrefix.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "") == msg
+	}
+	budget := searchBudget
+	k := len(ends)
+	for ; k > 1; k-- {
+		if budget -= ends[k-2]; budget < 0 {
+			return "YAML syntax: " + text
+		}
+		if !failsSame(k - 1) {
+			break
+		}
+	}
+	if k == 0 {
+		return "YAML syntax: " + text
+	}
+	return fmt.Sprintf("YAML syntax: %s (line %d)", msg, k)
+}
+
+// secondDocument returns the line where the file's second YAML document starts, 0 if not found.
+func secondDocument(data []byte) int {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var first, second yaml.Node
+	if dec.Decode(&first) != nil || dec.Decode(&second) != nil {
+		return 0
+	}
+	return second.Line
+}
 
 // yamlErrorText strips the yaml package's prefixes from err, whose line the caller reports itself.
 func yamlErrorText(err error) string {

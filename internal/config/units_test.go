@@ -102,3 +102,24 @@ func TestDurationString(t *testing.T) {
 	f(time.Hour+30*time.Minute, "1h30m")
 	f(-time.Second, "-1s")
 }
+
+func TestParseFreeSpace(t *testing.T) {
+	f := func(in string, bytes config.Size, percent float64) {
+		t.Helper()
+		b, p, err := config.ParseFreeSpace(in)
+		if err != nil || b != bytes || p != percent {
+			t.Fatalf("ParseFreeSpace(%q) = %d, %v, %v, want %d, %v", in, b, p, err, bytes, percent)
+		}
+	}
+	f("5%", 0, 5)
+	f(" 2.5 % ", 0, 2.5)
+	f("0%", 0, 0)
+	f("512MiB", 512*config.MiB, 0)
+	f("1GB", config.GB, 0)
+	f("0", 0, 0)
+	for _, in := range []string{"", "%", "-1%", "NaN%", "Inf%", "5%%", "five%", "5 percent", "1.5MiB"} {
+		if b, p, err := config.ParseFreeSpace(in); err == nil {
+			t.Fatalf("ParseFreeSpace(%q) = %d, %v, want an error", in, b, p)
+		}
+	}
+}

@@ -47,6 +47,7 @@ func (c *Config) Validate() error {
 	}
 	oneOf(&p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&p, "log.format", c.Log.Format, "text", "json")
+	positive(&p, "log.failure_interval", c.Log.FailureInterval)
 
 	d := &c.Devices
 	tcpPort := listenAddr(&p, "devices.native.tcp", d.Native.TCP)
@@ -80,6 +81,11 @@ func (c *Config) Validate() error {
 	}
 
 	nonNegative(&p, "store.gc_interval", c.Store.GCInterval)
+	if _, pct, err := ParseFreeSpace(string(c.Store.MinFree)); err != nil {
+		p.add("store.min_free", "%v", err)
+	} else if pct >= 100 {
+		p.add("store.min_free", "a percentage must be below 100%%, got %s", c.Store.MinFree)
+	}
 
 	adminPort := listenAddr(&p, "admin.listen", c.Admin.Listen)
 	if tcpPort != "" && tcpPort == adminPort && hostsOverlap(d.Native.TCP, c.Admin.Listen) {
@@ -197,9 +203,9 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 	default:
 		p.add(path+".body", "must be array or object, got %q", r.Body)
 	}
-	for _, imei := range r.Filter.IMEIs {
+	for j, imei := range r.Filter.IMEIs {
 		if !native.ValidIMEI(imei) {
-			p.add(path+".filter.imeis", "%q is not an IMEI (15 digits)", imei)
+			p.add(fmt.Sprintf("%s.filter.imeis[%d]", path, j), "%q is not an IMEI (15 digits)", imei)
 		}
 	}
 	if _, err := r.CompileFormat(); err != nil {

@@ -3,7 +3,10 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/auth"
@@ -15,75 +18,123 @@ import (
 // secrets: a body rewrite first (SENSORO safe mode), then the auth scheme (which may choose the
 // URL: S3, Azure Blob), then the signatures over the bytes exactly as sent. nil when the route
 // has neither. tokens is the HTTP client for OAuth2 token requests.
+//
+// Every problem is reported, each as its own error "routes[i].dotted.path: message" joined with
+// [errors.Join]: first every secret that cannot be read (then nothing is built), else every
+// scheme that refuses its settings. No message shows a secret's value.
 func routeAuth(rc *config.Route, path string, tokens *http.Client) (auth.Chain, error) {
 	secrets := map[string]string{}
-	for p, s := range rc.Secrets(path) {
-		v, err := s.Reveal()
+	var errs []error
+	all := rc.Secrets(path)
+	for _, p := range slices.Sorted(maps.Keys(all)) {
+		v, err := all[p].Reveal()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
+			errs = append(errs, fmt.Errorf("%s: %w", p, err))
+			continue
 		}
 		secrets[p] = v
 	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	secret := func(field string) string { return secrets[path+"."+field] }
 	var chain auth.Chain
-	add := func(field string, s auth.Signer, err error) error {
+	add := func(field string, s auth.Signer, err error) {
 		if err != nil {
-			return fmt.Errorf("%s.%s: %w", path, field, err)
+			errs = append(errs, schemeErrors(path, field, err)...)
+			return
 		}
 		chain = append(chain, s)
-		return nil
 	}
-	var err error
 	if s := rc.Sign.Sensoro; s != nil && s.SafeMode {
 		sm, e := auth.NewSensoroSafeMode(auth.SensoroSafeModeOptions{AppKey: []byte(secret("sign.sensoro.app_key"))})
-		err = add("sign.sensoro", sm, e)
+		add("sign.sensoro", sm, e)
 	}
 	a := &rc.Auth
 	switch {
-	case err != nil:
 	case a.Basic != nil:
 		s, e := auth.NewBasic(auth.BasicOptions{Username: a.Basic.Username, Password: secret("auth.basic.password")})
-		err = add("auth.basic", s, e)
+		add("auth.basic", s, e)
 	case a.OAuth2 != nil:
 		o := a.OAuth2
 		s, e := auth.NewOAuth2(auth.OAuth2Options{TokenURL: o.TokenURL, ClientID: o.ClientID,
 			ClientSecret: secret("auth.oauth2.client_secret"), Scopes: o.Scopes, AuthStyle: o.AuthStyle, HTTPClient: tokens})
-		err = add("auth.oauth2", s, e)
+		add("auth.oauth2", s, e)
 	case a.AWSSigV4 != nil:
 		o := a.AWSSigV4
 		s, e := auth.NewAWSSigV4(auth.AWSSigV4Options{Region: o.Region, Service: o.Service, AccessKeyID: o.AccessKeyID,
 			SecretAccessKey: secret("auth.aws_sigv4.secret_access_key"), SessionToken: secret("auth.aws_sigv4.session_token"), S3: o.S3})
-		err = add("auth.aws_sigv4", s, e)
+		add("auth.aws_sigv4", s, e)
 	case a.AzureBlob != nil:
 		s, e := auth.NewAzureBlob(auth.AzureBlobOptions{SAS: secret("auth.azure_blob.sas"), Account: a.AzureBlob.Account,
 			AccountKey: secret("auth.azure_blob.account_key"), TTL: time.Duration(a.AzureBlob.TTL)})
-		err = add("auth.azure_blob", s, e)
+		add("auth.azure_blob", s, e)
 	case a.AzureEventHubs != nil:
 		o := a.AzureEventHubs
 		s, e := auth.NewAzureEventHubs(auth.AzureEventHubsOptions{KeyName: o.KeyName, Key: secret("auth.azure_event_hubs.key"),
 			TTL: time.Duration(o.TTL)})
-		err = add("auth.azure_event_hubs", s, e)
+		add("auth.azure_event_hubs", s, e)
 	}
-	if h := rc.Sign.HMAC; h != nil && err == nil {
+	if h := rc.Sign.HMAC; h != nil {
 		s, e := auth.NewHMAC(auth.HMACOptions{Key: []byte(secret("sign.hmac.key")), Hash: h.Algorithm, Encoding: h.Encoding, Header: h.Header})
-		err = add("sign.hmac", s, e)
+		add("sign.hmac", s, e)
 	}
-	if s := rc.Sign.Sensoro; s != nil && err == nil {
+	if s := rc.Sign.Sensoro; s != nil {
 		sg, e := auth.NewSensoro(auth.SensoroOptions{AppID: rc.AppID, AppSecret: []byte(secret("sign.sensoro.app_secret"))})
-		err = add("sign.sensoro", sg, e)
+		add("sign.sensoro", sg, e)
 	}
-	if w := rc.Sign.Webhooks; w != nil && err == nil {
+	if w := rc.Sign.Webhooks; w != nil {
 		keys := make([]string, len(w.Secrets))
 		for i := range w.Secrets {
 			keys[i] = secret(fmt.Sprintf("sign.webhooks.secrets[%d]", i))
 		}
 		s, e := auth.NewWebhook(auth.WebhookOptions{Secrets: keys})
-		err = add("sign.webhooks", s, e)
+		add("sign.webhooks", s, e)
 	}
-	if err != nil {
-		return nil, err
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return chain, nil
+}
+
+// schemeErrors places the errors of a scheme's constructor, written "basic.password: ...", under
+// the route's path: "routes[0].auth.basic.password: ...". field is the scheme's section
+// ("auth.basic"); an error not named after the scheme goes under the section itself.
+func schemeErrors(path, field string, err error) []error {
+	scheme := field[strings.IndexByte(field, '.')+1:]
+	var out []error
+	for _, e := range flatten(err) {
+		msg := e.Error()
+		name := msg[:strings.IndexAny(msg+":", ".:")]
+		if name == scheme || name+"s" == scheme { // "webhook.secrets[1]" under sign.webhooks
+			out = append(out, &placedError{msg: path + "." + field + msg[len(name):], err: e})
+		} else {
+			out = append(out, &placedError{msg: path + "." + field + ": " + msg, err: e})
+		}
+	}
+	return out
+}
+
+// placedError is an error shown under another path; errors.Is and As still see it.
+type placedError struct {
+	msg string
+	err error
+}
+
+func (e *placedError) Error() string { return e.msg }
+func (e *placedError) Unwrap() error { return e.err }
+
+// flatten lists the errors joined in err (recursively), or err itself.
+func flatten(err error) []error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
 
 // clients holds the relay's delivery clients: one per distinct TLS setting of the routes.
@@ -117,28 +168,4 @@ func (c *clients) close() {
 		cl.Close()
 		c.tokens[t].CloseIdleConnections()
 	}
-}
-
-// CheckRoutes builds what the relay would build for each enabled route's TLS, auth and sign
-// sections, reading every secret and certificate file, without starting anything: the checks
-// that config validation cannot make because they depend on the machine.
-func CheckRoutes(cfg *config.Config) error {
-	cfg.Resolve()
-	var errs []error
-	for i := range cfg.Routes {
-		rc := &cfg.Routes[i]
-		if !rc.IsEnabled() {
-			continue
-		}
-		path := fmt.Sprintf("routes[%d]", i)
-		t := rc.TLS
-		if _, err := deliver.NewTLSConfig(deliver.TLSOptions{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
-			MinVersion: t.MinVersion, InsecureSkipVerify: t.InsecureSkipVerify}); err != nil {
-			errs = append(errs, fmt.Errorf("%s.tls: %w", path, err))
-		}
-		if _, err := routeAuth(rc, path, http.DefaultClient); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -45,8 +45,17 @@ type Relay struct {
 }
 
 // New opens the store and builds every part; nothing listens until Start.
+//
+// It first runs [Preflight]: its warnings are logged, its problems (all of them) returned.
 func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	cfg.Resolve() // route timeouts and retries inherit delivery's (idempotent)
+	warnings, err := Preflight(cfg)
+	for _, w := range warnings {
+		log.Warn(w, "component", "config")
+	}
+	if err != nil {
+		return nil, err
+	}
 	r := &Relay{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -68,11 +77,28 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
 	})
 	r.reg.MustRegister(commitHist, waitHist, framesHist)
+	// While the store refuses new data for lack of disk space, NDJSON connections are not read.
+	// The store can say so at Open, before the listeners exist: pause keeps the state for them.
+	var pause struct {
+		sync.Mutex
+		refused bool
+		net     *netio.Server
+	}
+	minBytes, minPercent := cfg.Store.MinFree.Value()
 	st, err := store.Open(store.Options{
+		MinFree: store.FreeSpace{Bytes: int64(minBytes), Percent: minPercent},
+		OnSpace: func(refused bool) {
+			pause.Lock()
+			pause.refused = refused
+			if pause.net != nil {
+				pause.net.PauseNDJSON(refused)
+			}
+			pause.Unlock()
+		},
 		Dir:        cfg.DataDir,
 		Sync:       cfg.Store.Sync,
 		Logger:     log,
-		GCInterval: time.Duration(cfg.Store.GCInterval),
+		GCInterval: gcInterval(cfg.Store.GCInterval),
 		// Segments beyond what routes hold in memory keep their delivery state on disk.
 		MaxResident: cfg.Delivery.MaxQueuedMessages,
 		OnCommit: func(seg *store.Segment) {
@@ -121,6 +147,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
+
+		FailureLogInterval: time.Duration(cfg.Log.FailureInterval),
 	})
 	r.sys = sys
 	sysp.Store(sys)
@@ -139,6 +167,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		MaxLine:        int(cfg.Devices.NDJSON.MaxLine),
 		NDJSONInflight: int(cfg.Devices.NDJSON.MaxInflight),
 	}, sys)
+	pause.Lock()
+	pause.net = r.net
+	r.net.PauseNDJSON(pause.refused)
+	pause.Unlock()
 	r.registerMetrics()
 	if cfg.Admin.Listen != "" {
 		r.admin = api.New(cfg.Admin.Listen, r.reg, r.health, log)
@@ -146,6 +178,15 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		r.registerDeadLetters(r.admin)
 	}
 	return r, nil
+}
+
+// gcInterval maps store.gc_interval to the store's option: 0 leaves only the runs after
+// deliveries (the store's negative).
+func gcInterval(d config.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return time.Duration(d)
 }
 
 // sender delivers batches with client.
@@ -309,10 +350,16 @@ func (r *Relay) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// health fails once shutdown began, so a balancer stops sending devices here.
+// health fails once shutdown began, or while the store refuses new data for lack of disk
+// space, so a balancer stops sending devices here.
 func (r *Relay) health() error {
 	if r.net.Draining() {
 		return errors.New("shutting down")
+	}
+	if sp := r.store.Space(); sp.Refused {
+		const mib = 1 << 20
+		return fmt.Errorf("refusing new data: %.1f MiB free in %s, below store.min_free (%.1f MiB); taken again from %.1f MiB free",
+			float64(sp.Free)/mib, sp.Dir, float64(sp.MinFree)/mib, float64(sp.Resume)/mib)
 	}
 	return nil
 }
@@ -358,6 +405,18 @@ func (r *Relay) registerMetrics() {
 		func() float64 { return float64(st.Stats().ResidentRecords) })
 	gauge("fleetrelay_store_cold_messages", "Stored messages whose delivery state is only on disk until a route reads them back (a backlog beyond memory).",
 		func() float64 { return float64(st.Stats().ColdRecords) })
+	gauge("fleetrelay_store_free_bytes", "Free bytes on the data directory's filesystem, as the store last read them.",
+		func() float64 { return float64(r.store.Space().Free) })
+	gauge("fleetrelay_store_min_free_bytes", "Free bytes below which the store refuses new data (store.min_free, never below what the store needs once it refuses).",
+		func() float64 { return float64(r.store.Space().MinFree) })
+	gauge("fleetrelay_store_ingest_refused", "1 while the store refuses new data for lack of disk space, else 0.", func() float64 {
+		if r.store.Space().Refused {
+			return 1
+		}
+		return 0
+	})
+	counter("fleetrelay_store_refused_frames_total", "Frames the store refused for lack of disk space (native devices got ERROR 503; NDJSON lines were dropped).",
+		func() float64 { return float64(r.store.Space().RefusedFrames) })
 	gauge("fleetrelay_device_connections", "Open device TCP connections (native and NDJSON).", func() float64 { return float64(n.Stats().Connections) })
 	counter("fleetrelay_device_frames_total", "Native frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })
 	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices (native frames and NDJSON lines).", func() float64 { return float64(n.Stats().Bytes) })

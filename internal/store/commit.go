@@ -174,6 +174,7 @@ func (s *Store) stop() {
 // transaction, then updates the in-memory state and runs the callbacks.
 func (s *Store) commit() error {
 	c := &s.c
+	s.diskGate() // disk.go: reads free space when due; refuses the batch's frames while it is low
 	start := time.Now()
 	c.frames = c.frames[:0]
 	clear(c.ck)
@@ -228,7 +229,9 @@ func (s *Store) commit() error {
 		err = testCommitHook()
 	}
 	if err == nil {
+		release := s.badgerWrite() // badgerrace.go
 		err = txn.Commit()
+		release()
 	}
 	s.finish(err, segID, ckWritten, start)
 	return err

@@ -206,10 +206,17 @@ func (s *Store) DeadLetter(d *DeadLetter, finished []uint64) error {
 	if len(d.Items) == 0 && len(finished) == 0 {
 		return nil
 	}
+	var val []byte
+	if len(d.Items) > 0 {
+		val = encodeDeadLetter(d)
+		if err := s.diskRoom(int64(len(val)), false); err != nil { // disk.go: never into Badger's reserve
+			return fmt.Errorf("write dead letter of route %d: %w", d.Route, err)
+		}
+	}
 	d.ID = s.dead.next.Add(1)
 	err := s.update(func(txn *badger.Txn) error {
 		if len(d.Items) > 0 {
-			if err := txn.Set(appendDeadKey(nil, prefixDead, d.Route, d.ID), encodeDeadLetter(d)); err != nil {
+			if err := txn.Set(appendDeadKey(nil, prefixDead, d.Route, d.ID), val); err != nil {
 				return err
 			}
 		}
@@ -299,6 +306,9 @@ func (s *Store) Replay(route uint16) (letters, records int, err error) {
 			}
 			val, err := item.ValueCopy(nil) // moved as stored
 			if err != nil {
+				return err
+			}
+			if err := s.diskRoom(int64(len(val)), true); err != nil { // disk.go: a replay is new data
 				return err
 			}
 			if err := txn.Delete(key); err != nil {
@@ -396,6 +406,7 @@ func (s *Store) update(fn func(txn *badger.Txn) error) error {
 	if s.dbClosed {
 		return ErrClosed
 	}
+	defer s.badgerWrite()() // badgerrace.go
 	return s.db.Update(fn)
 }
 

@@ -25,6 +25,8 @@
 //	s/<checkpointID u64 BE>           device checkpoint: (device, last seq) pairs
 //	p/<n u32 BE>                      padding written and deleted to make Badger
 //	                                  flush its memtable (see gc.go)
+//	c/<routeID u16 BE>/<segID u64 BE> the segment is cold and the route has undone
+//	                                  records in it (empty value; see below)
 //	d/<routeID u16 BE>/<id u64 BE>    dead letter: records a route gave up on,
 //	                                  with why (see deadletter.go)
 //	q/<routeID u16 BE>/<id u64 BE>    dead letter being replayed
@@ -45,6 +47,17 @@
 //
 // The delivered watermark of a device is not stored: it is derived at Open
 // from the frames in live segments that still have undone records.
+//
+// # Memory
+//
+// The delivery state of a segment (its frames' devices, seqs and routes, and
+// the routes' done bitmaps) is held in memory only while the segment is
+// resident: up to Options.MaxResident records, plus whatever the routes hold
+// in their in-memory queues. Beyond that, segments that no route holds go
+// cold: their bitmaps are on disk, a c/ key per route with undone records
+// indexes them, and memory keeps counters only (see resident.go). A backlog
+// therefore costs disk, not memory, and Open reads each live segment once,
+// streaming, keeping the oldest resident and counting the rest cold.
 //
 // Command results are journaled and delivered like DATA frames (their records
 // hold the result data, and the route bitmaps track them), but they are not in

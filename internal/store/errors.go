@@ -13,6 +13,10 @@ var (
 	ErrTooManyRoutes = errors.New("too many routes")
 	// ErrNoDir is returned by Open when Options.Dir is empty.
 	ErrNoDir = errors.New("store directory not set")
+	// ErrDiskFull refuses new data while free space on the data directory's
+	// filesystem is below Options.MinFree, and opening a store without the
+	// free space opening needs (see disk.go).
+	ErrDiskFull = errors.New("not enough free disk space")
 	// ErrGap refuses a frame whose predecessor was not stored (see Frame.PrevSeq).
 	ErrGap = errors.New("predecessor frame not stored")
 	// ErrDamaged reports a store directory whose files are missing or damaged

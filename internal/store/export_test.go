@@ -1,6 +1,10 @@
 package store
 
-import badger "github.com/dgraph-io/badger/v4"
+import (
+	"fmt"
+
+	badger "github.com/dgraph-io/badger/v4"
+)
 
 // Test hooks for the black-box tests in package store_test.
 
@@ -46,4 +50,21 @@ func EncodeDeadLetter(d *DeadLetter) []byte { return encodeDeadLetter(d) }
 
 func DecodeDeadLetter(route uint16, id uint64, v []byte) (*DeadLetter, error) {
 	return decodeDeadLetter(route, id, v)
+}
+
+// WithStatfs makes a store read its filesystem's free space and size from
+// fn instead of statfs(2).
+func WithStatfs(fn func(dir string) (free, total int64, err error)) func(*Options) {
+	return func(o *Options) { o.statfs = fn }
+}
+
+// DebugResidency describes the residency state (for test failures).
+func DebugResidency(s *Store) string {
+	s.state.RLock()
+	defer s.state.RUnlock()
+	out := fmt.Sprintf("loaded=%v coldHas=%v coldUndone=%v coldSegs=%d resident=%d", s.res.loaded, s.res.coldHas, s.res.coldUndone, s.res.coldSegs, len(s.segs))
+	for id, seg := range s.segs {
+		out += fmt.Sprintf("\n resident %d: routes=%+v left=%d wasCold=%v", id, seg.routes, seg.left, seg.wasCold)
+	}
+	return out
 }

@@ -37,14 +37,18 @@ const gcFollowUp = time.Second
 // when woken by the committer (see above).
 func (s *Store) runGC() {
 	defer close(s.gcDone)
-	t := time.NewTicker(s.opts.GCInterval)
-	defer t.Stop()
+	var tick <-chan time.Time
+	if s.opts.GCInterval > 0 {
+		t := time.NewTicker(s.opts.GCInterval)
+		defer t.Stop()
+		tick = t.C
+	}
 	var followUp <-chan time.Time
 	for {
 		select {
 		case <-s.gcStop:
 			return
-		case <-t.C:
+		case <-tick:
 		case <-followUp:
 			followUp = nil
 		case <-s.gcWake:
@@ -68,7 +72,9 @@ func (s *Store) runGC() {
 // reports whether it rewrote any, and ok false if the store is closing.
 func (s *Store) collectGarbage() (rewrote, ok bool) {
 	for {
+		release := s.badgerGC() // badgerrace.go
 		err := s.db.RunValueLogGC(gcDiscardRatio)
+		release()
 		if err == nil {
 			rewrote = true
 			s.stats.vlogGC.Add(1)

@@ -33,7 +33,7 @@ type Options struct {
 	MaxResident int
 	// GCInterval is the period of Badger value-log garbage collection,
 	// which also runs soon after segments are retired (see gc.go). Default
-	// 1 minute.
+	// 1 minute; negative: only the runs after retirements.
 	GCInterval time.Duration
 	// OnCommit, if set, is called from the committer goroutine after each
 	// durable commit that wrote a segment, after the done callbacks of the
@@ -54,6 +54,20 @@ type Options struct {
 	// commit took, and how long the oldest of them waited from Append to the
 	// end of the commit (the longest any of them waited). It must not block.
 	ObserveCommit func(frames int, commit, oldestWait time.Duration)
+	// MinFree is the free space on Dir's filesystem below which new data is
+	// refused (Append answers ErrDiskFull) while delivery goes on; it is
+	// taken again once delivery has freed space (see disk.go). It is never
+	// below what Badger can still write after ingest stops (Space.Reserve,
+	// ≈53 MiB plus the LSM tree), which is also the default.
+	MinFree FreeSpace
+	// OnSpace, if set, is called when the store starts refusing new data for
+	// lack of disk space (true), at Open too, and when it takes new data
+	// again (false). Calls are serialised, from the committer or the
+	// disk-watch goroutine; it must not block and must not call Append or
+	// Close. It may call Space.
+	OnSpace func(refused bool)
+
+	statfs statfsFunc // tests: free space of a directory; nil uses statfs(2)
 }
 
 const (
@@ -85,7 +99,7 @@ func (o Options) withDefaults() Options {
 	if o.MaxResident <= 0 {
 		o.MaxResident = defaultMaxResident
 	}
-	if o.GCInterval <= 0 {
+	if o.GCInterval == 0 {
 		o.GCInterval = defaultGCInterval
 	}
 	return o

@@ -335,7 +335,9 @@ func countSet(b []byte, from, to uint32) int {
 // warm reads cold segment id back into memory and returns it decoded. It
 // returns nil, nil if id is no longer a live segment (retired, or a stale c/
 // key), and the segment without registering it if it is resident already.
-func (s *Store) warm(id uint64) (*Segment, error) {
+// A route other than 0 takes the segment (see takeLocked) in the same step, so
+// that it cannot go cold again before the route has it.
+func (s *Store) warm(id uint64, route uint16) (*Segment, error) {
 	for {
 		s.state.RLock()
 		resident := s.segs[id] != nil
@@ -347,6 +349,9 @@ func (s *Store) warm(id uint64) (*Segment, error) {
 		}
 		s.state.Lock()
 		if s.segs[id] != nil {
+			if route != 0 {
+				s.takeLocked(route, id)
+			}
 			s.state.Unlock()
 			return dec, nil
 		}
@@ -357,6 +362,9 @@ func (s *Store) warm(id uint64) (*Segment, error) {
 			continue
 		}
 		s.warmLocked(dec, size, bits)
+		if route != 0 {
+			s.takeLocked(route, id)
+		}
 		s.state.Unlock()
 		return dec, nil
 	}
@@ -547,7 +555,7 @@ func (s *Store) applyColdMarks() {
 			j++
 		}
 		id := marks[i].ref.Seg
-		dec, err := s.warm(id)
+		dec, err := s.warm(id, 0)
 		if err != nil {
 			s.log.Warn("read cold segment for marks; they are applied after a restart", "segment", id, "err", err)
 		}

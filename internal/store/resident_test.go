@@ -169,7 +169,12 @@ func TestColdPagingDelivers(t *testing.T) {
 		total += v
 	}
 	if uint64(len(seen)) != total {
-		t.Errorf("handed out %d records, want %d", len(seen), total)
+		t.Errorf("handed out %d records, want %d (cursor %d)", len(seen), total, cursor)
+		t.Logf("%s", store.DebugResidency(s))
+		_ = s.Pending(a, 0, func(seg *store.Segment, pos []uint32) bool {
+			t.Logf("from 0: segment %d positions %v", seg.ID, pos)
+			return true
+		})
 	}
 	checkFor(t, hang, 10*time.Millisecond, func() error {
 		if st := s.Stats(); st.SegmentsLive != 0 {

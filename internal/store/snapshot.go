@@ -33,6 +33,9 @@ func (s *Store) maybeSnapshot() {
 	if c.ckBytes < 2*devBytes+snapshotSlack {
 		return
 	}
+	if s.diskRoom(devBytes, false) != nil { // disk.go: not into Badger's reserve; tried again after the next commit
+		return
+	}
 	if err := s.snapshot(); err != nil {
 		c.ckRetryAt = 2 * c.ckBytes
 		s.log.Warn("rewrite device checkpoints", "err", err, "keys", c.ckKeys, "bytes", c.ckBytes)
@@ -144,5 +147,6 @@ func (w *batchWriter) flush() error {
 	txn := w.txn
 	w.txn = nil
 	defer txn.Discard()
+	defer w.s.badgerWrite()() // badgerrace.go
 	return txn.Commit()
 }

@@ -21,8 +21,9 @@ import (
 // methods are safe for concurrent use. Callbacks (done, OnCommit, OnDelivered)
 // are called without any store lock held.
 //
-// Goroutines: the committer (group commits), the value-log GC loop, and the
-// OnDelivered notifier; Close stops and waits for all three.
+// Goroutines: the committer (group commits), the value-log GC loop, the
+// OnDelivered notifier and the disk-watch loop (disk.go); Close stops and
+// waits for all of them.
 type Store struct {
 	opts Options
 	log  *slog.Logger
@@ -76,7 +77,7 @@ type Store struct {
 	gcStop        chan struct{}
 	gcDone        chan struct{}
 	gcWake        chan struct{} // wakes the GC loop early, capacity 1
-	writebackDone chan struct{} // nil without a writeback loop (store.sync)
+	writebackDone chan struct{} // the writeback loop (writeback.go)
 
 	opened         time.Time // monotonic base of request.at
 	valueThreshold int64     // Badger moves values at least this long to the value log
@@ -86,6 +87,10 @@ type Store struct {
 	// retiredSinceNudge counts the stored bytes of segments retired since the
 	// GC loop last made Badger flush its memtable (see gc.go).
 	retiredSinceNudge atomic.Int64
+
+	disk *diskGuard // free space (disk.go)
+
+	raceMu sync.RWMutex // value-log GC against writes, under the race detector only (badgerrace.go)
 }
 
 type request struct {
@@ -119,6 +124,10 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	bopts := badgerOptions(opts, log)
+	disk, err := newDiskGuard(opts, bopts, log) // disk.go: refuses to open without the space opening needs
+	if err != nil {
+		return nil, err
+	}
 	db, err := openBadger(bopts)
 	if err != nil {
 		return nil, explainOpen(opts.Dir, fmt.Errorf("open badger in %q: %w", opts.Dir, err))
@@ -147,6 +156,7 @@ func Open(opts Options) (*Store, error) {
 		valueThreshold: bopts.ValueThreshold,
 		memTableSize:   bopts.MemTableSize,
 		vlogFileSize:   bopts.ValueLogFileSize,
+		disk:           disk,
 	}
 	s.notFull.L = &s.mu
 	s.c.init()
@@ -160,20 +170,19 @@ func Open(opts Options) (*Store, error) {
 		return nil, explainOpen(opts.Dir, fmt.Errorf("recover store in %q: %w", opts.Dir, err))
 	}
 	if err := pre.mark(s.routes); err != nil { // the store held data from now on (marker.go)
-		_ = db.Close()
-		return nil, err
+		log.Warn("store marker not written (the next start tries again)", "err", err) // e.g. a full disk
 	}
 	if opts.OnDelivered != nil {
 		s.notify = newNotifier(opts.OnDelivered)
 		go s.notify.run()
 	}
+	// disk.go: the first free-space reading and the disk-watch loop.
+	s.startDisk()
 	retire := len(s.retire) > 0 // read before the committer runs: it owns s.retire with the state lock
 	go s.runCommitter()
 	go s.runGC()
-	if !opts.Sync {
-		s.writebackDone = make(chan struct{})
-		go s.runWriteback()
-	}
+	s.writebackDone = make(chan struct{})
+	go s.runWriteback()
 	if retire {
 		s.signal()
 	}
@@ -249,9 +258,8 @@ func (s *Store) Close() error {
 		<-s.committerDone
 		close(s.gcStop)
 		<-s.gcDone
-		if s.writebackDone != nil {
-			<-s.writebackDone
-		}
+		<-s.disk.done
+		<-s.writebackDone
 		if s.notify != nil {
 			s.notify.close()
 		}
@@ -276,7 +284,8 @@ func (s *Store) signal() {
 // Append queues f for the next group commit and returns at once, unless the
 // queue is full, in which case it waits until the committer takes a batch.
 // done is called exactly once: from the committer goroutine after the commit
-// holding f is durable (nil) or failed (the error), or synchronously from
+// holding f is durable (nil) or failed (the error; ErrDiskFull while new
+// data is refused for lack of disk space, see Space), or synchronously from
 // Append with ErrClosed after Close. The store owns f from now on. done may
 // be nil; it must not block and must not call Append or Close (Append can
 // wait for the committer, which is running done).
@@ -450,7 +459,7 @@ func (s *Store) nextPending(route uint16, cursor uint64) (id uint64, pos []uint3
 			}
 		}
 		if coldID != 0 {
-			if seg, err = s.warm(coldID); err != nil {
+			if seg, err = s.warm(coldID, route); err != nil {
 				return 0, nil, nil, err
 			}
 			if seg == nil { // a stale c/ key of a retired segment
@@ -475,13 +484,14 @@ func (s *Store) nextPending(route uint16, cursor uint64) (id uint64, pos []uint3
 		if st != nil && !st.retiring {
 			rt = st.track(route)
 		}
-		if rt == nil || rt.done == rt.total {
-			// Retired, done, or cold again meanwhile: look again from here
-			// (a segment that went cold has a c/ key for the route).
+		if st == nil {
+			// Retired, or cold again (then it has a c/ key for the route):
+			// look again from the same cursor.
 			s.state.Unlock()
-			if st == nil && coldID == 0 {
-				continue
-			}
+			continue
+		}
+		if rt == nil || rt.done == rt.total {
+			s.state.Unlock()
 			cursor = next
 			continue
 		}
@@ -554,9 +564,11 @@ func (s *Store) RouteID(name string) (uint16, error) {
 	if s.dbClosed {
 		return 0, ErrClosed
 	}
+	release := s.badgerWrite() // badgerrace.go
 	err := s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(routeNameKey(name), binary.BigEndian.AppendUint16(nil, id))
 	})
+	release()
 	if err != nil {
 		return 0, fmt.Errorf("persist route %q: %w", name, err)
 	}

@@ -26,7 +26,14 @@ import (
 // msync at rotation finds little left to do. It changes no durability promise:
 // without store.sync, acknowledged data survives a crash of the process, not
 // of the machine, as before.
+//
+// With store.sync Badger writes synchronously and the loop only pages out the
+// value log (see pageout.go).
 const writebackInterval = 50 * time.Millisecond
+
+// pageoutTicks is how often, in writeback ticks, the loop pages out the value
+// log (every 5 s).
+const pageoutTicks = 100
 
 // runWriteback is the writeback loop; it ends when gcStop closes.
 func (s *Store) runWriteback() {
@@ -35,6 +42,7 @@ func (s *Store) runWriteback() {
 	defer t.Stop()
 	var f *os.File
 	fid := -1
+	dir, pageout := mapsDir(s.opts.Dir), true
 	defer func() {
 		if f != nil {
 			f.Close()
@@ -64,9 +72,14 @@ func (s *Store) runWriteback() {
 				f, _ = os.Open(filepath.Join(s.opts.Dir, vlogName(fid)))
 			}
 		}
-		if f != nil {
+		if f != nil && !s.opts.Sync {
 			// Errors are not fatal: this only moves work earlier.
 			_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+		}
+		if pageout && tick%pageoutTicks == pageoutTicks-1 {
+			if ms, err := vlogMappings(dir, fid); err == nil && len(ms) > 0 {
+				pageout = pageOut(ms)
+			}
 		}
 	}
 }

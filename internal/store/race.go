@@ -1,0 +1,6 @@
+//go:build race
+
+package store
+
+// raceDetector is set when the race detector is on (see badgerRace).
+const raceDetector = true
