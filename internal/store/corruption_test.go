@@ -60,7 +60,7 @@ func (l *ledger) liveSegments() map[uint64]bool {
 // buildCorruptionStore writes a store in dir through its API: 8 devices,
 // frames of 2–3 records of ≈600 random letters (every segment lands in the
 // value log), every fifth frame without routes (device checkpoints), group
-// commits of at most 16 KiB (≈490 segments, ≈7 MiB); then it delivers part of it
+// commits of at most 16 KiB (≈330 segments, ≈5 MiB); then it delivers part of it
 // (delivery bitmaps), delivers a few segments completely (they retire) and
 // dead-letters one segment's records on route a. Value-log files are 1 MiB
 // (the smallest Badger allows; the caller sets it), so there are several, and value-log GC does not run.
@@ -86,7 +86,7 @@ func buildCorruptionStore(t *testing.T, dir string) *ledger {
 	l.routes = map[string]uint16{"a": ra, "b": rb}
 	rnd := rand.New(rand.NewPCG(7, 11))
 	var frames []*store.Frame
-	for seq := uint64(1); seq <= 600; seq++ {
+	for seq := uint64(1); seq <= 400; seq++ {
 		for d := range 8 {
 			dev := fmt.Sprintf("dev%d", d)
 			f := &store.Frame{Device: dev, Serial: dev, Seq: seq, ReceivedAt: int64(seq)}

@@ -91,7 +91,9 @@ func (l Loss) String() string { return l.What + ": " + l.Why }
 // names, dead letters, format and meta keys, and any key of a kind it does
 // not know — into a new Badger directory. It then opens the new directory
 // with Open, which must succeed, and reports what was kept, the pending
-// records per route, and what is known lost.
+// records per route, and what is known lost. Like Verify it holds From's
+// lock (shared) while it reads, and fails with ErrInUse while a relay holds
+// it; To must not be in use either.
 func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 	if opts.From == "" || opts.To == "" {
 		return nil, ErrNoDir

@@ -110,7 +110,9 @@ type counters struct {
 }
 
 // Open opens (creating if needed) the store in opts.Dir, rebuilds its
-// in-memory state from disk and starts its goroutines.
+// in-memory state from disk and starts its goroutines. A directory whose
+// files are missing or damaged is refused with a *DamageError (ErrDamaged,
+// see integrity.go), never opened empty.
 func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, ErrNoDir

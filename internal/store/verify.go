@@ -34,7 +34,9 @@ type VerifyReport struct {
 // memtable and value logs (checksums), every value a live key points to, and
 // that every segment, checkpoint and dead letter decodes. It reports every
 // problem it finds; an error means it could not check (the directory does not
-// exist, or a running relay holds it: ErrInUse).
+// exist, or a running relay holds it: ErrInUse). It holds the directory's
+// lock (shared) while it reads, so a relay cannot start on it meanwhile;
+// concurrent Verify and Salvage calls on one directory are safe.
 func Verify(dir string) (*VerifyReport, error) {
 	return verifyDir(dir, true)
 }
