@@ -70,13 +70,14 @@ type (
 		err      error
 	}
 	replayMsg struct{} // dead letters were moved to the replay list
+	pageMsg   struct{} // page on: the last page stopped at pageChunk records
 	tickMsg   struct{}
 	waitMsg   struct { // a lane's batch starts (on) or ends (off) waiting to retry
 		lane *lane
 		on   bool
 	}
 	drainMsg    struct{}
-	idleQuery   struct{} // answered once no batch is in flight after drainMsg
+	idleQuery   struct{} // answered once no request is running after drainMsg (see answerIdle)
 	oldestQuery struct{} // answered with the oldest pending record's receivedAt (Unix ms, 0: none)
 )
 
@@ -177,6 +178,11 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 		ra.refill()
 		ra.pump()
 		ra.answerIdle()
+	case pageMsg:
+		if ra.spill && !ra.draining && ra.queued < ra.sys.opts.MaxQueued {
+			ra.page()
+		}
+		ra.pump()
 	case replayMsg:
 		if !ra.draining {
 			ra.loadReplays()
@@ -192,6 +198,7 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 			}
 		}
 		ra.pump()
+		ra.answerIdle()
 	case tickMsg:
 		ra.timerAt = time.Time{}
 		ra.refill()
@@ -227,8 +234,11 @@ func (l *lane) first() int64 {
 	return l.q[0].f.ReceivedAt
 }
 
+// answerIdle answers the idle queries once no request or dead-letter write is running. Batches
+// waiting to retry do not count: shutdown abandons them at once (their messages stay stored)
+// rather than letting a backoff against a failing endpoint hold it for the whole grace.
 func (ra *routeActor) answerIdle() {
-	if ra.inflight > 0 || len(ra.respond) == 0 {
+	if ra.inflight-ra.waiting > 0 || len(ra.respond) == 0 {
 		return
 	}
 	for _, p := range ra.respond {
@@ -279,14 +289,22 @@ func (ra *routeActor) loadReplays() {
 	ra.setGauge()
 }
 
-// page loads undelivered records from the store until the memory budget is reached.
+// page loads undelivered records from the store until the memory budget is reached, at most
+// pageChunk at a time: with a long backlog (recovery at start-up) the first batches go out
+// after the first chunk instead of after the whole queue was read, and the rest follows in
+// pageMsg turns between deliveries.
 func (ra *routeActor) page() {
-	complete := true
+	complete, more, loaded := true, false, 0
 	err := ra.sys.opts.Journal.Pending(ra.r.ID, ra.cursor, func(seg *store.Segment, pos []uint32) bool {
 		ra.loadPositions(seg, pos)
 		ra.cursor = seg.ID
-		if ra.queued >= ra.sys.opts.MaxQueued {
+		loaded += len(pos)
+		switch {
+		case ra.queued >= ra.sys.opts.MaxQueued:
 			complete = false
+			return false
+		case loaded >= pageChunk:
+			complete, more = false, true
 			return false
 		}
 		return true
@@ -297,7 +315,13 @@ func (ra *routeActor) page() {
 		return
 	}
 	ra.spill = !complete
+	if more {
+		ra.sys.root.Send(ra.self, pageMsg{})
+	}
 }
+
+// pageChunk is how many records page reads in one actor turn.
+const pageChunk = 16384
 
 func (ra *routeActor) loadSegment(seg *store.Segment) {
 	now := time.Now()

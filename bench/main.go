@@ -11,8 +11,8 @@ import (
 	"strings"
 )
 
-// Main is the bench command line. It returns the exit code: 1 if a scenario failed or lost
-// acknowledged messages.
+// Main is the bench command line. It returns the exit code: 1 if a scenario failed, lost
+// acknowledged messages, or (crash) could not do every kill and restart.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -24,6 +24,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	tableOnly := fs.Bool("table", false, "only rewrite the results directory's README.md table from its JSON files")
 	demo := fs.Bool("demo", false, "run the demo scenario (a small fleet, relay and sink) with a status line per second; nothing is written to the results")
 	profile := fs.String("profile", "", "directory for CPU profiles of the relay and of loadgen+sink during each load, and the relay's heap after it")
+	kills := fs.Int("kills", 0, "crash scenarios: SIGKILLs of the relay (default: the scenario's crash.kills, 20)")
+	backlog := fs.Int64("backlog", 0, "backlog scenarios: queued messages to build (default: the scenario's backlog.messages, 10,000,000)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -76,7 +78,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	var done []*Result
-	opts := Options{RelayBin: bin, ResultsDir: *results, Log: stderr, ProfileDir: *profile}
+	opts := Options{RelayBin: bin, ResultsDir: *results, Log: stderr, ProfileDir: *profile, Kills: *kills, Backlog: *backlog}
 	if *demo {
 		opts.Watch = stdout
 		r, err := Run(ctx, pick[0], opts)
@@ -106,6 +108,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		if r.Account.Lost > 0 {
 			fmt.Fprintf(stderr, "bench %s: %s\n", s.Name, r.Account.String())
+			code = 1
+		}
+		if c := r.Crash; c != nil && !c.OK() {
+			fmt.Fprintf(stderr, "bench %s: %d of %d kills done %s\n", s.Name, len(c.Restarts), c.Kills, c.Error)
 			code = 1
 		}
 		done = append(done, r)

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/fleetrelay/fleetrelay/loadgen"
@@ -58,11 +59,26 @@ func (r *Result) WriteHTML(w io.Writer) error {
 	}
 	var table strings.Builder
 	WriteMarkdown(&table, []*Result{r})
+	var backlog, backlogMem template.HTML
+	if b := r.Backlog; b != nil && len(b.Samples) > 0 {
+		var bx, q, anon, file []float64
+		for _, x := range b.Samples {
+			bx = append(bx, x.T)
+			q = append(q, float64(x.Backlog))
+			anon = append(anon, x.AnonMiB)
+			file = append(file, x.FileMiB)
+		}
+		backlog = template.HTML(loadgen.SVGChart("queued messages", bx, []loadgen.Series{{Name: "backlog", Color: "#ff7f0e", Values: q}}))
+		backlogMem = template.HTML(loadgen.SVGChart("relay memory (MiB)", bx, []loadgen.Series{
+			{Name: "RssAnon", Color: "#8c564b", Values: anon}, {Name: "RssFile", Color: "#17becf", Values: file}}))
+	}
 	return page.Execute(w, map[string]any{
-		"Name":  r.Scenario,
-		"Desc":  r.Description,
-		"Table": table.String(),
-		"Notes": r.Notes,
+		"Backlog":    backlog,
+		"BacklogMem": backlogMem,
+		"Name":       r.Scenario,
+		"Desc":       r.Description,
+		"Table":      table.String(),
+		"Notes":      r.Notes,
 		"Load": template.HTML(loadgen.SVGChart("messages/s", ts, []loadgen.Series{
 			{Name: "sent", Color: "#1f77b4", Values: sent}, {Name: "acked", Color: "#2ca02c", Values: acked}})),
 		"Sink": template.HTML(loadgen.SVGChart("delivered/s", sx, []loadgen.Series{{Name: "sink", Color: "#9467bd", Values: sink}})),
@@ -80,11 +96,66 @@ var page = template.Must(template.New("bench").Parse(`<!doctype html>
 <h2>Delivered to the sink</h2>{{.Sink}}
 <h2>ACK latency, p99 per second</h2>{{.Lat}}
 <h2>Relay memory</h2>{{.RSS}}
+{{if .Backlog}}<h2>Backlog build-up</h2>{{.Backlog}}{{.BacklogMem}}{{end}}
 </body></html>
 `))
 
-// WriteMarkdown writes one table row per result.
+// WriteMarkdown writes one table row per result, then a table of the crash results and one of
+// the backlog results among them, if any.
 func WriteMarkdown(w io.Writer, rs []*Result) {
+	writeMainTable(w, rs)
+	var crash, backlog []*Result
+	for _, r := range rs {
+		if r.Crash != nil {
+			crash = append(crash, r)
+		}
+		if r.Backlog != nil {
+			backlog = append(backlog, r)
+		}
+	}
+	if len(crash) > 0 {
+		fmt.Fprintln(w)
+		writeCrashTable(w, crash)
+	}
+	if len(backlog) > 0 {
+		fmt.Fprintln(w)
+		writeBacklogTable(w, backlog)
+	}
+}
+
+// writeCrashTable: kills done, messages acknowledged, delivered, lost and duplicated, and how
+// long the relay took to come back.
+func writeCrashTable(w io.Writer, rs []*Result) {
+	fmt.Fprintln(w, "| crash scenario | devices | kills done | messages acked | delivered | lost | duplicates (arrivals / messages) | queued at a kill p50 / max | kill → ready p50 / max ms | kill → next ACK p50 / max ms | kill → next delivery p50 / max ms | killed before delivering |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rs {
+		c := r.Crash
+		var queued []float64
+		for _, x := range c.Restarts {
+			queued = append(queued, float64(x.Backlog))
+		}
+		fmt.Fprintf(w, "| %s | %d | %d of %d | %d | %d | %d | %d / %d | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f | %d |\n",
+			r.Scenario, r.Devices, len(c.Restarts), c.Kills, r.Account.Expected, r.Account.Received, r.Account.Lost,
+			r.Account.Dups, r.Account.DupMessages, median(queued), slices.Max(append(queued, 0)),
+			c.ReadyP50Ms, c.ReadyMaxMs, c.AckP50Ms, c.AckMaxMs, c.DeliverP50Ms, c.DeliverMaxMs, c.Undelivered)
+	}
+}
+
+// writeBacklogTable: memory without and with the backlog, the restart with it, the drain.
+func writeBacklogTable(w io.Writer, rs []*Result) {
+	fmt.Fprintln(w, "| backlog scenario | queued msgs | RSS idle: VmRSS (anon / file) | RSS at backlog: VmRSS (anon / file) | B per queued msg: anon (marginal) / VmRSS | disk | stop | start-up | RSS after start-up: VmRSS (anon / file) | drain msgs/s | lost |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	mem := func(m Mem) string { return fmt.Sprintf("%.0f MiB (%.0f / %.0f)", m.RSSMiB, m.AnonMiB, m.FileMiB) }
+	for _, r := range rs {
+		b := r.Backlog
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %.0f (%.0f) / %.0f | %.0f MiB | %.1f s | %.1f s | %s | %s | %d |\n",
+			r.Scenario, b.Backlog, mem(b.Idle), mem(b.AtBacklog), b.AnonBytesPerMessage, b.MarginalAnonBytesPerMessage,
+			b.RSSBytesPerMessage, b.DiskMiB, b.StopSeconds, b.StartSeconds, mem(b.AfterStart), num(b.DrainPerSec), r.Account.Lost)
+	}
+}
+
+// writeMainTable writes one row per result.
+func writeMainTable(w io.Writer, rs []*Result) {
 	fmt.Fprintln(w, "| scenario | devices | acked msgs/s | delivered msgs/s | ACK p50 / p99 / p99.9 ms | end-to-end p50 / p99 ms | relay µs/msg | loadgen+sink µs/msg | relay RSS peak | RSS/conn | lost | dups |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {

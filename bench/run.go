@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +26,9 @@ type Options struct {
 	Log        io.Writer // progress lines (nil: none)
 	// DrainTimeout bounds the wait for the sink to receive everything after the load (default 5m).
 	DrainTimeout time.Duration
+	// DrainQuiet ends that wait when the sink received nothing new for this long (default 30s):
+	// acknowledged messages are missing.
+	DrainQuiet time.Duration
 	// ProfileDir, when set, receives CPU profiles of the relay (over its admin listener's
 	// /debug/pprof) and of this process (loadgen and sink) taken during the load, and the
 	// relay's heap profile at its end: <scenario>-relay.cpu.pprof, <scenario>-bench.cpu.pprof,
@@ -36,6 +38,13 @@ type Options struct {
 	// Watch, when set, gets one line per second while the fleet runs: what the fleet sent and
 	// had acknowledged, what the sink received, and the relay's memory (make demo).
 	Watch io.Writer
+	// Kills, if positive, overrides a crash scenario's crash.kills (bench -kills).
+	Kills int
+	// Backlog, if positive, overrides a backlog scenario's backlog.messages (bench -backlog).
+	Backlog int64
+	// SinkChaos makes the sink lose or duplicate messages on purpose after accepting them: for
+	// the harness's own tests, which check that the accounting catches it.
+	SinkChaos loadgen.Chaos
 }
 
 // Result is one scenario's measurements.
@@ -67,6 +76,10 @@ type Result struct {
 	BenchCPUSeconds float64 `json:"benchCpuSeconds"`         // loadgen and sink (this process) during load and drain
 	RSSPerConnKiB   float64 `json:"rssPerConnKiB,omitempty"` // idle scenario: (RSS connected - idle) / devices
 
+	Crash   *CrashResult      `json:"crash,omitempty"`   // crash scenarios
+	Backlog *BacklogResult    `json:"backlog,omitempty"` // backlog scenarios
+	Sink    loadgen.SinkStats `json:"sink"`              // the sink's counters at the end
+
 	Notes         []string         `json:"notes,omitempty"`
 	Timeline      []loadgen.Second `json:"timeline"`
 	SinkPerSecond []int64          `json:"sinkPerSecond"`
@@ -94,10 +107,75 @@ func machine() Machine {
 	return m
 }
 
+// env is what a scenario runs in: a sink, a temporary directory with the relay's config and
+// data directory, and the relay's addresses.
+type env struct {
+	sink                           *loadgen.Sink
+	dir, cfgPath, dataDir          string
+	devAddr, ndjsonAddr, adminAddr string
+	log                            io.Writer
+}
+
+// newEnv starts the sink and writes the relay's config; the admin listener is configured when
+// admin is true.
+func newEnv(s *Scenario, o Options, admin bool) (*env, error) {
+	e := &env{log: o.Log}
+	if err := e.setup(s, o, admin); err != nil {
+		e.close()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (e *env) setup(s *Scenario, o Options, admin bool) error {
+	var err error
+	if e.sink, err = loadgen.StartSinkWith(loadgen.SinkOptions{Addr: "127.0.0.1:0", Chaos: o.SinkChaos}); err != nil {
+		return err
+	}
+	if e.dir, err = os.MkdirTemp("", "fleetrelay-bench-"); err != nil {
+		return err
+	}
+	e.dataDir = filepath.Join(e.dir, "data")
+	if e.devAddr, err = freeAddr(); err != nil {
+		return err
+	}
+	if s.Load.Protocol == "ndjson" {
+		if e.ndjsonAddr, err = freeAddr(); err != nil {
+			return err
+		}
+	}
+	if admin {
+		if e.adminAddr, err = freeAddr(); err != nil {
+			return err
+		}
+	}
+	e.cfgPath = filepath.Join(e.dir, "relay.yaml")
+	cfg := relayConfig(s, e.dataDir, e.devAddr, e.ndjsonAddr, e.adminAddr, e.sink.URL())
+	return os.WriteFile(e.cfgPath, []byte(cfg), 0o600)
+}
+
+// close stops the sink and removes the directory, the relay's data included.
+func (e *env) close() {
+	if e.sink != nil {
+		_ = e.sink.Close()
+	}
+	if e.dir != "" {
+		removeAll(e.dir, e.log)
+	}
+}
+
+// startRelay starts the relay on e's config and waits until it is ready (timeout).
+func (e *env) startRelay(ctx context.Context, bin string, timeout time.Duration) (*relayProc, error) {
+	return startRelay(ctx, bin, e.cfgPath, e.devAddr, e.adminAddr, timeout)
+}
+
 // Run runs one scenario end to end.
 func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 5 * time.Minute
+	}
+	if o.DrainQuiet <= 0 {
+		o.DrainQuiet = 30 * time.Second
 	}
 	logf := func(format string, a ...any) {
 		if o.Log != nil {
@@ -105,6 +183,12 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		}
 	}
 	res := &Result{Scenario: s.Name, Description: s.Description, When: time.Now().UTC(), Machine: machine(), Config: *s}
+	switch {
+	case s.Crash != nil:
+		return runCrash(ctx, s, o, res, logf)
+	case s.Backlog != nil:
+		return runBacklog(ctx, s, o, res, logf)
+	}
 
 	rate := s.Load.Rate
 	if s.Load.RateOf != "" {
@@ -118,54 +202,23 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	}
 	res.RatePerDevice = rate
 
-	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{Addr: "127.0.0.1:0"})
+	e, err := newEnv(s, o, o.ProfileDir != "")
 	if err != nil {
 		return nil, err
 	}
-	defer sink.Close()
-
-	dir, err := os.MkdirTemp("", "fleetrelay-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	devAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	ndjsonAddr := ""
-	if s.Load.Protocol == "ndjson" {
-		if ndjsonAddr, err = freeAddr(); err != nil {
-			return nil, err
-		}
-	}
-	adminAddr := ""
-	if o.ProfileDir != "" {
-		if adminAddr, err = freeAddr(); err != nil {
-			return nil, err
-		}
-	}
-	cfgPath := filepath.Join(dir, "relay.yaml")
-	if err := os.WriteFile(cfgPath, []byte(relayConfig(s, dir, devAddr, ndjsonAddr, adminAddr, sink.URL())), 0o600); err != nil {
-		return nil, err
-	}
-	relay, err := startRelay(ctx, o.RelayBin, cfgPath, devAddr)
+	defer e.close()
+	sink, devAddr, ndjsonAddr, adminAddr := e.sink, e.devAddr, e.ndjsonAddr, e.adminAddr
+	relay, err := e.startRelay(ctx, o.RelayBin, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer relay.stop()
 	time.Sleep(200 * time.Millisecond) // let the relay settle before the idle reading
 	res.RelayRSSIdleMiB = float64(relay.rss()) / (1 << 20)
-	samp := relay.sample(time.Second)
+	samp := sample(time.Second, func() float64 { return float64(relay.rss()) / (1 << 20) })
 
-	if s.Sink.DownFor > 0 || s.Sink.Delay > 0 {
-		f := loadgen.Faults{Delay: time.Duration(s.Sink.Delay)}
-		if s.Sink.DownFor > 0 {
-			f.Outages = []loadgen.Outage{{From: time.Duration(s.Sink.DownAt), Duration: time.Duration(s.Sink.DownFor)}}
-		}
-		if err := sink.SetFaults(f); err != nil {
-			return nil, err
-		}
+	if err := setSinkFaults(sink, s); err != nil {
+		return nil, err
 	}
 	payload, err := loadgen.NewPayload(s.Load.Payload)
 	if err != nil {
@@ -180,7 +233,7 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	rep, err := loadgen.Run(ctx, loadgen.RunOptions{
 		Addr: devAddr, Devices: s.Load.Devices, Rate: rate, Poisson: s.Load.Poisson, Records: s.Load.Records,
 		Payload: payload, Window: s.Load.Window, RampUp: time.Duration(s.Load.Ramp), Duration: time.Duration(s.Load.Duration),
-		Idle: s.Load.Idle, Prefix: "B", NDJSONAddr: ndjsonAddr, OnSecond: watch(o.Watch, sink, relay),
+		Idle: s.Load.Idle, Prefix: "B", NDJSONAddr: ndjsonAddr, OnSecond: watch(o.Watch, sink, relay.rss),
 		OnConnected: func() {
 			if s.Load.Idle {
 				res.RSSPerConnKiB = float64(relay.rss()) // fixed up below
@@ -232,7 +285,7 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		if got != last {
 			last, lastChange = got, time.Now()
 		}
-		if time.Now().After(deadline) || time.Since(lastChange) > 30*time.Second {
+		if time.Now().After(deadline) || time.Since(lastChange) > o.DrainQuiet {
 			res.Notes = append(res.Notes, "drain ended with messages missing")
 			break
 		}
@@ -250,6 +303,7 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	res.RelayRSSMiB = samp.values()
 
 	snap := sink.Snapshot()
+	res.Sink = snap.SinkStats
 	res.Account = account()
 	res.Delivered = res.Account.Received
 	res.DeliveredPerSec = float64(res.Delivered) / drainEnd.Sub(rep.Start).Seconds()
@@ -263,8 +317,21 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	return res, nil
 }
 
-// watch returns loadgen's per-second hook for Options.Watch (nil without a writer).
-func watch(w io.Writer, sink *loadgen.Sink, relay *relayProc) func(loadgen.Second) {
+// setSinkFaults makes the sink answer as the scenario's sink section says, from now on.
+func setSinkFaults(sink *loadgen.Sink, s *Scenario) error {
+	if s.Sink.DownFor <= 0 && s.Sink.Delay <= 0 {
+		return nil
+	}
+	f := loadgen.Faults{Delay: time.Duration(s.Sink.Delay)}
+	if s.Sink.DownFor > 0 {
+		f.Outages = []loadgen.Outage{{From: time.Duration(s.Sink.DownAt), Duration: time.Duration(s.Sink.DownFor)}}
+	}
+	return sink.SetFaults(f)
+}
+
+// watch returns loadgen's per-second hook for Options.Watch (nil without a writer); rss is the
+// relay's.
+func watch(w io.Writer, sink *loadgen.Sink, rss func() int64) func(loadgen.Second) {
 	if w == nil {
 		return nil
 	}
@@ -272,7 +339,7 @@ func watch(w io.Writer, sink *loadgen.Sink, relay *relayProc) func(loadgen.Secon
 	return func(s loadgen.Second) {
 		st := sink.Stats()
 		fmt.Fprintf(w, "%4.0fs  devices %5d  sent %7d/s  acked %7d/s  ack p99 %7.2f ms  |  sink %7d/s  total %9d  dups %d  |  relay RSS %4.0f MiB\n",
-			s.T, s.Connected, s.Sent, s.Acked, s.P99ms, st.Unique-lastUnique, st.Unique, st.Dups, float64(relay.rss())/(1<<20))
+			s.T, s.Connected, s.Sent, s.Acked, s.P99ms, st.Unique-lastUnique, st.Unique, st.Dups, float64(rss())/(1<<20))
 		lastUnique = st.Unique
 	}
 }
@@ -316,14 +383,17 @@ func freeAddr() (string, error) {
 }
 
 // relayConfig is the relay's config file for s.
-func relayConfig(s *Scenario, dir, devAddr, ndjsonAddr, adminAddr, sinkURL string) string {
+func relayConfig(s *Scenario, dataDir, devAddr, ndjsonAddr, adminAddr, sinkURL string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "data_dir: %s\nlog:\n  level: warn\n", filepath.Join(dir, "data"))
+	fmt.Fprintf(&b, "data_dir: %s\nlog:\n  level: warn\n", dataDir)
 	fmt.Fprintf(&b, "devices:\n  native:\n    tcp: %s\n    udp: \"\"\n  ack: %s\n  max_connections: %d\n", devAddr, s.Relay.Ack, max(s.Load.Devices+16, 10000))
 	if ndjsonAddr != "" {
 		fmt.Fprintf(&b, "  ndjson:\n    tcp: %s\n", ndjsonAddr)
 	}
 	fmt.Fprintf(&b, "store:\n  sync: %t\nadmin:\n  listen: %q\ndelivery:\n  allow_private_networks: true\n", s.Relay.Sync, adminAddr)
+	if s.Relay.MaxBackoff > 0 {
+		fmt.Fprintf(&b, "  retry:\n    max_backoff: %s\n", time.Duration(s.Relay.MaxBackoff))
+	}
 	if !s.Relay.NoRoute {
 		fmt.Fprintf(&b, "routes:\n  - name: bench\n    url: %s/ingest\n    concurrency: %d\n    batch:\n      max_messages: %d\n      linger: %s\n",
 			sinkURL, s.Relay.Concurrency, s.Relay.MaxMessages, time.Duration(s.Relay.Linger))
@@ -339,38 +409,29 @@ func relayConfig(s *Scenario, dir, devAddr, ndjsonAddr, adminAddr, sinkURL strin
 
 // relayProc is the relay running as a child process.
 type relayProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process exited; err is then set
+	err     error
+	started time.Time // exec
+	ready   time.Time // device listener accepting and, with an admin listener, /healthz ok
 }
 
-func startRelay(ctx context.Context, bin, cfgPath, devAddr string) (*relayProc, error) {
+// startRelay starts the relay binary on cfgPath and waits until it accepts devices on devAddr
+// and, with adminAddr set, answers /healthz with 200; it gives up after timeout.
+func startRelay(ctx context.Context, bin, cfgPath, devAddr, adminAddr string, timeout time.Duration) (*relayProc, error) {
 	cmd := exec.Command(bin, "-config", cfgPath)
 	cmd.Stderr = os.Stderr
+	p := &relayProc{cmd: cmd, done: make(chan struct{}), started: time.Now()}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start relay: %w", err)
 	}
-	p := &relayProc{cmd: cmd, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", devAddr)
-		if err == nil {
-			c.Close()
-			return p, nil
-		}
-		select {
-		case <-p.done:
-			return nil, fmt.Errorf("relay exited: %v", p.err)
-		case <-ctx.Done():
-			p.stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if i > 1500 {
-			p.stop()
-			return nil, errors.New("relay did not open its device port in 30s")
-		}
+	if err := p.waitReady(ctx, devAddr, adminAddr, timeout); err != nil {
+		p.stop()
+		return nil, err
 	}
+	p.ready = time.Now()
+	return p, nil
 }
 
 func (p *relayProc) stop() {
@@ -424,8 +485,8 @@ type sampler struct {
 	done chan struct{}
 }
 
-// sample records the relay's RSS every interval until stop.
-func (p *relayProc) sample(every time.Duration) *sampler {
+// sample records f (the relay's RSS in MiB) every interval until stop.
+func sample(every time.Duration, f func() float64) *sampler {
 	s := &sampler{quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -437,7 +498,7 @@ func (p *relayProc) sample(every time.Duration) *sampler {
 				return
 			case <-t.C:
 				s.mu.Lock()
-				s.rss = append(s.rss, float64(p.rss())/(1<<20))
+				s.rss = append(s.rss, f())
 				s.mu.Unlock()
 			}
 		}

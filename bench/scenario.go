@@ -27,6 +27,37 @@ type Scenario struct {
 	Relay RelaySpec `yaml:"relay"`
 	Load  LoadSpec  `yaml:"load"`
 	Sink  SinkSpec  `yaml:"sink"`
+
+	// Crash makes the scenario a crash test: the relay is killed with SIGKILL under load and
+	// restarted on the same data directory, again and again (bench -run crash).
+	Crash *CrashSpec `yaml:"crash"`
+	// Backlog makes the scenario a backlog test: with the endpoint down the fleet sends until
+	// the relay holds a number of queued messages (the fleet stops once it sent them; the
+	// relay's fleetrelay_route_backlog_messages confirms); memory, a restart with the backlog and
+	// the drain are measured (bench -run backlog).
+	Backlog *BacklogSpec `yaml:"backlog"`
+}
+
+// CrashSpec describes the kills of a crash scenario. The load's duration caps the test: the fleet
+// stops Tail after the last restart, or when the duration passes (the result then says how many
+// kills were done). The scenario's sink section applies too: an endpoint outage builds a backlog
+// to crash with.
+type CrashSpec struct {
+	Kills int `yaml:"kills"` // SIGKILLs (0 or absent: 20; bench -kills overrides it)
+	// Each kill comes a random time, uniform in [MinGap, MaxGap], after the relay was ready
+	// again (default 500ms..3s).
+	MinGap Duration `yaml:"min_gap"`
+	MaxGap Duration `yaml:"max_gap"`
+	Tail   Duration `yaml:"tail"` // load after the last restart (default 3s)
+	Seed   uint64   `yaml:"seed"` // of the gaps (0: random; the result records the one used)
+}
+
+// BacklogSpec describes a backlog scenario. The load's duration caps the build-up.
+type BacklogSpec struct {
+	Messages int64 `yaml:"messages"` // queued messages to build (default 10,000,000; bench -backlog overrides it)
+	// Settle is the pause before each memory reading once the fleet stopped or the relay
+	// started (default 2s).
+	Settle Duration `yaml:"settle"`
 }
 
 // RelaySpec is the part of the relay's configuration a scenario varies.
@@ -39,6 +70,7 @@ type RelaySpec struct {
 	NoRoute     bool     `yaml:"no_route"`     // run without a route (connections scenario)
 	Format      string   `yaml:"format"`       // the route's format (default envelope)
 	Template    string   `yaml:"template"`     // the route's template (format template)
+	MaxBackoff  Duration `yaml:"max_backoff"`  // delivery.retry.max_backoff (default: the relay's)
 }
 
 // LoadSpec is the simulated fleet.
@@ -129,6 +161,25 @@ func (s *Scenario) defaults() {
 	if s.Load.Payload == "" {
 		s.Load.Payload = "sensor"
 	}
+	if c := s.Crash; c != nil {
+		if c.Kills == 0 {
+			c.Kills = 20
+		}
+		if c.MinGap == 0 && c.MaxGap == 0 {
+			c.MinGap, c.MaxGap = Duration(500*time.Millisecond), Duration(3*time.Second)
+		}
+		if c.Tail == 0 {
+			c.Tail = Duration(3 * time.Second)
+		}
+	}
+	if b := s.Backlog; b != nil {
+		if b.Messages == 0 {
+			b.Messages = 10_000_000
+		}
+		if b.Settle == 0 {
+			b.Settle = Duration(2 * time.Second)
+		}
+	}
 }
 
 func (s *Scenario) validate() error {
@@ -147,6 +198,23 @@ func (s *Scenario) validate() error {
 	}
 	if s.Relay.Ack != "persist" && s.Relay.Ack != "delivery" {
 		errs = append(errs, "relay.ack: must be persist or delivery")
+	}
+	if s.Crash != nil && s.Backlog != nil {
+		errs = append(errs, "crash and backlog: a scenario is one or the other")
+	}
+	if (s.Crash != nil || s.Backlog != nil) && (s.Load.Protocol != "native" || s.Relay.NoRoute || s.Load.Idle || s.Load.RateOf != "") {
+		errs = append(errs, "crash, backlog: need native devices sending to a route at a rate of their own (no idle, no_route, ndjson, rate_of)")
+	}
+	if c := s.Crash; c != nil {
+		if c.Kills < 0 {
+			errs = append(errs, "crash.kills: must be >= 0")
+		}
+		if c.MinGap < 0 || c.MaxGap < c.MinGap {
+			errs = append(errs, "crash.min_gap, crash.max_gap: want 0 <= min_gap <= max_gap")
+		}
+	}
+	if b := s.Backlog; b != nil && b.Messages < 0 {
+		errs = append(errs, "backlog.messages: must be > 0")
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))

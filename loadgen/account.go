@@ -237,6 +237,8 @@ type Expect struct {
 	Records func(device string, seq uint64) int
 	// Sample is how many lost messages AccountReport.LostSample lists (default 10).
 	Sample int
+	// PerDevice adds a DeviceAccount per expected device to the report.
+	PerDevice bool
 }
 
 // Total is the number of messages e expects: what Account compares, without touching a sink.
@@ -266,16 +268,34 @@ func (e Expect) Total() int64 {
 
 // AccountReport compares what devices were told with what a sink received.
 type AccountReport struct {
-	Expected  int64 `json:"expected"`  // messages acknowledged to devices
-	Received  int64 `json:"received"`  // of those, the ones that arrived (at least once)
-	Lost      int64 `json:"lost"`      // Expected - Received
-	Dups      int64 `json:"dups"`      // arrivals beyond the first, of any message
-	Reordered int64 `json:"reordered"` // messages that arrived after a later one of their device
+	Expected int64 `json:"expected"` // messages acknowledged to devices
+	Received int64 `json:"received"` // of those, the ones that arrived (at least once)
+	Lost     int64 `json:"lost"`     // Expected - Received
+	Dups     int64 `json:"dups"`     // arrivals beyond the first, of any message
+	// DupMessages counts distinct messages, of any device, that arrived more than once.
+	DupMessages int64 `json:"dupMessages"`
+	Reordered   int64 `json:"reordered"` // messages that arrived after a later one of their device
 	// Extra counts distinct messages that arrived but were never acknowledged to their device,
 	// which at-least-once delivery allows (the device resends them, or its ACK was lost).
 	Extra       int64    `json:"extra"`
 	LostDevices int      `json:"lostDevices"` // devices with at least one lost message
 	LostSample  []MsgKey `json:"lostSample"`  // the first lost messages, by device then seq
+	// Devices is, with Expect.PerDevice, every expected device's part, by name.
+	Devices []DeviceAccount `json:"devices,omitempty"`
+}
+
+// DeviceAccount is one device's part of an AccountReport. Unlike the report's totals of
+// duplicates and extras, which count every device the sink saw, it counts this device alone.
+type DeviceAccount struct {
+	Device      string `json:"device"`
+	First       uint64 `json:"firstSeq"` // the first seq expected
+	Acked       uint64 `json:"ackedSeq"` // the highest seq acknowledged
+	Expected    int64  `json:"expected"` // messages acknowledged
+	Received    int64  `json:"received"` // of those, the ones that arrived
+	Lost        int64  `json:"lost"`
+	Dups        int64  `json:"dups"`        // arrivals beyond the first
+	DupMessages int64  `json:"dupMessages"` // distinct messages that arrived more than once
+	Extra       int64  `json:"extra"`       // distinct messages that arrived but were not acknowledged
 }
 
 // OK reports whether nothing acknowledged was lost.
@@ -283,8 +303,8 @@ func (r AccountReport) OK() bool { return r.Lost == 0 }
 
 func (r AccountReport) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "expected %d, received %d, lost %d (%d devices), dups %d, reordered %d, extra %d",
-		r.Expected, r.Received, r.Lost, r.LostDevices, r.Dups, r.Reordered, r.Extra)
+	fmt.Fprintf(&b, "expected %d, received %d, lost %d (%d devices), dups %d (of %d messages), reordered %d, extra %d",
+		r.Expected, r.Received, r.Lost, r.LostDevices, r.Dups, r.DupMessages, r.Reordered, r.Extra)
 	if len(r.LostSample) > 0 {
 		b.WriteString("; lost e.g.")
 		for _, k := range r.LostSample {
@@ -305,6 +325,9 @@ func Account(acked map[string]uint64, recordsPerFrame func(device string, seq ui
 // memory beyond the report.
 func (l *ledger) account(e Expect) AccountReport {
 	r := AccountReport{Dups: l.dups, Reordered: l.reordered}
+	for _, d := range l.devices {
+		r.DupMessages += int64(len(d.extra))
+	}
 	sample := e.Sample
 	if sample <= 0 {
 		sample = 10
@@ -324,7 +347,7 @@ func (l *ledger) account(e Expect) AccountReport {
 		if !ok {
 			first = 1
 		}
-		lost := int64(0)
+		lost, before := int64(0), r.Expected
 		for seq := first; seq <= e.Acked[dev]; seq++ {
 			n := 1
 			if e.Records != nil {
@@ -349,7 +372,18 @@ func (l *ledger) account(e Expect) AccountReport {
 			r.Lost += lost
 			r.LostDevices++
 		}
+		if e.PerDevice {
+			r.Devices = append(r.Devices, deviceAccount(dev, first, e.Acked[dev], d, r.Expected-before, lost))
+		}
 	}
 	r.Extra = l.unique - r.Received
 	return r
+}
+
+// deviceAccount is d's part of a report: expected of its messages were acknowledged, lost of
+// them never arrived.
+func deviceAccount(name string, first, acked uint64, d *deviceLedger, expected, lost int64) DeviceAccount {
+	received := expected - lost
+	return DeviceAccount{Device: name, First: first, Acked: acked, Expected: expected, Received: received,
+		Lost: lost, Dups: d.dups, DupMessages: int64(len(d.extra)), Extra: d.unique - received}
 }

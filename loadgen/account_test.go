@@ -2,8 +2,10 @@ package loadgen_test
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/fleetrelay/fleetrelay/loadgen"
@@ -102,6 +104,7 @@ func (f *fleet) expected(c loadgen.Chaos, batchSize int, e loadgen.Expect) (want
 		}
 	}
 	want.Dups = int64(duped)
+	want.DupMessages = int64(duped) // every message is in the stream once
 	acked := map[loadgen.MsgKey]bool{}
 	var lost []loadgen.MsgKey
 	lostDevs := map[string]bool{}
@@ -204,16 +207,64 @@ func TestAccountFunc(t *testing.T) {
 	c.post("/", second)                                                   // a retry after a lost answer: duplicates
 	records := func(_ string, seq uint64) int { return 1 + int(1-seq%2) } // even frames hold 2 records
 	got := loadgen.Account(map[string]uint64{"A": 6}, records, c.sink)
-	want := loadgen.AccountReport{Expected: 9, Received: 7, Lost: 2, Dups: 3, Reordered: 4, LostDevices: 1,
+	want := loadgen.AccountReport{Expected: 9, Received: 7, Lost: 2, Dups: 3, DupMessages: 3, Reordered: 4, LostDevices: 1,
 		LostSample: []loadgen.MsgKey{{"A", 6, 0}, {"A", 6, 1}}}
 	if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", want) {
 		t.Errorf("Account = %+v, want %+v", got, want)
 	}
-	if s := got.String(); s != "expected 9, received 7, lost 2 (1 devices), dups 3, reordered 4, extra 0; lost e.g. A-6-0 A-6-1" {
+	if s := got.String(); s != "expected 9, received 7, lost 2 (1 devices), dups 3 (of 3 messages), reordered 4, extra 0; lost e.g. A-6-0 A-6-1" {
 		t.Errorf("String() = %q", s)
 	}
 	// Nothing expected: everything is extra.
 	if got := loadgen.Account(nil, nil, c.sink); got.Extra != 7 || got.Expected != 0 || !got.OK() {
 		t.Errorf("Account(nil) = %+v", got)
+	}
+}
+
+// Per device, the account says what each device lost, how often its messages arrived twice and
+// what arrived unacknowledged; the sink answers the same over POST /account, and refuses a
+// malformed request.
+func TestAccountPerDevice(t *testing.T) {
+	c := newSink(t, loadgen.SinkOptions{})
+	c.post("/", body([]loadgen.MsgKey{{"A", 1, 0}, {"A", 1, 1}, {"A", 2, 0}, {"A", 2, 1}, {"B", 5, 0}, {"B", 5, 1}}))
+	c.post("/", body([]loadgen.MsgKey{{"A", 2, 0}, {"A", 2, 1}, {"A", 3, 0}, {"B", 5, 0}, {"C", 1, 0}}))
+	c.post("/", body([]loadgen.MsgKey{{"A", 2, 0}}))
+	req := loadgen.AccountRequest{Acked: map[string]uint64{"A": 3, "B": 6, "GHOST": 1}, First: map[string]uint64{"B": 5},
+		Records: 2, PerDevice: true}
+	want := []loadgen.DeviceAccount{
+		{Device: "A", First: 1, Acked: 3, Expected: 6, Received: 5, Lost: 1, Dups: 3, DupMessages: 2},
+		{Device: "B", First: 5, Acked: 6, Expected: 4, Received: 2, Lost: 2, Dups: 1, DupMessages: 1},
+		{Device: "GHOST", First: 1, Acked: 1, Expected: 2, Lost: 2},
+	}
+	got := c.sink.Account(req.Expect())
+	if fmt.Sprint(got.Devices) != fmt.Sprint(want) {
+		t.Errorf("Devices =\n%+v\nwant\n%+v", got.Devices, want)
+	}
+	// C is not expected: its message is extra in the totals, and its duplicates count there.
+	if got.Expected != 12 || got.Lost != 5 || got.LostDevices != 3 || got.Dups != 4 || got.DupMessages != 3 || got.Extra != 1 {
+		t.Errorf("totals %+v", got)
+	}
+	remote := loadgen.SinkClient{URL: c.sink.URL()}
+	back, err := remote.Account(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("%+v", back) != fmt.Sprintf("%+v", got) {
+		t.Errorf("POST /account =\n%+v\nwant\n%+v", back, got)
+	}
+	st, err := remote.Stats(context.Background())
+	if err != nil || st.Unique != 8 {
+		t.Errorf("GET /stats: unique %d, %v", st.Unique, err)
+	}
+	for _, bad := range []string{`{"acked":{"A":1},"recordz":2}`, `{"records":-1}`, `[`} {
+		if a := c.post("/account", []byte(bad)); a.status != 400 || !strings.Contains(a.body, "account request") {
+			t.Errorf("POST /account %s = %d %s", bad, a.status, a.body)
+		}
+	}
+	if a := c.do("GET", "/account", nil); a.status != 405 {
+		t.Errorf("GET /account = %d", a.status)
+	}
+	if st := c.sink.Stats(); st.Bad != 0 || st.Requests != 3 {
+		t.Errorf("account requests were taken for batches: %+v", st)
 	}
 }

@@ -52,6 +52,10 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML chart to this file")
 	quiet := fs.Bool("quiet", false, "no progress line even on a terminal")
+	sinkURL := fs.String("sink", "", "URL of the loadgen sink the relay delivers to: after the run, wait until it has every acknowledged message and report lost and duplicated ones (exit 1 if any was lost)")
+	var drain DrainOptions
+	fs.DurationVar(&drain.Quiet, "sink-quiet", 30*time.Second, "with -sink: stop waiting when the sink received nothing new for this long")
+	fs.DurationVar(&drain.Timeout, "sink-timeout", 10*time.Minute, "with -sink: stop waiting after this long in any case")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,6 +69,9 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		o.Progress = stderr
 	}
 	rep, err := Run(ctx, o)
+	if err == nil && *sinkURL != "" {
+		err = verify(ctx, rep, &SinkClient{URL: *sinkURL}, drain)
+	}
 	if rep != nil {
 		_ = rep.WriteText(stdout)
 		if werr := writeFile(*jsonOut, rep.WriteJSON); werr != nil {
@@ -80,11 +87,33 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	code := 0
 	if rep.Unacked > 0 {
 		fmt.Fprintf(stderr, "loadgen: %d frames never acknowledged\n", rep.Unacked)
-		return 1
+		code = 1
 	}
-	return 0
+	if a := rep.Account; a != nil && a.Lost > 0 {
+		fmt.Fprintf(stderr, "loadgen: %d acknowledged messages lost: %s\n", a.Lost, a.String())
+		code = 1
+	}
+	return code
+}
+
+// verify waits until the sink has everything rep expects, or stops receiving, and puts the
+// account, per device, in rep.
+func verify(ctx context.Context, rep *RunReport, sink *SinkClient, o DrainOptions) error {
+	req := rep.AccountRequest(true)
+	unique := func(ctx context.Context) (int64, error) {
+		st, err := sink.Stats(ctx)
+		return int64(st.Unique), err
+	}
+	account := func(ctx context.Context) (AccountReport, error) { return sink.Account(ctx, req) }
+	a, err := WaitAccount(ctx, req.Expect().Total(), unique, account, o)
+	if err != nil {
+		return fmt.Errorf("check the sink: %w", err)
+	}
+	rep.Account = &a
+	return nil
 }
 
 func mainCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -259,11 +259,31 @@ func (d *Device) SendDue(due time.Time, records ...[]byte) (uint64, error) {
 // to recs and returns them; the slices must stay valid until fill is called again. due, if not
 // nil, gives the time the i-th frame of the burst was due (default: now).
 func (d *Device) SendBurst(max int, due func(i int) time.Time, fill func(seq uint64, recs [][]byte) [][]byte) (int, error) {
+	return d.SendBurstContext(context.Background(), max, due, fill)
+}
+
+// SendBurstContext is SendBurst that stops waiting for the window, and sends nothing, when ctx
+// ends (then it returns ctx's error).
+func (d *Device) SendBurstContext(ctx context.Context, max int, due func(i int) time.Time, fill func(seq uint64, recs [][]byte) [][]byte) (int, error) {
 	d.mu.Lock()
-	for len(d.unacked) >= d.cfg.Window && d.connErr == nil && d.relayErr == nil {
+	if len(d.unacked) >= d.cfg.Window && ctx.Done() != nil { // about to wait: wake up when ctx ends
+		d.mu.Unlock()
+		stop := context.AfterFunc(ctx, func() {
+			d.mu.Lock()
+			d.cond.Broadcast()
+			d.mu.Unlock()
+		})
+		defer stop()
+		d.mu.Lock()
+	}
+	for len(d.unacked) >= d.cfg.Window && d.connErr == nil && d.relayErr == nil && ctx.Err() == nil {
 		d.cond.Wait()
 	}
 	if err := d.errLocked(); err != nil {
+		d.mu.Unlock()
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
 		d.mu.Unlock()
 		return 0, err
 	}

@@ -67,19 +67,51 @@ type RunReport struct {
 	SentPerSec   float64 `json:"sentPerSec"`
 	AckedPerSec  float64 `json:"ackedPerSec"`
 	Errors       int64   `json:"errors"`
-	Reconnects   int64   `json:"reconnects"`
+	Reconnects   int64   `json:"reconnects"` // after a failure or churn, while sending or waiting for the last ACKs
 
 	AckLatency            Latency `json:"ackLatency"`            // from when each frame was due (coordinated omission corrected)
 	AckLatencyUncorrected Latency `json:"ackLatencyUncorrected"` // from when each frame was written
 
 	Timeline []Second `json:"timeline"`
 
-	// Acked is, per device, the highest seq acknowledged (what the relay promised to keep).
-	Acked map[string]uint64 `json:"-"`
+	// Acked is, per device, the highest seq acknowledged (what the relay promised to keep),
+	// kept across reconnects and relay restarts: every record of every frame from FirstSeq to
+	// it must reach the endpoint.
+	Acked map[string]uint64 `json:"acked"`
 	// FirstSeq is the first seq every device used.
-	FirstSeq uint64 `json:"-"`
+	FirstSeq uint64 `json:"firstSeq"`
+	// Records is the number of records in every frame.
+	Records int `json:"recordsPerFrame"`
 	// Lines is, for an NDJSON run, how many frames (lines per record) each identity sent.
-	Lines map[string]int64 `json:"-"`
+	Lines map[string]int64 `json:"lines,omitempty"`
+	// Account, when the run was checked against a sink (loadgen run -sink), compares what was
+	// acknowledged with what the sink received: lost and duplicated messages, totals and per
+	// device. For an NDJSON run, what was written stands for what was acknowledged.
+	Account *AccountReport `json:"account,omitempty"`
+}
+
+// AccountRequest is what the sink must hold after this run: every record of every frame
+// acknowledged (NDJSON: written) by each device.
+func (rep *RunReport) AccountRequest(perDevice bool) AccountRequest {
+	req := AccountRequest{Acked: rep.Acked, Records: max(rep.Records, 1), PerDevice: perDevice}
+	if rep.Lines != nil {
+		req.Acked = make(map[string]uint64, len(rep.Lines))
+		for id, n := range rep.Lines {
+			req.Acked[id] = uint64(n)
+		}
+	}
+	if rep.FirstSeq > 1 && rep.Lines == nil {
+		req.First = make(map[string]uint64, len(req.Acked))
+		for id := range req.Acked {
+			req.First[id] = rep.FirstSeq
+		}
+	}
+	return req
+}
+
+// MessagesAcked is the number of messages the run's AccountRequest expects.
+func (rep *RunReport) MessagesAcked() int64 {
+	return rep.AccountRequest(false).Expect().Total()
 }
 
 func (o *RunOptions) describe() string {
@@ -103,9 +135,14 @@ func (rep *RunReport) fill(r *recorder, devs []*Device, start, sendEnd, end time
 	rep.Reconnects = r.reconnects.Load()
 	rep.Acked = make(map[string]uint64, len(devs))
 	for _, d := range devs {
-		rep.Acked[d.cfg.Hello.Serial] = d.Acked()
+		acked, next := d.Acked(), d.NextSeq()
+		if acked >= next { // WELCOME's lastSeq: the relay knows seqs this run never sent
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: the relay acknowledged seq %d, beyond the last one sent (%d): state from an earlier run with the same prefix; expecting only what was sent",
+				d.cfg.Hello.Serial, acked, next-1))
+			acked = next - 1
+		}
+		rep.Acked[d.cfg.Hello.Serial] = acked
 		rep.Unacked += int64(d.Unacked())
-		rep.FirstSeq = d.first
 	}
 	if rep.SendSeconds > 0 {
 		rep.SentPerSec = float64(rep.FramesSent) / rep.SendSeconds
@@ -130,6 +167,31 @@ func (rep *RunReport) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "records sent\t%d\t\n", rep.RecordsSent)
 	fmt.Fprintf(tw, "sent/s, acked/s\t%.0f, %.0f frames/s over %.1fs\t\n", rep.SentPerSec, rep.AckedPerSec, rep.SendSeconds)
 	fmt.Fprintf(tw, "errors, reconnects\t%d, %d\t\n", rep.Errors, rep.Reconnects)
+	if a := rep.Account; a != nil {
+		what := "acknowledged"
+		if rep.Lines != nil {
+			what = "written (NDJSON: no ACKs)"
+		}
+		fmt.Fprintf(tw, "messages %s\t%d\t\n", what, a.Expected)
+		fmt.Fprintf(tw, "delivered to the sink\t%d\t\n", a.Received)
+		fmt.Fprintf(tw, "lost after acknowledgement\t%d (%d devices)\t\n", a.Lost, a.LostDevices)
+		fmt.Fprintf(tw, "duplicates\t%d arrivals of %d messages\t\n", a.Dups, a.DupMessages)
+		shown := 0
+		for _, d := range a.Devices {
+			if d.Lost == 0 {
+				continue
+			}
+			if shown == 10 {
+				fmt.Fprintf(tw, "\t(%d more devices with losses in the JSON report)\t\n", a.LostDevices-shown)
+				break
+			}
+			fmt.Fprintf(tw, "lost %s\t%d of %d (seq %d..%d acknowledged)\t\n", d.Device, d.Lost, d.Expected, d.First, d.Acked)
+			shown++
+		}
+		for _, k := range a.LostSample[:min(len(a.LostSample), 3)] {
+			fmt.Fprintf(tw, "lost e.g.\t%s seq %d index %d\t\n", k.Device, k.Seq, k.Index)
+		}
+	}
 	fmt.Fprintln(tw, "ACK latency (ms)\tp50\tp90\tp99\tp99.9\tmax\t")
 	for _, l := range []struct {
 		name string

@@ -52,6 +52,12 @@ type RunOptions struct {
 	Idle bool
 	// OnConnected, if set, is called once when every device is connected.
 	OnConnected func()
+	// Acked and Sent, if set, count acknowledged and sent frames as the run goes (read them
+	// while it runs, e.g. to see when a restarted relay acknowledges again).
+	Acked, Sent *atomic.Int64
+	// Stop, if set, ends sending when it is closed, before Duration if need be; outstanding ACKs
+	// are still waited for.
+	Stop <-chan struct{}
 }
 
 // fdReserve is kept free of device sockets for the process's other files.
@@ -108,6 +114,13 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	}
 
 	r := newRecorder()
+	if o.Acked != nil {
+		r.acked = o.Acked
+	}
+	if o.Sent != nil {
+		r.sent = o.Sent
+	}
+	rep.FirstSeq, rep.Records = o.FirstSeq, o.Records
 	udps := make([]*UDPDevice, nUDP)
 	for i := range udps {
 		u, err := DialUDP(o.UDPAddr, fmt.Sprintf("%sU%06d", o.Prefix, i), "", o.FirstSeq)
@@ -144,6 +157,8 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	sendUntil := start.Add(o.RampUp + o.Duration)
 	runCtx, cancel := context.WithDeadline(ctx, sendUntil)
 	defer cancel()
+	stopWatch := stopOn(runCtx, o.Stop, cancel)
+	defer stopWatch()
 
 	var wg sync.WaitGroup
 	var connected atomic.Int64
@@ -215,6 +230,7 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 						time.Sleep(50 * time.Millisecond)
 						continue
 					}
+					r.reconnects.Add(1)
 				}
 				_ = d.WaitAcked(drainCtx, last)
 			}
@@ -233,6 +249,26 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		return rep, err
 	}
 	return rep, nil
+}
+
+// stopOn cancels ctx's cancel when stop is closed; the returned func ends the watch and waits
+// for it. A nil stop watches nothing.
+func stopOn(ctx context.Context, stop <-chan struct{}, cancel context.CancelFunc) (wait func()) {
+	if stop == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	quit := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		case <-quit:
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 func connectRetry(ctx context.Context, d *Device) error {
@@ -481,7 +517,7 @@ func (r *recorder) sendBurst(ctx context.Context, d *Device, o *RunOptions, rnd 
 		return recs
 	}
 	for {
-		n, err := d.SendBurst(max, due, fill)
+		n, err := d.SendBurstContext(ctx, max, due, fill)
 		if err == nil {
 			r.sent.Add(int64(n))
 			r.records.Add(int64(n * o.Records))
@@ -532,7 +568,8 @@ func (r *recorder) churn(ctx context.Context, devs []*Device, rate float64) {
 
 // recorder collects what the fleet did. Safe for concurrent use.
 type recorder struct {
-	sent, records, acked, errors, reconnects atomic.Int64
+	records, errors, reconnects atomic.Int64
+	sent, acked                 *atomic.Int64
 
 	mu          sync.Mutex
 	corrected   *hdrhistogram.Histogram // µs from due to ACK
@@ -543,6 +580,8 @@ type recorder struct {
 
 func newRecorder() *recorder {
 	return &recorder{
+		sent:        new(atomic.Int64),
+		acked:       new(atomic.Int64),
 		corrected:   hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
 		uncorrected: hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),
 		interval:    hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3),

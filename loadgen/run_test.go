@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,9 +24,33 @@ import (
 
 func startRelay(t *testing.T, sinkURL string) *relay.Relay {
 	t.Helper()
+	return startRelayAt(t, sinkURL, t.TempDir(), "127.0.0.1:0")
+}
+
+// startRelayAt starts a relay on the data directory dir with its native TCP listener on tcp and
+// shuts it down when the test ends.
+func startRelayAt(t *testing.T, sinkURL, dir, tcp string) *relay.Relay {
+	t.Helper()
+	rl, err := newRelayAt(sinkURL, dir, tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(rl) })
+	return rl
+}
+
+func shutdown(rl *relay.Relay) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = rl.Shutdown(ctx)
+}
+
+// newRelayAt starts a relay delivering to sinkURL, on the data directory dir, with its native
+// TCP listener on tcp.
+func newRelayAt(sinkURL, dir, tcp string) (*relay.Relay, error) {
 	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Devices.Native.TCP = "127.0.0.1:0"
+	cfg.DataDir = dir
+	cfg.Devices.Native.TCP = tcp
 	cfg.Devices.Native.UDP = "127.0.0.1:0"
 	cfg.Devices.NDJSON.TCP = "127.0.0.1:0"
 	cfg.Admin.Listen = ""
@@ -36,17 +62,13 @@ func startRelay(t *testing.T, sinkURL string) *relay.Relay {
 	cfg.Routes = []config.Route{r}
 	rl, err := relay.New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := rl.Start(); err != nil {
-		t.Fatal(err)
+		shutdown(rl)
+		return nil, err
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = rl.Shutdown(ctx)
-	})
-	return rl
+	return rl, nil
 }
 
 // A short run through a real relay to a real sink: every frame acknowledged and delivered, and the
@@ -93,12 +115,29 @@ func TestRunThroughRelay(t *testing.T) {
 			if int64(acked) != rep.FramesAcked {
 				t.Errorf("per-device acks sum to %d, want %d", acked, rep.FramesAcked)
 			}
+			// Everything acknowledged reached the sink, exactly once: compared message by message.
+			a := waitAccount(t, sink, rep)
+			if a.Expected != 2*rep.FramesAcked || a.Received != a.Expected || a.Lost != 0 || len(a.Devices) != 20 {
+				t.Fatalf("%d frames of 2 records acknowledged; sink account %s", rep.FramesAcked, a.String())
+			}
+			for _, d := range a.Devices {
+				if d.Dups != 0 || d.Extra != 0 {
+					t.Errorf("device %+v: duplicates or unacknowledged messages without a restart", d)
+				}
+			}
+			rep.Account = &a
 			var text, js, html bytes.Buffer
-			if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "ACK latency") {
+			if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "ACK latency") ||
+				!strings.Contains(text.String(), "lost after acknowledgement") {
 				t.Errorf("text report: %v\n%s", err, text.String())
 			}
-			var back map[string]any
-			if err := rep.WriteJSON(&js); err != nil || json.Unmarshal(js.Bytes(), &back) != nil || back["framesAcked"] == nil {
+			var back struct {
+				FramesAcked int64                  `json:"framesAcked"`
+				Acked       map[string]uint64      `json:"acked"`
+				Account     *loadgen.AccountReport `json:"account"`
+			}
+			if err := rep.WriteJSON(&js); err != nil || json.Unmarshal(js.Bytes(), &back) != nil || back.FramesAcked == 0 ||
+				len(back.Acked) != 20 || back.Account == nil || len(back.Account.Devices) != 20 {
 				t.Errorf("JSON report: %v\n%s", err, js.String())
 			}
 			if err := rep.WriteHTML(&html); err != nil || !strings.Contains(html.String(), "<svg") || strings.Contains(html.String(), "<script") {
@@ -106,28 +145,152 @@ func TestRunThroughRelay(t *testing.T) {
 			}
 		})
 	}
-	// Everything acknowledged reached the sink.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st := sink.Stats()
-		if st.Dups != 0 || st.Reordered != 0 {
-			t.Fatalf("sink %+v", st)
-		}
-		if st.Unique > 0 && sinkCaughtUp(sink) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sink has %d messages", st.Unique)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if st := sink.Stats(); st.Dups != 0 || st.Reordered != 0 {
+		t.Fatalf("sink %+v", st)
 	}
 }
 
-// sinkCaughtUp reports whether no message arrived in the last 200 ms.
-func sinkCaughtUp(s *loadgen.Sink) bool {
-	n := s.Stats().Unique
-	time.Sleep(200 * time.Millisecond)
-	return s.Stats().Unique == n
+// waitAccount waits until sink holds everything rep's devices were acknowledged (30 s at most)
+// and returns the account, per device.
+func waitAccount(t *testing.T, sink *loadgen.Sink, rep *loadgen.RunReport) loadgen.AccountReport {
+	t.Helper()
+	req := rep.AccountRequest(true)
+	unique := func(context.Context) (int64, error) { // this run's devices only: the sink is shared
+		var n int64
+		for id, d := range sink.Devices() {
+			if _, ok := req.Acked[id]; ok {
+				n += d.Unique
+			}
+		}
+		return n, nil
+	}
+	a, err := loadgen.WaitAccount(context.Background(), req.Expect().Total(), unique,
+		func(context.Context) (loadgen.AccountReport, error) { return sink.Account(req.Expect()), nil },
+		loadgen.DrainOptions{Quiet: 5 * time.Second, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// The relay stops and a new one starts on the same data directory and address while the fleet
+// sends: devices reconnect, resend what was not acknowledged, keep what was, and the account
+// over both relays is exact — every acknowledged message delivered, none twice.
+func TestRunAcrossRestart(t *testing.T) {
+	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	dir := t.TempDir()
+	first := startRelayAt(t, sink.URL(), dir, "127.0.0.1:0")
+	addr := first.DeviceTCPAddr().String()
+	var acked atomic.Int64
+	type restart struct {
+		rl       *relay.Relay
+		err      error
+		atAcked  int64
+		inLoad   bool
+		restartT time.Time
+	}
+	restarted := make(chan restart, 1)
+	loadEnd := make(chan struct{})
+	go func() { // under load, once the first relay acknowledged something: stop it, start another
+		for acked.Load() < 500 {
+			select {
+			case <-loadEnd:
+				restarted <- restart{err: errors.New("the fleet ended before 500 frames were acknowledged")}
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		n := acked.Load()
+		shutdown(first)
+		rl, err := newRelayAt(sink.URL(), dir, addr)
+		restarted <- restart{rl: rl, err: err, atAcked: n, restartT: time.Now()}
+	}()
+	start := time.Now()
+	rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
+		Addr: addr, Devices: 10, Rate: 200, Records: 2, Duration: 2 * time.Second, Acked: &acked,
+	})
+	close(loadEnd)
+	r := <-restarted
+	if r.rl != nil {
+		t.Cleanup(func() { shutdown(r.rl) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if sendEnd := start.Add(time.Duration(rep.SendSeconds * float64(time.Second))); !r.restartT.Before(sendEnd) {
+		t.Fatalf("the relay restarted after the fleet stopped sending")
+	}
+	t.Logf("restarted with %d of %d frames acknowledged", r.atAcked, rep.FramesAcked)
+	if rep.Reconnects == 0 || rep.Unacked != 0 || acked.Load() != rep.FramesAcked {
+		t.Fatalf("reconnects %d, unacked %d, acked %d (counter %d)", rep.Reconnects, rep.Unacked, rep.FramesAcked, acked.Load())
+	}
+	var sum uint64
+	for _, a := range rep.Acked {
+		sum += a
+	}
+	if int64(sum) != rep.FramesAcked {
+		t.Errorf("per-device acks sum to %d, counted %d", sum, rep.FramesAcked)
+	}
+	a := waitAccount(t, sink, rep)
+	t.Logf("across a restart: %s", a.String())
+	if a.Lost != 0 || a.Expected != 2*rep.FramesAcked || a.Received != a.Expected || a.Dups != 0 {
+		t.Fatalf("%d frames of 2 records acknowledged; account %s", rep.FramesAcked, a.String())
+	}
+}
+
+// loadgen run -sink checks the sink and fails when it lost acknowledged messages: the JSON report
+// carries the acked seqs and the account, with the exact count the sink dropped on purpose.
+func TestRunCommandChecksSink(t *testing.T) {
+	for _, drop := range []int{0, 50} {
+		t.Run(fmt.Sprintf("drop=%d", drop), func(t *testing.T) {
+			sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{Chaos: loadgen.Chaos{DropEvery: drop}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sink.Close()
+			rl := startRelay(t, sink.URL())
+			out := filepath.Join(t.TempDir(), "run.json")
+			var stdout, stderr bytes.Buffer
+			code := loadgen.Main(context.Background(), []string{"run", "-addr", rl.DeviceTCPAddr().String(),
+				"-devices", "5", "-rate", "100", "-records", "3", "-duration", "1s", "-sink", sink.URL(),
+				"-sink-quiet", "2s", "-json", out}, &stdout, &stderr)
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rep loadgen.RunReport
+			if err := json.Unmarshal(b, &rep); err != nil {
+				t.Fatal(err)
+			}
+			a := rep.Account
+			if a == nil || len(rep.Acked) != 5 || len(a.Devices) != 5 || a.Expected != 3*rep.FramesAcked || a.Expected == 0 {
+				t.Fatalf("report %s", b)
+			}
+			dropped := int64(sink.Stats().ChaosDropped)
+			if a.Lost != dropped || (drop > 0 && a.Lost == 0) {
+				t.Errorf("lost %d, the sink dropped %d", a.Lost, dropped)
+			}
+			var perDevice int64
+			for _, d := range a.Devices {
+				perDevice += d.Lost
+			}
+			if perDevice != a.Lost {
+				t.Errorf("per-device losses sum to %d, total %d", perDevice, a.Lost)
+			}
+			if want := map[bool]int{false: 0, true: 1}[drop > 0]; code != want ||
+				(drop > 0) != strings.Contains(stderr.String(), "acknowledged messages lost") {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, want, stdout.String(), stderr.String())
+			}
+			t.Logf("%s", stdout.String())
+		})
+	}
 }
 
 // With the relay paused (SIGSTOP) for a second under an open-loop load, latency measured from when

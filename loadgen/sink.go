@@ -93,7 +93,8 @@ type SinkSnapshot struct {
 }
 
 // Sink is a receiving endpoint: a fasthttp server that accepts JSON-array batches of envelopes
-// on any path but its own (GET /stats, GET /stats/devices, POST /reset, GET and POST /faults),
+// on any path but its own (GET /stats, GET /stats/devices, POST /reset, GET and POST /faults,
+// POST /account),
 // accounts for every message, and injects faults on request. Safe for concurrent use.
 type Sink struct {
 	opts SinkOptions
@@ -229,6 +230,8 @@ func (s *Sink) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(fasthttp.StatusNoContent)
 	case "/faults":
 		s.serveFaults(ctx)
+	case "/account":
+		s.serveAccount(ctx)
 	default:
 		s.ingest(ctx)
 	}

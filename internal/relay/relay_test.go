@@ -799,3 +799,71 @@ func TestSplitAndCoalescedFrames(t *testing.T) {
 	want = 500
 	waitAck()
 }
+
+// A batch waiting to retry against a failing endpoint does not hold shutdown for the whole
+// delivery.shutdown_grace: its messages stay stored and go out after the restart.
+func TestShutdownAbandonsRetryWait(t *testing.T) {
+	sink := startSink(t)
+	var mu sync.Mutex
+	down := true
+	sink.SetStatus(func(string, []byte) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return 503
+		}
+		return 200
+	})
+	cfg := testConfig(t, sink)
+	cfg.Delivery.ShutdownGrace = config.Duration(time.Minute)
+	cfg.Delivery.Retry.InitialBackoff = config.Duration(5 * time.Second)
+	cfg.Delivery.Retry.MaxBackoff = config.Duration(10 * time.Second)
+	cfg.Resolve()
+	r, err := relay.New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "W1"}, 1)
+	for range 20 {
+		if _, err := d.Send([]byte(`{"n":1}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := d.WaitAcked(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Refused; n < 1 {
+			return fmt.Errorf("%d refused so far", n)
+		}
+		return nil
+	})
+	// Without abandoning the wait this takes the whole grace (here cut to 30 s by the context);
+	// with it, a few milliseconds.
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	start := time.Now()
+	if err := r.Shutdown(sctx); err != nil {
+		t.Fatalf("Shutdown = %v after %v", err, time.Since(start))
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("Shutdown took %v with a batch waiting to retry, want far less than the grace (1m)", took)
+	}
+	t.Logf("shutdown with a batch waiting to retry took %v (grace 1m)", time.Since(start).Round(time.Millisecond))
+	d.Close()
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	startRelay(t, cfg)
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n != 20 {
+			return fmt.Errorf("sink has %d of 20 after the restart", n)
+		}
+		return nil
+	})
+}
