@@ -4,9 +4,12 @@
 //	fleetrelay dlq list -route NAME [-config FILE] [-limit N]
 //	fleetrelay dlq replay -route NAME [-config FILE]
 //	fleetrelay dlq purge -route NAME [-config FILE] [-older-than DURATION]
+//	fleetrelay store verify [-data-dir DIR | -config FILE] [-json]
+//	fleetrelay store salvage -from DIR -to NEW_DIR [-route NAME=ID]... [-json]
 //
 // dlq inspects and replays a route's dead letters: through the running relay's admin listener, or
 // in the data directory when no relay runs (a replay is then delivered when the relay starts).
+// store checks a data directory offline, or copies what is readable out of a damaged one.
 package main
 
 import (
@@ -29,6 +32,9 @@ func main() {
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "dlq" {
 		return dlq(args[1:])
+	}
+	if len(args) > 0 && args[0] == "store" {
+		return storeCmd(args[1:], os.Stdout, os.Stderr)
 	}
 	fs := flag.NewFlagSet("fleetrelay", flag.ContinueOnError)
 	path := fs.String("config", "", "YAML config file (default: embedded defaults)")

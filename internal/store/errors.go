@@ -19,4 +19,9 @@ var (
 	ErrDiskFull = errors.New("not enough free disk space")
 	// ErrGap refuses a frame whose predecessor was not stored (see Frame.PrevSeq).
 	ErrGap = errors.New("predecessor frame not stored")
+	// ErrDamaged reports a store directory whose files are missing or damaged
+	// (see DamageError): Open refuses it rather than start without its data.
+	ErrDamaged = errors.New("store directory damaged")
+	// ErrInUse reports a store directory another process (a running relay) holds.
+	ErrInUse = errors.New("store directory in use")
 )

@@ -183,7 +183,13 @@ func badgerOptions(o Options, log *slog.Logger) badger.Options {
 		WithValueLogFileSize(valueLogFileSize).
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
-		WithNumCompactors(numCompactors)
+		WithNumCompactors(numCompactors).
+		// Damaged data is an error, never garbage or a panic (integrity.go):
+		// every block read and every value read checks its checksum. Badger's
+		// OnTableRead would skip a damaged table at Open, and panics in its own
+		// goroutines on some damage; Open reads every table itself before.
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithVerifyValueChecksum(true)
 }
 
 // Stats are counters for metrics. Counts are since Open unless noted.

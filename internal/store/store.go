@@ -110,13 +110,21 @@ type counters struct {
 }
 
 // Open opens (creating if needed) the store in opts.Dir, rebuilds its
-// in-memory state from disk and starts its goroutines.
+// in-memory state from disk and starts its goroutines. A directory whose
+// files are missing or damaged is refused with a *DamageError (ErrDamaged,
+// see integrity.go), never opened empty.
 func Open(opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, ErrNoDir
 	}
 	opts = opts.withDefaults()
 	log := opts.Logger.With("component", "store")
+	// Corruption checks (integrity.go): refuse a damaged directory before
+	// Badger "repairs" it by deleting data; on a failure below, name the file.
+	pre, err := checkBeforeOpen(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
 	bopts := badgerOptions(opts, log)
 	disk, err := newDiskGuard(opts, bopts, log) // disk.go: refuses to open without the space opening needs
 	if err != nil {
@@ -124,7 +132,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	db, err := openBadger(bopts)
 	if err != nil {
-		return nil, fmt.Errorf("open badger in %q: %w", opts.Dir, err)
+		return nil, explainOpen(opts.Dir, fmt.Errorf("open badger in %q: %w", opts.Dir, err))
 	}
 	s := &Store{
 		opts:           opts,
@@ -157,11 +165,14 @@ func Open(opts Options) (*Store, error) {
 	deadMarks, err := s.loadDead()
 	if err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err)
+		return nil, explainOpen(opts.Dir, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err))
 	}
 	if err := s.load(deadMarks); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("recover store in %q: %w", opts.Dir, err)
+		return nil, explainOpen(opts.Dir, fmt.Errorf("recover store in %q: %w", opts.Dir, err))
+	}
+	if err := pre.mark(s.routes); err != nil { // the store held data from now on (marker.go)
+		log.Warn("store marker not written (the next start tries again)", "err", err) // e.g. a full disk
 	}
 	if opts.OnDelivered != nil || opts.OnWindowDelivered != nil { // window.go: OnWindowDelivered
 		s.notify = newNotifier(opts.OnDelivered, opts.OnWindowDelivered)
@@ -195,7 +206,7 @@ func openBadger(bo badger.Options) (*badger.DB, error) {
 	if size, err := largestMemtableLog(bo.Dir); err != nil {
 		return nil, err
 	} else if size > 2*bo.MemTableSize {
-		db, err := badger.Open(bo.WithMemTableSize(max(oldMemTableSize, size/2)))
+		db, err := openBadgerGuarded(bo.WithMemTableSize(max(oldMemTableSize, size/2)))
 		if err != nil {
 			return nil, err
 		}
@@ -203,7 +214,7 @@ func openBadger(bo badger.Options) (*badger.DB, error) {
 			return nil, err
 		}
 	}
-	return badger.Open(bo)
+	return openBadgerGuarded(bo) // a panic in Badger becomes an error (integrity.go)
 }
 
 // largestMemtableLog returns the size of the largest Badger memtable log
@@ -565,6 +576,9 @@ func (s *Store) RouteID(name string) (uint16, error) {
 	}
 	s.routes[name] = id
 	s.nextRoute++
+	if err := s.markRoute(s.routes); err != nil { // the marker keeps a copy (marker.go)
+		s.log.Warn("route table copy", "route", name, "err", err)
+	}
 	return id, nil
 }
 
