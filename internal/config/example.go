@@ -94,7 +94,8 @@ delivery:
   # queued and are delivered after the restart.
   shutdown_grace: 5s
   # Messages each route keeps in memory, ready to send. Beyond it new messages stay in the store and
-  # are read back as the route catches up: a long endpoint outage costs disk, not memory.
+  # are read back as the route catches up: a long endpoint outage costs disk, not memory. The
+  # store also keeps the delivery state of this many messages in memory beyond what routes hold.
   max_queued_messages: 262144
   # Backoff between attempts of a failed batch: initial_backoff, doubling up to max_backoff. A
   # server's Retry-After header is honoured instead when present. A route's retry overrides it.

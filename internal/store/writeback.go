@@ -32,7 +32,7 @@ import (
 const writebackInterval = 50 * time.Millisecond
 
 // pageoutTicks is how often, in writeback ticks, the loop pages out the value
-// log (every 5 s).
+// log: first right after Open, which reads the whole value log, then every 5 s.
 const pageoutTicks = 100
 
 // runWriteback is the writeback loop; it ends when gcStop closes.
@@ -76,7 +76,7 @@ func (s *Store) runWriteback() {
 			// Errors are not fatal: this only moves work earlier.
 			_ = unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
 		}
-		if pageout && tick%pageoutTicks == pageoutTicks-1 {
+		if pageout && tick%pageoutTicks == 0 {
 			if ms, err := vlogMappings(dir, fid); err == nil && len(ms) > 0 {
 				pageout = pageOut(ms)
 			}
