@@ -310,12 +310,7 @@ func (d *deviceActor) datagram(m *dataMsg) {
 	sys.opts.Journal.Append(f, func(err error) {
 		if err == nil {
 			sys.opts.Metrics.stored(arrived)
-			for {
-				old := e.stored.Load()
-				if f.Seq <= old || e.stored.CompareAndSwap(old, f.Seq) {
-					break
-				}
-			}
+			e.noteStored(f.Seq)
 		}
 		e.pending.Add(1)
 		e.inflight.Add(-1)
@@ -438,12 +433,7 @@ func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func
 			return
 		}
 		sys.opts.Metrics.stored(arrived)
-		for {
-			old := e.stored.Load()
-			if f.Seq <= old || e.stored.CompareAndSwap(old, f.Seq) {
-				break
-			}
-		}
+		e.noteStored(f.Seq)
 		// One ackMsg covers every commit that lands before the actor reads e.stored.
 		e.pending.Add(1)
 		e.inflight.Add(-1)
@@ -490,4 +480,15 @@ func identityFields(id string) (serial, imei string) {
 		return "", id
 	}
 	return id, ""
+}
+
+// noteStored raises e.stored to seq (commit callbacks run on the store's goroutine, in any
+// order across a device's frames).
+func (e *deviceEntry) noteStored(seq uint64) {
+	for {
+		old := e.stored.Load()
+		if seq <= old || e.stored.CompareAndSwap(old, seq) {
+			return
+		}
+	}
 }
