@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -638,20 +639,24 @@ func TestBatchLimits(t *testing.T) {
 	}
 }
 
-// With a memory budget of 50 messages per route, a backlog of 600 waits in the store and is read
-// back in order once the endpoint recovers.
-func TestBacklogPagesFromStore(t *testing.T) {
-	sink := startSink(t)
-	var mu sync.Mutex
-	down := true
+// downSink starts a sink that answers 503 until up is called, then 200.
+func downSink(t testing.TB) (sink *loadgen.Sink, up func()) {
+	sink = startSink(t)
+	var down atomic.Bool
+	down.Store(true)
 	sink.SetStatus(func(string, []byte) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
+		if down.Load() {
 			return 503
 		}
 		return 200
 	})
+	return sink, func() { down.Store(false) }
+}
+
+// With a memory budget of 50 messages per route, a backlog of 600 waits in the store and is read
+// back in order once the endpoint recovers.
+func TestBacklogPagesFromStore(t *testing.T) {
+	sink, up := downSink(t)
 	cfg := testConfig(t, sink)
 	cfg.Delivery.MaxQueuedMessages = 50
 	cfg.Routes[0].Batch.MaxMessages = 20
@@ -706,9 +711,7 @@ func TestBacklogPagesFromStore(t *testing.T) {
 		}
 		return nil
 	})
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	up()
 	checkFor(t, 60*time.Second, 10*time.Millisecond, func() error {
 		if n := sink.Stats().Unique; n != devices*frames {
 			return fmt.Errorf("sink has %d of %d", n, devices*frames)
@@ -803,17 +806,7 @@ func TestSplitAndCoalescedFrames(t *testing.T) {
 // A batch waiting to retry against a failing endpoint does not hold shutdown for the whole
 // delivery.shutdown_grace: its messages stay stored and go out after the restart.
 func TestShutdownAbandonsRetryWait(t *testing.T) {
-	sink := startSink(t)
-	var mu sync.Mutex
-	down := true
-	sink.SetStatus(func(string, []byte) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return 503
-		}
-		return 200
-	})
+	sink, up := downSink(t)
 	cfg := testConfig(t, sink)
 	cfg.Delivery.ShutdownGrace = config.Duration(time.Minute)
 	cfg.Delivery.Retry.InitialBackoff = config.Duration(5 * time.Second)
@@ -856,9 +849,7 @@ func TestShutdownAbandonsRetryWait(t *testing.T) {
 	}
 	t.Logf("shutdown with a batch waiting to retry took %v (grace 1m)", time.Since(start).Round(time.Millisecond))
 	d.Close()
-	mu.Lock()
-	down = false
-	mu.Unlock()
+	up()
 	startRelay(t, cfg)
 	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
 		if n := sink.Stats().Unique; n != 20 {
