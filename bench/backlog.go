@@ -212,11 +212,7 @@ func runBacklog(ctx context.Context, s *Scenario, o Options, res *Result, logf f
 	// The endpoint comes back: drain.
 	drainStart := time.Now()
 	e.sink.SetStatus(nil)
-	req := rep.AccountRequest(false)
-	a, err := loadgen.WaitAccount(ctx, req.Expect().Total(),
-		func(context.Context) (int64, error) { return int64(e.sink.Stats().Unique), nil },
-		func(context.Context) (loadgen.AccountReport, error) { return e.sink.Account(req.Expect()), nil },
-		loadgen.DrainOptions{Quiet: o.DrainQuiet, Timeout: o.DrainTimeout})
+	a, err := e.drain(ctx, rep, o)
 	if err != nil {
 		return nil, fmt.Errorf("drain: %w", err)
 	}

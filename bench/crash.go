@@ -200,11 +200,7 @@ func runCrash(ctx context.Context, s *Scenario, o Options, res *Result, logf fun
 	fillLoad(res, s, rep)
 
 	// Drain: the endpoint ends up with everything acknowledged, or the account says what is not.
-	req := rep.AccountRequest(false)
-	a, err := loadgen.WaitAccount(ctx, req.Expect().Total(),
-		func(context.Context) (int64, error) { return int64(e.sink.Stats().Unique), nil },
-		func(context.Context) (loadgen.AccountReport, error) { return e.sink.Account(req.Expect()), nil },
-		loadgen.DrainOptions{Quiet: o.DrainQuiet, Timeout: o.DrainTimeout})
+	a, err := e.drain(ctx, rep, o)
 	if err != nil {
 		samp.stop()
 		return nil, fmt.Errorf("drain: %w", err)

@@ -127,6 +127,16 @@ func newEnv(s *Scenario, o Options, admin bool) (*env, error) {
 	return e, nil
 }
 
+// drain waits until the sink has every message the fleet of rep had acknowledged (or the
+// drain times out) and accounts for them against the acknowledgements.
+func (e *env) drain(ctx context.Context, rep *loadgen.RunReport, o Options) (loadgen.AccountReport, error) {
+	req := rep.AccountRequest(false)
+	return loadgen.WaitAccount(ctx, req.Expect().Total(),
+		func(context.Context) (int64, error) { return int64(e.sink.Stats().Unique), nil },
+		func(context.Context) (loadgen.AccountReport, error) { return e.sink.Account(req.Expect()), nil },
+		loadgen.DrainOptions{Quiet: o.DrainQuiet, Timeout: o.DrainTimeout})
+}
+
 func (e *env) setup(s *Scenario, o Options, admin bool) error {
 	var err error
 	if e.sink, err = loadgen.StartSinkWith(loadgen.SinkOptions{Addr: "127.0.0.1:0", Chaos: o.SinkChaos}); err != nil {

@@ -83,19 +83,7 @@ func TestNDJSONBackpressure(t *testing.T) {
 	}
 	defer c.Close()
 	const total = 400_000 // ≈40 MB: far more than the socket buffers hold
-	var written atomic.Int64
-	errc := make(chan error, 1)
-	go func() {
-		w := bufio.NewWriterSize(c, 32<<10)
-		for i := range total {
-			if _, err := fmt.Fprintf(w, `{"serial":"G%d","seq":%d,"pad":"%070d"}`+"\n", i%10, i, i); err != nil {
-				errc <- err
-				return
-			}
-			written.Add(1)
-		}
-		errc <- w.Flush()
-	}()
+	written, errc := flood(c, total)
 
 	read := steady(t, h.bytes.Load)
 	stalled := steady(t, written.Load)
@@ -141,19 +129,7 @@ func TestNDJSONPause(t *testing.T) {
 	}
 	defer c.Close()
 	const total = 200_000 // ≈20 MB: more than the socket buffers hold
-	var written atomic.Int64
-	errc := make(chan error, 1)
-	go func() {
-		w := bufio.NewWriterSize(c, 32<<10)
-		for i := range total {
-			if _, err := fmt.Fprintf(w, `{"serial":"G%d","seq":%d,"pad":"%070d"}`+"\n", i%10, i, i); err != nil {
-				errc <- err
-				return
-			}
-			written.Add(1)
-		}
-		errc <- w.Flush()
-	}()
+	written, errc := flood(c, total)
 	if stalled := steady(t, written.Load); stalled >= total {
 		t.Fatalf("the gateway wrote all %d lines while the listener was paused", total)
 	}
@@ -184,4 +160,22 @@ func TestNDJSONPause(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// flood writes total NDJSON lines of ten gateways' devices to c in a goroutine, counting the
+// lines handed to the socket; errc gets the writer's end (nil once all are flushed).
+func flood(c net.Conn, total int) (written *atomic.Int64, errc chan error) {
+	written, errc = new(atomic.Int64), make(chan error, 1)
+	go func() {
+		w := bufio.NewWriterSize(c, 32<<10)
+		for i := range total {
+			if _, err := fmt.Fprintf(w, `{"serial":"G%d","seq":%d,"pad":"%070d"}`+"\n", i%10, i, i); err != nil {
+				errc <- err
+				return
+			}
+			written.Add(1)
+		}
+		errc <- w.Flush()
+	}()
+	return written, errc
 }
