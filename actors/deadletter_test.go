@@ -15,6 +15,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/codec/fields"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
+	"github.com/fleetrelay/fleetrelay/internal/pipeline"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -63,12 +64,9 @@ func TestDeadLetterWriteFailureLosesNothing(t *testing.T) {
 	sys := actors.New(actors.Options{
 		AckMode: actors.AckPersist,
 		Journal: j,
-		Routes: []*actors.Route{{ID: 1, Name: "r", Method: "POST", URL: u, MaxMessages: 10, MaxBytes: 1 << 20,
-			Concurrency: 1, Policy: &deliver.Policy{InitialBackoff: time.Millisecond, MaxAttempts: 1}}},
-		Send: func(ctx context.Context, p *deliver.Policy, req *deliver.Request,
-			build func(int, *deliver.Request) error, onResult func(int, deliver.Result)) (int, error) {
-			return deliver.Deliver(ctx, client, p, req, build, onResult)
-		},
+		Routes: []*actors.Route{{ID: 1, Name: "r", URL: u, MaxMessages: 10, MaxBytes: 1 << 20, Concurrency: 1,
+			Deliver: pipeline.New(pipeline.Options{Route: "r", Method: "POST", Client: client, Concurrency: 1,
+				Policy: &deliver.Policy{InitialBackoff: time.Millisecond, MaxAttempts: 1}})}},
 	})
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -1,49 +1,35 @@
 package actors
 
 import (
-	"crypto/rand"
-	"encoding/base32"
-	"errors"
 	"fmt"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fleetrelay/fleetrelay/codec/fields"
 	"github.com/fleetrelay/fleetrelay/codec/format"
-	"github.com/fleetrelay/fleetrelay/internal/auth"
-	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
-// Route is a compiled route: where and how its batches go.
+// Route is a compiled route as the route actor sees it: which records it takes, how it batches
+// them into lanes, and the Deliverer that takes its batches to the endpoint.
 type Route struct {
 	ID          uint16
 	Name        string
-	Method      string
-	URL         *fields.Template
+	URL         *fields.Template // resolved per device: the lane's destination
 	Headers     []Header
 	MaxMessages int
 	MaxBytes    int
 	Linger      time.Duration
-	Concurrency int           // batches in flight at once, over all lanes
-	Timeout     time.Duration // per request; 0: the client's
-	Policy      *deliver.Policy
-	Compress    deliver.Compressor // nil: bodies go uncompressed
-	Format      format.Format      // how each message is rendered; nil: envelope
-	Object      bool               // one message per request, the body its rendering (no array)
-	Filter      *Filter            // the devices it takes; nil: all
+	Concurrency int           // batches in flight at once, over all lanes (those waiting to retry aside)
+	Format      format.Format // its size hints bound a batch's bytes; nil: envelope
+	Filter      *Filter       // the devices it takes; nil: all
 	// Retention is how long a message may wait for delivery (from arrival, or from its replay);
 	// older ones move to the dead-letter list. 0: no limit.
 	Retention time.Duration
-	// Auth authenticates and signs every attempt after its body is final; nil: neither.
-	Auth auth.Chain
-	// Send delivers this route's batches; nil: the system's (Options.Send). Routes with their
-	// own TLS settings have their own client.
-	Send Sender
+	// Deliver renders, signs and sends the route's batches. Required.
+	Deliver Deliverer
 }
 
 // Header is one configured request header; its value may hold dynamic fields.
@@ -56,11 +42,9 @@ type Header struct {
 type (
 	segmentMsg struct{ seg *store.Segment }
 	batchDone  struct {
-		lane     *lane
-		items    []item
-		err      error
-		status   int // last HTTP status, 0 if none
-		attempts int
+		lane  *lane
+		items []item
+		out   Outcome
 	}
 	deadDone struct { // a dead letter was written (err nil), or not
 		lane     *lane
@@ -123,10 +107,9 @@ type routeActor struct {
 	spill  bool   // the in-memory queue is full: new segments are paged from the store later
 
 	metrics     *routeMetrics
-	fails       *failLog      // failed attempts in the log (faillog.go)
-	inflight    int           // batches in flight
-	waiting     int           // of which waiting to retry
-	slots       chan struct{} // request slots: Concurrency requests at once
+	clock       Clock
+	inflight    int // batches in flight
+	waiting     int // of which waiting to retry
 	draining    bool
 	respond     []*actor.PID   // idleQuery senders waiting for in-flight batches to end
 	replays     map[uint64]int // replay entries in memory: records not yet delivered or dead again
@@ -146,9 +129,10 @@ func newRouteActor(s *System, r *Route) *routeActor {
 		static = static && h.Value.Static()
 	}
 	return &routeActor{sys: s, r: r, lanes: make(map[string]*lane), spill: true, staticKey: static,
-		slots: make(chan struct{}, max(1, r.Concurrency)), replays: make(map[uint64]int), metrics: s.opts.Metrics.route(r.Name),
-		fails: newFailLog(s.log, r.Name, s.opts.FailureLogInterval)}
+		replays: make(map[uint64]int), metrics: s.opts.Metrics.route(r.Name), clock: s.clock}
 }
+
+func (ra *routeActor) now() time.Time { return ra.clock.Now() }
 
 func (ra *routeActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
@@ -264,7 +248,7 @@ func (ra *routeActor) refill() {
 // loadReplays enqueues the route's replay entries that are not in memory yet, until the memory
 // budget is reached. Their retention counts from now.
 func (ra *routeActor) loadReplays() {
-	now := time.Now()
+	now := ra.now()
 	more := false
 	err := ra.sys.opts.Journal.Replaying(ra.r.ID, func(d *store.DeadLetter) bool {
 		if _, ok := ra.replays[d.ID]; ok {
@@ -311,7 +295,7 @@ func (ra *routeActor) page() {
 	})
 	if err != nil {
 		ra.sys.log.Error("read pending records", "route", ra.r.Name, "err", err)
-		ra.schedule(time.Now().Add(time.Second))
+		ra.schedule(ra.now().Add(time.Second))
 		return
 	}
 	ra.spill = !complete
@@ -324,7 +308,7 @@ func (ra *routeActor) page() {
 const pageChunk = 16384
 
 func (ra *routeActor) loadSegment(seg *store.Segment) {
-	now := time.Now()
+	now := ra.now()
 	for fi, f := range seg.Frames {
 		if !hasRoute(f.Routes, ra.r.ID) {
 			continue
@@ -339,7 +323,7 @@ func (ra *routeActor) loadSegment(seg *store.Segment) {
 
 // loadPositions enqueues the records at the given sorted positions of seg.
 func (ra *routeActor) loadPositions(seg *store.Segment, pos []uint32) {
-	now := time.Now()
+	now := ra.now()
 	fi, lfi := 0, -1
 	var l *lane
 	for _, p := range pos {
@@ -429,7 +413,7 @@ func (ra *routeActor) pump() {
 	if ra.draining {
 		return
 	}
-	now := time.Now()
+	now := ra.now()
 	var next time.Time
 	for key, l := range ra.lanes {
 		if ra.inflight-ra.waiting >= ra.r.Concurrency {
@@ -457,11 +441,11 @@ func (ra *routeActor) schedule(at time.Time) {
 	}
 	ra.timerAt = at
 	self, root := ra.self, ra.sys.root
-	time.AfterFunc(time.Until(at), func() { root.Send(self, tickMsg{}) })
+	ra.clock.AfterFunc(at.Sub(ra.now()), func() { root.Send(self, tickMsg{}) })
 }
 
 func (ra *routeActor) dispatch(l *lane) {
-	now := time.Now()
+	now := ra.now()
 	if ra.r.Retention > 0 {
 		// Messages past their retention leave without an attempt.
 		cut := now.Add(-ra.r.Retention).UnixMilli()
@@ -503,103 +487,15 @@ func (ra *routeActor) dispatch(l *lane) {
 	}
 	ra.inflight++
 
-	sys, r, self, rm, fl := ra.sys, ra.r, ra.self, ra.metrics, ra.fails
-	hdr := l.headers
-	if r.Compress != nil {
-		hdr = append(hdr[:len(hdr):len(hdr)], [2]string{"Content-Encoding", r.Compress.Encoding()})
-	}
-	req := &deliver.Request{Method: r.Method, URL: l.url, Header: hdr, Timeout: r.Timeout, Slots: ra.slots}
-	var (
-		batch  auth.Batch
-		signed auth.Request // the attempt as last signed (the goroutine's own)
-	)
-	if r.Auth != nil {
-		batch = auth.Batch{ID: batchID(), Time: now}
-	}
-	send := sys.opts.Send
-	if r.Send != nil {
-		send = r.Send
-	}
+	b := &Batch{URL: l.url, Header: l.headers, ra: ra, lane: l, items: items, oldest: oldest}
+	sys, self, d := ra.sys, ra.self, ra.r.Deliver
 	sys.wg.Add(1)
 	go func() {
 		defer sys.wg.Done()
-		b := builders.get()
-		defer builders.put(b)
-		b.Reset(r.Format)
-		var zbuf *[]byte
-		if r.Compress != nil {
-			zbuf = compressBufs.Get().(*[]byte)
-			defer compressBufs.Put(zbuf)
-		}
-		build := func(attempt int, req *deliver.Request) error {
-			if attempt > 0 {
-				sys.root.Send(self, &waitMsg{lane: l, on: false})
-				if r.Retention > 0 && time.Since(time.UnixMilli(oldest)) > r.Retention {
-					return errExpired
-				}
-			}
-			b.Reset(r.Format)
-			var m format.Message
-			for i := range items {
-				it := &items[i]
-				messageOf(it.f, int(it.rec), &m)
-				m.Attempt = attempt
-				if md := sys.meta(it.f.Device); md != nil {
-					m.Custom1, m.Custom2, m.Custom3 = md.Custom1, md.Custom2, md.Custom3
-					m.Tags, m.Groups, m.Account = md.Tags, md.Groups, md.Account
-				}
-				b.Add(&m)
-			}
-			req.Body = b.Bytes()
-			if r.Object { // one message: its rendering without the array's brackets
-				req.Body = req.Body[1 : len(req.Body)-1]
-			}
-			if zbuf != nil {
-				*zbuf = r.Compress.Append((*zbuf)[:0], req.Body)
-				req.Body = *zbuf
-			}
-			if r.Auth != nil {
-				ar := auth.Request{Method: r.Method, URL: l.url, Body: req.Body, Batch: batch,
-					Header: append(make([][2]string, 0, len(hdr)+4), hdr...)}
-				if err := r.Auth.Sign(sys.ctx, &ar); err != nil {
-					return fmt.Errorf("%w: %w", deliver.ErrNotSent, err)
-				}
-				req.Method, req.URL, req.Header, req.Body = ar.Method, ar.URL, ar.Header, ar.Body
-				signed = ar
-			}
-			return nil
-		}
-		var last deliver.Result
-		onResult := func(attempt int, res deliver.Result) {
-			last = res
-			rm.attempt(r.Policy, len(items), attempt, res)
-			fl.attempt(l.url, attempt, len(items), r.Policy, res)
-			if res.Status == 401 && r.Auth != nil {
-				r.Auth.Unauthorized(&signed) // a new token for the next attempt
-			}
-			if res.Err != nil || !r.Policy.Succeeded(res.Status) {
-				// It may give up instead of waiting; batchDone clears the mark then.
-				sys.root.Send(self, &waitMsg{lane: l, on: true})
-			}
-		}
-		attempts, err := send(sys.ctx, r.Policy, req, build, onResult)
-		sys.root.Send(self, &batchDone{lane: l, items: items, err: err, status: last.Status, attempts: attempts})
+		out := d.Deliver(sys.ctx, b)
+		sys.root.Send(self, &batchDone{lane: l, items: items, out: out})
 	}()
 }
-
-// batchID returns a new batch identity: 16 random bytes, base32. It names the batch to signers
-// (webhook-id, object names) the same way across its retries.
-func batchID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return "b_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
-}
-
-// errExpired ends a delivery whose oldest message passed the route's retention.
-var errExpired = errors.New("retention exceeded")
-
-// compressBufs recycles compressed request bodies between deliveries.
-var compressBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 func (ra *routeActor) done(m *batchDone) {
 	l := m.lane
@@ -607,18 +503,22 @@ func (ra *routeActor) done(m *batchDone) {
 		ra.waiting--
 	}
 	l.flying, l.waiting = 0, false
-	switch {
-	case m.err == nil:
+	switch m.out.Result {
+	case Delivered:
 		ra.delivered(m.items)
 		if len(l.q) > 0 {
-			l.since = time.Now().Add(-ra.r.Linger) // backlog: the rest is due now
+			l.since = ra.now().Add(-ra.r.Linger) // backlog: the rest is due now
 		}
-	case errors.Is(m.err, deliver.ErrGaveUp):
-		ra.deadLetter(l, m.items, m.status, m.err.Error(), m.attempts)
+	case GaveUp:
+		why := "gave up"
+		if m.out.Err != nil {
+			why = m.out.Err.Error()
+		}
+		ra.deadLetter(l, m.items, m.out.Status, why, m.out.Attempts)
 		return // the lane stays busy until the dead letter is written
-	case errors.Is(m.err, errExpired):
+	case Expired:
 		// The expired messages leave; the others go back to the front of the lane.
-		cut := time.Now().Add(-ra.r.Retention).UnixMilli()
+		cut := ra.now().Add(-ra.r.Retention).UnixMilli()
 		var dead, rest []item
 		for _, it := range m.items {
 			if it.since < cut {
@@ -628,16 +528,16 @@ func (ra *routeActor) done(m *batchDone) {
 			}
 		}
 		ra.requeue(l, rest)
-		why := fmt.Sprintf("retention %s exceeded after %d attempts", ra.r.Retention, m.attempts)
-		if m.status != 0 {
-			why += fmt.Sprintf(", last status %d", m.status)
+		why := fmt.Sprintf("retention %s exceeded after %d attempts", ra.r.Retention, m.out.Attempts)
+		if m.out.Status != 0 {
+			why += fmt.Sprintf(", last status %d", m.out.Status)
 		}
-		ra.deadLetter(l, dead, m.status, why, m.attempts)
+		ra.deadLetter(l, dead, m.out.Status, why, m.out.Attempts)
 		return
 	default:
 		// Only shutdown ends a delivery otherwise; the records stay in the store.
-		if !errors.Is(m.err, ra.sys.ctx.Err()) {
-			ra.sys.log.Warn("delivery ended", "route", ra.r.Name, "err", m.err)
+		if ra.sys.ctx.Err() == nil {
+			ra.sys.log.Warn("delivery ended", "route", ra.r.Name, "err", m.out.Err)
 		}
 		ra.requeue(l, m.items)
 	}
@@ -690,7 +590,7 @@ func (ra *routeActor) deadLetter(l *lane, items []item, status int, why string, 
 		l.busy = false
 		return
 	}
-	d := &store.DeadLetter{Route: ra.r.ID, Status: status, Error: why, Attempts: attempts, At: time.Now().UnixMilli(),
+	d := &store.DeadLetter{Route: ra.r.ID, Status: status, Error: why, Attempts: attempts, At: ra.now().UnixMilli(),
 		Items: make([]store.DeadItem, len(items))}
 	left := make(map[uint64]int)
 	for i, it := range items {
@@ -724,7 +624,7 @@ func (ra *routeActor) deadDone(m *deadDone) {
 		// Nothing was marked: the messages go back and are tried again in a while.
 		ra.sys.log.Error("write dead letter; retrying", "route", ra.r.Name, "err", m.err)
 		ra.requeue(l, m.items)
-		l.hold = time.Now().Add(deadRetry)
+		l.hold = ra.now().Add(deadRetry)
 		ra.schedule(l.hold)
 		return
 	}

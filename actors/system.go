@@ -2,8 +2,9 @@
 // protoactor-go actor per active device identity (sequence dedupe across reconnects, seqs for
 // NDJSON lines, the store append, acknowledgements; a connected device that sends nothing holds
 // only a small registry entry, and its actor is spawned when it sends data) and one per route
-// (lanes by destination, batching, delivery, marking what was delivered). It defines the Journal
-// and Sender it needs; the composition root supplies them.
+// (lanes by destination, batching, scheduling batches, marking what was delivered or
+// dead-lettered). It defines the Journal and the Deliverer it needs (the delivery pipeline that
+// renders, signs and sends a batch lives elsewhere); the composition root supplies them.
 package actors
 
 import (
@@ -18,7 +19,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
-	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 	"github.com/fleetrelay/fleetrelay/internal/throttle"
 	"github.com/fleetrelay/fleetrelay/netio"
@@ -44,10 +44,6 @@ type Journal interface {
 	Replay(route uint16) (letters, records int, err error)
 }
 
-// Sender delivers one batch until it succeeds or ctx ends (see deliver.Deliver).
-type Sender func(ctx context.Context, p *deliver.Policy, req *deliver.Request,
-	build func(attempt int, req *deliver.Request) error, onResult func(attempt int, res deliver.Result)) (int, error)
-
 // Ack modes.
 const (
 	AckPersist  = "persist"
@@ -61,7 +57,6 @@ type Options struct {
 	Routes   []*Route
 	Fleet    map[string]*DeviceMeta // device metadata by identity (may be nil)
 	Journal  Journal
-	Send     Sender
 	Logger   *slog.Logger
 	Metrics  *Metrics // may be nil
 	// DeviceIdle retires a device actor that received nothing for this long, up to twice
@@ -71,9 +66,10 @@ type Options struct {
 	// MaxQueued caps the records a route keeps in memory; beyond it the route pages from the
 	// store (default 262144).
 	MaxQueued int
-	// FailureLogInterval: a route logs at most one failed delivery attempt per interval, with
-	// the count of those held back (default DefaultFailureLogInterval; see failLog).
-	FailureLogInterval time.Duration
+	// Clock is what the route actors read the time from and arm their timers with (linger,
+	// retention, retries of dead-letter writes); nil: the wall clock. It must be safe for
+	// concurrent use.
+	Clock Clock
 }
 
 // System runs the device and route actors. It implements netio.Dispatcher; its methods are
@@ -81,6 +77,7 @@ type Options struct {
 type System struct {
 	opts     Options
 	log      *slog.Logger
+	clock    Clock
 	as       *actor.ActorSystem
 	root     *actor.RootContext
 	disp     *workerDispatcher
@@ -136,6 +133,10 @@ func New(opts Options) *System {
 		devices:    make(map[string]*deviceEntry),
 		lostLog:    throttle.Throttle{Period: 10 * time.Second},
 		refusedLog: throttle.Throttle{Period: 10 * time.Second},
+	}
+	s.clock = opts.Clock
+	if s.clock == nil {
+		s.clock = wallClock{}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	for _, r := range opts.Routes {

@@ -4,6 +4,6 @@
 // the retry loop with exponential backoff and full jitter.
 //
 // What a body contains, how it is signed and which statuses count as
-// delivered are decided by the caller (the route actor) through Request,
+// delivered are decided by the caller (internal/pipeline) through Request,
 // the build callback of Deliver, and Policy.
 package deliver

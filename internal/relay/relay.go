@@ -22,6 +22,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
+	"github.com/fleetrelay/fleetrelay/internal/pipeline"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 	"github.com/fleetrelay/fleetrelay/netio"
 )
@@ -132,10 +133,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Timeout:              time.Duration(cfg.Delivery.Timeout),
 		Logger:               log,
 	}, byTLS: map[config.TLS]*deliver.Client{}, tokens: map[config.TLS]*http.Client{}}
-	client, _, _, err := r.clients.forTLS(config.DefaultRoute().TLS)
-	if err == nil {
-		r.routes, err = r.compileRoutes()
-	}
+	r.routes, err = r.compileRoutes(pipeline.NewMetrics(r.reg))
 	if err != nil {
 		r.clients.close()
 		_ = st.Close()
@@ -148,12 +146,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Routes:    routes,
 		Fleet:     fleet(cfg.Fleet),
 		Journal:   st,
-		Send:      sender(client),
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
-
-		FailureLogInterval: time.Duration(cfg.Log.FailureInterval),
 	})
 	r.sys = sys
 	sysp.Store(sys)
@@ -194,14 +189,6 @@ func gcInterval(d config.Duration) time.Duration {
 	return time.Duration(d)
 }
 
-// sender delivers batches with client.
-func sender(client *deliver.Client) actors.Sender {
-	return func(ctx context.Context, p *deliver.Policy, req *deliver.Request,
-		build func(int, *deliver.Request) error, onResult func(int, deliver.Result)) (int, error) {
-		return deliver.Deliver(ctx, client, p, req, build, onResult)
-	}
-}
-
 // fleet is the device metadata of the config, by identity.
 func fleet(devs []config.Device) map[string]*actors.DeviceMeta {
 	m := make(map[string]*actors.DeviceMeta, len(devs))
@@ -212,7 +199,7 @@ func fleet(devs []config.Device) map[string]*actors.DeviceMeta {
 	return m
 }
 
-func (r *Relay) compileRoutes() ([]*actors.Route, error) {
+func (r *Relay) compileRoutes(pm *pipeline.Metrics) ([]*actors.Route, error) {
 	var out []*actors.Route
 	for i := range r.cfg.Routes {
 		rc := &r.cfg.Routes[i]
@@ -230,19 +217,19 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 		rt := &actors.Route{
 			ID:          id,
 			Name:        rc.Name,
-			Method:      rc.Method,
 			URL:         u,
 			MaxMessages: rc.Batch.MaxMessages,
 			MaxBytes:    int(rc.Batch.MaxBytes),
 			Linger:      time.Duration(rc.Batch.Linger),
 			Concurrency: rc.Concurrency,
-			Timeout:     time.Duration(rc.Timeout),
 		}
+		po := pipeline.Options{Route: rc.Name, Method: rc.Method, Timeout: time.Duration(rc.Timeout), Concurrency: rc.Concurrency,
+			Metrics: pm, Logger: r.log, FailureLogInterval: time.Duration(r.cfg.Log.FailureInterval)}
 		retry := r.cfg.Delivery.Retry
 		if rc.Retry != nil {
 			retry = *rc.Retry
 		}
-		rt.Policy = &deliver.Policy{InitialBackoff: time.Duration(retry.InitialBackoff), MaxBackoff: time.Duration(retry.MaxBackoff),
+		po.Policy = &deliver.Policy{InitialBackoff: time.Duration(retry.InitialBackoff), MaxBackoff: time.Duration(retry.MaxBackoff),
 			MaxAttempts: retry.MaxAttempts}
 		rt.Retention = time.Duration(retry.Retention)
 		if codes := rc.SuccessCodes; len(codes) > 0 {
@@ -250,16 +237,17 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 			for _, c := range codes {
 				ok[c] = true
 			}
-			rt.Policy.Success = func(status int) bool { return ok[status] }
+			po.Policy.Success = func(status int) bool { return ok[status] }
 		}
-		if rt.Compress, err = deliver.NewCompressor(rc.Compression); err != nil {
+		if po.Compress, err = deliver.NewCompressor(rc.Compression); err != nil {
 			return nil, fmt.Errorf("routes[%d].compression: %w", i, err)
 		}
 		if rt.Format, err = rc.CompileFormat(); err != nil {
 			return nil, fmt.Errorf("routes[%d].format: %w", i, err)
 		}
+		po.Format = rt.Format
 		if rc.Body == config.BodyObject {
-			rt.Object, rt.MaxMessages = true, 1
+			po.Object, rt.MaxMessages = true, 1
 		}
 		path := fmt.Sprintf("routes[%d]", i)
 		cl, tokens, warn, err := r.clients.forTLS(rc.TLS)
@@ -269,10 +257,11 @@ func (r *Relay) compileRoutes() ([]*actors.Route, error) {
 		if warn != "" {
 			r.log.Warn("route TLS: "+warn, "route", rc.Name)
 		}
-		rt.Send = sender(cl)
-		if rt.Auth, err = routeAuth(rc, path, tokens); err != nil {
+		po.Client = cl
+		if po.Auth, err = routeAuth(rc, path, tokens); err != nil {
 			return nil, err
 		}
+		rt.Deliver = pipeline.New(po)
 		rt.Filter = actors.NewFilter(rc.Filter.IMEIs, rc.Filter.Tags, rc.Filter.Groups)
 		names := make([]string, 0, len(rc.Headers))
 		for k := range rc.Headers {

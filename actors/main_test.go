@@ -1,0 +1,22 @@
+package actors_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package's tests if a goroutine outlives them: every goroutine the actor
+// system starts (route deliveries, dead-letter writes, protoactor's) ends at System.Stop.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// ants' default pool, a package variable of a library gnet (netio) uses, started at
+		// init and never released.
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"),
+		// fasthttp's janitors of a closed delivery client (the tests that deliver through a real
+		// pipeline): they sleep up to 10s and stop by themselves once no connection is left.
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*Client).mCleaner"),
+		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
+	)
+}
