@@ -38,7 +38,7 @@ func run(args []string) int {
 	}
 	fs := flag.NewFlagSet("fleetrelay", flag.ContinueOnError)
 	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
-	check := fs.Bool("check-config", false, "validate the config, check it against this machine (CPUs, open-file limit), read its secrets and certificate files, and exit")
+	check := fs.Bool("check-config", false, "validate the config, compile every route as the relay does (reading its secrets and certificate files), check it against this machine (CPUs, open-file limit), and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -66,7 +66,8 @@ func run(args []string) int {
 	return 0
 }
 
-// checkConfig prints what relay.Preflight finds in the loaded cfg: warnings, then every problem.
+// checkConfig prints what relay.Preflight finds in the loaded cfg (the machine checks, and every
+// route compiled by route.Compile, then discarded): warnings, then every problem.
 func checkConfig(cfg *config.Config) int {
 	warnings, err := relay.Preflight(cfg)
 	for _, w := range warnings {

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
+	"github.com/fleetrelay/fleetrelay/internal/route"
 )
 
 // The dlq subcommand's argument and config errors; listing and replaying themselves are tested
@@ -130,5 +134,64 @@ routes:
 	want := fmt.Sprintf("warning: devices.max_connections: %d leaves 1 of the open-file limit %d", m.OpenFiles-1, m.OpenFiles)
 	if code != 0 || !strings.Contains(out, want) {
 		t.Errorf("-check-config exited %d and printed:\n%s\nwant 0 and %q", code, out, want)
+	}
+}
+
+// -check-config compiles every route with route.Compile, the function the relay starts them
+// with: a config the file check accepts, whose routes the auth schemes refuse, prints exactly
+// the problems Compile returns for each route, every one at once.
+func TestCheckConfigCompilesRoutes(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "relay.yaml")
+	yaml := `routes:
+  - name: ok
+    url: https://example.com/ok
+  - name: a
+    url: https://example.com/a
+    method: PUT
+    auth:
+      aws_sigv4: {region: eu west, access_key_id: AKIAEXAMPLE, secret_access_key: s3cret-value}
+    sign:
+      webhooks:
+        secrets: [not-a-whsec-secret]
+  - name: b
+    url: https://example.com/b
+    auth:
+      oauth2: {token_url: 'http://login.example.com/token', client_id: i, client_secret: s}
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := relay.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the file check refused the config: %v", err)
+	}
+	var want []string
+	for i, rc := range cfg.Routes {
+		_, err := route.Compile(rc, fmt.Sprintf("routes[%d]", i), route.Deps{Delivery: cfg.Delivery})
+		var ve *config.ValidationError
+		if errors.As(err, &ve) {
+			want = append(want, ve.Problems...)
+		}
+	}
+	if len(want) != 3 || !strings.HasPrefix(want[0], "routes[1].auth.aws_sigv4.region:") ||
+		!strings.HasPrefix(want[1], "routes[1].sign.webhooks.secrets[0]:") || !strings.HasPrefix(want[2], "routes[2].auth.oauth2.token_url: must be an https URL") {
+		t.Fatalf("Compile problems %q, want the region, the webhook secret and the token URL", want)
+	}
+	code, out := stderrOf(t, "-config", path, "-check-config")
+	if code != 1 {
+		t.Errorf("-check-config exited %d, want 1", code)
+	}
+	var got []string
+	for _, line := range strings.Split(out, "\n") {
+		if l := strings.TrimSpace(line); strings.HasPrefix(l, "routes[") {
+			got = append(got, l)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("-check-config printed:\n%s\nwant the problems of route.Compile:\n  %s", out, strings.Join(want, "\n  "))
+	}
+	if strings.Contains(out, "s3cret-value") {
+		t.Errorf("-check-config printed a secret's value:\n%s", out)
 	}
 }

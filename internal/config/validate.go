@@ -7,17 +7,15 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/fleetrelay/fleetrelay/codec/fields"
 	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/codec/native"
 )
-
-// DynamicFields are the per-device fields a route's url and header values may contain, written in
-// brackets: [SERIAL]. Read-only.
-var DynamicFields = []string{"SERIAL", "IMEI", "ICCID", "CUSTOM1", "CUSTOM2", "CUSTOM3"}
 
 // Limits enforced by Validate.
 const (
@@ -104,30 +102,35 @@ func (c *Config) Validate() error {
 
 	names := map[string]int{}
 	for i := range c.Routes {
-		c.validateRoute(&p, i, names)
+		r := &c.Routes[i]
+		path := fmt.Sprintf("routes[%d]", i)
+		if first, dup := names[r.Name]; dup && r.Name != "" {
+			p.add(path+".name", "duplicate route name %q (first used by routes[%d])", r.Name, first)
+		} else if r.Name != "" && routeNameRE.MatchString(r.Name) {
+			names[r.Name] = i
+		}
+		p = append(p, r.Check(path, &c.Delivery)...)
 	}
 	c.validateFleet(&p)
 	return p.err()
 }
 
-func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
-	r := &c.Routes[i]
-	path := fmt.Sprintf("routes[%d]", i)
-
+// Check returns the problems of one route that the file alone shows ("path.field: message"),
+// path being where the route is ("routes[2]"), d the delivery section it inherits from. It does
+// not read secrets or files and does not check the values that the auth schemes' constructors
+// check (internal/route.Compile reports those); a name used twice is the whole config's business
+// (see Validate).
+func (r *Route) Check(path string, d *Delivery) []string {
+	var ps problems
+	p := &ps
 	switch {
 	case r.Name == "":
 		p.add(path+".name", "required")
 	case !routeNameRE.MatchString(r.Name):
 		p.add(path+".name", "%q may only contain letters, digits, '_', '.' and '-'", r.Name)
-	default:
-		if first, dup := names[r.Name]; dup {
-			p.add(path+".name", "duplicate route name %q (first used by routes[%d])", r.Name, first)
-		} else {
-			names[r.Name] = i
-		}
 	}
 
-	c.validateURL(p, path+".url", r.URL)
+	validateURL(p, path+".url", r.URL, d.AllowPrivateNetworks)
 
 	if r.Method != "POST" && r.Method != "PUT" {
 		p.add(path+".method", "must be POST or PUT, got %q", r.Method)
@@ -170,13 +173,13 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 	}
 	nonNegative(p, path+".batch.linger", b.Linger)
 
-	if r.Timeout != c.Delivery.Timeout { // an inherited timeout was checked as delivery.timeout
+	if r.Timeout != d.Timeout { // an inherited timeout was checked as delivery.timeout
 		nonNegative(p, path+".timeout", r.Timeout)
 	}
 	if r.Concurrency < 1 || r.Concurrency > MaxRouteRequests {
 		p.add(path+".concurrency", "must be between 1 and %d, got %d", MaxRouteRequests, r.Concurrency)
 	}
-	if r.Retry != nil && *r.Retry != c.Delivery.Retry { // an inherited retry was checked as delivery.retry
+	if r.Retry != nil && *r.Retry != d.Retry { // an inherited retry was checked as delivery.retry
 		retry(p, path+".retry", *r.Retry)
 	}
 	seen := map[int]bool{}
@@ -219,6 +222,7 @@ func (c *Config) validateRoute(p *problems, i int, names map[string]int) {
 			p.add(path+".format", "%v", err)
 		}
 	}
+	return ps
 }
 
 // CompileFormat returns the route's message format with its options.
@@ -230,7 +234,7 @@ func (r *Route) CompileFormat() (format.Format, error) {
 	return format.Lookup(r.Format, o)
 }
 
-func (c *Config) validateURL(p *problems, path, raw string) {
+func validateURL(p *problems, path, raw string, allowPrivate bool) {
 	if strings.TrimSpace(raw) == "" {
 		p.add(path, "required")
 		return
@@ -261,7 +265,7 @@ func (c *Config) validateURL(p *problems, path, raw string) {
 	if u2, err := url.Parse(dynamicFieldRE.ReplaceAllString(raw, "y")); err != nil || u2.Hostname() != u.Hostname() {
 		return // the host depends on the device: checked when connecting
 	}
-	if !c.Delivery.AllowPrivateNetworks {
+	if !allowPrivate {
 		if why := privateHost(u.Hostname()); why != "" {
 			p.add(path, "host %s is %s; set delivery.allow_private_networks: true to deliver to it", u.Hostname(), why)
 		}
@@ -300,18 +304,11 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// unknownFields returns the bracketed names in s that are not dynamic fields.
+// unknownFields returns the bracketed names in s that are not dynamic fields (codec/fields).
 func unknownFields(s string) []string {
 	var bad []string
 	for _, m := range dynamicFieldRE.FindAllStringSubmatch(s, -1) {
-		known := false
-		for _, f := range DynamicFields {
-			if m[1] == f {
-				known = true
-				break
-			}
-		}
-		if !known {
+		if !slices.Contains(fields.Names(), m[1]) {
 			bad = append(bad, m[0])
 		}
 	}
@@ -319,8 +316,9 @@ func unknownFields(s string) []string {
 }
 
 func unknownFieldsMsg(bad []string) string {
-	known := make([]string, len(DynamicFields))
-	for i, f := range DynamicFields {
+	names := fields.Names()
+	known := make([]string, len(names))
+	for i, f := range names {
 		known[i] = "[" + f + "]"
 	}
 	word := "field"

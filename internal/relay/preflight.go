@@ -3,21 +3,19 @@ package relay
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"runtime"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
-	"github.com/fleetrelay/fleetrelay/internal/deliver"
+	"github.com/fleetrelay/fleetrelay/internal/route"
 )
 
 // Preflight runs the checks of cfg that depend on the machine and the process rather than on the
 // file alone, which config.Validate cannot make: devices.event_loops against the CPUs,
 // devices.max_connections against the open-file limit ([config.Config.CheckMachine] on
-// [ThisMachine]), and for every enabled route what the relay would build from its tls, auth and
-// sign sections, reading every secret and certificate file. [New] runs it before it opens
+// [ThisMachine]), and every enabled route compiled by [route.Compile] as the relay compiles it
+// (reading every secret and certificate file), then discarded. [New] runs it before it opens
 // anything, and fleetrelay -check-config prints it.
 //
 // It returns warnings ("dotted.path: message") and a [*config.ValidationError] listing every
@@ -35,22 +33,11 @@ func Preflight(cfg *config.Config) (warnings []string, err error) {
 		if !rc.IsEnabled() {
 			continue
 		}
-		path := fmt.Sprintf("routes[%d]", i)
-		t := rc.TLS
-		if _, err := deliver.NewTLSConfig(deliver.TLSOptions{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
-			MinVersion: t.MinVersion, InsecureSkipVerify: t.InsecureSkipVerify}); err != nil {
-			for _, e := range flatten(err) { // each named "tls.field: ..." or not named
-				if msg := e.Error(); strings.HasPrefix(msg, "tls.") {
-					problems = append(problems, path+"."+msg)
-				} else {
-					problems = append(problems, path+".tls: "+msg)
-				}
-			}
-		}
-		if _, err := routeAuth(rc, path, http.DefaultClient); err != nil {
-			for _, e := range flatten(err) {
-				problems = append(problems, e.Error())
-			}
+		// Compiled and discarded: the same compile the relay runs, without clients.
+		if _, err := route.Compile(*rc, fmt.Sprintf("routes[%d]", i), route.Deps{Delivery: cfg.Delivery}); errors.As(err, &ve) {
+			problems = append(problems, ve.Problems...)
+		} else if err != nil {
+			problems = append(problems, err.Error())
 		}
 	}
 	if len(problems) > 0 {

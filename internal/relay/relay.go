@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,11 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/fleetrelay/fleetrelay/actors"
-	"github.com/fleetrelay/fleetrelay/codec/fields"
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/pipeline"
+	"github.com/fleetrelay/fleetrelay/internal/route"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 	"github.com/fleetrelay/fleetrelay/netio"
 )
@@ -34,7 +32,7 @@ type Relay struct {
 	log       *slog.Logger
 	reg       *prometheus.Registry
 	store     *store.Store
-	clients   *clients
+	clients   *route.Clients
 	sys       *actors.System
 	net       *netio.Server
 	admin     *api.Server
@@ -128,14 +126,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	}
 	r.store = st
 
-	r.clients = &clients{base: deliver.Options{
+	r.clients = route.NewClients(deliver.Options{
 		AllowPrivateNetworks: cfg.Delivery.AllowPrivateNetworks,
 		Timeout:              time.Duration(cfg.Delivery.Timeout),
 		Logger:               log,
-	}, byTLS: map[config.TLS]*deliver.Client{}, tokens: map[config.TLS]*http.Client{}}
+	})
 	r.routes, err = r.compileRoutes(pipeline.NewMetrics(r.reg))
 	if err != nil {
-		r.clients.close()
+		r.clients.Close()
 		_ = st.Close()
 		return nil, err
 	}
@@ -199,6 +197,8 @@ func fleet(devs []config.Device) map[string]*actors.DeviceMeta {
 	return m
 }
 
+// compileRoutes compiles the enabled routes (route.Compile) with their delivery clients and
+// names them in the store.
 func (r *Relay) compileRoutes(pm *pipeline.Metrics) ([]*actors.Route, error) {
 	var out []*actors.Route
 	for i := range r.cfg.Routes {
@@ -206,76 +206,18 @@ func (r *Relay) compileRoutes(pm *pipeline.Metrics) ([]*actors.Route, error) {
 		if !rc.IsEnabled() {
 			continue
 		}
-		id, err := r.store.RouteID(rc.Name)
+		c, err := route.Compile(*rc, fmt.Sprintf("routes[%d]", i), route.Deps{Delivery: r.cfg.Delivery, Clients: r.clients,
+			Metrics: pm, Logger: r.log, FailureLogInterval: time.Duration(r.cfg.Log.FailureInterval)})
 		if err != nil {
-			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
-		}
-		u, err := fields.CompileURL(rc.URL)
-		if err != nil {
-			return nil, fmt.Errorf("routes[%d].url: %w", i, err)
-		}
-		rt := &actors.Route{
-			ID:          id,
-			Name:        rc.Name,
-			URL:         u,
-			MaxMessages: rc.Batch.MaxMessages,
-			MaxBytes:    int(rc.Batch.MaxBytes),
-			Linger:      time.Duration(rc.Batch.Linger),
-			Concurrency: rc.Concurrency,
-		}
-		po := pipeline.Options{Route: rc.Name, Method: rc.Method, Timeout: time.Duration(rc.Timeout), Concurrency: rc.Concurrency,
-			Metrics: pm, Logger: r.log, FailureLogInterval: time.Duration(r.cfg.Log.FailureInterval)}
-		retry := r.cfg.Delivery.Retry
-		if rc.Retry != nil {
-			retry = *rc.Retry
-		}
-		po.Policy = &deliver.Policy{InitialBackoff: time.Duration(retry.InitialBackoff), MaxBackoff: time.Duration(retry.MaxBackoff),
-			MaxAttempts: retry.MaxAttempts}
-		rt.Retention = time.Duration(retry.Retention)
-		if codes := rc.SuccessCodes; len(codes) > 0 {
-			ok := make(map[int]bool, len(codes))
-			for _, c := range codes {
-				ok[c] = true
-			}
-			po.Policy.Success = func(status int) bool { return ok[status] }
-		}
-		if po.Compress, err = deliver.NewCompressor(rc.Compression); err != nil {
-			return nil, fmt.Errorf("routes[%d].compression: %w", i, err)
-		}
-		if rt.Format, err = rc.CompileFormat(); err != nil {
-			return nil, fmt.Errorf("routes[%d].format: %w", i, err)
-		}
-		po.Format = rt.Format
-		if rc.Body == config.BodyObject {
-			po.Object, rt.MaxMessages = true, 1
-		}
-		path := fmt.Sprintf("routes[%d]", i)
-		cl, tokens, warn, err := r.clients.forTLS(rc.TLS)
-		if err != nil {
-			return nil, fmt.Errorf("%s.tls: %w", path, err)
-		}
-		if warn != "" {
-			r.log.Warn("route TLS: "+warn, "route", rc.Name)
-		}
-		po.Client = cl
-		if po.Auth, err = routeAuth(rc, path, tokens); err != nil {
 			return nil, err
 		}
-		rt.Deliver = pipeline.New(po)
-		rt.Filter = actors.NewFilter(rc.Filter.IMEIs, rc.Filter.Tags, rc.Filter.Groups)
-		names := make([]string, 0, len(rc.Headers))
-		for k := range rc.Headers {
-			names = append(names, k)
+		for _, w := range c.Warnings {
+			r.log.Warn("route TLS: "+w, "route", rc.Name)
 		}
-		sort.Strings(names)
-		for _, k := range names {
-			t, err := fields.Compile(rc.Headers[k])
-			if err != nil {
-				return nil, fmt.Errorf("routes[%d].headers.%s: %w", i, k, err)
-			}
-			rt.Headers = append(rt.Headers, actors.Header{Name: k, Value: t})
+		if c.Route.ID, err = r.store.RouteID(rc.Name); err != nil {
+			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
-		out = append(out, rt)
+		out = append(out, c.Route)
 	}
 	return out, nil
 }
@@ -331,7 +273,7 @@ func (r *Relay) shutdown(ctx context.Context) error {
 		r.log.Warn("shutdown", "err", err) // undelivered records stay in the store
 	}
 	cancel()
-	r.clients.close()
+	r.clients.Close()
 	if err := r.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}

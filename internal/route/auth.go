@@ -1,4 +1,4 @@
-package relay
+package route
 
 import (
 	"errors"
@@ -21,8 +21,10 @@ import (
 //
 // Every problem is reported, each as its own error "routes[i].dotted.path: message" joined with
 // [errors.Join]: first every secret that cannot be read (then nothing is built), else every
-// scheme that refuses its settings. No message shows a secret's value.
-func routeAuth(rc *config.Route, path string, tokens *http.Client) (auth.Chain, error) {
+// scheme that refuses its settings. A section for which skip (given "auth.basic", "sign.hmac")
+// reports true is not built: its problems were reported already. No message shows a secret's
+// value.
+func routeAuth(rc *config.Route, path string, tokens *http.Client, skip func(section string) bool) (auth.Chain, error) {
 	secrets := map[string]string{}
 	var errs []error
 	all := rc.Secrets(path)
@@ -40,6 +42,9 @@ func routeAuth(rc *config.Route, path string, tokens *http.Client) (auth.Chain, 
 	secret := func(field string) string { return secrets[path+"."+field] }
 	var chain auth.Chain
 	add := func(field string, s auth.Signer, err error) {
+		if skip(field) {
+			return
+		}
 		if err != nil {
 			errs = append(errs, schemeErrors(path, field, err)...)
 			return
@@ -137,16 +142,22 @@ func flatten(err error) []error {
 	return out
 }
 
-// clients holds the relay's delivery clients: one per distinct TLS setting of the routes.
-type clients struct {
+// Clients holds the delivery clients of the routes: one per distinct TLS setting, and its client
+// for OAuth2 token requests. Not safe for concurrent use.
+type Clients struct {
 	base   deliver.Options
 	byTLS  map[config.TLS]*deliver.Client
 	tokens map[config.TLS]*http.Client
 }
 
+// NewClients returns an empty set of clients made with base (its TLS field aside).
+func NewClients(base deliver.Options) *Clients {
+	return &Clients{base: base, byTLS: map[config.TLS]*deliver.Client{}, tokens: map[config.TLS]*http.Client{}}
+}
+
 // forTLS returns the delivery client and the token-request client for a route's TLS settings,
 // creating them on first use, and whether a warning about them is due.
-func (c *clients) forTLS(t config.TLS) (*deliver.Client, *http.Client, string, error) {
+func (c *Clients) forTLS(t config.TLS) (*deliver.Client, *http.Client, string, error) {
 	if cl := c.byTLS[t]; cl != nil {
 		return cl, c.tokens[t], "", nil
 	}
@@ -163,7 +174,8 @@ func (c *clients) forTLS(t config.TLS) (*deliver.Client, *http.Client, string, e
 	return cl, tok, warn, nil
 }
 
-func (c *clients) close() {
+// Close closes every client; the routes that use them must have stopped.
+func (c *Clients) Close() {
 	for t, cl := range c.byTLS {
 		cl.Close()
 		c.tokens[t].CloseIdleConnections()
