@@ -119,7 +119,7 @@ func (j *journal) Replaying(uint16, func(*store.DeadLetter) bool) error { return
 func (j *journal) ReplayDone(uint16, []uint64) error                    { return nil }
 func (j *journal) Replay(uint16) (int, int, error)                      { return 0, 0, nil }
 
-func poll(t *testing.T, fn func() error) {
+func poll(t testing.TB, fn func() error) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

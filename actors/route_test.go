@@ -202,7 +202,7 @@ func (rig *routeRig) add(device string, n int, age time.Duration) {
 // a query comes after them) and has records in memory (or none, with empty).
 func (rig *routeRig) holds(want bool) {
 	rig.t.Helper()
-	checkFor(rig.t, 10*time.Second, 5*time.Millisecond, func() error {
+	poll(rig.t, func() error {
 		if got := rig.sys.OldestPending(0) > 0; got != want {
 			return fmt.Errorf("route holds records: %v, want %v", got, want)
 		}
@@ -217,22 +217,6 @@ func (rig *routeRig) deadLetters() []*store.DeadLetter {
 		rig.t.Fatal(err)
 	}
 	return out
-}
-
-// checkFor polls fn until it returns nil, failing the test with its last error after timeout.
-func checkFor(t testing.TB, timeout, interval time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(interval)
-	}
 }
 
 func seqsOf(ds []delivered) string {
@@ -264,7 +248,7 @@ func TestRouteLinger(t *testing.T) {
 		t.Fatalf("%d batches, delivered %q; want the three records in one batch", calls, seqsOf(ok))
 	}
 	rig.add("D1", 10, 0) // a full batch: no linger
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	poll(t, func() error {
 		if calls, _, _, ok := fd.state(); calls != 2 || len(ok) != 13 {
 			return fmt.Errorf("%d batches, %d messages delivered; want the full batch sent at once", calls, len(ok))
 		}
@@ -299,7 +283,7 @@ func TestRouteRetention(t *testing.T) {
 	rig.holds(false)
 	rig.add("D1", 2, 0)
 	var dead []*store.DeadLetter
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	poll(t, func() error {
 		if dead = rig.deadLetters(); len(dead) != 2 {
 			return fmt.Errorf("%d dead letters, want 2", len(dead))
 		}
@@ -337,7 +321,7 @@ func TestRoutePaging(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		fmt.Fprintf(&want, "D1/%d/0 ", i)
 	}
-	checkFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+	poll(t, func() error {
 		if _, _, _, ok := fd.state(); seqsOf(ok) != want.String() {
 			return fmt.Errorf("delivered %q, want %q", seqsOf(ok), want.String())
 		}
@@ -350,7 +334,7 @@ func TestRoutePaging(t *testing.T) {
 			t.Errorf("batch %d has %d messages: more than the %d the route may hold", i, len(b), maxQueued)
 		}
 	}
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	poll(t, func() error {
 		if n := rig.st.Backlog(rig.route.ID); n != 0 {
 			return fmt.Errorf("backlog %d after delivery, want 0", n)
 		}
@@ -384,7 +368,7 @@ func TestRouteRetries(t *testing.T) {
 	rig := newRouteRig(t, "http://x.invalid/[SERIAL]", actors.Route{MaxMessages: 10, Concurrency: 1, Deliver: fd})
 	rig.start(0)
 	rig.add("A", 1, 0)
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	poll(t, func() error {
 		if _, active, _, _ := fd.state(); active != 1 {
 			return errors.New("A's first batch not started")
 		}
@@ -394,7 +378,7 @@ func TestRouteRetries(t *testing.T) {
 	rig.add("B", 1, 0)
 	rig.add("C", 1, 0)
 	rig.add("C", 1, 0)
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	poll(t, func() error {
 		if _, _, _, ok := fd.state(); seqsOf(ok) != "B/1/0 C/2/0 " && seqsOf(ok) != "C/2/0 B/1/0 " {
 			return fmt.Errorf("delivered %q while A waits, want B's and C's second (after C's first was given up)", seqsOf(ok))
 		}
@@ -443,7 +427,7 @@ func TestRouteConcurrencyAndOrder(t *testing.T) {
 			rig.add(fmt.Sprintf("D%02d", d), 1+f%2, 0)
 		}
 	}
-	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+	poll(t, func() error {
 		if _, active, _, _ := fd.state(); active != conc {
 			return fmt.Errorf("%d batches in flight, want %d", active, conc)
 		}

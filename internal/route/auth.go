@@ -1,12 +1,14 @@
 package route
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/auth"
@@ -143,8 +145,9 @@ func flatten(err error) []error {
 }
 
 // Clients holds the delivery clients of the routes: one per distinct TLS setting, and its client
-// for OAuth2 token requests. Not safe for concurrent use.
+// for OAuth2 token requests. Safe for concurrent use; Close it once, after its routes stopped.
 type Clients struct {
+	mu     sync.Mutex
 	base   deliver.Options
 	byTLS  map[config.TLS]*deliver.Client
 	tokens map[config.TLS]*http.Client
@@ -158,11 +161,12 @@ func NewClients(base deliver.Options) *Clients {
 // forTLS returns the delivery client and the token-request client for a route's TLS settings,
 // creating them on first use, and whether a warning about them is due.
 func (c *Clients) forTLS(t config.TLS) (*deliver.Client, *http.Client, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if cl := c.byTLS[t]; cl != nil {
 		return cl, c.tokens[t], "", nil
 	}
-	cfg, err := deliver.NewTLSConfig(deliver.TLSOptions{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
-		MinVersion: t.MinVersion, InsecureSkipVerify: t.InsecureSkipVerify})
+	cfg, err := tlsConfig(t)
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -174,8 +178,16 @@ func (c *Clients) forTLS(t config.TLS) (*deliver.Client, *http.Client, string, e
 	return cl, tok, warn, nil
 }
 
+// tlsConfig builds the TLS settings t ask for, reading their files.
+func tlsConfig(t config.TLS) (*tls.Config, error) {
+	return deliver.NewTLSConfig(deliver.TLSOptions{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
+		MinVersion: t.MinVersion, InsecureSkipVerify: t.InsecureSkipVerify})
+}
+
 // Close closes every client; the routes that use them must have stopped.
 func (c *Clients) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for t, cl := range c.byTLS {
 		cl.Close()
 		c.tokens[t].CloseIdleConnections()

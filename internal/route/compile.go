@@ -161,8 +161,7 @@ func Compile(rc config.Route, path string, deps Deps) (*Compiled, error) {
 
 // checkTLS builds the TLS settings t ask for, reading their files, and discards them.
 func checkTLS(t config.TLS) (warning string, err error) {
-	cfg, err := deliver.NewTLSConfig(deliver.TLSOptions{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
-		MinVersion: t.MinVersion, InsecureSkipVerify: t.InsecureSkipVerify})
+	cfg, err := tlsConfig(t)
 	if err != nil {
 		return "", err
 	}
