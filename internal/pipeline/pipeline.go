@@ -68,7 +68,7 @@ func New(o Options) *Pipeline {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Pipeline{o: o, slots: make(chan struct{}, max(1, o.Concurrency)), metrics: o.Metrics.route(o.Route),
-		fails: newFailLog(o.Logger.With("component", "deliver"), o.Route, o.FailureLogInterval)}
+		fails: newFailLog(o.Logger.With("component", "pipeline"), o.Route, o.FailureLogInterval)}
 }
 
 // errExpired ends a delivery whose oldest message passed the route's retention.
