@@ -1,9 +1,6 @@
 package actors
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fleetrelay/fleetrelay/netio"
@@ -12,8 +9,9 @@ import (
 // RegisterMetrics registers the collectors that read the system's state when scraped: the age of
 // each route's oldest undelivered message, and the NDJSON lines the system dropped (reasons
 // native and store of fleetrelay_ndjson_dropped_total; netio counts the others). The counters
-// the actors update themselves are Options.Metrics (NewMetrics). Call it once per system.
-func (s *System) RegisterMetrics(reg prometheus.Registerer) error {
+// the actors update themselves are Options.Metrics (NewMetrics). Call it once per system and
+// registry: it panics if reg has them already, as NewMetrics does.
+func (s *System) RegisterMetrics(reg prometheus.Registerer) {
 	var cs []prometheus.Collector
 	for i, name := range s.Routes() {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -22,14 +20,5 @@ func (s *System) RegisterMetrics(reg prometheus.Registerer) error {
 		}, func() float64 { return s.OldestPending(i).Seconds() }))
 	}
 	cs = append(cs, netio.NDJSONDropped("native", s.LinesRefused), netio.NDJSONDropped("store", s.LinesLost))
-	var errs []error
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("register actor metrics: %w", err)
-	}
-	return nil
+	reg.MustRegister(cs...)
 }

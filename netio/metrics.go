@@ -1,17 +1,15 @@
 package netio
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // RegisterMetrics registers the server's collectors with reg: connections, frames, bytes and
 // errors of the device sockets, dropped datagrams, and the NDJSON listener's lines, in-flight
 // bytes and drops by reason (the dispatcher counts the drops that are its own, with the same
-// metric name). They read Stats when scraped. Call it once per server.
-func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
+// metric name). They read Stats when scraped. Call it once per server and registry: it panics
+// if reg has them already.
+func (s *Server) RegisterMetrics(reg prometheus.Registerer) {
 	var cs []prometheus.Collector
 	gauge := func(name, help string, f func() float64) {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
@@ -36,16 +34,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	} {
 		cs = append(cs, NDJSONDropped(reason, f))
 	}
-	var errs []error
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("register netio metrics: %w", err)
-	}
-	return nil
+	reg.MustRegister(cs...)
 }
 
 // NDJSONDroppedHelp is the help of fleetrelay_ndjson_dropped_total, whose reasons are counted

@@ -168,11 +168,12 @@ func (r *Relay) registerMetrics() error {
 	for i, rt := range r.routes {
 		names[i] = rt.Name
 	}
-	return errors.Join(
-		r.store.RegisterMetrics(r.reg, names),
-		r.sys.RegisterMetrics(r.reg),
-		r.net.RegisterMetrics(r.reg),
-	)
+	if err := r.store.RegisterMetrics(r.reg, names); err != nil {
+		return err
+	}
+	r.sys.RegisterMetrics(r.reg)
+	r.net.RegisterMetrics(r.reg)
+	return nil
 }
 
 // gcInterval maps store.gc_interval to the store's option: 0 leaves only the runs after

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -46,9 +45,10 @@ func (m *metrics) observeCommit(frames int, commit, oldestWait time.Duration) {
 
 // RegisterMetrics registers the store's collectors with reg: its group-commit histograms,
 // the resident and cold messages, free space and the refusal of new data, and, for each route
-// name in routes (names given to RouteID), the route's backlog and dead-letter gauges. Call it
-// once per store; the collectors read the store's state when scraped, also after Close (the
-// last state then).
+// name in routes (names given to RouteID), the route's backlog and dead-letter gauges. The
+// collectors read the store's state when scraped, also after Close (the last state then). It
+// returns an error, registering nothing, for a name without a route ID; call it once per store
+// and registry: it panics if reg has them already.
 func (s *Store) RegisterMetrics(reg prometheus.Registerer, routes []string) error {
 	cs := []prometheus.Collector{s.metrics.commit, s.metrics.wait, s.metrics.frames}
 	gauge := func(name, help string, f func() float64) {
@@ -88,14 +88,6 @@ func (s *Store) RegisterMetrics(reg prometheus.Registerer, routes []string) erro
 	cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "fleetrelay_store_refused_frames_total", Help: "Frames the store refused for lack of disk space (native devices got ERROR 503; NDJSON lines were dropped).",
 	}, func() float64 { return float64(s.Space().RefusedFrames) }))
-	var errs []error
-	for _, c := range cs {
-		if err := reg.Register(c); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("register store metrics: %w", err)
-	}
+	reg.MustRegister(cs...)
 	return nil
 }

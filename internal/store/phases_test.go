@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -99,5 +101,46 @@ func TestMarksBeforeStart(t *testing.T) {
 	defer mustClose(t, s)
 	if n := s.Backlog(r); n != 0 {
 		t.Errorf("Backlog(r) after reopening = %d, want 0: the marks made before Start were not persisted", n)
+	}
+}
+
+// The store registers its own collectors: the per-route gauges of the routes named (which must
+// have route IDs), reading its state when scraped.
+func TestRegisterMetrics(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer mustClose(t, s)
+	r, _ := s.RouteID("r")
+	appendWait(t, s, frame("a", 1, 3, r))
+	if err := s.RegisterMetrics(prometheus.NewRegistry(), []string{"r", "unknown"}); err == nil {
+		t.Error("RegisterMetrics with a route that has no ID = nil, want an error")
+	}
+	reg := prometheus.NewRegistry()
+	if err := s.RegisterMetrics(reg, []string{"r"}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.GetGauge() != nil:
+				got[mf.GetName()] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				got[mf.GetName()] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"fleetrelay_route_backlog_messages":     3,
+		"fleetrelay_route_dead_letter_messages": 0,
+		"fleetrelay_store_resident_messages":    3,
+		"fleetrelay_store_commit_frames":        1, // one commit observed
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
 	}
 }
