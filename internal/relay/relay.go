@@ -155,7 +155,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 func (r *Relay) abort() {
 	if r.sys != nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		cancel() // nothing was delivered through a relay that never started: stop at once
+		cancel() // no grace for a relay that never started: what is undelivered stays stored
 		_ = r.sys.Stop(ctx)
 	}
 	r.clients.close()
