@@ -142,12 +142,17 @@ func newRouteRig(t *testing.T, url string, r actors.Route) *routeRig {
 	t.Helper()
 	rig := &routeRig{t: t, clock: newFakeClock(), seqs: map[string]uint64{}}
 	var sysp atomic.Pointer[actors.System]
-	st, err := store.Open(store.Options{Dir: t.TempDir(), OnCommit: func(seg *store.Segment) {
+	st, err := store.Open(context.Background(), store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The system starts later than the store (after the test stored what it needs): the hook
+	// reaches it through sysp.
+	if err := st.Start(store.Hooks{OnCommit: func(seg *store.Segment) {
 		if sys := sysp.Load(); sys != nil {
 			sys.OnCommit(seg)
 		}
-	}})
-	if err != nil {
+	}}); err != nil {
 		t.Fatal(err)
 	}
 	rig.st = st

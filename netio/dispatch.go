@@ -3,7 +3,8 @@
 // stop reading them); it decodes frames and lines without blocking, copies them out of its read
 // buffers and hands them to a Dispatcher. It enforces the protocols' limits
 // (frame and line size, HELLO deadline, idle timeout, connection cap) and answers PING itself. It
-// knows nothing about storage or delivery.
+// counts what it does (Stats) and owns the Prometheus collectors over those counts
+// (Server.RegisterMetrics). It knows nothing about storage or delivery.
 package netio
 
 import (

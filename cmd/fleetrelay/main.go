@@ -22,6 +22,7 @@ import (
 	"syscall"
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/deadletter"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
 )
 
@@ -104,9 +105,11 @@ func dlq(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	enc := json.NewEncoder(os.Stdout)
 	if args[0] == "list" {
-		page, err := relay.DeadLetterList(cfg, *route, *limit)
+		page, err := deadletter.List(ctx, cfg, *route, *limit)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -118,7 +121,7 @@ func dlq(args []string) int {
 		return 0
 	}
 	if args[0] == "purge" {
-		res, err := relay.DeadLetterPurge(cfg, *route, *age)
+		res, err := deadletter.Purge(ctx, cfg, *route, *age)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -126,7 +129,7 @@ func dlq(args []string) int {
 		_ = enc.Encode(res)
 		return 0
 	}
-	res, err := relay.DeadLetterReplay(cfg, *route)
+	res, err := deadletter.Replay(ctx, cfg, *route)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -14,8 +14,11 @@ import (
 // writeStore writes a small store with one route through the store's API.
 func writeStore(t *testing.T, dir string) {
 	t.Helper()
-	s, err := store.Open(store.Options{Dir: dir})
+	s, err := store.Open(t.Context(), store.Options{Dir: dir})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(store.Hooks{}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := s.RouteID("r")
@@ -67,7 +70,7 @@ func TestStoreCommand(t *testing.T) {
 	f(exitCannotDo, "no such file", "verify", "-data-dir", filepath.Join(tmp, "missing"))
 
 	// A running store holds the directory: verify refuses.
-	s, err := store.Open(store.Options{Dir: dir})
+	s, err := store.Open(t.Context(), store.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,12 +29,17 @@ func deliverOne(t *testing.T, srv *httptest.Server, o pipeline.Options) {
 	client := deliver.NewClient(deliver.Options{AllowPrivateNetworks: true})
 	defer client.Close()
 	var sysp atomic.Pointer[actors.System]
-	st, err := store.Open(store.Options{Dir: t.TempDir(), OnCommit: func(seg *store.Segment) {
+	st, err := store.Open(context.Background(), store.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The system starts later than the store (after the test stored what it needs): the hook
+	// reaches it through sysp.
+	if err := st.Start(store.Hooks{OnCommit: func(seg *store.Segment) {
 		if sys := sysp.Load(); sys != nil {
 			sys.OnCommit(seg)
 		}
-	}})
-	if err != nil {
+	}}); err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()

@@ -1508,7 +1508,7 @@ func TestAuthSecrets(t *testing.T) {
 				}
 			}
 			// The failed New released the store: it opens again.
-			st, err := store.Open(store.Options{Dir: cfg.DataDir})
+			st, err := store.Open(t.Context(), store.Options{Dir: cfg.DataDir})
 			if err != nil {
 				t.Fatalf("store after a failed relay.New: %v", err)
 			}

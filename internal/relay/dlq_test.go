@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/deadletter"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
@@ -106,7 +107,7 @@ func waitDelivered(t *testing.T, s *switchable, want []int) {
 // replayEntries counts the replay entries left in a stopped relay's data directory.
 func replayEntries(t *testing.T, dir, route string) int {
 	t.Helper()
-	st, err := store.Open(store.Options{Dir: dir})
+	st, err := store.Open(t.Context(), store.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +153,7 @@ func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 	}
 
 	admin := adminConfig(cfg, r)
-	page, err := relay.DeadLetterList(admin, "dl", 100)
+	page, err := deadletter.List(t.Context(), admin, "dl", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,17 +175,17 @@ func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 	}
 
 	ep.fail.Store(0)
-	res, err := relay.DeadLetterReplay(admin, "dl")
+	res, err := deadletter.Replay(t.Context(), admin, "dl")
 	if err != nil || res.Messages != 6 {
 		t.Fatalf("replay = %+v, %v; want 6 messages", res, err)
 	}
 	waitDelivered(t, ep, []int{0, 1, 2, 3, 4, 5})
 	waitMetric(t, r, `fleetrelay_route_delivered_messages_total{route="dl"}`, 6)
 	waitMetric(t, r, `fleetrelay_route_dead_letter_messages{route="dl"}`, 0)
-	if page, err := relay.DeadLetterList(admin, "dl", 100); err != nil || page.Letters != 0 {
+	if page, err := deadletter.List(t.Context(), admin, "dl", 100); err != nil || page.Letters != 0 {
 		t.Fatalf("after replay the list has %+v, %v; want it empty", page, err)
 	}
-	if again, err := relay.DeadLetterReplay(admin, "dl"); err != nil || again.Messages != 0 {
+	if again, err := deadletter.Replay(t.Context(), admin, "dl"); err != nil || again.Messages != 0 {
 		t.Fatalf("second replay = %+v, %v; want nothing to replay", again, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -216,7 +217,7 @@ func TestRetentionDeadLetterOfflineReplay(t *testing.T) {
 	}
 
 	// cfg.Admin.Listen is port 0: no relay answers there, so the data directory is used.
-	page, err := relay.DeadLetterList(cfg, "ret", 100)
+	page, err := deadletter.List(t.Context(), cfg, "ret", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,10 +229,10 @@ func TestRetentionDeadLetterOfflineReplay(t *testing.T) {
 			t.Errorf("dead letter %d: status %d, %d attempts, error %q; want retention exceeded, last status 500", d.ID, d.Status, d.Attempts, d.Error)
 		}
 	}
-	if _, err := relay.DeadLetterList(cfg, "nope", 1); err == nil {
+	if _, err := deadletter.List(t.Context(), cfg, "nope", 1); err == nil {
 		t.Error("listing an unknown route succeeded")
 	}
-	res, err := relay.DeadLetterReplay(cfg, "ret")
+	res, err := deadletter.Replay(t.Context(), cfg, "ret")
 	if err != nil || res.Letters != page.Letters || res.Messages != 3 {
 		t.Fatalf("offline replay = %+v, %v; want %d letters, 3 messages", res, err, page.Letters)
 	}
@@ -260,7 +261,7 @@ func TestRetentionExpiredAtStart(t *testing.T) {
 	ep.fail.Store(0)
 	r = startRelay(t, cfg)
 	waitMetric(t, r, `fleetrelay_route_dead_lettered_messages_total{route="old"}`, 2)
-	page, err := relay.DeadLetterList(adminConfig(cfg, r), "old", 10)
+	page, err := deadletter.List(t.Context(), adminConfig(cfg, r), "old", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,14 +273,14 @@ func TestRetentionExpiredAtStart(t *testing.T) {
 	}
 	// Purge: those younger than an hour stay; without an age, all go.
 	admin := adminConfig(cfg, r)
-	if res, err := relay.DeadLetterPurge(admin, "old", time.Hour); err != nil || res.Messages != 0 {
+	if res, err := deadletter.Purge(t.Context(), admin, "old", time.Hour); err != nil || res.Messages != 0 {
 		t.Fatalf("purge older than 1h = %+v, %v; want nothing", res, err)
 	}
-	if res, err := relay.DeadLetterPurge(admin, "old", 0); err != nil || res.Messages != 2 {
+	if res, err := deadletter.Purge(t.Context(), admin, "old", 0); err != nil || res.Messages != 2 {
 		t.Fatalf("purge = %+v, %v; want 2 messages", res, err)
 	}
 	waitMetric(t, r, `fleetrelay_route_dead_letter_messages{route="old"}`, 0)
-	if page, err := relay.DeadLetterList(admin, "old", 10); err != nil || page.Letters != 0 {
+	if page, err := deadletter.List(t.Context(), admin, "old", 10); err != nil || page.Letters != 0 {
 		t.Fatalf("list after purge = %+v, %v; want empty", page, err)
 	}
 }

@@ -1,5 +1,8 @@
-// Package relay is the composition root: it turns a config into a running relay (store, actors,
-// device listeners, delivery client, admin server) and owns the start-up and shutdown order.
+// Package relay is the composition root: it turns a config into a running relay and owns the
+// order of start-up and shutdown. It only wires: it recovers the store, builds the delivery
+// clients, the actor system and the device listeners over it, starts the store with its hooks
+// into them, hands the metrics registry to each component (each defines and registers its own
+// collectors) and mounts the components' endpoints (dead letters, pprof) on the admin server.
 package relay
 
 import (
@@ -9,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +20,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/deadletter"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/pipeline"
 	"github.com/fleetrelay/fleetrelay/internal/route"
@@ -25,8 +28,8 @@ import (
 	"github.com/fleetrelay/fleetrelay/netio"
 )
 
-// Relay is one running fleetrelay. New, Start and Shutdown are called from one goroutine; the
-// address getters are safe once Start returned.
+// Relay is one running fleetrelay. New and Start are called from one goroutine; the address
+// getters are safe once Start returned; Shutdown is safe for concurrent use and idempotent.
 type Relay struct {
 	cfg       *config.Config
 	log       *slog.Logger
@@ -40,12 +43,18 @@ type Relay struct {
 	routes    []*actors.Route
 
 	stopOnce sync.Once
+	stopped  chan struct{} // closed when the first Shutdown returns; stopErr is its result
 	stopErr  error
 }
 
-// New opens the store and builds every part; nothing listens until Start.
+// New builds every part; nothing listens until Start.
 //
-// It first runs [Preflight]: its warnings are logged, its problems (all of them) returned.
+// It first runs [Preflight]: its warnings are logged, its problems (all of them) returned. Then,
+// in this order: the store is recovered (store.Open: its state read from disk, nothing running
+// yet), the routes compiled against it, the actor system built over it (route actors recover
+// their queues from it) and the device listeners over the actors; then the store is started
+// with its hooks into them (commits wake route actors, delivered watermarks and disk-space
+// refusals reach the devices), so no hook ever finds its receiver missing.
 func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	cfg.Resolve() // route timeouts and retries inherit delivery's (idempotent)
 	warnings, err := Preflight(cfg)
@@ -55,71 +64,18 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Relay{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	r := &Relay{cfg: cfg, log: log, reg: prometheus.NewRegistry(), stopped: make(chan struct{})}
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// The store's hooks can fire before the actors exist: at Open, repairing dead letters' marks
-	// advances delivered watermarks. No device is connected then (a device reads its watermark
-	// at HELLO), so until the actors are set the hooks do nothing.
-	var sysp atomic.Pointer[actors.System]
-	commitHist := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "fleetrelay_store_commit_seconds", Help: "Duration of the store's group commits that stored frames.",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-	})
-	waitHist := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "fleetrelay_store_commit_wait_seconds",
-		Help:    "Per group commit, how long its oldest frame waited from arrival at the store to the end of the commit (persist acks go out after it).",
-		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-	})
-	framesHist := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "fleetrelay_store_commit_frames", Help: "Frames per group commit.",
-		Buckets: prometheus.ExponentialBuckets(1, 2, 14),
-	})
-	r.reg.MustRegister(commitHist, waitHist, framesHist)
-	// While the store refuses new data for lack of disk space, NDJSON connections are not read.
-	// The store can say so at Open, before the listeners exist: pause keeps the state for them.
-	var pause struct {
-		sync.Mutex
-		refused bool
-		net     *netio.Server
-	}
 	minBytes, minPercent := cfg.Store.MinFree.Value()
-	st, err := store.Open(store.Options{
-		MinFree: store.FreeSpace{Bytes: int64(minBytes), Percent: minPercent},
-		OnSpace: func(refused bool) {
-			pause.Lock()
-			pause.refused = refused
-			if pause.net != nil {
-				pause.net.PauseNDJSON(refused)
-			}
-			pause.Unlock()
-		},
+	st, err := store.Open(context.Background(), store.Options{
 		Dir:        cfg.DataDir,
 		Sync:       cfg.Store.Sync,
 		Logger:     log,
 		GCInterval: gcInterval(cfg.Store.GCInterval),
+		MinFree:    store.FreeSpace{Bytes: int64(minBytes), Percent: minPercent},
 		// Segments beyond what routes hold in memory keep their delivery state on disk.
 		MaxResident: cfg.Delivery.MaxQueuedMessages,
-		OnCommit: func(seg *store.Segment) {
-			if sys := sysp.Load(); sys != nil {
-				sys.OnCommit(seg)
-			}
-		},
-		OnDelivered: func(device string, seq uint64) {
-			if sys := sysp.Load(); sys != nil {
-				sys.OnDelivered(device, seq)
-			}
-		},
-		OnWindowDelivered: func(device string, seq uint64) { // UDP datagrams, ack mode delivery
-			if sys := sysp.Load(); sys != nil {
-				sys.OnWindowDelivered(device, seq)
-			}
-		},
-		ObserveCommit: func(frames int, commit, wait time.Duration) {
-			commitHist.Observe(commit.Seconds())
-			waitHist.Observe(wait.Seconds())
-			framesHist.Observe(float64(frames))
-		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -133,23 +89,19 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	})
 	r.routes, err = r.compileRoutes(pipeline.NewMetrics(r.reg))
 	if err != nil {
-		r.clients.Close()
-		_ = st.Close()
+		r.abort()
 		return nil, err
 	}
-	routes := r.routes
-	sys := actors.New(actors.Options{
+	r.sys = actors.New(actors.Options{
 		AckMode:   string(cfg.Devices.Ack),
 		MaxFrame:  int(cfg.Devices.MaxFrame),
-		Routes:    routes,
+		Routes:    r.routes,
 		Fleet:     fleet(cfg.Fleet),
 		Journal:   st,
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
 	})
-	r.sys = sys
-	sysp.Store(sys)
 	r.net = netio.New(netio.Options{
 		TCP:          cfg.Devices.Native.TCP,
 		UDP:          cfg.Devices.Native.UDP,
@@ -164,18 +116,57 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		IdentityField:  cfg.Devices.NDJSON.IdentityField,
 		MaxLine:        int(cfg.Devices.NDJSON.MaxLine),
 		NDJSONInflight: int(cfg.Devices.NDJSON.MaxInflight),
-	}, sys)
-	pause.Lock()
-	pause.net = r.net
-	r.net.PauseNDJSON(pause.refused)
-	pause.Unlock()
-	r.registerMetrics()
+	}, r.sys)
+	err = st.Start(store.Hooks{
+		OnCommit:          r.sys.OnCommit,
+		OnDelivered:       r.sys.OnDelivered,
+		OnWindowDelivered: r.sys.OnWindowDelivered, // UDP datagrams, ack mode delivery
+		// While the store refuses new data for lack of disk space, NDJSON connections are not
+		// read (native devices are answered ERROR 503 by their actors).
+		OnSpace: r.net.PauseNDJSON,
+	})
+	if err == nil {
+		err = r.registerMetrics()
+	}
+	if err != nil {
+		r.abort()
+		return nil, err
+	}
 	if cfg.Admin.Listen != "" {
 		r.admin = api.New(cfg.Admin.Listen, r.reg, r.health, log)
 		registerPprof(r.admin)
-		r.registerDeadLetters(r.admin)
+		ids := make(map[string]uint16, len(r.routes))
+		for _, rt := range r.routes {
+			ids[rt.Name] = rt.ID
+		}
+		deadletter.Register(r.admin, st, r.sys, ids, log)
 	}
 	return r, nil
+}
+
+// abort releases what a failed New built: the actor system, the delivery clients, the store.
+func (r *Relay) abort() {
+	if r.sys != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // no grace for a relay that never started: what is undelivered stays stored
+		_ = r.sys.Stop(ctx)
+	}
+	r.clients.Close()
+	_ = r.store.Close()
+}
+
+// registerMetrics hands the registry to each component, which registers its own collectors.
+func (r *Relay) registerMetrics() error {
+	names := make([]string, len(r.routes))
+	for i, rt := range r.routes {
+		names[i] = rt.Name
+	}
+	if err := r.store.RegisterMetrics(r.reg, names); err != nil {
+		return err
+	}
+	r.sys.RegisterMetrics(r.reg)
+	r.net.RegisterMetrics(r.reg)
+	return nil
 }
 
 // gcInterval maps store.gc_interval to the store's option: 0 leaves only the runs after
@@ -253,10 +244,28 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // Shutdown stops taking data, acknowledges what was stored, gives in-flight deliveries the
 // configured grace, and closes the store cleanly.
-// Calls after the first wait for it and return its result.
+//
+// It is idempotent and safe for concurrent use: the first call shuts down; the others wait for
+// it (each bounded by its own ctx) and return its result, at once when it has finished.
 func (r *Relay) Shutdown(ctx context.Context) error {
-	r.stopOnce.Do(func() { r.stopErr = r.shutdown(ctx) })
-	return r.stopErr
+	first := false
+	r.stopOnce.Do(func() { first = true })
+	if first {
+		r.stopErr = r.shutdown(ctx)
+		close(r.stopped)
+		return r.stopErr
+	}
+	select {
+	case <-r.stopped:
+		return r.stopErr
+	default:
+	}
+	select {
+	case <-r.stopped:
+		return r.stopErr
+	case <-ctx.Done():
+		return fmt.Errorf("wait for the shutdown under way: %w", ctx.Err())
+	}
 }
 
 func (r *Relay) shutdown(ctx context.Context) error {
@@ -311,70 +320,3 @@ func (r *Relay) DeviceNDJSONAddr() net.Addr { return r.net.NDJSONAddr() }
 
 // AdminAddr is the admin server's address (nil when disabled).
 func (r *Relay) AdminAddr() net.Addr { return r.adminAddr }
-
-func (r *Relay) registerMetrics() {
-	n, sys := r.net, r.sys
-	gauge := func(name, help string, f func() float64) {
-		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
-	}
-	counter := func(name, help string, f func() float64) {
-		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
-	}
-	for i := range sys.Routes() {
-		i := i
-		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fleetrelay_route_oldest_pending_seconds", Help: "Age of the oldest message a route has not delivered yet (0: none).",
-			ConstLabels: prometheus.Labels{"route": sys.Routes()[i]},
-		}, func() float64 { return sys.OldestPending(i).Seconds() }))
-		id := r.routes[i].ID
-		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fleetrelay_route_backlog_messages", Help: "Messages stored for a route and not yet delivered or dead-lettered: its queue depth, in memory or in the store.",
-			ConstLabels: prometheus.Labels{"route": sys.Routes()[i]},
-		}, func() float64 { return float64(r.store.Backlog(id)) }))
-		r.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fleetrelay_route_dead_letter_messages", Help: "Messages in a route's dead-letter list (fleetrelay dlq), not counting replays in progress.",
-			ConstLabels: prometheus.Labels{"route": sys.Routes()[i]},
-		}, func() float64 { return float64(r.store.DeadLetterCount(id)) }))
-	}
-	st := r.store
-	gauge("fleetrelay_store_resident_messages", "Stored messages whose delivery state is held in memory (bounded by delivery.max_queued_messages plus what routes hold).",
-		func() float64 { return float64(st.Stats().ResidentRecords) })
-	gauge("fleetrelay_store_cold_messages", "Stored messages whose delivery state is only on disk until a route reads them back (a backlog beyond memory).",
-		func() float64 { return float64(st.Stats().ColdRecords) })
-	gauge("fleetrelay_store_free_bytes", "Free bytes on the data directory's filesystem, as the store last read them.",
-		func() float64 { return float64(r.store.Space().Free) })
-	gauge("fleetrelay_store_min_free_bytes", "Free bytes below which the store refuses new data (store.min_free, never below what the store needs once it refuses).",
-		func() float64 { return float64(r.store.Space().MinFree) })
-	gauge("fleetrelay_store_ingest_refused", "1 while the store refuses new data for lack of disk space, else 0.", func() float64 {
-		if r.store.Space().Refused {
-			return 1
-		}
-		return 0
-	})
-	counter("fleetrelay_store_refused_frames_total", "Frames the store refused for lack of disk space (native devices got ERROR 503; NDJSON lines were dropped).",
-		func() float64 { return float64(r.store.Space().RefusedFrames) })
-	gauge("fleetrelay_device_connections", "Open device TCP connections (native and NDJSON).", func() float64 { return float64(n.Stats().Connections) })
-	counter("fleetrelay_device_frames_total", "Native frames decoded from devices (TCP and UDP).", func() float64 { return float64(n.Stats().Frames) })
-	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices (native frames and NDJSON lines).", func() float64 { return float64(n.Stats().Bytes) })
-	counter("fleetrelay_device_errors_total", "Device connections closed with an ERROR frame.", func() float64 { return float64(n.Stats().Errors) })
-	counter("fleetrelay_device_refused_total", "Device connections refused (capacity, shutdown), native and NDJSON.", func() float64 { return float64(n.Stats().Refused) })
-	counter("fleetrelay_udp_dropped_total", "Malformed or unexpected datagrams dropped unanswered.", func() float64 { return float64(n.Stats().UDPDropped) })
-	counter("fleetrelay_ndjson_lines_total", "NDJSON lines accepted for storing.", func() float64 { return float64(n.Stats().NDJSONLines) })
-	gauge("fleetrelay_ndjson_inflight_bytes", "Bytes of NDJSON lines read and not yet stored; at devices.ndjson.max_inflight no NDJSON connection is read.",
-		func() float64 { return float64(n.Stats().NDJSONInflight) })
-	const droppedHelp = "NDJSON lines dropped, by reason: malformed (not a JSON object), identity (identity field missing or invalid), " +
-		"too_long (over max_line; closes the connection), shutdown (arrived after shutdown began), " +
-		"native (the identity was connected natively), store (the store refused them)."
-	for reason, f := range map[string]func() int64{
-		"malformed": func() int64 { return n.Stats().NDJSONMalformed },
-		"identity":  func() int64 { return n.Stats().NDJSONIdentity },
-		"too_long":  func() int64 { return n.Stats().NDJSONTooLong },
-		"shutdown":  func() int64 { return n.Stats().NDJSONShutdown },
-		"native":    sys.LinesRefused,
-		"store":     sys.LinesLost,
-	} {
-		r.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "fleetrelay_ndjson_dropped_total", Help: droppedHelp, ConstLabels: prometheus.Labels{"reason": reason},
-		}, func() float64 { return float64(f()) }))
-	}
-}

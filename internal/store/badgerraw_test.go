@@ -18,8 +18,11 @@ import (
 // zeros cut), then closes it (which writes a table).
 func smallStore(t testing.TB, dir string, frames int) (mem []byte) {
 	t.Helper()
-	s, err := Open(Options{Dir: dir})
+	s, err := Open(t.Context(), Options{Dir: dir})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(Hooks{}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := s.RouteID("r")
@@ -156,7 +159,7 @@ func TestOrphanTables(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(leftover, "000099.sst"), oldTable, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(Options{Dir: leftover})
+	s, err := Open(t.Context(), Options{Dir: leftover})
 	if err != nil {
 		t.Fatalf("Open with an older table the MANIFEST does not list = %v", err)
 	}
@@ -172,7 +175,7 @@ func TestOrphanTables(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(lost, filepath.Base(tables1[0])), oldTable, 0o644); err != nil {
 		t.Fatal(err) // the first session's table, which that MANIFEST lists
 	}
-	_, err = Open(Options{Dir: lost})
+	_, err = Open(t.Context(), Options{Dir: lost})
 	if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), newer) {
 		t.Fatalf("Open with a MANIFEST that lost a table = %v, want ErrDamaged naming %s", err, newer)
 	}
@@ -205,7 +208,7 @@ func TestMarker(t *testing.T) {
 	if err != nil || m.routes["r"] != 1 || m.created.IsZero() {
 		t.Fatalf("marker after Open: %+v, %v; want route r=1 and a creation time", m, err)
 	}
-	s, err := Open(Options{Dir: dir})
+	s, err := Open(t.Context(), Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +224,7 @@ func TestMarker(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, markerName)); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(Options{Dir: dir})
+	s, err = Open(t.Context(), Options{Dir: dir})
 	if err != nil {
 		t.Fatalf("Open without a marker = %v", err)
 	}
@@ -237,7 +240,7 @@ func TestMarker(t *testing.T) {
 			_ = os.Remove(filepath.Join(dir, e.Name()))
 		}
 	}
-	if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "MANIFEST") {
+	if _, err := Open(t.Context(), Options{Dir: dir}); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "MANIFEST") {
 		t.Fatalf("Open with only the marker left = %v, want ErrDamaged naming MANIFEST", err)
 	}
 }

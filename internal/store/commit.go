@@ -475,20 +475,20 @@ func (s *Store) finish(err error, segID uint64, ckWritten bool, start time.Time)
 	took := time.Since(start)
 	s.stats.lastLatency.Store(int64(took))
 	s.stats.lastFrames.Store(int64(len(c.batch)))
-	if err == nil && len(c.batch) > 0 && s.opts.ObserveCommit != nil {
+	if err == nil && len(c.batch) > 0 {
 		oldest := c.batch[0].at
 		for _, r := range c.batch[1:] {
 			oldest = min(oldest, r.at)
 		}
-		s.opts.ObserveCommit(len(c.batch), took, time.Since(s.opened)-time.Duration(oldest))
+		s.metrics.observeCommit(len(c.batch), took, time.Since(s.opened)-time.Duration(oldest))
 	}
 	for _, r := range c.batch {
 		if r.done != nil {
 			r.done(err)
 		}
 	}
-	if err == nil && segID != 0 && s.opts.OnCommit != nil {
-		s.opts.OnCommit(NewSegment(segID, slices.Clone(c.frames)))
+	if err == nil && segID != 0 && s.hooks.OnCommit != nil {
+		s.hooks.OnCommit(NewSegment(segID, slices.Clone(c.frames)))
 	}
 	clear(c.batch)
 	c.batch = c.batch[:0]

@@ -3,6 +3,7 @@ package store_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -72,15 +73,13 @@ func buildCorruptionStore(t *testing.T, dir string) *ledger {
 	}
 	var mu sync.Mutex
 	var segs []*store.Segment
-	s, err := store.Open(store.Options{Dir: dir, GCInterval: time.Hour, MaxCommitBytes: 16 << 10, MaxResident: 4000, // some segments cold (c/ keys)
-		OnCommit: func(seg *store.Segment) {
-			mu.Lock()
-			segs = append(segs, seg)
-			mu.Unlock()
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openHooked(t, dir, store.Hooks{OnCommit: func(seg *store.Segment) {
+		mu.Lock()
+		segs = append(segs, seg)
+		mu.Unlock()
+	}}, func(o *store.Options) {
+		o.GCInterval, o.MaxCommitBytes, o.MaxResident = time.Hour, 16<<10, 4000 // some segments cold (c/ keys)
+	})
 	ra, _ := s.RouteID("a")
 	rb, _ := s.RouteID("b")
 	l.routes = map[string]uint16{"a": ra, "b": rb}
@@ -399,7 +398,7 @@ func TestCorruption(t *testing.T) {
 			file, destroyed := c.damage(t, dir)
 
 			// Open refuses, naming the file.
-			s, err := store.Open(store.Options{Dir: dir})
+			s, err := store.Open(context.Background(), store.Options{Dir: dir})
 			if err == nil {
 				mustClose(t, s)
 				t.Fatalf("Open of a store with %s succeeded", c.name)

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -42,7 +43,8 @@ func crashChild() {
 	}
 	segs := make(chan *store.Segment, 1<<12)
 	windowed := os.Getenv(crashWindowEnv) != ""
-	opts := store.Options{Dir: os.Getenv(crashEnv), OnCommit: func(seg *store.Segment) {
+	opts := store.Options{Dir: os.Getenv(crashEnv)}
+	hooks := store.Hooks{OnCommit: func(seg *store.Segment) {
 		if seg.ID%2 == 0 {
 			segs <- seg
 		}
@@ -50,7 +52,10 @@ func crashChild() {
 	if windowed {
 		opts.MaxCommitFrames = 32 // small segments: some retire while their seqs are in the window
 	}
-	s, err := store.Open(opts)
+	s, err := store.Open(context.Background(), opts)
+	if err == nil {
+		err = s.Start(hooks)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

@@ -185,8 +185,8 @@ type diskGuard struct {
 	minFree FreeSpace
 	sizes   badgerSizes
 	log     *slog.Logger
-	onSpace func(refused bool)
-	lsm     func() int64 // the LSM tree's size now; set once Badger is open
+	onSpace func(refused bool) // Hooks.OnSpace, set by Start; guarded by notifyMu
+	lsm     func() int64       // the LSM tree's size now; set once Badger is open
 
 	mu      sync.Mutex
 	space   Space     // the last reading
@@ -209,7 +209,6 @@ func newDiskGuard(opts Options, bo badger.Options, log *slog.Logger) (*diskGuard
 		minFree: opts.MinFree,
 		sizes:   sizesOf(bo),
 		log:     log,
-		onSpace: opts.OnSpace,
 		done:    make(chan struct{}),
 	}
 	if g.stat == nil {
@@ -279,10 +278,10 @@ func badgerFiles(dir string) (lsm, mem int64, err error) {
 	return lsm, mem, nil
 }
 
-// startDisk takes the first reading (so a store opened on a full disk
-// refuses new data from the start, and OnSpace hears of it) and starts the
-// disk-watch loop. Called by Open with the store built.
-func (s *Store) startDisk() {
+// readDisk sets the guard up over the open database and takes the first
+// reading, so a store opened on a full disk refuses new data from the start.
+// Called by Open with the store built.
+func (s *Store) readDisk() {
 	g := s.disk
 	g.lsm = func() int64 {
 		var n int64
@@ -292,6 +291,18 @@ func (s *Store) startDisk() {
 		return n
 	}
 	g.checkNow()
+}
+
+// startDisk installs onSpace, tells it if new data is refused already, and
+// starts the disk-watch loop. Called by Start.
+func (s *Store) startDisk(onSpace func(refused bool)) {
+	g := s.disk
+	g.notifyMu.Lock()
+	g.onSpace = onSpace
+	g.notifyMu.Unlock()
+	if g.refused.Load() {
+		g.notify()
+	}
 	go s.runDisk()
 }
 
@@ -355,12 +366,11 @@ func (g *diskGuard) checkLocked() (changed bool) {
 // notify tells OnSpace the current refusal. Calls are serialised and each
 // passes the state at its time, so the last call always carries the latest.
 func (g *diskGuard) notify() {
-	if g.onSpace == nil {
-		return
-	}
 	g.notifyMu.Lock()
 	defer g.notifyMu.Unlock()
-	g.onSpace(g.refused.Load())
+	if g.onSpace != nil {
+		g.onSpace(g.refused.Load())
+	}
 }
 
 // diskGate runs on the committer before each commit: it reads free space

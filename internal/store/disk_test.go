@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -92,9 +93,8 @@ func waitRefused(t *testing.T, s *store.Store, want bool) store.Space {
 func TestDiskThresholdAndHysteresis(t *testing.T) {
 	fs := newFakeFS(10*gib, 20*gib)
 	var calls spaceLog
-	s := open(t, t.TempDir(), store.WithStatfs(fs.statfs), func(o *store.Options) {
+	s := openHooked(t, t.TempDir(), store.Hooks{OnSpace: calls.on}, store.WithStatfs(fs.statfs), func(o *store.Options) {
 		o.MinFree = store.FreeSpace{Bytes: gib}
-		o.OnSpace = calls.on
 	})
 	defer mustClose(t, s)
 
@@ -190,7 +190,7 @@ func TestDiskOpen(t *testing.T) {
 	fs := newFakeFS(3*mib, 64*mib)
 	opts := store.Options{Dir: dir}
 	store.WithStatfs(fs.statfs)(&opts)
-	_, err := store.Open(opts)
+	_, err := store.Open(context.Background(), opts)
 	if !errors.Is(err, store.ErrDiskFull) {
 		t.Fatalf("Open with 3 MiB free = %v, want ErrDiskFull", err)
 	}
@@ -203,13 +203,13 @@ func TestDiskOpen(t *testing.T) {
 
 	fs.free.Store(40 * mib)
 	var calls spaceLog
-	s = open(t, dir, store.WithStatfs(fs.statfs), func(o *store.Options) { o.OnSpace = calls.on })
+	s = openHooked(t, dir, store.Hooks{OnSpace: calls.on}, store.WithStatfs(fs.statfs))
 	defer mustClose(t, s)
 	if !s.Space().Refused {
 		t.Fatalf("opened with 40 MiB free, below the floor, and takes new data: %+v", s.Space())
 	}
 	if got := calls.get(); len(got) != 1 || !got[0] {
-		t.Fatalf("OnSpace calls at Open = %v, want [true]", got)
+		t.Fatalf("OnSpace calls at Start = %v, want [true]", got)
 	}
 	if err := appendErr(s, frame("a", 2, 1, 1)); !errors.Is(err, store.ErrDiskFull) {
 		t.Fatalf("Append = %v, want ErrDiskFull", err)

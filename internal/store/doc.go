@@ -76,4 +76,13 @@
 // All keys of one group commit, including retirements and bitmap updates, are
 // written in a single Badger transaction, so the layout is consistent after a
 // crash at any point.
+//
+// # Phases
+//
+// Open recovers a store (Badger opened, state rebuilt, nothing running);
+// Start installs its Hooks (commits, delivered watermarks, disk-space
+// refusals) and starts its goroutines, and only then does it take new data.
+// Its owner builds what the hooks call into in between, over the recovered
+// state; the offline tools never start it. The store also owns its
+// Prometheus collectors (RegisterMetrics).
 package store

@@ -5,6 +5,11 @@ import "errors"
 var (
 	// ErrClosed is returned (or passed to a done callback) after Close.
 	ErrClosed = errors.New("store closed")
+	// ErrNotStarted is passed to Append's done callback before Start: a
+	// recovered store takes no new data until its hooks are installed.
+	ErrNotStarted = errors.New("store not started")
+	// ErrStarted is returned by a second call of Start.
+	ErrStarted = errors.New("store already started")
 	// ErrCorrupt reports an encoded segment or checkpoint that cannot be decoded.
 	ErrCorrupt = errors.New("corrupt store data")
 	// ErrVersion reports data written in an unknown format version.

@@ -10,9 +10,14 @@ import "sync"
 //
 // It also calls OnWindowDelivered, once per windowed frame (see window.go):
 // those events are not coalesced, each names one frame.
+//
+// It exists from Open, and holds the events that happen before Start (a
+// route may deliver and mark between the two); start installs the hooks,
+// drops what a nil hook would not take, and runs the goroutine.
 type notifier struct {
-	fn      func(device string, seq uint64)
-	frameFn func(device string, seq uint64) // OnWindowDelivered; may be nil
+	fn      func(device string, seq uint64) // OnDelivered; guarded by mu
+	frameFn func(device string, seq uint64) // OnWindowDelivered; guarded by mu
+	started bool                            // guarded by mu
 	mu      sync.Mutex
 	q       []delivered
 	idx     map[string]int // device -> index in q
@@ -27,23 +32,47 @@ type delivered struct {
 	seq    uint64
 }
 
-func newNotifier(fn, frameFn func(string, uint64)) *notifier {
+func newNotifier() *notifier {
 	return &notifier{
-		fn:      fn,
-		frameFn: frameFn,
-		idx:     make(map[string]int),
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		idx:  make(map[string]int),
+		wake: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+}
+
+// start installs the hooks (either may be nil) and runs the goroutine, which
+// first passes on the events held since Open.
+func (n *notifier) start(fn, frameFn func(string, uint64)) {
+	n.mu.Lock()
+	n.fn, n.frameFn, n.started = fn, frameFn, true
+	if fn == nil {
+		clear(n.q)
+		n.q = n.q[:0]
+		clear(n.idx)
+	}
+	if frameFn == nil {
+		n.frames = nil
+	}
+	n.mu.Unlock()
+	go n.run()
+	n.signal()
+}
+
+func (n *notifier) signal() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
 	}
 }
 
 // push queues an event; it never blocks.
 func (n *notifier) push(device string, seq uint64) {
-	if n.fn == nil {
+	n.mu.Lock()
+	if n.started && n.fn == nil {
+		n.mu.Unlock()
 		return
 	}
-	n.mu.Lock()
 	if i, ok := n.idx[device]; ok {
 		n.q[i].seq = seq
 		n.mu.Unlock()
@@ -54,27 +83,22 @@ func (n *notifier) push(device string, seq uint64) {
 	first := len(n.q) == 1
 	n.mu.Unlock()
 	if first {
-		select {
-		case n.wake <- struct{}{}:
-		default:
-		}
+		n.signal()
 	}
 }
 
 // pushFrame queues a windowed frame's event; it never blocks.
 func (n *notifier) pushFrame(device string, seq uint64) {
-	if n.frameFn == nil {
+	n.mu.Lock()
+	if n.started && n.frameFn == nil {
+		n.mu.Unlock()
 		return
 	}
-	n.mu.Lock()
 	n.frames = append(n.frames, delivered{device, seq})
 	first := len(n.frames) == 1
 	n.mu.Unlock()
 	if first {
-		select {
-		case n.wake <- struct{}{}:
-		default:
-		}
+		n.signal()
 	}
 }
 
@@ -93,12 +117,13 @@ func (n *notifier) run() {
 		batch, n.q = n.q, batch[:0]
 		frames, n.frames = n.frames, frames[:0]
 		spare, n.idx = n.idx, spare
+		fn, frameFn := n.fn, n.frameFn
 		n.mu.Unlock()
 		for _, e := range batch {
-			n.fn(e.device, e.seq)
+			fn(e.device, e.seq)
 		}
 		for _, e := range frames {
-			n.frameFn(e.device, e.seq)
+			frameFn(e.device, e.seq)
 		}
 		clear(batch)
 		clear(frames)
@@ -109,8 +134,8 @@ func (n *notifier) run() {
 	}
 }
 
-// close delivers the queued events and stops the goroutine. No push may
-// follow it.
+// close delivers the queued events and stops the goroutine; only after
+// start. No push may follow it.
 func (n *notifier) close() {
 	close(n.stop)
 	<-n.done

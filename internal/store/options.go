@@ -35,45 +35,45 @@ type Options struct {
 	// which also runs soon after segments are retired (see gc.go). Default
 	// 1 minute; negative: only the runs after retirements.
 	GCInterval time.Duration
-	// OnCommit, if set, is called from the committer goroutine after each
-	// durable commit that wrote a segment, after the done callbacks of the
-	// commit. Commits whose frames all lack routes or records write no segment
-	// and do not call OnCommit. It must not block and must not call Append
-	// (which can wait for the committer) or Close.
-	OnCommit func(seg *Segment)
-	// OnDelivered, if set, is called when a device's delivered watermark
-	// (see DeliveredSeq) advances, including for frames without routes, which
-	// are delivered when committed. It is called from one notifier goroutine
-	// owned by the store, never with a store lock held, with increasing
-	// values per device; advances that happen while an earlier one waits are
-	// coalesced into the latest. It is not called for the watermarks found at
-	// Open (read DeliveredSeq). It may call any Store method except Close.
-	OnDelivered func(device string, seq uint64)
-	// OnWindowDelivered, if set, is called once for each windowed frame (Frame.Window) when every
-	// record of it is done on every route (delivered or dead-lettered), or when it is committed
-	// if it has no routes: ack mode delivery over UDP acknowledges exactly that seq. It is
-	// called like OnDelivered (same goroutine, no store lock held), but never coalesced; not for
-	// the frames found done at Open (ask WindowSeq). It may call any Store method except Close.
-	OnWindowDelivered func(device string, seq uint64)
-	// ObserveCommit, if set, is called from the committer goroutine after each
-	// successful commit that stored frames: how many, how long the Badger
-	// commit took, and how long the oldest of them waited from Append to the
-	// end of the commit (the longest any of them waited). It must not block.
-	ObserveCommit func(frames int, commit, oldestWait time.Duration)
 	// MinFree is the free space on Dir's filesystem below which new data is
 	// refused (Append answers ErrDiskFull) while delivery goes on; it is
 	// taken again once delivery has freed space (see disk.go). It is never
 	// below what Badger can still write after ingest stops (Space.Reserve,
 	// ≈53 MiB plus the LSM tree), which is also the default.
 	MinFree FreeSpace
-	// OnSpace, if set, is called when the store starts refusing new data for
-	// lack of disk space (true), at Open too, and when it takes new data
-	// again (false). Calls are serialised, from the committer or the
-	// disk-watch goroutine; it must not block and must not call Append or
-	// Close. It may call Space.
-	OnSpace func(refused bool)
 
 	statfs statfsFunc // tests: free space of a directory; nil uses statfs(2)
+}
+
+// Hooks are how the store tells its owner what happened: they are given to Start, after Open
+// has recovered the state on disk, so that whatever they call into (the relay's actor system)
+// can be built over the recovered store first. Every hook may be nil. None is called for what
+// Open found on disk (read LastSeq, DeliveredSeq, WindowSeq and Pending instead); events that
+// happen between Open and Start (MarkDelivered by a route that delivered early) are held and
+// passed on when Start installs the hooks.
+type Hooks struct {
+	// OnCommit is called from the committer goroutine after each durable commit that wrote a
+	// segment, after the done callbacks of the commit. Commits whose frames all lack routes or
+	// records write no segment and do not call OnCommit. It must not block and must not call
+	// Append (which can wait for the committer) or Close.
+	OnCommit func(seg *Segment)
+	// OnDelivered is called when a device's delivered watermark (see DeliveredSeq) advances,
+	// including for frames without routes, which are delivered when committed. It is called
+	// from one notifier goroutine owned by the store, never with a store lock held, with
+	// increasing values per device; advances that happen while an earlier one waits are
+	// coalesced into the latest. It may call any Store method except Close.
+	OnDelivered func(device string, seq uint64)
+	// OnWindowDelivered is called once for each windowed frame (Frame.Window) when every
+	// record of it is done on every route (delivered or dead-lettered), or when it is committed
+	// if it has no routes: ack mode delivery over UDP acknowledges exactly that seq. It is
+	// called like OnDelivered (same goroutine, no store lock held), but never coalesced. It may
+	// call any Store method except Close.
+	OnWindowDelivered func(device string, seq uint64)
+	// OnSpace is called when the store starts refusing new data for lack of disk space (true),
+	// by Start too if Open found the disk that full, and when it takes new data again (false).
+	// Calls are serialised, from Start, the committer or the disk-watch goroutine; it must not
+	// block and must not call Append or Close. It may call Space.
+	OnSpace func(refused bool)
 }
 
 const (

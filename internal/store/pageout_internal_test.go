@@ -62,8 +62,11 @@ func TestPageOut(t *testing.T) {
 	valueLogFileSize = 1 << 20
 	defer func() { valueLogFileSize = old }()
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir, MaxCommitFrames: 64})
+	s, err := Open(t.Context(), Options{Dir: dir, MaxCommitFrames: 64})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(Hooks{}); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()

@@ -57,7 +57,7 @@ func TestResultFrames(t *testing.T) {
 	dir := t.TempDir()
 	g := installGate(t)
 	var watermarks recorder
-	s := open(t, dir, func(o *store.Options) { o.OnDelivered = watermarks.add })
+	s := openHooked(t, dir, store.Hooks{OnDelivered: watermarks.add})
 	a, _ := s.RouteID("a")
 	b, _ := s.RouteID("b")
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -230,7 +231,7 @@ func Salvage(opts SalvageOptions) (*SalvageReport, error) {
 	}
 
 	// The new directory must open as a store.
-	st, err := Open(Options{Dir: opts.To, Logger: log})
+	st, err := Open(context.Background(), Options{Dir: opts.To, Logger: log}) // offline: nothing to cancel it
 	if err != nil {
 		return rep, fmt.Errorf("the salvaged store in %s does not open: %w", opts.To, err)
 	}

@@ -144,9 +144,7 @@ func (s *Store) advanceLocked(d *deviceState) {
 	}
 	if w := d.watermark(); w > d.delivered {
 		d.delivered = w
-		if s.notify != nil {
-			s.notify.push(d.name, w)
-		}
+		s.notify.push(d.name, w)
 	}
 }
 

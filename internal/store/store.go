@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,16 +19,29 @@ import (
 )
 
 // Store is the relay's durable journal and delivery-state tracker. All
-// methods are safe for concurrent use. Callbacks (done, OnCommit, OnDelivered)
-// are called without any store lock held.
+// methods are safe for concurrent use. Callbacks (done and the Hooks) are
+// called without any store lock held.
 //
-// Goroutines: the committer (group commits), the value-log GC loop, the
-// OnDelivered notifier and the disk-watch loop (disk.go); Close stops and
-// waits for all of them.
+// A store has two phases. Open recovers it: it opens Badger and rebuilds the
+// in-memory state from disk, and runs nothing in the background; the
+// recovered store answers reads (LastSeq, DeliveredSeq, WindowSeq, Pending,
+// Routes, DeadLetters, Stats...) and the administrative writes that do not go
+// through the journal (RouteID, Replay, Purge, DeadLetter, ReplayDone), which
+// is all the offline tools need. Start then installs the Hooks and starts the
+// goroutines: only a started store takes new data (Append before Start
+// answers ErrNotStarted), and delivery marks made before Start (MarkDelivered)
+// are persisted by its first commit. The owner builds whatever the hooks call
+// into between the two, over the recovered state.
+//
+// Goroutines, from Start: the committer (group commits), the value-log GC
+// loop, the writeback loop, the OnDelivered notifier and the disk-watch loop
+// (disk.go); Close stops and waits for all of them.
 type Store struct {
-	opts Options
-	log  *slog.Logger
-	db   *badger.DB
+	opts    Options
+	log     *slog.Logger
+	db      *badger.DB
+	hooks   Hooks // set by Start, before the goroutines that call them start
+	metrics *metrics
 
 	maxQueueFrames int
 	maxQueueBytes  int
@@ -40,6 +54,7 @@ type Store struct {
 	queue      []request
 	queueBytes int
 	closed     bool
+	started    bool          // Start ran: the goroutines run and Append takes frames
 	wake       chan struct{} // committer wake-up, capacity 1
 
 	// Delivery state, guarded by state.
@@ -54,7 +69,7 @@ type Store struct {
 	retire      []*segState // segments to delete
 	stopped     bool        // the committer has exited: MarkDelivered is a no-op
 	loading     bool        // Open is rebuilding state: no notifications
-	notify      *notifier   // nil without OnDelivered
+	notify      *notifier   // OnDelivered and OnWindowDelivered; holds events until Start
 
 	// Route names, guarded by routesMu.
 	routesMu  sync.Mutex
@@ -109,13 +124,18 @@ type counters struct {
 	ckKeys                                        atomic.Int64
 }
 
-// Open opens (creating if needed) the store in opts.Dir, rebuilds its
-// in-memory state from disk and starts its goroutines. A directory whose
-// files are missing or damaged is refused with a *DamageError (ErrDamaged,
-// see integrity.go), never opened empty.
-func Open(opts Options) (*Store, error) {
+// Open opens (creating if needed) the store in opts.Dir and recovers it: it
+// rebuilds the in-memory state from disk and takes a first reading of free
+// space, and starts nothing (see Start). A directory whose files are missing
+// or damaged is refused with a *DamageError (ErrDamaged, see integrity.go),
+// never opened empty. ctx bounds the recovery: it is checked between its
+// steps. A store that is never started is closed with Close like any other.
+func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, ErrNoDir
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open store in %q: %w", opts.Dir, err)
 	}
 	opts = opts.withDefaults()
 	log := opts.Logger.With("component", "store")
@@ -138,6 +158,7 @@ func Open(opts Options) (*Store, error) {
 		opts:           opts,
 		log:            log,
 		db:             db,
+		metrics:        newMetrics(),
 		maxQueueFrames: queueDepth * opts.MaxCommitFrames,
 		maxQueueBytes:  queueDepth * opts.MaxCommitBytes,
 		// Leave a fifth of Badger's limits for our estimation error.
@@ -148,12 +169,14 @@ func Open(opts Options) (*Store, error) {
 		order:          btree.NewOrderedG[uint64](32),
 		res:            newResidency(opts.MaxResident),
 		devices:        make(map[string]*deviceState),
+		notify:         newNotifier(),
 		routes:         make(map[string]uint16),
 		nextRoute:      1,
 		committerDone:  make(chan struct{}),
 		gcStop:         make(chan struct{}),
 		gcDone:         make(chan struct{}),
 		gcWake:         make(chan struct{}, 1),
+		writebackDone:  make(chan struct{}),
 		opened:         time.Now(),
 		valueThreshold: bopts.ValueThreshold,
 		memTableSize:   bopts.MemTableSize,
@@ -162,33 +185,61 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.notFull.L = &s.mu
 	s.c.init()
+	fail := func(what string, err error) (*Store, error) {
+		_ = db.Close()
+		return nil, explainOpen(opts.Dir, fmt.Errorf("%s in %q: %w", what, opts.Dir, err))
+	}
+	if err := ctx.Err(); err != nil {
+		return fail("open store", err)
+	}
 	deadMarks, err := s.loadDead()
 	if err != nil {
-		_ = db.Close()
-		return nil, explainOpen(opts.Dir, fmt.Errorf("read dead letters in %q: %w", opts.Dir, err))
+		return fail("read dead letters", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail("open store", err)
 	}
 	if err := s.load(deadMarks); err != nil {
-		_ = db.Close()
-		return nil, explainOpen(opts.Dir, fmt.Errorf("recover store in %q: %w", opts.Dir, err))
+		return fail("recover store", err)
 	}
 	if err := pre.mark(s.routes); err != nil { // the store held data from now on (marker.go)
 		log.Warn("store marker not written (the next start tries again)", "err", err) // e.g. a full disk
 	}
-	if opts.OnDelivered != nil || opts.OnWindowDelivered != nil { // window.go: OnWindowDelivered
-		s.notify = newNotifier(opts.OnDelivered, opts.OnWindowDelivered)
-		go s.notify.run()
+	s.readDisk() // disk.go: the first free-space reading, so a full disk refuses from the start
+	return s, nil
+}
+
+// Start installs h and starts the store's goroutines: from now on Append
+// takes frames, commits persist them and the delivery marks made since Open,
+// and the hooks are called (see Hooks: the events held since Open first; OnSpace
+// at once if Open found the disk too full for new data). It returns
+// ErrStarted if the store was started already, ErrClosed after Close.
+func (s *Store) Start(h Hooks) error {
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return ErrClosed
+	case s.started:
+		s.mu.Unlock()
+		return ErrStarted
 	}
-	// disk.go: the first free-space reading and the disk-watch loop.
-	s.startDisk()
+	s.started = true
+	s.hooks = h // read by the goroutines started below
+	s.mu.Unlock()
+
+	s.notify.start(h.OnDelivered, h.OnWindowDelivered) // window.go: OnWindowDelivered
+	s.startDisk(h.OnSpace)                             // disk.go: OnSpace and the disk-watch loop
+	s.state.RLock()
 	retire := len(s.retire) > 0 // read before the committer runs: it owns s.retire with the state lock
+	s.state.RUnlock()
 	go s.runCommitter()
 	go s.runGC()
-	s.writebackDone = make(chan struct{})
 	go s.runWriteback()
 	if retire {
 		s.signal()
 	}
-	return s, nil
+	return nil
 }
 
 // oldMemTableSize is the memtable size of stores written before badgerOptions
@@ -247,22 +298,24 @@ func largestMemtableLog(dir string) (int64, error) {
 // Close commits everything queued before it (their done callbacks and
 // OnCommit fire), stops the store's goroutines and closes Badger. Appends
 // after Close get ErrClosed. Delivery marks that arrive after the final
-// commit are dropped (their records are delivered again after restart).
-// Calls after the first return ErrClosed.
+// commit are dropped (their records are delivered again after restart), and
+// so are those of a store that was never started. Calls after the first
+// return ErrClosed.
 func (s *Store) Close() error {
 	err := ErrClosed
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
+		started := s.started
 		s.notFull.Broadcast()
 		s.mu.Unlock()
-		s.signal()
-		<-s.committerDone
-		close(s.gcStop)
-		<-s.gcDone
-		<-s.disk.done
-		<-s.writebackDone
-		if s.notify != nil {
+		if started {
+			s.signal()
+			<-s.committerDone
+			close(s.gcStop)
+			<-s.gcDone
+			<-s.disk.done
+			<-s.writebackDone
 			s.notify.close()
 		}
 		s.dbMu.Lock()
@@ -288,7 +341,7 @@ func (s *Store) signal() {
 // done is called exactly once: from the committer goroutine after the commit
 // holding f is durable (nil) or failed (the error; ErrDiskFull while new
 // data is refused for lack of disk space, see Space), or synchronously from
-// Append with ErrClosed after Close. The store owns f from now on. done may
+// Append with ErrNotStarted before Start and ErrClosed after Close. The store owns f from now on. done may
 // be nil; it must not block and must not call Append or Close (Append can
 // wait for the committer, which is running done).
 func (s *Store) Append(f *Frame, done func(err error)) {
@@ -298,10 +351,14 @@ func (s *Store) Append(f *Frame, done func(err error)) {
 		(len(s.queue) >= s.maxQueueFrames || s.queueBytes+size > s.maxQueueBytes) {
 		s.notFull.Wait()
 	}
-	if s.closed {
+	if s.closed || !s.started {
+		err := ErrClosed
+		if !s.closed {
+			err = ErrNotStarted
+		}
 		s.mu.Unlock()
 		if done != nil {
-			done(ErrClosed)
+			done(err)
 		}
 		return
 	}

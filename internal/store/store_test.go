@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -44,15 +45,25 @@ func checkFor(t testing.TB, timeout, interval time.Duration, fn func() error) {
 
 const hang = 60 * time.Second
 
+// open opens and starts the store in dir, without hooks.
 func open(t testing.TB, dir string, mod ...func(*store.Options)) *store.Store {
+	t.Helper()
+	return openHooked(t, dir, store.Hooks{}, mod...)
+}
+
+// openHooked opens the store in dir and starts it with h.
+func openHooked(t testing.TB, dir string, h store.Hooks, mod ...func(*store.Options)) *store.Store {
 	t.Helper()
 	opts := store.Options{Dir: dir}
 	for _, m := range mod {
 		m(&opts)
 	}
-	s, err := store.Open(opts)
+	s, err := store.Open(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("Open(%q) = %v", dir, err)
+	}
+	if err := s.Start(h); err != nil {
+		t.Fatalf("Start() = %v", err)
 	}
 	return s
 }
@@ -397,8 +408,7 @@ func (r *recorder) last(dev string) uint64 {
 func TestDeliveredWatermark(t *testing.T) {
 	dir := t.TempDir()
 	rec := &recorder{}
-	withRec := func(o *store.Options) { o.OnDelivered = rec.add }
-	s := open(t, dir, withRec)
+	s := openHooked(t, dir, store.Hooks{OnDelivered: rec.add})
 	r, _ := s.RouteID("r")
 	// Frame 1 and 2 in one segment, 3 in the next, 4 has no routes.
 	appendWait(t, s, frame("d", 1, 2, r), frame("d", 2, 1, r))
@@ -427,7 +437,7 @@ func TestDeliveredWatermark(t *testing.T) {
 	mustClose(t, s)
 
 	rec2 := &recorder{}
-	s = open(t, dir, func(o *store.Options) { o.OnDelivered = rec2.add })
+	s = openHooked(t, dir, store.Hooks{OnDelivered: rec2.add})
 	want(s, 2)
 	if got := s.LastSeq("d"); got != 4 {
 		t.Fatalf("LastSeq = %d, want 4", got)
@@ -515,7 +525,7 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 func TestCloseFlushesQueuedAppends(t *testing.T) {
 	dir := t.TempDir()
 	var commits atomic.Int64
-	s := open(t, dir, func(o *store.Options) { o.OnCommit = func(*store.Segment) { commits.Add(1) } })
+	s := openHooked(t, dir, store.Hooks{OnCommit: func(*store.Segment) { commits.Add(1) }})
 	r, _ := s.RouteID("r")
 	const n = 2000
 	var ok atomic.Int64
@@ -558,7 +568,7 @@ func TestCloseFlushesQueuedAppends(t *testing.T) {
 func TestNoRouteFramesWriteNoSegment(t *testing.T) {
 	dir := t.TempDir()
 	var commits atomic.Int64
-	s := open(t, dir, func(o *store.Options) { o.OnCommit = func(*store.Segment) { commits.Add(1) } })
+	s := openHooked(t, dir, store.Hooks{OnCommit: func(*store.Segment) { commits.Add(1) }})
 	appendWait(t, s, frame("d", 10, 3), frame("e", 4, 0, 1))
 	if got := s.MaxSegment(); got != 0 {
 		t.Errorf("MaxSegment = %d, want 0", got)
@@ -583,7 +593,7 @@ func TestNoRouteFramesWriteNoSegment(t *testing.T) {
 func TestOnCommitSegment(t *testing.T) {
 	segs := make(chan *store.Segment, 10)
 	g := installGate(t)
-	s := open(t, t.TempDir(), func(o *store.Options) { o.OnCommit = func(seg *store.Segment) { segs <- seg } })
+	s := openHooked(t, t.TempDir(), store.Hooks{OnCommit: func(seg *store.Segment) { segs <- seg }})
 	defer mustClose(t, s)
 	f1, f2, f3 := frame("a", 1, 2, 1), frame("b", 1, 1), frame("c", 5, 3, 2)
 	appendTogether(t, s, g, f1, f2, f3)
@@ -727,13 +737,13 @@ func TestCheckpointSnapshot(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	if _, err := store.Open(store.Options{}); !errors.Is(err, store.ErrNoDir) {
+	if _, err := store.Open(context.Background(), store.Options{}); !errors.Is(err, store.ErrNoDir) {
 		t.Errorf("Open(no dir) = %v, want ErrNoDir", err)
 	}
 	dir := t.TempDir()
 	s := open(t, dir)
 	defer mustClose(t, s)
-	if _, err := store.Open(store.Options{Dir: dir}); err == nil {
+	if _, err := store.Open(context.Background(), store.Options{Dir: dir}); err == nil {
 		t.Error("second Open of the same dir succeeded")
 	}
 }

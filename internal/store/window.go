@@ -41,7 +41,7 @@ import (
 //   - snapshot (snapshot.go): snapshotVersion and appendSnapshotEntry.
 //   - load (recover.go): decodeCheckpointWindows and windowLoadLocked.
 //   - AppendSegment/DecodeSegment (segment.go): flagWindow.
-//   - Open (store.go) and notify.go: Options.OnWindowDelivered through the notifier.
+//   - Start (store.go) and notify.go: Hooks.OnWindowDelivered through the notifier.
 // A rewrite of those files must keep these calls, with the same ordering (a window is fed every
 // stored seq of its device before lastSeq moves, resident or cold; frames are registered before
 // the delivery marks of their segment replay). A segment going cold leaves the window alone: its
@@ -456,7 +456,7 @@ func (s *Store) windowCommitLocked(d *deviceState, f *Frame) {
 	switch {
 	case f.Window:
 		s.windowOfLocked(d).add(f.Seq)
-		if (len(f.Routes) == 0 || len(f.Records) == 0) && s.notify != nil {
+		if len(f.Routes) == 0 || len(f.Records) == 0 {
 			s.notify.pushFrame(d.name, f.Seq)
 		}
 	case d.win != nil:
@@ -469,7 +469,7 @@ func (s *Store) windowCommitLocked(d *deviceState, f *Frame) {
 // Open rebuilds the state or a cold segment warms: that frame was done before).
 func (s *Store) windowDoneLocked(fm *frameMeta, newMark bool) {
 	fm.dev.win.setPending(fm.seq, false)
-	if newMark && !s.loading && s.notify != nil {
+	if newMark && !s.loading {
 		s.notify.pushFrame(fm.dev.name, fm.seq)
 	}
 }

@@ -324,12 +324,12 @@ func TestWindowSurvivesReopen(t *testing.T) {
 			}
 			dir := t.TempDir()
 			var deliverer *segDeliverer
-			opts := func(o *store.Options) {}
+			var hooks store.Hooks
 			if tc.deliver {
 				deliverer = &segDeliverer{}
-				opts = deliverer.options
+				hooks = deliverer.hooks()
 			}
-			s := open(t, dir, opts)
+			s := openHooked(t, dir, hooks)
 			deliverer.attach(s)
 			r, _ := s.RouteID("r")
 			m := windowScenario(t, s, tc.routes(r))
@@ -342,7 +342,7 @@ func TestWindowSurvivesReopen(t *testing.T) {
 				t.Fatalf("scenario did not exercise what it is named for: %+v", st)
 			}
 
-			s = open(t, dir, opts)
+			s = openHooked(t, dir, hooks)
 			deliverer.attach(s)
 			m.check(t, "after reopen", func(seq uint64) bool { ok, _ := s.WindowSeq("u", seq); return ok })
 			if s.LastSeq("u") != m.top {
@@ -380,8 +380,8 @@ type segDeliverer struct {
 	s  *store.Store
 }
 
-func (d *segDeliverer) options(o *store.Options) {
-	o.OnCommit = func(seg *store.Segment) {
+func (d *segDeliverer) hooks() store.Hooks {
+	return store.Hooks{OnCommit: func(seg *store.Segment) {
 		d.mu.Lock()
 		s := d.s
 		d.mu.Unlock()
@@ -396,7 +396,7 @@ func (d *segDeliverer) options(o *store.Options) {
 		for r, refs := range byRoute {
 			s.MarkDelivered(r, refs)
 		}
-	}
+	}}
 }
 
 func (d *segDeliverer) attach(s *store.Store) {
@@ -430,13 +430,11 @@ func (d *segDeliverer) wait(t *testing.T) {
 func TestWindowDelivered(t *testing.T) {
 	var mu sync.Mutex
 	var got []uint64
-	s := open(t, t.TempDir(), func(o *store.Options) {
-		o.OnWindowDelivered = func(dev string, seq uint64) {
-			mu.Lock()
-			got = append(got, seq)
-			mu.Unlock()
-		}
-	})
+	s := openHooked(t, t.TempDir(), store.Hooks{OnWindowDelivered: func(dev string, seq uint64) {
+		mu.Lock()
+		got = append(got, seq)
+		mu.Unlock()
+	}})
 	defer func() { mustClose(t, s) }()
 	r1, _ := s.RouteID("r1")
 	r2, _ := s.RouteID("r2")
@@ -496,7 +494,7 @@ func TestWindowDeliveredAfterReopen(t *testing.T) {
 	})
 	mustClose(t, s)
 	events := make(chan uint64, 4)
-	s = open(t, dir, func(o *store.Options) { o.OnWindowDelivered = func(_ string, seq uint64) { events <- seq } })
+	s = openHooked(t, dir, store.Hooks{OnWindowDelivered: func(_ string, seq uint64) { events <- seq }})
 	defer func() { mustClose(t, s) }()
 	for seq, want := range map[uint64][2]bool{2: {true, false}, 5: {true, true}, 3: {false, false}} {
 		if st, d := s.WindowSeq("u", seq); st != want[0] || d != want[1] {
@@ -561,9 +559,9 @@ func TestWindowColdSegments(t *testing.T) {
 	opts := func(o *store.Options) {
 		o.MaxResident = 100
 		o.MaxCommitFrames = 20
-		o.OnWindowDelivered = func(_ string, seq uint64) { mu.Lock(); events[seq]++; mu.Unlock() }
 	}
-	s := open(t, dir, opts)
+	hooks := store.Hooks{OnWindowDelivered: func(_ string, seq uint64) { mu.Lock(); events[seq]++; mu.Unlock() }}
+	s := openHooked(t, dir, hooks, opts)
 	a, _ := s.RouteID("a")
 	b, _ := s.RouteID("b")
 	s.Spilled(a, 0)
@@ -594,7 +592,7 @@ func TestWindowColdSegments(t *testing.T) {
 	s.Spilled(a, 0)
 	mustClose(t, s)
 
-	s = open(t, dir, opts)
+	s = openHooked(t, dir, hooks, opts)
 	defer func() { mustClose(t, s) }()
 	st := s.Stats()
 	if st.ColdSegments == 0 {

@@ -1,0 +1,130 @@
+package deadletter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/store"
+)
+
+// The commands behind `fleetrelay dlq`: each asks the running relay on its admin listener and,
+// when none answers there, works on the data directory, which only opens while no relay holds it.
+
+// List lists the dead letters of a route (at most limit of them): from the running relay's
+// admin listener if it answers, else from the data directory.
+func List(ctx context.Context, cfg *config.Config, route string, limit int) (*Page, error) {
+	page := &Page{}
+	err := adminOrDir(ctx, cfg, route, "GET", "?limit="+strconv.Itoa(limit), page, func(st *store.Store, id uint16) (err error) {
+		page, err = list(st, route, id, limit)
+		return err
+	})
+	return page, err
+}
+
+// Replay moves a route's dead letters to its replay list: through the running relay, which
+// delivers them at once, or in the data directory, and then the relay delivers them when it
+// starts.
+func Replay(ctx context.Context, cfg *config.Config, route string) (*Result, error) {
+	res := &Result{Route: route}
+	err := adminOrDir(ctx, cfg, route, "POST", "/replay", res, func(st *store.Store, id uint16) (err error) {
+		res.Letters, res.Messages, err = st.Replay(id)
+		return err
+	})
+	return res, err
+}
+
+// Purge deletes a route's dead letters older than age (all of them for 0): through the running
+// relay, or in the data directory.
+func Purge(ctx context.Context, cfg *config.Config, route string, age time.Duration) (*Result, error) {
+	res := &Result{Route: route}
+	err := adminOrDir(ctx, cfg, route, "DELETE", "?older_than="+age.String(), res, func(st *store.Store, id uint16) (err error) {
+		res.Letters, res.Messages, err = purge(st, id, age)
+		return err
+	})
+	return res, err
+}
+
+// adminOrDir asks the running relay (method on /dlq/<route><rest>, its answer decoded into
+// out) or, when none answers on the admin listener, runs inDir on the data directory.
+func adminOrDir(ctx context.Context, cfg *config.Config, route, method, rest string, out any, inDir func(st *store.Store, id uint16) error) error {
+	err := viaAdmin(ctx, cfg, method, "/dlq/"+url.PathEscape(route)+rest, out)
+	if !errors.Is(err, errNoAdmin) {
+		return err
+	}
+	return offline(ctx, cfg, route, inDir)
+}
+
+// errNoAdmin means no relay answered on the admin listener.
+var errNoAdmin = errors.New("relay not running")
+
+func viaAdmin(ctx context.Context, cfg *config.Config, method, path string, out any) error {
+	if cfg.Admin.Listen == "" {
+		return errNoAdmin
+	}
+	host, port, err := net.SplitHostPort(cfg.Admin.Listen)
+	if err != nil {
+		return errNoAdmin
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+net.JoinHostPort(host, port)+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return errNoAdmin
+		}
+		return fmt.Errorf("relay admin at %s: %w", cfg.Admin.Listen, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("relay admin at %s: %w", cfg.Admin.Listen, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("relay admin at %s: %s", cfg.Admin.Listen, e.Error)
+		}
+		return fmt.Errorf("relay admin at %s: status %d", cfg.Admin.Listen, resp.StatusCode)
+	}
+	return json.Unmarshal(body, out)
+}
+
+// offline opens the data directory (which fails while a relay holds it) and runs fn with the
+// route's ID in it. The store is recovered, never started: the dead-letter commands write
+// nothing through its journal.
+func offline(ctx context.Context, cfg *config.Config, route string, fn func(st *store.Store, id uint16) error) error {
+	if _, err := os.Stat(cfg.DataDir); err != nil {
+		return fmt.Errorf("no relay answered on the admin listener (%s), and the data directory: %w", cfg.Admin.Listen, err)
+	}
+	st, err := store.Open(ctx, store.Options{Dir: cfg.DataDir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("no relay answered on the admin listener (%s), and %w", cfg.Admin.Listen, err)
+	}
+	id, ok := st.Routes()[route]
+	if !ok {
+		err = fmt.Errorf("route %q has no queue in %s", route, cfg.DataDir)
+	} else {
+		err = fn(st, id)
+	}
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

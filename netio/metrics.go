@@ -1,0 +1,52 @@
+package netio
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// RegisterMetrics registers the server's collectors with reg: connections, frames, bytes and
+// errors of the device sockets, dropped datagrams, and the NDJSON listener's lines, in-flight
+// bytes and drops by reason (the dispatcher counts the drops that are its own, with the same
+// metric name). They read Stats when scraped. Call it once per server and registry: it panics
+// if reg has them already.
+func (s *Server) RegisterMetrics(reg prometheus.Registerer) {
+	var cs []prometheus.Collector
+	gauge := func(name, help string, f func() float64) {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	counter := func(name, help string, f func() float64) {
+		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f))
+	}
+	gauge("fleetrelay_device_connections", "Open device TCP connections (native and NDJSON).", func() float64 { return float64(s.Stats().Connections) })
+	counter("fleetrelay_device_frames_total", "Native frames decoded from devices (TCP and UDP).", func() float64 { return float64(s.Stats().Frames) })
+	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices (native frames and NDJSON lines).", func() float64 { return float64(s.Stats().Bytes) })
+	counter("fleetrelay_device_errors_total", "Device connections closed with an ERROR frame.", func() float64 { return float64(s.Stats().Errors) })
+	counter("fleetrelay_device_refused_total", "Device connections refused (capacity, shutdown), native and NDJSON.", func() float64 { return float64(s.Stats().Refused) })
+	counter("fleetrelay_udp_dropped_total", "Malformed or unexpected datagrams dropped unanswered.", func() float64 { return float64(s.Stats().UDPDropped) })
+	counter("fleetrelay_ndjson_lines_total", "NDJSON lines accepted for storing.", func() float64 { return float64(s.Stats().NDJSONLines) })
+	gauge("fleetrelay_ndjson_inflight_bytes", "Bytes of NDJSON lines read and not yet stored; at devices.ndjson.max_inflight no NDJSON connection is read.",
+		func() float64 { return float64(s.Stats().NDJSONInflight) })
+	for reason, f := range map[string]func() int64{
+		"malformed": func() int64 { return s.Stats().NDJSONMalformed },
+		"identity":  func() int64 { return s.Stats().NDJSONIdentity },
+		"too_long":  func() int64 { return s.Stats().NDJSONTooLong },
+		"shutdown":  func() int64 { return s.Stats().NDJSONShutdown },
+	} {
+		cs = append(cs, NDJSONDropped(reason, f))
+	}
+	reg.MustRegister(cs...)
+}
+
+// NDJSONDroppedHelp is the help of fleetrelay_ndjson_dropped_total, whose reasons are counted
+// by the listener (malformed, identity, too_long, shutdown) and by the dispatcher (native,
+// store): one help for both, as Prometheus requires.
+const NDJSONDroppedHelp = "NDJSON lines dropped, by reason: malformed (not a JSON object), identity (identity field missing or invalid), " +
+	"too_long (over max_line; closes the connection), shutdown (arrived after shutdown began), " +
+	"native (the identity was connected natively), store (the store refused them)."
+
+// NDJSONDropped is the fleetrelay_ndjson_dropped_total counter of one reason, reading count.
+func NDJSONDropped(reason string, count func() int64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "fleetrelay_ndjson_dropped_total", Help: NDJSONDroppedHelp, ConstLabels: prometheus.Labels{"reason": reason},
+	}, func() float64 { return float64(count()) })
+}
