@@ -1,0 +1,112 @@
+package relay_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/fleetrelay/fleetrelay/"
+
+// layers is the import direction of the design notes (internal/DESIGN.md), package by package:
+// the module's packages each may import. A pattern ending in "/..." stands for the folder's
+// packages. Every package must be listed, so a new one is placed deliberately.
+var layers = []struct {
+	pkg string
+	may []string
+}{
+	// Leaves: pure codecs, and the parts below the actors that know nothing of each other.
+	{"codec/...", []string{"codec/..."}},
+	{"internal/throttle", nil},
+	{"internal/checkfor", nil},
+	{"internal/store", nil},
+	{"internal/deliver", nil},
+	{"internal/auth", nil},
+	{"internal/api", nil},
+	{"internal/config", []string{"codec/..."}},
+	// The sockets, then the actors over them.
+	{"netio", []string{"codec/...", "internal/throttle"}},
+	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
+	// What the actors call through their interfaces, and what builds it.
+	{"internal/pipeline", []string{"actors", "codec/...", "internal/auth", "internal/deliver", "internal/throttle"}},
+	{"internal/route", []string{"actors", "codec/...", "internal/auth", "internal/config", "internal/deliver", "internal/pipeline"}},
+	{"internal/deadletter", []string{"internal/api", "internal/config", "internal/store"}},
+	// The composition root imports every part, and only cmd (and the test harness) imports it.
+	{"internal/relay", []string{"actors", "codec/...", "netio", "internal/api", "internal/auth", "internal/config",
+		"internal/deadletter", "internal/deliver", "internal/pipeline", "internal/route", "internal/store", "internal/throttle"}},
+	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/..."}},
+	// The tools beside the relay: they speak the device protocol and nothing else of it.
+	{"loadgen", []string{"codec/..."}},
+	{"bench", []string{"loadgen", "codec/..."}},
+	{"cmd/...", []string{"..."}},
+}
+
+func matches(pattern, pkg string) bool {
+	if pattern == "..." {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(pattern, "/..."); ok {
+		return pkg == prefix || strings.HasPrefix(pkg, prefix+"/")
+	}
+	return pkg == pattern
+}
+
+// The module's import graph follows the layers: no package imports a higher one, and each
+// package is placed in the table.
+func TestImportLayers(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 10 {
+		t.Fatalf("go list found %d packages, want the module's", len(lines))
+	}
+	for _, line := range lines {
+		f := strings.Fields(line)
+		pkg, ok := strings.CutPrefix(f[0], module)
+		if !ok {
+			continue
+		}
+		rule := -1
+		for i, l := range layers {
+			if matches(l.pkg, pkg) {
+				rule = i
+				break
+			}
+		}
+		if rule < 0 {
+			t.Errorf("package %s has no place in the layers: add it to the table and to the design notes", pkg)
+			continue
+		}
+		for _, imp := range f[1:] {
+			dep, ok := strings.CutPrefix(imp, module)
+			if !ok {
+				continue
+			}
+			allowed := false
+			for _, p := range layers[rule].may {
+				allowed = allowed || matches(p, dep)
+			}
+			if !allowed {
+				t.Errorf("%s imports %s, which its layer does not allow", pkg, dep)
+			}
+		}
+	}
+}
+
+// The matcher the layer check depends on.
+func TestLayerPatterns(t *testing.T) {
+	f := func(pattern, pkg string, want bool) {
+		t.Helper()
+		if got := matches(pattern, pkg); got != want {
+			t.Errorf("matches(%q, %q) = %v, want %v", pattern, pkg, got, want)
+		}
+	}
+	f("codec/...", "codec/native", true)
+	f("codec/...", "codec", true)
+	f("codec/...", "codecx/native", false)
+	f("actors", "actors", true)
+	f("actors", "actors/x", false)
+	f("...", "internal/relay", true)
+}
