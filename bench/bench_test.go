@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/bench"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
@@ -61,41 +60,19 @@ func TestScenariosLoad(t *testing.T) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// relayBinary builds cmd/fleetrelay once per test run (without -race: bench measures it).
+// relayBinary is cmd/fleetrelay built once per test process, without -race: bench measures it.
 func relayBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the relay binary")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "fleetrelay-bench-test")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "fleetrelay")
-		if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/fleetrelay").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return relaytest.Binary(t, false)
 }
 
 // TestMain removes the relay binary built for the tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	relaytest.RemoveBinaries()
 	os.Exit(code)
 }
 

@@ -6,10 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -19,56 +16,22 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
-func startRelay(t *testing.T, sinkURL string) *relay.Relay {
-	t.Helper()
-	return startRelayAt(t, sinkURL, t.TempDir(), "127.0.0.1:0")
-}
-
-// startRelayAt starts a relay on the data directory dir with its native TCP listener on tcp and
-// shuts it down when the test ends.
-func startRelayAt(t *testing.T, sinkURL, dir, tcp string) *relay.Relay {
-	t.Helper()
-	rl, err := newRelayAt(sinkURL, dir, tcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { shutdown(rl) })
-	return rl
-}
-
-func shutdown(rl *relay.Relay) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = rl.Shutdown(ctx)
-}
-
-// newRelayAt starts a relay delivering to sinkURL, on the data directory dir, with its native
-// TCP listener on tcp.
-func newRelayAt(sinkURL, dir, tcp string) (*relay.Relay, error) {
-	cfg := config.Default()
-	cfg.DataDir = dir
-	cfg.Devices.Native.TCP = tcp
-	cfg.Devices.Native.UDP = "127.0.0.1:0"
+// relayConfig is the relay these tests run: relaytest's, delivering to sinkURL, with NDJSON
+// gateways too and no admin listener.
+func relayConfig(t *testing.T, sinkURL string) *config.Config {
+	cfg := relaytest.Config(t, sinkURL)
 	cfg.Devices.NDJSON.TCP = "127.0.0.1:0"
 	cfg.Admin.Listen = ""
-	cfg.Delivery.AllowPrivateNetworks = true
-	r := config.DefaultRoute()
-	r.Name = "sink"
-	r.URL = sinkURL + "/ingest/[SERIAL]"
-	r.Batch.Linger = config.Duration(5 * time.Millisecond)
-	cfg.Routes = []config.Route{r}
-	rl, err := relay.New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil, err
-	}
-	if err := rl.Start(); err != nil {
-		shutdown(rl)
-		return nil, err
-	}
-	return rl, nil
+	return cfg
+}
+
+func startRelay(t *testing.T, sinkURL string) *relay.Relay {
+	t.Helper()
+	return relaytest.Start(t, relayConfig(t, sinkURL))
 }
 
 // A short run through a real relay to a real sink: every frame acknowledged and delivered, and the
@@ -182,9 +145,11 @@ func TestRunAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	dir := t.TempDir()
-	first := startRelayAt(t, sink.URL(), dir, "127.0.0.1:0")
+	cfg := relayConfig(t, sink.URL())
+	first := relaytest.Start(t, cfg)
 	addr := first.DeviceTCPAddr().String()
+	again := relayConfig(t, sink.URL()) // the same data directory and address
+	again.DataDir, again.Devices.Native.TCP = cfg.DataDir, addr
 	var acked atomic.Int64
 	type restart struct {
 		rl       *relay.Relay
@@ -205,8 +170,11 @@ func TestRunAcrossRestart(t *testing.T) {
 			}
 		}
 		n := acked.Load()
-		shutdown(first)
-		rl, err := newRelayAt(sink.URL(), dir, addr)
+		if err := relaytest.Shutdown(first); err != nil {
+			restarted <- restart{err: fmt.Errorf("shut down the first relay: %w", err)}
+			return
+		}
+		rl, err := relaytest.Open(again, relaytest.Logger(t))
 		restarted <- restart{rl: rl, err: err, atAcked: n, restartT: time.Now()}
 	}()
 	start := time.Now()
@@ -216,7 +184,7 @@ func TestRunAcrossRestart(t *testing.T) {
 	close(loadEnd)
 	r := <-restarted
 	if r.rl != nil {
-		t.Cleanup(func() { shutdown(r.rl) })
+		t.Cleanup(func() { _ = relaytest.Shutdown(r.rl) })
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -301,43 +269,19 @@ func TestCorrectedLatencyShowsPause(t *testing.T) {
 		t.Skip("builds and runs the relay binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "fleetrelay")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/fleetrelay").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := relaytest.FreeAddr(t)
 	cfgPath := filepath.Join(dir, "cfg.yaml")
 	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: error\ndevices:\n  native:\n    tcp: %s\n    udp: \"\"\nadmin:\n  listen: \"\"\n", filepath.Join(dir, "data"), addr)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-config", cfgPath)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 300 {
-			t.Fatalf("relay did not start: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	proc := relaytest.StartProcess(t, relaytest.Binary(t, false), addr, "-config", cfgPath)
 
 	go func() {
 		time.Sleep(1200 * time.Millisecond)
-		_ = cmd.Process.Signal(syscall.SIGSTOP)
+		_ = proc.Signal(syscall.SIGSTOP)
 		time.Sleep(time.Second)
-		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = proc.Signal(syscall.SIGCONT)
 	}()
 	rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
 		Addr: addr, Devices: 20, Rate: 50, Window: 4, Duration: 3500 * time.Millisecond, RampUp: 200 * time.Millisecond,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/api"
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/goleak"
@@ -22,28 +23,11 @@ import (
 // never stopped; it belongs to no server.
 var ignoreServerDate = goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1")
 
-// checkFor calls fn every interval until it returns nil, failing the test with fn's last error after
-// timeout.
-func checkFor(t *testing.T, timeout, interval time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(interval)
-	}
-}
-
 // checkNoLeaks waits until only the goroutines that ran before the test (and fasthttp's date updater)
 // are left.
 func checkNoLeaks(t *testing.T, before goleak.Option) {
 	t.Helper()
-	checkFor(t, 5*time.Second, 50*time.Millisecond, func() error {
+	checkfor.Check(t, 5*time.Second, 50*time.Millisecond, func() error {
 		return goleak.Find(before, ignoreServerDate)
 	})
 }

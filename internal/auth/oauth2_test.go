@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/auth"
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 )
 
 // tokenServer is an OAuth2 token endpoint (RFC 6749 §4.4) that issues tokens tok-1, tok-2, …
@@ -215,22 +216,6 @@ func sign(t testing.TB, ctx context.Context, s auth.Signer) string {
 	return r.HeaderValue("Authorization")
 }
 
-// checkFor polls fn every interval until it returns nil or timeout passes.
-func checkFor(t testing.TB, timeout, interval time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(interval)
-	}
-}
-
 func TestOAuth2PublishedVector(t *testing.T) {
 	// RFC 6749 §2.3.1: id and secret are form-encoded before Basic's base64.
 	const want = "Basic bXkrY2xpZW50OnAlNDBzcyUzQXclMkZyZCUyQiVDMyVBOQ=="
@@ -366,7 +351,7 @@ func TestOAuth2RefreshAhead(t *testing.T) {
 		}
 		refreshed <- r.HeaderValue("Authorization")
 	}()
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	checkfor.Check(t, 5*time.Second, time.Millisecond, func() error {
 		if ts.requests.Load() < 2 {
 			return errors.New("no refresh request")
 		}
@@ -428,7 +413,7 @@ func TestOAuth2ShortLivedTokens(t *testing.T) {
 	}
 	ts := newTokenServer(t, "id", "secret", 2)
 	s := newSigner(t, ts.options(""))
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	checkfor.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
 		h := sign(t, t.Context(), s)
 		tok := strings.TrimPrefix(h, "Bearer ")
 		ts.mu.Lock()
@@ -533,7 +518,7 @@ func TestOAuth2UnauthorizedConcurrent(t *testing.T) {
 		})
 	}
 	started.Wait()
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	checkfor.Check(t, 5*time.Second, time.Millisecond, func() error {
 		if ts.requests.Load() < 2 {
 			return errors.New("no token request after Unauthorized")
 		}
@@ -564,7 +549,7 @@ func TestOAuth2Context(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Sign(ctx, &auth.Request{}) }()
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	checkfor.Check(t, 5*time.Second, time.Millisecond, func() error {
 		if ts.requests.Load() < 1 {
 			return errors.New("no token request")
 		}
@@ -584,7 +569,7 @@ func TestOAuth2Context(t *testing.T) {
 		t.Fatalf("Sign with canceled ctx: %v, want context.Canceled", err)
 	}
 	// … and fetches itself once the first gave up.
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	checkfor.Check(t, 5*time.Second, time.Millisecond, func() error {
 		if ts.requests.Load() < 2 {
 			return errors.New("waiter did not fetch")
 		}

@@ -48,6 +48,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/auth"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
@@ -425,30 +426,12 @@ func (l *logBuffer) String() string {
 // startLoggedRelay is startRelay with the relay's log captured.
 func startLoggedRelay(t *testing.T, cfg *config.Config) (*relay.Relay, *logBuffer) {
 	t.Helper()
-	cfg.Resolve()
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
 	buf := &logBuffer{}
 	var w io.Writer = buf
 	if testing.Verbose() {
 		w = io.MultiWriter(buf, os.Stderr)
 	}
-	r, err := relay.New(cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return r, buf
+	return relaytest.StartLogged(t, cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))), buf
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,13 +29,7 @@ func TestRelayRefusesDamagedStore(t *testing.T) {
 	cfg := testConfig(t, sink)
 	cfg.Delivery.ShutdownGrace = config.Duration(100 * time.Millisecond)
 	base := cfg.DataDir
-	r, err := relay.New(cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := startRelay(t, cfg) // shut down below, to damage its store
 	want := map[loadgen.MsgKey]bool{}
 	// Records that do not compress: segments go to the value log, so a
 	// damaged table loses delivery state but no message (a segment under

@@ -18,7 +18,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/config"
-	"github.com/fleetrelay/fleetrelay/internal/relay"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
@@ -405,21 +405,12 @@ func isoRun(b *testing.B, devices int, interval, duration, failFor time.Duration
 	defer ep.srv.Close()
 	cfg := testConfig(b, nil)
 	cfg.Routes = append(cfg.Routes, isoRoute(ep.srv.URL))
-	cfg.Resolve()
-	if err := cfg.Validate(); err != nil {
-		b.Fatalf("config: %v", err)
-	}
-	r, err := relay.New(cfg, testLogger(b))
+	r, err := relaytest.Open(cfg, testLogger(b))
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := r.Start(); err != nil {
-		b.Fatal(err)
-	}
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := r.Shutdown(ctx); err != nil {
+		if err := relaytest.Shutdown(r); err != nil {
 			b.Errorf("shutdown: %v", err)
 		}
 	}()

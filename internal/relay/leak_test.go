@@ -8,7 +8,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
-	"github.com/fleetrelay/fleetrelay/internal/relay"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
@@ -27,14 +26,7 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*Client).mCleaner"),
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
 	}
-	cfg := testConfig(t, sink)
-	r, err := relay.New(cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := startRelay(t, testConfig(t, sink)) // shut down below, before the check
 	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "L1"}, 1)
 	if _, err := d.Send([]byte(`{"a":1}`)); err != nil {
 		t.Fatal(err)

@@ -3,8 +3,6 @@ package relay_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,84 +10,27 @@ import (
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/config"
-	"github.com/fleetrelay/fleetrelay/internal/relay"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
-// checkFor polls fn until it returns nil or timeout passes (a liveness bound, not a speed check).
-func checkFor(t testing.TB, timeout, interval time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(interval)
-	}
-}
+// The shared harness (packages checkfor and relaytest) under the names these tests have always
+// used.
+var (
+	checkFor   = checkfor.Check
+	testLogger = relaytest.Logger
+	startRelay = relaytest.Start
+	startSink  = relaytest.StartSink
+)
 
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// testConfig is a relay on loopback port 0 delivering to sink under /ingest/[SERIAL].
+// testConfig is relaytest.Config delivering to sink, if not nil.
 func testConfig(t testing.TB, sink *loadgen.Sink) *config.Config {
-	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	cfg.Devices.Native.TCP = "127.0.0.1:0"
-	cfg.Devices.Native.UDP = "127.0.0.1:0"
-	cfg.Admin.Listen = "127.0.0.1:0"
-	cfg.Delivery.AllowPrivateNetworks = true
-	cfg.Delivery.Retry.InitialBackoff = config.Duration(20 * time.Millisecond)
-	cfg.Delivery.Retry.MaxBackoff = config.Duration(200 * time.Millisecond)
-	if sink != nil {
-		r := config.DefaultRoute()
-		r.Name = "test"
-		r.URL = sink.URL() + "/ingest/[SERIAL]"
-		r.Batch.Linger = config.Duration(5 * time.Millisecond)
-		cfg.Routes = append(cfg.Routes, r)
+	if sink == nil {
+		return relaytest.Config(t, "")
 	}
-	return cfg
-}
-
-func startRelay(t testing.TB, cfg *config.Config) *relay.Relay {
-	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	r, err := relay.New(cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return r
-}
-
-func startSink(t testing.TB) *loadgen.Sink {
-	t.Helper()
-	s, err := loadgen.StartSink("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
+	return relaytest.Config(t, sink.URL())
 }
 
 func connect(t testing.TB, addr string, h native.Hello, first uint64) *loadgen.Device {
@@ -811,14 +752,7 @@ func TestShutdownAbandonsRetryWait(t *testing.T) {
 	cfg.Delivery.ShutdownGrace = config.Duration(time.Minute)
 	cfg.Delivery.Retry.InitialBackoff = config.Duration(5 * time.Second)
 	cfg.Delivery.Retry.MaxBackoff = config.Duration(10 * time.Second)
-	cfg.Resolve()
-	r, err := relay.New(cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := startRelay(t, cfg) // shut down below, timed
 	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "W1"}, 1)
 	for range 20 {
 		if _, err := d.Send([]byte(`{"n":1}`)); err != nil {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -120,7 +121,7 @@ func BenchmarkMarkDelivered(b *testing.B) {
 		for i := 0; i < len(refs); i += 100 {
 			s.MarkDelivered(r, refs[i:min(i+100, len(refs))])
 		}
-		checkFor(b, hang, 0, func() error {
+		checkfor.Check(b, hang, 0, func() error {
 			if n := s.Stats().SegmentsLive; n != 0 {
 				return fmt.Errorf("SegmentsLive = %d", n)
 			}

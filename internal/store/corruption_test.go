@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -195,7 +196,7 @@ func buildCorruptionStore(t *testing.T, dir string) *ledger {
 		}
 	}
 	appendWait(t, s, &store.Frame{Device: "flush", Seq: 1, Records: [][]byte{[]byte(`{}`)}}) // commits the marks
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != len(segs)-len(l.retired) {
 			return fmt.Errorf("%d segments live, want %d", n, len(segs)-len(l.retired))
 		}

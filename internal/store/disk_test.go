@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -66,7 +67,7 @@ func appendErr(s *store.Store, f *store.Frame) error {
 // waitReading waits until the store has read free bytes.
 func waitReading(t *testing.T, s *store.Store, free int64) {
 	t.Helper()
-	checkFor(t, hang, 5*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 5*time.Millisecond, func() error {
 		if got := s.Space().Free; got != free {
 			return errors.New("the store has not read the new free space yet")
 		}
@@ -77,7 +78,7 @@ func waitReading(t *testing.T, s *store.Store, free int64) {
 func waitRefused(t *testing.T, s *store.Store, want bool) store.Space {
 	t.Helper()
 	var sp store.Space
-	checkFor(t, hang, 5*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 5*time.Millisecond, func() error {
 		if sp = s.Space(); sp.Refused != want {
 			return errors.New("Space().Refused = " + map[bool]string{true: "true", false: "false"}[sp.Refused])
 		}
@@ -122,7 +123,7 @@ func TestDiskThresholdAndHysteresis(t *testing.T) {
 	// Delivery goes on: marking everything delivered retires the segments.
 	retired := s.Stats().SegmentsRetired
 	s.MarkDelivered(1, before)
-	checkFor(t, hang, 5*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 5*time.Millisecond, func() error {
 		if n := s.Stats().SegmentsRetired; n == retired {
 			return errors.New("no segment retired while new data is refused")
 		}
@@ -219,7 +220,7 @@ func TestDiskOpen(t *testing.T) {
 		t.Fatalf("pending = %v, want the stored record", refs)
 	}
 	s.MarkDelivered(1, refs)
-	checkFor(t, hang, 5*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 5*time.Millisecond, func() error {
 		if n := s.Stats().SegmentsRetired; n != 1 {
 			return errors.New("the stored segment did not retire")
 		}

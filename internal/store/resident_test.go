@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -84,7 +85,7 @@ func TestColdSegments(t *testing.T) {
 
 	check := func(when string) {
 		t.Helper()
-		checkFor(t, hang, 10*time.Millisecond, func() error {
+		checkfor.Check(t, hang, 10*time.Millisecond, func() error {
 			st := s.Stats()
 			if st.ResidentRecords > budget+40 || st.ColdRecords == 0 || st.ResidentRecords+st.ColdRecords != n {
 				return fmt.Errorf("%s: resident %d + cold %d records, want at most %d resident, %d in all", when,
@@ -117,7 +118,7 @@ func TestColdSegments(t *testing.T) {
 	check("after reopen")
 	refs := checkOrder(t, s, a, seq)
 	s.MarkDelivered(a, refs)
-	checkFor(t, hang, 10*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 10*time.Millisecond, func() error {
 		if st := s.Stats(); st.SegmentsLive != 0 {
 			return fmt.Errorf("%d segments live after delivering everything, want 0 (%d cold)", st.SegmentsLive, st.ColdSegments)
 		}
@@ -183,7 +184,7 @@ func TestColdPagingDelivers(t *testing.T) {
 			return true
 		})
 	}
-	checkFor(t, hang, 10*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 10*time.Millisecond, func() error {
 		if st := s.Stats(); st.SegmentsLive != 0 {
 			return fmt.Errorf("%d segments live, want 0", st.SegmentsLive)
 		}
@@ -207,14 +208,14 @@ func TestColdMarks(t *testing.T) {
 	backlog(t, s, a, b, 3, 1000, 10, seq)
 	refs = checkOrder(t, s, a, seq)
 	s.Spilled(a, 0) // a lies: it still has refs
-	checkFor(t, hang, 10*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 10*time.Millisecond, func() error {
 		if st := s.Stats(); st.ColdRecords == 0 {
 			return fmt.Errorf("no cold records")
 		}
 		return nil
 	})
 	s.MarkDelivered(a, refs)
-	checkFor(t, hang, 10*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 10*time.Millisecond, func() error {
 		if st := s.Stats(); st.SegmentsLive != 0 || s.Backlog(a) != 0 {
 			return fmt.Errorf("%d segments live, backlog %d, want none", st.SegmentsLive, s.Backlog(a))
 		}
@@ -246,7 +247,7 @@ func TestBacklogMemoryFlat(t *testing.T) {
 	backlogFrames(t, s, a, b, 100, 2*budget, 1000, recs, seq) // warm up to the budget
 	base := heap()
 	backlogFrames(t, s, a, b, 100, n, 1000, recs, seq)
-	checkFor(t, hang, 10*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 10*time.Millisecond, func() error {
 		if st := s.Stats(); st.ResidentRecords > budget+1000*recs {
 			return fmt.Errorf("%d resident records, want at most %d", st.ResidentRecords, budget+1000*recs)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -97,7 +98,7 @@ func TestResultFrames(t *testing.T) {
 		s.MarkDelivered(rt, refs)
 	}
 	checkSeqs(t, s, "d", 2, 2)
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if w := watermarks.last("d"); w != 2 {
 			return fmt.Errorf("OnDelivered(d) = %d, want 2", w)
 		}
@@ -138,7 +139,7 @@ func TestResultFrames(t *testing.T) {
 		t.Fatalf("SegmentsLive = %d, want 1 (route b has results pending)", n)
 	}
 	s.MarkDelivered(b, pendingRefs(t, s, b))
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != 0 {
 			return fmt.Errorf("SegmentsLive = %d, want 0", n)
 		}
@@ -174,7 +175,7 @@ func TestResultWithoutRoutes(t *testing.T) {
 		t.Fatalf("SegmentsWritten, CheckpointKeys = %d, %d; want 1, 0", st.SegmentsWritten, st.CheckpointKeys)
 	}
 	s.MarkDelivered(a, pendingRefs(t, s, a))
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != 0 {
 			return fmt.Errorf("SegmentsLive = %d, want 0", n)
 		}

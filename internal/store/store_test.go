@@ -15,6 +15,7 @@ import (
 	badger "github.com/dgraph-io/badger/v4"
 	"go.uber.org/goleak"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -24,23 +25,6 @@ func TestMain(m *testing.M) {
 		return
 	}
 	goleak.VerifyTestMain(m)
-}
-
-// checkFor polls fn until it returns nil, failing the test with fn's last
-// error after timeout. The timeout is a hang guard, not a performance assert.
-func checkFor(t testing.TB, timeout, interval time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(interval)
-	}
 }
 
 const hang = 60 * time.Second
@@ -233,7 +217,7 @@ func TestLastSeqPersists(t *testing.T) {
 	f(s, "b", 7)
 	// Deliver everything: all segments retire, last seqs must survive.
 	s.MarkDelivered(r, pendingRefs(t, s, r))
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != 0 {
 			return fmt.Errorf("SegmentsLive = %d, want 0", n)
 		}
@@ -308,7 +292,7 @@ func TestPendingAcrossRestarts(t *testing.T) {
 		t.Errorf("Pending(after=%d) visited %v, want two segments after it", rest[0].Seg, visited)
 	}
 	s.MarkDelivered(r, rest)
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != 0 {
 			return fmt.Errorf("SegmentsLive = %d, want 0", n)
 		}
@@ -366,7 +350,7 @@ func TestTwoRoutesRetireWhenBothDone(t *testing.T) {
 		t.Fatalf("SegmentsLive = %d, want 1", got)
 	}
 	s.MarkDelivered(b, refsB[2:])
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != 0 {
 			return fmt.Errorf("SegmentsLive = %d, want 0", n)
 		}
@@ -428,7 +412,7 @@ func TestDeliveredWatermark(t *testing.T) {
 	want(s, 0)
 	s.MarkDelivered(r, refs[1:2]) // rest of frame 1: 1 and 2 done
 	want(s, 2)
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if got := rec.last("d"); got != 2 {
 			return fmt.Errorf("OnDelivered watermark = %d, want 2", got)
 		}
@@ -444,7 +428,7 @@ func TestDeliveredWatermark(t *testing.T) {
 	}
 	s.MarkDelivered(r, pendingRefs(t, s, r)) // frame 3; 4 has no routes
 	want(s, 4)
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if got := rec2.last("d"); got != 4 {
 			return fmt.Errorf("OnDelivered watermark = %d, want 4", got)
 		}
@@ -708,7 +692,7 @@ func TestCheckpointSnapshot(t *testing.T) {
 		appendWait(t, s, frame(fmt.Sprintf("dev%d", seq%5), seq, 1), frame("routed", seq, 1, r))
 		s.MarkDelivered(r, pendingRefs(t, s, r))
 	}
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if st := s.Stats(); st.SegmentsLive != 0 || st.Snapshots == 0 {
 			return fmt.Errorf("SegmentsLive = %d, Snapshots = %d; want 0 and > 0", st.SegmentsLive, st.Snapshots)
 		}
@@ -773,7 +757,7 @@ func TestLargeFrameAndValueLogGC(t *testing.T) {
 		t.Fatalf("pending after reopen: big %v, %d small frames", got["big"], len(got["small"]))
 	}
 	s.MarkDelivered(r, pendingRefs(t, s, r))
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != 0 {
 			return fmt.Errorf("SegmentsLive = %d, want 0", n)
 		}

@@ -16,6 +16,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -93,7 +94,7 @@ func TestValueLogReclaim(t *testing.T) {
 	s.MarkDelivered(r, pendingRefs(t, s, r))
 	var after int64
 	start := time.Now()
-	checkFor(t, hang, 10*time.Millisecond, func() error {
+	checkfor.Check(t, hang, 10*time.Millisecond, func() error {
 		st := s.Stats()
 		if st.SegmentsLive != len(keptSegs) {
 			return fmt.Errorf("SegmentsLive = %d, want %d", st.SegmentsLive, len(keptSegs))

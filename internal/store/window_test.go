@@ -10,6 +10,7 @@ import (
 
 	badger "github.com/dgraph-io/badger/v4"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -416,7 +417,7 @@ func (d *segDeliverer) wait(t *testing.T) {
 	d.mu.Lock()
 	s := d.s
 	d.mu.Unlock()
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if n := s.Stats().SegmentsLive; n != 0 {
 			return fmt.Errorf("%d segments live", n)
 		}
@@ -441,7 +442,7 @@ func TestWindowDelivered(t *testing.T) {
 	appendWait(t, s, wframe("u", 1, r1), wframe("u", 3, r1, r2), wframe("u", 4))
 	events := func(want ...uint64) {
 		t.Helper()
-		checkFor(t, hang, time.Millisecond, func() error {
+		checkfor.Check(t, hang, time.Millisecond, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			if !slices.Equal(got, want) {
@@ -486,7 +487,7 @@ func TestWindowDeliveredAfterReopen(t *testing.T) {
 	r, _ := s.RouteID("r")
 	appendWait(t, s, wframe("u", 5, r), wframe("u", 2, r))
 	s.MarkDelivered(r, pendingRefs(t, s, r)[:1]) // seq 5's record
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if _, d := s.WindowSeq("u", 5); !d {
 			return fmt.Errorf("seq 5 not delivered")
 		}
@@ -572,7 +573,7 @@ func TestWindowColdSegments(t *testing.T) {
 		return []uint16{a, b}
 	})
 	s.MarkDelivered(b, pendingRefs(t, s, b))
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if st := s.Stats(); st.ColdSegments == 0 {
 			return fmt.Errorf("no cold segments: %+v", st)
 		}
@@ -601,13 +602,13 @@ func TestWindowColdSegments(t *testing.T) {
 	m.check(t, "after reopen with cold segments", stored)
 	undelivered("after reopen")
 	s.MarkDelivered(a, pendingRefs(t, s, a))
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if st := s.Stats(); st.SegmentsLive != 0 {
 			return fmt.Errorf("%d segments live", st.SegmentsLive)
 		}
 		return nil
 	})
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(events) != len(m.stored) {
