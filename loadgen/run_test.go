@@ -80,8 +80,8 @@ func TestRunThroughRelay(t *testing.T) {
 			}
 			// Everything acknowledged reached the sink, exactly once: compared message by message.
 			a := waitAccount(t, sink, rep)
-			if a.Expected != 2*rep.FramesAcked || a.Received != a.Expected || a.Lost != 0 || len(a.Devices) != 20 {
-				t.Fatalf("%d frames of 2 records acknowledged; sink account %s", rep.FramesAcked, a.String())
+			if err := checkDelivered(sink, rep, 2, a); err != nil || len(a.Devices) != 20 {
+				t.Fatalf("%v; %d devices accounted, want 20", err, len(a.Devices))
 			}
 			for _, d := range a.Devices {
 				if d.Dups != 0 || d.Extra != 0 {
@@ -110,6 +110,63 @@ func TestRunThroughRelay(t *testing.T) {
 	}
 	if st := sink.Stats(); st.Dups != 0 || st.Reordered != 0 {
 		t.Fatalf("sink %+v", st)
+	}
+}
+
+// checkDelivered compares what rep's devices were acknowledged (frames of records each) with
+// what sink holds of them: the account of every acknowledged message must find none lost, and
+// the sink's own count of distinct messages from these devices must equal the acknowledged count
+// (a device's frames are all acknowledged by the end of a run, so none arrived unacknowledged).
+func checkDelivered(sink *loadgen.Sink, rep *loadgen.RunReport, records int64, a loadgen.AccountReport) error {
+	var distinct int64
+	for id, d := range sink.Devices() { // this run's devices only: the sink may be shared
+		if _, ok := rep.Acked[id]; ok {
+			distinct += d.Unique
+		}
+	}
+	acked := records * rep.FramesAcked
+	var errs []error
+	if acked == 0 {
+		errs = append(errs, errors.New("nothing was acknowledged"))
+	}
+	if a.Expected != acked {
+		errs = append(errs, fmt.Errorf("the account expects %d messages, %d frames of %d records were acknowledged", a.Expected, rep.FramesAcked, records))
+	}
+	if a.Lost != 0 || a.Received != a.Expected {
+		errs = append(errs, fmt.Errorf("acknowledged messages lost: %s", a.String()))
+	}
+	if distinct != acked {
+		errs = append(errs, fmt.Errorf("the sink holds %d distinct messages of these devices, %d were acknowledged", distinct, acked))
+	}
+	return errors.Join(errs...)
+}
+
+// checkDelivered fails when the sink lost acknowledged messages: a run through the relay into a
+// sink that drops every 40th message it receives.
+func TestCheckDeliveredCatchesDrops(t *testing.T) {
+	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{Chaos: loadgen.Chaos{DropEvery: 40}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	rl := startRelay(t, sink.URL())
+	rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
+		Addr: rl.DeviceTCPAddr().String(), Devices: 5, Rate: 40, Records: 2, Duration: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := waitAccount(t, sink, rep)
+	dropped := int64(sink.Stats().ChaosDropped)
+	err = checkDelivered(sink, rep, 2, a)
+	t.Logf("%d frames of 2 records acknowledged, %d messages dropped by the sink: %v", rep.FramesAcked, dropped, err)
+	if dropped == 0 {
+		t.Fatal("the sink dropped nothing: the test shows nothing")
+	}
+	// Both checks see it: the account, message by message, and the sink's distinct count.
+	if err == nil || a.Lost != dropped || !strings.Contains(err.Error(), "acknowledged messages lost") ||
+		!strings.Contains(err.Error(), fmt.Sprintf("holds %d distinct messages", 2*rep.FramesAcked-dropped)) {
+		t.Errorf("checkDelivered = %v with %d lost in the account; want both checks to fail and %d lost", err, a.Lost, dropped)
 	}
 }
 
@@ -208,8 +265,8 @@ func TestRunAcrossRestart(t *testing.T) {
 	}
 	a := waitAccount(t, sink, rep)
 	t.Logf("across a restart: %s", a.String())
-	if a.Lost != 0 || a.Expected != 2*rep.FramesAcked || a.Received != a.Expected || a.Dups != 0 {
-		t.Fatalf("%d frames of 2 records acknowledged; account %s", rep.FramesAcked, a.String())
+	if err := checkDelivered(sink, rep, 2, a); err != nil || a.Dups != 0 {
+		t.Fatalf("%v; account %s", err, a.String())
 	}
 }
 
