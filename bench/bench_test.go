@@ -70,11 +70,7 @@ func relayBinary(t *testing.T) string {
 }
 
 // TestMain removes the relay binary built for the tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	relaytest.RemoveBinaries()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { relaytest.Main(m) }
 
 // loadYAML writes a scenario to a file and loads it as bench would.
 func loadYAML(t *testing.T, name, yaml string) *bench.Scenario {

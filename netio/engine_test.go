@@ -297,6 +297,26 @@ func hello(t *testing.T, c net.Conn, serial string) {
 	}
 }
 
+// device connects to srv's TCP listener as serial and returns the connection and the i-th
+// session the fleet opened (i counts the sessions of the test so far).
+func device(t *testing.T, srv *netio.Server, f *fleet, serial string, i int) (net.Conn, *session) {
+	t.Helper()
+	c := dial(t, "tcp", srv.TCPAddr().String())
+	hello(t, c, serial)
+	return c, f.session(t, i)
+}
+
+// waitClosed waits until s was closed, and fails if it was closed more than once.
+func (s *session) waitClosed(t *testing.T) {
+	t.Helper()
+	checkfor.Check(t, hang, time.Millisecond, func() error {
+		if _, _, closed := s.snapshot(); closed != 1 {
+			return fmt.Errorf("session %s closed %d times, want once", s.serial, closed)
+		}
+		return nil
+	})
+}
+
 // expectAcks reads ACK frames until seq last was acknowledged; ACKs arrive in order.
 func expectAcks(t *testing.T, c net.Conn, last uint64) {
 	t.Helper()
@@ -321,9 +341,7 @@ func expectAcks(t *testing.T, c net.Conn, last uint64) {
 func TestTCPSession(t *testing.T) {
 	f := newFleet(t)
 	srv := start(t, netio.Options{}, f)
-	c := dial(t, "tcp", srv.TCPAddr().String())
-	hello(t, c, "S1")
-	s := f.session(t, 0)
+	c, s := device(t, srv, f, "S1", 0)
 	if s.serial != "S1" || s.conn.Datagram() || s.conn.Remote().Port() != uint16(c.LocalAddr().(*net.TCPAddr).Port) {
 		t.Fatalf("session %q, datagram %v, remote %v; want S1 over TCP from %v", s.serial, s.conn.Datagram(), s.conn.Remote(), c.LocalAddr())
 	}
@@ -393,10 +411,8 @@ func TestTCPSession(t *testing.T) {
 		t.Errorf("stats %+v, want 1 connection, %d frames, no errors", st, frames)
 	}
 	c.Close()
+	s.waitClosed(t)
 	checkfor.Check(t, hang, time.Millisecond, func() error {
-		if _, _, closed := s.snapshot(); closed != 1 {
-			return fmt.Errorf("session closed %d times", closed)
-		}
 		if n := srv.Stats().Connections; n != 0 {
 			return fmt.Errorf("%d connections open", n)
 		}
@@ -442,12 +458,7 @@ func TestTCPProtocolErrors(t *testing.T) {
 		expectError(t, c, tc.code, tc.msgPart)
 		if tc.hello != "" {
 			s := f.session(t, sessions-1)
-			checkfor.Check(t, hang, time.Millisecond, func() error {
-				if _, _, closed := s.snapshot(); closed != 1 {
-					return fmt.Errorf("%s: session closed %d times", tc.name, closed)
-				}
-				return nil
-			})
+			s.waitClosed(t)
 			if data, _, _ := s.snapshot(); len(data) != 0 {
 				t.Errorf("%s: session got %+v after a bad frame", tc.name, data)
 			}
@@ -466,16 +477,9 @@ func TestTCPTimeouts(t *testing.T) {
 	silent := dial(t, "tcp", srv.TCPAddr().String())
 	expectError(t, silent, native.CodeHelloTimeout, "no HELLO in time")
 
-	idle := dial(t, "tcp", srv.TCPAddr().String())
-	hello(t, idle, "I1")
+	idle, s := device(t, srv, f, "I1", 0)
 	expectClosed(t, idle)
-	s := f.session(t, 0)
-	checkfor.Check(t, hang, time.Millisecond, func() error {
-		if _, _, closed := s.snapshot(); closed != 1 {
-			return fmt.Errorf("idle session closed %d times", closed)
-		}
-		return nil
-	})
+	s.waitClosed(t)
 }
 
 // Connections beyond MaxConns get ERROR 503 at once, and a place freed is taken again. After
@@ -517,9 +521,7 @@ func TestTCPCapAndDrain(t *testing.T) {
 func TestTCPFailFromAnotherGoroutine(t *testing.T) {
 	f := newFleet(t)
 	srv := start(t, netio.Options{}, f)
-	c := dial(t, "tcp", srv.TCPAddr().String())
-	hello(t, c, "F1")
-	s := f.session(t, 0)
+	c, s := device(t, srv, f, "F1", 0)
 	f.later(func() {
 		s.conn.Fail(native.CodeRateLimited, "slow down")
 		s.conn.Write(native.AppendAck(nil, 1))
@@ -597,8 +599,7 @@ func TestStopClosesSessions(t *testing.T) {
 	}
 	var conns []net.Conn
 	for i := range 5 {
-		c := dial(t, "tcp", srv.TCPAddr().String())
-		hello(t, c, fmt.Sprintf("T%d", i))
+		c, _ := device(t, srv, f, fmt.Sprintf("T%d", i), i)
 		conns = append(conns, c)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), hang)
@@ -608,7 +609,7 @@ func TestStopClosesSessions(t *testing.T) {
 	}
 	for i, c := range conns {
 		expectClosed(t, c)
-		if _, _, closed := f.session(t, i).snapshot(); closed != 1 {
+		if _, _, closed := f.session(t, i).snapshot(); closed != 1 { // by the time Stop returned
 			t.Errorf("session %d closed %d times after Stop, want 1", i, closed)
 		}
 	}

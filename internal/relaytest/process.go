@@ -28,8 +28,8 @@ type build struct {
 
 // Binary returns the path of cmd/fleetrelay built once per test process, with the race detector
 // when race is set (a crash test wants it; a benchmark must not have it). The build runs from the
-// test's working directory, which any package of the module has. Call RemoveBinaries from the
-// package's TestMain after m.Run.
+// test's working directory, which any package of the module has. The package's TestMain must be
+// Main, which removes the binaries when the tests are done.
 func Binary(t testing.TB, race bool) string {
 	t.Helper()
 	builds.Lock()
@@ -73,8 +73,8 @@ func buildRelay(race bool) (string, error) {
 	return path, nil
 }
 
-// RemoveBinaries deletes the binaries Binary built. Call it from TestMain once m.Run returned.
-func RemoveBinaries() {
+// removeBinaries deletes the binaries Binary built (Main calls it once the tests ran).
+func removeBinaries() {
 	builds.Lock()
 	defer builds.Unlock()
 	if builds.dir != "" {
@@ -128,4 +128,12 @@ func (p *Process) Signal(sig os.Signal) error { return p.Cmd.Process.Signal(sig)
 func (p *Process) Wait() error {
 	<-p.done
 	return p.err
+}
+
+// Main runs the tests of a package that uses Binary, removes the binaries and exits: call it as
+// the whole of the package's TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	removeBinaries()
+	os.Exit(code)
 }
