@@ -14,6 +14,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/codec/fields"
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/pipeline"
 	"github.com/fleetrelay/fleetrelay/internal/store"
@@ -77,19 +78,15 @@ func TestDeadLetterWriteFailureLosesNothing(t *testing.T) {
 		Records: [][]byte{[]byte(`{"i":0}`), []byte(`{"i":1}`), []byte(`{"i":2}`)}}
 	sys.OnCommit(store.NewSegment(7, []*store.Frame{f}))
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	checkfor.Check(t, 30*time.Second, 10*time.Millisecond, func() error {
 		j.mu.Lock()
 		n, fails := len(j.dead), j.failDead
 		j.mu.Unlock()
-		if n > 0 {
-			break
+		if n == 0 {
+			return fmt.Errorf("nothing dead-lettered (write failures left: %d, attempts: %d)", fails, attempts.Load())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing dead-lettered (write failures left: %d, attempts: %d)", fails, attempts.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if len(j.dead) != 1 || j.failDead != 0 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -119,19 +120,10 @@ func (j *journal) Replaying(uint16, func(*store.DeadLetter) bool) error { return
 func (j *journal) ReplayDone(uint16, []uint64) error                    { return nil }
 func (j *journal) Replay(uint16) (int, int, error)                      { return 0, 0, nil }
 
+// poll is checkfor.Check with the bounds of these tests: every millisecond, for 10s at most.
 func poll(t testing.TB, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	checkfor.Check(t, 10*time.Second, time.Millisecond, fn)
 }
 
 // doneCount counts the calls of the done funcs given with Lines: every batch of lines must be

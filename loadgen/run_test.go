@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
 	"github.com/fleetrelay/fleetrelay/internal/relaytest"
@@ -411,8 +412,7 @@ func TestRunNDJSON(t *testing.T) {
 		if len(rep.Lines) != 12 || want == 0 || rep.RecordsSent != want {
 			t.Fatalf("rate %g: %d identities, %d lines counted, %d records sent", rate, len(rep.Lines), want, rep.RecordsSent)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		checkfor.Check(t, 30*time.Second, 20*time.Millisecond, func() error {
 			devs := sink.Devices()
 			var missing int64
 			for id, n := range rep.Lines {
@@ -422,14 +422,11 @@ func TestRunNDJSON(t *testing.T) {
 					t.Fatalf("%s: sink has %d, sent %d", id, got, 2*n)
 				}
 			}
-			if missing == 0 {
-				break
+			if missing != 0 {
+				return fmt.Errorf("rate %g: %d lines missing", rate, missing)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("rate %g: %d lines missing", rate, missing)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 }
 
@@ -464,10 +461,12 @@ func TestRunUDPWindowWithLoss(t *testing.T) {
 	if len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "skipped as lost") || strings.Contains(rep.Notes[0], " 0 of them") {
 		t.Errorf("notes %q, want the datagrams dropped", rep.Notes)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for sink.Stats().Unique < int(rep.RecordsSent) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	checkfor.Check(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if n := sink.Stats().Unique; n < int(rep.RecordsSent) {
+			return fmt.Errorf("sink has %d of %d messages", n, rep.RecordsSent)
+		}
+		return nil
+	})
 	if st := sink.Stats(); st.Unique != int(rep.RecordsSent) || st.Dups != 0 {
 		t.Errorf("sink %+v, want %d unique messages, no duplicates", st, rep.RecordsSent)
 	}

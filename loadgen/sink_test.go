@@ -3,6 +3,7 @@ package loadgen_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
@@ -270,11 +272,13 @@ func TestSinkOutage(t *testing.T) {
 	if a.status != 503 || a.header.Get("Retry-After") != "2" {
 		t.Errorf("during the outage: %d, Retry-After %q; want 503, 2", a.status, a.header.Get("Retry-After"))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for a.status == 503 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		a = c.post("/", body)
-	}
+	checkfor.Check(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if a.status == 503 {
+			a = c.post("/", body)
+			return errors.New("the outage goes on")
+		}
+		return nil
+	})
 	if a.status != 200 {
 		t.Errorf("after the outage: %d", a.status)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/codec/fields"
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/pipeline"
 	"github.com/fleetrelay/fleetrelay/internal/store"
@@ -69,13 +70,12 @@ func deliverOne(t *testing.T, srv *httptest.Server, o pipeline.Options) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for value(metrics.Delivered.WithLabelValues("r")) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("not delivered")
+	checkfor.Check(t, 20*time.Second, 5*time.Millisecond, func() error {
+		if n := value(metrics.Delivered.WithLabelValues("r")); n != 1 {
+			return fmt.Errorf("%v delivered, want 1", n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // The request outcome "success" is what the route's success codes say, not 2xx: with

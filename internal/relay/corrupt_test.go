@@ -128,22 +128,18 @@ func TestRelayRefusesDamagedStore(t *testing.T) {
 			defer sink.SetStatus(func(string, []byte) int { return 503 })
 			cfg.DataDir = to
 			startRelay(t, cfg)
-			deadline := time.Now().Add(20 * time.Second)
-			for {
+			checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 				missing := 0
 				for k := range want {
 					if sink.Count(k) == 0 {
 						missing++
 					}
 				}
-				if missing == 0 {
-					break
+				if missing != 0 {
+					return fmt.Errorf("%d of %d acknowledged messages not delivered from the salvaged store", missing, len(want))
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%d of %d acknowledged messages not delivered from the salvaged store", missing, len(want))
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return nil
+			})
 		})
 	}
 }
