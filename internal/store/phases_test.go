@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
@@ -83,13 +84,13 @@ func TestMarksBeforeStart(t *testing.T) {
 	if err := s.Start(store.Hooks{OnDelivered: rec.add}); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if got := rec.last("a"); got != 2 {
 			return fmt.Errorf("OnDelivered(a) = %d, want 2", got)
 		}
 		return nil
 	})
-	checkFor(t, hang, time.Millisecond, func() error {
+	checkfor.Check(t, hang, time.Millisecond, func() error {
 		if st := s.Stats(); st.SegmentsLive != 0 {
 			return fmt.Errorf("%d segments live after every record was marked, want 0", st.SegmentsLive)
 		}
