@@ -16,16 +16,7 @@ import (
 // is already done (a call that waited would answer the context's error).
 func TestShutdownIdempotent(t *testing.T) {
 	cfg := testConfig(t, startSink(t))
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	r, err := relay.New(cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := startRelay(t, cfg) // shut down below (and once more by the test's cleanup)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	errs := make([]error, 4)
