@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
 // ErrBadBatch is wrapped by every error of BatchScanner.Scan: the body is not a JSON array of
@@ -16,10 +17,6 @@ var ErrBadBatch = errors.New("bad batch")
 // DefaultSentField is the key of an envelope's data object that holds the device's send time
 // (Unix microseconds, a JSON integer) unless a sink is told otherwise.
 const DefaultSentField = "sentAt"
-
-// maxNestingDepth is the depth of nested arrays and objects a body may have, counting the batch
-// array itself; encoding/json refuses the same inputs.
-const maxNestingDepth = 10000
 
 // Envelope is the relay's default message envelope, as a receiver decodes it.
 type Envelope struct {
@@ -91,7 +88,6 @@ type BatchScanner struct {
 	SentField string
 
 	arena []byte // decoded strings of the current Scan
-	stack []byte // open containers while skipping a value
 }
 
 // Scan appends the envelopes of body to dst. On error it returns dst as it was and an error
@@ -100,23 +96,23 @@ func (sc *BatchScanner) Scan(dst []EnvelopeRef, body []byte) ([]EnvelopeRef, err
 	sc.arena = sc.arena[:0]
 	n0 := len(dst)
 	b := body
-	i := skipWS(b, 0)
+	i := jsontext.SkipWS(b, 0)
 	if i >= len(b) || b[i] != '[' {
 		return dst[:n0], badAt(b, i, "batch is not a JSON array")
 	}
-	i = skipWS(b, i+1)
+	i = jsontext.SkipWS(b, i+1)
 	if i < len(b) && b[i] == ']' {
-		if i = skipWS(b, i+1); i != len(b) {
+		if i = jsontext.SkipWS(b, i+1); i != len(b) {
 			return dst[:n0], badAt(b, i, "data after the batch array")
 		}
 		return dst, nil
 	}
 	for {
 		if i >= len(b) || b[i] != '{' {
-			if i < len(b) && isValueStart(b[i]) {
+			if i < len(b) {
 				// Report syntax errors before type errors, as encoding/json does.
-				if _, err := sc.skipValue(b, i, 1); err != nil {
-					return dst[:n0], err
+				if end, p := jsontext.ScanValue(b, i, 1); p != jsontext.None && p != jsontext.NoValue {
+					return dst[:n0], badAt(b, end, p.String())
 				}
 			}
 			return dst[:n0], badAt(b, i, fmt.Sprintf("element %d is not an object", len(dst)-n0))
@@ -131,13 +127,13 @@ func (sc *BatchScanner) Scan(dst []EnvelopeRef, body []byte) ([]EnvelopeRef, err
 		if i, err = sc.scanEnvelope(b, i, &dst[len(dst)-1]); err != nil {
 			return dst[:n0], err
 		}
-		i = skipWS(b, i)
+		i = jsontext.SkipWS(b, i)
 		if i < len(b) && b[i] == ',' {
-			i = skipWS(b, i+1)
+			i = jsontext.SkipWS(b, i+1)
 			continue
 		}
 		if i < len(b) && b[i] == ']' {
-			if i = skipWS(b, i+1); i != len(b) {
+			if i = jsontext.SkipWS(b, i+1); i != len(b) {
 				return dst[:n0], badAt(b, i, "data after the batch array")
 			}
 			return dst, nil
@@ -189,70 +185,81 @@ func (sc *BatchScanner) scanEnvelope(b []byte, i int, e *EnvelopeRef) (int, erro
 	const depth = 2 // the batch array and this object
 	start := i
 	var hasSeq, hasIndex, hasData bool
-	i = skipWS(b, i+1)
+	// A member of the wrong type or range is an error only if no later member of the same name
+	// replaces it (the last of repeated keys wins); syntax errors are final at once.
+	type typeProblem struct {
+		at   int
+		what string
+	}
+	var pending [keyData]typeProblem
+	i = jsontext.SkipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return i + 1, badAt(b, start, "envelope has no seq, index, data or identity")
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
-			return i, badAt(b, i, "expected a member name")
+			return i, badAt(b, i, jsontext.NoKey.String())
 		}
-		end, plain, err := scanString(b, i)
+		end, esc, err := scanString(b, i)
 		if err != nil {
 			return i, err
 		}
-		var key int
-		if plain {
-			key = envelopeKey(b[i+1 : end-1])
+		key := keyOther
+		if !esc {
+			key = envelopeKey(b[i+1 : end-1]) // the keys are ASCII: invalid UTF-8 matches none
 		} else {
 			saved := sc.arena
 			key = envelopeKey(sc.decode(b[i+1 : end-1]))
 			sc.arena = saved
 		}
-		i = skipWS(b, end)
+		i = jsontext.SkipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
-			return i, badAt(b, i, "expected ':' after a member name")
+			return i, badAt(b, i, jsontext.NoColon.String())
 		}
-		i = skipWS(b, i+1)
+		i = jsontext.SkipWS(b, i+1)
 		if i >= len(b) {
-			return i, badAt(b, i, "unexpected end of body")
+			return i, badAt(b, i, jsontext.UnexpectedEnd.String())
 		}
+		from := i
+		var bad string
 		switch key {
 		case keyMsgID:
-			e.MsgID, i, err = sc.stringValue(b, i, "msgId")
+			e.MsgID, i, bad, err = sc.stringValue(b, i, "msgId")
 		case keySerial:
-			e.Serial, i, err = sc.stringValue(b, i, "serial")
+			e.Serial, i, bad, err = sc.stringValue(b, i, "serial")
 		case keyIMEI:
-			e.IMEI, i, err = sc.stringValue(b, i, "imei")
+			e.IMEI, i, bad, err = sc.stringValue(b, i, "imei")
 		case keyICCID:
-			e.ICCID, i, err = sc.stringValue(b, i, "iccid")
+			e.ICCID, i, bad, err = sc.stringValue(b, i, "iccid")
 		case keyReceivedAt:
-			e.ReceivedAt, i, err = sc.stringValue(b, i, "receivedAt")
+			e.ReceivedAt, i, bad, err = sc.stringValue(b, i, "receivedAt")
 		case keySeq:
-			e.Seq, hasSeq, i, err = sc.uintValue(b, i, "seq", math.MaxUint64)
+			e.Seq, hasSeq, i, bad, err = uintValue(b, i, "seq", math.MaxUint64)
 		case keyIndex:
 			var v uint64
-			v, hasIndex, i, err = sc.uintValue(b, i, "index", math.MaxInt)
+			v, hasIndex, i, bad, err = uintValue(b, i, "index", math.MaxInt)
 			e.Index = int(v)
 		case keyAttempt:
 			var v uint64
-			v, _, i, err = sc.uintValue(b, i, "attempt", math.MaxInt)
+			v, _, i, bad, err = uintValue(b, i, "attempt", math.MaxInt)
 			e.Attempt = int(v)
 		case keyData:
 			hasData = true
 			e.SentAt, e.HasSentAt = 0, false
-			from := i
 			i, err = sc.scanData(b, i, depth, e)
 			e.Data = b[from:i]
 		default:
-			i, err = sc.skipValue(b, i, depth)
+			i, err = skipValue(b, i, depth)
 		}
 		if err != nil {
 			return i, err
 		}
-		i = skipWS(b, i)
+		if key < len(pending) {
+			pending[key] = typeProblem{from, bad}
+		}
+		i = jsontext.SkipWS(b, i)
 		if i < len(b) && b[i] == ',' {
-			i = skipWS(b, i+1)
+			i = jsontext.SkipWS(b, i+1)
 			continue
 		}
 		if i < len(b) && b[i] == '}' {
@@ -260,6 +267,11 @@ func (sc *BatchScanner) scanEnvelope(b []byte, i int, e *EnvelopeRef) (int, erro
 			break
 		}
 		return i, badAt(b, i, "expected ',' or '}' in an envelope")
+	}
+	for _, p := range pending {
+		if p.what != "" {
+			return i, badAt(b, p.at, p.what)
+		}
 	}
 	switch {
 	case !hasSeq:
@@ -274,72 +286,60 @@ func (sc *BatchScanner) scanEnvelope(b []byte, i int, e *EnvelopeRef) (int, erro
 	return i, nil
 }
 
-// stringValue reads a string or null member value at b[i].
-func (sc *BatchScanner) stringValue(b []byte, i int, name string) ([]byte, int, error) {
-	switch b[i] {
-	case '"':
-		end, plain, err := scanString(b, i)
+// stringValue reads a string or null member value at b[i] and returns the offset past it. A
+// valid value of another type is skipped and named in bad; err is a syntax error.
+func (sc *BatchScanner) stringValue(b []byte, i int, name string) (v []byte, end int, bad string, err error) {
+	if b[i] == '"' {
+		end, esc, err := scanString(b, i)
 		if err != nil {
-			return nil, i, err
+			return nil, i, "", err
 		}
-		if plain {
-			return b[i+1 : end-1], end, nil
-		}
-		return sc.decode(b[i+1 : end-1]), end, nil
-	case 'n':
-		end, err := skipScalar(b, i)
-		return nil, end, err
+		return sc.str(b[i+1:end-1], esc), end, "", nil
 	}
-	end, err := sc.skipValue(b, i, 2)
-	if err != nil {
-		return nil, end, err
+	if end, err = skipValue(b, i, 2); err != nil || b[i] == 'n' {
+		return nil, end, "", err
 	}
-	return nil, i, badAt(b, i, name+" is not a string")
+	return nil, end, name + " is not a string", nil
 }
 
-// uintValue reads an unsigned integer or null member value at b[i]; ok is false for null.
-func (sc *BatchScanner) uintValue(b []byte, i int, name string, max uint64) (v uint64, ok bool, end int, err error) {
-	c := b[i]
-	if c == 'n' {
-		end, err = skipScalar(b, i)
-		return 0, false, end, err
-	}
-	if c >= '0' && c <= '9' {
+// uintValue reads an unsigned integer up to max, or null, at b[i] and returns the offset past
+// it; ok is false for null. A valid value of another type or out of range is skipped and named
+// in bad; err is a syntax error.
+func uintValue(b []byte, i int, name string, max uint64) (v uint64, ok bool, end int, bad string, err error) {
+	if c := b[i]; c >= '0' && c <= '9' {
 		j := i
 		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
 			d := uint64(b[j] - '0')
 			if v > (max-d)/10 {
-				if end, err = skipScalar(b, i); err != nil {
-					return 0, false, end, err
-				}
-				return 0, false, i, badAt(b, i, name+" is out of range")
+				end, err = skipValue(b, i, 2)
+				return 0, false, end, name + " is out of range", err
 			}
 			v = v*10 + d
 			j++
 		}
 		if j == len(b) || (b[j] != '.' && b[j] != 'e' && b[j] != 'E') {
 			if c == '0' && j-i > 1 {
-				return 0, false, i, badAt(b, i, "number with a leading zero")
+				return 0, false, i, "", badAt(b, i, "number with a leading zero")
 			}
-			return v, true, j, nil
+			return v, true, j, "", nil
 		}
 	}
-	if end, err = sc.skipValue(b, i, 2); err != nil {
-		return 0, false, end, err
+	if end, err = skipValue(b, i, 2); err != nil || b[i] == 'n' {
+		return 0, false, end, "", err
 	}
-	return 0, false, i, badAt(b, i, name+" is not an unsigned integer")
+	return 0, false, end, name + " is not an unsigned integer", nil
 }
 
 // scanData skips the data value at b[i], extracting the send-time field of an object into e.
 func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, error) {
 	if sc.SentField == "" || b[i] != '{' {
-		return sc.skipValue(b, i, depth)
+		return skipValue(b, i, depth)
 	}
-	depth++
-	if depth > maxNestingDepth {
-		return i, badAt(b, i, "nested too deeply")
+	depth++ // the data object
+	if depth > jsontext.MaxDepth {
+		return i, badAt(b, i, jsontext.TooDeep.String())
 	}
-	i = skipWS(b, i+1)
+	i = jsontext.SkipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return i + 1, nil
 	}
@@ -347,44 +347,31 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		if i >= len(b) || b[i] != '"' {
 			return i, badAt(b, i, "expected a member name")
 		}
-		end, plain, err := scanString(b, i)
+		end, esc, err := scanString(b, i)
 		if err != nil {
 			return i, err
 		}
-		var match bool
-		if plain {
-			match = string(b[i+1:end-1]) == sc.SentField
-		} else {
-			saved := sc.arena
-			match = string(sc.decode(b[i+1:end-1])) == sc.SentField
-			sc.arena = saved
-		}
-		i = skipWS(b, end)
+		saved := sc.arena
+		match := string(sc.str(b[i+1:end-1], esc)) == sc.SentField
+		sc.arena = saved
+		i = jsontext.SkipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
 			return i, badAt(b, i, "expected ':' after a member name")
 		}
-		i = skipWS(b, i+1)
+		i = jsontext.SkipWS(b, i+1)
 		if i >= len(b) {
 			return i, badAt(b, i, "unexpected end of body")
 		}
 		from := i
-		switch c := b[i]; {
-		case c == '"':
-			i, _, err = scanString(b, i)
-		case c == '-' || (c >= '0' && c <= '9'):
-			i, err = skipNumber(b, i)
-		default:
-			i, err = sc.skipValue(b, i, depth)
-		}
-		if err != nil {
+		if i, err = skipValue(b, i, depth); err != nil {
 			return i, err
 		}
 		if match {
 			e.SentAt, e.HasSentAt = parseInt64(b[from:i])
 		}
-		i = skipWS(b, i)
+		i = jsontext.SkipWS(b, i)
 		if i < len(b) && b[i] == ',' {
-			i = skipWS(b, i+1)
+			i = jsontext.SkipWS(b, i+1)
 			continue
 		}
 		if i < len(b) && b[i] == '}' {
@@ -419,236 +406,6 @@ func parseInt64(v []byte) (int64, bool) {
 	return 0, false
 }
 
-// skipValue returns the offset past the JSON value at b[i], validating it; depth is the nesting
-// depth of the container holding the value.
-func (sc *BatchScanner) skipValue(b []byte, i, depth int) (int, error) {
-	if i >= len(b) {
-		return i, badAt(b, i, "unexpected end of body")
-	}
-	if c := b[i]; c != '{' && c != '[' {
-		return skipScalar(b, i)
-	}
-	st := sc.stack[:0]
-	defer func() { sc.stack = st[:0] }()
-	const (
-		begin = iota // just after '{' or '[': a member or the end
-		next         // after ',': a member
-		after        // after a member: ',' or the end
-	)
-	state := begin
-	for {
-		if state == begin || state == next {
-			if state == begin {
-				// b[i] opens a container.
-				depth++
-				if depth > maxNestingDepth {
-					return i, badAt(b, i, "nested too deeply")
-				}
-				st = append(st, b[i])
-				i = skipWS(b, i+1)
-				if i < len(b) && b[i] == st[len(st)-1]+2 { // '{'+2 == '}', '['+2 == ']'
-					i++
-					depth--
-					st = st[:len(st)-1]
-					if len(st) == 0 {
-						return i, nil
-					}
-					state = after
-					continue
-				}
-			}
-			if i >= len(b) {
-				return i, badAt(b, i, "unexpected end of body")
-			}
-			if st[len(st)-1] == '{' {
-				if b[i] != '"' {
-					return i, badAt(b, i, "expected a member name")
-				}
-				end, _, err := scanString(b, i)
-				if err != nil {
-					return end, err
-				}
-				i = skipWS(b, end)
-				if i >= len(b) || b[i] != ':' {
-					return i, badAt(b, i, "expected ':' after a member name")
-				}
-				i = skipWS(b, i+1)
-				if i >= len(b) {
-					return i, badAt(b, i, "unexpected end of body")
-				}
-			}
-			if c := b[i]; c == '{' || c == '[' {
-				state = begin
-				continue
-			}
-			var err error
-			if i, err = skipScalar(b, i); err != nil {
-				return i, err
-			}
-			state = after
-			continue
-		}
-		// state == after
-		i = skipWS(b, i)
-		if i >= len(b) {
-			return i, badAt(b, i, "unexpected end of body")
-		}
-		switch c := b[i]; {
-		case c == ',':
-			i = skipWS(b, i+1)
-			state = next
-		case c == st[len(st)-1]+2:
-			i++
-			depth--
-			st = st[:len(st)-1]
-			if len(st) == 0 {
-				return i, nil
-			}
-		default:
-			return i, badAt(b, i, "expected ',' or the end of a container")
-		}
-	}
-}
-
-// skipScalar returns the offset past the string, number or literal at b[i].
-func skipScalar(b []byte, i int) (int, error) {
-	switch c := b[i]; {
-	case c == '"':
-		end, _, err := scanString(b, i)
-		return end, err
-	case c == '-' || (c >= '0' && c <= '9'):
-		return skipNumber(b, i)
-	case c == 't':
-		return skipLiteral(b, i, "true")
-	case c == 'f':
-		return skipLiteral(b, i, "false")
-	case c == 'n':
-		return skipLiteral(b, i, "null")
-	}
-	return i, badAt(b, i, "expected a value")
-}
-
-func skipLiteral(b []byte, i int, lit string) (int, error) {
-	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
-		return i, badAt(b, i, "invalid literal")
-	}
-	return i + len(lit), nil
-}
-
-// skipNumber returns the offset past the JSON number at b[i].
-func skipNumber(b []byte, i int) (int, error) {
-	start := i
-	if b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-	default:
-		return i, badAt(b, start, "invalid number")
-	}
-	if i < len(b) && b[i] == '.' {
-		i++
-		if i >= len(b) || b[i] < '0' || b[i] > '9' {
-			return i, badAt(b, start, "invalid number")
-		}
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if i >= len(b) || b[i] < '0' || b[i] > '9' {
-			return i, badAt(b, start, "invalid number")
-		}
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-	}
-	return i, nil
-}
-
-// plainByte marks the bytes a string holds as they are: printable ASCII other than '"' and '\'.
-var plainByte = func() (t [256]bool) {
-	for c := 0x20; c < 0x80; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
-// scanString returns the offset past the string whose opening quote is b[i], and whether its
-// content is plain (no escapes, ASCII only) and so needs no decoding.
-func scanString(b []byte, i int) (end int, plain bool, err error) {
-	start := i
-	i++
-	plain = true
-	for {
-		for i+4 <= len(b) && plainByte[b[i]] && plainByte[b[i+1]] && plainByte[b[i+2]] && plainByte[b[i+3]] {
-			i += 4
-		}
-		if i >= len(b) {
-			return i, false, badAt(b, start, "unterminated string")
-		}
-		c := b[i]
-		switch {
-		case plainByte[c]:
-			i++
-		case c == '"':
-			return i + 1, plain, nil
-		case c == '\\':
-			plain = false
-			if i+1 >= len(b) {
-				return i, false, badAt(b, start, "unterminated string")
-			}
-			switch b[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if hex4(b, i+2) < 0 {
-					return i, false, badAt(b, i, "invalid \\u escape")
-				}
-				i += 6
-			default:
-				return i, false, badAt(b, i, "invalid escape")
-			}
-		case c < 0x20:
-			return i, false, badAt(b, i, "control character in a string")
-		default: // non-ASCII: decoded to check (and replace) invalid UTF-8
-			plain = false
-			i++
-		}
-	}
-}
-
-// hex4 is the value of the four hex digits at b[i:], or -1.
-func hex4(b []byte, i int) rune {
-	if len(b)-i < 4 {
-		return -1
-	}
-	var r rune
-	for _, c := range b[i : i+4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return -1
-		}
-		r = r<<4 | rune(c)
-	}
-	return r
-}
-
 // decode resolves the escapes of the validated string content s (between its quotes) into the
 // scanner's arena, replacing invalid UTF-8 and unpaired surrogates by U+FFFD like encoding/json.
 func (sc *BatchScanner) decode(s []byte) []byte {
@@ -659,78 +416,37 @@ func (sc *BatchScanner) decode(s []byte) []byte {
 		sc.arena = make([]byte, 0, max(need, 2*cap(sc.arena), 4096))
 	}
 	start := len(sc.arena)
-	out := sc.arena
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == '\\':
-			switch e := s[i+1]; e {
-			case 'b':
-				out = append(out, '\b')
-			case 'f':
-				out = append(out, '\f')
-			case 'n':
-				out = append(out, '\n')
-			case 'r':
-				out = append(out, '\r')
-			case 't':
-				out = append(out, '\t')
-			case 'u':
-				r := hex4(s, i+2)
-				i += 6
-				if utf16.IsSurrogate(r) {
-					r2 := rune(-1)
-					if i+1 < len(s) && s[i] == '\\' && s[i+1] == 'u' {
-						r2 = hex4(s, i+2)
-					}
-					if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
-						out = utf8.AppendRune(out, d)
-						i += 6
-						continue
-					}
-					r = utf8.RuneError
-				}
-				out = utf8.AppendRune(out, r)
-				continue
-			default: // '"', '\\', '/'
-				out = append(out, e)
-			}
-			i += 2
-		case c < utf8.RuneSelf:
-			out = append(out, c)
-			i++
-		default:
-			r, size := utf8.DecodeRune(s[i:])
-			if r == utf8.RuneError && size == 1 {
-				out = utf8.AppendRune(out, r)
-			} else {
-				out = append(out, s[i:i+size]...)
-			}
-			i += size
-		}
-	}
-	sc.arena = out
-	return out[start:len(out):len(out)]
+	sc.arena = jsontext.AppendUnquoted(sc.arena, s)
+	return sc.arena[start:len(sc.arena):len(sc.arena)]
 }
 
-func skipWS(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
+// str returns the value of the string whose body (between the quotes) is s and which holds
+// escapes if esc: s itself when that is its value, else its decoding in the arena.
+func (sc *BatchScanner) str(s []byte, esc bool) []byte {
+	if !esc && utf8.Valid(s) {
+		return s
 	}
-	return i
+	return sc.decode(s)
 }
 
-func isValueStart(c byte) bool {
-	switch c {
-	case '{', '[', '"', '-', 't', 'f', 'n', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		return true
+// skipValue returns the offset past the JSON value at b[i], validating it; depth is the number
+// of containers open around the value.
+func skipValue(b []byte, i, depth int) (int, error) {
+	end, p := jsontext.ScanValue(b, i, depth)
+	if p != jsontext.None {
+		return end, badAt(b, end, p.String())
 	}
-	return false
+	return end, nil
+}
+
+// scanString returns the offset past the string whose opening quote is b[i], and whether it
+// holds escapes.
+func scanString(b []byte, i int) (end int, esc bool, err error) {
+	end, esc, p := jsontext.ScanString(b, i)
+	if p != jsontext.None {
+		return end, esc, badAt(b, end, p.String())
+	}
+	return end, esc, nil
 }
 
 // badAt is the error for a problem at offset i of b.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
@@ -41,9 +41,9 @@ func scan(body string) ([]scanned, error) {
 	return own(refs), err
 }
 
-// The relay's own encoder (codec/batch) is what the sink reads in production.
+// The relay's own encoder (codec/envelope) is what the sink reads in production.
 func TestScanRelayEnvelopes(t *testing.T) {
-	msgs := []batch.Message{
+	msgs := []envelope.Message{
 		{Device: "SN1", Serial: "SN1", IMEI: "356938035643809", ICCID: "8931", Seq: 7, Index: 0,
 			ReceivedAt: time.Date(2026, 11, 22, 10, 0, 0, 123e6, time.UTC).UnixMilli(),
 			Data:       []byte(`{"sentAt":1795346400000000,"t":21.5}`)},
@@ -57,7 +57,7 @@ func TestScanRelayEnvelopes(t *testing.T) {
 		if i > 0 {
 			body = append(body, ',')
 		}
-		body = batch.AppendEnvelope(body, &msgs[i], i)
+		body = envelope.Append(body, &msgs[i], i)
 	}
 	body = append(body, ']')
 	got, err := scan(string(body))
@@ -124,6 +124,9 @@ func TestScanValid(t *testing.T) {
 	// the last of repeated keys wins; null strings are empty
 	f(`[{"serial":"A","serial":"B","seq":1,"seq":2,"index":0,"data":{"sentAt":1},"data":7,"iccid":null}]`,
 		scanned{Serial: "B", Seq: 2, Data: "7"})
+	// a member of the wrong type or range is no error when a later one of that name replaces it
+	f(`[{"serial":1,"serial":"A","seq":"1","seq":18446744073709551616,"seq":2,"index":true,"index":0,"data":{}}]`,
+		scanned{Serial: "A", Seq: 2, Data: "{}"})
 }
 
 func TestScanBad(t *testing.T) {
@@ -171,6 +174,7 @@ func TestScanBad(t *testing.T) {
 	f(`[{"serial":"A","seq":18446744073709551616,"index":0,"data":{}}]`, "seq is out of range")
 	f(`[{"serial":"A","seq":1,"index":9223372036854775808,"data":{}}]`, "index is out of range")
 	f(`[{"serial":"A","seq":1,"index":0,"attempt":true,"data":{}}]`, "attempt is not an unsigned integer")
+	f(`[{"serial":"A","seq":1,"seq":"2","index":0,"data":{}}]`, "seq is not an unsigned integer")
 	// JSON syntax, also inside data and skipped members
 	f(`[{"serial":"A","seq":01,"index":0,"data":{}}]`, "leading zero")
 	f(`[{"serial":"A","seq":1,"index":0,"data":{"a":01}}]`, "expected ',' or '}'")
@@ -188,7 +192,7 @@ func TestScanBad(t *testing.T) {
 	f(`[{"serial":"A","seq":1,"index":0,"data":{"a":"}]`, "unterminated string")
 	f(`[{"serial":"A","seq":1,"index":0,"data":{"a":[}]}]`, "expected a value")
 	f(`[{"serial":"A","seq":1,"index":0,"x":{"a":[}]}]`, "expected a value")
-	f(`[{"serial":"A","seq":1,"index":0,"data":{"a":[1}}]`, "expected ',' or the end")
+	f(`[{"serial":"A","seq":1,"index":0,"data":{"a":[1}}]`, "expected ',' or ']' after an array element")
 	f(`[{"serial":"A","seq":1,"index":0,"data":`+strings.Repeat("[", 10000)+strings.Repeat("]", 10000)+`}]`,
 		"nested too deeply")
 }
@@ -339,12 +343,12 @@ func benchBatch(n, r int) []byte {
 			body = append(body, ',')
 		}
 		dev := fmt.Sprintf("SN%05d", i%50)
-		m := batch.Message{Device: dev, Serial: dev, IMEI: "356938035643809", ICCID: "8931000000000000000",
+		m := envelope.Message{Device: dev, Serial: dev, IMEI: "356938035643809", ICCID: "8931000000000000000",
 			Seq: uint64(r*(n/50+1) + i/50 + 1), Index: 0, ReceivedAt: 1795346400123,
 			Data: fmt.Appendf(nil, `{"sentAt":%d,"battery":87,"interval":60,"temperature":21.53,"humidity":48.2,`+
 				`"light":310.4,"magnetic":{"x":0.123,"y":-0.456,"z":0.789},"lonlat":[4.912345,52.371234],"customer":"loadgen"}`,
 				1795346400000000+int64(i))}
-		body = batch.AppendEnvelope(body, &m, 0)
+		body = envelope.Append(body, &m, 0)
 	}
 	return append(body, ']')
 }

@@ -14,7 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
@@ -108,9 +108,9 @@ func envelopes(msgs ...msg) []byte {
 		if m.sentAt != 0 {
 			data = fmt.Appendf(nil, `{"sentAt":%d,"t":%d}`, m.sentAt, m.seq)
 		}
-		bm := batch.Message{Device: m.dev, Serial: m.dev, IMEI: "356938035643809", Seq: m.seq, Index: m.index,
+		bm := envelope.Message{Device: m.dev, Serial: m.dev, IMEI: "356938035643809", Seq: m.seq, Index: m.index,
 			ReceivedAt: time.Now().UnixMilli(), Data: data}
-		body = batch.AppendEnvelope(body, &bm, 0)
+		body = envelope.Append(body, &bm, 0)
 	}
 	return append(body, ']')
 }

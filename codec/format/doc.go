@@ -21,7 +21,7 @@
 //
 // # envelope
 //
-// The relay's own envelope, exactly as codec/batch renders it:
+// The relay's own envelope, exactly as codec/envelope renders it:
 //
 //	{"msgId":"SN1-7-0","serial":"SN1","imei":"…","iccid":"…","seq":7,"index":0,
 //	 "receivedAt":"2026-11-22T10:00:00.123Z","attempt":0,"data":{record}}

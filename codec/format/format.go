@@ -62,7 +62,7 @@ func Names() []string { return append([]string(nil), names...) }
 
 // The fixed formats, built once.
 var (
-	envelopeFormat    Format = envelope{}
+	envelopeFormat    Format = defaultEnvelope{}
 	rawFormat         Format = raw{}
 	measurementFormat Format = measurement{}
 	beWhereFormat            = mustBuiltin(NameBeWhere, BeWhereTemplate)

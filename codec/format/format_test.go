@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
 	"github.com/fleetrelay/fleetrelay/codec/format"
 )
 
@@ -49,16 +49,16 @@ func TestLookup(t *testing.T) {
 	bad("template", format.Options{Template: `{"a":`}, format.ErrInvalidTemplate, "offset 5")
 }
 
-// TestEnvelope: the envelope format is codec/batch's envelope, byte for byte.
+// TestEnvelope: the envelope format is codec/envelope's envelope, byte for byte.
 func TestEnvelope(t *testing.T) {
 	f, _ := format.Lookup(format.NameEnvelope, format.Options{})
 	for _, tm := range loadMessages(t) {
 		m := tm.message()
-		bm := batch.Message{Device: m.Device, Serial: m.Serial, IMEI: m.IMEI, ICCID: m.ICCID,
+		bm := envelope.Message{Device: m.Device, Serial: m.Serial, IMEI: m.IMEI, ICCID: m.ICCID,
 			Seq: m.Seq, Index: m.Index, ReceivedAt: m.ReceivedAt, Data: m.Data}
-		want := batch.AppendEnvelope(nil, &bm, m.Attempt)
+		want := envelope.Append(nil, &bm, m.Attempt)
 		if got := f.Append(nil, m); string(got) != string(want) {
-			t.Errorf("envelope(%s) =\n%s\nwant (codec/batch)\n%s", tm.Name, got, want)
+			t.Errorf("envelope(%s) =\n%s\nwant (codec/envelope)\n%s", tm.Name, got, want)
 		}
 		if n := f.SizeHint(m); n < len(want) {
 			t.Errorf("envelope SizeHint(%s) = %d, below the real %d", tm.Name, n, len(want))
@@ -136,7 +136,7 @@ func TestMeasurement(t *testing.T) {
 		if err := json.Unmarshal(r.Fields, &fields); err != nil {
 			t.Fatalf("measurement(%s) fields %s: %v", tm.Name, r.Fields, err)
 		}
-		if r.HashID == "" || r.Attempt != m.Attempt || r.CreatedAt != string(batch.AppendTimestamp(nil, m.ReceivedAt)) {
+		if r.HashID == "" || r.Attempt != m.Attempt || r.CreatedAt != string(envelope.AppendTimestamp(nil, m.ReceivedAt)) {
 			t.Errorf("measurement(%s) report = %+v", tm.Name, r)
 		}
 		observed := map[string]bool{}

@@ -3,7 +3,7 @@ package format
 import (
 	"strconv"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
 )
 
 // measurement is the measurement message of seeds/003: one report per message, one observation
@@ -91,7 +91,7 @@ func (measurement) Append(dst []byte, m *Message) []byte {
 		}
 	}
 	var tsBuf [40]byte
-	ts := batch.AppendTimestamp(tsBuf[:0], at)
+	ts := envelope.AppendTimestamp(tsBuf[:0], at)
 
 	dst = append(dst, `{"hashId":"`...)
 	dst = appendMsgID(dst, m)
@@ -165,7 +165,7 @@ func (measurement) Append(dst []byte, m *Message) []byte {
 	dst = append(dst, `},"locationHashId":null,"locationFields":{},"userHashId":null,"generatedAt":"`...)
 	dst = append(dst, ts...)
 	dst = append(dst, `","createdAt":"`...)
-	dst = batch.AppendTimestamp(dst, m.ReceivedAt)
+	dst = envelope.AppendTimestamp(dst, m.ReceivedAt)
 	dst = append(dst, `","attempt":`...)
 	dst = strconv.AppendInt(dst, int64(m.Attempt), 10)
 	return append(dst, '}')

@@ -1,7 +1,7 @@
 package format
 
 import (
-	"github.com/fleetrelay/fleetrelay/codec/jsonscan"
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
 // member is one member of a JSON object (or, with key nil, one element of an array): slices of
@@ -23,12 +23,12 @@ func rawKeyIs(key []byte, esc bool, s string) bool {
 		return string(key) == s
 	}
 	var buf [64]byte
-	return string(jsonscan.AppendUnquoted(buf[:0], key)) == s
+	return string(jsontext.AppendUnquoted(buf[:0], key)) == s
 }
 
 // objectScan walks the members of a record, validating it as it goes: after next has returned
 // false, ok reports whether the record was exactly one valid JSON object (whitespace around
-// it allowed) whose values nest at most jsonscan.MaxDepth deep when depth containers are open
+// it allowed) whose values nest at most jsontext.MaxDepth deep when depth containers are open
 // around the object. Members handed out before an error was found are not to be used.
 type objectScan struct {
 	b     []byte
@@ -40,12 +40,12 @@ type objectScan struct {
 
 func (s *objectScan) init(data []byte, depth int) {
 	*s = objectScan{b: data, depth: depth, state: -1}
-	i := jsonscan.SkipWS(data, 0)
-	if i >= len(data) || data[i] != '{' || depth+1 > jsonscan.MaxDepth {
+	i := jsontext.SkipWS(data, 0)
+	if i >= len(data) || data[i] != '{' || depth+1 > jsontext.MaxDepth {
 		return
 	}
 	s.start = i
-	i = jsonscan.SkipWS(data, i+1)
+	i = jsontext.SkipWS(data, i+1)
 	if i < len(data) && data[i] == '}' {
 		s.i = i + 1
 		s.finish()
@@ -56,7 +56,7 @@ func (s *objectScan) init(data []byte, depth int) {
 
 // finish checks that only whitespace follows the object that ended at s.i.
 func (s *objectScan) finish() {
-	if jsonscan.SkipWS(s.b, s.i) == len(s.b) {
+	if jsontext.SkipWS(s.b, s.i) == len(s.b) {
 		s.state = 1
 	} else {
 		s.state = -1
@@ -73,21 +73,21 @@ func (s *objectScan) next(mb *member) bool {
 	if i >= len(b) || b[i] != '"' {
 		return false
 	}
-	end, esc, ok := jsonscan.SkipString(b, i)
+	end, esc, ok := jsontext.SkipString(b, i)
 	if !ok {
 		return false
 	}
 	mb.key, mb.esc = b[i+1:end-1], esc
-	i = jsonscan.SkipWS(b, end)
+	i = jsontext.SkipWS(b, end)
 	if i >= len(b) || b[i] != ':' {
 		return false
 	}
-	i = jsonscan.SkipWS(b, i+1)
-	if end, ok = jsonscan.SkipValue(b, i, s.depth+1); !ok {
+	i = jsontext.SkipWS(b, i+1)
+	if end, ok = jsontext.SkipValue(b, i, s.depth+1); !ok {
 		return false
 	}
 	mb.val, mb.at = b[i:end], i
-	i = jsonscan.SkipWS(b, end)
+	i = jsontext.SkipWS(b, end)
 	if i >= len(b) {
 		return false
 	}
@@ -99,7 +99,7 @@ func (s *objectScan) next(mb *member) bool {
 			return false
 		}
 	case ',':
-		s.i, s.state = jsonscan.SkipWS(b, i+1), 0
+		s.i, s.state = jsontext.SkipWS(b, i+1), 0
 	default:
 		return false
 	}
@@ -122,7 +122,7 @@ type elementScan struct {
 
 func (s *elementScan) init(v []byte) {
 	s.b, s.obj = v, v[0] == '{'
-	s.i = jsonscan.SkipWS(v, 1)
+	s.i = jsontext.SkipWS(v, 1)
 	if s.i < len(v) && (v[s.i] == '}' || v[s.i] == ']') {
 		s.i = len(v)
 	}
@@ -134,16 +134,16 @@ func (s *elementScan) next(mb *member) bool {
 		return false
 	}
 	if s.obj {
-		end, esc, _ := jsonscan.SkipString(b, i)
+		end, esc, _ := jsontext.SkipString(b, i)
 		mb.key, mb.esc = b[i+1:end-1], esc
-		i = jsonscan.SkipWS(b, end)
-		i = jsonscan.SkipWS(b, i+1)
+		i = jsontext.SkipWS(b, end)
+		i = jsontext.SkipWS(b, i+1)
 	}
-	end, _ := jsonscan.SkipValue(b, i, 0)
+	end, _ := jsontext.SkipValue(b, i, 0)
 	mb.val = b[i:end]
-	i = jsonscan.SkipWS(b, end)
+	i = jsontext.SkipWS(b, end)
 	if i < len(b) && b[i] == ',' {
-		s.i = jsonscan.SkipWS(b, i+1)
+		s.i = jsontext.SkipWS(b, i+1)
 	} else {
 		s.i = len(b)
 	}

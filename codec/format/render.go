@@ -3,8 +3,8 @@ package format
 import (
 	"strconv"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
-	"github.com/fleetrelay/fleetrelay/codec/jsonscan"
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
 // span locates a top-level record value: data[at:end]; end == 0 when the record has no such
@@ -76,7 +76,7 @@ func (t *Template) index(data []byte, spans []span) []byte {
 		key := mb.key
 		if mb.esc {
 			var buf [64]byte
-			key = jsonscan.AppendUnquoted(buf[:0], mb.key)
+			key = jsontext.AppendUnquoted(buf[:0], mb.key)
 		}
 		if k := t.table.find(key); k >= 0 { // a repeated key: the last one counts, as with encoding/json
 			spans[k] = span{int32(mb.at), int32(mb.at + len(mb.val))}
@@ -94,7 +94,7 @@ func (t *Template) index(data []byte, spans []span) []byte {
 // escaped characters.
 func appendStr(dst []byte, s string, text bool) []byte {
 	if text {
-		return appendEscaped(dst, s)
+		return jsontext.AppendEscaped(dst, s)
 	}
 	return appendStringOrNull(dst, s)
 }
@@ -138,7 +138,7 @@ func appendList(dst []byte, list []string, text bool) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendEscaped(dst, s)
+		dst = jsontext.AppendEscaped(dst, s)
 	}
 	return dst
 }
@@ -201,7 +201,7 @@ func appendSlot(dst []byte, p *part, m *Message, r *record, spans []span) []byte
 	case bMsgID:
 		return quote(appendMsgID(quote(dst, text), m), text)
 	case bReceivedAt:
-		return quote(batch.AppendTimestamp(quote(dst, text), m.ReceivedAt), text)
+		return quote(envelope.AppendTimestamp(quote(dst, text), m.ReceivedAt), text)
 	case bReceived:
 		return strconv.AppendInt(dst, m.ReceivedAt, 10)
 	case bKind:
@@ -307,7 +307,7 @@ func appendRawText(dst, raw []byte) []byte {
 	case 'n':
 		return dst
 	case '{', '[':
-		return appendEscaped(dst, raw)
+		return jsontext.AppendEscaped(dst, raw)
 	}
 	return append(dst, raw...)
 }

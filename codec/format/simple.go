@@ -4,27 +4,28 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
-// envelope is codec/batch's envelope, unchanged.
-type envelope struct{}
+// defaultEnvelope is codec/envelope's envelope, unchanged.
+type defaultEnvelope struct{}
 
-var _ Format = envelope{}
+var _ Format = defaultEnvelope{}
 
-func (envelope) Name() string { return NameEnvelope }
-func (envelope) Body() Body   { return BodyJSONArray }
+func (defaultEnvelope) Name() string { return NameEnvelope }
+func (defaultEnvelope) Body() Body   { return BodyJSONArray }
 
-func (envelope) Append(dst []byte, m *Message) []byte {
-	bm := batch.Message{Device: m.device(), Serial: m.Serial, IMEI: m.IMEI, ICCID: m.ICCID,
+func (defaultEnvelope) Append(dst []byte, m *Message) []byte {
+	bm := envelope.Message{Device: m.device(), Serial: m.Serial, IMEI: m.IMEI, ICCID: m.ICCID,
 		Seq: m.Seq, Index: m.Index, ReceivedAt: m.ReceivedAt, Data: m.Data}
-	return batch.AppendEnvelope(dst, &bm, m.Attempt)
+	return envelope.Append(dst, &bm, m.Attempt)
 }
 
-func (envelope) SizeHint(m *Message) int {
-	bm := batch.Message{Device: m.device(), Serial: m.Serial, IMEI: m.IMEI, ICCID: m.ICCID,
+func (defaultEnvelope) SizeHint(m *Message) int {
+	bm := envelope.Message{Device: m.device(), Serial: m.Serial, IMEI: m.IMEI, ICCID: m.ICCID,
 		Seq: m.Seq, Index: m.Index, ReceivedAt: m.ReceivedAt, Data: m.Data}
-	return batch.EnvelopeSize(&bm)
+	return envelope.Size(&bm)
 }
 
 // raw is the record as the device sent it.
@@ -53,8 +54,8 @@ func NewSENSORO(appID, deviceType string) (*SENSORO, error) {
 		return nil, fmt.Errorf("%w: format sensoro needs app_id", ErrOption)
 	}
 	return &SENSORO{
-		appID:      string(appendEscaped(nil, appID)),
-		deviceType: string(appendEscaped(nil, deviceType)),
+		appID:      string(jsontext.AppendEscaped(nil, appID)),
+		deviceType: string(jsontext.AppendEscaped(nil, deviceType)),
 	}, nil
 }
 
@@ -80,10 +81,10 @@ func (f *SENSORO) Append(dst []byte, m *Message) []byte {
 	dst = append(dst, `{"appId":"`...)
 	dst = append(dst, f.appID...)
 	dst = append(dst, `","sn":"`...)
-	dst = appendEscaped(dst, m.sn())
+	dst = jsontext.AppendEscaped(dst, m.sn())
 	if m.Kind == KindResult {
 		dst = append(dst, `","taskId":"`...)
-		dst = appendEscaped(dst, m.TaskID)
+		dst = jsontext.AppendEscaped(dst, m.TaskID)
 		dst = append(dst, `","type":"event","createdTime":`...)
 	} else {
 		dst = append(dst, `","type":"text","deviceType":"`...)

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/fleetrelay/fleetrelay/codec/jsonscan"
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
 // MaxTemplateDepth is how deeply a template's arrays and objects may nest.
@@ -139,7 +139,7 @@ func (c *compiler) flush() {
 
 func (c *compiler) run() error {
 	src := c.src
-	i := jsonscan.SkipWS(src, 0)
+	i := jsontext.SkipWS(src, 0)
 	if i == len(src) {
 		return c.fail(i, ErrInvalidTemplate, "empty template")
 	}
@@ -154,7 +154,7 @@ func (c *compiler) run() error {
 				return c.fail(i, ErrInvalidTemplate, "nested deeper than %d", MaxTemplateDepth)
 			}
 			c.lit = append(c.lit, ch)
-			i = jsonscan.SkipWS(src, i+1)
+			i = jsontext.SkipWS(src, i+1)
 			if i < len(src) && src[i] == ch+2 { // '{'+2 == '}', '['+2 == ']'
 				c.lit = append(c.lit, ch+2)
 				i++
@@ -169,7 +169,7 @@ func (c *compiler) run() error {
 			}
 			continue
 		case '"':
-			end, _, ok := jsonscan.SkipString(src, i)
+			end, _, ok := jsontext.SkipString(src, i)
 			if !ok {
 				return c.fail(end, ErrInvalidTemplate, "invalid string")
 			}
@@ -178,7 +178,7 @@ func (c *compiler) run() error {
 			}
 			i = end
 		default:
-			end, ok := jsonscan.SkipValue(src, i, len(c.stack))
+			end, ok := jsontext.SkipValue(src, i, len(c.stack))
 			if !ok {
 				return c.fail(end, ErrInvalidTemplate, "expected a value")
 			}
@@ -187,7 +187,7 @@ func (c *compiler) run() error {
 		}
 		// A value ended at i: close containers until one continues.
 		for {
-			i = jsonscan.SkipWS(src, i)
+			i = jsontext.SkipWS(src, i)
 			if len(c.stack) == 0 {
 				if i != len(src) {
 					return c.fail(i, ErrInvalidTemplate, "unexpected data after the template")
@@ -204,7 +204,7 @@ func (c *compiler) run() error {
 			}
 			if src[i] == ',' {
 				c.lit = append(c.lit, ',')
-				i = jsonscan.SkipWS(src, i+1)
+				i = jsontext.SkipWS(src, i+1)
 				if top.obj {
 					var err error
 					if i, err = c.key(i); err != nil {
@@ -233,13 +233,13 @@ func (c *compiler) key(i int) (int, error) {
 	if i >= len(src) || src[i] != '"' {
 		return i, c.fail(i, ErrInvalidTemplate, "expected a string key")
 	}
-	end, esc, ok := jsonscan.SkipString(src, i)
+	end, esc, ok := jsontext.SkipString(src, i)
 	if !ok {
 		return i, c.fail(end, ErrInvalidTemplate, "invalid string")
 	}
 	body := src[i+1 : end-1]
 	if esc {
-		top.key = string(jsonscan.AppendUnquoted(nil, body))
+		top.key = string(jsontext.AppendUnquoted(nil, body))
 	} else {
 		top.key = string(body)
 	}
@@ -247,12 +247,12 @@ func (c *compiler) key(i int) (int, error) {
 		return i, err
 	}
 	top.keyed = true
-	i = jsonscan.SkipWS(src, end)
+	i = jsontext.SkipWS(src, end)
 	if i >= len(src) || src[i] != ':' {
 		return i, c.fail(i, ErrInvalidTemplate, "expected ':'")
 	}
 	c.lit = append(c.lit, ':')
-	return jsonscan.SkipWS(src, i+1), nil
+	return jsontext.SkipWS(src, i+1), nil
 }
 
 // str compiles the valid string src[start:end]; value is false for keys, which are always

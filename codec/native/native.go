@@ -10,6 +10,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strconv"
+
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
 // Frame types.
@@ -159,11 +162,11 @@ type Welcome struct {
 func AppendWelcome(dst []byte, w *Welcome) []byte {
 	dst, start := beginFrame(dst, TypeWelcome)
 	dst = append(dst, `{"ack":`...)
-	dst = appendJSONString(dst, w.Ack)
+	dst = jsontext.AppendQuoted(dst, w.Ack)
 	dst = append(dst, `,"maxFrame":`...)
-	dst = binaryAppendInt(dst, int64(w.MaxFrame))
+	dst = strconv.AppendInt(dst, int64(w.MaxFrame), 10)
 	dst = append(dst, `,"lastSeq":`...)
-	dst = binaryAppendUint(dst, w.LastSeq)
+	dst = strconv.AppendUint(dst, w.LastSeq, 10)
 	dst = append(dst, '}')
 	return finishFrame(dst, start)
 }

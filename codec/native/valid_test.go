@@ -15,7 +15,7 @@ func jsonObject(b []byte) bool {
 	return len(t) > 0 && t[0] == '{' && json.Valid(b)
 }
 
-// ValidObject is jsonscan.ValidObject, which is tested and fuzzed there against encoding/json;
+// ValidObject is jsontext.ValidObject, which is tested and fuzzed there against encoding/json;
 // these cases only check that DATA records get that validation.
 var validCases = []string{
 	`{}`, ` {"a":[1,{"b":null}],"c":"\u00e9"} `, `[]`, `"x"`, `1`, `{}{}`, `{"a":01}`, `{"a":"\x01"}`, "{\"a\":\"\xff\"}",

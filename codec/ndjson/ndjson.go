@@ -5,7 +5,7 @@
 // looking at more than maxLine+2 bytes, so a caller never buffers, let alone allocates, a line
 // before its length is known to be acceptable. [Identity] validates a line as one JSON object and
 // extracts the identity field in a single pass, without unmarshalling: nested values are skipped
-// and strings unescaped by package jsonscan, exactly as encoding/json would. Results alias the
+// and strings unescaped by package jsontext, exactly as encoding/json would. Results alias the
 // input; callers that keep them must copy.
 package ndjson
 
@@ -14,7 +14,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/fleetrelay/fleetrelay/codec/jsonscan"
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
 const (
@@ -69,19 +69,19 @@ func Next(buf []byte, maxLine, scanned int) (line []byte, n int, err error) {
 // U+FFFD) is unescaped by appending to dst. Errors: ErrBlank, ErrMalformed, ErrNotObject,
 // ErrNoIdentity, ErrIdentity.
 func Identity(line []byte, field string, dst []byte) (id []byte, err error) {
-	i := jsonscan.SkipWS(line, 0)
+	i := jsontext.SkipWS(line, 0)
 	if i == len(line) {
 		return nil, ErrBlank
 	}
 	if line[i] != '{' {
-		if j, ok := jsonscan.SkipValue(line, i, 0); ok && jsonscan.SkipWS(line, j) == len(line) {
+		if j, ok := jsontext.SkipValue(line, i, 0); ok && jsontext.SkipWS(line, j) == len(line) {
 			return nil, ErrNotObject
 		}
 		return nil, ErrMalformed
 	}
 	found, isString, esc := false, false, false
 	var vs, ve int // the identity value: line[vs:ve], quotes included for a string
-	i = jsonscan.SkipWS(line, i+1)
+	i = jsontext.SkipWS(line, i+1)
 	if i < len(line) && line[i] == '}' {
 		i++
 	} else {
@@ -89,24 +89,24 @@ func Identity(line []byte, field string, dst []byte) (id []byte, err error) {
 			if i >= len(line) || line[i] != '"' {
 				return nil, ErrMalformed
 			}
-			j, kesc, ok := jsonscan.SkipString(line, i)
+			j, kesc, ok := jsontext.SkipString(line, i)
 			if !ok {
 				return nil, ErrMalformed
 			}
 			match := keyIs(line[i+1:j-1], kesc, field)
-			i = jsonscan.SkipWS(line, j)
+			i = jsontext.SkipWS(line, j)
 			if i >= len(line) || line[i] != ':' {
 				return nil, ErrMalformed
 			}
-			i = jsonscan.SkipWS(line, i+1)
+			i = jsontext.SkipWS(line, i+1)
 			if i >= len(line) {
 				return nil, ErrMalformed
 			}
 			start, str, sesc := i, line[i] == '"', false
 			if str {
-				j, sesc, ok = jsonscan.SkipString(line, i)
+				j, sesc, ok = jsontext.SkipString(line, i)
 			} else {
-				j, ok = jsonscan.SkipValue(line, i, 1)
+				j, ok = jsontext.SkipValue(line, i, 1)
 			}
 			if !ok {
 				return nil, ErrMalformed
@@ -114,12 +114,12 @@ func Identity(line []byte, field string, dst []byte) (id []byte, err error) {
 			if match {
 				found, isString, esc, vs, ve = true, str, sesc, start, j
 			}
-			i = jsonscan.SkipWS(line, j)
+			i = jsontext.SkipWS(line, j)
 			if i >= len(line) {
 				return nil, ErrMalformed
 			}
 			if line[i] == ',' {
-				i = jsonscan.SkipWS(line, i+1)
+				i = jsontext.SkipWS(line, i+1)
 				continue
 			}
 			if line[i] != '}' {
@@ -129,7 +129,7 @@ func Identity(line []byte, field string, dst []byte) (id []byte, err error) {
 			break
 		}
 	}
-	if jsonscan.SkipWS(line, i) != len(line) {
+	if jsontext.SkipWS(line, i) != len(line) {
 		return nil, ErrMalformed
 	}
 	if !found {
@@ -141,7 +141,7 @@ func Identity(line []byte, field string, dst []byte) (id []byte, err error) {
 		if !esc && utf8.Valid(raw) {
 			id = raw[:len(raw):len(raw)]
 		} else {
-			id = jsonscan.AppendUnquoted(dst, raw)
+			id = jsontext.AppendUnquoted(dst, raw)
 		}
 	case c == '-' || (c >= '0' && c <= '9'):
 		id = line[vs:ve:ve]
@@ -175,5 +175,5 @@ func keyIs(raw []byte, esc bool, field string) bool {
 		return string(raw) == field && utf8.ValidString(field)
 	}
 	var buf [128]byte
-	return string(jsonscan.AppendUnquoted(buf[:0], raw)) == field
+	return string(jsontext.AppendUnquoted(buf[:0], raw)) == field
 }

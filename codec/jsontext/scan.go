@@ -1,13 +1,4 @@
-// Package jsonscan owns the relay's byte-level JSON scanning: skipping whitespace, strings and
-// whole values, validating that a record is one JSON object, and unquoting strings. Every function
-// accepts exactly what encoding/json accepts (fuzz tests check it): the same numbers and literals,
-// any byte >= 0x20 inside strings (invalid UTF-8 included), the same nesting limit, and strings are
-// unquoted as encoding/json.Unmarshal would, invalid UTF-8 and unpaired surrogates becoming U+FFFD.
-//
-// It is pure: no I/O, no goroutines, no allocations (nesting beyond 256 levels aside), no
-// recursion. All functions are safe for concurrent use. Indexes are into the caller's slice; the
-// scanners never look at a byte outside it.
-package jsonscan
+package jsontext
 
 import (
 	"unicode"
@@ -28,6 +19,52 @@ func ValidObject(b []byte) bool {
 	}
 	end, ok := SkipValue(b, i, 0)
 	return ok && SkipWS(b, end) == len(b)
+}
+
+// Problem says why a scan stopped short of a valid value: None if it did not. Its String is a
+// short phrase for error messages ("invalid number").
+type Problem uint8
+
+// The problems a scan reports, at the index where it stopped.
+const (
+	None               Problem = iota // the value is valid
+	UnexpectedEnd                     // the input ended inside the value
+	TooDeep                           // more than MaxDepth containers open at once
+	NoValue                           // a value was expected: the byte cannot start one
+	BadLiteral                        // t, f or n that is not true, false or null
+	BadNumber                         // a number that breaks the grammar (01, 1., -, 1e)
+	UnterminatedString                // the input ended inside a string
+	BadEscape                         // a backslash followed by a byte no escape starts with
+	BadUnicodeEscape                  // \u not followed by four hex digits
+	ControlChar                       // a byte below 0x20 inside a string
+	NoKey                             // an object member must start with a string
+	NoColon                           // a member name must be followed by ':'
+	NoObjectEnd                       // after an object member: neither ',' nor '}'
+	NoArrayEnd                        // after an array element: neither ',' nor ']'
+)
+
+var problemText = [...]string{
+	None:               "valid",
+	UnexpectedEnd:      "unexpected end of input",
+	TooDeep:            "nested too deeply",
+	NoValue:            "expected a value",
+	BadLiteral:         "invalid literal",
+	BadNumber:          "invalid number",
+	UnterminatedString: "unterminated string",
+	BadEscape:          "invalid escape",
+	BadUnicodeEscape:   "invalid \\u escape",
+	ControlChar:        "control character in a string",
+	NoKey:              "expected a member name",
+	NoColon:            "expected ':' after a member name",
+	NoObjectEnd:        "expected ',' or '}' after an object member",
+	NoArrayEnd:         "expected ',' or ']' after an array element",
+}
+
+func (p Problem) String() string {
+	if int(p) < len(problemText) {
+		return problemText[p]
+	}
+	return "unknown problem"
 }
 
 // SkipWS returns the index of the first byte at or after i that is not JSON whitespace, or
@@ -57,35 +94,44 @@ var plain = func() (t [256]bool) {
 // value). Like encoding/json it accepts any byte >= 0x20, so invalid UTF-8 is valid here (and
 // replaced when unquoted). When ok is false, end is where the string went wrong.
 func SkipString(b []byte, i int) (end int, esc, ok bool) {
+	end, esc, p := ScanString(b, i)
+	return end, esc, p == None
+}
+
+// ScanString is SkipString saying what was wrong: p is None for a valid string.
+func ScanString(b []byte, i int) (end int, esc bool, p Problem) {
 	j := i + 1
 	for {
+		for j+4 <= len(b) && plain[b[j]] && plain[b[j+1]] && plain[b[j+2]] && plain[b[j+3]] {
+			j += 4
+		}
 		for j < len(b) && plain[b[j]] {
 			j++
 		}
 		if j >= len(b) {
-			return j, esc, false
+			return j, esc, UnterminatedString
 		}
 		switch b[j] {
 		case '"':
-			return j + 1, esc, true
+			return j + 1, esc, None
 		case '\\':
 			esc = true
 			if j+1 >= len(b) {
-				return j, esc, false
+				return j, esc, UnterminatedString
 			}
 			switch b[j+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				j += 2
 			case 'u':
 				if getu4(b[j:]) < 0 {
-					return j, esc, false
+					return j, esc, BadUnicodeEscape
 				}
 				j += 6
 			default:
-				return j, esc, false
+				return j, esc, BadEscape
 			}
 		default: // a control character
-			return j, esc, false
+			return j, esc, ControlChar
 		}
 	}
 }
@@ -97,6 +143,12 @@ func SkipString(b []byte, i int) (end int, esc, ok bool) {
 // in the frame up to 256 levels and grows on the heap only beyond. When ok is false, end is where
 // the value went wrong.
 func SkipValue(b []byte, i, depth int) (end int, ok bool) {
+	end, p := ScanValue(b, i, depth)
+	return end, p == None
+}
+
+// ScanValue is SkipValue saying what was wrong: p is None for a valid value.
+func ScanValue(b []byte, i, depth int) (end int, p Problem) {
 	var small [4]uint64
 	stack := small[:] // bit n set: the container n levels in is an object
 	var n uint        // containers open inside this value
@@ -104,26 +156,32 @@ func SkipValue(b []byte, i, depth int) (end int, ok bool) {
 	key := false      // b[i] starts an object member, not a value
 	for {
 		if key {
-			if i >= len(b) || b[i] != '"' {
-				return i, false
+			if i >= len(b) {
+				return i, UnexpectedEnd
 			}
-			if i, _, ok = SkipString(b, i); !ok {
-				return i, false
+			if b[i] != '"' {
+				return i, NoKey
+			}
+			if i, _, p = ScanString(b, i); p != None {
+				return i, p
 			}
 			i = SkipWS(b, i)
-			if i >= len(b) || b[i] != ':' {
-				return i, false
+			if i >= len(b) {
+				return i, UnexpectedEnd
+			}
+			if b[i] != ':' {
+				return i, NoColon
 			}
 			i = SkipWS(b, i+1)
 			key = false
 		}
 		if i >= len(b) {
-			return i, false
+			return i, UnexpectedEnd
 		}
 		switch c := b[i]; c {
 		case '{', '[':
 			if depth+int(n) >= MaxDepth {
-				return i, false
+				return i, TooDeep
 			}
 			if n>>6 == uint(len(stack)) {
 				stack = append(stack, 0)
@@ -148,42 +206,48 @@ func SkipValue(b []byte, i, depth int) (end int, ok bool) {
 			obj, key = true, true
 			continue
 		case '"':
-			if i, _, ok = SkipString(b, i); !ok {
-				return i, false
+			if i, _, p = ScanString(b, i); p != None {
+				return i, p
 			}
 		case 't':
-			if i, ok = skipLit(b, i, "true"); !ok {
-				return i, false
+			if i, p = skipLit(b, i, "true"); p != None {
+				return i, p
 			}
 		case 'f':
-			if i, ok = skipLit(b, i, "false"); !ok {
-				return i, false
+			if i, p = skipLit(b, i, "false"); p != None {
+				return i, p
 			}
 		case 'n':
-			if i, ok = skipLit(b, i, "null"); !ok {
-				return i, false
+			if i, p = skipLit(b, i, "null"); p != None {
+				return i, p
 			}
 		default:
-			if i, ok = skipNumber(b, i); !ok {
-				return i, false
+			if c != '-' && (c < '0' || c > '9') {
+				return i, NoValue
+			}
+			if i, p = skipNumber(b, i); p != None {
+				return i, p
 			}
 		}
 		// A value is complete: close containers until one continues with ','.
 		for {
 			if n == 0 {
-				return i, true
+				return i, None
 			}
 			i = SkipWS(b, i)
 			if i >= len(b) {
-				return i, false
+				return i, UnexpectedEnd
 			}
 			c := b[i]
 			if c == ',' {
 				i, key = SkipWS(b, i+1), obj
 				break
 			}
-			if (obj && c != '}') || (!obj && c != ']') {
-				return i, false
+			if obj && c != '}' {
+				return i, NoObjectEnd
+			}
+			if !obj && c != ']' {
+				return i, NoArrayEnd
 			}
 			i++
 			n--
@@ -194,20 +258,30 @@ func SkipValue(b []byte, i, depth int) (end int, ok bool) {
 	}
 }
 
-func skipLit(b []byte, i int, lit string) (int, bool) {
+func skipLit(b []byte, i int, lit string) (int, Problem) {
 	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
-		return i, false
+		return i, BadLiteral
 	}
-	return i + len(lit), true
+	return i + len(lit), None
 }
 
-// skipNumber checks -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at b[i], i < len(b).
-func skipNumber(b []byte, i int) (int, bool) {
+// SkipNumber checks the number -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at b[i] and returns
+// the index after it. When ok is false, end is where the number went wrong.
+func SkipNumber(b []byte, i int) (end int, ok bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	end, p := skipNumber(b, i)
+	return end, p == None
+}
+
+// skipNumber checks a number at b[i], i < len(b).
+func skipNumber(b []byte, i int) (int, Problem) {
 	if b[i] == '-' {
 		i++
 	}
 	if i >= len(b) {
-		return i, false
+		return i, BadNumber
 	}
 	if b[i] == '0' {
 		i++
@@ -216,7 +290,7 @@ func skipNumber(b []byte, i int) (int, bool) {
 			i++
 		}
 	} else {
-		return i, false
+		return i, BadNumber
 	}
 	if i < len(b) && b[i] == '.' {
 		i++
@@ -225,7 +299,7 @@ func skipNumber(b []byte, i int) (int, bool) {
 			i++
 		}
 		if i == start {
-			return i, false
+			return i, BadNumber
 		}
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
@@ -238,10 +312,10 @@ func skipNumber(b []byte, i int) (int, bool) {
 			i++
 		}
 		if i == start {
-			return i, false
+			return i, BadNumber
 		}
 	}
-	return i, true
+	return i, None
 }
 
 // getu4 decodes the \uXXXX escape at the start of s, or returns -1.

@@ -1,9 +1,10 @@
-package batch
+package envelope
 
 import (
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
 // Message is one device record as the route side sees it.
@@ -36,28 +37,28 @@ func AppendMsgID(dst []byte, device string, seq uint64, index int) []byte {
 	return strconv.AppendInt(dst, int64(index), 10)
 }
 
-// AppendEnvelope appends the JSON envelope of m for the given delivery
+// Append appends the JSON envelope of m for the given delivery
 // attempt (0-based) to dst:
 //
 //	{"msgId":"SN1-7-0","serial":"SN1","imei":"","iccid":"","seq":7,"index":0,
 //	 "receivedAt":"2026-11-22T10:00:00.123Z","attempt":0,"data":{...}}
 //
 // Strings are escaped like encoding/json without HTML escaping (invalid UTF-8
-// becomes \ufffd); empty strings keep their key; receivedAt is RFC 3339 in UTC
+// becomes \ufffd; see codec/jsontext); empty strings keep their key; receivedAt is RFC 3339 in UTC
 // with exactly three fractional digits; Data is copied verbatim.
-func AppendEnvelope(dst []byte, m *Message, attempt int) []byte {
+func Append(dst []byte, m *Message, attempt int) []byte {
 	dst = append(dst, `{"msgId":"`...)
-	dst = appendEscaped(dst, m.Device)
+	dst = jsontext.AppendEscaped(dst, m.Device)
 	dst = append(dst, '-')
 	dst = strconv.AppendUint(dst, m.Seq, 10)
 	dst = append(dst, '-')
 	dst = strconv.AppendInt(dst, int64(m.Index), 10)
 	dst = append(dst, `","serial":"`...)
-	dst = appendEscaped(dst, m.Serial)
+	dst = jsontext.AppendEscaped(dst, m.Serial)
 	dst = append(dst, `","imei":"`...)
-	dst = appendEscaped(dst, m.IMEI)
+	dst = jsontext.AppendEscaped(dst, m.IMEI)
 	dst = append(dst, `","iccid":"`...)
-	dst = appendEscaped(dst, m.ICCID)
+	dst = jsontext.AppendEscaped(dst, m.ICCID)
 	dst = append(dst, `","seq":`...)
 	dst = strconv.AppendUint(dst, m.Seq, 10)
 	dst = append(dst, `,"index":`...)
@@ -87,11 +88,11 @@ const maxTimestampLen = 24 + 8
 // maxAttemptLen bounds the attempt number's decimal length.
 const maxAttemptLen = 20
 
-// EnvelopeSize returns an upper bound of len(AppendEnvelope(nil, m, attempt))
+// Size returns an upper bound of len(Append(nil, m, attempt))
 // for any attempt. It is cheap (one table lookup per identity byte, no
 // allocation) and meant for max_bytes batching decisions; add one byte per
 // message for the comma (or bracket) of the batch array.
-func EnvelopeSize(m *Message) int {
+func Size(m *Message) int {
 	seq := uintLen(m.Seq)
 	idx := intLen(int64(m.Index))
 	data := len(m.Data)
@@ -99,8 +100,8 @@ func EnvelopeSize(m *Message) int {
 		data = len("null")
 	}
 	return envelopeFixed +
-		escapedLenBound(m.Device) + 2 + seq + idx + // msgId
-		escapedLenBound(m.Serial) + escapedLenBound(m.IMEI) + escapedLenBound(m.ICCID) +
+		jsontext.EscapedLenBound(m.Device) + 2 + seq + idx + // msgId
+		jsontext.EscapedLenBound(m.Serial) + jsontext.EscapedLenBound(m.IMEI) + jsontext.EscapedLenBound(m.ICCID) +
 		seq + idx + maxTimestampLen + maxAttemptLen + data
 }
 
@@ -121,91 +122,6 @@ func intLen(v int64) int {
 		return 1 + uintLen(uint64(-v))
 	}
 	return uintLen(uint64(v))
-}
-
-// escapedLenBound bounds the escaped length of s: exact for ASCII, and six
-// bytes per non-ASCII byte (an invalid byte becomes the six-byte \ufffd).
-func escapedLenBound(s string) int {
-	n := 0
-	for i := 0; i < len(s); i++ {
-		n += int(escLen[s[i]])
-	}
-	return n
-}
-
-// escLen is the escaped length of each byte value, with 6 for all bytes at or
-// above utf8.RuneSelf as an upper bound.
-var escLen = func() (t [256]uint8) {
-	for i := range t {
-		b := byte(i)
-		switch {
-		case b >= utf8.RuneSelf:
-			t[i] = 6
-		case b == '"' || b == '\\' || b == '\b' || b == '\f' || b == '\n' || b == '\r' || b == '\t':
-			t[i] = 2
-		case b < 0x20:
-			t[i] = 6
-		default:
-			t[i] = 1
-		}
-	}
-	return t
-}()
-
-const hexDigits = "0123456789abcdef"
-
-// appendEscaped appends s JSON-escaped, without the surrounding quotes,
-// exactly as encoding/json does with HTML escaping turned off.
-func appendEscaped(dst []byte, s string) []byte {
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if b < utf8.RuneSelf {
-			if escLen[b] == 1 {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		// U+2028 and U+2029 are valid in JSON but not in JavaScript source;
-		// encoding/json escapes them unconditionally, and so do we.
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	return append(dst, s[start:]...)
 }
 
 // AppendTimestamp appends the Unix millisecond time ms as RFC 3339 in UTC with

@@ -1,4 +1,4 @@
-package batch_test
+package envelope_test
 
 import (
 	"bytes"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
 )
 
 // ms is 2026-11-22T10:00:00.123Z in Unix milliseconds.
@@ -17,7 +17,7 @@ var ms = time.Date(2026, 11, 22, 10, 0, 0, 123e6, time.UTC).UnixMilli()
 func TestAppendMsgID(t *testing.T) {
 	f := func(device string, seq uint64, index int, want string) {
 		t.Helper()
-		got := string(batch.AppendMsgID([]byte("x"), device, seq, index))
+		got := string(envelope.AppendMsgID([]byte("x"), device, seq, index))
 		if got != "x"+want {
 			t.Errorf("AppendMsgID(%q, %d, %d) = %q, want %q", device, seq, index, got, "x"+want)
 		}
@@ -28,52 +28,52 @@ func TestAppendMsgID(t *testing.T) {
 }
 
 func TestAppendEnvelope(t *testing.T) {
-	f := func(m batch.Message, attempt int, want string) {
+	f := func(m envelope.Message, attempt int, want string) {
 		t.Helper()
-		got := string(batch.AppendEnvelope(nil, &m, attempt))
+		got := string(envelope.Append(nil, &m, attempt))
 		if got != want {
 			t.Errorf("AppendEnvelope(%+v, %d) =\n%s\nwant\n%s", m, attempt, got, want)
 		}
 		if !json.Valid([]byte(got)) {
 			t.Errorf("AppendEnvelope(%+v) is not valid JSON: %s", m, got)
 		}
-		if n := batch.EnvelopeSize(&m); n < len(got) {
+		if n := envelope.Size(&m); n < len(got) {
 			t.Errorf("EnvelopeSize(%+v) = %d, below the real size %d", m, n, len(got))
 		}
 	}
-	f(batch.Message{
+	f(envelope.Message{
 		Device: "SN1", Serial: "SN1", IMEI: "356307042441013", ICCID: "8944500102198304826",
 		Seq: 7, Index: 0, ReceivedAt: ms, Data: []byte(`{"t":21.5,"ok":true}`),
 	}, 0, `{"msgId":"SN1-7-0","serial":"SN1","imei":"356307042441013","iccid":"8944500102198304826","seq":7,"index":0,"receivedAt":"2026-11-22T10:00:00.123Z","attempt":0,"data":{"t":21.5,"ok":true}}`)
 
 	// Empty imei/iccid keep their keys; data keeps its bytes (spaces, key order).
-	f(batch.Message{
+	f(envelope.Message{
 		Device: "SN2", Serial: "SN2", Seq: 1, Index: 3, ReceivedAt: 0,
 		Data: []byte(`{ "b" : 1 , "a" : [1,2] }`),
 	}, 2, `{"msgId":"SN2-1-3","serial":"SN2","imei":"","iccid":"","seq":1,"index":3,"receivedAt":"1970-01-01T00:00:00.000Z","attempt":2,"data":{ "b" : 1 , "a" : [1,2] }}`)
 
 	// No serial: the identity is the IMEI.
-	f(batch.Message{
+	f(envelope.Message{
 		Device: "356307042441013", IMEI: "356307042441013", Seq: 18446744073709551615, Index: 499,
 		ReceivedAt: ms + 876, Data: []byte(`{}`),
 	}, 1, `{"msgId":"356307042441013-18446744073709551615-499","serial":"","imei":"356307042441013","iccid":"","seq":18446744073709551615,"index":499,"receivedAt":"2026-11-22T10:00:00.999Z","attempt":1,"data":{}}`)
 
 	// Escaping: quotes, backslash, control characters, invalid UTF-8,
 	// U+2028; HTML characters stay as they are.
-	f(batch.Message{
+	f(envelope.Message{
 		Device: "a\"b\\c", Serial: "a\"b\\c", IMEI: "\n\r\t\b\f\x00\x1f", ICCID: "x\xffy\u2028<&>é",
 		Seq: 1, Index: 0, ReceivedAt: ms, Data: []byte(`{}`),
 	}, 0, `{"msgId":"a\"b\\c-1-0","serial":"a\"b\\c","imei":"\n\r\t\b\f\u0000\u001f","iccid":"x\ufffdy\u2028<&>é","seq":1,"index":0,"receivedAt":"2026-11-22T10:00:00.123Z","attempt":0,"data":{}}`)
 
 	// Missing data stays valid JSON.
-	f(batch.Message{Device: "d", Serial: "d", ReceivedAt: ms},
+	f(envelope.Message{Device: "d", Serial: "d", ReceivedAt: ms},
 		0, `{"msgId":"d-0-0","serial":"d","imei":"","iccid":"","seq":0,"index":0,"receivedAt":"2026-11-22T10:00:00.123Z","attempt":0,"data":null}`)
 }
 
 func TestAppendTimestamp(t *testing.T) {
 	f := func(ms int64, want string) {
 		t.Helper()
-		got := string(batch.AppendTimestamp(nil, ms))
+		got := string(envelope.AppendTimestamp(nil, ms))
 		if got != want {
 			t.Errorf("AppendTimestamp(%d) = %q, want %q", ms, got, want)
 		}
@@ -119,7 +119,7 @@ func sanitize(t testing.TB, s string) string {
 	return out
 }
 
-func checkDecoded(t testing.TB, got []byte, m *batch.Message, attempt int) {
+func checkDecoded(t testing.TB, got []byte, m *envelope.Message, attempt int) {
 	t.Helper()
 	var e envelopeJSON
 	dec := json.NewDecoder(bytes.NewReader(got))
@@ -155,13 +155,13 @@ func checkDecoded(t testing.TB, got []byte, m *batch.Message, attempt int) {
 }
 
 func TestEnvelopeDecodes(t *testing.T) {
-	msgs := []batch.Message{
+	msgs := []envelope.Message{
 		{Device: "SN1", Serial: "SN1", IMEI: "356307042441013", ICCID: "8944500102198304826", Seq: 7, ReceivedAt: ms, Data: []byte(`{"a":1}`)},
 		{Device: "358\"\\\x01", IMEI: "358\"\\\x01", Seq: 1 << 63, Index: 12, ReceivedAt: ms + 1, Data: []byte(`{"s":"x\u00e9"}`)},
 		{Device: "日本\xc3", Serial: "日本\xc3", Seq: 0, Index: 0, ReceivedAt: -5, Data: []byte(`{"nested":{"arr":[1,{"b":null}]}}`)},
 	}
 	for i := range msgs {
-		checkDecoded(t, batch.AppendEnvelope(nil, &msgs[i], i), &msgs[i], i)
+		checkDecoded(t, envelope.Append(nil, &msgs[i], i), &msgs[i], i)
 	}
 }
 
@@ -176,8 +176,8 @@ func TestEscapingMatchesEncodingJSON(t *testing.T) {
 		if err := enc.Encode(map[string]string{"serial": s}); err != nil {
 			t.Fatal(err)
 		}
-		m := batch.Message{Serial: s}
-		env := string(batch.AppendEnvelope(nil, &m, 0))
+		m := envelope.Message{Serial: s}
+		env := string(envelope.Append(nil, &m, 0))
 		start := strings.Index(env, `"serial":`)
 		end := strings.Index(env, `,"imei":`)
 		got := "{" + env[start:end] + "}\n"
@@ -201,7 +201,7 @@ func TestEscapingMatchesEncodingJSON(t *testing.T) {
 func TestEnvelopeAllocs(t *testing.T) {
 	msgs := benchMessages(1)
 	buf := make([]byte, 0, 4096)
-	if n := testing.AllocsPerRun(100, func() { buf = batch.AppendEnvelope(buf[:0], &msgs[0], 3) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { buf = envelope.Append(buf[:0], &msgs[0], 3) }); n != 0 {
 		t.Fatalf("AppendEnvelope: %v allocs, want 0", n)
 	}
 }
@@ -222,12 +222,12 @@ func FuzzEnvelope(f *testing.F) {
 				received = -received
 			}
 		}
-		m := batch.Message{Device: device, Serial: serial, IMEI: imei, ICCID: iccid, Seq: seq, Index: index, ReceivedAt: received, Data: data}
-		got := batch.AppendEnvelope(nil, &m, attempt)
+		m := envelope.Message{Device: device, Serial: serial, IMEI: imei, ICCID: iccid, Seq: seq, Index: index, ReceivedAt: received, Data: data}
+		got := envelope.Append(nil, &m, attempt)
 		if !json.Valid(got) {
 			t.Fatalf("AppendEnvelope(%+v) is not valid JSON: %s", m, got)
 		}
-		if n := batch.EnvelopeSize(&m); n < len(got) {
+		if n := envelope.Size(&m); n < len(got) {
 			t.Fatalf("EnvelopeSize = %d, below the real size %d", n, len(got))
 		}
 		checkDecoded(t, got, &m, attempt)
@@ -235,11 +235,11 @@ func FuzzEnvelope(f *testing.F) {
 }
 
 // benchMessages returns n messages with ~200-byte records.
-func benchMessages(n int) []batch.Message {
-	msgs := make([]batch.Message, n)
+func benchMessages(n int) []envelope.Message {
+	msgs := make([]envelope.Message, n)
 	for i := range msgs {
 		data := `{"ts":1795341600123,"lat":52.520008,"lon":13.404954,"alt":34.5,"speed":12.75,"heading":271,"sats":11,"hdop":0.9,"ignition":true,"battery":12.61,"temp":[21.5,22.0,21.75],"odometer":123456789,"io":{"d1":1,"d2":0}}`
-		msgs[i] = batch.Message{
+		msgs[i] = envelope.Message{
 			Device: "SN0001234567", Serial: "SN0001234567", IMEI: "356307042441013", ICCID: "8944500102198304826",
 			Seq: uint64(1000 + i/10), Index: i % 10, ReceivedAt: ms + int64(i), Data: []byte(data),
 		}
@@ -251,9 +251,9 @@ func BenchmarkEnvelope(b *testing.B) {
 	msgs := benchMessages(1)
 	buf := make([]byte, 0, 1024)
 	b.ReportAllocs()
-	b.SetBytes(int64(len(batch.AppendEnvelope(nil, &msgs[0], 0))))
+	b.SetBytes(int64(len(envelope.Append(nil, &msgs[0], 0))))
 	for b.Loop() {
-		buf = batch.AppendEnvelope(buf[:0], &msgs[0], 1)
+		buf = envelope.Append(buf[:0], &msgs[0], 1)
 	}
 }
 
@@ -262,7 +262,7 @@ func BenchmarkEnvelopeSize(b *testing.B) {
 	b.ReportAllocs()
 	n := 0
 	for b.Loop() {
-		n += batch.EnvelopeSize(&msgs[0])
+		n += envelope.Size(&msgs[0])
 	}
 	_ = n
 }

@@ -1,4 +1,4 @@
-package jsonscan_test
+package jsontext_test
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/fleetrelay/fleetrelay/codec/jsonscan"
+	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
 // jsonObject is the reference for ValidObject: encoding/json.Valid and an object at the top.
@@ -73,7 +73,7 @@ func TestValidObject(t *testing.T) {
 		if ref := jsonObject([]byte(in)); ref != want {
 			t.Fatalf("test table says %.60q is %v, encoding/json says %v", in, want, ref)
 		}
-		if got := jsonscan.ValidObject([]byte(in)); got != want {
+		if got := jsontext.ValidObject([]byte(in)); got != want {
 			t.Errorf("ValidObject(%.60q) = %v, want %v", in, got, want)
 		}
 	}
@@ -85,7 +85,7 @@ func TestValidObject(t *testing.T) {
 func TestSkipValue(t *testing.T) {
 	f := func(in string, i, depth, wantEnd int, wantOK bool) {
 		t.Helper()
-		end, ok := jsonscan.SkipValue([]byte(in), i, depth)
+		end, ok := jsontext.SkipValue([]byte(in), i, depth)
 		if ok != wantOK || (ok && end != wantEnd) {
 			t.Errorf("SkipValue(%.40q, %d, %d) = %d, %v, want %d, %v", in, i, depth, end, ok, wantEnd, wantOK)
 		}
@@ -105,20 +105,67 @@ func TestSkipValue(t *testing.T) {
 	f(``, 0, 0, 0, false)
 	f(`[`, 1, 0, 0, false)
 	// depth counts containers already open: MaxDepth in total.
-	f(`[[]]`, 0, jsonscan.MaxDepth-2, 4, true)
-	f(`[[]]`, 0, jsonscan.MaxDepth-1, 0, false)
-	f(`[]`, 0, jsonscan.MaxDepth-1, 2, true)
-	f(`[]`, 0, jsonscan.MaxDepth, 0, false)
-	f(`1`, 0, jsonscan.MaxDepth, 1, true)
-	f(nest(jsonscan.MaxDepth, false), 0, 0, 2*jsonscan.MaxDepth, true)
-	f(nest(jsonscan.MaxDepth+1, false), 0, 0, 0, false)
+	f(`[[]]`, 0, jsontext.MaxDepth-2, 4, true)
+	f(`[[]]`, 0, jsontext.MaxDepth-1, 0, false)
+	f(`[]`, 0, jsontext.MaxDepth-1, 2, true)
+	f(`[]`, 0, jsontext.MaxDepth, 0, false)
+	f(`1`, 0, jsontext.MaxDepth, 1, true)
+	f(nest(jsontext.MaxDepth, false), 0, 0, 2*jsontext.MaxDepth, true)
+	f(nest(jsontext.MaxDepth+1, false), 0, 0, 0, false)
 	f(nest(300, true)+"x", 0, 0, 6*300+1, true)
+}
+
+// ScanValue and ScanString say why a value is invalid, and where.
+func TestScanProblem(t *testing.T) {
+	f := func(in string, depth, wantEnd int, want jsontext.Problem) {
+		t.Helper()
+		end, p := jsontext.ScanValue([]byte(in), 0, depth)
+		if p != want || end != wantEnd {
+			t.Errorf("ScanValue(%.40q, 0, %d) = %d, %v, want %d, %v", in, depth, end, p, wantEnd, want)
+		}
+		if _, ok := jsontext.SkipValue([]byte(in), 0, depth); ok != (want == jsontext.None) {
+			t.Errorf("SkipValue(%.40q) ok = %v, ScanValue says %v", in, ok, p)
+		}
+	}
+	f(`{"a":[1,{}]}`, 0, 12, jsontext.None)
+	f(``, 0, 0, jsontext.UnexpectedEnd)
+	f(`[1,`, 0, 3, jsontext.UnexpectedEnd)
+	f(`{"a"`, 0, 4, jsontext.UnexpectedEnd)
+	f(`{"a":1`, 0, 6, jsontext.UnexpectedEnd)
+	f(`[[]]`, jsontext.MaxDepth-1, 1, jsontext.TooDeep)
+	f(`[1,]`, 0, 3, jsontext.NoValue)
+	f(`{"a":}`, 0, 5, jsontext.NoValue)
+	f(`+1`, 0, 0, jsontext.NoValue)
+	f(`[tru]`, 0, 1, jsontext.BadLiteral)
+	f(`nul`, 0, 0, jsontext.BadLiteral)
+	f(`[1.]`, 0, 3, jsontext.BadNumber)
+	f(`-x`, 0, 1, jsontext.BadNumber)
+	f(`1e+`, 0, 3, jsontext.BadNumber)
+	f(`{"a":"b`, 0, 7, jsontext.UnterminatedString)
+	f(`"\`, 0, 1, jsontext.UnterminatedString)
+	f(`["\x"]`, 0, 2, jsontext.BadEscape)
+	f(`"a\u12G4"`, 0, 2, jsontext.BadUnicodeEscape)
+	f("\"a\x01\"", 0, 2, jsontext.ControlChar)
+	f(`{1:2}`, 0, 1, jsontext.NoKey)
+	f(`{"a",1}`, 0, 4, jsontext.NoColon)
+	f(`{"a":1]`, 0, 6, jsontext.NoObjectEnd)
+	f(`[1}`, 0, 2, jsontext.NoArrayEnd)
+	f(`{"a":[1 2]}`, 0, 8, jsontext.NoArrayEnd)
+
+	for p := jsontext.None; p <= jsontext.NoArrayEnd; p++ {
+		if s := p.String(); s == "" || s == "unknown problem" {
+			t.Errorf("Problem(%d).String() = %q", p, s)
+		}
+	}
+	if _, _, p := jsontext.ScanString([]byte(`"a\q"`), 0); p != jsontext.BadEscape {
+		t.Errorf("ScanString(%q) = %v, want %v", `"a\q"`, p, jsontext.BadEscape)
+	}
 }
 
 func TestSkipString(t *testing.T) {
 	f := func(in string, wantEnd int, wantEsc, wantOK bool) {
 		t.Helper()
-		end, esc, ok := jsonscan.SkipString([]byte(in), 0)
+		end, esc, ok := jsontext.SkipString([]byte(in), 0)
 		if ok != wantOK || (ok && (end != wantEnd || esc != wantEsc)) {
 			t.Errorf("SkipString(%q) = %d, %v, %v, want %d, %v, %v", in, end, esc, ok, wantEnd, wantEsc, wantOK)
 		}
@@ -144,7 +191,7 @@ func TestSkipString(t *testing.T) {
 func TestSkipWS(t *testing.T) {
 	f := func(in string, i, want int) {
 		t.Helper()
-		if got := jsonscan.SkipWS([]byte(in), i); got != want {
+		if got := jsontext.SkipWS([]byte(in), i); got != want {
 			t.Errorf("SkipWS(%q, %d) = %d, want %d", in, i, got, want)
 		}
 	}
@@ -167,13 +214,13 @@ func TestAppendUnquoted(t *testing.T) {
 	f := func(body, want string) {
 		t.Helper()
 		q := `"` + body + `"`
-		if end, _, ok := jsonscan.SkipString([]byte(q), 0); !ok || end != len(q) {
+		if end, _, ok := jsontext.SkipString([]byte(q), 0); !ok || end != len(q) {
 			t.Fatalf("SkipString(%q) = %d, %v: not a test case", q, end, ok)
 		}
 		if ref, ok := unquoteRef([]byte(q)); !ok || ref != want {
 			t.Fatalf("test table says %q is %q, encoding/json says %q, %v", q, want, ref, ok)
 		}
-		if got := jsonscan.AppendUnquoted([]byte("pre"), []byte(body)); string(got) != "pre"+want {
+		if got := jsontext.AppendUnquoted([]byte("pre"), []byte(body)); string(got) != "pre"+want {
 			t.Errorf("AppendUnquoted(%q) = %q, want %q", body, got[min(3, len(got)):], want)
 		}
 	}
@@ -207,10 +254,10 @@ func TestAllocs(t *testing.T) {
 	body := []byte(`S\u004e\ud83d\ude00\n` + "\xff")
 	dst := make([]byte, 0, 64)
 	if n := testing.AllocsPerRun(100, func() {
-		if !jsonscan.ValidObject(rec) || !jsonscan.ValidObject(deep) {
+		if !jsontext.ValidObject(rec) || !jsontext.ValidObject(deep) {
 			t.Fatal("invalid")
 		}
-		if got := jsonscan.AppendUnquoted(dst[:0], body); !utf8.Valid(got) {
+		if got := jsontext.AppendUnquoted(dst[:0], body); !utf8.Valid(got) {
 			t.Fatal("invalid UTF-8")
 		}
 	}); n != 0 {
@@ -231,7 +278,7 @@ func FuzzValidObject(f *testing.F) {
 	}
 	f.Add(rec)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if got, want := jsonscan.ValidObject(b), jsonObject(b); got != want {
+		if got, want := jsontext.ValidObject(b), jsonObject(b); got != want {
 			t.Fatalf("ValidObject(%q) = %v, encoding/json says %v", b, got, want)
 		}
 	})
@@ -246,7 +293,7 @@ func FuzzAppendUnquoted(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		q := append(append([]byte{'"'}, body...), '"')
-		end, esc, ok := jsonscan.SkipString(q, 0)
+		end, esc, ok := jsontext.SkipString(q, 0)
 		ref, refOK := unquoteRef(q)
 		if whole := ok && end == len(q); whole != refOK {
 			t.Fatalf("SkipString(%q) = %d, %v; encoding/json says valid is %v", q, end, ok, refOK)
@@ -257,7 +304,7 @@ func FuzzAppendUnquoted(f *testing.F) {
 		if !esc && bytes.IndexByte(body, '\\') >= 0 {
 			t.Fatalf("SkipString(%q) says no escapes", q)
 		}
-		if got := jsonscan.AppendUnquoted(nil, body); string(got) != ref {
+		if got := jsontext.AppendUnquoted(nil, body); string(got) != ref {
 			t.Fatalf("AppendUnquoted(%q) = %q, encoding/json says %q", body, got, ref)
 		}
 	})
@@ -281,7 +328,7 @@ func BenchmarkValidObject(b *testing.B) {
 			b.SetBytes(int64(len(c.in)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if !jsonscan.ValidObject(c.in) {
+				if !jsontext.ValidObject(c.in) {
 					b.Fatal("invalid")
 				}
 			}
@@ -295,6 +342,6 @@ func BenchmarkAppendUnquoted(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		dst = jsonscan.AppendUnquoted(dst[:0], body)
+		dst = jsontext.AppendUnquoted(dst[:0], body)
 	}
 }
