@@ -1,7 +1,8 @@
 // Package loadgen simulates device fleets against a relay over plain sockets, the way device
 // firmware behaves: it keeps every unacknowledged frame, resends from WELCOME's lastSeq after a
 // reconnect, and never reuses a seq. It is an independent client of the relay: it shares only the
-// wire codec, never the relay's own code paths.
+// codec leaves (the wire codec, and the JSON scanning its sink uses), never the relay's own code
+// paths.
 package loadgen
 
 import (

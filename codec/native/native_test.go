@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -270,4 +273,58 @@ func BenchmarkDecodeData(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// TestProtocolExamples checks the hex examples of PROTOCOL.md against the encoders: every
+// example there is one of these frames, and every one of these frames is there.
+func TestProtocolExamples(t *testing.T) {
+	doc, err := os.ReadFile("PROTOCOL.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An example is a run of indented lines of hex byte pairs.
+	var examples []string
+	var cur []string
+	for _, line := range strings.Split(string(doc)+"\n", "\n") {
+		fields := strings.Fields(line)
+		isHex := strings.HasPrefix(line, "    ") && len(fields) > 0
+		for _, f := range fields {
+			if _, err := strconv.ParseUint(f, 16, 8); err != nil || len(f) != 2 {
+				isHex = false
+			}
+		}
+		if isHex {
+			cur = append(cur, fields...)
+			continue
+		}
+		if len(cur) > 0 {
+			examples = append(examples, strings.Join(cur, " "))
+			cur = nil
+		}
+	}
+	want := map[string][]byte{
+		"HELLO":   native.AppendHello(nil, &native.Hello{Serial: "SN1"}),
+		"WELCOME": native.AppendWelcome(nil, &native.Welcome{Ack: "persist", MaxFrame: 65536}),
+		"DATA":    native.AppendData(nil, 1, []byte(`{"t":21.5}`)),
+		"ACK":     native.AppendAck(nil, 1),
+		"UDATA":   native.AppendUData(nil, "SN1", "", 2, []byte(`{"t":21.5}`)),
+		"ERROR":   native.AppendError(nil, native.CodeTooLarge, "frame too large"),
+	}
+	found := make(map[string]bool)
+	for name, frame := range want {
+		h := fmt.Sprintf("% x", frame)
+		for _, ex := range examples {
+			if ex == h {
+				found[h] = true
+			}
+		}
+		if !found[h] {
+			t.Errorf("PROTOCOL.md has no example of %s %s", name, h)
+		}
+	}
+	for _, ex := range examples {
+		if !found[ex] {
+			t.Errorf("PROTOCOL.md example %q is none of the frames the encoders make", ex)
+		}
+	}
 }

@@ -48,7 +48,7 @@ import (
 // windowed frames stay pending there until their marks arrive, after it warms.
 
 // WindowSize is how many seqs below a device's highest stored seq the store remembers
-// individually for windowed frames (W in PROTOCOL.md). A seq further below counts as stored: a
+// individually for windowed frames (W in codec/native/PROTOCOL.md). A seq further below counts as stored: a
 // device must keep fewer datagrams than this in flight.
 const WindowSize = 1024
 
