@@ -275,7 +275,8 @@ func SkipNumber(b []byte, i int) (end int, ok bool) {
 	return end, p == None
 }
 
-// skipNumber checks a number at b[i], i < len(b).
+// skipNumber checks the number -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at b[i],
+// i < len(b).
 func skipNumber(b []byte, i int) (int, Problem) {
 	if b[i] == '-' {
 		i++
@@ -286,20 +287,15 @@ func skipNumber(b []byte, i int) (int, Problem) {
 	if b[i] == '0' {
 		i++
 	} else if b[i] >= '1' && b[i] <= '9' {
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
+		i = skipDigits(b, i+1)
 	} else {
 		return i, BadNumber
 	}
 	if i < len(b) && b[i] == '.' {
-		i++
-		start := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == start {
-			return i, BadNumber
+		if j := skipDigits(b, i+1); j > i+1 {
+			i = j
+		} else {
+			return j, BadNumber
 		}
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
@@ -307,15 +303,21 @@ func skipNumber(b []byte, i int) (int, Problem) {
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
 			i++
 		}
-		start := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == start {
-			return i, BadNumber
+		if j := skipDigits(b, i); j > i {
+			i = j
+		} else {
+			return j, BadNumber
 		}
 	}
 	return i, None
+}
+
+// skipDigits returns the index of the first byte at or after i that is not a decimal digit.
+func skipDigits(b []byte, i int) int {
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i
 }
 
 // getu4 decodes the \uXXXX escape at the start of s, or returns -1.
