@@ -345,7 +345,7 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
-			return i, badAt(b, i, "expected a member name")
+			return i, badAt(b, i, jsontext.NoKey.String())
 		}
 		end, esc, err := scanString(b, i)
 		if err != nil {
@@ -356,11 +356,11 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		sc.arena = saved
 		i = jsontext.SkipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
-			return i, badAt(b, i, "expected ':' after a member name")
+			return i, badAt(b, i, jsontext.NoColon.String())
 		}
 		i = jsontext.SkipWS(b, i+1)
 		if i >= len(b) {
-			return i, badAt(b, i, "unexpected end of body")
+			return i, badAt(b, i, jsontext.UnexpectedEnd.String())
 		}
 		from := i
 		if i, err = skipValue(b, i, depth); err != nil {
@@ -377,7 +377,7 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		if i < len(b) && b[i] == '}' {
 			return i + 1, nil
 		}
-		return i, badAt(b, i, "expected ',' or '}' in an object")
+		return i, badAt(b, i, jsontext.NoObjectEnd.String())
 	}
 }
 
