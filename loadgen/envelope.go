@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"unicode/utf8"
 
 	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
@@ -200,13 +199,13 @@ func (sc *BatchScanner) scanEnvelope(b []byte, i int, e *EnvelopeRef) (int, erro
 		if i >= len(b) || b[i] != '"' {
 			return i, badAt(b, i, jsontext.NoKey.String())
 		}
-		end, esc, err := scanString(b, i)
+		end, plain, err := scanString(b, i)
 		if err != nil {
 			return i, err
 		}
 		key := keyOther
-		if !esc {
-			key = envelopeKey(b[i+1 : end-1]) // the keys are ASCII: invalid UTF-8 matches none
+		if plain {
+			key = envelopeKey(b[i+1 : end-1])
 		} else {
 			saved := sc.arena
 			key = envelopeKey(sc.decode(b[i+1 : end-1]))
@@ -290,11 +289,11 @@ func (sc *BatchScanner) scanEnvelope(b []byte, i int, e *EnvelopeRef) (int, erro
 // valid value of another type is skipped and named in bad; err is a syntax error.
 func (sc *BatchScanner) stringValue(b []byte, i int, name string) (v []byte, end int, bad string, err error) {
 	if b[i] == '"' {
-		end, esc, err := scanString(b, i)
+		end, plain, err := scanString(b, i)
 		if err != nil {
 			return nil, i, "", err
 		}
-		return sc.str(b[i+1:end-1], esc), end, "", nil
+		return sc.str(b[i+1:end-1], plain), end, "", nil
 	}
 	if end, err = skipValue(b, i, 2); err != nil || b[i] == 'n' {
 		return nil, end, "", err
@@ -347,12 +346,12 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		if i >= len(b) || b[i] != '"' {
 			return i, badAt(b, i, jsontext.NoKey.String())
 		}
-		end, esc, err := scanString(b, i)
+		end, plain, err := scanString(b, i)
 		if err != nil {
 			return i, err
 		}
 		saved := sc.arena
-		match := string(sc.str(b[i+1:end-1], esc)) == sc.SentField
+		match := string(sc.str(b[i+1:end-1], plain)) == sc.SentField
 		sc.arena = saved
 		i = jsontext.SkipWS(b, end)
 		if i >= len(b) || b[i] != ':' {
@@ -420,10 +419,10 @@ func (sc *BatchScanner) decode(s []byte) []byte {
 	return sc.arena[start:len(sc.arena):len(sc.arena)]
 }
 
-// str returns the value of the string whose body (between the quotes) is s and which holds
-// escapes if esc: s itself when that is its value, else its decoding in the arena.
-func (sc *BatchScanner) str(s []byte, esc bool) []byte {
-	if !esc && utf8.Valid(s) {
+// str returns the value of the string whose body (between the quotes) is s: s itself if it is
+// plain (see jsontext.ScanString), else its decoding in the arena.
+func (sc *BatchScanner) str(s []byte, plain bool) []byte {
+	if plain {
 		return s
 	}
 	return sc.decode(s)
@@ -439,14 +438,14 @@ func skipValue(b []byte, i, depth int) (int, error) {
 	return end, nil
 }
 
-// scanString returns the offset past the string whose opening quote is b[i], and whether it
-// holds escapes.
-func scanString(b []byte, i int) (end int, esc bool, err error) {
-	end, esc, p := jsontext.ScanString(b, i)
+// scanString returns the offset past the string whose opening quote is b[i], and whether it is
+// plain: its body is its value.
+func scanString(b []byte, i int) (end int, plain bool, err error) {
+	end, plain, p := jsontext.ScanString(b, i)
 	if p != jsontext.None {
-		return end, esc, badAt(b, end, p.String())
+		return end, plain, badAt(b, end, p.String())
 	}
-	return end, esc, nil
+	return end, plain, nil
 }
 
 // badAt is the error for a problem at offset i of b.

@@ -81,10 +81,17 @@ func SkipWS(b []byte, i int) int {
 	return i
 }
 
-// plain marks the bytes a JSON string may hold unescaped, apart from '"' and '\\'.
-var plain = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
+// strClass sorts the bytes of a JSON string: 0 a byte held as it is (printable ASCII but '"'
+// and '\\'), 1 a byte of a multi-byte UTF-8 sequence or invalid UTF-8 (also held as it is), 2 a
+// byte that ends the string, starts an escape or is not allowed ('"', '\\', control characters).
+var strClass = func() (t [256]uint8) {
+	for c := range t {
+		switch {
+		case c < 0x20 || c == '"' || c == '\\':
+			t[c] = 2
+		case c >= 0x80:
+			t[c] = 1
+		}
 	}
 	return t
 }()
@@ -94,44 +101,53 @@ var plain = func() (t [256]bool) {
 // value). Like encoding/json it accepts any byte >= 0x20, so invalid UTF-8 is valid here (and
 // replaced when unquoted). When ok is false, end is where the string went wrong.
 func SkipString(b []byte, i int) (end int, esc, ok bool) {
-	end, esc, p := ScanString(b, i)
+	end, esc, _, p := scanString(b, i)
 	return end, esc, p == None
 }
 
-// ScanString is SkipString saying what was wrong: p is None for a valid string.
-func ScanString(b []byte, i int) (end int, esc bool, p Problem) {
+// ScanString checks the string starting at b[i] == '"' like SkipString, saying what was wrong:
+// p is None for a valid string. plain reports that its body holds no escapes and only ASCII,
+// so that the body is its value byte for byte (otherwise [AppendUnquoted] gives the value).
+func ScanString(b []byte, i int) (end int, plain bool, p Problem) {
+	end, esc, nonASCII, p := scanString(b, i)
+	return end, !esc && !nonASCII, p
+}
+
+func scanString(b []byte, i int) (end int, esc, nonASCII bool, p Problem) {
 	j := i + 1
 	for {
-		for j+4 <= len(b) && plain[b[j]] && plain[b[j+1]] && plain[b[j+2]] && plain[b[j+3]] {
+		for j+4 <= len(b) && strClass[b[j]]|strClass[b[j+1]]|strClass[b[j+2]]|strClass[b[j+3]] == 0 {
 			j += 4
 		}
-		for j < len(b) && plain[b[j]] {
-			j++
-		}
 		if j >= len(b) {
-			return j, esc, UnterminatedString
+			return j, esc, nonASCII, UnterminatedString
 		}
-		switch b[j] {
-		case '"':
-			return j + 1, esc, None
-		case '\\':
+		switch c := b[j]; {
+		case strClass[c] == 0:
+			j++
+		case c >= 0x80:
+			nonASCII = true
+			j++
+		case c == '"':
+			return j + 1, esc, nonASCII, None
+		case c == '\\':
 			esc = true
 			if j+1 >= len(b) {
-				return j, esc, UnterminatedString
+				return j, esc, nonASCII, UnterminatedString
 			}
 			switch b[j+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				j += 2
 			case 'u':
 				if getu4(b[j:]) < 0 {
-					return j, esc, BadUnicodeEscape
+					return j, esc, nonASCII, BadUnicodeEscape
 				}
 				j += 6
 			default:
-				return j, esc, BadEscape
+				return j, esc, nonASCII, BadEscape
 			}
 		default: // a control character
-			return j, esc, ControlChar
+			return j, esc, nonASCII, ControlChar
 		}
 	}
 }
@@ -149,6 +165,34 @@ func SkipValue(b []byte, i, depth int) (end int, ok bool) {
 
 // ScanValue is SkipValue saying what was wrong: p is None for a valid value.
 func ScanValue(b []byte, i, depth int) (end int, p Problem) {
+	if i < len(b) && b[i] != '{' && b[i] != '[' {
+		return scanScalar(b, i) // without the container machinery
+	}
+	return scanContainer(b, i, depth)
+}
+
+// scanScalar checks the string, number or literal at b[i], i < len(b).
+func scanScalar(b []byte, i int) (int, Problem) {
+	switch c := b[i]; c {
+	case '"':
+		end, _, _, p := scanString(b, i)
+		return end, p
+	case 't':
+		return skipLit(b, i, "true")
+	case 'f':
+		return skipLit(b, i, "false")
+	case 'n':
+		return skipLit(b, i, "null")
+	default:
+		if c != '-' && (c < '0' || c > '9') {
+			return i, NoValue
+		}
+		return skipNumber(b, i)
+	}
+}
+
+// scanContainer is ScanValue for a value that may be an object or an array.
+func scanContainer(b []byte, i, depth int) (end int, p Problem) {
 	var small [4]uint64
 	stack := small[:] // bit n set: the container n levels in is an object
 	var n uint        // containers open inside this value
@@ -162,7 +206,7 @@ func ScanValue(b []byte, i, depth int) (end int, p Problem) {
 			if b[i] != '"' {
 				return i, NoKey
 			}
-			if i, _, p = ScanString(b, i); p != None {
+			if i, _, _, p = scanString(b, i); p != None {
 				return i, p
 			}
 			i = SkipWS(b, i)
@@ -205,27 +249,8 @@ func ScanValue(b []byte, i, depth int) (end int, p Problem) {
 			n++
 			obj, key = true, true
 			continue
-		case '"':
-			if i, _, p = ScanString(b, i); p != None {
-				return i, p
-			}
-		case 't':
-			if i, p = skipLit(b, i, "true"); p != None {
-				return i, p
-			}
-		case 'f':
-			if i, p = skipLit(b, i, "false"); p != None {
-				return i, p
-			}
-		case 'n':
-			if i, p = skipLit(b, i, "null"); p != None {
-				return i, p
-			}
 		default:
-			if c != '-' && (c < '0' || c > '9') {
-				return i, NoValue
-			}
-			if i, p = skipNumber(b, i); p != None {
+			if i, p = scanScalar(b, i); p != None {
 				return i, p
 			}
 		}

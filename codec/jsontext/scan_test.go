@@ -188,6 +188,27 @@ func TestSkipString(t *testing.T) {
 	f("\"\x00\"", 0, false, false)
 }
 
+// ScanString's plain: a body without escapes and with only ASCII is its own value.
+func TestScanStringPlain(t *testing.T) {
+	f := func(in string, want bool) {
+		t.Helper()
+		end, plain, p := jsontext.ScanString([]byte(in), 0)
+		if p != jsontext.None || end != len(in) || plain != want {
+			t.Errorf("ScanString(%q) = %d, %v, %v, want %d, %v, valid", in, end, plain, p, len(in), want)
+		}
+		if ref, ok := unquoteRef([]byte(in)); plain && (!ok || ref != in[1:len(in)-1]) {
+			t.Errorf("ScanString(%q) says plain, but its value is %q", in, ref)
+		}
+	}
+	f(`""`, true)
+	f(`"SN000123 and more than four bytes"`, true)
+	f(`"a\"b"`, false)
+	f(`"\u0041"`, false)
+	f(`"é"`, false)
+	f("\"\xff\"", false)
+	f("\"abcd\x7f\"", true)
+}
+
 func TestSkipWS(t *testing.T) {
 	f := func(in string, i, want int) {
 		t.Helper()
