@@ -87,6 +87,7 @@ type BatchScanner struct {
 	SentField string
 
 	arena []byte // decoded strings of the current Scan
+	name  []byte // the last member name decoded
 }
 
 // Scan appends the envelopes of body to dst. On error it returns dst as it was and an error
@@ -196,30 +197,12 @@ func (sc *BatchScanner) scanEnvelope(b []byte, i int, e *EnvelopeRef) (int, erro
 		return i + 1, badAt(b, start, "envelope has no seq, index, data or identity")
 	}
 	for {
-		if i >= len(b) || b[i] != '"' {
-			return i, badAt(b, i, jsontext.NoKey.String())
-		}
-		end, plain, err := scanString(b, i)
+		name, at, err := sc.memberName(b, i)
 		if err != nil {
-			return i, err
+			return at, err
 		}
-		key := keyOther
-		if plain {
-			key = envelopeKey(b[i+1 : end-1])
-		} else {
-			saved := sc.arena
-			key = envelopeKey(sc.decode(b[i+1 : end-1]))
-			sc.arena = saved
-		}
-		i = jsontext.SkipWS(b, end)
-		if i >= len(b) || b[i] != ':' {
-			return i, badAt(b, i, jsontext.NoColon.String())
-		}
-		i = jsontext.SkipWS(b, i+1)
-		if i >= len(b) {
-			return i, badAt(b, i, jsontext.UnexpectedEnd.String())
-		}
-		from := i
+		key, from := envelopeKey(name), at
+		i = at
 		var bad string
 		switch key {
 		case keyMsgID:
@@ -343,25 +326,12 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		return i + 1, nil
 	}
 	for {
-		if i >= len(b) || b[i] != '"' {
-			return i, badAt(b, i, jsontext.NoKey.String())
-		}
-		end, plain, err := scanString(b, i)
+		name, from, err := sc.memberName(b, i)
 		if err != nil {
-			return i, err
+			return from, err
 		}
-		saved := sc.arena
-		match := string(sc.str(b[i+1:end-1], plain)) == sc.SentField
-		sc.arena = saved
-		i = jsontext.SkipWS(b, end)
-		if i >= len(b) || b[i] != ':' {
-			return i, badAt(b, i, jsontext.NoColon.String())
-		}
-		i = jsontext.SkipWS(b, i+1)
-		if i >= len(b) {
-			return i, badAt(b, i, jsontext.UnexpectedEnd.String())
-		}
-		from := i
+		match := string(name) == sc.SentField
+		i = from
 		if i, err = skipValue(b, i, depth); err != nil {
 			return i, err
 		}
@@ -378,6 +348,32 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		}
 		return i, badAt(b, i, jsontext.NoObjectEnd.String())
 	}
+}
+
+// memberName reads the member name starting at b[i] and the ':' after it, and returns the
+// name's value, valid until the next call, and the offset of the member's value.
+func (sc *BatchScanner) memberName(b []byte, i int) (name []byte, at int, err error) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, i, badAt(b, i, jsontext.NoKey.String())
+	}
+	end, plain, err := scanString(b, i)
+	if err != nil {
+		return nil, i, err
+	}
+	name = b[i+1 : end-1]
+	if !plain {
+		sc.name = jsontext.AppendUnquoted(sc.name[:0], name)
+		name = sc.name
+	}
+	i = jsontext.SkipWS(b, end)
+	if i >= len(b) || b[i] != ':' {
+		return nil, i, badAt(b, i, jsontext.NoColon.String())
+	}
+	i = jsontext.SkipWS(b, i+1)
+	if i >= len(b) {
+		return nil, i, badAt(b, i, jsontext.UnexpectedEnd.String())
+	}
+	return name, i, nil
 }
 
 // parseInt64 parses a JSON value that is an integer fitting an int64 (no fraction, no exponent).
