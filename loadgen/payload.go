@@ -33,7 +33,7 @@ func NewPayload(profile string) (Payload, error) {
 	return ParseTemplate(b)
 }
 
-// sensorPayload is a SENSORO-like multi-sensor reading (seeds/001): ≈200 bytes.
+// sensorPayload is a SENSORO-like multi-sensor reading (SENSORO's webhook spec): ≈200 bytes.
 type sensorPayload struct{}
 
 func (sensorPayload) Append(dst []byte, _ string, seq uint64, _ int, now time.Time, rnd *rand.Rand) []byte {
@@ -60,7 +60,7 @@ func (sensorPayload) Append(dst []byte, _ string, seq uint64, _ int, now time.Ti
 	return append(dst, `],"customer":"loadgen"}`...)
 }
 
-// gpsPayload is a GPS tracker position (the sensorData fields of seeds/002): ≈200 bytes.
+// gpsPayload is a GPS tracker position (BeWhere's sensorData fields): ≈200 bytes.
 type gpsPayload struct{}
 
 func (gpsPayload) Append(dst []byte, _ string, seq uint64, _ int, now time.Time, rnd *rand.Rand) []byte {

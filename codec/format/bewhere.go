@@ -1,6 +1,6 @@
 package format
 
-// BeWhereTemplate is the default BeWhere push payload (seeds/002), as the format "bewhere"
+// BeWhereTemplate is the default BeWhere push payload (BeWhere's push spec), as the format "bewhere"
 // renders it. Its sensor and network names read the record's top-level fields of the same name;
 // see the package documentation for the placeholders with a special meaning.
 const BeWhereTemplate = `{
@@ -52,7 +52,7 @@ const BeWhereTemplate = `{
 }`
 
 // BeWhereFullTemplate is the BeWhere custom payload that adds tags, sidSender, location,
-// distance, totalRuntime and battery_capacity (seeds/002), as the format "bewhere-full"
+// distance, totalRuntime and battery_capacity (BeWhere's push spec), as the format "bewhere-full"
 // renders it.
 const BeWhereFullTemplate = `{
 "sensorData": {

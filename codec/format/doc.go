@@ -6,7 +6,7 @@
 // A route picks its format by name with Lookup(name, Options) and renders each Message with
 // Format.Append, or a whole batch with a Builder. In every format the request body of a batch
 // is a JSON array with one element per message, `[m1,m2,…]` (Format.Body is BodyJSONArray;
-// seeds/003: "The body is a JSON array that can include one or more messages"). Strings are
+// the HTTPS forwarding spec: "The body is a JSON array that can include one or more messages"). Strings are
 // escaped like encoding/json with HTML escaping off; record values are copied byte for byte.
 //
 // # Message
@@ -35,7 +35,7 @@
 //
 // # sensoro
 //
-// SENSORO webhook pushes (seeds/001). A data message is a sensor-data push, a command result a
+// SENSORO webhook pushes (SENSORO's webhook spec). A data message is a sensor-data push, a command result a
 // task event:
 //
 //	| key         | sensor-data push                       | task event                 |
@@ -59,7 +59,7 @@
 //
 // # bewhere and bewhere-full
 //
-// BeWhere push routes (seeds/002): bewhere is the seed's default payload ({"sensorData",
+// BeWhere push routes (BeWhere's push spec): bewhere is the spec's default payload ({"sensorData",
 // "networkLocation", "deviceInfo"}), bewhere-full the seed's custom payload that adds
 // battery_capacity, location, distance, totalRuntime, sidSender and tags. Both are templates
 // (BeWhereTemplate, BeWhereFullTemplate), rendered with the placeholder rules below, so each
@@ -95,7 +95,7 @@
 //
 // # measurement
 //
-// The measurement message of seeds/003: one report per message, one observation per number in
+// The measurement message of the HTTPS forwarding spec: one report per message, one observation per number in
 // the record.
 //
 //	| report key                              | value                                           |
@@ -144,7 +144,7 @@
 //
 // # template
 //
-// A custom JSON template (seeds/002's "Post JSON format"), compiled once with Compile. Any
+// A custom JSON template (BeWhere's "Post JSON format"), compiled once with Compile. Any
 // JSON value is a template; whitespace between its tokens is dropped. In its strings, $$
 // followed by a letter or '_' starts a placeholder:
 //

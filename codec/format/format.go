@@ -26,7 +26,7 @@ type Format interface {
 type Body uint8
 
 const (
-	// BodyJSONArray is a JSON array of the rendered messages, `[m1,m2,…]` (seeds/003: "The body
+	// BodyJSONArray is a JSON array of the rendered messages, `[m1,m2,…]` (the HTTPS forwarding spec: "The body
 	// is a JSON array that can include one or more messages"). All built-in formats use it.
 	BodyJSONArray Body = iota
 )

@@ -94,7 +94,7 @@ func goldenCases(t testing.TB) []struct {
 
 // TestGolden renders every message of testdata/messages.json in every format and compares
 // with testdata/golden/<format>.jsonl: one line per message, in the order of messages.json.
-// Run with -update to rewrite the files (and review the diff against the seeds).
+// Run with -update to rewrite the files (and review the diff against the vendors' documents).
 func TestGolden(t *testing.T) {
 	msgs := loadMessages(t)
 	for _, c := range goldenCases(t) {

@@ -6,7 +6,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/codec/envelope"
 )
 
-// measurement is the measurement message of seeds/003: one report per message, one observation
+// measurement is the measurement message of the HTTPS forwarding spec: one report per message, one observation
 // per numeric value of the record.
 type measurement struct{}
 

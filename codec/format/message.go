@@ -31,20 +31,20 @@ type Message struct {
 	Serial string
 	IMEI   string
 	ICCID  string
-	// Custom1..Custom3 are the device's user-set custom fields (seeds/000).
+	// Custom1..Custom3 are the device's user-set custom fields (the HTTP connector spec).
 	Custom1, Custom2, Custom3 string
-	Tags                      []string // the device's tags (seeds/002 filters)
+	Tags                      []string // the device's tags (BeWhere route filters)
 	Groups                    []string // the device's groups
 	Account                   string   // the account that owns the device
 
 	Seq        uint64 // the device's sequence number of the frame
 	Index      int    // the record's place in its frame (0-based)
 	ReceivedAt int64  // Unix milliseconds when the relay received the frame
-	Attempt    int    // delivery attempt, 0-based (seeds/003)
+	Attempt    int    // delivery attempt, 0-based (the HTTPS forwarding spec)
 
 	Kind       Kind
 	TaskID     string // KindResult: the task (command) id
-	ResultCode int    // KindResult: 0 success, otherwise failure (seeds/001)
+	ResultCode int    // KindResult: 0 success, otherwise failure (SENSORO's webhook spec)
 
 	// Data is the record exactly as the device sent it (KindData), or the command's result data
 	// (KindResult): one JSON object. The relay validates records when it receives them; the

@@ -20,7 +20,7 @@ func TestParseDecimal(t *testing.T) {
 			t.Errorf("parseDecimal(%q).appendFormatted = %q, want %q", in, got, formatted)
 		}
 	}
-	// The seed's examples (seeds/003): 7,827,000 W and 230.41 V.
+	// The HTTPS forwarding spec's examples: 7,827,000 W and 230.41 V.
 	f("7827000", false, 7827, 3, "7,827,000")
 	f("230.41", false, 23041, -2, "230.41")
 	f("0", false, 0, 0, "0")

@@ -45,7 +45,7 @@ const (
 func (b builtin) readsRecord() bool { return b >= bData }
 
 // builtins maps every built-in placeholder name (without $$) to what it stands for. The names
-// of the BeWhere payloads (seeds/002) that are plain record fields map to bField.
+// of the BeWhere payloads (BeWhere's push spec) that are plain record fields map to bField.
 var builtins = map[string]builtin{
 	"device": bDevice, "serial": bSerial, "serialNumber": bSerial, "imei": bIMEI, "iccid": bICCID,
 	"custom1": bCustom1, "custom2": bCustom2, "custom3": bCustom3, "account": bAccount,

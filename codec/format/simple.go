@@ -38,7 +38,7 @@ func (raw) Body() Body                           { return BodyJSONArray }
 func (raw) Append(dst []byte, m *Message) []byte { return appendRecord(dst, m.Data) }
 func (raw) SizeHint(m *Message) int              { return max(len(m.Data), len("null")) }
 
-// SENSORO is the SENSORO webhook push format (seeds/001): sensor-data pushes for data messages,
+// SENSORO is the SENSORO webhook push format (SENSORO's webhook spec): sensor-data pushes for data messages,
 // task events for command results. It is immutable and safe for concurrent use.
 type SENSORO struct {
 	appID      string // JSON-escaped, without quotes

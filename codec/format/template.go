@@ -11,7 +11,7 @@ import (
 // MaxTemplateDepth is how deeply a template's arrays and objects may nest.
 const MaxTemplateDepth = 1000
 
-// Template is a compiled JSON template with $$ placeholders (seeds/002); the formats template,
+// Template is a compiled JSON template with $$ placeholders (BeWhere's push spec); the formats template,
 // bewhere and bewhere-full are Templates. Compile it once, then Append it per message.
 //
 // A Template is immutable and safe for concurrent use.

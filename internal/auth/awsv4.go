@@ -33,7 +33,7 @@ type AWSSigV4Options struct {
 	SecretAccessKey string
 	// SessionToken of temporary credentials, sent as X-Amz-Security-Token. Never printed.
 	SessionToken string
-	// S3 mode (seeds/003): every batch is PUT as the object
+	// S3 mode (the HTTPS forwarding spec): every batch is PUT as the object
 	// <url>/{YYYY}/{MM}/{DD}/{timestamp}_{batch id}, see ObjectName.
 	S3 bool
 	// Now is the clock that dates signatures; time.Now if nil.
@@ -201,7 +201,7 @@ func (s *AWSSigV4) String() string { return s.desc }
 // ObjectName returns the name under which S3 mode and Azure Blob store batch b, without
 // extension: "YYYY/MM/DD/YYYYMMDDTHHMMSS.mmmZ_<id>" from b's time in UTC and its ID, e.g.
 // "2024/03/05/20240305T140312.457Z_01HRB6Q4". It is the {YYYY}/{MM}/{DD}/{timestamp} of
-// seeds/003; the timestamp is ISO 8601 basic format (no ':' to escape, sorts by time) and the
+// the HTTPS forwarding spec; the timestamp is ISO 8601 basic format (no ':' to escape, sorts by time) and the
 // batch ID after it makes the name unique per batch, however many batches start in the same
 // millisecond, and the same for every attempt of one batch. Bytes of the ID outside RFC 3986's
 // unreserved set are percent-encoded, except '/', which stays a folder separator: S3 may sign

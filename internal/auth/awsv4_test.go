@@ -658,7 +658,7 @@ func cloudPrintable(s string) bool {
 	return true
 }
 
-// cloudBatchBody is a realistic batch: 500 measurement messages in seeds/003's shape, trimmed to
+// cloudBatchBody is a realistic batch: 500 measurement messages in the HTTPS forwarding spec's shape, trimmed to
 // one observation each, in a JSON array of about 100 KB.
 func cloudBatchBody(tb testing.TB) []byte {
 	tb.Helper()

@@ -57,7 +57,7 @@ func (o AzureBlobOptions) LogValue() slog.Value {
 		slog.String("account_key", redactedIfSet(o.AccountKey)), slog.Duration("ttl", o.TTL))
 }
 
-// AzureBlob stores every batch as a block blob (seeds/003): it sets the method to PUT, appends
+// AzureBlob stores every batch as a block blob (the HTTPS forwarding spec): it sets the method to PUT, appends
 // ObjectName(r.Batch)+".json" to the URL's path and the SAS token to its query, and sets
 // x-ms-blob-type: BlockBlob and x-ms-version. The URL is the container's (or a folder in it),
 // e.g. https://account.blob.core.windows.net/container/prefix, and must be the route's URL on
@@ -279,7 +279,7 @@ func (o AzureEventHubsOptions) LogValue() slog.Value {
 }
 
 // AzureEventHubs sets "Authorization: SharedAccessSignature sr=…&sig=…&se=…&skn=…" (see
-// EventHubsSAS) on every attempt and its method to POST (seeds/003). The token is cached and
+// EventHubsSAS) on every attempt and its method to POST (the HTTPS forwarding spec). The token is cached and
 // renewed when less than a fifth of its lifetime remains, when its resource changes (the default
 // resource follows the URL), and after a 401 (Unauthorized).
 //

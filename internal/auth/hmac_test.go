@@ -55,7 +55,7 @@ func hexToBase64(t *testing.T, h string) string {
 	return base64.StdEncoding.EncodeToString(b)
 }
 
-// TestHMACBeWhere sets seeds/002's pair: seed-userid and hash-key; a retry replaces both.
+// TestHMACBeWhere sets BeWhere's pair: seed-userid and hash-key; a retry replaces both.
 func TestHMACBeWhere(t *testing.T) {
 	s, err := auth.NewHMAC(auth.HMACOptions{
 		Key:     []byte("dealer-api-key"),

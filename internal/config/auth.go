@@ -69,7 +69,7 @@ type AzureEventHubs struct {
 
 // Sign adds signatures over the exact bytes sent (after compression): any of these.
 type Sign struct {
-	// An HMAC of the body in a header (seeds/002's "hash-key": HMAC-SHA-512, hex).
+	// An HMAC of the body in a header (BeWhere's "hash-key": HMAC-SHA-512, hex).
 	HMAC *HMACSign `yaml:"hmac,omitempty"`
 	// SENSORO's X-ACCESS-ID, X-ACCESS-NONCE and X-ACCESS-SIGNATURE headers (AppID is the route's
 	// app_id), and optionally its safe mode.
@@ -81,7 +81,7 @@ type Sign struct {
 // HMACSign is a keyed hash of the body.
 type HMACSign struct {
 	Header    string `yaml:"header"`    // default hash-key
-	Key       Secret `yaml:"key"`       // the shared secret (seeds/002: the API key)
+	Key       Secret `yaml:"key"`       // the shared secret (BeWhere's push spec: the API key)
 	Algorithm string `yaml:"algorithm"` // sha512 (default) or sha256
 	Encoding  string `yaml:"encoding"`  // hex (default) or base64
 }

@@ -195,7 +195,7 @@ type Retry struct {
 	InitialBackoff Duration `yaml:"initial_backoff"`
 	// Longest wait between two attempts. At least initial_backoff.
 	MaxBackoff Duration `yaml:"max_backoff"`
-	// Attempts of a batch before its messages move to the route's dead-letter list (seeds/001
+	// Attempts of a batch before its messages move to the route's dead-letter list (SENSORO's webhook spec
 	// re-pushes three times after the first try: 4). 0 retries without limit; on a route, 0 uses
 	// delivery.retry's.
 	MaxAttempts int `yaml:"max_attempts"`

@@ -160,7 +160,7 @@ routes:
     # Signatures over the body exactly as sent (after compression): any of hmac, sensoro,
     # webhooks.
     sign:
-      # seeds/002's "hash-key": an HMAC of the body, hex or base64, in a header.
+      # BeWhere's "hash-key": an HMAC of the body, hex or base64, in a header.
       hmac:
         header: hash-key
         key: {file: /etc/fleetrelay/bewhere-api-key}
@@ -193,7 +193,7 @@ routes:
     enabled: false
     url: https://api.example.com/push/[IMEI]
     format: template
-    # format template: "$$name" is a built-in field (device metadata or a seeds/002 name such as
+    # format template: "$$name" is a built-in field (device metadata or a BeWhere name such as
     # $$timestamp_seconds), "$$data.a.b" a field of the record. A placeholder that is a whole
     # string becomes the typed value (numbers stay numbers); a missing field becomes null.
     template: '{"imei": "$$imei", "speed": "$$data.speed", "at": "$$timestamp_seconds"}'
@@ -226,7 +226,7 @@ routes:
     retry:
       initial_backoff: 1s
       max_backoff: 5m
-      # seeds/001: three re-pushes after the first try.
+      # SENSORO's webhook spec: three re-pushes after the first try.
       max_attempts: 4
       retention: 24h
     # Which devices' messages the route takes, decided when a message is stored. Empty (the
