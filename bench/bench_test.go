@@ -237,3 +237,112 @@ func TestSmokeScenario(t *testing.T) {
 		t.Errorf("HTML chart: %v", err)
 	}
 }
+
+// startFloor starts a floor in this process and closes it at the end of the test.
+func startFloor(t *testing.T, o loadgen.FloorOptions) *loadgen.Floor {
+	t.Helper()
+	f, err := loadgen.StartFloor(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := f.Close(ctx); err != nil {
+			t.Errorf("close floor: %v", err)
+		}
+	})
+	return f
+}
+
+// The ACK floor answers HELLO and acknowledges every DATA frame (TCP) and UDATA datagram (UDP)
+// of a real fleet on real sockets, and counts them.
+func TestAckFloor(t *testing.T) {
+	f := startFloor(t, loadgen.FloorOptions{Addr: "127.0.0.1:0", UDPAddr: "127.0.0.1:0"})
+	rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{
+		Addr: f.Addr().String(), UDPAddr: f.UDPAddr().String(), UDPShare: 0.25,
+		Devices: 20, Rate: 50, Records: 3, Duration: time.Second, Prefix: "AF",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.FramesSent == 0 || rep.FramesAcked != rep.FramesSent || rep.Unacked != 0 || rep.Errors != 0 {
+		t.Fatalf("sent %d frames, %d acknowledged, %d unacknowledged, %d errors", rep.FramesSent, rep.FramesAcked, rep.Unacked, rep.Errors)
+	}
+	var want uint64
+	for _, acked := range rep.Acked {
+		want += acked
+	}
+	if st := f.Stats(); st.Frames < rep.FramesAcked || st.Records != 3*st.Frames || st.Delivered != 0 || want == 0 {
+		t.Errorf("floor %+v; fleet: %d frames acknowledged, highest seqs sum to %d", st, rep.FramesAcked, want)
+	}
+}
+
+// The pipeline floor forwards every record of every acknowledged frame to a real sink, as
+// envelopes the sink accounts for exactly; NDJSON lines too.
+func TestPipelineFloor(t *testing.T) {
+	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	f := startFloor(t, loadgen.FloorOptions{Addr: "127.0.0.1:0", NDJSONAddr: "127.0.0.1:0", Pipeline: true,
+		SinkURL: sink.URL() + "/ingest", MaxMessages: 50, Linger: 5 * time.Millisecond, Concurrency: 3})
+	ctx := context.Background()
+	rep, err := loadgen.Run(ctx, loadgen.RunOptions{Addr: f.Addr().String(), Devices: 30, Rate: 40, Records: 4, Duration: time.Second, Prefix: "PF"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.FramesAcked == 0 || rep.Unacked != 0 {
+		t.Fatalf("%d frames acknowledged, %d not", rep.FramesAcked, rep.Unacked)
+	}
+	a, err := loadgen.WaitAccount(ctx, rep.MessagesAcked(),
+		func(context.Context) (int64, error) { return int64(sink.Stats().Unique), nil },
+		func(context.Context) (loadgen.AccountReport, error) { return sink.Account(rep.AccountRequest(false).Expect()), nil },
+		loadgen.DrainOptions{Quiet: 10 * time.Second, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Expected != 4*rep.FramesAcked || a.Received != a.Expected || a.Lost != 0 || a.Dups != 0 || a.Reordered != 0 {
+		t.Errorf("%d frames of 4 records acknowledged; account %s", rep.FramesAcked, a.String())
+	}
+	if st := sink.Stats(); st.Bad != 0 || st.Batches == 0 || st.Messages > 50*st.Batches {
+		t.Errorf("sink %+v: want valid batches of at most 50 messages", st)
+	}
+
+	// NDJSON: every line written reaches the sink, numbered per identity.
+	before := sink.Stats().Unique
+	nd, err := loadgen.Run(ctx, loadgen.RunOptions{NDJSONAddr: f.NDJSONAddr().String(), NDJSONConns: 2, Devices: 10, Rate: 20, Duration: time.Second, Prefix: "PN"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines int64
+	for _, n := range nd.Lines {
+		lines += n
+	}
+	checkFor(t, 30*time.Second, func() error {
+		if got := int64(sink.Stats().Unique - before); got != lines || lines == 0 {
+			return fmt.Errorf("sink has %d of %d NDJSON lines", got, lines)
+		}
+		return nil
+	})
+	if st := f.Stats(); st.Delivered != int64(sink.Stats().Unique) {
+		t.Errorf("floor delivered %d, sink holds %d", st.Delivered, sink.Stats().Unique)
+	}
+}
+
+// checkFor polls fn until it returns nil or timeout passes.
+func checkFor(t *testing.T, timeout time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -14,7 +14,7 @@ import (
 // an error or when acknowledged data was lost, 2 on bad usage.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: loadgen run|sink|capacity [flags]")
+		fmt.Fprintln(stderr, "usage: loadgen run|sink|capacity|floor [flags]")
 		return 2
 	}
 	switch args[0] {
@@ -24,8 +24,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return mainSink(ctx, args[1:], stdout, stderr)
 	case "capacity":
 		return mainCapacity(ctx, args[1:], stdout, stderr)
+	case "floor":
+		return mainFloor(ctx, args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "loadgen: unknown command %q (want run, sink or capacity)\n", args[0])
+	fmt.Fprintf(stderr, "loadgen: unknown command %q (want run, sink, capacity or floor)\n", args[0])
 	return 2
 }
 
@@ -149,6 +151,35 @@ func mainCapacity(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 	}
 	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// mainFloor runs an ACK floor (-ack) or a pipeline floor (-pipeline -sink URL): what bench
+// measures the relay against, in the same run, with the same fleet and sink.
+func mainFloor(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("loadgen floor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o FloorOptions
+	ack := fs.Bool("ack", false, "ACK floor: WELCOME each HELLO, ACK each DATA frame on receipt, store nothing")
+	fs.BoolVar(&o.Pipeline, "pipeline", false, "pipeline floor: as -ack, and forward every record to -sink as envelopes in JSON-array batches (no durability)")
+	fs.StringVar(&o.Addr, "listen", "127.0.0.1:5000", "native TCP listen address (empty: none)")
+	fs.StringVar(&o.UDPAddr, "udp", "", "native UDP listen address (empty: none)")
+	fs.StringVar(&o.NDJSONAddr, "ndjson", "", "NDJSON listen address (empty: none)")
+	fs.StringVar(&o.SinkURL, "sink", "", "pipeline: the URL batches are POSTed to, path included")
+	fs.IntVar(&o.MaxMessages, "max-messages", 500, "pipeline: batch size")
+	fs.DurationVar(&o.Linger, "linger", 20*time.Millisecond, "pipeline: batch linger")
+	fs.IntVar(&o.Concurrency, "concurrency", 4, "pipeline: requests in flight (lanes)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *ack == o.Pipeline {
+		fmt.Fprintln(stderr, "loadgen floor: give -ack or -pipeline")
+		return 2
+	}
+	if err := RunFloor(ctx, o, stdout); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
