@@ -21,6 +21,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	run := fs.String("run", "", "comma-separated scenario names (default: all; see -quick)")
 	quick := fs.Bool("quick", false, "only the quick scenarios")
 	relayBin := fs.String("relay", "", "fleetrelay binary (default: go build ./cmd/fleetrelay)")
+	loadgenBin := fs.String("loadgen", "", "loadgen binary serving the floors (default: go build ./cmd/loadgen)")
+	count := fs.Int("count", 1, "runs of the relay and of each floor, alternating (relay, floors, relay, floors, …); tables show medians")
+	noFloors := fs.Bool("no-floors", false, "run the relay only, without the scenarios' floors")
 	tableOnly := fs.Bool("table", false, "only rewrite the results directory's README.md table from its JSON files")
 	demo := fs.Bool("demo", false, "run the demo scenario (a small fleet, relay and sink) with a status line per second; nothing is written to the results")
 	profile := fs.String("profile", "", "directory for CPU profiles of the relay and of loadgen+sink during each load, and the relay's heap after it")
@@ -62,23 +65,38 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: no scenario %q in %s\n", n, *dir)
 		return 2
 	}
-	bin := *relayBin
-	if bin == "" {
-		tmp, err := os.MkdirTemp("", "fleetrelay-bench-bin")
-		if err != nil {
-			fmt.Fprintln(stderr, err)
+	if *count < 1 {
+		fmt.Fprintln(stderr, "bench: -count must be at least 1")
+		return 2
+	}
+	tmp, err := os.MkdirTemp("", "fleetrelay-bench-bin")
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	bin, lgBin := *relayBin, *loadgenBin
+	for _, b := range []struct {
+		path *string
+		pkg  string
+	}{{&bin, "./cmd/fleetrelay"}, {&lgBin, "./cmd/loadgen"}} {
+		if *b.path != "" {
+			continue
+		}
+		*b.path = filepath.Join(tmp, filepath.Base(b.pkg))
+		if out, err := exec.Command("go", "build", "-o", *b.path, b.pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(stderr, "build %s: %v\n%s", b.pkg, err, out)
 			return 1
 		}
-		defer os.RemoveAll(tmp)
-		bin = filepath.Join(tmp, "fleetrelay")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/fleetrelay").CombinedOutput(); err != nil {
-			fmt.Fprintf(stderr, "build relay: %v\n%s", err, out)
-			return 1
+	}
+	if *noFloors {
+		for _, s := range pick {
+			s.Floors = nil
 		}
 	}
 	code := 0
 	var done []*Result
-	opts := Options{RelayBin: bin, ResultsDir: *results, Log: stderr, ProfileDir: *profile, Kills: *kills, Backlog: *backlog}
+	opts := Options{RelayBin: bin, LoadgenBin: lgBin, Count: *count, ResultsDir: *results, Log: stderr, ProfileDir: *profile, Kills: *kills, Backlog: *backlog}
 	if *demo {
 		opts.Watch = stdout
 		r, err := Run(ctx, pick[0], opts)
@@ -88,15 +106,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "\n%d devices, %d messages acknowledged, %d delivered to the sink: %s\n",
 			r.Devices, r.MessagesAcked, r.Delivered, r.Account.String())
-		fmt.Fprintf(stdout, "ACK latency p50/p99 %.1f/%.1f ms, end to end p50/p99 %.1f/%.1f ms, relay %.1f µs CPU per message\n",
-			r.AckLatency.P50, r.AckLatency.P99, float64(r.EndToEnd.P50)/1000, float64(r.EndToEnd.P99)/1000, r.RelayCPUPerMsg)
+		fmt.Fprintf(stdout, "ACK latency p50/p99 %s / %s, end to end p50/p99 %s / %s, relay %s CPU per message\n",
+			Millis(r.AckLatency.P50), Millis(r.AckLatency.P99), Millis(float64(r.EndToEnd.P50)/1000), Millis(float64(r.EndToEnd.P99)/1000), Micros(r.RelayCPUPerMsg))
 		if r.Account.Lost > 0 {
 			return 1
 		}
 		return 0
 	}
 	for _, s := range pick {
-		r, err := Run(ctx, s, opts)
+		r, err := Measure(ctx, s, opts)
 		if err != nil {
 			fmt.Fprintf(stderr, "bench %s: %v\n", s.Name, err)
 			code = 1

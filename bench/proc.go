@@ -95,13 +95,13 @@ func (p *relayProc) waitReady(ctx context.Context, devAddr, admin string, timeou
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("relay exited: %v", p.err)
+			return fmt.Errorf("%s exited: %v", p.name, p.err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("relay not ready (device listener %s accepting: %t, /healthz ok) after %v", devAddr, listening, timeout)
+			return fmt.Errorf("%s not ready (device listener %s accepting: %t, /healthz ok) after %v", p.name, devAddr, listening, timeout)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +37,10 @@ type Options struct {
 	// <scenario>-relay.heap.pprof, with its /metrics at the end of the load and a 5 s execution
 	// trace from the middle of it (<scenario>-relay.trace.pprof, for go tool trace).
 	ProfileDir string
+	// LoadgenBin is the loadgen binary whose floor command serves the floors (RunFloor, Measure).
+	LoadgenBin string
+	// Count is how many times Measure runs the relay and each floor, alternating (default 1).
+	Count int
 	// Watch, when set, gets one line per second while the fleet runs: what the fleet sent and
 	// had acknowledged, what the sink received, and the relay's memory (make demo).
 	Watch io.Writer
@@ -55,6 +61,10 @@ type Result struct {
 	Machine     Machine   `json:"machine"`
 	Config      Scenario  `json:"config"`
 
+	// Target is what was measured: "relay", or a floor ("ack", "pipeline"). The Relay* fields
+	// below are that process's, whichever it was.
+	Target string `json:"target,omitempty"`
+
 	Devices         int     `json:"devices"`
 	RatePerDevice   float64 `json:"ratePerDevice"` // frames/s per device asked for (0: as fast as acknowledged)
 	FramesAcked     int64   `json:"framesAcked"`
@@ -71,10 +81,18 @@ type Result struct {
 
 	RelayCPUSeconds float64 `json:"relayCpuSeconds"` // user+system during load and drain
 	RelayCPUPerMsg  float64 `json:"relayCpuPerMsgUs"`
+	CPUPerFrame     float64 `json:"cpuPerFrameUs"` // CPU µs per frame acknowledged (NDJSON: per line written)
 	RelayRSSPeakMiB float64 `json:"relayRssPeakMiB"`
 	RelayRSSIdleMiB float64 `json:"relayRssIdleMiB"`         // before devices connected
 	BenchCPUSeconds float64 `json:"benchCpuSeconds"`         // loadgen and sink (this process) during load and drain
 	RSSPerConnKiB   float64 `json:"rssPerConnKiB,omitempty"` // idle scenario: (RSS connected - idle) / devices
+
+	// Sustained compares what was acknowledged with what was delivered while the fleet sent.
+	Sustained *Sustained `json:"sustained,omitempty"`
+	// Floors holds, when the scenario has floors, the figures of every run (relay and floors,
+	// alternating), their medians and the relay's ratios to its floors. This Result's other
+	// fields are those of one relay run (Floors.Shown), the one with the median figure.
+	Floors *Comparison `json:"floors,omitempty"`
 
 	Crash   *CrashResult      `json:"crash,omitempty"`   // crash scenarios
 	Backlog *BacklogResult    `json:"backlog,omitempty"` // backlog scenarios
@@ -179,6 +197,20 @@ func (e *env) startRelay(ctx context.Context, bin string, timeout time.Duration)
 	return startRelay(ctx, bin, e.cfgPath, e.devAddr, e.adminAddr, timeout)
 }
 
+// startFloor starts a floor of kind (loadgen floor) on e's addresses, delivering to e's sink as
+// the scenario's route would, and waits until it accepts devices.
+func (e *env) startFloor(ctx context.Context, bin, kind string, s *Scenario, timeout time.Duration) (*relayProc, error) {
+	args := []string{"floor", "-" + kind, "-listen", e.devAddr}
+	if e.ndjsonAddr != "" {
+		args = append(args, "-ndjson", e.ndjsonAddr)
+	}
+	if kind == FloorPipeline {
+		args = append(args, "-sink", e.sink.URL()+"/ingest", "-max-messages", strconv.Itoa(s.Relay.MaxMessages),
+			"-linger", time.Duration(s.Relay.Linger).String(), "-concurrency", strconv.Itoa(s.Relay.Concurrency))
+	}
+	return startProc(ctx, "floor", exec.Command(bin, args...), e.devAddr, "", timeout)
+}
+
 // Run runs one scenario end to end.
 func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	if o.DrainTimeout <= 0 {
@@ -200,6 +232,45 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		return runBacklog(ctx, s, o, res, logf)
 	}
 
+	return runOnce(ctx, s, o, res, TargetRelay, logf)
+}
+
+// Targets of a run: the relay, or one of its floors (Scenario.Floors).
+const (
+	TargetRelay   = "relay"
+	FloorAck      = "ack"      // loadgen floor -ack
+	FloorPipeline = "pipeline" // loadgen floor -pipeline
+)
+
+// RunFloor runs one scenario against one of its floors (FloorAck or FloorPipeline) instead of
+// the relay: the same fleet, sink and /proc accounting, the floor a process of its own
+// (Options.LoadgenBin floor).
+func RunFloor(ctx context.Context, s *Scenario, kind string, o Options) (*Result, error) {
+	if kind != FloorAck && kind != FloorPipeline {
+		return nil, fmt.Errorf("floor %q: want %s or %s", kind, FloorAck, FloorPipeline)
+	}
+	if o.LoadgenBin == "" {
+		return nil, errors.New("floor: Options.LoadgenBin is not set")
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 5 * time.Minute
+	}
+	if o.DrainQuiet <= 0 {
+		o.DrainQuiet = 30 * time.Second
+	}
+	name := s.Name + " " + kind + " floor"
+	logf := func(format string, a ...any) {
+		if o.Log != nil {
+			fmt.Fprintf(o.Log, "[%s] "+format+"\n", append([]any{name}, a...)...)
+		}
+	}
+	res := &Result{Scenario: s.Name, Description: s.Description, When: time.Now().UTC(), Machine: machine(), Config: *s}
+	return runOnce(ctx, s, o, res, kind, logf)
+}
+
+// runOnce runs the load of s once against target (the relay or a floor).
+func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target string, logf func(string, ...any)) (*Result, error) {
+	res.Target = target
 	rate := s.Load.Rate
 	if s.Load.RateOf != "" {
 		base, err := ReadResult(filepath.Join(o.ResultsDir, s.Load.RateOf+".json"))
@@ -208,22 +279,28 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		}
 		// The measured maximum is what the whole pipeline sustained: delivered, not just acknowledged.
 		rate = base.DeliveredPerSec * s.Load.RateFraction / float64(s.Load.Devices) / float64(s.Load.Records)
-		res.Notes = append(res.Notes, fmt.Sprintf("rate: %.0f%% of %s's %.0f msgs/s delivered end to end", s.Load.RateFraction*100, s.Load.RateOf, base.DeliveredPerSec))
+		res.Notes = append(res.Notes, fmt.Sprintf("rate: %.0f%% of %s's %s msgs/s delivered end to end", s.Load.RateFraction*100, s.Load.RateOf, Count(base.DeliveredPerSec)))
 	}
 	res.RatePerDevice = rate
 
-	e, err := newEnv(s, o, o.ProfileDir != "")
+	relayRun := target == TargetRelay
+	e, err := newEnv(s, o, relayRun) // the relay's admin listener: its backlog metric, profiles
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
 	sink, devAddr, ndjsonAddr, adminAddr := e.sink, e.devAddr, e.ndjsonAddr, e.adminAddr
-	relay, err := e.startRelay(ctx, o.RelayBin, 30*time.Second)
+	var relay *relayProc
+	if relayRun {
+		relay, err = e.startRelay(ctx, o.RelayBin, 30*time.Second)
+	} else {
+		relay, err = e.startFloor(ctx, o.LoadgenBin, target, s, 30*time.Second)
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer relay.stop()
-	time.Sleep(200 * time.Millisecond) // let the relay settle before the idle reading
+	time.Sleep(200 * time.Millisecond) // let the process settle before the idle reading
 	res.RelayRSSIdleMiB = float64(relay.rss()) / (1 << 20)
 	samp := sample(time.Second, func() float64 { return float64(relay.rss()) / (1 << 20) })
 
@@ -236,14 +313,24 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	}
 	cpu0, self0 := relay.cpu(), selfCPU()
 	var prof *profiler
-	if o.ProfileDir != "" {
+	if o.ProfileDir != "" && relayRun {
 		prof = startProfiles(o.ProfileDir, s, adminAddr, logf)
+	}
+	var acked, sent atomic.Int64
+	var flow *flowSampler
+	if !s.Relay.NoRoute && !s.Load.Idle {
+		count := &acked
+		if s.Load.Protocol == "ndjson" {
+			count = &sent // no acknowledgements: what was written stands for what was acknowledged
+		}
+		flow = sampleFlow(ctx, count, int64(s.Load.Records), sink, adminAddr)
 	}
 	logf("load: %d devices at %s for %v", s.Load.Devices, rateText(rate), time.Duration(s.Load.Duration))
 	rep, err := loadgen.Run(ctx, loadgen.RunOptions{
 		Addr: devAddr, Devices: s.Load.Devices, Rate: rate, Poisson: s.Load.Poisson, Records: s.Load.Records,
 		Payload: payload, Window: s.Load.Window, RampUp: time.Duration(s.Load.Ramp), Duration: time.Duration(s.Load.Duration),
 		Idle: s.Load.Idle, Prefix: "B", NDJSONAddr: ndjsonAddr, OnSecond: watch(o.Watch, sink, relay.rss),
+		Acked: &acked, Sent: &sent,
 		OnConnected: func() {
 			if s.Load.Idle {
 				res.RSSPerConnKiB = float64(relay.rss()) // fixed up below
@@ -251,9 +338,16 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		},
 	})
 	if err != nil {
+		if flow != nil {
+			flow.stop()
+		}
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	loadEnd := time.Now()
+	if flow != nil {
+		flow.stop()
+		res.Sustained = flow.sustained(rep.Start, time.Duration(s.Load.Ramp), loadEnd)
+	}
 	if prof != nil {
 		prof.finish()
 	}
@@ -263,7 +357,8 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	res.MessagesAcked = rep.FramesAcked * int64(s.Load.Records)
 	if rep.Lines != nil { // NDJSON: nothing is acknowledged; what was written is what is expected
 		res.MessagesAcked = rep.RecordsSent
-		res.Notes = append(res.Notes, "ndjson: no acknowledgements; 'acked' is what the fleet wrote")
+		res.FramesAcked = rep.FramesSent // lines: each its own frame
+		res.Notes = append(res.Notes, "ndjson: no acknowledgements; 'acked' is what the fleet wrote, a frame is a line")
 	}
 	res.AckedPerSec = float64(res.MessagesAcked) / rep.SendSeconds
 	res.AckLatency, res.AckLatencyUncorrected = rep.AckLatency, rep.AckLatencyUncorrected
@@ -274,7 +369,8 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 
 	// Drain: wait until every acknowledged message arrived (or nothing arrives for a while). The
 	// sink's distinct count is cheap to read; the full account walks every message under the
-	// sink's lock, so it runs only once the count says everything may be there.
+	// sink's lock, so it runs only once the count says everything may be there. The ACK floor
+	// delivers nothing: it has no drain and no account.
 	expect := loadgen.Expect{Acked: rep.Acked, Records: func(string, uint64) int { return s.Load.Records }}
 	account := func() loadgen.AccountReport { return sink.Account(expect) }
 	want := expect.Total()
@@ -285,9 +381,10 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 			want += n * int64(s.Load.Records)
 		}
 	}
+	delivers := !s.Relay.NoRoute && target != FloorAck
 	deadline := time.Now().Add(o.DrainTimeout)
 	last, lastChange := int64(-1), time.Now()
-	for !s.Relay.NoRoute {
+	for delivers {
 		got := int64(sink.Stats().Unique)
 		if got >= want && account().Lost == 0 {
 			break
@@ -314,16 +411,21 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 
 	snap := sink.Snapshot()
 	res.Sink = snap.SinkStats
-	res.Account = account()
-	res.Delivered = res.Account.Received
-	res.DeliveredPerSec = float64(res.Delivered) / drainEnd.Sub(rep.Start).Seconds()
+	if delivers {
+		res.Account = account()
+		res.Delivered = res.Account.Received
+		res.DeliveredPerSec = float64(res.Delivered) / drainEnd.Sub(rep.Start).Seconds()
+	}
 	res.EndToEnd = snap.LatencyUs
 	res.SinkPerSecond = snap.PerSecond
 	if n := max(res.Delivered, res.MessagesAcked); n > 0 && !s.Load.Idle {
 		res.RelayCPUPerMsg = res.RelayCPUSeconds / float64(n) * 1e6
 	}
-	logf("acked %.0f msgs/s, delivered %d, lost %d, relay %.2f µs/msg, RSS peak %.0f MiB",
-		res.AckedPerSec, res.Delivered, res.Account.Lost, res.RelayCPUPerMsg, res.RelayRSSPeakMiB)
+	if res.FramesAcked > 0 && !s.Load.Idle {
+		res.CPUPerFrame = res.RelayCPUSeconds / float64(res.FramesAcked) * 1e6
+	}
+	logf("acked %s msgs/s, delivered %d, lost %d, CPU %s per frame, %s per msg, RSS peak %s",
+		Count(res.AckedPerSec), res.Delivered, res.Account.Lost, Micros(res.CPUPerFrame), Micros(res.RelayCPUPerMsg), MiB(res.RelayRSSPeakMiB))
 	return res, nil
 }
 
@@ -417,8 +519,9 @@ func relayConfig(s *Scenario, dataDir, devAddr, ndjsonAddr, adminAddr, sinkURL s
 	return b.String()
 }
 
-// relayProc is the relay running as a child process.
+// relayProc is the relay (or a floor) running as a child process.
 type relayProc struct {
+	name    string // relay, floor
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process exited; err is then set
 	err     error
@@ -429,11 +532,16 @@ type relayProc struct {
 // startRelay starts the relay binary on cfgPath and waits until it accepts devices on devAddr
 // and, with adminAddr set, answers /healthz with 200; it gives up after timeout.
 func startRelay(ctx context.Context, bin, cfgPath, devAddr, adminAddr string, timeout time.Duration) (*relayProc, error) {
-	cmd := exec.Command(bin, "-config", cfgPath)
+	return startProc(ctx, "relay", exec.Command(bin, "-config", cfgPath), devAddr, adminAddr, timeout)
+}
+
+// startProc starts cmd (the relay or a floor, named name) and waits until it accepts devices
+// on devAddr and, with adminAddr set, answers /healthz with 200; it gives up after timeout.
+func startProc(ctx context.Context, name string, cmd *exec.Cmd, devAddr, adminAddr string, timeout time.Duration) (*relayProc, error) {
 	cmd.Stderr = os.Stderr
-	p := &relayProc{cmd: cmd, done: make(chan struct{}), started: time.Now()}
+	p := &relayProc{name: name, cmd: cmd, done: make(chan struct{}), started: time.Now()}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start relay: %w", err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	if err := p.waitReady(ctx, devAddr, adminAddr, timeout); err != nil {

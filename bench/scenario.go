@@ -24,6 +24,12 @@ type Scenario struct {
 	// Order sorts scenarios (lower first); scenarios that use another's result come after it.
 	Order int `yaml:"order"`
 
+	// Floors are run beside the relay in the same invocation, with the same fleet and sink:
+	// "ack" (a minimal gnet server that acknowledges each DATA frame on receipt and stores
+	// nothing) and "pipeline" (the same, forwarding every record to the sink as the route would,
+	// without storing). The relay's figures are reported as ratios to theirs.
+	Floors []string `yaml:"floors"`
+
 	Relay RelaySpec `yaml:"relay"`
 	Load  LoadSpec  `yaml:"load"`
 	Sink  SinkSpec  `yaml:"sink"`
@@ -211,6 +217,16 @@ func (s *Scenario) validate() error {
 		}
 		if c.MinGap < 0 || c.MaxGap < c.MinGap {
 			errs = append(errs, "crash.min_gap, crash.max_gap: want 0 <= min_gap <= max_gap")
+		}
+	}
+	for i, f := range s.Floors {
+		switch {
+		case f != FloorAck && f != FloorPipeline:
+			errs = append(errs, fmt.Sprintf("floors[%d]: must be %s or %s, got %q", i, FloorAck, FloorPipeline, f))
+		case s.Crash != nil || s.Backlog != nil:
+			errs = append(errs, fmt.Sprintf("floors[%d]: crash and backlog scenarios have no floor (a floor stores nothing to crash with)", i))
+		case f == FloorPipeline && (s.Relay.NoRoute || (s.Relay.Format != "" && s.Relay.Format != "envelope")):
+			errs = append(errs, fmt.Sprintf("floors[%d]: the pipeline floor renders the default envelope: it needs a route of format envelope", i))
 		}
 	}
 	if b := s.Backlog; b != nil && b.Messages < 0 {

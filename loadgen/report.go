@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -41,12 +42,34 @@ type Latency struct {
 	P999  float64 `json:"p999"`
 	Max   float64 `json:"max"`
 	Mean  float64 `json:"mean"`
+	// Percentiles is the distribution as HdrHistogram and wrk2 print it: percentiles from 50
+	// to 99.99, evenly spaced on a log 1/(1-p) scale (8 per decade).
+	Percentiles []Percentile `json:"percentiles,omitempty"`
+}
+
+// Percentile is one point of a latency distribution.
+type Percentile struct {
+	P  float64 `json:"p"`  // percent, e.g. 99.9
+	Ms float64 `json:"ms"` // latency at it
 }
 
 func latencyOf(h *hdrhistogram.Histogram) Latency {
 	ms := func(v int64) float64 { return float64(v) / 1000 }
-	return Latency{Count: h.TotalCount(), P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
+	l := Latency{Count: h.TotalCount(), P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)),
 		P99: ms(h.ValueAtQuantile(99)), P999: ms(h.ValueAtQuantile(99.9)), Max: ms(h.Max()), Mean: h.Mean() / 1000}
+	if l.Count == 0 {
+		return l
+	}
+	for j := 0; ; j++ { // 1-p = 0.5 × 10^(-j/8): 50%, 57.8%, …, 99.99%
+		p := 100 * (1 - 0.5*math.Pow(10, -float64(j)/8))
+		if p > 99.99 {
+			p = 99.99
+		}
+		l.Percentiles = append(l.Percentiles, Percentile{P: math.Round(p*1e4) / 1e4, Ms: ms(h.ValueAtQuantile(p))})
+		if p == 99.99 {
+			return l
+		}
+	}
 }
 
 // RunReport is the outcome of a run.
@@ -226,8 +249,8 @@ func (rep *RunReport) WriteHTML(w io.Writer) error {
 	return pageTmpl.Execute(w, map[string]any{
 		"Title":      "loadgen run",
 		"Summary":    buf.String(),
-		"Throughput": template.HTML(SVGChart("frames/s", ts, []Series{{"sent", "#1f77b4", sent}, {"acked", "#2ca02c", acked}})),
-		"Latency":    template.HTML(SVGChart("ACK latency p99 (ms)", ts, []Series{{"p99", "#d62728", p99}})),
+		"Throughput": template.HTML(SVGChart("frames/s", ts, []Series{{Name: "sent", Color: "#1f77b4", Values: sent}, {Name: "acked", Color: "#2ca02c", Values: acked}})),
+		"Latency":    template.HTML(SVGChart("ACK latency p99 (ms)", ts, []Series{{Name: "p99", Color: "#d62728", Values: p99}})),
 	})
 }
 
@@ -244,6 +267,20 @@ var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
 type Series struct {
 	Name, Color string
 	Values      []float64 // NaN: no point
+	Dash        string    // SVG stroke-dasharray, e.g. "6 3" for a floor drawn beside the relay ("": solid)
+}
+
+// tickLabel writes an axis value without an exponent: 0.25, 12.5, 68.2k, 1.3M.
+func tickLabel(v float64) string {
+	for _, u := range []struct {
+		div    float64
+		suffix string
+	}{{1e9, "G"}, {1e6, "M"}, {1e3, "k"}} {
+		if v >= u.div {
+			return strconv.FormatFloat(math.Round(v/u.div*100)/100, 'f', -1, 64) + u.suffix
+		}
+	}
+	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)
 }
 
 // SVGChart draws line series over x as an inline SVG (no scripts, no external assets).
@@ -268,7 +305,7 @@ func SVGChart(ylabel string, x []float64, ss []Series) string {
 	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#333"/>`, L, T, L, H-B)
 	for i := 0; i <= 4; i++ {
 		v := ymax * float64(i) / 4
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%.4g</text>`, L-4, py(v)+4, v)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%s</text>`, L-4, py(v)+4, tickLabel(v))
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%.0fs</text>`, px(xmax*float64(i)/4), H-B+16, xmax*float64(i)/4)
 	}
 	fmt.Fprintf(&b, `<text x="12" y="%.0f" transform="rotate(-90 12 %.0f)" text-anchor="middle">%s</text>`, H/2, H/2, template.HTMLEscapeString(ylabel))
@@ -279,7 +316,11 @@ func SVGChart(ylabel string, x []float64, ss []Series) string {
 				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(x[i]), py(v)))
 			}
 		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`, s.Color, strings.Join(pts, " "))
+		dash := ""
+		if s.Dash != "" {
+			dash = fmt.Sprintf(` stroke-dasharray="%s"`, template.HTMLEscapeString(s.Dash))
+		}
+		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="1.5"%s points="%s"/>`, s.Color, dash, strings.Join(pts, " "))
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="%s">%s</text>`, W-R+8, T+14*float64(k+1), s.Color, template.HTMLEscapeString(s.Name))
 	}
 	b.WriteString(`</svg>`)

@@ -364,6 +364,9 @@ func runNDJSON(ctx context.Context, o RunOptions, rep *RunReport) (*RunReport, e
 	}
 	conns := min(o.NDJSONConns, o.Devices)
 	r := newRecorder()
+	if o.Sent != nil {
+		r.sent = o.Sent
+	}
 	start := time.Now()
 	rep.Start = start
 	runCtx, cancel := context.WithDeadline(ctx, start.Add(o.RampUp+o.Duration))
