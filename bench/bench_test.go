@@ -311,7 +311,9 @@ func TestPipelineFloor(t *testing.T) {
 	}
 	a, err := loadgen.WaitAccount(ctx, rep.MessagesAcked(),
 		func(context.Context) (int64, error) { return int64(sink.Stats().Unique), nil },
-		func(context.Context) (loadgen.AccountReport, error) { return sink.Account(rep.AccountRequest(false).Expect()), nil },
+		func(context.Context) (loadgen.AccountReport, error) {
+			return sink.Account(rep.AccountRequest(false).Expect()), nil
+		},
 		loadgen.DrainOptions{Quiet: 10 * time.Second, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
