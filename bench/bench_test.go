@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -497,4 +498,39 @@ func TestMarkdownLeadsWithRatios(t *testing.T) {
 	if strings.Contains(md.String(), "e+0") {
 		t.Errorf("markdown has a number with an exponent:\n%s", md.String())
 	}
+}
+
+// A pipeline floor whose sink is slow holds ACKs back once its lanes are full instead of
+// buffering without bound: the fleet's window then waits, and still every acknowledged record
+// arrives.
+func TestPipelineFloorHoldsAcks(t *testing.T) {
+	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{Faults: loadgen.Faults{Delay: 20 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	const lanes, batch = 2, 10
+	f := startFloor(t, loadgen.FloorOptions{Addr: "127.0.0.1:0", Pipeline: true, SinkURL: sink.URL() + "/ingest",
+		MaxMessages: batch, Linger: time.Millisecond, Concurrency: lanes})
+	var held atomic.Int64
+	ctx := context.Background()
+	rep, err := loadgen.Run(ctx, loadgen.RunOptions{Addr: f.Addr().String(), Devices: 8, Rate: 0, Window: 16, Duration: 2 * time.Second, Prefix: "PH",
+		OnSecond: func(loadgen.Second) { // acknowledged but not delivered, while the fleet floods
+			st := f.Stats()
+			held.Store(max(held.Load(), st.Records-st.Delivered))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// At most 8 full batches per lane, the open one, the one being sent, and the frames that
+	// arrived in the read that filled the lane (a window per device).
+	if bound := int64(lanes*(8+2)*batch + 8*16); held.Load() == 0 || held.Load() > bound {
+		t.Errorf("the floor held up to %d acknowledged records undelivered, want 1..%d", held.Load(), bound)
+	}
+	checkFor(t, time.Minute, func() error {
+		if a := sink.Account(rep.AccountRequest(false).Expect()); a.Lost != 0 || a.Expected == 0 {
+			return fmt.Errorf("account %s", a.String())
+		}
+		return nil
+	})
 }

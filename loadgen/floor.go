@@ -29,7 +29,10 @@ import (
 // with its ACK on receipt, and stores nothing. The pipeline floor does the same and also
 // forwards every record to SinkURL as the relay's default route would: envelopes in JSON-array
 // batches of up to MaxMessages, sent after Linger at the latest, Concurrency requests in flight
-// (one per lane; a device's records stay in one lane, in order), without durability.
+// (one per lane; a device's records stay in one lane, in order), without durability. A lane holds
+// at most 8 batches in memory: beyond that the floor withholds the ACKs of its connections (and
+// stops reading its NDJSON connections) until delivery catches up, so the fleet's window holds
+// it back and the floor's acknowledged rate cannot run ahead of its delivery for long.
 type FloorOptions struct {
 	Addr       string // native TCP listen address ("" : none)
 	UDPAddr    string // native UDP listen address ("" : none)
@@ -87,7 +90,7 @@ type floorConn struct {
 	hello native.Hello
 	lane  *floorLane
 	recs  [][]byte
-	out   []byte
+	out   []byte // answers of this read, after held ones
 }
 
 // StartFloor starts the listeners o names and, for the pipeline, its lanes.
@@ -268,7 +271,6 @@ func (e *floorEngine) OnTraffic(c gnet.Conn) gnet.Action {
 
 func (f *Floor) tcpTraffic(c gnet.Conn, fc *floorConn, buf []byte) gnet.Action {
 	done := 0
-	fc.out = fc.out[:0]
 	now := int64(0)
 	for {
 		typ, body, n, err := native.Next(buf[done:], native.MaxFrameLimit)
@@ -307,8 +309,9 @@ func (f *Floor) tcpTraffic(c gnet.Conn, fc *floorConn, buf []byte) gnet.Action {
 	if done > 0 {
 		_, _ = c.Discard(done)
 	}
-	if len(fc.out) > 0 {
+	if len(fc.out) > 0 && (fc.lane == nil || !fc.lane.hold(c)) {
 		_, _ = c.Write(fc.out)
+		fc.out = fc.out[:0]
 	}
 	return gnet.None
 }
@@ -360,6 +363,15 @@ func (f *Floor) readNDJSON(c net.Conn) {
 	var id []byte
 	one := make([][]byte, 1)
 	for {
+		for l := range f.lanes { // delivery behind: stop reading, as the relay does (TCP flow control)
+			for f.lanes[l].full() {
+				select {
+				case <-f.quit:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}
 		chunk, err := readChunk(r, pending)
 		if len(chunk) == 0 && err != nil {
 			return
@@ -411,12 +423,54 @@ type floorLane struct {
 	kick    chan struct{}
 	abandon atomic.Bool
 
-	mu    sync.Mutex
-	body  []byte // the open batch: "[" and its envelopes
-	n     int    // messages in body
-	first time.Time
-	ready []floorBatch // full batches, closed with "]"
-	spare [][]byte
+	mu      sync.Mutex
+	body    []byte // the open batch: "[" and its envelopes
+	n       int    // messages in body
+	first   time.Time
+	ready   []floorBatch // full batches, closed with "]"
+	spare   [][]byte
+	waiters map[gnet.Conn]struct{} // connections whose ACKs are held: woken when the lane drains
+}
+
+// floorLaneBatches is how many full batches a lane holds before it holds ACKs back.
+const floorLaneBatches = 8
+
+// overLocked reports whether the lane holds its maximum.
+func (l *floorLane) overLocked() bool { return len(l.ready) >= floorLaneBatches }
+
+// hold reports whether c's answers must wait because the lane is full; c is then woken (its
+// OnTraffic runs) once the lane has room again.
+func (l *floorLane) hold(c gnet.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.overLocked() {
+		return false
+	}
+	if l.waiters == nil {
+		l.waiters = map[gnet.Conn]struct{}{}
+	}
+	l.waiters[c] = struct{}{}
+	return true
+}
+
+// full reports whether the lane holds its maximum (NDJSON readers wait while it does).
+func (l *floorLane) full() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.overLocked()
+}
+
+// release wakes the connections waiting for room, if there is room.
+func (l *floorLane) release() {
+	l.mu.Lock()
+	var ws map[gnet.Conn]struct{}
+	if !l.overLocked() {
+		ws, l.waiters = l.waiters, nil
+	}
+	l.mu.Unlock()
+	for c := range ws {
+		_ = c.Wake(nil) // a closed connection has nothing to answer
+	}
 }
 
 // add renders records as envelopes into the open batch; it never blocks on the network.
@@ -491,6 +545,7 @@ func (l *floorLane) run() {
 			l.mu.Lock()
 			l.spare = append(l.spare, b.body[:0])
 			l.mu.Unlock()
+			l.release()
 		}
 		if flush {
 			return
