@@ -29,7 +29,7 @@ func TestScenariosLoad(t *testing.T) {
 	for _, s := range all {
 		names[s.Name] = true
 	}
-	for _, want := range []string{"throughput", "latency", "connections", "outage", "smoke", "crash", "backlog"} {
+	for _, want := range []string{"throughput", "latency", "connections", "outage", "smoke", "crash", "backlog", "per-frame"} {
 		if !names[want] {
 			t.Errorf("scenario %q missing", want)
 		}
@@ -51,6 +51,17 @@ func TestScenariosLoad(t *testing.T) {
 	f(load+"crash:\n  min_gap: 2s\n  max_gap: 1s\n", "crash.min_gap")
 	f(load+"  protocol: ndjson\nbacklog:\n  messages: 10\n", "need native devices")
 	f(load+"backlog:\n  messages: 10\n  settel: 1s\n", "settel")
+	f(load+"floors: [acks]\n", `floors[0]: must be ack or pipeline, got "acks"`)
+	f(load+"floors: [ack, pipeline]\nrelay:\n  format: template\n  template: x\n", "floors[1]: the pipeline floor renders the default envelope")
+	f(load+"floors: [ack]\ncrash:\n  kills: 2\n", "floors[0]: crash and backlog scenarios have no floor")
+
+	// The per-frame scenario of the issue: 1,000 devices × 10 frames/s × 1 record, 15 s, persist
+	// acks, one route, beside both floors.
+	pf, err := bench.Load("scenarios/per-frame.yaml")
+	if err != nil || pf.Load.Devices != 1000 || pf.Load.Rate != 10 || pf.Load.Records != 1 || time.Duration(pf.Load.Duration) != 15*time.Second ||
+		pf.Relay.Ack != "persist" || pf.Relay.NoRoute || !slices.Equal(pf.Floors, []string{"ack", "pipeline"}) {
+		t.Errorf("per-frame scenario: %v, %+v", err, pf)
+	}
 
 	// The defaults the issue asks for: 20 kills, 10 million queued messages.
 	crash, err := bench.Load("scenarios/crash.yaml")

@@ -56,8 +56,8 @@ type RunOptions struct {
 	Idle bool
 	// OnConnected, if set, is called once when every device is connected.
 	OnConnected func()
-	// Acked and Sent, if set, count acknowledged and sent frames as the run goes (read them
-	// while it runs, e.g. to see when a restarted relay acknowledges again).
+	// Acked and Sent, if set, count acknowledged and sent frames (NDJSON: lines written) as the
+	// run goes (read them while it runs, e.g. to see when a restarted relay acknowledges again).
 	Acked, Sent *atomic.Int64
 	// Stop, if set, ends sending when it is closed, before Duration if need be; outstanding ACKs
 	// are still waited for.
