@@ -483,9 +483,10 @@ func TestHumanNumbers(t *testing.T) {
 
 // The Markdown table leads with the ratios, and gives the relay's medians and the floors'.
 func TestMarkdownLeadsWithRatios(t *testing.T) {
-	r := &bench.Result{Scenario: "per-frame", Target: "relay", AckedPerSec: 1, Floors: &bench.Comparison{
-		Count:  3,
-		Relay:  bench.Figures{Target: "relay", AckedPerSec: 10_012, DeliveredPerSec: 9_987, CPUPerFrameUs: 98.2, CPUPerMsgUs: 98.2, AckP50Ms: 2.1, AckP99Ms: 21.4, AckP999Ms: 30, RSSPeakMiB: 82},
+	r := &bench.Result{Scenario: "per-frame", Target: "relay", AckedPerSec: 1, Sustained: &bench.Sustained{AckedPerSec: 10_000}, Floors: &bench.Comparison{
+		Count: 3,
+		Relay: bench.Figures{Target: "relay", AckedPerSec: 10_012, DeliveredPerSec: 9_987, CPUPerFrameUs: 98.2, CPUPerMsgUs: 98.2, AckP50Ms: 2.1, AckP99Ms: 21.4, AckP999Ms: 30, RSSPeakMiB: 82,
+			DeliveredOverAcked: 0.998, BacklogSlope: 3, SustainedRate: 10_012},
 		Ack:    &bench.Figures{Target: "ack", AckedPerSec: 10_013, CPUPerFrameUs: 24.5, AckP50Ms: 0.9, AckP99Ms: 7.2, RSSPeakMiB: 18},
 		Pipe:   &bench.Figures{Target: "pipeline", AckedPerSec: 10_010, DeliveredPerSec: 10_001, CPUPerMsgUs: 41},
 		Ratios: bench.Ratios{Base: "ack", CPUPerFrame: 98.2 / 24.5, CPUPerMsg: 98.2 / 24.5, AckP50: 2.1 / 0.9, AckP99: 21.4 / 7.2, RSSPeak: 82.0 / 18, Delivered: 9_987.0 / 10_001},
@@ -500,7 +501,7 @@ func TestMarkdownLeadsWithRatios(t *testing.T) {
 	if !strings.HasPrefix(lines[2], "| per-frame | 4.01× | 4.01× | 2.33× | 2.97× | 4.56× | 1.00× | 3 | 10.0k | 9.99k |") {
 		t.Errorf("row %q", lines[2])
 	}
-	for _, want := range []string{"98.2 µs", "2.10 ms / 21.4 ms / 30.0 ms", "82 MiB", "24.5 µs, 900 µs / 7.20 ms, 18 MiB", "10.0k, 41.0 µs",
+	for _, want := range []string{"98.2 µs", "2.10 ms / 21.4 ms / 30.0 ms", "| 1.00, flat, ≥ 10.0k msgs/s |", "82 MiB", "24.5 µs, 900 µs / 7.20 ms, 18 MiB", "10.0k, 41.0 µs",
 		"| per-frame | 1 | ACK floor | 10.0k | – | 24.5 µs |"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())

@@ -47,6 +47,7 @@ type Figures struct {
 	// DeliveredOverAcked and BacklogSlope are Sustained's, while the fleet sent.
 	DeliveredOverAcked float64 `json:"deliveredOverAcked"`
 	BacklogSlope       float64 `json:"backlogSlope"`
+	SustainedRate      float64 `json:"sustainedRate"` // Sustained.Rate: delivered ≈ acked at this rate or more
 	Lost               int64   `json:"lost"`
 }
 
@@ -73,7 +74,7 @@ func figuresOf(r *Result, run int) Figures {
 		f.Target = TargetRelay
 	}
 	if s := r.Sustained; s != nil {
-		f.DeliveredOverAcked, f.BacklogSlope = s.Ratio, s.BacklogSlope
+		f.DeliveredOverAcked, f.BacklogSlope, f.SustainedRate = s.Ratio, s.BacklogSlope, s.Rate
 	}
 	return f
 }
@@ -99,6 +100,7 @@ func medianFigures(fs []Figures) Figures {
 	m.RSSPeakMiB = pick(func(f *Figures) float64 { return f.RSSPeakMiB })
 	m.DeliveredOverAcked = pick(func(f *Figures) float64 { return f.DeliveredOverAcked })
 	m.BacklogSlope = pick(func(f *Figures) float64 { return f.BacklogSlope })
+	m.SustainedRate = pick(func(f *Figures) float64 { return f.SustainedRate })
 	for _, f := range fs {
 		m.Lost = max(m.Lost, f.Lost)
 	}

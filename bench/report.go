@@ -394,7 +394,7 @@ func mainTable(rs []*Result) table {
 		t.Head = append(t.Head, cell{h, true})
 	}
 	t.Head = append([]cell{{Text: "scenario"}}, t.Head...)
-	for _, h := range []string{"runs", "acked msgs/s", "delivered msgs/s", "delivered ÷ acked, backlog (while sending)",
+	for _, h := range []string{"runs", "acked msgs/s", "delivered msgs/s", "delivered ÷ acked, backlog, sustained (while sending)",
 		"CPU/frame", "CPU/msg", "ACK p50 / p99 / p99.9", "end-to-end p50 / p99", "RSS peak",
 		"ACK floor: CPU/frame, ACK p50 / p99, RSS", "pipeline floor: delivered msgs/s, CPU/msg", "loadgen+sink CPU/msg", "RSS/conn", "lost", "dups"} {
 		t.Head = append(t.Head, cell{Text: h})
@@ -415,7 +415,7 @@ func mainTable(rs []*Result) table {
 		}
 		sustained := "–"
 		if su := r.Sustained; su != nil && su.AckedPerSec > 0 {
-			sustained = fmt.Sprintf("%.2f, %s", f.DeliveredOverAcked, slopeText(f.BacklogSlope, su.AckedPerSec))
+			sustained = fmt.Sprintf("%.2f, %s, ≥ %s msgs/s", f.DeliveredOverAcked, slopeText(f.BacklogSlope, su.AckedPerSec), Count(f.SustainedRate))
 		}
 		harness := "–"
 		if r.RelayCPUSeconds > 0 && r.BenchCPUSeconds > 0 && r.RelayCPUPerMsg > 0 {

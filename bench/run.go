@@ -318,7 +318,7 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	}
 	var acked, sent atomic.Int64
 	var flow *flowSampler
-	if !s.Relay.NoRoute && !s.Load.Idle {
+	if !s.Relay.NoRoute && !s.Load.Idle && target != FloorAck {
 		count := &acked
 		if s.Load.Protocol == "ndjson" {
 			count = &sent // no acknowledgements: what was written stands for what was acknowledged
