@@ -321,15 +321,7 @@ func TestPipelineFloor(t *testing.T) {
 	if rep.FramesAcked == 0 || rep.Unacked != 0 {
 		t.Fatalf("%d frames acknowledged, %d not", rep.FramesAcked, rep.Unacked)
 	}
-	a, err := loadgen.WaitAccount(ctx, rep.MessagesAcked(),
-		func(context.Context) (int64, error) { return int64(sink.Stats().Unique), nil },
-		func(context.Context) (loadgen.AccountReport, error) {
-			return sink.Account(rep.AccountRequest(false).Expect()), nil
-		},
-		loadgen.DrainOptions{Quiet: 10 * time.Second, Timeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := waitAccount(t, sink, rep.MessagesAcked(), func() loadgen.AccountReport { return sink.Account(rep.AccountRequest(false).Expect()) })
 	if a.Expected != 4*rep.FramesAcked || a.Received != a.Expected || a.Lost != 0 || a.Dups != 0 || a.Reordered != 0 {
 		t.Errorf("%d frames of 4 records acknowledged; account %s", rep.FramesAcked, a.String())
 	}
@@ -338,7 +330,6 @@ func TestPipelineFloor(t *testing.T) {
 	}
 
 	// NDJSON: every line written reaches the sink, numbered per identity.
-	before := sink.Stats().Unique
 	nd, err := loadgen.Run(ctx, loadgen.RunOptions{NDJSONAddr: f.NDJSONAddr().String(), NDJSONConns: 2, Devices: 10, Rate: 20, Duration: time.Second, Prefix: "PN"})
 	if err != nil {
 		t.Fatal(err)
@@ -347,168 +338,21 @@ func TestPipelineFloor(t *testing.T) {
 	for _, n := range nd.Lines {
 		lines += n
 	}
-	checkFor(t, 30*time.Second, func() error {
-		if got := int64(sink.Stats().Unique - before); got != lines || lines == 0 {
-			return fmt.Errorf("sink has %d of %d NDJSON lines", got, lines)
+	// Each line is its identity's next message: the sink holds as many of each as it wrote.
+	na := waitAccount(t, sink, a.Received+lines, func() loadgen.AccountReport {
+		got := sink.Devices()
+		r := loadgen.AccountReport{Expected: lines}
+		for id, n := range nd.Lines {
+			r.Received += min(got[id].Unique, n)
 		}
-		return nil
+		r.Lost = r.Expected - r.Received
+		return r
 	})
+	if lines == 0 || na.Lost != 0 {
+		t.Errorf("NDJSON: %d lines written; account %s", lines, na.String())
+	}
 	if st := f.Stats(); st.Delivered != int64(sink.Stats().Unique) {
 		t.Errorf("floor delivered %d, sink holds %d", st.Delivered, sink.Stats().Unique)
-	}
-}
-
-// checkFor polls fn until it returns nil or timeout passes.
-func checkFor(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// The smoke scenario beside its floors, twice each, alternating: every run is there in order,
-// the floors ran as processes of their own (CPU and memory read from /proc), the pipeline floor
-// delivered everything, and the report leads with the ratios.
-func TestSmokeWithFloors(t *testing.T) {
-	relay := relayBinary(t)
-	lg := loadgenBinary(t)
-	s, err := bench.Load("scenarios/smoke.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(s.Floors, []string{bench.FloorAck, bench.FloorPipeline}) {
-		t.Fatalf("smoke floors %v", s.Floors)
-	}
-	var log bytes.Buffer
-	dir := t.TempDir()
-	r, err := bench.Measure(context.Background(), s, bench.Options{RelayBin: relay, LoadgenBin: lg, Count: 2, ResultsDir: dir, Log: &log})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
-	}
-	t.Log(strings.TrimSpace(log.String()))
-	c := r.Floors
-	if c == nil || c.Count != 2 || len(c.Runs) != 6 || len(c.FloorRuns) != 2 {
-		t.Fatalf("comparison %+v", c)
-	}
-	want := []string{"relay", "ack", "pipeline", "relay", "ack", "pipeline"}
-	for i, f := range c.Runs {
-		if f.Target != want[i] || f.Run != i/3+1 || f.AckedPerSec <= 0 || f.CPUPerFrameUs <= 0 || f.RSSPeakMiB <= 0 || f.Lost != 0 {
-			t.Errorf("run %d: %+v, want target %s", i, f, want[i])
-		}
-		if (f.Target == "ack") != (f.DeliveredPerSec == 0) {
-			t.Errorf("run %d (%s) delivered %v msgs/s: only the ACK floor delivers nothing", i, f.Target, f.DeliveredPerSec)
-		}
-	}
-	if c.Shown != 0 && c.Shown != 3 || c.Runs[c.Shown].Target != "relay" {
-		t.Errorf("shown run %d", c.Shown)
-	}
-	ra := c.Ratios
-	if ra.Base != "ack" || ra.CPUPerFrame <= 0 || ra.CPUPerMsg <= 0 || ra.AckP99 <= 0 || ra.RSSPeak <= 0 || ra.Delivered <= 0 {
-		t.Errorf("ratios %+v", ra)
-	}
-	if got := ra.CPUPerFrame; math.Abs(got-c.Relay.CPUPerFrameUs/c.Ack.CPUPerFrameUs) > 1e-9 {
-		t.Errorf("CPU/frame ratio %v, medians %v / %v", got, c.Relay.CPUPerFrameUs, c.Ack.CPUPerFrameUs)
-	}
-	for _, f := range c.FloorRuns {
-		if f.Target == "pipeline" && (f.Account.Lost != 0 || f.Delivered == 0 || f.Delivered != f.MessagesAcked) {
-			t.Errorf("pipeline floor: delivered %d of %d acknowledged, account %s", f.Delivered, f.MessagesAcked, f.Account.String())
-		}
-		if len(f.AckLatency.Percentiles) == 0 {
-			t.Errorf("%s floor: no latency distribution", f.Target)
-		}
-	}
-	if su := r.Sustained; su == nil || su.AckedPerSec <= 0 || len(su.Samples) == 0 {
-		t.Errorf("sustained %+v", su)
-	}
-	if err := r.WriteFiles(dir); err != nil {
-		t.Fatal(err)
-	}
-	back, err := bench.ReadResult(filepath.Join(dir, "smoke.json"))
-	if err != nil || back.Floors == nil || len(back.Floors.Runs) != 6 || back.Floors.Ratios != ra {
-		t.Fatalf("result file: %v %+v", err, back)
-	}
-	html, err := os.ReadFile(filepath.Join(dir, "smoke.html"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"<table>", `<th class="ratio">CPU/frame ÷ floor</th>`, "ACK floor", "pipeline floor", "percentile (log 1/(1-p) scale)", "99.99%", `stroke-dasharray="6 3"`} {
-		if !bytes.Contains(html, []byte(want)) {
-			t.Errorf("HTML lacks %q", want)
-		}
-	}
-	if bytes.Contains(html, []byte("e+0")) {
-		t.Errorf("HTML has a number with an exponent")
-	}
-}
-
-// Numbers read as a person reads them, never with an exponent.
-func TestHumanNumbers(t *testing.T) {
-	f := func(name string, format func(float64) string, v float64, want string) {
-		t.Helper()
-		if got := format(v); got != want {
-			t.Errorf("%s(%v) = %q, want %q", name, v, got, want)
-		}
-	}
-	for _, c := range []struct {
-		v    float64
-		want string
-	}{{0, "–"}, {math.NaN(), "–"}, {7, "7"}, {512, "512"}, {999.4, "999"}, {999.6, "1.00k"}, {6.818e4, "68.2k"},
-		{681_259, "681k"}, {1_336_000, "1.34M"}, {2.5e9, "2.50G"}} {
-		f("Count", bench.Count, c.v, c.want)
-	}
-	for _, c := range []struct {
-		v    float64
-		want string
-	}{{0.842, "842 µs"}, {0.0421, "42.1 µs"}, {1.3421, "1.34 ms"}, {24.49, "24.5 ms"}, {312.2, "312 ms"}, {2410, "2.41 s"}, {-1, "–"}} {
-		f("Millis", bench.Millis, c.v, c.want)
-	}
-	f("Micros", bench.Micros, 3.864, "3.86 µs")
-	f("Micros", bench.Micros, 24.5, "24.5 µs")
-	f("Micros", bench.Micros, 101.7, "102 µs")
-	f("Micros", bench.Micros, 1200, "1.20 ms")
-	f("MiB", bench.MiB, 245.3, "245 MiB")
-	f("MiB", bench.MiB, 1335, "1.30 GiB")
-	f("Ratio", bench.Ratio, 3.951, "3.95×")
-	f("Ratio", bench.Ratio, 12.44, "12.4×")
-	f("Ratio", bench.Ratio, 0, "–")
-}
-
-// The Markdown table leads with the ratios, and gives the relay's medians and the floors'.
-func TestMarkdownLeadsWithRatios(t *testing.T) {
-	r := &bench.Result{Scenario: "per-frame", Target: "relay", AckedPerSec: 1, Sustained: &bench.Sustained{AckedPerSec: 10_000}, Floors: &bench.Comparison{
-		Count: 3,
-		Relay: bench.Figures{Target: "relay", AckedPerSec: 10_012, DeliveredPerSec: 9_987, CPUPerFrameUs: 98.2, CPUPerMsgUs: 98.2, AckP50Ms: 2.1, AckP99Ms: 21.4, AckP999Ms: 30, RSSPeakMiB: 82,
-			DeliveredOverAcked: 0.998, BacklogSlope: 3, SustainedRate: 10_012},
-		Ack:    &bench.Figures{Target: "ack", AckedPerSec: 10_013, CPUPerFrameUs: 24.5, AckP50Ms: 0.9, AckP99Ms: 7.2, RSSPeakMiB: 18},
-		Pipe:   &bench.Figures{Target: "pipeline", AckedPerSec: 10_010, DeliveredPerSec: 10_001, CPUPerMsgUs: 41},
-		Ratios: bench.Ratios{Base: "ack", CPUPerFrame: 98.2 / 24.5, CPUPerMsg: 98.2 / 24.5, AckP50: 2.1 / 0.9, AckP99: 21.4 / 7.2, RSSPeak: 82.0 / 18, Delivered: 9_987.0 / 10_001},
-		Runs:   []bench.Figures{{Target: "relay", Run: 1, AckedPerSec: 10_012, CPUPerFrameUs: 98.2}, {Target: "ack", Run: 1, AckedPerSec: 10_013, CPUPerFrameUs: 24.5}},
-	}}
-	var md bytes.Buffer
-	bench.WriteMarkdown(&md, []*bench.Result{r})
-	lines := strings.Split(md.String(), "\n")
-	if !strings.HasPrefix(lines[0], "| scenario | CPU/frame ÷ floor | CPU/msg ÷ floor | ACK p50 ÷ floor | ACK p99 ÷ floor | RSS peak ÷ floor | delivered ÷ pipeline floor |") {
-		t.Errorf("header %q", lines[0])
-	}
-	if !strings.HasPrefix(lines[2], "| per-frame | 4.01× | 4.01× | 2.33× | 2.97× | 4.56× | 1.00× | 3 | 10.0k | 9.99k |") {
-		t.Errorf("row %q", lines[2])
-	}
-	for _, want := range []string{"98.2 µs", "2.10 ms / 21.4 ms / 30.0 ms", "| 1.00, flat, ≥ 10.0k msgs/s |", "82 MiB", "24.5 µs, 900 µs / 7.20 ms, 18 MiB", "10.0k, 41.0 µs",
-		"| per-frame | 1 | ACK floor | 10.0k | – | 24.5 µs |"} {
-		if !strings.Contains(md.String(), want) {
-			t.Errorf("markdown lacks %q:\n%s", want, md.String())
-		}
-	}
-	if strings.Contains(md.String(), "e+0") {
-		t.Errorf("markdown has a number with an exponent:\n%s", md.String())
 	}
 }
 
@@ -539,10 +383,21 @@ func TestPipelineFloorHoldsAcks(t *testing.T) {
 	if bound := int64(lanes*(8+2)*batch + 8*16); held.Load() == 0 || held.Load() > bound {
 		t.Errorf("the floor held up to %d acknowledged records undelivered, want 1..%d", held.Load(), bound)
 	}
-	checkFor(t, time.Minute, func() error {
-		if a := sink.Account(rep.AccountRequest(false).Expect()); a.Lost != 0 || a.Expected == 0 {
-			return fmt.Errorf("account %s", a.String())
-		}
-		return nil
-	})
+	if a := waitAccount(t, sink, rep.MessagesAcked(), func() loadgen.AccountReport { return sink.Account(rep.AccountRequest(false).Expect()) }); a.Lost != 0 || a.Expected == 0 {
+		t.Errorf("account %s", a.String())
+	}
+}
+
+// waitAccount waits until sink holds want distinct messages (or stops receiving) and returns
+// account's report.
+func waitAccount(t *testing.T, sink *loadgen.Sink, want int64, account func() loadgen.AccountReport) loadgen.AccountReport {
+	t.Helper()
+	a, err := loadgen.WaitAccount(context.Background(), want,
+		func(context.Context) (int64, error) { return int64(sink.Stats().Unique), nil },
+		func(context.Context) (loadgen.AccountReport, error) { return account(), nil },
+		loadgen.DrainOptions{Quiet: 10 * time.Second, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
