@@ -401,3 +401,149 @@ func waitAccount(t *testing.T, sink *loadgen.Sink, want int64, account func() lo
 	}
 	return a
 }
+
+// The smoke scenario beside its floors, twice each, alternating: every run is there in order,
+// the floors ran as processes of their own (CPU and memory read from /proc), the pipeline floor
+// delivered everything, and the report leads with the ratios.
+func TestSmokeWithFloors(t *testing.T) {
+	relay := relayBinary(t)
+	lg := loadgenBinary(t)
+	s, err := bench.Load("scenarios/smoke.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.Floors, []string{bench.FloorAck, bench.FloorPipeline}) {
+		t.Fatalf("smoke floors %v", s.Floors)
+	}
+	var log bytes.Buffer
+	dir := t.TempDir()
+	r, err := bench.Measure(context.Background(), s, bench.Options{RelayBin: relay, LoadgenBin: lg, Count: 2, ResultsDir: dir, Log: &log})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	t.Log(strings.TrimSpace(log.String()))
+	c := r.Floors
+	if c == nil || c.Count != 2 || len(c.Runs) != 6 || len(c.FloorRuns) != 2 {
+		t.Fatalf("comparison %+v", c)
+	}
+	want := []string{"relay", "ack", "pipeline", "relay", "ack", "pipeline"}
+	for i, f := range c.Runs {
+		if f.Target != want[i] || f.Run != i/3+1 || f.AckedPerSec <= 0 || f.CPUPerFrameUs <= 0 || f.RSSPeakMiB <= 0 || f.Lost != 0 {
+			t.Errorf("run %d: %+v, want target %s", i, f, want[i])
+		}
+		if (f.Target == "ack") != (f.DeliveredPerSec == 0) {
+			t.Errorf("run %d (%s) delivered %v msgs/s: only the ACK floor delivers nothing", i, f.Target, f.DeliveredPerSec)
+		}
+	}
+	if c.Shown != 0 && c.Shown != 3 || c.Runs[c.Shown].Target != "relay" {
+		t.Errorf("shown run %d", c.Shown)
+	}
+	ra := c.Ratios
+	if ra.Base != "ack" || ra.CPUPerFrame <= 0 || ra.CPUPerMsg <= 0 || ra.AckP99 <= 0 || ra.RSSPeak <= 0 || ra.Delivered <= 0 {
+		t.Errorf("ratios %+v", ra)
+	}
+	if got := ra.CPUPerFrame; math.Abs(got-c.Relay.CPUPerFrameUs/c.Ack.CPUPerFrameUs) > 1e-9 {
+		t.Errorf("CPU/frame ratio %v, medians %v / %v", got, c.Relay.CPUPerFrameUs, c.Ack.CPUPerFrameUs)
+	}
+	for _, f := range c.FloorRuns {
+		if f.Target == "pipeline" && (f.Account.Lost != 0 || f.Delivered == 0 || f.Delivered != f.MessagesAcked) {
+			t.Errorf("pipeline floor: delivered %d of %d acknowledged, account %s", f.Delivered, f.MessagesAcked, f.Account.String())
+		}
+		if len(f.AckLatency.Percentiles) == 0 {
+			t.Errorf("%s floor: no latency distribution", f.Target)
+		}
+	}
+	if su := r.Sustained; su == nil || su.AckedPerSec <= 0 || len(su.Samples) == 0 {
+		t.Errorf("sustained %+v", su)
+	}
+	if err := r.WriteFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	back, err := bench.ReadResult(filepath.Join(dir, "smoke.json"))
+	if err != nil || back.Floors == nil || len(back.Floors.Runs) != 6 || back.Floors.Ratios != ra {
+		t.Fatalf("result file: %v %+v", err, back)
+	}
+	html, err := os.ReadFile(filepath.Join(dir, "smoke.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<table>", `<th class="ratio">CPU/frame ÷ floor</th>`, "ACK floor", "pipeline floor", "percentile (log 1/(1-p) scale)", "99.99%", `stroke-dasharray="6 3"`} {
+		if !bytes.Contains(html, []byte(want)) {
+			t.Errorf("HTML lacks %q", want)
+		}
+	}
+	if bytes.Contains(html, []byte("e+0")) {
+		t.Errorf("HTML has a number with an exponent")
+	}
+}
+
+// Numbers read as a person reads them, never with an exponent.
+func TestHumanNumbers(t *testing.T) {
+	f := func(name string, format func(float64) string, v float64, want string) {
+		t.Helper()
+		if got := format(v); got != want {
+			t.Errorf("%s(%v) = %q, want %q", name, v, got, want)
+		}
+	}
+	for _, c := range []struct {
+		v    float64
+		want string
+	}{{0, "–"}, {math.NaN(), "–"}, {7, "7"}, {512, "512"}, {999.4, "999"}, {999.6, "1.00k"}, {6.818e4, "68.2k"},
+		{681_259, "681k"}, {1_336_000, "1.34M"}, {2.5e9, "2.50G"}} {
+		f("Count", bench.Count, c.v, c.want)
+	}
+	for _, c := range []struct {
+		v    float64
+		want string
+	}{{0.842, "842 µs"}, {0.0421, "42.1 µs"}, {1.3421, "1.34 ms"}, {24.49, "24.5 ms"}, {312.2, "312 ms"}, {2410, "2.41 s"}, {-1, "–"}} {
+		f("Millis", bench.Millis, c.v, c.want)
+	}
+	f("Micros", bench.Micros, 3.864, "3.86 µs")
+	f("Micros", bench.Micros, 24.5, "24.5 µs")
+	f("Micros", bench.Micros, 101.7, "102 µs")
+	f("Micros", bench.Micros, 1200, "1.20 ms")
+	f("MiB", bench.MiB, 245.3, "245 MiB")
+	f("MiB", bench.MiB, 1335, "1.30 GiB")
+	f("Ratio", bench.Ratio, 3.951, "3.95×")
+	f("Ratio", bench.Ratio, 12.44, "12.4×")
+	f("Ratio", bench.Ratio, 0, "–")
+}
+
+// The Markdown table leads with the ratios, and gives the relay's medians and the floors'.
+func TestMarkdownLeadsWithRatios(t *testing.T) {
+	r := &bench.Result{Scenario: "per-frame", Target: "relay", AckedPerSec: 1, Sustained: &bench.Sustained{AckedPerSec: 10_000}, Floors: &bench.Comparison{
+		Count: 3,
+		Relay: bench.Figures{Target: "relay", AckedPerSec: 10_012, DeliveredPerSec: 9_987, CPUPerFrameUs: 98.2, CPUPerMsgUs: 98.2, AckP50Ms: 2.1, AckP99Ms: 21.4, AckP999Ms: 30, RSSPeakMiB: 82,
+			DeliveredOverAcked: 0.998, BacklogSlope: 3, SustainedRate: 10_012},
+		Ack:    &bench.Figures{Target: "ack", AckedPerSec: 10_013, CPUPerFrameUs: 24.5, AckP50Ms: 0.9, AckP99Ms: 7.2, RSSPeakMiB: 18},
+		Pipe:   &bench.Figures{Target: "pipeline", AckedPerSec: 10_010, DeliveredPerSec: 10_001, CPUPerMsgUs: 41},
+		Ratios: bench.Ratios{Base: "ack", CPUPerFrame: 98.2 / 24.5, CPUPerMsg: 98.2 / 24.5, AckP50: 2.1 / 0.9, AckP99: 21.4 / 7.2, RSSPeak: 82.0 / 18, Delivered: 9_987.0 / 10_001},
+		Runs:   []bench.Figures{{Target: "relay", Run: 1, AckedPerSec: 10_012, CPUPerFrameUs: 98.2}, {Target: "ack", Run: 1, AckedPerSec: 10_013, CPUPerFrameUs: 24.5}},
+	}}
+	var md bytes.Buffer
+	bench.WriteMarkdown(&md, []*bench.Result{r})
+	lines := strings.Split(md.String(), "\n")
+	r2 := *r
+	r2.Scenario, r2.Sustained, r2.Floors = "throughput", &bench.Sustained{AckedPerSec: 178_000}, &bench.Comparison{Count: 1,
+		Relay: bench.Figures{Target: "relay", DeliveredOverAcked: 0.38, BacklogSlope: 112_000, SustainedRate: 64_600, DrainPerSec: 412_000}}
+	var md2 bytes.Buffer
+	bench.WriteMarkdown(&md2, []*bench.Result{r, &r2})
+	if !strings.Contains(md2.String(), "| 0.38, +112k/s, 64.6k–412k msgs/s |") {
+		t.Errorf("markdown lacks the sustained range of a relay whose delivery fell behind:\n%s", md2.String())
+	}
+	if !strings.HasPrefix(lines[0], "| scenario | CPU/frame ÷ floor | CPU/msg ÷ floor | ACK p50 ÷ floor | ACK p99 ÷ floor | RSS peak ÷ floor | delivered ÷ pipeline floor |") {
+		t.Errorf("header %q", lines[0])
+	}
+	if !strings.HasPrefix(lines[2], "| per-frame | 4.01× | 4.01× | 2.33× | 2.97× | 4.56× | 1.00× | 3 | 10.0k | 9.99k |") {
+		t.Errorf("row %q", lines[2])
+	}
+	for _, want := range []string{"98.2 µs", "2.10 ms / 21.4 ms / 30.0 ms", "| 1.00, flat, ≥ 10.0k msgs/s |", "82 MiB", "24.5 µs, 900 µs / 7.20 ms, 18 MiB", "10.0k, 41.0 µs",
+		"| per-frame | 1 | ACK floor | 10.0k | – | 24.5 µs |"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+	if strings.Contains(md.String(), "e+0") {
+		t.Errorf("markdown has a number with an exponent:\n%s", md.String())
+	}
+}

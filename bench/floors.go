@@ -48,6 +48,7 @@ type Figures struct {
 	DeliveredOverAcked float64 `json:"deliveredOverAcked"`
 	BacklogSlope       float64 `json:"backlogSlope"`
 	SustainedRate      float64 `json:"sustainedRate"` // Sustained.Rate: delivered ≈ acked at this rate or more
+	DrainPerSec        float64 `json:"drainPerSec"`   // Sustained.DrainPerSec: delivery alone, after the load
 	Lost               int64   `json:"lost"`
 }
 
@@ -74,7 +75,7 @@ func figuresOf(r *Result, run int) Figures {
 		f.Target = TargetRelay
 	}
 	if s := r.Sustained; s != nil {
-		f.DeliveredOverAcked, f.BacklogSlope, f.SustainedRate = s.Ratio, s.BacklogSlope, s.Rate
+		f.DeliveredOverAcked, f.BacklogSlope, f.SustainedRate, f.DrainPerSec = s.Ratio, s.BacklogSlope, s.Rate, s.DrainPerSec
 	}
 	return f
 }
@@ -101,6 +102,7 @@ func medianFigures(fs []Figures) Figures {
 	m.DeliveredOverAcked = pick(func(f *Figures) float64 { return f.DeliveredOverAcked })
 	m.BacklogSlope = pick(func(f *Figures) float64 { return f.BacklogSlope })
 	m.SustainedRate = pick(func(f *Figures) float64 { return f.SustainedRate })
+	m.DrainPerSec = pick(func(f *Figures) float64 { return f.DrainPerSec })
 	for _, f := range fs {
 		m.Lost = max(m.Lost, f.Lost)
 	}
@@ -226,9 +228,13 @@ type Sustained struct {
 	MetricSlope float64 `json:"metricSlope,omitempty"`
 	// Rate is the sustained rate this run shows: AckedPerSec when delivery kept up (Ratio ≥
 	// 0.97), else DeliveredPerSec, a lower bound of the rate at which delivered ≈ acked.
-	Rate    float64      `json:"rate"`
-	KeptUp  bool         `json:"keptUp"`
-	Samples []FlowSample `json:"samples"`
+	Rate float64 `json:"rate"`
+	// DrainPerSec is the delivery rate after the fleet stopped, while a backlog was left (drains
+	// of a second or more): delivery alone, with the CPU to itself, an upper bound of the rate
+	// at which delivered ≈ acked when delivery fell behind.
+	DrainPerSec float64      `json:"drainPerSec,omitempty"`
+	KeptUp      bool         `json:"keptUp"`
+	Samples     []FlowSample `json:"samples"`
 }
 
 // FlowSample is one second of acknowledged and delivered messages.

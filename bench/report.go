@@ -191,7 +191,11 @@ func sustainedText(r *Result) string {
 	if su.KeptUp {
 		return t + " Delivery kept up: the relay sustains at least " + Count(su.Rate) + " msgs/s."
 	}
-	return t + " Delivery fell behind: delivered ≈ acked at " + Count(su.Rate) + " msgs/s or more (delivery's rate while ingest took what it could)."
+	t += " Delivery fell behind: delivered ≈ acked at " + Count(su.Rate) + " msgs/s or more (delivery's rate while ingest took what it could)"
+	if su.DrainPerSec > su.Rate {
+		t += " and at most " + Count(su.DrainPerSec) + " msgs/s (delivery alone, draining the backlog after the load)"
+	}
+	return t + "."
 }
 
 // slopeText is a backlog's growth per second, or "flat" within 1% of the acknowledged rate.
@@ -394,7 +398,7 @@ func mainTable(rs []*Result) table {
 		t.Head = append(t.Head, cell{h, true})
 	}
 	t.Head = append([]cell{{Text: "scenario"}}, t.Head...)
-	for _, h := range []string{"runs", "acked msgs/s", "delivered msgs/s", "delivered ÷ acked, backlog, sustained (while sending)",
+	for _, h := range []string{"runs", "acked msgs/s", "delivered msgs/s", "while sending: delivered ÷ acked, backlog, sustained rate",
 		"CPU/frame", "CPU/msg", "ACK p50 / p99 / p99.9", "end-to-end p50 / p99", "RSS peak",
 		"ACK floor: CPU/frame, ACK p50 / p99, RSS", "pipeline floor: delivered msgs/s, CPU/msg", "loadgen+sink CPU/msg", "RSS/conn", "lost", "dups"} {
 		t.Head = append(t.Head, cell{Text: h})
@@ -416,6 +420,9 @@ func mainTable(rs []*Result) table {
 		sustained := "–"
 		if su := r.Sustained; su != nil && su.AckedPerSec > 0 {
 			sustained = fmt.Sprintf("%.2f, %s, ≥ %s msgs/s", f.DeliveredOverAcked, slopeText(f.BacklogSlope, su.AckedPerSec), Count(f.SustainedRate))
+			if !su.KeptUp && f.DrainPerSec > f.SustainedRate {
+				sustained = fmt.Sprintf("%.2f, %s, %s–%s msgs/s", f.DeliveredOverAcked, slopeText(f.BacklogSlope, su.AckedPerSec), Count(f.SustainedRate), Count(f.DrainPerSec))
+			}
 		}
 		harness := "–"
 		if r.RelayCPUSeconds > 0 && r.BenchCPUSeconds > 0 && r.RelayCPUPerMsg > 0 {

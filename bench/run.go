@@ -344,6 +344,7 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	loadEnd := time.Now()
+	atLoadEnd := int64(sink.Stats().Unique)
 	if flow != nil {
 		flow.stop()
 		res.Sustained = flow.sustained(rep.Start, time.Duration(s.Load.Ramp), loadEnd)
@@ -420,6 +421,9 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	res.SinkPerSecond = snap.PerSecond
 	if n := max(res.Delivered, res.MessagesAcked); n > 0 && !s.Load.Idle {
 		res.RelayCPUPerMsg = res.RelayCPUSeconds / float64(n) * 1e6
+	}
+	if su := res.Sustained; su != nil && res.DrainSeconds >= 1 && res.Delivered > atLoadEnd {
+		su.DrainPerSec = float64(res.Delivered-atLoadEnd) / res.DrainSeconds
 	}
 	if res.FramesAcked > 0 && !s.Load.Idle {
 		res.CPUPerFrame = res.RelayCPUSeconds / float64(res.FramesAcked) * 1e6
