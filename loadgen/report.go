@@ -306,7 +306,7 @@ func SVGChart(ylabel string, x []float64, ss []Series) string {
 	for i := 0; i <= 4; i++ {
 		v := ymax * float64(i) / 4
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" text-anchor="end">%s</text>`, L-4, py(v)+4, tickLabel(v))
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%.0fs</text>`, px(xmax*float64(i)/4), H-B+16, xmax*float64(i)/4)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%ss</text>`, px(xmax*float64(i)/4), H-B+16, tickLabel(xmax*float64(i)/4))
 	}
 	fmt.Fprintf(&b, `<text x="12" y="%.0f" transform="rotate(-90 12 %.0f)" text-anchor="middle">%s</text>`, H/2, H/2, template.HTMLEscapeString(ylabel))
 	for k, s := range ss {
