@@ -218,7 +218,8 @@ backlog:
 					t.Fatal(err)
 				}
 				html, err := os.ReadFile(filepath.Join(dir, "backlog-tiny.html"))
-				if err != nil || !bytes.Contains(html, []byte("Backlog build-up")) || !bytes.Contains(html, []byte("| backlog-tiny |")) {
+				if err != nil || !bytes.Contains(html, []byte("Backlog build-up")) || !bytes.Contains(html, []byte("<tr><td>backlog-tiny</td><td>")) ||
+					!bytes.Contains(html, []byte("<th>backlog scenario</th>")) {
 					t.Errorf("HTML: %v", err)
 				}
 				return

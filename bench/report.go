@@ -44,8 +44,16 @@ func (r *Result) WriteFiles(dir string) error {
 // distribution on a log 1/(1-p) axis as HdrHistogram and wrk2 plot it.
 func (r *Result) WriteHTML(w io.Writer) error {
 	main, runs := mainTable([]*Result{r}), runsTable([]*Result{r})
-	if len(runs.Rows) == 0 {
-		runs = table{}
+	var extra []table // the crash or backlog table
+	if r.Crash != nil {
+		var b strings.Builder
+		writeCrashTable(&b, []*Result{r})
+		extra = append(extra, parseMarkdownTable(b.String()))
+	}
+	if r.Backlog != nil {
+		var b strings.Builder
+		writeBacklogTable(&b, []*Result{r})
+		extra = append(extra, parseMarkdownTable(b.String()))
 	}
 	var floors []*Result
 	if c := r.Floors; c != nil {
@@ -139,6 +147,7 @@ func (r *Result) WriteHTML(w io.Writer) error {
 		"Desc":        r.Description,
 		"Main":        main,
 		"Runs":        runs,
+		"Extra":       extra,
 		"Notes":       r.Notes,
 		"Sustained":   sustainedText(r),
 		"Load":        template.HTML(loadgen.SVGChart("acked msgs/s", ackedX, ackedS)),
@@ -220,6 +229,8 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}th.ratio,td.
 <p>Ratios (shaded) are the relay's median divided by its floor's, measured in the same invocation: the ACK floor (a minimal gnet server that acknowledges each frame on receipt and stores nothing) for CPU, ACK latency and memory; the pipeline floor (the same, forwarding every record to the sink as the route would, without storing) for delivery.</p>
 {{with .Runs}}{{if .Rows}}<h2>Every run, in the order they ran</h2><table><tr>{{range .Head}}<th>{{.Text}}</th>{{end}}</tr>
 {{range .Rows}}<tr>{{range .}}<td>{{.Text}}</td>{{end}}</tr>{{end}}</table>{{end}}{{end}}
+{{range .Extra}}<table><tr>{{range .Head}}<th>{{.Text}}</th>{{end}}</tr>
+{{range .Rows}}<tr>{{range .}}<td>{{.Text}}</td>{{end}}</tr>{{end}}</table>{{end}}
 {{if .Sustained}}<p>{{.Sustained}}</p>{{end}}
 {{range .Notes}}<p>note: {{.}}</p>{{end}}
 <h2>Acknowledged messages per second</h2>{{.Load}}
@@ -372,6 +383,27 @@ type cell struct {
 type table struct {
 	Head []cell
 	Rows [][]cell
+}
+
+// parseMarkdownTable reads back a table written as Markdown (header, separator, rows).
+func parseMarkdownTable(md string) table {
+	var t table
+	for _, line := range strings.Split(strings.TrimSpace(md), "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "|") || strings.HasPrefix(line, "|---") {
+			continue
+		}
+		var cs []cell
+		for _, c := range strings.Split(strings.Trim(line, "|"), "|") {
+			cs = append(cs, cell{Text: strings.TrimSpace(c)})
+		}
+		if t.Head == nil {
+			t.Head = cs
+		} else {
+			t.Rows = append(t.Rows, cs)
+		}
+	}
+	return t
 }
 
 func (t table) markdown(w io.Writer) {
