@@ -283,6 +283,17 @@ func tickLabel(v float64) string {
 	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)
 }
 
+// roundUp rounds v up to a value whose quarters read well (12k: 3k, 6k, 9k, 12k).
+func roundUp(v float64) float64 {
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6, 8} {
+		if v <= m*p*(1+1e-9) {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
 // SVGChart draws line series over x as an inline SVG (no scripts, no external assets).
 func SVGChart(ylabel string, x []float64, ss []Series) string {
 	const W, H, L, B, T, R = 720.0, 260.0, 70.0, 30.0, 20.0, 110.0
@@ -297,6 +308,7 @@ func SVGChart(ylabel string, x []float64, ss []Series) string {
 			}
 		}
 	}
+	ymax = roundUp(ymax)
 	px := func(v float64) float64 { return L + v/xmax*(W-L-R) }
 	py := func(v float64) float64 { return H - B - v/ymax*(H-B-T) }
 	var b strings.Builder
