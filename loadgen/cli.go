@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 )
@@ -179,6 +180,7 @@ func mainFloor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "loadgen floor: give -ack or -pipeline")
 		return 2
 	}
+	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := RunFloor(ctx, o, stdout); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -20,6 +20,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/codec/batch"
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/codec/ndjson"
+	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
 // FloorOptions configure a floor: the least a server can do for the same fleet, so that the
@@ -68,6 +69,7 @@ type Floor struct {
 	ndjson   net.Listener
 	ndConns  sync.Map // net.Conn → struct{}
 	client   *fasthttp.Client
+	warn     throttle.Throttle // failed deliveries: one log line per period
 	quit     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -110,7 +112,7 @@ func StartFloor(o FloorOptions) (*Floor, error) {
 	if o.Pipeline && o.SinkURL == "" {
 		return nil, errors.New("floor: the pipeline needs a sink URL")
 	}
-	f := &Floor{o: o, log: o.Logger.With("component", "floor"), quit: make(chan struct{})}
+	f := &Floor{o: o, log: o.Logger.With("component", "floor"), quit: make(chan struct{}), warn: throttle.Throttle{Period: 10 * time.Second}}
 	if o.Pipeline {
 		f.client = &fasthttp.Client{MaxConnsPerHost: o.Concurrency * 2, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 		for range o.Concurrency {
@@ -570,6 +572,9 @@ func (l *floorLane) send(b floorBatch) {
 			return
 		}
 		l.f.st.failed.Add(1)
+		if held, ok := l.f.warn.Allow(); ok {
+			l.f.log.Warn("floor delivery failed; sending again", "status", resp.StatusCode(), "err", err, "failures_since_last_log", held)
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
