@@ -1,6 +1,8 @@
 // Package bench runs whole scenarios: the relay as its own process (its CPU and memory read from
 // /proc), a sink receiving what it delivers, and a simulated fleet, and reports throughput,
-// latency, memory and exact loss accounting as JSON, an HTML chart and a Markdown table.
+// latency, memory and exact loss accounting as JSON, an HTML page and a Markdown table. Each
+// scenario's floors (loadgen floor) run alternately beside the relay in the same invocation, and
+// the relay's figures are reported as ratios to theirs.
 package bench
 
 import (
