@@ -20,7 +20,6 @@ import (
 	"github.com/fleetrelay/fleetrelay/codec/batch"
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/codec/ndjson"
-	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
 // FloorOptions configure a floor: the least a server can do for the same fleet, so that the
@@ -69,7 +68,7 @@ type Floor struct {
 	ndjson   net.Listener
 	ndConns  sync.Map // net.Conn → struct{}
 	client   *fasthttp.Client
-	warn     throttle.Throttle // failed deliveries: one log line per period
+	warnAt   atomic.Int64 // Unix ns before which failed deliveries are not logged again
 	quit     chan struct{}
 	wg       sync.WaitGroup
 }
@@ -112,7 +111,7 @@ func StartFloor(o FloorOptions) (*Floor, error) {
 	if o.Pipeline && o.SinkURL == "" {
 		return nil, errors.New("floor: the pipeline needs a sink URL")
 	}
-	f := &Floor{o: o, log: o.Logger.With("component", "floor"), quit: make(chan struct{}), warn: throttle.Throttle{Period: 10 * time.Second}}
+	f := &Floor{o: o, log: o.Logger.With("component", "floor"), quit: make(chan struct{})}
 	if o.Pipeline {
 		f.client = &fasthttp.Client{MaxConnsPerHost: o.Concurrency * 2, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 		for range o.Concurrency {
@@ -572,8 +571,8 @@ func (l *floorLane) send(b floorBatch) {
 			return
 		}
 		l.f.st.failed.Add(1)
-		if held, ok := l.f.warn.Allow(); ok {
-			l.f.log.Warn("floor delivery failed; sending again", "status", resp.StatusCode(), "err", err, "failures_since_last_log", held)
+		if now, next := time.Now().UnixNano(), l.f.warnAt.Load(); now >= next && l.f.warnAt.CompareAndSwap(next, now+int64(10*time.Second)) {
+			l.f.log.Warn("floor delivery failed; sending again (one line per 10 s)", "status", resp.StatusCode(), "err", err, "failures", l.f.st.failed.Load())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
