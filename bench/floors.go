@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -80,29 +81,21 @@ func figuresOf(r *Result, run int) Figures {
 	return f
 }
 
-// medianFigures is the field-by-field median of fs (all of one target).
+// medianFigures is the field-by-field median of fs (all of one target): every float64 field
+// its median, Lost the largest.
 func medianFigures(fs []Figures) Figures {
 	m := Figures{Target: fs[0].Target}
-	pick := func(get func(*Figures) float64) float64 {
-		var vs []float64
-		for i := range fs {
-			vs = append(vs, get(&fs[i]))
+	mv := reflect.ValueOf(&m).Elem()
+	vs := make([]float64, len(fs))
+	for i := range mv.NumField() {
+		if mv.Field(i).Kind() != reflect.Float64 {
+			continue
 		}
-		return median(vs)
+		for k := range fs {
+			vs[k] = reflect.ValueOf(fs[k]).Field(i).Float()
+		}
+		mv.Field(i).SetFloat(median(vs))
 	}
-	m.AckedPerSec = pick(func(f *Figures) float64 { return f.AckedPerSec })
-	m.DeliveredPerSec = pick(func(f *Figures) float64 { return f.DeliveredPerSec })
-	m.CPUPerFrameUs = pick(func(f *Figures) float64 { return f.CPUPerFrameUs })
-	m.CPUPerMsgUs = pick(func(f *Figures) float64 { return f.CPUPerMsgUs })
-	m.AckP50Ms = pick(func(f *Figures) float64 { return f.AckP50Ms })
-	m.AckP99Ms = pick(func(f *Figures) float64 { return f.AckP99Ms })
-	m.AckP999Ms = pick(func(f *Figures) float64 { return f.AckP999Ms })
-	m.EndToEndP99Ms = pick(func(f *Figures) float64 { return f.EndToEndP99Ms })
-	m.RSSPeakMiB = pick(func(f *Figures) float64 { return f.RSSPeakMiB })
-	m.DeliveredOverAcked = pick(func(f *Figures) float64 { return f.DeliveredOverAcked })
-	m.BacklogSlope = pick(func(f *Figures) float64 { return f.BacklogSlope })
-	m.SustainedRate = pick(func(f *Figures) float64 { return f.SustainedRate })
-	m.DrainPerSec = pick(func(f *Figures) float64 { return f.DrainPerSec })
 	for _, f := range fs {
 		m.Lost = max(m.Lost, f.Lost)
 	}

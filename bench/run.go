@@ -211,20 +211,27 @@ func (e *env) startFloor(ctx context.Context, bin, kind string, s *Scenario, tim
 	return startProc(ctx, "floor", exec.Command(bin, args...), e.devAddr, "", timeout)
 }
 
-// Run runs one scenario end to end.
-func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
+// prepare fills in o's defaults and returns a progress logger whose lines start with name, and
+// the result to fill in.
+func prepare(s *Scenario, o *Options, name string) (func(string, ...any), *Result) {
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 5 * time.Minute
 	}
 	if o.DrainQuiet <= 0 {
 		o.DrainQuiet = 30 * time.Second
 	}
+	log := o.Log
 	logf := func(format string, a ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, "[%s] "+format+"\n", append([]any{s.Name}, a...)...)
+		if log != nil {
+			fmt.Fprintf(log, "[%s] "+format+"\n", append([]any{name}, a...)...)
 		}
 	}
-	res := &Result{Scenario: s.Name, Description: s.Description, When: time.Now().UTC(), Machine: machine(), Config: *s}
+	return logf, &Result{Scenario: s.Name, Description: s.Description, When: time.Now().UTC(), Machine: machine(), Config: *s}
+}
+
+// Run runs one scenario end to end.
+func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
+	logf, res := prepare(s, &o, s.Name)
 	switch {
 	case s.Crash != nil:
 		return runCrash(ctx, s, o, res, logf)
@@ -252,19 +259,7 @@ func RunFloor(ctx context.Context, s *Scenario, kind string, o Options) (*Result
 	if o.LoadgenBin == "" {
 		return nil, errors.New("floor: Options.LoadgenBin is not set")
 	}
-	if o.DrainTimeout <= 0 {
-		o.DrainTimeout = 5 * time.Minute
-	}
-	if o.DrainQuiet <= 0 {
-		o.DrainQuiet = 30 * time.Second
-	}
-	name := s.Name + " " + kind + " floor"
-	logf := func(format string, a ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, "[%s] "+format+"\n", append([]any{name}, a...)...)
-		}
-	}
-	res := &Result{Scenario: s.Name, Description: s.Description, When: time.Now().UTC(), Machine: machine(), Config: *s}
+	logf, res := prepare(s, &o, s.Name+" "+kind+" floor")
 	return runOnce(ctx, s, o, res, kind, logf)
 }
 
