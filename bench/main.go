@@ -157,7 +157,9 @@ func writeTable(dir string, all []*Scenario) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(f, "# Benchmark results\n\nWritten by `go run ./cmd/bench` (`make bench-e2e`); one JSON file and one HTML chart per scenario beside this file.\nMachine: %d CPUs, %s, %s, open-file limit %d.\n\n",
+	fmt.Fprintf(f, "# Benchmark results\n\nWritten by `go run ./cmd/bench` (`make bench-e2e`); one JSON file and one HTML page per scenario beside this file.\n"+
+		"The table leads with ratios: the relay's figure divided by its floor's, measured in the same invocation (ACK floor: CPU, ACK latency, memory; pipeline floor: delivery).\n"+
+		"Machine: %d CPUs, %s, %s, open-file limit %d.\n\n",
 		rs[0].Machine.CPUs, rs[0].Machine.Model, rs[0].Machine.Go, rs[0].Machine.FDLimit)
 	WriteMarkdown(f, rs)
 	return f.Close()
