@@ -2,7 +2,9 @@
 // firmware behaves: it keeps every unacknowledged frame, resends from WELCOME's lastSeq after a
 // reconnect, and never reuses a seq. It is an independent client of the relay: it shares only the
 // codec leaves (the wire codec, and the JSON scanning its sink uses), never the relay's own code
-// paths.
+// paths. It also serves the floors bench reads the relay against (floor.go): the least a server
+// can do for the same fleet, acknowledging on receipt and, for the pipeline floor, forwarding
+// every record to the sink as the relay's default route would.
 package loadgen
 
 import (

@@ -17,7 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 
-	"github.com/fleetrelay/fleetrelay/codec/batch"
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/codec/ndjson"
 )
@@ -476,7 +476,7 @@ func (l *floorLane) release() {
 
 // add renders records as envelopes into the open batch; it never blocks on the network.
 func (l *floorLane) add(receivedAt int64, device, serial, imei string, seq uint64, recs [][]byte) {
-	m := batch.Message{Device: device, Serial: serial, IMEI: imei, Seq: seq, ReceivedAt: receivedAt}
+	m := envelope.Message{Device: device, Serial: serial, IMEI: imei, Seq: seq, ReceivedAt: receivedAt}
 	kick := false
 	l.mu.Lock()
 	for i, r := range recs {
@@ -490,7 +490,7 @@ func (l *floorLane) add(receivedAt int64, device, serial, imei string, seq uint6
 			l.body = append(l.body, ',')
 		}
 		m.Index, m.Data = i, r
-		l.body = batch.AppendEnvelope(l.body, &m, 0)
+		l.body = envelope.Append(l.body, &m, 0)
 		if l.n++; l.n >= l.f.o.MaxMessages {
 			l.ready = append(l.ready, floorBatch{append(l.body, ']'), l.n})
 			l.body, l.n, kick = nil, 0, true
