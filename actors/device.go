@@ -156,7 +156,7 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 			d.welcomeDue = false
 			if e.conn != nil {
 				e.conn.Fail(native.CodeUnavailable, "relay cannot store data")
-				e.conn = nil
+				e.setConn(nil)
 			}
 		}
 		d.maybeRetire(ctx)
@@ -173,7 +173,7 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	case *closedMsg:
 		e.pending.Add(-1)
 		if e.conn == m.conn {
-			e.conn = nil
+			e.setConn(nil)
 			d.welcomeDue = false
 		}
 		d.maybeRetire(ctx)
@@ -188,7 +188,7 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 			return
 		}
 		if e.conn != nil && e.conn.Datagram() {
-			e.conn = nil // a UDP device that went quiet
+			e.setConn(nil) // a UDP device that went quiet
 		}
 		d.ndjson = false // an NDJSON device that went quiet
 		if d.maybeRetire(ctx) {
@@ -207,15 +207,24 @@ func (e *deviceEntry) hello(m *helloMsg) {
 	if e.conn != nil && e.conn != m.conn {
 		e.conn.Close()
 	}
-	e.conn = m.conn
+	e.setConn(m.conn) // no ACK before its WELCOME
 	e.serial, e.imei, e.iccid = m.hello.Serial, m.hello.IMEI, m.hello.ICCID
 	e.acked = 0
+}
+
+// setConn replaces the entry's connection. Commits acknowledge directly (ackTo) only on a
+// connection that got its WELCOME; welcome sets it.
+func (e *deviceEntry) setConn(c netio.Conn) {
+	e.conn = c
+	e.ackTo.Store(nil)
 }
 
 // welcome answers the connection's HELLO. Called by e's actor, or under s.mu if e is dormant.
 func (s *System) welcome(e *deviceEntry) {
 	w := native.Welcome{Ack: s.opts.AckMode, MaxFrame: s.opts.MaxFrame, LastSeq: e.stored.Load()}
 	e.conn.Write(native.AppendWelcome(nil, &w))
+	c := e.conn
+	e.ackTo.Store(&c) // written after the WELCOME: netio.Acker keeps that order
 	if s.opts.AckMode == AckDelivery {
 		s.ack(e, s.opts.Journal.DeliveredSeq(e.id))
 	}
@@ -228,7 +237,7 @@ func (s *System) ack(e *deviceEntry, seq uint64) {
 		return
 	}
 	e.acked = seq
-	e.conn.Write(native.AppendAck(make([]byte, 0, native.AckLen), seq))
+	netio.WriteAck(e.conn, seq, false)
 }
 
 func (d *deviceActor) data(m *dataMsg) {
@@ -240,7 +249,7 @@ func (d *deviceActor) data(m *dataMsg) {
 		return
 	}
 	if m.udpIdentity != "" {
-		e.conn = m.conn // UDP: answer the latest source address
+		e.setConn(m.conn) // UDP: answer the latest source address
 		if e.serial == "" && e.imei == "" {
 			e.serial, e.imei = identityFields(m.udpIdentity)
 		}
@@ -252,9 +261,10 @@ func (d *deviceActor) data(m *dataMsg) {
 		if d.sys.opts.AckMode == AckDelivery {
 			done = d.sys.opts.Journal.DeliveredSeq(e.id)
 		}
-		if m.seq <= done {
-			e.acked = 0 // answer every resend, even if an ACK for it went out before
-			d.sys.ack(e, done)
+		if m.seq <= done && done > 0 {
+			// Answer every resend, even if an ACK for it went out before.
+			e.acked = max(e.acked, done)
+			netio.WriteAck(e.conn, done, true)
 		}
 		return
 	}
@@ -434,6 +444,17 @@ func (d *deviceActor) append(seq uint64, records [][]byte, lines bool, done func
 		}
 		sys.opts.Metrics.stored(arrived)
 		e.noteStored(f.Seq)
+		if sys.opts.AckMode == AckPersist {
+			if c := e.ackTo.Load(); c != nil {
+				// The connection was welcomed: acknowledge from here, without a hop through the
+				// actor. netio coalesces the ACKs of a commit per connection and never writes
+				// one lower than before. The ACK is handed over before inflight drops, so
+				// Quiesce sees it.
+				netio.WriteAck(*c, e.stored.Load(), false)
+				e.inflight.Add(-1)
+				return
+			}
+		}
 		// One ackMsg covers every commit that lands before the actor reads e.stored.
 		e.pending.Add(1)
 		e.inflight.Add(-1)

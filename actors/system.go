@@ -245,7 +245,10 @@ type deviceEntry struct {
 	// Connection state: owned by the actor while awake, guarded by System.mu while dormant.
 	conn                netio.Conn
 	serial, imei, iccid string
-	acked               uint64 // highest seq acknowledged on conn
+	acked               uint64 // highest seq the actor acknowledged on conn
+	// ackTo is conn once it got its WELCOME (nil otherwise, and for UDP sources): in ack mode
+	// persist, commits acknowledge on it directly (see deviceActor.append).
+	ackTo atomic.Pointer[netio.Conn]
 }
 
 // asleep is pending's base while an entry has no actor: any sender then sees a count <= 0.
@@ -319,7 +322,7 @@ func (s *System) handleDormant(e *deviceEntry, msg any) bool {
 		s.welcome(e)
 	case *closedMsg:
 		if e.conn == m.conn {
-			e.conn = nil
+			e.setConn(nil)
 			delete(s.devices, e.id) // nothing is in flight and nobody is connected: forget it
 		}
 	case *deliveredMsg:

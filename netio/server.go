@@ -119,7 +119,7 @@ func New(opts Options, d Dispatcher) *Server {
 // once every listener accepts, or with the first error.
 func (s *Server) Start() error {
 	if s.opts.TCP != "" {
-		s.tcp = &tcpServer{srv: s, conns: make(map[*tcpConn]struct{})}
+		s.tcp = &tcpServer{srv: s, conns: make(map[*tcpConn]struct{}), acks: make(map[gnet.EventLoop]*ackQueue)}
 		if err := s.run(&s.tcp.engineHolder, s.tcp, "tcp", s.opts.TCP, gnet.WithTicker(true), gnet.WithTCPNoDelay(gnet.TCPNoDelay)); err != nil {
 			return fmt.Errorf("tcp listener %s: %w", s.opts.TCP, err)
 		}

@@ -21,8 +21,9 @@ type tcpServer struct {
 	engineHolder
 	srv *Server
 
-	mu    sync.Mutex // guards conns; taken on open/close and once per tick, never on the data path
+	mu    sync.Mutex // guards conns and acks; taken on open/close and once per tick, never on the data path
 	conns map[*tcpConn]struct{}
+	acks  map[gnet.EventLoop]*ackQueue // one per event loop (ack.go)
 }
 
 // tcpConn is one device connection. Fields without atomics are owned by the connection's event
@@ -37,6 +38,14 @@ type tcpConn struct {
 	last    atomic.Int64 // unix nanos of the last frame
 	helloed atomic.Bool
 	failed  atomic.Bool
+
+	// Cumulative ACKs (ack.go): the highest seq asked for, whether the connection is in its
+	// loop's queue, whether a repeat was asked for, and (loop-owned) the highest written.
+	acks      *ackQueue
+	ackSeq    atomic.Uint64
+	ackQueued atomic.Bool
+	ackAgain  atomic.Bool
+	ackSent   uint64
 }
 
 func (s *tcpServer) OnBoot(eng gnet.Engine) gnet.Action {
@@ -54,6 +63,11 @@ func (s *tcpServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	c.SetContext(tc)
 	s.mu.Lock()
 	s.conns[tc] = struct{}{}
+	loop := c.EventLoop()
+	if tc.acks = s.acks[loop]; tc.acks == nil {
+		tc.acks = &ackQueue{loop: loop}
+		s.acks[loop] = tc.acks
+	}
 	s.mu.Unlock()
 	return nil, gnet.None
 }

@@ -25,7 +25,8 @@ type committer struct {
 	coldDel [][]byte    // c/ keys to delete
 	win     ckWindows   // window.go: the windows of the current transaction's checkpoint entries
 
-	nextSeg uint64 // ID of the next segment
+	nextSeg uint64      // ID of the next segment
+	linger  *time.Timer // CommitLinger's, created on first use
 
 	// Device checkpoint keys: IDs in [ckFirst, ckNext) may exist.
 	ckFirst, ckNext uint64
@@ -89,6 +90,7 @@ func (s *Store) runCommitter() {
 	defer close(s.committerDone)
 	var retry <-chan time.Time
 	for {
+		s.linger()
 		closed := s.take()
 		s.applyColdMarks()
 		if len(s.c.batch) == 0 && s.idle(closed) {
@@ -116,6 +118,34 @@ func (s *Store) runCommitter() {
 			continue
 		}
 		s.maybeSnapshot()
+	}
+}
+
+// linger waits while the queue holds a small batch whose oldest frame was
+// appended less than CommitLinger ago (see Options.CommitLinger). Append
+// wakes it when the batch grows large; Close wakes it too.
+func (s *Store) linger() {
+	if s.opts.CommitLinger <= 0 {
+		return
+	}
+	s.mu.Lock()
+	var wait time.Duration
+	if !s.closed && len(s.queue) > 0 && len(s.queue) < lingerFrames && s.queueBytes < lingerBytes {
+		wait = time.Duration(s.queue[0].at) + s.opts.CommitLinger - time.Since(s.opened)
+	}
+	s.mu.Unlock()
+	if wait <= 0 {
+		return
+	}
+	if s.c.linger == nil {
+		s.c.linger = time.NewTimer(wait)
+	} else {
+		s.c.linger.Reset(wait)
+	}
+	select {
+	case <-s.c.linger.C:
+	case <-s.wake:
+		s.c.linger.Stop()
 	}
 }
 

@@ -364,7 +364,10 @@ func (s *Store) Append(f *Frame, done func(err error)) {
 	}
 	s.queue = append(s.queue, request{f: f, done: done, size: size, at: int64(time.Since(s.opened))})
 	s.queueBytes += size
-	first := len(s.queue) == 1
+	// The first frame wakes the committer; a batch that just grew large
+	// ends its linger.
+	first := len(s.queue) == 1 || len(s.queue) == lingerFrames ||
+		(s.queueBytes >= lingerBytes && s.queueBytes-size < lingerBytes)
 	s.mu.Unlock()
 	if first {
 		s.signal()
