@@ -27,6 +27,7 @@ type committer struct {
 
 	nextSeg uint64      // ID of the next segment
 	linger  *time.Timer // CommitLinger's, created on first use
+	hold    *time.Timer // admit.go's poll, created on first use
 
 	// Device checkpoint keys: IDs in [ckFirst, ckNext) may exist.
 	ckFirst, ckNext uint64
@@ -90,6 +91,7 @@ func (s *Store) runCommitter() {
 	defer close(s.committerDone)
 	var retry <-chan time.Time
 	for {
+		s.admit() // admit.go
 		s.linger()
 		closed := s.take()
 		s.applyColdMarks()
@@ -539,6 +541,7 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 	s.state.Lock()
 	if segID != 0 {
 		s.registerLocked(segID, c.frames, len(c.val))
+		s.countInLocked(c.frames) // admit.go
 	}
 	for _, r := range c.batch {
 		f := r.f

@@ -41,6 +41,13 @@ type Options struct {
 	// them back (see resident.go). Default 262144. Routes' in-memory queues
 	// are not counted in it; what they hold stays resident.
 	MaxResident int
+	// IngestHold: while a route that delivers (it marked records done within
+	// the last second) has a backlog that grew by more than this many records
+	// above the lowest it was since it last delivered, the committer holds new
+	// frames (at most 100 ms at a time) until the growth is down to half:
+	// ingest yields to delivery instead of acknowledging faster than the
+	// routes deliver (see admit.go). Default MaxResident/4; negative: never.
+	IngestHold int
 	// GCInterval is the period of Badger value-log garbage collection,
 	// which also runs soon after segments are retired (see gc.go). Default
 	// 1 minute; negative: only the runs after retirements.
@@ -119,6 +126,9 @@ func (o Options) withDefaults() Options {
 	o.MaxCommitBytes = min(o.MaxCommitBytes, maxSegmentBytes)
 	if o.MaxResident <= 0 {
 		o.MaxResident = defaultMaxResident
+	}
+	if o.IngestHold == 0 {
+		o.IngestHold = max(1, o.MaxResident/4)
 	}
 	if o.CommitLinger == 0 {
 		o.CommitLinger = defaultCommitLinger
@@ -232,4 +242,5 @@ type Stats struct {
 	CheckpointKeys    int           // device checkpoint keys (current)
 	Snapshots         uint64        // checkpoint rewrites
 	VlogGCRewrites    uint64        // value-log files rewritten by GC
+	IngestHolds       uint64        // times the committer held new data for delivery to catch up (admit.go)
 }

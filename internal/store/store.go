@@ -63,13 +63,14 @@ type Store struct {
 	order       *btree.BTreeG[uint64] // IDs of resident segments
 	res         residency
 	devices     map[string]*deviceState
-	deviceBytes int64       // checkpoint size of all devices, to decide on snapshots
-	liveBytes   int64       // encoded bytes of live segments
-	dirty       []*segState // segments with changed bitmaps
-	retire      []*segState // segments to delete
-	stopped     bool        // the committer has exited: MarkDelivered is a no-op
-	loading     bool        // Open is rebuilding state: no notifications
-	notify      *notifier   // OnDelivered and OnWindowDelivered; holds events until Start
+	deviceBytes int64                 // checkpoint size of all devices, to decide on snapshots
+	liveBytes   int64                 // encoded bytes of live segments
+	dirty       []*segState           // segments with changed bitmaps
+	retire      []*segState           // segments to delete
+	stopped     bool                  // the committer has exited: MarkDelivered is a no-op
+	loading     bool                  // Open is rebuilding state: no notifications
+	notify      *notifier             // OnDelivered and OnWindowDelivered; holds events until Start
+	flows       map[uint16]*routeFlow // per route: ingest admission (admit.go)
 
 	// Route names, guarded by routesMu.
 	routesMu  sync.Mutex
@@ -118,7 +119,7 @@ type request struct {
 type counters struct {
 	commits, commitErrors, frames, records, bytes atomic.Uint64
 	segmentsWritten, segmentsRetired, snapshots   atomic.Uint64
-	vlogGC                                        atomic.Uint64
+	vlogGC, ingestHolds                           atomic.Uint64
 	lastFrames                                    atomic.Int64
 	lastLatency                                   atomic.Int64
 	ckKeys                                        atomic.Int64
@@ -170,6 +171,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		res:            newResidency(opts.MaxResident),
 		devices:        make(map[string]*deviceState),
 		notify:         newNotifier(),
+		flows:          make(map[uint16]*routeFlow),
 		routes:         make(map[string]uint16),
 		nextRoute:      1,
 		committerDone:  make(chan struct{}),
@@ -423,6 +425,7 @@ func (s *Store) MarkDelivered(route uint16, refs []Ref) {
 		return
 	}
 	changed := false
+	marked := 0
 	s.state.Lock()
 	if !s.stopped {
 		var seg *segState
@@ -438,11 +441,16 @@ func (s *Store) MarkDelivered(route uint16, refs []Ref) {
 			case rt != nil:
 				if s.markLocked(seg, rt, r.Pos) {
 					changed = true
+					marked++
 				}
 			case seg == nil && s.res.coldSegs > 0:
 				s.res.marks = append(s.res.marks, coldMark{route: route, ref: r})
 				changed = true
+				marked++ // counted when asked: a cold mark is rarely a repeat
 			}
+		}
+		if marked > 0 && s.opts.IngestHold > 0 {
+			s.countOutLocked(route, marked, time.Now()) // admit.go
 		}
 	}
 	s.state.Unlock()
@@ -665,6 +673,7 @@ func (s *Store) Stats() Stats {
 		SegmentsRetired:   s.stats.segmentsRetired.Load(),
 		Snapshots:         s.stats.snapshots.Load(),
 		VlogGCRewrites:    s.stats.vlogGC.Load(),
+		IngestHolds:       s.stats.ingestHolds.Load(),
 		LastCommitFrames:  int(s.stats.lastFrames.Load()),
 		LastCommitLatency: time.Duration(s.stats.lastLatency.Load()),
 		CheckpointKeys:    int(s.stats.ckKeys.Load()),
