@@ -16,8 +16,8 @@ type Machine struct {
 // Limits checked against the machine.
 const (
 	// MaxEventLoopsPerCPU bounds devices.event_loops: at most this many per CPU. An event loop
-	// uses at most one CPU, and the relay gives each its own P (see relay.SetProcs), so loops
-	// beyond a few per CPU only add threads, and 100000 of them never finish starting.
+	// uses at most one CPU, so loops beyond a few per CPU only add threads, and 100000 of them
+	// never finish starting.
 	MaxEventLoopsPerCPU = 4
 	// StoreFiles is the part of the open-file limit [Config.OwnFiles] counts for the store and
 	// the process itself: Badger keeps every value-log file (16 MiB each) and table open, so

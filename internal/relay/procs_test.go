@@ -15,13 +15,18 @@ func TestSetProcs(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "")
 	cfg := config.Default()
 	cfg.Devices.EventLoops = 3
-	if got := relay.SetProcs(cfg); got != base+6 || runtime.GOMAXPROCS(0) != base+6 {
-		t.Fatalf("TCP and UDP with 3 loops each: SetProcs = %d, GOMAXPROCS %d; want %d", got, runtime.GOMAXPROCS(0), base+6)
+	if got := relay.SetProcs(cfg); got != base+1 || runtime.GOMAXPROCS(0) != base+1 {
+		t.Fatalf("TCP and UDP with 3 loops each: SetProcs = %d, GOMAXPROCS %d; want %d (one spare P)", got, runtime.GOMAXPROCS(0), base+1)
 	}
 	runtime.GOMAXPROCS(base)
 	cfg.Devices.Native.UDP = ""
-	if got := relay.SetProcs(cfg); got != base+3 {
-		t.Fatalf("TCP only: SetProcs = %d, want %d", got, base+3)
+	if got := relay.SetProcs(cfg); got != base+1 {
+		t.Fatalf("TCP only: SetProcs = %d, want %d", got, base+1)
+	}
+	runtime.GOMAXPROCS(base)
+	cfg.Devices.Native.TCP = ""
+	if got := relay.SetProcs(cfg); got != base {
+		t.Fatalf("no native listener: SetProcs = %d, want %d unchanged", got, base)
 	}
 	runtime.GOMAXPROCS(base)
 

@@ -27,7 +27,10 @@ type committer struct {
 
 	nextSeg uint64      // ID of the next segment
 	linger  *time.Timer // CommitLinger's, created on first use
-	hold    *time.Timer // admit.go's poll, created on first use
+	// lastCommit is when the last commit that stored frames started (ns since the store
+	// opened, like request.at).
+	lastCommit int64
+	hold       *time.Timer // admit.go's poll, created on first use
 
 	// Device checkpoint keys: IDs in [ckFirst, ckNext) may exist.
 	ckFirst, ckNext uint64
@@ -123,9 +126,11 @@ func (s *Store) runCommitter() {
 	}
 }
 
-// linger waits while the queue holds a small batch whose oldest frame was
-// appended less than CommitLinger ago (see Options.CommitLinger). Append
-// wakes it when the batch grows large; Close wakes it too.
+// linger waits while the queue holds a small batch, until CommitLinger after
+// the start of the previous commit, or after the oldest frame's Append if that
+// was earlier (see Options.CommitLinger): commits are paced, and a frame that
+// finds the committer idle for longer is committed at once. Append wakes it
+// when the batch grows large; Close wakes it too.
 func (s *Store) linger() {
 	if s.opts.CommitLinger <= 0 {
 		return
@@ -133,7 +138,7 @@ func (s *Store) linger() {
 	s.mu.Lock()
 	var wait time.Duration
 	if !s.closed && len(s.queue) > 0 && len(s.queue) < lingerFrames && s.queueBytes < lingerBytes {
-		wait = time.Duration(s.queue[0].at) + s.opts.CommitLinger - time.Since(s.opened)
+		wait = time.Duration(min(s.queue[0].at, s.c.lastCommit)) + s.opts.CommitLinger - time.Since(s.opened)
 	}
 	s.mu.Unlock()
 	if wait <= 0 {
@@ -209,6 +214,9 @@ func (s *Store) commit() error {
 	c := &s.c
 	s.diskGate() // disk.go: reads free space when due; refuses the batch's frames while it is low
 	start := time.Now()
+	if len(c.batch) > 0 {
+		c.lastCommit = int64(start.Sub(s.opened))
+	}
 	c.frames = c.frames[:0]
 	clear(c.ck)
 	c.ckWindowsReset() // window.go

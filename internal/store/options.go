@@ -25,15 +25,17 @@ type Options struct {
 	// than 960 KiB in one commit, whatever the setting, which bounds the
 	// latency of a commit and the memory of reading a segment back.
 	MaxCommitBytes int
-	// CommitLinger is how long the committer lets a small batch wait for more
-	// frames before it commits, counted from the oldest frame's Append
-	// (default 1 ms; negative: commit at once). A group commit costs about
-	// the same for 2 frames as for 50 (a Badger transaction, a segment, its
-	// delivery state, a route message, its retirement): at one frame per
-	// device every 100 ms, committing at once made commits of ≈2 frames and
-	// cost more CPU per frame than everything else in the relay. A batch of
-	// lingerFrames frames or lingerBytes bytes, or one whose oldest frame
-	// waited for a commit in progress, is committed at once.
+	// CommitLinger paces group commits: a small batch waits for more frames
+	// until CommitLinger after the start of the previous commit, or after its
+	// oldest frame's Append if that was earlier (default 1 ms; negative:
+	// commit at once). A frame that finds the committer idle for longer is
+	// committed at once, so light traffic waits for nothing; a batch of
+	// lingerFrames frames or lingerBytes bytes does not wait either. A group
+	// commit costs about the same for 2 frames as for 20 (a Badger
+	// transaction, a segment, its delivery state, a route message, its
+	// retirement): 1,000 devices sending a frame every 100 ms made commits of
+	// ≈2 frames when each was committed at once, and those commits cost more
+	// CPU per frame than the rest of the relay.
 	CommitLinger time.Duration
 	// MaxResident caps the records of the segments whose delivery state is
 	// held in memory (resident); beyond it, segments that no route holds in
