@@ -548,10 +548,15 @@ func TestBatchLimits(t *testing.T) {
 	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "BL"}, 1)
 	small := []byte(`{"v":1}`)
 	big := []byte(`{"pad":"` + strings.Repeat("x", 700) + `"}`)
-	for i := 0; i < 14; i++ { // two full batches by count
-		if _, err := d.Send(small); err != nil {
-			t.Fatal(err)
-		}
+	// Two full batches by count, in one frame: stored in one commit, so all 14 are queued before
+	// the first batch returns. (Sent as 14 frames, records that reach the route while the first
+	// batch is in flight go out as soon as it returns, full or not: the lane has a backlog.)
+	smalls := make([][]byte, 14)
+	for i := range smalls {
+		smalls[i] = small
+	}
+	if _, err := d.Send(smalls...); err != nil {
+		t.Fatal(err)
 	}
 	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
 		if n := sink.Stats().Unique; n != 14 {
