@@ -88,6 +88,9 @@ func (s *Store) RegisterMetrics(reg prometheus.Registerer, routes []string) erro
 	cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "fleetrelay_store_refused_frames_total", Help: "Frames the store refused for lack of disk space (native devices got ERROR 503; NDJSON lines were dropped).",
 	}, func() float64 { return float64(s.Space().RefusedFrames) }))
+	cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "fleetrelay_store_ingest_holds_total", Help: "Times the store held new frames so that a route whose endpoint answers could catch up (ingest yields to delivery).",
+	}, func() float64 { return float64(s.Stats().IngestHolds) }))
 	reg.MustRegister(cs...)
 	return nil
 }

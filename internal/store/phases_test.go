@@ -131,6 +131,8 @@ func TestRegisterMetrics(t *testing.T) {
 				got[mf.GetName()] = m.GetGauge().GetValue()
 			case m.GetHistogram() != nil:
 				got[mf.GetName()] = float64(m.GetHistogram().GetSampleCount())
+			case m.GetCounter() != nil:
+				got[mf.GetName()] = m.GetCounter().GetValue()
 			}
 		}
 	}
@@ -139,7 +141,11 @@ func TestRegisterMetrics(t *testing.T) {
 		"fleetrelay_route_dead_letter_messages": 0,
 		"fleetrelay_store_resident_messages":    3,
 		"fleetrelay_store_commit_frames":        1, // one commit observed
+		"fleetrelay_store_ingest_holds_total":   0, // a route that delivered nothing holds nothing
 	} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("%s is not registered", name)
+		}
 		if got[name] != want {
 			t.Errorf("%s = %v, want %v", name, got[name], want)
 		}
