@@ -57,7 +57,7 @@ func run(args []string) int {
 		return 1
 	}
 	// After New, which refuses event loops the machine cannot carry.
-	log.Debug("gomaxprocs", "n", relay.SetProcs(cfg))
+	log.Debug("runtime", "gomaxprocs", relay.SetProcs(cfg), "memory_limit", relay.SetMemoryLimit(cfg))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := r.Run(ctx); err != nil {

@@ -13,6 +13,11 @@ const ExampleYAML = `# fleetrelay configuration.
 # Directory holding the store (journal, route queues, device state). Created if missing.
 data_dir: ./data
 
+# The Go runtime's soft memory limit: near it the garbage collector runs more often, so the heap's
+# headroom does not double a full queue's memory. The default keeps peak RSS near 256MiB at full
+# load with delivery.max_queued_messages at its default. 0: no limit. GOMEMLIMIT, when set, wins.
+memory_limit: 200MiB
+
 log:
   level: info             # lowest level written: debug, info, warn or error
   format: text            # text (key=value) or json

@@ -26,6 +26,7 @@ const (
 	MaxIdentityField = 255          // longest devices.ndjson.identity_field
 	MaxBatchMessages = 100000       // largest routes[i].batch.max_messages
 	MaxRouteRequests = 1024         // largest routes[i].concurrency
+	MinMemoryLimit   = 32 * MiB     // smallest memory_limit other than 0
 )
 
 var (
@@ -42,6 +43,9 @@ func (c *Config) Validate() error {
 
 	if strings.TrimSpace(c.DataDir) == "" {
 		p.add("data_dir", "required")
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		p.add("memory_limit", "must be 0 (no limit) or at least %s, got %s", MinMemoryLimit, sizeText(c.MemoryLimit))
 	}
 	oneOf(&p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&p, "log.format", c.Log.Format, "text", "json")

@@ -1,8 +1,10 @@
 package relay
 
 import (
+	"math"
 	"os"
 	"runtime"
+	"runtime/debug"
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
 )
@@ -32,4 +34,24 @@ func SetProcs(cfg *config.Config) int {
 	n := runtime.GOMAXPROCS(0) + 1
 	runtime.GOMAXPROCS(n)
 	return n
+}
+
+// SetMemoryLimit sets the Go runtime's soft memory limit to memory_limit (0: none), unless the
+// GOMEMLIMIT environment variable is set, and returns the limit in effect (math.MaxInt64: none).
+//
+// The relay's memory is mostly queued messages (delivery.max_queued_messages) and what is in
+// flight; with GOGC alone the heap may grow to twice what is live before a collection, so a full
+// queue's headroom costs as much as the queue. The limit makes the collector run earlier as the
+// heap nears it instead; the runtime caps the collector's share of CPU, so a live heap above the
+// limit slows the relay rather than stopping it.
+func SetMemoryLimit(cfg *config.Config) int64 {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return debug.SetMemoryLimit(-1)
+	}
+	limit := int64(math.MaxInt64)
+	if cfg.MemoryLimit > 0 {
+		limit = int64(cfg.MemoryLimit)
+	}
+	debug.SetMemoryLimit(limit)
+	return limit
 }

@@ -1,7 +1,9 @@
 package relay_test
 
 import (
+	"math"
 	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
@@ -33,5 +35,27 @@ func TestSetProcs(t *testing.T) {
 	t.Setenv("GOMAXPROCS", "1") // an operator's choice wins (the runtime read it at start)
 	if got := relay.SetProcs(cfg); got != base {
 		t.Fatalf("with GOMAXPROCS set: SetProcs = %d, want %d unchanged", got, base)
+	}
+}
+
+func TestSetMemoryLimit(t *testing.T) {
+	base := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(base)
+
+	t.Setenv("GOMEMLIMIT", "")
+	cfg := config.Default()
+	if got, now := relay.SetMemoryLimit(cfg), debug.SetMemoryLimit(-1); got != int64(cfg.MemoryLimit) || now != got {
+		t.Fatalf("default: SetMemoryLimit = %d, runtime limit %d; want %d", got, now, int64(cfg.MemoryLimit))
+	}
+	cfg.MemoryLimit = 0
+	if got, now := relay.SetMemoryLimit(cfg), debug.SetMemoryLimit(-1); got != math.MaxInt64 || now != math.MaxInt64 {
+		t.Fatalf("memory_limit 0: SetMemoryLimit = %d, runtime limit %d; want no limit", got, now)
+	}
+
+	debug.SetMemoryLimit(123 << 20)
+	t.Setenv("GOMEMLIMIT", "123MiB") // an operator's choice wins (the runtime read it at start)
+	cfg.MemoryLimit = 64 * config.MiB
+	if got := relay.SetMemoryLimit(cfg); got != 123<<20 {
+		t.Fatalf("with GOMEMLIMIT set: SetMemoryLimit = %d, want %d unchanged", got, 123<<20)
 	}
 }
