@@ -212,7 +212,7 @@ func TestParse(t *testing.T) {
 
 	// Unknown keys, with path, line and a suggestion.
 	f("dta_dir: x\n", "dta_dir: unknown key; did you mean data_dir? (line 1)")
-	f("bogus: 1\n", "bogus: unknown key; known keys: admin, data_dir, delivery, devices, fleet, log, memory_limit, routes, store (line 1)")
+	f("bogus: 1\n", "bogus: unknown key; known keys: admin, data_dir, delivery, devices, fleet, gc_percent, log, memory_limit, routes, store (line 1)")
 	f("devices:\n  native:\n    tcp: :1\n    sctp: :2\n", "devices.native.sctp: unknown key", "(line 4)")
 	f(route("    batch:\n      max_message: 10\n"), "routes[0].batch.max_message: unknown key; did you mean max_messages? (line 5)")
 	f(route("    retry:\n      backoff: 1s\n"), "routes[0].retry.backoff: unknown key")
@@ -246,6 +246,8 @@ func TestParse(t *testing.T) {
 	f("devices:\n  max_frame: 8\n", "devices.max_frame: must be between 16B and 1MiB, got 8B (line 2)")
 	f("devices:\n  max_frame: 2MiB\n", "devices.max_frame: must be between 16B and 1MiB, got 2MiB")
 	f("memory_limit: 1MiB\n", "memory_limit: must be 0 (no limit) or at least 32MiB, got 1MiB (line 1)")
+	f("gc_percent: 0\n", "gc_percent: must be -1 (collect only near memory_limit) or > 0, got 0 (line 1)")
+	f("gc_percent: -1\nmemory_limit: 0\n", "gc_percent: -1 needs a memory_limit")
 	f("devices:\n  max_frame: 16\n")
 	f("devices:\n  max_frame: 1MiB\n")
 

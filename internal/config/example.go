@@ -16,7 +16,11 @@ data_dir: ./data
 # The Go runtime's soft memory limit: near it the garbage collector runs more often, so the heap's
 # headroom does not double a full queue's memory. The default keeps peak RSS near 256MiB at full
 # load with delivery.max_queued_messages at its default. 0: no limit. GOMEMLIMIT, when set, wins.
-memory_limit: 200MiB
+memory_limit: 192MiB
+# The garbage collector's pace (GOGC): a collection once the heap grew by this many percent over
+# what the last one left live. Higher: less CPU per frame and a shorter ACK tail for more memory,
+# which memory_limit caps. -1: collect only near memory_limit. GOGC, when set, wins.
+gc_percent: 400
 
 log:
   level: info             # lowest level written: debug, info, warn or error

@@ -47,6 +47,12 @@ func (c *Config) Validate() error {
 	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
 		p.add("memory_limit", "must be 0 (no limit) or at least %s, got %s", MinMemoryLimit, sizeText(c.MemoryLimit))
 	}
+	if c.GCPercent < -1 || c.GCPercent == 0 {
+		p.add("gc_percent", "must be -1 (collect only near memory_limit) or > 0, got %d", c.GCPercent)
+	}
+	if c.GCPercent == -1 && c.MemoryLimit == 0 {
+		p.add("gc_percent", "-1 needs a memory_limit: without one the heap would grow without bound")
+	}
 	oneOf(&p, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&p, "log.format", c.Log.Format, "text", "json")
 	positive(&p, "log.failure_interval", c.Log.FailureInterval)

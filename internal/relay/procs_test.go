@@ -41,6 +41,19 @@ func TestSetProcs(t *testing.T) {
 func TestSetMemoryLimit(t *testing.T) {
 	base := debug.SetMemoryLimit(-1)
 	defer debug.SetMemoryLimit(base)
+	gc := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(gc)
+
+	t.Setenv("GOGC", "")
+	relay.SetMemoryLimit(config.Default())
+	if got := debug.SetGCPercent(100); got != config.Default().GCPercent {
+		t.Fatalf("default: GC percent %d, want %d", got, config.Default().GCPercent)
+	}
+	t.Setenv("GOGC", "50") // an operator's choice wins (the runtime read it at start)
+	relay.SetMemoryLimit(config.Default())
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("with GOGC set: GC percent %d, want 100 unchanged", got)
+	}
 
 	t.Setenv("GOMEMLIMIT", "")
 	cfg := config.Default()
