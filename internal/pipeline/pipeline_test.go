@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,18 +28,8 @@ func deliverOne(t *testing.T, srv *httptest.Server, o pipeline.Options) {
 	t.Helper()
 	client := deliver.NewClient(deliver.Options{AllowPrivateNetworks: true})
 	defer client.Close()
-	var sysp atomic.Pointer[actors.System]
 	st, err := store.Open(context.Background(), store.Options{Dir: t.TempDir()})
 	if err != nil {
-		t.Fatal(err)
-	}
-	// The system starts later than the store (after the test stored what it needs): the hook
-	// reaches it through sysp.
-	if err := st.Start(store.Hooks{OnCommit: func(seg *store.Segment) {
-		if sys := sysp.Load(); sys != nil {
-			sys.OnCommit(seg)
-		}
-	}}); err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
@@ -56,7 +45,11 @@ func deliverOne(t *testing.T, srv *httptest.Server, o pipeline.Options) {
 	metrics := actors.NewMetrics(prometheus.NewRegistry())
 	sys := actors.New(actors.Options{Journal: st, Metrics: metrics, Routes: []*actors.Route{{ID: id, Name: "r", URL: u,
 		MaxMessages: 10, MaxBytes: 1 << 20, Concurrency: 1, Deliver: pipeline.New(o)}}})
-	sysp.Store(sys)
+	// The store's two phases, in the relay's order: recovered, the system built on it, then
+	// started with the system's hook.
+	if err := st.Start(store.Hooks{OnCommit: sys.OnCommit}); err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
