@@ -1,0 +1,130 @@
+// Package registry owns the control plane's resources — accounts, API keys, routes and devices —
+// as the relay knows them while it runs: an in-memory index over a Backend that persists them.
+// On one node the backend is the store's registry key space in Badger (NewStoreBackend); a later
+// backend keeps them in a distributed store for several nodes, behind the same small interface.
+//
+// The registry checks nothing but identity and revisions: what a resource may hold (a route's
+// settings, a key's rights) is checked by its callers before they write it.
+package registry
+
+import (
+	"context"
+	"time"
+
+	"github.com/fleetrelay/fleetrelay/internal/config"
+)
+
+// Kind names a resource type; it is also the resource's path segment in the API.
+type Kind string
+
+// Resource kinds.
+const (
+	Accounts Kind = "accounts"
+	Keys     Kind = "keys"
+	Routes   Kind = "routes"
+	Devices  Kind = "devices"
+)
+
+// Source says who owns a resource: the API (it may be changed through it) or the config file (it
+// is read-only through the API).
+type Source string
+
+// Sources.
+const (
+	SourceAPI    Source = "api"
+	SourceConfig Source = "config"
+)
+
+// Meta is what every resource carries.
+type Meta struct {
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	// Revision counts the resource's writes (1 at creation): a write with a stale revision fails
+	// with ErrConflict (optimistic concurrency, If-Match in the API).
+	Revision uint64 `json:"revision"`
+	Source   Source `json:"source"`
+}
+
+// Account is a tenant: keys, routes and devices may belong to one.
+type Account struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Meta
+}
+
+// Key is an API key. The key itself is never stored: Hash is its SHA-256.
+type Key struct {
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Account string   `json:"account,omitempty"` // "" for a global key
+	Rights  []string `json:"rights"`            // "resource:action", wildcards allowed
+	Preset  string   `json:"preset,omitempty"`  // the preset the rights came from, if any
+	Hash    [32]byte `json:"hash"`
+	// ExpiresAt ends the key's validity (zero: never). Rotation sets it on the old key.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Bootstrap marks the super key of admin.bootstrap_key or <data_dir>/admin.key: not listed
+	// as a resource one can delete.
+	Bootstrap bool `json:"bootstrap,omitempty"`
+	Meta
+}
+
+// Route is a route created through the API (or, with Source config, one of the config file's).
+// Spec holds the route's settings as the config file would, secrets included as values.
+type Route struct {
+	Spec config.Route `json:"spec"`
+	Meta
+}
+
+// Name is the route's identity.
+func (r *Route) Name() string { return r.Spec.Name }
+
+// Device is one device's metadata. ID is upper case (identities are case-insensitive).
+type Device struct {
+	ID      string   `json:"id"`
+	IMEI    string   `json:"imei,omitempty"`
+	ICCID   string   `json:"iccid,omitempty"`
+	Custom1 string   `json:"custom1,omitempty"`
+	Custom2 string   `json:"custom2,omitempty"`
+	Custom3 string   `json:"custom3,omitempty"`
+	Tags    []string `json:"tags,omitempty"`
+	Groups  []string `json:"groups,omitempty"`
+	Account string   `json:"account,omitempty"`
+	Meta
+}
+
+// Op is one write of a Backend transaction: Value nil deletes the key.
+type Op struct {
+	Kind  Kind
+	ID    string
+	Value []byte
+}
+
+// Backend persists the registry's resources. Write applies its ops atomically and durably before
+// it returns. Implementations are safe for concurrent use.
+type Backend interface {
+	// Load calls fn for every stored resource, in any order.
+	Load(ctx context.Context, fn func(kind Kind, id string, value []byte) error) error
+	Write(ctx context.Context, ops []Op) error
+}
+
+// Change is one committed change, handed to the watchers in commit order. Exactly one of the
+// resource pointers is set (the new value), or none with Deleted (then Kind and ID say what).
+type Change struct {
+	Kind    Kind
+	ID      string
+	Deleted bool
+	Account *Account
+	Key     *Key
+	Route   *Route
+	Device  *Device
+}
+
+// ListOptions select a page of a list: resources with an ID after After (the opaque cursor of
+// the previous page, decoded by the caller), at most Limit of them (0: 100), those of Account
+// only when it is set, and only those Match accepts when it is set.
+type ListOptions struct {
+	After   string
+	Limit   int
+	Account string
+	Match   func(any) bool
+}
