@@ -14,7 +14,7 @@ import (
 
 // profiler takes CPU profiles of the relay and of this process during a scenario's load.
 type profiler struct {
-	dir, name, admin string
+	dir, name, admin, key string
 	logf             func(string, ...any)
 	self             *os.File
 	wg               sync.WaitGroup
@@ -22,8 +22,8 @@ type profiler struct {
 
 // startProfiles starts both CPU profiles and the relay's execution trace. The relay's covers the load after ramp-up (its
 // length is fixed when requested); this process's runs until finish.
-func startProfiles(dir string, s *Scenario, admin string, logf func(string, ...any)) *profiler {
-	p := &profiler{dir: dir, name: s.Name, admin: admin, logf: logf}
+func startProfiles(dir string, s *Scenario, admin, key string, logf func(string, ...any)) *profiler {
+	p := &profiler{dir: dir, name: s.Name, admin: admin, key: key, logf: logf}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		logf("profile: %v", err)
 		return p
@@ -67,7 +67,13 @@ func (p *profiler) fetch(query, kind string, timeout time.Duration) {
 func (p *profiler) fetchURL(url, path string, timeout time.Duration) {
 	kind := filepath.Base(path)
 	c := http.Client{Timeout: timeout}
-	resp, err := c.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		p.logf("profile %s: %v", kind, err)
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+p.key) // /debug/pprof needs a super key
+	resp, err := c.Do(req)
 	if err != nil {
 		p.logf("profile %s: %v", kind, err)
 		return

@@ -94,6 +94,7 @@ type Result struct {
 	// fields are those of one relay run (Floors.Shown), the one with the median figure.
 	Floors *Comparison `json:"floors,omitempty"`
 
+	Churn   *ChurnResult      `json:"churn,omitempty"`   // the control plane's work during the load
 	Crash   *CrashResult      `json:"crash,omitempty"`   // crash scenarios
 	Backlog *BacklogResult    `json:"backlog,omitempty"` // backlog scenarios
 	Sink    loadgen.SinkStats `json:"sink"`              // the sink's counters at the end
@@ -131,6 +132,7 @@ type env struct {
 	sink                           *loadgen.Sink
 	dir, cfgPath, dataDir          string
 	devAddr, ndjsonAddr, adminAddr string
+	key                            string // admin.bootstrap_key: a super key for the API and pprof
 	log                            io.Writer
 }
 
@@ -178,7 +180,8 @@ func (e *env) setup(s *Scenario, o Options, admin bool) error {
 		}
 	}
 	e.cfgPath = filepath.Join(e.dir, "relay.yaml")
-	cfg := relayConfig(s, e.dataDir, e.devAddr, e.ndjsonAddr, e.adminAddr, e.sink.URL())
+	e.key = newKey()
+	cfg := relayConfig(s, e.dataDir, e.devAddr, e.ndjsonAddr, e.adminAddr, e.key, e.sink.URL())
 	return os.WriteFile(e.cfgPath, []byte(cfg), 0o600)
 }
 
@@ -309,7 +312,11 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	cpu0, self0 := relay.cpu(), selfCPU()
 	var prof *profiler
 	if o.ProfileDir != "" && relayRun {
-		prof = startProfiles(o.ProfileDir, s, adminAddr, logf)
+		prof = startProfiles(o.ProfileDir, s, adminAddr, e.key, logf)
+	}
+	var churn *churner
+	if s.Churn != nil && relayRun {
+		churn = startChurn(ctx, s.Churn, adminAddr, e.key, "B", s.Load.Devices)
 	}
 	var acked, sent atomic.Int64
 	var flow *flowSampler
@@ -336,10 +343,23 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 		if flow != nil {
 			flow.stop()
 		}
+		if churn != nil {
+			churn.stop(0)
+		}
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	loadEnd := time.Now()
 	atLoadEnd := int64(sink.Stats().Unique)
+	if churn != nil {
+		res.Churn = churn.stop(rep.SendSeconds)
+		note := fmt.Sprintf("churn: %s device updates/s answered 2xx (asked %s), p50 %.1f ms, p99 %.1f ms, %d errors",
+			Count(res.Churn.PerSec), Count(res.Churn.Asked), res.Churn.P50Ms, res.Churn.P99Ms, res.Churn.Errors)
+		if res.Churn.LastErr != "" {
+			note += " (last: " + res.Churn.LastErr + ")"
+		}
+		res.Notes = append(res.Notes, note)
+		logf("%s", note)
+	}
 	if flow != nil {
 		flow.stop()
 		res.Sustained = flow.sustained(rep.Start, time.Duration(s.Load.Ramp), loadEnd)
@@ -494,14 +514,14 @@ func freeAddr() (string, error) {
 }
 
 // relayConfig is the relay's config file for s.
-func relayConfig(s *Scenario, dataDir, devAddr, ndjsonAddr, adminAddr, sinkURL string) string {
+func relayConfig(s *Scenario, dataDir, devAddr, ndjsonAddr, adminAddr, key, sinkURL string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "data_dir: %s\nlog:\n  level: warn\n", dataDir)
 	fmt.Fprintf(&b, "devices:\n  native:\n    tcp: %s\n    udp: \"\"\n  ack: %s\n  max_connections: %d\n", devAddr, s.Relay.Ack, max(s.Load.Devices+16, 10000))
 	if ndjsonAddr != "" {
 		fmt.Fprintf(&b, "  ndjson:\n    tcp: %s\n", ndjsonAddr)
 	}
-	fmt.Fprintf(&b, "store:\n  sync: %t\nadmin:\n  listen: %q\ndelivery:\n  allow_private_networks: true\n", s.Relay.Sync, adminAddr)
+	fmt.Fprintf(&b, "store:\n  sync: %t\nadmin:\n  listen: %q\n  bootstrap_key: %q\ndelivery:\n  allow_private_networks: true\n", s.Relay.Sync, adminAddr, key)
 	if s.Relay.MaxBackoff > 0 {
 		fmt.Fprintf(&b, "  retry:\n    max_backoff: %s\n", time.Duration(s.Relay.MaxBackoff))
 	}

@@ -44,6 +44,10 @@ type Scenario struct {
 	// relay's fleetrelay_route_backlog_messages confirms); memory, a restart with the backlog and
 	// the drain are measured (bench -run backlog).
 	Backlog *BacklogSpec `yaml:"backlog"`
+	// Churn replaces device metadata through the admin API while the fleet sends (the relay
+	// runs only; floors have no API), so the data path's cost of a busy control plane shows in
+	// the ratios to the floors.
+	Churn *ChurnSpec `yaml:"churn"`
 }
 
 // CrashSpec describes the kills of a crash scenario. The load's duration caps the test: the fleet
@@ -180,6 +184,9 @@ func (s *Scenario) defaults() {
 			c.Tail = Duration(3 * time.Second)
 		}
 	}
+	if c := s.Churn; c != nil && c.Rate == 0 {
+		c.Rate = 1000
+	}
 	if b := s.Backlog; b != nil {
 		if b.Messages == 0 {
 			b.Messages = 10_000_000
@@ -230,6 +237,9 @@ func (s *Scenario) validate() error {
 		case f == FloorPipeline && (s.Relay.NoRoute || (s.Relay.Format != "" && s.Relay.Format != "envelope")):
 			errs = append(errs, fmt.Sprintf("floors[%d]: the pipeline floor renders the default envelope: it needs a route of format envelope", i))
 		}
+	}
+	if c := s.Churn; c != nil && (c.Rate < 0 || s.Load.Idle || s.Load.Protocol != "native") {
+		errs = append(errs, "churn: needs native devices that send, and rate >= 0")
 	}
 	if b := s.Backlog; b != nil && b.Messages < 0 {
 		errs = append(errs, "backlog.messages: must be > 0")
