@@ -15,9 +15,9 @@ import (
 // profiler takes CPU profiles of the relay and of this process during a scenario's load.
 type profiler struct {
 	dir, name, admin, key string
-	logf             func(string, ...any)
-	self             *os.File
-	wg               sync.WaitGroup
+	logf                  func(string, ...any)
+	self                  *os.File
+	wg                    sync.WaitGroup
 }
 
 // startProfiles starts both CPU profiles and the relay's execution trace. The relay's covers the load after ramp-up (its
