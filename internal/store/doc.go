@@ -31,6 +31,9 @@
 //	d/<routeID u16 BE>/<id u64 BE>    dead letter: records a route gave up on,
 //	                                  with why (see deadletter.go)
 //	q/<routeID u16 BE>/<id u64 BE>    dead letter being replayed
+//	g/<kind>/<id>                     a control-plane resource (internal/registry): an
+//	                                  account, API key, route or device, in the
+//	                                  registry's encoding (see registry.go)
 //
 // Values of 1 KiB and more, which includes all but the smallest segments,
 // are kept in Badger's value log, so the LSM tree holds little more than keys

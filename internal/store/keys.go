@@ -2,7 +2,8 @@ package store
 
 import "encoding/binary"
 
-// Key prefixes; see the package documentation for the layout.
+// Key prefixes; see the package documentation for the layout. Also d/ and q/ (deadletter.go),
+// c/ (resident.go) and g/ (registry.go).
 var (
 	prefixSegment    = []byte("j/")
 	prefixBitmap     = []byte("r/")
