@@ -5,6 +5,10 @@
 //
 // The registry checks nothing but identity and revisions: what a resource may hold (a route's
 // settings, a key's rights) is checked by its callers before they write it.
+//
+// A backend holds each resource as its JSON encoding (the json tags below; a route's spec with
+// config.Route's Go field names, secrets as config.Secret's encoded value, so a stored route
+// keeps its secrets: the config types must not get JSON methods that drop or redact anything).
 package registry
 
 import (
@@ -121,7 +125,10 @@ type Change struct {
 
 // ListOptions select a page of a list: resources with an ID after After (the opaque cursor of
 // the previous page, decoded by the caller), at most Limit of them (0: 100), those of Account
-// only when it is set, and only those Match accepts when it is set.
+// only when it is set (an account: that one; a key, route or device: those that belong to it),
+// and only those Match accepts when it is set. Match is called with the index's own value
+// (*Account, *Key, *Route or *Device) under the registry's read lock: it must neither keep nor
+// change it, nor call the registry's writes.
 type ListOptions struct {
 	After   string
 	Limit   int
