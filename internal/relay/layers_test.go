@@ -24,6 +24,8 @@ var layers = []struct {
 	{"internal/auth", nil},
 	{"internal/api", nil},
 	{"internal/config", []string{"codec/..."}},
+	// The control plane's resources: route specs are config's, the one-node backend is the store.
+	{"internal/registry", []string{"internal/config", "internal/store"}},
 	// The sockets, then the actors over them.
 	{"netio", []string{"codec/...", "internal/throttle"}},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},

@@ -2,7 +2,8 @@
 // database: the journal of stored DATA frames and command results (RESULT
 // frames, see Frame.Result), per-route delivery progress,
 // per-device sequence state (last stored seq and the delivered watermark),
-// the route-name table, and value-log garbage collection.
+// the route-name table, the control plane's resources (internal/registry's,
+// held as values it does not interpret), and value-log garbage collection.
 //
 // # Journal
 //
