@@ -213,7 +213,9 @@ func (r *Registry) Delete(ctx context.Context, kind Kind, id string) error {
 // whose Meta.Revision is 0 creates the resource or replaces it whatever its revision; one with
 // a revision replaces it only at that revision (ErrConflict; ErrNotFound if it is gone). Meta
 // is set as Create and Update set it, and written back into each put value. The changes apply
-// in order: a later one sees the earlier ones, and the watchers get them in that order.
+// in order: a later one sees the earlier ones, and the watchers get them in that order. The
+// backend bounds a transaction: the store's takes a few hundred small resources (Badger's
+// transaction limit); a larger Apply fails whole.
 func (r *Registry) Apply(ctx context.Context, changes ...any) error {
 	return r.write(ctx, func(tx *writeTx) error {
 		for i, c := range changes {

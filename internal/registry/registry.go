@@ -63,7 +63,9 @@ type Key struct {
 	Account string   `json:"account,omitempty"` // "" for a global key
 	Rights  []string `json:"rights"`            // "resource:action", wildcards allowed
 	Preset  string   `json:"preset,omitempty"`  // the preset the rights came from, if any
-	Hash    [32]byte `json:"hash"`
+	// Hash is stored with the key (the backend's JSON needs it to authenticate after a restart);
+	// API responses must not show it.
+	Hash [32]byte `json:"hash"`
 	// ExpiresAt ends the key's validity (zero: never). Rotation sets it on the old key.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	// Bootstrap marks the super key of admin.bootstrap_key or <data_dir>/admin.key: not listed
