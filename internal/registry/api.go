@@ -83,6 +83,18 @@ func decode(kind Kind, value []byte) (resource, error) {
 	return v, nil
 }
 
+// get returns a copy of t's id; the copy is made outside the lock (values never change).
+func get[T any, P ptr[T]](r *Registry, t *table[T, P], id string) (T, bool) {
+	r.mu.RLock()
+	v, ok := t.get(id)
+	r.mu.RUnlock()
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	return *v.clone(), true
+}
+
 // Watch registers fn, called with every committed change in commit order, from the goroutine
 // that wrote it, after the write is in the index. fn must not call the registry's writes (it
 // runs while the writer holds the registry's write lock); it may read the registry. The
@@ -95,13 +107,7 @@ func (r *Registry) Watch(fn func(Change)) {
 
 // Account returns the account id.
 func (r *Registry) Account(id string) (Account, bool) {
-	r.mu.RLock()
-	a, ok := r.accounts.get(id)
-	r.mu.RUnlock()
-	if !ok {
-		return Account{}, false
-	}
-	return *a, true
+	return get(r, &r.accounts, id)
 }
 
 // ListAccounts returns a page of accounts by ID; o.Account selects that one account.
@@ -113,13 +119,7 @@ func (r *Registry) ListAccounts(o ListOptions) (page []Account, more bool) {
 
 // Key returns the key id.
 func (r *Registry) Key(id string) (Key, bool) {
-	r.mu.RLock()
-	k, ok := r.keys.get(id)
-	r.mu.RUnlock()
-	if !ok {
-		return Key{}, false
-	}
-	return *k.clone(), true
+	return get(r, &r.keys, id)
 }
 
 // KeyByHash returns the key whose Hash is h, expired or not (the caller checks ExpiresAt). A
@@ -146,13 +146,7 @@ func (r *Registry) ListKeys(o ListOptions) (page []Key, more bool) {
 
 // Route returns the route name (names are case-sensitive).
 func (r *Registry) Route(name string) (Route, bool) {
-	r.mu.RLock()
-	rt, ok := r.routes.get(name)
-	r.mu.RUnlock()
-	if !ok {
-		return Route{}, false
-	}
-	return *rt.clone(), true
+	return get(r, &r.routes, name)
 }
 
 // ListRoutes returns a page of routes by name.
@@ -166,13 +160,7 @@ func (r *Registry) ListRoutes(o ListOptions) (page []Route, more bool) {
 // shared lock and the copy of the device's tags and groups.
 func (r *Registry) Device(id string) (Device, bool) {
 	id = strings.ToUpper(id) // returns id itself when it has no lower case
-	r.mu.RLock()
-	d, ok := r.devices.get(id)
-	r.mu.RUnlock()
-	if !ok {
-		return Device{}, false
-	}
-	return *d.clone(), true
+	return get(r, &r.devices, id)
 }
 
 // ListDevices returns a page of devices by ID (upper case); o.After is matched

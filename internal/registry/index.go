@@ -60,22 +60,21 @@ func routeAccount(r *config.Route) string {
 	return reflect.ValueOf(r).Elem().Field(routeAccountField).String()
 }
 
-// table is the index of one kind: by ID for lookups, ordered by ID for pages. Its values are
-// never changed in place (see clone.go). It is guarded by the Registry's mu.
-type table[T any, P interface {
+// ptr is the pointer type of a resource type.
+type ptr[T any] interface {
 	*T
 	resource
 	clone() *T
-}] struct {
+}
+
+// table is the index of one kind: by ID for lookups, ordered by ID for pages. Its values are
+// never changed in place (see clone.go). It is guarded by the Registry's mu.
+type table[T any, P ptr[T]] struct {
 	byID  map[string]P
 	order *btree.BTreeG[P]
 }
 
-func newTable[T any, P interface {
-	*T
-	resource
-	clone() *T
-}]() table[T, P] {
+func newTable[T any, P ptr[T]]() table[T, P] {
 	return table[T, P]{
 		byID:  make(map[string]P),
 		order: btree.NewG(32, func(a, b P) bool { return a.id() < b.id() }),

@@ -96,31 +96,33 @@ func (tx *writeTx) setHash(h [32]byte, id string) {
 
 // own copies the caller's value into one the index may own, with its identity normalised, and
 // returns with it the function that writes the stored value back.
-func own(v any) (resource, func(), error) {
+func own(v any) (res resource, out func(), err error) {
 	switch v := v.(type) {
 	case *Account:
-		if v != nil {
-			c := v.clone()
-			return c, func() { *v = *c.clone() }, nil
-		}
+		res, out = ownOf(v)
 	case *Key:
-		if v != nil {
-			c := v.clone()
-			return c, func() { *v = *c.clone() }, nil
-		}
+		res, out = ownOf(v)
 	case *Route:
-		if v != nil {
-			c := v.clone()
-			return c, func() { *v = *c.clone() }, nil
-		}
+		res, out = ownOf(v)
 	case *Device:
-		if v != nil {
-			c := v.clone()
-			c.ID = strings.ToUpper(c.ID)
-			return c, func() { *v = *c.clone() }, nil
+		res, out = ownOf(v)
+		if res != nil {
+			d := res.(*Device)
+			d.ID = strings.ToUpper(d.ID)
 		}
 	}
-	return nil, nil, fmt.Errorf("%T is not a resource: %w", v, ErrInvalid)
+	if res == nil {
+		return nil, nil, fmt.Errorf("%T is not a resource: %w", v, ErrInvalid)
+	}
+	return res, out, nil
+}
+
+func ownOf[T any, P ptr[T]](v P) (resource, func()) {
+	if v == nil {
+		return nil, nil
+	}
+	c := P(v.clone())
+	return c, func() { *v = *c.clone() }
 }
 
 // put stages the creation or replacement of v (see Create, Update, Apply).
