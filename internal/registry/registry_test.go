@@ -652,3 +652,34 @@ func TestCancelled(t *testing.T) {
 		t.Errorf("Device(D1) created under a cancelled context")
 	}
 }
+
+// Routes belong to the account their spec names (config.Route.Account): the account filter of
+// ListRoutes follows it.
+func TestListRoutesByAccount(t *testing.T) {
+	field, ok := reflect.TypeFor[config.Route]().FieldByName("Account")
+	if !ok {
+		t.Skip("config.Route has no Account field yet")
+	}
+	e := newEnv(t)
+	for i, acc := range []string{"a", "b", "", "a", "b", "a"} {
+		r := config.DefaultRoute()
+		r.Name = fmt.Sprintf("r%d", i)
+		reflect.ValueOf(&r).Elem().FieldByIndex(field.Index).SetString(acc)
+		e.create(&registry.Route{Spec: r})
+	}
+	f := func(acc string, want ...string) {
+		t.Helper()
+		page, more := e.reg.ListRoutes(registry.ListOptions{Account: acc})
+		var got []string
+		for _, r := range page {
+			got = append(got, r.Name())
+		}
+		if !slices.Equal(got, want) || more {
+			t.Errorf("ListRoutes(account %q) = %v, %v; want %v, false", acc, got, more, want)
+		}
+	}
+	f("a", "r0", "r3", "r5")
+	f("b", "r1", "r4")
+	f("", "r0", "r1", "r2", "r3", "r4", "r5")
+	f("c")
+}
