@@ -92,7 +92,7 @@ func get[T any, P ptr[T]](r *Registry, t *table[T, P], id string) (T, bool) {
 		var zero T
 		return zero, false
 	}
-	return *v.clone(), true
+	return v.value(), true
 }
 
 // Watch registers fn, called with every committed change in commit order, from the goroutine
@@ -134,7 +134,7 @@ func (r *Registry) KeyByHash(h [32]byte) (Key, bool) {
 	if !ok {
 		return Key{}, false
 	}
-	return *k.clone(), true
+	return k.value(), true
 }
 
 // ListKeys returns a page of keys by ID.

@@ -9,29 +9,34 @@ import (
 // changes one in place. What goes in and what comes out is copied, slices and all, so the
 // callers' values never share memory with the index.
 
-func (a *Account) clone() *Account { c := *a; return &c }
+func (a *Account) value() Account { return *a }
 
-func (k *Key) clone() *Key {
+func (k *Key) value() Key {
 	c := *k
 	c.Rights = slices.Clone(k.Rights)
-	return &c
+	return c
 }
 
-func (d *Device) clone() *Device {
+func (d *Device) value() Device {
 	c := *d
 	c.Tags = slices.Clone(d.Tags)
 	c.Groups = slices.Clone(d.Groups)
-	return &c
+	return c
 }
 
-// clone copies a route with deepCopy: a route's spec is a tree of pointers, slices and maps
+func (a *Account) clone() *Account { c := a.value(); return &c }
+func (k *Key) clone() *Key         { c := k.value(); return &c }
+func (d *Device) clone() *Device   { c := d.value(); return &c }
+func (r *Route) clone() *Route     { c := r.value(); return &c }
+
+// value copies a route with deepCopy: a route's spec is a tree of pointers, slices and maps
 // (auth, signing, retry, headers) that grows with every feature, and a copy written out by hand
 // would silently share whatever field it forgot. Routes are read rarely (API requests, the
 // control plane's apply), so reflection's cost does not matter.
-func (r *Route) clone() *Route {
+func (r *Route) value() Route {
 	c := *r
 	deepCopy(reflect.ValueOf(&c.Spec).Elem(), reflect.ValueOf(&r.Spec).Elem())
-	return &c
+	return c
 }
 
 // deepCopy sets dst, settable, to a copy of src that shares no pointer, slice or map with it.

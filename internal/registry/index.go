@@ -65,6 +65,7 @@ type ptr[T any] interface {
 	*T
 	resource
 	clone() *T
+	value() T // a copy, as clone, returned by value: no allocation of its own
 }
 
 // table is the index of one kind: by ID for lookups, ordered by ID for pages. Its values are
@@ -122,7 +123,7 @@ func (t *table[T, P]) list(o ListOptions) (page []T, more bool) {
 			more = true
 			return false
 		}
-		page = append(page, *v.clone())
+		page = append(page, v.value())
 		return true
 	})
 	return page, more
