@@ -7,18 +7,26 @@ import (
 )
 
 // RegisterMetrics registers the collectors that read the system's state when scraped: the age of
-// each route's oldest undelivered message, and the NDJSON lines the system dropped (reasons
-// native and store of fleetrelay_ndjson_dropped_total; netio counts the others). The counters
-// the actors update themselves are Options.Metrics (NewMetrics). Call it once per system and
-// registry: it panics if reg has them already, as NewMetrics does.
+// each route's oldest undelivered message (of the routes running at the scrape), and the NDJSON
+// lines the system dropped (reasons native and store of fleetrelay_ndjson_dropped_total; netio
+// counts the others). The counters the actors update themselves are Options.Metrics
+// (NewMetrics). Call it once per system and registry: it panics if reg has them already, as
+// NewMetrics does.
 func (s *System) RegisterMetrics(reg prometheus.Registerer) {
-	var cs []prometheus.Collector
-	for i, name := range s.Routes() {
-		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fleetrelay_route_oldest_pending_seconds", Help: "Age of the oldest message a route has not delivered yet (0: none).",
-			ConstLabels: prometheus.Labels{"route": name},
-		}, func() float64 { return s.OldestPending(i).Seconds() }))
+	reg.MustRegister(oldestCollector{s}, netio.NDJSONDropped("native", s.LinesRefused), netio.NDJSONDropped("store", s.LinesLost))
+}
+
+var oldestDesc = prometheus.NewDesc("fleetrelay_route_oldest_pending_seconds",
+	"Age of the oldest message a route has not delivered yet (0: none).", []string{"route"}, nil)
+
+// oldestCollector reports fleetrelay_route_oldest_pending_seconds of the routes the system runs
+// when scraped: routes come and go (PutRoute, RemoveRoute).
+type oldestCollector struct{ s *System }
+
+func (c oldestCollector) Describe(ch chan<- *prometheus.Desc) { ch <- oldestDesc }
+
+func (c oldestCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, ref := range c.s.table.Load().routes {
+		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, c.s.oldestPending(ref).Seconds(), ref.r.Name)
 	}
-	cs = append(cs, netio.NDJSONDropped("native", s.LinesRefused), netio.NDJSONDropped("store", s.LinesLost))
-	reg.MustRegister(cs...)
 }

@@ -50,6 +50,7 @@ type Batch struct {
 	Header [][2]string // the route's headers, dynamic fields resolved
 
 	ra     *routeActor
+	r      *Route // the settings it was made under
 	lane   *lane
 	items  []item
 	oldest int64 // Unix ms the retention of its oldest message counts from
@@ -80,7 +81,7 @@ func (b *Batch) Waiting(on bool) {
 // Expired reports whether the retention of the batch's oldest message has passed, by the
 // route's clock. A Deliverer asks before every retry and ends with Expired if so.
 func (b *Batch) Expired() bool {
-	r := b.ra.r.Retention
+	r := b.r.Retention
 	return r > 0 && b.ra.now().Sub(time.UnixMilli(b.oldest)) > r
 }
 

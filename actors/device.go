@@ -217,6 +217,10 @@ func (e *deviceEntry) hello(m *helloMsg) {
 func (e *deviceEntry) setConn(c netio.Conn) {
 	e.conn = c
 	e.ackTo.Store(nil)
+	e.connected.Store(c != nil)
+	if c != nil {
+		e.setRemote(c.Remote())
+	}
 }
 
 // welcome answers the connection's HELLO. Called by e's actor, or under s.mu if e is dormant.

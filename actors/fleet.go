@@ -1,12 +1,14 @@
 package actors
 
 import (
+	"strings"
+
 	"github.com/fleetrelay/fleetrelay/codec/fields"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
-// DeviceMeta is what the relay knows about a device beyond what the device says itself
-// (config fleet). Read-only once the System starts.
+// DeviceMeta is what the relay knows about a device beyond what the device says itself (config
+// fleet, or the API). Read-only once handed to the System: SetDevice replaces it whole.
 type DeviceMeta struct {
 	IMEI, ICCID               string // used when the device does not send its own
 	Custom1, Custom2, Custom3 string
@@ -59,22 +61,41 @@ func (f *Filter) Match(imei string, m *DeviceMeta) bool {
 	return false
 }
 
-// meta returns the metadata of device id, or nil.
-func (s *System) meta(id string) *DeviceMeta { return s.opts.Fleet[id] }
+// meta returns the metadata of device id (case-insensitive), or nil. It takes no lock, and
+// allocates nothing for an identity without lower-case letters.
+func (s *System) meta(id string) *DeviceMeta {
+	if m, ok := s.fleet.Load(strings.ToUpper(id)); ok {
+		return m.(*DeviceMeta)
+	}
+	return nil
+}
 
 // routesFor returns the IDs of the routes that take a frame of a device with this IMEI and
-// metadata (nil: none).
+// metadata (nil: none): the routes that are not paused, whose account (if any) is the device's,
+// and whose filter it passes. The result may be shared: it must not be modified.
 func (s *System) routesFor(imei string, m *DeviceMeta) []uint16 {
-	if !s.filtered {
-		return s.allIDs
+	t := s.table.Load()
+	if !t.filtered {
+		return t.allIDs
 	}
 	var ids []uint16
-	for _, ref := range s.routes {
-		if ref.r.Filter.Match(imei, m) {
+	for _, ref := range t.routes {
+		if ref.r.takes(imei, m) {
 			ids = append(ids, ref.r.ID)
 		}
 	}
 	return ids
+}
+
+// takes reports whether r takes new frames of a device with this IMEI and metadata (nil: none).
+func (r *Route) takes(imei string, m *DeviceMeta) bool {
+	if r.Paused {
+		return false
+	}
+	if r.Account != "" && (m == nil || m.Account != r.Account) {
+		return false
+	}
+	return r.Filter.Match(imei, m)
 }
 
 // values are the dynamic fields of a stored frame's device: its identity as stored, and the

@@ -11,6 +11,9 @@ type Metrics struct {
 	Delivered *prometheus.CounterVec // route
 	Dead      *prometheus.CounterVec // route: messages moved to the dead-letter list
 	Queued    *prometheus.GaugeVec   // route
+	// Discarded counts the messages a route's forced removal discarded (its backlog, dead
+	// letters and replays, and frames routed to it just before it left).
+	Discarded *prometheus.CounterVec // route
 	Stored    prometheus.Histogram   // DATA frame arrival to store commit
 	UDPResent prometheus.Counter     // datagrams whose seq was stored or on its way already
 	// DeviceActors counts live device actors: identities that sent something lately. A
@@ -26,6 +29,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"route"}),
 		Dead: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fleetrelay_route_dead_lettered_messages_total", Help: "Messages moved to the route's dead-letter list after max_attempts or retention.",
+		}, []string{"route"}),
+		Discarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetrelay_route_discarded_messages_total", Help: "Messages discarded with their route when it was removed: its backlog, dead letters and replays.",
 		}, []string{"route"}),
 		Queued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "fleetrelay_route_queued_messages", Help: "Messages held in memory for a route (the store may hold more).",
@@ -43,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "From a native DATA frame's arrival (the read that completed it) to its commit in the store; with persist acks its ACK is written right after.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
-	reg.MustRegister(m.Stored, m.UDPResent, m.Delivered, m.Dead, m.Queued, m.DeviceActors)
+	reg.MustRegister(m.Stored, m.UDPResent, m.Delivered, m.Dead, m.Discarded, m.Queued, m.DeviceActors)
 	return m
 }
 
@@ -67,8 +73,8 @@ func (m *Metrics) deviceActors(delta int) {
 
 // routeMetrics are one route's collectors, looked up once. A nil *routeMetrics records nothing.
 type routeMetrics struct {
-	delivered, dead prometheus.Counter
-	queued          prometheus.Gauge
+	delivered, dead, discarded prometheus.Counter
+	queued                     prometheus.Gauge
 }
 
 // route returns the collectors of the named route (nil for a nil m).
@@ -78,7 +84,7 @@ func (m *Metrics) route(name string) *routeMetrics {
 	}
 	return &routeMetrics{
 		delivered: m.Delivered.WithLabelValues(name), dead: m.Dead.WithLabelValues(name),
-		queued: m.Queued.WithLabelValues(name),
+		discarded: m.Discarded.WithLabelValues(name), queued: m.Queued.WithLabelValues(name),
 	}
 }
 
@@ -91,6 +97,12 @@ func (rm *routeMetrics) deliveredN(n int) {
 func (rm *routeMetrics) deadN(n int) {
 	if rm != nil {
 		rm.dead.Add(float64(n))
+	}
+}
+
+func (rm *routeMetrics) discardedN(n int) {
+	if rm != nil && n > 0 {
+		rm.discarded.Add(float64(n))
 	}
 }
 

@@ -119,6 +119,11 @@ func (j *journal) DeadLetter(*store.DeadLetter, []uint64) error         { return
 func (j *journal) Replaying(uint16, func(*store.DeadLetter) bool) error { return nil }
 func (j *journal) ReplayDone(uint16, []uint64) error                    { return nil }
 func (j *journal) Replay(uint16) (int, int, error)                      { return 0, 0, nil }
+func (j *journal) Backlog(uint16) int                                   { return 0 }
+func (j *journal) DeadLetterCount(uint16) int                           { return 0 }
+func (j *journal) ReplayRecords(uint16) (int, error)                    { return 0, nil }
+func (j *journal) DiscardRoute(uint16, func(int)) (int, int, error)     { return 0, 0, nil }
+func (j *journal) ReviveRoute(uint16)                                   {}
 
 // poll is checkfor.Check with the bounds of these tests: every millisecond, for 10s at most.
 func poll(t testing.TB, fn func() error) {

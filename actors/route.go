@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -25,6 +27,12 @@ type Route struct {
 	Concurrency int           // batches in flight at once, over all lanes (those waiting to retry aside)
 	Format      format.Format // its size hints bound a batch's bytes; nil: envelope
 	Filter      *Filter       // the devices it takes; nil: all
+	// Account, if set, is the account the route belongs to: it takes only devices whose
+	// metadata has this account (a device without metadata has none).
+	Account string
+	// Paused (enabled: false): the route takes no new frames and sends nothing; what it holds
+	// stays, in memory and in the store, until it is resumed (PutRoute without Paused).
+	Paused bool
 	// Retention is how long a message may wait for delivery (from arrival, or from its replay);
 	// older ones move to the dead-letter list. 0: no limit.
 	Retention time.Duration
@@ -42,9 +50,10 @@ type Header struct {
 type (
 	segmentMsg struct{ seg *store.Segment }
 	batchDone  struct {
-		lane  *lane
-		items []item
-		out   Outcome
+		lane      *lane
+		items     []item
+		out       Outcome
+		cancelled bool // the route's generation ended while it ran (update, removal, shutdown)
 	}
 	deadDone struct { // a dead letter was written (err nil), or not
 		lane     *lane
@@ -63,6 +72,10 @@ type (
 	drainMsg    struct{}
 	idleQuery   struct{} // answered once no request is running after drainMsg (see answerIdle)
 	oldestQuery struct{} // answered with the oldest pending record's receivedAt (Unix ms, 0: none)
+	// updateMsg: the route's settings change to r (same ID and name). See routeActor.update.
+	updateMsg struct{ r *Route }
+	// removeQuery: the route is being removed; done is closed once nothing is in flight.
+	removeQuery struct{ done chan struct{} }
 )
 
 // item is one record waiting in a lane.
@@ -118,18 +131,34 @@ type routeActor struct {
 	key         []byte
 	vals        fields.Values
 	staticKey   bool
+
+	// The route's generation: its batches run under ctx (derived from the system's), which an
+	// update or removal cancels. A new generation starts with every update.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	next     *Route          // an update waiting for the batches in flight to end
+	removing []chan struct{} // removeQuery's waiting for the batches in flight to end
+	removed  bool            // the route is being removed: it sends nothing more
 }
 
 func newRouteActor(s *System, r *Route) *routeActor {
 	if r.Format == nil {
 		r.Format, _ = format.Lookup(format.NameEnvelope, format.Options{})
 	}
+	ra := &routeActor{sys: s, r: r, lanes: make(map[string]*lane), spill: true, staticKey: staticKey(r),
+		replays: make(map[uint64]int), metrics: s.opts.Metrics.route(r.Name), clock: s.clock}
+	ra.ctx, ra.cancel = context.WithCancel(s.ctx)
+	return ra
+}
+
+// staticKey reports whether r's lanes do not depend on the device: no dynamic fields in its URL
+// and headers.
+func staticKey(r *Route) bool {
 	static := r.URL.Static()
 	for _, h := range r.Headers {
 		static = static && h.Value.Static()
 	}
-	return &routeActor{sys: s, r: r, lanes: make(map[string]*lane), spill: true, staticKey: static,
-		replays: make(map[uint64]int), metrics: s.opts.Metrics.route(r.Name), clock: s.clock}
+	return static
 }
 
 func (ra *routeActor) now() time.Time { return ra.clock.Now() }
@@ -154,11 +183,13 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 		ra.pump()
 	case *batchDone:
 		ra.done(m)
+		ra.settled()
 		ra.refill()
 		ra.pump()
 		ra.answerIdle()
 	case *deadDone:
 		ra.deadDone(m)
+		ra.settled()
 		ra.refill()
 		ra.pump()
 		ra.answerIdle()
@@ -194,7 +225,82 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 		ra.answerIdle()
 	case oldestQuery:
 		ctx.Respond(ra.oldest())
+	case *updateMsg:
+		ra.next = m.r
+		ra.cancel() // batches in flight end and come back to their lanes
+		ra.settled()
+		ra.pump()
+	case *removeQuery:
+		ra.removed = true
+		ra.removing = append(ra.removing, m.done)
+		ra.cancel()
+		ra.settled()
+	case *actor.Stopping:
+		ra.cancel()
 	}
+}
+
+// settled applies what waited for the batches in flight to end (waiting to retry included, and
+// dead-letter writes): an update, or the answer to a removal.
+func (ra *routeActor) settled() {
+	if ra.inflight > 0 {
+		return
+	}
+	if len(ra.removing) > 0 {
+		for _, done := range ra.removing {
+			close(done)
+		}
+		ra.removing = nil
+		return
+	}
+	if ra.next != nil {
+		ra.update()
+	}
+}
+
+// update swaps the route's settings for ra.next once nothing is in flight: every queued record
+// moves, in order, to its lane under the new settings (a device's records are all in one lane,
+// so they stay in order in one new lane), with its size hint recomputed for the new format. The
+// queue, replays and dead letters stay; a new generation starts.
+func (ra *routeActor) update() {
+	r := ra.next
+	ra.next = nil
+	if r.Format == nil {
+		r.Format, _ = format.Lookup(format.NameEnvelope, format.Options{})
+	}
+	old := make([]*lane, 0, len(ra.lanes))
+	for _, l := range ra.lanes {
+		if len(l.q) > 0 {
+			old = append(old, l)
+		}
+	}
+	// Oldest lane first: should one device's records be in two lanes (its metadata changed
+	// a dynamic field of the destination meanwhile), the older ones lead.
+	slices.SortFunc(old, func(a, b *lane) int { return cmpRef(a.q[0].ref, b.q[0].ref) })
+	ra.r, ra.staticKey = r, staticKey(r)
+	ra.lanes = make(map[string]*lane)
+	ra.ctx, ra.cancel = context.WithCancel(ra.sys.ctx)
+	var m format.Message
+	for _, ol := range old {
+		for _, it := range ol.q {
+			l := ra.laneFor(it.f)
+			if len(l.q) == 0 || ol.since.Before(l.since) {
+				l.since = ol.since
+			}
+			messageOf(it.f, int(it.rec), &m)
+			it.size = int32(r.Format.SizeHint(&m))
+			l.q = append(l.q, it)
+			l.bytes += int(it.size)
+		}
+	}
+	ra.timerAt = time.Time{} // the new lanes arm their own linger
+}
+
+func cmpRef(a, b store.Ref) int {
+	if c := cmp.Compare(a.Seg, b.Seg); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Pos, b.Pos)
 }
 
 // oldest is the receivedAt (Unix ms) of the oldest record the route has not delivered, 0 if
@@ -234,7 +340,7 @@ func (ra *routeActor) answerIdle() {
 // refill pages records (and replay entries) left in the store back in once the memory queue
 // has room.
 func (ra *routeActor) refill() {
-	if ra.draining || ra.queued >= ra.sys.opts.MaxQueued/2 {
+	if ra.draining || ra.removed || ra.queued >= ra.sys.opts.MaxQueued/2 {
 		return
 	}
 	if ra.spill {
@@ -410,7 +516,7 @@ func (ra *routeActor) newLane(key string, f *store.Frame) *lane {
 // pump starts batches on ready lanes while the route's concurrency allows, and arms the linger
 // timer for the lanes still filling.
 func (ra *routeActor) pump() {
-	if ra.draining {
+	if ra.draining || ra.r.Paused || ra.next != nil || ra.removed {
 		return
 	}
 	now := ra.now()
@@ -487,13 +593,13 @@ func (ra *routeActor) dispatch(l *lane) {
 	}
 	ra.inflight++
 
-	b := &Batch{URL: l.url, Header: l.headers, ra: ra, lane: l, items: items, oldest: oldest}
-	sys, self, d := ra.sys, ra.self, ra.r.Deliver
+	b := &Batch{URL: l.url, Header: l.headers, ra: ra, r: ra.r, lane: l, items: items, oldest: oldest}
+	sys, self, d, ctx := ra.sys, ra.self, ra.r.Deliver, ra.ctx
 	sys.wg.Add(1)
 	go func() {
 		defer sys.wg.Done()
-		out := d.Deliver(sys.ctx, b)
-		sys.root.Send(self, &batchDone{lane: l, items: items, out: out})
+		out := d.Deliver(ctx, b)
+		sys.root.Send(self, &batchDone{lane: l, items: items, out: out, cancelled: ctx.Err() != nil})
 	}()
 }
 
@@ -535,8 +641,9 @@ func (ra *routeActor) done(m *batchDone) {
 		ra.deadLetter(l, dead, m.out.Status, why, m.out.Attempts)
 		return
 	default:
-		// Only shutdown ends a delivery otherwise; the records stay in the store.
-		if ra.sys.ctx.Err() == nil {
+		// Only shutdown, an update or a removal ends a delivery otherwise; the records stay in
+		// the store, and go back to the front of their lane.
+		if !m.cancelled {
 			ra.sys.log.Warn("delivery ended", "route", ra.r.Name, "err", m.out.Err)
 		}
 		ra.requeue(l, m.items)

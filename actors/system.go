@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,13 @@ type Journal interface {
 	Replaying(route uint16, fn func(*store.DeadLetter) bool) error
 	ReplayDone(route uint16, ids []uint64) error
 	Replay(route uint16) (letters, records int, err error)
+	// What a route holds, for removing it (see store.Store).
+	Backlog(route uint16) int
+	DeadLetterCount(route uint16) int
+	ReplayRecords(route uint16) (int, error)
+	// DiscardRoute and ReviveRoute: see store.Store.DiscardRoute.
+	DiscardRoute(route uint16, late func(records int)) (records, deadLetters int, err error)
+	ReviveRoute(route uint16)
 }
 
 // Ack modes.
@@ -52,10 +61,10 @@ const (
 
 // Options configure the actor system.
 type Options struct {
-	AckMode  string // AckPersist or AckDelivery
-	MaxFrame int    // announced in WELCOME
-	Routes   []*Route
-	Fleet    map[string]*DeviceMeta // device metadata by identity (may be nil)
+	AckMode  string                 // AckPersist or AckDelivery
+	MaxFrame int                    // announced in WELCOME
+	Routes   []*Route               // the routes at start; PutRoute and RemoveRoute change them
+	Fleet    map[string]*DeviceMeta // device metadata by identity at start (may be nil); see SetDevice
 	Journal  Journal
 	Logger   *slog.Logger
 	Metrics  *Metrics // may be nil
@@ -75,20 +84,28 @@ type Options struct {
 // System runs the device and route actors. It implements netio.Dispatcher; its methods are
 // safe for concurrent use and never block.
 type System struct {
-	opts     Options
-	log      *slog.Logger
-	clock    Clock
-	as       *actor.ActorSystem
-	root     *actor.RootContext
-	disp     *workerDispatcher
-	routes   []*routeRef // indexed like opts.Routes
-	byID     map[uint16]*routeRef
-	allIDs   []uint16 // IDs of enabled routes: without filters every frame goes to all of them
-	filtered bool     // some route has a filter
+	opts  Options
+	log   *slog.Logger
+	clock Clock
+	as    *actor.ActorSystem
+	root  *actor.RootContext
+	disp  *workerDispatcher
 
-	mu      sync.RWMutex // guards devices, dormant entries' state and every entry's wake and retirement
+	// table is the routing table, replaced whole by PutRoute and RemoveRoute (under routesMu):
+	// the per-frame path reads it without a lock.
+	table    atomic.Pointer[routeTable]
+	routesMu sync.Mutex // serialises changes of table; stopped
+	stopped  bool       // Stop ran: routes are no longer added
+
+	// fleet is the device metadata by upper-cased identity (*DeviceMeta): Options.Fleet, then
+	// SetDevice.
+	fleet sync.Map
+
+	mu      sync.RWMutex // guards devices, folded, gone, dormant entries' state and every entry's wake and retirement
 	devices map[string]*deviceEntry
-	actors  atomic.Int64 // device actors alive
+	folded  map[string]*deviceEntry // devices by upper-cased identity (Device's lookup)
+	gone    map[string]goneDevice   // what Device shows of retired entries, by upper-cased identity
+	actors  atomic.Int64            // device actors alive
 
 	ctx    context.Context // cancelled by Stop: ends deliveries
 	cancel context.CancelFunc
@@ -100,9 +117,36 @@ type System struct {
 	refusedLog   throttle.Throttle // datagrams the store refused
 }
 
+// routeTable is an immutable snapshot of the routes the system runs.
+type routeTable struct {
+	routes   []*routeRef // in the order they were added
+	byID     map[uint16]*routeRef
+	byName   map[string]*routeRef
+	allIDs   []uint16 // IDs of the routes that take every frame (no filter, no account, not paused)
+	filtered bool     // some route that is not paused has a filter or an account
+}
+
 type routeRef struct {
 	r   *Route
 	pid *actor.PID
+}
+
+// newTable builds the table of routes.
+func newTable(routes []*routeRef) *routeTable {
+	t := &routeTable{routes: routes, byID: make(map[uint16]*routeRef, len(routes)),
+		byName: make(map[string]*routeRef, len(routes))}
+	for _, ref := range routes {
+		t.byID[ref.r.ID] = ref
+		t.byName[ref.r.Name] = ref
+		if ref.r.Paused {
+			continue
+		}
+		if ref.r.Filter != nil || ref.r.Account != "" {
+			t.filtered = true
+		}
+		t.allIDs = append(t.allIDs, ref.r.ID)
+	}
+	return t
 }
 
 var _ netio.Dispatcher = (*System)(nil)
@@ -129,8 +173,9 @@ func New(opts Options) *System {
 		as:         as,
 		root:       as.Root,
 		disp:       newWorkerDispatcher(256, 300),
-		byID:       make(map[uint16]*routeRef),
 		devices:    make(map[string]*deviceEntry),
+		folded:     make(map[string]*deviceEntry),
+		gone:       make(map[string]goneDevice),
 		lostLog:    throttle.Throttle{Period: 10 * time.Second},
 		refusedLog: throttle.Throttle{Period: 10 * time.Second},
 	}
@@ -139,16 +184,24 @@ func New(opts Options) *System {
 		s.clock = wallClock{}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	for _, r := range opts.Routes {
-		ref := &routeRef{r: r}
-		s.routes = append(s.routes, ref)
-		s.byID[r.ID] = ref
-		s.allIDs = append(s.allIDs, r.ID)
-		s.filtered = s.filtered || r.Filter != nil
-		ra := newRouteActor(s, r)
-		ref.pid = s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return ra }, actor.WithDispatcher(s.disp)))
+	for id, m := range opts.Fleet {
+		if m != nil {
+			s.fleet.Store(strings.ToUpper(id), m)
+		}
 	}
+	var refs []*routeRef
+	for _, r := range opts.Routes {
+		refs = append(refs, s.spawnRoute(r))
+	}
+	s.table.Store(newTable(refs))
 	return s
+}
+
+// spawnRoute starts the actor of route r.
+func (s *System) spawnRoute(r *Route) *routeRef {
+	ra := newRouteActor(s, r)
+	pid := s.root.Spawn(actor.PropsFromProducer(func() actor.Actor { return ra }, actor.WithDispatcher(s.disp)))
+	return &routeRef{r: r, pid: pid}
 }
 
 // OnCommit is the store's commit hook: it wakes every route the segment has records for.
@@ -156,6 +209,7 @@ func (s *System) OnCommit(seg *store.Segment) {
 	if seg == nil || len(seg.Frames) == 0 {
 		return
 	}
+	byID := s.table.Load().byID
 	var seen [4]uint64 // route IDs < 256 tracked in a bitmap; larger ones always sent
 	for _, f := range seg.Frames {
 		for _, id := range f.Routes {
@@ -165,7 +219,7 @@ func (s *System) OnCommit(seg *store.Segment) {
 				}
 				seen[id/64] |= 1 << (id % 64)
 			}
-			if ref := s.byID[id]; ref != nil {
+			if ref := byID[id]; ref != nil {
 				s.root.Send(ref.pid, &segmentMsg{seg: seg})
 			}
 		}
@@ -191,12 +245,16 @@ func (s *System) OnWindowDelivered(device string, seq uint64) {
 
 // Stop gives in-flight deliveries until ctx ends, then cancels them and stops every actor.
 func (s *System) Stop(ctx context.Context) error {
+	s.routesMu.Lock()
+	s.stopped = true // no route is added or removed from now on
+	routes := s.table.Load().routes
+	s.routesMu.Unlock()
 	done := make(chan struct{})
-	for _, ref := range s.routes {
+	for _, ref := range routes {
 		s.root.Send(ref.pid, drainMsg{})
 	}
 	go func() {
-		for _, ref := range s.routes {
+		for _, ref := range routes {
 			_ = s.root.RequestFuture(ref.pid, idleQuery{}, time.Hour).Wait()
 		}
 		close(done)
@@ -209,7 +267,7 @@ func (s *System) Stop(ctx context.Context) error {
 	}
 	s.cancel()
 	s.wg.Wait()
-	for _, ref := range s.routes {
+	for _, ref := range routes {
 		_ = s.root.StopFuture(ref.pid).Wait()
 	}
 	s.mu.Lock()
@@ -219,6 +277,7 @@ func (s *System) Stop(ctx context.Context) error {
 		}
 	}
 	s.devices = map[string]*deviceEntry{}
+	s.folded = map[string]*deviceEntry{}
 	s.mu.Unlock()
 	s.as.Shutdown()
 	s.disp.close()
@@ -249,6 +308,30 @@ type deviceEntry struct {
 	// ackTo is conn once it got its WELCOME (nil otherwise, and for UDP sources): in ack mode
 	// persist, commits acknowledge on it directly (see deviceActor.append).
 	ackTo atomic.Pointer[netio.Conn]
+
+	// What Device reads from any goroutine: whether conn is set, the last remote address (the
+	// TCP peer or the last UDP source) and when the last frame arrived (Unix ns).
+	connected atomic.Bool
+	remote    atomic.Pointer[netip.AddrPort]
+	lastSeen  atomic.Int64
+}
+
+// goneDevice is what Device shows of an identity whose entry was retired.
+type goneDevice struct {
+	id       string // the identity as the device sent it
+	remote   netip.AddrPort
+	lastSeen int64
+}
+
+// seen notes a frame's arrival.
+func (e *deviceEntry) seen(at time.Time) { e.lastSeen.Store(at.UnixNano()) }
+
+// setRemote notes the device's address; it allocates only when the address changes.
+func (e *deviceEntry) setRemote(a netip.AddrPort) {
+	if p := e.remote.Load(); p != nil && *p == a {
+		return
+	}
+	e.remote.Store(&a)
 }
 
 // asleep is pending's base while an entry has no actor: any sender then sees a count <= 0.
@@ -269,8 +352,32 @@ func (s *System) entry(id string, create bool) *deviceEntry {
 		e.pending.Store(asleep)
 		e.stored.Store(s.opts.Journal.LastSeq(id))
 		s.devices[id] = e
+		up := strings.ToUpper(id)
+		if g, ok := s.gone[up]; ok {
+			e.lastSeen.Store(g.lastSeen)
+			if g.remote.IsValid() {
+				e.setRemote(g.remote)
+			}
+			delete(s.gone, up)
+		}
+		s.folded[up] = e
 	}
 	return e
+}
+
+// forgetLocked removes e from the registry, under s.mu; Device keeps showing its last remote
+// address and when it was last seen.
+func (s *System) forgetLocked(e *deviceEntry) {
+	delete(s.devices, e.id)
+	up := strings.ToUpper(e.id)
+	if s.folded[up] == e {
+		delete(s.folded, up)
+	}
+	g := goneDevice{id: e.id, lastSeen: e.lastSeen.Load()}
+	if p := e.remote.Load(); p != nil {
+		g.remote = *p
+	}
+	s.gone[up] = g
 }
 
 // dispatch hands msg to the device id (created with create) and returns its entry (nil if it
@@ -323,7 +430,7 @@ func (s *System) handleDormant(e *deviceEntry, msg any) bool {
 	case *closedMsg:
 		if e.conn == m.conn {
 			e.setConn(nil)
-			delete(s.devices, e.id) // nothing is in flight and nobody is connected: forget it
+			s.forgetLocked(e) // nothing is in flight and nobody is connected: forget it
 		}
 	case *deliveredMsg:
 		s.ack(e, m.seq)
@@ -366,7 +473,7 @@ func (s *System) retire(e *deviceEntry) bool {
 	if e.inflight.Load() != 0 || s.devices[e.id] != e || !e.pending.CompareAndSwap(0, asleep) {
 		return false
 	}
-	delete(s.devices, e.id)
+	s.forgetLocked(e)
 	e.pid.Store(nil)
 	s.actors.Add(-1)
 	s.opts.Metrics.deviceActors(-1)
@@ -382,45 +489,56 @@ func (s *System) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
 // UData implements netio.Dispatcher.
 func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 	id := string(u.Identity)
-	s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id, at: time.Now()}, true)
+	at := time.Now()
+	e := s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id, at: at}, true)
+	e.seen(at) // the actor notes the source address (setConn)
 }
 
 // Lines implements netio.Dispatcher: one message per identity and read, however many lines.
 func (s *System) Lines(identity string, imei bool, records [][]byte, done func()) {
-	s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records, done: done}, true)
+	s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records, done: done}, true).seen(time.Now())
 }
 
 // Replay moves the dead letters of the named route to its replay list and has the route
 // deliver them again; it returns how many dead letters and messages it moved.
 func (s *System) Replay(route string) (letters, records int, err error) {
-	for _, ref := range s.routes {
-		if ref.r.Name == route {
-			letters, records, err = s.opts.Journal.Replay(ref.r.ID)
-			if letters > 0 {
-				s.root.Send(ref.pid, replayMsg{})
-			}
-			return letters, records, err
-		}
+	ref := s.table.Load().byName[route]
+	if ref == nil {
+		return 0, 0, fmt.Errorf("route %q: %w", route, ErrNoRoute)
 	}
-	return 0, 0, fmt.Errorf("no route %q", route)
+	letters, records, err = s.opts.Journal.Replay(ref.r.ID)
+	if letters > 0 {
+		s.root.Send(ref.pid, replayMsg{})
+	}
+	return letters, records, err
 }
 
 // DeviceActors is how many device actors are alive (awake entries). Safe for concurrent use.
 func (s *System) DeviceActors() int64 { return s.actors.Load() }
 
-// Routes are the names of the routes, in Options.Routes order.
+// Routes are the names of the routes the system runs, in the order they were added.
 func (s *System) Routes() []string {
-	names := make([]string, len(s.routes))
-	for i, ref := range s.routes {
+	t := s.table.Load()
+	names := make([]string, len(t.routes))
+	for i, ref := range t.routes {
 		names[i] = ref.r.Name
 	}
 	return names
 }
 
-// OldestPending is the age of the oldest message route i (in Options.Routes order) has not
-// delivered yet: 0 when it has none, or when its actor does not answer within a second.
+// OldestPending is the age of the oldest message route i (in Routes order) has not delivered
+// yet: 0 when it has none, when there is no route i, or when its actor does not answer within a
+// second.
 func (s *System) OldestPending(i int) time.Duration {
-	res, err := s.root.RequestFuture(s.routes[i].pid, oldestQuery{}, time.Second).Result()
+	t := s.table.Load()
+	if i < 0 || i >= len(t.routes) {
+		return 0
+	}
+	return s.oldestPending(t.routes[i])
+}
+
+func (s *System) oldestPending(ref *routeRef) time.Duration {
+	res, err := s.root.RequestFuture(ref.pid, oldestQuery{}, time.Second).Result()
 	ms, ok := res.(int64)
 	if err != nil || !ok || ms == 0 {
 		return 0
@@ -446,7 +564,9 @@ type session struct {
 func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
 	// A retired entry means this connection was replaced or failed, and the identity has been
 	// forgotten since: the frame is dropped unacknowledged, and the device resends it.
-	ss.sys.deliver(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records, at: time.Now()})
+	at := time.Now()
+	ss.e.seen(at)
+	ss.sys.deliver(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records, at: at})
 }
 
 // Result hands a command result to the device actor, which stores it (see deviceActor.result).

@@ -267,6 +267,8 @@ type Route struct {
 	Body string `yaml:"body"`
 	// Which devices' messages the route takes (default: all). Decided when a message is stored.
 	Filter Filter `yaml:"filter,omitempty"`
+	// The account the route belongs to: it takes only the messages of devices of that account.
+	Account string `yaml:"account,omitempty"`
 	// How the route authenticates (at most one scheme), signs its requests, and speaks TLS.
 	Auth Auth `yaml:"auth,omitempty"`
 	Sign Sign `yaml:"sign,omitempty"`

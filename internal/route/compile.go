@@ -107,6 +107,8 @@ func Compile(rc config.Route, path string, deps Deps) (*Compiled, error) {
 		Linger:      time.Duration(rc.Batch.Linger),
 		Concurrency: rc.Concurrency,
 		Filter:      actors.NewFilter(rc.Filter.IMEIs, rc.Filter.Tags, rc.Filter.Groups),
+		Account:     rc.Account,
+		Paused:      !rc.IsEnabled(),
 	}
 	if rt.URL, err = fields.CompileURL(rc.URL); err != nil {
 		bad("url", err)

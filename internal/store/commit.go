@@ -546,10 +546,12 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 	for _, f := range c.frames {
 		records += len(f.Records)
 	}
+	var late []lateDiscard
 	s.state.Lock()
 	if segID != 0 {
-		s.registerLocked(segID, c.frames, len(c.val))
-		s.countInLocked(c.frames) // admit.go
+		seg := s.registerLocked(segID, c.frames, len(c.val))
+		s.countInLocked(c.frames)      // admit.go
+		late = s.discardNewLocked(seg) // discard.go: records of routes discarded meanwhile
 	}
 	for _, r := range c.batch {
 		f := r.f
@@ -571,6 +573,9 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 		s.dropLocked(seg)
 	}
 	s.state.Unlock()
+	for _, l := range late {
+		l.fn(l.n)
+	}
 	if retired > 0 {
 		s.retiredSinceNudge.Add(retired)
 		if c.retired += retired; c.retired >= s.vlogFileSize/2 {

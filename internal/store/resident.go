@@ -458,6 +458,7 @@ func (s *Store) warmLocked(dec *Segment, size int, bits map[uint16][]byte) *segS
 	for _, d := range touched {
 		s.advanceLocked(d)
 	}
+	s.discardWarmedLocked(seg) // discard.go: after the devices' cold counts saw its undone frames
 	seg.wasCold = true
 	s.res.coldSegs--
 	s.res.coldRecs -= int64(seg.nrec)

@@ -71,6 +71,7 @@ type Store struct {
 	loading     bool                  // Open is rebuilding state: no notifications
 	notify      *notifier             // OnDelivered and OnWindowDelivered; holds events until Start
 	flows       map[uint16]*routeFlow // per route: ingest admission (admit.go)
+	discard     discardState          // discarded routes (discard.go)
 
 	// Route names, guarded by routesMu.
 	routesMu  sync.Mutex
