@@ -248,6 +248,9 @@ routes:
       imeis: ["356938035643809"]
       tags: [cold-chain]
       groups: [trucks]
+    # The account the route belongs to: it takes only the messages of devices of that account
+    # (fleet[].account). Empty (the default): every account's.
+    account: acme
     auth:
       # AWS Signature V4; with s3, each batch is an object <url>/YYYY/MM/DD/<timestamp> (PUT).
       aws_sigv4:
