@@ -107,6 +107,7 @@ func (s *System) RemoveRoute(ctx context.Context, name string, discard bool) (Ro
 	_ = s.root.StopFuture(ref.pid).Wait()
 
 	rm := s.opts.Metrics.route(name)
+	rm.setQueued(0) // it holds nothing any more
 	log := s.log.With("route", name)
 	late := func(n int) {
 		rm.discardedN(n)

@@ -173,3 +173,25 @@ func TestCompileBuildsRoute(t *testing.T) {
 		t.Errorf("check only: %v, pipeline %v; want no error and no pipeline", err, c.Route.Deliver)
 	}
 }
+
+// The account and the enabled flag reach the route actor: a disabled route runs paused.
+func TestCompileAccountAndEnabled(t *testing.T) {
+	f := func(yaml, account string, paused bool) {
+		t.Helper()
+		cfg, err := config.Parse([]byte("routes:\n  - name: r\n    url: https://example.com/in\n" + yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := route.Compile(cfg.Routes[0], "routes[0]", route.Deps{Delivery: cfg.Delivery})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Route.Account != account || c.Route.Paused != paused {
+			t.Errorf("%q: Account %q, Paused %v; want %q, %v", yaml, c.Route.Account, c.Route.Paused, account, paused)
+		}
+	}
+	f("", "", false)
+	f("    account: acme\n", "acme", false)
+	f("    enabled: false\n", "", true)
+	f("    enabled: true\n    account: b\n", "b", false)
+}
