@@ -2,9 +2,13 @@ package actors_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -20,6 +24,8 @@ import (
 	"github.com/fleetrelay/fleetrelay/codec/fields"
 	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/deliver"
+	"github.com/fleetrelay/fleetrelay/internal/pipeline"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 	"github.com/fleetrelay/fleetrelay/netio"
 )
@@ -713,4 +719,85 @@ func TestLiveDeviceState(t *testing.T) {
 	if st := rig.sys.Device("u1"); strings.ToUpper("u1") != "U1" || st.LastSeq != 5 {
 		t.Errorf("Device(u1) = %+v, want the same state as U1", st)
 	}
+}
+
+// The same through the real delivery pipeline and real HTTP endpoints: while the old endpoint
+// answers 503 and the pipeline waits to retry, the route moves to a new URL with the raw
+// format; the cancelled batch comes back (the pipeline ends it Stopped, not given up) and every
+// message reaches the new endpoint once, each device's in order, with none dead-lettered.
+func TestLiveUpdateThroughPipeline(t *testing.T) {
+	const frames = 10
+	var oldHits atomic.Int64
+	oldSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		oldHits.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer oldSrv.Close()
+	var mu sync.Mutex
+	got := map[string][]uint64{}
+	newSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var msgs []struct {
+			D string `json:"d"`
+			S uint64 `json:"s"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&msgs); err != nil {
+			t.Errorf("new endpoint: %v", err)
+		}
+		mu.Lock()
+		for _, m := range msgs {
+			got[m.D] = append(got[m.D], m.S)
+		}
+		mu.Unlock()
+	}))
+	defer newSrv.Close()
+	client := deliver.NewClient(deliver.Options{AllowPrivateNetworks: true})
+	defer client.Close()
+	pipe := func(f format.Format) *pipeline.Pipeline {
+		return pipeline.New(pipeline.Options{Route: "r", Method: "POST", Client: client, Concurrency: 1, Format: f,
+			Policy: &deliver.Policy{InitialBackoff: 5 * time.Millisecond, MaxBackoff: 5 * time.Millisecond}})
+	}
+	r1 := liveRoute(t, "r", oldSrv.URL+"/in", pipe(nil), 3)
+	rig := newLiveRig(t, liveOpts{}, r1)
+	devs := []*device{rig.dial("A"), rig.dial("B")}
+	for seq := uint64(1); seq <= frames; seq++ {
+		for _, d := range devs {
+			d.send(seq, 1)
+		}
+	}
+	for _, d := range devs {
+		d.stored(frames)
+	}
+	poll(t, func() error {
+		if n := oldHits.Load(); n < 2 {
+			return fmt.Errorf("%d requests to the old endpoint, want it retrying", n)
+		}
+		return nil
+	})
+	raw, err := format.Lookup(format.NameRaw, format.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := liveRoute(t, "r", newSrv.URL+"/[SERIAL]", pipe(raw), 4)
+	r2.ID, r2.Format = r1.ID, raw
+	rig.sys.PutRoute(r2)
+	poll(t, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, d := range devs {
+			if !slices.Equal(got[d.serial], span(1, frames)) {
+				return fmt.Errorf("%s: new endpoint got %v, want 1..%d in order", d.serial, got[d.serial], frames)
+			}
+		}
+		return nil
+	})
+	if n := rig.st.DeadLetterCount(r1.ID); n != 0 {
+		t.Errorf("%d dead letters, want 0", n)
+	}
+	poll(t, func() error {
+		if n := rig.st.Backlog(r1.ID); n != 0 {
+			return fmt.Errorf("backlog %d, want 0", n)
+		}
+		return nil
+	})
 }
