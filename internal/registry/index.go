@@ -1,11 +1,7 @@
 package registry
 
 import (
-	"reflect"
-
 	"github.com/google/btree"
-
-	"github.com/fleetrelay/fleetrelay/internal/config"
 )
 
 // resource is what the index holds: *Account, *Key, *Route or *Device.
@@ -31,7 +27,7 @@ func (k *Key) copyRes() resource { return k.clone() }
 
 func (r *Route) kind() Kind        { return Routes }
 func (r *Route) id() string        { return r.Spec.Name }
-func (r *Route) account() string   { return routeAccount(&r.Spec) }
+func (r *Route) account() string   { return r.Spec.Account }
 func (r *Route) meta() *Meta       { return &r.Meta }
 func (r *Route) copyRes() resource { return r.clone() }
 
@@ -40,25 +36,6 @@ func (d *Device) id() string        { return d.ID }
 func (d *Device) account() string   { return d.Account }
 func (d *Device) meta() *Meta       { return &d.Meta }
 func (d *Device) copyRes() resource { return d.clone() }
-
-// routeAccountField is the index of config.Route's Account field, or -1.
-//
-// TODO: read r.Account directly once config.Route has the field (issue 12 gives routes an
-// account; it lands with the routes API): until then a route belongs to no account.
-var routeAccountField = func() int {
-	f, ok := reflect.TypeFor[config.Route]().FieldByName("Account")
-	if !ok || len(f.Index) != 1 || f.Type.Kind() != reflect.String {
-		return -1
-	}
-	return f.Index[0]
-}()
-
-func routeAccount(r *config.Route) string {
-	if routeAccountField < 0 {
-		return ""
-	}
-	return reflect.ValueOf(r).Elem().Field(routeAccountField).String()
-}
 
 // ptr is the pointer type of a resource type.
 type ptr[T any] interface {
