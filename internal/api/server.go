@@ -2,33 +2,39 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/fleetrelay/fleetrelay/internal/access"
+	"github.com/fleetrelay/fleetrelay/internal/registry"
 )
 
 // Server is the admin HTTP server.
 //
-// Concurrency: [Server.Handle] must be called before [Server.Start] and not concurrently with anything
-// else. Start and [Server.Close] are safe for concurrent use; each takes effect once. Handlers run
-// concurrently on fasthttp's goroutines and must not keep the RequestCtx, nor anything borrowed from it,
-// after they return.
+// Concurrency: [Server.Handle] and [Server.HandleAPI] must be called before [Server.Start] and
+// not concurrently with anything else. Start and [Server.Close] are safe for concurrent use;
+// each takes effect once. Handlers run concurrently on net/http's goroutines.
 type Server struct {
-	addr   string
-	log    *slog.Logger
-	srv    *fasthttp.Server
-	routes []route
+	addr  string
+	log   *slog.Logger
+	mux   *http.ServeMux
+	srv   *http.Server
+	opts  options
+	auth  *authMetrics
+	known map[string]bool // patterns added, to refuse duplicates with a clear panic
+
+	loopback bool // the listener is on a loopback address (set by Start)
 
 	mu      sync.Mutex
 	started bool
@@ -36,18 +42,60 @@ type Server struct {
 	done    chan struct{} // closed when the serving goroutine has returned
 }
 
-type route struct {
-	method  string
-	pattern string
-	segs    []string // pattern split at '/'; ":name" matches any one segment
-	handler fasthttp.RequestHandler
+// KeyLookup finds an API key by its hash: *registry.Registry implements it.
+type KeyLookup interface {
+	KeyByHash(h [32]byte) (registry.Key, bool)
 }
 
-// Timeouts of the admin server's connections.
+// Option configures a [Server] in [New].
+type Option func(*options)
+
+type options struct {
+	keys         KeyLookup
+	bootstrap    [32]byte
+	hasBootstrap bool
+	hosts        []string
+	openMetrics  bool
+	limiter      *access.Limiter
+	now          func() time.Time
+}
+
+// WithKeys authenticates the API's requests with the keys keys holds and the bootstrap super
+// key whose hash is given (zero: none). Without it every authenticated endpoint answers 401.
+func WithKeys(keys KeyLookup, bootstrap [32]byte) Option {
+	return func(o *options) {
+		o.keys, o.bootstrap = keys, bootstrap
+		o.hasBootstrap = bootstrap != [32]byte{}
+	}
+}
+
+// WithHosts accepts requests whose Host is one of hosts (names or addresses, without port),
+// besides the loopback names and addresses that are always accepted.
+func WithHosts(hosts []string) Option {
+	return func(o *options) {
+		for _, h := range hosts {
+			o.hosts = append(o.hosts, strings.ToLower(strings.Trim(h, "[]")))
+		}
+	}
+}
+
+// WithOpenMetrics serves /metrics without a key on any address (admin.open_metrics).
+func WithOpenMetrics(open bool) Option { return func(o *options) { o.openMetrics = open } }
+
+// WithLimiter replaces the limiter of failed authentications (default: 20 at once, then one a
+// second, per client address).
+func WithLimiter(l *access.Limiter) Option { return func(o *options) { o.limiter = l } }
+
+// WithClock replaces time.Now for key expiry and the limiter (tests).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Timeouts and limits of the admin server's connections.
 const (
-	readTimeout  = 10 * time.Second
-	writeTimeout = 30 * time.Second
-	idleTimeout  = 60 * time.Second
+	readTimeout    = 10 * time.Second
+	writeTimeout   = 30 * time.Second
+	idleTimeout    = 60 * time.Second
+	maxHeaderBytes = 64 << 10
+	maxBodyBytes   = 1 << 20
 )
 
 // New returns a server that will listen on addr (host:port; port 0 picks a free port) and serve:
@@ -55,85 +103,98 @@ const (
 //	GET /healthz  200 "ok" while health returns nil, else 503 with the error's text (nil health: always ok)
 //	GET /metrics  reg in the Prometheus text exposition format (not served if reg is nil)
 //
-// Any other path answers 404, a known path with another method 405. Add endpoints with [Server.Handle]
-// before [Server.Start]. A nil log discards the server's log.
-func New(addr string, reg *prometheus.Registry, health func() error, log *slog.Logger) *Server {
+// /healthz is open. /metrics is open when the server listens on a loopback address or with
+// [WithOpenMetrics]; elsewhere it needs a key holding "*:read". Every other request must name
+// a loopback host or one of [WithHosts] in its Host header (421 otherwise: a DNS-rebound name
+// never reaches a handler). Any other path answers 404, a known path with another method 405,
+// both as problems. Add endpoints with [Server.Handle] and [Server.HandleAPI] before
+// [Server.Start]. A nil log discards the server's log.
+func New(addr string, reg *prometheus.Registry, health func() error, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "api")
-	s := &Server{addr: addr, log: log}
-	s.srv = &fasthttp.Server{
-		Handler:            s.serve,
-		Name:               "fleetrelay",
-		ReadTimeout:        readTimeout,
-		WriteTimeout:       writeTimeout,
-		IdleTimeout:        idleTimeout,
-		MaxRequestBodySize: 1 << 20,
-		CloseOnShutdown:    true,
-		// The worker pool's cleaner goroutine sleeps this long between rounds and only then notices
-		// that the server stopped: keep it short so it is gone soon after Close.
-		MaxIdleWorkerDuration: time.Second,
-		Logger:                fasthttpLogger{log},
+	s := &Server{addr: addr, log: log, mux: http.NewServeMux(), known: map[string]bool{}}
+	for _, o := range opts {
+		o(&s.opts)
+	}
+	if s.opts.limiter == nil {
+		s.opts.limiter = access.NewLimiter(time.Second, 20)
+	}
+	if s.opts.now == nil {
+		s.opts.now = time.Now
+	}
+	s.auth = newAuthMetrics(reg)
+	s.srv = &http.Server{
+		Handler:           http.HandlerFunc(s.serve),
+		ReadHeaderTimeout: readTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
-	s.Handle(fasthttp.MethodGet, "/healthz", func(ctx *fasthttp.RequestCtx) {
-		ctx.Response.Header.Set("Cache-Control", "no-store")
-		ctx.SetContentType("text/plain; charset=utf-8")
+	s.Handle("GET", "/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if health != nil {
 			if err := health(); err != nil {
-				ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-				ctx.SetBodyString(err.Error())
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte(err.Error()))
 				return
 			}
 		}
-		ctx.SetBodyString("ok")
+		_, _ = w.Write([]byte("ok"))
 	})
 	if reg != nil {
 		metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 			ErrorLog:      promLogger{log},
 			ErrorHandling: promhttp.ContinueOnError,
 		})
-		s.Handle(fasthttp.MethodGet, "/metrics", fasthttpadaptor.NewFastHTTPHandler(metrics))
+		s.add("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+			if !s.loopback && !s.opts.openMetrics {
+				p, ok := s.authenticate(w, r)
+				if !ok {
+					return
+				}
+				if !p.Can("*", "read") {
+					WriteProblem(w, Problem{Status: http.StatusForbidden, Detail: "/metrics on this address needs a key holding *:read"})
+					return
+				}
+			}
+			metrics.ServeHTTP(w, r)
+		})
 	}
+	s.HandleAPI("GET /api/v1/openapi.json", "", serveOpenAPI) // any valid key
 	return s
 }
 
-// Handle adds an endpoint: requests with method and a path matching pattern go to h. A pattern is an
-// absolute path whose segments may be ":name" to match any one segment; h reads it with [Param]. A GET
-// endpoint also answers HEAD. Handle panics if called after Start, or if the endpoint exists already:
-// both are programming errors.
-func (s *Server) Handle(method, pattern string, h fasthttp.RequestHandler) {
+// Handle adds an open endpoint (no key needed): requests with method and a path matching
+// pattern (a net/http ServeMux path: "{name}" matches one segment, read with r.PathValue) go to
+// h. A GET endpoint also answers HEAD. Handle panics if called after Start, or if the endpoint
+// exists already: both are programming errors.
+func (s *Server) Handle(method, pattern string, h http.HandlerFunc) {
+	if method == "" || !strings.HasPrefix(pattern, "/") || h == nil {
+		panic(fmt.Sprintf("api: Handle(%q, %q): want a method, an absolute path and a handler", method, pattern))
+	}
+	s.add(method+" "+pattern, h)
+}
+
+// add registers pattern on the mux, once, before Start.
+func (s *Server) add(pattern string, h http.HandlerFunc) {
 	s.mu.Lock()
 	started := s.started
 	s.mu.Unlock()
 	if started {
 		panic("api: Handle called after Start")
 	}
-	if method == "" || !strings.HasPrefix(pattern, "/") || h == nil {
-		panic(fmt.Sprintf("api: Handle(%q, %q): want a method, an absolute path and a handler", method, pattern))
+	if s.known[pattern] {
+		panic(fmt.Sprintf("api: %q added twice", pattern))
 	}
-	for _, r := range s.routes {
-		if r.method == method && r.pattern == pattern {
-			panic(fmt.Sprintf("api: Handle(%q, %q) called twice", method, pattern))
-		}
-	}
-	s.routes = append(s.routes, route{
-		method:  method,
-		pattern: pattern,
-		segs:    strings.Split(pattern, "/"),
-		handler: h,
-	})
+	s.known[pattern] = true
+	s.mux.HandleFunc(pattern, h)
 }
-
-// Param returns the path segment matched by ":name" in the pattern of the endpoint serving ctx, or "".
-func Param(ctx *fasthttp.RequestCtx, name string) string {
-	v, _ := ctx.UserValue(paramKey(name)).(string)
-	return v
-}
-
-// paramKey keeps path parameters apart from other user values.
-type paramKey string
 
 // Start listens on the server's address and serves in a goroutine that [Server.Close] waits for. It
 // returns the address listened on, which tells the port when the configured port was 0.
@@ -150,11 +211,14 @@ func (s *Server) Start() (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
+	if tcp, ok := ln.Addr().(*net.TCPAddr); ok {
+		s.loopback = tcp.IP.IsLoopback()
+	}
 	s.started = true
 	s.done = make(chan struct{})
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("admin server stopped", "err", err)
 		}
 	}()
@@ -164,8 +228,8 @@ func (s *Server) Start() (net.Addr, error) {
 
 // Close stops accepting connections, closes idle ones, waits for requests in progress to finish or for
 // ctx to end, and waits for the serving goroutine. It returns ctx's error if ctx ended first; requests
-// still running then finish on their own. Closing a server that was never started, or again, does
-// nothing.
+// still running then finish on their own (their connections close after them). Closing a server that
+// was never started, or again, does nothing.
 func (s *Server) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed || !s.started {
@@ -176,7 +240,7 @@ func (s *Server) Close(ctx context.Context) error {
 	s.closed = true
 	s.mu.Unlock()
 
-	err := s.srv.ShutdownWithContext(ctx)
+	err := s.srv.Shutdown(ctx)
 	<-s.done // Serve returns as soon as the listener is closed
 	if err != nil {
 		return fmt.Errorf("admin shutdown: %w", err)
@@ -184,81 +248,70 @@ func (s *Server) Close(ctx context.Context) error {
 	return nil
 }
 
-// serve routes one request. Routes are read-only once the server has started.
-func (s *Server) serve(ctx *fasthttp.RequestCtx) {
+// serve checks the Host, limits the body and routes one request; 404 and 405 answer problems.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("admin handler panicked", "path", string(ctx.Path()), "panic", p, "stack", string(debug.Stack()))
-			ctx.Error("internal server error", fasthttp.StatusInternalServerError)
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("admin handler panicked", "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			WriteProblem(w, Problem{Status: http.StatusInternalServerError, Detail: "internal server error"})
 		}
 	}()
-
-	path := string(ctx.Path())
-	method := string(ctx.Method())
-	var allowed []string
-	for i := range s.routes {
-		r := &s.routes[i]
-		params, ok := r.match(path)
-		if !ok {
-			continue
-		}
-		if r.method != method && (method != fasthttp.MethodHead || r.method != fasthttp.MethodGet) {
-			allowed = append(allowed, r.method)
-			if r.method == fasthttp.MethodGet {
-				allowed = append(allowed, fasthttp.MethodHead)
-			}
-			continue
-		}
-		for j := 0; j+1 < len(params); j += 2 {
-			ctx.SetUserValue(paramKey(params[j]), params[j+1])
-		}
-		r.handler(ctx)
+	// /healthz answers any Host: balancers probe it by address, and it tells nothing.
+	if r.URL.Path != "/healthz" && !s.hostAllowed(r.Host) {
+		WriteProblem(w, Problem{Status: http.StatusMisdirectedRequest,
+			Detail: "this host name is not served here: use a loopback address or one of admin.hosts"})
 		return
 	}
-	if len(allowed) > 0 {
-		sort.Strings(allowed)
-		ctx.Error(http.StatusText(http.StatusMethodNotAllowed), fasthttp.StatusMethodNotAllowed)
-		ctx.Response.Header.Set("Allow", strings.Join(allowed, ", ")) // after Error, which resets headers
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" { // not found, or another method: answer ServeMux's status as a problem
+		c := &captureWriter{header: http.Header{}}
+		h.ServeHTTP(c, r)
+		if allow := c.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		WriteProblem(w, Problem{Status: c.status})
 		return
 	}
-	ctx.Error(http.StatusText(http.StatusNotFound), fasthttp.StatusNotFound)
+	h.ServeHTTP(w, r)
 }
 
-// match reports whether path matches the route's pattern and returns the ":name" parameters as
-// name, value pairs.
-func (r *route) match(path string) (params []string, ok bool) {
-	if !strings.Contains(r.pattern, "/:") {
-		return nil, path == r.pattern
+// hostAllowed reports whether host (the Host header, maybe with a port) is a loopback name or
+// address, or one of admin.hosts. Refusing other names defeats DNS rebinding: a page whose
+// name was rebound to the relay's address sends its own name.
+func (s *Server) hostAllowed(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
 	}
-	rest := path
-	for i, seg := range r.segs {
-		part := rest
-		if i < len(r.segs)-1 {
-			var found bool
-			if part, rest, found = strings.Cut(rest, "/"); !found {
-				return nil, false
-			}
-		} else if strings.Contains(part, "/") {
-			return nil, false
-		}
-		switch {
-		case strings.HasPrefix(seg, ":"):
-			if part == "" {
-				return nil, false
-			}
-			params = append(params, seg[1:], part)
-		case part != seg:
-			return nil, false
-		}
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
 	}
-	return params, true
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return true
+	}
+	return host != "" && slices.Contains(s.opts.hosts, host)
 }
 
-// fasthttpLogger routes fasthttp's log through slog.
-type fasthttpLogger struct{ log *slog.Logger }
+// captureWriter keeps the status and headers a handler writes, dropping its body.
+type captureWriter struct {
+	header http.Header
+	status int
+}
 
-func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...))
+func (c *captureWriter) Header() http.Header { return c.header }
+func (c *captureWriter) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+}
+
+func (c *captureWriter) Write(b []byte) (int, error) {
+	c.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 // promLogger routes promhttp's errors through slog.
@@ -268,7 +321,4 @@ func (l promLogger) Println(v ...any) {
 	l.log.Error("metrics: " + strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
 }
 
-var (
-	_ fasthttp.Logger = fasthttpLogger{}
-	_ promhttp.Logger = promLogger{}
-)
+var _ promhttp.Logger = promLogger{}

@@ -174,9 +174,26 @@ type Store struct {
 
 // Admin configures the admin HTTP server.
 type Admin struct {
-	// Listen address (host:port) of the admin HTTP server: /healthz, /metrics and the REST API. An empty
-	// string ("") disables it. It has no authentication: keep it on loopback or a private network.
+	// Listen address (host:port) of the admin HTTP server: /healthz, /metrics, /debug/pprof/ and
+	// the REST API under /api/v1 (README, "Admin API"). An empty string ("") disables it. Every
+	// /api/v1 request needs an API key (Authorization: Bearer <key>); /healthz is open; /metrics
+	// is open on a loopback address and needs a key holding *:read elsewhere (see open_metrics);
+	// /debug/pprof/ needs a super key. Serve it over TLS through a reverse proxy when it leaves
+	// the host.
 	Listen string `yaml:"listen"`
+	// The super key of the API: a value, {env: NAME} or {file: PATH} of at least 16 characters.
+	// Unset, the first start makes a random key, writes it to <data_dir>/admin.key (mode 0600)
+	// and logs that file's path (never the key); later starts reuse the file. Use it to make
+	// the keys of accounts and services (POST /api/v1/keys), which need not be super.
+	BootstrapKey Secret `yaml:"bootstrap_key,omitempty"`
+	// Host names (or addresses) the admin server answers to, besides localhost, 127.0.0.0/8 and
+	// [::1], which it always answers to. A request naming another host in its Host header is
+	// refused (421), so a web page whose DNS name was rebound to the relay cannot reach it. List
+	// the names and addresses clients use when the listener is not on loopback.
+	Hosts []string `yaml:"hosts,omitempty"`
+	// Serve /metrics without a key on a listener that is not on loopback (e.g. for a Prometheus
+	// scraper on a private network). Off, it needs a key holding *:read there.
+	OpenMetrics bool `yaml:"open_metrics"`
 }
 
 // Delivery holds the settings shared by every route's HTTP delivery.

@@ -297,6 +297,11 @@ func TestParse(t *testing.T) {
 	f("admin:\n  listen: 127.0.0.1:5000\n", "admin.listen: uses the same TCP address as devices.native.tcp (127.0.0.1:5000)")
 	f("admin:\n  listen: :5000\n", "admin.listen: uses the same TCP address as devices.native.tcp")
 	f("admin:\n  listen: 127.0.0.2:5000\n")
+	f("admin:\n  hosts: [relay.example.com, 10.0.0.5, \"::1\", \"[fe80::1]\"]\n  bootstrap_key: {env: FLEETRELAY_KEY}\n  open_metrics: true\n")
+	f("admin:\n  hosts: [\"relay.example.com:8080\", \"\"]\n", `admin.hosts[0]: want a host name or an address without a port, got "relay.example.com:8080"`,
+		`admin.hosts[1]: want a host name or an address without a port, got ""`)
+	f("admin:\n  bootstrap_key: \"\"\n", "invalid secret: empty")
+	f("admin:\n  bogus: 1\n", "admin.bogus: unknown key; known keys: bootstrap_key, hosts, listen, open_metrics")
 
 	// NDJSON ingest.
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5100\n    identity_field: imei\n    max_line: 1MiB\n")

@@ -87,10 +87,19 @@ store:
   # refuses new data (about 53MiB plus its index; see the README's "Disk space").
   min_free: 5%
 
-# The admin HTTP server: /healthz, /metrics and the REST API. "" disables it. It has no
-# authentication: keep it on loopback or a private network.
+# The admin HTTP server: /healthz, /metrics, /debug/pprof/ and the REST API (/api/v1, README
+# "Admin API"). "" disables it. API requests need a key (Authorization: Bearer <key>).
 admin:
   listen: 127.0.0.1:8080
+  # The super key: a value, {env: NAME} or {file: PATH}, at least 16 characters. Unset, the
+  # first start makes one in <data_dir>/admin.key (mode 0600) and logs the file's path.
+  bootstrap_key:
+  # Host names or addresses the server answers to besides localhost, 127.0.0.0/8 and [::1];
+  # other Host headers are refused (421: DNS rebinding).
+  hosts:
+  # Serve /metrics without a key on a listener that is not on loopback (on loopback it is
+  # always open; elsewhere it needs a key holding *:read).
+  open_metrics: false
 
 # Settings shared by every route.
 delivery:

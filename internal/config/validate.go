@@ -102,6 +102,11 @@ func (c *Config) Validate() error {
 	if ndjsonPort != "" && ndjsonPort == adminPort && hostsOverlap(d.NDJSON.TCP, c.Admin.Listen) {
 		p.add("admin.listen", "uses the same TCP address as devices.ndjson.tcp (%s)", d.NDJSON.TCP)
 	}
+	for i, h := range c.Admin.Hosts {
+		if h == "" || strings.ContainsAny(h, "/ ") || (strings.Contains(h, ":") && net.ParseIP(strings.Trim(h, "[]")) == nil) {
+			p.add(fmt.Sprintf("admin.hosts[%d]", i), "want a host name or an address without a port, got %q", h)
+		}
+	}
 
 	positive(&p, "delivery.timeout", c.Delivery.Timeout)
 	nonNegative(&p, "delivery.shutdown_grace", c.Delivery.ShutdownGrace)

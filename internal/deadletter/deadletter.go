@@ -1,12 +1,14 @@
 // Package deadletter owns the dead letters' surface for people: the admin API's endpoints that
-// list, replay and purge a route's dead letters while the relay runs (GET /dlq/:route,
-// POST /dlq/:route/replay, DELETE /dlq/:route), the JSON they answer with, and the offline
-// commands behind `fleetrelay dlq`, which ask the running relay through those endpoints or, when
-// none answers, work on the data directory themselves (the store is one process's).
+// list, replay and purge a route's dead letters while the relay runs
+// (GET /api/v1/routes/{name}/dead-letters, POST .../dead-letters/replay,
+// DELETE .../dead-letters, behind the deadLetters rights), the JSON they answer with, and the
+// commands behind `fleetrelay dlq`, which ask the running relay through those endpoints with a
+// key or, when none answers, work on the data directory themselves (the store is one
+// process's).
 //
 // The dead letters themselves are the store's (store.DeadLetter); the handlers reach them
-// through the small Lists and Replayer interfaces, which the store and the actor system
-// implement.
+// through the small Lists, Replayer and Routes interfaces, which the store, the actor system
+// and the relay implement.
 package deadletter
 
 import (
@@ -16,8 +18,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
+	"github.com/fleetrelay/fleetrelay/internal/access"
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
@@ -45,17 +46,19 @@ type Message struct {
 	Data       json.RawMessage `json:"data"`
 }
 
-// Page is the answer of GET /dlq/:route: the first Limit dead letters, oldest first, and the
-// totals.
+// Page is the answer of GET /api/v1/routes/{name}/dead-letters: a page of dead letters, oldest
+// first (at most limit of them after the cursor), the cursor of the next page when more follow,
+// and the totals of the whole list.
 type Page struct {
 	Route       string   `json:"route"`
 	Letters     int      `json:"letters"`  // dead letters in the list
 	Messages    int      `json:"messages"` // messages in them
-	DeadLetters []Letter `json:"dead_letters"`
+	DeadLetters []Letter `json:"data"`
+	NextCursor  string   `json:"next_cursor,omitempty"`
 }
 
-// Result answers a replay (POST /dlq/:route/replay) or a purge (DELETE /dlq/:route): how many
-// dead letters, and messages in them, it moved or deleted.
+// Result answers a replay (POST .../dead-letters/replay) or a purge (DELETE .../dead-letters):
+// how many dead letters, and messages in them, it moved or deleted.
 type Result struct {
 	Route    string `json:"route"`
 	Letters  int    `json:"letters"`
@@ -78,8 +81,25 @@ type Replayer interface {
 	Replay(route string) (letters, records int, err error)
 }
 
-// DefaultLimit is how many dead letters a listing shows unless told.
-const DefaultLimit = 100
+// Routes finds a route by name for the endpoints: its ID in the store and the account it
+// belongs to ("" for none). The relay implements it; it is called from the admin server's
+// goroutines.
+type Routes interface {
+	DeadLetterRoute(name string) (id uint16, account string, ok bool)
+}
+
+// RoutesFunc adapts a function to Routes.
+type RoutesFunc func(name string) (id uint16, account string, ok bool)
+
+// DeadLetterRoute implements Routes.
+func (f RoutesFunc) DeadLetterRoute(name string) (uint16, string, bool) { return f(name) }
+
+// DefaultLimit is how many dead letters a listing shows unless told; MaxLimit the most a page
+// holds.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
 
 func letterOf(d *store.DeadLetter) Letter {
 	v := Letter{ID: d.ID, At: time.UnixMilli(d.At).UTC(), Status: d.Status, Error: d.Error, Attempts: d.Attempts,
@@ -96,17 +116,26 @@ func letterOf(d *store.DeadLetter) Letter {
 	return v
 }
 
-// list pages the dead letters of route id, named name.
-func list(l Lists, name string, id uint16, limit int) (*Page, error) {
+// list pages the dead letters of route id, named name: at most limit of them with an ID after
+// after; the totals count them all.
+func list(l Lists, name string, id uint16, after uint64, limit int) (*Page, error) {
 	page := &Page{Route: name, DeadLetters: []Letter{}}
+	more := false
 	err := l.DeadLetters(id, func(d *store.DeadLetter) bool {
 		page.Letters++
 		page.Messages += len(d.Items)
-		if len(page.DeadLetters) < limit {
-			page.DeadLetters = append(page.DeadLetters, letterOf(d))
+		if d.ID > after {
+			if len(page.DeadLetters) < limit {
+				page.DeadLetters = append(page.DeadLetters, letterOf(d))
+			} else {
+				more = true
+			}
 		}
 		return true
 	})
+	if more && len(page.DeadLetters) > 0 {
+		page.NextCursor = api.EncodeCursor(strconv.FormatUint(page.DeadLetters[len(page.DeadLetters)-1].ID, 10))
+	}
 	return page, err
 }
 
@@ -119,80 +148,98 @@ func purge(l Lists, id uint16, age time.Duration) (letters, records int, err err
 	return l.Purge(id, before)
 }
 
-// Register serves the dead-letter endpoints on s for the routes in ids (route name → the
-// store's route ID): GET /dlq/:route (?limit=n), DELETE /dlq/:route (?older_than=duration) and
-// POST /dlq/:route/replay. Every answer is JSON: a Page, a Result, or {"error": "..."} with
-// status 404 for an unknown route, 400 for a bad query and 500 when the store fails.
-func Register(s *api.Server, lists Lists, rp Replayer, ids map[string]uint16, log *slog.Logger) {
+// Register serves the dead-letter endpoints on s for the routes that routes finds:
+//
+//	GET    /api/v1/routes/{name}/dead-letters         (deadLetters:read; ?limit=0..1000, ?cursor=)
+//	POST   /api/v1/routes/{name}/dead-letters/replay  (deadLetters:update)
+//	DELETE /api/v1/routes/{name}/dead-letters         (deadLetters:delete; ?older_than=duration)
+//
+// They answer a Page or a Result; errors are problems: 404 for an unknown route (or one of
+// another account than the key's), 400 for a bad query, 500 when the store fails. Replays and
+// purges are audited.
+func Register(s *api.Server, lists Lists, rp Replayer, routes Routes, log *slog.Logger) {
 	log = log.With("component", "deadletter")
-	reply := func(ctx *fasthttp.RequestCtx, status int, v any) {
-		b, _ := json.Marshal(v)
-		ctx.SetStatusCode(status)
-		ctx.SetContentType("application/json")
-		ctx.SetBody(append(b, '\n'))
-	}
-	route := func(ctx *fasthttp.RequestCtx) (string, uint16, bool) {
-		name := api.Param(ctx, "route")
-		id, ok := ids[name]
-		if !ok {
-			reply(ctx, http.StatusNotFound, map[string]string{"error": "no route " + strconv.Quote(name)})
+	route := func(w http.ResponseWriter, r *http.Request) (string, uint16, bool) {
+		name := r.PathValue("name")
+		id, account, ok := routes.DeadLetterRoute(name)
+		if !ok || !access.From(r.Context()).Sees(account) {
+			api.WriteProblem(w, api.Problem{Status: http.StatusNotFound, Detail: "no route " + strconv.Quote(name)})
+			return name, 0, false
 		}
-		return name, id, ok
+		return name, id, true
 	}
-	s.Handle("GET", "/dlq/:route", func(ctx *fasthttp.RequestCtx) {
-		name, id, ok := route(ctx)
+	failed := func(w http.ResponseWriter, err error) {
+		api.WriteProblem(w, api.Problem{Status: http.StatusInternalServerError, Detail: err.Error()})
+	}
+	s.HandleAPI("GET /api/v1/routes/{name}/dead-letters", "deadLetters:read", func(w http.ResponseWriter, r *http.Request) {
+		name, id, ok := route(w, r)
 		if !ok {
 			return
 		}
 		limit := DefaultLimit
-		if v := ctx.QueryArgs().Peek("limit"); len(v) > 0 {
-			n, err := strconv.Atoi(string(v))
-			if err != nil || n < 0 {
-				reply(ctx, http.StatusBadRequest, map[string]string{"error": "limit must be a number ≥ 0"})
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > MaxLimit {
+				api.WriteProblem(w, api.Problem{Status: http.StatusBadRequest, Detail: "limit must be a number from 0 to 1000",
+					Errors: []api.FieldError{{Pointer: "/limit", Detail: "want 0..1000"}}})
 				return
 			}
 			limit = n
 		}
-		page, err := list(lists, name, id, limit)
+		var after uint64
+		if c, ok := api.Cursor(w, r); !ok {
+			return
+		} else if c != "" {
+			n, err := strconv.ParseUint(c, 10, 64)
+			if err != nil {
+				api.WriteProblem(w, api.Problem{Status: http.StatusBadRequest, Detail: "cursor is not one this API gave"})
+				return
+			}
+			after = n
+		}
+		page, err := list(lists, name, id, after, limit)
 		if err != nil {
-			reply(ctx, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			failed(w, err)
 			return
 		}
-		reply(ctx, http.StatusOK, page)
+		api.WriteJSON(w, http.StatusOK, page)
 	})
-	s.Handle("DELETE", "/dlq/:route", func(ctx *fasthttp.RequestCtx) {
-		name, id, ok := route(ctx)
+	s.HandleAPI("DELETE /api/v1/routes/{name}/dead-letters", "deadLetters:delete", func(w http.ResponseWriter, r *http.Request) {
+		name, id, ok := route(w, r)
 		if !ok {
 			return
 		}
 		var age time.Duration
-		if v := ctx.QueryArgs().Peek("older_than"); len(v) > 0 {
-			d, err := time.ParseDuration(string(v))
+		if v := r.URL.Query().Get("older_than"); v != "" {
+			d, err := time.ParseDuration(v)
 			if err != nil || d < 0 {
-				reply(ctx, http.StatusBadRequest, map[string]string{"error": "older_than must be a duration such as 24h"})
+				api.WriteProblem(w, api.Problem{Status: http.StatusBadRequest, Detail: "older_than must be a duration such as 24h",
+					Errors: []api.FieldError{{Pointer: "/older_than", Detail: "want a duration ≥ 0"}}})
 				return
 			}
 			age = d
 		}
 		letters, msgs, err := purge(lists, id, age)
 		if err != nil {
-			reply(ctx, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			failed(w, err)
 			return
 		}
+		s.Audit(r, "delete", "deadLetters", name)
 		log.Info("dead letters purged", "route", name, "letters", letters, "messages", msgs)
-		reply(ctx, http.StatusOK, Result{Route: name, Letters: letters, Messages: msgs})
+		api.WriteJSON(w, http.StatusOK, Result{Route: name, Letters: letters, Messages: msgs})
 	})
-	s.Handle("POST", "/dlq/:route/replay", func(ctx *fasthttp.RequestCtx) {
-		name, _, ok := route(ctx)
+	s.HandleAPI("POST /api/v1/routes/{name}/dead-letters/replay", "deadLetters:update", func(w http.ResponseWriter, r *http.Request) {
+		name, _, ok := route(w, r)
 		if !ok {
 			return
 		}
 		letters, msgs, err := rp.Replay(name)
 		if err != nil {
-			reply(ctx, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			failed(w, err)
 			return
 		}
+		s.Audit(r, "replay", "deadLetters", name)
 		log.Info("dead letters replayed", "route", name, "letters", letters, "messages", msgs)
-		reply(ctx, http.StatusOK, Result{Route: name, Letters: letters, Messages: msgs})
+		api.WriteJSON(w, http.StatusOK, Result{Route: name, Letters: letters, Messages: msgs})
 	})
 }
