@@ -1,14 +1,16 @@
 // Command fleetrelay runs the relay: flags → config → relay → Run until SIGINT/SIGTERM.
 //
 //	fleetrelay [-config FILE] [-check-config]
-//	fleetrelay dlq list -route NAME [-config FILE] [-limit N]
-//	fleetrelay dlq replay -route NAME [-config FILE]
-//	fleetrelay dlq purge -route NAME [-config FILE] [-older-than DURATION]
+//	fleetrelay dlq list -route NAME [-config FILE] [-key KEY] [-limit N]
+//	fleetrelay dlq replay -route NAME [-config FILE] [-key KEY]
+//	fleetrelay dlq purge -route NAME [-config FILE] [-key KEY] [-older-than DURATION]
 //	fleetrelay store verify [-data-dir DIR | -config FILE] [-json]
 //	fleetrelay store salvage -from DIR -to NEW_DIR [-route NAME=ID]... [-json]
 //
-// dlq inspects and replays a route's dead letters: through the running relay's admin listener, or
-// in the data directory when no relay runs (a replay is then delivered when the relay starts).
+// dlq inspects and replays a route's dead letters: through the running relay's admin API with an
+// API key holding the deadLetters rights (-key, else $FLEETRELAY_KEY, else the relay's own
+// admin.bootstrap_key or <data_dir>/admin.key when readable), or in the data directory when no
+// relay runs (a replay is then delivered when the relay starts).
 // store checks a data directory offline, or copies what is readable out of a damaged one.
 package main
 
@@ -83,7 +85,7 @@ func checkConfig(cfg *config.Config) int {
 }
 
 func dlq(args []string) int {
-	usage := "usage: fleetrelay dlq list|replay|purge -route NAME [-config FILE] [-limit N] [-older-than DURATION]"
+	usage := "usage: fleetrelay dlq list|replay|purge -route NAME [-config FILE] [-key KEY] [-limit N] [-older-than DURATION]"
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay" && args[0] != "purge") {
 		fmt.Fprintln(os.Stderr, usage)
 		return 2
@@ -93,6 +95,7 @@ func dlq(args []string) int {
 	route := fs.String("route", "", "route name (required)")
 	limit := fs.Int("limit", 100, "list: most dead letters to show (the totals count all)")
 	age := fs.Duration("older-than", 0, "purge: only dead letters older than this (default: all)")
+	key := fs.String("key", os.Getenv("FLEETRELAY_KEY"), "API key of the running relay, holding the deadLetters rights (default: $FLEETRELAY_KEY)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -109,7 +112,7 @@ func dlq(args []string) int {
 	defer stop()
 	enc := json.NewEncoder(os.Stdout)
 	if args[0] == "list" {
-		page, err := deadletter.List(ctx, cfg, *route, *limit)
+		page, err := deadletter.List(ctx, cfg, *key, *route, *limit)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -121,7 +124,7 @@ func dlq(args []string) int {
 		return 0
 	}
 	if args[0] == "purge" {
-		res, err := deadletter.Purge(ctx, cfg, *route, *age)
+		res, err := deadletter.Purge(ctx, cfg, *key, *route, *age)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -129,7 +132,7 @@ func dlq(args []string) int {
 		_ = enc.Encode(res)
 		return 0
 	}
-	res, err := deadletter.Replay(ctx, cfg, *route)
+	res, err := deadletter.Replay(ctx, cfg, *key, *route)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -266,8 +266,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	h, pattern := s.mux.Handler(r)
-	if pattern == "" { // not found, or another method: answer ServeMux's status as a problem
+	if h, pattern := s.mux.Handler(r); pattern == "" { // not found, or another method: answer ServeMux's status as a problem
 		c := &captureWriter{header: http.Header{}}
 		h.ServeHTTP(c, r)
 		if allow := c.header.Get("Allow"); allow != "" {
@@ -276,7 +275,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, Problem{Status: c.status})
 		return
 	}
-	h.ServeHTTP(w, r)
+	s.mux.ServeHTTP(w, r) // routes again, setting the path values
 }
 
 // hostAllowed reports whether host (the Host header, maybe with a port) is a loopback name or
@@ -322,3 +321,13 @@ func (l promLogger) Println(v ...any) {
 }
 
 var _ promhttp.Logger = promLogger{}
+
+// Patterns lists the endpoints added so far ("METHOD /path"), sorted.
+func (s *Server) Patterns() []string {
+	out := make([]string, 0, len(s.known))
+	for p := range s.known {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}

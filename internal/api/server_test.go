@@ -15,20 +15,14 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 	"go.uber.org/goleak"
 )
 
-// fasthttp refreshes its Date header in a process-wide goroutine started with the first server and
-// never stopped; it belongs to no server.
-var ignoreServerDate = goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1")
-
-// checkNoLeaks waits until only the goroutines that ran before the test (and fasthttp's date updater)
-// are left.
+// checkNoLeaks waits until only the goroutines that ran before the test are left.
 func checkNoLeaks(t *testing.T, before goleak.Option) {
 	t.Helper()
 	checkfor.Check(t, 5*time.Second, 50*time.Millisecond, func() error {
-		return goleak.Find(before, ignoreServerDate)
+		return goleak.Find(before)
 	})
 }
 
@@ -88,14 +82,14 @@ func TestServer(t *testing.T) {
 	}
 
 	s := api.New("127.0.0.1:0", reg, health, nil)
-	s.Handle(fasthttp.MethodPost, "/api/v1/devicelink/:device", func(ctx *fasthttp.RequestCtx) {
-		ctx.SetStatusCode(fasthttp.StatusCreated)
-		fmt.Fprintf(ctx, "link to %s", api.Param(ctx, "device"))
+	s.Handle(http.MethodPost, "/devicelink/{device}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "link to %s", r.PathValue("device"))
 	})
-	s.Handle(fasthttp.MethodDelete, "/api/v1/devicelink/:token", func(ctx *fasthttp.RequestCtx) {
-		ctx.SetStatusCode(fasthttp.StatusNoContent)
+	s.Handle(http.MethodDelete, "/devicelink/{token}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
 	})
-	s.Handle(fasthttp.MethodGet, "/panic", func(*fasthttp.RequestCtx) { panic("boom") })
+	s.Handle(http.MethodGet, "/panic", func(http.ResponseWriter, *http.Request) { panic("boom") })
 
 	addr, err := s.Start()
 	if err != nil {
@@ -126,19 +120,19 @@ func TestServer(t *testing.T) {
 	}
 	c.want("GET", "/metrics", 200, "# HELP fleetrelay_test_frames_total Frames.")
 
-	c.want("POST", "/api/v1/devicelink/356307042441013", 201, "link to 356307042441013")
-	c.want("DELETE", "/api/v1/devicelink/abc", 204, "")
+	c.want("POST", "/devicelink/356307042441013", 201, "link to 356307042441013")
+	c.want("DELETE", "/devicelink/abc", 204, "")
 	c.want("GET", "/nope", 404, "Not Found")
-	c.want("GET", "/api/v1/devicelink", 404, "")
-	c.want("POST", "/api/v1/devicelink/", 404, "")
-	c.want("POST", "/api/v1/devicelink/a/b", 404, "")
+	c.want("GET", "/devicelink", 404, "")
+	c.want("POST", "/devicelink/", 404, "")
+	c.want("POST", "/devicelink/a/b", 404, "")
 	h = c.want("POST", "/healthz", 405, "Method Not Allowed")
 	if allow := h.Get("Allow"); allow != "GET, HEAD" {
 		t.Fatalf("POST /healthz Allow = %q, want %q", allow, "GET, HEAD")
 	}
-	h = c.want("GET", "/api/v1/devicelink/x", 405, "")
+	h = c.want("GET", "/devicelink/x", 405, "")
 	if allow := h.Get("Allow"); allow != "DELETE, POST" {
-		t.Fatalf("GET /api/v1/devicelink/x Allow = %q, want %q", allow, "DELETE, POST")
+		t.Fatalf("GET /devicelink/x Allow = %q, want %q", allow, "DELETE, POST")
 	}
 	c.want("GET", "/panic", 500, "internal server error")
 	c.want("GET", "/healthz", 200, "ok") // still serving after a panic
@@ -149,7 +143,7 @@ func TestServer(t *testing.T) {
 				t.Fatal("Handle after Start did not panic")
 			}
 		}()
-		s.Handle("GET", "/late", func(*fasthttp.RequestCtx) {})
+		s.Handle("GET", "/late", func(http.ResponseWriter, *http.Request) {})
 	}()
 	if _, err := s.Start(); !errors.Is(err, api.ErrStarted) {
 		t.Fatalf("second Start() = %v, want ErrStarted", err)
@@ -179,10 +173,10 @@ func TestCloseWaitsForRequests(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	entered, release := make(chan struct{}), make(chan struct{})
 	s := api.New("127.0.0.1:0", nil, nil, nil)
-	s.Handle("GET", "/slow", func(ctx *fasthttp.RequestCtx) {
+	s.Handle("GET", "/slow", func(w http.ResponseWriter, _ *http.Request) {
 		close(entered)
 		<-release
-		ctx.SetBodyString("done")
+		_, _ = w.Write([]byte("done"))
 	})
 	addr, err := s.Start()
 	if err != nil {
@@ -223,7 +217,7 @@ func TestCloseTimeout(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	entered, release := make(chan struct{}), make(chan struct{})
 	s := api.New("127.0.0.1:0", nil, nil, nil)
-	s.Handle("GET", "/slow", func(ctx *fasthttp.RequestCtx) {
+	s.Handle("GET", "/slow", func(http.ResponseWriter, *http.Request) {
 		close(entered)
 		<-release
 	})
@@ -277,10 +271,10 @@ func TestStartErrors(t *testing.T) {
 	}
 
 	for _, bad := range []func(s *api.Server){
-		func(s *api.Server) { s.Handle("GET", "healthz", func(*fasthttp.RequestCtx) {}) },
-		func(s *api.Server) { s.Handle("", "/x", func(*fasthttp.RequestCtx) {}) },
+		func(s *api.Server) { s.Handle("GET", "healthz", func(http.ResponseWriter, *http.Request) {}) },
+		func(s *api.Server) { s.Handle("", "/x", func(http.ResponseWriter, *http.Request) {}) },
 		func(s *api.Server) { s.Handle("GET", "/x", nil) },
-		func(s *api.Server) { s.Handle("GET", "/healthz", func(*fasthttp.RequestCtx) {}) },
+		func(s *api.Server) { s.Handle("GET", "/healthz", func(http.ResponseWriter, *http.Request) {}) },
 	} {
 		func() {
 			defer func() {

@@ -2,7 +2,8 @@
 // order of start-up and shutdown. It only wires: it recovers the store, builds the delivery
 // clients, the actor system and the device listeners over it, starts the store with its hooks
 // into them, hands the metrics registry to each component (each defines and registers its own
-// collectors) and mounts the components' endpoints (dead letters, pprof) on the admin server.
+// collectors) and mounts the components' endpoints (accounts, keys, dead letters, pprof) on
+// the admin server.
 package relay
 
 import (
@@ -20,9 +21,9 @@ import (
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/config"
-	"github.com/fleetrelay/fleetrelay/internal/deadletter"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/pipeline"
+	"github.com/fleetrelay/fleetrelay/internal/registry"
 	"github.com/fleetrelay/fleetrelay/internal/route"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 	"github.com/fleetrelay/fleetrelay/netio"
@@ -39,6 +40,7 @@ type Relay struct {
 	sys       *actors.System
 	net       *netio.Server
 	admin     *api.Server
+	registry  *registry.Registry // accounts, keys, routes, devices (nil: only the bootstrap key)
 	adminAddr net.Addr
 	routes    []*actors.Route
 
@@ -133,13 +135,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	if cfg.Admin.Listen != "" {
-		r.admin = api.New(cfg.Admin.Listen, r.reg, r.health, log)
-		registerPprof(r.admin)
-		ids := make(map[string]uint16, len(r.routes))
-		for _, rt := range r.routes {
-			ids[rt.Name] = rt.ID
+		if err := r.buildAdmin(); err != nil {
+			r.abort()
+			return nil, err
 		}
-		deadletter.Register(r.admin, st, r.sys, ids, log)
 	}
 	return r, nil
 }

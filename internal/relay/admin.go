@@ -1,0 +1,44 @@
+package relay
+
+import (
+	"github.com/fleetrelay/fleetrelay/internal/access"
+	"github.com/fleetrelay/fleetrelay/internal/api"
+	"github.com/fleetrelay/fleetrelay/internal/deadletter"
+)
+
+// buildAdmin builds the admin server: its bootstrap super key (admin.bootstrap_key, or
+// <data_dir>/admin.key made at the first start), the keys of the registry, and the
+// components' endpoints.
+func (r *Relay) buildAdmin() error {
+	cfg := r.cfg
+	hash, path, created, err := access.Bootstrap(cfg.DataDir, cfg.Admin.BootstrapKey)
+	if err != nil {
+		return err
+	}
+	switch {
+	case created:
+		r.log.Warn("admin: made a bootstrap super key; read it from the file, keep it secret", "component", "api", "file", path)
+	case path != "":
+		r.log.Info("admin: bootstrap super key from its file", "component", "api", "file", path)
+	}
+	var keys api.KeyLookup
+	if r.registry != nil {
+		keys = r.registry
+	}
+	r.admin = api.New(cfg.Admin.Listen, r.reg, r.health, r.log,
+		api.WithKeys(keys, hash), api.WithHosts(cfg.Admin.Hosts), api.WithOpenMetrics(cfg.Admin.OpenMetrics))
+	registerPprof(r.admin)
+	if r.registry != nil {
+		r.admin.RegisterAccounts(r.registry)
+		r.admin.RegisterKeys(r.registry)
+	}
+	ids := make(map[string]uint16, len(r.routes))
+	for _, rt := range r.routes {
+		ids[rt.Name] = rt.ID
+	}
+	deadletter.Register(r.admin, r.store, r.sys, deadletter.RoutesFunc(func(name string) (uint16, string, bool) {
+		id, ok := ids[name]
+		return id, "", ok // the config file's routes belong to no account
+	}), r.log)
+	return nil
+}
