@@ -11,10 +11,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetrelay/fleetrelay/internal/access"
 	"github.com/fleetrelay/fleetrelay/internal/api"
+	"github.com/fleetrelay/fleetrelay/internal/api/apitest"
 	"github.com/fleetrelay/fleetrelay/internal/deadletter"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
+
+// key is the test server's super key.
+const key = "fr_deadletter-test-super-key"
 
 // storeReplay replays through the store, by route name, as the offline `fleetrelay dlq replay`
 // does (the running relay's actor system also has its route deliver them at once).
@@ -32,7 +37,8 @@ func (r storeReplay) Replay(route string) (int, int, error) {
 }
 
 // serve starts an admin server on loopback with the dead-letter endpoints over a real store
-// holding two dead letters of route "r" (three messages: one a command result).
+// holding two dead letters of route "r" (three messages: one a command result), and a route
+// "theirs" of account "other".
 func serve(t *testing.T) string {
 	t.Helper()
 	st, err := store.Open(t.Context(), store.Options{Dir: t.TempDir()})
@@ -59,9 +65,19 @@ func serve(t *testing.T) string {
 		}
 	}
 	log := slog.New(slog.DiscardHandler)
-	s := api.New("127.0.0.1:0", prometheus.NewRegistry(), func() error { return nil }, log)
-	ids := map[string]uint16{"r": id}
-	deadletter.Register(s, st, storeReplay{st, ids}, ids, log)
+	s := api.New("127.0.0.1:0", prometheus.NewRegistry(), func() error { return nil }, log, api.WithKeys(nil, access.Hash(key)))
+	theirs, err := st.RouteID("theirs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]uint16{"r": id, "theirs": theirs}
+	deadletter.Register(s, st, storeReplay{st, ids}, deadletter.RoutesFunc(func(name string) (uint16, string, bool) {
+		id, ok := ids[name]
+		if name == "theirs" {
+			return id, "other", ok
+		}
+		return id, "", ok
+	}), log)
 	addr, err := s.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +92,11 @@ func do(t *testing.T, method, url string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	req.Header.Set("Authorization", "Bearer "+key)
+	if strings.Contains(url, "limit=x") {
+		req = apitest.Invalid(req) // the server's own check of the query
+	}
+	resp, err := apitest.Client(t).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,15 +105,15 @@ func do(t *testing.T, method, url string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("%s %s: Content-Type %q, want application/json", method, url, ct)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" && !(resp.StatusCode >= 400 && ct == "application/problem+json") {
+		t.Errorf("%s %s: %d as Content-Type %q, want application/json (or a problem)", method, url, resp.StatusCode, ct)
 	}
 	return resp.StatusCode, string(b)
 }
 
 // The endpoints' answers, errors included, byte for byte where the JSON is the contract.
 func TestEndpoints(t *testing.T) {
-	base := serve(t)
+	base := serve(t) + "/api/v1/routes"
 	f := func(method, path string, wantCode int, want string) {
 		t.Helper()
 		code, body := do(t, method, base+path)
@@ -101,37 +121,43 @@ func TestEndpoints(t *testing.T) {
 			t.Errorf("%s %s = %d %s, want %d %s", method, path, code, body, wantCode, want)
 		}
 	}
-	f("GET", "/dlq/nope", 404, `{"error":"no route \"nope\""}`)
-	f("POST", "/dlq/nope/replay", 404, `{"error":"no route \"nope\""}`)
-	f("GET", "/dlq/r?limit=x", 400, `{"error":"limit must be a number ≥ 0"}`)
-	f("DELETE", "/dlq/r?older_than=-1h", 400, `{"error":"older_than must be a duration such as 24h"}`)
-	f("GET", "/dlq/r?limit=0", 200, `{"route":"r","letters":2,"messages":3,"dead_letters":[]}`)
-	f("GET", "/dlq/r", 200, `{"route":"r","letters":2,"messages":3,"dead_letters":[`+
-		`{"id":1,"at":"2023-11-14T22:13:22Z","status":500,"error":"status 500","attempts":3,"messages":[`+
-		`{"device":"d1","serial":"S1","imei":"351","seq":7,"index":0,"received_at":"2023-11-14T22:13:20Z","data":{"a":1}},`+
-		`{"device":"d1","serial":"S1","imei":"351","seq":7,"index":1,"received_at":"2023-11-14T22:13:20Z","data":{"a":2}}]},`+
-		`{"id":2,"at":"2023-11-14T22:13:23Z","status":0,"error":"retention exceeded","attempts":1,"messages":[`+
-		`{"device":"d1","serial":"S1","seq":0,"index":0,"received_at":"2023-11-14T22:13:21Z","task":42,"code":3,"data":{"ok":false}}]}]}`)
+	f("GET", "/nope/dead-letters", 404, `{"title":"Not Found","status":404,"detail":"no route \"nope\""}`)
+	f("POST", "/nope/dead-letters/replay", 404, `{"title":"Not Found","status":404,"detail":"no route \"nope\""}`)
+	f("GET", "/r/dead-letters?limit=x", 400, `{"title":"Bad Request","status":400,"detail":"limit must be a number from 0 to 1000","errors":[{"pointer":"/limit","detail":"want 0..1000"}]}`)
+	f("DELETE", "/r/dead-letters?older_than=-1h", 400, `{"title":"Bad Request","status":400,"detail":"older_than must be a duration such as 24h","errors":[{"pointer":"/older_than","detail":"want a duration ≥ 0"}]}`)
+	f("GET", "/r/dead-letters?limit=0", 200, `{"route":"r","letters":2,"messages":3,"data":[]}`) // the totals only
+	first := `{"id":1,"at":"2023-11-14T22:13:22Z","status":500,"error":"status 500","attempts":3,"messages":[` +
+		`{"device":"d1","serial":"S1","imei":"351","seq":7,"index":0,"received_at":"2023-11-14T22:13:20Z","data":{"a":1}},` +
+		`{"device":"d1","serial":"S1","imei":"351","seq":7,"index":1,"received_at":"2023-11-14T22:13:20Z","data":{"a":2}}]}`
+	second := `{"id":2,"at":"2023-11-14T22:13:23Z","status":0,"error":"retention exceeded","attempts":1,"messages":[` +
+		`{"device":"d1","serial":"S1","seq":0,"index":0,"received_at":"2023-11-14T22:13:21Z","task":42,"code":3,"data":{"ok":false}}]}`
+	f("GET", "/r/dead-letters", 200, `{"route":"r","letters":2,"messages":3,"data":[`+first+`,`+second+`]}`)
+	// Pages: one dead letter each, the totals on every page.
+	f("GET", "/r/dead-letters?limit=1", 200, `{"route":"r","letters":2,"messages":3,"data":[`+first+`],"next_cursor":"`+api.EncodeCursor("1")+`"}`)
+	f("GET", "/r/dead-letters?limit=1&cursor="+api.EncodeCursor("1"), 200, `{"route":"r","letters":2,"messages":3,"data":[`+second+`]}`)
+	// A global key sees a route of an account; the route lookup's account is what a key of
+	// another account is refused by (internal/api's rights table).
+	f("GET", "/theirs/dead-letters", 200, `{"route":"theirs","letters":0,"messages":0,"data":[]}`)
 
 	// The dead letters are from 2023: a purge of what is older than a day takes them all, and a
 	// replay then finds nothing left.
-	f("DELETE", "/dlq/r?older_than=24h", 200, `{"route":"r","letters":2,"messages":3}`)
-	f("GET", "/dlq/r", 200, `{"route":"r","letters":0,"messages":0,"dead_letters":[]}`)
-	f("POST", "/dlq/r/replay", 200, `{"route":"r","letters":0,"messages":0}`)
+	f("DELETE", "/r/dead-letters?older_than=24h", 200, `{"route":"r","letters":2,"messages":3}`)
+	f("GET", "/r/dead-letters", 200, `{"route":"r","letters":0,"messages":0,"data":[]}`)
+	f("POST", "/r/dead-letters/replay", 200, `{"route":"r","letters":0,"messages":0}`)
 }
 
 // A replay moves every dead letter to the route's replay list: the listing is empty afterwards.
 func TestReplayEndpoint(t *testing.T) {
 	base := serve(t)
-	code, body := do(t, "POST", base+"/dlq/r/replay")
+	code, body := do(t, "POST", base+"/api/v1/routes/r/dead-letters/replay")
 	var res deadletter.Result
 	if err := json.Unmarshal([]byte(body), &res); err != nil || code != 200 {
-		t.Fatalf("POST /dlq/r/replay = %d %s (%v)", code, body, err)
+		t.Fatalf("POST .../dead-letters/replay = %d %s (%v)", code, body, err)
 	}
 	if res != (deadletter.Result{Route: "r", Letters: 2, Messages: 3}) {
 		t.Errorf("replay = %+v, want 2 letters, 3 messages of r", res)
 	}
-	if code, body := do(t, "GET", base+"/dlq/r"); code != 200 || !strings.Contains(body, `"letters":0`) {
-		t.Errorf("GET /dlq/r after the replay = %d %s, want no dead letters", code, body)
+	if code, body := do(t, "GET", base+"/api/v1/routes/r/dead-letters"); code != 200 || !strings.Contains(body, `"letters":0`) {
+		t.Errorf("GET .../dead-letters after the replay = %d %s, want no dead letters", code, body)
 	}
 }

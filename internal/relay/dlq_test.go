@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -83,11 +85,16 @@ func sendAcked(t *testing.T, r *relay.Relay, serial string, n int) {
 }
 
 // adminConfig is cfg with the admin listener the running relay actually has, as an operator's
-// config would name it.
-func adminConfig(cfg *config.Config, r *relay.Relay) *config.Config {
+// config would name it, and the relay's bootstrap key (from <data_dir>/admin.key).
+func adminConfig(t *testing.T, cfg *config.Config, r *relay.Relay) (*config.Config, string) {
+	t.Helper()
 	c := *cfg
 	c.Admin.Listen = r.AdminAddr().String()
-	return &c
+	b, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &c, strings.TrimSpace(string(b))
 }
 
 // waitDelivered waits until the endpoint has exactly want (in any order) and checks it got
@@ -152,8 +159,11 @@ func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 		t.Fatalf("%v failed requests, want at least max_attempts (4)", got)
 	}
 
-	admin := adminConfig(cfg, r)
-	page, err := deadletter.List(t.Context(), admin, "dl", 100)
+	admin, key := adminConfig(t, cfg, r)
+	if _, err := deadletter.List(t.Context(), admin, "fr_not-a-key", "dl", 100); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("List with a wrong key = %v, want 401", err)
+	}
+	page, err := deadletter.List(t.Context(), admin, key, "dl", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,17 +185,17 @@ func TestMaxAttemptsDeadLetterAndReplay(t *testing.T) {
 	}
 
 	ep.fail.Store(0)
-	res, err := deadletter.Replay(t.Context(), admin, "dl")
+	res, err := deadletter.Replay(t.Context(), admin, key, "dl")
 	if err != nil || res.Messages != 6 {
 		t.Fatalf("replay = %+v, %v; want 6 messages", res, err)
 	}
 	waitDelivered(t, ep, []int{0, 1, 2, 3, 4, 5})
 	waitMetric(t, r, `fleetrelay_route_delivered_messages_total{route="dl"}`, 6)
 	waitMetric(t, r, `fleetrelay_route_dead_letter_messages{route="dl"}`, 0)
-	if page, err := deadletter.List(t.Context(), admin, "dl", 100); err != nil || page.Letters != 0 {
+	if page, err := deadletter.List(t.Context(), admin, key, "dl", 100); err != nil || page.Letters != 0 {
 		t.Fatalf("after replay the list has %+v, %v; want it empty", page, err)
 	}
-	if again, err := deadletter.Replay(t.Context(), admin, "dl"); err != nil || again.Messages != 0 {
+	if again, err := deadletter.Replay(t.Context(), admin, key, "dl"); err != nil || again.Messages != 0 {
 		t.Fatalf("second replay = %+v, %v; want nothing to replay", again, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -217,7 +227,7 @@ func TestRetentionDeadLetterOfflineReplay(t *testing.T) {
 	}
 
 	// cfg.Admin.Listen is port 0: no relay answers there, so the data directory is used.
-	page, err := deadletter.List(t.Context(), cfg, "ret", 100)
+	page, err := deadletter.List(t.Context(), cfg, "", "ret", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,10 +239,10 @@ func TestRetentionDeadLetterOfflineReplay(t *testing.T) {
 			t.Errorf("dead letter %d: status %d, %d attempts, error %q; want retention exceeded, last status 500", d.ID, d.Status, d.Attempts, d.Error)
 		}
 	}
-	if _, err := deadletter.List(t.Context(), cfg, "nope", 1); err == nil {
+	if _, err := deadletter.List(t.Context(), cfg, "", "nope", 1); err == nil {
 		t.Error("listing an unknown route succeeded")
 	}
-	res, err := deadletter.Replay(t.Context(), cfg, "ret")
+	res, err := deadletter.Replay(t.Context(), cfg, "", "ret")
 	if err != nil || res.Letters != page.Letters || res.Messages != 3 {
 		t.Fatalf("offline replay = %+v, %v; want %d letters, 3 messages", res, err, page.Letters)
 	}
@@ -261,7 +271,8 @@ func TestRetentionExpiredAtStart(t *testing.T) {
 	ep.fail.Store(0)
 	r = startRelay(t, cfg)
 	waitMetric(t, r, `fleetrelay_route_dead_lettered_messages_total{route="old"}`, 2)
-	page, err := deadletter.List(t.Context(), adminConfig(cfg, r), "old", 10)
+	admin, key := adminConfig(t, cfg, r)
+	page, err := deadletter.List(t.Context(), admin, key, "old", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,15 +283,14 @@ func TestRetentionExpiredAtStart(t *testing.T) {
 		t.Fatalf("endpoint received %v: expired messages were sent", got)
 	}
 	// Purge: those younger than an hour stay; without an age, all go.
-	admin := adminConfig(cfg, r)
-	if res, err := deadletter.Purge(t.Context(), admin, "old", time.Hour); err != nil || res.Messages != 0 {
+	if res, err := deadletter.Purge(t.Context(), admin, key, "old", time.Hour); err != nil || res.Messages != 0 {
 		t.Fatalf("purge older than 1h = %+v, %v; want nothing", res, err)
 	}
-	if res, err := deadletter.Purge(t.Context(), admin, "old", 0); err != nil || res.Messages != 2 {
+	if res, err := deadletter.Purge(t.Context(), admin, key, "old", 0); err != nil || res.Messages != 2 {
 		t.Fatalf("purge = %+v, %v; want 2 messages", res, err)
 	}
 	waitMetric(t, r, `fleetrelay_route_dead_letter_messages{route="old"}`, 0)
-	if page, err := deadletter.List(t.Context(), admin, "old", 10); err != nil || page.Letters != 0 {
+	if page, err := deadletter.List(t.Context(), admin, key, "old", 10); err != nil || page.Letters != 0 {
 		t.Fatalf("list after purge = %+v, %v; want empty", page, err)
 	}
 }
