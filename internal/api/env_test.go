@@ -62,7 +62,7 @@ func (c *clock) Add(d time.Duration) {
 // endpoints over a real registry in a real store, its bootstrap key made by access.Bootstrap,
 // and a client that checks every exchange against the OpenAPI document.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	base    string
 	s       *api.Server
 	reg     *registry.Registry
@@ -81,7 +81,7 @@ type envOption struct {
 	prepare func(e *env)
 }
 
-func newEnv(t *testing.T, o envOption) *env {
+func newEnv(t testing.TB, o envOption) *env {
 	t.Helper()
 	e := &env{t: t, metrics: prometheus.NewRegistry(), clock: &clock{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}, log: &logBuffer{}}
 	dir := t.TempDir()

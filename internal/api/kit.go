@@ -298,6 +298,9 @@ func newAuthMetrics(reg *prometheus.Registry) *authMetrics {
 		changes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fleetrelay_api_changes_total",
 			Help: "Changes made through the admin API, by resource kind and action."}, []string{"kind", "action"}),
 	}
+	for _, reason := range []string{"missing", "unknown", "expired"} {
+		m.failures.WithLabelValues(reason) // shown at 0 before the first failure
+	}
 	if reg != nil {
 		reg.MustRegister(m.failures, m.changes)
 	}
