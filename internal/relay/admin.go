@@ -32,13 +32,17 @@ func (r *Relay) buildAdmin() error {
 		r.admin.RegisterAccounts(r.registry)
 		r.admin.RegisterKeys(r.registry)
 	}
-	ids := make(map[string]uint16, len(r.routes))
+	type named struct {
+		id      uint16
+		account string
+	}
+	routes := make(map[string]named, len(r.routes))
 	for _, rt := range r.routes {
-		ids[rt.Name] = rt.ID
+		routes[rt.Name] = named{rt.ID, rt.Account}
 	}
 	deadletter.Register(r.admin, r.store, r.sys, deadletter.RoutesFunc(func(name string) (uint16, string, bool) {
-		id, ok := ids[name]
-		return id, "", ok // the config file's routes belong to no account
+		rt, ok := routes[name]
+		return rt.id, rt.account, ok
 	}), r.log)
 	return nil
 }
