@@ -255,39 +255,57 @@ func validHeaderName(s string) bool {
 // each can be read.
 func (r *Route) Secrets(path string) map[string]Secret {
 	out := map[string]Secret{}
-	add := func(p string, s Secret) {
+	for p, s := range r.SecretFields(path) {
+		out[p] = *s
+	}
+	return out
+}
+
+// SecretFields returns a pointer to every set secret of the route, by its config path: what a
+// caller may read or replace in place (the API keeps a stored secret that a write sends back
+// redacted).
+func (r *Route) SecretFields(path string) map[string]*Secret {
+	out := map[string]*Secret{}
+	add := func(p string, s *Secret) {
 		if s.IsSet() {
 			out[path+"."+p] = s
 		}
 	}
 	if b := r.Auth.Basic; b != nil {
-		add("auth.basic.password", b.Password)
+		add("auth.basic.password", &b.Password)
 	}
 	if o := r.Auth.OAuth2; o != nil {
-		add("auth.oauth2.client_secret", o.ClientSecret)
+		add("auth.oauth2.client_secret", &o.ClientSecret)
 	}
 	if s := r.Auth.AWSSigV4; s != nil {
-		add("auth.aws_sigv4.secret_access_key", s.SecretAccessKey)
-		add("auth.aws_sigv4.session_token", s.SessionToken)
+		add("auth.aws_sigv4.secret_access_key", &s.SecretAccessKey)
+		add("auth.aws_sigv4.session_token", &s.SessionToken)
 	}
 	if b := r.Auth.AzureBlob; b != nil {
-		add("auth.azure_blob.sas", b.SAS)
-		add("auth.azure_blob.account_key", b.AccountKey)
+		add("auth.azure_blob.sas", &b.SAS)
+		add("auth.azure_blob.account_key", &b.AccountKey)
 	}
 	if e := r.Auth.AzureEventHubs; e != nil {
-		add("auth.azure_event_hubs.key", e.Key)
+		add("auth.azure_event_hubs.key", &e.Key)
 	}
 	if h := r.Sign.HMAC; h != nil {
-		add("sign.hmac.key", h.Key)
+		add("sign.hmac.key", &h.Key)
 	}
 	if s := r.Sign.Sensoro; s != nil {
-		add("sign.sensoro.app_secret", s.AppSecret)
-		add("sign.sensoro.app_key", s.AppKey)
+		add("sign.sensoro.app_secret", &s.AppSecret)
+		add("sign.sensoro.app_key", &s.AppKey)
 	}
 	if w := r.Sign.Webhooks; w != nil {
-		for i, s := range w.Secrets {
-			add(fmt.Sprintf("sign.webhooks.secrets[%d]", i), s)
+		for i := range w.Secrets {
+			add(fmt.Sprintf("sign.webhooks.secrets[%d]", i), &w.Secrets[i])
 		}
 	}
 	return out
+}
+
+// IsHostSource reports whether s is read from the relay host ({env:} or {file:}) rather than
+// given as a value.
+func (s Secret) IsHostSource() bool {
+	v := string(s)
+	return strings.HasPrefix(v, secretEnv) || strings.HasPrefix(v, secretFile)
 }

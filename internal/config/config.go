@@ -387,36 +387,47 @@ func (c *Config) Resolve() {
 		d.Tags, d.Groups = nilIfEmpty(d.Tags), nilIfEmpty(d.Groups)
 	}
 	for i := range c.Routes {
-		r := &c.Routes[i]
-		if len(r.Headers) == 0 {
-			r.Headers = nil
-		}
-		if len(r.SuccessCodes) == 0 {
-			r.SuccessCodes = nil
-		}
-		r.Filter.IMEIs, r.Filter.Tags, r.Filter.Groups = nilIfEmpty(r.Filter.IMEIs), nilIfEmpty(r.Filter.Tags), nilIfEmpty(r.Filter.Groups)
-		r.resolveAuth()
-		if r.Timeout == 0 {
-			r.Timeout = c.Delivery.Timeout
-		}
-		if r.Retry == nil {
-			rr := c.Delivery.Retry
-			r.Retry = &rr
-			continue
-		}
-		if r.Retry.InitialBackoff == 0 {
-			r.Retry.InitialBackoff = c.Delivery.Retry.InitialBackoff
-		}
-		if r.Retry.MaxBackoff == 0 {
-			r.Retry.MaxBackoff = c.Delivery.Retry.MaxBackoff
-		}
-		if r.Retry.MaxAttempts == 0 {
-			r.Retry.MaxAttempts = c.Delivery.Retry.MaxAttempts
-		}
-		if r.Retry.Retention == 0 {
-			r.Retry.Retention = c.Delivery.Retry.Retention
-		}
+		c.Routes[i].Resolve(&c.Delivery)
 	}
+}
+
+// Resolve fills what the route inherits from d (a zero timeout, an absent retry or a retry field
+// left at 0) and its own defaults ([Config.Resolve] does it for the file's routes; a route
+// parsed alone with [ParseRoute] needs it before it is checked or compiled). It is idempotent.
+func (r *Route) Resolve(d *Delivery) {
+	r.normalize()
+	if r.Timeout == 0 {
+		r.Timeout = d.Timeout
+	}
+	if r.Retry == nil {
+		rr := d.Retry
+		r.Retry = &rr
+		return
+	}
+	if r.Retry.InitialBackoff == 0 {
+		r.Retry.InitialBackoff = d.Retry.InitialBackoff
+	}
+	if r.Retry.MaxBackoff == 0 {
+		r.Retry.MaxBackoff = d.Retry.MaxBackoff
+	}
+	if r.Retry.MaxAttempts == 0 {
+		r.Retry.MaxAttempts = d.Retry.MaxAttempts
+	}
+	if r.Retry.Retention == 0 {
+		r.Retry.Retention = d.Retry.Retention
+	}
+}
+
+// normalize turns empty headers, codes and lists into nil and fills the auth sections' defaults.
+func (r *Route) normalize() {
+	if len(r.Headers) == 0 {
+		r.Headers = nil
+	}
+	if len(r.SuccessCodes) == 0 {
+		r.SuccessCodes = nil
+	}
+	r.Filter.IMEIs, r.Filter.Tags, r.Filter.Groups = nilIfEmpty(r.Filter.IMEIs), nilIfEmpty(r.Filter.Tags), nilIfEmpty(r.Filter.Groups)
+	r.resolveAuth()
 }
 
 func nilIfEmpty(s []string) []string {

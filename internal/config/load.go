@@ -78,6 +78,39 @@ func Parse(data []byte) (*Config, error) {
 	return c, nil
 }
 
+// ParseRoute decodes one route from JSON (or YAML: JSON is read as the YAML it is) strictly, the
+// way [Parse] decodes a route of the file: the same names and the same defaults (absent keys keep
+// [DefaultRoute]'s values; the auth sections' defaults are filled), and every unknown key and
+// ill-typed value reported at once in a [*ValidationError], each problem "dotted.path: message"
+// without a line ("batch.max_messages: expected an integer, got \"x\""). It does not check the
+// values ([Route.Check] and internal/route.Compile do) and inherits nothing: a timeout of 0 and an
+// absent retry (or retry fields left at 0) take delivery's once [Route.Resolve] is called.
+func ParseRoute(data []byte) (Route, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return Route{}, &ValidationError{Problems: []string{"syntax: " + yamlLinePrefix.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "")}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return Route{}, &ValidationError{Problems: []string{"the body must hold a single value"}}
+	}
+	if doc.Kind == 0 {
+		return Route{}, &ValidationError{Problems: []string{"empty: want a route object"}}
+	}
+	w := walker{lines: map[string]int{}, noLines: true}
+	w.walk(&doc, reflect.TypeFor[Route](), "", false, 0)
+	if len(w.problems) > 0 {
+		return Route{}, &ValidationError{Problems: w.problems}
+	}
+	r := DefaultRoute()
+	if err := doc.Decode(&r); err != nil {
+		return Route{}, &ValidationError{Problems: []string{strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	r.normalize()
+	return r, nil
+}
+
 // UnmarshalYAML decodes a route on top of [DefaultRoute], so absent keys keep their defaults.
 func (r *Route) UnmarshalYAML(n *yaml.Node) error {
 	type plain Route // plain has no UnmarshalYAML method
@@ -97,12 +130,17 @@ var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 type walker struct {
 	problems []string
 	lines    map[string]int
+	noLines  bool // problems without their line (a request body is one line of JSON)
 }
 
 func (w *walker) addf(path string, n *yaml.Node, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if path != "" {
 		msg = path + ": " + msg
+	}
+	if w.noLines {
+		w.problems = append(w.problems, msg)
+		return
 	}
 	w.problems = append(w.problems, fmt.Sprintf("%s (line %d)", msg, n.Line))
 }

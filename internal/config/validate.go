@@ -427,24 +427,36 @@ func (c *Config) validateFleet(p *problems) {
 	for i := range c.Fleet {
 		d := &c.Fleet[i]
 		path := fmt.Sprintf("fleet[%d]", i)
-		switch {
-		case d.ID == "":
-			p.add(path+".id", "required")
-		case len(d.ID) > 255:
-			p.add(path+".id", "longer than 255 bytes")
-		default:
+		*p = append(*p, d.Check(path)...)
+		if d.ID != "" && len(d.ID) <= MaxDeviceID {
 			if first, dup := seen[d.ID]; dup {
 				p.add(path+".id", "duplicate device %q (first listed as fleet[%d])", d.ID, first)
 			}
 			seen[d.ID] = i
 		}
-		if d.IMEI != "" && !native.ValidIMEI(d.IMEI) {
-			p.add(path+".imei", "%q is not an IMEI (15 digits)", d.IMEI)
-		}
-		for k, v := range map[string]string{"custom1": d.Custom1, "custom2": d.Custom2, "custom3": d.Custom3, "iccid": d.ICCID} {
-			if strings.ContainsAny(v, "\r\n\x00") {
-				p.add(path+"."+k, "must not contain line breaks or NUL")
-			}
+	}
+}
+
+// MaxDeviceID is the longest device identity, in bytes.
+const MaxDeviceID = 255
+
+// Check returns the problems of one device's metadata ("path.field: message"), path being where
+// it is ("fleet[2]"); an ID listed twice is the whole config's business (see Validate).
+func (d *Device) Check(path string) []string {
+	var p problems
+	switch {
+	case d.ID == "":
+		p.add(path+".id", "required")
+	case len(d.ID) > MaxDeviceID:
+		p.add(path+".id", "longer than %d bytes", MaxDeviceID)
+	}
+	if d.IMEI != "" && !native.ValidIMEI(d.IMEI) {
+		p.add(path+".imei", "%q is not an IMEI (15 digits)", d.IMEI)
+	}
+	for _, f := range []struct{ k, v string }{{"iccid", d.ICCID}, {"custom1", d.Custom1}, {"custom2", d.Custom2}, {"custom3", d.Custom3}} {
+		if strings.ContainsAny(f.v, "\r\n\x00") {
+			p.add(path+"."+f.k, "must not contain line breaks or NUL")
 		}
 	}
+	return p
 }
