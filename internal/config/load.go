@@ -86,29 +86,50 @@ func Parse(data []byte) (*Config, error) {
 // values ([Route.Check] and internal/route.Compile do) and inherits nothing: a timeout of 0 and an
 // absent retry (or retry fields left at 0) take delivery's once [Route.Resolve] is called.
 func ParseRoute(data []byte) (Route, error) {
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return Route{}, &ValidationError{Problems: []string{"syntax: " + yamlLinePrefix.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "")}}
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return Route{}, &ValidationError{Problems: []string{"the body must hold a single value"}}
-	}
-	if doc.Kind == 0 {
-		return Route{}, &ValidationError{Problems: []string{"empty: want a route object"}}
-	}
-	w := walker{lines: map[string]int{}, noLines: true}
-	w.walk(&doc, reflect.TypeFor[Route](), "", false, 0)
-	if len(w.problems) > 0 {
-		return Route{}, &ValidationError{Problems: w.problems}
-	}
 	r := DefaultRoute()
-	if err := doc.Decode(&r); err != nil {
-		return Route{}, &ValidationError{Problems: []string{strings.TrimPrefix(err.Error(), "yaml: ")}}
+	if err := parseOne(data, &r, "a route"); err != nil {
+		return Route{}, err
 	}
 	r.normalize()
 	return r, nil
+}
+
+// ParseDevice decodes one device's metadata from JSON (or YAML) strictly, as [ParseRoute] decodes
+// a route: every unknown key and ill-typed value at once in a [*ValidationError]. It does not
+// check the values ([Device.Check] does).
+func ParseDevice(data []byte) (Device, error) {
+	var d Device
+	if err := parseOne(data, &d, "a device"); err != nil {
+		return Device{}, err
+	}
+	d.Tags, d.Groups = nilIfEmpty(d.Tags), nilIfEmpty(d.Groups)
+	return d, nil
+}
+
+// parseOne decodes the single document data holds into v after the walker checked it against
+// v's type; a problem without a path has a space before its first colon.
+func parseOne[T any](data []byte, v *T, what string) error {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return &ValidationError{Problems: []string{"invalid syntax: " + yamlLinePrefix.ReplaceAllString(strings.TrimPrefix(err.Error(), "yaml: "), "")}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return &ValidationError{Problems: []string{"more than one value; want " + what}}
+	}
+	if doc.Kind == 0 {
+		return &ValidationError{Problems: []string{"nothing given; want " + what}}
+	}
+	w := walker{lines: map[string]int{}, noLines: true}
+	w.walk(&doc, reflect.TypeFor[T](), "", false, 0)
+	if len(w.problems) > 0 {
+		return &ValidationError{Problems: w.problems}
+	}
+	if err := doc.Decode(v); err != nil {
+		return &ValidationError{Problems: []string{"invalid value: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	return nil
 }
 
 // UnmarshalYAML decodes a route on top of [DefaultRoute], so absent keys keep their defaults.

@@ -49,5 +49,20 @@ func TestParseRoute(t *testing.T) {
 		`batch.linger: invalid duration "5": want a number with a unit (ms, s, m, h), e.g. 10s`,
 		`nmae: unknown key; did you mean name?`)
 	f(`[1]`, `expected a mapping, got a list`)
-	f(``, `empty: want a route object`)
+	f(``, `nothing given; want a route`)
+}
+
+func TestParseDevice(t *testing.T) {
+	d, err := config.ParseDevice([]byte(`{"id":"abc","imei":"356938035643809","tags":[],"custom1":"x"}`))
+	if err != nil || d.ID != "abc" || d.IMEI != "356938035643809" || d.Tags != nil || d.Custom1 != "x" {
+		t.Fatalf("ParseDevice = %+v, %v", d, err)
+	}
+	_, err = config.ParseDevice([]byte(`{"tags":"a","custom9":1}`))
+	var ve *config.ValidationError
+	if !errors.As(err, &ve) || !slices.Equal(ve.Problems, []string{"tags: expected a list, got \"a\"", "custom9: unknown key; did you mean custom1?"}) {
+		t.Errorf("ParseDevice of a bad body = %v", err)
+	}
+	if got := (&config.Device{ID: "x", IMEI: "1", Custom2: "a\nb"}).Check(""); !slices.Equal(got, []string{`.imei: "1" is not an IMEI (15 digits)`, ".custom2: must not contain line breaks or NUL"}) {
+		t.Errorf("Check = %q", got)
+	}
 }
