@@ -1,0 +1,255 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/fleetrelay/fleetrelay/internal/access"
+	"github.com/fleetrelay/fleetrelay/internal/control"
+	"github.com/fleetrelay/fleetrelay/internal/registry"
+)
+
+// HandleRoutes adds the route resource: POST/GET /api/v1/routes, GET/PUT/PATCH/DELETE
+// /api/v1/routes/{name}, applied live by c. The body of a write is the config file's route
+// schema as JSON; a PATCH is a JSON merge patch (RFC 7396) of the route's current form. Routes of
+// the config file are read-only (409). Must be called before Start.
+func (s *Server) HandleRoutes(c *control.Control) {
+	h := routeHandlers{s: s, c: c}
+	s.HandleAPI("GET /api/v1/routes", "routes:read", h.list)
+	s.HandleAPI("POST /api/v1/routes", "routes:create", h.create)
+	s.HandleAPI("GET /api/v1/routes/{name}", "routes:read", h.get)
+	s.HandleAPI("PUT /api/v1/routes/{name}", "routes:update", h.put)
+	s.HandleAPI("PATCH /api/v1/routes/{name}", "routes:update", h.patch)
+	s.HandleAPI("DELETE /api/v1/routes/{name}", "routes:delete", h.delete)
+}
+
+type routeHandlers struct {
+	s *Server
+	c *control.Control
+}
+
+func (h routeHandlers) list(w http.ResponseWriter, r *http.Request) {
+	o, ok := listOptions(w, r)
+	if !ok {
+		return
+	}
+	page, more := h.c.Routes(o)
+	var next string
+	if more && len(page) > 0 {
+		next = EncodeCursor(page[len(page)-1].Name)
+	}
+	WriteJSON(w, http.StatusOK, listPage[control.RouteView]{Data: nonNil(page), NextCursor: next})
+}
+
+func (h routeHandlers) get(w http.ResponseWriter, r *http.Request) {
+	p := access.From(r.Context())
+	v, ok := h.c.Route(r.PathValue("name"))
+	if !ok || !p.Sees(v.Account) {
+		writeNotFound(w, "route", r.PathValue("name"))
+		return
+	}
+	writeRoute(w, http.StatusOK, v)
+}
+
+func (h routeHandlers) create(w http.ResponseWriter, r *http.Request) {
+	h.write(w, r, control.RouteWrite{Create: true})
+}
+
+func (h routeHandlers) put(w http.ResponseWriter, r *http.Request) {
+	h.write(w, r, control.RouteWrite{Name: r.PathValue("name")})
+}
+
+func (h routeHandlers) patch(w http.ResponseWriter, r *http.Request) {
+	h.write(w, r, control.RouteWrite{Name: r.PathValue("name"), Patch: true})
+}
+
+func (h routeHandlers) write(w http.ResponseWriter, r *http.Request, rw control.RouteWrite) {
+	p := access.From(r.Context())
+	body, ok := readBody(w, r, rw.Patch)
+	if !ok {
+		return
+	}
+	rev, ok := ifMatch(w, r)
+	if !ok {
+		return
+	}
+	if rw.Name != "" && !rw.Patch && !p.Can("routes", "create") { // a PUT that would create
+		if _, exists := h.c.Route(rw.Name); !exists {
+			WriteProblem(w, Problem{Status: http.StatusForbidden, Detail: "creating a route needs the right routes:create"})
+			return
+		}
+	}
+	rw.Body, rw.Account, rw.HostSecrets, rw.Revision = body, p.Account, p.Super(), rev
+	v, created, err := h.c.WriteRoute(r.Context(), rw)
+	if err != nil {
+		name := rw.Name
+		if name == "" {
+			name = "in the body"
+		}
+		writeError(w, h.s, err, "route", name)
+		return
+	}
+	status, action := http.StatusOK, "update"
+	if created {
+		status, action = http.StatusCreated, "create"
+		w.Header().Set("Location", "/api/v1/routes/"+v.Name)
+	}
+	h.s.Audit(r, action, "routes", v.Name)
+	writeRoute(w, status, v)
+}
+
+func (h routeHandlers) delete(w http.ResponseWriter, r *http.Request) {
+	p := access.From(r.Context())
+	name := r.PathValue("name")
+	force := false
+	if f := r.URL.Query().Get("force"); f != "" {
+		var err error
+		if force, err = strconv.ParseBool(f); err != nil {
+			WriteProblem(w, Problem{Status: http.StatusBadRequest, Detail: "force: want true or false"})
+			return
+		}
+	}
+	discarded, err := h.c.DeleteRoute(r.Context(), name, p.Account, force)
+	if err != nil {
+		writeError(w, h.s, err, "route", name)
+		return
+	}
+	h.s.Audit(r, "delete", "routes", name)
+	WriteJSON(w, http.StatusOK, deleted{Name: name, Deleted: true, Discarded: &discarded})
+}
+
+// deleted answers a DELETE: what is gone, and for a route what it discarded.
+type deleted struct {
+	Name      string `json:"name,omitempty"`
+	ID        string `json:"id,omitempty"`
+	Deleted   bool   `json:"deleted"`
+	Discarded any    `json:"discarded,omitempty"`
+}
+
+// listPage is one page of a list.
+type listPage[T any] struct {
+	Data       []T    `json:"data"`
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func writeRoute(w http.ResponseWriter, status int, v control.RouteView) {
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(v.Meta.Revision, 10)))
+	WriteJSON(w, status, v)
+}
+
+// listOptions reads limit, cursor and account of a list; an account-scoped key lists its own
+// account only.
+func listOptions(w http.ResponseWriter, r *http.Request) (registry.ListOptions, bool) {
+	limit, ok := Limit(w, r)
+	if !ok {
+		return registry.ListOptions{}, false
+	}
+	o := registry.ListOptions{Limit: limit}
+	q := r.URL.Query()
+	if c := q.Get("cursor"); c != "" {
+		if o.After, ok = DecodeCursor(c); !ok {
+			WriteProblem(w, Problem{Status: http.StatusBadRequest, Detail: "cursor: not a cursor this API made"})
+			return registry.ListOptions{}, false
+		}
+	}
+	o.Account = q.Get("account")
+	if p := access.From(r.Context()); p.Account != "" {
+		if o.Account != "" && o.Account != p.Account {
+			o.Match = func(any) bool { return false } // another account's: none it may see
+		}
+		o.Account = p.Account
+	}
+	return o, true
+}
+
+// readBody reads a write's JSON body (at most 1 MiB): application/json, or for a PATCH also
+// application/merge-patch+json; another type answers 415.
+func readBody(w http.ResponseWriter, r *http.Request, patch bool) ([]byte, bool) {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "application/json" && !(patch && mt == "application/merge-patch+json") {
+		want := "application/json"
+		if patch {
+			want += " or application/merge-patch+json"
+		}
+		WriteProblem(w, Problem{Status: http.StatusUnsupportedMediaType, Detail: "Content-Type must be " + want})
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			WriteProblem(w, Problem{Status: http.StatusRequestEntityTooLarge, Detail: "the body is larger than 1 MiB"})
+			return nil, false
+		}
+		WriteProblem(w, Problem{Status: http.StatusBadRequest, Detail: "reading the body: " + err.Error()})
+		return nil, false
+	}
+	return body, true
+}
+
+// ifMatch reads If-Match: the revision a write expects ("3", as the ETag shows it), 0 if absent.
+func ifMatch(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	v := strings.TrimSpace(r.Header.Get("If-Match"))
+	if v == "" {
+		return 0, true
+	}
+	rev, err := strconv.ParseUint(strings.Trim(strings.TrimPrefix(v, "W/"), `"`), 10, 64)
+	if err != nil || rev == 0 {
+		WriteProblem(w, Problem{Status: http.StatusBadRequest, Detail: "If-Match: want a revision as the ETag shows it, e.g. \"3\""})
+		return 0, false
+	}
+	return rev, true
+}
+
+func writeNotFound(w http.ResponseWriter, kind, id string) {
+	WriteProblem(w, Problem{Status: http.StatusNotFound, Detail: fmt.Sprintf("no %s %q", kind, id)})
+}
+
+// writeError answers the error of a route or device write.
+func writeError(w http.ResponseWriter, s *Server, err error, kind, id string) {
+	var (
+		inv  *control.InvalidError
+		forb *control.ForbiddenError
+		busy *control.BusyError
+	)
+	switch {
+	case errors.As(err, &inv):
+		WriteProblem(w, Problem{Status: http.StatusUnprocessableEntity, Detail: fmt.Sprintf("the %s is not valid", kind), Errors: fieldErrors(inv.Fields)})
+	case errors.As(err, &forb):
+		WriteProblem(w, Problem{Status: http.StatusForbidden, Detail: "the key may not write these values", Errors: fieldErrors(forb.Fields)})
+	case errors.As(err, &busy):
+		WriteProblem(w, Problem{Status: http.StatusConflict, Title: "Route holds messages", Detail: busy.Error()})
+	case errors.Is(err, control.ErrConfigOwned):
+		WriteProblem(w, Problem{Status: http.StatusConflict, Title: "Owned by the config file",
+			Detail: fmt.Sprintf("%s %q is declared in the config file, which owns it: change it there (the API shows it read-only)", kind, id)})
+	case errors.Is(err, registry.ErrNotFound):
+		writeNotFound(w, kind, id)
+	case errors.Is(err, registry.ErrExists):
+		WriteProblem(w, Problem{Status: http.StatusConflict, Detail: fmt.Sprintf("a %s of that name exists", kind)})
+	case errors.Is(err, registry.ErrConflict):
+		WriteProblem(w, Problem{Status: http.StatusPreconditionFailed, Detail: fmt.Sprintf("the %s changed since the revision in If-Match", kind)})
+	default:
+		s.log.Error("write", "kind", kind, "id", id, "err", err)
+		WriteProblem(w, Problem{Status: http.StatusInternalServerError, Detail: "the write did not complete"})
+	}
+}
+
+func fieldErrors(fs []control.Field) []FieldError {
+	out := make([]FieldError, len(fs))
+	for i, f := range fs {
+		out[i] = FieldError{Pointer: f.Pointer, Detail: f.Detail}
+	}
+	return out
+}
