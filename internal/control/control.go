@@ -11,6 +11,8 @@ package control
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -51,8 +53,9 @@ type Control struct {
 
 	writeMu sync.Mutex // one write of a route or device at a time (check, then write)
 
-	mu     sync.Mutex
-	status map[string]RouteStatus // by route name
+	mu      sync.Mutex
+	status  map[string]RouteStatus // by route name
+	applied map[string]bool        // the API's routes put into the actor system, by name
 }
 
 // RouteStatus is whether a route runs, and why not.
@@ -74,7 +77,7 @@ func New(opts Options) (*Control, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Control{reg: opts.Registry, sys: opts.System, ids: opts.Store, deps: opts.Deps,
-		log: log.With("component", "control"), status: map[string]RouteStatus{}}
+		log: log.With("component", "control"), status: map[string]RouteStatus{}, applied: map[string]bool{}}
 
 	static := make([]registry.Route, 0, len(opts.Routes))
 	for _, rc := range opts.Routes {
@@ -149,6 +152,9 @@ func (c *Control) applyRoute(rt *registry.Route) {
 				c.log.Warn("route TLS: "+strings.TrimPrefix(w, "."), "route", name)
 			}
 			c.sys.PutRoute(comp.Route)
+			c.mu.Lock()
+			c.applied[name] = true
+			c.mu.Unlock()
 			c.setStatus(name, RouteStatus{Running: spec.IsEnabled()})
 			c.log.Info("route applied", "route", name, "revision", rt.Revision, "enabled", spec.IsEnabled())
 			return
@@ -165,6 +171,7 @@ func (c *Control) applyRoute(rt *registry.Route) {
 func (c *Control) removeRoute(name string) {
 	c.mu.Lock()
 	delete(c.status, name)
+	delete(c.applied, name)
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -181,6 +188,14 @@ func (c *Control) setStatus(name string, s RouteStatus) {
 	c.mu.Lock()
 	c.status[name] = s
 	c.mu.Unlock()
+}
+
+// Applied returns the names of the API's routes the actor system runs (paused ones included),
+// sorted.
+func (c *Control) Applied() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.applied))
 }
 
 // Status is the named route's status.

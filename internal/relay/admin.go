@@ -21,28 +21,14 @@ func (r *Relay) buildAdmin() error {
 	case path != "":
 		r.log.Info("admin: bootstrap super key from its file", "component", "api", "file", path)
 	}
-	var keys api.KeyLookup
-	if r.registry != nil {
-		keys = r.registry
-	}
 	r.admin = api.New(cfg.Admin.Listen, r.reg, r.health, r.log,
-		api.WithKeys(keys, hash), api.WithHosts(cfg.Admin.Hosts), api.WithOpenMetrics(cfg.Admin.OpenMetrics))
+		api.WithKeys(r.registry, hash), api.WithHosts(cfg.Admin.Hosts), api.WithOpenMetrics(cfg.Admin.OpenMetrics))
 	registerPprof(r.admin)
-	if r.registry != nil {
-		r.admin.RegisterAccounts(r.registry)
-		r.admin.RegisterKeys(r.registry)
-	}
-	type named struct {
-		id      uint16
-		account string
-	}
-	routes := make(map[string]named, len(r.routes))
-	for _, rt := range r.routes {
-		routes[rt.Name] = named{rt.ID, rt.Account}
-	}
-	deadletter.Register(r.admin, r.store, r.sys, deadletter.RoutesFunc(func(name string) (uint16, string, bool) {
-		rt, ok := routes[name]
-		return rt.id, rt.account, ok
-	}), r.log)
+	r.admin.RegisterAccounts(r.registry)
+	r.admin.RegisterKeys(r.registry)
+	r.admin.HandleRoutes(r.control)
+	r.admin.HandleDevices(r.control)
+	// The config file's routes and the API's, with their accounts.
+	deadletter.Register(r.admin, r.store, r.sys, deadletter.RoutesFunc(r.control.RouteRef), r.log)
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/control"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/pipeline"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
@@ -40,7 +41,8 @@ type Relay struct {
 	sys       *actors.System
 	net       *netio.Server
 	admin     *api.Server
-	registry  *registry.Registry // accounts, keys, routes, devices (nil: only the bootstrap key)
+	registry  *registry.Registry // accounts, keys, routes, devices
+	control   *control.Control   // the registry's routes and devices applied to the actors
 	adminAddr net.Addr
 	routes    []*actors.Route
 
@@ -83,13 +85,19 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	r.store = st
+	if r.registry, err = registry.Open(context.Background(), registry.NewStoreBackend(st)); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
 
 	r.clients = route.NewClients(deliver.Options{
 		AllowPrivateNetworks: cfg.Delivery.AllowPrivateNetworks,
 		Timeout:              time.Duration(cfg.Delivery.Timeout),
 		Logger:               log,
 	})
-	r.routes, err = r.compileRoutes(pipeline.NewMetrics(r.reg))
+	deps := route.Deps{Delivery: cfg.Delivery, Clients: r.clients, Metrics: pipeline.NewMetrics(r.reg), Logger: log,
+		FailureLogInterval: time.Duration(cfg.Log.FailureInterval)}
+	r.routes, err = r.compileRoutes(deps)
 	if err != nil {
 		r.abort()
 		return nil, err
@@ -104,6 +112,14 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
 	})
+	// The config's routes and fleet join the registry (read-only there); the routes and devices
+	// stored through the API run from here on, and follow its changes.
+	r.control, err = control.New(control.Options{Registry: r.registry, System: r.sys, Store: st, Deps: deps,
+		Routes: cfg.Routes, Fleet: cfg.Fleet, Logger: log})
+	if err != nil {
+		r.abort()
+		return nil, err
+	}
 	r.net = netio.New(netio.Options{
 		TCP:          cfg.Devices.Native.TCP,
 		UDP:          cfg.Devices.Native.UDP,
@@ -160,6 +176,7 @@ func (r *Relay) registerMetrics() error {
 	for i, rt := range r.routes {
 		names[i] = rt.Name
 	}
+	names = append(names, r.control.Applied()...) // the API's routes running at start
 	if err := r.store.RegisterMetrics(r.reg, names); err != nil {
 		return err
 	}
@@ -189,15 +206,14 @@ func fleet(devs []config.Device) map[string]*actors.DeviceMeta {
 
 // compileRoutes compiles the enabled routes (route.Compile) with their delivery clients and
 // names them in the store.
-func (r *Relay) compileRoutes(pm *pipeline.Metrics) ([]*actors.Route, error) {
+func (r *Relay) compileRoutes(deps route.Deps) ([]*actors.Route, error) {
 	var out []*actors.Route
 	for i := range r.cfg.Routes {
 		rc := &r.cfg.Routes[i]
 		if !rc.IsEnabled() {
 			continue
 		}
-		c, err := route.Compile(*rc, fmt.Sprintf("routes[%d]", i), route.Deps{Delivery: r.cfg.Delivery, Clients: r.clients,
-			Metrics: pm, Logger: r.log, FailureLogInterval: time.Duration(r.cfg.Log.FailureInterval)})
+		c, err := route.Compile(*rc, fmt.Sprintf("routes[%d]", i), deps)
 		if err != nil {
 			return nil, err
 		}
