@@ -24,22 +24,25 @@ var layers = []struct {
 	{"internal/auth", nil},
 	{"internal/config", []string{"codec/..."}},
 	// The control plane: who may do what (access), the resources (route specs are config's,
-	// the one-node backend is the store), the admin API's server, kit and access endpoints (api)
-	// and its contract checker for tests (api/apitest).
+	// the one-node backend is the store).
 	{"internal/access", []string{"internal/config"}},
 	{"internal/registry", []string{"internal/config", "internal/store"}},
-	{"internal/api", []string{"internal/access", "internal/registry"}},
-	{"internal/api/apitest", []string{"internal/api"}},
 	// The sockets, then the actors over them.
 	{"netio", []string{"codec/...", "internal/throttle"}},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
 	// What the actors call through their interfaces, and what builds it.
 	{"internal/pipeline", []string{"actors", "codec/...", "internal/auth", "internal/deliver", "internal/throttle"}},
 	{"internal/route", []string{"actors", "codec/...", "internal/auth", "internal/config", "internal/deliver", "internal/pipeline"}},
+	// Live apply over the registry (control); the admin API's server, kit and endpoints over it
+	// (api: the routes and devices handlers write through control) and its contract checker for
+	// tests (api/apitest).
+	{"internal/control", []string{"actors", "internal/config", "internal/registry", "internal/route"}},
+	{"internal/api", []string{"internal/access", "internal/config", "internal/control", "internal/registry"}},
+	{"internal/api/apitest", []string{"internal/api"}},
 	{"internal/deadletter", []string{"internal/access", "internal/api", "internal/config", "internal/store"}},
 	// The composition root imports every part, and only cmd (and the test harness) imports it.
 	{"internal/relay", []string{"actors", "codec/...", "netio", "internal/access", "internal/api", "internal/auth", "internal/config",
-		"internal/deadletter", "internal/deliver", "internal/pipeline", "internal/registry", "internal/route", "internal/store", "internal/throttle"}},
+		"internal/control", "internal/deadletter", "internal/deliver", "internal/pipeline", "internal/registry", "internal/route", "internal/store", "internal/throttle"}},
 	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/..."}},
 	// The tools beside the relay: they speak the device protocol and nothing else of it.
 	{"loadgen", []string{"codec/..."}},
