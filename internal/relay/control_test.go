@@ -336,7 +336,7 @@ func TestControlRouteSecrets(t *testing.T) {
 	dealer.must(http.StatusOK, "PATCH", "/api/v1/routes/basic", map[string]any{"batch": map[string]any{"max_messages": 10}})
 	spec := field(dealer.must(http.StatusOK, "GET", "/api/v1/routes/basic", nil), "spec")
 	dealer.must(http.StatusOK, "PUT", "/api/v1/routes/basic", spec)
-	dealer.must(http.StatusOK, "PUT", "/api/v1/devices/S1", map[string]any{})
+	dealer.must(http.StatusCreated, "PUT", "/api/v1/devices/S1", map[string]any{})
 	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "S1"}, 1)
 	send(t, d, "S1", 1)
 	want := "Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+password))
@@ -364,7 +364,7 @@ func TestControlRouteSecrets(t *testing.T) {
 	}
 	// The dealer may change that route as long as it keeps the super key's secret as it is.
 	dealer.must(http.StatusOK, "PATCH", "/api/v1/routes/r3", map[string]any{"concurrency": 2})
-	if st, _ := dealer.do("PATCH", "/api/v1/routes/r3", map[string]any{"sign": map[string]any{"hmac": map[string]any{"key": map[string]any{"file": "/etc/passwd"}}}}); st != http.StatusForbidden {
+	if st, _ := dealer.do("PATCH", "/api/v1/routes/r3", map[string]any{"sign": map[string]any{"hmac": map[string]any{"key": map[string]any{"env": nil, "file": "/etc/passwd"}}}}); st != http.StatusForbidden {
 		t.Errorf("dealer's {file:} secret = %d, want 403", st)
 	}
 
@@ -436,24 +436,23 @@ func TestControlRouteLifecycle(t *testing.T) {
 	// A new URL, If-Match'd on the current revision; a stale revision is refused.
 	cur := api.must(http.StatusOK, "GET", "/api/v1/routes/life", nil)
 	rev := fmt.Sprint(field(cur, "meta", "revision"))
-	req, _ := http.NewRequest("PATCH", api.base+"/api/v1/routes/life", strings.NewReader(`{"url":"`+sink.URL()+`/v2/[SERIAL]"}`))
-	req.Header.Set("Authorization", "Bearer "+api.key)
-	req.Header.Set("Content-Type", "application/merge-patch+json")
-	req.Header.Set("If-Match", `"`+rev+`"`)
-	resp, err := api.http.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	patch := func(body, ifMatch string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("PATCH", api.base+"/api/v1/routes/life", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+api.key)
+		req.Header.Set("Content-Type", "application/merge-patch+json")
+		req.Header.Set("If-Match", ifMatch)
+		resp, err := api.http.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("ETag") == `"`+rev+`"` {
+	if resp := patch(`{"url":"`+sink.URL()+`/v2/[SERIAL]"}`, `"`+rev+`"`); resp.StatusCode != http.StatusOK || resp.Header.Get("ETag") == `"`+rev+`"` {
 		t.Fatalf("PATCH with If-Match = %d (ETag %s), want 200 with a new revision", resp.StatusCode, resp.Header.Get("ETag"))
 	}
-	req.Body, req.GetBody = io.NopCloser(strings.NewReader(`{"concurrency":2}`)), nil
-	if resp, err = api.http.Do(req); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusPreconditionFailed {
+	if resp := patch(`{"concurrency":2}`, `"`+rev+`"`); resp.StatusCode != http.StatusPreconditionFailed {
 		t.Errorf("PATCH with a stale If-Match = %d, want 412", resp.StatusCode)
 	}
 	seqs := send(t, d, "L1", 2)
@@ -464,32 +463,55 @@ func TestControlRouteLifecycle(t *testing.T) {
 		}
 	}
 
-	// Disabled: takes nothing new; the delete is refused with the counts.
+	// Messages held while the endpoint fails, then the route disabled: the delete is refused
+	// with the counts; what is sent while it is disabled is not taken; enabled again (at a
+	// working URL), it delivers what it held.
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(down.Close)
+	api.must(http.StatusOK, "PATCH", "/api/v1/routes/life", map[string]any{"url": down.URL + "/[SERIAL]"})
+	held := send(t, d, "L1", 4)
+	backlog := func(route string) any {
+		return field(api.must(http.StatusOK, "GET", "/api/v1/routes/"+route, nil), "holdings", "backlog")
+	}
 	api.must(http.StatusOK, "PATCH", "/api/v1/routes/life", map[string]any{"enabled": false})
 	if st := field(api.must(http.StatusOK, "GET", "/api/v1/routes/life", nil), "status", "running"); st != false {
 		t.Errorf("disabled route running = %v, want false", st)
 	}
-	held := send(t, d, "L1", 4)
+	skipped := send(t, d, "L1", 2)
+	if b := backlog("life"); b != float64(4) {
+		t.Errorf("disabled route's backlog = %v, want the 4 it held (and none of what came while disabled)", b)
+	}
 	st, p := api.do("DELETE", "/api/v1/routes/life", nil)
 	if st != http.StatusConflict || !strings.Contains(fmt.Sprint(p["detail"]), "4 undelivered") {
 		t.Errorf("DELETE of a route holding 4 = %d %v, want 409 with the count", st, p)
 	}
-	api.must(http.StatusOK, "PATCH", "/api/v1/routes/life", map[string]any{"enabled": true})
+	api.must(http.StatusOK, "PATCH", "/api/v1/routes/life", map[string]any{"enabled": true, "url": sink.URL() + "/v3/[SERIAL]"})
 	waitRecords(t, sink, "L1", held)
 	checkfor.Check(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if b := field(api.must(http.StatusOK, "GET", "/api/v1/routes/life", nil), "holdings", "backlog"); b != float64(0) {
+		if b := backlog("life"); b != float64(0) {
 			return fmt.Errorf("backlog %v after delivery, want 0", b)
 		}
 		return nil
 	})
+	for _, s := range skipped {
+		if n := sink.Count(loadgen.MsgKey{Device: "L1", Seq: s}); n != 0 {
+			t.Errorf("seq %d, sent while the route was disabled, was delivered", s)
+		}
+	}
 	api.must(http.StatusOK, "DELETE", "/api/v1/routes/life", nil)
 	api.must(http.StatusNotFound, "GET", "/api/v1/routes/life", nil)
 
 	// A forced delete discards exactly what the route holds.
-	api.must(http.StatusCreated, "POST", "/api/v1/routes", map[string]any{"name": "doomed", "url": sink.URL() + "/doomed/[SERIAL]", "enabled": false})
+	api.must(http.StatusCreated, "POST", "/api/v1/routes", map[string]any{"name": "doomed", "url": down.URL + "/[SERIAL]"})
 	send(t, d, "L1", 5)
-	if b := field(api.must(http.StatusOK, "GET", "/api/v1/routes/doomed", nil), "holdings", "backlog"); b != float64(5) {
+	if b := backlog("doomed"); b != float64(5) {
 		t.Errorf("doomed backlog = %v, want 5", b)
+	}
+	if st, _ := api.do("DELETE", "/api/v1/routes/doomed", nil); st != http.StatusConflict {
+		t.Errorf("DELETE without force of a route holding 5 = %d, want 409", st)
 	}
 	del := api.must(http.StatusOK, "DELETE", "/api/v1/routes/doomed?force=true", nil)
 	if got := field(del, "discarded", "backlog"); got != float64(5) {
