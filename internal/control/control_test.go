@@ -24,6 +24,8 @@ type parts struct {
 	reg *registry.Registry
 	sys *actors.System
 	c   *control.Control
+
+	stopped bool
 }
 
 func start(t *testing.T, dir string, static ...config.Route) *parts {
@@ -50,11 +52,8 @@ func start(t *testing.T, dir string, static ...config.Route) *parts {
 		t.Fatal(err)
 	}
 	p := &parts{st: st, reg: reg, sys: sys, c: c}
-	stopped := false
 	t.Cleanup(func() {
-		if !stopped {
-			p.stop(t)
-		}
+		p.stop(t)
 		clients.Close()
 	})
 	return p
@@ -62,6 +61,10 @@ func start(t *testing.T, dir string, static ...config.Route) *parts {
 
 func (p *parts) stop(t *testing.T) {
 	t.Helper()
+	if p.stopped {
+		return
+	}
+	p.stopped = true
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = p.sys.Stop(ctx)
