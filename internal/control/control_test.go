@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/config"
@@ -65,9 +66,11 @@ func (p *parts) stop(t *testing.T) {
 		return
 	}
 	p.stopped = true
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = p.sys.Stop(ctx)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.sys.Stop(ctx); err != nil {
+		t.Error(err)
+	}
 	if err := p.st.Close(); err != nil {
 		t.Fatal(err)
 	}
