@@ -636,4 +636,9 @@ func TestControlBrokenStoredRoute(t *testing.T) {
 	}
 	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "B1"}, 1)
 	waitRecords(t, sink, "B1", send(t, d, "B1", 2))
+	// The API's routes that run at start have their store gauges, as the config file's do.
+	_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
+	if !strings.Contains(metrics, `fleetrelay_route_backlog_messages{route="ok"} 0`) || strings.Contains(metrics, `route="tls"`) {
+		t.Errorf("/metrics: want the backlog of route ok (0), nothing of the broken route")
+	}
 }
