@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strconv"
@@ -54,7 +55,7 @@ func (h deviceHandlers) list(w http.ResponseWriter, r *http.Request) {
 	if more && len(page) > 0 {
 		next = EncodeCursor(page[len(page)-1].ID)
 	}
-	WriteJSON(w, http.StatusOK, listPage[control.DeviceView]{Data: nonNil(page), NextCursor: next})
+	WriteJSON(w, http.StatusOK, List[control.DeviceView]{Data: page, NextCursor: next})
 }
 
 func (h deviceHandlers) get(w http.ResponseWriter, r *http.Request) {
@@ -78,8 +79,8 @@ func (h deviceHandlers) patch(w http.ResponseWriter, r *http.Request) {
 func (h deviceHandlers) write(w http.ResponseWriter, r *http.Request, patch bool) {
 	p := access.From(r.Context())
 	id := r.PathValue("id")
-	body, ok := readBody(w, r, patch)
-	if !ok {
+	var body json.RawMessage
+	if !DecodeJSON(w, r, &body) {
 		return
 	}
 	rev, ok := ifMatch(w, r)
@@ -113,9 +114,8 @@ func (h deviceHandlers) delete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, h.s, err, "device", id)
 		return
 	}
-	id = strings.ToUpper(id)
-	h.s.Audit(r, "delete", "devices", id)
-	WriteJSON(w, http.StatusOK, deleted{ID: id, Deleted: true})
+	h.s.Audit(r, "delete", "devices", strings.ToUpper(id))
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func writeDevice(w http.ResponseWriter, status int, v control.DeviceView) {

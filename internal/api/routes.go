@@ -1,10 +1,9 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,7 +42,7 @@ func (h routeHandlers) list(w http.ResponseWriter, r *http.Request) {
 	if more && len(page) > 0 {
 		next = EncodeCursor(page[len(page)-1].Name)
 	}
-	WriteJSON(w, http.StatusOK, listPage[control.RouteView]{Data: nonNil(page), NextCursor: next})
+	WriteJSON(w, http.StatusOK, List[control.RouteView]{Data: page, NextCursor: next})
 }
 
 func (h routeHandlers) get(w http.ResponseWriter, r *http.Request) {
@@ -70,8 +69,8 @@ func (h routeHandlers) patch(w http.ResponseWriter, r *http.Request) {
 
 func (h routeHandlers) write(w http.ResponseWriter, r *http.Request, rw control.RouteWrite) {
 	p := access.From(r.Context())
-	body, ok := readBody(w, r, rw.Patch)
-	if !ok {
+	var body json.RawMessage
+	if !DecodeJSON(w, r, &body) {
 		return
 	}
 	rev, ok := ifMatch(w, r)
@@ -120,28 +119,19 @@ func (h routeHandlers) delete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.s.Audit(r, "delete", "routes", name)
-	WriteJSON(w, http.StatusOK, deleted{Name: name, Deleted: true, Discarded: &discarded})
+	answer := deleted{Name: name, Deleted: true}
+	answer.Discarded.Backlog, answer.Discarded.DeadLetters = discarded.Backlog, discarded.DeadLetters
+	WriteJSON(w, http.StatusOK, answer)
 }
 
-// deleted answers a DELETE: what is gone, and for a route what it discarded.
+// deleted answers the DELETE of a route: what it discarded (forced; zero otherwise).
 type deleted struct {
-	Name      string `json:"name,omitempty"`
-	ID        string `json:"id,omitempty"`
+	Name      string `json:"name"`
 	Deleted   bool   `json:"deleted"`
-	Discarded any    `json:"discarded,omitempty"`
-}
-
-// listPage is one page of a list.
-type listPage[T any] struct {
-	Data       []T    `json:"data"`
-	NextCursor string `json:"next_cursor,omitempty"`
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
+	Discarded struct {
+		Backlog     int `json:"backlog"`
+		DeadLetters int `json:"dead_letters"`
+	} `json:"discarded"`
 }
 
 func writeRoute(w http.ResponseWriter, status int, v control.RouteView) {
@@ -156,15 +146,11 @@ func listOptions(w http.ResponseWriter, r *http.Request) (registry.ListOptions, 
 	if !ok {
 		return registry.ListOptions{}, false
 	}
-	o := registry.ListOptions{Limit: limit}
-	q := r.URL.Query()
-	if c := q.Get("cursor"); c != "" {
-		if o.After, ok = DecodeCursor(c); !ok {
-			WriteProblem(w, Problem{Status: http.StatusBadRequest, Detail: "cursor: not a cursor this API made"})
-			return registry.ListOptions{}, false
-		}
+	after, ok := Cursor(w, r)
+	if !ok {
+		return registry.ListOptions{}, false
 	}
-	o.Account = q.Get("account")
+	o := registry.ListOptions{Limit: limit, After: after, Account: r.URL.Query().Get("account")}
 	if p := access.From(r.Context()); p.Account != "" {
 		if o.Account != "" && o.Account != p.Account {
 			o.Match = func(any) bool { return false } // another account's: none it may see
@@ -172,31 +158,6 @@ func listOptions(w http.ResponseWriter, r *http.Request) (registry.ListOptions, 
 		o.Account = p.Account
 	}
 	return o, true
-}
-
-// readBody reads a write's JSON body (at most 1 MiB): application/json, or for a PATCH also
-// application/merge-patch+json; another type answers 415.
-func readBody(w http.ResponseWriter, r *http.Request, patch bool) ([]byte, bool) {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/json" && !(patch && mt == "application/merge-patch+json") {
-		want := "application/json"
-		if patch {
-			want += " or application/merge-patch+json"
-		}
-		WriteProblem(w, Problem{Status: http.StatusUnsupportedMediaType, Detail: "Content-Type must be " + want})
-		return nil, false
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			WriteProblem(w, Problem{Status: http.StatusRequestEntityTooLarge, Detail: "the body is larger than 1 MiB"})
-			return nil, false
-		}
-		WriteProblem(w, Problem{Status: http.StatusBadRequest, Detail: "reading the body: " + err.Error()})
-		return nil, false
-	}
-	return body, true
 }
 
 // ifMatch reads If-Match: the revision a write expects ("3", as the ETag shows it), 0 if absent.

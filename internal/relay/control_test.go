@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/api/apitest"
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
@@ -24,17 +25,27 @@ import (
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
-// apiClient calls a relay's admin API with a key.
+// apiClient calls a relay's admin API with a key; every request and answer is checked against
+// the OpenAPI document (apitest).
 type apiClient struct {
-	t    *testing.T
-	http *http.Client
-	base string
-	key  string
-	seen *bytes.Buffer // every response body, to search for secrets
+	t       *testing.T
+	http    *http.Client
+	base    string
+	key     string
+	seen    *bytes.Buffer // every response body, to search for secrets
+	invalid bool          // the requests break the document on purpose
 }
 
 func newAPI(t *testing.T, r *relay.Relay, key string) *apiClient {
-	return &apiClient{t: t, http: http.DefaultClient, base: "http://" + r.AdminAddr().String(), key: key, seen: &bytes.Buffer{}}
+	return &apiClient{t: t, http: apitest.Client(t), base: "http://" + r.AdminAddr().String(), key: key, seen: &bytes.Buffer{}}
+}
+
+// breaking is the same client for requests that break the document on purpose (a test of the
+// server's own checks); the answers are still checked.
+func (c *apiClient) breaking() *apiClient {
+	cc := *c
+	cc.invalid = true
+	return &cc
 }
 
 // as is the same client with another key.
@@ -82,6 +93,9 @@ func (c *apiClient) raw(method, path, contentType string, body any) (int, []byte
 	}
 	if c.key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	if c.invalid {
+		req = apitest.Invalid(req)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -259,7 +273,7 @@ func TestControlRouteValidation(t *testing.T) {
 
 	f := func(method, path, body string, want ...string) {
 		t.Helper()
-		st, p := api.do(method, path, body)
+		st, p := api.breaking().do(method, path, body)
 		slices.Sort(want)
 		if st != http.StatusUnprocessableEntity || !slices.Equal(pointers(p), want) {
 			t.Errorf("%s %s %s = %d %v, want 422 at %q", method, path, body, st, p, want)
@@ -275,7 +289,7 @@ func TestControlRouteValidation(t *testing.T) {
 	api.must(http.StatusCreated, "PUT", "/api/v1/routes/good", `{"url":"https://example.com/x"}`)
 	f("PUT", "/api/v1/routes/good", `{"name":"renamed","url":"https://example.com/x"}`, "/name")
 	f("PATCH", "/api/v1/routes/good", `{"batch":{"max_bytes":0}}`, "/batch/max_bytes")
-	if st, _ := api.raw("POST", "/api/v1/routes", "text/plain", `{"name":"x","url":"https://example.com"}`); st != http.StatusUnsupportedMediaType {
+	if st, _ := api.breaking().raw("POST", "/api/v1/routes", "text/plain", `{"name":"x","url":"https://example.com"}`); st != http.StatusUnsupportedMediaType {
 		t.Errorf("POST text/plain = %d, want 415", st)
 	}
 	if _, ok := api.must(http.StatusOK, "GET", "/api/v1/routes/good", nil)["spec"].(map[string]any); !ok {
@@ -551,7 +565,7 @@ func TestControlDevices(t *testing.T) {
 	dealer.must(http.StatusCreated, "PUT", "/api/v1/devices/dev-c", map[string]any{"groups": []string{"g2"}})
 	boot.must(http.StatusCreated, "PUT", "/api/v1/devices/dev-z", map[string]any{"account": "other", "tags": []string{"cold"}})
 
-	if st, p := dealer.do("PUT", "/api/v1/devices/dev-a", map[string]any{"id": "dev-b", "imei": "12", "custom3": "a\nb", "colour": 1}); st != http.StatusUnprocessableEntity {
+	if st, p := dealer.breaking().do("PUT", "/api/v1/devices/dev-a", map[string]any{"id": "dev-b", "imei": "12", "custom3": "a\nb", "colour": 1}); st != http.StatusUnprocessableEntity {
 		t.Errorf("bad device = %d %v, want 422", st, p)
 	} else if got := pointers(p); !slices.Equal(got, []string{"/colour"}) {
 		t.Errorf("bad device keys = %q, want /colour (decoding first)", got)
@@ -608,7 +622,7 @@ func TestControlDevices(t *testing.T) {
 	if field(v, "state", "connected") != true || field(v, "state", "last_seq") != float64(2) || field(v, "state", "remote") == nil || field(v, "state", "last_seen") == nil {
 		t.Errorf("GET connected device = %v", v)
 	}
-	dealer.must(http.StatusOK, "DELETE", "/api/v1/devices/dev-b", nil)
+	dealer.must(http.StatusNoContent, "DELETE", "/api/v1/devices/dev-b", nil)
 	dealer.must(http.StatusNotFound, "GET", "/api/v1/devices/dev-b", nil)
 }
 
@@ -640,5 +654,62 @@ func TestControlBrokenStoredRoute(t *testing.T) {
 	_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
 	if !strings.Contains(metrics, `fleetrelay_route_backlog_messages{route="ok"} 0`) || strings.Contains(metrics, `route="tls"`) {
 		t.Errorf("/metrics: want the backlog of route ok (0), nothing of the broken route")
+	}
+}
+
+// The rights table of the routes and devices endpoints: no key → 401; a key of another account
+// holding the right → 404 (its lists are empty; a route it would create in this account → 422
+// at /account); a key of the account without the right → 403; the account's dealer key → 2xx.
+func TestControlRights(t *testing.T) {
+	cfg := testConfig(t, nil)
+	r := startRelay(t, cfg)
+	boot := newAPI(t, r, bootstrapKey(t, cfg))
+	key := func(body map[string]any) string {
+		t.Helper()
+		return boot.must(http.StatusCreated, "POST", "/api/v1/keys", body)["key"].(string)
+	}
+	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "acme", "name": "Acme"})
+	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "other", "name": "Other"})
+	held := key(map[string]any{"name": "acme dealer", "account": "acme", "preset": "dealer"})
+	other := key(map[string]any{"name": "other dealer", "account": "other", "preset": "dealer"})
+	none := key(map[string]any{"name": "acme commands", "account": "acme", "rights": []string{"commands:*", "deadLetters:read"}})
+	acme := boot.as(held)
+	acme.must(http.StatusCreated, "POST", "/api/v1/routes", map[string]any{"name": "r-acme", "url": "https://example.com/a"})
+	acme.must(http.StatusCreated, "PUT", "/api/v1/devices/d-acme", map[string]any{"tags": []string{"t"}})
+
+	route := map[string]any{"url": "https://example.com/b"}
+	for _, c := range []struct {
+		method, path string
+		body         any
+		// statuses for no key, another account's key, a key without the right, the held key
+		noKey, otherAccount, missing, ok int
+	}{
+		{"GET", "/api/v1/routes", nil, 401, 200, 403, 200},
+		{"POST", "/api/v1/routes", map[string]any{"name": "r-new", "url": "https://example.com/c", "account": "acme"}, 401, 422, 403, 201},
+		{"GET", "/api/v1/routes/r-acme", nil, 401, 404, 403, 200},
+		{"PUT", "/api/v1/routes/r-acme", route, 401, 404, 403, 200},
+		{"PATCH", "/api/v1/routes/r-acme", map[string]any{"concurrency": 2}, 401, 404, 403, 200},
+		{"GET", "/api/v1/devices", nil, 401, 200, 403, 200},
+		{"GET", "/api/v1/devices/d-acme", nil, 401, 404, 403, 200},
+		{"PUT", "/api/v1/devices/d-acme", map[string]any{"tags": []string{"u"}}, 401, 404, 403, 200},
+		{"PATCH", "/api/v1/devices/d-acme", map[string]any{"custom1": "x"}, 401, 404, 403, 200},
+		{"DELETE", "/api/v1/devices/d-acme", nil, 401, 404, 403, 204},
+		{"DELETE", "/api/v1/routes/r-acme", nil, 401, 404, 403, 200},
+	} {
+		for _, k := range []struct {
+			who  string
+			key  string
+			want int
+		}{{"no key", "", c.noKey}, {"another account's key", other, c.otherAccount}, {"a key without the right", none, c.missing}, {"the account's key", held, c.ok}} {
+			st, v := boot.as(k.key).do(c.method, c.path, c.body)
+			if st != k.want {
+				t.Errorf("%s %s with %s = %d %v, want %d", c.method, c.path, k.who, st, v, k.want)
+			}
+			if c.method == "GET" && c.path[len(c.path)-1] == 's' && k.who == "another account's key" {
+				if data, _ := v["data"].([]any); len(data) != 0 {
+					t.Errorf("%s %s with %s lists %v, want nothing of another account", c.method, c.path, k.who, data)
+				}
+			}
+		}
 	}
 }
