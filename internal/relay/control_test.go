@@ -531,6 +531,17 @@ func TestControlRouteLifecycle(t *testing.T) {
 	if got := field(del, "discarded", "backlog"); got != float64(5) {
 		t.Errorf("forced DELETE = %v, want 5 discarded", del)
 	}
+	// Every change was audited, and only the changes.
+	_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
+	for _, want := range []string{
+		`fleetrelay_api_changes_total{action="create",kind="routes"} 2`,
+		`fleetrelay_api_changes_total{action="update",kind="routes"} 4`,
+		`fleetrelay_api_changes_total{action="delete",kind="routes"} 2`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics has no %s", want)
+		}
+	}
 	list := api.must(http.StatusOK, "GET", "/api/v1/routes", nil)
 	if data, _ := list["data"].([]any); len(data) != 0 {
 		t.Errorf("routes after the deletes = %v, want none", data)
