@@ -1,10 +1,8 @@
 package api
 
 import (
-	"encoding/json"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/fleetrelay/fleetrelay/internal/access"
@@ -65,7 +63,7 @@ func (h deviceHandlers) get(w http.ResponseWriter, r *http.Request) {
 		writeNotFound(w, "device", r.PathValue("id"))
 		return
 	}
-	writeDevice(w, http.StatusOK, v)
+	writeResource(w, http.StatusOK, v.Meta.Revision, v)
 }
 
 func (h deviceHandlers) put(w http.ResponseWriter, r *http.Request) {
@@ -79,11 +77,7 @@ func (h deviceHandlers) patch(w http.ResponseWriter, r *http.Request) {
 func (h deviceHandlers) write(w http.ResponseWriter, r *http.Request, patch bool) {
 	p := access.From(r.Context())
 	id := r.PathValue("id")
-	var body json.RawMessage
-	if !DecodeJSON(w, r, &body) {
-		return
-	}
-	rev, ok := ifMatch(w, r)
+	body, rev, ok := writeInput(w, r)
 	if !ok {
 		return
 	}
@@ -98,13 +92,7 @@ func (h deviceHandlers) write(w http.ResponseWriter, r *http.Request, patch bool
 		writeError(w, h.s, err, "device", id)
 		return
 	}
-	status, action := http.StatusOK, "update"
-	if created {
-		status, action = http.StatusCreated, "create"
-		w.Header().Set("Location", "/api/v1/devices/"+v.ID)
-	}
-	h.s.Audit(r, action, "devices", v.ID)
-	writeDevice(w, status, v)
+	h.s.answerWrite(w, r, created, "devices", v.ID, v.Meta.Revision, v)
 }
 
 func (h deviceHandlers) delete(w http.ResponseWriter, r *http.Request) {
@@ -116,9 +104,4 @@ func (h deviceHandlers) delete(w http.ResponseWriter, r *http.Request) {
 	}
 	h.s.Audit(r, "delete", "devices", strings.ToUpper(id))
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func writeDevice(w http.ResponseWriter, status int, v control.DeviceView) {
-	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(v.Meta.Revision, 10)))
-	WriteJSON(w, status, v)
 }

@@ -52,7 +52,7 @@ func (h routeHandlers) get(w http.ResponseWriter, r *http.Request) {
 		writeNotFound(w, "route", r.PathValue("name"))
 		return
 	}
-	writeRoute(w, http.StatusOK, v)
+	writeResource(w, http.StatusOK, v.Meta.Revision, v)
 }
 
 func (h routeHandlers) create(w http.ResponseWriter, r *http.Request) {
@@ -69,11 +69,7 @@ func (h routeHandlers) patch(w http.ResponseWriter, r *http.Request) {
 
 func (h routeHandlers) write(w http.ResponseWriter, r *http.Request, rw control.RouteWrite) {
 	p := access.From(r.Context())
-	var body json.RawMessage
-	if !DecodeJSON(w, r, &body) {
-		return
-	}
-	rev, ok := ifMatch(w, r)
+	body, rev, ok := writeInput(w, r)
 	if !ok {
 		return
 	}
@@ -93,13 +89,7 @@ func (h routeHandlers) write(w http.ResponseWriter, r *http.Request, rw control.
 		writeError(w, h.s, err, "route", name)
 		return
 	}
-	status, action := http.StatusOK, "update"
-	if created {
-		status, action = http.StatusCreated, "create"
-		w.Header().Set("Location", "/api/v1/routes/"+v.Name)
-	}
-	h.s.Audit(r, action, "routes", v.Name)
-	writeRoute(w, status, v)
+	h.s.answerWrite(w, r, created, "routes", v.Name, v.Meta.Revision, v)
 }
 
 func (h routeHandlers) delete(w http.ResponseWriter, r *http.Request) {
@@ -134,9 +124,33 @@ type deleted struct {
 	} `json:"discarded"`
 }
 
-func writeRoute(w http.ResponseWriter, status int, v control.RouteView) {
-	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(v.Meta.Revision, 10)))
+// writeResource answers a route or device with its revision as ETag (what If-Match takes).
+func writeResource(w http.ResponseWriter, status int, rev uint64, v any) {
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(rev, 10)))
 	WriteJSON(w, status, v)
+}
+
+// writeInput reads a write's JSON body and the revision its If-Match expects (0 if none);
+// false when it answered a bad request itself.
+func writeInput(w http.ResponseWriter, r *http.Request) (json.RawMessage, uint64, bool) {
+	var body json.RawMessage
+	if !DecodeJSON(w, r, &body) {
+		return nil, 0, false
+	}
+	rev, ok := ifMatch(w, r)
+	return body, rev, ok
+}
+
+// answerWrite audits a write of a route or device (kind "routes" or "devices") and answers the
+// resource: 201 with its Location when the write created it, else 200.
+func (s *Server) answerWrite(w http.ResponseWriter, r *http.Request, created bool, kind, id string, rev uint64, v any) {
+	status, action := http.StatusOK, "update"
+	if created {
+		status, action = http.StatusCreated, "create"
+		w.Header().Set("Location", "/api/v1/"+kind+"/"+id)
+	}
+	s.Audit(r, action, kind, id)
+	writeResource(w, status, rev, v)
 }
 
 // listOptions reads limit, cursor and account of a list; an account-scoped key lists its own

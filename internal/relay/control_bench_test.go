@@ -56,11 +56,9 @@ func benchDo(b *testing.B, c *http.Client, method, url, key, body string) int {
 	return resp.StatusCode
 }
 
-// BenchmarkAPIDeviceGet: GET /api/v1/devices/{id} over loopback HTTP from 8 clients (the
-// authentication, the registry read, the live state and the JSON answer): requests/s.
-func BenchmarkAPIDeviceGet(b *testing.B) {
-	const devices = 1000
-	c, base, key := benchDevices(b, devices)
+// benchRequests runs do from 8 clients b.N times in all and reports requests/s; do returns the
+// status, which must be want.
+func benchRequests(b *testing.B, want int, do func(n int64) int) {
 	var i atomic.Int64
 	b.SetParallelism(8)
 	b.ReportAllocs()
@@ -68,8 +66,8 @@ func BenchmarkAPIDeviceGet(b *testing.B) {
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if st := benchDo(b, c, "GET", base+fmt.Sprintf("DEV-%04d", i.Add(1)%devices), key, ""); st != http.StatusOK {
-				b.Errorf("GET = %d", st)
+			if st := do(i.Add(1)); st != want {
+				b.Errorf("status %d, want %d", st, want)
 				return
 			}
 		}
@@ -77,24 +75,22 @@ func BenchmarkAPIDeviceGet(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }
 
+// BenchmarkAPIDeviceGet: GET /api/v1/devices/{id} over loopback HTTP from 8 clients (the
+// authentication, the registry read, the live state and the JSON answer): requests/s.
+func BenchmarkAPIDeviceGet(b *testing.B) {
+	const devices = 1000
+	c, base, key := benchDevices(b, devices)
+	benchRequests(b, http.StatusOK, func(n int64) int {
+		return benchDo(b, c, "GET", base+fmt.Sprintf("DEV-%04d", n%devices), key, "")
+	})
+}
+
 // BenchmarkAPIDevicePut: PUT /api/v1/devices/{id} replacing a device's metadata from 8 clients
 // (the check, the durable registry write, the actors' metadata swap): requests/s.
 func BenchmarkAPIDevicePut(b *testing.B) {
 	const devices = 1000
 	c, base, key := benchDevices(b, devices)
-	var i atomic.Int64
-	b.SetParallelism(8)
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			n := i.Add(1)
-			if st := benchDo(b, c, "PUT", base+fmt.Sprintf("dev-%04d", n%devices), key, fmt.Sprintf(`{"tags":["a","t%d"],"custom1":"c%d"}`, n%7, n)); st != http.StatusOK {
-				b.Errorf("PUT = %d", st)
-				return
-			}
-		}
+	benchRequests(b, http.StatusOK, func(n int64) int {
+		return benchDo(b, c, "PUT", base+fmt.Sprintf("dev-%04d", n%devices), key, fmt.Sprintf(`{"tags":["a","t%d"],"custom1":"c%d"}`, n%7, n))
 	})
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }
