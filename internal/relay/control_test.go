@@ -637,16 +637,28 @@ func TestControlDevices(t *testing.T) {
 	dealer.must(http.StatusNotFound, "GET", "/api/v1/devices/dev-b", nil)
 }
 
-// A stored route that no longer compiles (its CA file is gone) does not stop the relay: it is
-// reported by its status, and the other routes run.
-func TestControlBrokenStoredRoute(t *testing.T) {
+// After a restart the API's routes run again with what they held: a route whose endpoint was
+// down keeps its backlog and delivers it once pointed elsewhere. A stored route that no longer
+// compiles (its CA file is gone) does not stop the relay: it is reported by its status, and the
+// other routes run.
+func TestControlStoredRoutesAfterRestart(t *testing.T) {
 	sink := startSink(t)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(down.Close)
 	cfg := testConfig(t, nil)
 	ca := newTestCA(t).file
 	r := startRelay(t, cfg)
 	api := newAPI(t, r, bootstrapKey(t, cfg))
 	api.must(http.StatusCreated, "POST", "/api/v1/routes", map[string]any{"name": "tls", "url": "https://127.0.0.1:1/x", "tls": map[string]any{"ca_file": ca}})
 	api.must(http.StatusCreated, "POST", "/api/v1/routes", map[string]any{"name": "ok", "url": sink.URL() + "/ok/[SERIAL]", "batch": map[string]any{"linger": "1ms"}})
+	api.must(http.StatusCreated, "POST", "/api/v1/routes", map[string]any{"name": "held", "url": down.URL + "/[SERIAL]", "batch": map[string]any{"linger": "1ms"}})
+	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "B0"}, 1)
+	held := send(t, d, "B0", 3)
+	waitRecords(t, sink, "B0", held) // through ok
+	d.Close()
 	if err := relaytest.Shutdown(r); err != nil {
 		t.Fatal(err)
 	}
@@ -659,7 +671,19 @@ func TestControlBrokenStoredRoute(t *testing.T) {
 	if field(rt, "status", "running") != false || !strings.Contains(fmt.Sprint(field(rt, "status", "error")), "ca_file") {
 		t.Errorf("broken route's status = %v, want not running, with the ca_file error", field(rt, "status"))
 	}
-	d := connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "B1"}, 1)
+	if b := field(api.must(http.StatusOK, "GET", "/api/v1/routes/held", nil), "holdings", "backlog"); b != float64(3) {
+		t.Errorf("held's backlog after the restart = %v, want 3", b)
+	}
+	api.must(http.StatusOK, "PATCH", "/api/v1/routes/held", map[string]any{"url": sink.URL() + "/held/[SERIAL]"})
+	checkfor.Check(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, s := range held {
+			if n := sink.Count(loadgen.MsgKey{Device: "B0", Seq: s}); n != 2 {
+				return fmt.Errorf("B0 seq %d delivered %d times, want twice (ok, then held)", s, n)
+			}
+		}
+		return nil
+	})
+	d = connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "B1"}, 1)
 	waitRecords(t, sink, "B1", send(t, d, "B1", 2))
 	// The API's routes that run at start have their store gauges, as the config file's do.
 	_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
