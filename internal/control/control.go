@@ -10,6 +10,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -179,7 +180,7 @@ func (c *Control) removeRoute(name string) {
 	switch {
 	case err == nil:
 		c.log.Info("route removed", "route", name, "discarded_backlog", h.Backlog, "discarded_dead_letters", h.DeadLetters)
-	case err != actors.ErrNoRoute:
+	case !errors.Is(err, actors.ErrNoRoute):
 		c.log.Error("route removal", "route", name, "err", err)
 	}
 }
