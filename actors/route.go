@@ -765,3 +765,16 @@ func (ra *routeActor) deadDone(m *deadDone) {
 const deadRetry = time.Second
 
 func (ra *routeActor) setGauge() { ra.metrics.setQueued(ra.queued) }
+
+// Messages that may reach a route actor after it stopped (at shutdown, or once the route was
+// removed while it ran: a timer's tick, a commit's wake-up, the shutdown's own queries) are
+// expected there: protoactor's dead-letter log leaves them out.
+func (tickMsg) IgnoreDeadLetterLogging()     {}
+func (pageMsg) IgnoreDeadLetterLogging()     {}
+func (replayMsg) IgnoreDeadLetterLogging()   {}
+func (drainMsg) IgnoreDeadLetterLogging()    {}
+func (idleQuery) IgnoreDeadLetterLogging()   {}
+func (oldestQuery) IgnoreDeadLetterLogging() {}
+func (*segmentMsg) IgnoreDeadLetterLogging() {}
+func (*batchDone) IgnoreDeadLetterLogging()  {}
+func (*deadDone) IgnoreDeadLetterLogging()   {}

@@ -469,3 +469,33 @@ func TestRouteConcurrencyAndOrder(t *testing.T) {
 		t.Errorf("delivered %d messages, want %d", total, want)
 	}
 }
+
+// blockingDeliverer holds every batch until its context ends (shutdown), as a request to an
+// endpoint that never answers would.
+type blockingDeliverer struct{ started chan struct{} }
+
+func (d *blockingDeliverer) Deliver(ctx context.Context, b *actors.Batch) actors.Outcome {
+	select {
+	case d.started <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return actors.Outcome{Result: actors.Stopped, Err: ctx.Err()}
+}
+
+// Stop with no grace left (a context already ended) abandons the batch in flight at once and
+// leaves no goroutine behind (TestMain's goleak check): the idle queries it sent are answered
+// when the route actors stop.
+func TestStopWithoutGrace(t *testing.T) {
+	d := &blockingDeliverer{started: make(chan struct{}, 1)}
+	rig := newRouteRig(t, "http://127.0.0.1:1/x", actors.Route{MaxMessages: 1, Deliver: d})
+	rig.add("dev", 1, 0)
+	rig.start(0)
+	<-d.started
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := rig.sys.Stop(ctx); err == nil {
+		t.Error("Stop with an ended context and a batch in flight = nil, want an error")
+	}
+	rig.sys = nil // stopped: the rig's cleanup only closes the store
+}

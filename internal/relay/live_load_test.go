@@ -254,6 +254,11 @@ func TestLiveRouteChangeUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
+	// A route added while the relay runs has its store gauges at once.
+	_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
+	if want := fmt.Sprintf(`fleetrelay_route_backlog_messages{route="failing"} %d`, held); !strings.Contains(metrics, want) {
+		t.Errorf("metrics lack %q", want)
+	}
 	api.do("DELETE", "/api/v1/routes/failing", "", http.StatusConflict)
 	var del struct {
 		Discarded struct {
@@ -267,9 +272,12 @@ func TestLiveRouteChangeUnderLoad(t *testing.T) {
 	if del.Discarded.Backlog+del.Discarded.DeadLetters != held {
 		t.Errorf("forced delete discarded %+v, want %d messages", del.Discarded, held)
 	}
-	_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
+	_, metrics = httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
 	if want := fmt.Sprintf(`fleetrelay_route_discarded_messages_total{route="failing"} %d`, held); !strings.Contains(metrics, want) {
 		t.Errorf("metrics lack %q", want)
 	}
 	api.do("GET", "/api/v1/routes/failing", "", http.StatusNotFound)
+	if strings.Contains(metrics, `fleetrelay_route_backlog_messages{route="failing"}`) {
+		t.Errorf("a deleted route keeps its backlog gauge")
+	}
 }

@@ -172,12 +172,7 @@ func (r *Relay) abort() {
 
 // registerMetrics hands the registry to each component, which registers its own collectors.
 func (r *Relay) registerMetrics() error {
-	names := make([]string, len(r.routes))
-	for i, rt := range r.routes {
-		names[i] = rt.Name
-	}
-	names = append(names, r.control.Applied()...) // the API's routes running at start
-	if err := r.store.RegisterMetrics(r.reg, names); err != nil {
+	if err := r.store.RegisterMetrics(r.reg, r.sys.Routes); err != nil { // the routes running when scraped
 		return err
 	}
 	r.sys.RegisterMetrics(r.reg)

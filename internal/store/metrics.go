@@ -1,7 +1,6 @@
 package store
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,31 +44,13 @@ func (m *metrics) observeCommit(frames int, commit, oldestWait time.Duration) {
 
 // RegisterMetrics registers the store's collectors with reg: its group-commit histograms,
 // the resident and cold messages, free space and the refusal of new data, and, for each route
-// name in routes (names given to RouteID), the route's backlog and dead-letter gauges. The
-// collectors read the store's state when scraped, also after Close (the last state then). It
-// returns an error, registering nothing, for a name without a route ID; call it once per store
-// and registry: it panics if reg has them already.
-func (s *Store) RegisterMetrics(reg prometheus.Registerer, routes []string) error {
-	cs := []prometheus.Collector{s.metrics.commit, s.metrics.wait, s.metrics.frames}
+// name routes returns when scraped (names given to RouteID; others are skipped), the route's
+// backlog and dead-letter gauges. The collectors read the store's state when scraped, also
+// after Close (the last state then). Call it once per store and registry.
+func (s *Store) RegisterMetrics(reg prometheus.Registerer, routes func() []string) error {
+	cs := []prometheus.Collector{s.metrics.commit, s.metrics.wait, s.metrics.frames, &routeGauges{s: s, routes: routes}}
 	gauge := func(name, help string, f func() float64) {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
-	}
-	ids := s.Routes()
-	for _, name := range routes {
-		id, ok := ids[name]
-		if !ok {
-			return fmt.Errorf("route %q: no route ID (RouteID was not called for it)", name)
-		}
-		labels := prometheus.Labels{"route": name}
-		cs = append(cs,
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "fleetrelay_route_backlog_messages", Help: "Messages stored for a route and not yet delivered or dead-lettered: its queue depth, in memory or in the store.",
-				ConstLabels: labels,
-			}, func() float64 { return float64(s.Backlog(id)) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "fleetrelay_route_dead_letter_messages", Help: "Messages in a route's dead-letter list (fleetrelay dlq), not counting replays in progress.",
-				ConstLabels: labels,
-			}, func() float64 { return float64(s.DeadLetterCount(id)) }))
 	}
 	gauge("fleetrelay_store_resident_messages", "Stored messages whose delivery state is held in memory (bounded by delivery.max_queued_messages plus what routes hold).",
 		func() float64 { return float64(s.Stats().ResidentRecords) })
@@ -93,4 +74,38 @@ func (s *Store) RegisterMetrics(reg prometheus.Registerer, routes []string) erro
 	}, func() float64 { return float64(s.Stats().IngestHolds) }))
 	reg.MustRegister(cs...)
 	return nil
+}
+
+// routeGauges are the per-route gauges (backlog, dead letters) of the routes that run when
+// scraped: routes added or removed while the relay runs come and go with them. A name the store
+// has no route ID for has nothing stored and is skipped.
+type routeGauges struct {
+	s      *Store
+	routes func() []string
+}
+
+var (
+	backlogDesc = prometheus.NewDesc("fleetrelay_route_backlog_messages",
+		"Messages stored for a route and not yet delivered or dead-lettered: its queue depth, in memory or in the store.",
+		[]string{"route"}, nil)
+	deadDesc = prometheus.NewDesc("fleetrelay_route_dead_letter_messages",
+		"Messages in a route's dead-letter list (fleetrelay dlq), not counting replays in progress.",
+		[]string{"route"}, nil)
+)
+
+func (g *routeGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- backlogDesc
+	ch <- deadDesc
+}
+
+func (g *routeGauges) Collect(ch chan<- prometheus.Metric) {
+	ids := g.s.Routes()
+	for _, name := range g.routes() {
+		id, ok := ids[name]
+		if !ok {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(backlogDesc, prometheus.GaugeValue, float64(g.s.Backlog(id)), name)
+		ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(g.s.DeadLetterCount(id)), name)
+	}
 }
