@@ -154,7 +154,11 @@ func (s *System) holdings(route uint16) (RouteHoldings, error) {
 // account). Safe for concurrent use; never blocks. m must not be modified afterwards.
 func (s *System) SetDevice(id string, m *DeviceMeta) {
 	if m == nil {
-		s.fleet.Delete(strings.ToUpper(id))
+		up := strings.ToUpper(id)
+		s.fleet.Delete(up)
+		s.mu.Lock()
+		delete(s.gone, up) // only devices with metadata are remembered once gone
+		s.mu.Unlock()
 		return
 	}
 	s.fleet.Store(strings.ToUpper(id), m)

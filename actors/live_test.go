@@ -677,6 +677,23 @@ func TestLiveDeviceState(t *testing.T) {
 	if st := rig.sys.Device("T1"); st.Connected || st.Remote.IsValid() || !st.LastSeen.IsZero() || st.LastSeq != 0 {
 		t.Errorf("Device of an unknown identity = %+v, want the zero state", st)
 	}
+	// Devices with metadata are remembered once gone; others are forgotten whole.
+	rig.sys.SetDevice("t1", &actors.DeviceMeta{})
+	rig.sys.SetDevice("U1", &actors.DeviceMeta{})
+	anon := rig.dial("anon")
+	poll(t, func() error {
+		if st := rig.sys.Device("ANON"); !st.Connected {
+			return fmt.Errorf("Device(ANON) = %+v after HELLO, want connected", st)
+		}
+		return nil
+	})
+	anon.c.Close()
+	poll(t, func() error {
+		if st := rig.sys.Device("anon"); st.Connected || st.Remote.IsValid() || !st.LastSeen.IsZero() {
+			return fmt.Errorf("Device(anon) = %+v after closing, want it forgotten (no metadata)", st)
+		}
+		return nil
+	})
 	before := time.Now()
 	dev := rig.dial("t1")
 	local := netip.MustParseAddrPort(dev.c.LocalAddr().String())

@@ -367,13 +367,18 @@ func (s *System) entry(id string, create bool) *deviceEntry {
 	return e
 }
 
-// forgetLocked removes e from the registry, under s.mu; Device keeps showing its last remote
-// address and when it was last seen.
+// forgetLocked removes e from the registry, under s.mu. For a device with metadata (the config's
+// fleet or the registry), Device keeps showing its last remote address and when it was last
+// seen; others are forgotten whole, so identities nobody registered (a spray of random ones)
+// leave nothing behind.
 func (s *System) forgetLocked(e *deviceEntry) {
 	delete(s.devices, e.id)
 	up := strings.ToUpper(e.id)
 	if s.folded[up] == e {
 		delete(s.folded, up)
+	}
+	if s.meta(e.id) == nil {
+		return
 	}
 	g := goneDevice{id: e.id, lastSeen: e.lastSeen.Load()}
 	if p := e.remote.Load(); p != nil {
