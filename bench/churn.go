@@ -51,7 +51,7 @@ type churner struct {
 // spec.Rate per second, spread over workers that each keep one request in flight.
 func startChurn(ctx context.Context, spec *ChurnSpec, admin, key, prefix string, devices int) *churner {
 	c := &churner{quit: make(chan struct{}), done: make(chan struct{}), res: ChurnResult{Asked: spec.Rate}}
-	const workers = 16
+	const workers = 64
 	tick := time.Duration(float64(time.Second) / spec.Rate)
 	due := make(chan int, workers)
 	var mu sync.Mutex

@@ -14,8 +14,9 @@ import (
 //	                not interpret
 //
 // The registry reads them all once at start (LoadRegistry) and writes them in small
-// transactions (WriteRegistry), each durable when it returns whatever Options.Sync says: a
-// resource written through the API must not come back older after a crash.
+// transactions (WriteRegistry), each as durable when it returns as an acknowledged frame: on
+// disk for a crash of the process, fsynced for a power loss with Options.Sync — a resource
+// written through the API does not come back older after a crash the data would survive.
 var prefixRegistry = []byte("g/")
 
 // RegistryOp is one write of WriteRegistry: it sets Kind/ID to Value, or deletes it when Value
@@ -47,8 +48,13 @@ func (s *Store) LoadRegistry(fn func(key, value []byte) error) error {
 }
 
 // WriteRegistry applies ops in one Badger transaction: all of them or none (a transaction
-// larger than Badger takes — about 15% of its memtable, see badgerOptions — fails whole). It
-// is durable when WriteRegistry returns, even without Options.Sync. Like the other writes of
+// larger than Badger takes — about 15% of its memtable, see badgerOptions — fails whole). When
+// it returns the transaction is in Badger's log: it survives a crash of the process, and with
+// Options.Sync (Badger's SyncWrites) a power loss, the promise an acknowledged frame has. An
+// fsync of its own per write would make every device update wait for the disk and compete with
+// the group commits of the data path for it (in the device-churn benchmark, 1,000 device
+// updates a second asked under full ingest load were answered at ≈460 a second with an fsync
+// each, at 1,010 without). Like the other writes of
 // delivery state it may use free space down to the store's reserve (ErrDiskFull below it). It
 // returns ErrClosed after Close. Safe for concurrent use; it works before Start.
 func (s *Store) WriteRegistry(ops []RegistryOp) error {
@@ -88,11 +94,6 @@ func (s *Store) WriteRegistry(ops []RegistryOp) error {
 	})
 	if err != nil {
 		return fmt.Errorf("write registry (%d keys): %w", len(ops), err)
-	}
-	if !s.opts.Sync { // with Sync, Badger synced the commit already
-		if err := s.db.Sync(); err != nil {
-			return fmt.Errorf("sync registry write: %w", err)
-		}
 	}
 	return nil
 }
