@@ -19,26 +19,9 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/api/apitest"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
-
-// logBuffer collects a server's log lines, safe for the server's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // clock is a settable clock for key expiry.
 type clock struct {
@@ -69,7 +52,7 @@ type env struct {
 	st      *store.Store
 	metrics *prometheus.Registry
 	clock   *clock
-	log     *logBuffer
+	log     *relaytest.LogBuffer
 	c       *http.Client
 	super   string   // the bootstrap key
 	secrets []string // every key the tests saw: none may appear in a log line
@@ -83,7 +66,7 @@ type envOption struct {
 
 func newEnv(t testing.TB, o envOption) *env {
 	t.Helper()
-	e := &env{t: t, metrics: prometheus.NewRegistry(), clock: &clock{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}, log: &logBuffer{}}
+	e := &env{t: t, metrics: prometheus.NewRegistry(), clock: &clock{now: time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)}, log: &relaytest.LogBuffer{}}
 	dir := t.TempDir()
 	st, err := store.Open(t.Context(), store.Options{Dir: filepath.Join(dir, "data")})
 	if err != nil {

@@ -1,37 +1,17 @@
 package relay_test
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 )
-
-// syncBuffer is a log sink safe for the relay's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // adminGet sends GET path to the relay's admin server with key (none if "") and host (the
 // server's address if "").
@@ -65,7 +45,7 @@ func TestAdminBootstrapAndSecurity(t *testing.T) {
 	rt := config.DefaultRoute()
 	rt.Name, rt.URL = "test", "http://127.0.0.1:9/in"
 	cfg.Routes = append(cfg.Routes, rt)
-	logs := &syncBuffer{}
+	logs := &relaytest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	r := relaytest.StartLogged(t, cfg, log)
 

@@ -405,28 +405,11 @@ func deviceSends(t *testing.T, r *relay.Relay, serial string, n int) (*loadgen.D
 	return d, sendRecords(t, d, serial, n)
 }
 
-// logBuffer collects a relay's log.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startLoggedRelay is startRelay with the relay's log captured.
-func startLoggedRelay(t *testing.T, cfg *config.Config) (*relay.Relay, *logBuffer) {
+func startLoggedRelay(t *testing.T, cfg *config.Config) (*relay.Relay, *relaytest.LogBuffer) {
 	t.Helper()
-	buf := &logBuffer{}
+	buf := &relaytest.LogBuffer{}
 	var w io.Writer = buf
 	if testing.Verbose() {
 		w = io.MultiWriter(buf, os.Stderr)
