@@ -405,7 +405,6 @@ func deviceSends(t *testing.T, r *relay.Relay, serial string, n int) (*loadgen.D
 	return d, sendRecords(t, d, serial, n)
 }
 
-
 // startLoggedRelay is startRelay with the relay's log captured.
 func startLoggedRelay(t *testing.T, cfg *config.Config) (*relay.Relay, *relaytest.LogBuffer) {
 	t.Helper()
