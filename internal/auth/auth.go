@@ -1,6 +1,6 @@
 // Package auth authenticates and signs route requests: static and Basic credentials, OAuth2
 // client credentials, HMAC body signatures, SENSORO signatures and safe mode, AWS Signature V4,
-// Azure SAS (Blob Storage and Event Hubs) and Standard Webhooks.
+// Azure SAS (Blob Storage, Event Hubs, and per-device IoT Hub tokens) and Standard Webhooks.
 //
 // A route has a chain of Signers, applied in order to every attempt after its body is final
 // (rendered and compressed): first the ones that choose the URL (S3, Azure Blob), then
@@ -9,9 +9,16 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 )
+
+// ErrPermanent, wrapped in a Sign error, says that no retry of the batch can be signed either
+// (e.g. its device has no key): the batch is given up on at once, its messages dead-lettered
+// with the error as the reason, rather than retried. Other Sign errors fail the attempt, which
+// is retried.
+var ErrPermanent = errors.New("cannot sign")
 
 // Request is one attempt of a batch, as it will be sent.
 type Request struct {
@@ -20,6 +27,16 @@ type Request struct {
 	Header [][2]string // a signer appends its headers
 	Body   []byte      // the exact bytes sent (after compression); read-only
 	Batch  Batch
+	// Device is the device whose messages the attempt carries, read at this attempt; its ID
+	// is "" when they are several devices' (per-device schemes then refuse to sign).
+	Device Device
+}
+
+// Device is what a per-device scheme (Azure IoT Hub) knows of the batch's one device: its
+// identity and its metadata's custom fields, which may hold its credentials.
+type Device struct {
+	ID     string
+	Custom [3]string // custom1, custom2, custom3
 }
 
 // Batch identifies the batch an attempt delivers: the same for every attempt of it.
