@@ -3,7 +3,10 @@ package config
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
+
+	"github.com/fleetrelay/fleetrelay/codec/fields"
 )
 
 // Auth is how a route proves who sends: at most one scheme. Headers (see Route.Headers) carry
@@ -21,6 +24,9 @@ type Auth struct {
 	AzureBlob *AzureBlob `yaml:"azure_blob,omitempty"`
 	// Azure Event Hubs: a SharedAccessSignature Authorization header from a key name and key.
 	AzureEventHubs *AzureEventHubs `yaml:"azure_event_hubs,omitempty"`
+	// Azure IoT Hub, per device: each request carries a SharedAccessSignature token of the
+	// device it is for, signed with that device's own key from its metadata.
+	AzureIoTHub *AzureIoTHub `yaml:"azure_iot_hub,omitempty"`
 }
 
 // BasicAuth is a user name and password.
@@ -65,6 +71,26 @@ type AzureEventHubs struct {
 	KeyName string   `yaml:"key_name"`
 	Key     Secret   `yaml:"key"`
 	TTL     Duration `yaml:"ttl"` // token lifetime, default 1h
+}
+
+// AzureIoTHub authorises each device's messages as that device, the way IoT Hub's HTTPS device
+// API takes them: the route's URL names the device, as
+// https://<host>/devices/[SERIAL]/messages/events?api-version=2021-04-12 (or [IMEI], or a
+// custom field holding the IoT Hub device id), so that each batch holds one device's messages,
+// and its method is POST. Each request carries "Authorization: SharedAccessSignature
+// sr=<host>/devices/<id>&sig=…&se=…" for the device the URL names, signed with the key in the
+// device's key_field; tokens are cached per device and renewed when a fifth of their lifetime
+// is left. A device without a key (or with one that is not base64) is not retried: its
+// messages go to the dead-letter list at once with the reason, for replay once the key is set.
+type AzureIoTHub struct {
+	// The IoT hub's host name, e.g. myhub.azure-devices.net: the tokens' resource is
+	// <host>/devices/<device id>.
+	Host string `yaml:"host"`
+	// The device metadata field holding each device's symmetric key (base64, as IoT Hub shows
+	// it): custom1, custom2 or custom3.
+	KeyField string `yaml:"key_field"`
+	// Token lifetime, at least 1s; default 1h.
+	TTL Duration `yaml:"ttl,omitempty"`
 }
 
 // Sign adds signatures over the exact bytes sent (after compression): any of these.
@@ -137,6 +163,9 @@ func (r *Route) resolveAuth() {
 	if e := r.Auth.AzureEventHubs; e != nil && e.TTL == 0 {
 		e.TTL = Duration(3600e9)
 	}
+	if h := r.Auth.AzureIoTHub; h != nil && h.TTL == 0 {
+		h.TTL = Duration(3600e9)
+	}
 	if h := r.Sign.HMAC; h != nil {
 		if h.Header == "" {
 			h.Header = "hash-key"
@@ -161,13 +190,13 @@ func (r *Route) resolveAuth() {
 func (r *Route) validateAuth(p *problems, path string) {
 	a := &r.Auth
 	n := 0
-	for _, set := range []bool{a.Basic != nil, a.OAuth2 != nil, a.AWSSigV4 != nil, a.AzureBlob != nil, a.AzureEventHubs != nil} {
+	for _, set := range []bool{a.Basic != nil, a.OAuth2 != nil, a.AWSSigV4 != nil, a.AzureBlob != nil, a.AzureEventHubs != nil, a.AzureIoTHub != nil} {
 		if set {
 			n++
 		}
 	}
 	if n > 1 {
-		p.add(path+".auth", "set at most one of basic, oauth2, aws_sigv4, azure_blob, azure_event_hubs")
+		p.add(path+".auth", "set at most one of basic, oauth2, aws_sigv4, azure_blob, azure_event_hubs, azure_iot_hub")
 	}
 	need := func(field string, ok bool) {
 		if !ok {
@@ -200,6 +229,19 @@ func (r *Route) validateAuth(p *problems, path string) {
 		}
 		if b.SAS.IsSet() && !b.AccountKey.IsSet() && b.TTL != 0 {
 			p.add(path+".auth.azure_blob.ttl", "applies to a generated SAS only (account_key), not a given sas")
+		}
+	}
+	if a.AzureIoTHub != nil {
+		if r.Method != "POST" {
+			p.add(path+".method", "must be POST with auth.azure_iot_hub (device messages are POSTed), got %s", r.Method)
+		}
+		if !strings.HasPrefix(r.URL, "https://") {
+			p.add(path+".url", "must be https:// with auth.azure_iot_hub (IoT Hub speaks HTTPS only, and the token is the device's credential)")
+		}
+		if !urlNamesDevice(r.URL) {
+			p.add(path+".url", "must name the device with auth.azure_iot_hub, so that a batch holds one device's messages: "+
+				"/devices/[SERIAL]/ (or [IMEI], [ICCID], [CUSTOM1]..[CUSTOM3]) in its path, e.g. "+
+				"https://<host>/devices/[SERIAL]/messages/events?api-version=2021-04-12")
 		}
 	}
 	if h := r.Sign.HMAC; h != nil {
@@ -235,6 +277,27 @@ func (r *Route) validateAuth(p *problems, path string) {
 	if t.MinVersion != "1.2" && t.MinVersion != "1.3" {
 		p.add(path+".tls.min_version", "must be 1.2 or 1.3, got %q", t.MinVersion)
 	}
+}
+
+// urlNamesDevice reports whether the path of the route URL template u has a segment "devices"
+// followed by a segment that is one dynamic field alone ("[SERIAL]"): the device's lane, and
+// so each batch, is then one device's (per value of the field).
+func urlNamesDevice(u string) bool {
+	_, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return false
+	}
+	rest, _, _ = strings.Cut(rest, "#")
+	rest, _, _ = strings.Cut(rest, "?")
+	segs := strings.Split(rest, "/")
+	for i := 1; i+1 < len(segs); i++ { // segs[0] is the host
+		if segs[i] == "devices" {
+			name, ok := strings.CutPrefix(segs[i+1], "[")
+			name, ok2 := strings.CutSuffix(name, "]")
+			return ok && ok2 && slices.Contains(fields.Names(), name)
+		}
+	}
+	return false
 }
 
 // validHeaderName reports whether s is an HTTP field name (an RFC 9110 token).

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -47,6 +48,10 @@ func TestAuthValidation(t *testing.T) {
 		{"    app_id: a\n    compression: gzip\n    sign:\n      sensoro: {app_secret: s, safe_mode: true, app_key: k}\n", []string{"routes[0].compression: must be none with sign.sensoro"}},
 		{"    app_id: a\n    compression: zstd\n    sign:\n      sensoro: {app_secret: s}\n", []string{"routes[0].compression: must be none with sign.sensoro"}},
 		{"    sign:\n      webhooks: {secrets: []}\n", []string{"routes[0].sign.webhooks.secrets: required"}},
+		{"    auth:\n      azure_iot_hub: {host: h.azure-devices.net, key_field: custom1}\n",
+			[]string{"routes[0].url: must name the device with auth.azure_iot_hub"}},
+		{"    method: PUT\n    auth:\n      azure_iot_hub: {host: h.azure-devices.net, key_field: custom1}\n      basic: {username: u, password: p}\n",
+			[]string{"routes[0].auth: set at most one of", "routes[0].method: must be POST with auth.azure_iot_hub", "routes[0].url: must name the device"}},
 		{"    tls: {cert_file: c.pem}\n", []string{"routes[0].tls: set cert_file and key_file together"}},
 		{"    tls: {min_version: '1.1'}\n", []string{"routes[0].tls.min_version: must be 1.2 or 1.3"}},
 		{"    auth:\n      basic: {username: u, password: {vault: x}}\n", []string{`unknown source "vault"`}},
@@ -133,4 +138,38 @@ func TestSecrets(t *testing.T) {
 	if got := len(r.Secrets("routes[0]")); got != 3 {
 		t.Errorf("Secrets() = %d entries, want 3", got)
 	}
+}
+
+// With azure_iot_hub the URL must name the device (one dynamic field alone after /devices/),
+// be https, and the method POST; the TTL defaults to 1h.
+func TestAzureIoTHubURL(t *testing.T) {
+	f := func(u string, want ...string) {
+		t.Helper()
+		c, err := config.Parse([]byte("routes:\n  - name: r\n    url: '" + u + "'\n    auth:\n      azure_iot_hub: {host: h.azure-devices.net, key_field: custom2}\n"))
+		if len(want) == 0 {
+			if err != nil {
+				t.Errorf("url %q: %v, want valid", u, err)
+			} else if ttl := c.Routes[0].Auth.AzureIoTHub.TTL; ttl != config.Duration(time.Hour) {
+				t.Errorf("url %q: ttl %v, want 1h", u, ttl)
+			}
+			return
+		}
+		var ve *config.ValidationError
+		if !errors.As(err, &ve) || len(ve.Problems) != len(want) {
+			t.Fatalf("url %q: %v, want problems %q", u, err, want)
+		}
+		for i, w := range want {
+			if !strings.Contains(ve.Problems[i], w) {
+				t.Errorf("url %q: problem %q, want %q", u, ve.Problems[i], w)
+			}
+		}
+	}
+	f("https://h.azure-devices.net/devices/[SERIAL]/messages/events?api-version=2021-04-12")
+	f("https://hub.example.com:8443/devices/[IMEI]/messages/events")
+	f("https://h/x/devices/[CUSTOM3]")
+	f("https://h/devices/SN-1/messages/events", "routes[0].url: must name the device")
+	f("https://h/devices/dev-[SERIAL]/messages/events", "routes[0].url: must name the device")
+	f("https://h/messages/events?d=[SERIAL]", "routes[0].url: must name the device")
+	f("https://devices/[SERIAL]", "routes[0].url: must name the device")
+	f("http://h/devices/[SERIAL]/messages/events", "routes[0].url: must be https://")
 }

@@ -171,7 +171,7 @@ routes:
     # per request, the body that message alone.
     body: array
     # How the route authenticates: at most one of basic, oauth2, aws_sigv4, azure_blob,
-    # azure_event_hubs (see the other routes). Headers carry static and per-device credentials
+    # azure_event_hubs, azure_iot_hub (see the other routes). Headers carry static and per-device credentials
     # (e.g. Authorization: "[CUSTOM1]"). A secret is a value, {env: NAME} or {file: PATH}; it is
     # read at start and never logged.
     auth:
@@ -299,6 +299,19 @@ routes:
         key_name: RootManageSharedAccessKey
         key: {env: EVENT_HUBS_KEY}
         ttl: 1h
+
+  - name: iothub
+    enabled: false
+    # The URL names the device, so each batch is one device's messages.
+    url: https://acme.azure-devices.net/devices/[SERIAL]/messages/events?api-version=2021-04-12
+    auth:
+      # Each device's requests carry its own SAS token, signed with its key (base64, as IoT Hub
+      # shows it) from its metadata's key_field. A device without a key is not retried: its
+      # messages go to the dead-letter list at once.
+      azure_iot_hub:
+        host: acme.azure-devices.net
+        key_field: custom1
+        ttl: 1h               # token lifetime, renewed when a fifth is left
 
 # Device metadata, one entry per device identity (the serial it gives in HELLO, or its IMEI
 # without one; the UDATA or NDJSON identity). Routes use it for [IMEI], [ICCID], [CUSTOM1]..

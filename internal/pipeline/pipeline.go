@@ -105,15 +105,21 @@ func (p *Pipeline) Deliver(ctx context.Context, b *actors.Batch) actors.Outcome 
 				return errExpired
 			}
 		}
-		req.Body = p.render(bld, b, attempt)
+		var dev *auth.Device
+		if o.Auth != nil {
+			dev = new(auth.Device)
+		}
+		req.Body = p.render(bld, b, attempt, dev)
 		if zbuf != nil {
 			*zbuf = o.Compress.Append((*zbuf)[:0], req.Body)
 			req.Body = *zbuf
 		}
 		if o.Auth != nil {
-			ar := auth.Request{Method: o.Method, URL: b.URL, Body: req.Body, Batch: batch,
+			ar := auth.Request{Method: o.Method, URL: b.URL, Body: req.Body, Batch: batch, Device: *dev,
 				Header: append(make([][2]string, 0, len(hdr)+4), hdr...)}
-			if err := o.Auth.Sign(ctx, &ar); err != nil {
+			if err := o.Auth.Sign(ctx, &ar); errors.Is(err, auth.ErrPermanent) {
+				return err // no retry can sign it: given up on (dead-lettered) at once
+			} else if err != nil {
 				return fmt.Errorf("%w: %w", deliver.ErrNotSent, err)
 			}
 			req.Method, req.URL, req.Header, req.Body = ar.Method, ar.URL, ar.Header, ar.Body
@@ -139,7 +145,7 @@ func (p *Pipeline) Deliver(ctx context.Context, b *actors.Batch) actors.Outcome 
 	switch {
 	case err == nil:
 		out.Result = actors.Delivered
-	case errors.Is(err, deliver.ErrGaveUp):
+	case errors.Is(err, deliver.ErrGaveUp), errors.Is(err, auth.ErrPermanent):
 		out.Result = actors.GaveUp
 	case errors.Is(err, errExpired):
 		out.Result = actors.Expired
@@ -150,12 +156,20 @@ func (p *Pipeline) Deliver(ctx context.Context, b *actors.Batch) actors.Outcome 
 }
 
 // render builds the body of one attempt in bld: every message of b in the route's format, as a
-// JSON array, or (Object) the one message's rendering alone. It aliases bld's buffer.
-func (p *Pipeline) render(bld *format.Builder, b *actors.Batch, attempt int) []byte {
+// JSON array, or (Object) the one message's rendering alone. It aliases bld's buffer. dev, if
+// not nil, is set to the messages' device as they are read (its ID "" if they are several).
+func (p *Pipeline) render(bld *format.Builder, b *actors.Batch, attempt int, dev *auth.Device) []byte {
 	bld.Reset(p.o.Format)
 	var m format.Message
 	for i := range b.Len() {
 		b.Message(i, &m)
+		switch {
+		case dev == nil:
+		case i == 0:
+			*dev = auth.Device{ID: m.Device, Custom: [3]string{m.Custom1, m.Custom2, m.Custom3}}
+		case m.Device != dev.ID:
+			*dev = auth.Device{}
+		}
 		m.Attempt = attempt
 		bld.Add(&m)
 	}

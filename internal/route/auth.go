@@ -81,6 +81,10 @@ func routeAuth(rc *config.Route, path string, tokens *http.Client, skip func(sec
 		s, e := auth.NewAzureEventHubs(auth.AzureEventHubsOptions{KeyName: o.KeyName, Key: secret("auth.azure_event_hubs.key"),
 			TTL: time.Duration(o.TTL)})
 		add("auth.azure_event_hubs", s, e)
+	case a.AzureIoTHub != nil:
+		o := a.AzureIoTHub
+		s, e := auth.NewAzureIoTHub(auth.AzureIoTHubOptions{Host: o.Host, KeyField: o.KeyField, TTL: time.Duration(o.TTL)})
+		add("auth.azure_iot_hub", s, e)
 	}
 	if h := rc.Sign.HMAC; h != nil {
 		s, e := auth.NewHMAC(auth.HMACOptions{Key: []byte(secret("sign.hmac.key")), Hash: h.Algorithm, Encoding: h.Encoding, Header: h.Header})

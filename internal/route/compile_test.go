@@ -52,6 +52,27 @@ func TestCompileAuthValues(t *testing.T) {
 	}
 }
 
+// The values the IoT Hub scheme refuses, once the file's checks pass (the URL names the device).
+func TestCompileAzureIoTHubValues(t *testing.T) {
+	f := func(section string, want ...string) {
+		t.Helper()
+		cfg, err := config.Parse([]byte("routes:\n  - name: r\n    url: https://myhub.azure-devices.net/devices/[SERIAL]/messages/events\n" +
+			"    auth:\n      azure_iot_hub: " + section + "\n"))
+		if err != nil {
+			t.Fatalf("%q: %v; want the config valid, the route refused by Compile", section, err)
+		}
+		if got := problemsOf(t, cfg, 0); !matches(got, want) {
+			t.Errorf("%q: Compile problems %q, want %q", section, got, want)
+		}
+	}
+	f("{host: myhub.azure-devices.net, key_field: custom1}")
+	f("{host: 'https://myhub.azure-devices.net', key_field: serial, ttl: 10ms}",
+		"routes[0].auth.azure_iot_hub.host: must be the hub's host name",
+		"routes[0].auth.azure_iot_hub.key_field: must be custom1, custom2 or custom3",
+		"routes[0].auth.azure_iot_hub.ttl: must be at least 1s")
+	f("{}", "routes[0].auth.azure_iot_hub.host: required", "routes[0].auth.azure_iot_hub.key_field: required")
+}
+
 // A section the file check faults is reported by it alone, not again by the scheme's or the TLS
 // settings' constructor, which check the same fields their own way.
 func TestCompileReportsOnce(t *testing.T) {
