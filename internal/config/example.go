@@ -171,9 +171,9 @@ routes:
     # per request, the body that message alone.
     body: array
     # How the route authenticates: at most one of basic, oauth2, aws_sigv4, azure_blob,
-    # azure_event_hubs, azure_iot_hub (see the other routes). Headers carry static and per-device credentials
-    # (e.g. Authorization: "[CUSTOM1]"). A secret is a value, {env: NAME} or {file: PATH}; it is
-    # read at start and never logged.
+    # azure_event_hubs, azure_iot_hub (see the other routes). Headers carry static and
+    # per-device credentials (e.g. Authorization: "[CUSTOM1]"). A secret is a value,
+    # {env: NAME} or {file: PATH}; it is read at start and never logged.
     auth:
       basic:
         username: fleet
