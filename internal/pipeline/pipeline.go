@@ -75,7 +75,9 @@ func New(o Options) *Pipeline {
 var errExpired = errors.New("retention exceeded")
 
 // Deliver implements actors.Deliverer: it delivers b until the endpoint accepts it, the policy
-// gives up, the retention of its oldest message passes before a retry, or ctx ends.
+// gives up, the retention of its oldest message passes before a retry, or ctx ends. Signers see
+// the batch's device (auth.Request.Device); one that refuses with auth.ErrPermanent ends the
+// delivery at once as GaveUp, with its error as the dead letter's reason.
 func (p *Pipeline) Deliver(ctx context.Context, b *actors.Batch) actors.Outcome {
 	o := &p.o
 	hdr := b.Header
