@@ -237,6 +237,12 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 		ra.settled()
 	case *actor.Stopping:
 		ra.cancel()
+		// Stop gave up waiting (its grace ended): answer the idle queries still held, so no
+		// waiter outlives the actor.
+		for _, p := range ra.respond {
+			ra.sys.root.Send(p, false)
+		}
+		ra.respond = nil
 	}
 }
 
