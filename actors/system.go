@@ -77,6 +77,10 @@ type Options struct {
 	// MaxQueued caps the records a route keeps in memory; beyond it the route pages from the
 	// store (default 262144).
 	MaxQueued int
+	// Auth says which devices Open and UData admit: AuthOpen (""), AuthKnown or AuthToken (see
+	// auth.go). AuthLimiter, if not nil, limits failed token checks per source address.
+	Auth        string
+	AuthLimiter AuthLimiter
 	// Clock is what the route actors read the time from and arm their timers with (linger,
 	// retention, retries of dead-letter writes); nil: the wall clock. It must be safe for
 	// concurrent use.
@@ -117,6 +121,7 @@ type System struct {
 	linesRefused atomic.Int64 // NDJSON lines refused: their identity was connected natively
 	lostLog      throttle.Throttle
 	refusedLog   throttle.Throttle // datagrams the store refused
+	authLog      throttle.Throttle // devices refused admission
 }
 
 // routeTable is an immutable snapshot of the routes the system runs.
@@ -180,6 +185,7 @@ func New(opts Options) *System {
 		gone:       make(map[string]goneDevice),
 		lostLog:    throttle.Throttle{Period: 10 * time.Second},
 		refusedLog: throttle.Throttle{Period: 10 * time.Second},
+		authLog:    throttle.Throttle{Period: 10 * time.Second},
 	}
 	s.clock = opts.Clock
 	if s.clock == nil {
@@ -487,15 +493,23 @@ func (s *System) retire(e *deviceEntry) bool {
 	return true
 }
 
-// Open implements netio.Dispatcher. A device that has no actor is welcomed here, without one.
+// Open implements netio.Dispatcher. A device that has no actor is welcomed here, without one; one
+// that Options.Auth does not admit is refused (ErrRefused: netio answers ERROR 401).
 func (s *System) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
+	if s.admit(h.Identity(), []byte(h.Token), c.Remote()) != "" {
+		return nil, ErrRefused
+	}
 	e := s.dispatch(h.Identity(), &helloMsg{conn: c, hello: *h}, true)
 	return &session{sys: s, e: e, conn: c}, nil
 }
 
-// UData implements netio.Dispatcher.
+// UData implements netio.Dispatcher. A datagram that Options.Auth does not admit is dropped
+// unanswered.
 func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 	id := string(u.Identity)
+	if s.admit(id, u.Token, c.Remote()) != "" {
+		return
+	}
 	at := time.Now()
 	e := s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id, at: at}, true)
 	e.seen(at) // the actor notes the source address (setConn)
