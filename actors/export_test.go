@@ -1,0 +1,8 @@
+package actors
+
+import "net/netip"
+
+// Admit exposes admission (auth.go) to the benchmarks.
+func (s *System) Admit(id string, token []byte, remote netip.AddrPort) string {
+	return s.admit(id, token, remote)
+}
