@@ -26,7 +26,7 @@ type Limiter struct {
 	mu      sync.Mutex
 	clients map[string]*rate.Limiter
 	n       atomic.Int64 // len(clients), read without the lock by Active
-	sweep   time.Time // next time full entries are dropped
+	sweep   time.Time    // next time full entries are dropped
 }
 
 // NewLimiter returns a limiter allowing burst failures, then one every every.

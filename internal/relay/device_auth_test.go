@@ -93,10 +93,10 @@ func TestDeviceAuthToken(t *testing.T) {
 	tcp := r.DeviceTCPAddr().String()
 	for _, h := range []native.Hello{
 		{Serial: "sn-api", Token: "tok-api-7f3a9c21e4b0d6"}, // one character off
-		{Serial: "SN-API"},                                   // no token
-		{Serial: "sn-api", Token: cfgToken},                  // another device's token
-		{Serial: "SN-NOBODY", Token: apiToken},               // unknown identity
-		{Serial: "SN-NOTOKEN", Token: "anything"},            // known, but has no token to match
+		{Serial: "SN-API"},                        // no token
+		{Serial: "sn-api", Token: cfgToken},       // another device's token
+		{Serial: "SN-NOBODY", Token: apiToken},    // unknown identity
+		{Serial: "SN-NOTOKEN", Token: "anything"}, // known, but has no token to match
 	} {
 		helloRefused(t, r, h)
 	}

@@ -115,10 +115,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Fleet:       devs,
 		Auth:        string(cfg.Devices.Auth),
 		AuthLimiter: access.NewLimiter(deviceAuthEvery, deviceAuthBurst),
-		Journal:   st,
-		Logger:    log,
-		Metrics:   actors.NewMetrics(r.reg),
-		MaxQueued: cfg.Delivery.MaxQueuedMessages,
+		Journal:     st,
+		Logger:      log,
+		Metrics:     actors.NewMetrics(r.reg),
+		MaxQueued:   cfg.Delivery.MaxQueuedMessages,
 	})
 	// The config's routes and fleet join the registry (read-only there); the routes and devices
 	// stored through the API run from here on, and follow its changes.
