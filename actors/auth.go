@@ -66,7 +66,7 @@ func (s *System) admit(id string, token []byte, remote netip.AddrPort) string {
 }
 
 func (s *System) check(mode, id string, token []byte, remote netip.AddrPort) string {
-	lim := s.opts.AuthLimiter
+	lim := s.opts.AuthLimit
 	var addr string
 	if mode == AuthToken && lim != nil && lim.Active() {
 		addr = remote.Addr().Unmap().String()

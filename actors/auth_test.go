@@ -30,7 +30,7 @@ func TestAuthLimitedSourceRefusedUnchecked(t *testing.T) {
 	m := actors.NewMetrics(reg)
 	sys := actors.New(actors.Options{
 		AckMode: actors.AckPersist, MaxFrame: 4096, Journal: &journal{last: map[string]uint64{}}, Metrics: m,
-		Auth: actors.AuthToken, AuthLimiter: access.NewLimiter(time.Hour, 2),
+		Auth: actors.AuthToken, AuthLimit: access.NewLimiter(time.Hour, 2),
 		Fleet: map[string]*actors.DeviceMeta{"sn1": {TokenHash: actors.TokenHash([]byte("right"))}},
 	})
 	defer sys.Stop(context.Background())
@@ -69,7 +69,7 @@ func BenchmarkAdmit(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			sys := actors.New(actors.Options{
 				AckMode: actors.AckPersist, MaxFrame: 4096, Journal: &journal{last: map[string]uint64{}},
-				Auth: mode, AuthLimiter: access.NewLimiter(time.Second, 20),
+				Auth: mode, AuthLimit: access.NewLimiter(time.Second, 20),
 				Fleet: map[string]*actors.DeviceMeta{"SN1": {TokenHash: actors.TokenHash([]byte(token))}},
 			})
 			defer sys.Stop(context.Background())

@@ -78,9 +78,9 @@ type Options struct {
 	// store (default 262144).
 	MaxQueued int
 	// Auth says which devices Open and UData admit: AuthOpen (""), AuthKnown or AuthToken (see
-	// auth.go). AuthLimiter, if not nil, limits failed token checks per source address.
-	Auth        string
-	AuthLimiter AuthLimiter
+	// auth.go). AuthLimit, if not nil, limits failed token checks per source address.
+	Auth      string
+	AuthLimit AuthLimiter
 	// Clock is what the route actors read the time from and arm their timers with (linger,
 	// retention, retries of dead-letter writes); nil: the wall clock. It must be safe for
 	// concurrent use.

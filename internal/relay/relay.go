@@ -109,16 +109,16 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	r.sys = actors.New(actors.Options{
-		AckMode:     string(cfg.Devices.Ack),
-		MaxFrame:    int(cfg.Devices.MaxFrame),
-		Routes:      r.routes,
-		Fleet:       devs,
-		Auth:        string(cfg.Devices.Auth),
-		AuthLimiter: access.NewLimiter(deviceAuthEvery, deviceAuthBurst),
-		Journal:     st,
-		Logger:      log,
-		Metrics:     actors.NewMetrics(r.reg),
-		MaxQueued:   cfg.Delivery.MaxQueuedMessages,
+		AckMode:   string(cfg.Devices.Ack),
+		MaxFrame:  int(cfg.Devices.MaxFrame),
+		Routes:    r.routes,
+		Fleet:     devs,
+		Auth:      string(cfg.Devices.Auth),
+		AuthLimit: access.NewLimiter(deviceAuthEvery, deviceAuthBurst),
+		Journal:   st,
+		Logger:    log,
+		Metrics:   actors.NewMetrics(r.reg),
+		MaxQueued: cfg.Delivery.MaxQueuedMessages,
 	})
 	// The config's routes and fleet join the registry (read-only there); the routes and devices
 	// stored through the API run from here on, and follow its changes.
@@ -198,7 +198,7 @@ func gcInterval(d config.Duration) time.Duration {
 }
 
 // Failed device token checks per source address: a burst, then one every interval (see
-// actors.AuthLimiter). Generous enough for a NAT address with a few misconfigured devices
+// actors.AuthLimiter). Generous enough for a NAT address with a few devices holding stale tokens
 // behind it; a guesser gets 5 tries a second.
 const (
 	deviceAuthBurst = 30
