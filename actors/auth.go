@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"github.com/fleetrelay/fleetrelay/codec/native"
 )
 
 // Device admission (Options.Auth): which identities Open and UData let in. It is decided from
@@ -47,45 +49,64 @@ type AuthLimiter interface {
 // meant to be random secrets (like API keys), so a fast hash is enough at rest.
 func TokenHash(token []byte) [32]byte { return sha256.Sum256(token) }
 
-// admit decides whether device id, from remote and presenting token, is admitted: "" if it is,
-// else the refusal reason, counted. It takes no lock unless an address failed token checks
-// lately, and hashes the token only in token mode.
-func (s *System) admit(id string, token []byte, remote netip.AddrPort) string {
+// admit decides whether device id, from remote and presenting token, is admitted: reason ""
+// if it is (with m, the metadata it was admitted on; nil in mode open), else the refusal
+// reason, counted. It takes no lock unless an address failed token checks lately, and hashes
+// the token only in token mode.
+func (s *System) admit(id string, token []byte, remote netip.AddrPort) (m *DeviceMeta, reason string) {
 	mode := s.opts.Auth
 	if mode == "" || mode == AuthOpen {
-		return ""
+		return nil, ""
 	}
-	reason := s.check(mode, id, token, remote)
+	m, reason = s.check(mode, id, token, remote)
 	if reason != "" {
 		s.opts.Metrics.refused(reason)
 		if held, ok := s.authLog.Allow(); ok {
 			s.log.Warn("device refused", "device", id, "remote", remote.String(), "reason", reason, "suppressed", held)
 		}
 	}
-	return reason
+	return m, reason
 }
 
-func (s *System) check(mode, id string, token []byte, remote netip.AddrPort) string {
+// revoked reports whether a TCP connection of device id, admitted on metadata m, is no longer
+// admitted: the device was removed (modes known and token) or its token changed (mode token).
+// Its sessions check it on every frame; it costs a metadata lookup, and nothing in mode open.
+func (s *System) revoked(id string, m *DeviceMeta) bool {
+	mode := s.opts.Auth
+	if mode == "" || mode == AuthOpen {
+		return false
+	}
+	cur := s.meta(id)
+	switch {
+	case cur == nil:
+		return true
+	case mode == AuthToken:
+		return m == nil || cur.TokenHash != m.TokenHash
+	}
+	return false
+}
+
+func (s *System) check(mode, id string, token []byte, remote netip.AddrPort) (*DeviceMeta, string) {
 	lim := s.opts.AuthLimit
 	var addr string
 	if mode == AuthToken && lim != nil && lim.Active() {
 		addr = remote.Addr().Unmap().String()
 		if lim.Limited(addr, time.Now()) {
-			return RefusedLimited
+			return nil, RefusedLimited
 		}
 	}
 	m := s.meta(id)
 	switch {
 	case m == nil:
-		return RefusedUnknown
+		return nil, RefusedUnknown
 	case mode != AuthToken:
-		return ""
+		return m, ""
 	case len(token) == 0 || m.TokenHash == ([32]byte{}):
-		return RefusedNoToken
+		return nil, RefusedNoToken
 	}
 	h := TokenHash(token)
 	if subtle.ConstantTimeCompare(h[:], m.TokenHash[:]) == 1 {
-		return ""
+		return m, ""
 	}
 	if lim != nil {
 		if addr == "" {
@@ -93,5 +114,18 @@ func (s *System) check(mode, id string, token []byte, remote netip.AddrPort) str
 		}
 		lim.Fail(addr, time.Now())
 	}
-	return RefusedBadToken
+	return nil, RefusedBadToken
+}
+
+// stillAdmitted reports whether ss's device is still admitted; if not, it fails the connection
+// with ERROR 401 (the frame in hand is dropped: nothing more of the connection is stored).
+func (ss *session) stillAdmitted() bool {
+	if !ss.sys.revoked(ss.e.id, ss.admitted) {
+		return true
+	}
+	ss.conn.Fail(native.CodeUnauthorized, "device no longer admitted")
+	if held, ok := ss.sys.authLog.Allow(); ok {
+		ss.sys.log.Warn("device connection closed: no longer admitted", "device", ss.e.id, "remote", ss.conn.Remote().String(), "suppressed", held)
+	}
+	return false
 }

@@ -4,5 +4,6 @@ import "net/netip"
 
 // Admit exposes admission (auth.go) to the benchmarks.
 func (s *System) Admit(id string, token []byte, remote netip.AddrPort) string {
-	return s.admit(id, token, remote)
+	_, reason := s.admit(id, token, remote)
+	return reason
 }

@@ -496,18 +496,19 @@ func (s *System) retire(e *deviceEntry) bool {
 // Open implements netio.Dispatcher. A device that has no actor is welcomed here, without one; one
 // that Options.Auth does not admit is refused (ErrRefused: netio answers ERROR 401).
 func (s *System) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
-	if s.admit(h.Identity(), []byte(h.Token), c.Remote()) != "" {
+	m, refused := s.admit(h.Identity(), []byte(h.Token), c.Remote())
+	if refused != "" {
 		return nil, ErrRefused
 	}
 	e := s.dispatch(h.Identity(), &helloMsg{conn: c, hello: *h}, true)
-	return &session{sys: s, e: e, conn: c}, nil
+	return &session{sys: s, e: e, conn: c, admitted: m}, nil
 }
 
 // UData implements netio.Dispatcher. A datagram that Options.Auth does not admit is dropped
 // unanswered.
 func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 	id := string(u.Identity)
-	if s.admit(id, u.Token, c.Remote()) != "" {
+	if _, refused := s.admit(id, u.Token, c.Remote()); refused != "" {
 		return
 	}
 	at := time.Now()
@@ -577,14 +578,18 @@ func (s *System) LinesRefused() int64 { return s.linesRefused.Load() }
 
 // session is the netio.Session of one TCP connection.
 type session struct {
-	sys  *System
-	e    *deviceEntry
-	conn netio.Conn
+	sys      *System
+	e        *deviceEntry
+	conn     netio.Conn
+	admitted *DeviceMeta // what Options.Auth admitted it on (see stillAdmitted)
 }
 
 func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
 	// A retired entry means this connection was replaced or failed, and the identity has been
 	// forgotten since: the frame is dropped unacknowledged, and the device resends it.
+	if !ss.stillAdmitted() {
+		return
+	}
 	at := time.Now()
 	ss.e.seen(at)
 	ss.sys.deliver(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records, at: at})
@@ -593,6 +598,9 @@ func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
 // Result hands a command result to the device actor, which stores it (see deviceActor.result).
 // r.Data aliases the frame, the session's private copy.
 func (ss *session) Result(r *native.Result, _ []byte) {
+	if !ss.stillAdmitted() {
+		return
+	}
 	ss.sys.dispatch(ss.e.id, &resultMsg{task: r.Task, code: r.Code, data: r.Data, at: time.Now()}, true)
 }
 

@@ -141,6 +141,29 @@ func TestDeviceAuthToken(t *testing.T) {
 		}
 	}
 
+	// A token changed through the API ends the device's connection on its next frame: ERROR 401,
+	// that frame not stored. The new token is admitted.
+	c := rawConn(t, tcp)
+	if _, err := c.Write(native.AppendHello(nil, &native.Hello{Serial: "sn-udp", Token: udpToken})); err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := readOne(t, c); typ != native.TypeWelcome {
+		t.Fatalf("HELLO with the right token: frame type %#x, want WELCOME", typ)
+	}
+	const rotated = "tok-udp-rotated-5e2f10"
+	api.must(http.StatusOK, "PATCH", "/api/v1/devices/sn-udp", map[string]any{"token": rotated})
+	if _, err := c.Write(native.AppendData(nil, 4, record("sn-udp", 4, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body := readOne(t, c); typ != native.TypeError {
+		t.Fatalf("DATA after the token changed: frame type %#x, want ERROR", typ)
+	} else if code, _, _ := native.ParseError(body); code != native.CodeUnauthorized {
+		t.Fatalf("DATA after the token changed: ERROR %d, want 401", code)
+	}
+	if w := connect(t, tcp, native.Hello{Serial: "sn-udp", Token: rotated}, 4).Welcome(); w.LastSeq != 3 {
+		t.Fatalf("WELCOME lastSeq %d with the new token, want 3: the frame sent after the change was stored", w.LastSeq)
+	}
+
 	// Write-only: a GET shows has_token, never the token; a PUT without one keeps it, null removes it.
 	v = api.must(http.StatusOK, "PUT", "/api/v1/devices/sn-api", map[string]any{"custom1": "d"})
 	if field(v, "has_token") != true {
@@ -154,7 +177,7 @@ func TestDeviceAuthToken(t *testing.T) {
 		t.Errorf("PATCH token null kept it: %v", v)
 	}
 	helloRefused(t, r, native.Hello{Serial: "sn-api", Token: apiToken}) // it has none now
-	for _, secret := range []string{apiToken, cfgToken, udpToken} {
+	for _, secret := range []string{apiToken, cfgToken, udpToken, rotated} {
 		if strings.Contains(api.seen.String(), secret) {
 			t.Errorf("an API answer shows the token %q", secret)
 		}
