@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
@@ -86,8 +88,10 @@ func TestDeviceAuthToken(t *testing.T) {
 		t.Errorf("PUT with a token = %v, want has_token and no token", v)
 	}
 	api.must(http.StatusCreated, "PUT", "/api/v1/devices/sn-udp", map[string]any{"token": udpToken})
-	if st, p := api.breaking().do("PUT", "/api/v1/devices/sn-long", map[string]any{"token": strings.Repeat("x", 256)}); st != http.StatusUnprocessableEntity {
-		t.Errorf("PUT with a 256-byte token = %d %v, want 422", st, p)
+	for _, tok := range []any{strings.Repeat("x", 256), 5} {
+		if st, p := api.breaking().do("PUT", "/api/v1/devices/sn-bad", map[string]any{"token": tok}); st != http.StatusUnprocessableEntity || !slices.Equal(pointers(p), []string{"/token"}) {
+			t.Errorf("PUT with token %v = %d %v, want 422 at /token", tok, st, p)
+		}
 	}
 
 	tcp := r.DeviceTCPAddr().String()
@@ -240,5 +244,39 @@ func TestDeviceAuthLimiter(t *testing.T) {
 	if limited == 0 || bad+limited != attempts {
 		t.Fatalf("%d wrong tokens: %v checked and refused, %v refused unchecked; want some unchecked, %d in all",
 			attempts, bad, limited, attempts)
+	}
+}
+
+// A device's token hash is kept in the store: after a restart the API's device is admitted with
+// its token and refused without it.
+func TestDeviceAuthTokenAfterRestart(t *testing.T) {
+	cfg := testConfig(t, nil)
+	cfg.Devices.Auth = config.AuthToken
+	r := startRelay(t, cfg)
+	newAPI(t, r, bootstrapKey(t, cfg)).must(http.StatusCreated, "PUT", "/api/v1/devices/sn-r", map[string]any{"token": "tok-restart-91c2"})
+	if err := relaytest.Shutdown(r); err != nil {
+		t.Fatal(err)
+	}
+	r = startRelay(t, cfg)
+	helloRefused(t, r, native.Hello{Serial: "sn-r", Token: "tok-restart-91c3"})
+	connect(t, r.DeviceTCPAddr().String(), native.Hello{Serial: "sn-r", Token: "tok-restart-91c2"}, 1)
+	if v := newAPI(t, r, bootstrapKey(t, cfg)).must(http.StatusOK, "GET", "/api/v1/devices/sn-r", nil); field(v, "has_token") != true {
+		t.Errorf("after a restart: %v, want has_token", v)
+	}
+}
+
+// A fleet token read from the environment or a file is read at start: one that cannot be read
+// stops the start, naming the device's token.
+func TestDeviceAuthFleetTokenUnreadable(t *testing.T) {
+	cfg := testConfig(t, nil)
+	cfg.Devices.Auth = config.AuthToken
+	cfg.Fleet = []config.Device{{ID: "SN-E", Token: config.SecretEnv("FLEETRELAY_TEST_UNSET_DEVICE_TOKEN")}}
+	r, err := relaytest.Open(cfg, relaytest.Logger(t))
+	if err == nil {
+		_ = relaytest.Shutdown(r)
+		t.Fatal("relay started with an unreadable fleet token")
+	}
+	if !strings.Contains(err.Error(), "fleet[0].token") || !strings.Contains(err.Error(), "FLEETRELAY_TEST_UNSET_DEVICE_TOKEN") {
+		t.Fatalf("start error %q, want it to name fleet[0].token and the variable", err)
 	}
 }
