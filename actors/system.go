@@ -578,9 +578,10 @@ func (s *System) LinesRefused() int64 { return s.linesRefused.Load() }
 
 // session is the netio.Session of one TCP connection.
 type session struct {
-	sys      *System
-	e        *deviceEntry
-	conn     netio.Conn
+	sys  *System
+	e    *deviceEntry
+	conn netio.Conn
+
 	admitted *DeviceMeta // what Options.Auth admitted it on (see stillAdmitted)
 }
 

@@ -15,19 +15,20 @@ import (
 // DeviceView is a device as the API shows it: its metadata, the resource's meta and its live
 // state.
 type DeviceView struct {
-	ID      string   `json:"id"`
-	IMEI    string   `json:"imei,omitempty"`
-	ICCID   string   `json:"iccid,omitempty"`
-	Custom1 string   `json:"custom1,omitempty"`
-	Custom2 string   `json:"custom2,omitempty"`
-	Custom3 string   `json:"custom3,omitempty"`
-	Tags    []string `json:"tags,omitempty"`
-	Groups  []string `json:"groups,omitempty"`
-	Account string   `json:"account,omitempty"`
+	ID      string        `json:"id"`
+	IMEI    string        `json:"imei,omitempty"`
+	ICCID   string        `json:"iccid,omitempty"`
+	Custom1 string        `json:"custom1,omitempty"`
+	Custom2 string        `json:"custom2,omitempty"`
+	Custom3 string        `json:"custom3,omitempty"`
+	Tags    []string      `json:"tags,omitempty"`
+	Groups  []string      `json:"groups,omitempty"`
+	Account string        `json:"account,omitempty"`
+	Meta    registry.Meta `json:"meta"`
+	State   DeviceState   `json:"state"`
+
 	// HasToken says the device has a token (devices.auth: token); the token is write-only.
-	HasToken bool          `json:"has_token,omitempty"`
-	Meta     registry.Meta `json:"meta"`
-	State    DeviceState   `json:"state"`
+	HasToken bool `json:"has_token,omitempty"`
 }
 
 // DeviceState is a device's live state on this relay.
