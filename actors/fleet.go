@@ -14,6 +14,8 @@ type DeviceMeta struct {
 	Custom1, Custom2, Custom3 string
 	Tags, Groups              []string
 	Account                   string
+	// TokenHash is the TokenHash of the device's token; zero: it has none.
+	TokenHash [32]byte
 }
 
 // Filter selects the devices a route takes. A nil *Filter matches every device; otherwise a

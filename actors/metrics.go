@@ -19,6 +19,9 @@ type Metrics struct {
 	// DeviceActors counts live device actors: identities that sent something lately. A
 	// connected device that has been quiet for the device idle time holds none.
 	DeviceActors prometheus.Gauge
+	// AuthRefused counts the connections and datagrams refused admission (Options.Auth), by
+	// reason: RefusedUnknown, RefusedNoToken, RefusedBadToken, RefusedLimited.
+	AuthRefused *prometheus.CounterVec // reason
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -39,6 +42,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeviceActors: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fleetrelay_device_actors", Help: "Device actors alive: identities that sent something lately (a connected but quiet device holds none).",
 		}),
+		AuthRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fleetrelay_device_auth_refusals_total", Help: "Device connections (ERROR 401) and datagrams (dropped) refused by devices.auth, by reason: unknown, no_token, bad_token, limited.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{RefusedUnknown, RefusedNoToken, RefusedBadToken, RefusedLimited} {
+		m.AuthRefused.WithLabelValues(r) // shown at 0 from the start
 	}
 	m.UDPResent = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fleetrelay_udp_resends_total",
@@ -49,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "From a native DATA frame's arrival (the read that completed it) to its commit in the store; with persist acks its ACK is written right after.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
-	reg.MustRegister(m.Stored, m.UDPResent, m.Delivered, m.Dead, m.Discarded, m.Queued, m.DeviceActors)
+	reg.MustRegister(m.Stored, m.UDPResent, m.Delivered, m.Dead, m.Discarded, m.Queued, m.DeviceActors, m.AuthRefused)
 	return m
 }
 
@@ -62,6 +71,12 @@ func (m *Metrics) stored(since time.Time) {
 func (m *Metrics) resent() {
 	if m != nil {
 		m.UDPResent.Inc()
+	}
+}
+
+func (m *Metrics) refused(reason string) {
+	if m != nil {
+		m.AuthRefused.WithLabelValues(reason).Inc()
 	}
 }
 

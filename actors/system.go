@@ -77,6 +77,10 @@ type Options struct {
 	// MaxQueued caps the records a route keeps in memory; beyond it the route pages from the
 	// store (default 262144).
 	MaxQueued int
+	// Auth says which devices Open and UData admit: AuthOpen (""), AuthKnown or AuthToken (see
+	// auth.go). AuthLimit, if not nil, limits failed token checks per source address.
+	Auth      string
+	AuthLimit AuthLimiter
 	// Clock is what the route actors read the time from and arm their timers with (linger,
 	// retention, retries of dead-letter writes); nil: the wall clock. It must be safe for
 	// concurrent use.
@@ -117,6 +121,7 @@ type System struct {
 	linesRefused atomic.Int64 // NDJSON lines refused: their identity was connected natively
 	lostLog      throttle.Throttle
 	refusedLog   throttle.Throttle // datagrams the store refused
+	authLog      throttle.Throttle // devices refused admission
 }
 
 // routeTable is an immutable snapshot of the routes the system runs.
@@ -180,6 +185,7 @@ func New(opts Options) *System {
 		gone:       make(map[string]goneDevice),
 		lostLog:    throttle.Throttle{Period: 10 * time.Second},
 		refusedLog: throttle.Throttle{Period: 10 * time.Second},
+		authLog:    throttle.Throttle{Period: 10 * time.Second},
 	}
 	s.clock = opts.Clock
 	if s.clock == nil {
@@ -487,15 +493,24 @@ func (s *System) retire(e *deviceEntry) bool {
 	return true
 }
 
-// Open implements netio.Dispatcher. A device that has no actor is welcomed here, without one.
+// Open implements netio.Dispatcher. A device that has no actor is welcomed here, without one; one
+// that Options.Auth does not admit is refused (ErrRefused: netio answers ERROR 401).
 func (s *System) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
+	m, refused := s.admit(h.Identity(), []byte(h.Token), c.Remote())
+	if refused != "" {
+		return nil, ErrRefused
+	}
 	e := s.dispatch(h.Identity(), &helloMsg{conn: c, hello: *h}, true)
-	return &session{sys: s, e: e, conn: c}, nil
+	return &session{sys: s, e: e, conn: c, admitted: m}, nil
 }
 
-// UData implements netio.Dispatcher.
+// UData implements netio.Dispatcher. A datagram that Options.Auth does not admit is dropped
+// unanswered.
 func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 	id := string(u.Identity)
+	if _, refused := s.admit(id, u.Token, c.Remote()); refused != "" {
+		return
+	}
 	at := time.Now()
 	e := s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id, at: at}, true)
 	e.seen(at) // the actor notes the source address (setConn)
@@ -566,11 +581,16 @@ type session struct {
 	sys  *System
 	e    *deviceEntry
 	conn netio.Conn
+
+	admitted *DeviceMeta // what Options.Auth admitted it on (see stillAdmitted)
 }
 
 func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
 	// A retired entry means this connection was replaced or failed, and the identity has been
 	// forgotten since: the frame is dropped unacknowledged, and the device resends it.
+	if !ss.stillAdmitted() {
+		return
+	}
 	at := time.Now()
 	ss.e.seen(at)
 	ss.sys.deliver(ss.e, &dataMsg{conn: ss.conn, seq: seq, records: records, at: at})
@@ -579,6 +599,9 @@ func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
 // Result hands a command result to the device actor, which stores it (see deviceActor.result).
 // r.Data aliases the frame, the session's private copy.
 func (ss *session) Result(r *native.Result, _ []byte) {
+	if !ss.stillAdmitted() {
+		return
+	}
 	ss.sys.dispatch(ss.e.id, &resultMsg{task: r.Task, code: r.Code, data: r.Data, at: time.Now()}, true)
 }
 

@@ -199,3 +199,35 @@ func TestLimiter(t *testing.T) {
 		t.Errorf("the limiter remembers %d addresses an hour later, want 1", n)
 	}
 }
+
+// Limited tells, without charging, whether an address is over its budget; Active says whether
+// any address is remembered, and turns false once the entries have refilled and been swept.
+func TestLimiterLimited(t *testing.T) {
+	l := access.NewLimiter(time.Second, 2)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if l.Active() || l.Limited("10.0.0.1", now) {
+		t.Fatal("a fresh limiter is active or limits an address")
+	}
+	l.Fail("10.0.0.1", now)
+	if !l.Active() {
+		t.Fatal("not active after a failure")
+	}
+	for range 3 { // asking charges nothing
+		if l.Limited("10.0.0.1", now) {
+			t.Fatal("limited after one failure of a burst of 2")
+		}
+	}
+	l.Fail("10.0.0.1", now)
+	if !l.Limited("10.0.0.1", now) {
+		t.Fatal("not limited once its burst is spent")
+	}
+	if l.Limited("10.0.0.2", now) {
+		t.Fatal("another address limited")
+	}
+	if !l.Limited("10.0.0.1", now.Add(999*time.Millisecond)) || l.Limited("10.0.0.1", now.Add(time.Second)) {
+		t.Fatal("the address is not free again after one interval")
+	}
+	if l.Limited("10.0.0.1", now.Add(time.Hour)); l.Active() {
+		t.Fatalf("still active an hour later, remembering %d addresses", l.Len())
+	}
+}

@@ -57,6 +57,10 @@ type Device struct {
 	Groups []string `yaml:"groups,omitempty"`
 	// The account the device belongs to.
 	Account string `yaml:"account,omitempty"`
+	// The device's credential, checked against HELLO's (and UDATA's) token when devices.auth is
+	// token: a value, {env: NAME} or {file: PATH}, at most 255 bytes. The relay keeps only its
+	// SHA-256.
+	Token Secret `yaml:"token,omitempty"`
 }
 
 // Filter selects the devices a route takes messages from. Empty matches every device; otherwise a
@@ -103,6 +107,19 @@ const (
 	AckDelivery AckMode = "delivery"
 )
 
+// DeviceAuth says which devices the relay admits.
+type DeviceAuth string
+
+// Device auth modes.
+const (
+	// AuthOpen admits every device, whatever identity it gives (no token is checked).
+	AuthOpen DeviceAuth = "open"
+	// AuthKnown admits only identities the relay knows: the config's fleet or the registry.
+	AuthKnown DeviceAuth = "known"
+	// AuthToken admits only known identities that present their device's token.
+	AuthToken DeviceAuth = "token"
+)
+
 // Devices configures the device-facing side.
 type Devices struct {
 	// Listeners for the native device protocol.
@@ -112,6 +129,13 @@ type Devices struct {
 	// When a device may forget a message: "persist" (the default) acknowledges once the relay has
 	// stored it; "delivery" acknowledges only once every matching route's server has accepted it.
 	Ack AckMode `yaml:"ack"`
+	// Which native devices are admitted: "open" (the default) admits any identity; "known" only
+	// the identities of the fleet below or of the API's devices; "token" only known identities
+	// whose HELLO (over UDP: each UDATA) carries the device's token. A refused connection gets
+	// ERROR 401 and nothing of it is stored; a refused datagram is dropped unanswered. Failed token
+	// checks are limited per source address: past the limit, that address is refused without a
+	// check for a while. NDJSON gateways carry no tokens and are not checked.
+	Auth DeviceAuth `yaml:"auth"`
 	// Largest frame a device may send (the frame's length field, type byte included); larger frames are
 	// refused with ERROR 413 and the connection closed. 16 bytes to 1MiB.
 	MaxFrame Size `yaml:"max_frame"`
@@ -318,6 +342,7 @@ func Default() *Config {
 			Native:         NativeListeners{TCP: "127.0.0.1:5000", UDP: "127.0.0.1:5000"},
 			NDJSON:         NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * KiB, MaxInflight: 16 * MiB},
 			Ack:            AckPersist,
+			Auth:           AuthOpen,
 			MaxFrame:       64 * KiB,
 			HelloTimeout:   Duration(10 * time.Second),
 			IdleTimeout:    Duration(5 * time.Minute),

@@ -55,6 +55,14 @@ devices:
   #   persist   once the relay has stored it (survives a crash of the relay process)
   #   delivery  once every route the message goes to has accepted it
   ack: persist
+  # Which native devices are admitted:
+  #   open   any identity (no token is checked)
+  #   known  only the identities of the fleet below or of the API's devices
+  #   token  only known identities whose HELLO (over UDP: each UDATA) carries the device's token
+  # A refused connection gets ERROR 401 and nothing of it is stored; a refused datagram is dropped
+  # unanswered. Failed token checks are limited per source address: past the limit the address
+  # is refused without a check for a while. NDJSON gateways carry no tokens and are not checked.
+  auth: open
   # Largest frame a device may send (length field, type byte included), 16B to 1MiB. Larger frames
   # are refused with ERROR 413 and the connection is closed.
   max_frame: 64KiB
@@ -327,6 +335,9 @@ fleet:
     tags: [cold-chain, eu]
     groups: [trucks]
     account: acme
+    # The device's credential for devices.auth: token: a value, {env: NAME} or {file: PATH}, at
+    # most 255 bytes. The relay keeps only its SHA-256; the API never shows it.
+    token: {env: SN_0001_TOKEN}
 `
 
 // Example returns [ExampleYAML] parsed. It panics if ExampleYAML is invalid, which a test rules out.

@@ -61,6 +61,7 @@ func (c *Config) Validate() error {
 	tcpPort := listenAddr(&p, "devices.native.tcp", d.Native.TCP)
 	listenAddr(&p, "devices.native.udp", d.Native.UDP)
 	oneOf(&p, "devices.ack", string(d.Ack), string(AckPersist), string(AckDelivery))
+	oneOf(&p, "devices.auth", string(d.Auth), string(AuthOpen), string(AuthKnown), string(AuthToken))
 	if d.MaxFrame < MinMaxFrame || d.MaxFrame > MaxMaxFrame {
 		p.add("devices.max_frame", "must be between %s and %s, got %s", MinMaxFrame, MaxMaxFrame, sizeText(d.MaxFrame))
 	}
@@ -458,5 +459,11 @@ func (d *Device) Check(path string) []string {
 			p.add(path+"."+f.k, "must not contain line breaks or NUL")
 		}
 	}
+	if v, literal := strings.CutPrefix(string(d.Token), secretValue); literal && len(v) > MaxDeviceToken {
+		p.add(path+".token", "longer than %d bytes", MaxDeviceToken) // the others are checked when revealed
+	}
 	return p
 }
+
+// MaxDeviceToken is the longest device token, in bytes (it must fit UDATA's u8 length).
+const MaxDeviceToken = 255

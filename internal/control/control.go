@@ -11,6 +11,7 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -86,10 +87,14 @@ func New(opts Options) (*Control, error) {
 		c.status[rc.Name] = RouteStatus{Running: rc.IsEnabled()}
 	}
 	devs := make([]registry.Device, 0, len(opts.Fleet))
-	for _, d := range opts.Fleet {
+	for i, d := range opts.Fleet {
+		h, err := FleetTokenHash(&d)
+		if err != nil {
+			return nil, fmt.Errorf("fleet[%d].token: %w", i, err)
+		}
 		devs = append(devs, registry.Device{ID: strings.ToUpper(d.ID), IMEI: d.IMEI, ICCID: d.ICCID,
 			Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3, Tags: d.Tags, Groups: d.Groups, Account: d.Account,
-			Meta: registry.Meta{Source: registry.SourceConfig, Revision: 1}})
+			TokenHash: h, Meta: registry.Meta{Source: registry.SourceConfig, Revision: 1}})
 	}
 	c.reg.SetStatic(static, devs)
 
@@ -219,7 +224,7 @@ func resolved(spec config.Route, d *config.Delivery) config.Route {
 // deviceMeta is what the actors know of a device.
 func deviceMeta(d *registry.Device) *actors.DeviceMeta {
 	return &actors.DeviceMeta{IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
-		Tags: d.Tags, Groups: d.Groups, Account: d.Account}
+		Tags: d.Tags, Groups: d.Groups, Account: d.Account, TokenHash: d.TokenHash}
 }
 
 // RouteRef names a route for the dead-letter endpoints: its ID in the store and its account.

@@ -2,10 +2,12 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 )
@@ -24,6 +26,9 @@ type DeviceView struct {
 	Account string        `json:"account,omitempty"`
 	Meta    registry.Meta `json:"meta"`
 	State   DeviceState   `json:"state"`
+
+	// HasToken says the device has a token (devices.auth: token); the token is write-only.
+	HasToken bool `json:"has_token,omitempty"`
 }
 
 // DeviceState is a device's live state on this relay.
@@ -55,7 +60,7 @@ func (c *Control) Devices(o registry.ListOptions) (page []DeviceView, more bool)
 
 func (c *Control) deviceView(d *registry.Device) DeviceView {
 	v := DeviceView{ID: d.ID, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
-		Tags: d.Tags, Groups: d.Groups, Account: d.Account, Meta: d.Meta}
+		Tags: d.Tags, Groups: d.Groups, Account: d.Account, HasToken: d.TokenHash != ([32]byte{}), Meta: d.Meta}
 	st := c.sys.Device(d.ID)
 	v.State = DeviceState{Connected: st.Connected, LastSeq: st.LastSeq}
 	if st.Remote.IsValid() {
@@ -72,7 +77,8 @@ func (c *Control) deviceView(d *registry.Device) DeviceView {
 type DeviceWrite struct {
 	ID string // from the path, any case
 	// Body is the device's metadata as JSON (id, imei, iccid, custom1..3, tags, groups,
-	// account), or with Patch a JSON merge patch of its current form.
+	// account, token), or with Patch a JSON merge patch of its current form. The token is
+	// write-only: a body without one keeps the device's, "" or null removes it.
 	Body    []byte
 	Patch   bool
 	Account string // the caller key's account ("" for a global key)
@@ -91,7 +97,10 @@ func (c *Control) WriteDevice(ctx context.Context, w DeviceWrite) (v DeviceView,
 	if err != nil {
 		return DeviceView{}, false, err
 	}
-	body := w.Body
+	body, token, setToken, err := takeToken(w.Body)
+	if err != nil {
+		return DeviceView{}, false, err
+	}
 	if w.Patch {
 		if !exists {
 			return DeviceView{}, false, registry.ErrNotFound
@@ -118,7 +127,13 @@ func (c *Control) WriteDevice(ctx context.Context, w DeviceWrite) (v DeviceView,
 		return DeviceView{}, false, &InvalidError{Fields: bad}
 	}
 	dev := &registry.Device{ID: id, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
-		Tags: d.Tags, Groups: d.Groups, Account: d.Account}
+		Tags: d.Tags, Groups: d.Groups, Account: d.Account, TokenHash: cur.TokenHash}
+	if setToken {
+		dev.TokenHash = [32]byte{}
+		if token != "" {
+			dev.TokenHash = actors.TokenHash([]byte(token))
+		}
+	}
 	if exists {
 		dev.Meta = cur.Meta
 		err = c.reg.Update(ctx, dev, w.Revision)
@@ -133,6 +148,46 @@ func (c *Control) WriteDevice(ctx context.Context, w DeviceWrite) (v DeviceView,
 		return DeviceView{}, false, registry.ErrNotFound
 	}
 	return c.deviceView(&stored), !exists, nil
+}
+
+// takeToken takes the token out of a device body (a JSON object; anything else is left for the
+// parser to refuse): set says the body has one, token "" removing the device's.
+func takeToken(body []byte) (rest []byte, token string, set bool, err error) {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(body, &obj) != nil {
+		return body, "", false, nil
+	}
+	raw, set := obj["token"]
+	if !set {
+		return body, "", false, nil
+	}
+	delete(obj, "token")
+	if string(raw) != "null" {
+		if json.Unmarshal(raw, &token) != nil {
+			return nil, "", false, &InvalidError{Fields: []Field{{"/token", "must be a string (or null to remove it)"}}}
+		}
+		if len(token) > config.MaxDeviceToken {
+			return nil, "", false, &InvalidError{Fields: []Field{{"/token", fmt.Sprintf("longer than %d bytes", config.MaxDeviceToken)}}}
+		}
+	}
+	if rest, err = json.Marshal(obj); err != nil {
+		return nil, "", false, fmt.Errorf("encode device body: %w", err)
+	}
+	return rest, token, true, nil
+}
+
+// FleetTokenHash is the hash of a config fleet device's token (revealed now; zero: none).
+func FleetTokenHash(d *config.Device) ([32]byte, error) {
+	v, err := d.Token.Reveal()
+	switch {
+	case err != nil:
+		return [32]byte{}, err
+	case v == "":
+		return [32]byte{}, nil
+	case len(v) > config.MaxDeviceToken:
+		return [32]byte{}, fmt.Errorf("longer than %d bytes", config.MaxDeviceToken)
+	}
+	return actors.TokenHash([]byte(v)), nil
 }
 
 // DeleteDevice removes a device's metadata: the messages stored from then on have none.

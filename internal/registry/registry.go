@@ -95,6 +95,9 @@ type Device struct {
 	Tags    []string `json:"tags,omitempty"`
 	Groups  []string `json:"groups,omitempty"`
 	Account string   `json:"account,omitempty"`
+	// TokenHash is the SHA-256 of the device's token (zero: it has none). The token itself is
+	// never stored; API responses must not show the hash either.
+	TokenHash [32]byte `json:"token_hash,omitzero"`
 	Meta
 }
 

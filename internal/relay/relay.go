@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/fleetrelay/fleetrelay/actors"
+	"github.com/fleetrelay/fleetrelay/internal/access"
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/control"
@@ -102,11 +103,18 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		r.abort()
 		return nil, err
 	}
+	devs, err := fleet(cfg.Fleet)
+	if err != nil {
+		r.abort()
+		return nil, err
+	}
 	r.sys = actors.New(actors.Options{
 		AckMode:   string(cfg.Devices.Ack),
 		MaxFrame:  int(cfg.Devices.MaxFrame),
 		Routes:    r.routes,
-		Fleet:     fleet(cfg.Fleet),
+		Fleet:     devs,
+		Auth:      string(cfg.Devices.Auth),
+		AuthLimit: access.NewLimiter(deviceAuthEvery, deviceAuthBurst),
 		Journal:   st,
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
@@ -189,14 +197,27 @@ func gcInterval(d config.Duration) time.Duration {
 	return time.Duration(d)
 }
 
-// fleet is the device metadata of the config, by identity.
-func fleet(devs []config.Device) map[string]*actors.DeviceMeta {
+// Failed device token checks per source address: a burst, then one every interval (see
+// actors.AuthLimiter). Generous enough for a NAT address with a few devices holding stale tokens
+// behind it; a guesser gets 5 tries a second.
+const (
+	deviceAuthBurst = 30
+	deviceAuthEvery = 200 * time.Millisecond
+)
+
+// fleet is the device metadata of the config, by identity; a device's token is revealed and
+// kept as its hash.
+func fleet(devs []config.Device) (map[string]*actors.DeviceMeta, error) {
 	m := make(map[string]*actors.DeviceMeta, len(devs))
-	for _, d := range devs {
+	for i, d := range devs {
+		h, err := control.FleetTokenHash(&d)
+		if err != nil {
+			return nil, fmt.Errorf("fleet[%d].token: %w", i, err)
+		}
 		m[d.ID] = &actors.DeviceMeta{IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
-			Tags: d.Tags, Groups: d.Groups, Account: d.Account}
+			Tags: d.Tags, Groups: d.Groups, Account: d.Account, TokenHash: h}
 	}
-	return m
+	return m, nil
 }
 
 // compileRoutes compiles the enabled routes (route.Compile) with their delivery clients and
