@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -174,6 +175,11 @@ const Super = "super"
 // be JSON (415 otherwise: a cross-site text/plain form post never runs). h finds the principal
 // with access.From(r.Context()). Must be called before Start.
 func (s *Server) HandleAPI(pattern, right string, h http.HandlerFunc) {
+	s.handleAPI(pattern, right, nil, h)
+}
+
+// handleAPI is HandleAPI; a write whose media types are given takes those instead of JSON.
+func (s *Server) handleAPI(pattern, right string, mediaTypes []string, h http.HandlerFunc) {
 	method, path, ok := strings.Cut(pattern, " ")
 	if !ok || method == "" || !strings.HasPrefix(path, "/") || h == nil {
 		panic(fmt.Sprintf("api: HandleAPI(%q): want \"METHOD /path\" and a handler", pattern))
@@ -191,7 +197,12 @@ func (s *Server) HandleAPI(pattern, right string, h http.HandlerFunc) {
 		if !ok {
 			return
 		}
-		if write {
+		if write && mediaTypes != nil {
+			if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || !slices.Contains(mediaTypes, mt) {
+				WriteProblem(w, Problem{Status: http.StatusUnsupportedMediaType, Detail: "this endpoint takes " + strings.Join(mediaTypes, ", ")})
+				return
+			}
+		} else if write {
 			ct := r.Header.Get("Content-Type")
 			if (ct != "" && !isJSON(ct)) || (ct == "" && r.ContentLength != 0) {
 				WriteProblem(w, Problem{Status: http.StatusUnsupportedMediaType, Detail: "writes take application/json"})

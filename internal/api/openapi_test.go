@@ -28,10 +28,11 @@ func TestOpenAPIDocument(t *testing.T) {
 	s := api.New("127.0.0.1:0", nil, nil, nil)
 	s.RegisterAccounts(nil)
 	s.RegisterKeys(nil)
+	s.HandleImport(nil)
 	deadletter.Register(s, nil, nil, nil, slog.New(slog.DiscardHandler))
 	patterns := s.Patterns()
 	for _, want := range []string{"GET /healthz", "GET /api/v1/openapi.json", "POST /api/v1/keys/{id}/rotate",
-		"DELETE /api/v1/routes/{name}/dead-letters"} {
+		"DELETE /api/v1/routes/{name}/dead-letters", "POST /api/v1/devices:import"} {
 		if !slices.Contains(patterns, want) {
 			t.Errorf("the server does not serve %s: %v", want, patterns)
 		}

@@ -33,6 +33,8 @@ type Server struct {
 	opts  options
 	auth  *authMetrics
 	known map[string]bool // patterns added, to refuse duplicates with a clear panic
+	// bodyLimits are the endpoints whose bodies may be larger than maxBodyBytes, by pattern.
+	bodyLimits map[string]int64
 
 	loopback bool // the listener is on a loopback address (set by Start)
 
@@ -265,8 +267,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			Detail: "this host name is not served here: use a loopback address or one of admin.hosts"})
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	if h, pattern := s.mux.Handler(r); pattern == "" { // not found, or another method: answer ServeMux's status as a problem
+	h, pattern := s.mux.Handler(r)
+	limit := int64(maxBodyBytes)
+	if l, ok := s.bodyLimits[pattern]; ok {
+		limit = l
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	if pattern == "" { // not found, or another method: answer ServeMux's status as a problem
 		c := &captureWriter{header: http.Header{}}
 		h.ServeHTTP(c, r)
 		if allow := c.header.Get("Allow"); allow != "" {

@@ -27,6 +27,8 @@ var layers = []struct {
 	// the one-node backend is the store).
 	{"internal/access", []string{"internal/config"}},
 	{"internal/registry", []string{"internal/config", "internal/store"}},
+	// The bulk import's readers and its command's client (the relay's admin address and key).
+	{"internal/deviceimport", []string{"internal/access", "internal/config"}},
 	// The sockets, then the actors over them.
 	{"netio", []string{"codec/...", "internal/throttle"}},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
@@ -37,7 +39,7 @@ var layers = []struct {
 	// (api: the routes and devices handlers write through control) and its contract checker for
 	// tests (api/apitest).
 	{"internal/control", []string{"actors", "internal/config", "internal/registry", "internal/route"}},
-	{"internal/api", []string{"internal/access", "internal/config", "internal/control", "internal/registry"}},
+	{"internal/api", []string{"internal/access", "internal/config", "internal/control", "internal/deviceimport", "internal/registry"}},
 	{"internal/api/apitest", []string{"internal/api"}},
 	{"internal/deadletter", []string{"internal/access", "internal/api", "internal/config", "internal/store"}},
 	// The composition root imports every part, and only cmd (and the test harness) imports it.
