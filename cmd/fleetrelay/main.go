@@ -6,12 +6,16 @@
 //	fleetrelay dlq purge -route NAME [-config FILE] [-key KEY] [-older-than DURATION]
 //	fleetrelay store verify [-data-dir DIR | -config FILE] [-json]
 //	fleetrelay store salvage -from DIR -to NEW_DIR [-route NAME=ID]... [-json]
+//	fleetrelay devices import FILE [-format csv|ndjson|azure] [-key-field custom1] [-config FILE] [-key KEY]
 //
 // dlq inspects and replays a route's dead letters: through the running relay's admin API with an
 // API key holding the deadLetters rights (-key, else $FLEETRELAY_KEY, else the relay's own
 // admin.bootstrap_key or <data_dir>/admin.key when readable), or in the data directory when no
 // relay runs (a replay is then delivered when the relay starts).
 // store checks a data directory offline, or copies what is readable out of a damaged one.
+// devices import sends a file of devices (NDJSON, CSV or an Azure IoT Hub device-identity
+// export) to the running relay's POST /api/v1/devices:import, with a key as dlq's; it prints
+// the rejected rows, and exits 3 when there were some.
 package main
 
 import (
@@ -35,6 +39,9 @@ func main() {
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "dlq" {
 		return dlq(args[1:])
+	}
+	if len(args) > 0 && args[0] == "devices" {
+		return devicesCmd(args[1:], os.Stdout, os.Stderr)
 	}
 	if len(args) > 0 && args[0] == "store" {
 		return storeCmd(args[1:], os.Stdout, os.Stderr)
