@@ -3,14 +3,17 @@ package relay_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 )
 
 // importRows is an NDJSON import of n devices IMP000001.. of account acme, with bad rows at
@@ -218,4 +221,75 @@ func TestImportDevicesForms(t *testing.T) {
 	if st, _, raw := dealer.breaking().importBody("text/csv", "?format=ndjson", "id\nx\n"); st != http.StatusUnsupportedMediaType {
 		t.Errorf("format=ndjson as text/csv = %d %s, want 415", st, raw)
 	}
+}
+
+// procStatus reads the kB values of /proc/<pid>/status fields.
+func procStatus(b *testing.B, pid int, fields ...string) []float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]float64, len(fields))
+	for _, l := range strings.Split(string(raw), "\n") {
+		for i, f := range fields {
+			if v, ok := strings.CutPrefix(l, f+":"); ok {
+				_, _ = fmt.Sscanf(strings.TrimSpace(v), "%g", &out[i])
+			}
+		}
+	}
+	return out
+}
+
+// BenchmarkImport100k imports 100,000 NDJSON devices (10 bad) in one request into the relay
+// binary (no race detector) in a process of its own: seconds per import, rows/s, and the
+// relay's RSS before and at its peak (VmHWM), in MiB. The first import creates the devices,
+// later ones update them. Run with -benchtime=1x for the creating import alone:
+//
+//	go test ./internal/relay -run '^$' -bench Import100k -benchtime=1x
+func BenchmarkImport100k(b *testing.B) {
+	dir := b.TempDir()
+	admin := relaytest.FreeAddr(b)
+	path := filepath.Join(dir, "fleetrelay.yaml")
+	yaml := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\ndevices:\n  native:\n    tcp: 127.0.0.1:0\n    udp: \"\"\nadmin:\n  listen: %s\n",
+		filepath.Join(dir, "data"), admin)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	p := relaytest.StartProcess(b, relaytest.Binary(b, false), admin, "-config", path)
+	key, err := os.ReadFile(filepath.Join(dir, "data", "admin.key"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	post := func(ct, path, body string) (int, []byte) {
+		req, _ := http.NewRequest("POST", "http://"+admin+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, raw
+	}
+	if st, raw := post("application/json", "/api/v1/accounts", `{"id":"acme","name":"Acme"}`); st != http.StatusCreated {
+		b.Fatalf("create account = %d %s", st, raw)
+	}
+	body, _ := importRows(100_000)
+	idle := procStatus(b, p.Cmd.Process.Pid, "VmRSS")[0]
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	for b.Loop() {
+		if st, raw := post("application/x-ndjson", "/api/v1/devices:import", body); st != http.StatusOK || !strings.Contains(string(raw), `"upserted":99991`) { // CFG-DEV is not the config file's here
+			b.Fatalf("import = %d %.300s", st, raw)
+		}
+	}
+	b.StopTimer()
+	s := procStatus(b, p.Cmd.Process.Pid, "VmRSS", "VmHWM", "RssAnon")
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/import")
+	b.ReportMetric(100_000*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(idle/1024, "idle-RSS-MiB")
+	b.ReportMetric(s[1]/1024, "peak-RSS-MiB")
+	b.ReportMetric(s[0]/1024, "after-RSS-MiB")
+	b.ReportMetric(s[2]/1024, "after-anon-MiB")
 }
