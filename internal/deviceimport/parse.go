@@ -235,7 +235,6 @@ func readCSV(in io.Reader, fn func(Row) error) error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
-		line, _ := r.FieldPos(0)
 		var row Row
 		var pe *csv.ParseError
 		switch {
@@ -244,8 +243,10 @@ func readCSV(in io.Reader, fn func(Row) error) error {
 		case err != nil && !errors.Is(err, csv.ErrFieldCount):
 			return fmt.Errorf("csv: %w", err)
 		case len(rec) != len(cols):
+			line, _ := r.FieldPos(0) // the record's fields, returned with ErrFieldCount
 			row = Row{Line: line, Err: fmt.Errorf("%d fields, the header names %d", len(rec), len(cols))}
 		default:
+			line, _ := r.FieldPos(0)
 			row = csvRow(line, cols, rec)
 		}
 		if err := fn(row); err != nil {
