@@ -242,7 +242,7 @@ func procStatus(b *testing.B, pid int, fields ...string) []float64 {
 
 // BenchmarkImport100k imports 100,000 NDJSON devices (10 bad) in one request into the relay
 // binary (no race detector) in a process of its own: seconds per import, rows/s, and the
-// relay's RSS before and at its peak (VmHWM), in MiB. The first import creates the devices,
+// relay's RSS before, at its peak (VmHWM) and after, and its Go heap in use after, in MiB. The first import creates the devices,
 // later ones update them. Run with -benchtime=1x for the creating import alone:
 //
 //	go test ./internal/relay -run '^$' -bench Import100k -benchtime=1x
@@ -286,6 +286,14 @@ func BenchmarkImport100k(b *testing.B) {
 	}
 	b.StopTimer()
 	s := procStatus(b, p.Cmd.Process.Pid, "VmRSS", "VmHWM", "RssAnon")
+	_, metrics := httpGet(b, "http://"+admin+"/metrics")
+	var heap float64
+	for _, l := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(l, "go_memstats_heap_inuse_bytes "); ok {
+			_, _ = fmt.Sscanf(v, "%g", &heap)
+		}
+	}
+	b.ReportMetric(heap/(1<<20), "heap-inuse-MiB")
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/import")
 	b.ReportMetric(100_000*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 	b.ReportMetric(idle/1024, "idle-RSS-MiB")
