@@ -44,6 +44,21 @@ func Equal(a, b [32]byte) bool { return subtle.ConstantTimeCompare(a[:], b[:]) =
 // KeyFile is the bootstrap key's file in the data directory.
 const KeyFile = "admin.key"
 
+// LocalKey is the relay's own bootstrap key, for a command run on the relay's host by someone
+// who may read it (`fleetrelay dlq`, `fleetrelay devices import`): the value s gives
+// (admin.bootstrap_key), else the one in <dataDir>/admin.key; "" when neither is readable.
+func LocalKey(dataDir string, s config.Secret) string {
+	if s.IsSet() {
+		k, _ := s.Reveal()
+		return k
+	}
+	b, err := os.ReadFile(filepath.Join(dataDir, KeyFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // Bootstrap returns the hash of the bootstrap super key: the one s gives (admin.bootstrap_key),
 // or else the one in <dataDir>/admin.key, which the first start makes (mode 0600) and later
 // starts reuse. path is the file's path when the key is the file's; created says this call

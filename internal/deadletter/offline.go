@@ -11,9 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/access"
@@ -128,7 +126,7 @@ func viaAdmin(ctx context.Context, cfg *config.Config, key, method, path string,
 	// the configured address itself, so it names the host as loopback.
 	req.Host = "localhost"
 	if key == "" {
-		key = localKey(cfg)
+		key = access.LocalKey(cfg.DataDir, cfg.Admin.BootstrapKey)
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -154,20 +152,6 @@ func viaAdmin(ctx context.Context, cfg *config.Config, key, method, path string,
 		return fmt.Errorf("relay admin at %s: %s", cfg.Admin.Listen, resp.Status)
 	}
 	return json.Unmarshal(body, out)
-}
-
-// localKey is the relay's own bootstrap key, for a command run on the relay's host by someone
-// who may read it: admin.bootstrap_key, else <data_dir>/admin.key; "" when neither is readable.
-func localKey(cfg *config.Config) string {
-	if cfg.Admin.BootstrapKey.IsSet() {
-		k, _ := cfg.Admin.BootstrapKey.Reveal()
-		return k
-	}
-	b, err := os.ReadFile(filepath.Join(cfg.DataDir, access.KeyFile))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // offline opens the data directory (which fails while a relay holds it) and runs fn with the

@@ -78,7 +78,7 @@ func Send(ctx context.Context, cfg *config.Config, key, path string, o Options) 
 		req.Header.Set("Content-Type", "text/csv")
 	}
 	if key == "" {
-		key = localKey(cfg)
+		key = access.LocalKey(cfg.DataDir, cfg.Admin.BootstrapKey)
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -120,19 +120,4 @@ func adminURL(cfg *config.Config) (string, error) {
 		host = "127.0.0.1"
 	}
 	return "http://" + net.JoinHostPort(host, port), nil
-}
-
-// localKey is the relay's own bootstrap key, for a command run on the relay's host by someone
-// who may read it: admin.bootstrap_key, else <data_dir>/admin.key; "" when neither is readable.
-// (The dead-letter commands find it the same way.)
-func localKey(cfg *config.Config) string {
-	if cfg.Admin.BootstrapKey.IsSet() {
-		k, _ := cfg.Admin.BootstrapKey.Reveal()
-		return k
-	}
-	b, err := os.ReadFile(filepath.Join(cfg.DataDir, access.KeyFile))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }
