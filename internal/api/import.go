@@ -61,12 +61,13 @@ func importDevices(s *Server, c *control.Control, w http.ResponseWriter, r *http
 		o.Format = deviceimport.CSV
 	case o.Format == "":
 		o.Format = deviceimport.NDJSON
-	case o.Format == deviceimport.CSV && mt != "text/csv", o.Format != deviceimport.CSV && mt == "text/csv":
-		WriteProblem(w, Problem{Status: http.StatusUnsupportedMediaType, Detail: "format " + string(o.Format) + " does not come as " + mt})
-		return
 	}
 	if err := o.Check(); err != nil {
 		WriteProblem(w, Problem{Status: http.StatusBadRequest, Detail: err.Error()})
+		return
+	}
+	if (o.Format == deviceimport.CSV) != (mt == "text/csv") {
+		WriteProblem(w, Problem{Status: http.StatusUnsupportedMediaType, Detail: "format " + string(o.Format) + " does not come as " + mt})
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -88,7 +89,7 @@ func importDevices(s *Server, c *control.Control, w http.ResponseWriter, r *http
 		var rejected []control.Rejection
 		upserted, rejected, err = im.Finish(r.Context())
 		if err == nil {
-			s.Audit(r, "import", "devices", strconv.Itoa(upserted))
+			s.Audit(r, "import", "devices", strconv.Itoa(upserted)+" devices")
 			s.log.Info("devices imported", "upserted", upserted, "rejected", len(rejected), "format", o.Format,
 				"took", time.Since(start).Round(time.Millisecond))
 			if rejected == nil {
@@ -101,7 +102,7 @@ func importDevices(s *Server, c *control.Control, w http.ResponseWriter, r *http
 	// The rows written before the problem stay written, each whole.
 	done := im.Upserted()
 	if done > 0 {
-		s.Audit(r, "import", "devices", strconv.Itoa(done))
+		s.Audit(r, "import", "devices", strconv.Itoa(done)+" devices")
 	}
 	var tooLarge *http.MaxBytesError
 	switch {
