@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 )
@@ -35,8 +36,10 @@ type Import struct {
 }
 
 type importRow struct {
-	line int
-	dev  config.Device
+	line  int
+	dev   config.Device
+	token *string // nil: the device keeps its token; "": it has none after
+	hash  [32]byte
 }
 
 // Bounds of one chunk, below the store's transaction limits: Badger takes at most 15% of its
@@ -55,17 +58,28 @@ func (c *Control) NewImport(account string) *Import {
 	return &Import{c: c, account: account}
 }
 
-// Add checks the device of one input line and queues it; a full chunk is written. A row that
-// fails the checks is rejected (Rejected), not an error: Add's error means the store refused a
-// write as a whole (the disk full, the relay closing) and the import cannot go on.
-func (im *Import) Add(ctx context.Context, line int, d config.Device) error {
-	d.ID = strings.ToUpper(d.ID)
-	if problems := d.Check(""); len(problems) > 0 {
+// Add checks the device of one input line and queues it; a full chunk is written. token, when
+// not nil, sets the device's token ("" removes it); nil keeps the one it has, as a PUT without
+// one does (d.Token is ignored). A row that fails the checks is rejected (Rejected), not an
+// error: Add's error means the store refused a write as a whole (the disk full, the relay
+// closing) and the import cannot go on.
+func (im *Import) Add(ctx context.Context, line int, d config.Device, token *string) error {
+	d.ID, d.Token = strings.ToUpper(d.ID), ""
+	problems := d.Check("")
+	if token != nil && len(*token) > config.MaxDeviceToken {
+		problems = append(problems, fmt.Sprintf("token: longer than %d bytes", config.MaxDeviceToken))
+	}
+	if len(problems) > 0 {
 		im.reject(line, d.ID, joinFields(fields(problems)))
 		return nil
 	}
-	im.rows = append(im.rows, importRow{line: line, dev: d})
-	im.size += storedSize(&d)
+	im.rows = append(im.rows, importRow{line: line, dev: d, token: token})
+	hasToken := token != nil && *token != ""
+	if token == nil {
+		cur, ok := im.c.reg.Device(d.ID)
+		hasToken = ok && cur.TokenHash != [32]byte{}
+	}
+	im.size += storedSize(&d, hasToken)
 	if im.size >= chunkBytes || len(im.rows) >= chunkRows {
 		return im.flush(ctx)
 	}
@@ -104,8 +118,10 @@ func (im *Import) flush(ctx context.Context) error {
 	defer c.writeMu.Unlock()
 	good := make([]importRow, 0, len(rows))
 	var rejected []Rejection
+	hashes := map[string][32]byte{} // the tokens of the chunk's earlier rows: the index has not got them yet
 	for _, r := range rows {
-		if _, _, err := c.visibleDevice(r.dev.ID, im.account); err != nil {
+		cur, _, err := c.visibleDevice(r.dev.ID, im.account)
+		if err != nil {
 			rejected = append(rejected, Rejection{Line: r.line, ID: r.dev.ID, Error: rowError(err)})
 			continue
 		}
@@ -113,6 +129,16 @@ func (im *Import) flush(ctx context.Context) error {
 			rejected = append(rejected, Rejection{Line: r.line, ID: r.dev.ID, Error: joinFields(bad)})
 			continue
 		}
+		h, ok := hashes[r.dev.ID]
+		switch {
+		case r.token != nil && *r.token != "":
+			h = actors.TokenHash([]byte(*r.token))
+		case r.token != nil:
+			h = [32]byte{}
+		case !ok:
+			h = cur.TokenHash
+		}
+		r.hash, hashes[r.dev.ID] = h, h
 		good = append(good, r)
 	}
 	err := im.apply(ctx, good, &rejected)
@@ -134,7 +160,7 @@ func (im *Import) apply(ctx context.Context, rows []importRow, rejected *[]Rejec
 	for i := range rows {
 		d := &rows[i].dev
 		changes[i] = &registry.Device{ID: d.ID, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2,
-			Custom3: d.Custom3, Tags: d.Tags, Groups: d.Groups, Account: d.Account}
+			Custom3: d.Custom3, Tags: d.Tags, Groups: d.Groups, Account: d.Account, TokenHash: rows[i].hash}
 	}
 	err := im.c.reg.Apply(ctx, changes...)
 	switch {
@@ -181,8 +207,11 @@ func rowError(err error) string {
 // storedSize estimates what d takes in a store transaction: its key, its JSON with the
 // registry's meta (times, revision, source), Badger's per-entry bytes. Text that JSON escapes
 // takes more; a chunk that turns out too large is split (apply).
-func storedSize(d *config.Device) int {
+func storedSize(d *config.Device, token bool) int {
 	n := 165 + 2*len(d.ID) // key prefix and version, meta, braces, "id"
+	if token {
+		n += 15 + 32*4 // "token_hash": 32 numbers up to 255
+	}
 	for _, f := range []string{d.IMEI, d.ICCID, d.Custom1, d.Custom2, d.Custom3, d.Account} {
 		if f != "" {
 			n += 12 + len(f) // name, quotes

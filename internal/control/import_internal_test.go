@@ -24,16 +24,22 @@ func typicalDevice(i int) config.Device {
 // JSON the registry stores (meta included) and Badger's per-entry bytes.
 func TestStoredSizeCovers(t *testing.T) {
 	now := time.Now().UTC()
+	var token [32]byte
+	for i := range token {
+		token[i] = 255
+	}
 	for _, d := range []config.Device{typicalDevice(1), {ID: "A"}, {ID: "X", ICCID: "8931089318104314834", Custom2: "k", Custom3: "zzzz", Tags: []string{"a"}, Groups: []string{"b", "c"}}} {
-		v, err := json.Marshal(&registry.Device{ID: d.ID, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
-			Tags: d.Tags, Groups: d.Groups, Account: d.Account,
-			Meta: registry.Meta{CreatedAt: now, UpdatedAt: now, Revision: 1 << 40, Source: registry.SourceAPI}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		actual := len("g/devices/") + len(d.ID) + len(v) + 2 + 10 // Badger: meta bytes, the version in the key
-		if got := storedSize(&d); got < actual {
-			t.Errorf("storedSize(%+v) = %d, less than the %d it takes", d, got, actual)
+		for _, hash := range [][32]byte{{}, token} {
+			v, err := json.Marshal(&registry.Device{ID: d.ID, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
+				Tags: d.Tags, Groups: d.Groups, Account: d.Account, TokenHash: hash,
+				Meta: registry.Meta{CreatedAt: now, UpdatedAt: now, Revision: 1 << 40, Source: registry.SourceAPI}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			actual := len("g/devices/") + len(d.ID) + len(v) + 2 + 10 // Badger: meta bytes, the version in the key
+			if got := storedSize(&d, hash != [32]byte{}); got < actual {
+				t.Errorf("storedSize(%+v, token %v) = %d, less than the %d it takes", d, hash != [32]byte{}, got, actual)
+			}
 		}
 	}
 }
@@ -70,8 +76,9 @@ func TestChunkFits(t *testing.T) {
 		}
 	}
 	d := typicalDevice(0)
-	chunk := min(chunkRows, (chunkBytes+storedSize(&d)-1)/storedSize(&d))
-	t.Logf("a store transaction takes %d typical devices; the import's chunk of them is %d (estimated %d bytes each)", lo, chunk, storedSize(&d))
+	size := storedSize(&d, false)
+	chunk := min(chunkRows, (chunkBytes+size-1)/size)
+	t.Logf("a store transaction takes %d typical devices; the import's chunk of them is %d (estimated %d bytes each)", lo, chunk, size)
 	if chunk > lo {
 		t.Errorf("the import's chunk of %d typical devices does not fit one transaction (%d do)", chunk, lo)
 	}

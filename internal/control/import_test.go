@@ -39,7 +39,7 @@ func TestImportChunks(t *testing.T) {
 			im.Reject(line, "", fmt.Errorf("unreadable"))
 			continue
 		}
-		if err := im.Add(t.Context(), line, d); err != nil {
+		if err := im.Add(t.Context(), line, d, nil); err != nil {
 			t.Fatalf("Add line %d: %v", line, err)
 		}
 	}

@@ -23,10 +23,11 @@ import (
 type Format string
 
 const (
-	// NDJSON is one device object per line, the fields of PUT /api/v1/devices/{id} and its id.
+	// NDJSON is one device object per line, the fields of PUT /api/v1/devices/{id} and its id
+	// (a token left out keeps the device's, null removes it).
 	NDJSON Format = "ndjson"
 	// CSV is a header row naming device fields, then one device per row; tags and groups are
-	// ';'-separated.
+	// ';'-separated; an empty token cell keeps the device's token.
 	CSV Format = "csv"
 	// Azure is an Azure IoT Hub device-identity export: one JSON object per line, its deviceId
 	// the device's identity and its authentication.symmetricKey.primaryKey put in a custom
@@ -70,7 +71,10 @@ var ErrInput = errors.New("import input")
 type Row struct {
 	Line   int // 1-based line of the input where the row starts
 	Device config.Device
-	Err    error
+	// Token is the device's credential when the row gives one ("" removes the device's); nil
+	// keeps the device's token, as a PUT without one does. Device.Token is never set.
+	Token *string
+	Err   error
 }
 
 // Read reads in as o says and calls fn with every row, in order, holding one row at a time.
@@ -138,6 +142,8 @@ type jsonDevice struct {
 	Tags    []string `json:"tags"`
 	Groups  []string `json:"groups"`
 	Account string   `json:"account"`
+	// Token is write-only; null removes it.
+	Token json.RawMessage `json:"token"`
 }
 
 func ndjsonRow(line int, b []byte) Row {
@@ -153,7 +159,23 @@ func ndjsonRow(line int, b []byte) Row {
 	if err != nil {
 		return Row{Line: line, Device: config.Device{ID: d.ID}, Err: jsonError(err)}
 	}
-	return Row{Line: line, Device: dev}
+	row := Row{Line: line, Device: dev}
+	if d.Token != nil {
+		var t string
+		if string(d.Token) != "null" && json.Unmarshal(d.Token, &t) != nil {
+			return Row{Line: line, Device: config.Device{ID: d.ID}, Err: errors.New("/token: want a string, or null to remove it")}
+		}
+		row.Token = &t
+	}
+	return checkToken(row)
+}
+
+// checkToken refuses a row whose token is longer than a device token may be.
+func checkToken(r Row) Row {
+	if r.Token != nil && len(*r.Token) > config.MaxDeviceToken {
+		return Row{Line: r.Line, Device: config.Device{ID: r.Device.ID}, Err: fmt.Errorf("/token: longer than %d bytes", config.MaxDeviceToken)}
+	}
+	return r
 }
 
 // jsonError words a decoding error of one line.
@@ -204,7 +226,7 @@ func customField(d *config.Device, name string) *string {
 }
 
 // csvColumns are the fields a CSV header may name.
-var csvColumns = []string{"id", "imei", "iccid", "custom1", "custom2", "custom3", "tags", "groups", "account"}
+var csvColumns = []string{"id", "imei", "iccid", "custom1", "custom2", "custom3", "tags", "groups", "account", "token"}
 
 func readCSV(in io.Reader, fn func(Row) error) error {
 	r := csv.NewReader(bufio.NewReaderSize(in, MaxLine))
@@ -257,6 +279,7 @@ func readCSV(in io.Reader, fn func(Row) error) error {
 
 func csvRow(line int, cols, rec []string) Row {
 	var d config.Device
+	var token *string
 	for i, c := range cols {
 		v := strings.TrimSpace(rec[i])
 		switch c {
@@ -278,9 +301,14 @@ func csvRow(line int, cols, rec []string) Row {
 			d.Groups = splitList(v)
 		case "account":
 			d.Account = v
+		case "token":
+			if rec[i] != "" { // an empty cell keeps the device's token
+				t := rec[i]
+				token = &t
+			}
 		}
 	}
-	return Row{Line: line, Device: d}
+	return checkToken(Row{Line: line, Device: d, Token: token})
 }
 
 // splitList splits a ';'-separated list, dropping empty items; nil for none.

@@ -128,3 +128,31 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// Tokens: given ("" and null remove, absent keeps), too long or not a string rejected, never
+// in an error; a CSV's empty token cell keeps the device's.
+func TestReadTokens(t *testing.T) {
+	f := func(o deviceimport.Options, in string, want ...string) {
+		t.Helper()
+		var got []string
+		err := deviceimport.Read(strings.NewReader(in), o, func(r deviceimport.Row) error {
+			switch {
+			case r.Err != nil:
+				got = append(got, "!"+r.Err.Error())
+			case r.Token == nil:
+				got = append(got, "keep")
+			default:
+				got = append(got, "="+*r.Token)
+			}
+			return nil
+		})
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("Read(%.60q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	long := strings.Repeat("s", 256)
+	f(deviceimport.Options{Format: deviceimport.NDJSON},
+		`{"id":"a","token":"t1"}`+"\n"+`{"id":"a","token":null}`+"\n"+`{"id":"a","token":""}`+"\n"+`{"id":"a"}`+"\n"+`{"id":"a","token":7}`+"\n"+`{"id":"a","token":"`+long+`"}`,
+		"=t1", "=", "=", "keep", "!/token: want a string, or null to remove it", "!/token: longer than 255 bytes")
+	f(deviceimport.Options{Format: deviceimport.CSV}, "id,token\na,t2\nb,\nc,"+long+"\n", "=t2", "keep", "!/token: longer than 255 bytes")
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 )
@@ -320,4 +321,51 @@ func BenchmarkImport100k(b *testing.B) {
 	b.ReportMetric(s[1]/1024, "peak-RSS-MiB")
 	b.ReportMetric(s[0]/1024, "after-RSS-MiB")
 	b.ReportMetric(s[2]/1024, "after-anon-MiB")
+}
+
+// Tokens through the import (devices.auth: token): NDJSON and CSV set them, a row without one
+// keeps the device's (a later import of other fields does not lock the device out), null
+// removes it; the device with the imported token is welcomed, a wrong one refused; no token
+// appears in an answer or a log line.
+func TestImportDeviceTokens(t *testing.T) {
+	const (
+		tokA = "tok-import-a-5c0f9e1d"
+		tokB = "tok-import-b-77e2a4c3"
+	)
+	sink := startSink(t)
+	cfg := testConfig(t, sink)
+	cfg.Devices.Auth = config.AuthToken
+	r, logs := startLoggedRelay(t, cfg)
+	api := newAPI(t, r, bootstrapKey(t, cfg))
+
+	st, a, raw := api.importBody("application/x-ndjson", "", `{"id":"tk-a","token":"`+tokA+`"}`+"\n"+
+		`{"id":"tk-n","token":"gone-soon"}`+"\n"+`{"id":"tk-bad","token":5}`+"\n"+`{"id":"tk-long","token":"`+strings.Repeat("x", 256)+`"}`)
+	if st != http.StatusOK || a.Upserted != 2 || len(a.Rejected) != 2 || a.Rejected[0].Line != 3 || a.Rejected[1].Line != 4 {
+		t.Fatalf("NDJSON import with tokens = %d %s", st, raw)
+	}
+	st, a, raw = api.importBody("text/csv", "", "id,custom1,token\ntk-b,x,"+tokB+"\ntk-a,y,\n")
+	if st != http.StatusOK || a.Upserted != 2 {
+		t.Fatalf("CSV import with tokens = %d %s", st, raw)
+	}
+	// Other fields again, no token: the device keeps it; null removes tk-n's.
+	if st, a, raw = api.importBody("application/x-ndjson", "", `{"id":"tk-a","custom1":"z"}`+"\n"+`{"id":"tk-n","token":null}`); st != http.StatusOK || a.Upserted != 2 {
+		t.Fatalf("import without tokens = %d %s", st, raw)
+	}
+	for id, want := range map[string]any{"tk-a": true, "tk-b": true, "tk-n": nil} {
+		if v := api.must(http.StatusOK, "GET", "/api/v1/devices/"+id, nil); field(v, "has_token") != want {
+			t.Errorf("GET %s = %v, want has_token %v", id, v, want)
+		}
+	}
+	tcp := r.DeviceTCPAddr().String()
+	helloRefused(t, r, native.Hello{Serial: "tk-a", Token: tokB})
+	helloRefused(t, r, native.Hello{Serial: "tk-n", Token: "gone-soon"})
+	d := connect(t, tcp, native.Hello{Serial: "tk-a", Token: tokA}, 1)
+	waitRecords(t, sink, "tk-a", send(t, d, "tk-a", 2))
+	db := connect(t, tcp, native.Hello{Serial: "TK-B", Token: tokB}, 1)
+	waitRecords(t, sink, "TK-B", send(t, db, "TK-B", 1))
+	for _, tok := range []string{tokA, tokB, "gone-soon"} {
+		if strings.Contains(api.seen.String(), tok) || strings.Contains(logs.String(), tok) {
+			t.Errorf("token %q appears in an answer or the log", tok)
+		}
+	}
 }
