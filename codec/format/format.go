@@ -55,7 +55,8 @@ const (
 	NameTemplate    = "template"
 )
 
-var names = []string{NameEnvelope, NameRaw, NameSENSORO, NameBeWhere, NameBeWhereFull, NameMeasurement, NameTemplate}
+var names = []string{NameEnvelope, NameRaw, NameSENSORO, NameBeWhere, NameBeWhereFull, NameMeasurement, NameTemplate,
+	NameNotification}
 
 // Names returns the names of the built-in formats, the default (envelope) first.
 func Names() []string { return append([]string(nil), names...) }
@@ -118,6 +119,8 @@ func Lookup(name string, opts Options) (Format, error) {
 		return beWhereFullFormat, nil
 	case NameMeasurement:
 		return measurementFormat, nil
+	case NameNotification:
+		return notificationFormat, nil
 	}
 	// NameTemplate
 	if opts.Template == "" {

@@ -9,12 +9,19 @@ const (
 	// KindResult is the outcome of a command (task) sent to a device: TaskID, ResultCode, and
 	// the result data in Message.Data.
 	KindResult
+	// KindNotification is a notification message of the relay's own (a device added, updated or
+	// deleted): Data is the message's JSON object without generatedAt and attempt, and
+	// ReceivedAt when the relay generated it. Only the notification format renders it.
+	KindNotification
 )
 
-// String returns "data" or "result".
+// String returns "data", "result" or "notification".
 func (k Kind) String() string {
-	if k == KindResult {
+	switch k {
+	case KindResult:
 		return "result"
+	case KindNotification:
+		return "notification"
 	}
 	return "data"
 }
