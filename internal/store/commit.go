@@ -227,7 +227,7 @@ func (s *Store) commit() error {
 		switch {
 		case len(f.Routes) > 0 && len(f.Records) > 0:
 			c.frames = append(c.frames, f)
-		case f.Result:
+		case f.unsequenced(): // notice.go
 			// Nothing to deliver, and no seq to remember: nothing is written.
 		default:
 			s.ckWindowFrame(f) // window.go: a windowed device's entry carries its window
@@ -289,7 +289,7 @@ func (s *Store) refuseGaps() {
 	kept := c.batch[:0]
 	for _, r := range c.batch {
 		f := r.f
-		if f.Result {
+		if f.unsequenced() { // notice.go
 			kept = append(kept, r)
 			continue
 		}
@@ -555,7 +555,7 @@ func (s *Store) applyCommit(segID uint64, ckWritten bool) {
 	}
 	for _, r := range c.batch {
 		f := r.f
-		if f.Result {
+		if f.unsequenced() {
 			continue // not in the device's seq space
 		}
 		d := s.deviceLocked(f.Device)

@@ -295,7 +295,7 @@ func (s *Store) loadColdLocked(dec *Segment, size int, bits map[uint16][]byte, i
 	}
 	var d *deviceState
 	for i, f := range dec.Frames {
-		if f.Result || len(f.Records) == 0 {
+		if f.unsequenced() || len(f.Records) == 0 {
 			continue
 		}
 		if d == nil || d.name != f.Device {

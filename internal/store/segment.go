@@ -44,6 +44,9 @@ type Frame struct {
 	Result bool
 	Task   uint64
 	Code   uint8
+	// Notice marks a notification message of the relay's own, not of a device (see notice.go):
+	// outside the seq space like a result. Stored in the segment.
+	Notice bool
 }
 
 // Segment is the unit of a group commit: the frames of one commit that have at
@@ -109,7 +112,8 @@ func (s *Segment) Record(pos uint32) []byte {
 //	per frame:
 //	  flags byte: bit 0 Serial == Device (Serial omitted), bit 1 IMEI == Device (IMEI omitted),
 //	              bit 2 Result (a command result; Task and Code follow ReceivedAt),
-//	              bit 3 Window (a windowed frame, see Frame.Window)
+//	              bit 3 Window (a windowed frame, see Frame.Window),
+//	              bit 4 Notice (a notification message, see notice.go)
 //	  Device, [Serial], [IMEI], ICCID   (each length + bytes)
 //	  Seq
 //	  ReceivedAt (signed varint)
@@ -117,9 +121,10 @@ func (s *Segment) Record(pos uint32) []byte {
 //	  route count, routes
 //	  record count, records (each length + bytes)
 //
-// Bits 2 and 3 were added without a version change: segments written before them never set
-// them and decode unchanged. A store binary that predates one refuses a segment holding a result
-// or a windowed frame (ErrCorrupt), so such a journal cannot be opened by an older relay.
+// Bits 2, 3 and 4 were added without a version change: segments written before them never set
+// them and decode unchanged. A store binary that predates one refuses a segment holding a
+// result, a windowed frame or a notice (ErrCorrupt), so such a journal cannot be opened by an
+// older relay.
 const segmentVersion = 1
 
 const (
@@ -127,7 +132,7 @@ const (
 	flagIMEIIsDevice   = 1 << 1
 	flagResult         = 1 << 2
 	flagWindow         = 1 << 3 // window.go
-	flagsKnown         = flagSerialIsDevice | flagIMEIIsDevice | flagResult | flagWindow
+	flagsKnown         = flagSerialIsDevice | flagIMEIIsDevice | flagResult | flagWindow | flagNotice
 )
 
 // minFrameBytes is the smallest encoding of a frame: flags, device length,
@@ -159,6 +164,9 @@ func AppendSegment(dst []byte, frames []*Frame) []byte {
 		}
 		if f.Window {
 			flags |= flagWindow // window.go
+		}
+		if f.Notice {
+			flags |= flagNotice // notice.go
 		}
 		dst = append(dst, flags)
 		dst = appendString(dst, f.Device)
@@ -252,6 +260,7 @@ func DecodeSegment(id uint64, data []byte) (*Segment, error) {
 		f.ICCID = d.string()
 		f.Seq = d.uvarint()
 		f.Window = flags&flagWindow != 0 // window.go
+		f.Notice = flags&flagNotice != 0 // notice.go
 		f.ReceivedAt = d.varint()
 		if flags&flagResult != 0 {
 			f.Result = true

@@ -167,7 +167,7 @@ func (s *Store) registerLocked(id uint64, frames []*Frame, size int) *segState {
 			}
 			rt.total += n
 		}
-		if f.Result {
+		if f.unsequenced() {
 			continue
 		}
 		d := s.deviceLocked(f.Device)
