@@ -31,6 +31,7 @@ type Registry struct {
 	devices  table[Device, *Device]
 	byHash   map[[32]byte]*Key
 	watchers []func(Change)
+	batchers []func([]Change) // WatchBatch
 }
 
 // Open loads every resource from b.
@@ -102,6 +103,15 @@ func get[T any, P ptr[T]](r *Registry, t *table[T, P], id string) (T, bool) {
 func (r *Registry) Watch(fn func(Change)) {
 	r.mu.Lock()
 	r.watchers = append(r.watchers, fn)
+	r.mu.Unlock()
+}
+
+// WatchBatch registers fn, called once per committed write (a Create, Update, Delete, or a
+// whole Apply) with its changes in order, after the Watch watchers have seen them, on the
+// writer's goroutine. The rules of Watch apply; the slice and its values are fn's own.
+func (r *Registry) WatchBatch(fn func([]Change)) {
+	r.mu.Lock()
+	r.batchers = append(r.batchers, fn)
 	r.mu.Unlock()
 }
 
@@ -359,15 +369,22 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 			r.removeLocked(w.kind, w.id)
 		}
 	}
-	watchers := r.watchers // appended to only: the first len stay as they are
+	watchers, batchers := r.watchers, r.batchers // appended to only: the first len stay as they are
 	r.mu.Unlock()
 	for _, w := range tx.writes {
 		if w.out != nil {
 			w.out() // the caller's value gets what was stored
 		}
 		for _, fn := range watchers {
-			fn(w.change())
+			fn(w.change(tx.now))
 		}
+	}
+	for _, fn := range batchers {
+		changes := make([]Change, len(tx.writes))
+		for i := range tx.writes {
+			changes[i] = tx.writes[i].change(tx.now)
+		}
+		fn(changes)
 	}
 	return nil
 }

@@ -126,6 +126,10 @@ type Change struct {
 	Key     *Key
 	Route   *Route
 	Device  *Device
+	// Before is the device as it was before the change (Kind Devices; nil: it was created).
+	Before *Device
+	// At is the time of the write (the UpdatedAt it set; for a deletion, when it was deleted).
+	At time.Time
 }
 
 // ListOptions select a page of a list: resources with an ID after After (the opaque cursor of

@@ -25,10 +25,14 @@ type staged struct {
 	id   string
 	v    resource // the new value, owned by the index once committed; nil: deleted
 	out  func()   // writes the stored value back into the caller's, after the commit
+	was  *Device  // a device's value before the write (the index's, never changed); nil: none
 }
 
-func (s *staged) change() Change {
-	c := Change{Kind: s.kind, ID: s.id, Deleted: s.v == nil}
+func (s *staged) change(at time.Time) Change {
+	c := Change{Kind: s.kind, ID: s.id, Deleted: s.v == nil, At: at}
+	if s.was != nil {
+		c.Before = s.was.clone()
+	}
 	switch v := s.v.(type) {
 	case *Account:
 		c.Account = v.clone()
@@ -80,8 +84,12 @@ func (tx *writeTx) add(kind Kind, id string, v resource, out func()) {
 	if k, ok := v.(*Key); ok {
 		tx.setHash(k.Hash, k.ID)
 	}
+	st := staged{kind: kind, id: id, v: v, out: out}
+	if old, ok := tx.current(kind, id); ok && kind == Devices {
+		st.was = old.(*Device)
+	}
 	tx.seen[kindID{kind, id}] = v
-	tx.writes = append(tx.writes, staged{kind: kind, id: id, v: v, out: out})
+	tx.writes = append(tx.writes, st)
 }
 
 func (tx *writeTx) setHash(h [32]byte, id string) {
