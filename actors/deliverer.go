@@ -65,6 +65,9 @@ func (b *Batch) Len() int { return len(b.items) }
 func (b *Batch) Message(i int, m *format.Message) {
 	it := &b.items[i]
 	messageOf(it.f, int(it.rec), m)
+	if it.f.Notice {
+		return // no device's: messageOf set its account (notify.go)
+	}
 	if md := b.ra.sys.meta(it.f.Device); md != nil {
 		m.Custom1, m.Custom2, m.Custom3 = md.Custom1, md.Custom2, md.Custom3
 		m.Tags, m.Groups, m.Account = md.Tags, md.Groups, md.Account

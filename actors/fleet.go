@@ -91,7 +91,7 @@ func (s *System) routesFor(imei string, m *DeviceMeta) []uint16 {
 
 // takes reports whether r takes new frames of a device with this IMEI and metadata (nil: none).
 func (r *Route) takes(imei string, m *DeviceMeta) bool {
-	if r.Paused {
+	if r.Paused || r.Notifications {
 		return false
 	}
 	if r.Account != "" && (m == nil || m.Account != r.Account) {
@@ -103,6 +103,9 @@ func (r *Route) takes(imei string, m *DeviceMeta) bool {
 // values are the dynamic fields of a stored frame's device: its identity as stored, and the
 // custom fields of its metadata.
 func (s *System) values(f *store.Frame) fields.Values {
+	if f.Notice {
+		return fields.Values{} // no device's: its Device is an account (notify.go)
+	}
 	v := fields.Values{Serial: f.Serial, IMEI: f.IMEI, ICCID: f.ICCID}
 	if m := s.meta(f.Device); m != nil {
 		v.Custom1, v.Custom2, v.Custom3 = m.Custom1, m.Custom2, m.Custom3

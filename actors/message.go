@@ -27,4 +27,7 @@ func messageOf(f *store.Frame, ri int, m *format.Message) {
 		m.ResultCode = int(f.Code)
 		m.Seq, m.Index = 0, int(f.Task)
 	}
+	if f.Notice {
+		m.Kind, m.Seq, m.Account = format.KindNotification, 0, f.Device // notify.go
+	}
 }

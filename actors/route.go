@@ -36,6 +36,10 @@ type Route struct {
 	// Retention is how long a message may wait for delivery (from arrival, or from its replay);
 	// older ones move to the dead-letter list. 0: no limit.
 	Retention time.Duration
+	// Notifications makes the route a notification route (notify.go): it takes the relay's
+	// notification messages (of its Account's devices, or of all without one) and no device
+	// data or command results.
+	Notifications bool
 	// Deliver renders, signs and sends the route's batches. Required.
 	Deliver Deliverer
 }

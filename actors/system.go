@@ -145,7 +145,7 @@ func newTable(routes []*routeRef) *routeTable {
 	for _, ref := range routes {
 		t.byID[ref.r.ID] = ref
 		t.byName[ref.r.Name] = ref
-		if ref.r.Paused {
+		if ref.r.Paused || ref.r.Notifications { // notify.go: notifications only
 			continue
 		}
 		if ref.r.Filter != nil || ref.r.Account != "" {
