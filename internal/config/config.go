@@ -3,6 +3,8 @@ package config
 import (
 	"log/slog"
 	"time"
+
+	"github.com/fleetrelay/fleetrelay/codec/format"
 )
 
 // Config is fleetrelay's whole configuration.
@@ -294,7 +296,8 @@ type Route struct {
 	// Request body compression: none (the default), gzip or zstd, with Content-Encoding set.
 	Compression string `yaml:"compression"`
 	// How each message is rendered: envelope (the default), raw, sensoro, bewhere, bewhere-full,
-	// measurement or template. See the README's "Formats".
+	// measurement, template, or notification (a notification route's only format, see
+	// notifications). See the README's "Formats".
 	Format string `yaml:"format"`
 	// Format template: the JSON template with $$field placeholders. Required there, an error
 	// elsewhere.
@@ -310,6 +313,13 @@ type Route struct {
 	Filter Filter `yaml:"filter,omitempty"`
 	// The account the route belongs to: it takes only the messages of devices of that account.
 	Account string `yaml:"account,omitempty"`
+	// true makes this a notification route: instead of device data it receives a notification
+	// message (format notification, seeds/003's shape) whenever a device is added, updated or
+	// deleted through the API or an import, queued, batched, authenticated and signed like data.
+	// Changes made together (one import chunk) are one message with many observations. With
+	// account, only the changes of that account's devices. Its format is notification (set
+	// when format is left at envelope); filter must be empty.
+	Notifications bool `yaml:"notifications,omitempty"`
 	// How the route authenticates (at most one scheme), signs its requests, and speaks TLS.
 	Auth Auth `yaml:"auth,omitempty"`
 	Sign Sign `yaml:"sign,omitempty"`
@@ -452,6 +462,9 @@ func (r *Route) normalize() {
 		r.SuccessCodes = nil
 	}
 	r.Filter.IMEIs, r.Filter.Tags, r.Filter.Groups = nilIfEmpty(r.Filter.IMEIs), nilIfEmpty(r.Filter.Tags), nilIfEmpty(r.Filter.Groups)
+	if r.Notifications && (r.Format == "" || r.Format == format.NameEnvelope) {
+		r.Format = format.NameNotification // a notification route's only format
+	}
 	r.resolveAuth()
 }
 

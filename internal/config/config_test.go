@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"go.yaml.in/yaml/v3"
 )
@@ -216,7 +217,18 @@ func TestParse(t *testing.T) {
 	f("devices:\n  native:\n    tcp: :1\n    sctp: :2\n", "devices.native.sctp: unknown key", "(line 4)")
 	f(route("    batch:\n      max_message: 10\n"), "routes[0].batch.max_message: unknown key; did you mean max_messages? (line 5)")
 	f(route("    retry:\n      backoff: 1s\n"), "routes[0].retry.backoff: unknown key")
-	f(route("    format: json\n"), "routes[0].format: must be one of envelope, raw, sensoro, bewhere, bewhere-full, measurement, template, got \"json\"")
+	f(route("    format: json\n"), "routes[0].format: must be one of envelope, raw, sensoro, bewhere, bewhere-full, measurement, template, notification, got \"json\"")
+
+	// Notification routes: format notification (set for envelope, the default), no filter; the
+	// format is theirs alone.
+	f(route("    notifications: true\n    account: acme\n"))
+	f(route("    notifications: true\n    format: notification\n"))
+	f(route("    notifications: true\n    format: raw\n"), `routes[0].format: a notification route's format is notification, got "raw"`)
+	f(route("    notifications: true\n    filter:\n      tags: [a]\n"), "routes[0].filter: a notification route takes no device data")
+	f(route("    format: notification\n"), "routes[0].format: notification is the format of a notification route (notifications: true)")
+	if c, err := config.Parse([]byte(route("    notifications: true\n"))); err != nil || c.Routes[0].Format != format.NameNotification {
+		t.Errorf("a notification route's format = %v, %v; want notification", c, err)
+	}
 	f("data_dir: a\ndata_dir: b\n", "data_dir: duplicate key (first at line 1) (line 2)")
 
 	// Values of the wrong kind.

@@ -173,7 +173,8 @@ routes:
     # Request body compression: none, gzip or zstd (Content-Encoding is set).
     compression: none
     # How each message is rendered: envelope (the relay's own), raw (the record as sent),
-    # sensoro, bewhere, bewhere-full, measurement, or template. See the README's "Formats".
+    # sensoro, bewhere, bewhere-full, measurement, template, or notification (a notification
+    # route's, see device-changes). See the README's "Formats".
     format: envelope
     # array: a JSON array of up to batch.max_messages messages per request; object: one message
     # per request, the body that message alone.
@@ -237,6 +238,22 @@ routes:
     sign:
       # Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature); several secrets
       # sign with each, for rotation.
+      webhooks:
+        secrets: [{env: WEBHOOK_SECRET}]
+
+  - name: device-changes
+    enabled: false
+    url: https://hooks.example.com/fleet/devices
+    # A notification route: no device data, but a notification message whenever a device is
+    # added, updated or deleted through the API or an import (one message per change, or per
+    # import chunk with an observation per device): {"hashId", "environmentHashId" (the
+    # account), "observations": [{"hashId", "object": "device", "action": "add|update|delete",
+    # "device": {"identifier"}, "createdAt", "updatedAt", "deletedAt"}], "generatedAt",
+    # "attempt"}. Queued, batched, authenticated and signed like data; format notification; no
+    # filter. With account: only the changes of that account's devices.
+    notifications: true
+    account: acme
+    sign:
       webhooks:
         secrets: [{env: WEBHOOK_SECRET}]
 

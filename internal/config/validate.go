@@ -222,6 +222,15 @@ func (r *Route) Check(path string, d *Delivery) []string {
 	default:
 		p.add(path+".body", "must be array or object, got %q", r.Body)
 	}
+	switch {
+	case r.Notifications && r.Format != "" && r.Format != format.NameEnvelope && r.Format != format.NameNotification:
+		p.add(path+".format", "a notification route's format is notification, got %q", r.Format)
+	case !r.Notifications && r.Format == format.NameNotification:
+		p.add(path+".format", "notification is the format of a notification route (notifications: true)")
+	}
+	if r.Notifications && (len(r.Filter.IMEIs) > 0 || len(r.Filter.Tags) > 0 || len(r.Filter.Groups) > 0) {
+		p.add(path+".filter", "a notification route takes no device data: it has no filter")
+	}
 	for j, imei := range r.Filter.IMEIs {
 		if !native.ValidIMEI(imei) {
 			p.add(fmt.Sprintf("%s.filter.imeis[%d]", path, j), "%q is not an IMEI (15 digits)", imei)
@@ -247,7 +256,11 @@ func (r *Route) CompileFormat() (format.Format, error) {
 	if r.Sign.Sensoro != nil && r.Format != "sensoro" {
 		o.AppID = "" // the SENSORO signature's X-ACCESS-ID, whatever the format
 	}
-	return format.Lookup(r.Format, o)
+	name := r.Format
+	if r.Notifications && (name == "" || name == format.NameEnvelope) {
+		name = format.NameNotification
+	}
+	return format.Lookup(name, o)
 }
 
 func validateURL(p *problems, path, raw string, allowPrivate bool) {

@@ -109,6 +109,8 @@ func Compile(rc config.Route, path string, deps Deps) (*Compiled, error) {
 		Filter:      actors.NewFilter(rc.Filter.IMEIs, rc.Filter.Tags, rc.Filter.Groups),
 		Account:     rc.Account,
 		Paused:      !rc.IsEnabled(),
+
+		Notifications: rc.Notifications,
 	}
 	if rt.URL, err = fields.CompileURL(rc.URL); err != nil {
 		bad("url", err)
