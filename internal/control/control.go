@@ -123,6 +123,7 @@ func New(opts Options) (*Control, error) {
 		o.After = page[len(page)-1].ID
 	}
 	c.reg.Watch(c.apply)
+	c.reg.WatchBatch(c.notify) // notify.go
 	return c, nil
 }
 
