@@ -142,6 +142,16 @@
 // fraction ("7,827,000", "230.41", "-0.123"), switching to exponent notation where JavaScript
 // would ("1.5e+21", "2e-7"). A command result is reported the same way from its result data.
 //
+// # notification
+//
+// The notification messages of a route with notifications: true (seeds/003): a
+// KindNotification message's Data is the object AppendNotification built when the relay
+// stored it — hashId, environmentHashId (the account, null without one) and observations, each
+// {hashId, object "device", action add|update|delete, device {identifier}, createdAt,
+// updatedAt, deletedAt (null unless deleted)} with times as ISO 8601 strings in UTC with
+// milliseconds — and the format appends generatedAt (ReceivedAt: when it was stored) and
+// attempt. A message of another kind is rendered as the envelope.
+//
 // # template
 //
 // A custom JSON template (BeWhere's "Post JSON format"), compiled once with Compile. Any
