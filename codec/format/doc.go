@@ -144,7 +144,7 @@
 //
 // # notification
 //
-// The notification messages of a route with notifications: true (seeds/003): a
+// The notification messages of a route with notifications: true (the HTTPS forwarding spec): a
 // KindNotification message's Data is the object AppendNotification built when the relay
 // stored it — hashId, environmentHashId (the account, null without one) and observations, each
 // {hashId, object "device", action add|update|delete, device {identifier}, createdAt,

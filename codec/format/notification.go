@@ -7,7 +7,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
 
-// NameNotification is the notification format (seeds/003's notification messages): the format of
+// NameNotification is the notification format (the HTTPS forwarding spec's notification messages): the format of
 // a route with notifications: true, which receives KindNotification messages only.
 const NameNotification = "notification"
 
@@ -78,7 +78,7 @@ func trimObjectEnd(data []byte) []byte {
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
-// AppendISOTime appends the Unix milliseconds ms as the seeds write times, ISO 8601 in UTC
+// AppendISOTime appends the Unix milliseconds ms as the HTTPS forwarding spec writes times, ISO 8601 in UTC
 // with milliseconds: 2023-01-01T00:00:00.000Z.
 func AppendISOTime(dst []byte, ms int64) []byte {
 	return time.UnixMilli(ms).UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z")

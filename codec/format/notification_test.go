@@ -43,7 +43,7 @@ func (tn *testNotification) message() *format.Message {
 
 // TestGoldenNotification renders every message of testdata/notifications.json in the
 // notification format and compares with testdata/golden/notification.jsonl (-update rewrites
-// it), and checks each line against seeds/003's field reference.
+// it), and checks each line against the HTTPS forwarding spec's field reference.
 func TestGoldenNotification(t *testing.T) {
 	b, err := os.ReadFile("testdata/notifications.json")
 	if err != nil {
@@ -97,7 +97,7 @@ func TestGoldenNotification(t *testing.T) {
 	}
 }
 
-// checkNotification checks a rendered message against seeds/003's field reference.
+// checkNotification checks a rendered message against the HTTPS forwarding spec's field reference.
 func checkNotification(t *testing.T, name string, line []byte, nobs, attempt int) {
 	t.Helper()
 	var msg struct {
@@ -133,7 +133,7 @@ func checkNotification(t *testing.T, name string, line []byte, nobs, attempt int
 		}
 		if obs.Object != "device" || obs.Device == nil || obs.Device.Identifier == nil || obs.CreatedAt == "" ||
 			obs.UpdatedAt == "" || (obs.Action == "delete") != (obs.DeletedAt != nil) {
-			t.Errorf("notification(%s) observation %s does not match seeds/003", name, o)
+			t.Errorf("notification(%s) observation %s does not match the HTTPS forwarding spec", name, o)
 		}
 	}
 }

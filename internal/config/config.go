@@ -314,7 +314,7 @@ type Route struct {
 	// The account the route belongs to: it takes only the messages of devices of that account.
 	Account string `yaml:"account,omitempty"`
 	// true makes this a notification route: instead of device data it receives a notification
-	// message (format notification, seeds/003's shape) whenever a device is added, updated or
+	// message (format notification, the HTTPS forwarding spec's shape) whenever a device is added, updated or
 	// deleted through the API or an import, queued, batched, authenticated and signed like data.
 	// Changes made together (one import chunk) are one message with many observations. With
 	// account, only the changes of that account's devices. Its format is notification (set
