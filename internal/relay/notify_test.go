@@ -224,3 +224,43 @@ type notificationBody struct {
 		UpdatedAt string `json:"updatedAt"`
 	} `json:"observations"`
 }
+
+// BenchmarkAPIDevicePutNotified is BenchmarkAPIDevicePut with a notification route (Standard
+// Webhooks signed, to a loopback endpoint): each PUT also stores a notification message in the
+// journal, which the route batches and delivers. Reports requests/s and the notifications the
+// endpoint had received when the timer stopped, per request.
+func BenchmarkAPIDevicePutNotified(b *testing.B) {
+	const devices = 1000
+	var got atomic.Int64
+	ep := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		got.Add(int64(strings.Count(string(body), `"generatedAt"`)))
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	b.Cleanup(ep.Close)
+	cfg := testConfig(b, nil)
+	rt := config.DefaultRoute()
+	rt.Name, rt.URL, rt.Notifications = "changes", ep.URL+"/changes", true
+	rt.Sign.Webhooks = &config.WebhooksSign{Secrets: []config.Secret{config.SecretValue("whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 32)))}}
+	cfg.Routes = append(cfg.Routes, rt)
+	r := startRelay(b, cfg)
+	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.key"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	key := strings.TrimSpace(string(raw))
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	b.Cleanup(tr.CloseIdleConnections)
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	base := "http://" + r.AdminAddr().String() + "/api/v1/devices/"
+	for i := range devices {
+		if st := benchDo(b, c, "PUT", base+fmt.Sprintf("dev-%04d", i), key, `{"tags":["a"],"custom1":"x"}`); st != http.StatusCreated {
+			b.Fatalf("PUT device = %d", st)
+		}
+	}
+	before := got.Load()
+	benchRequests(b, http.StatusOK, func(n int64) int {
+		return benchDo(b, c, "PUT", base+fmt.Sprintf("dev-%04d", n%devices), key, fmt.Sprintf(`{"tags":["a","t%d"],"custom1":"c%d"}`, n%7, n))
+	})
+	b.ReportMetric(float64(got.Load()-before)/float64(b.N), "notified/req")
+}
