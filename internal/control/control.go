@@ -2,10 +2,12 @@
 // and devices while the relay runs. At start it puts the config file's routes and fleet into the
 // registry (read-only there), compiles and runs the routes stored through the API and hands the
 // actors the stored devices' metadata; then it follows every change the registry commits
-// (route.Compile → actors.System.PutRoute / RemoveRoute, SetDevice). It also implements the writes
-// of the API's route and device resources — decoding and checking a body as the config file's
-// routes are checked, the rules on secrets, accounts and the config file's ownership, what a route
-// holds before it goes — and the views the API shows of them. It knows no HTTP.
+// (route.Compile → actors.System.PutRoute / RemoveRoute, SetDevice), and turns each write's
+// device changes into notification messages for the notification routes (notify.go). It also
+// implements the writes of the API's route and device resources — decoding and checking a body
+// as the config file's routes are checked, the rules on secrets, accounts and the config file's
+// ownership, what a route holds before it goes — and the views the API shows of them. It knows
+// no HTTP.
 package control
 
 import (

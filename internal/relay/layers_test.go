@@ -38,7 +38,7 @@ var layers = []struct {
 	// Live apply over the registry (control); the admin API's server, kit and endpoints over it
 	// (api: the routes and devices handlers write through control) and its contract checker for
 	// tests (api/apitest).
-	{"internal/control", []string{"actors", "internal/config", "internal/registry", "internal/route"}},
+	{"internal/control", []string{"actors", "codec/format", "internal/config", "internal/registry", "internal/route"}},
 	{"internal/api", []string{"internal/access", "internal/config", "internal/control", "internal/deviceimport", "internal/registry"}},
 	{"internal/api/apitest", []string{"internal/api"}},
 	{"internal/deadletter", []string{"internal/access", "internal/api", "internal/config", "internal/store"}},
