@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -263,4 +264,33 @@ func BenchmarkAPIDevicePutNotified(b *testing.B) {
 		return benchDo(b, c, "PUT", base+fmt.Sprintf("dev-%04d", n%devices), key, fmt.Sprintf(`{"tags":["a","t%d"],"custom1":"c%d"}`, n%7, n))
 	})
 	b.ReportMetric(float64(got.Load()-before)/float64(b.N), "notified/req")
+}
+
+// A notification route made through the API: its spec shows notifications and the notification
+// format; one with a filter, or a data route with the notification format, is refused with the
+// field's pointer.
+func TestNotificationRouteThroughAPI(t *testing.T) {
+	ep := newNotifyEndpoint(t)
+	cfg := testConfig(t, nil)
+	r := startRelay(t, cfg)
+	api := newAPI(t, r, bootstrapKey(t, cfg))
+	bad := func(body map[string]any, pointer string) {
+		t.Helper()
+		st, p := api.do("POST", "/api/v1/routes", body)
+		if st != http.StatusUnprocessableEntity || !slices.Equal(pointers(p), []string{pointer}) {
+			t.Errorf("POST route %v = %d %v, want 422 at %s", body, st, p, pointer)
+		}
+	}
+	bad(map[string]any{"name": "n", "url": ep.URL + "/n", "notifications": true, "filter": map[string]any{"tags": []string{"a"}}}, "/filter")
+	bad(map[string]any{"name": "n", "url": ep.URL + "/n", "format": "notification"}, "/format")
+	rt := api.must(http.StatusCreated, "POST", "/api/v1/routes", map[string]any{"name": "n", "url": ep.URL + "/n",
+		"notifications": true, "batch": map[string]any{"linger": "5ms"},
+		"sign": map[string]any{"webhooks": map[string]any{"secrets": []string{ep.secret}}}})
+	if field(rt, "spec", "notifications") != true || field(rt, "spec", "format") != "notification" {
+		t.Errorf("route spec = %v, want notifications and format notification", field(rt, "spec"))
+	}
+	api.must(http.StatusCreated, "PUT", "/api/v1/devices/dev-9", map[string]any{})
+	if body := ep.wait(t, 1)[0]; !strings.Contains(string(body), `"identifier":"DEV-9"`) {
+		t.Errorf("notification %s, want DEV-9's", body)
+	}
 }
