@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -150,5 +151,36 @@ func TestNotificationOtherKinds(t *testing.T) {
 	m = &format.Message{Kind: format.KindNotification, ReceivedAt: 0, Attempt: 1, Data: []byte(" { } ")}
 	if got, want := string(f.Append(nil, m)), `{"generatedAt":"1970-01-01T00:00:00.000Z","attempt":1}`; got != want {
 		t.Errorf("Append(%s) = %s, want %s", m.Data, got, want)
+	}
+}
+
+// BenchmarkNotification: building a notification message of n observations (as control does
+// when a write commits) and rendering it (as a route does per attempt).
+func BenchmarkNotification(b *testing.B) {
+	f, _ := format.Lookup(format.NameNotification, format.Options{})
+	for _, n := range []int{1, 500} {
+		nt := format.Notification{HashID: "9f1c2e7a4b3d5e60", Environment: "acme"}
+		for i := range n {
+			nt.Observations = append(nt.Observations, format.Observation{HashID: "9f1c2e7a4b3d5e60-" + strconv.Itoa(i),
+				Action: "update", Device: "SN-" + strconv.Itoa(i), CreatedAt: 1795341600100, UpdatedAt: 1795341700400})
+		}
+		data := format.AppendNotification(nil, &nt)
+		b.Run("build/"+strconv.Itoa(n), func(b *testing.B) {
+			buf := make([]byte, 0, 2*len(data))
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = format.AppendNotification(buf[:0], &nt)
+			}
+		})
+		b.Run("render/"+strconv.Itoa(n), func(b *testing.B) {
+			m := &format.Message{Kind: format.KindNotification, ReceivedAt: 1795341700456, Data: data}
+			buf := make([]byte, 0, 2*len(data))
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = f.Append(buf[:0], m)
+			}
+		})
 	}
 }
