@@ -318,7 +318,8 @@ type Route struct {
 	// deleted through the API or an import, queued, batched, authenticated and signed like data.
 	// Changes made together (one import chunk) are one message with many observations. With
 	// account, only the changes of that account's devices. Its format is notification (set
-	// when format is left at envelope); filter must be empty.
+	// when format is left at envelope); filter must be empty, and url and headers hold no
+	// dynamic fields (a notification is no device's).
 	Notifications bool `yaml:"notifications,omitempty"`
 	// How the route authenticates (at most one scheme), signs its requests, and speaks TLS.
 	Auth Auth `yaml:"auth,omitempty"`

@@ -226,6 +226,9 @@ func TestParse(t *testing.T) {
 	f(route("    notifications: true\n    format: raw\n"), `routes[0].format: a notification route's format is notification, got "raw"`)
 	f(route("    notifications: true\n    filter:\n      tags: [a]\n"), "routes[0].filter: a notification route takes no device data")
 	f(route("    format: notification\n"), "routes[0].format: notification is the format of a notification route (notifications: true)")
+	f("routes:\n  - name: r\n    url: https://example.com/in/[SERIAL]\n    notifications: true\n    headers:\n      X-A: 'k [CUSTOM1]'\n",
+		"routes[0].url: a notification route's messages are no device's: no dynamic fields",
+		"routes[0].headers.X-A: a notification route's messages are no device's: no dynamic fields")
 	if c, err := config.Parse([]byte(route("    notifications: true\n"))); err != nil || c.Routes[0].Format != format.NameNotification {
 		t.Errorf("a notification route's format = %v, %v; want notification", c, err)
 	}

@@ -250,7 +250,7 @@ routes:
     # account), "observations": [{"hashId", "object": "device", "action": "add|update|delete",
     # "device": {"identifier"}, "createdAt", "updatedAt", "deletedAt"}], "generatedAt",
     # "attempt"}. Queued, batched, authenticated and signed like data; format notification; no
-    # filter. With account: only the changes of that account's devices.
+    # filter and no dynamic fields. With account: only the changes of that account's devices.
     notifications: true
     account: acme
     sign:

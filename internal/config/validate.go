@@ -231,6 +231,17 @@ func (r *Route) Check(path string, d *Delivery) []string {
 	if r.Notifications && (len(r.Filter.IMEIs) > 0 || len(r.Filter.Tags) > 0 || len(r.Filter.Groups) > 0) {
 		p.add(path+".filter", "a notification route takes no device data: it has no filter")
 	}
+	if r.Notifications {
+		// A notification is no device's: a device's dynamic field would always be empty.
+		if dynamicFieldRE.MatchString(r.URL) {
+			p.add(path+".url", "a notification route's messages are no device's: no dynamic fields")
+		}
+		for _, k := range keys {
+			if dynamicFieldRE.MatchString(r.Headers[k]) {
+				p.add(path+".headers."+k, "a notification route's messages are no device's: no dynamic fields")
+			}
+		}
+	}
 	for j, imei := range r.Filter.IMEIs {
 		if !native.ValidIMEI(imei) {
 			p.add(fmt.Sprintf("%s.filter.imeis[%d]", path, j), "%q is not an IMEI (15 digits)", imei)
