@@ -294,3 +294,96 @@ func TestNotificationRouteThroughAPI(t *testing.T) {
 		t.Errorf("notification %s, want DEV-9's", body)
 	}
 }
+
+// An import through the API: each chunk it writes together (one registry.Apply) is one
+// notification message with an observation per device, add for new devices and update for
+// known ones; a rejected row is not notified. Every message is signed.
+func TestNotificationsImport(t *testing.T) {
+	ep := newNotifyEndpoint(t)
+	cfg := testConfig(t, nil)
+	rt := config.DefaultRoute()
+	rt.Name, rt.URL, rt.Notifications = "changes", ep.URL+"/changes", true
+	rt.Batch.Linger = config.Duration(5 * time.Millisecond)
+	rt.Sign.Webhooks = &config.WebhooksSign{Secrets: []config.Secret{config.SecretValue(ep.secret)}}
+	cfg.Routes = append(cfg.Routes, rt)
+	r := startRelay(t, cfg)
+	api := newAPI(t, r, bootstrapKey(t, cfg))
+
+	const n = 2000
+	var body strings.Builder
+	for i := range n {
+		fmt.Fprintf(&body, `{"id":"imp-%04d","custom1":"c"}`+"\n", i)
+		if i == 700 {
+			body.WriteString(`{"id":"","custom1":"bad"}` + "\n")
+		}
+	}
+	if st, a, raw := api.importBody("application/x-ndjson", "", body.String()); st != http.StatusOK || a.Upserted != n || len(a.Rejected) != 1 {
+		t.Fatalf("import = %d %s, want %d upserted, 1 rejected", st, raw, n)
+	}
+	api.must(http.StatusCreated, "PUT", "/api/v1/devices/single", map[string]any{})
+	if st, a, raw := api.importBody("application/x-ndjson", "", `{"id":"imp-0001","custom1":"d"}`+"\n"+`{"id":"new-1"}`+"\n"); st != http.StatusOK || a.Upserted != 2 {
+		t.Fatalf("second import = %d %s", st, raw)
+	}
+
+	type msg struct {
+		Observations []struct {
+			Action string `json:"action"`
+			Device struct {
+				Identifier string `json:"identifier"`
+			} `json:"device"`
+		} `json:"observations"`
+	}
+	var msgs []msg
+	checkfor.Check(t, 30*time.Second, 20*time.Millisecond, func() error {
+		ep.mu.Lock()
+		defer ep.mu.Unlock()
+		if len(ep.problems) > 0 {
+			t.Fatalf("endpoint refused requests: %s", strings.Join(ep.problems, "; "))
+		}
+		msgs = msgs[:0]
+		obs := 0
+		for _, b := range ep.accepted {
+			var ms []msg
+			if err := json.Unmarshal(b, &ms); err != nil {
+				t.Fatalf("body %s: %v", b, err)
+			}
+			for _, m := range ms {
+				obs += len(m.Observations)
+			}
+			msgs = append(msgs, ms...)
+		}
+		if obs < n+3 {
+			return fmt.Errorf("%d observations in %d messages, want %d", obs, len(msgs), n+3)
+		}
+		return nil
+	})
+	// The first import's chunks come first (one account, order kept), then single's, then the
+	// second import's one chunk.
+	last := msgs[len(msgs)-1]
+	if len(msgs) < 4 || len(msgs) > 2+n/100 {
+		t.Fatalf("%d messages for 2 imports and a PUT, want one per chunk", len(msgs))
+	}
+	if o := msgs[len(msgs)-2].Observations; len(o) != 1 || o[0].Device.Identifier != "SINGLE" || o[0].Action != "add" {
+		t.Errorf("second-to-last message %+v, want SINGLE's add", o)
+	}
+	if o := last.Observations; len(o) != 2 || o[0].Device.Identifier != "IMP-0001" || o[0].Action != "update" ||
+		o[1].Device.Identifier != "NEW-1" || o[1].Action != "add" {
+		t.Errorf("last message %+v, want IMP-0001 updated and NEW-1 added", o)
+	}
+	next := 0
+	first := msgs[:len(msgs)-2]
+	for i, m := range first {
+		if i < len(first)-1 && len(m.Observations) < 100 {
+			t.Errorf("an import chunk's message has %d observations, want a chunk's worth", len(m.Observations))
+		}
+		for _, o := range m.Observations {
+			if want := fmt.Sprintf("IMP-%04d", next); o.Device.Identifier != want || o.Action != "add" {
+				t.Fatalf("observation %+v, want %s added (in the import's order)", o, want)
+			}
+			next++
+		}
+	}
+	if next != n {
+		t.Errorf("the first import's messages hold %d observations, want %d", next, n)
+	}
+}
