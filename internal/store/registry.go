@@ -31,18 +31,22 @@ type RegistryOp struct {
 // prefix ("<kind>/<id>") and the value; both are valid only during the call. It stops at fn's
 // first error and returns it (wrapped). It works on an opened store, started or not; ErrClosed after Close.
 func (s *Store) LoadRegistry(fn func(key, value []byte) error) error {
+	return s.loadSpace(prefixRegistry, "registry", fn)
+}
+
+func (s *Store) loadSpace(prefix []byte, what string, fn func(key, value []byte) error) error {
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	if s.dbClosed {
 		return ErrClosed
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
-		return scan(txn, prefixRegistry, func(k, v []byte) error {
-			return fn(k[len(prefixRegistry):], v)
+		return scan(txn, prefix, func(k, v []byte) error {
+			return fn(k[len(prefix):], v)
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("load registry: %w", err)
+		return fmt.Errorf("load %s: %w", what, err)
 	}
 	return nil
 }
@@ -58,18 +62,22 @@ func (s *Store) LoadRegistry(fn func(key, value []byte) error) error {
 // delivery state it may use free space down to the store's reserve (ErrDiskFull below it). It
 // returns ErrClosed after Close. Safe for concurrent use; it works before Start.
 func (s *Store) WriteRegistry(ops []RegistryOp) error {
+	return s.writeSpace(prefixRegistry, "registry", ops)
+}
+
+func (s *Store) writeSpace(prefix []byte, what string, ops []RegistryOp) error {
 	if len(ops) == 0 {
 		return nil
 	}
 	var n int64
 	for _, op := range ops {
 		if op.Kind == "" || strings.IndexByte(op.Kind, '/') >= 0 || op.ID == "" {
-			return fmt.Errorf("write registry: key %q/%q: kind must be non-empty without '/', id non-empty", op.Kind, op.ID)
+			return fmt.Errorf("write %s: key %q/%q: kind must be non-empty without '/', id non-empty", what, op.Kind, op.ID)
 		}
-		n += int64(len(prefixRegistry) + len(op.Kind) + 1 + len(op.ID) + len(op.Value))
+		n += int64(len(prefix) + len(op.Kind) + 1 + len(op.ID) + len(op.Value))
 	}
 	if err := s.diskRoom(n, false); err != nil { // disk.go
-		return fmt.Errorf("write registry: %w", err)
+		return fmt.Errorf("write %s: %w", what, err)
 	}
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
@@ -79,7 +87,7 @@ func (s *Store) WriteRegistry(ops []RegistryOp) error {
 	defer s.badgerWrite()() // badgerrace.go
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for _, op := range ops {
-			key := registryKey(op.Kind, op.ID)
+			key := spaceKey(prefix, op.Kind, op.ID)
 			var err error
 			if op.Value == nil {
 				err = txn.Delete(key)
@@ -93,13 +101,13 @@ func (s *Store) WriteRegistry(ops []RegistryOp) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("write registry (%d keys): %w", len(ops), err)
+		return fmt.Errorf("write %s (%d keys): %w", what, len(ops), err)
 	}
 	return nil
 }
 
-func registryKey(kind, id string) []byte {
-	k := make([]byte, 0, len(prefixRegistry)+len(kind)+1+len(id))
-	k = append(append(append(append(k, prefixRegistry...), kind...), '/'), id...)
+func spaceKey(prefix []byte, kind, id string) []byte {
+	k := make([]byte, 0, len(prefix)+len(kind)+1+len(id))
+	k = append(append(append(append(k, prefix...), kind...), '/'), id...)
 	return k
 }
