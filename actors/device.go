@@ -42,8 +42,10 @@ type (
 		done     func() // netio's in-flight budget: called once the lines are stored or refused (may be nil)
 	}
 	closedMsg struct{ conn netio.Conn }
-	ackMsg    struct{} // the store committed frames: ack up to entry.stored
-	failedMsg struct {
+	// commandsMsg: the device has new commands (System.CommandsReady).
+	commandsMsg struct{}
+	ackMsg      struct{} // the store committed frames: ack up to entry.stored
+	failedMsg   struct {
 		seq   uint64
 		gen   uint64 // the actor's gen when the frame was appended
 		lines int    // records of an NDJSON frame (lost: nobody will resend them); 0 for native
@@ -123,6 +125,9 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	case *resultMsg:
 		e.pending.Add(-1)
 		d.result(m)
+	case *commandsMsg:
+		e.pending.Add(-1)
+		d.sys.commands(e, false)
 	case *ackMsg:
 		e.pending.Add(-1)
 		e.ackDue.Store(false)
@@ -232,6 +237,7 @@ func (s *System) welcome(e *deviceEntry) {
 	if s.opts.AckMode == AckDelivery {
 		s.ack(e, s.opts.Journal.DeliveredSeq(e.id))
 	}
+	s.commands(e, true) // a new connection: every unfinished command, sent before or not
 }
 
 // ack sends a cumulative ACK for seq if it says something new. Called by e's actor, or under
@@ -415,11 +421,15 @@ func (d *deviceActor) result(m *resultMsg) {
 		f.IMEI, f.ICCID = cmp.Or(f.IMEI, meta.IMEI), cmp.Or(f.ICCID, meta.ICCID)
 	}
 	f.Routes = d.sys.routesFor(f.IMEI, meta)
-	log := d.sys.log
+	log, cmds := d.sys.log, d.sys.opts.Commands
 	d.sys.opts.Journal.Append(f, func(err error) {
 		if err != nil {
 			log.Warn("store refused command result; it is lost", "device", f.Device, "task", f.Task,
 				"code", f.Code, "err", err)
+			return // the task stays sent: the next connection sends it again
+		}
+		if cmds != nil { // the task is complete once its task event is stored
+			cmds.Result(f.Device, f.Task, f.Code, m.data)
 		}
 	})
 }

@@ -55,6 +55,18 @@ type Journal interface {
 	ReviveRoute(route uint16)
 }
 
+// Commands is what the device actors need of the relay's commands to devices. Its methods must
+// not block (no disk): they are called from actor turns, under System.mu, and from the store's
+// commit callbacks.
+type Commands interface {
+	// Due calls write with each command to write to device's connection, which got its
+	// WELCOME, and marks them sent: with resend (a new connection) every unfinished one,
+	// otherwise only those not sent yet. payload is valid only during the call.
+	Due(device string, resend bool, write func(task uint64, payload []byte))
+	// Result completes a task with the device's RESULT, once that RESULT is stored.
+	Result(device string, task uint64, code uint8, data []byte)
+}
+
 // Ack modes.
 const (
 	AckPersist  = "persist"
@@ -81,6 +93,8 @@ type Options struct {
 	// auth.go). AuthLimit, if not nil, limits failed token checks per source address.
 	Auth      string
 	AuthLimit AuthLimiter
+	// Commands are the durable commands to devices (internal/tasks); nil: none are sent.
+	Commands Commands
 	// Clock is what the route actors read the time from and arm their timers with (linger,
 	// retention, retries of dead-letter writes); nil: the wall clock. It must be safe for
 	// concurrent use.
@@ -449,6 +463,8 @@ func (s *System) handleDormant(e *deviceEntry, msg any) bool {
 		s.ack(e, m.seq)
 	case *frameDeliveredMsg:
 		s.ackDatagram(e, m.seq)
+	case *commandsMsg:
+		s.commands(e, false)
 	case *idleMsg: // from an actor that has gone
 	default:
 		return false
@@ -533,6 +549,34 @@ func (s *System) Replay(route string) (letters, records int, err error) {
 		s.root.Send(ref.pid, replayMsg{})
 	}
 	return letters, records, err
+}
+
+// CommandsReady tells the device (any case of its identity) that it has new commands: if it is
+// connected and welcomed, they are written to it now; otherwise its next WELCOME sends them.
+// Safe for concurrent use; it never blocks.
+func (s *System) CommandsReady(device string) {
+	up := strings.ToUpper(device)
+	for {
+		s.mu.RLock()
+		e := s.folded[up]
+		s.mu.RUnlock()
+		if e == nil || s.deliver(e, &commandsMsg{}) {
+			return
+		}
+	}
+}
+
+// commands writes e's due commands to its connection if it got its WELCOME: all unfinished
+// ones with resend (after a WELCOME), else the new ones. Called by e's actor, or under s.mu if
+// e is dormant. Commands are pipelined: every due one is written at once.
+func (s *System) commands(e *deviceEntry, resend bool) {
+	if s.opts.Commands == nil || e.conn == nil || e.conn.Datagram() || (!resend && e.ackTo.Load() == nil) {
+		return
+	}
+	c := e.conn
+	s.opts.Commands.Due(e.id, resend, func(task uint64, payload []byte) {
+		c.Write(native.AppendCommand(nil, task, payload))
+	})
 }
 
 // DeviceActors is how many device actors are alive (awake entries). Safe for concurrent use.

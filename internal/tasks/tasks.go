@@ -63,12 +63,6 @@ type Task struct {
 	Result json.RawMessage `json:"result,omitempty"`
 }
 
-// Command is a task as the device actor writes it: a COMMAND frame's task id and payload.
-type Command struct {
-	Task    uint64
-	Payload []byte
-}
-
 // Notifier is told when a task is created, so that a connected device gets it at once
 // (actors.System implements it). CommandsReady must not block.
 type Notifier interface {
@@ -250,19 +244,19 @@ func isObject(b []byte) bool {
 	return json.Unmarshal(b, &v) == nil && v != nil
 }
 
-// Due returns the commands to write to device's connection, which got its WELCOME, and marks
-// them sent: with resend (a new connection), every task not yet final; otherwise only the queued
-// ones (the connection has the others already). Tasks past their ttl expire instead. All of a
-// device's due tasks are returned at once: commands are pipelined (see PROTOCOL.md).
-func (m *Manager) Due(dev string, resend bool) []Command {
+// Due calls write, under the manager's lock, with the id and payload of each task to write to
+// device's connection, which got its WELCOME, and marks them sent: with resend (a new
+// connection), every task not yet final; otherwise only the queued ones (the connection has the
+// others already). Tasks past their ttl expire instead. Every due task of a device is written
+// at once: commands are pipelined (see PROTOCOL.md). write must not block nor call back into m.
+func (m *Manager) Due(dev string, resend bool, write func(task uint64, payload []byte)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d := m.devices[strings.ToUpper(dev)]
 	if d == nil {
-		return nil
+		return
 	}
 	now := m.now().UTC()
-	var out []Command
 	for _, t := range d.tasks {
 		if t.State != Queued && (!resend || t.State != Sent) {
 			continue
@@ -274,9 +268,8 @@ func (m *Manager) Due(dev string, resend bool) []Command {
 		t.State, t.SentAt = Sent, &now
 		t.Sends++
 		m.dirtyLocked(t)
-		out = append(out, Command{Task: t.ID, Payload: t.Payload})
+		write(t.ID, t.Payload)
 	}
-	return out
 }
 
 // Result completes the task of device with the device's RESULT: succeeded for code 0, failed
