@@ -29,6 +29,7 @@ func (r *Relay) buildAdmin() error {
 	r.admin.HandleRoutes(r.control)
 	r.admin.HandleDevices(r.control)
 	r.admin.HandleImport(r.control)
+	r.admin.HandleCommands(r.control, r.tasks)
 	// The config file's routes and the API's, with their accounts.
 	deadletter.Register(r.admin, r.store, r.sys, deadletter.RoutesFunc(r.control.RouteRef), r.log)
 	return nil

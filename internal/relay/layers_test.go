@@ -29,6 +29,9 @@ var layers = []struct {
 	{"internal/registry", []string{"internal/config", "internal/store"}},
 	// The bulk import's readers and its command's client (the relay's admin address and key).
 	{"internal/deviceimport", []string{"internal/access", "internal/config"}},
+	// Commands to devices: durable tasks in the store (the actors reach them through their
+	// Commands interface, the API through its Tasks).
+	{"internal/tasks", []string{"internal/store", "internal/throttle"}},
 	// The sockets, then the actors over them.
 	{"netio", []string{"codec/...", "internal/throttle"}},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
@@ -39,12 +42,12 @@ var layers = []struct {
 	// (api: the routes and devices handlers write through control) and its contract checker for
 	// tests (api/apitest).
 	{"internal/control", []string{"actors", "codec/format", "internal/config", "internal/registry", "internal/route"}},
-	{"internal/api", []string{"internal/access", "internal/config", "internal/control", "internal/deviceimport", "internal/registry"}},
+	{"internal/api", []string{"internal/access", "internal/config", "internal/control", "internal/deviceimport", "internal/registry", "internal/tasks"}},
 	{"internal/api/apitest", []string{"internal/api"}},
 	{"internal/deadletter", []string{"internal/access", "internal/api", "internal/config", "internal/store"}},
 	// The composition root imports every part, and only cmd (and the test harness) imports it.
 	{"internal/relay", []string{"actors", "codec/...", "netio", "internal/access", "internal/api", "internal/auth", "internal/config",
-		"internal/control", "internal/deadletter", "internal/deliver", "internal/pipeline", "internal/registry", "internal/route", "internal/store", "internal/throttle"}},
+		"internal/control", "internal/deadletter", "internal/deliver", "internal/pipeline", "internal/registry", "internal/route", "internal/store", "internal/tasks", "internal/throttle"}},
 	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/..."}},
 	// The tools beside the relay: they speak the device protocol and nothing else of it.
 	{"loadgen", []string{"codec/..."}},

@@ -28,6 +28,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 	"github.com/fleetrelay/fleetrelay/internal/route"
 	"github.com/fleetrelay/fleetrelay/internal/store"
+	"github.com/fleetrelay/fleetrelay/internal/tasks"
 	"github.com/fleetrelay/fleetrelay/netio"
 )
 
@@ -44,6 +45,7 @@ type Relay struct {
 	admin     *api.Server
 	registry  *registry.Registry // accounts, keys, routes, devices
 	control   *control.Control   // the registry's routes and devices applied to the actors
+	tasks     *tasks.Manager     // commands to devices
 	adminAddr net.Addr
 	routes    []*actors.Route
 
@@ -90,6 +92,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		_ = st.Close()
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
+	if r.tasks, err = tasks.Open(context.Background(), tasks.Options{Backend: st, Logger: log}); err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("open tasks: %w", err)
+	}
 
 	r.clients = route.NewClients(deliver.Options{
 		AllowPrivateNetworks: cfg.Delivery.AllowPrivateNetworks,
@@ -119,7 +125,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
+		Commands:  r.tasks,
 	})
+	r.tasks.Attach(r.sys) // before devices connect
 	// The config's routes and fleet join the registry (read-only there); the routes and devices
 	// stored through the API run from here on, and follow its changes.
 	r.control, err = control.New(control.Options{Registry: r.registry, System: r.sys, Store: st, Deps: deps,
@@ -175,6 +183,7 @@ func (r *Relay) abort() {
 		_ = r.sys.Stop(ctx)
 	}
 	r.clients.Close()
+	r.tasks.Close()
 	_ = r.store.Close()
 }
 
@@ -314,6 +323,7 @@ func (r *Relay) shutdown(ctx context.Context) error {
 	}
 	cancel()
 	r.clients.Close()
+	r.tasks.Close() // the last task states are written
 	if err := r.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
