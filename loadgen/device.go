@@ -29,6 +29,8 @@ type DeviceConfig struct {
 	// OnAck, if set, is called (with the device's lock held: keep it short) for every frame an
 	// ACK covers, with the time the frame was due, first written, and acknowledged.
 	OnAck func(seq uint64, due, sent, acked time.Time)
+	// Commands is how the device answers COMMANDs (see commands.go).
+	Commands CommandConfig
 }
 
 // ErrRelay is an ERROR frame sent by the relay.
@@ -63,6 +65,7 @@ type Device struct {
 	relayErr  *ErrRelay
 	connErr   error
 	wg        sync.WaitGroup
+	cmds      commandState
 }
 
 // NewDevice creates a disconnected device whose next seq is first (use 1 for a fresh device).
@@ -190,11 +193,7 @@ func (d *Device) read(conn net.Conn, r *bufio.Reader, gen int) {
 		case native.TypePing:
 			_, _ = conn.Write(native.AppendFrame(nil, native.TypePong, body))
 		case native.TypeCommand:
-			if len(body) >= 8 {
-				task := uint64(body[0])<<56 | uint64(body[1])<<48 | uint64(body[2])<<40 | uint64(body[3])<<32 |
-					uint64(body[4])<<24 | uint64(body[5])<<16 | uint64(body[6])<<8 | uint64(body[7])
-				_, _ = conn.Write(native.AppendResult(nil, task, 0, []byte(`{}`)))
-			}
+			d.commandLocked(conn, body)
 		}
 		d.mu.Unlock()
 	}
