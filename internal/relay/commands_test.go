@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -9,11 +10,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/api/apitest"
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relaytest"
@@ -369,4 +375,86 @@ func TestCommandsAPI(t *testing.T) {
 	if got := tasksOf(acme, "d-acme"); len(got) != 1 {
 		t.Errorf("d-acme has %d tasks, want 1 (the invalid ones are not stored)", len(got))
 	}
+}
+
+// A kill -9 of the relay process while commands flow loses no task: every task the API answered
+// is there after the restart, ids go on above every answered one, and the tasks of the devices
+// that reconnect are completed.
+func TestCommandsKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the relay binary")
+	}
+	dir := t.TempDir()
+	tcp, admin := relaytest.FreeAddr(t), relaytest.FreeAddr(t)
+	const key = "fr_commands-kill9-test-key-0123456789"
+	cfgPath := filepath.Join(dir, "fleetrelay.yaml")
+	yaml := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\ndevices:\n  native:\n    tcp: %s\n    udp: \"\"\nadmin:\n  listen: %s\n  bootstrap_key: %s\n",
+		filepath.Join(dir, "data"), tcp, admin, key)
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proc := startProcess(t, cfgPath, admin)
+	api := &apiClient{t: t, http: apitest.Client(t), base: "http://" + admin, key: key, seen: &bytes.Buffer{}}
+
+	const devices, commands = 10, 100
+	name := func(i int) string { return fmt.Sprintf("K9D%02d", i) }
+	for i := range devices {
+		api.must(http.StatusCreated, "PUT", "/api/v1/devices/"+name(i), map[string]any{})
+	}
+	devs := make([]*loadgen.Device, devices/2) // the others stay offline
+	dial := func(d *loadgen.Device) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range devs {
+		devs[i] = loadgen.NewDevice(loadgen.DeviceConfig{Addr: tcp, Hello: native.Hello{Serial: name(i)},
+			Commands: loadgen.CommandConfig{Delay: 5 * time.Millisecond}}, 1)
+		t.Cleanup(devs[i].Close)
+		dial(devs[i])
+	}
+	answered := map[string][]uint64{}
+	for n := range commands {
+		dev := name(n % devices)
+		v := api.must(http.StatusCreated, "POST", "/api/v1/devices/"+dev+"/commands", map[string]any{"payload": map[string]any{"n": n}})
+		answered[dev] = append(answered[dev], uint64(v["task"].(float64)))
+	}
+	if err := proc.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = proc.Wait()
+	startProcess(t, cfgPath, admin)
+	for i := range devs {
+		dial(devs[i])
+	}
+	for i := range devices {
+		dev := name(i)
+		v := api.must(http.StatusCreated, "POST", "/api/v1/devices/"+dev+"/commands", map[string]any{"payload": map[string]any{"after": true}})
+		if id := uint64(v["task"].(float64)); id <= slices.Max(answered[dev]) {
+			t.Errorf("%s: task %d after the restart, want above %v", dev, id, answered[dev])
+		}
+	}
+	checkfor.Check(t, 30*time.Second, 20*time.Millisecond, func() error {
+		for i := range devices {
+			got := map[uint64]string{}
+			for _, tk := range tasksOf(api, name(i)) {
+				got[tk.ID] = tk.State
+			}
+			for _, id := range answered[name(i)] {
+				st, ok := got[id]
+				switch {
+				case !ok:
+					t.Fatalf("%s task %d, answered before the kill, is lost", name(i), id)
+				case i < devices/2 && st != "succeeded":
+					return fmt.Errorf("%s task %d is %s, want succeeded", name(i), id, st)
+				case i >= devices/2 && st != "queued":
+					t.Fatalf("%s (offline) task %d is %s, want queued", name(i), id, st)
+				}
+			}
+		}
+		return nil
+	})
 }
