@@ -54,6 +54,8 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.UDPDrop, "udp-drop", 0, "share of datagram sends (0..1) UDP devices skip as if lost, resends included")
 	fs.StringVar(&o.NDJSONAddr, "ndjson-addr", "", "send NDJSON lines to the relay's NDJSON listener instead of the native protocol")
 	fs.IntVar(&o.NDJSONConns, "ndjson-conns", 16, "NDJSON connections (each carries the lines of devices/conns identities)")
+	fs.DurationVar(&o.Commands.Delay, "command-delay", 0, "devices answer each COMMAND's RESULT after this long")
+	fs.Float64Var(&o.Commands.FailRatio, "command-fail", 0, "share of COMMANDs (0..1) devices answer with code 1 (failure)")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML chart to this file")
 	quiet := fs.Bool("quiet", false, "no progress line even on a terminal")

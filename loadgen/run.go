@@ -54,6 +54,8 @@ type RunOptions struct {
 	NDJSONConns int
 	// Idle devices connect and hold their connection for the duration without sending.
 	Idle bool
+	// Commands is how the TCP devices answer the relay's COMMANDs (delay, failure ratio).
+	Commands CommandConfig
 	// OnConnected, if set, is called once when every device is connected.
 	OnConnected func()
 	// Acked and Sent, if set, count acknowledged and sent frames (NDJSON: lines written) as the
@@ -150,11 +152,12 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 			src = nil
 		}
 		devs[i] = NewDevice(DeviceConfig{
-			Addr:   o.Addr,
-			Hello:  native.Hello{Serial: fmt.Sprintf("%s%06d", o.Prefix, i)},
-			Window: o.Window,
-			Local:  src,
-			OnAck:  r.ack,
+			Addr:     o.Addr,
+			Hello:    native.Hello{Serial: fmt.Sprintf("%s%06d", o.Prefix, i)},
+			Window:   o.Window,
+			Local:    src,
+			OnAck:    r.ack,
+			Commands: o.Commands,
 		}, o.FirstSeq)
 	}
 
