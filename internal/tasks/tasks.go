@@ -113,6 +113,7 @@ type Manager struct {
 type device struct {
 	last  uint64  // highest task id given
 	tasks []*Task // by id
+	open  int     // tasks not in a final state
 }
 
 const kind = "task"
@@ -159,6 +160,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		d.last = max(d.last, t.ID)
 		if !t.State.Done() {
 			m.open++
+			d.open++
 		}
 		return nil
 	})
@@ -220,6 +222,7 @@ func (m *Manager) Create(ctx context.Context, dev string, payload []byte, ttl ti
 	i, _ := slices.BinarySearchFunc(d.tasks, t.ID, func(x *Task, id uint64) int { return cmpU(x.ID, id) })
 	d.tasks = slices.Insert(d.tasks, i, t)
 	m.open++
+	d.open++
 	n, out := m.notify, *t
 	m.mu.Unlock()
 	if n != nil {
@@ -262,7 +265,7 @@ func (m *Manager) Due(dev string, resend bool, write func(task uint64, payload [
 			continue
 		}
 		if !now.Before(t.ExpiresAt) {
-			m.finishLocked(t, Expired, now)
+			m.finishLocked(d, t, Expired, now)
 			continue
 		}
 		t.State, t.SentAt = Sent, &now
@@ -291,7 +294,7 @@ func (m *Manager) Result(dev string, id uint64, code uint8, data []byte) {
 		st = Failed
 	}
 	t.Code, t.Result = &code, slices.Clone(data)
-	m.finishLocked(t, st, m.now().UTC())
+	m.finishLocked(d, t, st, m.now().UTC())
 }
 
 func (d *device) find(id uint64) *Task {
@@ -302,10 +305,11 @@ func (d *device) find(id uint64) *Task {
 	return d.tasks[i]
 }
 
-// finishLocked moves t to final state st.
-func (m *Manager) finishLocked(t *Task, st State, now time.Time) {
+// finishLocked moves t, of d, to final state st.
+func (m *Manager) finishLocked(d *device, t *Task, st State, now time.Time) {
 	t.State, t.DoneAt = st, &now
 	m.open--
+	d.open--
 	m.dirtyLocked(t)
 }
 
@@ -371,7 +375,8 @@ func (m *Manager) run() {
 	}
 }
 
-// expire moves the tasks past their ttl to expired.
+// expire moves the tasks past their ttl to expired. It looks only at the devices with unfinished
+// tasks.
 func (m *Manager) expire() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -380,9 +385,12 @@ func (m *Manager) expire() {
 	}
 	now := m.now().UTC()
 	for _, d := range m.devices {
+		if d.open == 0 {
+			continue
+		}
 		for _, t := range d.tasks {
 			if !t.State.Done() && !now.Before(t.ExpiresAt) {
-				m.finishLocked(t, Expired, now)
+				m.finishLocked(d, t, Expired, now)
 			}
 		}
 	}
