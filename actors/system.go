@@ -4,9 +4,10 @@
 // only a small registry entry, and its actor is spawned when it sends data) and one per route
 // (lanes by destination, batching, scheduling batches, marking what was delivered or
 // dead-lettered), and the live changes of both: routes added, updated, paused and removed, and
-// device metadata set, while frames flow (live.go). It defines the Journal and the Deliverer it
-// needs (the delivery pipeline that renders, signs and sends a batch lives elsewhere); the
-// composition root supplies them.
+// device metadata set, while frames flow (live.go), and the writing of commands to connected
+// devices. It defines the Journal, the Deliverer and the Commands it needs (the delivery pipeline
+// that renders, signs and sends a batch, and the durable tasks, live elsewhere); the composition
+// root supplies them.
 package actors
 
 import (
