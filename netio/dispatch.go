@@ -33,7 +33,7 @@ type Conn interface {
 // mailboxes.
 type Dispatcher interface {
 	// Open is called once per TCP connection after a valid HELLO. A non-nil error refuses the
-	// device with ERROR 401. The returned Session receives the connection's later frames.
+	// device with ERROR 401, or ERROR 503 if it wraps ErrBusy. The returned Session receives the connection's later frames.
 	Open(c Conn, h *native.Hello) (Session, error)
 	// UData is called for each well-formed UDATA datagram. frame is a private copy the callee
 	// owns; identity, token and records alias it.
@@ -46,6 +46,14 @@ type Dispatcher interface {
 	// dropped): until then they count against the NDJSON in-flight budget, and while that is
 	// spent no NDJSON connection is read.
 	Lines(identity string, imei bool, records [][]byte, done func())
+}
+
+// Authenticated is what a Session may implement to say that its device proved who it is (its
+// HELLO was checked against a credential): such a connection is exempt from
+// Options.FirstDataTimeout. A Session that does not implement it is unauthenticated. Called once,
+// from the event loop, right after Open.
+type Authenticated interface {
+	Authenticated() bool
 }
 
 // Session is one identified device connection. Its methods are called from the connection's

@@ -22,6 +22,10 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) {
 	counter("fleetrelay_device_bytes_total", "Bytes decoded from devices (native frames and NDJSON lines).", func() float64 { return float64(s.Stats().Bytes) })
 	counter("fleetrelay_device_errors_total", "Device connections closed with an ERROR frame.", func() float64 { return float64(s.Stats().Errors) })
 	counter("fleetrelay_device_refused_total", "Device connections refused (capacity, shutdown), native and NDJSON.", func() float64 { return float64(s.Stats().Refused) })
+	counter("fleetrelay_device_source_refused_total", "Device connections refused because their source address (IPv6: /64) held devices.max_connections_per_source; also counted in fleetrelay_device_refused_total.",
+		func() float64 { return float64(s.Stats().SourceRefused) })
+	counter("fleetrelay_device_first_data_timeouts_total", "Unauthenticated device connections closed (ERROR 408) for sending no DATA within devices.first_data_timeout.",
+		func() float64 { return float64(s.Stats().FirstDataLate) })
 	counter("fleetrelay_udp_dropped_total", "Malformed or unexpected datagrams dropped unanswered.", func() float64 { return float64(s.Stats().UDPDropped) })
 	counter("fleetrelay_ndjson_lines_total", "NDJSON lines accepted for storing.", func() float64 { return float64(s.Stats().NDJSONLines) })
 	gauge("fleetrelay_ndjson_inflight_bytes", "Bytes of NDJSON lines read and not yet stored; at devices.ndjson.max_inflight no NDJSON connection is read.",

@@ -75,7 +75,8 @@ func (s *ndjsonServer) accept() {
 			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
 			continue
 		}
-		if !s.srv.admit() {
+		remote := addrPort(c.RemoteAddr())
+		if s.srv.admit(remote) != admitted {
 			c.Close() // NDJSON has no way to say why
 			continue
 		}
@@ -83,7 +84,7 @@ func (s *ndjsonServer) accept() {
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
-			s.srv.st.conns.Add(-1)
+			s.srv.release(remote)
 			continue
 		}
 		s.conns[c] = struct{}{}
@@ -105,15 +106,15 @@ const (
 // server drains or stops.
 func (s *ndjsonServer) serve(c net.Conn) {
 	defer s.wg.Done()
+	srv := s.srv
+	remote := addrPort(c.RemoteAddr())
 	defer func() {
 		c.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
-		s.srv.st.conns.Add(-1)
+		srv.release(remote)
 	}()
-	srv := s.srv
-	remote := addrPort(c.RemoteAddr())
 	idle := srv.opts.IdleTimeout
 	buf := make([]byte, 0, ndjsonMinRead)
 	grow := func() {

@@ -26,8 +26,15 @@ type Options struct {
 	HelloTimeout time.Duration // a TCP connection must send HELLO within this
 	IdleTimeout  time.Duration // a TCP or NDJSON connection silent this long is closed (0: never)
 	MaxConns     int           // TCP connections (native and NDJSON together) beyond this are refused
-	EventLoops   int           // 0: one per CPU
-	Logger       *slog.Logger
+	// MaxConnsPerSource caps the TCP connections (native and NDJSON together) of one source
+	// address (IPv6: one /64); further ones are refused (native ones with ERROR 503). 0: no cap.
+	MaxConnsPerSource int
+	// FirstDataTimeout closes, with ERROR 408, a native TCP connection whose session is not
+	// authenticated (see Authenticated) and that has sent no DATA this long after it was
+	// accepted; PINGs do not extend it. 0: never.
+	FirstDataTimeout time.Duration
+	EventLoops       int // 0: one per CPU
+	Logger           *slog.Logger
 
 	NDJSON        string // NDJSON listen address ("" disables)
 	IdentityField string // NDJSON: the top-level field naming the device (default "serial")
@@ -41,7 +48,9 @@ type Options struct {
 type Stats struct {
 	Connections   int64 // open TCP connections, native and NDJSON
 	Accepted      int64 // TCP connections accepted in total, native and NDJSON
-	Refused       int64 // TCP connections refused (connection cap, draining), native and NDJSON
+	Refused       int64 // TCP connections refused (connection cap, per-source cap, draining), native and NDJSON
+	SourceRefused int64 // of Refused: those refused because their source held MaxConnsPerSource
+	FirstDataLate int64 // unauthenticated native connections closed for sending no DATA in time
 	Frames        int64 // native frames decoded (TCP and UDP)
 	Bytes         int64 // bytes decoded: native frames (TCP and UDP) and NDJSON lines
 	Errors        int64 // connections closed with an ERROR frame
@@ -58,6 +67,7 @@ type Stats struct {
 
 type counters struct {
 	conns, accepted, refused, frames, bytes, errors, udpDropped, udpSendErrors atomic.Int64
+	sourceRefused, firstDataLate                                               atomic.Int64
 
 	ndjsonLines, ndjsonMalformed, ndjsonIdentity, ndjsonTooLong, ndjsonShutdown atomic.Int64
 }
@@ -72,6 +82,7 @@ type Server struct {
 	st   counters
 
 	draining atomic.Bool
+	sources  sources // connections per source address (MaxConnsPerSource)
 
 	// pause is PauseNDJSON's state, applied to the NDJSON listener once it exists.
 	pause struct {
@@ -233,16 +244,37 @@ func (s *Server) Drain() {
 	}
 }
 
-// admit counts a new connection on a connection-oriented listener (native TCP or NDJSON, which
-// share MaxConns), or refuses it when draining or at the cap. Called from event loops.
-func (s *Server) admit() bool {
+// refusal says why admit refused a connection.
+type refusal int
+
+const (
+	admitted refusal = iota
+	atCapacity
+	sourceFull // the source address holds MaxConnsPerSource
+)
+
+// admit counts a new connection from remote on a connection-oriented listener (native TCP or
+// NDJSON, which share MaxConns and MaxConnsPerSource), or refuses it when draining or at a cap.
+// An admitted connection is released once. Called from event loops.
+func (s *Server) admit(remote netip.AddrPort) refusal {
 	if s.draining.Load() || s.st.conns.Load() >= int64(s.opts.MaxConns) {
 		s.st.refused.Add(1)
-		return false
+		return atCapacity
+	}
+	if !s.sources.take(remote.Addr(), s.opts.MaxConnsPerSource) {
+		s.st.refused.Add(1)
+		s.st.sourceRefused.Add(1)
+		return sourceFull
 	}
 	s.st.conns.Add(1)
 	s.st.accepted.Add(1)
-	return true
+	return admitted
+}
+
+// release uncounts a connection admit admitted.
+func (s *Server) release(remote netip.AddrPort) {
+	s.sources.release(remote.Addr(), s.opts.MaxConnsPerSource)
+	s.st.conns.Add(-1)
 }
 
 // PauseNDJSON stops (true) or resumes (false) reading NDJSON connections, for instance while
@@ -322,6 +354,8 @@ func (s *Server) Stats() Stats {
 		Connections:   s.st.conns.Load(),
 		Accepted:      s.st.accepted.Load(),
 		Refused:       s.st.refused.Load(),
+		SourceRefused: s.st.sourceRefused.Load(),
+		FirstDataLate: s.st.firstDataLate.Load(),
 		Frames:        s.st.frames.Load(),
 		Bytes:         s.st.bytes.Load(),
 		Errors:        s.st.errors.Load(),

@@ -38,6 +38,9 @@ type tcpConn struct {
 	last    atomic.Int64 // unix nanos of the last frame
 	helloed atomic.Bool
 	failed  atomic.Bool
+	// proven: the connection sent DATA, or its session is authenticated; until then
+	// FirstDataTimeout applies.
+	proven atomic.Bool
 
 	// Cumulative ACKs (ack.go): the highest seq asked for, whether the connection is in its
 	// loop's queue, whether a repeat was asked for, and (loop-owned) the highest written.
@@ -54,11 +57,15 @@ func (s *tcpServer) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 func (s *tcpServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	if !s.srv.admit() {
+	remote := addrPort(c.RemoteAddr())
+	switch s.srv.admit(remote) {
+	case atCapacity:
 		return native.AppendError(nil, native.CodeUnavailable, "relay at capacity"), gnet.Close
+	case sourceFull:
+		return native.AppendError(nil, native.CodeUnavailable, "too many connections from this address"), gnet.Close
 	}
 	now := time.Now().UnixNano()
-	tc := &tcpConn{c: c, srv: s.srv, remote: addrPort(c.RemoteAddr()), opened: now}
+	tc := &tcpConn{c: c, srv: s.srv, remote: remote, opened: now}
 	tc.last.Store(now)
 	c.SetContext(tc)
 	s.mu.Lock()
@@ -85,7 +92,7 @@ func (s *tcpServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s.mu.Lock()
 	delete(s.conns, tc)
 	s.mu.Unlock()
-	s.srv.st.conns.Add(-1)
+	s.srv.release(tc.remote)
 	return gnet.None
 }
 
@@ -130,10 +137,16 @@ func (tc *tcpConn) frame(typ byte, body []byte) gnet.Action {
 			return tc.failInLoop(native.CodeMalformed, err.Error())
 		}
 		sess, err := tc.srv.d.Open(tc, &h)
+		if errors.Is(err, ErrBusy) {
+			return tc.failInLoop(native.CodeUnavailable, err.Error())
+		}
 		if err != nil {
 			return tc.failInLoop(native.CodeUnauthorized, err.Error())
 		}
 		tc.session = sess
+		if a, ok := sess.(Authenticated); ok && a.Authenticated() {
+			tc.proven.Store(true)
+		}
 		tc.helloed.Store(true)
 		return gnet.None
 	}
@@ -147,6 +160,7 @@ func (tc *tcpConn) frame(typ byte, body []byte) gnet.Action {
 		if err != nil {
 			return tc.failInLoop(native.CodeMalformed, err.Error())
 		}
+		tc.proven.Store(true)
 		tc.session.Data(seq, recs, frame)
 	case native.TypePing:
 		_, _ = tc.c.Write(native.AppendFrame(nil, native.TypePong, body))
@@ -196,11 +210,17 @@ func (s *tcpServer) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now().UnixNano()
 	hello := s.srv.opts.HelloTimeout.Nanoseconds()
 	idle := s.srv.opts.IdleTimeout.Nanoseconds()
+	first := s.srv.opts.FirstDataTimeout.Nanoseconds()
 	s.mu.Lock()
 	for tc := range s.conns {
 		switch {
 		case !tc.helloed.Load() && now-tc.opened > hello:
 			tc.Fail(native.CodeHelloTimeout, "no HELLO in time")
+		case first > 0 && !tc.proven.Load() && now-tc.opened > first:
+			if !tc.failed.Load() {
+				s.srv.st.firstDataLate.Add(1)
+			}
+			tc.Fail(native.CodeHelloTimeout, "no DATA in time")
 		case idle > 0 && now-tc.last.Load() > idle:
 			tc.Close()
 		}
@@ -213,6 +233,9 @@ func tickEvery(o Options) time.Duration {
 	d := o.HelloTimeout / 4
 	if o.IdleTimeout > 0 && o.IdleTimeout/4 < d {
 		d = o.IdleTimeout / 4
+	}
+	if o.FirstDataTimeout > 0 && o.FirstDataTimeout/4 < d {
+		d = o.FirstDataTimeout / 4
 	}
 	return max(min(d, time.Second), 10*time.Millisecond)
 }
