@@ -22,6 +22,11 @@ type Metrics struct {
 	// AuthRefused counts the connections and datagrams refused admission (Options.Auth), by
 	// reason: RefusedUnknown, RefusedNoToken, RefusedBadToken, RefusedLimited.
 	AuthRefused *prometheus.CounterVec // reason
+	// Unknown counts the live device entries of identities the registry (or the config's fleet)
+	// does not know; UnknownRefused the frames and connections refused because they were at
+	// Options.MaxUnknown.
+	Unknown        prometheus.Gauge
+	UnknownRefused prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -49,6 +54,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{RefusedUnknown, RefusedNoToken, RefusedBadToken, RefusedLimited} {
 		m.AuthRefused.WithLabelValues(r) // shown at 0 from the start
 	}
+	m.Unknown = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fleetrelay_unknown_identities",
+		Help: "Device identities the registry does not know that the relay holds state for (connected, or heard from within about the device idle time); at most devices.max_unknown_identities.",
+	})
+	m.UnknownRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fleetrelay_unknown_identities_refused_total",
+		Help: "HELLOs (answered ERROR 503), datagrams (unanswered), NDJSON reads and results of new identities the registry does not know, refused at devices.max_unknown_identities.",
+	})
 	m.UDPResent = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fleetrelay_udp_resends_total",
 		Help: "UDATA datagrams whose seq was stored or on its way to the store already: acknowledged again (in ack mode delivery once delivered), not stored again.",
@@ -58,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help:    "From a native DATA frame's arrival (the read that completed it) to its commit in the store; with persist acks its ACK is written right after.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 	})
-	reg.MustRegister(m.Stored, m.UDPResent, m.Delivered, m.Dead, m.Discarded, m.Queued, m.DeviceActors, m.AuthRefused)
+	reg.MustRegister(m.Stored, m.UDPResent, m.Delivered, m.Dead, m.Discarded, m.Queued, m.DeviceActors, m.AuthRefused, m.Unknown, m.UnknownRefused)
 	return m
 }
 
@@ -83,6 +96,18 @@ func (m *Metrics) refused(reason string) {
 func (m *Metrics) deviceActors(delta int) {
 	if m != nil {
 		m.DeviceActors.Add(float64(delta))
+	}
+}
+
+func (m *Metrics) unknown(delta int) {
+	if m != nil {
+		m.Unknown.Add(float64(delta))
+	}
+}
+
+func (m *Metrics) unknownRefused() {
+	if m != nil {
+		m.UnknownRefused.Inc()
 	}
 }
 

@@ -87,6 +87,11 @@ type Options struct {
 	// that (default 1m): a device with a TCP connection keeps only its registry entry until it
 	// sends again, one without is forgotten.
 	DeviceIdle time.Duration
+	// MaxUnknown caps the device entries of identities without metadata (neither in the
+	// config's fleet nor set by SetDevice: the registry does not know them), which any client can
+	// make up. At the cap a new such identity is refused until one retires: its HELLO gets ERROR
+	// 503, its datagrams no answer, its NDJSON lines are dropped. 0: no cap.
+	MaxUnknown int
 	// MaxQueued caps the records a route keeps in memory; beyond it the route pages from the
 	// store (default 262144).
 	MaxQueued int
@@ -127,6 +132,9 @@ type System struct {
 	folded  map[string]*deviceEntry // devices by upper-cased identity (Device's lookup)
 	gone    map[string]goneDevice   // what Device shows of retired entries, by upper-cased identity
 	actors  atomic.Int64            // device actors alive
+	unknown int                     // entries of identities without metadata (MaxUnknown), under mu
+
+	unknownRefused atomic.Int64 // new unknown identities refused at MaxUnknown
 
 	ctx    context.Context // cancelled by Stop: ends deliveries
 	cancel context.CancelFunc
@@ -301,6 +309,8 @@ func (s *System) Stop(ctx context.Context) error {
 	}
 	s.devices = map[string]*deviceEntry{}
 	s.folded = map[string]*deviceEntry{}
+	s.opts.Metrics.unknown(-s.unknown)
+	s.unknown = 0
 	s.mu.Unlock()
 	s.as.Shutdown()
 	s.disp.close()
@@ -323,6 +333,7 @@ type deviceEntry struct {
 	inflight atomic.Int64  // frames appended but not yet committed
 	stored   atomic.Uint64 // highest seq committed (persist acks read it)
 	ackDue   atomic.Bool   // an ackMsg is on its way
+	unknown  bool          // counted in System.unknown (no metadata when created); fixed
 
 	// Connection state: owned by the actor while awake, guarded by System.mu while dormant.
 	conn                netio.Conn
@@ -360,7 +371,8 @@ func (e *deviceEntry) setRemote(a netip.AddrPort) {
 // asleep is pending's base while an entry has no actor: any sender then sees a count <= 0.
 const asleep = math.MinInt64 / 2
 
-// entry finds the entry for id or, with create, makes a dormant one.
+// entry finds the entry for id or, with create, makes a dormant one; it returns nil if there is
+// none and create is false, or if id is unknown and MaxUnknown entries of such identities exist.
 func (s *System) entry(id string, create bool) *deviceEntry {
 	s.mu.RLock()
 	e := s.devices[id]
@@ -371,7 +383,17 @@ func (s *System) entry(id string, create bool) *deviceEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e = s.devices[id]; e == nil {
-		e = &deviceEntry{id: id}
+		unknown := s.meta(id) == nil
+		if unknown && s.opts.MaxUnknown > 0 && s.unknown >= s.opts.MaxUnknown {
+			s.unknownRefused.Add(1)
+			s.opts.Metrics.unknownRefused()
+			return nil
+		}
+		e = &deviceEntry{id: id, unknown: unknown}
+		if unknown {
+			s.unknown++
+			s.opts.Metrics.unknown(1)
+		}
 		e.pending.Store(asleep)
 		e.stored.Store(s.opts.Journal.LastSeq(id))
 		s.devices[id] = e
@@ -398,6 +420,10 @@ func (s *System) forgetLocked(e *deviceEntry) {
 	if s.folded[up] == e {
 		delete(s.folded, up)
 	}
+	if e.unknown {
+		s.unknown--
+		s.opts.Metrics.unknown(-1)
+	}
 	if s.meta(e.id) == nil {
 		return
 	}
@@ -408,8 +434,8 @@ func (s *System) forgetLocked(e *deviceEntry) {
 	s.gone[up] = g
 }
 
-// dispatch hands msg to the device id (created with create) and returns its entry (nil if it
-// has none and create is false).
+// dispatch hands msg to the device id (created with create) and returns its entry (nil, msg
+// not handed, if it has none and create is false, or if MaxUnknown refused it).
 func (s *System) dispatch(id string, msg any, create bool) *deviceEntry {
 	for {
 		e := s.entry(id, create)
@@ -518,25 +544,49 @@ func (s *System) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
 		return nil, ErrRefused
 	}
 	e := s.dispatch(h.Identity(), &helloMsg{conn: c, hello: *h}, true)
-	return &session{sys: s, e: e, conn: c, admitted: m}, nil
+	if e == nil {
+		return nil, fmt.Errorf("too many devices the relay does not know: %w", netio.ErrBusy)
+	}
+	// Mode token checked the HELLO's token: netio's first-DATA deadline does not apply.
+	return &session{sys: s, e: e, conn: c, admitted: m, auth: s.opts.Auth == AuthToken}, nil
 }
 
-// UData implements netio.Dispatcher. A datagram that Options.Auth does not admit is dropped
-// unanswered.
+// UData implements netio.Dispatcher. A datagram that Options.Auth does not admit, or of an
+// identity refused at MaxUnknown, is dropped unanswered.
 func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 	id := string(u.Identity)
 	if _, refused := s.admit(id, u.Token, c.Remote()); refused != "" {
 		return
 	}
 	at := time.Now()
-	e := s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id, at: at}, true)
-	e.seen(at) // the actor notes the source address (setConn)
+	if e := s.dispatch(id, &dataMsg{conn: c, seq: u.Seq, records: u.Records, udpIdentity: id, at: at}, true); e != nil {
+		e.seen(at) // the actor notes the source address (setConn)
+	}
 }
 
 // Lines implements netio.Dispatcher: one message per identity and read, however many lines.
 func (s *System) Lines(identity string, imei bool, records [][]byte, done func()) {
-	s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records, done: done}, true).seen(time.Now())
+	e := s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records, done: done}, true)
+	if e == nil {
+		if done != nil { // refused at MaxUnknown (counted there): nobody can be told
+			done()
+		}
+		return
+	}
+	e.seen(time.Now())
 }
+
+// UnknownIdentities is how many device entries of identities without metadata exist, and
+// UnknownRefused how many HELLOs, datagrams, NDJSON reads and results MaxUnknown refused. Safe
+// for concurrent use.
+func (s *System) UnknownIdentities() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.unknown
+}
+
+// UnknownRefused: see UnknownIdentities.
+func (s *System) UnknownRefused() int64 { return s.unknownRefused.Load() }
 
 // Replay moves the dead letters of the named route to its replay list and has the route
 // deliver them again; it returns how many dead letters and messages it moved.
@@ -628,7 +678,15 @@ type session struct {
 	conn netio.Conn
 
 	admitted *DeviceMeta // what Options.Auth admitted it on (see stillAdmitted)
+	// auth: Open checked the HELLO against a credential (devices.auth token), so
+	// netio's first-DATA deadline does not apply.
+	auth bool
 }
+
+var _ netio.Authenticated = (*session)(nil)
+
+// Authenticated implements netio.Authenticated.
+func (ss *session) Authenticated() bool { return ss.auth }
 
 func (ss *session) Data(seq uint64, records [][]byte, _ []byte) {
 	// A retired entry means this connection was replaced or failed, and the identity has been

@@ -150,6 +150,24 @@ type Devices struct {
 	// refused (native ones with ERROR 503). Each holds an open file: checked against the process's
 	// open-file limit by [Config.CheckMachine].
 	MaxConnections int `yaml:"max_connections"`
+	// Most device connections (native TCP and NDJSON together) from one source address, IPv6
+	// addresses counted by their /64; further ones are refused (native ones with ERROR 503) and
+	// counted (fleetrelay_device_source_refused_total). Bounds how much of max_connections one
+	// host can hold. Generous by default for carrier-grade NAT, where thousands of devices share
+	// one address. 0: no limit.
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
+	// A native TCP connection whose device is not authenticated (its HELLO was not checked
+	// against a credential) must send its first DATA frame this long after connecting, or it is
+	// closed with ERROR 408 and counted (fleetrelay_device_first_data_timeouts_total); PINGs do
+	// not extend it. 0: no deadline.
+	FirstDataTimeout Duration `yaml:"first_data_timeout"`
+	// Most identities the relay holds state for at once that neither the registry nor the fleet
+	// below knows (any client can make one up, over UDP too): beyond it a new such identity is
+	// refused until one is forgotten (a device is forgotten once disconnected, or over UDP about
+	// two minutes after its last datagram) — its HELLO with ERROR 503, its datagrams unanswered,
+	// its NDJSON lines dropped — and counted (fleetrelay_unknown_identities_refused_total).
+	// Identities the registry knows are never refused. 0: no limit.
+	MaxUnknownIdentities int `yaml:"max_unknown_identities"`
 	// Number of network event loops per native listener. 0 starts one per CPU. At most
 	// [MaxEventLoopsPerCPU] per CPU ([Config.CheckMachine]).
 	EventLoops int `yaml:"event_loops"`
@@ -359,6 +377,10 @@ func Default() *Config {
 			IdleTimeout:    Duration(5 * time.Minute),
 			MaxConnections: 10000,
 			EventLoops:     0,
+
+			MaxConnectionsPerSource: 5000,
+			FirstDataTimeout:        Duration(2 * time.Minute),
+			MaxUnknownIdentities:    100000,
 		},
 		Store: Store{Sync: false, GCInterval: Duration(time.Minute), MinFree: "5%"},
 		Admin: Admin{Listen: "127.0.0.1:8080"},

@@ -305,6 +305,10 @@ func TestParse(t *testing.T) {
 	f("devices:\n  max_connections: 0\n", "devices.max_connections: must be > 0, got 0")
 	f("devices:\n  event_loops: -1\n", "devices.event_loops: must not be negative")
 	f("devices:\n  event_loops: 4\n")
+	f("devices:\n  max_connections_per_source: -1\n", "devices.max_connections_per_source: must not be negative")
+	f("devices:\n  max_connections_per_source: 0\n  first_data_timeout: 0\n  max_unknown_identities: 0\n")
+	f("devices:\n  first_data_timeout: -1s\n", "devices.first_data_timeout: must not be negative")
+	f("devices:\n  max_unknown_identities: -5\n", "devices.max_unknown_identities: must not be negative")
 
 	// Listen addresses.
 	f("devices:\n  native:\n    tcp: \"\"\n    udp: \"\"\nadmin:\n  listen: \"\"\n")

@@ -77,6 +77,20 @@ devices:
   # leaves the relay fewer than about 256 files plus 2 per event loop and each route's
   # concurrency + 1 for its own use (store, listeners, delivery connections) is a warning.
   max_connections: 10000
+  # Most connections (native TCP and NDJSON) from one source address (IPv6: one /64); further
+  # ones are refused (native ones with ERROR 503). Generous for carrier-grade NAT, where
+  # thousands of devices share one address. 0: no limit.
+  max_connections_per_source: 5000
+  # A native TCP connection whose device is not authenticated (its HELLO not checked against a
+  # credential) must send its first DATA this long after connecting, or it is closed with ERROR
+  # 408; PINGs do not extend it. 0: no deadline.
+  first_data_timeout: 2m
+  # Most identities neither the registry nor the fleet knows that the relay holds state for at
+  # once (any client can make one up, over UDP too). Beyond it a new one is refused until one is
+  # forgotten (once disconnected; over UDP about two minutes after its last datagram): HELLO
+  # with ERROR 503, datagrams unanswered, NDJSON lines dropped. Known identities are never
+  # refused. 0: no limit.
+  max_unknown_identities: 100000
   # Network event loops per native listener; 0 starts one per CPU. At most 4 per CPU.
   event_loops: 0
 

@@ -70,6 +70,13 @@ func (c *Config) Validate() error {
 	if d.MaxConnections <= 0 {
 		p.add("devices.max_connections", "must be > 0, got %d", d.MaxConnections)
 	}
+	if d.MaxConnectionsPerSource < 0 {
+		p.add("devices.max_connections_per_source", "must not be negative (0: no limit), got %d", d.MaxConnectionsPerSource)
+	}
+	nonNegative(&p, "devices.first_data_timeout", d.FirstDataTimeout)
+	if d.MaxUnknownIdentities < 0 {
+		p.add("devices.max_unknown_identities", "must not be negative (0: no limit), got %d", d.MaxUnknownIdentities)
+	}
 	if d.EventLoops < 0 {
 		p.add("devices.event_loops", "must not be negative (0 starts one per CPU), got %d", d.EventLoops)
 	}

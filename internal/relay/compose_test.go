@@ -79,12 +79,13 @@ func TestMetricsOfEveryComponent(t *testing.T) {
 		"fleetrelay_device_connections", "fleetrelay_device_frames_total", "fleetrelay_device_bytes_total",
 		"fleetrelay_device_errors_total", "fleetrelay_device_refused_total", "fleetrelay_udp_dropped_total",
 		"fleetrelay_ndjson_lines_total", "fleetrelay_ndjson_inflight_bytes",
+		"fleetrelay_device_source_refused_total", "fleetrelay_device_first_data_timeouts_total",
 		`fleetrelay_ndjson_dropped_total{reason="malformed"}`, `fleetrelay_ndjson_dropped_total{reason="identity"}`,
 		`fleetrelay_ndjson_dropped_total{reason="too_long"}`, `fleetrelay_ndjson_dropped_total{reason="shutdown"}`,
 		// actors
 		`fleetrelay_ndjson_dropped_total{reason="native"}`, `fleetrelay_ndjson_dropped_total{reason="store"}`,
 		`fleetrelay_route_oldest_pending_seconds{route="test"}`, "fleetrelay_device_actors", "fleetrelay_udp_resends_total",
-		"fleetrelay_frame_store_seconds_count",
+		"fleetrelay_frame_store_seconds_count", "fleetrelay_unknown_identities", "fleetrelay_unknown_identities_refused_total",
 	} {
 		if n := countOf(series, want); n != 1 {
 			t.Errorf("/metrics has %d series %s, want 1", n, want)

@@ -126,6 +126,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
 		Commands:  r.tasks,
+
+		MaxUnknown: cfg.Devices.MaxUnknownIdentities,
 	})
 	r.tasks.Attach(r.sys) // before devices connect
 	// The config's routes and fleet join the registry (read-only there); the routes and devices
@@ -145,6 +147,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		MaxConns:     cfg.Devices.MaxConnections,
 		EventLoops:   cfg.Devices.EventLoops,
 		Logger:       log,
+
+		MaxConnsPerSource: cfg.Devices.MaxConnectionsPerSource,
+		FirstDataTimeout:  time.Duration(cfg.Devices.FirstDataTimeout),
 
 		NDJSON:         cfg.Devices.NDJSON.TCP,
 		IdentityField:  cfg.Devices.NDJSON.IdentityField,
