@@ -1,0 +1,84 @@
+package relay_test
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/config"
+)
+
+// spray sends one UDATA (seq 1) for each of n identities named prefix0, prefix1, … from c, in
+// bursts it waits for the relay to decode (fleetrelay_device_frames_total reaching frames0 plus
+// what was sent), so that no datagram is lost in a full socket buffer.
+func spray(t *testing.T, c net.Conn, prefix string, n int, frames func() float64, frames0 float64) {
+	t.Helper()
+	const burst = 100
+	for i := 0; i < n; {
+		for end := min(i+burst, n); i < end; i++ {
+			id := fmt.Sprintf("%s%d", prefix, i)
+			if _, err := c.Write(native.AppendUData(nil, id, "", 1, []byte(`{"spray":1}`))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkFor(t, 20*time.Second, 2*time.Millisecond, func() error {
+			if got := frames() - frames0; got != float64(i) {
+				return fmt.Errorf("relay decoded %v of %d datagrams sent", got, i)
+			}
+			return nil
+		})
+	}
+}
+
+// A spray of 3,000 made-up identities over UDP against devices.max_unknown_identities 50: 50
+// are taken and acknowledged, every other one is refused unanswered and counted, and the
+// relay holds state for no more than 50. A device of the fleet still gets its ACK over UDP and
+// its WELCOME over TCP, while a new unknown one gets ERROR 503 on its HELLO.
+func TestUnknownIdentityCap(t *testing.T) {
+	const limit, n = 50, 3000
+	cfg := testConfig(t, nil)
+	cfg.Devices.MaxUnknownIdentities = limit
+	cfg.Fleet = []config.Device{{ID: "KNOWNU"}, {ID: "KNOWNT"}}
+	r := startRelay(t, cfg)
+	frames := func() float64 { return metric(t, r, "fleetrelay_device_frames_total") }
+
+	sprayer := dialUDPDevice(t, r.DeviceUDPAddr().String(), "")
+	spray(t, sprayer.c, "SPRAY", n, frames, 0)
+	checkFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		unknown := metric(t, r, "fleetrelay_unknown_identities")
+		refused := metric(t, r, "fleetrelay_unknown_identities_refused_total")
+		if unknown != limit || refused != n-limit || len(sprayer.acks()) != limit {
+			return fmt.Errorf("%v unknown identities held, %v refused, %d ACKs; want %d, %d, %d",
+				unknown, refused, len(sprayer.acks()), limit, n-limit, limit)
+		}
+		return nil
+	})
+
+	known := dialUDPDevice(t, r.DeviceUDPAddr().String(), "KNOWNU")
+	known.send(1)
+	known.waitAcks(1)
+
+	c := rawConn(t, r.DeviceTCPAddr().String())
+	if _, err := c.Write(native.AppendHello(nil, &native.Hello{Serial: "KNOWNT"})); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body := readOne(t, c); typ != native.TypeWelcome {
+		t.Fatalf("a device of the fleet got %#x % x on HELLO, want WELCOME", typ, body)
+	}
+	u := rawConn(t, r.DeviceTCPAddr().String())
+	if _, err := u.Write(native.AppendHello(nil, &native.Hello{Serial: "NEWCOMER"})); err != nil {
+		t.Fatal(err)
+	}
+	typ, body := readOne(t, u)
+	if code, msg, err := native.ParseError(body); typ != native.TypeError || err != nil || code != native.CodeUnavailable {
+		t.Fatalf("an unknown device at the cap got %#x %d %q (%v), want ERROR 503", typ, code, msg, err)
+	}
+	if got := metric(t, r, "fleetrelay_unknown_identities"); got != limit {
+		t.Errorf("%v unknown identities held after the fleet's devices came, want %d", got, limit)
+	}
+	if len(sprayer.acks()) != limit {
+		t.Errorf("%d ACKs for the spray, want %d", len(sprayer.acks()), limit)
+	}
+}
