@@ -124,6 +124,7 @@ func (j *journal) DeadLetterCount(uint16) int                           { return
 func (j *journal) ReplayRecords(uint16) (int, error)                    { return 0, nil }
 func (j *journal) DiscardRoute(uint16, func(int)) (int, int, error)     { return 0, 0, nil }
 func (j *journal) ReviveRoute(uint16)                                   {}
+func (j *journal) Forget(string) bool                                   { return true }
 
 // poll is checkfor.Check with the bounds of these tests: every millisecond, for 10s at most.
 func poll(t testing.TB, fn func() error) {

@@ -54,6 +54,10 @@ type Journal interface {
 	// DiscardRoute and ReviveRoute: see store.Store.DiscardRoute.
 	DiscardRoute(route uint16, late func(records int)) (records, deadLetters int, err error)
 	ReviveRoute(route uint16)
+	// Forget drops the state of a device with nothing pending (see store.Store.Forget): called
+	// for an identity the registry does not know once the actors forget it, with none of its
+	// frames on their way.
+	Forget(device string) bool
 }
 
 // Commands is what the device actors need of the relay's commands to devices. Its methods must
@@ -423,6 +427,10 @@ func (s *System) forgetLocked(e *deviceEntry) {
 	if e.unknown {
 		s.unknown--
 		s.opts.Metrics.unknown(-1)
+		// Nothing of it is on its way (e.inflight is 0), and a new entry for the identity, which
+		// would read its last seq, waits for s.mu: the store may drop what it keeps of it, so
+		// that a spray of made-up identities leaves nothing behind once they are delivered.
+		s.opts.Journal.Forget(e.id)
 	}
 	if s.meta(e.id) == nil {
 		return

@@ -72,7 +72,7 @@ func TestMetricsOfEveryComponent(t *testing.T) {
 	for _, want := range []string{
 		// store
 		"fleetrelay_store_commit_seconds_count", "fleetrelay_store_commit_wait_seconds_count", "fleetrelay_store_commit_frames_count",
-		"fleetrelay_store_resident_messages", "fleetrelay_store_cold_messages", "fleetrelay_store_free_bytes",
+		"fleetrelay_store_resident_messages", "fleetrelay_store_devices", "fleetrelay_store_cold_messages", "fleetrelay_store_free_bytes",
 		"fleetrelay_store_min_free_bytes", "fleetrelay_store_ingest_refused", "fleetrelay_store_refused_frames_total",
 		`fleetrelay_route_backlog_messages{route="test"}`, `fleetrelay_route_dead_letter_messages{route="test"}`,
 		// netio

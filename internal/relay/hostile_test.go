@@ -82,3 +82,48 @@ func TestUnknownIdentityCap(t *testing.T) {
 		t.Errorf("%d ACKs for the spray, want %d", len(sprayer.acks()), limit)
 	}
 }
+
+// What an identity the registry does not know leaves behind once it is gone: nothing. Its
+// connection closed with everything stored, the actors and the store forget it, and it comes
+// back as new (WELCOME lastSeq 0); a device of the fleet is remembered (lastSeq 3).
+func TestUnknownIdentityForgotten(t *testing.T) {
+	cfg := testConfig(t, nil)
+	cfg.Fleet = []config.Device{{ID: "FLEETDEV"}}
+	r := startRelay(t, cfg)
+	session := func(serial string, wantLast uint64) {
+		t.Helper()
+		c := rawConn(t, r.DeviceTCPAddr().String())
+		defer c.Close()
+		if _, err := c.Write(native.AppendHello(nil, &native.Hello{Serial: serial})); err != nil {
+			t.Fatal(err)
+		}
+		typ, body := readOne(t, c)
+		w, err := native.ParseWelcome(body)
+		if typ != native.TypeWelcome || err != nil || w.LastSeq != wantLast {
+			t.Fatalf("%s: %#x %+v (%v), want WELCOME lastSeq %d", serial, typ, w, err, wantLast)
+		}
+		for seq := uint64(1); seq <= 3; seq++ {
+			if _, err := c.Write(native.AppendData(nil, seq, []byte(`{"a":1}`))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for acked := uint64(0); acked < 3; {
+			typ, body := readOne(t, c)
+			if typ != native.TypeAck {
+				t.Fatalf("%s: %#x % x, want ACK", serial, typ, body)
+			}
+			acked, _ = native.ParseAck(body)
+		}
+	}
+	session("STRANGER", 0)
+	session("FLEETDEV", 0)
+	checkFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+		unknown, devices := metric(t, r, "fleetrelay_unknown_identities"), metric(t, r, "fleetrelay_store_devices")
+		if unknown != 0 || devices != 1 {
+			return fmt.Errorf("%v unknown identities, the store holds %v devices; want 0 and 1 (the fleet's)", unknown, devices)
+		}
+		return nil
+	})
+	session("STRANGER", 0)
+	session("FLEETDEV", 3)
+}

@@ -56,6 +56,8 @@ func (s *Store) RegisterMetrics(reg prometheus.Registerer, routes func() []strin
 		func() float64 { return float64(s.Stats().ResidentRecords) })
 	gauge("fleetrelay_store_cold_messages", "Stored messages whose delivery state is only on disk until a route reads them back (a backlog beyond memory).",
 		func() float64 { return float64(s.Stats().ColdRecords) })
+	gauge("fleetrelay_store_devices", "Devices the store holds state for (last seq, delivered watermark, UDP window): every device that stored a frame, less the ones forgotten (identities the registry does not know, gone quiet with nothing to deliver).",
+		func() float64 { return float64(s.Stats().Devices) })
 	gauge("fleetrelay_store_free_bytes", "Free bytes on the data directory's filesystem, as the store last read them.",
 		func() float64 { return float64(s.Space().Free) })
 	gauge("fleetrelay_store_min_free_bytes", "Free bytes below which the store refuses new data (store.min_free, never below what the store needs once it refuses).",
