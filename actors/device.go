@@ -3,6 +3,7 @@ package actors
 import (
 	"cmp"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -104,7 +105,7 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		d.appended = e.stored.Load()
 		d.tick.d = d
-		d.idle = time.AfterFunc(d.sys.opts.DeviceIdle, func() { d.sys.deliver(e, &d.tick) })
+		d.idle = time.AfterFunc(firstIdle(d.sys.opts.DeviceIdle), func() { d.sys.deliver(e, &d.tick) })
 	case *actor.Stopping:
 		d.idle.Stop()
 	case *helloMsg:
@@ -205,6 +206,17 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		}
 		d.idle.Reset(d.sys.opts.DeviceIdle)
 	}
+}
+
+// firstIdle is when an actor's idle timer first ticks: DeviceIdle and up to half of it more, at
+// random, so that actors woken together (a reconnect storm, a spray of datagrams from made-up
+// identities) do not all retire together: a burst of 100,000 timer goroutines and actor stops
+// at once took the RSS from 260 to up to 500 MiB.
+func firstIdle(idle time.Duration) time.Duration {
+	if idle < 2 {
+		return idle
+	}
+	return idle + rand.N(idle/2)
 }
 
 // hello takes a new connection: it replaces the old one. The caller sends WELCOME.

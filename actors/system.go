@@ -87,7 +87,7 @@ type Options struct {
 	Journal  Journal
 	Logger   *slog.Logger
 	Metrics  *Metrics // may be nil
-	// DeviceIdle retires a device actor that received nothing for this long, up to twice
+	// DeviceIdle retires a device actor that received nothing for this long, up to 2.5 times
 	// that (default 1m): a device with a TCP connection keeps only its registry entry until it
 	// sends again, one without is forgotten.
 	DeviceIdle time.Duration

@@ -30,7 +30,7 @@ var (
 
 // hostileRSSBound is the relay's RSS bound under the attacks of TestHostileDevices with the
 // default limits (README "Hostile devices").
-const hostileRSSBound = 512 << 20
+const hostileRSSBound = 384 << 20
 
 // The attacks, at this machine's size, against a relay process with the default limits:
 // 10,000 connections from 127.0.0.1 that send HELLO and then only PINGs, and a UDP spray of
@@ -152,9 +152,14 @@ func TestHostileDevices(t *testing.T) {
 	}
 
 	// The spray's identities are forgotten after the device idle time (at most twice 1 min).
+	waited := time.Now()
 	checkFor(t, 4*time.Minute, time.Second, func() error {
-		sample()
-		if n := metricOf("fleetrelay_unknown_identities"); n != 0 {
+		rss := sample()
+		n := metricOf("fleetrelay_unknown_identities")
+		if testing.Verbose() {
+			t.Logf("+%v: %v unknown identities, RSS %s", time.Since(waited).Round(time.Second), n, mib(rss))
+		}
+		if n != 0 {
 			return fmt.Errorf("%v unknown identities held", n)
 		}
 		return nil
