@@ -127,3 +127,60 @@ func TestUnknownIdentityForgotten(t *testing.T) {
 	session("STRANGER", 0)
 	session("FLEETDEV", 3)
 }
+
+// devices.first_data_timeout closes a connection that said HELLO and then only PINGs (ERROR
+// 408), unless devices.auth token checked its HELLO: such a device, connected before it to a
+// relay with the same deadline, is still answered.
+func TestFirstDataTimeoutSparesAuthenticated(t *testing.T) {
+	const deadline = 200 * time.Millisecond
+	authCfg := testConfig(t, nil)
+	authCfg.Devices.Auth = config.AuthToken
+	authCfg.Devices.FirstDataTimeout = config.Duration(deadline)
+	authCfg.Fleet = []config.Device{{ID: "TOKENED", Token: config.SecretValue("a-device-token-123")}}
+	authed := startRelay(t, authCfg)
+	openCfg := testConfig(t, nil)
+	openCfg.Devices.FirstDataTimeout = config.Duration(deadline)
+	open := startRelay(t, openCfg)
+
+	hello := func(r interface{ DeviceTCPAddr() net.Addr }, h native.Hello) net.Conn {
+		t.Helper()
+		c := rawConn(t, r.DeviceTCPAddr().String())
+		if _, err := c.Write(native.AppendHello(nil, &h)); err != nil {
+			t.Fatal(err)
+		}
+		if typ, body := readOne(t, c); typ != native.TypeWelcome {
+			t.Fatalf("%s: %#x % x on HELLO, want WELCOME", h.Serial, typ, body)
+		}
+		return c
+	}
+	a := hello(authed, native.Hello{Serial: "TOKENED", Token: "a-device-token-123"})
+	b := hello(open, native.Hello{Serial: "OPENDEV"})
+	for i := 0; ; i++ {
+		if _, err := b.Write(native.AppendFrame(nil, native.TypePing, nil)); err != nil {
+			t.Fatal(err)
+		}
+		typ, body := readOne(t, b)
+		if typ == native.TypeError {
+			if code, msg, err := native.ParseError(body); err != nil || code != native.CodeHelloTimeout {
+				t.Fatalf("ERROR %d %q (%v), want 408", code, msg, err)
+			}
+			break
+		}
+		if typ != native.TypePong || i > 5000 {
+			t.Fatalf("frame %#x after %d PINGs, want PONG until ERROR 408", typ, i)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := a.Write(native.AppendFrame(nil, native.TypePing, []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body := readOne(t, a); typ != native.TypePong {
+		t.Fatalf("the authenticated device got %#x % x, want PONG", typ, body)
+	}
+	if got := metric(t, open, "fleetrelay_device_first_data_timeouts_total"); got != 1 {
+		t.Errorf("fleetrelay_device_first_data_timeouts_total = %v, want 1", got)
+	}
+	if got := metric(t, authed, "fleetrelay_device_first_data_timeouts_total"); got != 0 {
+		t.Errorf("fleetrelay_device_first_data_timeouts_total of the token relay = %v, want 0", got)
+	}
+}
