@@ -139,6 +139,12 @@ type System struct {
 	unknown int                     // entries of identities without metadata (MaxUnknown), under mu
 
 	unknownRefused atomic.Int64 // new unknown identities refused at MaxUnknown
+	// retired are the unknown identities retired since, oldest first from retiredHead (under
+	// mu): the store keeps their state (last seq, window) for the dedupe of a return until
+	// MaxUnknown later ones retired (see rememberLocked).
+	retired     []string
+	retiredHead int
+	retiredN    map[string]int32 // how many times each identity is in retired[retiredHead:]
 
 	ctx    context.Context // cancelled by Stop: ends deliveries
 	cancel context.CancelFunc
@@ -427,10 +433,7 @@ func (s *System) forgetLocked(e *deviceEntry) {
 	if e.unknown {
 		s.unknown--
 		s.opts.Metrics.unknown(-1)
-		// Nothing of it is on its way (e.inflight is 0), and a new entry for the identity, which
-		// would read its last seq, waits for s.mu: the store may drop what it keeps of it, so
-		// that a spray of made-up identities leaves nothing behind once they are delivered.
-		s.opts.Journal.Forget(e.id)
+		s.rememberLocked(e.id)
 	}
 	if s.meta(e.id) == nil {
 		return
@@ -440,6 +443,43 @@ func (s *System) forgetLocked(e *deviceEntry) {
 		g.remote = *p
 	}
 	s.gone[up] = g
+}
+
+// rememberLocked notes that unknown identity id retired, under s.mu, and has the store forget
+// the oldest retired ones beyond MaxUnknown, so that what made-up identities leave behind is
+// bounded while a device that merely reconnects keeps its last seq. An identity that is live
+// again is skipped (it is noted again when it retires); one with frames still to deliver goes
+// back to the end of the line. A forgotten identity that comes back starts from last seq 0.
+func (s *System) rememberLocked(id string) {
+	if s.opts.MaxUnknown <= 0 {
+		return // no cap: the store keeps every identity, as it does the registry's
+	}
+	if s.retiredN == nil {
+		s.retiredN = make(map[string]int32)
+	}
+	s.retired = append(s.retired, id)
+	s.retiredN[id]++
+	for tries := 0; len(s.retired)-s.retiredHead > s.opts.MaxUnknown && tries < 4; tries++ {
+		old := s.retired[s.retiredHead]
+		s.retired[s.retiredHead] = ""
+		s.retiredHead++
+		if n := s.retiredN[old] - 1; n > 0 {
+			s.retiredN[old] = n // it retired again since: its later place counts
+			continue
+		}
+		delete(s.retiredN, old)
+		// Nothing of it is on its way while it has no entry (its last one retired with nothing
+		// in flight), and a new entry, which would read its last seq, waits for s.mu.
+		if s.devices[old] == nil && !s.opts.Journal.Forget(old) {
+			s.retired = append(s.retired, old)
+			s.retiredN[old]++
+		}
+	}
+	if s.retiredHead > len(s.retired)/2 && s.retiredHead > 1024 { // reuse the slice's front
+		n := copy(s.retired, s.retired[s.retiredHead:])
+		clear(s.retired[n:])
+		s.retired, s.retiredHead = s.retired[:n], 0
+	}
 }
 
 // dispatch hands msg to the device id (created with create) and returns its entry (nil, msg

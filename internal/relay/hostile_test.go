@@ -83,11 +83,14 @@ func TestUnknownIdentityCap(t *testing.T) {
 	}
 }
 
-// What an identity the registry does not know leaves behind once it is gone: nothing. Its
-// connection closed with everything stored, the actors and the store forget it, and it comes
-// back as new (WELCOME lastSeq 0); a device of the fleet is remembered (lastSeq 3).
+// What an identity the registry does not know leaves behind once it is gone: with
+// max_unknown_identities 1, once a second unknown identity retired after it, nothing. The
+// first, its connection closed with everything stored, is first remembered (the store keeps its
+// last seq), then forgotten by the actors and the store, and it comes back as new (WELCOME
+// lastSeq 0); a device of the fleet is remembered (lastSeq 3).
 func TestUnknownIdentityForgotten(t *testing.T) {
 	cfg := testConfig(t, nil)
+	cfg.Devices.MaxUnknownIdentities = 1
 	cfg.Fleet = []config.Device{{ID: "FLEETDEV"}}
 	r := startRelay(t, cfg)
 	session := func(serial string, wantLast uint64) {
@@ -115,15 +118,23 @@ func TestUnknownIdentityForgotten(t *testing.T) {
 			acked, _ = native.ParseAck(body)
 		}
 	}
+	settled := func(wantDevices float64) {
+		t.Helper()
+		checkFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+			unknown, devices := metric(t, r, "fleetrelay_unknown_identities"), metric(t, r, "fleetrelay_store_devices")
+			if unknown != 0 || devices != wantDevices {
+				return fmt.Errorf("%v unknown identities, the store holds %v devices; want 0 and %v", unknown, devices, wantDevices)
+			}
+			return nil
+		})
+	}
 	session("STRANGER", 0)
 	session("FLEETDEV", 0)
-	checkFor(t, 20*time.Second, 5*time.Millisecond, func() error {
-		unknown, devices := metric(t, r, "fleetrelay_unknown_identities"), metric(t, r, "fleetrelay_store_devices")
-		if unknown != 0 || devices != 1 {
-			return fmt.Errorf("%v unknown identities, the store holds %v devices; want 0 and 1 (the fleet's)", unknown, devices)
-		}
-		return nil
-	})
+	settled(2) // STRANGER retired, and is remembered
+	session("STRANGER", 3)
+	settled(2)
+	session("OTHER", 0)
+	settled(2) // OTHER retired after STRANGER: STRANGER is forgotten
 	session("STRANGER", 0)
 	session("FLEETDEV", 3)
 }
