@@ -55,8 +55,8 @@ type Journal interface {
 	DiscardRoute(route uint16, late func(records int)) (records, deadLetters int, err error)
 	ReviveRoute(route uint16)
 	// Forget drops the state of a device with nothing pending (see store.Store.Forget): called
-	// for an identity the registry does not know once the actors forget it, with none of its
-	// frames on their way.
+	// for an identity the registry does not know once MaxUnknown others retired after it, with
+	// none of its frames on their way.
 	Forget(device string) bool
 }
 
@@ -94,7 +94,8 @@ type Options struct {
 	// MaxUnknown caps the device entries of identities without metadata (neither in the
 	// config's fleet nor set by SetDevice: the registry does not know them), which any client can
 	// make up. At the cap a new such identity is refused until one retires: its HELLO gets ERROR
-	// 503, its datagrams no answer, its NDJSON lines are dropped. 0: no cap.
+	// 503, its datagrams no answer, its NDJSON lines are dropped. Once MaxUnknown others retired
+	// after one, the store forgets it (Journal.Forget). 0: no cap, nothing forgotten.
 	MaxUnknown int
 	// MaxQueued caps the records a route keeps in memory; beyond it the route pages from the
 	// store (default 262144).

@@ -163,12 +163,13 @@ type Devices struct {
 	FirstDataTimeout Duration `yaml:"first_data_timeout"`
 	// Most identities the relay holds state for at once that neither the registry nor the fleet
 	// below knows (any client can make one up, over UDP too): beyond it a new such identity is
-	// refused until one is forgotten — its HELLO with ERROR 503, its datagrams unanswered, its
-	// NDJSON lines dropped — and counted (fleetrelay_unknown_identities_refused_total). Such an
-	// identity is forgotten once disconnected with nothing left to deliver (over UDP 1 to 2.5
-	// minutes after its last datagram), by the store too: if it comes back, what it resends of
-	// before is stored again. Identities the registry knows are never refused. Each one held
-	// costs about 2.6KiB of memory (README "Hostile devices"). 0: no limit.
+	// refused until one is gone — its HELLO with ERROR 503, its datagrams unanswered, its NDJSON
+	// lines dropped — and counted (fleetrelay_unknown_identities_refused_total). Such an
+	// identity is gone once disconnected (over UDP 1 to 2.5 minutes after its last datagram);
+	// the store keeps its last seq until as many other unknown identities went after it, then
+	// forgets it too (once delivered): if it comes back after that, what it resends of before is
+	// stored again. Identities the registry knows are never refused nor forgotten. Each one held
+	// costs about 3.7KiB of memory (README "Hostile devices"). 0: no limit, nothing forgotten.
 	MaxUnknownIdentities int `yaml:"max_unknown_identities"`
 	// Number of network event loops per native listener. 0 starts one per CPU. At most
 	// [MaxEventLoopsPerCPU] per CPU ([Config.CheckMachine]).
@@ -382,7 +383,7 @@ func Default() *Config {
 
 			MaxConnectionsPerSource: 5000,
 			FirstDataTimeout:        Duration(2 * time.Minute),
-			MaxUnknownIdentities:    100000,
+			MaxUnknownIdentities:    50000,
 		},
 		Store: Store{Sync: false, GCInterval: Duration(time.Minute), MinFree: "5%"},
 		Admin: Admin{Listen: "127.0.0.1:8080"},

@@ -86,12 +86,13 @@ devices:
   # 408; PINGs do not extend it. 0: no deadline.
   first_data_timeout: 2m
   # Most identities neither the registry nor the fleet knows that the relay holds state for at
-  # once (any client can make one up, over UDP too), about 2.6KiB of memory each. Beyond it a
-  # new one is refused until one is forgotten: HELLO with ERROR 503, datagrams unanswered,
-  # NDJSON lines dropped. One is forgotten, by the store too, once disconnected with nothing
-  # left to deliver (over UDP 1 to 2.5 minutes after its last datagram); what it resends after
-  # that is stored again. Known identities are never refused. 0: no limit.
-  max_unknown_identities: 100000
+  # once (any client can make one up, over UDP too), about 3.7KiB of memory each. Beyond it a
+  # new one is refused until one is gone (disconnected; over UDP 1 to 2.5 minutes after its last
+  # datagram): HELLO with ERROR 503, datagrams unanswered, NDJSON lines dropped. The store keeps
+  # a gone one's last seq until as many others went after it, then forgets it: what it resends
+  # of before after that is stored again. Known identities are never refused nor forgotten.
+  # 0: no limit, nothing forgotten.
+  max_unknown_identities: 50000
   # Network event loops per native listener; 0 starts one per CPU. At most 4 per CPU.
   event_loops: 0
 

@@ -4,7 +4,7 @@ package store
 // (its last seq, the delivered watermark, the window of a UDP device: ≈400 bytes), in memory
 // and in the checkpoints, so that resends are recognised across reconnects and restarts. For
 // identities nobody registered, which any client can make up by the million, the caller may
-// give that up once it no longer hears from one: Forget drops the state of a device that has
+// give that up once it no longer expects one back: Forget drops the state of a device that has
 // nothing left to deliver, and the next checkpoint snapshot (snapshot.go) leaves it out on disk
 // too. A forgotten device that comes back starts from last seq 0: what it resends of what was
 // stored before is stored again.
