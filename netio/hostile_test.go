@@ -90,8 +90,8 @@ func (f authFleet) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
 }
 
 // An unauthenticated connection that sends HELLO and then only PINGs is closed with ERROR 408
-// at FirstDataTimeout; one that sent DATA and an authenticated one that sent nothing, both
-// opened before it, stay.
+// at FirstDataTimeout; one that sent DATA, one that sent a RESULT and an authenticated one that
+// sent nothing, all opened before it, stay.
 func TestFirstDataTimeout(t *testing.T) {
 	f := newFleet(t)
 	srv := start(t, netio.Options{FirstDataTimeout: 300 * time.Millisecond}, authFleet{f})
@@ -99,8 +99,16 @@ func TestFirstDataTimeout(t *testing.T) {
 	write(t, good, native.AppendData(nil, 1, []byte(`{}`)))
 	expectAcks(t, good, 1)
 	authed, _ := device(t, srv, f, "AUTH1", 1)
+	worker, ws := device(t, srv, f, "WORKER", 2) // answers a COMMAND: a RESULT, no DATA
+	write(t, worker, native.AppendResult(nil, 7, 0, []byte(`{}`)))
+	checkfor.Check(t, hang, time.Millisecond, func() error {
+		if _, results, _ := ws.snapshot(); len(results) != 1 {
+			return fmt.Errorf("%d results reached the session", len(results))
+		}
+		return nil
+	})
 
-	pinger, _ := device(t, srv, f, "PINGER", 2)
+	pinger, _ := device(t, srv, f, "PINGER", 3)
 	for i := 0; ; i++ {
 		write(t, pinger, native.AppendFrame(nil, native.TypePing, []byte{byte(i)}))
 		typ, body := readFrame(t, pinger)
@@ -120,7 +128,7 @@ func TestFirstDataTimeout(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	for _, c := range []net.Conn{good, authed} {
+	for _, c := range []net.Conn{good, authed, worker} {
 		write(t, c, native.AppendFrame(nil, native.TypePing, []byte("still")))
 		if typ, body := readFrame(t, c); typ != native.TypePong || string(body) != "still" {
 			t.Fatalf("answer %#x %q, want PONG still: a device that sent DATA or is authenticated was closed", typ, body)

@@ -30,8 +30,8 @@ type Options struct {
 	// address (IPv6: one /64); further ones are refused (native ones with ERROR 503). 0: no cap.
 	MaxConnsPerSource int
 	// FirstDataTimeout closes, with ERROR 408, a native TCP connection whose session is not
-	// authenticated (see Authenticated) and that has sent no DATA this long after it was
-	// accepted; PINGs do not extend it. 0: never.
+	// authenticated (see Authenticated) and that has sent no DATA (nor RESULT) this long after
+	// it was accepted; PINGs do not extend it. 0: never.
 	FirstDataTimeout time.Duration
 	EventLoops       int // 0: one per CPU
 	Logger           *slog.Logger

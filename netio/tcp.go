@@ -171,6 +171,7 @@ func (tc *tcpConn) frame(typ byte, body []byte) gnet.Action {
 		if err != nil {
 			return tc.failInLoop(native.CodeMalformed, err.Error())
 		}
+		tc.proven.Store(true) // the answer to a COMMAND the relay sent: a device at work
 		tc.session.Result(&r, frame)
 	case native.TypeHello:
 		return tc.failInLoop(native.CodeMalformed, "second HELLO")

@@ -157,9 +157,9 @@ type Devices struct {
 	// one address. 0: no limit.
 	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
 	// A native TCP connection whose device is not authenticated (its HELLO was not checked
-	// against a credential) must send its first DATA frame this long after connecting, or it is
-	// closed with ERROR 408 and counted (fleetrelay_device_first_data_timeouts_total); PINGs do
-	// not extend it. 0: no deadline.
+	// against a credential: devices.auth is not token) must send its first DATA (or RESULT)
+	// frame this long after connecting, or it is closed with ERROR 408 and counted
+	// (fleetrelay_device_first_data_timeouts_total); PINGs do not extend it. 0: no deadline.
 	FirstDataTimeout Duration `yaml:"first_data_timeout"`
 	// Most identities the relay holds state for at once that neither the registry nor the fleet
 	// below knows (any client can make one up, over UDP too): beyond it a new such identity is

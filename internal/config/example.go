@@ -82,8 +82,8 @@ devices:
   # thousands of devices share one address. 0: no limit.
   max_connections_per_source: 5000
   # A native TCP connection whose device is not authenticated (its HELLO not checked against a
-  # credential) must send its first DATA this long after connecting, or it is closed with ERROR
-  # 408; PINGs do not extend it. 0: no deadline.
+  # credential: auth is not token) must send its first DATA (or RESULT) this long after
+  # connecting, or it is closed with ERROR 408; PINGs do not extend it. 0: no deadline.
   first_data_timeout: 2m
   # Most identities neither the registry nor the fleet knows that the relay holds state for at
   # once (any client can make one up, over UDP too), about 3.7KiB of memory each. Beyond it a
