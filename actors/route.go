@@ -74,8 +74,8 @@ type (
 		on   bool
 	}
 	drainMsg    struct{}
-	idleQuery   struct{} // answered once no request is running after drainMsg (see answerIdle)
-	oldestQuery struct{} // answered with the oldest pending record's receivedAt (Unix ms, 0: none)
+	idleQuery   struct{ done chan struct{} } // done is closed once no request is running after drainMsg (see answerIdle)
+	oldestQuery struct{}                     // answered with the oldest pending record's receivedAt (Unix ms, 0: none)
 	// updateMsg: the route's settings change to r (same ID and name). See routeActor.update.
 	updateMsg struct{ r *Route }
 	// removeQuery: the route is being removed; done is closed once nothing is in flight.
@@ -128,9 +128,9 @@ type routeActor struct {
 	inflight    int // batches in flight
 	waiting     int // of which waiting to retry
 	draining    bool
-	respond     []*actor.PID   // idleQuery senders waiting for in-flight batches to end
-	replays     map[uint64]int // replay entries in memory: records not yet delivered or dead again
-	moreReplays bool           // replay entries left in the store for lack of memory
+	respond     []chan struct{} // idle queries waiting for in-flight batches to end: closed then
+	replays     map[uint64]int  // replay entries in memory: records not yet delivered or dead again
+	moreReplays bool            // replay entries left in the store for lack of memory
 	timerAt     time.Time
 	key         []byte
 	vals        fields.Values
@@ -225,7 +225,7 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 	case drainMsg:
 		ra.draining = true
 	case idleQuery:
-		ra.respond = append(ra.respond, ctx.Sender())
+		ra.respond = append(ra.respond, m.done)
 		ra.answerIdle()
 	case oldestQuery:
 		ctx.Respond(ra.oldest())
@@ -241,12 +241,6 @@ func (ra *routeActor) Receive(ctx actor.Context) {
 		ra.settled()
 	case *actor.Stopping:
 		ra.cancel()
-		// Stop gave up waiting (its grace ended): answer the idle queries still held, so no
-		// waiter outlives the actor.
-		for _, p := range ra.respond {
-			ra.sys.root.Send(p, false)
-		}
-		ra.respond = nil
 	}
 }
 
@@ -341,8 +335,8 @@ func (ra *routeActor) answerIdle() {
 	if ra.inflight-ra.waiting > 0 || len(ra.respond) == 0 {
 		return
 	}
-	for _, p := range ra.respond {
-		ra.sys.root.Send(p, true)
+	for _, done := range ra.respond {
+		close(done)
 	}
 	ra.respond = nil
 }

@@ -291,21 +291,23 @@ func (s *System) Stop(ctx context.Context) error {
 	s.stopped = true // no route is added or removed from now on
 	routes := s.table.Load().routes
 	s.routesMu.Unlock()
-	done := make(chan struct{})
-	for _, ref := range routes {
+	// Each route answers by closing its channel once nothing of it is in flight; no goroutine
+	// waits on a route that may never answer (stopped meanwhile).
+	idle := make([]chan struct{}, len(routes))
+	for i, ref := range routes {
+		idle[i] = make(chan struct{})
 		s.root.Send(ref.pid, drainMsg{})
+		s.root.Send(ref.pid, idleQuery{done: idle[i]})
 	}
-	go func() {
-		for _, ref := range routes {
-			_ = s.root.RequestFuture(ref.pid, idleQuery{}, time.Hour).Wait()
-		}
-		close(done)
-	}()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("deliveries still in flight at shutdown: %w", ctx.Err())
+	for _, ch := range idle {
+		select {
+		case <-ch:
+			continue
+		case <-ctx.Done():
+			err = fmt.Errorf("deliveries still in flight at shutdown: %w", ctx.Err())
+		}
+		break
 	}
 	s.cancel()
 	s.wg.Wait()
