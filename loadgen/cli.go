@@ -56,6 +56,7 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.NDJSONConns, "ndjson-conns", 16, "NDJSON connections (each carries the lines of devices/conns identities)")
 	fs.DurationVar(&o.Commands.Delay, "command-delay", 0, "devices answer each COMMAND's RESULT after this long")
 	fs.Float64Var(&o.Commands.FailRatio, "command-fail", 0, "share of COMMANDs (0..1) devices answer with code 1 (failure)")
+	token := fs.String("token", "", "token every device presents in HELLO (and UDATA): register the devices with it for devices.auth: token")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML chart to this file")
 	quiet := fs.Bool("quiet", false, "no progress line even on a terminal")
@@ -65,6 +66,10 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&drain.Timeout, "sink-timeout", 10*time.Minute, "with -sink: stop waiting after this long in any case")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *token != "" {
+		tok := *token
+		o.Token = func(string) string { return tok }
 	}
 	p, err := NewPayload(*payload)
 	if err != nil {

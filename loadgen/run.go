@@ -56,6 +56,9 @@ type RunOptions struct {
 	Idle bool
 	// Commands is how the TCP devices answer the relay's COMMANDs (delay, failure ratio).
 	Commands CommandConfig
+	// Token, if set, gives each device its token (HELLO's, and UDATA's for UDP devices), by
+	// identity, for a relay with devices.auth: token.
+	Token func(identity string) string
 	// OnConnected, if set, is called once when every device is connected.
 	OnConnected func()
 	// Acked and Sent, if set, count acknowledged and sent frames (NDJSON: lines written) as the
@@ -130,7 +133,8 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	rep.FirstSeq, rep.Records = o.FirstSeq, o.Records
 	udps := make([]*UDPDevice, nUDP)
 	for i := range udps {
-		u, err := NewUDPDevice(UDPConfig{Addr: o.UDPAddr, Identity: fmt.Sprintf("%sU%06d", o.Prefix, i),
+		id := fmt.Sprintf("%sU%06d", o.Prefix, i)
+		u, err := NewUDPDevice(UDPConfig{Addr: o.UDPAddr, Identity: id, Token: o.token(id),
 			First: o.FirstSeq, Drop: o.UDPDrop, Seed: uint64(i) + 1, OnAck: r.ack})
 		if err != nil {
 			for _, u := range udps[:i] {
@@ -151,9 +155,10 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		if o.SourceIPs == 1 {
 			src = nil
 		}
+		serial := fmt.Sprintf("%s%06d", o.Prefix, i)
 		devs[i] = NewDevice(DeviceConfig{
 			Addr:     o.Addr,
-			Hello:    native.Hello{Serial: fmt.Sprintf("%s%06d", o.Prefix, i)},
+			Hello:    native.Hello{Serial: serial, Token: o.token(serial)},
 			Window:   o.Window,
 			Local:    src,
 			OnAck:    r.ack,
@@ -661,4 +666,12 @@ func (r *recorder) progress(w io.Writer, each func(Second), start time.Time, con
 			fmt.Fprintln(w)
 		}
 	}
+}
+
+// token is the token of the device with this identity ("" without RunOptions.Token).
+func (o *RunOptions) token(identity string) string {
+	if o.Token == nil {
+		return ""
+	}
+	return o.Token(identity)
 }
