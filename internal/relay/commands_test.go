@@ -139,13 +139,13 @@ func (rs *results) on(dev string) func(task uint64, code uint8, repeat bool) {
 }
 
 // The issue's first acceptance point at a size that runs in seconds, through the real relay,
-// real sockets and the real admin API: 200 commands to 20 devices. Nine devices are connected
-// when the first 100 are queued, one reads its COMMANDs and drops the connection without an
+// real sockets and the real admin API: 1,000 commands to 100 devices. 45 devices are connected
+// when the first 500 are queued, one reads its COMMANDs and drops the connection without an
 // answer, the others are offline; the relay restarts in the middle (queued tasks survive, ids
-// go on); the second 100 are queued, then eight offline devices connect and two never do. Every
+// go on); the second 500 are queued, then 44 offline devices connect and ten never do. Every
 // task of a device that came ends succeeded or failed as the device answered, with its result
 // data, and its RESULT reached the route as a task event with the API's task id; the tasks of
-// the two that never came expire with their short ttl. Each device's ids are 1..10.
+// the ten that never came expire with their short ttl. Each device's ids are 1..10.
 func TestCommandsEndToEnd(t *testing.T) {
 	te := newTaskEvents(t)
 	cfg := commandsConfig(t, te)
@@ -153,8 +153,11 @@ func TestCommandsEndToEnd(t *testing.T) {
 	api := newAPI(t, r, bootstrapKey(t, cfg))
 	addr := cfg.Devices.Native.TCP
 
-	const devices, perRound = 20, 5
-	name := func(i int) string { return fmt.Sprintf("CMD%02d", i) }
+	// 100 devices × 2 rounds × 5 = 1,000 commands. conn devices are connected from the start,
+	// device conn reads its COMMANDs and drops the connection, the devices from never on never come.
+	const devices, perRound = 100, 5
+	const conn, never = 45, 90
+	name := func(i int) string { return fmt.Sprintf("CMD%03d", i) }
 	for i := range devices {
 		api.must(http.StatusCreated, "PUT", "/api/v1/devices/"+name(i), map[string]any{"tags": []string{"cmd"}})
 	}
@@ -174,7 +177,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 		}
 	}
 	ttl := func(i int) string {
-		if i >= 18 {
+		if i >= never {
 			return "1s" // never connects
 		}
 		return "10m"
@@ -193,13 +196,13 @@ func TestCommandsEndToEnd(t *testing.T) {
 	}
 
 	loads := make([]*loadgen.Device, devices)
-	for i := range 9 {
+	for i := range conn {
 		loads[i] = loadDevice(i)
 		dial(loads[i])
 	}
-	// CMD09 reads its COMMANDs and leaves without answering.
+	// the dropping device (conn) reads its COMMANDs and leaves without answering.
 	raw := rawConn(t, addr)
-	if _, err := raw.Write(native.AppendHello(nil, &native.Hello{Serial: name(9)})); err != nil {
+	if _, err := raw.Write(native.AppendHello(nil, &native.Hello{Serial: name(conn)})); err != nil {
 		t.Fatal(err)
 	}
 	if typ, body := readOne(t, raw); typ != native.TypeWelcome {
@@ -209,21 +212,21 @@ func TestCommandsEndToEnd(t *testing.T) {
 	for j := range perRound {
 		typ, body := readOne(t, raw)
 		if typ != native.TypeCommand || binary.BigEndian.Uint64(body) != uint64(j+1) {
-			t.Fatalf("frame %d to CMD09: %#x % x, want COMMAND of task %d", j, typ, body, j+1)
+			t.Fatalf("frame %d to the dropping device (conn): %#x % x, want COMMAND of task %d", j, typ, body, j+1)
 		}
 		if want := fmt.Sprintf(`{"interval":%d,"op":"setInterval"}`, 60+j); string(body[8:]) != want {
 			t.Errorf("COMMAND %d payload %s, want %s", j+1, body[8:], want)
 		}
 	}
 	raw.Close()
-	for _, tk := range tasksOf(api, name(9)) {
+	for _, tk := range tasksOf(api, name(conn)) {
 		if tk.State != "sent" || tk.Sends != 1 {
-			t.Errorf("CMD09 task %d after the dropped connection: %s, sends %d; want sent once", tk.ID, tk.State, tk.Sends)
+			t.Errorf("the dropping device (conn) task %d after the dropped connection: %s, sends %d; want sent once", tk.ID, tk.State, tk.Sends)
 		}
 	}
 	// The connected devices answer theirs.
 	checkfor.Check(t, 20*time.Second, 10*time.Millisecond, func() error {
-		for i := range 9 {
+		for i := range conn {
 			for _, tk := range tasksOf(api, name(i)) {
 				if tk.State != "succeeded" && tk.State != "failed" {
 					return fmt.Errorf("%s task %d is %s", name(i), tk.ID, tk.State)
@@ -239,19 +242,19 @@ func TestCommandsEndToEnd(t *testing.T) {
 	}
 	r = startRelay(t, cfg)
 	api = newAPI(t, r, api.key)
-	for _, tk := range tasksOf(api, name(12)) {
+	for _, tk := range tasksOf(api, name(conn + 3)) {
 		if tk.State != "queued" {
-			t.Errorf("CMD12 task %d after the restart: %s, want queued", tk.ID, tk.State)
+			t.Errorf("CMD conn+3 task %d after the restart: %s, want queued", tk.ID, tk.State)
 		}
 	}
-	if got := tasksOf(api, name(9)); len(got) != perRound || got[0].State != "sent" {
-		t.Errorf("CMD09's tasks after the restart: %+v, want %d, sent", got, perRound)
+	if got := tasksOf(api, name(conn)); len(got) != perRound || got[0].State != "sent" {
+		t.Errorf("the dropping device (conn)'s tasks after the restart: %+v, want %d, sent", got, perRound)
 	}
 	queue(1)
-	for i := range 9 {
+	for i := range conn {
 		dial(loads[i])
 	}
-	for i := 9; i < 18; i++ {
+	for i := conn; i < never; i++ {
 		loads[i] = loadDevice(i)
 		dial(loads[i])
 	}
@@ -261,7 +264,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 			for _, tk := range tasksOf(api, name(i)) {
 				want := "succeeded or failed"
 				ok := tk.State == "succeeded" || tk.State == "failed"
-				if i >= 18 {
+				if i >= never {
 					want, ok = "expired", tk.State == "expired"
 				}
 				if !ok {
@@ -284,7 +287,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 			}
 			k := fmt.Sprintf("%s/%d", name(i), tk.ID)
 			code, answered := rs.code[k]
-			if i >= 18 {
+			if i >= never {
 				if answered || tk.Code != nil || len(te.codes(name(i), tk.ID)) != 0 {
 					t.Errorf("%s: expired, yet answered (%v) or with a code or an event", k, answered)
 				}
@@ -294,20 +297,20 @@ func TestCommandsEndToEnd(t *testing.T) {
 			if !answered || tk.State != wantState || tk.Code == nil || *tk.Code != int(code) {
 				t.Errorf("%s = %s code %v; the device answered %v with code %d", k, tk.State, tk.Code, answered, code)
 			}
-			if want := fmt.Sprintf(`{"task":%d,"repeat":false}`, tk.ID); i != 9 && string(tk.Result) != want {
+			if want := fmt.Sprintf(`{"task":%d,"repeat":false}`, tk.ID); i != conn && string(tk.Result) != want {
 				t.Errorf("%s result %s, want %s", k, tk.Result, want)
 			}
 		}
 	}
-	// CMD09's first five tasks went to the dropped connection and again to the new one.
-	for _, tk := range tasksOf(api, name(9))[:perRound] {
+	// the dropping device (conn)'s first five tasks went to the dropped connection and again to the new one.
+	for _, tk := range tasksOf(api, name(conn))[:perRound] {
 		if tk.Sends != 2 {
-			t.Errorf("CMD09 task %d was sent %d times, want 2 (the dropped connection, then the next)", tk.ID, tk.Sends)
+			t.Errorf("the dropping device (conn) task %d was sent %d times, want 2 (the dropped connection, then the next)", tk.ID, tk.Sends)
 		}
 	}
 	// Every RESULT reached the route as a task event with the API's task id and the code.
 	checkfor.Check(t, 20*time.Second, 10*time.Millisecond, func() error {
-		for i := range 18 {
+		for i := range never {
 			for task := uint64(1); task <= 2*perRound; task++ {
 				k := fmt.Sprintf("%s/%d", name(i), task)
 				codes := te.codes(name(i), task)
