@@ -200,7 +200,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 		loads[i] = loadDevice(i)
 		dial(loads[i])
 	}
-	// the dropping device (conn) reads its COMMANDs and leaves without answering.
+	// The dropping device (conn) reads its COMMANDs and leaves without answering.
 	raw := rawConn(t, addr)
 	if _, err := raw.Write(native.AppendHello(nil, &native.Hello{Serial: name(conn)})); err != nil {
 		t.Fatal(err)
@@ -242,7 +242,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 	}
 	r = startRelay(t, cfg)
 	api = newAPI(t, r, api.key)
-	for _, tk := range tasksOf(api, name(conn + 3)) {
+	for _, tk := range tasksOf(api, name(conn+3)) {
 		if tk.State != "queued" {
 			t.Errorf("CMD conn+3 task %d after the restart: %s, want queued", tk.ID, tk.State)
 		}
