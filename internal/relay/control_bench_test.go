@@ -10,12 +10,18 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fleetrelay/fleetrelay/internal/config"
 )
 
 // benchDevices starts a relay with n devices stored through the API, and returns an HTTP client
 // (keep-alive, plain: no contract checks), the API's base URL and the bootstrap key.
 func benchDevices(b *testing.B, n int) (*http.Client, string, string) {
-	cfg := testConfig(b, nil)
+	return benchDevicesOn(b, testConfig(b, nil), n)
+}
+
+// benchDevicesOn is benchDevices with a relay on cfg.
+func benchDevicesOn(b *testing.B, cfg *config.Config, n int) (*http.Client, string, string) {
 	r := startRelay(b, cfg)
 	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.key"))
 	if err != nil {

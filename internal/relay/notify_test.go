@@ -244,21 +244,7 @@ func BenchmarkAPIDevicePutNotified(b *testing.B) {
 	rt.Name, rt.URL, rt.Notifications = "changes", ep.URL+"/changes", true
 	rt.Sign.Webhooks = &config.WebhooksSign{Secrets: []config.Secret{config.SecretValue("whsec_" + base64.StdEncoding.EncodeToString(make([]byte, 32)))}}
 	cfg.Routes = append(cfg.Routes, rt)
-	r := startRelay(b, cfg)
-	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, "admin.key"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	key := strings.TrimSpace(string(raw))
-	tr := &http.Transport{MaxIdleConnsPerHost: 64}
-	b.Cleanup(tr.CloseIdleConnections)
-	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	base := "http://" + r.AdminAddr().String() + "/api/v1/devices/"
-	for i := range devices {
-		if st := benchDo(b, c, "PUT", base+fmt.Sprintf("dev-%04d", i), key, `{"tags":["a"],"custom1":"x"}`); st != http.StatusCreated {
-			b.Fatalf("PUT device = %d", st)
-		}
-	}
+	c, base, key := benchDevicesOn(b, cfg, devices)
 	before := got.Load()
 	benchRequests(b, http.StatusOK, func(n int64) int {
 		return benchDo(b, c, "PUT", base+fmt.Sprintf("dev-%04d", n%devices), key, fmt.Sprintf(`{"tags":["a","t%d"],"custom1":"c%d"}`, n%7, n))
