@@ -1,0 +1,84 @@
+// Package link pairs sockets inside gnet's event loops: device links (a client reaches a device
+// through the relay, over TCP or UDP, because only the relay knows where the device is) and the
+// raw TCP connector (a device's TCP stream forwarded to an end server). Bytes are copied between
+// the two sockets of a pair on the event loops, without a goroutine or an actor per pair, through
+// a bounded buffer per direction: when one side cannot take more, the other is not read.
+package link
+
+import (
+	"crypto/cipher"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// Protocols of a device link.
+const (
+	TCP = "tcp"
+	UDP = "udp"
+)
+
+// Spec is what a device link is asked to be (the API's POST /api/v1/devicelink/{device}, with
+// the config's defaults already applied by the caller).
+type Spec struct {
+	Device   string // the device's identity, upper case
+	Account  string // the device's account ("" none)
+	Protocol string // TCP or UDP
+	// DeviceAddr is where the relay reaches the device: its last known address with the link's
+	// device port.
+	DeviceAddr netip.AddrPort
+	// Source pins the client: only a client from this host:port may use the link (zero: the
+	// first client to connect or send inherits it). With UDP, the device's datagrams go to
+	// Source at once.
+	Source netip.AddrPort
+	// Timeout closes a UDP link after this long without a datagram either way (0: never).
+	Timeout time.Duration
+	// Cipher, when set, encrypts the client leg (see Cipher); the device leg stays as the device
+	// speaks it.
+	Cipher Cipher
+}
+
+// Cipher is the client leg's encryption of one link: independent keystreams per direction and,
+// for UDP, per datagram, so that no keystream is ever used twice.
+type Cipher interface {
+	// Streams returns the TCP keystreams: in decrypts what the client sends, out encrypts what
+	// the relay sends the client. Each is used for one direction only, from its start.
+	Streams() (in, out cipher.Stream)
+	// Seal appends to dst the datagram the relay sends the client carrying plain as its n-th
+	// datagram to the client (n counts from 0).
+	Seal(dst []byte, n uint64, plain []byte) []byte
+	// Open appends to dst the plaintext of a datagram the client sent, or fails if it is not
+	// one (too short, or refused by an authenticated construction).
+	Open(dst []byte, datagram []byte) ([]byte, error)
+}
+
+// States of a link.
+const (
+	StateWaiting = "waiting" // no client yet
+	StateOpen    = "open"    // client and device sockets paired
+	StateClosed  = "closed"  // ended; kept in List until it is forgotten
+)
+
+// Info is what the relay says of a link (the API's create response and list).
+type Info struct {
+	Spec
+	Token string // closes the link (DELETE /api/v1/devicelink/{token}); random, 128 bits or more
+	// Port is where the client connects (TCP) or sends (UDP), on the links' listen address.
+	Port       uint16
+	State      string
+	Client     netip.AddrPort // the client that holds the link (zero: none yet)
+	ToDevice   uint64         // bytes the client sent that went to the device
+	ToClient   uint64         // bytes the device sent that went to the client
+	CreatedAt  time.Time
+	LastActive time.Time // last byte either way (CreatedAt before any)
+}
+
+// Errors of Manager.Open and Manager.Close.
+var (
+	// ErrPortsExhausted: every port of the configured range holds a link.
+	ErrPortsExhausted = errors.New("link: every port of the range is in use")
+	// ErrNotFound: no link has that token.
+	ErrNotFound = errors.New("link: no such link")
+	// ErrClosed: the manager is stopping.
+	ErrClosed = errors.New("link: closed")
+)
