@@ -1,0 +1,41 @@
+package link
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// entry is one link as the Manager and the engine that carries it (TCP or UDP) share it: what
+// it was asked to be, where the client reaches it, and counters the event loops update.
+type entry struct {
+	token     string
+	spec      Spec
+	port      uint16
+	createdAt time.Time
+
+	state      atomic.Value  // string: StateWaiting, StateOpen, StateClosed
+	client     atomic.Value  // netip.AddrPort of the client holding the link
+	toDevice   atomic.Uint64 // bytes client → device
+	toClient   atomic.Uint64 // bytes device → client
+	lastActive atomic.Int64  // unix nanoseconds of the last byte either way (0: none)
+}
+
+func newEntry(token string, spec Spec, port uint16, now time.Time) *entry {
+	e := &entry{token: token, spec: spec, port: port, createdAt: now}
+	e.state.Store(StateWaiting)
+	return e
+}
+
+// info is what the API shows of e.
+func (e *entry) info() Info {
+	in := Info{Spec: e.spec, Token: e.token, Port: e.port, CreatedAt: e.createdAt, LastActive: e.createdAt,
+		ToDevice: e.toDevice.Load(), ToClient: e.toClient.Load()}
+	in.State, _ = e.state.Load().(string)
+	in.Client, _ = e.client.Load().(netip.AddrPort)
+	if t := e.lastActive.Load(); t != 0 {
+		in.LastActive = time.Unix(0, t)
+	}
+	in.Spec.Cipher = nil // the key stays inside the relay
+	return in
+}
