@@ -16,13 +16,7 @@ import (
 // whether any route takes the message; if none does, nothing is stored and done is not
 // called. Safe for concurrent use; it does not wait for the commit.
 func (s *System) Notify(account string, record []byte, at time.Time, done func(error)) bool {
-	var ids []uint16
-	for _, ref := range s.table.Load().routes {
-		r := ref.r
-		if r.Notifications && !r.Paused && (r.Account == "" || r.Account == account) {
-			ids = append(ids, r.ID)
-		}
-	}
+	ids := s.notifiedBy(account, true)
 	if len(ids) == 0 {
 		return false
 	}
@@ -34,4 +28,26 @@ func (s *System) Notify(account string, record []byte, at time.Time, done func(e
 		}
 	})
 	return true
+}
+
+// Notifies reports whether a notification message about account's devices would be taken by a
+// route now (see Notify).
+func (s *System) Notifies(account string) bool {
+	return len(s.notifiedBy(account, false)) > 0
+}
+
+// notifiedBy returns the IDs of the routes that take account's notifications (all of them, or
+// only whether there is one).
+func (s *System) notifiedBy(account string, all bool) []uint16 {
+	var ids []uint16
+	for _, ref := range s.table.Load().routes {
+		r := ref.r
+		if r.Notifications && !r.Paused && (r.Account == "" || r.Account == account) {
+			ids = append(ids, r.ID)
+			if !all {
+				break
+			}
+		}
+	}
+	return ids
 }

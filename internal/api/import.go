@@ -99,7 +99,8 @@ func importDevices(s *Server, c *control.Control, w http.ResponseWriter, r *http
 			return
 		}
 	}
-	// The rows written before the problem stay written, each whole.
+	// The rows written before the problem stay written, each whole, and are notified.
+	im.Notify()
 	done := im.Upserted()
 	if done > 0 {
 		s.Audit(r, "import", "devices", strconv.Itoa(done)+" devices")

@@ -3,7 +3,8 @@
 // registry (read-only there), compiles and runs the routes stored through the API and hands the
 // actors the stored devices' metadata; then it follows every change the registry commits
 // (route.Compile → actors.System.PutRoute / RemoveRoute, SetDevice), and turns each write's
-// device changes into notification messages for the notification routes (notify.go). It also
+// device changes into notification messages for the notification routes, through the
+// registry's outbox (notify.go). It also
 // implements the writes of the API's route and device resources — decoding and checking a body
 // as the config file's routes are checked, the rules on secrets, accounts and the config file's
 // ownership, what a route holds before it goes — and the views the API shows of them. It knows
@@ -56,6 +57,7 @@ type Control struct {
 	log  *slog.Logger
 
 	writeMu sync.Mutex // one write of a route or device at a time (check, then write)
+	notices *notices   // notify.go
 
 	mu      sync.Mutex
 	status  map[string]RouteStatus // by route name
@@ -125,9 +127,17 @@ func New(opts Options) (*Control, error) {
 		o.After = page[len(page)-1].ID
 	}
 	c.reg.Watch(c.apply)
-	c.reg.WatchBatch(c.notify) // notify.go
+	c.notices = &notices{c: c, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	c.reg.SetOutbox(c.notices) // notify.go
 	return c, nil
 }
+
+// Start sends the notifications a crash left (stored with their device changes, not yet in the
+// journal) and starts removing the ones the journal has. Call it once the store is started.
+func (c *Control) Start() { c.notices.start() }
+
+// Close stops what Start started. Call it before the store closes.
+func (c *Control) Close() { c.notices.close() }
 
 // Registry is the registry c applies.
 func (c *Control) Registry() *registry.Registry { return c.reg }

@@ -31,6 +31,14 @@ type parts struct {
 
 func start(t *testing.T, dir string, static ...config.Route) *parts {
 	t.Helper()
+	p := build(t, dir, static...)
+	p.startStore(t)
+	return p
+}
+
+// build is start without starting the store (the journal refuses frames until startStore).
+func build(t *testing.T, dir string, static ...config.Route) *parts {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Options{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -49,15 +57,20 @@ func start(t *testing.T, dir string, static ...config.Route) *parts {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Start(store.Hooks{OnCommit: sys.OnCommit, OnDelivered: sys.OnDelivered, OnWindowDelivered: sys.OnWindowDelivered}); err != nil {
-		t.Fatal(err)
-	}
 	p := &parts{st: st, reg: reg, sys: sys, c: c}
 	t.Cleanup(func() {
 		p.stop(t)
 		clients.Close()
 	})
 	return p
+}
+
+func (p *parts) startStore(t *testing.T) {
+	t.Helper()
+	if err := p.st.Start(store.Hooks{OnCommit: p.sys.OnCommit, OnDelivered: p.sys.OnDelivered, OnWindowDelivered: p.sys.OnWindowDelivered}); err != nil {
+		t.Fatal(err)
+	}
+	p.c.Start()
 }
 
 func (p *parts) stop(t *testing.T) {
@@ -71,6 +84,7 @@ func (p *parts) stop(t *testing.T) {
 	if err := p.sys.Stop(ctx); err != nil {
 		t.Error(err)
 	}
+	p.c.Close()
 	if err := p.st.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,16 @@ type Import struct {
 	size     int // the rows' estimated size in the store
 	upserted int
 	rejected []Rejection
+	event    string                 // the notification event of the whole import (notify.go)
+	notes    []registry.OutboxEntry // its chunks' notification entries, emitted by Finish
+}
+
+type importKey struct{}
+
+// importOf returns the import a write's context belongs to (nil: none).
+func importOf(ctx context.Context) *Import {
+	im, _ := ctx.Value(importKey{}).(*Import)
+	return im
 }
 
 type importRow struct {
@@ -55,7 +65,7 @@ const (
 // NewImport starts an import for a key of account ("" for a global key, which may name any
 // account in the rows; an account's key imports into its own account only).
 func (c *Control) NewImport(account string) *Import {
-	return &Import{c: c, account: account}
+	return &Import{c: c, account: account, event: newHashID()}
 }
 
 // Add checks the device of one input line and queues it; a full chunk is written. token, when
@@ -96,10 +106,23 @@ func (im *Import) reject(line int, id, why string) {
 }
 
 // Finish writes what is queued and returns how many rows were written and every rejected row,
-// in input order. After an error the counts say what was written before it.
+// in input order. After an error the counts say what was written before it. The notification
+// of the whole import (of what was written, error or not) is sent here: one event, one message
+// per account unless it is large (notify.go).
 func (im *Import) Finish(ctx context.Context) (upserted int, rejected []Rejection, err error) {
 	err = im.flush(ctx)
+	im.Notify()
 	return im.upserted, im.rejected, err
+}
+
+// Notify sends the notification of what the import has written so far; Finish calls it. Call
+// it when an import stops without Finish (its input broke off): the chunks it wrote are
+// notified. Without it they would be at the next start.
+func (im *Import) Notify() {
+	if len(im.notes) > 0 {
+		im.c.notices.emit(im.notes)
+		im.notes = nil
+	}
 }
 
 // Upserted is how many rows were written so far.
@@ -162,7 +185,7 @@ func (im *Import) apply(ctx context.Context, rows []importRow, rejected *[]Rejec
 		changes[i] = &registry.Device{ID: d.ID, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2,
 			Custom3: d.Custom3, Tags: d.Tags, Groups: d.Groups, Account: d.Account, TokenHash: rows[i].hash}
 	}
-	err := im.c.reg.Apply(ctx, changes...)
+	err := im.c.reg.Apply(context.WithValue(ctx, importKey{}, im), changes...)
 	switch {
 	case err == nil:
 		im.upserted += len(rows)
@@ -208,7 +231,8 @@ func rowError(err error) string {
 // registry's meta (times, revision, source), Badger's per-entry bytes. Text that JSON escapes
 // takes more; a chunk that turns out too large is split (apply).
 func storedSize(d *config.Device, token bool) int {
-	n := 165 + 2*len(d.ID) // key prefix and version, meta, braces, "id"
+	n := 165 + 2*len(d.ID)                         // key prefix and version, meta, braces, "id"
+	n += noteOverhead + len(d.ID) + len(d.Account) // its change in the chunk's notification entry (notify.go)
 	if token {
 		n += 15 + 32*4 // "token_hash": 32 numbers up to 255
 	}

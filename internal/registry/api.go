@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,7 +33,10 @@ type Registry struct {
 	devices  table[Device, *Device]
 	byHash   map[[32]byte]*Key
 	watchers []func(Change)
-	batchers []func([]Change) // WatchBatch
+
+	outbox    Outbox        // outbox.go; guarded by wmu
+	pending   []OutboxEntry // the entries stored at Open and not removed since; guarded by wmu
+	outboxSeq atomic.Uint64 // the last outbox entry ID (nextOutboxID)
 }
 
 // Open loads every resource from b.
@@ -48,6 +53,10 @@ func Open(ctx context.Context, b Backend) (*Registry, error) {
 		byHash:   make(map[[32]byte]*Key),
 	}
 	err := b.Load(ctx, func(kind Kind, id string, value []byte) error {
+		if kind == outboxKind {
+			r.pending = append(r.pending, OutboxEntry{ID: id, Value: value})
+			return nil
+		}
 		v, err := decode(kind, value)
 		if err != nil {
 			return fmt.Errorf("%s %q: %w", kind, id, err)
@@ -61,6 +70,8 @@ func Open(ctx context.Context, b Backend) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
+	slices.SortFunc(r.pending, func(a, b OutboxEntry) int { return strings.Compare(a.ID, b.ID) })
+	r.seedOutbox()
 	return r, nil
 }
 
@@ -103,15 +114,6 @@ func get[T any, P ptr[T]](r *Registry, t *table[T, P], id string) (T, bool) {
 func (r *Registry) Watch(fn func(Change)) {
 	r.mu.Lock()
 	r.watchers = append(r.watchers, fn)
-	r.mu.Unlock()
-}
-
-// WatchBatch registers fn, called once per committed write (a Create, Update, Delete, or a
-// whole Apply) with its changes in order, after the Watch watchers have seen them, on the
-// writer's goroutine. The rules of Watch apply; the slice and its values are fn's own.
-func (r *Registry) WatchBatch(fn func([]Change)) {
-	r.mu.Lock()
-	r.batchers = append(r.batchers, fn)
 	r.mu.Unlock()
 }
 
@@ -344,7 +346,7 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 	if len(tx.writes) == 0 {
 		return nil
 	}
-	ops := make([]Op, len(tx.writes))
+	ops := make([]Op, len(tx.writes), len(tx.writes)+1)
 	for i, w := range tx.writes {
 		ops[i] = Op{Kind: w.kind, ID: w.id}
 		if w.v != nil {
@@ -355,11 +357,22 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 			ops[i].Value = data
 		}
 	}
+	var entry OutboxEntry
+	if r.outbox != nil {
+		changes := make([]Change, len(tx.writes))
+		for i := range tx.writes {
+			changes[i] = tx.writes[i].change(tx.now)
+		}
+		if v := r.outbox.Stage(ctx, changes); v != nil {
+			entry = OutboxEntry{ID: r.nextOutboxID(), Value: v}
+			ops = append(ops, Op{Kind: outboxKind, ID: entry.ID, Value: v})
+		}
+	}
 	if err := r.b.Write(ctx, ops); err != nil {
-		if len(ops) == 1 {
+		if len(tx.writes) == 1 {
 			return fmt.Errorf("registry: write %s %q: %w", ops[0].Kind, ops[0].ID, err)
 		}
-		return fmt.Errorf("registry: write %d resources: %w", len(ops), err)
+		return fmt.Errorf("registry: write %d resources: %w", len(tx.writes), err)
 	}
 	r.mu.Lock()
 	for _, w := range tx.writes {
@@ -369,8 +382,11 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 			r.removeLocked(w.kind, w.id)
 		}
 	}
-	watchers, batchers := r.watchers, r.batchers // appended to only: the first len stay as they are
+	watchers := r.watchers // appended to only: the first len stay as they are
 	r.mu.Unlock()
+	if entry.ID != "" {
+		r.outbox.Committed(ctx, entry)
+	}
 	for _, w := range tx.writes {
 		if w.out != nil {
 			w.out() // the caller's value gets what was stored
@@ -378,13 +394,6 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 		for _, fn := range watchers {
 			fn(w.change(tx.now))
 		}
-	}
-	for _, fn := range batchers {
-		changes := make([]Change, len(tx.writes))
-		for i := range tx.writes {
-			changes[i] = tx.writes[i].change(tx.now)
-		}
-		fn(changes)
 	}
 	return nil
 }

@@ -111,7 +111,7 @@ type Op struct {
 // Backend persists the registry's resources. Write applies its ops atomically and durably before
 // it returns. Implementations are safe for concurrent use.
 type Backend interface {
-	// Load calls fn for every stored resource, in any order.
+	// Load calls fn for every stored resource and outbox entry (kind "outbox"), in any order.
 	Load(ctx context.Context, fn func(kind Kind, id string, value []byte) error) error
 	Write(ctx context.Context, ops []Op) error
 }

@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -8,13 +9,25 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 )
 
-// WatchBatch sees each write once, with all its changes in order: an Apply of many devices is
-// one call; a device's change carries what it was before and the write's time; a write that
-// fails calls nothing; Watch still sees the same changes one by one.
-func TestWatchBatch(t *testing.T) {
+// stageRecorder is an outbox that records what it is asked to stage, and stages nothing.
+type stageRecorder struct{ batches *[][]registry.Change }
+
+func (s stageRecorder) Stage(_ context.Context, cs []registry.Change) []byte {
+	*s.batches = append(*s.batches, cs)
+	return nil
+}
+
+func (s stageRecorder) Committed(context.Context, registry.OutboxEntry) {
+	panic("Committed without an entry staged")
+}
+
+// The outbox's Stage sees each write once, with all its changes in order: an Apply of many
+// devices is one call; a device's change carries what it was before and the write's time; a
+// write that fails its checks calls nothing; Watch sees the same changes one by one.
+func TestOutboxStageChanges(t *testing.T) {
 	e := newEnv(t)
 	var batches [][]registry.Change
-	e.reg.WatchBatch(func(cs []registry.Change) { batches = append(batches, cs) })
+	e.reg.SetOutbox(stageRecorder{&batches})
 	var single []string
 	e.reg.Watch(func(c registry.Change) { single = append(single, c.ID) })
 
@@ -60,7 +73,7 @@ func TestWatchBatch(t *testing.T) {
 	if got := strings.Join(single, ","); got != "D1,D1,D1,N0,N1,N2,N3,N4,acc" {
 		t.Errorf("Watch saw %s", got)
 	}
-	// What a batch watcher got is its own.
+	// What Stage got is its own.
 	batches[1][0].Before.Custom1 = "changed"
 	batches[1][0].Device.Custom1 = "changed"
 	if err := e.reg.Delete(ctx, registry.Devices, "N0"); err != nil {

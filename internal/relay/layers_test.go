@@ -34,6 +34,8 @@ var layers = []struct {
 	{"internal/tasks", []string{"internal/store", "internal/throttle"}},
 	// The sockets, then the actors over them.
 	{"netio", []string{"codec/...", "internal/throttle"}},
+	// Device links and the raw TCP connector: sockets paired on their own gnet engines.
+	{"netio/link", nil},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
 	// What the actors call through their interfaces, and what builds it.
 	{"internal/pipeline", []string{"actors", "codec/...", "internal/auth", "internal/deliver", "internal/throttle"}},

@@ -281,9 +281,10 @@ func TestNotificationRouteThroughAPI(t *testing.T) {
 	}
 }
 
-// An import through the API: each chunk it writes together (one registry.Apply) is one
-// notification message with an observation per device, add for new devices and update for
-// known ones; a rejected row is not notified. Every message is signed.
+// An import through the API is one notification message (of up to 2,000 observations; the
+// import writes it in several store transactions) with an observation per device in row order,
+// add for new devices and update for known ones; a rejected row is not notified. Every message
+// is signed.
 func TestNotificationsImport(t *testing.T) {
 	ep := newNotifyEndpoint(t)
 	cfg := testConfig(t, nil)
@@ -343,31 +344,24 @@ func TestNotificationsImport(t *testing.T) {
 		}
 		return nil
 	})
-	// The first import's chunks come first (one account, order kept), then single's, then the
-	// second import's one chunk.
-	last := msgs[len(msgs)-1]
-	if len(msgs) < 4 || len(msgs) > 2+n/100 {
-		t.Fatalf("%d messages for 2 imports and a PUT, want one per chunk", len(msgs))
+	// The first import comes first (one account, order kept), then single's, then the second
+	// import.
+	if len(msgs) != 3 {
+		t.Fatalf("%d messages for 2 imports and a PUT, want 3", len(msgs))
 	}
-	if o := msgs[len(msgs)-2].Observations; len(o) != 1 || o[0].Device.Identifier != "SINGLE" || o[0].Action != "add" {
-		t.Errorf("second-to-last message %+v, want SINGLE's add", o)
+	if o := msgs[1].Observations; len(o) != 1 || o[0].Device.Identifier != "SINGLE" || o[0].Action != "add" {
+		t.Errorf("second message %+v, want SINGLE's add", o)
 	}
-	if o := last.Observations; len(o) != 2 || o[0].Device.Identifier != "IMP-0001" || o[0].Action != "update" ||
+	if o := msgs[2].Observations; len(o) != 2 || o[0].Device.Identifier != "IMP-0001" || o[0].Action != "update" ||
 		o[1].Device.Identifier != "NEW-1" || o[1].Action != "add" {
 		t.Errorf("last message %+v, want IMP-0001 updated and NEW-1 added", o)
 	}
 	next := 0
-	first := msgs[:len(msgs)-2]
-	for i, m := range first {
-		if i < len(first)-1 && len(m.Observations) < 100 {
-			t.Errorf("an import chunk's message has %d observations, want a chunk's worth", len(m.Observations))
+	for _, o := range msgs[0].Observations {
+		if want := fmt.Sprintf("IMP-%04d", next); o.Device.Identifier != want || o.Action != "add" {
+			t.Fatalf("observation %+v, want %s added (in the import's order)", o, want)
 		}
-		for _, o := range m.Observations {
-			if want := fmt.Sprintf("IMP-%04d", next); o.Device.Identifier != want || o.Action != "add" {
-				t.Fatalf("observation %+v, want %s added (in the import's order)", o, want)
-			}
-			next++
-		}
+		next++
 	}
 	if next != n {
 		t.Errorf("the first import's messages hold %d observations, want %d", next, n)

@@ -165,6 +165,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		OnSpace: r.net.PauseNDJSON,
 	})
 	if err == nil {
+		r.control.Start() // the notifications the last run left
 		err = r.registerMetrics()
 	}
 	if err != nil {
@@ -189,6 +190,9 @@ func (r *Relay) abort() {
 	}
 	r.clients.Close()
 	r.tasks.Close()
+	if r.control != nil {
+		r.control.Close()
+	}
 	_ = r.store.Close()
 }
 
@@ -328,7 +332,8 @@ func (r *Relay) shutdown(ctx context.Context) error {
 	}
 	cancel()
 	r.clients.Close()
-	r.tasks.Close() // the last task states are written
+	r.tasks.Close()   // the last task states are written
+	r.control.Close() // the notification entries the journal has are removed
 	if err := r.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close store: %w", err))
 	}
