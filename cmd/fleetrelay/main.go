@@ -1,4 +1,5 @@
-// Command fleetrelay runs the relay: flags → config → relay → Run until SIGINT/SIGTERM.
+// Command fleetrelay runs the relay: flags → config → relay → Run until SIGINT/SIGTERM; SIGHUP
+// reloads the config file's routes and fleet.
 //
 //	fleetrelay [-config FILE] [-check-config]
 //	fleetrelay dlq list -route NAME [-config FILE] [-key KEY] [-limit N]
@@ -23,8 +24,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
@@ -69,11 +72,45 @@ func run(args []string) int {
 	log.Debug("runtime", "gomaxprocs", relay.SetProcs(cfg), "memory_limit", relay.SetMemoryLimit(cfg))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reloadOnHUP(ctx, r, *path, log)
+	}()
+	defer wg.Wait()
 	if err := r.Run(ctx); err != nil {
 		log.Error("run", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// reloadOnHUP reads the config file again on each SIGHUP and applies its routes and fleet
+// (relay.Relay.Reload), until ctx ends. A file that does not load or whose routes do not
+// compile changes nothing; the error is logged.
+func reloadOnHUP(ctx context.Context, r *relay.Relay, path string, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		if path == "" {
+			log.Warn("SIGHUP: no config file to reload (the relay runs on its embedded defaults)")
+			continue
+		}
+		cfg, _, err := relay.LoadConfig(path)
+		if err == nil {
+			_, _, err = r.Reload(ctx, cfg)
+		}
+		if err != nil {
+			log.Error("config not reloaded; the relay runs on as it was", "path", path, "err", err)
+		}
+	}
 }
 
 // checkConfig prints what relay.Preflight finds in the loaded cfg (the machine checks, and every

@@ -85,20 +85,12 @@ func New(opts Options) (*Control, error) {
 	c := &Control{reg: opts.Registry, sys: opts.System, ids: opts.Store, deps: opts.Deps,
 		log: log.With("component", "control"), status: map[string]RouteStatus{}, applied: map[string]bool{}}
 
-	static := make([]registry.Route, 0, len(opts.Routes))
-	for _, rc := range opts.Routes {
-		static = append(static, registry.Route{Spec: rc, Meta: registry.Meta{Source: registry.SourceConfig, Revision: 1}})
-		c.status[rc.Name] = RouteStatus{Running: rc.IsEnabled()}
+	static, devs, err := staticOf(opts.Routes, opts.Fleet)
+	if err != nil {
+		return nil, err
 	}
-	devs := make([]registry.Device, 0, len(opts.Fleet))
-	for i, d := range opts.Fleet {
-		h, err := FleetTokenHash(&d)
-		if err != nil {
-			return nil, fmt.Errorf("fleet[%d].token: %w", i, err)
-		}
-		devs = append(devs, registry.Device{ID: strings.ToUpper(d.ID), IMEI: d.IMEI, ICCID: d.ICCID,
-			Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3, Tags: d.Tags, Groups: d.Groups, Account: d.Account,
-			TokenHash: h, Meta: registry.Meta{Source: registry.SourceConfig, Revision: 1}})
+	for _, rc := range opts.Routes {
+		c.status[rc.Name] = RouteStatus{Running: rc.IsEnabled()}
 	}
 	c.reg.SetStatic(static, devs)
 
@@ -138,6 +130,25 @@ func (c *Control) Start() { c.notices.start() }
 
 // Close stops what Start started. Call it before the store closes.
 func (c *Control) Close() { c.notices.close() }
+
+// staticOf is the config file's routes and fleet as the registry holds them.
+func staticOf(routes []config.Route, fleet []config.Device) ([]registry.Route, []registry.Device, error) {
+	static := make([]registry.Route, 0, len(routes))
+	for _, rc := range routes {
+		static = append(static, registry.Route{Spec: rc, Meta: registry.Meta{Source: registry.SourceConfig, Revision: 1}})
+	}
+	devs := make([]registry.Device, 0, len(fleet))
+	for i, d := range fleet {
+		h, err := FleetTokenHash(&d)
+		if err != nil {
+			return nil, nil, fmt.Errorf("fleet[%d].token: %w", i, err)
+		}
+		devs = append(devs, registry.Device{ID: strings.ToUpper(d.ID), IMEI: d.IMEI, ICCID: d.ICCID,
+			Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3, Tags: d.Tags, Groups: d.Groups, Account: d.Account,
+			TokenHash: h, Meta: registry.Meta{Source: registry.SourceConfig, Revision: 1}})
+	}
+	return static, devs, nil
+}
 
 // Registry is the registry c applies.
 func (c *Control) Registry() *registry.Registry { return c.reg }

@@ -37,6 +37,9 @@ type Registry struct {
 	outbox    Outbox        // outbox.go; guarded by wmu
 	pending   []OutboxEntry // the entries stored at Open and not removed since; guarded by wmu
 	outboxSeq atomic.Uint64 // the last outbox entry ID (nextOutboxID)
+
+	static   map[kindID]bool     // the config file's resources (static.go); guarded by wmu
+	shadowed map[kindID]resource // stored resources a static one hides (static.go); guarded by wmu
 }
 
 // Open loads every resource from b.
@@ -240,31 +243,6 @@ func (r *Registry) Apply(ctx context.Context, changes ...any) error {
 type Deletion struct {
 	Kind Kind
 	ID   string
-}
-
-// SetStatic puts the resources the config file declares (Source config) into the index, never
-// into the backend: they shadow a stored resource of the same ID while the relay runs with that
-// config (the stored one comes back if a later config drops it). Their Meta is set here:
-// Source config, Revision 1, the times now. Call it once, after Open, before anything reads the
-// registry; it notifies no watcher.
-func (r *Registry) SetStatic(routes []Route, devices []Device) {
-	now := r.now()
-	meta := Meta{CreatedAt: now, UpdatedAt: now, Revision: 1, Source: SourceConfig}
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := range routes {
-		rt := routes[i].clone()
-		rt.Meta = meta
-		r.putLocked(rt)
-	}
-	for i := range devices {
-		d := devices[i].clone()
-		d.ID = strings.ToUpper(d.ID)
-		d.Meta = meta
-		r.putLocked(d)
-	}
 }
 
 func (r *Registry) now() time.Time {

@@ -50,6 +50,7 @@ type Relay struct {
 	routes    []*actors.Route
 
 	stopOnce sync.Once
+	reloadMu sync.Mutex    // one Reload at a time (reload.go)
 	stopped  chan struct{} // closed when the first Shutdown returns; stopErr is its result
 	stopErr  error
 }
