@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +19,7 @@ import (
 // listen address from the start, whether or not a link uses it: a link's client side exists
 // the moment the link does, and a datagram to a port without a link is dropped and counted.
 // gnet binds UDP with SO_REUSEPORT, one socket per port in each event loop, so the range costs
-// loops × ports descriptors (udpLoops below).
+// loops × ports descriptors (udpLoops below), and the open links one more each.
 //
 // The device leg of each link is a connected UDP socket of its own toward Spec.DeviceAddr,
 // dialled and added to one of the engine's loops by gnet (EventLoop.Register supports UDP: it
@@ -48,8 +47,13 @@ import (
 // the device socket's descriptor is used under the link's mutex, and forgotten (OnClose) before
 // gnet closes it.
 
-// udpLoops is the most event loops the UDP carrier runs; each binds every port of the range.
-const udpLoops = 4
+// udpLoops is how many event loops the UDP carrier runs; each binds every port of the range.
+// One: a loop forwards several hundred thousand datagrams a second, more than device links
+// need, and each further loop is a thread parked in epoll_wait that holds a P of the Go
+// runtime until sysmon takes it back, which on a 2-core machine made a 64-byte round trip
+// through a link 8 times slower (≈100 µs instead of ≈12 µs; BenchmarkUDPLinkRoundTrip).
+// The code stays correct for any number (the tests run two).
+const udpLoops = 1
 
 // maxTick is the ticker's period when no link has a timeout shorter than 4 × maxTick; minTick
 // the shortest period whatever the timeouts.
@@ -150,7 +154,7 @@ func newUDP(listen netip.Addr, first, last uint16, log *slog.Logger) *udpCarrier
 	}
 	return &udpCarrier{
 		listen: listen, first: first, last: last,
-		loops: min(runtime.NumCPU(), udpLoops),
+		loops: udpLoops,
 		v6:    !listen.Is4(),
 		log:   log.With("component", "link", "protocol", UDP),
 		ports: make([]atomic.Pointer[udpLink], n),

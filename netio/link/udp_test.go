@@ -52,6 +52,7 @@ func startUDP(t *testing.T, listen string) *udpCarrier {
 			continue
 		}
 		h := newUDP(addr, first, first+ports-1, nil)
+		h.loops = 2 // a link's two legs may then be on two loops, as they can be in production
 		ctx, cancel := context.WithTimeout(context.Background(), hang)
 		err := h.start(ctx)
 		cancel()
@@ -550,4 +551,141 @@ func (c *testCTR) Open(dst []byte, dg []byte) ([]byte, error) {
 		return nil, err
 	}
 	return append(dst, p...), nil
+}
+
+// The device leg is a connected socket in gnet: an ICMP "port unreachable" from the device's
+// address, or an empty datagram from the device (gnet reads it as the end of the stream),
+// closes it, and that ends the link.
+func TestUDPLinkDeviceLegEnds(t *testing.T) {
+	h := startUDP(t, "127.0.0.1")
+	t.Run("unreachable", func(t *testing.T) {
+		gone := udpSocket(t, "127.0.0.1")
+		client := udpSocket(t, "127.0.0.1")
+		e := openUDP(t, h, gone, Spec{})
+		_ = gone.Close() // nobody listens on the device's port any more
+		// The first datagram draws the ICMP error; a later one may be refused with it.
+		send(t, client, linkAddr(h, e), []byte("anyone?"))
+		checkfor.Check(t, hang, time.Millisecond, func() error {
+			if st := e.info().State; st != StateClosed {
+				send(t, client, linkAddr(h, e), []byte("anyone?"))
+				return fmt.Errorf("state %q, want %q", st, StateClosed)
+			}
+			return nil
+		})
+	})
+	t.Run("empty datagram", func(t *testing.T) {
+		device, client := udpSocket(t, "127.0.0.1"), udpSocket(t, "127.0.0.1")
+		e := newEntry("token-2", Spec{Device: "DEV-1", Protocol: UDP, DeviceAddr: addrOf(device)}, h.first+1, time.Now())
+		if err := h.open(e); err != nil {
+			t.Fatal(err)
+		}
+		send(t, client, linkAddr(h, e), []byte("hi"))
+		_, leg := recv(t, device)
+		send(t, device, leg, nil)
+		checkfor.Check(t, hang, time.Millisecond, func() error {
+			if st := e.info().State; st != StateClosed {
+				return fmt.Errorf("state %q, want %q", st, StateClosed)
+			}
+			return nil
+		})
+	})
+	checkfor.Check(t, hang, time.Millisecond, func() error {
+		if n := h.eng.CountConnections(); n != 0 {
+			return fmt.Errorf("device sockets = %d, want 0", n)
+		}
+		return nil
+	})
+}
+
+// BenchmarkUDPLinkRoundTrip measures a 64-byte request and its answer from a client to an echoing
+// device: directly (the floor), through a link, through a link with the test's AES-CTR
+// cipher, and through a link on a carrier of two event loops. The difference is what the relay
+// adds to a round trip.
+func BenchmarkUDPLinkRoundTrip(b *testing.B) {
+	var key [32]byte
+	var iv [16]byte
+	ci := newTestCTR(key, iv)
+	for _, mode := range []string{"direct", "link", "link-ctr", "link-2loops"} {
+		b.Run(mode, func(b *testing.B) {
+			device := benchSocket(b)
+			client := benchSocket(b)
+			done := make(chan struct{})
+			go func() { // the echoing device, ended by closing its socket
+				defer close(done)
+				buf := make([]byte, 1<<16)
+				for {
+					n, from, err := device.ReadFromUDPAddrPort(buf)
+					if err != nil {
+						return
+					}
+					_, _ = device.WriteToUDPAddrPort(buf[:n], from)
+				}
+			}()
+			defer func() { _ = device.Close(); <-done }()
+
+			to := addrOf(device)
+			var c *testCTR
+			if mode != "direct" {
+				loops := udpLoops
+				if mode == "link-2loops" {
+					loops = 2
+				}
+				h := benchCarrier(b, loops)
+				spec := Spec{Device: "DEV-1", Protocol: UDP, DeviceAddr: addrOf(device)}
+				if mode == "link-ctr" {
+					spec.Cipher, c = ci, ci
+				}
+				e := newEntry("bench", spec, h.first, time.Now())
+				if err := h.open(e); err != nil {
+					b.Fatal(err)
+				}
+				to = linkAddr(h, e)
+			}
+			req := payload(64, 1)
+			buf := make([]byte, 1<<16)
+			b.SetBytes(int64(2 * len(req)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				out := req
+				if c != nil {
+					out = ctrSeal(c.block, iv, clientToRelay, uint64(i), req)
+				}
+				if _, err := client.WriteToUDPAddrPort(out, to); err != nil {
+					b.Fatal(err)
+				}
+				_ = client.SetReadDeadline(time.Now().Add(hang))
+				if _, _, err := client.ReadFromUDPAddrPort(buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func benchSocket(b *testing.B) *net.UDPConn {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func benchCarrier(b *testing.B, loops int) *udpCarrier {
+	for range 50 {
+		first := uint16(20000 + mrand.IntN(39000))
+		if !portsFree(netip.MustParseAddr("127.0.0.1"), first, 1) {
+			continue
+		}
+		h := newUDP(netip.MustParseAddr("127.0.0.1"), first, first, nil)
+		h.loops = loops
+		if err := h.start(context.Background()); err != nil {
+			continue
+		}
+		b.Cleanup(func() { _ = h.stop(context.Background()) })
+		return h
+	}
+	b.Fatal("no free port")
+	return nil
 }
