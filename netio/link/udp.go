@@ -28,10 +28,10 @@ import (
 // demultiplexing: whatever arrives on a link's socket comes from that link's device, and the
 // kernel drops what comes from anyone else. Its cost: one descriptor per link, and the device
 // sees the relay from an ephemeral port, which a device behind carrier-grade NAT cannot be
-// reached from (its mapping only admits the relay's device listener). For those, the link
-// would send from the device listener's socket to the device's last UDP source, and netio
-// would hand the datagrams of that source that are not native frames to the link — see the
-// report of issue 14; not built.
+// reached from (its mapping only admits the relay's device listener). For those, a link
+// would instead send from the device listener's socket to the device's last UDP source, and
+// netio's UDP handler would pass the datagrams from that source which are not native frames
+// to the link (not built).
 //
 // Known limits of gnet's connected UDP sockets: a datagram is read per readiness event (level
 // triggered); an empty datagram from the device reads as end of stream, and an ICMP error
@@ -48,11 +48,11 @@ import (
 // gnet closes it.
 
 // udpLoops is how many event loops the UDP carrier runs; each binds every port of the range.
-// One: a loop forwards several hundred thousand datagrams a second, more than device links
-// need, and each further loop is a thread parked in epoll_wait that holds a P of the Go
-// runtime until sysmon takes it back, which on a 2-core machine made a 64-byte round trip
-// through a link 8 times slower (≈100 µs instead of ≈12 µs; BenchmarkUDPLinkRoundTrip).
-// The code stays correct for any number (the tests run two).
+// One: device links carry little, and every further loop is one more thread blocked in
+// epoll_wait, which keeps a P of the Go runtime until sysmon takes it back. On the 2-core
+// development machine a second loop made a 64-byte round trip through a link about 8 times
+// slower (≈100–180 µs instead of ≈12–15 µs, BenchmarkUDPLinkRoundTrip/link-2loops; with
+// GOMAXPROCS=4 most of the gap goes). The code is correct for any number: the tests run two.
 const udpLoops = 1
 
 // maxTick is the ticker's period when no link has a timeout shorter than 4 × maxTick; minTick
