@@ -11,11 +11,11 @@ import (
 	"time"
 )
 
-// Main runs the loadgen command line: "run" or "sink". It returns the process exit code: 0, 1 on
+// Main runs the loadgen command line: "run", "sink", "capacity", "floor" or "link". It returns the process exit code: 0, 1 on
 // an error or when acknowledged data was lost, 2 on bad usage.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: loadgen run|sink|capacity|floor [flags]")
+		fmt.Fprintln(stderr, "usage: loadgen run|sink|capacity|floor|link [flags]")
 		return 2
 	}
 	switch args[0] {
@@ -27,8 +27,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return mainCapacity(ctx, args[1:], stdout, stderr)
 	case "floor":
 		return mainFloor(ctx, args[1:], stdout, stderr)
+	case "link":
+		return mainLink(ctx, args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "loadgen: unknown command %q (want run, sink, capacity or floor)\n", args[0])
+	fmt.Fprintf(stderr, "loadgen: unknown command %q (want run, sink, capacity, floor or link)\n", args[0])
 	return 2
 }
 

@@ -1,7 +1,7 @@
 // Command loadgen simulates device fleets against a relay (run) and receives what the relay
-// delivers (sink), searches the rate a relay sustains (capacity) and serves the floors bench reads
-// the relay against (floor). Usage: loadgen run|sink|capacity|floor [flags]; loadgen <command> -h
-// lists the flags.
+// delivers (sink), searches the rate a relay sustains (capacity), serves the floors bench reads
+// the relay against (floor) and measures a device link as its client (link). Usage: loadgen
+// run|sink|capacity|floor|link [flags]; loadgen <command> -h lists the flags.
 package main
 
 import (

@@ -23,6 +23,9 @@ var layers = []struct {
 	{"internal/deliver", nil},
 	{"internal/auth", nil},
 	{"internal/config", []string{"codec/..."}},
+	// A device link's client-leg cipher (standard library only): the relay's links and the
+	// load generator's link client share it.
+	{"netio/link/linkcrypt", nil},
 	// The control plane: who may do what (access), the resources (route specs are config's,
 	// the one-node backend is the store).
 	{"internal/access", []string{"internal/config"}},
@@ -52,7 +55,7 @@ var layers = []struct {
 		"internal/control", "internal/deadletter", "internal/deliver", "internal/pipeline", "internal/registry", "internal/route", "internal/store", "internal/tasks", "internal/throttle"}},
 	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/..."}},
 	// The tools beside the relay: they speak the device protocol and nothing else of it.
-	{"loadgen", []string{"codec/..."}},
+	{"loadgen", []string{"codec/...", "netio/link/linkcrypt"}},
 	{"bench", []string{"loadgen", "codec/..."}},
 	{"cmd/...", []string{"..."}},
 }
