@@ -14,6 +14,7 @@ package linkcrypt
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
@@ -84,22 +85,26 @@ func NewHex(key, iv string) (*Cipher, error) {
 }
 
 // counter returns the first counter block of datagram n in direction d (0: client → relay,
-// 1: relay → client): IV + d·2^127 + n·2^12 mod 2^128, big-endian. Datagram 0 of a direction
-// is also where that direction's TCP keystream starts.
-func (c *Cipher) counter(d int, n uint64) [IVSize]byte {
+// 1: relay → client): IV + d·2^127 + n·2^12 mod 2^128, as its high and low 64 bits. Datagram 0
+// of a direction is also where that direction's TCP keystream starts.
+func (c *Cipher) counter(d int, n uint64) (hi, lo uint64) {
 	// n·2^12 as a 128-bit number: its top 12 bits go to the high word.
 	lo, carry := bits.Add64(c.lo, n<<DatagramBlocksLog, 0)
-	hi, _ := bits.Add64(c.hi, n>>(64-DatagramBlocksLog), carry)
-	hi += uint64(d&1) << 63 // + d·2^127: the top bit flipped for relay → client
-	var b [IVSize]byte
-	binary.BigEndian.PutUint64(b[:], hi)
+	hi, _ = bits.Add64(c.hi, n>>(64-DatagramBlocksLog), carry)
+	return hi + uint64(d&1)<<63, lo // + d·2^127: the top bit flipped for relay → client
+}
+
+// putBlock writes the counter block (hi, lo) into b, big-endian.
+func putBlock(b []byte, hi, lo uint64) {
+	binary.BigEndian.PutUint64(b, hi)
 	binary.BigEndian.PutUint64(b[8:], lo)
-	return b
 }
 
 func (c *Cipher) stream(d int) cipher.Stream {
-	ctr := c.counter(d, 0)
-	return cipher.NewCTR(c.block, ctr[:])
+	var b [IVSize]byte
+	hi, lo := c.counter(d, 0)
+	putBlock(b[:], hi, lo)
+	return cipher.NewCTR(c.block, b[:])
 }
 
 // Streams returns the relay's TCP keystreams, each from its start: in decrypts what the client
@@ -159,20 +164,38 @@ func (c *Cipher) open(dst []byte, d int, datagram []byte) ([]byte, error) {
 	return c.xor(dst, d, binary.BigEndian.Uint64(datagram), datagram[NumberSize:]), nil
 }
 
+// smallBlocks: a datagram of up to this many blocks (64 bytes, a typical request) is encrypted
+// block by block in dst's own storage, without an allocation; a longer one through
+// crypto/cipher's CTR, whose set-up (a 512-byte allocation, the key schedule copied, ≈200 ns)
+// its bulk speed (≈0.2 ns a byte, against ≈30 ns a block one by one) repays from about here.
+const smallBlocks = 4
+
 // xor appends src encrypted (or decrypted) from datagram n's first counter block in direction d.
 func (c *Cipher) xor(dst []byte, d int, n uint64, src []byte) []byte {
 	if len(src) == 0 {
 		return dst
 	}
-	dst, out := grow(dst, len(src))
-	ctr := c.counter(d, n)
-	cipher.NewCTR(c.block, ctr[:]).XORKeyStream(out, src)
-	return dst
-}
-
-// grow extends dst by n bytes and returns it and the n new bytes.
-func grow(dst []byte, n int) (all, tail []byte) {
+	hi, lo := c.counter(d, n)
 	l := len(dst)
-	dst = slices.Grow(dst, n)[:l+n]
-	return dst, dst[l:]
+	blocks := (len(src) + aes.BlockSize - 1) / aes.BlockSize
+	if blocks > smallBlocks {
+		dst = slices.Grow(dst, len(src))[:l+len(src)]
+		out := dst[l:]
+		putBlock(out, hi, lo) // NewCTR reads its IV from there before the XOR overwrites it
+		cipher.NewCTR(c.block, out[:IVSize]).XORKeyStream(out, src)
+		return dst
+	}
+	dst = slices.Grow(dst, blocks*aes.BlockSize)[:l+blocks*aes.BlockSize]
+	ks := dst[l:]
+	for i := 0; i < len(ks); i += aes.BlockSize {
+		putBlock(ks[i:], hi, lo)
+		c.block.Encrypt(ks[i:i+aes.BlockSize], ks[i:i+aes.BlockSize])
+		lo++
+		if lo == 0 {
+			hi++
+		}
+	}
+	subtle.XORBytes(ks, ks[:len(src)], src)
+	clear(ks[len(src):]) // the unused keystream of the last block stays nowhere
+	return dst[:l+len(src)]
 }

@@ -165,7 +165,7 @@ func TestDatagramsMatchReference(t *testing.T) {
 		iv := unhex(t, ivh)
 		c := newCipher(t, key, iv)
 		for _, n := range edgeNumbers {
-			for _, size := range []int{0, 1, 15, 16, 17, 64, 1400, linkcrypt.MaxPlain} {
+			for _, size := range []int{0, 1, 15, 16, 17, 63, 64, 65, 1400, linkcrypt.MaxPlain} {
 				plain := randBytes(size)
 				prefix := []byte("dst")
 				var num [8]byte
@@ -358,7 +358,7 @@ func BenchmarkStream(b *testing.B) {
 
 func BenchmarkSeal(b *testing.B) {
 	c := newCipher(b, randBytes(32), randBytes(16))
-	for _, size := range []int{64, 1400} {
+	for _, size := range []int{64, 65, 1400} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
 			plain, dst := randBytes(size), make([]byte, 0, size+8)
 			b.SetBytes(int64(size))
@@ -369,5 +369,19 @@ func BenchmarkSeal(b *testing.B) {
 				n++
 			}
 		})
+	}
+}
+
+// A short datagram is encrypted in dst's own storage: the keystream of its last block's unused
+// part is not left behind in dst's spare capacity.
+func TestSealLeavesNoKeystream(t *testing.T) {
+	c := newCipher(t, randBytes(32), randBytes(16))
+	buf := bytes.Repeat([]byte{0xee}, 64)
+	d := c.Seal(buf[:0], 3, []byte("hello"))
+	if len(d) != 13 || &d[0] != &buf[0] {
+		t.Fatalf("Seal = %x, want 13 bytes in buf", d)
+	}
+	if rest := buf[13:24]; !bytes.Equal(rest, make([]byte, 11)) {
+		t.Errorf("after the datagram, buf holds %x: keystream left behind", rest)
 	}
 }
