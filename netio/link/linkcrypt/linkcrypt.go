@@ -124,7 +124,8 @@ func (c *Cipher) ClientStreams() (in, out cipher.Stream) {
 // Seal appends to dst the datagram the relay sends the client carrying plain as its n-th
 // datagram (n counts from 0 and must never repeat in a link): n in 8 bytes big-endian, then
 // plain encrypted from counter block IV + 2^127 + n·2^12. plain must be at most MaxPlain bytes
-// (no UDP datagram is larger); dst must not overlap plain.
+// (no UDP datagram is larger). dst, up to its capacity, must not overlap plain: a short
+// datagram's keystream is made in dst's storage.
 func (c *Cipher) Seal(dst []byte, n uint64, plain []byte) []byte {
 	return c.seal(dst, toClient, n, plain)
 }
@@ -136,7 +137,7 @@ func (c *Cipher) ClientSeal(dst []byte, n uint64, plain []byte) []byte {
 
 // Open appends to dst the plaintext of a datagram the client sent. It fails (ErrShort, ErrLong)
 // only on a datagram that cannot be one: CTR cannot tell a forged, altered or replayed datagram
-// from a genuine one. dst must not overlap datagram.
+// from a genuine one. dst, up to its capacity, must not overlap datagram.
 func (c *Cipher) Open(dst, datagram []byte) ([]byte, error) {
 	return c.open(dst, toRelay, datagram)
 }
