@@ -19,6 +19,9 @@ type entry struct {
 	toDevice   atomic.Uint64 // bytes client → device
 	toClient   atomic.Uint64 // bytes device → client
 	lastActive atomic.Int64  // unix nanoseconds of the last byte either way (0: none)
+	// peakHeld is the most bytes the relay held at once for one direction of the link (read
+	// from one side and not yet taken by the other), as its engine measured it.
+	peakHeld atomic.Int64
 }
 
 func newEntry(token string, spec Spec, port uint16, now time.Time) *entry {
@@ -38,4 +41,25 @@ func (e *entry) info() Info {
 	}
 	in.Spec.Cipher = nil // the key stays inside the relay
 	return in
+}
+
+// closed reports whether e has ended.
+func (e *entry) closed() bool {
+	s, _ := e.state.Load().(string)
+	return s == StateClosed
+}
+
+// end sets e's state closed; it reports whether e was not closed already.
+func (e *entry) end() bool {
+	return e.state.CompareAndSwap(StateWaiting, StateClosed) || e.state.CompareAndSwap(StateOpen, StateClosed)
+}
+
+// held records that the relay holds n bytes for one direction of e.
+func (e *entry) held(n int) {
+	for {
+		p := e.peakHeld.Load()
+		if int64(n) <= p || e.peakHeld.CompareAndSwap(p, int64(n)) {
+			return
+		}
+	}
 }

@@ -1,0 +1,323 @@
+package link
+
+import (
+	"context"
+	"crypto/cipher"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+)
+
+// A pair is the two sockets of a TCP link and the bytes between them. Everything in it is owned
+// by the event loop both sockets live on: gnet callbacks, and tasks run with loop.Execute.
+//
+// How bytes move, and why not through gnet's own write path:
+//
+//   - A leg's socket is written with write(2) directly; what the kernel does not take waits in
+//     the leg's out (at most Buffer bytes, plus one read after a peer's FIN), and the watcher
+//     (watcher_linux.go) wakes the pair when the socket can take more. gnet's Conn.Write keeps
+//     the rest in an outbound buffer and re-enables reading the socket (EPOLLIN) each time it
+//     starts or finishes flushing it, and it says nothing when it drained: reading could not be
+//     held back, nor resumed on time.
+//   - Backpressure: bytes are read from one leg only as far as the other leg's out has room.
+//     gnet reads a readable socket whatever the handler does (what the handler leaves stays in
+//     the connection's inbound buffer, which grows without bound), so a leg whose peer is full
+//     is paused: its descriptor's interest in gnet's epoll set is cleared (EPOLL_CTL_MOD with
+//     no events) until the peer drains. gnet does not expose that, so the loop's epoll
+//     descriptor is read from gnet's event loop (loopPollFD). The relay thus holds at most
+//     Buffer bytes plus one read (gnet's 64 KiB read buffer) per direction of a link.
+//   - Half-close: gnet closes a socket as soon as it reads EOF. When a leg's remote ends its
+//     side (FIN), the pair keeps a duplicate of its descriptor, passes the FIN on to the other
+//     leg (shutdown(SHUT_WR)) once every byte before it was delivered, and goes on carrying the
+//     other direction into the duplicate until that side ends too.
+type pair struct {
+	t    *tcpCarrier
+	e    *entry
+	loop gnet.EventLoop
+	epfd int // the loop's epoll descriptor
+
+	client, device leg
+	scratch        []byte // cipher output, for encrypted links only
+	ended          bool
+}
+
+// leg is one socket of a pair.
+type leg struct {
+	p      *pair
+	peer   *leg
+	device bool
+
+	c      gnet.Conn // nil before the device connection is enrolled and once gnet closed it
+	fd     int       // the socket (-1: none); after the remote's FIN, a duplicate the pair owns
+	dup    bool
+	out    []byte        // bytes for this socket the kernel has not taken yet
+	xor    cipher.Stream // applied to the bytes read from this leg (nil: none)
+	paused bool          // reading it is paused in gnet's epoll set
+	eof    bool          // its remote sent FIN and every byte before it was read
+	shut   bool          // its write side is shut (the peer's FIN passed on)
+	watch  bool          // its descriptor is in the watcher's set
+}
+
+// readChunk bounds what one step moves from a leg to the other (and the cipher's scratch).
+const readChunk = 64 << 10
+
+func newPair(t *tcpCarrier, e *entry, client gnet.Conn, epfd int) *pair {
+	p := &pair{t: t, e: e, loop: client.EventLoop(), epfd: epfd}
+	p.client = leg{p: p, peer: &p.device, c: client, fd: client.Fd()}
+	p.device = leg{p: p, peer: &p.client, device: true, fd: -1}
+	if e.spec.Cipher != nil {
+		p.client.xor, p.device.xor = e.spec.Cipher.Streams()
+		p.scratch = make([]byte, readChunk)
+	}
+	return p
+}
+
+// deviceOpened attaches the enrolled device connection and moves what the client sent so far.
+func (p *pair) deviceOpened(c gnet.Conn) gnet.Action {
+	if p.ended {
+		return gnet.Close
+	}
+	p.device.c, p.device.fd = c, c.Fd()
+	p.flush(&p.device)
+	p.step()
+	return gnet.None
+}
+
+// traffic handles bytes gnet read from l.
+func (p *pair) traffic(l *leg) {
+	if p.ended {
+		return
+	}
+	p.move(l)
+	p.settle()
+}
+
+// Run is the watcher's wake-up: a leg's socket can take more.
+func (p *pair) Run(context.Context) error {
+	if !p.ended {
+		p.flush(&p.client)
+		p.flush(&p.device)
+		p.step()
+	}
+	return nil
+}
+
+// step moves what each leg holds as far as the other can take and settles the pair.
+func (p *pair) step() {
+	if !p.ended {
+		p.move(&p.client)
+	}
+	if !p.ended {
+		p.move(&p.device)
+	}
+	p.settle()
+}
+
+// move sends what gnet holds of src's input to its peer, as far as the peer's out has room,
+// and pauses src while anything is left.
+func (p *pair) move(src *leg) {
+	if src.c == nil {
+		return
+	}
+	dst := src.peer
+	for dst.fd >= 0 && !dst.shut {
+		n := min(src.c.InboundBuffered(), p.t.cfg.Buffer-len(dst.out), readChunk)
+		if n <= 0 {
+			break
+		}
+		b, _ := src.c.Peek(n)
+		if src.xor != nil {
+			s := p.scratch[:n]
+			src.xor.XORKeyStream(s, b)
+			b = s
+		}
+		ok := p.write(dst, b)
+		_, _ = src.c.Discard(n)
+		p.count(src, n)
+		if !ok {
+			return
+		}
+	}
+	held := src.c.InboundBuffered()
+	p.e.held(held + len(dst.out))
+	switch {
+	case held > 0 && !src.paused:
+		p.interest(src, 0)
+	case held == 0 && src.paused:
+		p.interest(src, unix.EPOLLIN|unix.EPOLLPRI)
+	}
+}
+
+func (p *pair) count(src *leg, n int) {
+	if src.device {
+		p.e.toClient.Add(uint64(n))
+		p.t.st.toClient.Add(uint64(n))
+	} else {
+		p.e.toDevice.Add(uint64(n))
+		p.t.st.toDevice.Add(uint64(n))
+	}
+	p.e.lastActive.Store(time.Now().UnixNano())
+}
+
+// interest sets which events of src's socket gnet's loop waits for: reading (resumed) or none
+// (paused; gnet still sees errors and hang-ups).
+func (p *pair) interest(src *leg, events uint32) {
+	err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, src.fd, &unix.EpollEvent{Events: events, Fd: int32(src.fd)})
+	if err != nil {
+		p.t.log.Warn("device link: pausing or resuming a socket", "device", p.e.spec.Device, "err", err)
+		p.end()
+		return
+	}
+	src.paused = events == 0
+}
+
+// write sends b to dst's socket, keeping what the kernel does not take in dst.out (b is not
+// kept). It reports false if the pair ended: the socket failed.
+func (p *pair) write(dst *leg, b []byte) bool {
+	if len(dst.out) == 0 && dst.fd >= 0 {
+		k, err := writeFD(dst.fd, b)
+		if err != nil {
+			p.end()
+			return false
+		}
+		b = b[k:]
+	}
+	if len(b) > 0 {
+		dst.out = append(dst.out, b...)
+		p.arm(dst)
+	}
+	return !p.ended
+}
+
+// flush writes what waits in l.out.
+func (p *pair) flush(l *leg) {
+	if p.ended || len(l.out) == 0 || l.fd < 0 {
+		return
+	}
+	k, err := writeFD(l.fd, l.out)
+	if err != nil {
+		p.end()
+		return
+	}
+	l.out = l.out[k:]
+	if len(l.out) == 0 {
+		l.out = nil // an idle link holds no buffer
+		return
+	}
+	p.arm(l)
+}
+
+// arm asks the watcher for a wake-up once l's socket can take more.
+func (p *pair) arm(l *leg) {
+	if l.fd < 0 {
+		return
+	}
+	if err := p.t.w.arm(l, p); err != nil {
+		p.t.log.Warn("device link: watching a socket", "device", p.e.spec.Device, "err", err)
+		p.end()
+	}
+}
+
+// settle passes a FIN on once every byte before it was delivered, and ends the pair when both
+// directions are done.
+func (p *pair) settle() {
+	if p.ended {
+		return
+	}
+	for _, l := range []*leg{&p.client, &p.device} {
+		dst := l.peer
+		if l.eof && !dst.shut && dst.fd >= 0 && len(dst.out) == 0 && (l.c == nil || l.c.InboundBuffered() == 0) {
+			if err := unix.Shutdown(dst.fd, unix.SHUT_WR); err != nil && !errors.Is(err, unix.ENOTCONN) {
+				p.end()
+				return
+			}
+			dst.shut = true
+		}
+	}
+	if p.client.eof && p.device.eof && p.client.shut && p.device.shut {
+		p.end()
+	}
+}
+
+// closed handles gnet closing l's socket: after EOF (the remote's FIN), the pair keeps a
+// duplicate of it for the other direction; otherwise (an error, the engine stopping, or the
+// pair's own close) the link ends.
+func (p *pair) closed(l *leg, err error) {
+	c := l.c
+	l.c = nil
+	p.t.w.forget(l)
+	if p.ended {
+		return
+	}
+	if !errors.Is(err, io.EOF) || l.eof {
+		p.end()
+		return
+	}
+	// What the pair held of l's input goes to the peer now: nothing more is read from l.
+	if dst := l.peer; c.InboundBuffered() > 0 {
+		b, _ := c.Peek(-1)
+		if l.xor != nil {
+			b = append([]byte(nil), b...)
+			l.xor.XORKeyStream(b, b)
+		}
+		n := len(b)
+		if !p.write(dst, b) {
+			return
+		}
+		_, _ = c.Discard(n)
+		p.count(l, n)
+	}
+	fd, derr := c.Dup()
+	if derr != nil {
+		p.end()
+		return
+	}
+	l.fd, l.dup, l.eof, l.paused = fd, true, true, false
+	if len(l.out) > 0 {
+		p.arm(l)
+	}
+	p.settle()
+}
+
+// end closes both sockets of the pair (once) and marks its link closed.
+func (p *pair) end() {
+	if p.ended {
+		return
+	}
+	p.ended = true
+	for _, l := range []*leg{&p.client, &p.device} {
+		p.t.w.forget(l)
+		if l.c != nil {
+			_ = l.c.Close()
+		}
+		if l.dup {
+			_ = unix.Close(l.fd)
+			l.dup = false
+		}
+		l.fd, l.out = -1, nil
+	}
+	p.e.end()
+	p.t.st.open[protoIndex(TCP)].Add(-1)
+	p.t.ended(p)
+}
+
+// writeFD writes b to the non-blocking socket fd as far as it takes it now.
+func writeFD(fd int, b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := unix.Write(fd, b[done:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return done, nil
+		case err != nil:
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}

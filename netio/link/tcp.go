@@ -1,0 +1,308 @@
+package link
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/time/rate"
+)
+
+var _ gnet.EventHandler = (*tcpCarrier)(nil)
+
+// tcpCarrier carries TCP links: one gnet engine listens on every port of the range (gnet cannot
+// add a listener to a running engine, and Rotate runs one engine over many addresses); a
+// client connecting to a port is paired with a connection to the device, dialed by a short
+// goroutine and enrolled into the client's event loop, so both sockets of a pair live on one
+// loop and everything of a pair (pair.go) is owned by it.
+//
+// Its gnet callbacks run on the event loops; start, open, close and stop may be called from any
+// goroutine. mu guards the maps; it is taken when a client connects or a link opens or ends,
+// never on the data path.
+type tcpCarrier struct {
+	gnet.BuiltinEventEngine
+	cfg Config
+	log *slog.Logger
+	st  *stats
+	w   *watcher
+
+	eng    gnet.Engine
+	booted chan struct{}
+	done   chan error // gnet.Rotate's result
+
+	dialCtx    context.Context
+	cancelDial context.CancelFunc
+	dials      sync.WaitGroup // dial goroutines
+	dialLog    rate.Sometimes // dial failures are logged at most every 10 s
+
+	mu     sync.Mutex
+	byPort map[uint16]*entry // links waiting for or holding a client
+	pairs  map[*entry]*pair
+	epfds  map[gnet.EventLoop]int // each loop's epoll descriptor (pair.go)
+	closed bool
+}
+
+func newTCPCarrier(cfg Config, log *slog.Logger, st *stats) *tcpCarrier {
+	t := &tcpCarrier{
+		cfg: cfg, log: log.With("protocol", TCP), st: st,
+		byPort:  make(map[uint16]*entry),
+		pairs:   make(map[*entry]*pair),
+		epfds:   make(map[gnet.EventLoop]int),
+		dialLog: rate.Sometimes{Interval: 10 * time.Second},
+	}
+	t.dialCtx, t.cancelDial = context.WithCancel(context.Background())
+	return t
+}
+
+func (t *tcpCarrier) start(context.Context) error {
+	// gnet.Rotate leaks the listeners it bound when a later one fails: check the range first,
+	// so a busy port is an error without a leak (unless it is taken in between).
+	addrs := make([]string, 0, int(t.cfg.PortLast-t.cfg.PortFirst)+1)
+	for p := int(t.cfg.PortFirst); p <= int(t.cfg.PortLast); p++ {
+		ap := netip.AddrPortFrom(t.cfg.Listen, uint16(p))
+		ln, err := net.Listen("tcp", ap.String())
+		if err != nil {
+			return err
+		}
+		_ = ln.Close()
+		addrs = append(addrs, "tcp://"+ap.String())
+	}
+	w, err := newWatcher()
+	if err != nil {
+		return err
+	}
+	loops := t.cfg.EventLoops
+	if loops <= 0 {
+		loops = runtime.NumCPU()
+	}
+	t.w = w
+	t.booted = make(chan struct{})
+	t.done = make(chan error, 1)
+	go func() {
+		t.done <- gnet.Rotate(t, addrs,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(loops),
+			gnet.WithReuseAddr(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{t.log}))
+	}()
+	select {
+	case <-t.booted:
+		return nil
+	case err := <-t.done:
+		t.done <- err
+		w.stop()
+		if err == nil {
+			err = errors.New("engine stopped before it started")
+		}
+		return err
+	}
+}
+
+func (t *tcpCarrier) OnBoot(eng gnet.Engine) gnet.Action {
+	t.eng = eng
+	close(t.booted)
+	return gnet.None
+}
+
+func (t *tcpCarrier) open(e *entry) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
+	t.byPort[e.port] = e
+	return nil
+}
+
+// close ends e: a waiting link at once, a paired one on its loop.
+func (t *tcpCarrier) close(e *entry) {
+	t.mu.Lock()
+	p := t.pairs[e]
+	if p == nil {
+		if t.byPort[e.port] == e {
+			delete(t.byPort, e.port)
+		}
+		e.end()
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	if err := p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		p.end()
+		return nil
+	})); err != nil { // the engine is stopping: it closes every connection itself
+		e.end()
+	}
+}
+
+// ended forgets p; called on its loop once it ended.
+func (t *tcpCarrier) ended(p *pair) {
+	t.mu.Lock()
+	delete(t.pairs, p.e)
+	if t.byPort[p.e.port] == p.e {
+		delete(t.byPort, p.e.port)
+	}
+	t.mu.Unlock()
+}
+
+func (t *tcpCarrier) stop(ctx context.Context) error {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	if t.booted == nil {
+		return nil
+	}
+	// Dials in flight give up; one that has its connection enrolls it first, while the loops
+	// still run, so no gnet worker waits for a loop that is gone.
+	t.cancelDial()
+	t.dials.Wait()
+	stopped, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopErr := make(chan error, 1)
+	go func() { stopErr <- t.eng.Stop(stopped) }()
+	var errs []error
+	select {
+	case err := <-t.done:
+		if err != nil {
+			errs = append(errs, err)
+		}
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	cancel()
+	if err := <-stopErr; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		errs = append(errs, err)
+	}
+	t.w.stop()
+	return errors.Join(errs...)
+}
+
+// OnOpen admits a client to the link waiting on its port, or attaches the device connection
+// a dial enrolled (its context is the device leg).
+func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if l, ok := c.Context().(*leg); ok {
+		return nil, l.p.deviceOpened(c)
+	}
+	local, remote := addrPort(c.LocalAddr()), addrPort(c.RemoteAddr())
+	t.mu.Lock()
+	e := t.byPort[local.Port()]
+	reason := ""
+	switch {
+	case t.closed || e == nil || e.closed():
+		reason = refusedNoLink
+	case e.spec.Source.IsValid() && !sameAddrPort(e.spec.Source, remote):
+		reason = refusedSource
+	case !e.state.CompareAndSwap(StateWaiting, StateOpen):
+		reason = refusedSecondClient
+	}
+	if reason != "" {
+		t.mu.Unlock()
+		t.st.refused(reason)
+		return nil, gnet.Close
+	}
+	epfd, err := t.loopPoller(c)
+	if err != nil {
+		t.mu.Unlock()
+		e.end()
+		t.log.Error("device link engine cannot pause sockets", "err", err)
+		return nil, gnet.Close
+	}
+	p := newPair(t, e, c, epfd)
+	t.pairs[e] = p
+	t.mu.Unlock()
+	e.client.Store(remote)
+	t.st.open[protoIndex(TCP)].Add(1)
+	c.SetContext(&p.client)
+	t.dials.Add(1)
+	go t.dial(p)
+	return nil, gnet.None
+}
+
+// loopPoller is the epoll descriptor of c's loop, found once per loop. Called with t.mu held.
+func (t *tcpCarrier) loopPoller(c gnet.Conn) (int, error) {
+	el := c.EventLoop()
+	if fd, ok := t.epfds[el]; ok {
+		return fd, nil
+	}
+	fd, err := loopPollFD(el, c.Fd())
+	if err != nil {
+		return -1, err
+	}
+	t.epfds[el] = fd
+	return fd, nil
+}
+
+// dial connects to p's device and enrolls the connection into the client's loop; on failure
+// the link ends and its client is closed.
+func (t *tcpCarrier) dial(p *pair) {
+	defer t.dials.Done()
+	ctx, cancel := context.WithTimeout(t.dialCtx, t.cfg.DialTimeout)
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.e.spec.DeviceAddr.String())
+	cancel()
+	if err == nil {
+		var res <-chan gnet.RegisteredResult
+		// Enroll takes the connection over (it keeps a duplicate and closes conn).
+		res, err = p.loop.Enroll(gnet.NewContext(context.Background(), &p.device), conn)
+		if err == nil {
+			err = (<-res).Err
+		} else {
+			_ = conn.Close()
+		}
+	}
+	if err == nil {
+		return
+	}
+	t.st.dialFailures.Add(1)
+	t.st.refused(refusedUnreachable)
+	t.dialLog.Do(func() {
+		t.log.Warn("device link: device unreachable; its client is closed (logged at most every 10 s)",
+			"device", p.e.spec.Device, "address", p.e.spec.DeviceAddr, "err", err)
+	})
+	_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		p.end()
+		return nil
+	}))
+}
+
+func (t *tcpCarrier) OnTraffic(c gnet.Conn) gnet.Action {
+	if l, ok := c.Context().(*leg); ok {
+		l.p.traffic(l)
+	}
+	return gnet.None
+}
+
+func (t *tcpCarrier) OnClose(c gnet.Conn, err error) gnet.Action {
+	if l, ok := c.Context().(*leg); ok {
+		l.p.closed(l, err)
+	}
+	return gnet.None
+}
+
+func sameAddrPort(a, b netip.AddrPort) bool {
+	return a.Port() == b.Port() && a.Addr().Unmap() == b.Addr().Unmap()
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if a, ok := a.(*net.TCPAddr); ok {
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+// gnetLogger routes gnet's logs through slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Info(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
