@@ -38,7 +38,7 @@ var layers = []struct {
 	// The sockets, then the actors over them.
 	{"netio", []string{"codec/...", "internal/throttle"}},
 	// Device links and the raw TCP connector: sockets paired on their own gnet engines.
-	{"netio/link", nil},
+	{"netio/link", []string{"internal/throttle"}},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
 	// What the actors call through their interfaces, and what builds it.
 	{"internal/pipeline", []string{"actors", "codec/...", "internal/auth", "internal/deliver", "internal/throttle"}},

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/time/rate"
+
+	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
 var _ gnet.EventHandler = (*tcpCarrier)(nil)
@@ -39,8 +40,8 @@ type tcpCarrier struct {
 
 	dialCtx    context.Context
 	cancelDial context.CancelFunc
-	dials      sync.WaitGroup // dial goroutines
-	dialLog    rate.Sometimes // dial failures are logged at most every 10 s
+	dials      sync.WaitGroup    // dial goroutines
+	dialLog    throttle.Throttle // dial failures are logged at most every 10 s
 
 	mu     sync.Mutex
 	byPort map[uint16]*entry // links waiting for or holding a client
@@ -55,7 +56,7 @@ func newTCPCarrier(cfg Config, log *slog.Logger, st *stats) *tcpCarrier {
 		byPort:  make(map[uint16]*entry),
 		pairs:   make(map[*entry]*pair),
 		epfds:   make(map[gnet.EventLoop]int),
-		dialLog: rate.Sometimes{Interval: 10 * time.Second},
+		dialLog: throttle.Throttle{Period: 10 * time.Second},
 	}
 	t.dialCtx, t.cancelDial = context.WithCancel(context.Background())
 	return t
@@ -217,11 +218,11 @@ func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	p := newPair(t, e, c, epfd)
 	t.pairs[e] = p
+	t.dials.Add(1) // under mu: stop sets closed, then waits for the dials
 	t.mu.Unlock()
 	e.client.Store(remote)
 	t.st.open[protoIndex(TCP)].Add(1)
 	c.SetContext(&p.client)
-	t.dials.Add(1)
 	go t.dial(p)
 	return nil, gnet.None
 }
@@ -262,10 +263,10 @@ func (t *tcpCarrier) dial(p *pair) {
 	}
 	t.st.dialFailures.Add(1)
 	t.st.refused(refusedUnreachable)
-	t.dialLog.Do(func() {
+	if held, ok := t.dialLog.Allow(); ok {
 		t.log.Warn("device link: device unreachable; its client is closed (logged at most every 10 s)",
-			"device", p.e.spec.Device, "address", p.e.spec.DeviceAddr, "err", err)
-	})
+			"device", p.e.spec.Device, "address", p.e.spec.DeviceAddr, "err", err, "unlogged", held)
+	}
 	_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		p.end()
 		return nil
