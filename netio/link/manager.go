@@ -24,7 +24,7 @@ type Config struct {
 	PortFirst, PortLast uint16
 	// Buffer bounds the bytes the relay holds per direction of a link (devicelink.buffer;
 	// default 256 KiB): when the receiving side has this many waiting, the sending side is not
-	// read until it drains. The relay holds at most Buffer plus one read (64 KiB) per direction.
+	// read until it drains. The relay holds at most Buffer plus one read (256 KiB) per direction.
 	Buffer int
 	// DialTimeout bounds the connection to the device of a TCP link (default 10 s): a device
 	// that does not answer in time ends the link and closes its client.

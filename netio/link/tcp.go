@@ -46,7 +46,7 @@ type tcpCarrier struct {
 	mu     sync.Mutex
 	byPort map[uint16]*entry // links waiting for or holding a client
 	pairs  map[*entry]*pair
-	epfds  map[gnet.EventLoop]int // each loop's epoll descriptor (pair.go)
+	loops  map[gnet.EventLoop]*loopShare
 	closed bool
 }
 
@@ -55,7 +55,7 @@ func newTCPCarrier(cfg Config, log *slog.Logger, st *stats) *tcpCarrier {
 		cfg: cfg, log: log.With("protocol", TCP), st: st,
 		byPort:  make(map[uint16]*entry),
 		pairs:   make(map[*entry]*pair),
-		epfds:   make(map[gnet.EventLoop]int),
+		loops:   make(map[gnet.EventLoop]*loopShare),
 		dialLog: throttle.Throttle{Period: 10 * time.Second},
 	}
 	t.dialCtx, t.cancelDial = context.WithCancel(context.Background())
@@ -92,6 +92,7 @@ func (t *tcpCarrier) start(context.Context) error {
 			gnet.WithNumEventLoop(loops),
 			gnet.WithReuseAddr(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithReadBufferCap(readChunk),
 			gnet.WithLogger(gnetLogger{t.log}))
 	}()
 	select {
@@ -209,14 +210,21 @@ func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		t.st.refused(reason)
 		return nil, gnet.Close
 	}
-	epfd, err := t.loopPoller(c)
+	ls, err := t.loopShare(c)
 	if err != nil {
 		t.mu.Unlock()
 		e.end()
 		t.log.Error("device link engine cannot pause sockets", "err", err)
 		return nil, gnet.Close
 	}
-	p := newPair(t, e, c, epfd)
+	var scratch []byte
+	if e.spec.Cipher != nil {
+		if ls.scratch == nil {
+			ls.scratch = make([]byte, readChunk)
+		}
+		scratch = ls.scratch
+	}
+	p := newPair(t, e, c, ls.epfd, scratch)
 	t.pairs[e] = p
 	t.dials.Add(1) // under mu: stop sets closed, then waits for the dials
 	t.mu.Unlock()
@@ -227,18 +235,25 @@ func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
-// loopPoller is the epoll descriptor of c's loop, found once per loop. Called with t.mu held.
-func (t *tcpCarrier) loopPoller(c gnet.Conn) (int, error) {
+// loopShare is what the pairs of one event loop share: the loop's epoll descriptor (found
+// once per loop) and the cipher's output buffer. Called with t.mu held.
+type loopShare struct {
+	epfd    int
+	scratch []byte // loop-owned once handed to a pair
+}
+
+func (t *tcpCarrier) loopShare(c gnet.Conn) (*loopShare, error) {
 	el := c.EventLoop()
-	if fd, ok := t.epfds[el]; ok {
-		return fd, nil
+	if ls, ok := t.loops[el]; ok {
+		return ls, nil
 	}
 	fd, err := loopPollFD(el, c.Fd())
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
-	t.epfds[el] = fd
-	return fd, nil
+	ls := &loopShare{epfd: fd}
+	t.loops[el] = ls
+	return ls, nil
 }
 
 // dial connects to p's device and enrolls the connection into the client's loop; on failure

@@ -1,0 +1,126 @@
+package link
+
+import (
+	"bytes"
+	"crypto/cipher"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// BenchmarkLinkThroughput moves 1 MiB per iteration one way over each of: a direct loopback
+// connection, a minimal io.Copy proxy, a TCP link, and a TCP link with AES-256-CTR on the client
+// leg, interleaved in the same run so the machine's mood is shared. It reports each one's MB/s
+// and the link's share of the direct connection's.
+//
+//	go test ./netio/link -run '^$' -bench LinkThroughput -benchtime 200x
+func BenchmarkLinkThroughput(b *testing.B) {
+	const chunk = 1 << 20
+	type path struct {
+		name string
+		w    io.Writer
+		r    io.Reader
+		took time.Duration
+	}
+	var paths []*path
+
+	// Direct: a loopback connection.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	dw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dw.Close()
+	dr, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dr.Close()
+	paths = append(paths, &path{name: "direct", w: dw, r: dr})
+
+	// A proxy of two goroutines with io.Copy: the floor a link should beat or match.
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pl.Close()
+	pw, err := net.Dial("tcp", pl.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pw.Close()
+	pin, err := pl.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pin.Close()
+	pout, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pout.Close()
+	pr, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pr.Close()
+	copied := make(chan struct{})
+	go func() { _, _ = io.Copy(pout, pin); close(copied) }()
+	defer func() { _ = pin.Close(); <-copied }()
+	paths = append(paths, &path{name: "iocopy", w: pw, r: pr})
+
+	// Links, plain and encrypted.
+	m := startManager(b, 2, 0)
+	d := newDevice(b)
+	c := testCipher{key: bytes.Repeat([]byte{1}, 32), iv: bytes.Repeat([]byte{2}, 16)}
+	for _, enc := range []bool{false, true} {
+		s := Spec{DeviceAddr: d.addr()}
+		if enc {
+			s.Cipher = c
+		}
+		in := openLink(b, m, s)
+		client := dialLink(b, in, nil)
+		dev := d.accept(b)
+		p := &path{name: "link", w: client, r: dev}
+		if enc {
+			p.name = "link-aes"
+			p.w = cipher.StreamWriter{S: c.streams(false), W: client}
+		}
+		paths = append(paths, p)
+	}
+
+	buf := bytes.Repeat([]byte("fleetrelay link "), chunk/16)
+	sink := make([]byte, 256<<10)
+	b.SetBytes(chunk * int64(len(paths)))
+	b.ResetTimer()
+	for range b.N {
+		for _, p := range paths {
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() { _, err := p.w.Write(buf); done <- err }()
+			for left := chunk; left > 0; {
+				n, err := p.r.Read(sink[:min(left, len(sink))])
+				if err != nil {
+					b.Fatalf("%s: read: %v", p.name, err)
+				}
+				left -= n
+			}
+			if err := <-done; err != nil {
+				b.Fatalf("%s: write: %v", p.name, err)
+			}
+			p.took += time.Since(start)
+		}
+	}
+	b.StopTimer()
+	rate := func(p *path) float64 { return float64(chunk) * float64(b.N) / p.took.Seconds() / 1e6 }
+	for _, p := range paths {
+		b.ReportMetric(rate(p), p.name+"-MB/s")
+	}
+	b.ReportMetric(rate(paths[2])/rate(paths[0]), "link/direct")
+	b.ReportMetric(rate(paths[3])/rate(paths[2]), "aes/plain")
+}
