@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 )
@@ -123,4 +124,103 @@ func BenchmarkLinkThroughput(b *testing.B) {
 	}
 	b.ReportMetric(rate(paths[2])/rate(paths[0]), "link/direct")
 	b.ReportMetric(rate(paths[3])/rate(paths[2]), "aes/plain")
+}
+
+// BenchmarkLinkRoundTrip sends 64-byte requests that an echo answers, in turn over a direct
+// loopback connection, a minimal io.Copy proxy and a TCP link in the same run, and reports each
+// one's median and p99 round trip and the link's p99 over the direct one's.
+//
+//	go test ./netio/link -run '^$' -bench LinkRoundTrip -benchtime 20000x
+func BenchmarkLinkRoundTrip(b *testing.B) {
+	echo := func(c net.Conn) {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(c, buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	direct, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer direct.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	echoed := make(chan struct{}, 3)
+	go func() { echo(server); echoed <- struct{}{} }()
+	defer func() { _ = server.Close(); <-echoed }()
+
+	// A proxy of two goroutines with io.Copy in front of a second echo.
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pl.Close()
+	proxied, err := net.Dial("tcp", pl.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer proxied.Close()
+	pin, err := pl.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	pout, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	server2, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { echo(server2); echoed <- struct{}{} }()
+	copies := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(pout, pin); _ = pout.Close(); copies <- struct{}{} }()
+	go func() { _, _ = io.Copy(pin, pout); _ = pin.Close(); copies <- struct{}{} }()
+	defer func() { _ = pin.Close(); _ = server2.Close(); <-copies; <-copies; <-echoed }()
+
+	m := startManager(b, 2, 0)
+	d := newDevice(b)
+	in := openLink(b, m, Spec{DeviceAddr: d.addr()})
+	client := dialLink(b, in, nil)
+	dev := d.accept(b)
+	go func() { echo(dev); echoed <- struct{}{} }()
+	defer func() { _ = dev.Close(); <-echoed }()
+
+	req, resp := bytes.Repeat([]byte{'r'}, 64), make([]byte, 64)
+	took := [3][]time.Duration{}
+	b.ResetTimer()
+	for range b.N {
+		for i, c := range []net.Conn{direct, proxied, client} {
+			start := time.Now()
+			if _, err := c.Write(req); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, resp); err != nil {
+				b.Fatal(err)
+			}
+			took[i] = append(took[i], time.Since(start))
+		}
+	}
+	b.StopTimer()
+	q := func(d []time.Duration, f float64) float64 {
+		slices.Sort(d)
+		return float64(d[min(len(d)-1, int(f*float64(len(d))))].Nanoseconds()) / 1e3
+	}
+	for i, name := range []string{"direct", "iocopy", "link"} {
+		b.ReportMetric(q(took[i], 0.5), name+"-p50-µs")
+		b.ReportMetric(q(took[i], 0.99), name+"-p99-µs")
+	}
+	b.ReportMetric(q(took[2], 0.99)-q(took[0], 0.99), "added-p99-µs")
 }

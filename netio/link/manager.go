@@ -280,6 +280,11 @@ func (m *Manager) Stop(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop %s links: %w", proto, err))
 		}
 	}
+	m.mu.Lock()
+	for _, e := range m.links { // those still waiting for a client
+		e.end()
+	}
+	m.mu.Unlock()
 	return errors.Join(errs...)
 }
 

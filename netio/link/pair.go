@@ -5,7 +5,6 @@ import (
 	"crypto/cipher"
 	"errors"
 	"io"
-	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
@@ -161,7 +160,7 @@ func (p *pair) count(src *leg, n int) {
 		p.e.toDevice.Add(uint64(n))
 		p.t.st.toDevice.Add(uint64(n))
 	}
-	p.e.lastActive.Store(time.Now().UnixNano())
+	p.e.lastActive.Store(p.t.cfg.Now().UnixNano())
 }
 
 // interest sets which events of src's socket gnet's loop waits for: reading (resumed) or none

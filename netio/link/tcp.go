@@ -166,6 +166,7 @@ func (t *tcpCarrier) stop(ctx context.Context) error {
 	// still run, so no gnet worker waits for a loop that is gone.
 	t.cancelDial()
 	t.dials.Wait()
+	t.w.stop()
 	stopped, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stopErr := make(chan error, 1)
@@ -183,7 +184,6 @@ func (t *tcpCarrier) stop(ctx context.Context) error {
 	if err := <-stopErr; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		errs = append(errs, err)
 	}
-	t.w.stop()
 	return errors.Join(errs...)
 }
 
@@ -265,7 +265,8 @@ func (t *tcpCarrier) dial(p *pair) {
 	cancel()
 	if err == nil {
 		var res <-chan gnet.RegisteredResult
-		// Enroll takes the connection over (it keeps a duplicate and closes conn).
+		// Enroll takes the connection over (it keeps a duplicate and closes conn). Register would
+		// dial too, but in gnet's worker pool with net.Dial: no timeout.
 		res, err = p.loop.Enroll(gnet.NewContext(context.Background(), &p.device), conn)
 		if err == nil {
 			err = (<-res).Err

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -577,4 +579,82 @@ func TestCloseDevice(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestStopEndsLinks(t *testing.T) {
+	m := startManager(t, 4, 0)
+	d := newDevice(t)
+	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
+	client := dialLink(t, in, nil)
+	dev := d.accept(t)
+	roundTrip(t, client, dev)
+	waiting := openLink(t, m, Spec{DeviceAddr: d.addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	for name, c := range map[string]net.Conn{"client": client, "device": dev} {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("%s Read after Stop = %v, want EOF", name, err)
+		}
+	}
+	for _, tok := range []string{in.Token, waiting.Token} {
+		if s := linkState(m, tok).State; s != StateClosed {
+			t.Errorf("link %s after Stop, want closed", s)
+		}
+	}
+	if _, err := m.Open(ctx, Spec{Device: "DEV-1", Protocol: TCP, DeviceAddr: d.addr()}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Open after Stop = %v, want ErrClosed", err)
+	}
+}
+
+func TestCollectors(t *testing.T) {
+	m := startManager(t, 4, 0)
+	d := newDevice(t)
+	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
+	client := dialLink(t, in, nil)
+	dev := d.accept(t)
+	roundTrip(t, client, dev)
+	expectRefused(t, dialLink(t, in, nil))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.Collectors()...)
+	want := map[string]float64{
+		`fleetrelay_devicelink_open{protocol="tcp"}`:                       1,
+		`fleetrelay_devicelink_open{protocol="udp"}`:                       0,
+		`fleetrelay_devicelink_bytes_total{direction="to_device"}`:         5,
+		`fleetrelay_devicelink_bytes_total{direction="to_client"}`:         5,
+		`fleetrelay_devicelink_refused_total{reason="second_client"}`:      1,
+		`fleetrelay_devicelink_refused_total{reason="no_link"}`:            0,
+		`fleetrelay_devicelink_refused_total{reason="source"}`:             0,
+		`fleetrelay_devicelink_refused_total{reason="device_unreachable"}`: 0,
+		`fleetrelay_devicelink_dial_failures_total`:                        0,
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			name := f.GetName()
+			if l := mt.GetLabel(); len(l) > 0 {
+				name += fmt.Sprintf("{%s=%q}", l[0].GetName(), l[0].GetValue())
+			}
+			v := mt.GetGauge().GetValue()
+			if mt.Counter != nil {
+				v = mt.GetCounter().GetValue()
+			}
+			got[name] = v
+		}
+	}
+	for name, v := range want {
+		if g, ok := got[name]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", name, g, ok, v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("gathered %d series, want %d: %v", len(got), len(want), got)
+	}
 }

@@ -16,13 +16,14 @@ import (
 // the pair on its event loop when it fires. gnet offers no such signal for bytes written
 // outside its outbound buffer (pair.go says why the pairs write outside it).
 //
-// arm and forget are called from event loops; the set's own lock is held for a map update.
+// arm and forget are called from event loops.
 type watcher struct {
 	epfd, efd int
 	done      chan struct{}
 
-	mu    sync.Mutex
-	pairs map[int32]*pair // by descriptor
+	mu      sync.Mutex      // guards pairs and stopped, and is held around epoll_ctl
+	pairs   map[int32]*pair // by descriptor
+	stopped bool
 }
 
 func newWatcher() (*watcher, error) {
@@ -71,21 +72,22 @@ func (w *watcher) run() {
 	}
 }
 
-// arm asks for one wake-up of l's pair once l's socket is writable (or fails).
+// arm asks for one wake-up of l's pair once l's socket is writable (or fails). Once the
+// watcher stopped it does nothing: the engine is closing every socket.
 func (w *watcher) arm(l *leg, p *pair) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return nil
+	}
 	ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLONESHOT, Fd: int32(l.fd)}
 	if l.watch {
 		return unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, l.fd, &ev)
 	}
-	w.mu.Lock()
-	w.pairs[int32(l.fd)] = p
-	w.mu.Unlock()
 	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, l.fd, &ev); err != nil {
-		w.mu.Lock()
-		delete(w.pairs, int32(l.fd))
-		w.mu.Unlock()
 		return err
 	}
+	w.pairs[int32(l.fd)] = p
 	l.watch = true
 	return nil
 }
@@ -96,19 +98,26 @@ func (w *watcher) forget(l *leg) {
 		return
 	}
 	l.watch = false
-	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, l.fd, nil)
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, l.fd, nil)
 	delete(w.pairs, int32(l.fd))
-	w.mu.Unlock()
 }
 
-// stop ends the goroutine and closes the set.
+// stop ends the goroutine and closes the set. It is called before the engine stops, so no
+// wake-up is sent to a loop that is gone.
 func (w *watcher) stop() {
 	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
 	_, _ = unix.Write(w.efd, one)
 	<-w.done
+	w.mu.Lock()
+	w.stopped = true
 	_ = unix.Close(w.epfd)
 	_ = unix.Close(w.efd)
+	w.mu.Unlock()
 }
 
 // loopPollFD is the epoll descriptor of gnet's event loop el, read from gnet's unexported
