@@ -12,6 +12,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -657,4 +659,57 @@ func TestCollectors(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("gathered %d series, want %d: %v", len(got), len(want), got)
 	}
+}
+
+// TestManyLinksAtOnce runs links on every loop at once, each carrying 1 MiB each way with
+// half-closes, and checks that none leaves a socket behind.
+func TestManyLinksAtOnce(t *testing.T) {
+	const links, size = 24, 1 << 20
+	m := startManager(t, links, 0)
+	d := newDevice(t)
+	before := openSockets(t)
+	var wg sync.WaitGroup
+	infos := make([]Info, links)
+	for i := range links {
+		infos[i] = openLink(t, m, Spec{DeviceAddr: d.addr()})
+	}
+	for i := range links {
+		client := dialLink(t, infos[i], nil)
+		dev := d.accept(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			exchange(t, client, dev, size, client, client)
+			_ = client.Close()
+			_ = dev.Close()
+		}()
+	}
+	wg.Wait()
+	checkFor(t, 10*time.Second, func() error {
+		for _, in := range infos {
+			if got := linkState(m, in.Token); got.State != StateClosed || got.ToDevice != size || got.ToClient != size {
+				return fmt.Errorf("link on %d: %s, %d/%d bytes; want closed with %d each way", in.Port, got.State, got.ToDevice, got.ToClient, size)
+			}
+		}
+		if after := openSockets(t); after > before {
+			return fmt.Errorf("%d sockets open after the links ended, %d before", after, before)
+		}
+		return nil
+	})
+}
+
+// openSockets counts the process's open sockets.
+func openSockets(t *testing.T) int {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, f := range fds {
+		if l, err := os.Readlink("/proc/self/fd/" + f.Name()); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }
