@@ -2,9 +2,12 @@ package link
 
 import (
 	"bytes"
+	"context"
 	"crypto/cipher"
 	"io"
 	"net"
+	"net/netip"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -223,4 +226,50 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 		b.ReportMetric(q(took[i], 0.99), name+"-p99-µs")
 	}
 	b.ReportMetric(q(took[2], 0.99)-q(took[0], 0.99), "added-p99-µs")
+}
+
+// BenchmarkIdleLinkMemory opens 1,000 links, each with its client and device connected and one
+// round trip done, and reports the Go heap they add per link. The figure is an upper bound of
+// the relay's share: it includes the test's own client and device connections (two net.Conns
+// per link). Kernel socket buffers are not in it.
+//
+//	go test ./netio/link -run '^$' -bench IdleLinkMemory -benchtime 1x
+func BenchmarkIdleLinkMemory(b *testing.B) {
+	const links = 1000
+	m := startManager(b, links, 0)
+	d := newDevice(b)
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapInuse
+	}
+	conns := make([]net.Conn, 0, 2*links)
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	before := heap()
+	b.ResetTimer()
+	for range links {
+		in, err := m.Open(context.Background(), Spec{Device: "DEV-1", Protocol: TCP, DeviceAddr: d.addr()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		client, err := net.Dial("tcp", netip.AddrPortFrom(loopback, in.Port).String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		dev := <-d.conns
+		conns = append(conns, client, dev)
+		if _, err := client.Write([]byte("ping")); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(dev, make([]byte, 4)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(int64(heap())-int64(before))/links, "heap-B/link")
 }
