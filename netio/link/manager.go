@@ -48,9 +48,9 @@ const keepClosed = 256
 type Manager struct {
 	cfg Config
 	log *slog.Logger
-	st  stats
 
-	carriers map[string]carrier // by protocol; nil entry: not built
+	tcp      *tcpCarrier
+	carriers map[string]carrier // by protocol
 
 	mu      sync.Mutex
 	started bool
@@ -88,9 +88,10 @@ func NewManager(cfg Config) (*Manager, error) {
 		ports:  map[string]map[uint16]*entry{TCP: {}, UDP: {}},
 		cursor: map[string]uint16{TCP: cfg.PortFirst, UDP: cfg.PortFirst},
 	}
+	m.tcp = newTCPCarrier(cfg, m.log)
 	m.carriers = map[string]carrier{
-		TCP: newTCPCarrier(cfg, m.log, &m.st),
-		UDP: nil, // udp links are not built yet
+		TCP: m.tcp,
+		UDP: newUDPCarrier(cfg.Listen, cfg.PortFirst, cfg.PortLast, m.log),
 	}
 	return m, nil
 }
@@ -102,18 +103,16 @@ func (m *Manager) Start(ctx context.Context) error {
 	if m.started {
 		return errors.New("link: manager started twice")
 	}
-	for proto, c := range m.carriers {
-		if c == nil {
-			continue
-		}
+	var started []carrier
+	for _, proto := range []string{TCP, UDP} {
+		c := m.carriers[proto]
 		if err := c.start(ctx); err != nil {
-			for p2, c2 := range m.carriers {
-				if c2 != nil && p2 != proto {
-					_ = c2.stop(ctx)
-				}
+			for _, c2 := range started {
+				_ = c2.stop(ctx)
 			}
 			return fmt.Errorf("%s links on %s ports %d-%d: %w", proto, m.cfg.Listen, m.cfg.PortFirst, m.cfg.PortLast, err)
 		}
+		started = append(started, c)
 	}
 	m.started = true
 	return nil
@@ -126,9 +125,6 @@ func (m *Manager) Open(_ context.Context, s Spec) (Info, error) {
 	c, ok := m.carriers[s.Protocol]
 	if !ok {
 		return Info{}, fmt.Errorf("link: protocol %q: want tcp or udp", s.Protocol)
-	}
-	if c == nil {
-		return Info{}, fmt.Errorf("link: %s: udp links are not built yet", s.Protocol)
 	}
 	if !s.DeviceAddr.IsValid() {
 		return Info{}, errors.New("link: device address missing")
@@ -273,9 +269,6 @@ func (m *Manager) Stop(ctx context.Context) error {
 	}
 	var errs []error
 	for proto, c := range m.carriers {
-		if c == nil {
-			continue
-		}
 		if err := c.stop(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s links: %w", proto, err))
 		}

@@ -14,19 +14,12 @@ const (
 	refusedUnreachable  = "device_unreachable" // the device did not answer the link's dial
 )
 
-// stats are the counters of the links' engines, updated atomically from the event loops.
+// stats are the TCP carrier's counters, updated atomically from the event loops.
 type stats struct {
-	open                          [2]atomic.Int64 // links holding a client, by protocol: TCP, UDP
+	open                          atomic.Int64 // links holding a client
 	toDevice, toClient            atomic.Uint64
 	noLink, second, source, unrch atomic.Uint64
 	dialFailures                  atomic.Uint64
-}
-
-func protoIndex(proto string) int {
-	if proto == UDP {
-		return 1
-	}
-	return 0
 }
 
 func (s *stats) refused(reason string) {
@@ -42,35 +35,43 @@ func (s *stats) refused(reason string) {
 	}
 }
 
-// Collectors are the links' metrics, read from the counters when scraped: links open by
-// protocol, bytes each way, client connections refused by reason and device dials that failed.
-// Register them once per registry.
+// Collectors are the links' metrics, read from the counters when scraped: each engine's (TCP:
+// links holding a client, bytes each way, client connections refused by reason, device dials
+// that failed; UDP: udp_metrics.go). Register them once per registry.
 func (m *Manager) Collectors() []prometheus.Collector {
 	var cs []prometheus.Collector
-	for i, proto := range []string{TCP, UDP} {
-		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fleetrelay_devicelink_open", Help: "Device links that hold a client, by protocol.",
-			ConstLabels: prometheus.Labels{"protocol": proto},
-		}, func() float64 { return float64(m.st.open[i].Load()) }))
+	for _, proto := range []string{TCP, UDP} {
+		if c, ok := m.carriers[proto].(interface{ collectors() []prometheus.Collector }); ok {
+			cs = append(cs, c.collectors()...)
+		}
 	}
-	for dir, c := range map[string]*atomic.Uint64{"to_device": &m.st.toDevice, "to_client": &m.st.toClient} {
+	return cs
+}
+
+// collectors are the TCP carrier's collectors.
+func (t *tcpCarrier) collectors() []prometheus.Collector {
+	st := &t.st
+	cs := []prometheus.Collector{prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "fleetrelay_devicelink_tcp_links", Help: "TCP device links that hold a client.",
+	}, func() float64 { return float64(st.open.Load()) })}
+	for dir, c := range map[string]*atomic.Uint64{"to_device": &st.toDevice, "to_client": &st.toClient} {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "fleetrelay_devicelink_bytes_total", Help: "Bytes carried by device links, by direction (to_device: from clients to devices).",
+			Name: "fleetrelay_devicelink_tcp_bytes_total", Help: "Bytes carried by TCP device links, by direction (to_device: from clients to devices; plaintext).",
 			ConstLabels: prometheus.Labels{"direction": dir},
 		}, func() float64 { return float64(c.Load()) }))
 	}
 	for reason, c := range map[string]*atomic.Uint64{
-		refusedNoLink: &m.st.noLink, refusedSecondClient: &m.st.second, refusedSource: &m.st.source, refusedUnreachable: &m.st.unrch,
+		refusedNoLink: &st.noLink, refusedSecondClient: &st.second, refusedSource: &st.source, refusedUnreachable: &st.unrch,
 	} {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "fleetrelay_devicelink_refused_total",
-			Help: "Client connections to link ports refused, by reason: no_link (no link waits on the port), second_client (the link has its client), " +
+			Name: "fleetrelay_devicelink_tcp_refused_total",
+			Help: "Client connections to TCP link ports refused, by reason: no_link (no link waits on the port), second_client (the link has its client), " +
 				"source (not the link's pinned source), device_unreachable (the device did not answer).",
 			ConstLabels: prometheus.Labels{"reason": reason},
 		}, func() float64 { return float64(c.Load()) }))
 	}
 	cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "fleetrelay_devicelink_dial_failures_total", Help: "Connections to devices for TCP links that failed or timed out.",
-	}, func() float64 { return float64(m.st.dialFailures.Load()) }))
+		Name: "fleetrelay_devicelink_tcp_dial_failures_total", Help: "Connections to devices for TCP links that failed or timed out.",
+	}, func() float64 { return float64(st.dialFailures.Load()) }))
 	return cs
 }

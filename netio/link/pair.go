@@ -301,7 +301,7 @@ func (p *pair) end() {
 		l.fd, l.out = -1, nil
 	}
 	p.e.end()
-	p.t.st.open[protoIndex(TCP)].Add(-1)
+	p.t.st.open.Add(-1)
 	p.t.ended(p)
 }
 

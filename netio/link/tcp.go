@@ -31,7 +31,7 @@ type tcpCarrier struct {
 	gnet.BuiltinEventEngine
 	cfg Config
 	log *slog.Logger
-	st  *stats
+	st  stats
 	w   *watcher
 
 	eng    gnet.Engine
@@ -50,9 +50,9 @@ type tcpCarrier struct {
 	closed bool
 }
 
-func newTCPCarrier(cfg Config, log *slog.Logger, st *stats) *tcpCarrier {
+func newTCPCarrier(cfg Config, log *slog.Logger) *tcpCarrier {
 	t := &tcpCarrier{
-		cfg: cfg, log: log.With("protocol", TCP), st: st,
+		cfg: cfg, log: log.With("protocol", TCP),
 		byPort:  make(map[uint16]*entry),
 		pairs:   make(map[*entry]*pair),
 		loops:   make(map[gnet.EventLoop]*loopShare),
@@ -229,7 +229,7 @@ func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	t.dials.Add(1) // under mu: stop sets closed, then waits for the dials
 	t.mu.Unlock()
 	e.client.Store(remote)
-	t.st.open[protoIndex(TCP)].Add(1)
+	t.st.open.Add(1)
 	c.SetContext(&p.client)
 	go t.dial(p)
 	return nil, gnet.None

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetrelay/fleetrelay/netio/link/linkcrypt"
 )
 
 var loopback = netip.MustParseAddr("127.0.0.1")
@@ -239,7 +241,7 @@ func TestLinkCarries100MBEachWay(t *testing.T) {
 		}
 		return nil
 	})
-	if got := m.st.toDevice.Load(); got != uint64(size) {
+	if got := m.tcp.st.toDevice.Load(); got != uint64(size) {
 		t.Errorf("bytes to device counted %d, want %d", got, size)
 	}
 	if peak := linkState(m, in.Token).Spec; peak.Device != "DEV-1" {
@@ -271,38 +273,66 @@ func (testCipher) Open([]byte, []byte) ([]byte, error) {
 	panic("TCP links do not open datagrams")
 }
 
+// TestLinkEncryptsClientLeg: the client leg is AES-256-CTR as ENCRYPTION.md specifies (the
+// client's side here is the test's own, from crypto/aes and crypto/cipher), with the relay's
+// end either the test's stand-in or linkcrypt's; the device leg carries plaintext.
 func TestLinkEncryptsClientLeg(t *testing.T) {
-	size := 4 << 20
-	c := testCipher{key: bytes.Repeat([]byte{7}, 32), iv: bytes.Repeat([]byte{9}, 16)}
+	key, iv := bytes.Repeat([]byte{7}, 32), bytes.Repeat([]byte{0xff}, 16) // the IV's counter wraps at once
+	own := testCipher{key: key, iv: iv}
+	lc, err := linkcrypt.New(key, iv)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := startManager(t, 4, 0)
 	d := newDevice(t)
-	in := openLink(t, m, Spec{DeviceAddr: d.addr(), Cipher: c})
-	if in.Cipher != nil {
-		t.Error("Info shows the link's cipher")
-	}
-	client := dialLink(t, in, nil)
-	dev := d.accept(t)
-	// The client's own streams: it encrypts with the relay's in, decrypts with its out.
-	enc := cipher.StreamWriter{S: c.streams(false), W: client}
-	dec := cipher.StreamReader{S: c.streams(true), R: client}
-	exchange(t, client, dev, size, enc, dec)
+	for name, relayEnd := range map[string]Cipher{"stand-in": own, "linkcrypt": lc} {
+		t.Run(name, func(t *testing.T) {
+			in := openLink(t, m, Spec{DeviceAddr: d.addr(), Cipher: relayEnd})
+			if in.Cipher != nil {
+				t.Error("Info shows the link's cipher")
+			}
+			client := dialLink(t, in, nil)
+			dev := d.accept(t)
 
-	// What the client leg carries is not the plaintext.
-	in2 := openLink(t, m, Spec{DeviceAddr: d.addr(), Cipher: c})
-	client2 := dialLink(t, in2, nil)
-	dev2 := d.accept(t)
-	plain := []byte("the same sixteen")
-	if _, err := dev2.Write(plain); err != nil {
-		t.Fatal(err)
-	}
-	raw := make([]byte, len(plain))
-	if _, err := io.ReadFull(client2, raw); err != nil {
-		t.Fatal(err)
-	}
-	want := make([]byte, len(plain))
-	c.streams(true).XORKeyStream(want, plain)
-	if !bytes.Equal(raw, want) || bytes.Equal(raw, plain) {
-		t.Errorf("client leg carried %x, want %x (AES-CTR of %q)", raw, want, plain)
+			// The same plaintext each way: what the client leg carries differs from it and
+			// from the other direction (no keystream used twice).
+			plain := bytes.Repeat([]byte("equal plaintexts"), 4)
+			up := make([]byte, len(plain))
+			own.streams(false).XORKeyStream(up, plain)
+			if _, err := client.Write(up); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(plain))
+			if _, err := io.ReadFull(dev, got); err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("device got %q, %v; want the plaintext", got, err)
+			}
+			if _, err := dev.Write(plain); err != nil {
+				t.Fatal(err)
+			}
+			down := make([]byte, len(plain))
+			if _, err := io.ReadFull(client, down); err != nil {
+				t.Fatal(err)
+			}
+			want := make([]byte, len(plain))
+			own.streams(true).XORKeyStream(want, plain)
+			if !bytes.Equal(down, want) {
+				t.Fatalf("client leg carried %x, want %x (AES-256-CTR from the IV with its top bit flipped)", down, want)
+			}
+			for i := range up {
+				if up[i]^down[i] == 0 {
+					t.Fatalf("byte %d: the two directions' ciphertexts of equal plaintexts are equal: keystream reused", i)
+				}
+			}
+
+			// And 4 MiB each way at once, through the client's own streams.
+			enc := cipher.StreamWriter{S: own.streams(false), W: client}
+			dec := cipher.StreamReader{S: own.streams(true), R: client}
+			// The streams continue where the first exchange left them.
+			skip := make([]byte, len(plain))
+			enc.S.XORKeyStream(skip, skip)
+			dec.S.XORKeyStream(skip, skip)
+			exchange(t, client, dev, 4<<20, enc, dec)
+		})
 	}
 }
 
@@ -334,7 +364,7 @@ func TestCloseEndsBothSockets(t *testing.T) {
 	// The port does not bring the deleted link back.
 	again := dialLink(t, in, nil)
 	expectRefused(t, again)
-	if got := m.st.noLink.Load(); got != 1 {
+	if got := m.tcp.st.noLink.Load(); got != 1 {
 		t.Errorf("refused for no link: %d, want 1", got)
 	}
 }
@@ -377,7 +407,7 @@ func TestSecondClientRefused(t *testing.T) {
 	roundTrip(t, client, dev)
 	second := dialLink(t, in, nil)
 	expectRefused(t, second)
-	if got := m.st.second.Load(); got != 1 {
+	if got := m.tcp.st.second.Load(); got != 1 {
 		t.Errorf("second clients refused: %d, want 1", got)
 	}
 	roundTrip(t, client, dev) // the first client keeps the link
@@ -399,7 +429,7 @@ func TestPinnedSourceOnly(t *testing.T) {
 	in := openLink(t, m, Spec{DeviceAddr: d.addr(), Source: pinned})
 	other := dialLink(t, in, nil)
 	expectRefused(t, other)
-	if got := m.st.source.Load(); got != 1 {
+	if got := m.tcp.st.source.Load(); got != 1 {
 		t.Errorf("refused for source: %d, want 1", got)
 	}
 	if got := linkState(m, in.Token).State; got != StateWaiting {
@@ -529,8 +559,10 @@ func TestPortsExhausted(t *testing.T) {
 	if c.Port != a.Port {
 		t.Errorf("after closing the link on %d, new link on %d", a.Port, c.Port)
 	}
-	if _, err := m.Open(context.Background(), Spec{Device: "DEV-1", Protocol: UDP, DeviceAddr: d.addr()}); err == nil {
-		t.Error("a UDP link opened before the UDP engine exists")
+	// UDP ports are another space: a UDP link still finds one.
+	u, err := m.Open(context.Background(), Spec{Device: "DEV-1", Protocol: UDP, DeviceAddr: d.addr()})
+	if err != nil || (u.Port != a.Port && u.Port != b.Port) {
+		t.Errorf("UDP Open with every TCP port taken = %+v, %v; want a link on one of the range's ports", u, err)
 	}
 }
 
@@ -545,7 +577,7 @@ func TestDeviceUnreachable(t *testing.T) {
 	in := openLink(t, m, Spec{DeviceAddr: gone})
 	client := dialLink(t, in, nil)
 	expectRefused(t, client)
-	if f, r := m.st.dialFailures.Load(), m.st.unrch.Load(); f != 1 || r != 1 {
+	if f, r := m.tcp.st.dialFailures.Load(), m.tcp.st.unrch.Load(); f != 1 || r != 1 {
 		t.Errorf("dial failures %d, refused unreachable %d; want 1 each", f, r)
 	}
 	checkFor(t, 10*time.Second, func() error {
@@ -623,15 +655,15 @@ func TestCollectors(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.Collectors()...)
 	want := map[string]float64{
-		`fleetrelay_devicelink_open{protocol="tcp"}`:                       1,
-		`fleetrelay_devicelink_open{protocol="udp"}`:                       0,
-		`fleetrelay_devicelink_bytes_total{direction="to_device"}`:         5,
-		`fleetrelay_devicelink_bytes_total{direction="to_client"}`:         5,
-		`fleetrelay_devicelink_refused_total{reason="second_client"}`:      1,
-		`fleetrelay_devicelink_refused_total{reason="no_link"}`:            0,
-		`fleetrelay_devicelink_refused_total{reason="source"}`:             0,
-		`fleetrelay_devicelink_refused_total{reason="device_unreachable"}`: 0,
-		`fleetrelay_devicelink_dial_failures_total`:                        0,
+		`fleetrelay_devicelink_tcp_links`:                                      1,
+		`fleetrelay_devicelink_tcp_bytes_total{direction="to_device"}`:         5,
+		`fleetrelay_devicelink_tcp_bytes_total{direction="to_client"}`:         5,
+		`fleetrelay_devicelink_tcp_refused_total{reason="second_client"}`:      1,
+		`fleetrelay_devicelink_tcp_refused_total{reason="no_link"}`:            0,
+		`fleetrelay_devicelink_tcp_refused_total{reason="source"}`:             0,
+		`fleetrelay_devicelink_tcp_refused_total{reason="device_unreachable"}`: 0,
+		`fleetrelay_devicelink_tcp_dial_failures_total`:                        0,
+		`fleetrelay_devicelink_udp_links`:                                      0,
 	}
 	families, err := reg.Gather()
 	if err != nil {
@@ -656,8 +688,10 @@ func TestCollectors(t *testing.T) {
 			t.Errorf("%s = %v (present %v), want %v", name, g, ok, v)
 		}
 	}
-	if len(got) != len(want) {
-		t.Errorf("gathered %d series, want %d: %v", len(got), len(want), got)
+	for name := range got {
+		if _, ok := want[name]; !ok && !strings.HasPrefix(name, "fleetrelay_devicelink_udp_") {
+			t.Errorf("unexpected series %s", name)
+		}
 	}
 }
 
