@@ -28,10 +28,12 @@ import (
 //     no events) until the peer drains. gnet does not expose that, so the loop's epoll
 //     descriptor is read from gnet's event loop (loopPollFD). The relay thus holds at most
 //     Buffer bytes plus one read (readChunk) per direction of a link.
-//   - Half-close: gnet closes a socket as soon as it reads EOF. When a leg's remote ends its
-//     side (FIN), the pair keeps a duplicate of its descriptor, passes the FIN on to the other
-//     leg (shutdown(SHUT_WR)) once every byte before it was delivered, and goes on carrying the
-//     other direction into the duplicate until that side ends too.
+//   - Half-close: gnet closes a socket as soon as it reads EOF, and has no shutdown. When a
+//     leg's remote ends its side (FIN), the pair keeps a duplicate of its descriptor (taken in
+//     OnClose, before gnet closes its own), passes the FIN on to the other leg with
+//     shutdown(SHUT_WR) on its descriptor once every byte before it was delivered, and goes on
+//     carrying the other direction into the duplicate until that side ends too; then the link
+//     is closed. An error or reset on either leg, Close or Stop ends both at once.
 type pair struct {
 	t    *tcpCarrier
 	e    *entry
