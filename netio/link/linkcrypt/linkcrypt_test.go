@@ -184,8 +184,9 @@ func TestDatagramsMatchReference(t *testing.T) {
 					if err != nil || !bytes.Equal(back, append([]byte("x"), plain...)) {
 						t.Fatalf("IV %s, direction %d, datagram %d, %d bytes: open = %.20x…, %v; want x + the plaintext", ivh, dir.d, n, size, back, err)
 					}
-					// The other direction's key stream gives something else (except for nothing).
-					if other, _ := dir.peer(nil, got[len(prefix):]); size > 0 && bytes.Equal(other, plain) {
+					// The other direction's key stream gives something else. Checked from a block
+					// up: a shorter datagram matches by chance (one byte: 1 in 256).
+					if other, _ := dir.peer(nil, got[len(prefix):]); size >= 16 && bytes.Equal(other, plain) {
 						t.Fatalf("IV %s, datagram %d: the other direction opens it too", ivh, n)
 					}
 				}
