@@ -122,7 +122,8 @@ type Manager struct {
 	pruned  uint64             // tasks deleted by retention since Open
 	// final holds the tasks in a final state in the order they reached it (DoneAt, oldest
 	// first, as the clock gave it), so the writer finds the ones past their retention without
-	// looking at the others.
+	// looking at the others. Should the clock step back, a task finished before the step holds
+	// the ones behind it until its own retention passed: a delay, never an early deletion.
 	final []*Task
 
 	wmu sync.Mutex // one flush at a time: a later state never loses to an earlier one on disk
