@@ -33,6 +33,9 @@ type Config struct {
 	Store Store `yaml:"store"`
 	// The admin HTTP server (health, metrics, REST API).
 	Admin Admin `yaml:"admin"`
+	// Commands to devices (tasks, POST /api/v1/devices/{id}/commands): their time to live and
+	// how long finished ones are kept.
+	Commands Commands `yaml:"commands"`
 	// Settings shared by every route's HTTP delivery.
 	Delivery Delivery `yaml:"delivery"`
 	// Device metadata, one entry per device identity: what routes' dynamic fields, filters and
@@ -243,6 +246,19 @@ type Admin struct {
 	OpenMetrics bool `yaml:"open_metrics"`
 }
 
+// Commands configures the commands (tasks) to devices.
+type Commands struct {
+	// How long a finished task (succeeded, failed or expired) is kept after it finished, for
+	// GET .../commands to show; then it is deleted, from memory and from the store, and a GET of
+	// it answers 404 like an unknown task. Task ids are never given twice all the same. > 0.
+	Retention Duration `yaml:"retention"`
+	// The ttl of a task created without one: how long it may wait for its RESULT before it
+	// expires. > 0, at most max_ttl.
+	DefaultTTL Duration `yaml:"default_ttl"`
+	// The longest ttl a task may be given; a longer one is refused (422). > 0.
+	MaxTTL Duration `yaml:"max_ttl"`
+}
+
 // Delivery holds the settings shared by every route's HTTP delivery.
 type Delivery struct {
 	// Allow routes to reach loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7) and link-local
@@ -387,6 +403,11 @@ func Default() *Config {
 		},
 		Store: Store{Sync: false, GCInterval: Duration(time.Minute), MinFree: "5%"},
 		Admin: Admin{Listen: "127.0.0.1:8080"},
+		Commands: Commands{
+			Retention:  Duration(168 * time.Hour),
+			DefaultTTL: Duration(24 * time.Hour),
+			MaxTTL:     Duration(720 * time.Hour),
+		},
 		Delivery: Delivery{
 			AllowPrivateNetworks: false,
 			Timeout:              Duration(10 * time.Second),

@@ -213,7 +213,7 @@ func TestParse(t *testing.T) {
 
 	// Unknown keys, with path, line and a suggestion.
 	f("dta_dir: x\n", "dta_dir: unknown key; did you mean data_dir? (line 1)")
-	f("bogus: 1\n", "bogus: unknown key; known keys: admin, data_dir, delivery, devices, fleet, gc_percent, log, memory_limit, routes, store (line 1)")
+	f("bogus: 1\n", "bogus: unknown key; known keys: admin, commands, data_dir, delivery, devices, fleet, gc_percent, log, memory_limit, routes, store (line 1)")
 	f("devices:\n  native:\n    tcp: :1\n    sctp: :2\n", "devices.native.sctp: unknown key", "(line 4)")
 	f(route("    batch:\n      max_message: 10\n"), "routes[0].batch.max_message: unknown key; did you mean max_messages? (line 5)")
 	f(route("    retry:\n      backoff: 1s\n"), "routes[0].retry.backoff: unknown key")
@@ -325,6 +325,13 @@ func TestParse(t *testing.T) {
 		`admin.hosts[1]: want a host name or an address without a port, got ""`)
 	f("admin:\n  bootstrap_key: \"\"\n", "invalid secret: empty")
 	f("admin:\n  bogus: 1\n", "admin.bogus: unknown key; known keys: bootstrap_key, hosts, listen, open_metrics")
+
+	// Commands: retention and ttls positive, the default ttl within the longest.
+	f("commands:\n  retention: 1h\n  default_ttl: 10m\n  max_ttl: 10m\n")
+	f("commands:\n  retain: 1h\n", "commands.retain: unknown key; known keys: default_ttl, max_ttl, retention")
+	f("commands:\n  retention: 0\n  max_ttl: -1h\n", "commands.retention: must be > 0, got 0", "commands.max_ttl: must be > 0, got -1h")
+	f("commands:\n  default_ttl: 0\n", "commands.default_ttl: must be > 0, got 0")
+	f("commands:\n  default_ttl: 48h\n  max_ttl: 24h\n", "commands.default_ttl: must be at most commands.max_ttl (24h), got 48h")
 
 	// NDJSON ingest.
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5100\n    identity_field: imei\n    max_line: 1MiB\n")

@@ -125,6 +125,17 @@ admin:
   # always open; elsewhere it needs a key holding *:read).
   open_metrics: false
 
+# Commands to devices (POST /api/v1/devices/{id}/commands, README "Admin API").
+commands:
+  # How long a finished task (succeeded, failed or expired) is kept after it finished; then it
+  # is deleted, from memory and from the store, and GET of it answers 404. Ids are never reused.
+  retention: 168h
+  # The ttl of a task created without one: how long it may wait for its RESULT before it
+  # expires. At most max_ttl.
+  default_ttl: 24h
+  # The longest ttl a task may be given; a longer one is refused.
+  max_ttl: 720h
+
 # Settings shared by every route.
 delivery:
   # Allow routes to reach loopback, private and link-local addresses. Off, such URLs are refused at

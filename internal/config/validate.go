@@ -116,6 +116,13 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	positive(&p, "commands.retention", c.Commands.Retention)
+	positive(&p, "commands.max_ttl", c.Commands.MaxTTL)
+	positive(&p, "commands.default_ttl", c.Commands.DefaultTTL)
+	if c.Commands.DefaultTTL > c.Commands.MaxTTL && c.Commands.MaxTTL > 0 {
+		p.add("commands.default_ttl", "must be at most commands.max_ttl (%s), got %s", c.Commands.MaxTTL, c.Commands.DefaultTTL)
+	}
+
 	positive(&p, "delivery.timeout", c.Delivery.Timeout)
 	nonNegative(&p, "delivery.shutdown_grace", c.Delivery.ShutdownGrace)
 	if c.Delivery.MaxQueuedMessages < 1 {

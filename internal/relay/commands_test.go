@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -330,9 +331,11 @@ func TestCommandsEndToEnd(t *testing.T) {
 
 // The commands endpoints' rights and validation: an account's key commands its account's devices
 // only (another account's device, or one not in the registry, is 404); commands:read does not
-// create; a payload that is not an object or a bad ttl is 422; an unknown task is 404.
+// create; a payload that is not an object or a bad ttl (beyond commands.max_ttl too) is 422; an
+// unknown task is 404; a task without a ttl gets commands.default_ttl.
 func TestCommandsAPI(t *testing.T) {
 	cfg := testConfig(t, nil)
+	cfg.Commands.DefaultTTL, cfg.Commands.MaxTTL = config.Duration(30*time.Minute), config.Duration(2*time.Hour)
 	r := startRelay(t, cfg)
 	boot := newAPI(t, r, bootstrapKey(t, cfg))
 	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "acme", "name": "Acme"})
@@ -369,15 +372,68 @@ func TestCommandsAPI(t *testing.T) {
 		{map[string]any{"payload": map[string]any{}, "ttl": "soon"}, "/ttl"},
 		{map[string]any{"payload": map[string]any{}, "ttl": "-1s"}, "/ttl"},
 		{map[string]any{"payload": map[string]any{}, "ttl": "9000h"}, "/ttl"},
+		{map[string]any{"payload": map[string]any{}, "ttl": "3h"}, "/ttl"},
 	} {
 		st, p := acme.breaking().do("POST", "/api/v1/devices/d-acme/commands", c.body)
 		if st != http.StatusUnprocessableEntity || fmt.Sprint(pointers(p)) != "["+c.ptr+"]" {
 			t.Errorf("POST %v = %d %v, want 422 at %s", c.body, st, p, c.ptr)
 		}
 	}
-	if got := tasksOf(acme, "d-acme"); len(got) != 1 {
-		t.Errorf("d-acme has %d tasks, want 1 (the invalid ones are not stored)", len(got))
+	v = acme.must(http.StatusCreated, "POST", "/api/v1/devices/d-acme/commands", map[string]any{"payload": map[string]any{}})
+	created, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(v["created_at"]))
+	expires, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(v["expires_at"]))
+	if expires.Sub(created) != 30*time.Minute {
+		t.Errorf("a task without a ttl = %v, want it to expire commands.default_ttl (30m) after its creation", v)
 	}
+	if got := tasksOf(acme, "d-acme"); len(got) != 2 {
+		t.Errorf("d-acme has %d tasks, want 2 (the invalid ones are not stored)", len(got))
+	}
+}
+
+// Finished tasks are deleted once commands.retention passed: a task that expired (ttl 1ms) is
+// soon answered 404 like a task never created, the metrics count it, and its id is not given
+// again, before or after a restart.
+func TestCommandsRetention(t *testing.T) {
+	cfg := testConfig(t, nil)
+	cfg.Commands.Retention = config.Duration(time.Millisecond)
+	r := startRelay(t, cfg)
+	api := newAPI(t, r, bootstrapKey(t, cfg))
+	api.must(http.StatusCreated, "PUT", "/api/v1/devices/ret-1", map[string]any{})
+	post := func(api *apiClient, want uint64) {
+		t.Helper()
+		v := api.must(http.StatusCreated, "POST", "/api/v1/devices/ret-1/commands", map[string]any{"payload": map[string]any{}, "ttl": "1ms"})
+		if v["task"] != float64(want) {
+			t.Errorf("created task %v, want %d", v["task"], want)
+		}
+	}
+	post(api, 1)
+	_, unknown := api.breaking().do("GET", "/api/v1/devices/ret-1/commands/9", nil)
+	checkfor.Check(t, 30*time.Second, 10*time.Millisecond, func() error {
+		st, p := api.breaking().do("GET", "/api/v1/devices/ret-1/commands/1", nil)
+		if st != http.StatusNotFound {
+			return fmt.Errorf("GET task 1 = %d %v, want 404 once it expired and its retention passed", st, p)
+		}
+		if p["detail"] != strings.Replace(fmt.Sprint(unknown["detail"]), `"9"`, `"1"`, 1) || p["status"] != unknown["status"] {
+			t.Errorf("GET of a pruned task = %v, want the problem of an unknown one, %v", p, unknown)
+		}
+		return nil
+	})
+	if _, body := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics"); !strings.Contains(body, "\nfleetrelay_tasks_pruned_total 1\n") {
+		t.Errorf("/metrics does not count the pruned task:\n%s", body)
+	}
+	post(api, 2)
+	if err := relaytest.Shutdown(r); err != nil {
+		t.Fatal(err)
+	}
+	r = startRelay(t, cfg)
+	api = newAPI(t, r, api.key)
+	checkfor.Check(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if got := tasksOf(api, "ret-1"); len(got) != 0 {
+			return fmt.Errorf("ret-1 has %d tasks, want none once task 2 expired and was pruned", len(got))
+		}
+		return nil
+	})
+	post(api, 3)
 }
 
 // A kill -9 of the relay process while commands flow loses no task: every task the API answered

@@ -49,7 +49,7 @@ func TestShutdownIdempotent(t *testing.T) {
 }
 
 // Every component registers its own collectors on the relay's registry: the series the store,
-// the device listeners and the actor system expose are all there, with their names and labels
+// the device listeners, the actor system and the tasks expose are all there, with their names and labels
 // (the README's Metrics section names them), each registered once.
 func TestMetricsOfEveryComponent(t *testing.T) {
 	sink := startSink(t)
@@ -86,6 +86,9 @@ func TestMetricsOfEveryComponent(t *testing.T) {
 		`fleetrelay_ndjson_dropped_total{reason="native"}`, `fleetrelay_ndjson_dropped_total{reason="store"}`,
 		`fleetrelay_route_oldest_pending_seconds{route="test"}`, "fleetrelay_device_actors", "fleetrelay_udp_resends_total",
 		"fleetrelay_frame_store_seconds_count", "fleetrelay_unknown_identities", "fleetrelay_unknown_identities_refused_total",
+		// tasks
+		`fleetrelay_tasks{state="queued"}`, `fleetrelay_tasks{state="sent"}`, `fleetrelay_tasks{state="succeeded"}`,
+		`fleetrelay_tasks{state="failed"}`, `fleetrelay_tasks{state="expired"}`, "fleetrelay_tasks_pruned_total",
 	} {
 		if n := countOf(series, want); n != 1 {
 			t.Errorf("/metrics has %d series %s, want 1", n, want)

@@ -93,7 +93,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		_ = st.Close()
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
-	if r.tasks, err = tasks.Open(context.Background(), tasks.Options{Backend: st, Logger: log}); err != nil {
+	if r.tasks, err = tasks.Open(context.Background(), tasks.Options{Backend: st, Logger: log,
+		Retention: time.Duration(cfg.Commands.Retention), DefaultTTL: time.Duration(cfg.Commands.DefaultTTL),
+		MaxTTL: time.Duration(cfg.Commands.MaxTTL)}); err != nil {
 		_ = st.Close()
 		return nil, fmt.Errorf("open tasks: %w", err)
 	}
@@ -204,6 +206,7 @@ func (r *Relay) registerMetrics() error {
 	}
 	r.sys.RegisterMetrics(r.reg)
 	r.net.RegisterMetrics(r.reg)
+	r.tasks.RegisterMetrics(r.reg)
 	return nil
 }
 

@@ -7,6 +7,12 @@
 // the disk. A state change lost in a crash is harmless: the task comes back as sent or queued,
 // is sent again when its device connects, and the device, which treats a task id it already
 // executed as done, answers its RESULT again.
+//
+// A task in a final state is kept for a retention period (Options.Retention) after its DoneAt,
+// then the writer deletes it, from the store and from memory, in batches that fit one store
+// transaction. Task ids stay unique per device across restarts although a device's tasks may all
+// be deleted: a batch that deletes a device's highest stored task also writes the device's
+// highest id given ("last/<device>" in the task key space), which Open reads back.
 package tasks
 
 import (
@@ -87,6 +93,16 @@ type Options struct {
 	// MaxTTL bounds a task's ttl (default 30 days); DefaultTTL is the ttl of a task created
 	// without one (default 24h).
 	MaxTTL, DefaultTTL time.Duration
+	// Retention is how long a task in a final state is kept after its DoneAt before the writer
+	// deletes it (default 168h).
+	Retention time.Duration
+}
+
+// Stats are counters for metrics: the tasks held (in memory and in the store) by state, and
+// those deleted because their retention passed since Open.
+type Stats struct {
+	Queued, Sent, Succeeded, Failed, Expired int
+	Pruned                                   uint64
 }
 
 // Manager holds every task. Its methods are safe for concurrent use; Due and Result never block
@@ -102,6 +118,13 @@ type Manager struct {
 	devices map[string]*device // by upper-cased identity
 	dirty   map[string]*Task   // state changes not yet written, by key
 	open    int                // tasks not in a final state
+	held    map[State]int      // tasks held, by state
+	pruned  uint64             // tasks deleted by retention since Open
+	// final holds the tasks in a final state in the order they reached it (DoneAt, oldest
+	// first, as the clock gave it), so the writer finds the ones past their retention without
+	// looking at the others. Should the clock step back, a task finished before the step holds
+	// the ones behind it until its own retention passed: a delay, never an early deletion.
+	final []*Task
 
 	wmu sync.Mutex // one flush at a time: a later state never loses to an earlier one on disk
 
@@ -116,7 +139,13 @@ type device struct {
 	open  int     // tasks not in a final state
 }
 
-const kind = "task"
+// The kinds of the task key space: one task ("task/<device>/<id>"), and the highest id given
+// to a device ("last/<device>", a decimal), written when the device's highest stored task is
+// deleted.
+const (
+	kind     = "task"
+	kindLast = "last"
+)
 
 // key is the store key of a task: the device, then the id zero-padded so keys sort by id.
 func key(dev string, id uint64) string { return fmt.Sprintf("%s/%020d", dev, id) }
@@ -138,15 +167,27 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.DefaultTTL <= 0 {
 		opts.DefaultTTL = 24 * time.Hour
 	}
+	if opts.Retention <= 0 {
+		opts.Retention = 168 * time.Hour
+	}
 	m := &Manager{
 		opts: opts, log: opts.Logger.With("component", "tasks"), now: opts.Now,
-		devices: make(map[string]*device), dirty: make(map[string]*Task),
+		devices: make(map[string]*device), dirty: make(map[string]*Task), held: make(map[State]int),
 		writeErrs: throttle.Throttle{Period: 10 * time.Second},
 		stop:      make(chan struct{}), done: make(chan struct{}),
 	}
 	err := opts.Backend.LoadTasks(func(k, v []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if dev, ok := strings.CutPrefix(string(k), kindLast+"/"); ok {
+			last, err := strconv.ParseUint(string(v), 10, 64)
+			if err != nil {
+				return fmt.Errorf("last task id %q: %w", k, err)
+			}
+			d := m.device(dev)
+			d.last = max(d.last, last)
+			return nil
 		}
 		if !strings.HasPrefix(string(k), kind+"/") {
 			return nil // a kind of a later version
@@ -158,7 +199,10 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		d := m.device(t.Device)
 		d.tasks = append(d.tasks, t) // keys sort by device, then id
 		d.last = max(d.last, t.ID)
-		if !t.State.Done() {
+		m.held[t.State]++
+		if t.State.Done() {
+			m.final = append(m.final, t)
+		} else {
 			m.open++
 			d.open++
 		}
@@ -167,8 +211,18 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load tasks: %w", err)
 	}
+	slices.SortStableFunc(m.final, func(a, b *Task) int { return doneAt(a).Compare(doneAt(b)) })
 	go m.run()
 	return m, nil
+}
+
+// doneAt is when t reached its final state (its creation for a final task stored without one,
+// which this version never writes).
+func doneAt(t *Task) time.Time {
+	if t.DoneAt != nil {
+		return *t.DoneAt
+	}
+	return t.CreatedAt
 }
 
 // Attach sets who is told of new tasks. Call it before devices connect.
@@ -223,6 +277,7 @@ func (m *Manager) Create(ctx context.Context, dev string, payload []byte, ttl ti
 	d.tasks = slices.Insert(d.tasks, i, t)
 	m.open++
 	d.open++
+	m.held[Queued]++
 	n, out := m.notify, *t
 	m.mu.Unlock()
 	if n != nil {
@@ -268,7 +323,8 @@ func (m *Manager) Due(dev string, resend bool, write func(task uint64, payload [
 			m.finishLocked(d, t, Expired, now)
 			continue
 		}
-		t.State, t.SentAt = Sent, &now
+		m.setLocked(t, Sent)
+		t.SentAt = &now
 		t.Sends++
 		m.dirtyLocked(t)
 		write(t.ID, t.Payload)
@@ -307,10 +363,19 @@ func (d *device) find(id uint64) *Task {
 
 // finishLocked moves t, of d, to final state st.
 func (m *Manager) finishLocked(d *device, t *Task, st State, now time.Time) {
-	t.State, t.DoneAt = st, &now
+	m.setLocked(t, st)
+	t.DoneAt = &now
 	m.open--
 	d.open--
+	m.final = append(m.final, t)
 	m.dirtyLocked(t)
+}
+
+// setLocked moves t to state st, keeping the counts by state.
+func (m *Manager) setLocked(t *Task, st State) {
+	m.held[t.State]--
+	m.held[st]++
+	t.State = st
 }
 
 func (m *Manager) dirtyLocked(t *Task) {
@@ -357,8 +422,16 @@ func (m *Manager) Unfinished() int {
 	return m.open
 }
 
-// run is the writer: every Tick it expires tasks past their ttl and writes the state changes
-// since the last tick, until Close.
+// Stats returns the counts for metrics.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Stats{Queued: m.held[Queued], Sent: m.held[Sent], Succeeded: m.held[Succeeded], Failed: m.held[Failed],
+		Expired: m.held[Expired], Pruned: m.pruned}
+}
+
+// run is the writer: every Tick it expires tasks past their ttl, writes the state changes
+// since the last tick and deletes the final tasks past their retention, until Close.
 func (m *Manager) run() {
 	defer close(m.done)
 	t := time.NewTicker(m.opts.Tick)
@@ -372,6 +445,7 @@ func (m *Manager) run() {
 		}
 		m.expire()
 		m.flush()
+		m.prune()
 	}
 }
 
@@ -396,8 +470,20 @@ func (m *Manager) expire() {
 	}
 }
 
-// maxBatch is the most task writes in one store transaction, well below what Badger takes.
-const maxBatch = 1000
+// A batch of task writes is one store transaction, which Badger bounds (the store's memtable of
+// 1MiB takes ≈157KB and ≈1,600 entries in one): at most MaxBatch writes and maxBatchBytes of
+// keys and values (each counted with batchOverhead more, Badger's own per entry and the store's
+// prefix). One task larger than maxBatchBytes is written alone.
+const (
+	MaxBatch      = 1000
+	maxBatchBytes = 96 << 10
+	batchOverhead = 32
+)
+
+// opSize is what op counts against maxBatchBytes.
+func opSize(op store.RegistryOp) int {
+	return len(op.Kind) + 1 + len(op.ID) + len(op.Value) + batchOverhead
+}
 
 // flush writes the state changes not yet written. A batch the store refuses stays due for the
 // next tick, unless a later change of the same task is due already.
@@ -410,15 +496,21 @@ func (m *Manager) flush() {
 			m.mu.Unlock()
 			return
 		}
-		ops := make([]store.RegistryOp, 0, min(len(m.dirty), maxBatch))
+		ops := make([]store.RegistryOp, 0, min(len(m.dirty), MaxBatch))
+		size := 0
 		for k, t := range m.dirty {
 			v, err := json.Marshal(t)
 			if err != nil { // a Task always encodes
 				panic(fmt.Sprintf("tasks: encode %s: %v", k, err))
 			}
-			ops = append(ops, store.RegistryOp{Kind: kind, ID: k, Value: v})
+			op := store.RegistryOp{Kind: kind, ID: k, Value: v}
+			if len(ops) > 0 && size+opSize(op) > maxBatchBytes {
+				break // the next batch's
+			}
+			ops = append(ops, op)
+			size += opSize(op)
 			delete(m.dirty, k)
-			if len(ops) == maxBatch {
+			if len(ops) == MaxBatch {
 				break
 			}
 		}
@@ -440,6 +532,94 @@ func (m *Manager) flush() {
 			return
 		}
 	}
+}
+
+// prune deletes, from the store and then from memory, the tasks in a final state whose DoneAt
+// is Retention ago or more, oldest first, one store transaction per batch. It runs after flush,
+// under wmu, so no write of a task's state can follow its deletion; a final task whose state is
+// not written yet (its flush failed) stops it until a later tick. A final task never changes
+// again, so the tasks of a batch stay as they were read while the batch is written without the
+// manager's lock; only prune takes tasks out of final.
+func (m *Manager) prune() {
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	for {
+		m.mu.Lock()
+		cutoff := m.now().UTC().Add(-m.opts.Retention)
+		var ops []store.RegistryOp
+		size, n := 0, 0
+		lasts := map[string]bool{} // devices whose last id this batch writes
+		for _, t := range m.final {
+			if doneAt(t).After(cutoff) || m.dirty[key(t.Device, t.ID)] != nil {
+				break
+			}
+			batch := []store.RegistryOp{{Kind: kind, ID: key(t.Device, t.ID)}}
+			// Deleting the device's highest stored task would let a restart give its id again.
+			if d := m.devices[t.Device]; !lasts[t.Device] && d.tasks[len(d.tasks)-1] == t {
+				batch = append(batch, store.RegistryOp{Kind: kindLast, ID: t.Device, Value: strconv.AppendUint(nil, d.last, 10)})
+			}
+			s := 0
+			for _, op := range batch {
+				s += opSize(op)
+			}
+			if len(ops) > 0 && (len(ops)+len(batch) > MaxBatch || size+s > maxBatchBytes) {
+				break
+			}
+			if len(batch) > 1 {
+				lasts[t.Device] = true
+			}
+			ops = append(ops, batch...)
+			size += s
+			n++
+		}
+		m.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if err := m.opts.Backend.WriteTasks(ops); err != nil {
+			if held, ok := m.writeErrs.Allow(); ok {
+				m.log.Warn("delete tasks past their retention; retried", "tasks", n, "err", err, "errors_since_last_log", held)
+			}
+			return
+		}
+		m.mu.Lock()
+		m.dropLocked(n)
+		m.mu.Unlock()
+	}
+}
+
+// dropLocked takes the first n tasks of m.final out of memory: the store deleted them.
+func (m *Manager) dropLocked(n int) {
+	gone := make(map[*Task]bool, n)
+	for i, t := range m.final[:n] {
+		gone[t] = true
+		m.held[t.State]--
+		m.final[i] = nil // the backing array must not keep them
+	}
+	m.final = shrink(m.final[n:])
+	m.pruned += uint64(n)
+	done := make(map[string]bool)
+	for t := range gone {
+		if done[t.Device] {
+			continue
+		}
+		done[t.Device] = true
+		d := m.devices[t.Device]
+		d.tasks = shrink(slices.DeleteFunc(d.tasks, func(t *Task) bool { return gone[t] }))
+		// A device left without tasks stays: its last id is still to be given after.
+	}
+}
+
+// shrink returns s, copied to a smaller array when it holds a quarter of its capacity or less,
+// so that memory follows what is pruned.
+func shrink(s []*Task) []*Task {
+	if cap(s) <= 64 || len(s) > cap(s)/4 {
+		return s
+	}
+	if len(s) == 0 {
+		return nil // s[:0:0], slices.Clone's answer, would still hold the array
+	}
+	return append(make([]*Task, 0, len(s)), s...)
 }
 
 // Flush writes every state change made so far before it returns (for tests and shutdown).
