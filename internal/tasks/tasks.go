@@ -47,6 +47,15 @@ const (
 // Done reports whether the state is final.
 func (s State) Done() bool { return s == Succeeded || s == Failed || s == Expired }
 
+// Bounds of what a task holds, so that a task's stored form always fits one store transaction
+// (with its payload, result and times, well under the ≈150 KB one takes) and its COMMAND frame
+// the default devices.max_frame (64 KiB). A RESULT's data larger than MaxResult is delivered
+// whole to the routes; the task's result then only says how large it was.
+const (
+	MaxPayload = 48 << 10
+	MaxResult  = 64 << 10
+)
+
 // ErrInvalid is returned by Create for a payload that is not one JSON object or a ttl out of
 // range.
 var ErrInvalid = errors.New("invalid task")
@@ -257,6 +266,9 @@ func (m *Manager) Create(ctx context.Context, dev string, payload []byte, ttl ti
 	if !isObject(payload) {
 		return Task{}, fmt.Errorf("payload: want one JSON object: %w", ErrInvalid)
 	}
+	if len(payload) > MaxPayload {
+		return Task{}, fmt.Errorf("payload: %d bytes, want at most %d: %w", len(payload), MaxPayload, ErrInvalid)
+	}
 	dev = strings.ToUpper(dev)
 	now := m.now().UTC()
 	m.mu.Lock()
@@ -349,7 +361,12 @@ func (m *Manager) Result(dev string, id uint64, code uint8, data []byte) {
 	if code != 0 {
 		st = Failed
 	}
-	t.Code, t.Result = &code, slices.Clone(data)
+	t.Code = &code
+	if len(data) <= MaxResult {
+		t.Result = slices.Clone(data)
+	} else { // the routes get it whole (the RESULT frame's record); the task keeps a note
+		t.Result = json.RawMessage(fmt.Sprintf(`{"truncated":true,"bytes":%d}`, len(data)))
+	}
 	m.finishLocked(d, t, st, m.now().UTC())
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -199,5 +200,32 @@ func TestExpiryAndInvalid(t *testing.T) {
 	}
 	if list, _ := m.List("D", 0, 100); len(list) != 3 {
 		t.Errorf("D has %d tasks, want 3", len(list))
+	}
+}
+
+// A payload over MaxPayload is refused; a RESULT's data over MaxResult completes its task with
+// a note of its size instead of the data, so that the task is written (and read back) whole.
+func TestBounds(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	dir := t.TempDir()
+	m, st := open(t, dir, c)
+	ctx := context.Background()
+	big := []byte(`{"a":"` + strings.Repeat("x", tasks.MaxPayload) + `"}`)
+	if _, err := m.Create(ctx, "D", big, time.Hour); !errors.Is(err, tasks.ErrInvalid) {
+		t.Fatalf("Create of %d bytes = %v, want ErrInvalid", len(big), err)
+	}
+	fits := []byte(`{"a":"` + strings.Repeat("x", tasks.MaxPayload-8) + `"}`)
+	if _, err := m.Create(ctx, "D", fits, time.Hour); err != nil {
+		t.Fatalf("Create of %d bytes: %v", len(fits), err)
+	}
+	due(m, "D", false)
+	result := []byte(`{"r":"` + strings.Repeat("y", 200<<10) + `"}`)
+	m.Result("D", 1, 0, result)
+	m.Close()
+	_ = st.Close()
+	m, _ = open(t, dir, c)
+	tk, ok := m.Get("D", 1)
+	if !ok || tk.State != tasks.Succeeded || string(tk.Result) != fmt.Sprintf(`{"truncated":true,"bytes":%d}`, len(result)) {
+		t.Fatalf("task after a %d-byte result and a reopen: %v %s %.60s", len(result), ok, tk.State, tk.Result)
 	}
 }
