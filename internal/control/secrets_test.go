@@ -123,3 +123,52 @@ func TestSecretFieldWriteRules(t *testing.T) {
 		t.Errorf("tags %q, want [us]", d.Tags)
 	}
 }
+
+// An import row that does not name a secret field keeps the device's value, also after an
+// earlier row of the same chunk changed it; a row that names it sets or clears it; a field
+// that is not secret is the row's, as in a PUT.
+func TestSecretFieldImport(t *testing.T) {
+	p := buildWith(t, t.TempDir(), func(o *control.Options) { o.SecretFields = []string{"custom1"} })
+	p.startStore(t)
+	ctx := context.Background()
+	all, none := [3]bool{true, true, true}, [3]bool{}
+	importRows := func(rows ...func(im *control.Import, line int) error) {
+		t.Helper()
+		im := p.c.NewImport("")
+		for i, add := range rows {
+			if err := add(im, i+1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, rej, err := im.Finish(ctx); err != nil || n != len(rows) || len(rej) != 0 {
+			t.Fatalf("import = %d, %v, %v; want %d rows written", n, rej, err, len(rows))
+		}
+	}
+	row := func(id, c1, c2 string, named [3]bool) func(*control.Import, int) error {
+		return func(im *control.Import, line int) error {
+			return im.AddNaming(ctx, line, config.Device{ID: id, Custom1: c1, Custom2: c2}, nil, named)
+		}
+	}
+	stored := func(id, c1, c2 string) {
+		t.Helper()
+		if d, _ := p.reg.Device(id); d.Custom1 != c1 || d.Custom2 != c2 {
+			t.Errorf("%s: custom1 %q, custom2 %q; want %q, %q", id, d.Custom1, d.Custom2, c1, c2)
+		}
+	}
+	importRows(row("A", "key-a", "x", all), row("B", "key-b", "y", all))
+	stored("A", "key-a", "x")
+	importRows(row("A", "", "", none), row("B", "key-b2", "", all), row("B", "", "z", [3]bool{false, true, false}))
+	stored("A", "key-a", "")
+	stored("B", "key-b2", "z")
+	importRows(row("A", "", "", all))
+	stored("A", "", "")
+	// Add names every field, as it always did.
+	im := p.c.NewImport("")
+	if err := im.Add(ctx, 1, config.Device{ID: "B"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := im.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stored("B", "", "")
+}
