@@ -166,7 +166,7 @@ func (c *Control) Registry() *registry.Registry { return c.reg }
 // apply is the registry's watcher: it runs on the writer's goroutine, in commit order.
 func (c *Control) apply(ch registry.Change) {
 	if ch.Kind == registry.Routes {
-		c.updateSecrets() // before the route runs, after it stopped: never later than it
+		c.updateSecrets() // before a new key field's route runs
 	}
 	switch {
 	case ch.Kind == registry.Routes && ch.Deleted:
