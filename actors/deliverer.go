@@ -60,7 +60,8 @@ type Batch struct {
 func (b *Batch) Len() int { return len(b.items) }
 
 // Message sets *m to message i as the route renders it: the record, its place in the device's
-// stream, and the device's metadata (custom fields, tags, groups, account). m.Attempt is 0;
+// stream, and the device's metadata (custom fields, which of them are secret, tags, groups,
+// account). m.Attempt is 0;
 // m.Data aliases the stored record, which must not be modified.
 func (b *Batch) Message(i int, m *format.Message) {
 	it := &b.items[i]
@@ -70,6 +71,7 @@ func (b *Batch) Message(i int, m *format.Message) {
 	}
 	if md := b.ra.sys.meta(it.f.Device); md != nil {
 		m.Custom1, m.Custom2, m.Custom3 = md.Custom1, md.Custom2, md.Custom3
+		m.Secret = format.Secrets(b.ra.sys.secrets.Load())
 		m.Tags, m.Groups, m.Account = md.Tags, md.Groups, md.Account
 	}
 }

@@ -164,6 +164,15 @@ func (s *System) SetDevice(id string, m *DeviceMeta) {
 	s.fleet.Store(strings.ToUpper(id), m)
 }
 
+// SetSecrets sets which custom fields of every device's metadata are secrets: every message
+// rendered from the moment it returns carries the set (format.Message.Secret), and the formats
+// render those fields as empty, while the route's URL and headers ([CUSTOM1]) and its
+// per-device auth still read them. Safe for concurrent use; never blocks.
+func (s *System) SetSecrets(f format.Secrets) { s.secrets.Store(uint32(f)) }
+
+// Secrets returns the set SetSecrets set.
+func (s *System) Secrets() format.Secrets { return format.Secrets(s.secrets.Load()) }
+
 // DeviceState is a device's live state.
 type DeviceState struct {
 	Connected bool

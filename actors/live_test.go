@@ -204,6 +204,7 @@ type liveMsg struct {
 	index   int
 	custom1 string
 	account string
+	secret  format.Secrets
 }
 
 // liveDeliverer records batches and ends each as fn says (Delivered if nil).
@@ -220,7 +221,7 @@ func (d *liveDeliverer) Deliver(ctx context.Context, b *actors.Batch) actors.Out
 	var m format.Message
 	for i := range b.Len() {
 		b.Message(i, &m)
-		lb.msgs = append(lb.msgs, liveMsg{m.Device, m.Seq, m.Index, m.Custom1, m.Account})
+		lb.msgs = append(lb.msgs, liveMsg{m.Device, m.Seq, m.Index, m.Custom1, m.Account, m.Secret})
 	}
 	d.mu.Lock()
 	call := len(d.batches)
@@ -667,6 +668,46 @@ func TestLiveSetDevice(t *testing.T) {
 	_, ok := d.state()
 	if m := ok[0]; m.device != "dev7" || m.seq != 2 {
 		t.Errorf("delivered %+v, want dev7's frame 2 (identity as sent)", m)
+	}
+}
+
+// SetSecrets applies to the messages rendered after it: they carry the set, and still the
+// secret field's value (the URL, headers and per-device auth use it).
+func TestLiveSetSecrets(t *testing.T) {
+	d := &liveDeliverer{}
+	rig := newLiveRig(t, liveOpts{}, liveRoute(t, "r", "http://x.invalid/in", d, 100))
+	rig.sys.SetDevice("DEV1", &actors.DeviceMeta{Custom1: "key-1"})
+	dev := rig.dial("DEV1")
+	wait := func(n int) liveMsg {
+		t.Helper()
+		poll(t, func() error {
+			if _, ok := d.state(); len(ok) != n {
+				return fmt.Errorf("delivered %d messages, want %d", len(ok), n)
+			}
+			return nil
+		})
+		_, ok := d.state()
+		return ok[n-1]
+	}
+	dev.send(1, 1)
+	dev.stored(1)
+	if m := wait(1); m.secret != 0 || m.custom1 != "key-1" {
+		t.Errorf("before SetSecrets: message %+v, want custom1 key-1 and no secret", m)
+	}
+	rig.sys.SetSecrets(format.SecretCustom1 | format.SecretCustom3)
+	if got := rig.sys.Secrets(); got != format.SecretCustom1|format.SecretCustom3 {
+		t.Errorf("Secrets() = %v, want custom1, custom3", got.Names())
+	}
+	dev.send(2, 1)
+	dev.stored(2)
+	if m := wait(2); m.secret != format.SecretCustom1|format.SecretCustom3 || m.custom1 != "key-1" {
+		t.Errorf("after SetSecrets: message %+v, want custom1 key-1, secret custom1 and custom3", m)
+	}
+	rig.sys.SetSecrets(0)
+	dev.send(3, 1)
+	dev.stored(3)
+	if m := wait(3); m.secret != 0 {
+		t.Errorf("after SetSecrets(0): message %+v, want no secret", m)
 	}
 }
 

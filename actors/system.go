@@ -131,6 +131,9 @@ type System struct {
 	// fleet is the device metadata by upper-cased identity (*DeviceMeta): Options.Fleet, then
 	// SetDevice.
 	fleet sync.Map
+	// secrets are the custom fields that are secrets (format.Secrets, SetSecrets): set on every
+	// message rendered, so that the formats leave them out of the bodies.
+	secrets atomic.Uint32
 
 	mu      sync.RWMutex // guards devices, folded, gone, dormant entries' state and every entry's wake and retirement
 	devices map[string]*deviceEntry

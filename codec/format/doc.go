@@ -19,6 +19,16 @@
 // format and stable across retries. Where this documentation says "null if empty", an empty
 // string is rendered as JSON null.
 //
+// # Secret custom fields
+//
+// A custom field may hold a device's credential (its Azure IoT Hub key, for a route's
+// azure_iot_hub auth). Message.Secret names the custom fields that are secrets: every format
+// renders a secret field exactly as an empty one — absent from measurement's deviceFields,
+// null (or nothing, inside a longer string) for a template's $$custom1..$$custom3 — so it
+// never reaches a request body. The value stays in the Message: the route's URL and headers
+// ([CUSTOM1]) and its per-device auth read it there, as credential carriers by design. It
+// costs one branch per custom field rendered.
+//
 // # envelope
 //
 // The relay's own envelope, exactly as codec/envelope renders it:
@@ -109,6 +119,7 @@
 //	| deviceIdentifier                        | serial, else the device identity                |
 //	| deviceFields                            | serial, imei, iccid, custom1..3 (strings), tags,|
 //	|                                         |   groups (arrays); only those that are set      |
+//	|                                         |   (and, of the custom fields, not secret)       |
 //	| fields                                  | the record's members that are not observations  |
 //	|                                         |   (a result's taskId and resultCode first)      |
 //	| locationHashId, userHashId              | null                                            |
@@ -179,7 +190,7 @@
 //	| device                        | the device identity (serial, or IMEI)                      |
 //	| serial, serialNumber          | the serial (null if empty)                                 |
 //	| imei, iccid                   | IMEI, ICCID (null if empty)                                |
-//	| custom1, custom2, custom3     | the custom fields (null if empty)                          |
+//	| custom1, custom2, custom3     | the custom fields (null if empty or secret)                |
 //	| account                       | the account (null if empty)                                |
 //	| tags, groups                  | arrays of strings                                          |
 //	| seq, index, attempt           | numbers                                                    |

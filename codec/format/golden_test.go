@@ -28,6 +28,7 @@ type testMessage struct {
 	Custom1    string          `json:"custom1"`
 	Custom2    string          `json:"custom2"`
 	Custom3    string          `json:"custom3"`
+	Secret     []string        `json:"secret"` // the custom fields that are secrets
 	Tags       []string        `json:"tags"`
 	Groups     []string        `json:"groups"`
 	Account    string          `json:"account"`
@@ -48,6 +49,9 @@ func (tm *testMessage) message() *format.Message {
 	}
 	if tm.Kind == "result" {
 		m.Kind = format.KindResult
+	}
+	for _, f := range tm.Secret {
+		m.Secret |= format.SecretOf(f)
 	}
 	return m
 }

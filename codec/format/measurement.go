@@ -126,9 +126,9 @@ func (measurement) Append(dst []byte, m *Message) []byte {
 	dst = appendDeviceField(dst, n, "serial", m.Serial)
 	dst = appendDeviceField(dst, n, "imei", m.IMEI)
 	dst = appendDeviceField(dst, n, "iccid", m.ICCID)
-	dst = appendDeviceField(dst, n, "custom1", m.Custom1)
-	dst = appendDeviceField(dst, n, "custom2", m.Custom2)
-	dst = appendDeviceField(dst, n, "custom3", m.Custom3)
+	dst = appendDeviceField(dst, n, "custom1", m.custom(0))
+	dst = appendDeviceField(dst, n, "custom2", m.custom(1))
+	dst = appendDeviceField(dst, n, "custom3", m.custom(2))
 	if len(m.Tags) > 0 {
 		if len(dst) > n {
 			dst = append(dst, ',')

@@ -181,11 +181,11 @@ func appendSlot(dst []byte, p *part, m *Message, r *record, spans []span) []byte
 	case bICCID:
 		return appendStr(dst, m.ICCID, text)
 	case bCustom1:
-		return appendStr(dst, m.Custom1, text)
+		return appendStr(dst, m.custom(0), text)
 	case bCustom2:
-		return appendStr(dst, m.Custom2, text)
+		return appendStr(dst, m.custom(1), text)
 	case bCustom3:
-		return appendStr(dst, m.Custom3, text)
+		return appendStr(dst, m.custom(2), text)
 	case bAccount:
 		return appendStr(dst, m.Account, text)
 	case bTags:

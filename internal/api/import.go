@@ -82,7 +82,7 @@ func importDevices(s *Server, c *control.Control, w http.ResponseWriter, r *http
 			im.Reject(row.Line, row.Device.ID, row.Err)
 			return nil
 		}
-		return im.Add(r.Context(), row.Line, row.Device, row.Token)
+		return im.AddNaming(r.Context(), row.Line, row.Device, row.Token, row.Named)
 	})
 	if err == nil {
 		var upserted int

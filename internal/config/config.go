@@ -141,6 +141,13 @@ type Devices struct {
 	// checks are limited per source address: past the limit, that address is refused without a
 	// check for a while. NDJSON gateways carry no tokens and are not checked.
 	Auth DeviceAuth `yaml:"auth"`
+	// Custom fields of the devices' metadata that hold secrets (credentials): any of custom1,
+	// custom2, custom3. Besides these, the key_field of every route with auth.azure_iot_hub (of
+	// this file or the API) is secret. A secret field is write-only through the API (like a
+	// device's token: never shown, a device's view says which are set) and is rendered as empty
+	// in every request body (absent from measurement's deviceFields, null in templates); a
+	// route's [CUSTOM1]..[CUSTOM3] in its URL or headers and its per-device auth still use it.
+	SecretFields []string `yaml:"secret_fields,omitempty"`
 	// Largest frame a device may send (the frame's length field, type byte included); larger frames are
 	// refused with ERROR 413 and the connection closed. 16 bytes to 1MiB.
 	MaxFrame Size `yaml:"max_frame"`

@@ -309,6 +309,13 @@ func TestParse(t *testing.T) {
 	f("devices:\n  max_connections_per_source: 0\n  first_data_timeout: 0\n  max_unknown_identities: 0\n")
 	f("devices:\n  first_data_timeout: -1s\n", "devices.first_data_timeout: must not be negative")
 	f("devices:\n  max_unknown_identities: -5\n", "devices.max_unknown_identities: must not be negative")
+	f("devices:\n  secret_fields: [custom1, custom3]\n")
+	f("devices:\n  secret_fields: []\n")
+	f("devices:\n  secret_fields: [custom1, token, Custom2, custom1]\n",
+		`devices.secret_fields[1]: must be custom1, custom2 or custom3, got "token"`,
+		`devices.secret_fields[2]: must be custom1, custom2 or custom3, got "Custom2"`,
+		"devices.secret_fields[3]: custom1 is listed twice")
+	f("devices:\n  secret_fields: custom1\n", "devices.secret_fields")
 
 	// Listen addresses.
 	f("devices:\n  native:\n    tcp: \"\"\n    udp: \"\"\nadmin:\n  listen: \"\"\n")

@@ -63,6 +63,13 @@ devices:
   # unanswered. Failed token checks are limited per source address: past the limit the address
   # is refused without a check for a while. NDJSON gateways carry no tokens and are not checked.
   auth: open
+  # Custom fields of the devices' metadata that hold secrets: any of custom1, custom2, custom3.
+  # The key_field of every route with auth.azure_iot_hub (this file's or the API's) is secret
+  # too. A secret field is write-only through the API (never shown; a device's view lists the
+  # ones set in secret_fields_set) and rendered as empty in every request body (absent from
+  # measurement's deviceFields, null in templates), while [CUSTOM1]..[CUSTOM3] in a route's URL
+  # or headers and its per-device auth still use it: those carry credentials by design.
+  secret_fields:
   # Largest frame a device may send (length field, type byte included), 16B to 1MiB. Larger frames
   # are refused with ERROR 413 and the connection is closed.
   max_frame: 64KiB

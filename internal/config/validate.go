@@ -62,6 +62,14 @@ func (c *Config) Validate() error {
 	listenAddr(&p, "devices.native.udp", d.Native.UDP)
 	oneOf(&p, "devices.ack", string(d.Ack), string(AckPersist), string(AckDelivery))
 	oneOf(&p, "devices.auth", string(d.Auth), string(AuthOpen), string(AuthKnown), string(AuthToken))
+	for i, f := range d.SecretFields {
+		switch {
+		case f != "custom1" && f != "custom2" && f != "custom3":
+			p.add(fmt.Sprintf("devices.secret_fields[%d]", i), "must be custom1, custom2 or custom3, got %q", f)
+		case slices.Index(d.SecretFields, f) < i:
+			p.add(fmt.Sprintf("devices.secret_fields[%d]", i), "%s is listed twice", f)
+		}
+	}
 	if d.MaxFrame < MinMaxFrame || d.MaxFrame > MaxMaxFrame {
 		p.add("devices.max_frame", "must be between %s and %s, got %s", MinMaxFrame, MaxMaxFrame, sizeText(d.MaxFrame))
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/actors"
+	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 	"github.com/fleetrelay/fleetrelay/internal/route"
@@ -44,7 +45,10 @@ type Options struct {
 	// through the API. The relay runs the enabled routes itself (actors.Options.Routes), as before.
 	Routes []config.Route
 	Fleet  []config.Device
-	Logger *slog.Logger
+	// SecretFields are the config's devices.secret_fields (validated): with the key_field of
+	// every azure_iot_hub route, the custom fields that are secrets (secrets.go).
+	SecretFields []string
+	Logger       *slog.Logger
 }
 
 // Control applies the registry's routes and devices to the actor system. Its methods are safe
@@ -55,6 +59,8 @@ type Control struct {
 	ids  RouteIDs
 	deps route.Deps
 	log  *slog.Logger
+
+	secretCfg format.Secrets // devices.secret_fields (secrets.go)
 
 	writeMu sync.Mutex // one write of a route or device at a time (check, then write)
 	notices *notices   // notify.go
@@ -93,6 +99,10 @@ func New(opts Options) (*Control, error) {
 		c.status[rc.Name] = RouteStatus{Running: rc.IsEnabled()}
 	}
 	c.reg.SetStatic(static, devs)
+	for _, f := range opts.SecretFields {
+		c.secretCfg |= format.SecretOf(f)
+	}
+	c.updateSecrets()
 
 	for o := (registry.ListOptions{Limit: 1000}); ; {
 		page, more := c.reg.ListRoutes(o)
@@ -155,6 +165,9 @@ func (c *Control) Registry() *registry.Registry { return c.reg }
 
 // apply is the registry's watcher: it runs on the writer's goroutine, in commit order.
 func (c *Control) apply(ch registry.Change) {
+	if ch.Kind == registry.Routes {
+		c.updateSecrets() // before a new key field's route runs
+	}
 	switch {
 	case ch.Kind == registry.Routes && ch.Deleted:
 		c.removeRoute(ch.ID)

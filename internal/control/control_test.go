@@ -39,6 +39,12 @@ func start(t *testing.T, dir string, static ...config.Route) *parts {
 // build is start without starting the store (the journal refuses frames until startStore).
 func build(t *testing.T, dir string, static ...config.Route) *parts {
 	t.Helper()
+	return buildWith(t, dir, nil, static...)
+}
+
+// buildWith is build with the control's options set by opt (nil: none).
+func buildWith(t *testing.T, dir string, opt func(*control.Options), static ...config.Route) *parts {
+	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, store.Options{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -52,8 +58,12 @@ func build(t *testing.T, dir string, static ...config.Route) *parts {
 	d.AllowPrivateNetworks = true
 	clients := route.NewClients(deliver.Options{AllowPrivateNetworks: true})
 	sys := actors.New(actors.Options{AckMode: actors.AckPersist, Journal: st})
-	c, err := control.New(control.Options{Registry: reg, System: sys, Store: st, Routes: static,
-		Deps: route.Deps{Delivery: d, Clients: clients}})
+	o := control.Options{Registry: reg, System: sys, Store: st, Routes: static,
+		Deps: route.Deps{Delivery: d, Clients: clients}}
+	if opt != nil {
+		opt(&o)
+	}
+	c, err := control.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,9 @@ type DeviceView struct {
 
 	// HasToken says the device has a token (devices.auth: token); the token is write-only.
 	HasToken bool `json:"has_token,omitempty"`
+	// SecretFieldsSet names the secret custom fields the device has set (secrets.go): like the
+	// token, they are write-only, never shown.
+	SecretFieldsSet []string `json:"secret_fields_set,omitempty"`
 }
 
 // DeviceState is a device's live state on this relay.
@@ -61,6 +64,7 @@ func (c *Control) Devices(o registry.ListOptions) (page []DeviceView, more bool)
 func (c *Control) deviceView(d *registry.Device) DeviceView {
 	v := DeviceView{ID: d.ID, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
 		Tags: d.Tags, Groups: d.Groups, Account: d.Account, HasToken: d.TokenHash != ([32]byte{}), Meta: d.Meta}
+	hideSecrets(&v, d, c.sys.Secrets())
 	st := c.sys.Device(d.ID)
 	v.State = DeviceState{Connected: st.Connected, LastSeq: st.LastSeq}
 	if st.Remote.IsValid() {
@@ -77,8 +81,9 @@ func (c *Control) deviceView(d *registry.Device) DeviceView {
 type DeviceWrite struct {
 	ID string // from the path, any case
 	// Body is the device's metadata as JSON (id, imei, iccid, custom1..3, tags, groups,
-	// account, token), or with Patch a JSON merge patch of its current form. The token is
-	// write-only: a body without one keeps the device's, "" or null removes it.
+	// account, token), or with Patch a JSON merge patch of its current form. The token and the
+	// secret custom fields (secrets.go) are write-only: a body without one keeps the device's,
+	// "" or null removes it.
 	Body    []byte
 	Patch   bool
 	Account string // the caller key's account ("" for a global key)
@@ -128,6 +133,14 @@ func (c *Control) WriteDevice(ctx context.Context, w DeviceWrite) (v DeviceView,
 	}
 	dev := &registry.Device{ID: id, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
 		Tags: d.Tags, Groups: d.Groups, Account: d.Account, TokenHash: cur.TokenHash}
+	if !w.Patch { // a merge patch keeps what it does not name already: it applies to the stored device
+		keep, now := absentSecrets(body, c.sys.Secrets()), customs(&cur)
+		for i, f := range customs(dev) {
+			if keep&(1<<i) != 0 {
+				*f = *now[i]
+			}
+		}
+	}
 	if setToken {
 		dev.TokenHash = [32]byte{}
 		if token != "" {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/fleetrelay/fleetrelay/actors"
+	"github.com/fleetrelay/fleetrelay/codec/format"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 )
@@ -46,10 +47,11 @@ func importOf(ctx context.Context) *Import {
 }
 
 type importRow struct {
-	line  int
-	dev   config.Device
-	token *string // nil: the device keeps its token; "": it has none after
-	hash  [32]byte
+	line    int
+	dev     config.Device
+	token   *string // nil: the device keeps its token; "": it has none after
+	hash    [32]byte
+	unnamed format.Secrets // the custom fields the row does not name: a secret one keeps its value
 }
 
 // Bounds of one chunk, below the store's transaction limits: Badger takes at most 15% of its
@@ -72,8 +74,15 @@ func (c *Control) NewImport(account string) *Import {
 // not nil, sets the device's token ("" removes it); nil keeps the one it has, as a PUT without
 // one does (d.Token is ignored). A row that fails the checks is rejected (Rejected), not an
 // error: Add's error means the store refused a write as a whole (the disk full, the relay
-// closing) and the import cannot go on.
+// closing) and the import cannot go on. The row names every custom field (see AddNaming).
 func (im *Import) Add(ctx context.Context, line int, d config.Device, token *string) error {
+	return im.AddNaming(ctx, line, d, token, [3]bool{true, true, true})
+}
+
+// AddNaming is Add for a row that may leave custom fields out: named[i] says it names
+// custom<i+1>. A secret custom field (secrets.go) it does not name keeps the device's value,
+// as a PUT without it does; any other field is the row's.
+func (im *Import) AddNaming(ctx context.Context, line int, d config.Device, token *string, named [3]bool) error {
 	d.ID, d.Token = strings.ToUpper(d.ID), ""
 	problems := d.Check("")
 	if token != nil && len(*token) > config.MaxDeviceToken {
@@ -83,7 +92,13 @@ func (im *Import) Add(ctx context.Context, line int, d config.Device, token *str
 		im.reject(line, d.ID, joinFields(fields(problems)))
 		return nil
 	}
-	im.rows = append(im.rows, importRow{line: line, dev: d, token: token})
+	row := importRow{line: line, dev: d, token: token}
+	for i, n := range named {
+		if !n {
+			row.unnamed |= 1 << i
+		}
+	}
+	im.rows = append(im.rows, row)
 	hasToken := token != nil && *token != ""
 	if token == nil {
 		cur, ok := im.c.reg.Device(d.ID)
@@ -142,6 +157,8 @@ func (im *Import) flush(ctx context.Context) error {
 	good := make([]importRow, 0, len(rows))
 	var rejected []Rejection
 	hashes := map[string][32]byte{} // the tokens of the chunk's earlier rows: the index has not got them yet
+	kept := map[string][3]string{}  // their custom fields, likewise
+	secrets := c.sys.Secrets()
 	for _, r := range rows {
 		cur, _, err := c.visibleDevice(r.dev.ID, im.account)
 		if err != nil {
@@ -162,6 +179,18 @@ func (im *Import) flush(ctx context.Context) error {
 			h = cur.TokenHash
 		}
 		r.hash, hashes[r.dev.ID] = h, h
+		if keep := r.unnamed & secrets; keep != 0 {
+			prev, ok := kept[r.dev.ID]
+			if !ok {
+				prev = [3]string{cur.Custom1, cur.Custom2, cur.Custom3}
+			}
+			for i, f := range [3]*string{&r.dev.Custom1, &r.dev.Custom2, &r.dev.Custom3} {
+				if keep&(1<<i) != 0 {
+					*f = prev[i]
+				}
+			}
+		}
+		kept[r.dev.ID] = [3]string{r.dev.Custom1, r.dev.Custom2, r.dev.Custom3}
 		good = append(good, r)
 	}
 	err := im.apply(ctx, good, &rejected)

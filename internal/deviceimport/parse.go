@@ -27,7 +27,8 @@ const (
 	// (a token left out keeps the device's, null removes it).
 	NDJSON Format = "ndjson"
 	// CSV is a header row naming device fields, then one device per row; tags and groups are
-	// ';'-separated; an empty token cell keeps the device's token.
+	// ';'-separated; an empty token cell keeps the device's token, an empty cell of a secret
+	// custom field its value.
 	CSV Format = "csv"
 	// Azure is an Azure IoT Hub device-identity export: one JSON object per line, its deviceId
 	// the device's identity and its authentication.symmetricKey.primaryKey put in a custom
@@ -74,6 +75,10 @@ type Row struct {
 	// Token is the device's credential when the row gives one ("" removes the device's); nil
 	// keeps the device's token, as a PUT without one does. Device.Token is never set.
 	Token *string
+	// Named says which of custom1..custom3 the row names: an NDJSON member (null too), a CSV
+	// cell that is not empty, the Azure export's key field. A secret custom field the row does
+	// not name keeps the device's value, as a PUT without it does (control.Import.AddNaming).
+	Named [3]bool
 	Err   error
 }
 
@@ -136,9 +141,9 @@ type jsonDevice struct {
 	ID      string   `json:"id"`
 	IMEI    string   `json:"imei"`
 	ICCID   string   `json:"iccid"`
-	Custom1 string   `json:"custom1"`
-	Custom2 string   `json:"custom2"`
-	Custom3 string   `json:"custom3"`
+	Custom1 named    `json:"custom1"`
+	Custom2 named    `json:"custom2"`
+	Custom3 named    `json:"custom3"`
 	Tags    []string `json:"tags"`
 	Groups  []string `json:"groups"`
 	Account string   `json:"account"`
@@ -154,12 +159,12 @@ func ndjsonRow(line int, b []byte) Row {
 	if err == nil && dec.More() {
 		err = errors.New("more than one JSON value")
 	}
-	dev := config.Device{ID: d.ID, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1, Custom2: d.Custom2, Custom3: d.Custom3,
+	dev := config.Device{ID: d.ID, IMEI: d.IMEI, ICCID: d.ICCID, Custom1: d.Custom1.v, Custom2: d.Custom2.v, Custom3: d.Custom3.v,
 		Tags: nilIfEmpty(d.Tags), Groups: nilIfEmpty(d.Groups), Account: d.Account}
 	if err != nil {
 		return Row{Line: line, Device: config.Device{ID: d.ID}, Err: jsonError(err)}
 	}
-	row := Row{Line: line, Device: dev}
+	row := Row{Line: line, Device: dev, Named: [3]bool{d.Custom1.set, d.Custom2.set, d.Custom3.set}}
 	if d.Token != nil {
 		var t string
 		if string(d.Token) != "null" && json.Unmarshal(d.Token, &t) != nil {
@@ -168,6 +173,21 @@ func ndjsonRow(line int, b []byte) Row {
 		row.Token = &t
 	}
 	return checkToken(row)
+}
+
+// named is a JSON string member that says whether it was there: null is "", named.
+type named struct {
+	v   string
+	set bool
+}
+
+func (n *named) UnmarshalJSON(b []byte) error {
+	n.set = true
+	if string(b) == "null" {
+		n.v = ""
+		return nil
+	}
+	return json.Unmarshal(b, &n.v)
 }
 
 // checkToken refuses a row whose token is longer than a device token may be.
@@ -212,7 +232,20 @@ func azureRow(line int, b []byte, field string) Row {
 		return Row{Line: line, Device: d, Err: fmt.Errorf("no authentication.symmetricKey.primaryKey (authentication type %q)", a.Authentication.Type)}
 	}
 	*customField(&d, field) = key
-	return Row{Line: line, Device: d}
+	row := Row{Line: line, Device: d}
+	row.Named[customIndex(field)] = true
+	return row
+}
+
+// customIndex is the index of custom field name (0 for custom1) in Row.Named.
+func customIndex(name string) int {
+	switch name {
+	case "custom2":
+		return 1
+	case "custom3":
+		return 2
+	}
+	return 0
 }
 
 func customField(d *config.Device, name string) *string {
@@ -280,6 +313,7 @@ func readCSV(in io.Reader, fn func(Row) error) error {
 func csvRow(line int, cols, rec []string) Row {
 	var d config.Device
 	var token *string
+	var named [3]bool
 	for i, c := range cols {
 		v := strings.TrimSpace(rec[i])
 		switch c {
@@ -289,12 +323,9 @@ func csvRow(line int, cols, rec []string) Row {
 			d.IMEI = v
 		case "iccid":
 			d.ICCID = v
-		case "custom1":
-			d.Custom1 = rec[i] // free fields are taken as they are
-		case "custom2":
-			d.Custom2 = rec[i]
-		case "custom3":
-			d.Custom3 = rec[i]
+		case "custom1", "custom2", "custom3":
+			*customField(&d, c) = rec[i]         // free fields are taken as they are
+			named[customIndex(c)] = rec[i] != "" // an empty cell keeps a secret field, as the token
 		case "tags":
 			d.Tags = splitList(v)
 		case "groups":
@@ -308,7 +339,7 @@ func csvRow(line int, cols, rec []string) Row {
 			}
 		}
 	}
-	return checkToken(Row{Line: line, Device: d, Token: token})
+	return checkToken(Row{Line: line, Device: d, Token: token, Named: named})
 }
 
 // splitList splits a ';'-separated list, dropping empty items; nil for none.

@@ -12,8 +12,8 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/deviceimport"
 )
 
-// rows reads in and returns each row as "line id custom1/custom2/custom3 tags groups" or
-// "line id !error".
+// rows reads in and returns each row as "line id custom1/custom2/custom3 tags groups imei
+// account named:<the custom fields named, as 1, 2, 3>" or "line id !error".
 func rows(t *testing.T, in io.Reader, o deviceimport.Options) ([]string, error) {
 	t.Helper()
 	var out []string
@@ -23,7 +23,13 @@ func rows(t *testing.T, in io.Reader, o deviceimport.Options) ([]string, error) 
 			return nil
 		}
 		d := r.Device
-		out = append(out, fmt.Sprintf("%d %s %s/%s/%s %v %v %s %s", r.Line, d.ID, d.Custom1, d.Custom2, d.Custom3, d.Tags, d.Groups, d.IMEI, d.Account))
+		named := ""
+		for i, n := range r.Named {
+			if n {
+				named += fmt.Sprint(i + 1)
+			}
+		}
+		out = append(out, fmt.Sprintf("%d %s %s/%s/%s %v %v %s %s named:%s", r.Line, d.ID, d.Custom1, d.Custom2, d.Custom3, d.Tags, d.Groups, d.IMEI, d.Account, named))
 		return nil
 	})
 	return out, err
@@ -50,6 +56,9 @@ func TestRead(t *testing.T) {
 		"1 a // [x] [] 356938035643809 acme", "3 b // [] []")
 	f(nd, `{"id":"a","x":1}`+"\n"+`[1]`+"\n"+`{"id":"c","tags":"t"}`+"\n"+`{"id":"d"}{}`,
 		`1 a !not a device object: json: unknown field "x"`, "2 !not a device object", "3 c !/tags: want []string", "4 d !not a device object: more than one JSON value")
+	// The custom fields a row names (a secret one it does not name keeps its value), null too.
+	f(nd, `{"id":"a","custom1":"k","custom3":null}`+"\n"+`{"id":"b","custom2":""}`+"\n"+`{"id":"c"}`+"\n"+`{"id":"d","custom1":5}`,
+		"1 a k// [] []   named:13", "2 b // [] []   named:2", "3 c // [] []   named:", "4 d !/custom1: want string")
 	f(nd, "")
 	f(nd, "\n\n")
 	f(nd, strings.Repeat(" ", deviceimport.MaxLine+10)+"x\n"+`{"id":"after"}`, "1 !line longer than", "2 after")
@@ -58,12 +67,14 @@ func TestRead(t *testing.T) {
 	f(csv, "\uFEFFID, Tags ,groups,custom3\na,x;y; ;z,g,\" k \"\n\nb,,,\n", "2 a // k  [x y z] [g]", "4 b // [] []")
 	f(csv, "id,imei\na\n\"b\nc\",1\nd,\"x\"y\n", "2 !1 fields, the header names 2", "3 b\nc // [] [] 1", "5 !csv:")
 	f(csv, "id\n")
+	f(csv, "id,custom1,custom2\na,k,\nb,,x\n", "2 a k// [] []   named:1", "3 b /x/ [] []   named:2")
 
 	az := deviceimport.Options{Format: deviceimport.Azure, KeyField: "custom2"}
 	f(az, `{"deviceId":"h1","etag":"x","authentication":{"symmetricKey":{"primaryKey":"k1","secondaryKey":"k2"},"type":"sas"},"tags":{"a":1}}`+"\n"+
 		`{"deviceId":"h2","authentication":{"type":"certificateAuthority"}}`+"\n"+`{"authentication":{}}`+"\n"+`nope`,
 		"1 h1 /k1/ [] []", `2 h2 !no authentication.symmetricKey.primaryKey (authentication type "certificateAuthority")`, "3 !no deviceId", "4 !not a device object")
-	f(deviceimport.Options{Format: deviceimport.Azure}, `{"deviceId":"h1","authentication":{"symmetricKey":{"primaryKey":"k1"}}}`, "1 h1 k1//")
+	f(deviceimport.Options{Format: deviceimport.Azure}, `{"deviceId":"h1","authentication":{"symmetricKey":{"primaryKey":"k1"}}}`, "1 h1 k1// [] []   named:1")
+	f(az, `{"deviceId":"h1","authentication":{"symmetricKey":{"primaryKey":"k1"}}}`, "1 h1 /k1/ [] []   named:2")
 }
 
 func TestReadInputErrors(t *testing.T) {

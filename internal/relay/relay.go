@@ -136,7 +136,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	// The config's routes and fleet join the registry (read-only there); the routes and devices
 	// stored through the API run from here on, and follow its changes.
 	r.control, err = control.New(control.Options{Registry: r.registry, System: r.sys, Store: st, Deps: deps,
-		Routes: cfg.Routes, Fleet: cfg.Fleet, Logger: log})
+		Routes: cfg.Routes, Fleet: cfg.Fleet, SecretFields: cfg.Devices.SecretFields, Logger: log})
 	if err != nil {
 		r.abort()
 		return nil, err
