@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,10 @@ type failLog struct {
 	failing atomic.Int32 // len(streaks): successes skip the lock while nothing fails
 	mu      sync.Mutex
 	streaks map[string]*failStreak // by destination (the URL as resolved, before redaction)
+
+	// template, when set, is what the log shows of every destination: the route's url as
+	// configured (redacted), because its path names a custom field.
+	template string
 }
 
 // failStreak is a run of failed attempts at one destination.
@@ -54,12 +59,24 @@ type failStreak struct {
 	warned      bool // a warning reported one of its attempts
 }
 
-func newFailLog(log *slog.Logger, route string, interval time.Duration) *failLog {
+func newFailLog(log *slog.Logger, route, template string, interval time.Duration) *failLog {
 	if interval <= 0 {
 		interval = DefaultFailureLogInterval
 	}
-	return &failLog{log: log.With("route", route), warn: throttle.Throttle{Period: interval},
+	fl := &failLog{log: log.With("route", route), warn: throttle.Throttle{Period: interval},
 		streaks: make(map[string]*failStreak)}
+	if u, err := url.Parse(template); err == nil && strings.Contains(strings.ToUpper(u.Path), "[CUSTOM") {
+		fl.template = redactURL(template)
+	}
+	return fl
+}
+
+// shown is what the log shows of destination dest.
+func (fl *failLog) shown(dest string) string {
+	if fl.template != "" {
+		return fl.template
+	}
+	return redactURL(dest)
 }
 
 // attempt records the outcome of one attempt of a batch of n messages to dest (the URL before
@@ -99,11 +116,16 @@ func (fl *failLog) attempt(dest string, attempt, n int, p *deliver.Policy, res d
 	}
 	var errText string
 	if res.Err != nil {
-		errText = redactURLs(res.Err.Error())
+		errText = res.Err.Error()
+		if fl.template != "" {
+			errText = urlInText.ReplaceAllLiteralString(errText, fl.template)
+		} else {
+			errText = redactURLs(errText)
+		}
 	} else {
 		errText = fmt.Sprintf("HTTP %d %s is not a success status", res.Status, http.StatusText(res.Status))
 	}
-	fl.log.Warn("delivery attempt failed", "destination", redactURL(dest), "status", res.Status, "err", errText,
+	fl.log.Warn("delivery attempt failed", "destination", fl.shown(dest), "status", res.Status, "err", errText,
 		"attempt", attempt+1, "messages", n, "suppressed", held)
 }
 
@@ -117,7 +139,7 @@ func (fl *failLog) recovered(dest string) {
 	}
 	fl.mu.Unlock()
 	if s != nil && s.warned {
-		fl.log.Info("delivery recovered", "destination", redactURL(dest), "failed_attempts", s.attempts,
+		fl.log.Info("delivery recovered", "destination", fl.shown(dest), "failed_attempts", s.attempts,
 			"failing_for", time.Since(s.first).Round(time.Millisecond))
 	}
 }

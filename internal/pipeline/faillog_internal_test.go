@@ -69,7 +69,7 @@ func (l *logBuf) lines(msg string) []string {
 // redacted.
 func TestFailLogStreaks(t *testing.T) {
 	buf := &logBuf{}
-	fl := newFailLog(slog.New(slog.NewTextHandler(buf, nil)), "r", time.Hour)
+	fl := newFailLog(slog.New(slog.NewTextHandler(buf, nil)), "r", "https://example.com/in", time.Hour)
 	const a, b = "https://a.example/in?sig=S1", "https://b.example/in?sig=S2"
 	ok := deliver.Result{Status: 204}
 	down := deliver.Result{Status: 503}
@@ -114,5 +114,27 @@ func TestFailLogStreaks(t *testing.T) {
 	}
 	if !errors.Is(refused.Err, deliver.ErrNotSent) {
 		t.Fatal("test setup")
+	}
+}
+
+// A route whose url path names a custom field ([CUSTOM1] may hold a device's key) logs its url
+// as configured, never the resolved destination, in the destination and in error texts.
+func TestFailLogCustomFieldPath(t *testing.T) {
+	buf := &logBuf{}
+	fl := newFailLog(slog.New(slog.NewTextHandler(buf, nil)), "r", "https://hub.example.com/devices/[SERIAL]/[custom1]?sig=[CUSTOM2]", time.Hour)
+	p := &deliver.Policy{}
+	dest := "https://hub.example.com/devices/SN1/s3cr3t-key?sig=other"
+	fl.attempt(dest, 0, 1, p, deliver.Result{Err: fmt.Errorf(`Post %q: connection refused`, dest)})
+	fl.attempt(dest, 1, 1, p, deliver.Result{Status: 200})
+	all := strings.Join(append(buf.lines("delivery attempt failed"), buf.lines("delivery recovered")...), "\n")
+	if strings.Contains(all, "s3cr3t") || strings.Contains(all, "other") {
+		t.Errorf("a custom field reached the log:\n%s", all)
+	}
+	if n := strings.Count(all, "https://hub.example.com/devices/[SERIAL]/[custom1]"); n != 3 {
+		t.Errorf("the configured url appears %d times, want 3 (destination twice, the error's URL once):\n%s", n, all)
+	}
+	other := newFailLog(slog.New(slog.DiscardHandler), "r", "https://in.example.com/[SERIAL]?k=[CUSTOM1]", time.Hour)
+	if got := other.shown("https://in.example.com/SN1?k=key"); got != "https://in.example.com/SN1" {
+		t.Errorf("a custom field in the query only: shown %q, want the destination without its query", got)
 	}
 }

@@ -21,6 +21,10 @@ import (
 type Options struct {
 	Route  string // the route's name: metrics label, log attribute
 	Method string // POST or PUT
+	// URL is the route's url as configured, placeholders unexpanded: the failure log shows it
+	// instead of a destination whose path holds a device's custom field ([CUSTOM1]..[CUSTOM3]
+	// may carry credentials).
+	URL string
 	// Format renders each message; nil: envelope.
 	Format format.Format
 	// Object: one message per request, the body its rendering (no array).
@@ -68,7 +72,7 @@ func New(o Options) *Pipeline {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Pipeline{o: o, slots: make(chan struct{}, max(1, o.Concurrency)), metrics: o.Metrics.route(o.Route),
-		fails: newFailLog(o.Logger.With("component", "pipeline"), o.Route, o.FailureLogInterval)}
+		fails: newFailLog(o.Logger.With("component", "pipeline"), o.Route, o.URL, o.FailureLogInterval)}
 }
 
 // errExpired ends a delivery whose oldest message passed the route's retention.

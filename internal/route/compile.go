@@ -132,7 +132,7 @@ func Compile(rc config.Route, path string, deps Deps) (*Compiled, error) {
 	if timeout == 0 {
 		timeout = deps.Delivery.Timeout
 	}
-	po := pipeline.Options{Route: rc.Name, Method: rc.Method, Timeout: time.Duration(timeout), Concurrency: rc.Concurrency,
+	po := pipeline.Options{Route: rc.Name, Method: rc.Method, URL: rc.URL, Timeout: time.Duration(timeout), Concurrency: rc.Concurrency,
 		Auth: chain, Client: client, Metrics: deps.Metrics, Logger: deps.Logger, FailureLogInterval: deps.FailureLogInterval,
 		Policy: &deliver.Policy{InitialBackoff: time.Duration(retry.InitialBackoff), MaxBackoff: time.Duration(retry.MaxBackoff),
 			MaxAttempts: retry.MaxAttempts}}
