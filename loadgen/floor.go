@@ -20,6 +20,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/codec/envelope"
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/codec/ndjson"
+	"github.com/fleetrelay/fleetrelay/internal/udpport"
 )
 
 // FloorOptions configure a floor: the least a server can do for the same fleet, so that the
@@ -129,7 +130,14 @@ func StartFloor(o FloorOptions) (*Floor, error) {
 		}
 	}
 	if o.UDPAddr != "" {
-		if f.udp, err = f.startEngine("udp", o.UDPAddr); err != nil {
+		// As the relay's UDP listener does: a port no other socket shares (see internal/udpport),
+		// so that a floor never answers a relay's devices, nor a relay the floor's.
+		addr, release, err := udpport.Claim(o.UDPAddr)
+		if err == nil {
+			f.udp, err = f.startEngine("udp", addr)
+			release()
+		}
+		if err != nil {
 			f.Close(context.Background())
 			return nil, fmt.Errorf("floor udp %s: %w", o.UDPAddr, err)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/codec/ndjson"
+	"github.com/fleetrelay/fleetrelay/internal/udpport"
 )
 
 // Options configure the device listeners.
@@ -137,10 +138,20 @@ func (s *Server) Start() error {
 	}
 	if s.opts.UDP != "" {
 		s.udp = &udpServer{srv: s}
+		// gnet binds every UDP socket with SO_REUSEPORT, which lets another process's socket
+		// share the port (see internal/udpport): the port is claimed first, and every event loop
+		// binds the claimed one.
+		addr, release, err := udpport.Claim(s.opts.UDP)
+		if err != nil {
+			_ = s.Stop(context.Background())
+			return fmt.Errorf("udp listener %s: %w", s.opts.UDP, err)
+		}
 		// A fleet of UDP devices with several datagrams in flight each sends in bursts: a receive
 		// buffer of the default size (≈200 KiB, a few hundred datagrams) overflows, and every
 		// datagram the kernel drops is resent. The kernel caps it at net.core.rmem_max.
-		if err := s.run(&s.udp.engineHolder, s.udp, "udp", s.opts.UDP, gnet.WithSocketRecvBuffer(udpRecvBuffer)); err != nil {
+		err = s.run(&s.udp.engineHolder, s.udp, "udp", addr, gnet.WithSocketRecvBuffer(udpRecvBuffer))
+		release() // the first event loop's socket holds the port now (or none was bound)
+		if err != nil {
 			_ = s.Stop(context.Background())
 			return fmt.Errorf("udp listener %s: %w", s.opts.UDP, err)
 		}

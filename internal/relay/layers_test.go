@@ -19,6 +19,7 @@ var layers = []struct {
 	{"codec/...", []string{"codec/..."}},
 	{"internal/throttle", nil},
 	{"internal/checkfor", nil},
+	{"internal/udpport", nil},
 	{"internal/store", nil},
 	{"internal/deliver", nil},
 	{"internal/auth", nil},
@@ -36,7 +37,7 @@ var layers = []struct {
 	// Commands interface, the API through its Tasks).
 	{"internal/tasks", []string{"internal/store", "internal/throttle"}},
 	// The sockets, then the actors over them.
-	{"netio", []string{"codec/...", "internal/throttle"}},
+	{"netio", []string{"codec/...", "internal/throttle", "internal/udpport"}},
 	// Device links and the raw TCP connector: sockets paired on their own gnet engines.
 	{"netio/link", []string{"internal/throttle"}},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
@@ -54,8 +55,9 @@ var layers = []struct {
 	{"internal/relay", []string{"actors", "codec/...", "netio", "internal/access", "internal/api", "internal/auth", "internal/config",
 		"internal/control", "internal/deadletter", "internal/deliver", "internal/pipeline", "internal/registry", "internal/route", "internal/store", "internal/tasks", "internal/throttle"}},
 	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/..."}},
-	// The tools beside the relay: they speak the device protocol and nothing else of it.
-	{"loadgen", []string{"codec/...", "netio/link/linkcrypt"}},
+	// The tools beside the relay: they speak the device protocol and nothing else of it (the
+	// floor claims its UDP port as the relay does).
+	{"loadgen", []string{"codec/...", "internal/udpport", "netio/link/linkcrypt"}},
 	{"bench", []string{"loadgen", "codec/..."}},
 	{"cmd/...", []string{"..."}},
 }
