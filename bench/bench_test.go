@@ -3,6 +3,7 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -301,6 +303,24 @@ func TestAckFloor(t *testing.T) {
 	}
 	if st := f.Stats(); st.Frames < rep.FramesAcked || st.Records != 3*st.Frames || st.Delivered != 0 || want == 0 {
 		t.Errorf("floor %+v; fleet: %d frames acknowledged, highest seqs sum to %d", st, rep.FramesAcked, want)
+	}
+}
+
+// A floor's UDP port is its own: a second floor (or relay, which claims its port the same way)
+// cannot start on it, and a floor never lands on a port a relay serves. The ACK floor answers every
+// datagram it gets: sharing a relay's port, it once acknowledged a relay test's device datagrams
+// and dropped them.
+func TestFloorOwnsItsUDPPort(t *testing.T) {
+	f := startFloor(t, loadgen.FloorOptions{UDPAddr: "127.0.0.1:0", EventLoops: 2})
+	g, err := loadgen.StartFloor(loadgen.FloorOptions{UDPAddr: f.UDPAddr().String(), EventLoops: 2})
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = g.Close(ctx)
+		t.Fatalf("a second floor started on the UDP port %s of a running one", f.UDPAddr())
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("a second floor on the UDP port of a running one: %v, want EADDRINUSE", err)
 	}
 }
 

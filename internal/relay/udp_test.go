@@ -7,11 +7,13 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
@@ -274,5 +276,33 @@ func TestUDPWindowWithLoss(t *testing.T) {
 	t.Logf("sink: %d unique, %d duplicates, %d reordered (datagrams stored out of order)", st.Unique, st.Dups, st.Reordered)
 	if lost != 0 || st.Dups != 0 || st.Unique != devices*frames {
 		t.Errorf("%d acknowledged messages lost, %d forwarded twice, %d unique; want 0, 0, %d", lost, st.Dups, st.Unique, devices*frames)
+	}
+}
+
+// A relay does not start on a UDP port that another relay serves: the kernel would spread the
+// devices' datagrams over both (gnet binds UDP with SO_REUSEPORT), each acknowledging and storing
+// its share, so a device would be told "stored" by a relay that does not deliver to its routes.
+// TestUDPSelectiveAck once failed so: its relay's port, chosen by the kernel, was also a loadgen
+// floor's in another test process, and the floor acknowledged seqs 6 and 8 and dropped them.
+func TestUDPPortNotShared(t *testing.T) {
+	sink := startSink(t)
+	a := startRelay(t, testConfig(t, sink))
+	cfg := testConfig(t, startSink(t))
+	cfg.Devices.Native.UDP = a.DeviceUDPAddr().String()
+	b, err := relaytest.Open(cfg, relaytest.Logger(t))
+	if err == nil {
+		_ = relaytest.Shutdown(b)
+		t.Fatalf("a second relay started on the UDP port %s of a running one", cfg.Devices.Native.UDP)
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("a second relay on the UDP port of a running one: %v, want EADDRINUSE", err)
+	}
+	// The first relay keeps every device it acknowledges.
+	const devices = 16
+	for i := range devices {
+		d := dialUDPDevice(t, a.DeviceUDPAddr().String(), fmt.Sprintf("NS%02d", i))
+		d.send(1, 2)
+		d.waitAcks(1, 2)
+		waitOnce(t, sink, d.id, 1, 2)
 	}
 }
