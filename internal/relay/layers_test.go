@@ -39,7 +39,7 @@ var layers = []struct {
 	// The sockets, then the actors over them.
 	{"netio", []string{"codec/...", "internal/throttle", "internal/udpport"}},
 	// Device links and the raw TCP connector: sockets paired on their own gnet engines.
-	{"netio/link", []string{"internal/throttle"}},
+	{"netio/link", []string{"internal/throttle", "internal/udpport"}},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
 	// What the actors call through their interfaces, and what builds it.
 	{"internal/pipeline", []string{"actors", "codec/...", "internal/auth", "internal/deliver", "internal/throttle"}},

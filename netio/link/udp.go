@@ -13,6 +13,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/fleetrelay/fleetrelay/internal/udpport"
 )
 
 // The UDP carrier. One gnet engine (gnet.Rotate) binds every port of the range on the links'
@@ -174,9 +176,25 @@ func (h *udpCarrier) start(ctx context.Context) error {
 	if !h.listen.IsValid() || len(h.ports) == 0 {
 		return fmt.Errorf("udp links: listen address %v ports %d-%d: nothing to bind", h.listen, h.first, h.last)
 	}
+	// gnet binds UDP with SO_REUSEPORT, which would let another server's socket share a port of
+	// the range and take a share of its datagrams (see internal/udpport): each port is claimed
+	// first, and released once the engine's loops hold it.
 	addrs := make([]string, 0, len(h.ports))
+	var releases []func()
+	releaseAll := func() {
+		for _, r := range releases {
+			r()
+		}
+		releases = nil
+	}
+	defer releaseAll()
 	for i := range h.ports {
-		addrs = append(addrs, "udp://"+h.address(h.first+uint16(i)))
+		addr, release, err := udpport.Claim(h.address(h.first + uint16(i)))
+		if err != nil {
+			return fmt.Errorf("udp links on %s ports %d-%d: %w", h.listen, h.first, h.last, err)
+		}
+		releases = append(releases, release)
+		addrs = append(addrs, "udp://"+addr)
 	}
 	h.running = make(chan struct{})
 	h.done = make(chan struct{})

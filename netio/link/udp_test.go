@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 )
@@ -682,4 +683,20 @@ func benchCarrier(b *testing.B, loops int) *udpCarrier {
 	}
 	b.Fatal("no free port")
 	return nil
+}
+
+// A port of the range that another server's socket holds with SO_REUSEPORT (as gnet binds every
+// UDP socket) is not shared: the carrier does not start, rather than take a share of that
+// server's datagrams.
+func TestUDPRangeNotShared(t *testing.T) {
+	other := startUDP(t, "127.0.0.1") // another carrier holds its range
+	h := newUDP(other.listen, other.first+2, other.first+2, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), hang)
+	defer cancel()
+	if err := h.start(ctx); err == nil {
+		_ = h.stop(ctx)
+		t.Fatalf("a carrier started on port %d, which another carrier holds", other.first+2)
+	} else if !errors.Is(err, unix.EADDRINUSE) {
+		t.Errorf("start on a held port: %v, want EADDRINUSE", err)
+	}
 }
