@@ -36,6 +36,10 @@ type Config struct {
 	// Commands to devices (tasks, POST /api/v1/devices/{id}/commands): their time to live and
 	// how long finished ones are kept.
 	Commands Commands `yaml:"commands"`
+	// Device links: clients reach devices through the relay (README, "Device links").
+	DeviceLink DeviceLink `yaml:"devicelink"`
+	// Raw TCP connectors: device connections forwarded to end servers, bytes unchanged.
+	Connectors []Connector `yaml:"connectors,omitempty"`
 	// Settings shared by every route's HTTP delivery.
 	Delivery Delivery `yaml:"delivery"`
 	// Device metadata, one entry per device identity: what routes' dynamic fields, filters and
@@ -426,6 +430,7 @@ func Default() *Config {
 				Retention:      Duration(168 * time.Hour),
 			},
 		},
+		DeviceLink: DeviceLink{Listen: "", Ports: "40000-40999", DevicePort: 0, Timeout: 0, Buffer: 256 * KiB},
 	}
 }
 
@@ -470,6 +475,9 @@ func (c *Config) Resolve() {
 	}
 	if len(c.Fleet) == 0 {
 		c.Fleet = nil
+	}
+	if len(c.Connectors) == 0 {
+		c.Connectors = nil
 	}
 	for i := range c.Fleet {
 		d := &c.Fleet[i]

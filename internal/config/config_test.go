@@ -70,8 +70,9 @@ func TestExample(t *testing.T) {
 	if !reflect.DeepEqual(c, config.Example()) {
 		t.Fatalf("Example() differs from Parse(ExampleYAML)")
 	}
-	// Outside routes and fleet (examples, none by default), ExampleYAML shows the defaults.
-	c.Routes, c.Fleet = nil, nil
+	// Outside routes, fleet and connectors (examples, none by default), ExampleYAML shows the
+	// defaults.
+	c.Routes, c.Fleet, c.Connectors = nil, nil, nil
 	if !reflect.DeepEqual(c, config.Default()) {
 		t.Fatalf("ExampleYAML outside routes and fleet =\n%+v\nwant the defaults\n%+v", c, config.Default())
 	}
@@ -213,7 +214,7 @@ func TestParse(t *testing.T) {
 
 	// Unknown keys, with path, line and a suggestion.
 	f("dta_dir: x\n", "dta_dir: unknown key; did you mean data_dir? (line 1)")
-	f("bogus: 1\n", "bogus: unknown key; known keys: admin, commands, data_dir, delivery, devices, fleet, gc_percent, log, memory_limit, routes, store (line 1)")
+	f("bogus: 1\n", "bogus: unknown key; known keys: admin, commands, connectors, data_dir, delivery, devicelink, devices, fleet, gc_percent, log, memory_limit, routes, store (line 1)")
 	f("devices:\n  native:\n    tcp: :1\n    sctp: :2\n", "devices.native.sctp: unknown key", "(line 4)")
 	f(route("    batch:\n      max_message: 10\n"), "routes[0].batch.max_message: unknown key; did you mean max_messages? (line 5)")
 	f(route("    retry:\n      backoff: 1s\n"), "routes[0].retry.backoff: unknown key")
@@ -373,6 +374,49 @@ func TestParse(t *testing.T) {
 	f("routes:\n  - name: a\n    url: https://x.example/\n    format: sensoro\n", "routes[0].format:")
 	f("routes:\n  - name: a\n    url: https://x.example/\n    template: '{}'\n", "routes[0].format:")
 	f("devices:\n  ndjson:\n    udp: :5100\n", "devices.ndjson.udp: unknown key")
+
+	// Device links.
+	f("devicelink:\n  listen: 10.0.0.1\n  ports: 40000-40009\n  device_port: 7000\n  timeout: 30s\n  buffer: 1MiB\n")
+	f("devicelink:\n  listen: '::1'\n  ports: '40000'\n")
+	f("devicelink:\n  listen: '[::1]'\n")
+	f("devicelink:\n  listen: 10.0.0.1:40000\n", `devicelink.listen: want an IP address without a port (such as 10.0.0.1 or ::1), got "10.0.0.1:40000" (line 2)`)
+	f("devicelink:\n  listen: relay.example.com\n", `devicelink.listen: want an IP address without a port`)
+	f("devicelink:\n  ports: 40999-40000\n", "devicelink.ports: the first port 40999 is above the last 40000 (line 2)")
+	f("devicelink:\n  ports: 0-10\n", `devicelink.ports: want a port range such as 40000-40999 (ports 1 to 65535), got "0-10"`)
+	f("devicelink:\n  ports: 40000-70000\n", `devicelink.ports: want a port range such as 40000-40999 (ports 1 to 65535), got "40000-70000"`)
+	f("devicelink:\n  ports: a-b\n", `devicelink.ports: want a port range`)
+	f("devicelink:\n  device_port: 65536\n", "devicelink.device_port: must be 0 (none) or a port from 1 to 65535, got 65536")
+	f("devicelink:\n  device_port: -1\n", "devicelink.device_port: must be 0 (none) or a port from 1 to 65535, got -1")
+	f("devicelink:\n  timeout: -1s\n", "devicelink.timeout: must not be negative, got -1s")
+	f("devicelink:\n  timeout: soon\n", `devicelink.timeout: invalid duration "soon"`)
+	f("devicelink:\n  buffer: 1KiB\n", "devicelink.buffer: must be between 4KiB and 64MiB, got 1KiB")
+	f("devicelink:\n  buffer: 128MiB\n", "devicelink.buffer: must be between 4KiB and 64MiB, got 128MiB")
+	f("devicelink:\n  port: 1\n", "devicelink.port: unknown key; did you mean ports?")
+
+	// Connectors.
+	conn := func(extra string) string {
+		return "connectors:\n  - name: c\n    listen: 127.0.0.1:5100\n    upstream: ingest.example.com:7000\n" + extra
+	}
+	f(conn(""))
+	f(conn("    connect_timeout: 1s\n    idle_timeout: 10m\n    proxy_protocol: v2\n"))
+	f(conn("  - name: d\n    listen: 127.0.0.1:5101\n    upstream: '[::1]:7000'\n"))
+	f("connectors:\n  - {}\n", "connectors[0].name: required", "connectors[0].listen: required (host:port)", "connectors[0].upstream: required (host:port)")
+	f(conn("  - name: c\n    listen: 127.0.0.1:5101\n    upstream: b:1\n"), `connectors[1].name: duplicate connector name "c" (first used by connectors[0]) (line 5)`)
+	f(conn("  - name: d\n    listen: :5100\n    upstream: b:1\n"), "connectors[1].listen: uses the same TCP address as connectors[0].listen (127.0.0.1:5100)")
+	f(conn("  - name: 'a b'\n    listen: 127.0.0.1:5101\n    upstream: b:1\n"), `connectors[1].name: "a b": use only letters, digits`)
+	f("connectors:\n  - name: c\n    listen: 127.0.0.1:5000\n    upstream: b:1\n", "connectors[0].listen: uses the same TCP address as devices.native.tcp (127.0.0.1:5000)")
+	f("connectors:\n  - name: c\n    listen: :8080\n    upstream: b:1\n", "connectors[0].listen: uses the same TCP address as admin.listen (127.0.0.1:8080)")
+	f("devicelink:\n  listen: 127.0.0.1\nconnectors:\n  - name: c\n    listen: 127.0.0.1:40005\n    upstream: b:1\n",
+		"connectors[0].listen: port 40005 is in devicelink.ports (40000-40999) on the same address")
+	f("devicelink:\n  listen: 127.0.0.2\nconnectors:\n  - name: c\n    listen: 127.0.0.1:40005\n    upstream: b:1\n")
+	f("connectors:\n  - name: c\n    listen: 5100\n    upstream: b:1\n", `connectors[0].listen: "5100" is not host:port`)
+	f(strings.Replace(conn(""), "ingest.example.com:7000", "ingest.example.com", 1), `connectors[0].upstream: "ingest.example.com" is not host:port (missing port in address)`)
+	f(strings.Replace(conn(""), "ingest.example.com:7000", "ingest.example.com:0", 1), `connectors[0].upstream: "ingest.example.com:0" has an invalid port "0" (want 1 to 65535)`)
+	f(strings.Replace(conn(""), "ingest.example.com:7000", ":7000", 1), `connectors[0].upstream: ":7000" needs a host name or address`)
+	f(conn("    connect_timeout: 0\n"), "connectors[0].connect_timeout: must be > 0, got 0")
+	f(conn("    idle_timeout: -1s\n"), "connectors[0].idle_timeout: must not be negative")
+	f(conn("    proxy_protocol: v1\n"), `connectors[0].proxy_protocol: must be "" (none) or "v2", got "v1" (line 5)`)
+	f(conn("    upsteam: x:1\n"), "connectors[0].upsteam: unknown key; did you mean upstream?")
 
 	// Routes: name.
 	f(route(""))

@@ -143,6 +143,39 @@ commands:
   # The longest ttl a task may be given; a longer one is refused.
   max_ttl: 720h
 
+# Device links: a client reaches a device through the relay over TCP or UDP, on a port that
+# POST /api/v1/devicelink/{device} opens for it (README, "Device links").
+devicelink:
+  # The IP address (no port) clients connect to, apart from the devices' listeners so that the
+  # two can be separate interfaces. "" disables device links (the API answers 503).
+  listen: ""
+  # The ports links take on listen, one per link ("first-last", or one port). When every one
+  # holds a link, new ones are refused (503).
+  ports: 40000-40999
+  # The device's port a link reaches when the request names none; 0: every request must.
+  device_port: 0
+  # A UDP link is closed after this long without a datagram either way when the request gives
+  # no timeout; 0: never.
+  timeout: 0
+  # Bytes a link holds for each direction, waiting for the slower side; once full, the other
+  # side is not read until it drains. 4KiB to 64MiB.
+  buffer: 256KiB
+
+# Raw TCP connectors: each connection devices make to listen is paired with a new connection to
+# upstream, and bytes flow both ways unchanged (the end server's own answers reach the device).
+# None by default.
+connectors:
+  - name: tracker-gateway   # unique: letters, digits, '_', '.', '-'
+    listen: 0.0.0.0:5100    # where devices connect (host:port)
+    upstream: ingest.example.com:7000
+    # Past this, connecting upstream has failed: the device's connection is closed and counted.
+    connect_timeout: 5s
+    # A pair that carries nothing either way for this long is closed; 0: never.
+    idle_timeout: 0
+    # "v2" sends upstream an HAProxy PROXY protocol v2 header first, so the end server sees the
+    # device's address; "" sends the device's bytes as they are.
+    proxy_protocol: v2
+
 # Settings shared by every route.
 delivery:
   # Allow routes to reach loopback, private and link-local addresses. Off, such URLs are refused at
