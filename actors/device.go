@@ -236,7 +236,11 @@ func (e *deviceEntry) setConn(c netio.Conn) {
 	e.ackTo.Store(nil)
 	e.connected.Store(c != nil)
 	if c != nil {
-		e.setRemote(c.Remote())
+		t := TransportTCP
+		if c.Datagram() {
+			t = TransportUDP
+		}
+		e.setRemote(c.Remote(), t)
 	}
 }
 

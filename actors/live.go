@@ -176,7 +176,8 @@ func (s *System) Secrets() format.Secrets { return format.Secrets(s.secrets.Load
 // DeviceState is a device's live state.
 type DeviceState struct {
 	Connected bool
-	Remote    netip.AddrPort // the TCP peer or last UDP source; invalid if never seen
+	Remote    netip.AddrPort // the TCP peer, last UDP source or NDJSON peer; invalid if never seen
+	Transport string         // what Remote was seen on: TransportTCP, TransportUDP or TransportNDJSON
 	LastSeen  time.Time      // the last frame received from it (zero: none since start)
 	LastSeq   uint64         // the highest seq stored
 }
@@ -195,12 +196,12 @@ func (s *System) Device(id string) DeviceState {
 	case e != nil:
 		st.Connected = e.connected.Load()
 		if p := e.remote.Load(); p != nil {
-			st.Remote = *p
+			st.Remote, st.Transport = p.addr, p.transport
 		}
 		seen = e.lastSeen.Load()
 		st.LastSeq = s.opts.Journal.LastSeq(e.id)
 	case gone:
-		st.Remote, seen = g.remote, g.lastSeen
+		st.Remote, st.Transport, seen = g.remote.addr, g.remote.transport, g.lastSeen
 		st.LastSeq = s.opts.Journal.LastSeq(g.id)
 	default:
 		st.LastSeq = max(s.opts.Journal.LastSeq(id), s.opts.Journal.LastSeq(up))

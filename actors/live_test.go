@@ -739,8 +739,8 @@ func TestLiveDeviceState(t *testing.T) {
 	dev := rig.dial("t1")
 	local := netip.MustParseAddrPort(dev.c.LocalAddr().String())
 	poll(t, func() error {
-		if st := rig.sys.Device("T1"); !st.Connected || st.Remote != local {
-			return fmt.Errorf("Device(T1) = %+v after HELLO, want connected from %v", st, local)
+		if st := rig.sys.Device("T1"); !st.Connected || st.Remote != local || st.Transport != actors.TransportTCP {
+			return fmt.Errorf("Device(T1) = %+v after HELLO, want connected from %v over tcp", st, local)
 		}
 		return nil
 	})
@@ -753,7 +753,7 @@ func TestLiveDeviceState(t *testing.T) {
 	}
 	dev.c.Close()
 	poll(t, func() error {
-		if st := rig.sys.Device("t1"); st.Connected || st.LastSeq != 2 || st.Remote != local || st.LastSeen.IsZero() {
+		if st := rig.sys.Device("t1"); st.Connected || st.LastSeq != 2 || st.Remote != local || st.Transport != actors.TransportTCP || st.LastSeen.IsZero() {
 			return fmt.Errorf("Device(t1) = %+v after closing, want disconnected, last seen, remote and lastSeq kept", st)
 		}
 		return nil
@@ -769,8 +769,8 @@ func TestLiveDeviceState(t *testing.T) {
 	}
 	uLocal := netip.MustParseAddrPort(u.LocalAddr().String())
 	poll(t, func() error {
-		if st := rig.sys.Device("U1"); !st.Connected || st.Remote != uLocal || st.LastSeq != 5 || st.LastSeen.IsZero() {
-			return fmt.Errorf("Device(U1) = %+v, want connected from %v, lastSeq 5", st, uLocal)
+		if st := rig.sys.Device("U1"); !st.Connected || st.Remote != uLocal || st.Transport != actors.TransportUDP || st.LastSeq != 5 || st.LastSeen.IsZero() {
+			return fmt.Errorf("Device(U1) = %+v, want connected from %v over udp, lastSeq 5", st, uLocal)
 		}
 		return nil
 	})

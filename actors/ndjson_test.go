@@ -164,7 +164,7 @@ func TestLinesSeqsAndStoreRefusal(t *testing.T) {
 	t.Cleanup(func() { _ = sys.Stop(context.Background()) })
 	var dn doneCount
 
-	sys.Lines("A", false, lines(2), dn.done)
+	sys.Lines("A", false, netip.AddrPort{}, lines(2), dn.done)
 	poll(t, func() error {
 		if seqs, n := j.stored("A"); len(seqs) != 1 || seqs[0] != 8 || n != 2 {
 			return fmt.Errorf("stored seqs %v with %d records, want [8] with 2", seqs, n)
@@ -183,7 +183,7 @@ func TestLinesSeqsAndStoreRefusal(t *testing.T) {
 	j.mu.Unlock()
 	sent := 2
 	for _, n := range []int{3, 1, 2, 4} {
-		sys.Lines("A", false, lines(n), dn.done)
+		sys.Lines("A", false, netip.AddrPort{}, lines(n), dn.done)
 		sent += n
 	}
 	poll(t, func() error {
@@ -193,7 +193,7 @@ func TestLinesSeqsAndStoreRefusal(t *testing.T) {
 		}
 		return nil
 	})
-	sys.Lines("A", false, lines(1), dn.done) // storing works again, right after the last stored seq
+	sys.Lines("A", false, netip.AddrPort{}, lines(1), dn.done) // storing works again, right after the last stored seq
 	poll(t, func() error {
 		seqs, _ := j.stored("A")
 		for i, s := range seqs {
@@ -215,7 +215,7 @@ func TestLinesIMEI(t *testing.T) {
 	sys := actors.New(actors.Options{AckMode: actors.AckPersist, Journal: j})
 	t.Cleanup(func() { _ = sys.Stop(context.Background()) })
 	var dn doneCount
-	sys.Lines("356938035643809", true, lines(1), dn.done)
+	sys.Lines("356938035643809", true, netip.AddrPort{}, lines(1), dn.done)
 	poll(t, func() error {
 		j.mu.Lock()
 		defer j.mu.Unlock()
@@ -259,7 +259,7 @@ func TestLinesThenHello(t *testing.T) {
 	sys := actors.New(actors.Options{AckMode: actors.AckPersist, Journal: j})
 	t.Cleanup(func() { _ = sys.Stop(context.Background()) })
 	var dn doneCount
-	sys.Lines("A", false, lines(2), dn.done)
+	sys.Lines("A", false, netip.AddrPort{}, lines(2), dn.done)
 	poll(t, func() error {
 		j.mu.Lock()
 		defer j.mu.Unlock()
@@ -272,7 +272,7 @@ func TestLinesThenHello(t *testing.T) {
 	if _, err := sys.Open(c, &native.Hello{Serial: "A"}); err != nil {
 		t.Fatal(err)
 	}
-	sys.Lines("A", false, lines(3), dn.done) // refused once the HELLO is in
+	sys.Lines("A", false, netip.AddrPort{}, lines(3), dn.done) // refused once the HELLO is in
 	poll(t, func() error {
 		if n := sys.LinesRefused(); n != 3 {
 			return fmt.Errorf("%d lines refused", n)
@@ -299,4 +299,34 @@ func TestLinesThenHello(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// An NDJSON identity's address is its connection's peer, over ndjson; once a native connection
+// holds the identity, that connection's address stays, whatever NDJSON lines arrive.
+func TestLinesRemote(t *testing.T) {
+	j := &journal{last: map[string]uint64{}}
+	sys := actors.New(actors.Options{AckMode: actors.AckPersist, Journal: j})
+	t.Cleanup(func() { _ = sys.Stop(context.Background()) })
+	var dn doneCount
+	gw := netip.MustParseAddrPort("10.0.0.7:5100")
+	sys.Lines("A", false, gw, lines(1), dn.done)
+	if st := sys.Device("a"); st.Remote != gw || st.Transport != actors.TransportNDJSON || st.LastSeen.IsZero() {
+		t.Fatalf("Device(a) = %+v after NDJSON lines, want remote %v over ndjson", st, gw)
+	}
+	dn.want(t, 1)
+	native1 := netip.MustParseAddrPort("10.0.0.8:40000")
+	if _, err := sys.Open(&from{addr: native1}, &native.Hello{Serial: "A"}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, func() error {
+		if st := sys.Device("A"); st.Remote != native1 || st.Transport != actors.TransportTCP || !st.Connected {
+			return fmt.Errorf("Device(A) = %+v after HELLO, want remote %v over tcp", st, native1)
+		}
+		return nil
+	})
+	sys.Lines("A", false, gw, lines(1), dn.done) // refused: the native connection holds A
+	dn.want(t, 2)
+	if st := sys.Device("A"); st.Remote != native1 || st.Transport != actors.TransportTCP {
+		t.Fatalf("Device(A) = %+v after NDJSON lines, want the native connection's %v kept", st, native1)
+	}
 }

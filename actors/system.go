@@ -360,28 +360,44 @@ type deviceEntry struct {
 	ackTo atomic.Pointer[netio.Conn]
 
 	// What Device reads from any goroutine: whether conn is set, the last remote address (the
-	// TCP peer or the last UDP source) and when the last frame arrived (Unix ns).
+	// TCP peer, the last UDP source or the NDJSON connection's peer) with its transport, and
+	// when the last frame arrived (Unix ns).
 	connected atomic.Bool
-	remote    atomic.Pointer[netip.AddrPort]
+	remote    atomic.Pointer[where]
 	lastSeen  atomic.Int64
 }
 
 // goneDevice is what Device shows of an identity whose entry was retired.
 type goneDevice struct {
 	id       string // the identity as the device sent it
-	remote   netip.AddrPort
+	remote   where
 	lastSeen int64
+}
+
+// Transports a device's address was last seen on (DeviceState.Transport).
+const (
+	TransportTCP    = "tcp"    // a native TCP connection's peer
+	TransportUDP    = "udp"    // the source of a native UDP datagram
+	TransportNDJSON = "ndjson" // an NDJSON connection's peer (a gateway, or the device itself)
+)
+
+// where is a device's last known address and the transport it was seen on.
+type where struct {
+	addr      netip.AddrPort
+	transport string
 }
 
 // seen notes a frame's arrival.
 func (e *deviceEntry) seen(at time.Time) { e.lastSeen.Store(at.UnixNano()) }
 
-// setRemote notes the device's address; it allocates only when the address changes.
-func (e *deviceEntry) setRemote(a netip.AddrPort) {
-	if p := e.remote.Load(); p != nil && *p == a {
+// setRemote notes the device's address and the transport it came over; it allocates only when
+// either changes, never per frame.
+func (e *deviceEntry) setRemote(a netip.AddrPort, transport string) {
+	w := where{addr: a, transport: transport}
+	if p := e.remote.Load(); p != nil && *p == w {
 		return
 	}
-	e.remote.Store(&a)
+	e.remote.Store(&w)
 }
 
 // asleep is pending's base while an entry has no actor: any sender then sees a count <= 0.
@@ -416,8 +432,8 @@ func (s *System) entry(id string, create bool) *deviceEntry {
 		up := strings.ToUpper(id)
 		if g, ok := s.gone[up]; ok {
 			e.lastSeen.Store(g.lastSeen)
-			if g.remote.IsValid() {
-				e.setRemote(g.remote)
+			if g.remote.addr.IsValid() {
+				e.setRemote(g.remote.addr, g.remote.transport)
 			}
 			delete(s.gone, up)
 		}
@@ -619,7 +635,8 @@ func (s *System) UData(c netio.Conn, u *native.UData, frame []byte) {
 }
 
 // Lines implements netio.Dispatcher: one message per identity and read, however many lines.
-func (s *System) Lines(identity string, imei bool, records [][]byte, done func()) {
+// remote becomes the device's address unless a native connection or UDP source holds it.
+func (s *System) Lines(identity string, imei bool, remote netip.AddrPort, records [][]byte, done func()) {
 	e := s.dispatch(identity, &linesMsg{identity: identity, imei: imei, records: records, done: done}, true)
 	if e == nil {
 		if done != nil { // refused at MaxUnknown (counted there): nobody can be told
@@ -628,6 +645,9 @@ func (s *System) Lines(identity string, imei bool, records [][]byte, done func()
 		return
 	}
 	e.seen(time.Now())
+	if !e.connected.Load() {
+		e.setRemote(remote, TransportNDJSON)
+	}
 }
 
 // UnknownIdentities is how many device entries of identities without metadata exist, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -43,7 +44,7 @@ func TestMaxUnknown(t *testing.T) {
 	u := &uconn{}
 	sys.UData(u, &native.UData{Identity: []byte("D"), Seq: 1, Records: [][]byte{[]byte(`{}`)}}, nil)
 	var lines doneCount
-	sys.Lines("E", false, [][]byte{[]byte(`{}`)}, lines.done)
+	sys.Lines("E", false, netip.AddrPort{}, [][]byte{[]byte(`{}`)}, lines.done)
 	if lines.n.Load() != 1 {
 		t.Errorf("done called %d times for refused lines, want 1", lines.n.Load())
 	}

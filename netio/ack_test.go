@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -20,8 +21,8 @@ func (d *ackDispatcher) Open(c Conn, _ *native.Hello) (Session, error) {
 	d.conns <- c
 	return ackSession{}, nil
 }
-func (d *ackDispatcher) UData(Conn, *native.UData, []byte)    {}
-func (d *ackDispatcher) Lines(string, bool, [][]byte, func()) {}
+func (d *ackDispatcher) UData(Conn, *native.UData, []byte)                    {}
+func (d *ackDispatcher) Lines(string, bool, netip.AddrPort, [][]byte, func()) {}
 
 type ackSession struct{}
 

@@ -40,12 +40,13 @@ type Dispatcher interface {
 	UData(c Conn, u *native.UData, frame []byte)
 	// Lines is called with the valid NDJSON lines of one identity that one read of one connection
 	// delivered, in the order they arrived (never empty). Nothing can be answered: NDJSON has no
-	// acknowledgements. imei says the identity is an IMEI rather than a serial. records alias one
+	// acknowledgements. imei says the identity is an IMEI rather than a serial; remote is the
+	// connection's peer (the gateway, or the device itself). records alias one
 	// private copy the callee owns; they are never modified afterwards. done, if not nil, must be
 	// called once, from any goroutine, when the lines are stored or will never be (refused,
 	// dropped): until then they count against the NDJSON in-flight budget, and while that is
 	// spent no NDJSON connection is read.
-	Lines(identity string, imei bool, records [][]byte, done func())
+	Lines(identity string, imei bool, remote netip.AddrPort, records [][]byte, done func())
 }
 
 // Authenticated is what a Session may implement to say that its device proved who it is (its

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -134,7 +135,7 @@ func (f *fleet) UData(c netio.Conn, u *native.UData, frame []byte) {
 	f.later(func() { c.Write(native.AppendAck(nil, call.seq)) })
 }
 
-func (f *fleet) Lines(string, bool, [][]byte, func()) {}
+func (f *fleet) Lines(string, bool, netip.AddrPort, [][]byte, func()) {}
 
 // session returns the i-th session opened, waiting for it.
 func (f *fleet) session(t *testing.T, i int) *session {

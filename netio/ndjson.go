@@ -199,7 +199,7 @@ func (s *ndjsonServer) lines(buf []byte, scanned int, remote netip.AddrPort) (ke
 	}
 	if len(b.lines) > 0 {
 		st.ndjsonLines.Add(int64(len(b.lines)))
-		b.dispatch(buf, srv.d, s.imei, &s.budget)
+		b.dispatch(buf, srv.d, s.imei, remote, &s.budget)
 	}
 	st.bytes.Add(int64(done))
 	return len(buf) - done, keptScanned, ok
@@ -356,7 +356,7 @@ func (b *lineBatch) add(id []byte, start, end int) {
 
 // dispatch copies every line out of buf into one allocation and hands each identity its lines,
 // spending their bytes from bud until the dispatcher says they are stored (bud may be nil).
-func (b *lineBatch) dispatch(buf []byte, d Dispatcher, imei bool, bud *budget) {
+func (b *lineBatch) dispatch(buf []byte, d Dispatcher, imei bool, remote netip.AddrPort, bud *budget) {
 	total, first := 0, 0
 	for i := range b.groups {
 		g := &b.groups[i]
@@ -383,7 +383,7 @@ func (b *lineBatch) dispatch(buf []byte, d Dispatcher, imei bool, bud *budget) {
 			size := int64(g.size)
 			done = func() { bud.give(size) }
 		}
-		d.Lines(g.id, imei, recs[g.first:g.first+g.lines:g.first+g.lines], done)
+		d.Lines(g.id, imei, remote, recs[g.first:g.first+g.lines:g.first+g.lines], done)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,7 +26,7 @@ type holder struct {
 
 func (h *holder) Open(Conn, *native.Hello) (Session, error) { return nil, nil }
 func (h *holder) UData(Conn, *native.UData, []byte)         {}
-func (h *holder) Lines(_ string, _ bool, records [][]byte, done func()) {
+func (h *holder) Lines(_ string, _ bool, _ netip.AddrPort, records [][]byte, done func()) {
 	for _, r := range records {
 		h.lines.Add(1)
 		h.bytes.Add(int64(len(r)))

@@ -2,6 +2,7 @@ package netio
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 
@@ -21,7 +22,7 @@ type linesCall struct {
 
 func (r *recorder) Open(Conn, *native.Hello) (Session, error) { return nil, nil }
 func (r *recorder) UData(Conn, *native.UData, []byte)         {}
-func (r *recorder) Lines(id string, imei bool, records [][]byte, _ func()) {
+func (r *recorder) Lines(id string, imei bool, _ netip.AddrPort, records [][]byte, _ func()) {
 	r.calls = append(r.calls, linesCall{id, imei, records})
 }
 
@@ -35,7 +36,7 @@ func TestLineBatchGroups(t *testing.T) {
 		b.add([]byte(id), 3*i, 3*i+2)
 	}
 	var r recorder
-	b.dispatch(buf, &r, true, nil)
+	b.dispatch(buf, &r, true, netip.AddrPort{}, nil)
 	batches.Put(b.reset())
 	clear(buf) // the records are copies
 
@@ -70,7 +71,7 @@ func TestLineBatchAllocs(t *testing.T) {
 		for i, id := range ids {
 			b.add(id, 3*i, 3*i+2)
 		}
-		b.dispatch(buf, r, false, nil)
+		b.dispatch(buf, r, false, netip.AddrPort{}, nil)
 		b.reset()
 		r.calls = r.calls[:0]
 	})

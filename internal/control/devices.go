@@ -37,7 +37,8 @@ type DeviceView struct {
 // DeviceState is a device's live state on this relay.
 type DeviceState struct {
 	Connected bool       `json:"connected"`
-	Remote    string     `json:"remote,omitempty"`    // the TCP peer or last UDP source
+	Remote    string     `json:"remote,omitempty"`    // the TCP peer, last UDP source or NDJSON peer
+	Transport string     `json:"transport,omitempty"` // what Remote was seen on: tcp, udp, ndjson
 	LastSeen  *time.Time `json:"last_seen,omitempty"` // the last frame received since start
 	LastSeq   uint64     `json:"last_seq"`            // the highest seq stored
 }
@@ -68,7 +69,7 @@ func (c *Control) deviceView(d *registry.Device) DeviceView {
 	st := c.sys.Device(d.ID)
 	v.State = DeviceState{Connected: st.Connected, LastSeq: st.LastSeq}
 	if st.Remote.IsValid() {
-		v.State.Remote = st.Remote.String()
+		v.State.Remote, v.State.Transport = st.Remote.String(), st.Transport
 	}
 	if !st.LastSeen.IsZero() {
 		t := st.LastSeen.UTC()
