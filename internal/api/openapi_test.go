@@ -29,10 +29,11 @@ func TestOpenAPIDocument(t *testing.T) {
 	s.RegisterAccounts(nil)
 	s.RegisterKeys(nil)
 	s.HandleImport(nil)
+	s.HandleDeviceLinks(nil, nil, api.LinkOptions{})
 	deadletter.Register(s, nil, nil, nil, slog.New(slog.DiscardHandler))
 	patterns := s.Patterns()
 	for _, want := range []string{"GET /healthz", "GET /api/v1/openapi.json", "POST /api/v1/keys/{id}/rotate",
-		"DELETE /api/v1/routes/{name}/dead-letters", "POST /api/v1/devices:import"} {
+		"DELETE /api/v1/routes/{name}/dead-letters", "POST /api/v1/devices:import", "POST /api/v1/devicelink/{device}"} {
 		if !slices.Contains(patterns, want) {
 			t.Errorf("the server does not serve %s: %v", want, patterns)
 		}

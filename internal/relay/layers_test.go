@@ -48,7 +48,7 @@ var layers = []struct {
 	// (api: the routes and devices handlers write through control) and its contract checker for
 	// tests (api/apitest).
 	{"internal/control", []string{"actors", "codec/format", "internal/config", "internal/registry", "internal/route"}},
-	{"internal/api", []string{"internal/access", "internal/config", "internal/control", "internal/deviceimport", "internal/registry", "internal/tasks"}},
+	{"internal/api", []string{"internal/access", "internal/config", "internal/control", "internal/deviceimport", "internal/registry", "internal/tasks", "netio/link"}},
 	{"internal/api/apitest", []string{"internal/api"}},
 	{"internal/deadletter", []string{"internal/access", "internal/api", "internal/config", "internal/store"}},
 	// The composition root imports every part, and only cmd (and the test harness) imports it.
