@@ -141,9 +141,6 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 		writeNotFound(w, "device", strings.ToUpper(id))
 		return
 	}
-	if h.disabled(w) {
-		return
-	}
 	var in linkInput
 	if !DecodeJSON(w, r, &in) {
 		return
@@ -151,6 +148,9 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 	spec, devicePort, iv, errs := h.spec(&in)
 	if len(errs) > 0 {
 		invalid(w, errs...)
+		return
+	}
+	if h.disabled(w) {
 		return
 	}
 	remote, err := netip.ParseAddrPort(dev.State.Remote)

@@ -46,6 +46,7 @@ type Relay struct {
 	registry  *registry.Registry // accounts, keys, routes, devices
 	control   *control.Control   // the registry's routes and devices applied to the actors
 	tasks     *tasks.Manager     // commands to devices
+	links     linkManager        // device links (nil: devicelink.listen unset)
 	adminAddr net.Addr
 	routes    []*actors.Route
 
@@ -169,6 +170,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	})
 	if err == nil {
 		r.control.Start() // the notifications the last run left
+	}
+	if err == nil {
+		err = r.buildLinks()
+	}
+	if err == nil {
 		err = r.registerMetrics()
 	}
 	if err != nil {
@@ -207,6 +213,9 @@ func (r *Relay) registerMetrics() error {
 	r.sys.RegisterMetrics(r.reg)
 	r.net.RegisterMetrics(r.reg)
 	r.tasks.RegisterMetrics(r.reg)
+	if r.links != nil {
+		r.reg.MustRegister(r.links.Collectors()...)
+	}
 	return nil
 }
 
@@ -271,6 +280,11 @@ func (r *Relay) Start() error {
 	if err := r.net.Start(); err != nil {
 		return err
 	}
+	if r.links != nil { // before the API can open links
+		if err := r.links.Start(context.Background()); err != nil {
+			return fmt.Errorf("device links: %w", err)
+		}
+	}
 	if r.admin != nil {
 		addr, err := r.admin.Start()
 		if err != nil {
@@ -324,6 +338,11 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 func (r *Relay) shutdown(ctx context.Context) error {
 	var errs []error
 	r.net.Drain()
+	if r.links != nil { // clients and devices of links are cut at once; nothing of them is stored
+		if err := r.links.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop device links: %w", err))
+		}
+	}
 	if err := r.sys.Quiesce(ctx); err != nil { // stored frames are acknowledged before sockets close
 		errs = append(errs, err)
 	}

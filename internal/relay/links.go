@@ -1,0 +1,54 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fleetrelay/fleetrelay/internal/api"
+	"github.com/fleetrelay/fleetrelay/internal/registry"
+)
+
+// linkManager is the device links' manager as the relay drives it (*link.Manager).
+type linkManager interface {
+	api.Links
+	CloseDevice(device string)
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	Collectors() []prometheus.Collector
+}
+
+// errLinksUnbuilt: this build has no device link engine yet.
+var errLinksUnbuilt = errors.New("device links are not available in this build: leave devicelink.listen empty")
+
+// buildLinks builds the device links' manager when devicelink.listen is set (r.links stays nil
+// otherwise, and the API answers 503), registers its metrics, and closes a device's links when
+// the registry deletes the device or moves it to another account.
+func (r *Relay) buildLinks() error {
+	if !r.cfg.DeviceLink.Enabled() {
+		return nil
+	}
+	return fmt.Errorf("devicelink.listen %s: %w", r.cfg.DeviceLink.Listen, errLinksUnbuilt)
+}
+
+// watchLinks closes the links of a device the registry deleted, or moved to another account
+// (whose keys must not see links the old account opened).
+func (r *Relay) watchLinks(m linkManager) {
+	r.registry.Watch(func(c registry.Change) {
+		if c.Kind != registry.Devices {
+			return
+		}
+		if c.Deleted || (c.Before != nil && c.Device != nil && c.Before.Account != c.Device.Account) {
+			m.CloseDevice(c.ID)
+		}
+	})
+}
+
+// linkOptions are the API's defaults for device links, from the devicelink section.
+func (r *Relay) linkOptions() api.LinkOptions {
+	d := &r.cfg.DeviceLink
+	return api.LinkOptions{DevicePort: uint16(d.DevicePort), Timeout: time.Duration(d.Timeout)}
+}
