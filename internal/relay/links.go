@@ -10,6 +10,8 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
+	"github.com/fleetrelay/fleetrelay/netio/link"
+	"github.com/fleetrelay/fleetrelay/netio/link/linkcrypt"
 )
 
 // linkManager is the device links' manager as the relay drives it (*link.Manager).
@@ -50,5 +52,14 @@ func (r *Relay) watchLinks(m linkManager) {
 // linkOptions are the API's defaults for device links, from the devicelink section.
 func (r *Relay) linkOptions() api.LinkOptions {
 	d := &r.cfg.DeviceLink
-	return api.LinkOptions{DevicePort: uint16(d.DevicePort), Timeout: time.Duration(d.Timeout)}
+	return api.LinkOptions{DevicePort: uint16(d.DevicePort), Timeout: time.Duration(d.Timeout), NewCipher: newLinkCipher}
+}
+
+// newLinkCipher is the client leg's AES-256-CTR of one link (netio/link/ENCRYPTION.md).
+func newLinkCipher(key, iv []byte) (link.Cipher, error) {
+	c, err := linkcrypt.New(key, iv)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return c, nil
 }
