@@ -1,7 +1,13 @@
 package relay_test
 
 import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -11,6 +17,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
+	"github.com/fleetrelay/fleetrelay/internal/relay"
 )
 
 // The device GET shows where each device was last seen and over what: a native TCP
@@ -139,4 +146,480 @@ func TestDeviceLinkDisabled(t *testing.T) {
 	if strings.Contains(acme.seen.String(), strings.Repeat("0f", 32)) {
 		t.Errorf("an answer repeats the encrypt key: %s", acme.seen)
 	}
+}
+
+// freePorts finds n consecutive ports free for TCP and UDP on 127.0.0.1 (for devicelink.ports,
+// which are bound at start), below Linux's ephemeral range so that no connection of another
+// process takes one meanwhile.
+func freePorts(t *testing.T, n int) (first int) {
+	t.Helper()
+	free := func(p int) bool {
+		tl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
+		}
+		defer tl.Close()
+		ul, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
+		}
+		_ = ul.Close()
+		return true
+	}
+	for range 200 {
+		first = 20000 + rand.IntN(12000)
+		ok := true
+		for p := first; p < first+n && ok; p++ {
+			ok = free(p)
+		}
+		if ok {
+			return first
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
+// linkRelay starts a relay with device links on 127.0.0.1 over ports free ports, and a native
+// TCP device id (registered, with account) connected to it; it returns the relay, the bootstrap
+// client and the device's connection.
+func linkRelay(t *testing.T, ports int) (*relay.Relay, *apiClient, int) {
+	t.Helper()
+	cfg := testConfig(t, nil)
+	first := freePorts(t, ports)
+	cfg.DeviceLink.Listen = "127.0.0.1"
+	cfg.DeviceLink.Ports = fmt.Sprintf("%d-%d", first, first+ports-1)
+	r := startRelay(t, cfg)
+	return r, newAPI(t, r, bootstrapKey(t, cfg)), first
+}
+
+// connectNative connects device id over the native protocol and sends one frame, so the relay
+// knows its address.
+func connectNative(t *testing.T, r *relay.Relay, id string) net.Conn {
+	t.Helper()
+	d := rawConn(t, r.DeviceTCPAddr().String())
+	if _, err := d.Write(native.AppendHello(nil, &native.Hello{Serial: id})); err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := readOne(t, d); typ != native.TypeWelcome {
+		t.Fatalf("answer to HELLO: type %d, want WELCOME", typ)
+	}
+	if _, err := d.Write(native.AppendData(nil, 1, []byte(`{"t":1}`))); err != nil {
+		t.Fatal(err)
+	}
+	if typ, _ := readOne(t, d); typ != native.TypeAck {
+		t.Fatalf("answer to DATA: type %d, want ACK", typ)
+	}
+	return d
+}
+
+// deviceService is what the device listens on besides its relay connection: the link's far end.
+func deviceService(t *testing.T) (net.Listener, int) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, l.Addr().(*net.TCPAddr).Port
+}
+
+func accept(t *testing.T, l net.Listener) net.Conn {
+	t.Helper()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := l.Accept()
+		ch <- res{c, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		t.Cleanup(func() { r.c.Close() })
+		return r.c
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not connect to the device's port")
+		return nil
+	}
+}
+
+// closedByPeer reports nil once c's peer has closed it (a read answers EOF or a reset).
+func closedByPeer(c net.Conn) error {
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [256]byte
+	for {
+		_, err := c.Read(b[:])
+		if err == nil {
+			continue
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return fmt.Errorf("%s still open", c.LocalAddr())
+		}
+		return nil
+	}
+}
+
+// pattern fills b with the bytes of a stream at offset off: they depend on their offset and seed.
+func pattern(b []byte, off int, seed byte) {
+	for i := range b {
+		n := off + i
+		b[i] = byte(n*7+n>>9) ^ seed
+	}
+}
+
+// streamOut writes size bytes of seed's pattern to c.
+func streamOut(c net.Conn, size int, seed byte) error {
+	buf := make([]byte, 256<<10)
+	for off := 0; off < size; off += len(buf) {
+		b := buf[:min(len(buf), size-off)]
+		pattern(b, off, seed)
+		if _, err := c.Write(b); err != nil {
+			return fmt.Errorf("write at %d: %w", off, err)
+		}
+	}
+	return nil
+}
+
+// streamIn reads size bytes from c and checks they are seed's pattern, byte for byte.
+func streamIn(c net.Conn, size int, seed byte) error {
+	got, want := make([]byte, 256<<10), make([]byte, 256<<10)
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	defer c.SetReadDeadline(time.Time{})
+	for off := 0; off < size; {
+		n, err := c.Read(got[:min(len(got), size-off)])
+		pattern(want[:n], off, seed)
+		if !bytes.Equal(got[:n], want[:n]) {
+			return fmt.Errorf("%s: the bytes at %d..%d differ from those sent", c.LocalAddr(), off, off+n)
+		}
+		off += n
+		if err != nil && off < size {
+			return fmt.Errorf("%s: read at %d of %d: %w", c.LocalAddr(), off, size, err)
+		}
+	}
+	return nil
+}
+
+// The issue's TCP link acceptance through the whole relay: a device connected over the native
+// protocol also listens on a TCP port; a client creates a link through the API, connects to the
+// port it answered, and bytes pass both ways byte-exact at once; the list counts them; a
+// second client is refused; DELETE answers 204 and both sockets close; a device deleted through
+// the API has its links closed.
+func TestDeviceLinkTCPEndToEnd(t *testing.T) {
+	r, boot, first := linkRelay(t, 4)
+	boot.must(http.StatusCreated, "PUT", "/api/v1/devices/sn-link", map[string]any{})
+	connectNative(t, r, "sn-link")
+	svc, devicePort := deviceService(t)
+
+	v := boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-link", map[string]any{"protocol": "tcp", "devicePort": devicePort})
+	port, _ := v["port"].(float64)
+	token, _ := v["token"].(string)
+	if v["deviceIdentifier"] != "SN-LINK" || v["protocol"] != "tcp" || v["devicePort"] != float64(devicePort) || token == "" ||
+		int(port) < first || int(port) >= first+4 || v["state"] != "waiting" {
+		t.Fatalf("POST devicelink = %v", v)
+	}
+
+	client, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	dev := accept(t, svc)
+
+	// 100 MB each way at once, generated and checked as they stream.
+	const size = 100 << 20
+	errs := make(chan error, 4)
+	go func() { errs <- streamOut(client, size, 0x5a) }()
+	go func() { errs <- streamOut(dev, size, 0xa5) }()
+	go func() { errs <- streamIn(dev, size, 0x5a) }()
+	go func() { errs <- streamIn(client, size, 0xa5) }()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	l := boot.must(http.StatusOK, "GET", "/api/v1/devicelink?device=SN-link", nil)
+	data, _ := l["data"].([]any)
+	if len(data) != 1 {
+		t.Fatalf("GET devicelink = %v, want the one link", l)
+	}
+	got := data[0].(map[string]any)
+	if got["token"] != token || got["state"] != "open" || got["bytesToDevice"] != float64(size) || got["bytesToClient"] != float64(size) ||
+		got["client"] != client.LocalAddr().String() {
+		t.Errorf("listed link = %v, want open, %d bytes each way, client %s", got, size, client.LocalAddr())
+	}
+
+	second, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", int(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if err := closedByPeer(second); err != nil {
+		t.Errorf("a second client: %v, want it refused", err)
+	}
+
+	boot.must(http.StatusNoContent, "DELETE", "/api/v1/devicelink/"+token, nil)
+	if err := closedByPeer(client); err != nil {
+		t.Errorf("after DELETE, the client: %v", err)
+	}
+	if err := closedByPeer(dev); err != nil {
+		t.Errorf("after DELETE, the device: %v", err)
+	}
+	boot.must(http.StatusNotFound, "DELETE", "/api/v1/devicelink/no-such-token", nil)
+
+	// A device deleted through the API: its link closes.
+	v = boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/SN-LINK", map[string]any{"protocol": "tcp", "devicePort": devicePort})
+	client2, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", int(v["port"].(float64))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client2.Close()
+	dev2 := accept(t, svc)
+	boot.must(http.StatusNoContent, "DELETE", "/api/v1/devices/sn-link", nil)
+	if err := closedByPeer(client2); err != nil {
+		t.Errorf("after the device's DELETE, the client: %v", err)
+	}
+	if err := closedByPeer(dev2); err != nil {
+		t.Errorf("after the device's DELETE, the device: %v", err)
+	}
+}
+
+// Rights with links on: no key 401, another account's key 404, a key without the right 403,
+// the account's key 2xx; an account's key neither lists nor closes another account's links.
+// Every port in use answers 503; a device never connected 404.
+func TestDeviceLinkRights(t *testing.T) {
+	r, boot, _ := linkRelay(t, 2)
+	key := func(body map[string]any) string {
+		t.Helper()
+		return boot.must(http.StatusCreated, "POST", "/api/v1/keys", body)["key"].(string)
+	}
+	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "acme", "name": "Acme"})
+	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "other", "name": "Other"})
+	held := key(map[string]any{"name": "acme dealer", "account": "acme", "preset": "dealer"})
+	other := key(map[string]any{"name": "other dealer", "account": "other", "preset": "dealer"})
+	none := key(map[string]any{"name": "acme devices", "account": "acme", "rights": []string{"devices:*", "deviceLink:read"}})
+	acme := boot.as(held)
+	acme.must(http.StatusCreated, "PUT", "/api/v1/devices/d-acme", map[string]any{})
+	acme.must(http.StatusCreated, "PUT", "/api/v1/devices/d-quiet", map[string]any{})
+	connectNative(t, r, "d-acme")
+
+	body := map[string]any{"protocol": "tcp", "devicePort": 9}
+	for _, k := range []struct {
+		who  string
+		key  string
+		want int
+	}{{"no key", "", 401}, {"another account's key", other, 404}, {"a key without the right", none, 403}, {"the account's key", held, 201}} {
+		if st, v := boot.as(k.key).do("POST", "/api/v1/devicelink/d-acme", body); st != k.want {
+			t.Errorf("POST /api/v1/devicelink/d-acme with %s = %d %v, want %d", k.who, st, v, k.want)
+		}
+	}
+	if st, v := acme.do("POST", "/api/v1/devicelink/d-quiet", body); st != http.StatusNotFound || !strings.Contains(fmt.Sprint(v["detail"]), "not connected") {
+		t.Errorf("POST for a device never connected = %d %v, want 404", st, v)
+	}
+	acme.must(http.StatusCreated, "POST", "/api/v1/devicelink/d-acme", body)
+	if st, v := acme.do("POST", "/api/v1/devicelink/d-acme", body); st != http.StatusServiceUnavailable {
+		t.Errorf("POST with every port in use = %d %v, want 503", st, v)
+	}
+
+	list := func(c *apiClient) []any {
+		t.Helper()
+		data, _ := c.must(http.StatusOK, "GET", "/api/v1/devicelink", nil)["data"].([]any)
+		return data
+	}
+	if n := len(list(acme)); n != 2 {
+		t.Errorf("the account's key lists %d links, want 2", n)
+	}
+	if n := len(list(boot.as(none))); n != 2 {
+		t.Errorf("deviceLink:read lists %d links, want 2", n)
+	}
+	if data := list(boot.as(other)); len(data) != 0 {
+		t.Errorf("another account's key lists %v, want none", data)
+	}
+	token := list(acme)[0].(map[string]any)["token"].(string)
+	for _, k := range []struct {
+		who  string
+		key  string
+		want int
+	}{{"no key", "", 401}, {"another account's key", other, 404}, {"a key without the right", none, 403}, {"the account's key", held, 204}} {
+		if st, v := boot.as(k.key).do("DELETE", "/api/v1/devicelink/"+token, nil); st != k.want {
+			t.Errorf("DELETE /api/v1/devicelink/{token} with %s = %d %v, want %d", k.who, st, v, k.want)
+		}
+	}
+}
+
+// ctr is the test's own AES-256-CTR of a link's client leg, written from
+// netio/link/ENCRYPTION.md with the standard library alone: direction d (0 client → relay, 1
+// relay → client) of a TCP link is one keystream from IV + d·2^127.
+func ctr(t *testing.T, key, iv []byte, d int) cipher.Stream {
+	t.Helper()
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := bytes.Clone(iv)
+	if d == 1 {
+		first[0] ^= 0x80 // + 2^127 mod 2^128: the top bit flipped
+	}
+	return cipher.NewCTR(b, first)
+}
+
+// An encrypted TCP link through the relay: the client's ciphertext, made with the test's own
+// AES-256-CTR, reaches the device as plaintext; the device's plaintext reaches the client as
+// ciphertext that the test's AES-256-CTR decrypts. The two directions never share keystream:
+// equal plaintexts each way give ciphertexts whose XOR is not zero. The key is never answered.
+func TestDeviceLinkEncryptedEndToEnd(t *testing.T) {
+	r, boot, _ := linkRelay(t, 2)
+	boot.must(http.StatusCreated, "PUT", "/api/v1/devices/sn-enc", map[string]any{})
+	connectNative(t, r, "sn-enc")
+	svc, devicePort := deviceService(t)
+
+	key, iv := make([]byte, 32), make([]byte, 16)
+	pattern(key, 0, 0x11)
+	pattern(iv, 0, 0x22)
+	v := boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-enc", map[string]any{"protocol": "tcp", "devicePort": devicePort,
+		"encrypt": map[string]any{"key": hex.EncodeToString(key), "initializationVector": strings.ToUpper(hex.EncodeToString(iv))}})
+	if field(v, "encrypt", "initializationVector") != hex.EncodeToString(iv) || field(v, "encrypt", "key") != nil {
+		t.Errorf("POST answer's encrypt = %v, want the IV only", field(v, "encrypt"))
+	}
+	client, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", int(v["port"].(float64))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	dev := accept(t, svc)
+
+	const size = 1 << 20
+	plain := make([]byte, size)
+	pattern(plain, 0, 0x33)
+	up := make([]byte, size)
+	ctr(t, key, iv, 0).XORKeyStream(up, plain)
+	errs := make(chan error, 2)
+	go func() { _, err := client.Write(up); errs <- err }()
+	go func() { _, err := dev.Write(plain); errs <- err }()
+
+	got := make([]byte, size)
+	_ = dev.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := io.ReadFull(dev, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, plain) {
+		t.Error("the device did not receive the client's plaintext")
+	}
+	down := make([]byte, size)
+	_ = client.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := io.ReadFull(client, down); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if bytes.Equal(down, plain) {
+		t.Fatal("the relay sent the client plaintext")
+	}
+	dec := make([]byte, size)
+	ctr(t, key, iv, 1).XORKeyStream(dec, down)
+	if !bytes.Equal(dec, plain) {
+		t.Error("the test's AES-256-CTR does not decrypt what the relay sent the client")
+	}
+	// Equal plaintexts both ways: were the keystreams shared, the ciphertexts would be equal.
+	zero := 0
+	for i := range up {
+		if up[i]^down[i] == 0 {
+			zero++
+		}
+	}
+	if zero > size/128 { // about 1 in 256 bytes agree by chance
+		t.Errorf("%d of %d bytes of the two directions' ciphertexts are equal: keystream reused", zero, size)
+	}
+	if strings.Contains(boot.seen.String(), hex.EncodeToString(key)) {
+		t.Error("an answer repeats the key")
+	}
+	l := boot.must(http.StatusOK, "GET", "/api/v1/devicelink", nil)
+	if strings.Contains(fmt.Sprint(l), hex.EncodeToString(key)) || field(l["data"].([]any)[0].(map[string]any), "encrypt", "key") != nil {
+		t.Errorf("the list shows the key: %v", l)
+	}
+}
+
+// A UDP link through the relay, pinned to one client address: the device's service answers
+// each datagram; what the pinned client sends reaches the device and the answers come back;
+// a datagram from another source is not forwarded (the device's first datagram is the pinned
+// client's, sent after it); DELETE closes the link.
+func TestDeviceLinkUDPEndToEnd(t *testing.T) {
+	r, boot, _ := linkRelay(t, 2)
+	boot.must(http.StatusCreated, "PUT", "/api/v1/devices/sn-udp", map[string]any{})
+	connectNative(t, r, "sn-udp")
+	svc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	devicePort := svc.LocalAddr().(*net.UDPAddr).Port
+
+	client, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	stranger, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	cport := client.LocalAddr().(*net.UDPAddr).Port
+	v := boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-udp", map[string]any{"protocol": "udp", "devicePort": devicePort,
+		"timeout": 60000, "source": map[string]any{"host": "127.0.0.1", "port": cport}})
+	if v["protocol"] != "udp" || v["timeout"] != float64(60000) || field(v, "source", "port") != float64(cport) {
+		t.Fatalf("POST devicelink = %v", v)
+	}
+	link := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(v["port"].(float64))}
+
+	if _, err := stranger.WriteTo([]byte("not pinned"), link); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	for i := range 20 {
+		msg := fmt.Sprintf("datagram %d", i)
+		if _, err := client.WriteTo([]byte(msg), link); err != nil {
+			t.Fatal(err)
+		}
+		_ = svc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, from, err := svc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("the device's service: %v", err)
+		}
+		if string(buf[:n]) != msg {
+			t.Fatalf("the device received %q, want %q (nothing of the unpinned source)", buf[:n], msg)
+		}
+		if _, err := svc.WriteTo([]byte("re: "+msg), from); err != nil {
+			t.Fatal(err)
+		}
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err = client.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("the client: %v", err)
+		}
+		if string(buf[:n]) != "re: "+msg {
+			t.Fatalf("the client received %q, want %q", buf[:n], "re: "+msg)
+		}
+	}
+	l := boot.must(http.StatusOK, "GET", "/api/v1/devicelink", nil)
+	got := l["data"].([]any)[0].(map[string]any)
+	if got["bytesToDevice"] == float64(0) || got["bytesToClient"] == float64(0) || got["protocol"] != "udp" {
+		t.Errorf("listed link = %v, want bytes counted both ways", got)
+	}
+	boot.must(http.StatusNoContent, "DELETE", "/api/v1/devicelink/"+v["token"].(string), nil)
+	checkfor.Check(t, 10*time.Second, 10*time.Millisecond, func() error {
+		l := boot.must(http.StatusOK, "GET", "/api/v1/devicelink", nil)
+		if st := l["data"].([]any)[0].(map[string]any)["state"]; st != "closed" {
+			return fmt.Errorf("state %v after DELETE, want closed", st)
+		}
+		return nil
+	})
 }

@@ -2,8 +2,9 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,8 @@ import (
 	"github.com/fleetrelay/fleetrelay/netio/link/linkcrypt"
 )
 
+var _ linkManager = (*link.Manager)(nil)
+
 // linkManager is the device links' manager as the relay drives it (*link.Manager).
 type linkManager interface {
 	api.Links
@@ -23,17 +26,30 @@ type linkManager interface {
 	Collectors() []prometheus.Collector
 }
 
-// errLinksUnbuilt: this build has no device link engine yet.
-var errLinksUnbuilt = errors.New("device links are not available in this build: leave devicelink.listen empty")
-
 // buildLinks builds the device links' manager when devicelink.listen is set (r.links stays nil
 // otherwise, and the API answers 503), registers its metrics, and closes a device's links when
 // the registry deletes the device or moves it to another account.
 func (r *Relay) buildLinks() error {
-	if !r.cfg.DeviceLink.Enabled() {
+	d := &r.cfg.DeviceLink
+	if !d.Enabled() {
 		return nil
 	}
-	return fmt.Errorf("devicelink.listen %s: %w", r.cfg.DeviceLink.Listen, errLinksUnbuilt)
+	addr, err := netip.ParseAddr(strings.Trim(d.Listen, "[]"))
+	if err != nil {
+		return fmt.Errorf("devicelink.listen: %w", err)
+	}
+	first, last, err := d.PortRange()
+	if err != nil {
+		return fmt.Errorf("devicelink.ports: %w", err)
+	}
+	m, err := link.NewManager(link.Config{Listen: addr, PortFirst: first, PortLast: last, Buffer: int(d.Buffer),
+		EventLoops: r.cfg.Devices.EventLoops, Logger: r.log})
+	if err != nil {
+		return fmt.Errorf("device links: %w", err)
+	}
+	r.links = m
+	r.watchLinks(m)
+	return nil
 }
 
 // watchLinks closes the links of a device the registry deleted, or moved to another account
@@ -44,7 +60,7 @@ func (r *Relay) watchLinks(m linkManager) {
 			return
 		}
 		if c.Deleted || (c.Before != nil && c.Device != nil && c.Before.Account != c.Device.Account) {
-			m.CloseDevice(c.ID)
+			m.CloseDevice(strings.ToUpper(c.ID))
 		}
 	})
 }
