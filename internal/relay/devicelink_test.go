@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -361,6 +362,15 @@ func TestDeviceLinkTCPEndToEnd(t *testing.T) {
 	defer second.Close()
 	if err := closedByPeer(second); err != nil {
 		t.Errorf("a second client: %v, want it refused", err)
+	}
+
+	// The links' collectors are the relay's.
+	_, metrics := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
+	for _, want := range []string{"fleetrelay_devicelink_tcp_links 1", `fleetrelay_devicelink_tcp_bytes_total{direction="to_device"} ` + strconv.FormatFloat(size, 'g', -1, 64),
+		"fleetrelay_devicelink_udp_links 0"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 
 	boot.must(http.StatusNoContent, "DELETE", "/api/v1/devicelink/"+token, nil)
