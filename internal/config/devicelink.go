@@ -20,6 +20,7 @@ type DeviceLink struct {
 	Listen string `yaml:"listen"`
 	// The ports links take on listen, a range written "first-last" (a single port: "40000"):
 	// one port per link, for TCP or UDP. When every port holds a link, a new one is refused (503).
+	// Each port may hold [LinkFilesPerPort] open files, which [Config.CheckMachine] counts.
 	Ports string `yaml:"ports"`
 	// The device's port a link reaches when its request names none (devicePort); 0: none, every
 	// request must name one (422 otherwise).

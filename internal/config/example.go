@@ -150,7 +150,8 @@ devicelink:
   # two can be separate interfaces. "" disables device links (the API answers 503).
   listen: ""
   # The ports links take on listen, one per link ("first-last", or one port). When every one
-  # holds a link, new ones are refused (503).
+  # holds a link, new ones are refused (503). Each port may hold 5 open files (its listeners
+  # and its links' sockets), counted with max_connections against the open-file limit.
   ports: 40000-40999
   # The device's port a link reaches when the request names none; 0: every request must.
   device_port: 0

@@ -61,6 +61,10 @@ func TestCheckMachine(t *testing.T) {
 	f(conns(20000), two, nil, []string{"devices.max_connections: 20000 can never be reached|open-file limit (RLIMIT_NOFILE) is 20000|at most 19736"})
 	f(conns(1<<20), config.Machine{CPUs: 2, OpenFiles: 1024}, nil, []string{"devices.max_connections: 1048576 can never be reached|is 1024|at most 760"})
 	f(conns(1<<20), config.Machine{CPUs: 2}, nil, nil) // unlimited
+	// Device links: 5 files per port of the range (listeners TCP and UDP, a TCP link's two
+	// sockets, a UDP link's one), 1,000 ports by default: 264 + 5,000.
+	links := func(c *config.Config) { c.DeviceLink.Listen = "10.0.0.1"; c.Devices.MaxConnections = 15000 }
+	f(links, two, []string{"devices.max_connections: 15000 leaves 5000 of the open-file limit 20000|need about 5264|at most 14736"}, nil)
 	// A tiny limit that the relay's own files exceed: at most 0.
 	f(conns(100), config.Machine{CPUs: 2, OpenFiles: 200}, []string{"devices.max_connections: 100 leaves 100 of the open-file limit 200|at most 0"}, nil)
 	// Both at once, with routes counted: each enabled route adds concurrency + 1; the loops
