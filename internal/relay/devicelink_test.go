@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/hex"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
@@ -631,5 +634,47 @@ func TestDeviceLinkUDPEndToEnd(t *testing.T) {
 			return fmt.Errorf("state %v after DELETE, want closed", st)
 		}
 		return nil
+	})
+}
+
+// Shutdown with links open, TCP paired and UDP waiting, leaves no goroutine behind and closes
+// the links' sockets: the client sees its connection end.
+func TestDeviceLinkShutdownLeavesNoGoroutines(t *testing.T) {
+	opts := []goleak.Option{goleak.IgnoreCurrent(),
+		// A worker of ants' default pool, a package variable gnet runs some of its work on
+		// (registering a link's device socket with a loop): idle, it leaves on the pool's
+		// expiry (≈10 s), not with an engine.
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*goWorker).run.func1")}
+	r, boot, _ := linkRelay(t, 2)
+	boot.must(http.StatusCreated, "PUT", "/api/v1/devices/sn-stop", map[string]any{})
+	connectNative(t, r, "sn-stop")
+	svc, devicePort := deviceService(t)
+	v := boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-stop", map[string]any{"protocol": "tcp", "devicePort": devicePort})
+	boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-stop", map[string]any{"protocol": "udp", "devicePort": devicePort})
+	client, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", int(v["port"].(float64))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	dev := accept(t, svc)
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 4)
+	_ = dev.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(dev, got); err != nil || string(got) != "ping" {
+		t.Fatalf("the device read %q, %v; want ping", got, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := closedByPeer(client); err != nil {
+		t.Errorf("after shutdown, the client: %v", err)
+	}
+	checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		return goleak.Find(opts...)
 	})
 }
