@@ -678,3 +678,40 @@ func TestDeviceLinkShutdownLeavesNoGoroutines(t *testing.T) {
 		return goleak.Find(opts...)
 	})
 }
+
+// A TCP link pinned to a source admits only that host:port: a client from another port is
+// refused, the pinned one is paired with the device.
+func TestDeviceLinkTCPPinned(t *testing.T) {
+	r, boot, _ := linkRelay(t, 2)
+	boot.must(http.StatusCreated, "PUT", "/api/v1/devices/sn-pin", map[string]any{})
+	connectNative(t, r, "sn-pin")
+	svc, devicePort := deviceService(t)
+	pinned := freePorts(t, 1)
+	v := boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-pin", map[string]any{"protocol": "tcp", "devicePort": devicePort,
+		"source": map[string]any{"host": "127.0.0.1", "port": pinned}})
+	addr := fmt.Sprintf("127.0.0.1:%d", int(v["port"].(float64)))
+
+	other, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := closedByPeer(other); err != nil {
+		t.Errorf("a client from another port: %v, want it refused", err)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: pinned}}
+	client, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	dev := accept(t, svc)
+	if _, err := dev.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 5)
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "hello" {
+		t.Fatalf("the pinned client read %q, %v; want hello", got, err)
+	}
+}
