@@ -21,6 +21,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
+	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
 )
 
@@ -184,15 +185,17 @@ func freePorts(t *testing.T, n int) (first int) {
 	return 0
 }
 
-// linkRelay starts a relay with device links on 127.0.0.1 over ports free ports, and a native
-// TCP device id (registered, with account) connected to it; it returns the relay, the bootstrap
-// client and the device's connection.
-func linkRelay(t *testing.T, ports int) (*relay.Relay, *apiClient, int) {
+// linkRelay starts a relay with device links on 127.0.0.1 over ports free ports (its config
+// changed by edit); it returns the relay, the bootstrap key's client and the first port.
+func linkRelay(t *testing.T, ports int, edit ...func(*config.Config)) (*relay.Relay, *apiClient, int) {
 	t.Helper()
 	cfg := testConfig(t, nil)
 	first := freePorts(t, ports)
 	cfg.DeviceLink.Listen = "127.0.0.1"
 	cfg.DeviceLink.Ports = fmt.Sprintf("%d-%d", first, first+ports-1)
+	for _, e := range edit {
+		e(cfg)
+	}
 	r := startRelay(t, cfg)
 	return r, newAPI(t, r, bootstrapKey(t, cfg)), first
 }
@@ -713,5 +716,24 @@ func TestDeviceLinkTCPPinned(t *testing.T) {
 	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(client, got); err != nil || string(got) != "hello" {
 		t.Fatalf("the pinned client read %q, %v; want hello", got, err)
+	}
+}
+
+// The devicelink section's defaults fill what a request leaves out: device_port for every
+// link, timeout for UDP links only; the answer shows them.
+func TestDeviceLinkDefaults(t *testing.T) {
+	r, boot, _ := linkRelay(t, 2, func(c *config.Config) {
+		c.DeviceLink.DevicePort = 7000
+		c.DeviceLink.Timeout = config.Duration(90 * time.Second)
+	})
+	boot.must(http.StatusCreated, "PUT", "/api/v1/devices/sn-def", map[string]any{})
+	connectNative(t, r, "sn-def")
+	v := boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-def", map[string]any{"protocol": "udp"})
+	if v["devicePort"] != float64(7000) || v["timeout"] != float64(90000) {
+		t.Errorf("UDP link without devicePort and timeout = %v, want 7000 and 90000 ms", v)
+	}
+	v = boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-def", map[string]any{"protocol": "tcp", "timeout": 5000})
+	if _, has := v["timeout"]; v["devicePort"] != float64(7000) || has {
+		t.Errorf("TCP link = %v, want devicePort 7000 and no timeout (a UDP socket's)", v)
 	}
 }
