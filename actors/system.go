@@ -391,13 +391,13 @@ type where struct {
 func (e *deviceEntry) seen(at time.Time) { e.lastSeen.Store(at.UnixNano()) }
 
 // setRemote notes the device's address and the transport it came over; it allocates only when
-// either changes, never per frame.
+// either changes, never per frame (the record is made in the branch that stores it: a local
+// whose address is stored would escape, and be allocated, on every call).
 func (e *deviceEntry) setRemote(a netip.AddrPort, transport string) {
-	w := where{addr: a, transport: transport}
-	if p := e.remote.Load(); p != nil && *p == w {
+	if p := e.remote.Load(); p != nil && p.addr == a && p.transport == transport {
 		return
 	}
-	e.remote.Store(&w)
+	e.remote.Store(&where{addr: a, transport: transport})
 }
 
 // asleep is pending's base while an entry has no actor: any sender then sees a count <= 0.
