@@ -107,7 +107,9 @@ func walk(c *cursor, codec byte, l layout, n int, recs []Record, ios []IO) (nio 
 			}
 		}
 		if recs != nil && !c.bad {
-			rec.IO = ios[start:nio:nio]
+			if nio > start {
+				rec.IO = ios[start:nio:nio]
+			}
 			recs[r] = rec
 		}
 	}
