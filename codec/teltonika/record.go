@@ -52,11 +52,20 @@ func (c *cursor) u8() uint8 {
 
 func (c *cursor) uint(n int) uint64 {
 	s := c.take(n)
-	var v uint64
-	for _, b := range s {
-		v = v<<8 | uint64(b)
+	if s == nil {
+		return 0
 	}
-	return v
+	switch n {
+	case 1:
+		return uint64(s[0])
+	case 2:
+		return uint64(binary.BigEndian.Uint16(s))
+	case 4:
+		return uint64(binary.BigEndian.Uint32(s))
+	case 8:
+		return binary.BigEndian.Uint64(s)
+	}
+	return 0
 }
 
 var ioSizes = [4]uint8{1, 2, 4, 8}
