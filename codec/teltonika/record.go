@@ -26,103 +26,122 @@ func layoutOf(codec byte) (layout, bool) {
 	return layout{}, false
 }
 
-// cursor reads big-endian fields from b; a read past the end sets bad and returns 0.
-type cursor struct {
-	b   []byte
-	i   int
-	bad bool
-}
-
-func (c *cursor) take(n int) []byte {
-	if c.bad || n > len(c.b)-c.i {
-		c.bad = true
-		return nil
-	}
-	s := c.b[c.i : c.i+n]
-	c.i += n
-	return s
-}
-
-func (c *cursor) u8() uint8 {
-	if s := c.take(1); s != nil {
-		return s[0]
-	}
-	return 0
-}
-
-func (c *cursor) uint(n int) uint64 {
-	s := c.take(n)
-	if s == nil {
-		return 0
-	}
-	switch n {
-	case 1:
-		return uint64(s[0])
-	case 2:
-		return uint64(binary.BigEndian.Uint16(s))
-	case 4:
-		return uint64(binary.BigEndian.Uint32(s))
-	case 8:
-		return binary.BigEndian.Uint64(s)
-	}
-	return 0
-}
-
 var ioSizes = [4]uint8{1, 2, 4, 8}
 
-// walk decodes n records from c in the codec's layout. With recs == nil it only checks them
-// and counts their IO elements; otherwise it fills recs[:n], slicing their IO from ios.
-func walk(c *cursor, codec byte, l layout, n int, recs []Record, ios []IO) (nio int) {
-	for r := 0; r < n && !c.bad; r++ {
-		var rec Record
-		ms := c.uint(8)
-		if recs != nil {
-			rec.Time = time.UnixMilli(int64(ms)).UTC()
-		}
-		rec.Priority = c.u8()
-		rec.Lon = int32(c.uint(4))
-		rec.Lat = int32(c.uint(4))
-		rec.Alt = int16(c.uint(2))
-		rec.Angle = uint16(c.uint(2))
-		rec.Satellites = c.u8()
-		rec.Speed = uint16(c.uint(2))
-		rec.EventID = uint16(c.uint(l.event))
+// count checks that n records in the codec's layout fill body exactly, and counts their IO
+// elements, skipping each width group in one step.
+func count(body []byte, l layout, n int) (nio int, err error) {
+	i := 0
+	// need reports whether k more bytes are there.
+	need := func(k int) bool { return k <= len(body)-i }
+	for range n {
+		head := recordFixed + l.event + l.count // the fixed part, event id, generation, total
 		if l.generation {
-			rec.Generation = c.u8()
+			head++
+		}
+		if !need(head) {
+			return 0, ErrTruncated
+		}
+		i += head
+		for _, size := range ioSizes {
+			if !need(l.count) {
+				return 0, ErrTruncated
+			}
+			k := readUint(body[i:], l.count)
+			i += l.count
+			if !need(int(k) * (l.id + int(size))) {
+				return 0, ErrTruncated
+			}
+			i += int(k) * (l.id + int(size))
+			nio += int(k)
+		}
+		if l.nx {
+			if !need(l.count) {
+				return 0, ErrTruncated
+			}
+			k := int(readUint(body[i:], l.count))
+			i += l.count
+			for range k {
+				if !need(4) {
+					return 0, ErrTruncated
+				}
+				vl := int(binary.BigEndian.Uint16(body[i+2:]))
+				i += 4
+				if !need(vl) {
+					return 0, ErrTruncated
+				}
+				i += vl
+			}
+			nio += k
+		}
+	}
+	if i != len(body) {
+		return 0, ErrLength
+	}
+	return nio, nil
+}
+
+// readUint reads a big-endian integer of 1, 2, 4 or 8 bytes from the start of b.
+func readUint(b []byte, n int) uint64 {
+	switch n {
+	case 1:
+		return uint64(b[0])
+	case 2:
+		return uint64(binary.BigEndian.Uint16(b))
+	case 4:
+		return uint64(binary.BigEndian.Uint32(b))
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// fill decodes n records from body, which count has checked, into recs, slicing their IO
+// elements from ios (as many as count found).
+func fill(body []byte, codec byte, l layout, recs []Record, ios []IO) {
+	i, nio := 0, 0
+	for r := range recs {
+		b := body[i:]
+		rec := &recs[r]
+		rec.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(b))).UTC()
+		rec.Priority = b[8]
+		rec.Lon = int32(binary.BigEndian.Uint32(b[9:]))
+		rec.Lat = int32(binary.BigEndian.Uint32(b[13:]))
+		rec.Alt = int16(binary.BigEndian.Uint16(b[17:]))
+		rec.Angle = binary.BigEndian.Uint16(b[19:])
+		rec.Satellites = b[21]
+		rec.Speed = binary.BigEndian.Uint16(b[22:])
+		i += recordFixed
+		rec.EventID = uint16(readUint(body[i:], l.event))
+		i += l.event
+		if l.generation {
+			rec.Generation = body[i]
+			i++
 		}
 		rec.Codec = codec
-		c.uint(l.count) // the total, not checked (see the package documentation)
+		i += l.count // the total, not checked (see the package documentation)
 		start := nio
 		for _, size := range ioSizes {
-			k := int(c.uint(l.count))
-			for ; k > 0 && !c.bad; k-- {
-				id := uint16(c.uint(l.id))
-				v := c.uint(int(size))
-				if recs != nil && !c.bad {
-					ios[nio] = IO{ID: id, Size: size, Value: v}
-				}
+			k := int(readUint(body[i:], l.count))
+			i += l.count
+			for range k {
+				ios[nio] = IO{ID: uint16(readUint(body[i:], l.id)), Size: size, Value: readUint(body[i+l.id:], int(size))}
+				i += l.id + int(size)
 				nio++
 			}
 		}
 		if l.nx {
-			k := int(c.uint(l.count))
-			for ; k > 0 && !c.bad; k-- {
-				id := uint16(c.uint(2))
-				raw := c.take(int(c.uint(2)))
-				if recs != nil && !c.bad {
-					ios[nio] = IO{ID: id, Raw: raw}
-				}
+			k := int(readUint(body[i:], l.count))
+			i += l.count
+			for range k {
+				vl := int(binary.BigEndian.Uint16(body[i+2:]))
+				ios[nio] = IO{ID: binary.BigEndian.Uint16(body[i:]), Raw: body[i+4 : i+4+vl : i+4+vl]}
+				i += 4 + vl
 				nio++
 			}
 		}
-		if recs != nil && !c.bad {
-			if nio > start {
-				rec.IO = ios[start:nio:nio]
-			}
-			recs[r] = rec
+		if nio > start {
+			rec.IO = ios[start:nio:nio]
 		}
 	}
-	return nio
 }
 
 // parseData decodes codec id … second count.
@@ -145,21 +164,16 @@ func parseData(data []byte) (Packet, error) {
 		return Packet{}, ErrTruncated
 	}
 	body := data[2 : len(data)-1]
-	c := cursor{b: body}
-	nio := walk(&c, codec, l, n, nil, nil)
-	if c.bad {
-		return Packet{}, ErrTruncated
-	}
-	if c.i != len(body) {
-		return Packet{}, ErrLength
+	nio, err := count(body, l, n)
+	if err != nil {
+		return Packet{}, err
 	}
 	p := Packet{Codec: codec, Records: make([]Record, n)}
 	var ios []IO
 	if nio > 0 {
 		ios = make([]IO, nio)
 	}
-	c = cursor{b: body}
-	walk(&c, codec, l, n, p.Records, ios)
+	fill(body, codec, l, p.Records, ios)
 	return p, nil
 }
 

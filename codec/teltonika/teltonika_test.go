@@ -619,3 +619,32 @@ func TestParseAllocs(t *testing.T) {
 		t.Errorf("ParseTCP: %v allocations per packet of 14 records, want at most 2", allocs)
 	}
 }
+
+// crc16Bitwise is CRC-16/IBM bit by bit, as Teltonika's documentation describes it.
+func crc16Bitwise(b []byte) uint16 {
+	var crc uint16
+	for _, c := range b {
+		crc ^= uint16(c)
+		for range 8 {
+			if crc&1 != 0 {
+				crc = crc>>1 ^ 0xA001
+			} else {
+				crc >>= 1
+			}
+		}
+	}
+	return crc
+}
+
+func FuzzCRC16(f *testing.F) {
+	f.Add([]byte("123456789"))
+	f.Add([]byte{})
+	for _, s := range tcpVectors {
+		f.Add(unhex(f, s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := teltonika.CRC16(b), crc16Bitwise(b); got != want {
+			t.Fatalf("CRC16(%x) = %#04x, bit by bit %#04x", b, got, want)
+		}
+	})
+}
