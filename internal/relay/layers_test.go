@@ -15,7 +15,8 @@ var layers = []struct {
 	pkg string
 	may []string
 }{
-	// Leaves: pure codecs, and the parts below the actors that know nothing of each other.
+	// Leaves: pure codecs (native, ndjson, teltonika, the formats…), and the parts below the
+	// actors that know nothing of each other.
 	{"codec/...", []string{"codec/..."}},
 	{"internal/throttle", nil},
 	{"internal/checkfor", nil},
