@@ -71,7 +71,8 @@ func namedIO(id uint16) (named, bool) {
 //
 //	| key         | value                                                                  |
 //	|-------------|------------------------------------------------------------------------|
-//	| ts          | the record's time, RFC 3339 UTC with milliseconds: "2019-06-10T10:04:46.000Z" |
+//	| ts          | the record's time, RFC 3339 UTC with milliseconds                      |
+//	|             | ("2019-06-10T10:04:46.000Z")                                           |
 //	| timestamp   | the same time in Unix milliseconds (what bewhere and measurement read)  |
 //	| priority    | 0 low, 1 high, 2 panic                                                 |
 //	| lat, lon    | degrees, exact decimal of the signed 1e-7 value: the integer part, then |
@@ -82,8 +83,11 @@ func namedIO(id uint16) (named, bool) {
 //	| speed       | km/h                                                                   |
 //	| eventId     | the IO id that triggered the record (0: none)                          |
 //	| generation  | Codec 16 records only: the generation type                             |
-//	| latitude, longitude, altitude, direction, numSvs | lat, lon, alt, angle, satellites again, |
-//	|             | under the names the bewhere formats read                               |
+//	| latitude,   | lat, lon, alt, angle and satellites again, under the names the bewhere |
+//	| longitude,  | formats read                                                           |
+//	| altitude,   |                                                                        |
+//	| direction,  |                                                                        |
+//	| numSvs      |                                                                        |
 //	| <name>      | for each well-known IO element the record holds (table below)          |
 //	| io          | every IO element: {"<id>": value}, values as unsigned decimals, NX     |
 //	|             | values (Codec 8 Extended) as lowercase hex strings                     |
@@ -108,8 +112,10 @@ func namedIO(id uint16) (named, bool) {
 //	| 205 | cid             | GSM cell id                                        |
 //	| 206 | lac             | GSM area code                                      |
 //	| 241 | gsmOperator     | MCC and MNC as one number (24602)                  |
-//	| 200 | sleepMode       | 0 none, 1 GPS sleep, 2 deep sleep, 3 online sleep, 4 ultra sleep |
-//	| 17, 18, 19 | axisX, axisY, axisZ | accelerometer, mG, signed                 |
+//	| 200 | sleepMode       | 0 none, 1 GPS sleep, 2 deep, 3 online, 4 ultra     |
+//	| 17  | axisX           | accelerometer, mG, signed                          |
+//	| 18  | axisY           | accelerometer, mG, signed                          |
+//	| 19  | axisZ           | accelerometer, mG, signed                          |
 //
 // An NX element with a well-known id is left out of the names (only io has it). A name
 // repeats if its IO id does.
