@@ -135,6 +135,10 @@ type Devices struct {
 	Native NativeListeners `yaml:"native"`
 	// NDJSON ingest: newline-delimited JSON objects over TCP, as simple gateways send them.
 	NDJSON NDJSON `yaml:"ndjson"`
+	// Listeners for Teltonika trackers (Codec 8, 8 Extended and 16; Codec 12 commands). They
+	// share max_connections, the per-source cap, idle_timeout, auth and the fleet with the native
+	// protocol; a Teltonika device's identity is its IMEI.
+	Teltonika TeltonikaListeners `yaml:"teltonika"`
 	// When a device may forget a message: "persist" (the default) acknowledges once the relay has
 	// stored it; "delivery" acknowledges only once every matching route's server has accepted it.
 	Ack AckMode `yaml:"ack"`
@@ -196,6 +200,18 @@ type NativeListeners struct {
 	// 0.0.0.0:5000 or :5000 to accept devices from other machines.
 	TCP string `yaml:"tcp"`
 	// UDP listen address (host:port). An empty string ("") disables the UDP listener.
+	UDP string `yaml:"udp"`
+}
+
+// TeltonikaListeners are the addresses of the Teltonika listeners. A tracker's identity is the
+// IMEI of its handshake (TCP) or of each datagram (UDP): the fleet's or the registry's device
+// whose identity (serial) is that IMEI. devices.auth "known" admits an IMEI the relay knows;
+// "token" admits an IMEI the relay knows only if no token is set for it, since a Teltonika
+// tracker cannot present one. Each AVL record is stored as one message (README "Teltonika").
+type TeltonikaListeners struct {
+	// TCP listen address (host:port). An empty string ("", the default) disables it.
+	TCP string `yaml:"tcp"`
+	// UDP listen address (host:port). An empty string ("", the default) disables it.
 	UDP string `yaml:"udp"`
 }
 

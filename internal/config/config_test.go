@@ -341,6 +341,13 @@ func TestParse(t *testing.T) {
 	f("commands:\n  default_ttl: 0\n", "commands.default_ttl: must be > 0, got 0")
 	f("commands:\n  default_ttl: 48h\n  max_ttl: 24h\n", "commands.default_ttl: must be at most commands.max_ttl (24h), got 48h")
 
+	// Teltonika listeners.
+	f("devices:\n  teltonika:\n    tcp: 127.0.0.1:5027\n    udp: 127.0.0.1:5027\n")
+	f("devices:\n  teltonika:\n    tcp: :5000\n", "devices.teltonika.tcp: uses the same TCP address as devices.native.tcp (127.0.0.1:5000) (line 3)")
+	f("devices:\n  teltonika:\n    udp: :5000\n", "devices.teltonika.udp: uses the same UDP address as devices.native.udp (127.0.0.1:5000) (line 3)")
+	f("devices:\n  teltonika:\n    tcp: 5027\n", `devices.teltonika.tcp: "5027" is not host:port`)
+	f("devices:\n  teltonika:\n    sctp: :1\n", "devices.teltonika.sctp: unknown key")
+	f("devices:\n  ndjson:\n    tcp: :5100\n  teltonika:\n    tcp: 127.0.0.1:5100\n", "devices.teltonika.tcp: uses the same TCP address as devices.ndjson.tcp (:5100)")
 	// NDJSON ingest.
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5100\n    identity_field: imei\n    max_line: 1MiB\n")
 	f("devices:\n  ndjson:\n    tcp: :5100\n    max_line: 16\n")

@@ -51,6 +51,13 @@ devices:
     # Lines read but not yet stored, over all NDJSON connections (at least max_line). While it is
     # reached no NDJSON connection is read, and TCP flow control slows the gateways down.
     max_inflight: 16MiB
+  # Teltonika trackers (Codec 8, 8 Extended, 16; commands as Codec 12). Identity: the IMEI.
+  # Share max_connections, max_connections_per_source, idle_timeout, auth and the fleet with the
+  # native listeners; under auth "token" only IMEIs without a token are admitted (a tracker
+  # cannot present one). Each AVL record is stored as one message.
+  teltonika:
+    tcp: ""               # listen address (host:port); "" disables it
+    udp: ""               # listen address (host:port); "" disables it
   # When a device may forget a message:
   #   persist   once the relay has stored it (survives a crash of the relay process)
   #   delivery  once every route the message goes to has accepted it

@@ -59,7 +59,7 @@ func (c *Config) Validate() error {
 
 	d := &c.Devices
 	tcpPort := listenAddr(&p, "devices.native.tcp", d.Native.TCP)
-	listenAddr(&p, "devices.native.udp", d.Native.UDP)
+	udpPort := listenAddr(&p, "devices.native.udp", d.Native.UDP)
 	oneOf(&p, "devices.ack", string(d.Ack), string(AckPersist), string(AckDelivery))
 	oneOf(&p, "devices.auth", string(d.Auth), string(AuthOpen), string(AuthKnown), string(AuthToken))
 	for i, f := range d.SecretFields {
@@ -91,6 +91,15 @@ func (c *Config) Validate() error {
 	ndjsonPort := listenAddr(&p, "devices.ndjson.tcp", d.NDJSON.TCP)
 	if ndjsonPort != "" && ndjsonPort == tcpPort && hostsOverlap(d.NDJSON.TCP, d.Native.TCP) {
 		p.add("devices.ndjson.tcp", "uses the same TCP address as devices.native.tcp (%s)", d.Native.TCP)
+	}
+	telTCP := listenAddr(&p, "devices.teltonika.tcp", d.Teltonika.TCP)
+	for _, o := range []struct{ path, addr, port string }{{"devices.native.tcp", d.Native.TCP, tcpPort}, {"devices.ndjson.tcp", d.NDJSON.TCP, ndjsonPort}} {
+		if telTCP != "" && telTCP == o.port && hostsOverlap(d.Teltonika.TCP, o.addr) {
+			p.add("devices.teltonika.tcp", "uses the same TCP address as %s (%s)", o.path, o.addr)
+		}
+	}
+	if telUDP := listenAddr(&p, "devices.teltonika.udp", d.Teltonika.UDP); telUDP != "" && telUDP == udpPort && hostsOverlap(d.Teltonika.UDP, d.Native.UDP) {
+		p.add("devices.teltonika.udp", "uses the same UDP address as devices.native.udp (%s)", d.Native.UDP)
 	}
 	switch f := d.NDJSON.IdentityField; {
 	case f == "":
