@@ -14,6 +14,7 @@ import (
 // NewMetrics does.
 func (s *System) RegisterMetrics(reg prometheus.Registerer) {
 	reg.MustRegister(oldestCollector{s}, netio.NDJSONDropped("native", s.LinesRefused), netio.NDJSONDropped("store", s.LinesLost))
+	reg.MustRegister(s.teltonikaCollectors()...)
 }
 
 var oldestDesc = prometheus.NewDesc("fleetrelay_route_oldest_pending_seconds",

@@ -129,6 +129,15 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	case *commandsMsg:
 		e.pending.Add(-1)
 		d.sys.commands(e, false)
+	case *telOpenMsg:
+		e.pending.Add(-1)
+		d.telOpen(m)
+	case *telPacketMsg:
+		e.pending.Add(-1)
+		d.telPacket(m)
+	case *telResponseMsg:
+		e.pending.Add(-1)
+		d.telResponse(m)
 	case *ackMsg:
 		e.pending.Add(-1)
 		e.ackDue.Store(false)
@@ -160,6 +169,7 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 			d.appended = e.stored.Load()
 			d.linesSeq = min(d.linesSeq, d.appended)
 			d.welcomeDue = false
+			d.telRefused()
 			if e.conn != nil {
 				e.conn.Fail(native.CodeUnavailable, "relay cannot store data")
 				e.setConn(nil)
@@ -181,6 +191,7 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		if e.conn == m.conn {
 			e.setConn(nil)
 			d.welcomeDue = false
+			e.tel = nil
 		}
 		d.maybeRetire(ctx)
 	case *idleMsg:
@@ -227,6 +238,7 @@ func (e *deviceEntry) hello(m *helloMsg) {
 	e.setConn(m.conn) // no ACK before its WELCOME
 	e.serial, e.imei, e.iccid = m.hello.Serial, m.hello.IMEI, m.hello.ICCID
 	e.acked = 0
+	e.tel = nil
 }
 
 // setConn replaces the entry's connection. Commits acknowledge directly (ackTo) only on a
@@ -259,6 +271,10 @@ func (s *System) welcome(e *deviceEntry) {
 // ack sends a cumulative ACK for seq if it says something new. Called by e's actor, or under
 // s.mu if e is dormant. A UDP source gets none: there an ACK names exactly its seq (ackDatagram).
 func (s *System) ack(e *deviceEntry, seq uint64) {
+	if e.tel != nil { // a Teltonika device: answers per packet (teltonika.go)
+		s.telFlush(e, seq)
+		return
+	}
 	if e.conn == nil || seq == 0 || seq <= e.acked || e.conn.Datagram() {
 		return
 	}

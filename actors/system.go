@@ -13,6 +13,7 @@ package actors
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"net/netip"
@@ -159,6 +160,8 @@ type System struct {
 	lostLog      throttle.Throttle
 	refusedLog   throttle.Throttle // datagrams the store refused
 	authLog      throttle.Throttle // devices refused admission
+
+	tel telShared // Teltonika dedupe windows and counters (teltonika.go)
 }
 
 // routeTable is an immutable snapshot of the routes the system runs.
@@ -224,6 +227,7 @@ func New(opts Options) *System {
 		refusedLog: throttle.Throttle{Period: 10 * time.Second},
 		authLog:    throttle.Throttle{Period: 10 * time.Second},
 	}
+	s.tel.seed = maphash.MakeSeed()
 	s.clock = opts.Clock
 	if s.clock == nil {
 		s.clock = wallClock{}
@@ -354,7 +358,8 @@ type deviceEntry struct {
 	// Connection state: owned by the actor while awake, guarded by System.mu while dormant.
 	conn                netio.Conn
 	serial, imei, iccid string
-	acked               uint64 // highest seq the actor acknowledged on conn
+	acked               uint64    // highest seq the actor acknowledged on conn
+	tel                 *telState // a Teltonika device's answers and commands (teltonika.go); nil otherwise
 	// ackTo is conn once it got its WELCOME (nil otherwise, and for UDP sources): in ack mode
 	// persist, commits acknowledge on it directly (see deviceActor.append).
 	ackTo atomic.Pointer[netio.Conn]
@@ -695,7 +700,14 @@ func (s *System) CommandsReady(device string) {
 // ones with resend (after a WELCOME), else the new ones. Called by e's actor, or under s.mu if
 // e is dormant. Commands are pipelined: every due one is written at once.
 func (s *System) commands(e *deviceEntry, resend bool) {
-	if s.opts.Commands == nil || e.conn == nil || e.conn.Datagram() || (!resend && e.ackTo.Load() == nil) {
+	if s.opts.Commands == nil || e.conn == nil || e.conn.Datagram() {
+		return
+	}
+	if e.tel != nil { // a Teltonika device: Codec 12, one command at a time (teltonika.go)
+		s.telCommands(e, resend)
+		return
+	}
+	if !resend && e.ackTo.Load() == nil {
 		return
 	}
 	c := e.conn

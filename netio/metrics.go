@@ -39,6 +39,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) {
 		cs = append(cs, NDJSONDropped(reason, f))
 	}
 	reg.MustRegister(cs...)
+	reg.MustRegister(s.teltonikaCollectors()...)
 }
 
 // NDJSONDroppedHelp is the help of fleetrelay_ndjson_dropped_total, whose reasons are counted

@@ -43,6 +43,10 @@ type Options struct {
 	// NDJSONInflight bounds the bytes of NDJSON lines read but not yet stored, over all NDJSON
 	// connections; while it is reached no NDJSON connection is read (default 16 MiB).
 	NDJSONInflight int
+
+	// Teltonika listen addresses ("" disables) and their dispatcher (teltonika.go).
+	TeltonikaTCP, TeltonikaUDP string
+	Teltonika                  TeltonikaDispatcher
 }
 
 // Stats are counters of the device listeners. All fields are read atomically by Stats().
@@ -95,6 +99,9 @@ type Server struct {
 	tcp    *tcpServer
 	udp    *udpServer
 	ndjson *ndjsonServer
+	telTCP *telTCPServer
+	telUDP *telUDPServer
+	tel    telCounters
 	wg     sync.WaitGroup
 }
 
@@ -155,6 +162,10 @@ func (s *Server) Start() error {
 			_ = s.Stop(context.Background())
 			return fmt.Errorf("udp listener %s: %w", s.opts.UDP, err)
 		}
+	}
+	if err := s.startTeltonika(); err != nil {
+		_ = s.Stop(context.Background())
+		return err
 	}
 	if s.opts.NDJSON != "" {
 		s.ndjson = newNDJSONServer(s)
@@ -316,9 +327,10 @@ func (s *Server) Stop(ctx context.Context) error {
 	// gnet.Run to return instead; the polling Stops end with stopped.
 	stopped, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stops := make(chan error, 2)
+	holders := append([]*engineHolder{s.tcpHolder(), s.udpHolder()}, s.teltonikaHolders()...)
+	stops := make(chan error, len(holders))
 	signalled := 0
-	for _, h := range []*engineHolder{s.tcpHolder(), s.udpHolder()} {
+	for _, h := range holders {
 		if h == nil || h.booted == nil {
 			continue
 		}

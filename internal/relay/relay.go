@@ -159,6 +159,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		IdentityField:  cfg.Devices.NDJSON.IdentityField,
 		MaxLine:        int(cfg.Devices.NDJSON.MaxLine),
 		NDJSONInflight: int(cfg.Devices.NDJSON.MaxInflight),
+
+		TeltonikaTCP: cfg.Devices.Teltonika.TCP,
+		TeltonikaUDP: cfg.Devices.Teltonika.UDP,
+		Teltonika:    r.sys,
 	}, r.sys)
 	err = st.Start(store.Hooks{
 		OnCommit:          r.sys.OnCommit,
@@ -391,6 +395,24 @@ func (r *Relay) DeviceUDPAddr() net.Addr { return r.net.UDPAddr() }
 
 // DeviceNDJSONAddr is the NDJSON listener's address (nil when disabled).
 func (r *Relay) DeviceNDJSONAddr() net.Addr { return r.net.NDJSONAddr() }
+
+// TeltonikaTCPAddr and TeltonikaUDPAddr are the Teltonika listeners' addresses (nil when
+// disabled).
+func (r *Relay) TeltonikaTCPAddr() net.Addr { return r.net.TeltonikaTCPAddr() }
+
+// TeltonikaUDPAddr: see TeltonikaTCPAddr.
+func (r *Relay) TeltonikaUDPAddr() net.Addr { return r.net.TeltonikaUDPAddr() }
+
+// TeltonikaStats are the Teltonika counters of the listeners and of the actors.
+type TeltonikaStats struct {
+	Net    netio.TeltonikaStats  // packets, bad packets, datagrams
+	Actors actors.TeltonikaStats // records stored, duplicates, answers
+}
+
+// TeltonikaStats returns the Teltonika counters. Safe for concurrent use.
+func (r *Relay) TeltonikaStats() TeltonikaStats {
+	return TeltonikaStats{r.net.TeltonikaStats(), r.sys.TeltonikaStats()}
+}
 
 // AdminAddr is the admin server's address (nil when disabled).
 func (r *Relay) AdminAddr() net.Addr { return r.adminAddr }
