@@ -364,3 +364,93 @@ func TestTeltonikaAuthKnown(t *testing.T) {
 		t.Fatalf("known IMEI answered %d, want 1", ans)
 	}
 }
+
+// telFrame reads one TCP frame (Codec 12 from the relay) from c.
+func telFrame(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var buf []byte
+	b := make([]byte, 256)
+	for {
+		if n, err := teltonika.FrameLen(buf); err != nil {
+			t.Fatalf("frame from the relay: %v (% x)", err, buf)
+		} else if n > 0 {
+			if n != len(buf) {
+				t.Fatalf("frame of %d bytes followed by % x", n, buf[n:])
+			}
+			return buf
+		}
+		n, err := c.Read(b)
+		if err != nil {
+			t.Fatalf("read frame: %v", err)
+		}
+		buf = append(buf, b[:n]...)
+	}
+}
+
+// A Codec 12 getinfo round trip through the commands API with a simulated tracker: the command
+// is written once the tracker's packet is answered, the response completes the task with its
+// text and reaches the route as a task result; a payload without "text" fails its task.
+func TestTeltonikaCodec12(t *testing.T) {
+	sink := newTelSink(t)
+	cfg := telConfig(t, sink)
+	r := startRelay(t, cfg)
+	api := newAPI(t, r, bootstrapKey(t, cfg))
+	api.must(http.StatusCreated, "PUT", "/api/v1/devices/"+telIMEI, map[string]any{"tags": []string{"fmb"}})
+	c, _ := telDial(t, r.TeltonikaTCPAddr().String(), telIMEI)
+	if _, err := c.Write(teltonika.AppendTCP(nil, teltonika.Codec8, telRecords(time.Now(), 1))); err != nil {
+		t.Fatal(err)
+	}
+	if n := readAck(t, c); n != 1 {
+		t.Fatalf("answer = %d", n)
+	}
+	v := api.must(http.StatusCreated, "POST", "/api/v1/devices/"+telIMEI+"/commands", map[string]any{"payload": map[string]any{"text": "getinfo"}})
+	task := v["task"]
+	frame := telFrame(t, c)
+	if want := teltonika.AppendCommand(nil, "getinfo"); string(frame) != string(want) {
+		t.Fatalf("command frame % x, want % x", frame, want)
+	}
+	const info = "RTC:2026/12/7 10:00 Init:2026/12/7 9:58 UpTime:120s PWR:SoftReset RST:0 GPS:3 SAT:9"
+	if _, err := c.Write(teltonika.AppendResponse(nil, info)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		for _, tk := range tasksOf(api, telIMEI) {
+			if float64(tk.ID) != task {
+				continue
+			}
+			if tk.State != "succeeded" {
+				return fmt.Errorf("task %v", tk)
+			}
+			var res struct{ Text string }
+			if err := json.Unmarshal(tk.Result, &res); err != nil || res.Text != info {
+				t.Fatalf("task result %s, want the response text", tk.Result)
+			}
+			return nil
+		}
+		return fmt.Errorf("task %v not listed", task)
+	})
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		recs, _ := sink.got()
+		for _, rec := range recs {
+			if rec["text"] == info {
+				return nil
+			}
+		}
+		return fmt.Errorf("the result did not reach the route: %v", recs)
+	})
+
+	v = api.must(http.StatusCreated, "POST", "/api/v1/devices/"+telIMEI+"/commands", map[string]any{"payload": map[string]any{"op": "getinfo"}})
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		for _, tk := range tasksOf(api, telIMEI) {
+			if float64(tk.ID) == v["task"] && tk.State == "failed" {
+				return nil
+			}
+		}
+		return fmt.Errorf("task %v without text not failed: %v", v["task"], tasksOf(api, telIMEI))
+	})
+	noAnswer(t, c) // nothing written for it
+	if st := r.TeltonikaStats(); st.Net.Responses != 1 {
+		t.Errorf("stats %+v, want 1 response", st)
+	}
+}
