@@ -5,9 +5,10 @@
 // (lanes by destination, batching, scheduling batches, marking what was delivered or
 // dead-lettered), and the live changes of both: routes added, updated, paused and removed, and
 // device metadata set, while frames flow (live.go), and the writing of commands to connected
-// devices. It defines the Journal, the Deliverer and the Commands it needs (the delivery pipeline
-// that renders, signs and sends a batch, and the durable tasks, live elsewhere); the composition
-// root supplies them.
+// devices (native COMMANDs, Teltonika Codec 12), and the Teltonika trackers' per-packet answers
+// and resend dedupe (teltonika.go). It defines the Journal, the Deliverer and the Commands it
+// needs (the delivery pipeline that renders, signs and sends a batch, and the durable tasks, live
+// elsewhere); the composition root supplies them.
 package actors
 
 import (

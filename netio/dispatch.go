@@ -1,5 +1,5 @@
 // Package netio owns the device sockets: gnet event loops that accept native-protocol devices over
-// TCP and UDP, and a goroutine per NDJSON gateway connection over TCP (so that a full store can
+// TCP and UDP, Teltonika trackers over TCP and UDP (teltonika.go), and a goroutine per NDJSON gateway connection over TCP (so that a full store can
 // stop reading them); it decodes frames and lines without blocking, copies them out of its read
 // buffers and hands them to a Dispatcher. It enforces the protocols' limits
 // (frame and line size, HELLO deadline, idle timeout, connection cap) and answers PING itself. It
