@@ -628,3 +628,107 @@ routes:
 	recs, _ := sink.got()
 	t.Logf("after kill -9: %d answered records, 0 lost, %d deliveries in all (at least once)", len(want), len(recs))
 }
+
+// closedByRelay checks that the relay closes c without writing anything.
+func closedByRelay(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 16)
+	n, err := c.Read(b)
+	if err == nil {
+		t.Fatalf("relay wrote % x, want the connection closed", b[:n])
+	}
+	if ne := (net.Error)(nil); errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("connection still open")
+	}
+}
+
+// Hostile input: a handshake that is not an IMEI, a frame whose preamble is wrong or whose length
+// is over 64KiB (refused from its header, before the data), no handshake within hello_timeout, and
+// a connection over max_connections (shared with the native listener) are all closed; a packet
+// whose record counts disagree is answered 0 and the connection goes on.
+func TestTeltonikaHostile(t *testing.T) {
+	sink := newTelSink(t)
+	cfg := telConfig(t, sink)
+	cfg.Devices.HelloTimeout = config.Duration(300 * time.Millisecond)
+	cfg.Devices.MaxConnections = 3
+	r := startRelay(t, cfg)
+	addr := r.TeltonikaTCPAddr().String()
+
+	c := rawConn(t, addr)
+	if _, err := c.Write([]byte{0, 15, 'n', 'o', 't', ' ', 'a', 'n', ' ', 'I', 'M', 'E', 'I', '!', '!', '!', '!'}); err != nil {
+		t.Fatal(err)
+	}
+	closedByRelay(t, c)
+
+	c, _ = telDial(t, addr, telIMEI)
+	if _, err := c.Write([]byte{0, 0, 0, 1, 0, 0, 0, 10}); err != nil { // preamble 00000001
+		t.Fatal(err)
+	}
+	closedByRelay(t, c)
+
+	c, _ = telDial(t, addr, telIMEI)
+	if _, err := c.Write([]byte{0, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF}); err != nil { // 2 GiB of data announced
+		t.Fatal(err)
+	}
+	closedByRelay(t, c)
+
+	c, _ = telDial(t, addr, telIMEI)
+	counts := teltonika.AppendTCP(nil, teltonika.Codec8, telRecords(time.Now(), 2))
+	counts[9] = 3 // the first record count; the CRC does not cover the header, it does this byte
+	if _, err := c.Write(counts); err != nil {
+		t.Fatal(err)
+	}
+	if n := readAck(t, c); n != 0 {
+		t.Fatalf("answer to bad counts = %d, want 0", n)
+	}
+	if _, err := c.Write(teltonika.AppendTCP(nil, teltonika.Codec8, telRecords(time.Now(), 2))); err != nil {
+		t.Fatal(err)
+	}
+	if n := readAck(t, c); n != 2 {
+		t.Fatalf("answer after a bad packet = %d, want 2", n)
+	}
+
+	silent := rawConn(t, addr) // no handshake: closed after hello_timeout
+	closedByRelay(t, silent)
+
+	// c holds one connection; two native ones fill max_connections, a third Teltonika one is
+	// closed on accept.
+	rawConn(t, r.DeviceTCPAddr().String())
+	rawConn(t, r.DeviceTCPAddr().String())
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if n := metric(t, r, "fleetrelay_device_connections"); n != 3 {
+			return fmt.Errorf("%v connections", n)
+		}
+		return nil
+	})
+	closedByRelay(t, rawConn(t, addr))
+	st := r.TeltonikaStats()
+	if st.Net.Framing != 3 || st.Net.BadBy["count"]+st.Net.BadBy["crc"] != 1 {
+		t.Errorf("stats %+v, want 3 framing errors and 1 bad packet", st.Net)
+	}
+}
+
+// devices.auth token: a tracker cannot present a token, so a known IMEI is admitted only while
+// no token is set for it.
+func TestTeltonikaAuthToken(t *testing.T) {
+	sink := newTelSink(t)
+	cfg := telConfig(t, sink)
+	cfg.Devices.Auth = config.AuthToken
+	const withToken = "356307042441077"
+	cfg.Fleet = append(cfg.Fleet, config.Device{ID: telIMEI}, config.Device{ID: withToken, Token: config.SecretValue("s3cret-token-of-the-device")})
+	r := startRelay(t, cfg)
+	if _, ans := telDial(t, r.TeltonikaTCPAddr().String(), withToken); ans != 0 {
+		t.Fatalf("IMEI with a token answered %d, want 0", ans)
+	}
+	c, ans := telDial(t, r.TeltonikaTCPAddr().String(), telIMEI)
+	if ans != 1 {
+		t.Fatalf("IMEI without a token answered %d, want 1", ans)
+	}
+	if _, err := c.Write(teltonika.AppendTCP(nil, teltonika.Codec8, telRecords(time.Now(), 1))); err != nil {
+		t.Fatal(err)
+	}
+	if n := readAck(t, c); n != 1 {
+		t.Fatalf("answer = %d, want 1", n)
+	}
+}
