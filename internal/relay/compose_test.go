@@ -86,6 +86,12 @@ func TestMetricsOfEveryComponent(t *testing.T) {
 		`fleetrelay_ndjson_dropped_total{reason="native"}`, `fleetrelay_ndjson_dropped_total{reason="store"}`,
 		`fleetrelay_route_oldest_pending_seconds{route="test"}`, "fleetrelay_device_actors", "fleetrelay_udp_resends_total",
 		"fleetrelay_frame_store_seconds_count", "fleetrelay_unknown_identities", "fleetrelay_unknown_identities_refused_total",
+		// Teltonika: netio, then actors
+		"fleetrelay_teltonika_packets_total", `fleetrelay_teltonika_bad_packets_total{reason="crc"}`, `fleetrelay_teltonika_bad_packets_total{reason="count"}`,
+		"fleetrelay_teltonika_framing_errors_total", "fleetrelay_teltonika_pings_total", "fleetrelay_teltonika_responses_total",
+		"fleetrelay_teltonika_refused_total", "fleetrelay_teltonika_datagrams_total", "fleetrelay_teltonika_datagrams_dropped_total",
+		"fleetrelay_teltonika_records_total", "fleetrelay_teltonika_duplicates_total", "fleetrelay_teltonika_acks_total",
+		"fleetrelay_teltonika_stray_responses_total",
 		// tasks
 		`fleetrelay_tasks{state="queued"}`, `fleetrelay_tasks{state="sent"}`, `fleetrelay_tasks{state="succeeded"}`,
 		`fleetrelay_tasks{state="failed"}`, `fleetrelay_tasks{state="expired"}`, "fleetrelay_tasks_pruned_total",
