@@ -732,3 +732,50 @@ func TestTeltonikaAuthToken(t *testing.T) {
 		t.Fatalf("answer = %d, want 1", n)
 	}
 }
+
+// Over UDP in ack mode delivery, with devices.auth known: a datagram of an unknown IMEI is not
+// answered; a known one's answer waits until the route took its records.
+func TestTeltonikaUDPAckDelivery(t *testing.T) {
+	sink := newTelSink(t)
+	sink.setStatus(http.StatusServiceUnavailable)
+	cfg := telConfig(t, sink)
+	cfg.Devices.Ack = config.AckDelivery
+	cfg.Devices.Auth = config.AuthKnown
+	cfg.Fleet = append(cfg.Fleet, config.Device{ID: telIMEI})
+	r := startRelay(t, cfg)
+	c, err := net.Dial("udp", r.TeltonikaUDPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	unknown := teltonika.UDPHeader{PacketID: 1, AVLPacketID: 1, IMEI: "356307042441099"}
+	if _, err := c.Write(teltonika.AppendUDP(nil, unknown, teltonika.Codec8, telRecords(time.Now(), 1))); err != nil {
+		t.Fatal(err)
+	}
+	h := teltonika.UDPHeader{PacketID: 2, AVLPacketID: 2, IMEI: telIMEI}
+	if _, err := c.Write(teltonika.AppendUDP(nil, h, teltonika.Codec16, telRecords(time.Now(), 2))); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if _, bodies := sink.got(); bodies < 2 {
+			return fmt.Errorf("%d requests, want 2 refused", bodies)
+		}
+		return nil
+	})
+	noAnswer(t, c) // neither the unknown IMEI nor the undelivered records
+	sink.setStatus(0)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer after delivery: %v", err)
+	}
+	if want := teltonika.AppendUDPAck(nil, h, 2); string(buf[:n]) != string(want) {
+		t.Fatalf("answer % x, want % x", buf[:n], want)
+	}
+	recs, _ := sink.got()
+	if len(recs) != 2 {
+		t.Fatalf("%d records delivered, want 2", len(recs))
+	}
+	noAnswer(t, c) // the unknown IMEI's datagram stays unanswered
+}
