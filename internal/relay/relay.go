@@ -297,6 +297,7 @@ func (r *Relay) Start() error {
 		r.adminAddr = addr
 	}
 	r.log.Info("relay started", "tcp", r.net.TCPAddr(), "udp", r.net.UDPAddr(), "ndjson", r.net.NDJSONAddr(),
+		"teltonika_tcp", r.net.TeltonikaTCPAddr(), "teltonika_udp", r.net.TeltonikaUDPAddr(),
 		"admin", r.adminAddr, "data_dir", r.cfg.DataDir)
 	return nil
 }
