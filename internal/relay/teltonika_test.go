@@ -779,3 +779,28 @@ func TestTeltonikaUDPAckDelivery(t *testing.T) {
 	}
 	noAnswer(t, c) // the unknown IMEI's datagram stays unanswered
 }
+
+// A relay does not start on the Teltonika UDP or TCP port another relay serves (see
+// TestUDPPortNotShared), and fails without leaving anything running.
+func TestTeltonikaPortsNotShared(t *testing.T) {
+	a := startRelay(t, telConfig(t, newTelSink(t)))
+	for _, set := range []func(*config.Config){
+		func(c *config.Config) { c.Devices.Teltonika.UDP = a.TeltonikaUDPAddr().String() },
+		func(c *config.Config) { c.Devices.Teltonika.TCP = a.TeltonikaTCPAddr().String() },
+	} {
+		cfg := telConfig(t, newTelSink(t))
+		set(cfg)
+		b, err := relaytest.Open(cfg, relaytest.Logger(t))
+		if err == nil {
+			_ = relaytest.Shutdown(b)
+			t.Fatalf("a second relay started on a Teltonika port of a running one (%s, %s)", cfg.Devices.Teltonika.TCP, cfg.Devices.Teltonika.UDP)
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatalf("a second relay on a Teltonika port of a running one: %v, want EADDRINUSE", err)
+		}
+	}
+	// The first one still answers.
+	if _, ans := telDial(t, a.TeltonikaTCPAddr().String(), telIMEI); ans != 1 {
+		t.Fatalf("handshake answered %d", ans)
+	}
+}
