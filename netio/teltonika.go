@@ -193,10 +193,10 @@ type telConn struct {
 	remote netip.AddrPort
 	opened int64 // unix nanos
 
-	session TeltonikaSession // loop-owned
-	last    atomic.Int64     // unix nanos of the last frame
-	opened2 atomic.Bool      // the handshake was answered 01
-	failed  atomic.Bool
+	session    TeltonikaSession // loop-owned
+	last       atomic.Int64     // unix nanos of the last frame
+	handshaken atomic.Bool      // the handshake was answered 01
+	failed     atomic.Bool
 }
 
 func (s *telTCPServer) OnBoot(eng gnet.Engine) gnet.Action {
@@ -270,7 +270,7 @@ func (s *telTCPServer) OnTraffic(c gnet.Conn) gnet.Action {
 			return gnet.Close
 		}
 		tc.session = sess
-		tc.opened2.Store(true)
+		tc.handshaken.Store(true)
 		_, _ = c.Write(telAccept)
 	}
 	for action == gnet.None {
@@ -342,7 +342,7 @@ func (s *telTCPServer) OnTick() (time.Duration, gnet.Action) {
 	s.mu.Lock()
 	for tc := range s.conns {
 		switch {
-		case !tc.opened2.Load() && now-tc.opened > hello:
+		case !tc.handshaken.Load() && now-tc.opened > hello:
 			tc.Close()
 		case idle > 0 && now-tc.last.Load() > idle:
 			tc.Close()
