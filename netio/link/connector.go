@@ -44,6 +44,7 @@ type ConnectorConfig struct {
 type ConnectorStats struct {
 	Open            int64 // device connections open now
 	Accepted        int64 // device connections accepted in total
+	UpstreamOpen    int64 // upstream connections open now
 	UpstreamRefused int64 // upstream dials refused (nothing listening there)
 	UpstreamTimeout int64 // upstream dials that did not connect within ConnectTimeout
 	UpstreamOther   int64 // upstream dials that failed otherwise (name, route, resources)
@@ -116,8 +117,8 @@ type Connector struct {
 }
 
 type connCounters struct {
-	open, accepted, refused, timeout, other, idle atomic.Int64
-	toUp, toDev, paused, buffered, peak           atomic.Int64
+	open, upOpen, accepted, refused, timeout, other, idle atomic.Int64
+	toUp, toDev, paused, buffered, peak                   atomic.Int64
 }
 
 // NewConnector checks cfg and applies its defaults; nothing listens until Start.
@@ -250,6 +251,7 @@ func (c *Connector) Stats() ConnectorStats {
 	return ConnectorStats{
 		Open:            c.st.open.Load(),
 		Accepted:        c.st.accepted.Load(),
+		UpstreamOpen:    c.st.upOpen.Load(),
 		UpstreamRefused: c.st.refused.Load(),
 		UpstreamTimeout: c.st.timeout.Load(),
 		UpstreamOther:   c.st.other.Load(),
@@ -268,6 +270,9 @@ type connPair struct {
 	dev, up connSide
 	// upDone: the upstream connection closed, or never came (the dial failed).
 	upDone bool
+	// pending is what a device that closed before its upstream connected had sent (at most
+	// Buffer and one read), copied out of gnet's buffer for the upstream.
+	pending []byte
 	// src and dst are the device's address and the address it connected to (the PROXY header).
 	src, dst netip.AddrPort
 	last     atomic.Int64 // coarse unix nanoseconds of the last byte either way (read by the waker)
@@ -422,16 +427,21 @@ func (c *Connector) openUpstream(s *connSide, gc gnet.Conn) {
 	c.mu.Lock()
 	s.c = gc
 	c.mu.Unlock()
-	if p.dev.closed || p.dev.closing {
-		// The device left while the upstream was dialled: the upstream gets nothing and a FIN.
-		c.startClosing(s)
-		c.account(p)
-		return
-	}
+	c.st.upOpen.Add(1)
 	if c.cfg.ProxyProtocol {
 		_, _ = gc.Write(appendProxyV2(make([]byte, 0, proxyV2MaxLen), p.src, p.dst))
 	}
-	c.pump(&p.dev) // what the device sent meanwhile
+	if p.dev.closed {
+		// The device sent its bytes and left while the upstream was dialled: they go, then a FIN.
+		if len(p.pending) > 0 {
+			_, _ = gc.Write(p.pending)
+			p.dev.toPeer.Add(int64(len(p.pending)))
+			p.pending = nil
+		}
+		c.startClosing(s)
+	} else {
+		c.pump(&p.dev) // what the device sent meanwhile
+	}
 	c.account(p)
 }
 
@@ -455,6 +465,7 @@ func (h *connHandler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if s == &p.dev {
 		c.st.open.Add(-1)
 	} else {
+		c.st.upOpen.Add(-1)
 		p.upDone = true
 	}
 	c.mu.Lock()
@@ -462,7 +473,11 @@ func (h *connHandler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	delete(c.linger, s)
 	c.mu.Unlock()
 	switch {
-	case peer.c == nil || peer.closed:
+	case peer.c == nil: // the upstream is being dialled: keep what the device sent for it
+		if rest, _ := gc.Peek(-1); len(rest) > 0 {
+			p.pending = append([]byte(nil), rest...)
+		}
+	case peer.closed:
 	case p.idle.Load():
 		_ = peer.c.Close()
 	default:

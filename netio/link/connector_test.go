@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -134,13 +135,23 @@ func randomBytes(n int, seed uint64) []byte {
 	return b
 }
 
+// openFDs counts the process's open sockets, epoll instances and eventfds (what a pair or an
+// event loop holds) in /proc/self/fd. Other descriptors are left out: the runtime opens and
+// closes its cgroup files on its own.
 func openFDs(t testing.TB) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Skipf("no /proc/self/fd: %v", err)
 	}
-	return len(ents)
+	n := 0
+	for _, e := range ents {
+		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+		if strings.HasPrefix(l, "socket:") || strings.HasPrefix(l, "anon_inode:[event") {
+			n++
+		}
+	}
+	return n
 }
 
 func waitStats(t *testing.T, c *link.Connector, what string, ok func(link.ConnectorStats) bool) link.ConnectorStats {
@@ -187,7 +198,9 @@ func TestConnectorEchoBothWays(t *testing.T) {
 		t.Fatalf("echo differs from what was sent (first difference at %d)", firstDiff(got, sent))
 	}
 	_ = dev.Close()
-	st := waitStats(t, c, "pair closed", func(s link.ConnectorStats) bool { return s.Open == 0 && s.Buffered == 0 })
+	st := waitStats(t, c, "pair closed", func(s link.ConnectorStats) bool {
+		return s.Open == 0 && s.UpstreamOpen == 0 && s.Buffered == 0
+	})
 	if st.Accepted != 1 || st.ToUpstream != size || st.ToDevice != size {
 		t.Errorf("stats %+v, want 1 accepted and %d bytes each way", st, size)
 	}
@@ -268,11 +281,7 @@ func TestConnectorManyConnectionsNoLeak(t *testing.T) {
 	noLeaks(t)
 	up := startServer(t, "tcp", "127.0.0.1:0", echo)
 	c := startConnector(t, link.ConnectorConfig{Name: "many", Upstream: up.Addr()})
-	// Warm up the process's lazily opened descriptors (the runtime's poller) before counting.
-	w := dial(t, c.Addr())
-	_ = w.Close()
-	waitStats(t, c, "warm-up closed", func(s link.ConnectorStats) bool { return s.Open == 0 })
-	before := openFDs(t)
+	before := openFDs(t) // the runtime's poller is open already: the servers listen
 
 	const total, batch = 10000, 1000
 	var failed atomic.Int64
@@ -294,9 +303,11 @@ func TestConnectorManyConnectionsNoLeak(t *testing.T) {
 			t.Fatalf("%d of the connections up to %d failed, first: %v", n, start+batch, firstErr.Load())
 		}
 	}
-	st := waitStats(t, c, "all pairs closed", func(s link.ConnectorStats) bool { return s.Open == 0 && s.Buffered == 0 })
-	if st.Accepted != total+1 || st.ToUpstream != total*16 || st.ToDevice != total*16 {
-		t.Errorf("stats %+v, want %d accepted and %d bytes each way", st, total+1, total*16)
+	st := waitStats(t, c, "all pairs closed", func(s link.ConnectorStats) bool {
+		return s.Open == 0 && s.UpstreamOpen == 0 && s.Buffered == 0
+	})
+	if st.Accepted != total || st.ToUpstream != total*16 || st.ToDevice != total*16 {
+		t.Errorf("stats %+v, want %d accepted and %d bytes each way", st, total, total*16)
 	}
 	checkfor.Check(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if n := openFDs(t); n != before {
@@ -363,11 +374,20 @@ func expectClosed(t *testing.T, c net.Conn) {
 // connection is dropped and its dial times out.
 func blackhole(t *testing.T) string {
 	t.Helper()
+	addr, _, _ := blackholeListener(t)
+	return addr
+}
+
+// blackholeListener is blackhole's, with the listener (whose first connection is the filler)
+// and the filler's address, to let connections in later.
+func blackholeListener(t *testing.T) (addr string, ln net.Listener, filler net.Addr) {
+	t.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = unix.Close(fd) })
+	f := os.NewFile(uintptr(fd), "blackhole") // owns fd from here on
+	t.Cleanup(func() { _ = f.Close() })
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -378,18 +398,59 @@ func blackhole(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := netip.AddrPortFrom(netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr), uint16(sa.(*unix.SockaddrInet4).Port)).String()
-	filler, err := net.Dial("tcp", addr) // never accepted: it fills the queue
+	addr = netip.AddrPortFrom(netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr), uint16(sa.(*unix.SockaddrInet4).Port)).String()
+	fc, err := net.Dial("tcp", addr) // not accepted: it fills the queue
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = filler.Close() })
+	t.Cleanup(func() { _ = fc.Close() })
 	probe, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err == nil {
 		_ = probe.Close()
 		t.Skip("this kernel accepted a connection beyond the listen backlog: no blackhole")
 	}
-	return addr
+	ln, err = net.FileListener(f) // on a duplicate of fd
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return addr, ln, fc.LocalAddr()
+}
+
+// A device sends and closes while its upstream is still being dialled: once the upstream
+// connects (its SYN is answered on a retry), it gets those bytes, then EOF.
+func TestConnectorDeviceLeavesBeforeUpstream(t *testing.T) {
+	noLeaks(t)
+	addr, ln, filler := blackholeListener(t)
+	c := startConnector(t, link.ConnectorConfig{Name: "early", Upstream: addr, ConnectTimeout: time.Minute})
+	dev := dial(t, c.Addr())
+	msg := []byte("a report, and the device hangs up")
+	if _, err := dev.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	_ = dev.Close()
+	waitStats(t, c, "device closed", func(s link.ConnectorStats) bool { return s.Accepted == 1 && s.Open == 0 })
+	// Make room in the accept queue: the connector's SYN goes through on its next retry.
+	for {
+		uc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uc.RemoteAddr().String() == filler.String() {
+			_ = uc.Close()
+			continue
+		}
+		defer uc.Close()
+		got, err := io.ReadAll(uc)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("upstream read %q, %v; want %q then EOF", got, err, msg)
+		}
+		break
+	}
+	st := waitStats(t, c, "bytes counted", func(s link.ConnectorStats) bool { return s.ToUpstream == int64(len(msg)) })
+	if st.UpstreamTimeout+st.UpstreamRefused+st.UpstreamOther != 0 {
+		t.Errorf("stats %+v: no upstream failure expected", st)
+	}
 }
 
 // The upstream does not answer the SYN: the device is closed after ConnectTimeout and the
@@ -499,6 +560,8 @@ func TestConnectorSlowUpstreamBounded(t *testing.T) {
 	noLeaks(t)
 	const buffer, chunk, size = 64 << 10, 64 << 10, 64 << 20
 	release := make(chan struct{})
+	var releaseOnce sync.Once
+	letRead := func() { releaseOnce.Do(func() { close(release) }) }
 	sums := make(chan [32]byte, 1)
 	up := startServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
 		_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
@@ -512,6 +575,7 @@ func TestConnectorSlowUpstreamBounded(t *testing.T) {
 	})
 	c := startConnector(t, link.ConnectorConfig{Name: "slow", Upstream: up.Addr(), Buffer: buffer})
 	dev := dial(t, c.Addr())
+	t.Cleanup(letRead) // a failure must not leave the upstream waiting
 	_ = dev.SetWriteBuffer(64 << 10)
 	sent := randomBytes(size, 4)
 	werr := make(chan error, 1)
@@ -528,7 +592,7 @@ func TestConnectorSlowUpstreamBounded(t *testing.T) {
 	if st := c.Stats(); st.PeakBuffered > bound {
 		t.Fatalf("relay held %d bytes for one pair while the upstream did not read, bound %d", st.PeakBuffered, bound)
 	}
-	close(release)
+	letRead()
 	if err := <-werr; err != nil {
 		t.Fatalf("device write: %v", err)
 	}
