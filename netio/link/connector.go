@@ -348,16 +348,15 @@ func (h *connHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 			p.dst = connSockaddr(sa)
 		}
 	}
-	go c.dial(c.ctx, p, gc)
+	go c.dial(c.ctx, p, gc, gc.EventLoop())
 	return nil, gnet.None
 }
 
 // dial connects p's upstream within ConnectTimeout and hands the socket to the device's event
 // loop (gnet's own EventLoop.Register dials without a timeout). It runs on a goroutine of its
 // own, owned by the Connector, only while connecting.
-func (c *Connector) dial(ctx context.Context, p *connPair, dev gnet.Conn) {
+func (c *Connector) dial(ctx context.Context, p *connPair, dev gnet.Conn, loop gnet.EventLoop) {
 	defer c.wg.Done()
-	loop := dev.EventLoop()
 	d := net.Dialer{Timeout: c.cfg.ConnectTimeout}
 	nc, err := d.DialContext(ctx, "tcp", c.cfg.Upstream)
 	if err == nil {

@@ -604,6 +604,41 @@ func TestConnectorSlowUpstreamBounded(t *testing.T) {
 	}
 }
 
+// A device that does not read while the upstream sends: the relay stops reading the upstream,
+// and holds no more than Buffer and one read; once the device reads, every byte arrives.
+func TestConnectorSlowDeviceBounded(t *testing.T) {
+	noLeaks(t)
+	const buffer, chunk, size = 64 << 10, 64 << 10, 64 << 20
+	sent := randomBytes(size, 6)
+	werr := make(chan error, 1)
+	up := startServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		_ = c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+		_, err := c.Write(sent)
+		werr <- err
+	})
+	c := startConnector(t, link.ConnectorConfig{Name: "slowdev", Upstream: up.Addr(), Buffer: buffer})
+	dev := dial(t, c.Addr())
+	_ = dev.SetReadBuffer(64 << 10)
+	waitStats(t, c, "upstream paused", func(s link.ConnectorStats) bool { return s.Paused >= 1 && s.Buffered >= buffer })
+	const bound = buffer + 2*chunk
+	if st := c.Stats(); st.PeakBuffered > bound {
+		t.Fatalf("relay held %d bytes for one pair while the device did not read, bound %d", st.PeakBuffered, bound)
+	}
+	h := sha256.New()
+	if _, err := io.CopyN(h, dev, size); err != nil {
+		t.Fatalf("device read: %v", err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("upstream write: %v", err)
+	}
+	if [32]byte(h.Sum(nil)) != sha256.Sum256(sent) {
+		t.Fatal("device received different bytes than the upstream sent")
+	}
+	if st := c.Stats(); st.PeakBuffered > bound || st.ToDevice != size {
+		t.Fatalf("stats %+v: want peak ≤ %d and %d bytes to the device", st, bound, size)
+	}
+}
+
 // A pair silent for IdleTimeout is closed.
 func TestConnectorIdleTimeout(t *testing.T) {
 	noLeaks(t)
@@ -633,7 +668,7 @@ func TestNewConnectorChecksConfig(t *testing.T) {
 }
 
 // BenchmarkConnectorThroughput sends 64 KiB writes one way to a sink: directly over loopback
-// (the floor of the same run), and through the connector.
+// and through a minimal io.Copy proxy (the floors of the same run), and through the connector.
 func BenchmarkConnectorThroughput(b *testing.B) {
 	var got atomic.Int64
 	sink := startServer(b, "tcp", "127.0.0.1:0", func(c net.Conn) {
@@ -662,6 +697,15 @@ func BenchmarkConnectorThroughput(b *testing.B) {
 		}
 		b.StopTimer()
 	}
+	proxy := startServer(b, "tcp", "127.0.0.1:0", func(dev net.Conn) {
+		up, err := net.Dial("tcp", sink.Addr())
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		_, _ = io.Copy(up, dev)
+	})
 	b.Run("direct", func(b *testing.B) { run(b, sink.Addr()) })
+	b.Run("io.Copy-proxy", func(b *testing.B) { run(b, proxy.Addr()) })
 	b.Run("connector", func(b *testing.B) { run(b, c.Addr().String()) })
 }
