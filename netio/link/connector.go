@@ -81,9 +81,23 @@ const (
 	connLogEvery = 10 * time.Second
 )
 
-// Connector forwards devices' raw TCP connections to an upstream server, copying bytes between
-// the two sockets of each pair on gnet's event loops. Start, Stop, Addr and Stats are safe for
-// concurrent use; Start must return before the others are called.
+// Connector forwards devices' raw TCP connections to an upstream server (the vendor's "TCP
+// connector"), copying bytes between the two sockets of each pair on gnet's event loops, with no
+// goroutine per pair once it is connected.
+//
+// Each accepted device connection gets a new upstream connection, dialled within
+// ConnectTimeout and placed on the device's event loop; a refused or timed-out dial closes the
+// device (counted, logged at most every 10 s). What the device sends meanwhile waits, up to
+// Buffer. Each direction holds at most Buffer unsent bytes (and one read): beyond that the
+// sending side is not read, so TCP flow control slows it down.
+//
+// Closing: when one side closes, the bytes it sent go on to the other, which then gets a FIN
+// (unix.Shutdown SHUT_WR: gnet has no half-close) and is closed when its remote closes too, or
+// 10 s later. gnet closes a connection as soon as it reads EOF, so a device (or upstream) that
+// half-closes cannot receive anything after its FIN: the half-close is passed on, not held open.
+//
+// Start, Stop, Addr and Stats are safe for concurrent use; Start must return before the others
+// are called.
 type Connector struct {
 	cfg ConnectorConfig
 	log *slog.Logger

@@ -21,9 +21,9 @@ const (
 )
 
 // appendProxyV2 appends to b the PROXY v2 header of a TCP connection from src to dst (the
-// device's address and the connector's listen address it reached). Both IPv4 (IPv4-mapped
-// IPv6 included) is TCP over IPv4; otherwise TCP over IPv6, an IPv4 address then written
-// IPv4-mapped. An unknown address gives AF_UNSPEC with no address block.
+// device's address and the connector's listen address it reached). When both are IPv4
+// (IPv4-mapped IPv6 included) it says TCP over IPv4; otherwise TCP over IPv6, with an IPv4
+// address written IPv4-mapped. An unknown address gives AF_UNSPEC and no address block.
 func appendProxyV2(b []byte, src, dst netip.AddrPort) []byte {
 	b = append(b, proxyV2Sig[:]...)
 	b = append(b, proxyV2Cmd)
