@@ -74,9 +74,11 @@ const (
 	// closed: its buffered bytes are written, a FIN follows, and the relay waits this long for
 	// the remote to close before closing it.
 	connLinger = 10 * time.Second
-	// connWakeEvery is how often paused and closing connections are looked at again to see
-	// whether their peer drained (gnet tells nobody when an outbound buffer empties).
+	// connWakeEvery is how soon a paused or closing connection is looked at again to see
+	// whether its peer drained (gnet tells nobody when an outbound buffer empties); the wait
+	// doubles each time, up to connWakeMax, until it resumes.
 	connWakeEvery = time.Millisecond
+	connWakeMax   = 64 * time.Millisecond
 	// connLogEvery rate-limits the log of upstream failures.
 	connLogEvery = 10 * time.Second
 )
@@ -103,10 +105,12 @@ type Connector struct {
 	log *slog.Logger
 	st  connCounters
 
-	eng    gnet.Engine
-	addr   net.Addr
-	booted chan struct{}
-	runErr chan error // gnet.Run's result
+	eng  gnet.Engine
+	addr net.Addr
+	// running is closed once the event loops run (gnet calls OnBoot before it starts them;
+	// its ticker, whose first tick closes running, starts after them).
+	running chan struct{}
+	runErr  chan error // gnet.Run's result
 
 	// ctx is the Connector's lifetime, from Start to Stop: the dials the event loops start
 	// (which have no caller's context) and the waker run under it.
@@ -120,8 +124,11 @@ type Connector struct {
 	mu       sync.Mutex // guards the sets below; taken on open, close, pause and resume, not per byte
 	stopping bool
 	pairs    map[*connPair]struct{}
-	wake     map[*connSide]struct{}  // paused sides and survivors waiting for their buffer to drain
-	linger   map[*connSide]time.Time // survivors that sent their FIN: closed at the deadline
+	// wake holds the paused sides and the survivors waiting for their buffer to drain, each
+	// with when the waker looks at it next and how long it waits after that (doubling while
+	// nothing changes, so a peer that stopped reading costs little).
+	wake   map[*connSide]*connWake
+	linger map[*connSide]time.Time // survivors that sent their FIN: closed at the deadline
 
 	failLog struct {
 		sync.Mutex
@@ -156,21 +163,21 @@ func NewConnector(cfg ConnectorConfig) (*Connector, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Connector{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "connector", "connector", cfg.Name),
-		booted: make(chan struct{}),
-		runErr: make(chan error, 1),
-		kick:   make(chan struct{}, 1),
-		pairs:  make(map[*connPair]struct{}),
-		wake:   make(map[*connSide]struct{}),
-		linger: make(map[*connSide]time.Time),
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "connector", "connector", cfg.Name),
+		running: make(chan struct{}),
+		runErr:  make(chan error, 1),
+		kick:    make(chan struct{}, 1),
+		pairs:   make(map[*connPair]struct{}),
+		wake:    make(map[*connSide]*connWake),
+		linger:  make(map[*connSide]time.Time),
 	}
 	c.now.Store(time.Now().UnixNano())
 	return c, nil
 }
 
 // Start binds the listener and runs the event loops and the waker in goroutines the Connector
-// owns. It returns once the listener accepts, or with the error that prevented it.
+// owns. It returns once the event loops run, or with the error that prevented it.
 func (c *Connector) Start(ctx context.Context) error {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	h := &connHandler{c: c}
@@ -181,11 +188,12 @@ func (c *Connector) Start(ctx context.Context) error {
 			gnet.WithReuseAddr(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithReadBufferCap(connReadChunk),
+			gnet.WithTicker(true),
 			gnet.WithLogger(connGnetLog{c.log}),
 		)
 	}()
 	select {
-	case <-c.booted:
+	case <-c.running:
 	case err := <-c.runErr:
 		c.runErr <- err // Stop reads it again
 		c.cancel()
@@ -195,7 +203,7 @@ func (c *Connector) Start(ctx context.Context) error {
 		return fmt.Errorf("connector %s listen %s: %w", c.cfg.Name, c.cfg.Listen, err)
 	case <-ctx.Done():
 		select { // binding does not block: let it end, then undo it
-		case <-c.booted:
+		case <-c.running:
 			_ = c.Stop(context.Background())
 		case err := <-c.runErr:
 			c.runErr <- err
@@ -227,7 +235,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 		return fmt.Errorf("connector %s stop: %w", c.cfg.Name, ctx.Err())
 	}
 	select {
-	case <-c.booted:
+	case <-c.running:
 	default: // the engine never started: Start already reported why
 		return nil
 	}
@@ -305,6 +313,7 @@ type connSide struct {
 	closing bool          // the peer closed: flush, then FIN, then wait for the remote to close
 	shut    bool          // the FIN was sent (unix.Shutdown SHUT_WR)
 	held    int           // bytes in its gnet buffers at the last accounting
+	inSeen  int           // bytes in its inbound buffer when pump last left it
 	epfd    int           // its event loop's epoll descriptor (0: not looked up yet)
 }
 
@@ -322,7 +331,8 @@ var _ gnet.EventHandler = (*connHandler)(nil)
 // upstream connections enrolled into the same loops come through it.
 type connHandler struct {
 	gnet.BuiltinEventEngine
-	c *Connector
+	c    *Connector
+	once sync.Once
 }
 
 func (h *connHandler) OnBoot(eng gnet.Engine) gnet.Action {
@@ -334,8 +344,12 @@ func (h *connHandler) OnBoot(eng gnet.Engine) gnet.Action {
 		}
 		_ = unix.Close(fd)
 	}
-	close(c.booted)
 	return gnet.None
+}
+
+func (h *connHandler) OnTick() (time.Duration, gnet.Action) {
+	h.once.Do(func() { close(h.c.running) })
+	return time.Hour, gnet.None // the waker does the connector's periodic work
 }
 
 func (h *connHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
@@ -526,7 +540,10 @@ func (c *Connector) pump(s *connSide) {
 		return
 	}
 	if s.paused && peer.c.OutboundBuffered() > c.cfg.Buffer/2 {
-		c.setPaused(s, true) // still full; gnet may have re-armed the read
+		if n > s.inSeen { // gnet re-armed reading and read: pause again
+			c.setPaused(s, true)
+		}
+		s.inSeen = n
 		return
 	}
 	if room := c.cfg.Buffer - peer.c.OutboundBuffered(); n > 0 && room > 0 {
@@ -549,6 +566,7 @@ func (c *Connector) pump(s *connSide) {
 	} else if s.paused {
 		c.setPaused(s, false)
 	}
+	s.inSeen = n
 }
 
 // startClosing begins the end of s, whose peer closed: its buffered bytes are written, then a
@@ -571,7 +589,7 @@ func (c *Connector) finish(s *connSide) {
 	}
 	if s.c.OutboundBuffered() > 0 {
 		c.mu.Lock()
-		c.wake[s] = struct{}{}
+		c.addWake(s)
 		c.mu.Unlock()
 		c.kickWaker()
 		return
@@ -601,7 +619,7 @@ func (c *Connector) setPaused(s *connSide, paused bool) {
 		s.paused = paused
 		c.mu.Lock()
 		if paused {
-			c.wake[s] = struct{}{}
+			c.addWake(s)
 		} else if !s.closing {
 			delete(c.wake, s)
 		}
@@ -643,6 +661,19 @@ func (c *Connector) account(p *connPair) {
 	}
 }
 
+// connWake is when the waker looks at a waiting side again.
+type connWake struct {
+	next  time.Time
+	every time.Duration
+}
+
+// addWake has the waker look at s soon. With c.mu held.
+func (c *Connector) addWake(s *connSide) {
+	if _, ok := c.wake[s]; !ok {
+		c.wake[s] = &connWake{next: time.Now().Add(connWakeEvery), every: connWakeEvery}
+	}
+}
+
 func (c *Connector) kickWaker() {
 	select {
 	case c.kick <- struct{}{}:
@@ -674,24 +705,34 @@ func (c *Connector) waker(ctx context.Context) {
 		c.now.Store(now.UnixNano())
 		wake, drop = wake[:0], drop[:0]
 		c.mu.Lock()
-		for s := range c.wake {
-			wake = append(wake, s.c)
+		if now.After(nextIdle) {
+			nextIdle = now.Add(idleEvery)
+			if c.cfg.IdleTimeout > 0 {
+				limit := now.Add(-c.cfg.IdleTimeout).UnixNano()
+				for p := range c.pairs {
+					if p.last.Load() < limit && !p.idle.Load() {
+						p.idle.Store(true)
+						c.st.idle.Add(1)
+						drop = append(drop, p.dev.c)
+					}
+				}
+			}
+		}
+		soonest := nextIdle
+		for s, w := range c.wake {
+			if !now.Before(w.next) {
+				wake = append(wake, s.c)
+				w.next = now.Add(w.every)
+				w.every = min(2*w.every, connWakeMax)
+			}
+			if w.next.Before(soonest) {
+				soonest = w.next
+			}
 		}
 		for s, deadline := range c.linger {
 			if now.After(deadline) {
 				drop = append(drop, s.c)
 				delete(c.linger, s)
-			}
-		}
-		if c.cfg.IdleTimeout > 0 && now.After(nextIdle) {
-			nextIdle = now.Add(idleEvery)
-			limit := now.Add(-c.cfg.IdleTimeout).UnixNano()
-			for p := range c.pairs {
-				if p.last.Load() < limit && !p.idle.Load() {
-					p.idle.Store(true)
-					c.st.idle.Add(1)
-					drop = append(drop, p.dev.c)
-				}
 			}
 		}
 		c.mu.Unlock()
@@ -701,17 +742,7 @@ func (c *Connector) waker(ctx context.Context) {
 		for _, gc := range drop {
 			_ = gc.Close()
 		}
-		next := time.Until(nextIdle)
-		if len(wake) > 0 {
-			next = connWakeEvery
-		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(max(next, connWakeEvery))
+		t.Reset(max(time.Until(soonest), connWakeEvery))
 	}
 }
 

@@ -135,6 +135,22 @@ func randomBytes(n int, seed uint64) []byte {
 	return b
 }
 
+// fdList lists the descriptors openFDs counts, for a failure's message.
+func fdList() string {
+	var b strings.Builder
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); countedFD(l) {
+			fmt.Fprintf(&b, "%s:%s ", e.Name(), l)
+		}
+	}
+	return b.String()
+}
+
+func countedFD(link string) bool {
+	return strings.HasPrefix(link, "socket:") || strings.HasPrefix(link, "anon_inode:[event")
+}
+
 // openFDs counts the process's open sockets, epoll instances and eventfds (what a pair or an
 // event loop holds) in /proc/self/fd. Other descriptors are left out: the runtime opens and
 // closes its cgroup files on its own.
@@ -146,8 +162,7 @@ func openFDs(t testing.TB) int {
 	}
 	n := 0
 	for _, e := range ents {
-		l, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		if strings.HasPrefix(l, "socket:") || strings.HasPrefix(l, "anon_inode:[event") {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); countedFD(l) {
 			n++
 		}
 	}
@@ -281,7 +296,7 @@ func TestConnectorManyConnectionsNoLeak(t *testing.T) {
 	noLeaks(t)
 	up := startServer(t, "tcp", "127.0.0.1:0", echo)
 	c := startConnector(t, link.ConnectorConfig{Name: "many", Upstream: up.Addr()})
-	before := openFDs(t) // the runtime's poller is open already: the servers listen
+	before, beforeList := openFDs(t), fdList() // the runtime's poller is open already: the servers listen
 
 	const total, batch = 10000, 1000
 	var failed atomic.Int64
@@ -311,7 +326,7 @@ func TestConnectorManyConnectionsNoLeak(t *testing.T) {
 	}
 	checkfor.Check(t, 30*time.Second, 10*time.Millisecond, func() error {
 		if n := openFDs(t); n != before {
-			return fmt.Errorf("%d descriptors open, %d before the connections", n, before)
+			return fmt.Errorf("%d descriptors open, %d before the connections (%s; before: %s)", n, before, fdList(), beforeList)
 		}
 		return nil
 	})
