@@ -189,7 +189,7 @@ func (c *Connector) Start(ctx context.Context) error {
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithReadBufferCap(connReadChunk),
 			gnet.WithTicker(true),
-			gnet.WithLogger(connGnetLog{c.log}),
+			gnet.WithLogger(gnetLogger{c.log}),
 		)
 	}()
 	select {
@@ -762,12 +762,3 @@ func connAddrPort(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
-
-// connGnetLog routes gnet's logs through slog.
-type connGnetLog struct{ l *slog.Logger }
-
-func (g connGnetLog) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
-func (g connGnetLog) Infof(f string, a ...any)  { g.l.Info(fmt.Sprintf(f, a...)) }
-func (g connGnetLog) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
-func (g connGnetLog) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
-func (g connGnetLog) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }

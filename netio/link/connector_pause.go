@@ -1,11 +1,7 @@
-//go:build linux
-
 package link
 
 import (
-	"errors"
 	"fmt"
-	"reflect"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/panjf2000/gnet/v2/pkg/netpoll"
@@ -20,13 +16,14 @@ import (
 // and appends what OnTraffic leaves to the connection's inbound buffer, so leaving bytes there
 // bounds nothing and TCP flow control never starts. gnet registers a connection in its loop's
 // epoll by descriptor (epoll_event.data is the fd, and the loop finds the connection by it), so
-// the relay changes that registration itself: the events gnet would set, without EPOLLIN
+// the relay changes that registration itself (the descriptor of the loop's epoll set comes from
+// loopPollFD, shared with the device links' pairs): the events gnet would set, without EPOLLIN
 // while paused. gnet sets them back when it changes a connection's write interest (a write
 // blocks, or its outbound buffer drains); then one more read (gnet's read size) may come, and
 // the next OnTraffic pauses again.
 func connSetReading(gc gnet.Conn, epfd *int, reading bool) error {
 	if *epfd <= 0 {
-		fd, err := connEpollFD(gc)
+		fd, err := loopPollFD(gc.EventLoop(), gc.Fd())
 		if err != nil {
 			return err
 		}
@@ -44,29 +41,4 @@ func connSetReading(gc gnet.Conn, epfd *int, reading bool) error {
 		return fmt.Errorf("epoll_ctl mod fd %d: %w", fd, err)
 	}
 	return nil
-}
-
-// connEpollFD finds the epoll descriptor of gc's event loop, which gnet does not export: the
-// field path conn.loop.poller.fd of the pinned gnet v2.10.0 (the connector's backpressure
-// test fails if an upgrade moves it).
-func connEpollFD(gc gnet.Conn) (int, error) {
-	v := reflect.ValueOf(gc)
-	for _, name := range []string{"loop", "poller", "fd"} {
-		if v.Kind() == reflect.Pointer {
-			if v.IsNil() {
-				return 0, errors.New("gnet connection: nil before field " + name)
-			}
-			v = v.Elem()
-		}
-		if v.Kind() != reflect.Struct {
-			return 0, fmt.Errorf("gnet connection: %s is not a struct", v.Type())
-		}
-		if v = v.FieldByName(name); !v.IsValid() {
-			return 0, fmt.Errorf("gnet connection: no field %s (gnet's internals changed)", name)
-		}
-	}
-	if v.Kind() != reflect.Int || v.Int() <= 0 {
-		return 0, errors.New("gnet connection: poller fd is not a descriptor (gnet's internals changed)")
-	}
-	return int(v.Int()), nil
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
@@ -668,6 +669,57 @@ func TestConnectorIdleTimeout(t *testing.T) {
 	}
 	waitStats(t, c, "idle pair closed", func(s link.ConnectorStats) bool { return s.IdleClosed == 1 && s.Open == 0 })
 	expectClosed(t, dev)
+}
+
+// The collectors read the connector's counters, labelled with its name; two connectors'
+// collectors share a registry.
+func TestConnectorCollectors(t *testing.T) {
+	noLeaks(t)
+	up := startServer(t, "tcp", "127.0.0.1:0", echo)
+	a := startConnector(t, link.ConnectorConfig{Name: "a", Upstream: up.Addr()})
+	b := startConnector(t, link.ConnectorConfig{Name: "b", Upstream: freePort(t)})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collectors()...)
+	reg.MustRegister(b.Collectors()...)
+	if err := echoOnce(a.Addr(), 7); err != nil {
+		t.Fatal(err)
+	}
+	bdev := dial(t, b.Addr())
+	waitStats(t, b, "refused", func(s link.ConnectorStats) bool { return s.UpstreamRefused == 1 && s.Open == 0 })
+	expectClosed(t, bdev)
+	waitStats(t, a, "bytes", func(s link.ConnectorStats) bool { return s.ToDevice == 16 })
+	f := func(name string, labels map[string]string, want float64) {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+		metric:
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+						continue metric
+					}
+				}
+				got := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				if got != want {
+					t.Errorf("%s%v = %v, want %v", name, labels, got, want)
+				}
+				return
+			}
+		}
+		t.Errorf("%s%v not gathered", name, labels)
+	}
+	f("fleetrelay_connector_accepted_total", map[string]string{"connector": "a"}, 1)
+	f("fleetrelay_connector_bytes_total", map[string]string{"connector": "a", "direction": "to_upstream"}, 16)
+	f("fleetrelay_connector_bytes_total", map[string]string{"connector": "a", "direction": "to_device"}, 16)
+	f("fleetrelay_connector_upstream_failures_total", map[string]string{"connector": "b", "reason": "refused"}, 1)
+	f("fleetrelay_connector_upstream_failures_total", map[string]string{"connector": "a", "reason": "refused"}, 0)
+	f("fleetrelay_connector_connections", map[string]string{"connector": "b"}, 0)
 }
 
 func TestNewConnectorChecksConfig(t *testing.T) {
