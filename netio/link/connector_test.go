@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -774,5 +775,39 @@ func BenchmarkConnectorThroughput(b *testing.B) {
 	})
 	b.Run("direct", func(b *testing.B) { run(b, sink.Addr()) })
 	b.Run("io.Copy-proxy", func(b *testing.B) { run(b, proxy.Addr()) })
+	b.Run("connector", func(b *testing.B) { run(b, c.Addr().String()) })
+}
+
+// BenchmarkConnectorRoundTrip times 64-byte request/response exchanges with an echo server,
+// directly over loopback (the floor of the same run) and through the connector; it reports the
+// median and the 99th percentile of one exchange.
+func BenchmarkConnectorRoundTrip(b *testing.B) {
+	up := startServer(b, "tcp", "127.0.0.1:0", echo)
+	c := startConnector(b, link.ConnectorConfig{Name: "rtt", Upstream: up.Addr()})
+	run := func(b *testing.B, addr string) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		req, resp := randomBytes(64, 7), make([]byte, 64)
+		took := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			start := time.Now()
+			if _, err := conn.Write(req); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(conn, resp); err != nil {
+				b.Fatal(err)
+			}
+			took = append(took, time.Since(start))
+		}
+		b.StopTimer()
+		slices.Sort(took)
+		b.ReportMetric(float64(took[len(took)/2])/1e3, "p50-µs")
+		b.ReportMetric(float64(took[len(took)*99/100])/1e3, "p99-µs")
+	}
+	b.Run("direct", func(b *testing.B) { run(b, up.Addr()) })
 	b.Run("connector", func(b *testing.B) { run(b, c.Addr().String()) })
 }
