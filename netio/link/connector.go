@@ -95,8 +95,10 @@ const (
 //
 // Closing: when one side closes, the bytes it sent go on to the other, which then gets a FIN
 // (unix.Shutdown SHUT_WR: gnet has no half-close) and is closed when its remote closes too, or
-// 10 s later. gnet closes a connection as soon as it reads EOF, so a device (or upstream) that
-// half-closes cannot receive anything after its FIN: the half-close is passed on, not held open.
+// 10 s later. gnet closes a connection as soon as it reads EOF, and the connector writes
+// through gnet, so a device (or upstream) that half-closes receives nothing after its FIN: the
+// half-close is passed on, not held open. (The device links' pairs hold it open by keeping a
+// duplicate of the descriptor and writing outside gnet; see pair.go.)
 //
 // Start, Stop, Addr and Stats are safe for concurrent use; Start must return before the others
 // are called.
