@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"errors"
 	"io"
+	"slices"
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
@@ -34,6 +35,15 @@ import (
 //     shutdown(SHUT_WR) on its descriptor once every byte before it was delivered, and goes on
 //     carrying the other direction into the duplicate until that side ends too; then the link
 //     is closed. An error or reset on either leg, Close or Stop ends both at once.
+//   - gnet also closes a socket, with io.EOF, when epoll reports a hang-up on it without
+//     readable data (EPOLLHUP alone), and it does so without reading what the kernel still
+//     holds. A paused leg waits for no events, yet epoll always reports a hang-up, and a
+//     socket is hung up once its remote sent FIN and its own write side is shut: a leg paused
+//     with the remote's last bytes and FIN in its receive buffer is closed by gnet the moment
+//     the pair passes the other side's FIN on to it. So OnClose with io.EOF does not mean
+//     every byte was read: the pair reads the duplicate itself (drain) until read(2) returns
+//     EOF, as far as the peer's out has room (its wake-up resumes the reading); only then is
+//     the leg's FIN passed on. Only an error (a reset shows here) drops bytes.
 type pair struct {
 	t    *tcpCarrier
 	e    *entry
@@ -123,6 +133,9 @@ func (p *pair) step() {
 // and pauses src while anything is left.
 func (p *pair) move(src *leg) {
 	if src.c == nil {
+		if src.dup && !src.eof {
+			p.drain(src)
+		}
 		return
 	}
 	dst := src.peer
@@ -151,6 +164,56 @@ func (p *pair) move(src *leg) {
 		p.interest(src, 0)
 	case held == 0 && src.paused:
 		p.interest(src, unix.EPOLLIN|unix.EPOLLPRI)
+	}
+}
+
+// drain reads src's duplicate descriptor once gnet let src go after an io.EOF (closed): what
+// the kernel still holds of src's input goes to the peer's out, as far as it has room, until
+// read(2) returns EOF. When the peer is full, its wake-up (it is armed) calls drain again.
+//
+// It never waits for the network: gnet closes with io.EOF when read(2) returned 0, or on a
+// hang-up without an error, which for TCP means the remote's FIN arrived (and the socket's
+// write side is shut); the kernel takes a FIN in sequence, after every byte before it. So the
+// rest of src's input is in the kernel, and read(2) finds bytes, EOF, or the error of a reset.
+func (p *pair) drain(src *leg) {
+	dst := src.peer
+	defer func() {
+		if len(dst.out) == 0 {
+			dst.out = nil // an idle link holds no buffer (the read below grew it)
+		}
+	}()
+	for !p.ended && !src.eof {
+		room := min(p.t.cfg.Buffer-len(dst.out), readChunk)
+		if room <= 0 {
+			break
+		}
+		start := len(dst.out)
+		dst.out = slices.Grow(dst.out, room)
+		b := dst.out[start : start+room]
+		n, err := unix.Read(src.fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN: // no FIN after all (see above): nothing would wake the pair
+			p.t.log.Warn("device link: socket closed by gnet without its remote's FIN; the link ends", "device", p.e.spec.Device)
+			p.end()
+			return
+		case err != nil: // a reset: the link ends, and what it held with it
+			p.end()
+			return
+		case n == 0:
+			src.eof = true
+			continue
+		}
+		if src.xor != nil {
+			src.xor.XORKeyStream(b[:n], b[:n])
+		}
+		dst.out = dst.out[:start+n]
+		p.count(src, n)
+		p.e.held(len(dst.out))
+		if start == 0 {
+			p.flush(dst)
+		}
 	}
 }
 
@@ -245,9 +308,10 @@ func (p *pair) settle() {
 	}
 }
 
-// closed handles gnet closing l's socket: after EOF (the remote's FIN), the pair keeps a
-// duplicate of it for the other direction; otherwise (an error, the engine stopping, or the
-// pair's own close) the link ends.
+// closed handles gnet closing l's socket: after io.EOF (the remote's FIN, or a hang-up), the
+// pair keeps a duplicate of it for the other direction and for what the kernel still holds of
+// l's input (drain); otherwise (an error, the engine stopping, or the pair's own close) the
+// link ends.
 func (p *pair) closed(l *leg, err error) {
 	c := l.c
 	l.c = nil
@@ -278,10 +342,11 @@ func (p *pair) closed(l *leg, err error) {
 		p.end()
 		return
 	}
-	l.fd, l.dup, l.eof, l.paused = fd, true, true, false
+	l.fd, l.dup, l.paused = fd, true, false
 	if len(l.out) > 0 {
 		p.arm(l)
 	}
+	p.drain(l)
 	p.settle()
 }
 

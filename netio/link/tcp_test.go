@@ -63,7 +63,13 @@ type device struct {
 
 func newDevice(t testing.TB) *device {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return newDeviceOn(t, &net.ListenConfig{})
+}
+
+// newDeviceOn is newDevice listening with lc.
+func newDeviceOn(t testing.TB, lc *net.ListenConfig) *device {
+	t.Helper()
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
