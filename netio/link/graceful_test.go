@@ -231,3 +231,42 @@ func TestGracefulEndDeliversEveryByte(t *testing.T) {
 		})
 	}
 }
+
+// TestStopEndsLinkGnetLetGo: a link whose two sockets gnet already closed (both remotes sent
+// FIN; the pair holds their duplicates, with bytes for a client that does not read) is ended
+// by Stop too: its sockets are closed, not leaked.
+func TestStopEndsLinkGnetLetGo(t *testing.T) {
+	const buffer = 16 << 10
+	m := startManager(t, 4, buffer)
+	small := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 16<<10) })
+		return errors.Join(err, serr)
+	}
+	d := newDeviceOn(t, &net.ListenConfig{Control: small})
+	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
+	client := dialLink(t, in, &net.Dialer{Control: small})
+	dev := d.accept(t)
+	roundTrip(t, client, dev)
+	fillAndEnd(t, m, in, dev, true, 7)
+	if err := client.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = dev.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := dev.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("device Read after the client's FIN = %d, %v; want EOF", n, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if s := linkState(m, in.Token).State; s != StateClosed {
+		t.Errorf("link %s after Stop, want closed", s)
+	}
+	// The client reads what reached it, then the relay's end of its socket is gone.
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, client); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client after Stop: %v, want EOF or reset (the relay's socket closed)", err)
+	}
+}

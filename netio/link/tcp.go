@@ -177,6 +177,7 @@ func (t *tcpCarrier) stop(ctx context.Context) error {
 		if err != nil {
 			errs = append(errs, err)
 		}
+		t.endLeftovers()
 	case <-ctx.Done():
 		errs = append(errs, ctx.Err())
 	}
@@ -185,6 +186,22 @@ func (t *tcpCarrier) stop(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// endLeftovers ends the pairs the stopped engine did not: those whose sockets gnet had both
+// closed after their remotes' FINs, the pair holding their duplicates (gnet ends a pair by
+// closing a socket it still has). Called once the event loops returned, so nothing else
+// touches the pairs.
+func (t *tcpCarrier) endLeftovers() {
+	t.mu.Lock()
+	rest := make([]*pair, 0, len(t.pairs))
+	for _, p := range t.pairs {
+		rest = append(rest, p)
+	}
+	t.mu.Unlock()
+	for _, p := range rest {
+		p.end()
+	}
 }
 
 // OnOpen admits a client to the link waiting on its port, or attaches the device connection
