@@ -22,7 +22,7 @@ type udpServer struct {
 }
 
 func (s *udpServer) OnBoot(eng gnet.Engine) gnet.Action {
-	s.keepSender()
+	s.keepSender(eng)
 	s.boot(eng, "udp")
 	return gnet.None
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
@@ -82,10 +83,10 @@ func (s *Server) UDPSender(dst netip.AddrPort) (func(b []byte) error, error) {
 }
 
 // keepSender keeps a duplicate of one of the listener's sockets for UDPSender: every event loop
-// binds the same address, so any of them sends from it. Called from OnBoot.
-func (s *udpServer) keepSender() {
+// binds the same address, so any of them sends from it. Called from OnBoot, before boot.
+func (s *udpServer) keepSender(eng gnet.Engine) {
 	s.sendFd = -1
-	if fd, err := s.eng.Dup(); err == nil {
+	if fd, err := eng.Dup(); err == nil {
 		s.sendFd = fd
 	}
 }
