@@ -32,7 +32,7 @@ func (s *udpServer) OnTraffic(c gnet.Conn) gnet.Action {
 	buf, _ := c.Peek(-1)
 	typ, body, n, err := native.Next(buf, s.srv.opts.MaxFrame)
 	if err != nil || n != len(buf) || typ != native.TypeUData || s.srv.draining.Load() {
-		if s.srv.tapped(addrPort(c.RemoteAddr()), buf) { // a device link's (udptap.go)
+		if s.srv.tapped(c, buf) { // a device link's (udptap.go)
 			return gnet.None
 		}
 		st.udpDropped.Add(1)

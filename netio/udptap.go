@@ -47,11 +47,12 @@ func (s *Server) SetUDPTap(t UDPTap) {
 
 // tapped offers a datagram that the native path would drop to the tap, unless it is a native
 // frame; it reports whether the tap took it.
-func (s *Server) tapped(src netip.AddrPort, b []byte) bool {
+func (s *Server) tapped(c gnet.Conn, b []byte) bool {
 	t := s.tap.fn.Load()
 	if t == nil || isUData(b) {
 		return false
 	}
+	src := addrPort(c.RemoteAddr())
 	return (*t)(netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), b)
 }
 
