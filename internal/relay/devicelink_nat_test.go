@@ -2,13 +2,17 @@ package relay_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -292,5 +296,137 @@ func TestDeviceLinkUDPViaChoice(t *testing.T) {
 	v = boot2.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-u", map[string]any{"protocol": "udp"})
 	if v["via"] != "socket" || v["devicePort"] != float64(7000) {
 		t.Errorf("UDP link with devicelink.device_port set = %v, want via socket to 7000", v)
+	}
+}
+
+// The round trip of a 64-byte datagram from a client through a UDP link to an echoing device
+// and back, via the device listener and via a socket of the link's own, beside the same
+// exchange sent straight to the device (the floor, measured in the same run). Run with
+// go test ./internal/relay -run '^$' -bench DeviceLinkUDPRoundTrip; LOOPS=n sets
+// devices.event_loops. Via the listener, two gnet engines take part in each round trip (the
+// links' and the device listener's) instead of one, each loop blocking in epoll_wait with a P
+// of the Go runtime until sysmon takes it back: on 2 cores that costs more than the copy.
+func BenchmarkDeviceLinkUDPRoundTrip(b *testing.B) {
+	cfg := testConfig(b, nil)
+	if n := os.Getenv("LOOPS"); n != "" {
+		cfg.Devices.EventLoops, _ = strconv.Atoi(n)
+	}
+	cfg.DeviceLink.Listen = "127.0.0.1"
+	first := 0
+	for p := 20000 + rand.IntN(12000); first == 0 && p < 32000; p += 2 { // two ports free for TCP and UDP
+		free := true
+		for q := p; q < p+2 && free; q++ {
+			tl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", q))
+			ul, uerr := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", q))
+			free = err == nil && uerr == nil
+			if err == nil {
+				_ = tl.Close()
+			}
+			if uerr == nil {
+				_ = ul.Close()
+			}
+		}
+		if free {
+			first = p
+		}
+	}
+	if first == 0 {
+		b.Fatal("no two free ports")
+	}
+	cfg.DeviceLink.Ports = fmt.Sprintf("%d-%d", first, first+1)
+	r := startRelay(b, cfg)
+	key, err := os.ReadFile(cfg.DataDir + "/admin.key")
+	if err != nil {
+		b.Fatal(err)
+	}
+	api := func(method, path, body string, want int) map[string]any {
+		req, err := http.NewRequest(method, "http://"+r.AdminAddr().String()+path, strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&v)
+		if resp.StatusCode != want {
+			b.Fatalf("%s %s = %d %v, want %d", method, path, resp.StatusCode, v, want)
+		}
+		return v
+	}
+	api("PUT", "/api/v1/devices/sn-bench", `{}`, http.StatusCreated)
+
+	// The device: one socket, known to the relay by a UDATA, then echoing whatever comes.
+	dev, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ra := r.DeviceUDPAddr().(*net.UDPAddr).AddrPort()
+	if _, err := dev.WriteToUDPAddrPort(native.AppendUData(nil, "sn-bench", "", 1, []byte(`{}`)), ra); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<16)
+	_ = dev.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := dev.ReadFromUDPAddrPort(buf); err != nil { // the ACK
+		b.Fatal(err)
+	}
+	_ = dev.SetReadDeadline(time.Time{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<16)
+		for {
+			n, from, err := dev.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = dev.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	defer func() { _ = dev.Close(); <-done }()
+
+	for _, mode := range []string{"direct", "socket", "listener"} {
+		b.Run(mode, func(b *testing.B) {
+			client, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer client.Close()
+			to := dev.LocalAddr().(*net.UDPAddr).AddrPort()
+			if mode != "direct" {
+				body := `{"protocol":"udp","via":"listener"}`
+				if mode == "socket" {
+					body = fmt.Sprintf(`{"protocol":"udp","via":"socket","devicePort":%d}`, to.Port())
+				}
+				v := api("POST", "/api/v1/devicelink/sn-bench", body, http.StatusCreated)
+				defer api("DELETE", "/api/v1/devicelink/"+v["token"].(string), "", http.StatusNoContent)
+				to = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(v["port"].(float64)))
+			}
+			req := bytes.Repeat([]byte{'x'}, 64)
+			buf := make([]byte, 1<<16)
+			took := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				start := time.Now()
+				if _, err := client.WriteToUDPAddrPort(req, to); err != nil {
+					b.Fatal(err)
+				}
+				_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, _, err := client.ReadFromUDPAddrPort(buf); err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(took)
+			q := func(p float64) float64 { return float64(took[int(p*float64(len(took)-1))].Nanoseconds()) / 1e3 }
+			b.ReportMetric(q(0.5), "p50-µs")
+			b.ReportMetric(q(0.99), "p99-µs")
+			b.ReportMetric(float64(took[len(took)-1].Nanoseconds())/1e3, "max-µs")
+		})
 	}
 }
