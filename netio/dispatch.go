@@ -4,7 +4,9 @@
 // buffers and hands them to a Dispatcher. It enforces the protocols' limits
 // (frame and line size, HELLO deadline, idle timeout, connection cap) and answers PING itself. It
 // counts what it does (Stats) and owns the Prometheus collectors over those counts
-// (Server.RegisterMetrics). It knows nothing about storage or delivery.
+// (Server.RegisterMetrics). It knows nothing about storage or delivery. For the device links
+// that reach devices through its UDP listener, it sends from the listener's socket (UDPSender)
+// and offers a tap the datagrams that are not native frames (SetUDPTap).
 package netio
 
 import (

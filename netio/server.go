@@ -88,6 +88,7 @@ type Server struct {
 
 	draining atomic.Bool
 	sources  sources // connections per source address (MaxConnsPerSource)
+	tap      udpTap  // device links' datagrams at the UDP listener (udptap.go)
 
 	// pause is PauseNDJSON's state, applied to the NDJSON listener once it exists.
 	pause struct {
@@ -144,7 +145,7 @@ func (s *Server) Start() error {
 		}
 	}
 	if s.opts.UDP != "" {
-		s.udp = &udpServer{srv: s}
+		s.udp = &udpServer{srv: s, sendFd: -1}
 		// gnet binds every UDP socket with SO_REUSEPORT, which lets another process's socket
 		// share the port (see internal/udpport): the port is claimed first, and every event loop
 		// binds the claimed one.
@@ -353,6 +354,9 @@ func (s *Server) Stop(ctx context.Context) error {
 		if err := <-stops; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 			errs = append(errs, err)
 		}
+	}
+	if s.udp != nil && len(errs) == 0 { // the loops are down: nothing of theirs sends any more
+		s.udp.closeSender()
 	}
 	return errors.Join(errs...)
 }

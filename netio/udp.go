@@ -12,14 +12,17 @@ import (
 var _ gnet.EventHandler = (*udpServer)(nil)
 
 // udpServer is the gnet handler of UDATA datagrams. Malformed datagrams are counted and dropped
-// without an answer, so the relay never amplifies spoofed traffic.
+// without an answer, so the relay never amplifies spoofed traffic; those that are not native
+// frames are first offered to the device links' tap (udptap.go).
 type udpServer struct {
 	gnet.BuiltinEventEngine
 	engineHolder
-	srv *Server
+	srv    *Server
+	sendFd int // a duplicate of a listener socket, for UDPSender (-1: none); set by OnBoot
 }
 
 func (s *udpServer) OnBoot(eng gnet.Engine) gnet.Action {
+	s.keepSender(eng)
 	s.boot(eng, "udp")
 	return gnet.None
 }
@@ -29,6 +32,9 @@ func (s *udpServer) OnTraffic(c gnet.Conn) gnet.Action {
 	buf, _ := c.Peek(-1)
 	typ, body, n, err := native.Next(buf, s.srv.opts.MaxFrame)
 	if err != nil || n != len(buf) || typ != native.TypeUData || s.srv.draining.Load() {
+		if s.srv.tapped(c, buf) { // a device link's (udptap.go)
+			return gnet.None
+		}
 		st.udpDropped.Add(1)
 		return gnet.None
 	}

@@ -34,6 +34,9 @@ type LinkOptions struct {
 	// NewCipher makes the client leg's cipher from the request's key and IV (linkcrypt.New);
 	// nil: a request with encrypt is refused (422).
 	NewCipher func(key, iv []byte) (link.Cipher, error)
+	// ViaListener: UDP links may reach devices through the relay's UDP device listener
+	// (devices.native.udp is set, and the links' manager sends through it).
+	ViaListener bool
 }
 
 // HandleDeviceLinks adds the device links, as the vendor's DeviceLink module defines them:
@@ -66,6 +69,7 @@ const (
 // linkInput is the body of POST /api/v1/devicelink/{deviceIdentifier}.
 type linkInput struct {
 	Protocol   string      `json:"protocol"`
+	Via        string      `json:"via"` // an extension of the vendor's API: socket or listener
 	DevicePort *int        `json:"devicePort"`
 	Timeout    *int64      `json:"timeout"` // ms
 	Source     *LinkSource `json:"source"`
@@ -95,6 +99,7 @@ type DeviceLinkView struct {
 	Port             uint16       `json:"port"`
 	DeviceIdentifier string       `json:"deviceIdentifier"`
 	Protocol         string       `json:"protocol"`
+	Via              string       `json:"via,omitempty"` // UDP links only: link.ViaSocket or link.ViaListener
 	DevicePort       uint16       `json:"devicePort"`
 	Timeout          int64        `json:"timeout,omitempty"` // ms; UDP links only
 	Source           *LinkSource  `json:"source,omitempty"`
@@ -113,6 +118,7 @@ func linkView(in *link.Info) DeviceLinkView {
 		CreatedAt: in.CreatedAt.UTC(), LastActiveAt: in.LastActive.UTC()}
 	if in.Protocol == link.UDP {
 		v.Timeout = in.Timeout.Milliseconds()
+		v.Via = cmp.Or(in.Via, link.ViaSocket)
 	}
 	if in.Source.IsValid() {
 		v.Source = &LinkSource{Host: in.Source.Addr().Unmap().String(), Port: int(in.Source.Port())}
@@ -145,7 +151,7 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 	if !DecodeJSON(w, r, &in) {
 		return
 	}
-	spec, devicePort, iv, errs := h.spec(&in)
+	spec, devicePort, iv, errs := h.spec(&in, dev.State.Transport)
 	if len(errs) > 0 {
 		invalid(w, errs...)
 		return
@@ -161,8 +167,15 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 	}
 	spec.Device, spec.Account = strings.ToUpper(dev.ID), dev.Account
 	spec.DeviceAddr = netip.AddrPortFrom(remote.Addr().Unmap(), devicePort)
+	if spec.Via == link.ViaListener { // the device's own source, port included
+		spec.DeviceAddr = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	}
 	info, err := h.links.Open(r.Context(), spec)
 	switch {
+	case errors.Is(err, link.ErrSourceBusy):
+		WriteProblem(w, Problem{Status: http.StatusConflict, Title: "Device source in use",
+			Detail: fmt.Sprintf("a link via the device listener already reaches %s from its UDP source %s: close it first, or ask for via socket", spec.Device, remote)})
+		return
 	case errors.Is(err, link.ErrPortsExhausted):
 		WriteProblem(w, Problem{Status: http.StatusServiceUnavailable, Title: "No port left",
 			Detail: "every port of devicelink.ports holds a link: close one (DELETE /api/v1/devicelink/{token}) or widen the range"})
@@ -185,8 +198,14 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 
 // spec checks a create request and makes its link's Spec (without device, account and device
 // address) and the device port, with the config's defaults applied; iv is the request's IV in
-// lower-case hex ("" without encrypt). Every problem is returned at once.
-func (h linkHandlers) spec(in *linkInput) (s link.Spec, devicePort uint16, iv string, errs []FieldError) {
+// lower-case hex ("" without encrypt). transport is how the device was last seen ("" never).
+// Every problem is returned at once.
+//
+// A UDP link goes via the device listener (to the device's last UDP source, from the relay's
+// UDP device listener) when the request asks for via listener, or when it names no via and no
+// devicePort, the config names no device_port, and the device was last seen over UDP; otherwise
+// via a socket of its own to the device's host at devicePort, as before this choice existed.
+func (h linkHandlers) spec(in *linkInput, transport string) (s link.Spec, devicePort uint16, iv string, errs []FieldError) {
 	bad := func(ptr, format string, args ...any) {
 		errs = append(errs, FieldError{Pointer: ptr, Detail: fmt.Sprintf(format, args...)})
 	}
@@ -197,11 +216,39 @@ func (h linkHandlers) spec(in *linkInput) (s link.Spec, devicePort uint16, iv st
 	default:
 		bad("/protocol", "want tcp or udp, got %q", in.Protocol)
 	}
+	switch s.Via = strings.ToLower(in.Via); s.Via {
+	case "", link.ViaSocket:
+	case link.ViaListener:
+		switch {
+		case s.Protocol == link.TCP:
+			bad("/via", "listener: UDP links only")
+		case !h.o.ViaListener:
+			bad("/via", "this relay has no UDP device listener to reach devices through (devices.native.udp)")
+		case transport != "" && transport != "udp":
+			bad("/via", "listener: the device was last seen over %s, not UDP: it has no UDP source to reach", transport)
+		}
+		if in.DevicePort != nil {
+			bad("/devicePort", "a link via the listener reaches the device at its own UDP source port: give no devicePort")
+		}
+	default:
+		bad("/via", "want socket or listener, got %q", in.Via)
+	}
+	if s.Via == "" && s.Protocol == link.UDP && in.DevicePort == nil && h.o.DevicePort == 0 && transport == "udp" && h.o.ViaListener {
+		s.Via = link.ViaListener
+	}
+	if s.Protocol == link.UDP && s.Via == "" {
+		s.Via = link.ViaSocket
+	}
+	if s.Protocol == link.TCP {
+		s.Via = ""
+	}
 	port := int(h.o.DevicePort)
 	if in.DevicePort != nil {
 		port = *in.DevicePort
 	}
 	switch {
+	case s.Via == link.ViaListener:
+		// the port is the device's source's
 	case in.DevicePort == nil && port == 0:
 		bad("/devicePort", "required: the relay has no default device port (devicelink.device_port)")
 	case port < 1 || port > 65535:

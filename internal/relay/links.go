@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/api"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 	"github.com/fleetrelay/fleetrelay/netio/link"
@@ -42,14 +43,33 @@ func (r *Relay) buildLinks() error {
 	if err != nil {
 		return fmt.Errorf("devicelink.ports: %w", err)
 	}
-	m, err := link.NewManager(link.Config{Listen: addr, PortFirst: first, PortLast: last, Buffer: int(d.Buffer),
-		EventLoops: r.cfg.Devices.EventLoops, Logger: r.log})
+	lc := link.Config{Listen: addr, PortFirst: first, PortLast: last, Buffer: int(d.Buffer),
+		EventLoops: r.cfg.Devices.EventLoops, Logger: r.log}
+	if r.viaListener() {
+		lc.Device = link.DeviceListener{Sender: r.net.UDPSender, Locate: r.lastUDPSource}
+	}
+	m, err := link.NewManager(lc)
 	if err != nil {
 		return fmt.Errorf("device links: %w", err)
+	}
+	if r.viaListener() {
+		// The listener offers the links the datagrams that are not native frames.
+		r.net.SetUDPTap(m.DeviceDatagram)
 	}
 	r.links = m
 	r.watchLinks(m)
 	return nil
+}
+
+// viaListener reports whether UDP links may reach devices through the UDP device listener: the
+// relay has one.
+func (r *Relay) viaListener() bool { return r.cfg.Devices.Native.UDP != "" }
+
+// lastUDPSource is a device's last UDP source, which a link via the device listener follows;
+// false when the device was last seen over another transport, or never.
+func (r *Relay) lastUDPSource(device string) (netip.AddrPort, bool) {
+	st := r.sys.Device(device)
+	return st.Remote, st.Transport == actors.TransportUDP && st.Remote.IsValid()
 }
 
 // watchLinks closes the links of a device the registry deleted, or moved to another account
@@ -68,7 +88,8 @@ func (r *Relay) watchLinks(m linkManager) {
 // linkOptions are the API's defaults for device links, from the devicelink section.
 func (r *Relay) linkOptions() api.LinkOptions {
 	d := &r.cfg.DeviceLink
-	return api.LinkOptions{DevicePort: uint16(d.DevicePort), Timeout: time.Duration(d.Timeout), NewCipher: newLinkCipher}
+	return api.LinkOptions{DevicePort: uint16(d.DevicePort), Timeout: time.Duration(d.Timeout), NewCipher: newLinkCipher,
+		ViaListener: r.viaListener()}
 }
 
 // newLinkCipher is the client leg's AES-256-CTR of one link (netio/link/ENCRYPTION.md).

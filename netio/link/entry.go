@@ -19,6 +19,9 @@ type entry struct {
 	toDevice   atomic.Uint64 // bytes client → device
 	toClient   atomic.Uint64 // bytes device → client
 	lastActive atomic.Int64  // unix nanoseconds of the last byte either way (0: none)
+	// deviceAddr is where a link via the device listener sends now, when it followed the
+	// device to another source than spec.DeviceAddr (nil: spec.DeviceAddr).
+	deviceAddr atomic.Pointer[netip.AddrPort]
 	// peakHeld is the most bytes the relay held at once for one direction of the link (read
 	// from one side and not yet taken by the other), as its engine measured it.
 	peakHeld atomic.Int64
@@ -38,6 +41,9 @@ func (e *entry) info() Info {
 	in.Client, _ = e.client.Load().(netip.AddrPort)
 	if t := e.lastActive.Load(); t != 0 {
 		in.LastActive = time.Unix(0, t)
+	}
+	if a := e.deviceAddr.Load(); a != nil {
+		in.DeviceAddr = *a
 	}
 	in.Spec.Cipher = nil // the key stays inside the relay
 	return in

@@ -25,8 +25,10 @@ type Spec struct {
 	Account  string // the device's account ("" none)
 	Protocol string // TCP or UDP
 	// DeviceAddr is where the relay reaches the device: its last known address with the link's
-	// device port.
+	// device port (ViaSocket), or its last UDP source (ViaListener).
 	DeviceAddr netip.AddrPort
+	// Via is how a UDP link's device leg reaches the device: ViaSocket ("" too) or ViaListener.
+	Via string
 	// Source pins the client: only a client from this host:port may use the link (zero: the
 	// first client to connect or send inherits it). With UDP, the device's datagrams go to
 	// Source at once.
@@ -36,6 +38,32 @@ type Spec struct {
 	// Cipher, when set, encrypts the client leg (see Cipher); the device leg stays as the device
 	// speaks it.
 	Cipher Cipher
+}
+
+// How a UDP link reaches its device (Spec.Via).
+const (
+	// ViaSocket: from a socket of the link's own (an ephemeral port) to DeviceAddr, the device's
+	// host at the link's device port.
+	ViaSocket = "socket"
+	// ViaListener: from the relay's UDP device listener to DeviceAddr, the device's last UDP
+	// source, which the link follows when the device's datagrams come from a new one. The
+	// datagrams from that source which are not native frames are the device's side of the link.
+	// This reaches a device behind carrier-grade NAT through the mapping its own datagrams to the
+	// listener keep open. One link at a time per device source.
+	ViaListener = "listener"
+)
+
+// DeviceListener is the relay's UDP device listener as the links through it use it (the relay
+// wires netio.Server's UDPSender, and the actors' last known addresses, here; the listener's
+// tap calls Manager.DeviceDatagram).
+type DeviceListener struct {
+	// Sender returns a function sending one datagram to dst from the listener's socket, without
+	// blocking and safe for concurrent use. Nil: links via the listener are refused.
+	Sender func(dst netip.AddrPort) (func(b []byte) error, error)
+	// Locate returns device's last UDP source, or false when it was last seen over another
+	// transport (or never). Called from the UDP carrier's ticker, never from an event loop; nil:
+	// links keep the address they were opened with.
+	Locate func(device string) (netip.AddrPort, bool)
 }
 
 // Cipher is the client leg's encryption of one link: independent keystreams per direction and,
@@ -81,4 +109,8 @@ var (
 	ErrNotFound = errors.New("link: no such link")
 	// ErrClosed: the manager is stopping.
 	ErrClosed = errors.New("link: closed")
+	// ErrSourceBusy: a link via the listener already carries the device's UDP source.
+	ErrSourceBusy = errors.New("link: a link via the device listener already carries this device source")
+	// ErrNoListener: a link via the listener was asked of a manager without a DeviceListener.
+	ErrNoListener = errors.New("link: no UDP device listener to send from")
 )

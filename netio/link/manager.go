@@ -29,6 +29,8 @@ type Config struct {
 	// DialTimeout bounds the connection to the device of a TCP link (default 10 s): a device
 	// that does not answer in time ends the link and closes its client.
 	DialTimeout time.Duration
+	// Device is the relay's UDP device listener, for UDP links via it (Spec.Via ViaListener).
+	Device DeviceListener
 	// EventLoops is the number of gnet event loops (0: one per CPU).
 	EventLoops int
 	Logger     *slog.Logger
@@ -50,6 +52,7 @@ type Manager struct {
 	log *slog.Logger
 
 	tcp      *tcpCarrier
+	udp      *udpCarrier
 	carriers map[string]carrier // by protocol
 
 	mu      sync.Mutex
@@ -89,9 +92,11 @@ func NewManager(cfg Config) (*Manager, error) {
 		cursor: map[string]uint16{TCP: cfg.PortFirst, UDP: cfg.PortFirst},
 	}
 	m.tcp = newTCPCarrier(cfg, m.log)
+	m.udp = newUDP(cfg.Listen, cfg.PortFirst, cfg.PortLast, m.log)
+	m.udp.dl = cfg.Device
 	m.carriers = map[string]carrier{
 		TCP: m.tcp,
-		UDP: newUDPCarrier(cfg.Listen, cfg.PortFirst, cfg.PortLast, m.log),
+		UDP: m.udp,
 	}
 	return m, nil
 }
@@ -251,6 +256,15 @@ func (m *Manager) CloseDevice(device string) {
 	for _, e := range ends {
 		m.carriers[e.spec.Protocol].close(e)
 	}
+}
+
+// DeviceDatagram takes a datagram that reached the relay's UDP device listener from src (IPv4
+// unmapped) and is not a native frame, when a link via the listener carries src: it forwards
+// it to the link's client and reports true. Otherwise it reports false (the listener drops the
+// datagram). It is the listener's tap (netio.UDPTap): it must be called on the listener's event
+// loop, never blocks, and does not keep b.
+func (m *Manager) DeviceDatagram(src netip.AddrPort, b []byte) bool {
+	return m.udp.fromListener(src, b)
 }
 
 // Stop closes every link and stops the engines, waiting for their goroutines (bounded by ctx).

@@ -23,17 +23,29 @@ import (
 // gnet binds UDP with SO_REUSEPORT, one socket per port in each event loop, so the range costs
 // loops × ports descriptors (udpLoops below), and the open links one more each.
 //
-// The device leg of each link is a connected UDP socket of its own toward Spec.DeviceAddr,
-// dialled and added to one of the engine's loops by gnet (EventLoop.Register supports UDP: it
-// dials a connected socket and polls it like a stream). A socket per link, rather than the
-// relay's own UDP device listener (netio/udp.go), keeps the device's answers apart without
+// The device leg of a link reaches the device one of two ways (Spec.Via).
+//
+// ViaSocket: a connected UDP socket of the link's own toward Spec.DeviceAddr, dialled and added
+// to one of the engine's loops by gnet (EventLoop.Register supports UDP: it dials a connected
+// socket and polls it like a stream). It keeps the device's answers apart without
 // demultiplexing: whatever arrives on a link's socket comes from that link's device, and the
 // kernel drops what comes from anyone else. Its cost: one descriptor per link, and the device
 // sees the relay from an ephemeral port, which a device behind carrier-grade NAT cannot be
-// reached from (its mapping only admits the relay's device listener). For those, a link
-// would instead send from the device listener's socket to the device's last UDP source, and
-// netio's UDP handler would pass the datagrams from that source which are not native frames
-// to the link (not built).
+// reached from (its mapping only admits the relay's device listener).
+//
+// ViaListener: no socket of the link's own. Datagrams to the device leave from the relay's UDP
+// device listener (DeviceListener.Sender: sendto(2) on a duplicate of its socket) toward the
+// device's last UDP source, through the mapping the device's own traffic keeps open; the
+// listener's tap (netio/udptap.go) hands DeviceDatagram the datagrams that are not native
+// frames, and the carrier finds their link by source in a copy-on-write map (bySrc: one atomic
+// load and one map lookup per such datagram; a nil map when no link goes via the listener).
+// One link per device source. When the device's NAT mapping changes, its datagrams come from
+// a new source: the actors note it as the device's last address, and the ticker (OnTick, at
+// most followTick later) moves the link to it — datagrams to the device go to the new source,
+// and the new source's non-native datagrams reach the link (the old source's no longer do).
+// Until then what the device sends from the new source is dropped by the listener as any
+// stray datagram, and what the client sends goes to the old mapping: UDP's loss, which the
+// link's protocols tolerate.
 //
 // Known limits of gnet's connected UDP sockets: a datagram is read per readiness event (level
 // triggered); an empty datagram from the device reads as end of stream, and an ICMP error
@@ -64,6 +76,10 @@ const (
 	minTick = 5 * time.Millisecond
 )
 
+// followTick is the ticker's longest period while a link goes via the device listener: how
+// late, at most, such a link follows its device to a new source.
+const followTick = 250 * time.Millisecond
+
 // Reasons a datagram is dropped, indexes of udpCounters.dropped.
 const (
 	dropNoLink   = iota // to a port without a link, or after the link closed
@@ -83,6 +99,7 @@ type udpCounters struct {
 	bytes     [2]atomic.Uint64 // payload bytes (plaintext) by direction
 	dropped   [numDrops]atomic.Uint64
 	timeouts  atomic.Uint64 // links closed by their Spec.Timeout
+	followed  atomic.Uint64 // links via the device listener moved to their device's new source
 }
 
 const (
@@ -116,6 +133,9 @@ type udpCarrier struct {
 	ports []atomic.Pointer[udpLink] // by port − first: the open link on that port
 	fds   []atomic.Int32            // by port − first: 1 + a duplicate of its listen socket (0: none yet)
 
+	dl    DeviceListener                              // for links via the device listener
+	bySrc atomic.Pointer[map[netip.AddrPort]*udpLink] // links via the listener by device source; replaced whole under mu, nil when empty
+
 	mu       sync.Mutex
 	links    map[*entry]*udpLink // every link not yet closed, published or still opening
 	stopping bool
@@ -137,14 +157,18 @@ type udpLink struct {
 	client   netip.AddrPort // who holds the link (unmapped; zero: nobody yet)
 	clientSA unix.Sockaddr  // client as the listen sockets' family
 	sealed   uint64         // datagrams sealed for the client so far: the next one's number
+
+	// Via the device listener only: where the device is, and the send function toward it.
+	// devAddr changes under both h.mu and mu (OnTick's follow); send under mu.
+	devAddr netip.AddrPort
+	send    func([]byte) error
 }
 
-// newUDPCarrier returns the carrier of UDP links on listen, ports first to last (inclusive).
-// Nothing is bound until start.
-func newUDPCarrier(listen netip.Addr, first, last uint16, log *slog.Logger) carrier {
-	return newUDP(listen, first, last, log)
-}
+// viaListener reports whether l goes via the device listener (fixed when l is made).
+func (l *udpLink) viaListener() bool { return l.e.spec.Via == ViaListener }
 
+// newUDP returns the carrier of UDP links on listen, ports first to last (inclusive). Nothing
+// is bound until start.
 func newUDP(listen netip.Addr, first, last uint16, log *slog.Logger) *udpCarrier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -246,6 +270,9 @@ func (h *udpCarrier) open(e *entry) error {
 		l.client = unmap(sp.Source)
 		l.clientSA = sockaddr(l.client, h.v6)
 	}
+	if sp.Via == ViaListener {
+		return h.openViaListener(l)
+	}
 
 	h.mu.Lock()
 	if h.stopping || h.done == nil {
@@ -304,6 +331,120 @@ func (h *udpCarrier) open(e *entry) error {
 	return nil
 }
 
+// openViaListener publishes l, a link via the device listener: there is no socket to open, only
+// the send function toward the device's source and the source's place in bySrc.
+func (h *udpCarrier) openViaListener(l *udpLink) error {
+	e := l.e
+	if h.dl.Sender == nil {
+		return fmt.Errorf("link on port %d: %w", e.port, ErrNoListener)
+	}
+	l.devAddr = unmap(e.spec.DeviceAddr)
+	send, err := h.dl.Sender(l.devAddr)
+	if err != nil {
+		return fmt.Errorf("link on port %d: device leg to %s: %w", e.port, l.devAddr, err)
+	}
+	l.send = send
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopping || h.done == nil {
+		return ErrClosed
+	}
+	if h.ports[l.idx].Load() != nil || h.links[e] != nil {
+		return fmt.Errorf("link on port %d: the port holds a link", e.port)
+	}
+	if m := h.bySrc.Load(); m != nil && (*m)[l.devAddr] != nil {
+		return fmt.Errorf("link on port %d: device source %s: %w", e.port, l.devAddr, ErrSourceBusy)
+	}
+	if err := h.dupListener(l.idx); err != nil {
+		return fmt.Errorf("link on port %d: %w", e.port, err)
+	}
+	h.links[e] = l
+	h.setSource(l, netip.AddrPort{}, l.devAddr)
+	if l.client.IsValid() { // pinned: paired with its client already
+		e.client.Store(l.client)
+		e.state.Store(StateOpen)
+	}
+	h.ports[l.idx].Store(l)
+	h.log.Debug("udp link open via the device listener", "device", e.spec.Device, "port", e.port, "device_addr", l.devAddr, "source", e.spec.Source)
+	return nil
+}
+
+// setSource moves l in bySrc from old to src (either may be zero: none), replacing the map.
+// Called with h.mu held.
+func (h *udpCarrier) setSource(l *udpLink, old, src netip.AddrPort) {
+	var m map[netip.AddrPort]*udpLink
+	if p := h.bySrc.Load(); p != nil {
+		m = make(map[netip.AddrPort]*udpLink, len(*p)+1)
+		for k, v := range *p {
+			m[k] = v
+		}
+	} else {
+		m = make(map[netip.AddrPort]*udpLink, 1)
+	}
+	if old.IsValid() && m[old] == l {
+		delete(m, old)
+	}
+	if src.IsValid() {
+		m[src] = l
+	}
+	if len(m) == 0 {
+		h.bySrc.Store(nil)
+		return
+	}
+	h.bySrc.Store(&m)
+}
+
+// fromListener forwards a datagram that reached the device listener from src and is not a
+// native frame to the link via the listener that src belongs to, and reports whether there is
+// one. It runs on the listener's event loop (netio's tap).
+func (h *udpCarrier) fromListener(src netip.AddrPort, data []byte) bool {
+	m := h.bySrc.Load()
+	if m == nil {
+		return false
+	}
+	l := (*m)[src]
+	if l == nil {
+		return false
+	}
+	h.fromDevice(l, data)
+	return true
+}
+
+// follow moves the links via the device listener to their device's last UDP source when it
+// changed. It runs on the ticker goroutine.
+func (h *udpCarrier) follow(ls []*udpLink) {
+	for _, l := range ls {
+		src, ok := h.dl.Locate(l.e.spec.Device)
+		if !ok {
+			continue // last seen over TCP or NDJSON: the UDP source stays the last one known
+		}
+		src = unmap(src)
+		h.mu.Lock()
+		if l.devAddr == src || h.links[l.e] != l {
+			h.mu.Unlock()
+			continue
+		}
+		if m := h.bySrc.Load(); m != nil && (*m)[src] != nil {
+			h.mu.Unlock()
+			continue // another link holds that source
+		}
+		send, err := h.dl.Sender(src)
+		if err != nil {
+			h.mu.Unlock()
+			continue
+		}
+		old := l.devAddr
+		l.mu.Lock()
+		l.devAddr, l.send = src, send
+		l.mu.Unlock()
+		h.setSource(l, old, src)
+		h.mu.Unlock()
+		l.e.deviceAddr.Store(&src)
+		h.st.followed.Add(1)
+		h.log.Debug("udp link follows its device", "device", l.e.spec.Device, "port", l.e.port, "from", old, "to", src)
+	}
+}
+
 // dupListener makes sure the carrier holds a duplicate of the listen socket of port first+idx,
 // through which the link's datagrams leave for the client. Called with h.mu held.
 func (h *udpCarrier) dupListener(idx int) error {
@@ -357,6 +498,9 @@ func (h *udpCarrier) forget(l *udpLink) {
 		delete(h.links, l.e)
 	}
 	h.ports[l.idx].CompareAndSwap(l, nil)
+	if l.viaListener() {
+		h.setSource(l, l.devAddr, netip.AddrPort{})
+	}
 	h.mu.Unlock()
 }
 
@@ -490,7 +634,7 @@ func (h *udpCarrier) fromClient(l *udpLink, src netip.AddrPort, data []byte) {
 }
 
 func (l *udpLink) toDevice(src netip.AddrPort, data []byte, scratch *[]byte, v6 bool) (int, int) {
-	if l.closed || l.devFd < 0 {
+	if l.closed || (l.devFd < 0 && l.send == nil) {
 		return 0, dropNoLink
 	}
 	if l.client.IsValid() && src != l.client {
@@ -509,7 +653,13 @@ func (l *udpLink) toDevice(src netip.AddrPort, data []byte, scratch *[]byte, v6 
 		l.e.client.Store(src)
 		l.e.state.Store(StateOpen)
 	}
-	if err := unix.Send(l.devFd, plain, unix.MSG_DONTWAIT); err != nil {
+	var err error
+	if l.send != nil {
+		err = l.send(plain) // from the device listener's socket
+	} else {
+		err = unix.Send(l.devFd, plain, unix.MSG_DONTWAIT)
+	}
+	if err != nil {
 		return 0, sendDrop(err)
 	}
 	return len(plain), -1
@@ -577,9 +727,13 @@ func (h *udpCarrier) OnTick() (time.Duration, gnet.Action) {
 	h.tickOnce.Do(func() { close(h.running) })
 	now := time.Now()
 	next := maxTick
-	var expired []*udpLink
+	var expired, via []*udpLink
 	h.mu.Lock()
 	for _, l := range h.links {
+		if l.viaListener() && h.dl.Locate != nil {
+			via = append(via, l)
+			next = min(next, followTick)
+		}
 		t := l.e.spec.Timeout
 		if t <= 0 {
 			continue
@@ -599,6 +753,7 @@ func (h *udpCarrier) OnTick() (time.Duration, gnet.Action) {
 			h.st.timeouts.Add(1)
 		}
 	}
+	h.follow(via)
 	return max(next, minTick), gnet.None
 }
 
@@ -607,6 +762,14 @@ func (h *udpCarrier) openLinks() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.links)
+}
+
+// listenerLinks counts the links via the device listener.
+func (h *udpCarrier) listenerLinks() int {
+	if m := h.bySrc.Load(); m != nil {
+		return len(*m)
+	}
+	return 0
 }
 
 // scratch buffers hold a datagram opened or sealed by a link's cipher while its loop forwards it.

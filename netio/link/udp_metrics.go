@@ -4,7 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// collectors are the UDP carrier's Prometheus collectors, read when scraped: links open,
+// collectors are the UDP carrier's Prometheus collectors, read when scraped: links open (and of
+// them, those via the device listener), device sources followed,
 // datagrams and payload bytes each way, datagrams dropped by reason, links closed by their
 // timeout. The Manager registers them with its own.
 func (h *udpCarrier) collectors() []prometheus.Collector {
@@ -24,6 +25,10 @@ func (h *udpCarrier) collectors() []prometheus.Collector {
 	for reason, name := range udpDropReasons {
 		counter("fleetrelay_devicelink_udp_dropped_total", udpDroppedHelp, prometheus.Labels{"reason": name}, h.st.dropped[reason].Load)
 	}
+	cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "fleetrelay_devicelink_udp_listener_links", Help: "UDP device links whose device leg goes through the relay's UDP device listener (via listener).",
+	}, func() float64 { return float64(h.listenerLinks()) }))
+	counter("fleetrelay_devicelink_udp_followed_total", "Times a UDP device link via the device listener moved to its device's new UDP source.", nil, h.st.followed.Load)
 	counter("fleetrelay_devicelink_udp_timeouts_total", "UDP device links closed for carrying no datagram for their timeout.", nil, h.st.timeouts.Load)
 	return cs
 }
