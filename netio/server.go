@@ -47,6 +47,9 @@ type Options struct {
 	// Teltonika listen addresses ("" disables) and their dispatcher (teltonika.go).
 	TeltonikaTCP, TeltonikaUDP string
 	Teltonika                  TeltonikaDispatcher
+
+	// TLS is the native protocol over TLS (tls.go); its Addr "" disables it.
+	TLS TLSOptions
 }
 
 // Stats are counters of the device listeners. All fields are read atomically by Stats().
@@ -68,6 +71,8 @@ type Stats struct {
 	NDJSONTooLong   int64 // NDJSON lines over MaxLine (each closed its connection)
 	NDJSONShutdown  int64 // NDJSON lines that arrived after Drain, not read
 	NDJSONInflight  int64 // bytes of NDJSON lines read and not yet stored (current)
+
+	TLS TLSStats // the TLS listener's; its connections also count in Connections, Accepted, Refused
 }
 
 type counters struct {
@@ -75,6 +80,9 @@ type counters struct {
 	sourceRefused, firstDataLate                                               atomic.Int64
 
 	ndjsonLines, ndjsonMalformed, ndjsonIdentity, ndjsonTooLong, ndjsonShutdown atomic.Int64
+
+	tlsConns, tlsHandshakes, tlsIdentityRefused atomic.Int64
+	tlsFailures                                 [tlsReasonCount]atomic.Int64 // by TLSReasons
 }
 
 // Server runs the device listeners: gnet engines for the native protocol over TCP and UDP, and
@@ -103,6 +111,7 @@ type Server struct {
 	telTCP *telTCPServer
 	telUDP *telUDPServer
 	tel    telCounters
+	tls    *tlsServer
 	wg     sync.WaitGroup
 }
 
@@ -178,6 +187,14 @@ func (s *Server) Start() error {
 			s.ndjson = nil
 			_ = s.Stop(context.Background())
 			return fmt.Errorf("ndjson listener %s: %w", s.opts.NDJSON, err)
+		}
+	}
+	if s.opts.TLS.Addr != "" {
+		s.tls = newTLSServer(s)
+		if err := s.tls.start(s.opts.TLS.Addr); err != nil {
+			s.tls = nil
+			_ = s.Stop(context.Background())
+			return fmt.Errorf("tls listener %s: %w", s.opts.TLS.Addr, err)
 		}
 	}
 	return nil
@@ -323,6 +340,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.ndjson != nil {
 		s.ndjson.stop()
 	}
+	if s.tls != nil {
+		s.tls.stop()
+	}
 	// gnet's Engine.Stop signals the engine and then polls every 500 ms until it is down, which
 	// made every shutdown last 1 s for two engines. Signal both at once and wait for their
 	// gnet.Run to return instead; the polling Stops end with stopped.
@@ -395,6 +415,8 @@ func (s *Server) Stats() Stats {
 		NDJSONTooLong:   s.st.ndjsonTooLong.Load(),
 		NDJSONShutdown:  s.st.ndjsonShutdown.Load(),
 		NDJSONInflight:  s.ndjsonInflight(),
+
+		TLS: s.tlsStats(),
 	}
 }
 

@@ -1,9 +1,6 @@
 package netio
 
 import (
-	"encoding/binary"
-	"errors"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,21 +23,12 @@ type tcpServer struct {
 	acks  map[gnet.EventLoop]*ackQueue // one per event loop (ack.go)
 }
 
-// tcpConn is one device connection. Fields without atomics are owned by the connection's event
-// loop; the Conn methods are safe from any goroutine.
+// tcpConn is one plain device connection: the protocol core (session.go) over gnet. Fields
+// without atomics are owned by the connection's event loop; the Conn methods are safe from any
+// goroutine.
 type tcpConn struct {
-	c      gnet.Conn
-	srv    *Server
-	remote netip.AddrPort
-	opened int64 // unix nanos
-
-	session Session      // loop-owned
-	last    atomic.Int64 // unix nanos of the last frame
-	helloed atomic.Bool
-	failed  atomic.Bool
-	// proven: the connection sent DATA, or its session is authenticated; until then
-	// FirstDataTimeout applies.
-	proven atomic.Bool
+	streamConn
+	c gnet.Conn
 
 	// Cumulative ACKs (ack.go): the highest seq asked for, whether the connection is in its
 	// loop's queue, whether a repeat was asked for, and (loop-owned) the highest written.
@@ -50,6 +38,8 @@ type tcpConn struct {
 	ackAgain  atomic.Bool
 	ackSent   uint64
 }
+
+var _ wire = (*tcpConn)(nil)
 
 func (s *tcpServer) OnBoot(eng gnet.Engine) gnet.Action {
 	s.boot(eng, "tcp")
@@ -64,9 +54,8 @@ func (s *tcpServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	case sourceFull:
 		return native.AppendError(nil, native.CodeUnavailable, "too many connections from this address"), gnet.Close
 	}
-	now := time.Now().UnixNano()
-	tc := &tcpConn{c: c, srv: s.srv, remote: remote, opened: now}
-	tc.last.Store(now)
+	tc := &tcpConn{c: c}
+	tc.init(tc, tc, s.srv, remote, time.Now().UnixNano())
 	c.SetContext(tc)
 	s.mu.Lock()
 	s.conns[tc] = struct{}{}
@@ -84,11 +73,7 @@ func (s *tcpServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if !ok {
 		return gnet.None
 	}
-	tc.failed.Store(true)
-	if tc.session != nil { // before the count drops: whoever sees 0 connections sees them closed
-		tc.session.Closed()
-		tc.session = nil
-	}
+	tc.ended()
 	s.mu.Lock()
 	delete(s.conns, tc)
 	s.mu.Unlock()
@@ -99,161 +84,36 @@ func (s *tcpServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 func (s *tcpServer) OnTraffic(c gnet.Conn) gnet.Action {
 	tc := c.Context().(*tcpConn)
 	buf, _ := c.Peek(-1)
-	done := 0
-	action := gnet.None
-	for action == gnet.None {
-		typ, body, n, err := native.Next(buf[done:], s.srv.opts.MaxFrame)
-		if errors.Is(err, native.ErrShort) {
-			break
-		}
-		if err != nil {
-			code := native.CodeMalformed
-			if errors.Is(err, native.ErrTooLarge) {
-				code = native.CodeTooLarge
-			}
-			action = tc.failInLoop(code, err.Error())
-			break
-		}
-		done += n
-		s.srv.st.frames.Add(1)
-		s.srv.st.bytes.Add(int64(n))
-		action = tc.frame(typ, body)
-	}
+	done, closeNow := tc.feed(buf)
 	if done > 0 {
 		_, _ = c.Discard(done)
-		tc.last.Store(time.Now().UnixNano())
 	}
-	return action
-}
-
-// frame handles one decoded frame on the event loop. body aliases gnet's buffer.
-func (tc *tcpConn) frame(typ byte, body []byte) gnet.Action {
-	if tc.session == nil {
-		if typ != native.TypeHello {
-			return tc.failInLoop(native.CodeUnauthorized, "HELLO must be the first frame")
-		}
-		h, err := native.ParseHello(body)
-		if err != nil {
-			return tc.failInLoop(native.CodeMalformed, err.Error())
-		}
-		sess, err := tc.srv.d.Open(tc, &h)
-		if errors.Is(err, ErrBusy) {
-			return tc.failInLoop(native.CodeUnavailable, err.Error())
-		}
-		if err != nil {
-			return tc.failInLoop(native.CodeUnauthorized, err.Error())
-		}
-		tc.session = sess
-		if a, ok := sess.(Authenticated); ok && a.Authenticated() {
-			tc.proven.Store(true)
-		}
-		tc.helloed.Store(true)
-		return gnet.None
-	}
-	switch typ {
-	case native.TypeData:
-		if tc.srv.draining.Load() {
-			return tc.failInLoop(native.CodeUnavailable, "relay shutting down")
-		}
-		frame := append([]byte(nil), body...)
-		seq, recs, err := native.ParseData(frame, make([][]byte, 0, countRecords(frame)))
-		if err != nil {
-			return tc.failInLoop(native.CodeMalformed, err.Error())
-		}
-		tc.proven.Store(true)
-		tc.session.Data(seq, recs, frame)
-	case native.TypePing:
-		_, _ = tc.c.Write(native.AppendFrame(nil, native.TypePong, body))
-	case native.TypePong:
-	case native.TypeResult:
-		frame := append([]byte(nil), body...)
-		r, err := native.ParseResult(frame)
-		if err != nil {
-			return tc.failInLoop(native.CodeMalformed, err.Error())
-		}
-		tc.proven.Store(true) // the answer to a COMMAND the relay sent: a device at work
-		tc.session.Result(&r, frame)
-	case native.TypeHello:
-		return tc.failInLoop(native.CodeMalformed, "second HELLO")
-	default:
-		return tc.failInLoop(native.CodeMalformed, "unexpected frame type")
+	if closeNow {
+		return gnet.Close // gnet flushes the ERROR put before closing
 	}
 	return gnet.None
 }
 
-// countRecords counts the length-prefixed records of a DATA body without checking them, so the
-// records slice is allocated once at its size (and no scratch is kept per connection).
-func countRecords(body []byte) int {
-	if len(body) < 8 {
-		return 0
-	}
-	n := 0
-	for b := body[8:]; len(b) >= 4; n++ {
-		rl := uint64(binary.BigEndian.Uint32(b))
-		if rl > uint64(len(b)-4) {
-			return n + 1
-		}
-		b = b[4+rl:]
-	}
-	return n
-}
-
-// failInLoop writes ERROR and asks the loop to close; gnet flushes the frame before closing.
-func (tc *tcpConn) failInLoop(code uint16, msg string) gnet.Action {
-	if tc.failed.CompareAndSwap(false, true) {
-		tc.srv.st.errors.Add(1)
-		_, _ = tc.c.Write(native.AppendError(nil, code, msg))
-	}
-	return gnet.Close
-}
-
 func (s *tcpServer) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now().UnixNano()
-	hello := s.srv.opts.HelloTimeout.Nanoseconds()
-	idle := s.srv.opts.IdleTimeout.Nanoseconds()
-	first := s.srv.opts.FirstDataTimeout.Nanoseconds()
+	d := s.srv.opts.deadlines()
 	s.mu.Lock()
 	for tc := range s.conns {
-		switch {
-		case !tc.helloed.Load() && now-tc.opened > hello:
-			tc.Fail(native.CodeHelloTimeout, "no HELLO in time")
-		case first > 0 && !tc.proven.Load() && now-tc.opened > first:
-			if !tc.failed.Load() {
-				s.srv.st.firstDataLate.Add(1)
-			}
-			tc.Fail(native.CodeHelloTimeout, "no DATA in time")
-		case idle > 0 && now-tc.last.Load() > idle:
-			tc.Close()
-		}
+		tc.check(now, d)
 	}
 	s.mu.Unlock()
 	return tickEvery(s.srv.opts), gnet.None
 }
 
-func tickEvery(o Options) time.Duration {
-	d := o.HelloTimeout / 4
-	if o.IdleTimeout > 0 && o.IdleTimeout/4 < d {
-		d = o.IdleTimeout / 4
-	}
-	if o.FirstDataTimeout > 0 && o.FirstDataTimeout/4 < d {
-		d = o.FirstDataTimeout / 4
-	}
-	return max(min(d, time.Second), 10*time.Millisecond)
-}
+// put implements wire: on the event loop, written now or copied into gnet's outbound buffer.
+func (tc *tcpConn) put(frame []byte) { _, _ = tc.c.Write(frame) }
 
-func (tc *tcpConn) Write(frame []byte) {
-	if tc.failed.Load() {
-		return
-	}
-	_ = tc.c.AsyncWrite(frame, nil)
-}
+// send implements wire.
+func (tc *tcpConn) send(frame []byte) { _ = tc.c.AsyncWrite(frame, nil) }
 
-func (tc *tcpConn) Fail(code uint16, msg string) {
-	if !tc.failed.CompareAndSwap(false, true) {
-		return
-	}
-	tc.srv.st.errors.Add(1)
-	err := tc.c.AsyncWrite(native.AppendError(nil, code, msg), func(c gnet.Conn, _ error) error {
+// sendAndClose implements wire.
+func (tc *tcpConn) sendAndClose(frame []byte) {
+	err := tc.c.AsyncWrite(frame, func(c gnet.Conn, _ error) error {
 		return c.Close()
 	})
 	if err != nil {
@@ -261,10 +121,5 @@ func (tc *tcpConn) Fail(code uint16, msg string) {
 	}
 }
 
-func (tc *tcpConn) Close() {
-	tc.failed.Store(true)
-	_ = tc.c.Close()
-}
-
-func (tc *tcpConn) Remote() netip.AddrPort { return tc.remote }
-func (tc *tcpConn) Datagram() bool         { return false }
+// shut implements wire.
+func (tc *tcpConn) shut() { _ = tc.c.Close() }
