@@ -58,6 +58,10 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.NDJSONConns, "ndjson-conns", 16, "NDJSON connections (each carries the lines of devices/conns identities)")
 	fs.DurationVar(&o.Commands.Delay, "command-delay", 0, "devices answer each COMMAND's RESULT after this long")
 	fs.Float64Var(&o.Commands.FailRatio, "command-fail", 0, "share of COMMANDs (0..1) devices answer with code 1 (failure)")
+	tlsCA := fs.String("tls-ca", "", "connect the TCP devices over TLS (-addr: the relay's devices.native.tls.listen), trusting the CAs of this PEM file")
+	tlsCert := fs.String("tls-cert", "", "with -tls-ca: the certificate (PEM) every device presents, with -tls-key")
+	tlsKey := fs.String("tls-key", "", "with -tls-ca: the key (PEM) of -tls-cert")
+	tlsVersion := fs.String("tls-version", "", "with -tls-ca: the one TLS version to speak, 1.2 or 1.3 (default: the highest both sides have)")
 	token := fs.String("token", "", "token every device presents in HELLO (and UDATA): register the devices with it for devices.auth: token")
 	jsonOut := fs.String("json", "", "write the report as JSON to this file")
 	htmlOut := fs.String("html", "", "write the report as a self-contained HTML chart to this file")
@@ -72,6 +76,14 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *token != "" {
 		tok := *token
 		o.Token = func(string) string { return tok }
+	}
+	if *tlsCA != "" || *tlsCert != "" || *tlsKey != "" {
+		cfg, err := ClientTLS(*tlsCA, *tlsCert, *tlsKey, *tlsVersion)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 2
+		}
+		o.TLS = cfg
 	}
 	p, err := NewPayload(*payload)
 	if err != nil {

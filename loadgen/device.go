@@ -10,6 +10,7 @@ package loadgen
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,9 @@ type DeviceConfig struct {
 	OnAck func(seq uint64, due, sent, acked time.Time)
 	// Commands is how the device answers COMMANDs (see commands.go).
 	Commands CommandConfig
+	// TLS, if set, connects to the relay's TLS listener with it (the native protocol inside).
+	// Its ServerName defaults to Addr's host.
+	TLS *tls.Config
 }
 
 // ErrRelay is an ERROR frame sent by the relay.
@@ -89,6 +93,14 @@ func (d *Device) Connect(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
+	if d.cfg.TLS != nil {
+		tc := tls.Client(conn, d.tlsConfig())
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return fmt.Errorf("tls handshake: %w", err)
+		}
+		conn = tc
+	}
 	if _, err := conn.Write(native.AppendHello(nil, &d.cfg.Hello)); err != nil {
 		conn.Close()
 		return err
@@ -141,6 +153,16 @@ func (d *Device) Connect(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// tlsConfig is DeviceConfig.TLS with its ServerName set.
+func (d *Device) tlsConfig() *tls.Config {
+	cfg := d.cfg.TLS
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(d.cfg.Addr)
+	}
+	return cfg
 }
 
 // Welcome is the last WELCOME received.

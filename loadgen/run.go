@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +57,10 @@ type RunOptions struct {
 	Idle bool
 	// Commands is how the TCP devices answer the relay's COMMANDs (delay, failure ratio).
 	Commands CommandConfig
+	// TLS, if set, connects the TCP devices over TLS with it (Addr is then the relay's TLS
+	// listener). One configuration for every device: a relay that identifies devices by their
+	// certificates (client_ca) needs one per device, so this suits a relay without client_ca.
+	TLS *tls.Config
 	// Token, if set, gives each device its token (HELLO's, and UDATA's for UDP devices), by
 	// identity, for a relay with devices.auth: token.
 	Token func(identity string) string
@@ -163,6 +168,7 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 			Local:    src,
 			OnAck:    r.ack,
 			Commands: o.Commands,
+			TLS:      o.TLS,
 		}, o.FirstSeq)
 	}
 

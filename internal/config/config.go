@@ -201,6 +201,29 @@ type NativeListeners struct {
 	TCP string `yaml:"tcp"`
 	// UDP listen address (host:port). An empty string ("") disables the UDP listener.
 	UDP string `yaml:"udp"`
+	// The native protocol over TLS: encrypted device connections.
+	TLS NativeTLS `yaml:"tls"`
+}
+
+// NativeTLS configures the native protocol's TLS listener: the same protocol, limits and
+// timeouts as the plain TCP listener (hello_timeout covers the handshake too), with
+// max_connections shared. TLS 1.2 is spoken with the ECDHE AES-256-GCM suites only; TLS 1.3's
+// suites are chosen by Go (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305) and cannot be
+// configured. The files are read at start.
+type NativeTLS struct {
+	// Listen address (host:port). An empty string ("", the default) disables it.
+	Listen string `yaml:"listen"`
+	// The relay's certificate (PEM, its chain after it) and private key (PEM).
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// PEM file of the CAs that sign device certificates. When set, every device must present a
+	// certificate one of them signed (the handshake fails otherwise), and the certificate names
+	// the device: its subject CN or one of its DNS SANs must be the identity of its HELLO
+	// (compared case-folded), else ERROR 401. Such a device is authenticated, as by a token
+	// (first_data_timeout does not apply); devices.auth still applies to its identity.
+	ClientCA string `yaml:"client_ca"`
+	// Least TLS version: "1.2" (the default) or "1.3".
+	MinVersion string `yaml:"min_version"`
 }
 
 // TeltonikaListeners are the addresses of the Teltonika listeners. A tracker's identity is the
@@ -414,7 +437,7 @@ func Default() *Config {
 		GCPercent:   400,
 		Log:         Log{Level: "info", Format: "text", FailureInterval: Duration(10 * time.Second)},
 		Devices: Devices{
-			Native:         NativeListeners{TCP: "127.0.0.1:5000", UDP: "127.0.0.1:5000"},
+			Native:         NativeListeners{TCP: "127.0.0.1:5000", UDP: "127.0.0.1:5000", TLS: NativeTLS{MinVersion: "1.2"}},
 			NDJSON:         NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * KiB, MaxInflight: 16 * MiB},
 			Ack:            AckPersist,
 			Auth:           AuthOpen,

@@ -359,6 +359,15 @@ func TestParse(t *testing.T) {
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5000\n", "devices.ndjson.tcp: uses the same TCP address as devices.native.tcp (127.0.0.1:5000) (line 3)")
 	f("devices:\n  ndjson:\n    tcp: :5000\n", "devices.ndjson.tcp: uses the same TCP address as devices.native.tcp")
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:5000\n  native:\n    tcp: \"\"\n")
+	tls := "devices:\n  native:\n    tls:\n"
+	f(tls + "      listen: :5443\n      cert: relay.pem\n      key: relay-key.pem\n      client_ca: devices-ca.pem\n      min_version: \"1.3\"\n")
+	f(tls + "      cert: relay.pem\n") // disabled: nothing more is needed
+	f(tls + "      listen: :5443\n", "devices.native.tls.cert: required with devices.native.tls.listen", "devices.native.tls.key: required")
+	f(tls+"      listen: :5000\n      cert: c\n      key: k\n", "devices.native.tls.listen: uses the same TCP address as devices.native.tcp (127.0.0.1:5000)")
+	f(tls+"      listen: 127.0.0.1:8080\n      cert: c\n      key: k\n", "admin.listen: uses the same TCP address as devices.native.tls.listen (127.0.0.1:8080)")
+	f(tls+"      listen: :5443\n      cert: c\n      key: k\n  ndjson:\n    tcp: :5443\n", "devices.ndjson.tcp: uses the same TCP address as devices.native.tls.listen (:5443)")
+	f(tls+"      min_version: \"1.1\"\n", `devices.native.tls.min_version: must be 1.2 or 1.3, got "1.1"`)
+	f(tls+"      listen: 5443\n      cert: c\n      key: k\n", `devices.native.tls.listen: "5443" is not host:port`)
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:8080\n", "admin.listen: uses the same TCP address as devices.ndjson.tcp (127.0.0.1:8080)")
 	f("devices:\n  ndjson:\n    identity_field: \"\"\n", "devices.ndjson.identity_field: required (line 3)")
 	f("devices:\n  ndjson:\n    identity_field: "+strings.Repeat("f", 256)+"\n", "devices.ndjson.identity_field: longer than 255 bytes")

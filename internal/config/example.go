@@ -37,6 +37,20 @@ devices:
   native:
     tcp: 127.0.0.1:5000
     udp: 127.0.0.1:5000
+    # The native protocol over TLS, for encrypted device connections: the same protocol, limits
+    # and timeouts as tcp (hello_timeout covers the handshake), sharing max_connections. TLS 1.2
+    # with the ECDHE AES-256-GCM suites only; TLS 1.3's suites are Go's and not configurable
+    # (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305). Files are read at start.
+    tls:
+      listen: ""          # host:port; "" disables it
+      cert:               # the relay's certificate (PEM, chain after it); required with listen
+      key:                # its private key (PEM); required with listen
+      # CAs (PEM) that sign device certificates. When set, a device must present one (else the
+      # handshake fails) and it names the device: its subject CN or a DNS SAN must be its
+      # HELLO's identity (case-folded), else ERROR 401. Such a device is authenticated, as by
+      # a token (no first_data_timeout); devices.auth still applies to its identity.
+      client_ca:
+      min_version: "1.2"  # or "1.3"
   # NDJSON ingest, the protocol of simple gateways: one JSON object per line over TCP, nothing
   # sent back. The relay numbers each device's lines itself; lines it cannot store are lost, as
   # the sender never learns of it. Invalid lines are dropped and counted. Shares idle_timeout and

@@ -60,6 +60,10 @@ func (c *Config) Validate() error {
 	d := &c.Devices
 	tcpPort := listenAddr(&p, "devices.native.tcp", d.Native.TCP)
 	udpPort := listenAddr(&p, "devices.native.udp", d.Native.UDP)
+	tlsPort := validateNativeTLS(&p, &d.Native.TLS)
+	if tlsPort != "" && tlsPort == tcpPort && hostsOverlap(d.Native.TLS.Listen, d.Native.TCP) {
+		p.add("devices.native.tls.listen", "uses the same TCP address as devices.native.tcp (%s)", d.Native.TCP)
+	}
 	oneOf(&p, "devices.ack", string(d.Ack), string(AckPersist), string(AckDelivery))
 	oneOf(&p, "devices.auth", string(d.Auth), string(AuthOpen), string(AuthKnown), string(AuthToken))
 	for i, f := range d.SecretFields {
@@ -92,8 +96,12 @@ func (c *Config) Validate() error {
 	if ndjsonPort != "" && ndjsonPort == tcpPort && hostsOverlap(d.NDJSON.TCP, d.Native.TCP) {
 		p.add("devices.ndjson.tcp", "uses the same TCP address as devices.native.tcp (%s)", d.Native.TCP)
 	}
+	if ndjsonPort != "" && ndjsonPort == tlsPort && hostsOverlap(d.NDJSON.TCP, d.Native.TLS.Listen) {
+		p.add("devices.ndjson.tcp", "uses the same TCP address as devices.native.tls.listen (%s)", d.Native.TLS.Listen)
+	}
 	telTCP := listenAddr(&p, "devices.teltonika.tcp", d.Teltonika.TCP)
-	for _, o := range []struct{ path, addr, port string }{{"devices.native.tcp", d.Native.TCP, tcpPort}, {"devices.ndjson.tcp", d.NDJSON.TCP, ndjsonPort}} {
+	for _, o := range []struct{ path, addr, port string }{{"devices.native.tcp", d.Native.TCP, tcpPort}, {"devices.ndjson.tcp", d.NDJSON.TCP, ndjsonPort},
+		{"devices.native.tls.listen", d.Native.TLS.Listen, tlsPort}} {
 		if telTCP != "" && telTCP == o.port && hostsOverlap(d.Teltonika.TCP, o.addr) {
 			p.add("devices.teltonika.tcp", "uses the same TCP address as %s (%s)", o.path, o.addr)
 		}
@@ -123,6 +131,9 @@ func (c *Config) Validate() error {
 	adminPort := listenAddr(&p, "admin.listen", c.Admin.Listen)
 	if tcpPort != "" && tcpPort == adminPort && hostsOverlap(d.Native.TCP, c.Admin.Listen) {
 		p.add("admin.listen", "uses the same TCP address as devices.native.tcp (%s)", d.Native.TCP)
+	}
+	if tlsPort != "" && tlsPort == adminPort && hostsOverlap(d.Native.TLS.Listen, c.Admin.Listen) {
+		p.add("admin.listen", "uses the same TCP address as devices.native.tls.listen (%s)", d.Native.TLS.Listen)
 	}
 	if ndjsonPort != "" && ndjsonPort == adminPort && hostsOverlap(d.NDJSON.TCP, c.Admin.Listen) {
 		p.add("admin.listen", "uses the same TCP address as devices.ndjson.tcp (%s)", d.NDJSON.TCP)
@@ -402,6 +413,24 @@ func unknownFieldsMsg(bad []string) string {
 }
 
 // listenAddr checks a host:port listen address ("" disables the listener) and returns its port.
+// validateNativeTLS checks devices.native.tls and returns its listen port as listenAddr does.
+func validateNativeTLS(p *problems, t *NativeTLS) string {
+	if t.MinVersion != "1.2" && t.MinVersion != "1.3" {
+		p.add("devices.native.tls.min_version", "must be 1.2 or 1.3, got %q", t.MinVersion)
+	}
+	if t.Listen == "" {
+		return ""
+	}
+	port := listenAddr(p, "devices.native.tls.listen", t.Listen)
+	if t.Cert == "" {
+		p.add("devices.native.tls.cert", "required with devices.native.tls.listen")
+	}
+	if t.Key == "" {
+		p.add("devices.native.tls.key", "required with devices.native.tls.listen")
+	}
+	return port
+}
+
 func listenAddr(p *problems, path, addr string) string {
 	if addr == "" {
 		return ""

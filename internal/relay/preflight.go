@@ -14,8 +14,9 @@ import (
 // Preflight runs the checks of cfg that depend on the machine and the process rather than on the
 // file alone, which config.Validate cannot make: devices.event_loops against the CPUs,
 // devices.max_connections against the open-file limit ([config.Config.CheckMachine] on
-// [ThisMachine]), and every enabled route compiled by [route.Compile] as the relay compiles it
-// (reading every secret and certificate file), then discarded. [New] runs it before it opens
+// [ThisMachine]), every enabled route compiled by [route.Compile] as the relay compiles it
+// (reading every secret and certificate file), then discarded, and the device TLS listener's
+// certificate, key and client CAs read. [New] runs it before it opens
 // anything, and fleetrelay -check-config prints it.
 //
 // It returns warnings ("dotted.path: message") and a [*config.ValidationError] listing every
@@ -39,6 +40,9 @@ func Preflight(cfg *config.Config) (warnings []string, err error) {
 		} else if err != nil {
 			problems = append(problems, err.Error())
 		}
+	}
+	if _, ps := deviceTLS(cfg.Devices.Native.TLS); len(ps) > 0 { // read, then dropped
+		problems = append(problems, ps...)
 	}
 	if len(problems) > 0 {
 		return warnings, &config.ValidationError{Problems: problems}

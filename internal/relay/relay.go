@@ -142,6 +142,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		r.abort()
 		return nil, err
 	}
+	devTLS, problems := deviceTLS(cfg.Devices.Native.TLS) // Preflight read them a moment ago
+	if len(problems) > 0 {
+		r.abort()
+		return nil, &config.ValidationError{Problems: problems}
+	}
 	r.net = netio.New(netio.Options{
 		TCP:          cfg.Devices.Native.TCP,
 		UDP:          cfg.Devices.Native.UDP,
@@ -163,6 +168,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		TeltonikaTCP: cfg.Devices.Teltonika.TCP,
 		TeltonikaUDP: cfg.Devices.Teltonika.UDP,
 		Teltonika:    r.sys,
+
+		TLS: devTLS,
 	}, r.sys)
 	err = st.Start(store.Hooks{
 		OnCommit:          r.sys.OnCommit,
@@ -296,7 +303,7 @@ func (r *Relay) Start() error {
 		}
 		r.adminAddr = addr
 	}
-	r.log.Info("relay started", "tcp", r.net.TCPAddr(), "udp", r.net.UDPAddr(), "ndjson", r.net.NDJSONAddr(),
+	r.log.Info("relay started", "tcp", r.net.TCPAddr(), "udp", r.net.UDPAddr(), "ndjson", r.net.NDJSONAddr(), "tls", r.net.TLSAddr(),
 		"teltonika_tcp", r.net.TeltonikaTCPAddr(), "teltonika_udp", r.net.TeltonikaUDPAddr(),
 		"admin", r.adminAddr, "data_dir", r.cfg.DataDir)
 	return nil
@@ -393,6 +400,9 @@ func (r *Relay) DeviceTCPAddr() net.Addr { return r.net.TCPAddr() }
 
 // DeviceUDPAddr is the native protocol's UDP address.
 func (r *Relay) DeviceUDPAddr() net.Addr { return r.net.UDPAddr() }
+
+// DeviceTLSAddr is the native protocol's TLS address (nil when disabled).
+func (r *Relay) DeviceTLSAddr() net.Addr { return r.net.TLSAddr() }
 
 // DeviceNDJSONAddr is the NDJSON listener's address (nil when disabled).
 func (r *Relay) DeviceNDJSONAddr() net.Addr { return r.net.NDJSONAddr() }
