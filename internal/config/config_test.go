@@ -362,7 +362,7 @@ func TestParse(t *testing.T) {
 	tls := "devices:\n  native:\n    tls:\n"
 	f(tls + "      listen: :5443\n      cert: relay.pem\n      key: relay-key.pem\n      client_ca: devices-ca.pem\n      min_version: \"1.3\"\n")
 	f(tls + "      cert: relay.pem\n") // disabled: nothing more is needed
-	f(tls + "      listen: :5443\n", "devices.native.tls.cert: required with devices.native.tls.listen", "devices.native.tls.key: required")
+	f(tls+"      listen: :5443\n", "devices.native.tls.cert: required with devices.native.tls.listen", "devices.native.tls.key: required")
 	f(tls+"      listen: :5000\n      cert: c\n      key: k\n", "devices.native.tls.listen: uses the same TCP address as devices.native.tcp (127.0.0.1:5000)")
 	f(tls+"      listen: 127.0.0.1:8080\n      cert: c\n      key: k\n", "admin.listen: uses the same TCP address as devices.native.tls.listen (127.0.0.1:8080)")
 	f(tls+"      listen: :5443\n      cert: c\n      key: k\n  ndjson:\n    tcp: :5443\n", "devices.ndjson.tcp: uses the same TCP address as devices.native.tls.listen (:5443)")
