@@ -1,7 +1,10 @@
 // Package netio owns the device sockets: gnet event loops that accept native-protocol devices over
-// TCP and UDP, Teltonika trackers over TCP and UDP (teltonika.go), and a goroutine per NDJSON gateway connection over TCP (so that a full store can
-// stop reading them); it decodes frames and lines without blocking, copies them out of its read
-// buffers and hands them to a Dispatcher. It enforces the protocols' limits
+// TCP and UDP, Teltonika trackers over TCP and UDP (teltonika.go), a crypto/tls listener for
+// native devices over TLS (a goroutine per connection, gnet having no TLS) that feeds the same
+// protocol core as the plain TCP listener (session.go), and a goroutine per NDJSON gateway
+// connection over TCP (so that a full store can stop reading them); it decodes frames and lines
+// without blocking, copies them out of its read buffers and hands them to a Dispatcher. It
+// enforces the protocols' limits
 // (frame and line size, HELLO deadline, idle timeout, connection cap) and answers PING itself. It
 // counts what it does (Stats) and owns the Prometheus collectors over those counts
 // (Server.RegisterMetrics). It knows nothing about storage or delivery. For the device links
@@ -30,8 +33,9 @@ type Conn interface {
 	Datagram() bool
 }
 
-// Dispatcher receives what devices send. Its methods are called from gnet event loops (Lines:
-// from NDJSON connection goroutines) and must not block: no disk, no network, no bounded
+// Dispatcher receives what devices send. Its methods are called from gnet event loops (Open over
+// TLS: from the connection's reader goroutine; Lines: from NDJSON connection goroutines) and must
+// not block: no disk, no network, no bounded
 // mailboxes.
 type Dispatcher interface {
 	// Open is called once per TCP connection after a valid HELLO. A non-nil error refuses the
@@ -60,7 +64,8 @@ type Authenticated interface {
 }
 
 // Session is one identified device connection. Its methods are called from the connection's
-// event loop, in the order frames arrived, and must not block.
+// event loop (over TLS: from the connection's reader goroutine), in the order frames arrived,
+// and must not block.
 type Session interface {
 	// Data delivers one DATA frame. frame is a private copy the callee owns; records alias it.
 	Data(seq uint64, records [][]byte, frame []byte)

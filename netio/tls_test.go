@@ -277,8 +277,8 @@ func TestTLSWithoutClientCA(t *testing.T) {
 }
 
 // Conn.Fail and Close from another goroutine, max_connections shared with the plain listener,
-// and no goroutine left behind after many connections: each connection's goroutines end with
-// it, with the server still running.
+// and no goroutine left behind after many connections, TLS ones and plain clients on the TLS
+// port: each connection's goroutines end with it, with the server still running.
 func TestTLSConnsAndGoroutines(t *testing.T) {
 	ca := newTestCA(t, "device CA")
 	f := newFleet(t)
@@ -328,6 +328,18 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if i%3 == 0 { // a plain client on the TLS port: told so, closed
+				c, err := net.Dial("tcp", srv.TLSAddr().String())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer c.Close()
+				_, _ = c.Write(native.AppendHello(nil, &native.Hello{Serial: "G"}))
+				_ = c.SetReadDeadline(time.Now().Add(hang))
+				_, _ = io.ReadAll(c)
+				return
+			}
 			cfg := &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}}
 			c, err := tls.Dial("tcp", srv.TLSAddr().String(), cfg)
 			if err != nil {
@@ -343,8 +355,9 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 	}
 	wg.Wait()
 	checkfor.Check(t, hang, 10*time.Millisecond, func() error {
-		if st := srv.Stats(); st.Connections != 0 || st.TLS.Connections != 0 {
-			return fmt.Errorf("%d connections, %d TLS", st.Connections, st.TLS.Connections)
+		if st := srv.Stats(); st.Connections != 0 || st.TLS.Connections != 0 || st.TLS.Failures[netio.TLSNotTLS] != n/3 {
+			return fmt.Errorf("%d connections, %d TLS, %d plain clients refused; want 0, 0, %d", st.Connections, st.TLS.Connections,
+				st.TLS.Failures[netio.TLSNotTLS], n/3)
 		}
 		if g := runtime.NumGoroutine(); g > base {
 			return fmt.Errorf("%d goroutines, %d before the connections", g, base)
