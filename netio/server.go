@@ -341,7 +341,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.ndjson.stop()
 	}
 	if s.tls != nil {
-		s.tls.stop()
+		s.tls.stop(ctx)
 	}
 	// gnet's Engine.Stop signals the engine and then polls every 500 ms until it is down, which
 	// made every shutdown last 1 s for two engines. Signal both at once and wait for their

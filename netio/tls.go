@@ -1,6 +1,7 @@
 package netio
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -342,17 +343,42 @@ func (s *tlsServer) timer() {
 	}
 }
 
-// stop closes the listener and every connection and waits for every goroutine.
-func (s *tlsServer) stop() {
+// stop closes the listener and every connection, each once what was queued for it (the ACKs
+// of the frames stored before shutdown) is written, and waits for every goroutine; when ctx
+// ends first, the connections still writing are closed at once.
+func (s *tlsServer) stop(ctx context.Context) {
 	s.mu.Lock()
 	s.closed = true
 	for c := range s.conns {
-		c.shutNow()
+		c.closeSoon()
 	}
 	s.mu.Unlock()
 	_ = s.ln.Close()
 	close(s.done)
-	s.wg.Wait()
+	waited := make(chan struct{})
+	go func() { s.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.shutNow()
+		}
+		s.mu.Unlock()
+		<-waited
+	}
+}
+
+// closeSoon closes the connection once the writer has written what is queued (now if nothing
+// is); nothing more is queued.
+func (c *tlsConn) closeSoon() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closing = true
+	if !c.writing && !c.sockClosed {
+		c.sockClosed = true
+		c.raw.Close()
+	}
 }
 
 // put implements wire: queued like send (the reader never writes to the socket itself).

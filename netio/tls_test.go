@@ -1,6 +1,7 @@
 package netio_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -284,16 +286,24 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 	f := newFleet(t)
 	srv := startTLS(t, netio.Options{MaxConns: 3}, f, ca, ca.pool)
 	cert := ca.issue(t, false, "G")
-	base := runtime.NumGoroutine()
 
 	c := dialTLS(t, srv, ca, &cert, 0)
 	hello(t, c, "G")
+	if connGoroutines() == 0 { // the count below sees a live connection's reader
+		t.Fatal("no goroutine of the open TLS connection found")
+	}
 	first := f.session(t, 0)
 	f.later(func() {
 		first.conn.Fail(native.CodeRateLimited, "slow down")
 		first.conn.Write(native.AppendAck(nil, 1))
 	})
 	expectError(t, c, native.CodeRateLimited, "slow down")
+	checkfor.Check(t, hang, time.Millisecond, func() error { // uncounted just after the socket closed
+		if n := srv.Stats().Connections; n != 0 {
+			return fmt.Errorf("%d connections", n)
+		}
+		return nil
+	})
 
 	// Plain and TLS connections share MaxConns: two plain ones and a TLS one fill it, and the
 	// next TLS connection is closed before its handshake.
@@ -320,7 +330,6 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 	// Many connections to a server without a cap: each one's goroutines (reader, writer) end
 	// with it.
 	srv = startTLS(t, netio.Options{}, f, ca, ca.pool)
-	base = runtime.NumGoroutine()
 
 	const n = 300
 	var wg sync.WaitGroup
@@ -359,9 +368,51 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 			return fmt.Errorf("%d connections, %d TLS, %d plain clients refused; want 0, 0, %d", st.Connections, st.TLS.Connections,
 				st.TLS.Failures[netio.TLSNotTLS], n/3)
 		}
-		if g := runtime.NumGoroutine(); g > base {
-			return fmt.Errorf("%d goroutines, %d before the connections", g, base)
+		if n := connGoroutines(); n != 0 {
+			return fmt.Errorf("%d goroutines of TLS connections left", n)
 		}
 		return nil
 	})
+}
+
+// Stop writes what was queued for a TLS connection before closing it (the ACKs of what was
+// stored before shutdown), closes its session, and leaves no goroutine behind (TestMain).
+func TestTLSStopFlushes(t *testing.T) {
+	ca := newTestCA(t, "device CA")
+	f := newFleet(t)
+	srv := netio.New(netio.Options{EventLoops: 1, TLS: netio.TLSOptions{Addr: "127.0.0.1:0",
+		Certificates: []tls.Certificate{ca.issue(t, true, "relay")}}}, f)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialTLS(t, srv, ca, nil, 0)
+	hello(t, c, "STOP1")
+	s := f.session(t, 0)
+	const acks = 2000
+	for seq := uint64(1); seq <= acks; seq++ {
+		netio.WriteAck(s.conn, seq, true) // again: each one written, none coalesced away
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hang)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectAcks(t, c, acks)
+	expectClosed(t, c)
+	if _, _, closed := s.snapshot(); closed != 1 {
+		t.Errorf("session closed %d times after Stop, want 1", closed)
+	}
+}
+
+// connGoroutines counts the goroutines of TLS connections: handshakes, readers and writers.
+func connGoroutines() int {
+	buf := make([]byte, 4<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "netio.(*tlsServer).serve") || strings.Contains(g, "netio.(*tlsServer).read") ||
+			strings.Contains(g, "netio.(*tlsConn).write") {
+			n++
+		}
+	}
+	return n
 }
