@@ -32,6 +32,13 @@ import (
 // suites are not configurable in Go: a TLS 1.3 connection uses TLS_AES_128_GCM_SHA256,
 // TLS_AES_256_GCM_SHA384 or TLS_CHACHA20_POLY1305_SHA256 as Go and the device agree (all AEAD
 // with forward secrecy); a device that must have AES-256 offers only TLS_AES_256_GCM_SHA384.
+//
+// The listener only moves bytes: its reader hands the decrypted stream to the protocol core's
+// feed and its writer sends what the core queues through the wire interface (put, send,
+// sendAndClose, shut); the core's check runs on the listener's timer. A Teltonika listener over
+// TLS takes the same shape: its TCP session, written as a core fed bytes and writing through a
+// wire (its gnet handler calling feed from OnTraffic as tcp.go does), replaces streamConn in
+// tlsConn, and tlsServer takes the core's constructor instead of building a streamConn.
 type TLSOptions struct {
 	Addr         string            // listen address ("" disables)
 	Certificates []tls.Certificate // the relay's certificate chain and key
