@@ -35,10 +35,13 @@ import (
 //
 // The listener only moves bytes: its reader hands the decrypted stream to the protocol core's
 // feed and its writer sends what the core queues through the wire interface (put, send,
-// sendAndClose, shut); the core's check runs on the listener's timer. A Teltonika listener over
-// TLS takes the same shape: its TCP session, written as a core fed bytes and writing through a
-// wire (its gnet handler calling feed from OnTraffic as tcp.go does), replaces streamConn in
-// tlsConn, and tlsServer takes the core's constructor instead of building a streamConn.
+// sendAndClose, shut); the core's check runs on the listener's timer. Teltonika over TLS (a
+// later step) takes the same shape: the body of telTCPServer.OnTraffic and OnTick (teltonika.go)
+// moves into a core of its own — feed(buf) (consumed, close), check(now), ended(), writes
+// through a wire — that OnTraffic calls as tcp.go calls streamConn; tlsConn then holds that core
+// behind a small interface instead of embedding streamConn, tlsServer takes the core's
+// constructor, and the IMEI of the handshake is checked against certIDs as a HELLO's identity
+// is here.
 type TLSOptions struct {
 	Addr         string            // listen address ("" disables)
 	Certificates []tls.Certificate // the relay's certificate chain and key
