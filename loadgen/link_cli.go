@@ -11,7 +11,8 @@ import (
 )
 
 // mainLink is "loadgen link": a device link's client measuring the link (throughput, round
-// trips, a UDP flood) against a device that echoes, or with -echo that device itself.
+// trips, a UDP flood) against a device that echoes, with -echo that device itself, or with
+// -proxy the io.Copy proxy a link is compared with.
 func mainLink(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("loadgen link", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -27,6 +28,8 @@ func mainLink(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	window := fs.Int("window", 64, "UDP flood: datagrams in flight")
 	timeout := fs.Duration("timeout", time.Second, "UDP: a datagram without its echo after this long is lost")
 	echo := fs.Bool("echo", false, "be the device instead: echo every byte at -addr (with -key/-iv, the relay's end of an encrypted link: a floor)")
+	proxy := fs.Bool("proxy", false, "be a minimal TCP proxy instead (a floor): forward each connection to -addr to -upstream with io.Copy, a goroutine each way")
+	upstream := fs.String("upstream", "", "with -proxy: where connections are forwarded (host:port)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -41,6 +44,17 @@ func mainLink(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			fmt.Fprintf(stderr, "loadgen link: %v\n", err)
 			return 2
 		}
+	}
+	if *proxy {
+		p, err := StartLinkProxy(LinkProxyOptions{Addr: *addr, Upstream: *upstream})
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "link proxy on %s to %s\n", p.Addr(), *upstream)
+		<-ctx.Done()
+		_ = p.Close()
+		return 0
 	}
 	if *echo {
 		e, err := StartLinkEcho(LinkEchoOptions{Protocol: proto, Addr: *addr, Cipher: c})

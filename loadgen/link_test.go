@@ -306,3 +306,50 @@ func TestLinkEchoClose(t *testing.T) {
 	}
 	goleak.VerifyNone(t, ignore)
 }
+
+// The io.Copy proxy floor carries a link client's traffic to an echo byte-exact, passes the
+// half-close on both ways, and Close ends its connections and goroutines.
+func TestLinkProxy(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	e := startEcho(t, loadgen.LinkTCP, nil)
+	p, err := loadgen.StartLinkProxy(loadgen.LinkProxyOptions{Addr: "127.0.0.1:0", Upstream: e.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := dialLink(t, loadgen.LinkOptions{Addr: p.Addr()})
+	const size = 2<<20 + 777
+	got, err := cl.Throughput(context.Background(), size)
+	if err != nil || got.Bytes != size {
+		t.Fatalf("Throughput through the proxy = %+v, %v", got, err)
+	}
+	r, err := cl.RoundTrips(context.Background(), 20, 64, time.Second)
+	if err != nil || len(r.Samples) != 20 {
+		t.Fatalf("RoundTrips through the proxy = %d samples, %v", len(r.Samples), err)
+	}
+	if err := cl.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := cl.Read(make([]byte, 10)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Errorf("Read after half-close = %d, %v; want EOF (the echo's end passed back)", n, err)
+	}
+
+	held := dialLink(t, loadgen.LinkOptions{Addr: p.Addr()})
+	if _, err := held.RoundTrips(context.Background(), 1, 64, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	_ = held.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(held); err != nil {
+		t.Errorf("after Close, the proxy's connection did not end: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Errorf("echo Close = %v", err)
+	}
+	goleak.VerifyNone(t, ignore)
+
+	if _, err := loadgen.StartLinkProxy(loadgen.LinkProxyOptions{Addr: "127.0.0.1:0"}); err == nil {
+		t.Error("StartLinkProxy without an upstream succeeded")
+	}
+}

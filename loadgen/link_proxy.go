@@ -1,0 +1,119 @@
+package loadgen
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// LinkProxyOptions configures a LinkProxy.
+type LinkProxyOptions struct {
+	Addr     string // listen address, e.g. "127.0.0.1:0"
+	Upstream string // where each accepted connection is forwarded (host:port)
+}
+
+// LinkProxy is the smallest TCP proxy there is: each accepted connection is paired with a new
+// connection to Upstream and two goroutines copy the bytes with io.Copy, one each way, passing
+// a half-close on. It is the floor a device link's throughput, latency and memory are measured
+// against (bench's device-link scenario, loadgen link -proxy): what forwarding costs without
+// gnet, without a bounded buffer, without encryption. Close stops it and waits for its
+// goroutines.
+type LinkProxy struct {
+	o    LinkProxyOptions
+	ln   net.Listener
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	conn map[net.Conn]struct{}
+	done bool
+}
+
+// StartLinkProxy listens on o.Addr and forwards until Close.
+func StartLinkProxy(o LinkProxyOptions) (*LinkProxy, error) {
+	if o.Upstream == "" {
+		return nil, errors.New("link proxy: no upstream")
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("link proxy: %w", err)
+	}
+	p := &LinkProxy{o: o, ln: ln, conn: make(map[net.Conn]struct{})}
+	p.wg.Go(p.accept)
+	return p, nil
+}
+
+// Addr is the proxy's host:port.
+func (p *LinkProxy) Addr() string { return p.ln.Addr().String() }
+
+// Close stops listening, closes every connection and waits for the goroutines.
+func (p *LinkProxy) Close() error {
+	p.mu.Lock()
+	p.done = true
+	for c := range p.conn {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	err := p.ln.Close()
+	p.wg.Wait()
+	return err
+}
+
+// track adds c to the connections Close closes; false once Close began (c is then closed).
+func (p *LinkProxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done {
+		_ = c.Close()
+		return false
+	}
+	p.conn[c] = struct{}{}
+	return true
+}
+
+func (p *LinkProxy) forget(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conn, c)
+	p.mu.Unlock()
+	_ = c.Close()
+}
+
+func (p *LinkProxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		if !p.track(c) {
+			return
+		}
+		p.wg.Go(func() { p.pair(c) })
+	}
+}
+
+// pair dials upstream for the client c and copies both ways until both directions ended.
+func (p *LinkProxy) pair(c net.Conn) {
+	defer p.forget(c)
+	up, err := net.Dial("tcp", p.o.Upstream)
+	if err != nil || !p.track(up) {
+		return
+	}
+	defer p.forget(up)
+	var wg sync.WaitGroup
+	wg.Go(func() { copyHalf(up, c) })
+	copyHalf(c, up)
+	wg.Wait()
+}
+
+// copyHalf copies src to dst until src ends, then half-closes dst (the end of stream passed
+// on); on an error both are closed, which ends the other direction too.
+func copyHalf(dst, src net.Conn) {
+	if _, err := io.Copy(dst, src); err != nil {
+		_ = dst.Close()
+		_ = src.Close()
+		return
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+	}
+}
