@@ -163,11 +163,12 @@ func medianRun(rs []*Result) int {
 // Measure runs a scenario against the relay and its floors, alternating, Options.Count times
 // (relay, floors, relay, floors, …), and returns the relay run with the median figure, its
 // Floors holding every run, the medians and the ratios. Scenarios without floors, or crash and
-// backlog scenarios, run once against the relay, as Run.
+// backlog scenarios, run once against the relay, as Run; device-link scenarios run as Run too,
+// which alternates the relay and their floors Options.Count times itself (Result.Link).
 func Measure(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 	count := max(o.Count, 1)
-	if len(s.Floors) == 0 || s.Crash != nil || s.Backlog != nil {
-		return Run(ctx, s, o)
+	if len(s.Floors) == 0 || s.Crash != nil || s.Backlog != nil || s.Link != nil {
+		return Run(ctx, s, o) // a device-link scenario alternates with its floors itself
 	}
 	c := &Comparison{Count: count}
 	var relays []*Result

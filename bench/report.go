@@ -43,6 +43,9 @@ func (r *Result) WriteFiles(dir string) error {
 // messages acknowledged and delivered per second, ACK p99 per second, memory, and the ACK latency
 // distribution on a log 1/(1-p) axis as HdrHistogram and wrk2 plot it.
 func (r *Result) WriteHTML(w io.Writer) error {
+	if r.Link != nil {
+		return r.writeLinkHTML(w)
+	}
 	main, runs := mainTable([]*Result{r}), runsTable([]*Result{r})
 	var extra []table // the crash or backlog table
 	if r.Crash != nil {
@@ -243,6 +246,37 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}th.ratio,td.
 </body></html>
 `))
 
+// writeLinkHTML writes a device-link result's page: its tables (ratios first, then every run)
+// and notes.
+func (r *Result) writeLinkHTML(w io.Writer) error {
+	var main, runs strings.Builder
+	writeLinkTable(&main, []*Result{r})
+	writeLinkRuns(&runs, []*Result{r})
+	return linkPage.Execute(w, map[string]any{
+		"Name":  r.Scenario,
+		"Desc":  r.Description,
+		"Main":  parseMarkdownTable(strings.ReplaceAll(main.String(), "**", "")),
+		"Runs":  parseMarkdownTable(runs.String()),
+		"Notes": r.Notes,
+	})
+}
+
+var linkPage = template.Must(template.New("link").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>bench: {{.Name}}</title>
+<style>body{font-family:sans-serif;margin:2em;max-width:90em}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}</style></head>
+<body><h1>{{.Name}}</h1><p>{{.Desc}}</p>
+{{with .Main}}<table><tr>{{range .Head}}<th>{{.Text}}</th>{{end}}</tr>
+{{range .Rows}}<tr>{{range .}}<td>{{.Text}}</td>{{end}}</tr>{{end}}</table>{{end}}
+<p>Ratios are the relay's link (medians over the rounds) divided by its floors' measured in the same invocation: direct (the client talking to the device echo over one loopback connection; with AES, to an echo that plays the relay's end of an encrypted link) and an io.Copy proxy of its own process (a goroutine each way). Added p99 is the link's p99 round trip minus the floor's.</p>
+<h2>Every run, in the order they ran</h2>
+{{with .Runs}}<table><tr>{{range .Head}}<th>{{.Text}}</th>{{end}}</tr>
+{{range .Rows}}<tr>{{range .}}<td>{{.Text}}</td>{{end}}</tr>{{end}}</table>{{end}}
+{{range .Notes}}<p>note: {{.}}</p>{{end}}
+</body></html>
+`))
+
 // pctSeries is one latency distribution of the percentile chart.
 type pctSeries struct {
 	name, color, dash string
@@ -316,15 +350,34 @@ func niceCeil(v float64) float64 {
 }
 
 // WriteMarkdown writes one table row per result, then a table of the crash results and one of
-// the backlog results among them, if any.
+// the backlog results among them, if any; device-link results have tables of their own (their
+// medians with the ratios first, then every run).
 func WriteMarkdown(w io.Writer, rs []*Result) {
-	mainTable(rs).markdown(w)
-	if runs := runsTable(rs); len(runs.Rows) > 0 {
+	var fleet, links []*Result
+	for _, r := range rs {
+		if r.Link != nil {
+			links = append(links, r)
+		} else {
+			fleet = append(fleet, r)
+		}
+	}
+	if len(fleet) > 0 {
+		mainTable(fleet).markdown(w)
+		if runs := runsTable(fleet); len(runs.Rows) > 0 {
+			fmt.Fprintln(w)
+			runs.markdown(w)
+		}
+	}
+	if len(links) > 0 {
+		if len(fleet) > 0 {
+			fmt.Fprintln(w)
+		}
+		writeLinkTable(w, links)
 		fmt.Fprintln(w)
-		runs.markdown(w)
+		writeLinkRuns(w, links)
 	}
 	var crash, backlog []*Result
-	for _, r := range rs {
+	for _, r := range fleet {
 		if r.Crash != nil {
 			crash = append(crash, r)
 		}

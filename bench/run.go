@@ -97,6 +97,7 @@ type Result struct {
 	Churn   *ChurnResult      `json:"churn,omitempty"`   // the control plane's work during the load
 	Crash   *CrashResult      `json:"crash,omitempty"`   // crash scenarios
 	Backlog *BacklogResult    `json:"backlog,omitempty"` // backlog scenarios
+	Link    *LinkResult       `json:"link,omitempty"`    // device-link scenarios
 	Sink    loadgen.SinkStats `json:"sink"`              // the sink's counters at the end
 
 	Notes         []string         `json:"notes,omitempty"`
@@ -240,6 +241,8 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		return runCrash(ctx, s, o, res, logf)
 	case s.Backlog != nil:
 		return runBacklog(ctx, s, o, res, logf)
+	case s.Link != nil:
+		return runLink(ctx, s, o, res, logf)
 	}
 
 	return runOnce(ctx, s, o, res, TargetRelay, logf)

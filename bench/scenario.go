@@ -48,6 +48,10 @@ type Scenario struct {
 	// runs only; floors have no API), so the data path's cost of a busy control plane shows in
 	// the ratios to the floors.
 	Churn *ChurnSpec `yaml:"churn"`
+	// Link makes the scenario a device-link benchmark (bench -run device-link): one TCP link's
+	// throughput and round trips and the relay's memory per idle link, beside the floors
+	// "direct" and "proxy" (LinkSpec). It has no fleet: the load section is not used.
+	Link *LinkSpec `yaml:"link"`
 }
 
 // CrashSpec describes the kills of a crash scenario. The load's duration caps the test: the fleet
@@ -187,6 +191,9 @@ func (s *Scenario) defaults() {
 	if c := s.Churn; c != nil && c.Rate == 0 {
 		c.Rate = 1000
 	}
+	if l := s.Link; l != nil {
+		l.defaults()
+	}
 	if b := s.Backlog; b != nil {
 		if b.Messages == 0 {
 			b.Messages = 10_000_000
@@ -198,6 +205,9 @@ func (s *Scenario) defaults() {
 }
 
 func (s *Scenario) validate() error {
+	if s.Link != nil {
+		return s.validateLink()
+	}
 	var errs []string
 	if s.Load.Devices <= 0 {
 		errs = append(errs, "load.devices: must be > 0")
@@ -243,6 +253,24 @@ func (s *Scenario) validate() error {
 	}
 	if b := s.Backlog; b != nil && b.Messages < 0 {
 		errs = append(errs, "backlog.messages: must be > 0")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// validateLink checks a device-link scenario: its link section and floors, and nothing of a
+// fleet's (crash, backlog, churn) beside them.
+func (s *Scenario) validateLink() error {
+	errs := s.Link.validate()
+	if s.Crash != nil || s.Backlog != nil || s.Churn != nil {
+		errs = append(errs, "link: a device-link scenario has no crash, backlog or churn")
+	}
+	for i, f := range s.Floors {
+		if f != FloorDirect && f != FloorProxy {
+			errs = append(errs, fmt.Sprintf("floors[%d]: a device-link scenario's floors are %s and %s, got %q", i, FloorDirect, FloorProxy, f))
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
