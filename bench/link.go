@@ -409,7 +409,10 @@ func (l *linkRound) throughput(ctx context.Context, run *LinkRun, mid *relayProc
 	if mid != nil {
 		cpu0 = mid.cpu()
 	}
-	t, err := c.Throughput(ctx, l.spec.Bytes)
+	// A transfer slower than 10 MB/s, or a stuck one, fails the run instead of hanging it.
+	tctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(l.spec.Bytes/10)*time.Microsecond)
+	defer cancel()
+	t, err := c.Throughput(tctx, l.spec.Bytes)
 	if err != nil {
 		return err
 	}
@@ -432,7 +435,9 @@ func (l *linkRound) roundTrips(ctx context.Context, run *LinkRun, dial func(cont
 		return err
 	}
 	defer c.Close()
-	r, err := c.RoundTrips(ctx, l.spec.RoundTrips, l.spec.Size, 5*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(l.spec.RoundTrips)*10*time.Millisecond)
+	defer cancel()
+	r, err := c.RoundTrips(rctx, l.spec.RoundTrips, l.spec.Size, 5*time.Second)
 	if err != nil {
 		return err
 	}
@@ -469,11 +474,13 @@ func (l *linkRound) idle(ctx context.Context, run *LinkRun, p *relayProc, admin 
 	for range linkOpeners {
 		wg.Go(func() {
 			for i := range next {
-				c, err := dial(ctx)
+				lctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a stuck link fails the run
+				c, err := dial(lctx)
 				if err == nil {
 					clients[i] = c
-					_, err = c.RoundTrips(ctx, 1, l.spec.Size, 5*time.Second)
+					_, err = c.RoundTrips(lctx, 1, l.spec.Size, 5*time.Second)
 				}
+				cancel()
 				if err != nil {
 					mu.Lock()
 					ferr = cmpOr(ferr, fmt.Errorf("link %d of %d: %w", i+1, n, err))
