@@ -250,6 +250,78 @@ func (c *LinkClient) Throughput(ctx context.Context, size int64) (Throughput, er
 	return Throughput{Bytes: size, Sent: sent, Echoed: echoed}, rerr
 }
 
+// OneWay is one measured transfer in one direction over a link whose device is a one-way
+// device (LinkEchoOptions.OneWay).
+type OneWay struct {
+	Bytes int64         // sent, and found byte-exact at the other end
+	Took  time.Duration // from the request until the device's verdict (ToDevice) or the last byte (FromDevice)
+}
+
+// PerSec is the transfer's rate, bytes per second.
+func (o OneWay) PerSec() float64 { return float64(o.Bytes) / o.Took.Seconds() }
+
+// ToDevice sends size bytes over a TCP link to a one-way device, which checks every byte and
+// answers once it has them all; the time runs until that answer.
+func (c *LinkClient) ToDevice(ctx context.Context, size int64) (OneWay, error) {
+	if c.udp {
+		return OneWay{}, errors.New("link to device: a TCP link's")
+	}
+	defer c.untilDone(ctx)()
+	start := time.Now()
+	if err := c.oneWayRequest(oneWaySink, size); err != nil {
+		return OneWay{}, fmt.Errorf("link to device: %w", ctxErr(ctx, err))
+	}
+	for off := int64(0); off < size; {
+		p := patternAt(off, int(min(size-off, patternLen)))
+		if _, err := c.Write(p); err != nil {
+			return OneWay{}, fmt.Errorf("link to device: %d of %d bytes: %w", off, size, ctxErr(ctx, err))
+		}
+		off += int64(len(p))
+	}
+	verdict := make([]byte, 1)
+	if _, err := io.ReadFull(c, verdict); err != nil {
+		return OneWay{}, fmt.Errorf("link to device: the device's answer: %w", ctxErr(ctx, err))
+	}
+	took := time.Since(start)
+	if verdict[0] != 0 {
+		return OneWay{}, errors.New("link to device: the device received other bytes than were sent")
+	}
+	return OneWay{Bytes: size, Took: took}, nil
+}
+
+// FromDevice asks a one-way device for size bytes over a TCP link and checks every byte; the
+// time runs from the request until the last byte.
+func (c *LinkClient) FromDevice(ctx context.Context, size int64) (OneWay, error) {
+	if c.udp {
+		return OneWay{}, errors.New("link from device: a TCP link's")
+	}
+	defer c.untilDone(ctx)()
+	start := time.Now()
+	if err := c.oneWayRequest(oneWayGenerate, size); err != nil {
+		return OneWay{}, fmt.Errorf("link from device: %w", ctxErr(ctx, err))
+	}
+	buf := make([]byte, patternLen)
+	for off := int64(0); off < size; {
+		n, err := c.Read(buf[:min(size-off, patternLen)])
+		if !bytes.Equal(buf[:n], patternAt(off, n)) {
+			return OneWay{}, fmt.Errorf("link from device: bytes %d to %d differ", off, off+int64(n))
+		}
+		off += int64(n)
+		if err != nil && off < size {
+			return OneWay{}, fmt.Errorf("link from device: %d of %d bytes: %w", off, size, ctxErr(ctx, err))
+		}
+	}
+	return OneWay{Bytes: size, Took: time.Since(start)}, nil
+}
+
+func (c *LinkClient) oneWayRequest(op byte, size int64) error {
+	h := make([]byte, oneWayHeader)
+	h[0] = op
+	binary.BigEndian.PutUint64(h[1:], uint64(size))
+	_, err := c.Write(h)
+	return err
+}
+
 // RoundTrips is the outcome of request/response exchanges over a link.
 type RoundTrips struct {
 	Samples []time.Duration // one per answered request, in order

@@ -28,6 +28,7 @@ func mainLink(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	window := fs.Int("window", 64, "UDP flood: datagrams in flight")
 	timeout := fs.Duration("timeout", time.Second, "UDP: a datagram without its echo after this long is lost")
 	echo := fs.Bool("echo", false, "be the device instead: echo every byte at -addr (with -key/-iv, the relay's end of an encrypted link: a floor)")
+	oneWay := fs.Bool("oneway", false, "with -echo: a one-way device instead (LinkClient.ToDevice, FromDevice): it checks what it is sent, and sends what it is asked for")
 	proxy := fs.Bool("proxy", false, "be a minimal TCP proxy instead (a floor): forward each connection to -addr to -upstream with io.Copy, a goroutine each way")
 	upstream := fs.String("upstream", "", "with -proxy: where connections are forwarded (host:port)")
 	if err := fs.Parse(args); err != nil {
@@ -57,7 +58,7 @@ func mainLink(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 0
 	}
 	if *echo {
-		e, err := StartLinkEcho(LinkEchoOptions{Protocol: proto, Addr: *addr, Cipher: c})
+		e, err := StartLinkEcho(LinkEchoOptions{Protocol: proto, Addr: *addr, Cipher: c, OneWay: *oneWay})
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1

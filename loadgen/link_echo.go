@@ -1,6 +1,9 @@
 package loadgen
 
 import (
+	"bytes"
+	"crypto/cipher"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +24,19 @@ type LinkEchoOptions struct {
 	// each a key of its own, as a relay's links have. nil: bytes go back as they came, the
 	// device of a link.
 	Cipher *linkcrypt.Cipher
+	// OneWay makes a TCP echo a one-way device instead, for LinkClient.ToDevice and FromDevice:
+	// each request on a connection is a byte, 'S' or 'G', and a count n (8 bytes, big-endian).
+	// 'S': the device reads n bytes, checks them against the measurements' pattern, and answers
+	// one byte, 0 if every byte was right, 1 if not. 'G': the device sends n bytes of the pattern.
+	OneWay bool
 }
+
+// One-way requests (LinkEchoOptions.OneWay).
+const (
+	oneWaySink     = 'S'
+	oneWayGenerate = 'G'
+	oneWayHeader   = 9
+)
 
 // LinkEcho is a device (or, with a cipher, a relay's link end) that sends back every byte it
 // receives: over TCP on a goroutine per connection, half-close propagated; over UDP each
@@ -40,6 +55,9 @@ type LinkEcho struct {
 func StartLinkEcho(o LinkEchoOptions) (*LinkEcho, error) {
 	if o.Protocol == "" {
 		o.Protocol = LinkTCP
+	}
+	if o.OneWay && o.Protocol != LinkTCP {
+		return nil, errors.New("link echo: a one-way device is a TCP one")
 	}
 	e := &LinkEcho{o: o, conn: make(map[net.Conn]struct{})}
 	var err error
@@ -113,11 +131,14 @@ func (e *LinkEcho) echoStream(c net.Conn) {
 		_ = c.Close()
 	}()
 	var err error
-	if e.o.Cipher == nil {
+	switch {
+	case e.o.OneWay:
+		err = e.oneWay(c)
+	case e.o.Cipher == nil:
 		// By read and write: io.Copy(c, c) would splice through a pipe, two more open files
 		// for every connection, which thousands of idle links cannot afford.
 		_, err = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 32<<10))
-	} else {
+	default:
 		in, out := e.o.Cipher.Streams()
 		buf := make([]byte, 64<<10)
 		for {
@@ -139,6 +160,70 @@ func (e *LinkEcho) echoStream(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok && err == nil {
 		_ = tc.CloseWrite() // the client's end of stream, passed on
 		_, _ = io.Copy(io.Discard, c)
+	}
+}
+
+// oneWay serves a one-way device's requests on c until the client's end of stream (nil) or an
+// error.
+func (e *LinkEcho) oneWay(c net.Conn) error {
+	var in, out cipher.Stream // with a cipher: the relay's end of an encrypted link
+	if e.o.Cipher != nil {
+		in, out = e.o.Cipher.Streams()
+	}
+	read := func(p []byte) error {
+		if _, err := io.ReadFull(c, p); err != nil {
+			return err
+		}
+		if in != nil {
+			in.XORKeyStream(p, p)
+		}
+		return nil
+	}
+	write := func(p []byte) error {
+		if out != nil {
+			out.XORKeyStream(p, p)
+		}
+		_, err := c.Write(p)
+		return err
+	}
+	buf := make([]byte, patternLen)
+	for {
+		h := buf[:oneWayHeader]
+		if err := read(h); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		n := int64(binary.BigEndian.Uint64(h[1:]))
+		switch h[0] {
+		case oneWaySink:
+			bad := byte(0)
+			for off := int64(0); off < n; {
+				k := int(min(n-off, patternLen))
+				if err := read(buf[:k]); err != nil {
+					return err
+				}
+				if !bytes.Equal(buf[:k], patternAt(off, k)) {
+					bad = 1
+				}
+				off += int64(k)
+			}
+			if err := write([]byte{bad}); err != nil {
+				return err
+			}
+		case oneWayGenerate:
+			for off := int64(0); off < n; {
+				k := int(min(n-off, patternLen))
+				copy(buf, patternAt(off, k))
+				if err := write(buf[:k]); err != nil {
+					return err
+				}
+				off += int64(k)
+			}
+		default:
+			return fmt.Errorf("one-way device: request %q", h[0])
+		}
 	}
 }
 

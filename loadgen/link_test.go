@@ -353,3 +353,54 @@ func TestLinkProxy(t *testing.T) {
 		t.Error("StartLinkProxy without an upstream succeeded")
 	}
 }
+
+// A one-way device checks every byte it is sent and sends what it is asked for, plain and as an
+// encrypted link's relay end; ToDevice and FromDevice measure each direction alone, and a
+// device that received other bytes says so.
+func TestLinkOneWay(t *testing.T) {
+	for _, enc := range []bool{false, true} {
+		var c *linkcrypt.Cipher
+		if enc {
+			c = linkCipher(t)
+		}
+		e, err := loadgen.StartLinkEcho(loadgen.LinkEchoOptions{Addr: "127.0.0.1:0", Cipher: c, OneWay: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = e.Close() })
+		cl := dialLink(t, loadgen.LinkOptions{Addr: e.Addr(), Cipher: c})
+		const size = 3<<20 + 999
+		for range 2 { // requests follow each other on one connection
+			up, err := cl.ToDevice(context.Background(), size)
+			if err != nil || up.Bytes != size || up.Took <= 0 || up.PerSec() <= 0 {
+				t.Fatalf("encrypted %v: ToDevice = %+v, %v", enc, up, err)
+			}
+			down, err := cl.FromDevice(context.Background(), size)
+			if err != nil || down.Bytes != size || down.Took <= 0 {
+				t.Fatalf("encrypted %v: FromDevice = %+v, %v", enc, down, err)
+			}
+		}
+	}
+
+	// Other bytes than the pattern: the device answers 1, ToDevice's check.
+	e, err := loadgen.StartLinkEcho(loadgen.LinkEchoOptions{Addr: "127.0.0.1:0", OneWay: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	raw, err := net.Dial("tcp", e.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write(append([]byte{'S', 0, 0, 0, 0, 0, 0, 0, 4}, "abcd"...)); err != nil {
+		t.Fatal(err)
+	}
+	verdict := make([]byte, 1)
+	if _, err := io.ReadFull(raw, verdict); err != nil || verdict[0] != 1 {
+		t.Errorf("verdict on wrong bytes = %v, %v; want 1", verdict, err)
+	}
+	if _, err := loadgen.StartLinkEcho(loadgen.LinkEchoOptions{Protocol: loadgen.LinkUDP, Addr: "127.0.0.1:0", OneWay: true}); err == nil {
+		t.Error("a UDP one-way device started")
+	}
+}
