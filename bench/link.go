@@ -94,6 +94,10 @@ type LinkRun struct {
 	// CPUPerGB is the relay's (or the proxy's) CPU seconds per 10^9 bytes carried, each
 	// direction counted (2 × Bytes), during the transfer.
 	CPUPerGB float64 `json:"cpuSecondsPerGB,omitempty"`
+	// One way: Bytes to a one-way device (loadgen link -echo -oneway) until it confirmed every
+	// byte, then Bytes from it until the last one arrived: each direction alone.
+	OneWayToDeviceMBps float64 `json:"oneWayToDeviceMBps,omitempty"`
+	OneWayToClientMBps float64 `json:"oneWayToClientMBps,omitempty"`
 
 	// Round trips of Size-byte requests, one at a time, each echo checked, in µs.
 	RoundTrips int     `json:"roundTrips,omitempty"`
@@ -116,6 +120,14 @@ type LinkRun struct {
 // LinkRatios are the relay's medians divided by (or, for latency, minus) its floors' medians;
 // 0 where a side is missing.
 type LinkRatios struct {
+	// One way, each direction alone: link ÷ direct, link ÷ proxy, encrypted link ÷ plain link.
+	OneWayToDeviceDirect float64 `json:"oneWayToDeviceDirect"`
+	OneWayToClientDirect float64 `json:"oneWayToClientDirect"`
+	OneWayToDeviceProxy  float64 `json:"oneWayToDeviceProxy"`
+	OneWayToClientProxy  float64 `json:"oneWayToClientProxy"`
+	AESPlainToDevice     float64 `json:"aesPlainToDevice"`
+	AESPlainToClient     float64 `json:"aesPlainToClient"`
+	// Both ways at once, through the echo:
 	ToDeviceDirect  float64 `json:"toDeviceDirect"`  // link ÷ direct, MB/s to the device
 	BackDirect      float64 `json:"backDirect"`      // link ÷ direct, MB/s back
 	ToDeviceProxy   float64 `json:"toDeviceProxy"`   // link ÷ io.Copy proxy
@@ -206,6 +218,8 @@ type linkRound struct {
 	listen netip.Addr // devicelink.listen
 	ports  string
 	first  uint16
+	// The device processes: an echo and a one-way device.
+	echoAddr, oneWayAddr string
 }
 
 func (l *linkRound) run(ctx context.Context, floors []string) ([]LinkRun, error) {
@@ -221,6 +235,16 @@ func (l *linkRound) run(ctx context.Context, floors []string) ([]LinkRun, error)
 		return nil, err
 	}
 	defer echo.stop()
+	oneWayAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	oneWay, err := startProc(ctx, "one-way device", exec.Command(l.o.LoadgenBin, "link", "-echo", "-oneway", "-addr", oneWayAddr), oneWayAddr, "", 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer oneWay.stop()
+	l.echoAddr, l.oneWayAddr = echoAddr, oneWayAddr
 
 	var runs []LinkRun
 	rs, err := l.relay(ctx, echoAddr)
@@ -247,8 +271,7 @@ func (l *linkRound) run(ctx context.Context, floors []string) ([]LinkRun, error)
 // relay measures the relay's links: idle links first (on a relay that carried nothing yet),
 // then a plain link's and an encrypted link's throughput, then round trips over a plain link.
 func (l *linkRound) relay(ctx context.Context, echoAddr string) ([]LinkRun, error) {
-	_, echoPort, _ := net.SplitHostPort(echoAddr)
-	devicePort, _ := strconv.Atoi(echoPort)
+	devicePort, oneWayPort := portOf(echoAddr), portOf(l.oneWayAddr)
 	devAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -284,14 +307,14 @@ func (l *linkRound) relay(ctx context.Context, echoAddr string) ([]LinkRun, erro
 	}
 	defer dev.Close()
 	api := &linkAPI{admin: adminAddr, key: key, client: &http.Client{Timeout: 10 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: linkOpeners}}, devicePort: devicePort, listen: l.listen}
+		Transport: &http.Transport{MaxIdleConnsPerHost: linkOpeners}}, listen: l.listen}
 	defer api.client.CloseIdleConnections()
 
 	main := LinkRun{Round: l.round, Target: TargetRelay}
 	if n := l.spec.IdleLinks; n > 0 {
 		time.Sleep(time.Duration(l.spec.Settle))
 		if err := l.idle(ctx, &main, relay, adminAddr, func(ctx context.Context) (*loadgen.LinkClient, error) {
-			return api.dial(ctx, nil)
+			return api.dial(ctx, nil, devicePort)
 		}); err != nil {
 			return nil, fmt.Errorf("idle links: %w", err)
 		}
@@ -303,18 +326,24 @@ func (l *linkRound) relay(ctx context.Context, echoAddr string) ([]LinkRun, erro
 	}
 	aes := LinkRun{Round: l.round, Target: TargetRelayAES}
 	if l.spec.Bytes > 0 {
-		if err := l.throughput(ctx, &main, relay, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, nil) }); err != nil {
+		if err := l.throughput(ctx, &main, relay, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, nil, devicePort) }); err != nil {
 			return nil, fmt.Errorf("plain link: %w", err)
 		}
 		c, err := newLinkCipher()
 		if err != nil {
 			return nil, err
 		}
-		if err := l.throughput(ctx, &aes, relay, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, c) }); err != nil {
+		if err := l.throughput(ctx, &aes, relay, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, c, devicePort) }); err != nil {
+			return nil, fmt.Errorf("encrypted link: %w", err)
+		}
+		if err := l.oneWay(ctx, &main, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, nil, oneWayPort) }); err != nil {
+			return nil, fmt.Errorf("plain link: %w", err)
+		}
+		if err := l.oneWay(ctx, &aes, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, c, oneWayPort) }); err != nil {
 			return nil, fmt.Errorf("encrypted link: %w", err)
 		}
 	}
-	if err := l.roundTrips(ctx, &main, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, nil) }); err != nil {
+	if err := l.roundTrips(ctx, &main, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, nil, devicePort) }); err != nil {
 		return nil, err
 	}
 	if aes.Bytes == 0 {
@@ -332,6 +361,11 @@ func (l *linkRound) direct(ctx context.Context, echoAddr string) ([]LinkRun, err
 	}
 	if l.spec.Bytes > 0 {
 		if err := l.throughput(ctx, &run, nil, dial); err != nil {
+			return nil, err
+		}
+		if err := l.oneWay(ctx, &run, func(ctx context.Context) (*loadgen.LinkClient, error) {
+			return loadgen.DialLink(ctx, loadgen.LinkOptions{Addr: l.oneWayAddr})
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -355,9 +389,24 @@ func (l *linkRound) direct(ctx context.Context, echoAddr string) ([]LinkRun, err
 		return nil, err
 	}
 	defer echo.stop()
+	aesOneWay, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	dev, err := startProc(ctx, "one-way device", exec.Command(l.o.LoadgenBin, "link", "-echo", "-oneway", "-addr", aesOneWay,
+		"-key", hex.EncodeToString(c.key), "-iv", hex.EncodeToString(c.iv)), aesOneWay, "", 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer dev.stop()
 	aes := LinkRun{Round: l.round, Target: TargetDirectAES}
 	if err := l.throughput(ctx, &aes, nil, func(ctx context.Context) (*loadgen.LinkClient, error) {
 		return loadgen.DialLink(ctx, loadgen.LinkOptions{Addr: aesAddr, Cipher: c.cipher})
+	}); err != nil {
+		return nil, fmt.Errorf("encrypted: %w", err)
+	}
+	if err := l.oneWay(ctx, &aes, func(ctx context.Context) (*loadgen.LinkClient, error) {
+		return loadgen.DialLink(ctx, loadgen.LinkOptions{Addr: aesOneWay, Cipher: c.cipher})
 	}); err != nil {
 		return nil, fmt.Errorf("encrypted: %w", err)
 	}
@@ -388,6 +437,21 @@ func (l *linkRound) proxy(ctx context.Context, echoAddr string) ([]LinkRun, erro
 	}
 	if l.spec.Bytes > 0 {
 		if err := l.throughput(ctx, &run, p, dial); err != nil {
+			return nil, err
+		}
+		// A second proxy, to the one-way device.
+		addr2, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		p2, err := startProc(ctx, "proxy", exec.Command(l.o.LoadgenBin, "link", "-proxy", "-addr", addr2, "-upstream", l.oneWayAddr), addr2, "", 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		defer p2.stop()
+		if err := l.oneWay(ctx, &run, func(ctx context.Context) (*loadgen.LinkClient, error) {
+			return loadgen.DialLink(ctx, loadgen.LinkOptions{Addr: addr2})
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -423,6 +487,36 @@ func (l *linkRound) throughput(ctx context.Context, run *LinkRun, mid *relayProc
 	}
 	l.logf("%s: %d bytes each way, checked: to device %.0f MB/s, back %.0f MB/s", run.Target, t.Bytes, run.ToDeviceMBps, run.BackMBps)
 	return nil
+}
+
+// oneWay sends spec.Bytes to a one-way device through a fresh client of dial until it confirmed
+// them, then has it send as many back: each direction alone.
+func (l *linkRound) oneWay(ctx context.Context, run *LinkRun, dial func(context.Context) (*loadgen.LinkClient, error)) error {
+	c, err := dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	tctx, cancel := context.WithTimeout(ctx, 2*(time.Minute+time.Duration(l.spec.Bytes/10)*time.Microsecond))
+	defer cancel()
+	up, err := c.ToDevice(tctx, l.spec.Bytes)
+	if err != nil {
+		return err
+	}
+	down, err := c.FromDevice(tctx, l.spec.Bytes)
+	if err != nil {
+		return err
+	}
+	run.OneWayToDeviceMBps, run.OneWayToClientMBps = up.PerSec()/1e6, down.PerSec()/1e6
+	l.logf("%s: one way, %d bytes each, checked: to device %.0f MB/s, to client %.0f MB/s", run.Target, l.spec.Bytes, run.OneWayToDeviceMBps, run.OneWayToClientMBps)
+	return nil
+}
+
+// portOf is the port of a host:port (0 if it has none).
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 // roundTrips times spec.RoundTrips requests through a fresh client of dial.
@@ -606,14 +700,14 @@ func newLinkCipher() (*linkCipher, error) {
 type linkAPI struct {
 	admin, key string
 	client     *http.Client
-	devicePort int
 	listen     netip.Addr
 }
 
-// dial creates a TCP link (encrypted with c when set) and connects its client. The device's
+// dial creates a TCP link to the device's devicePort (encrypted with c when set) and connects
+// its client. The device's
 // address may not be known yet just after it connected: 404 is retried for a while.
-func (a *linkAPI) dial(ctx context.Context, c *linkCipher) (*loadgen.LinkClient, error) {
-	body := map[string]any{"protocol": "tcp", "devicePort": a.devicePort}
+func (a *linkAPI) dial(ctx context.Context, c *linkCipher, devicePort int) (*loadgen.LinkClient, error) {
+	body := map[string]any{"protocol": "tcp", "devicePort": devicePort}
 	var lc *linkcrypt.Cipher
 	if c != nil {
 		body["encrypt"] = map[string]string{"key": hex.EncodeToString(c.key), "initializationVector": hex.EncodeToString(c.iv)}
@@ -670,6 +764,9 @@ func (r *LinkResult) compare() {
 		return a - b
 	}
 	r.Ratios = LinkRatios{
+		OneWayToDeviceDirect: ratio(rel.OneWayToDeviceMBps, dir.OneWayToDeviceMBps), OneWayToClientDirect: ratio(rel.OneWayToClientMBps, dir.OneWayToClientMBps),
+		OneWayToDeviceProxy: ratio(rel.OneWayToDeviceMBps, px.OneWayToDeviceMBps), OneWayToClientProxy: ratio(rel.OneWayToClientMBps, px.OneWayToClientMBps),
+		AESPlainToDevice: ratio(aes.OneWayToDeviceMBps, rel.OneWayToDeviceMBps), AESPlainToClient: ratio(aes.OneWayToClientMBps, rel.OneWayToClientMBps),
 		ToDeviceDirect: ratio(rel.ToDeviceMBps, dir.ToDeviceMBps), BackDirect: ratio(rel.BackMBps, dir.BackMBps),
 		ToDeviceProxy: ratio(rel.ToDeviceMBps, px.ToDeviceMBps), BackProxy: ratio(rel.BackMBps, px.BackMBps),
 		AESPlain: ratio(aes.BackMBps, rel.BackMBps), AESDirect: ratio(aes.BackMBps, daes.BackMBps),
@@ -702,8 +799,8 @@ func medianLinkRun(xs []LinkRun) LinkRun {
 
 // writeLinkTable: one row per device-link result, ratios first.
 func writeLinkTable(w io.Writer, rs []*Result) {
-	fmt.Fprintln(w, "| device-link scenario | link ÷ direct MB/s (to device / back) | link ÷ io.Copy proxy MB/s | AES link ÷ plain link | AES link ÷ AES direct | added p99 vs direct (vs proxy) | p99 ÷ direct | RSS per idle link ÷ proxy | CPU/GB ÷ proxy | runs | link MB/s to device / back | AES link MB/s | direct MB/s (AES) | proxy MB/s | p50 / p99: link, direct, proxy | RSS per idle link (anon): relay, proxy | relay CPU s/GB (proxy) |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| device-link scenario | one way: link ÷ direct (to device / to client) | one way: link ÷ io.Copy proxy | both ways at once: link ÷ direct (to device / back) | both at once: link ÷ proxy | AES link ÷ plain link: one way; both at once | AES link ÷ AES direct (both at once) | added p99 vs direct (vs proxy) | p99 ÷ direct | RSS per idle link ÷ proxy | CPU/GB ÷ proxy | runs | link MB/s one way; both at once | AES link MB/s one way; both at once | direct MB/s one way; both at once (AES) | proxy MB/s one way; both at once | p50 / p99: link, direct, proxy | RSS per idle link (anon): relay, proxy | relay CPU s/GB (proxy) |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		l := r.Link
 		m, q := l.Medians, l.Ratios
@@ -713,6 +810,10 @@ func writeLinkTable(w io.Writer, rs []*Result) {
 				return "–"
 			}
 			return strconv.FormatFloat(v, 'f', 0, 64)
+		}
+		pair := func(a, b float64) string { return mbps(a) + " / " + mbps(b) }
+		both := func(x LinkRun) string {
+			return pair(x.OneWayToDeviceMBps, x.OneWayToClientMBps) + "; " + pair(x.ToDeviceMBps, x.BackMBps)
 		}
 		us := func(v float64) string {
 			if !(v > 0) {
@@ -736,11 +837,12 @@ func writeLinkTable(w io.Writer, rs []*Result) {
 			}
 			return strconv.FormatFloat(v, 'f', 2, 64)
 		}
-		fmt.Fprintf(w, "| %s | **%s / %s** | %s / %s | **%s** | %s | **%s** | %s | **%s** | %s | %d | %s / %s | %s / %s | %s / %s (%s) | %s / %s | %s, %s, %s / %s, %s, %s | %s, %s | %s (%s) |\n",
-			r.Scenario, Ratio(q.ToDeviceDirect), Ratio(q.BackDirect), Ratio(q.ToDeviceProxy), Ratio(q.BackProxy),
-			Ratio(q.AESPlain), Ratio(q.AESDirect), added, Ratio(q.P99Direct), Ratio(q.RSSPerLinkProxy), Ratio(q.CPUPerGBProxy), l.Count,
-			mbps(rel.ToDeviceMBps), mbps(rel.BackMBps), mbps(aes.ToDeviceMBps), mbps(aes.BackMBps),
-			mbps(dir.ToDeviceMBps), mbps(dir.BackMBps), mbps(daes.BackMBps), mbps(px.ToDeviceMBps), mbps(px.BackMBps),
+		fmt.Fprintf(w, "| %s | **%s / %s** | %s / %s | %s / %s | %s / %s | **%s / %s**; %s | %s | **%s** | %s | **%s** | %s | %d | %s | %s | %s (%s) | %s | %s, %s, %s / %s, %s, %s | %s, %s | %s (%s) |\n",
+			r.Scenario, Ratio(q.OneWayToDeviceDirect), Ratio(q.OneWayToClientDirect), Ratio(q.OneWayToDeviceProxy), Ratio(q.OneWayToClientProxy),
+			Ratio(q.ToDeviceDirect), Ratio(q.BackDirect), Ratio(q.ToDeviceProxy), Ratio(q.BackProxy),
+			Ratio(q.AESPlainToDevice), Ratio(q.AESPlainToClient), Ratio(q.AESPlain), Ratio(q.AESDirect),
+			added, Ratio(q.P99Direct), Ratio(q.RSSPerLinkProxy), Ratio(q.CPUPerGBProxy), l.Count,
+			both(rel), both(aes), both(dir), mbps(daes.BackMBps), both(px),
 			us(rel.P50Us), us(dir.P50Us), us(px.P50Us), us(rel.P99Us), us(dir.P99Us), us(px.P99Us),
 			kib(rel), kib(px), cpu(rel.CPUPerGB), cpu(px.CPUPerGB))
 	}
@@ -748,11 +850,14 @@ func writeLinkTable(w io.Writer, rs []*Result) {
 
 // writeLinkRuns: every run of the device-link results, in the order they ran.
 func writeLinkRuns(w io.Writer, rs []*Result) {
-	fmt.Fprintln(w, "| device-link scenario | round | target | MB/s to device / back | CPU s/GB | round trips p50 / p99 / p99.9 / max | idle links | RSS before → after (anon) | per link: RSS (anon) | open files before → after |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| device-link scenario | round | target | one way MB/s: to device / to client | both at once MB/s: to device / back | CPU s/GB | round trips p50 / p99 / p99.9 / max | idle links | RSS before → after (anon) | per link: RSS (anon) | open files before → after |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		for _, x := range r.Link.Runs {
-			tp, cpu, rt, idle, mem, per, files := "–", "–", "–", "–", "–", "–", "–"
+			one, tp, cpu, rt, idle, mem, per, files := "–", "–", "–", "–", "–", "–", "–", "–"
+			if x.OneWayToDeviceMBps > 0 {
+				one = fmt.Sprintf("%.0f / %.0f", x.OneWayToDeviceMBps, x.OneWayToClientMBps)
+			}
 			if x.Bytes > 0 {
 				tp = fmt.Sprintf("%.0f / %.0f", x.ToDeviceMBps, x.BackMBps)
 			}
@@ -768,7 +873,7 @@ func writeLinkRuns(w io.Writer, rs []*Result) {
 				per = fmt.Sprintf("%.1f KiB (%.1f)", x.RSSPerLinkKiB, x.AnonPerLinkKiB)
 				files = fmt.Sprintf("%.0f → %.0f", x.FilesBefore, x.FilesAfter)
 			}
-			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, x.Round, x.Target, tp, cpu, rt, idle, mem, per, files)
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, x.Round, x.Target, one, tp, cpu, rt, idle, mem, per, files)
 		}
 	}
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // The device-link scenario, small: the relay (links created through the API to a native
-// device's echo), the direct floor and the io.Copy proxy floor, two alternating rounds. Every
-// transfer came back byte-exact (Throughput checks each byte), every target has its figures
+// device's echo and one-way device), the direct floor and the io.Copy proxy floor, two
+// alternating rounds. Every transfer was byte-exact (Throughput, ToDevice and FromDevice check
+// each byte, at the end that receives it), every target has its figures
 // and the ratios are there; each idle link holds two sockets in the relay (client and device)
 // and each pair two in the proxy. No figure is judged: timing belongs to the real run.
 func TestDeviceLinkScenario(t *testing.T) {
@@ -47,8 +48,9 @@ link:
 		if x.Target != want[i%len(want)] || x.Round != 1+i/len(want) {
 			t.Errorf("run %d: round %d target %s, want round %d target %s", i, x.Round, x.Target, 1+i/len(want), want[i%len(want)])
 		}
-		if x.Bytes != 4_000_000 || !(x.ToDeviceMBps > 0) || !(x.BackMBps > 0) {
-			t.Errorf("run %d (%s): %d bytes at %v / %v MB/s, want 4,000,000 each way", i, x.Target, x.Bytes, x.ToDeviceMBps, x.BackMBps)
+		if x.Bytes != 4_000_000 || !(x.ToDeviceMBps > 0) || !(x.BackMBps > 0) || !(x.OneWayToDeviceMBps > 0) || !(x.OneWayToClientMBps > 0) {
+			t.Errorf("run %d (%s): %d bytes at %v / %v MB/s, one way %v / %v MB/s: want 4,000,000 each way, both ways measured",
+				i, x.Target, x.Bytes, x.ToDeviceMBps, x.BackMBps, x.OneWayToDeviceMBps, x.OneWayToClientMBps)
 		}
 		timed := x.Target == bench.TargetRelay || x.Target == bench.FloorDirect || x.Target == bench.FloorProxy
 		if timed != (x.RoundTrips == 200) || (timed && !(x.P50Us > 0 && x.P99Us >= x.P50Us && x.MaxUs >= x.P99Us)) {
@@ -68,7 +70,9 @@ link:
 		}
 	}
 	q := l.Ratios
-	for name, v := range map[string]float64{"to device ÷ direct": q.ToDeviceDirect, "back ÷ direct": q.BackDirect, "to device ÷ proxy": q.ToDeviceProxy,
+	for name, v := range map[string]float64{"one way to device ÷ direct": q.OneWayToDeviceDirect, "one way to client ÷ direct": q.OneWayToClientDirect,
+		"one way to device ÷ proxy": q.OneWayToDeviceProxy, "one way to client ÷ proxy": q.OneWayToClientProxy,
+		"AES ÷ plain to device": q.AESPlainToDevice, "AES ÷ plain to client": q.AESPlainToClient, "to device ÷ direct": q.ToDeviceDirect, "back ÷ direct": q.BackDirect, "to device ÷ proxy": q.ToDeviceProxy,
 		"back ÷ proxy": q.BackProxy, "AES ÷ plain": q.AESPlain, "AES ÷ AES direct": q.AESDirect, "p99 ÷ direct": q.P99Direct} {
 		if !(v > 0) {
 			t.Errorf("ratio %s = %v, want > 0", name, v)
@@ -91,7 +95,7 @@ link:
 	}
 	var md bytes.Buffer
 	bench.WriteMarkdown(&md, []*bench.Result{r})
-	if !strings.Contains(md.String(), "| link-tiny | **"+bench.Ratio(q.ToDeviceDirect)+" / "+bench.Ratio(q.BackDirect)+"** |") || strings.Contains(md.String(), "CPU/frame") {
+	if !strings.Contains(md.String(), "| link-tiny | **"+bench.Ratio(q.OneWayToDeviceDirect)+" / "+bench.Ratio(q.OneWayToClientDirect)+"** |") || strings.Contains(md.String(), "CPU/frame") {
 		t.Errorf("markdown: want the link table only, ratios first:\n%s", md.String())
 	}
 }
