@@ -59,7 +59,7 @@ var layers = []struct {
 	// The tools beside the relay: they speak the device protocol and nothing else of it (the
 	// floor claims its UDP port as the relay does).
 	{"loadgen", []string{"codec/...", "internal/udpport", "netio/link/linkcrypt"}},
-	{"bench", []string{"loadgen", "codec/..."}},
+	{"bench", []string{"loadgen", "codec/...", "netio/link/linkcrypt"}}, // the device-link scenario's encrypted clients
 	{"cmd/...", []string{"..."}},
 }
 
