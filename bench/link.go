@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -217,7 +218,6 @@ type linkRound struct {
 	logf   func(string, ...any)
 	listen netip.Addr // devicelink.listen
 	ports  string
-	first  uint16
 	// The device processes: an echo and a one-way device.
 	echoAddr, oneWayAddr string
 }
@@ -577,7 +577,7 @@ func (l *linkRound) idle(ctx context.Context, run *LinkRun, p *relayProc, admin 
 				cancel()
 				if err != nil {
 					mu.Lock()
-					ferr = cmpOr(ferr, fmt.Errorf("link %d of %d: %w", i+1, n, err))
+					ferr = cmp.Or(ferr, fmt.Errorf("link %d of %d: %w", i+1, n, err))
 					mu.Unlock()
 				}
 			}
@@ -608,13 +608,6 @@ func (l *linkRound) idle(ctx context.Context, run *LinkRun, p *relayProc, admin 
 	return nil
 }
 
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
 // openFiles counts the process's open files (/proc/PID/fd); 0 if unreadable.
 func (p *relayProc) openFiles() int {
 	es, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
@@ -636,7 +629,7 @@ func (l *linkRound) pickPorts(n int) error {
 		ip := netip.AddrFrom4([4]byte{127, byte(64 + mrand.IntN(128)), byte(mrand.IntN(256)), byte(1 + mrand.IntN(254))})
 		first := low + mrand.IntN(high-low-n)
 		if portsFree(ip, first, n) {
-			l.listen, l.first = ip, uint16(first)
+			l.listen = ip
 			l.ports = fmt.Sprintf("%d-%d", first, first+n-1)
 			return nil
 		}
