@@ -35,8 +35,8 @@ type telServer struct {
 
 	mu       sync.Mutex
 	conns    map[net.Conn]bool
-	packets  map[string]int              // per IMEI, packets received (resends included)
-	counts   map[string]map[uint64]int   // per IMEI, record counter → arrivals
+	packets  map[string]int            // per IMEI, packets received (resends included)
+	counts   map[string]map[uint64]int // per IMEI, record counter → arrivals
 	records  map[string][]teltonika.Record
 	seq      map[string]uint64 // per IMEI, the last envelope seq forwarded
 	refuse   map[string]bool
