@@ -105,6 +105,10 @@ type BatchScanner struct {
 	// integer that identifies the record within its device: a top-level key, or "outer.inner"
 	// for a member of an object member of data ("io.150"). See EnvelopeRef.Key.
 	KeyField string
+	// KeyTimeField, if set, names a top-level member of data holding, in Unix milliseconds, the
+	// send time of a record that has a key and no SentField (a Teltonika record's "timestamp":
+	// the simulated tracker makes each record when it sends it).
+	KeyTimeField string
 
 	arena []byte // decoded strings of the current Scan
 	name  []byte // the last member name decoded
@@ -340,10 +344,14 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		return skipValue(b, i, depth)
 	}
 	outer, inner, nested := strings.Cut(sc.KeyField, ".")
-	return sc.scanObject(b, i, depth, func(name []byte, from, to int) {
+	var ms int64
+	var hasMs bool
+	end, err := sc.scanObject(b, i, depth, func(name []byte, from, to int) {
 		switch {
 		case sc.SentField != "" && string(name) == sc.SentField:
 			e.SentAt, e.HasSentAt = parseInt64(b[from:to])
+		case sc.KeyTimeField != "" && string(name) == sc.KeyTimeField:
+			ms, hasMs = parseInt64(b[from:to])
 		case !nested && sc.KeyField != "" && string(name) == sc.KeyField:
 			e.Key, e.HasKey = parseUint64(b[from:to])
 		case nested && string(name) == outer && b[from] == '{':
@@ -355,6 +363,10 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 			})
 		}
 	})
+	if e.HasKey && !e.HasSentAt && hasMs && ms >= 0 && ms <= math.MaxInt64/1000 {
+		e.SentAt, e.HasSentAt = ms*1000, true
+	}
+	return end, err
 }
 
 // scanObject validates the object at b[i] (depth containers open around it) and calls member

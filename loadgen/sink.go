@@ -29,7 +29,8 @@ type SinkOptions struct {
 	SentField string
 	// KeyField is the data field that, when a record has it, identifies the record within its
 	// device instead of its envelope's seq and index (default DefaultKeyField, the counter of
-	// simulated Teltonika trackers; "-": none). See BatchScanner.KeyField.
+	// simulated Teltonika trackers; "-": none). See BatchScanner.KeyField. Such a record's
+	// send time, for latency, is its "timestamp" (Unix ms) unless it has a SentField.
 	KeyField string
 	// Faults are injected from the start; SetFaults and POST /faults replace them.
 	Faults Faults
@@ -174,7 +175,7 @@ func StartSinkWith(opts SinkOptions) (*Sink, error) {
 	now := time.Now()
 	s := &Sink{opts: opts, ln: ln, rnd: newFaultRand(opts.Seed), led: newLedger(now), refusedBy: map[int]int{}}
 	s.faults.Store(newFaultState(opts.Faults, now))
-	s.bufs.New = func() any { return &ingestBuf{sc: BatchScanner{SentField: opts.SentField, KeyField: opts.KeyField}} }
+	s.bufs.New = func() any { return &ingestBuf{sc: BatchScanner{SentField: opts.SentField, KeyField: opts.KeyField, KeyTimeField: "timestamp"}} }
 	s.srv = &fasthttp.Server{
 		Handler:               s.handle,
 		Name:                  "loadgen-sink",

@@ -626,4 +626,21 @@ func TestBatchScannerKeyField(t *testing.T) {
 	f("io.150", `[1]`, 0, false)
 	f("n", `{"n":9,"io":{"150":42}}`, 9, true)
 	f("", `{"io":{"150":42}}`, 0, false)
+
+	// A keyed record's send time: its SentField, else its KeyTimeField in milliseconds.
+	g := func(data string, want int64, wantOK bool) {
+		t.Helper()
+		sc := loadgen.BatchScanner{KeyField: "io.150", SentField: "sentAt", KeyTimeField: "timestamp"}
+		refs, err := sc.Scan(nil, []byte(`[{"imei":"1","seq":7,"index":3,"data":`+data+`}]`))
+		if err != nil {
+			t.Fatalf("Scan(%s): %v", data, err)
+		}
+		if e := refs[0]; e.SentAt != want || e.HasSentAt != wantOK {
+			t.Errorf("data %s: SentAt %d %v, want %d %v", data, e.SentAt, e.HasSentAt, want, wantOK)
+		}
+	}
+	g(`{"timestamp":1700000000123,"io":{"150":1}}`, 1700000000123000, true)
+	g(`{"timestamp":1700000000123,"sentAt":5,"io":{"150":1}}`, 5, true)
+	g(`{"timestamp":1700000000123}`, 0, false) // not keyed
+	g(`{"timestamp":-1,"io":{"150":1}}`, 0, false)
 }
