@@ -175,7 +175,9 @@ func StartSinkWith(opts SinkOptions) (*Sink, error) {
 	now := time.Now()
 	s := &Sink{opts: opts, ln: ln, rnd: newFaultRand(opts.Seed), led: newLedger(now), refusedBy: map[int]int{}}
 	s.faults.Store(newFaultState(opts.Faults, now))
-	s.bufs.New = func() any { return &ingestBuf{sc: BatchScanner{SentField: opts.SentField, KeyField: opts.KeyField, KeyTimeField: "timestamp"}} }
+	s.bufs.New = func() any {
+		return &ingestBuf{sc: BatchScanner{SentField: opts.SentField, KeyField: opts.KeyField, KeyTimeField: "timestamp"}}
+	}
 	s.srv = &fasthttp.Server{
 		Handler:               s.handle,
 		Name:                  "loadgen-sink",
