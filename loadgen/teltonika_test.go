@@ -644,3 +644,53 @@ func TestBatchScannerKeyField(t *testing.T) {
 	g(`{"timestamp":1700000000123}`, 0, false) // not keyed
 	g(`{"timestamp":-1,"io":{"150":1}}`, 0, false)
 }
+
+// The floors speak Teltonika too: the ACK floor answers every packet with its count, and the
+// pipeline floor delivers every acknowledged record to the sink, over TCP and UDP.
+func TestTeltonikaFloor(t *testing.T) {
+	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	for _, pipeline := range []bool{false, true} {
+		f, err := loadgen.StartFloor(loadgen.FloorOptions{TeltonikaAddr: "127.0.0.1:0", TeltonikaUDPAddr: "127.0.0.1:0",
+			Pipeline: pipeline, SinkURL: sink.URL() + "/ingest", EventLoops: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, proto := range []string{loadgen.ProtocolTeltonikaTCP, loadgen.ProtocolTeltonikaUDP} {
+			sink.Reset()
+			rep, err := loadgen.Run(context.Background(), loadgen.RunOptions{Protocol: proto,
+				Addr: f.TeltonikaAddr().String(), UDPAddr: f.TeltonikaUDPAddr().String(),
+				Devices: 10, Records: 1, RecordsMax: 50, Rate: 10, Duration: 500 * time.Millisecond,
+				IMEIBase: 356307042000000 + uint64(i)*1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Teltonika.Packets == 0 || rep.Unacked != 0 {
+				t.Fatalf("pipeline %v, %s: teltonika %+v, unacked %d", pipeline, proto, *rep.Teltonika, rep.Unacked)
+			}
+			if !pipeline {
+				continue
+			}
+			req := rep.AccountRequest(false)
+			var a loadgen.AccountReport
+			checkfor.Check(t, 10*time.Second, 20*time.Millisecond, func() error {
+				if a = sink.Account(req.Expect()); a.Lost != 0 {
+					return errors.New(a.String())
+				}
+				return nil
+			})
+			if a.Expected != rep.Teltonika.RecordsAcked || a.Extra != 0 {
+				t.Errorf("%s: %d records acknowledged; account %s", proto, rep.Teltonika.RecordsAcked, a.String())
+			}
+		}
+		if st := f.Stats(); st.Frames == 0 || (pipeline && st.Delivered != st.Records) {
+			t.Errorf("pipeline %v: floor stats %+v", pipeline, st)
+		}
+		if err := f.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
