@@ -43,7 +43,7 @@ type FloorOptions struct {
 	// pipeline floor renders each record as the relay does (teltonika_floor.go).
 	TeltonikaAddr    string
 	TeltonikaUDPAddr string
-	Pipeline   bool
+	Pipeline         bool
 	// SinkURL is where the pipeline floor POSTs its batches (the full URL, path included).
 	SinkURL     string
 	MaxMessages int           // batch size (default 500)
@@ -72,12 +72,12 @@ type Floor struct {
 
 	tcp, udp       *floorEngine
 	telTCP, telUDP *floorEngine
-	ndjson   net.Listener
-	ndConns  sync.Map // net.Conn → struct{}
-	client   *fasthttp.Client
-	warnAt   atomic.Int64 // Unix ns before which failed deliveries are not logged again
-	quit     chan struct{}
-	wg       sync.WaitGroup
+	ndjson         net.Listener
+	ndConns        sync.Map // net.Conn → struct{}
+	client         *fasthttp.Client
+	warnAt         atomic.Int64 // Unix ns before which failed deliveries are not logged again
+	quit           chan struct{}
+	wg             sync.WaitGroup
 }
 
 var _ gnet.EventHandler = (*floorEngine)(nil)
