@@ -86,6 +86,9 @@ type RunOptions struct {
 	AckTimeout time.Duration
 	// TeltonikaCodec is the trackers' AVL codec: 0x08 (default), 0x8E or 0x10.
 	TeltonikaCodec byte
+	// AckedRecords, if set, counts the records of the Teltonika packets acknowledged as the run
+	// goes (Acked counts the packets).
+	AckedRecords *atomic.Int64
 }
 
 // fdReserve is kept free of device sockets for the process's other files.

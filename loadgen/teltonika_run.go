@@ -220,10 +220,16 @@ func (r *recorder) simulateTeltonika(ctx, drain context.Context, d teltonikaDevi
 			return
 		}
 		r.ack(0, due, sent, time.Now())
+		if o.AckedRecords != nil {
+			o.AckedRecords.Add(int64(n))
+		}
 	}
-	if d.Unacked() > 0 { // a Send ctx ended: finish it
+	if n := d.Unacked(); n > 0 { // a Send ctx ended: finish it
 		if sent, err := d.Send(drain, 0); err == nil {
 			r.ack(0, sent, sent, time.Now())
+			if o.AckedRecords != nil {
+				o.AckedRecords.Add(int64(n))
+			}
 		}
 	}
 }
