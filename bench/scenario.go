@@ -104,8 +104,8 @@ type LoadSpec struct {
 	Poisson      bool     `yaml:"poisson"`
 	Records      int      `yaml:"records"`     // per frame (default 1)
 	RecordsMax   int      `yaml:"records_max"` // Teltonika: packets of records..records_max records, drawn uniformly
-	Window       int      `yaml:"window"`  // default 64
-	Payload      string   `yaml:"payload"` // sensor (default), gps
+	Window       int      `yaml:"window"`      // default 64
+	Payload      string   `yaml:"payload"`     // sensor (default), gps
 	Duration     Duration `yaml:"duration"`
 	Ramp         Duration `yaml:"ramp"`
 	Idle         bool     `yaml:"idle"` // connect and hold the connections without sending
