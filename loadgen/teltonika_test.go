@@ -694,3 +694,24 @@ func TestTeltonikaFloor(t *testing.T) {
 		}
 	}
 }
+
+// loadgen run -protocol teltonika-tcp with a range of records, and the flags it refuses.
+func TestTeltonikaCLI(t *testing.T) {
+	srv := startTelServer(t)
+	var out, errOut bytes.Buffer
+	code := loadgen.Main(context.Background(), []string{"run", "-protocol", "teltonika-tcp", "-addr", srv.addr(),
+		"-devices", "3", "-records", "1-50", "-rate", "10", "-duration", "300ms", "-codec", "8E"}, &out, &errOut)
+	if code != 0 || !strings.Contains(out.String(), "packets acked, records acked") || !strings.Contains(out.String(), "records=1-50") {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errOut.String())
+	}
+	for _, args := range [][]string{{"-records", "5-2"}, {"-records", "0"}, {"-codec", "9"}} {
+		errOut.Reset()
+		if code := loadgen.Main(context.Background(), append([]string{"run", "-protocol", "teltonika-tcp", "-addr", srv.addr()}, args...), &out, &errOut); code != 2 {
+			t.Errorf("run %v: exit %d, want 2 (%s)", args, code, errOut.String())
+		}
+	}
+	errOut.Reset()
+	if code := loadgen.Main(context.Background(), []string{"run", "-records", "1-5", "-addr", srv.addr(), "-duration", "100ms"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "Teltonika") {
+		t.Errorf("a range of records for native devices: exit %d, %s", code, errOut.String())
+	}
+}
