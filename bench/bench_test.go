@@ -580,3 +580,48 @@ func TestMarkdownLeadsWithRatios(t *testing.T) {
 		t.Errorf("markdown has a number with an exponent:\n%s", md.String())
 	}
 }
+
+// The Teltonika scenarios at a small scale beside their floors: trackers over TCP (and UDP) on
+// the relay's Teltonika listener, every acknowledged record delivered (accounted by IMEI and
+// record counter), records counted as messages and packets as frames, the floors speaking
+// Teltonika too.
+func TestTeltonikaScenario(t *testing.T) {
+	relay := relayBinary(t)
+	lg := loadgenBinary(t)
+	for _, name := range []string{"teltonika", "teltonika-udp"} {
+		t.Run(name, func(t *testing.T) {
+			s, err := bench.Load("scenarios/" + name + ".yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Load.Devices != 1000 || s.Load.Records != 1 || s.Load.RecordsMax != 50 || len(s.Floors) != 2 {
+				t.Fatalf("scenario %s: %+v", name, s.Load)
+			}
+			s.Load.Devices, s.Load.Ramp, s.Load.Duration = 20, bench.Duration(200*time.Millisecond), bench.Duration(time.Second)
+			var log bytes.Buffer
+			r, err := bench.Measure(context.Background(), s, bench.Options{RelayBin: relay, LoadgenBin: lg, ResultsDir: t.TempDir(), Log: &log})
+			if err != nil {
+				t.Fatalf("%v\n%s", err, log.String())
+			}
+			t.Log(strings.TrimSpace(log.String()))
+			for _, x := range append([]*bench.Result{r}, r.Floors.FloorRuns...) {
+				if x.FramesAcked == 0 || x.MessagesAcked < x.FramesAcked || x.CPUPerFrame <= 0 {
+					t.Errorf("%s: %d packets, %d records acknowledged, CPU %.1f µs/packet", x.Target, x.FramesAcked, x.MessagesAcked, x.CPUPerFrame)
+				}
+				if x.Target == bench.FloorAck {
+					continue
+				}
+				a := x.Account
+				if a.Lost != 0 || a.Expected != x.MessagesAcked || x.Delivered != a.Expected || a.Extra != 0 {
+					t.Errorf("%s: %d records acknowledged; account %s", x.Target, x.MessagesAcked, a.String())
+				}
+				if x.EndToEnd.Count == 0 {
+					t.Errorf("%s: no end-to-end latency", x.Target)
+				}
+			}
+			if r.RelayCPUPerMsg <= 0 || r.Floors.Ratios.CPUPerMsg <= 0 {
+				t.Errorf("relay CPU %.2f µs/record, ratio to the floor %.2f", r.RelayCPUPerMsg, r.Floors.Ratios.CPUPerMsg)
+			}
+		})
+	}
+}

@@ -63,11 +63,14 @@ func (r *Result) WriteHTML(w io.Writer) error {
 		floors = c.FloorRuns
 	}
 	all := append([]*Result{r}, floors...)
-	recs := float64(max(r.Config.Load.Records, 1))
 	var ackedS, p99S, rssS, delS []loadgen.Series
 	var ackedX, rssX, delX []float64
 	for _, x := range all {
 		st := styleOf(x.Target)
+		recs := float64(max(x.Config.Load.Records, 1))
+		if x.Config.Load.RecordsMax > 0 && x.FramesAcked > 0 { // Teltonika packets vary: their mean
+			recs = float64(x.MessagesAcked) / float64(x.FramesAcked)
+		}
 		var ts, acked, p99 []float64
 		for _, s := range x.Timeline {
 			ts = append(ts, s.T)

@@ -133,6 +133,7 @@ type env struct {
 	sink                           *loadgen.Sink
 	dir, cfgPath, dataDir          string
 	devAddr, ndjsonAddr, adminAddr string
+	telAddr, telUDPAddr            string // the Teltonika listeners (Teltonika scenarios)
 	key                            string // admin.bootstrap_key: a super key for the API and pprof
 	log                            io.Writer
 }
@@ -175,6 +176,16 @@ func (e *env) setup(s *Scenario, o Options, admin bool) error {
 			return err
 		}
 	}
+	switch s.Load.Protocol {
+	case loadgen.ProtocolTeltonikaTCP:
+		if e.telAddr, err = freeAddr(); err != nil {
+			return err
+		}
+	case loadgen.ProtocolTeltonikaUDP:
+		if e.telUDPAddr, err = freeUDPAddr(); err != nil {
+			return err
+		}
+	}
 	if admin {
 		if e.adminAddr, err = freeAddr(); err != nil {
 			return err
@@ -182,7 +193,7 @@ func (e *env) setup(s *Scenario, o Options, admin bool) error {
 	}
 	e.cfgPath = filepath.Join(e.dir, "relay.yaml")
 	e.key = newKey()
-	cfg := relayConfig(s, e.dataDir, e.devAddr, e.ndjsonAddr, e.adminAddr, e.key, e.sink.URL())
+	cfg := relayConfig(s, e)
 	return os.WriteFile(e.cfgPath, []byte(cfg), 0o600)
 }
 
@@ -207,6 +218,12 @@ func (e *env) startFloor(ctx context.Context, bin, kind string, s *Scenario, tim
 	args := []string{"floor", "-" + kind, "-listen", e.devAddr}
 	if e.ndjsonAddr != "" {
 		args = append(args, "-ndjson", e.ndjsonAddr)
+	}
+	if e.telAddr != "" {
+		args = append(args, "-teltonika", e.telAddr)
+	}
+	if e.telUDPAddr != "" {
+		args = append(args, "-teltonika-udp", e.telUDPAddr)
 	}
 	if kind == FloorPipeline {
 		args = append(args, "-sink", e.sink.URL()+"/ingest", "-max-messages", strconv.Itoa(s.Relay.MaxMessages),
@@ -321,14 +338,21 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	if s.Churn != nil && relayRun {
 		churn = startChurn(ctx, s.Churn, adminAddr, e.key, "B", s.Load.Devices)
 	}
-	var acked, sent atomic.Int64
+	var acked, sent, ackedRecords atomic.Int64
 	var flow *flowSampler
+	tel := s.Load.Protocol == loadgen.ProtocolTeltonikaTCP || s.Load.Protocol == loadgen.ProtocolTeltonikaUDP
 	if !s.Relay.NoRoute && !s.Load.Idle && target != FloorAck {
-		count := &acked
-		if s.Load.Protocol == "ndjson" {
+		count, records := &acked, int64(s.Load.Records)
+		switch {
+		case s.Load.Protocol == "ndjson":
 			count = &sent // no acknowledgements: what was written stands for what was acknowledged
+		case tel:
+			count, records = &ackedRecords, 1
 		}
-		flow = sampleFlow(ctx, count, int64(s.Load.Records), sink, adminAddr)
+		flow = sampleFlow(ctx, count, records, sink, adminAddr)
+	}
+	if tel {
+		devAddr = e.telAddr
 	}
 	logf("load: %d devices at %s for %v", s.Load.Devices, rateText(rate), time.Duration(s.Load.Duration))
 	rep, err := loadgen.Run(ctx, loadgen.RunOptions{
@@ -336,6 +360,7 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 		Payload: payload, Window: s.Load.Window, RampUp: time.Duration(s.Load.Ramp), Duration: time.Duration(s.Load.Duration),
 		Idle: s.Load.Idle, Prefix: "B", NDJSONAddr: ndjsonAddr, OnSecond: watch(o.Watch, sink, relay.rss),
 		Acked: &acked, Sent: &sent,
+		Protocol: s.Load.Protocol, RecordsMax: s.Load.RecordsMax, UDPAddr: e.telUDPAddr, AckedRecords: &ackedRecords,
 		OnConnected: func() {
 			if s.Load.Idle {
 				res.RSSPerConnKiB = float64(relay.rss()) // fixed up below
@@ -374,6 +399,11 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	res.Notes = append(res.Notes, rep.Notes...)
 	res.FramesAcked = rep.FramesAcked
 	res.MessagesAcked = rep.FramesAcked * int64(s.Load.Records)
+	if t := rep.Teltonika; t != nil { // packets of varying size: count their records
+		res.MessagesAcked = t.RecordsAcked
+		res.Notes = append(res.Notes, fmt.Sprintf("%s: a frame is an AVL packet (%.1f records on average); %d resends, %d reconnects",
+			t.Protocol, float64(t.RecordsAcked)/float64(max(t.Packets, 1)), t.Resends, t.Reconnects))
+	}
 	if rep.Lines != nil { // NDJSON: nothing is acknowledged; what was written is what is expected
 		res.MessagesAcked = rep.RecordsSent
 		res.FramesAcked = rep.FramesSent // lines: each its own frame
@@ -390,7 +420,7 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	// sink's distinct count is cheap to read; the full account walks every message under the
 	// sink's lock, so it runs only once the count says everything may be there. The ACK floor
 	// delivers nothing: it has no drain and no account.
-	expect := loadgen.Expect{Acked: rep.Acked, Records: func(string, uint64) int { return s.Load.Records }}
+	expect := rep.AccountRequest(false).Expect() // Teltonika: one "frame" per record counter
 	account := func() loadgen.AccountReport { return sink.Account(expect) }
 	want := expect.Total()
 	if rep.Lines != nil {
@@ -507,6 +537,16 @@ func rateText(r float64) string {
 	return strconv.FormatFloat(r, 'f', 2, 64) + " frames/s"
 }
 
+// freeUDPAddr is a loopback UDP address no socket uses now.
+func freeUDPAddr() (string, error) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.LocalAddr().String(), nil
+}
+
 func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -517,12 +557,16 @@ func freeAddr() (string, error) {
 }
 
 // relayConfig is the relay's config file for s.
-func relayConfig(s *Scenario, dataDir, devAddr, ndjsonAddr, adminAddr, key, sinkURL string) string {
+func relayConfig(s *Scenario, e *env) string {
+	dataDir, devAddr, ndjsonAddr, adminAddr, key, sinkURL := e.dataDir, e.devAddr, e.ndjsonAddr, e.adminAddr, e.key, e.sink.URL()
 	var b strings.Builder
 	fmt.Fprintf(&b, "data_dir: %s\nlog:\n  level: warn\n", dataDir)
 	fmt.Fprintf(&b, "devices:\n  native:\n    tcp: %s\n    udp: \"\"\n  ack: %s\n  max_connections: %d\n", devAddr, s.Relay.Ack, max(s.Load.Devices+16, 10000))
 	if ndjsonAddr != "" {
 		fmt.Fprintf(&b, "  ndjson:\n    tcp: %s\n", ndjsonAddr)
+	}
+	if e.telAddr != "" || e.telUDPAddr != "" {
+		fmt.Fprintf(&b, "  teltonika:\n    tcp: %q\n    udp: %q\n", e.telAddr, e.telUDPAddr)
 	}
 	fmt.Fprintf(&b, "store:\n  sync: %t\nadmin:\n  listen: %q\n  bootstrap_key: %q\ndelivery:\n  allow_private_networks: true\n", s.Relay.Sync, adminAddr, key)
 	if s.Relay.MaxBackoff > 0 {

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
 // Scenario is one benchmark, read from a YAML file under bench/scenarios/.
@@ -91,8 +93,10 @@ type RelaySpec struct {
 
 // LoadSpec is the simulated fleet.
 type LoadSpec struct {
-	// Protocol is native (default: TCP, persist or delivery acks) or ndjson (lines over TCP, no
-	// acknowledgements, the protocol general-purpose pipelines accept).
+	// Protocol is native (default: TCP, persist or delivery acks), ndjson (lines over TCP, no
+	// acknowledgements, the protocol general-purpose pipelines accept), teltonika-tcp or
+	// teltonika-udp (Teltonika trackers on the relay's devices.teltonika listeners: AVL packets
+	// of records..records_max records, one at a time per tracker; rate counts packets).
 	Protocol string  `yaml:"protocol"`
 	Devices  int     `yaml:"devices"`
 	Rate     float64 `yaml:"rate"` // frames per second per device; 0: as fast as the relay takes
@@ -102,9 +106,10 @@ type LoadSpec struct {
 	RateOf       string   `yaml:"rate_of"`
 	RateFraction float64  `yaml:"rate_fraction"`
 	Poisson      bool     `yaml:"poisson"`
-	Records      int      `yaml:"records"` // per frame (default 1)
-	Window       int      `yaml:"window"`  // default 64
-	Payload      string   `yaml:"payload"` // sensor (default), gps
+	Records      int      `yaml:"records"`     // per frame (default 1)
+	RecordsMax   int      `yaml:"records_max"` // Teltonika: packets of records..records_max records, drawn uniformly
+	Window       int      `yaml:"window"`      // default 64
+	Payload      string   `yaml:"payload"`     // sensor (default), gps
 	Duration     Duration `yaml:"duration"`
 	Ramp         Duration `yaml:"ramp"`
 	Idle         bool     `yaml:"idle"` // connect and hold the connections without sending
@@ -218,8 +223,23 @@ func (s *Scenario) validate() error {
 	if (s.Load.RateOf == "") != (s.Load.RateFraction == 0) {
 		errs = append(errs, "load.rate_of and load.rate_fraction: set both or neither")
 	}
-	if s.Load.Protocol != "native" && s.Load.Protocol != "ndjson" {
-		errs = append(errs, "load.protocol: must be native or ndjson")
+	switch s.Load.Protocol {
+	case "native", "ndjson":
+		if s.Load.RecordsMax != 0 {
+			errs = append(errs, "load.records_max: for Teltonika protocols only")
+		}
+	case loadgen.ProtocolTeltonikaTCP, loadgen.ProtocolTeltonikaUDP:
+		if max(s.Load.Records, s.Load.RecordsMax) > 255 {
+			errs = append(errs, "load.records, load.records_max: a Teltonika packet holds at most 255 records")
+		}
+		if s.Load.RecordsMax != 0 && s.Load.RecordsMax < s.Load.Records {
+			errs = append(errs, "load.records_max: must be >= load.records")
+		}
+		if s.Load.RateOf != "" {
+			errs = append(errs, "load.rate_of: not for Teltonika protocols (their packets vary in size)")
+		}
+	default:
+		errs = append(errs, "load.protocol: must be native, ndjson, teltonika-tcp or teltonika-udp")
 	}
 	if s.Relay.Ack != "persist" && s.Relay.Ack != "delivery" {
 		errs = append(errs, "relay.ack: must be persist or delivery")

@@ -21,7 +21,7 @@ type MsgKey struct {
 const maxLatencyUs = int64(time.Hour / time.Microsecond)
 
 // ledger is what a sink knows about the messages it accepted: per device which (seq, index) it
-// saw, how often, and in which order; an end-to-end latency histogram; arrivals per second.
+// saw (for a record with a key field, (key, 0): EnvelopeRef.MsgKey), how often, and in which order; an end-to-end latency histogram; arrivals per second.
 // It is not safe for concurrent use (the sink holds its lock).
 type ledger struct {
 	start   time.Time
@@ -87,18 +87,19 @@ func (l *ledger) device(id []byte) *deviceLedger {
 func (l *ledger) add(e *EnvelopeRef, nowUs int64) {
 	l.messages++
 	d := l.device(e.Device())
+	seq, index := e.MsgKey()
 	switch {
-	case !d.mark(e.Seq, e.Index):
+	case !d.mark(seq, index):
 		l.dups++
 		d.dups++
 		if d.extra == nil {
 			d.extra = make(map[seqIndex]uint32)
 		}
-		d.extra[seqIndex{e.Seq, e.Index}]++
-	case !d.any || e.Seq > d.maxSeq || (e.Seq == d.maxSeq && e.Index > d.maxIndex):
+		d.extra[seqIndex{seq, index}]++
+	case !d.any || seq > d.maxSeq || (seq == d.maxSeq && index > d.maxIndex):
 		l.unique++
 		d.unique++
-		d.any, d.maxSeq, d.maxIndex = true, e.Seq, e.Index
+		d.any, d.maxSeq, d.maxIndex = true, seq, index
 	default:
 		l.unique++
 		d.unique++

@@ -8,7 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/fleetrelay/fleetrelay/codec/teltonika"
 )
 
 // Main runs the loadgen command line: "run", "sink", "capacity", "floor" or "link". It returns the process exit code: 0, 1 on
@@ -42,7 +46,14 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Devices, "devices", 100, "simulated devices (capped by the open-file limit)")
 	fs.Float64Var(&o.Rate, "rate", 1, "frames per second per device; 0 = as fast as the window allows")
 	fs.BoolVar(&o.Poisson, "poisson", false, "exponential gaps between frames instead of a fixed interval")
-	fs.IntVar(&o.Records, "records", 1, "records per frame")
+	o.Records = 1
+	fs.Func("records", "records per frame (default 1); Teltonika: N or a range N-M drawn per packet, at most 255", func(v string) error {
+		return parseRecords(v, &o)
+	})
+	fs.StringVar(&o.Protocol, "protocol", ProtocolNative, "native, teltonika-tcp (trackers dial -addr) or teltonika-udp (trackers send to -udp-addr)")
+	fs.DurationVar(&o.AckTimeout, "ack-timeout", 0, "Teltonika: wait this long for a packet's answer before sending it again (0: 5s over TCP, on a new connection; 1s doubling over UDP)")
+	fs.Uint64Var(&o.IMEIBase, "imei-base", DefaultIMEIBase, "Teltonika: the first tracker's IMEI; the others follow")
+	codec := fs.String("codec", "8", "Teltonika: AVL codec, 8, 8E or 16")
 	payload := fs.String("payload", "sensor", "record profile: sensor, gps, or a JSON template file with \"$sentAt\", \"$seq\", \"$index\", \"$device\"")
 	fs.IntVar(&o.Window, "window", 64, "unacknowledged frames in flight per device")
 	fs.DurationVar(&o.RampUp, "ramp", 0, "connect devices evenly over this long")
@@ -71,6 +82,17 @@ func mainRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&drain.Quiet, "sink-quiet", 30*time.Second, "with -sink: stop waiting when the sink received nothing new for this long")
 	fs.DurationVar(&drain.Timeout, "sink-timeout", 10*time.Minute, "with -sink: stop waiting after this long in any case")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	switch strings.ToUpper(*codec) {
+	case "8":
+		o.TeltonikaCodec = teltonika.Codec8
+	case "8E":
+		o.TeltonikaCodec = teltonika.Codec8E
+	case "16":
+		o.TeltonikaCodec = teltonika.Codec16
+	default:
+		fmt.Fprintf(stderr, "-codec %q: want 8, 8E or 16\n", *codec)
 		return 2
 	}
 	if *token != "" {
@@ -185,11 +207,13 @@ func mainFloor(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("loadgen floor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o FloorOptions
-	ack := fs.Bool("ack", false, "ACK floor: WELCOME each HELLO, ACK each DATA frame on receipt, store nothing")
+	ack := fs.Bool("ack", false, "ACK floor: WELCOME each HELLO, ACK each DATA frame (answer each Teltonika packet) on receipt, store nothing")
 	fs.BoolVar(&o.Pipeline, "pipeline", false, "pipeline floor: as -ack, and forward every record to -sink as envelopes in JSON-array batches (no durability)")
 	fs.StringVar(&o.Addr, "listen", "127.0.0.1:5000", "native TCP listen address (empty: none)")
 	fs.StringVar(&o.UDPAddr, "udp", "", "native UDP listen address (empty: none)")
 	fs.StringVar(&o.NDJSONAddr, "ndjson", "", "NDJSON listen address (empty: none)")
+	fs.StringVar(&o.TeltonikaAddr, "teltonika", "", "Teltonika TCP listen address (empty: none)")
+	fs.StringVar(&o.TeltonikaUDPAddr, "teltonika-udp", "", "Teltonika UDP listen address (empty: none)")
 	fs.StringVar(&o.SinkURL, "sink", "", "pipeline: the URL batches are POSTed to, path included")
 	fs.IntVar(&o.MaxMessages, "max-messages", 500, "pipeline: batch size")
 	fs.DurationVar(&o.Linger, "linger", 20*time.Millisecond, "pipeline: batch linger")
@@ -215,6 +239,7 @@ func mainSink(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	var o SinkOptions
 	fs.StringVar(&o.Addr, "listen", "127.0.0.1:9000", "listen address")
 	fs.StringVar(&o.SentField, "sent-field", DefaultSentField, "record field holding the device's send time (Unix µs), for end-to-end latency")
+	fs.StringVar(&o.KeyField, "key-field", DefaultKeyField, `data field identifying a record within its device instead of the envelope's seq and index, when present ("outer.inner" for a nested member; "-": none)`)
 	faults := fs.String("faults", "", `faults as JSON, e.g. {"statusMix":{"503":0.1},"delay":"5ms","retryAfter":2,"outages":[{"from":"10s","duration":"30s"}]} (also POST /faults at run time)`)
 	fs.Uint64Var(&o.Seed, "seed", 0, "seed of fault decisions (0: random)")
 	if err := fs.Parse(args); err != nil {
@@ -241,6 +266,24 @@ func mainSink(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	return 0
+}
+
+// parseRecords sets o.Records (and o.RecordsMax) from "N" or "N-M".
+func parseRecords(v string, o *RunOptions) error {
+	lo, hi, isRange := strings.Cut(v, "-")
+	n, err := strconv.Atoi(lo)
+	if err != nil || n < 1 {
+		return fmt.Errorf("want a positive number or a range N-M, not %q", v)
+	}
+	o.Records, o.RecordsMax = n, 0
+	if isRange {
+		m, err := strconv.Atoi(hi)
+		if err != nil || m < n {
+			return fmt.Errorf("want a range N-M with N ≤ M, not %q", v)
+		}
+		o.RecordsMax = m
+	}
+	return nil
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

@@ -1,6 +1,7 @@
 // Package loadgen simulates device fleets against a relay over plain sockets, the way device
 // firmware behaves: it keeps every unacknowledged frame, resends from WELCOME's lastSeq after a
-// reconnect, and never reuses a seq. It is an independent client of the relay: it shares only the
+// reconnect, and never reuses a seq; its Teltonika trackers (teltonika*.go) hold each AVL packet
+// until its answer counts every record, as FMB firmware does. It is an independent client of the relay: it shares only the
 // codec leaves (the wire codec, and the JSON scanning its sink uses), never the relay's own code
 // paths. It also serves the floors bench reads the relay against (floor.go): the least a server
 // can do for the same fleet, acknowledging on receipt and, for the pipeline floor, forwarding

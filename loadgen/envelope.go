@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/fleetrelay/fleetrelay/codec/jsontext"
 )
@@ -51,6 +52,21 @@ type EnvelopeRef struct {
 	// that fits an int64. When a key occurs twice, the last one counts.
 	SentAt    int64
 	HasSentAt bool
+
+	// Key is the unsigned integer value of the data object's key field (BatchScanner.KeyField);
+	// HasKey says whether data had one. A sink accounts such a record by (device, Key) instead of
+	// (device, seq, index): see TeltonikaCounterIO.
+	Key    uint64
+	HasKey bool
+}
+
+// MsgKey is the key a sink accounts e by: its device and seq and index, or its device and Key
+// (with index 0) when it has one.
+func (e *EnvelopeRef) MsgKey() (seq uint64, index int) {
+	if e.HasKey {
+		return e.Key, 0
+	}
+	return e.Seq, e.Index
 }
 
 // Device is the identity the relay names the message by: the serial, or the IMEI of a device
@@ -85,6 +101,14 @@ type BatchScanner struct {
 	// SentField is the key, at the top level of each envelope's data object, of the device's
 	// send time; "" extracts none.
 	SentField string
+	// KeyField, if set, names a member of each envelope's data object holding an unsigned
+	// integer that identifies the record within its device: a top-level key, or "outer.inner"
+	// for a member of an object member of data ("io.150"). See EnvelopeRef.Key.
+	KeyField string
+	// KeyTimeField, if set, names a top-level member of data holding, in Unix milliseconds, the
+	// send time of a record that has a key and no SentField (a Teltonika record's "timestamp":
+	// the simulated tracker makes each record when it sends it).
+	KeyTimeField string
 
 	arena []byte // decoded strings of the current Scan
 	name  []byte // the last member name decoded
@@ -312,12 +336,43 @@ func uintValue(b []byte, i int, name string, max uint64) (v uint64, ok bool, end
 	return 0, false, end, name + " is not an unsigned integer", nil
 }
 
-// scanData skips the data value at b[i], extracting the send-time field of an object into e.
+// scanData skips the data value at b[i], extracting the send-time and key fields of an object
+// into e.
 func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, error) {
-	if sc.SentField == "" || b[i] != '{' {
+	e.Key, e.HasKey = 0, false
+	if (sc.SentField == "" && sc.KeyField == "") || b[i] != '{' {
 		return skipValue(b, i, depth)
 	}
-	depth++ // the data object
+	outer, inner, nested := strings.Cut(sc.KeyField, ".")
+	var ms int64
+	var hasMs bool
+	end, err := sc.scanObject(b, i, depth, func(name []byte, from, to int) {
+		switch {
+		case sc.SentField != "" && string(name) == sc.SentField:
+			e.SentAt, e.HasSentAt = parseInt64(b[from:to])
+		case sc.KeyTimeField != "" && string(name) == sc.KeyTimeField:
+			ms, hasMs = parseInt64(b[from:to])
+		case !nested && sc.KeyField != "" && string(name) == sc.KeyField:
+			e.Key, e.HasKey = parseUint64(b[from:to])
+		case nested && string(name) == outer && b[from] == '{':
+			// Already validated: the inner scan cannot fail.
+			_, _ = sc.scanObject(b, from, depth+1, func(name []byte, from, to int) {
+				if string(name) == inner {
+					e.Key, e.HasKey = parseUint64(b[from:to])
+				}
+			})
+		}
+	})
+	if e.HasKey && !e.HasSentAt && hasMs && ms >= 0 && ms <= math.MaxInt64/1000 {
+		e.SentAt, e.HasSentAt = ms*1000, true
+	}
+	return end, err
+}
+
+// scanObject validates the object at b[i] (depth containers open around it) and calls member
+// with each member's name (valid during the call) and the offsets of its value.
+func (sc *BatchScanner) scanObject(b []byte, i, depth int, member func(name []byte, from, to int)) (int, error) {
+	depth++ // the object
 	if depth > jsontext.MaxDepth {
 		return i, badAt(b, i, jsontext.TooDeep.String())
 	}
@@ -330,14 +385,11 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		if err != nil {
 			return from, err
 		}
-		match := string(name) == sc.SentField
 		i = from
 		if i, err = skipValue(b, i, depth); err != nil {
 			return i, err
 		}
-		if match {
-			e.SentAt, e.HasSentAt = parseInt64(b[from:i])
-		}
+		member(name, from, i)
 		i = jsontext.SkipWS(b, i)
 		if i < len(b) && b[i] == ',' {
 			i = jsontext.SkipWS(b, i+1)
@@ -348,6 +400,25 @@ func (sc *BatchScanner) scanData(b []byte, i, depth int, e *EnvelopeRef) (int, e
 		}
 		return i, badAt(b, i, jsontext.NoObjectEnd.String())
 	}
+}
+
+// parseUint64 parses a JSON value that is an unsigned integer fitting a uint64.
+func parseUint64(v []byte) (uint64, bool) {
+	if len(v) == 0 || len(v) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 // memberName reads the member name starting at b[i] and the ':' after it, and returns the

@@ -38,7 +38,12 @@ type FloorOptions struct {
 	Addr       string // native TCP listen address ("" : none)
 	UDPAddr    string // native UDP listen address ("" : none)
 	NDJSONAddr string // NDJSON listen address ("" : none); lines are read and, in the pipeline, forwarded
-	Pipeline   bool
+	// TeltonikaAddr and TeltonikaUDPAddr are Teltonika listen addresses ("": none): the IMEI
+	// handshake answered 01, each AVL packet answered with its record count on receipt; the
+	// pipeline floor renders each record as the relay does (teltonika_floor.go).
+	TeltonikaAddr    string
+	TeltonikaUDPAddr string
+	Pipeline         bool
 	// SinkURL is where the pipeline floor POSTs its batches (the full URL, path included).
 	SinkURL     string
 	MaxMessages int           // batch size (default 500)
@@ -65,13 +70,14 @@ type Floor struct {
 	next  atomic.Uint64 // lane of the next connection
 	st    struct{ frames, records, delivered, posts, failed atomic.Int64 }
 
-	tcp, udp *floorEngine
-	ndjson   net.Listener
-	ndConns  sync.Map // net.Conn → struct{}
-	client   *fasthttp.Client
-	warnAt   atomic.Int64 // Unix ns before which failed deliveries are not logged again
-	quit     chan struct{}
-	wg       sync.WaitGroup
+	tcp, udp       *floorEngine
+	telTCP, telUDP *floorEngine
+	ndjson         net.Listener
+	ndConns        sync.Map // net.Conn → struct{}
+	client         *fasthttp.Client
+	warnAt         atomic.Int64 // Unix ns before which failed deliveries are not logged again
+	quit           chan struct{}
+	wg             sync.WaitGroup
 }
 
 var _ gnet.EventHandler = (*floorEngine)(nil)
@@ -81,6 +87,7 @@ type floorEngine struct {
 	gnet.BuiltinEventEngine
 	f       *Floor
 	network string
+	tel     bool // a Teltonika listener
 	eng     gnet.Engine
 	addr    net.Addr
 	booted  chan struct{}
@@ -142,6 +149,10 @@ func StartFloor(o FloorOptions) (*Floor, error) {
 			return nil, fmt.Errorf("floor udp %s: %w", o.UDPAddr, err)
 		}
 	}
+	if err := f.startTeltonika(); err != nil {
+		f.Close(context.Background())
+		return nil, err
+	}
 	if o.NDJSONAddr != "" {
 		if f.ndjson, err = net.Listen("tcp", o.NDJSONAddr); err != nil {
 			f.Close(context.Background())
@@ -154,7 +165,12 @@ func StartFloor(o FloorOptions) (*Floor, error) {
 }
 
 func (f *Floor) startEngine(network, addr string, extra ...gnet.Option) (*floorEngine, error) {
-	e := &floorEngine{f: f, network: network, booted: make(chan struct{}), done: make(chan error, 1)}
+	return f.startEngineOf(&floorEngine{network: network}, addr, extra...)
+}
+
+func (f *Floor) startEngineOf(e *floorEngine, addr string, extra ...gnet.Option) (*floorEngine, error) {
+	network := e.network
+	e.f, e.booted, e.done = f, make(chan struct{}), make(chan error, 1)
 	opts := append([]gnet.Option{gnet.WithMulticore(true), gnet.WithReuseAddr(true), gnet.WithLogger(floorGnetLogger{f.log})}, extra...)
 	if f.o.EventLoops > 0 {
 		opts = append(opts, gnet.WithNumEventLoop(f.o.EventLoops))
@@ -174,6 +190,11 @@ func (f *Floor) startEngine(network, addr string, extra ...gnet.Option) (*floorE
 // Addr, UDPAddr and NDJSONAddr are the bound addresses (nil when not listening).
 func (f *Floor) Addr() net.Addr    { return engineAddr(f.tcp) }
 func (f *Floor) UDPAddr() net.Addr { return engineAddr(f.udp) }
+
+// TeltonikaAddr and TeltonikaUDPAddr are the Teltonika listeners' bound addresses (nil when
+// not listening).
+func (f *Floor) TeltonikaAddr() net.Addr    { return engineAddr(f.telTCP) }
+func (f *Floor) TeltonikaUDPAddr() net.Addr { return engineAddr(f.telUDP) }
 func (f *Floor) NDJSONAddr() net.Addr {
 	if f.ndjson == nil {
 		return nil
@@ -198,7 +219,7 @@ func (f *Floor) Stats() FloorStats {
 // goroutine of the floor.
 func (f *Floor) Close(ctx context.Context) error {
 	var errs []error
-	for _, e := range []*floorEngine{f.tcp, f.udp} {
+	for _, e := range []*floorEngine{f.tcp, f.udp, f.telTCP, f.telUDP} {
 		if e != nil {
 			if err := e.eng.Stop(ctx); err != nil {
 				errs = append(errs, err)
@@ -245,11 +266,15 @@ func (e *floorEngine) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 func (e *floorEngine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	fc := &floorConn{}
+	var lane *floorLane
 	if l := e.f.lanes; len(l) > 0 {
-		fc.lane = l[e.f.next.Add(1)%uint64(len(l))]
+		lane = l[e.f.next.Add(1)%uint64(len(l))]
 	}
-	c.SetContext(fc)
+	if e.tel {
+		c.SetContext(&floorTelConn{lane: lane})
+	} else {
+		c.SetContext(&floorConn{lane: lane})
+	}
 	return nil, gnet.None
 }
 
@@ -257,8 +282,14 @@ func (e *floorEngine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 // of one read in one write); the pipeline floor renders each record into its lane's batch.
 func (e *floorEngine) OnTraffic(c gnet.Conn) gnet.Action {
 	buf, _ := c.Peek(-1)
-	if fc, ok := c.Context().(*floorConn); ok {
+	switch fc := c.Context().(type) {
+	case *floorConn:
 		return e.f.tcpTraffic(c, fc, buf)
+	case *floorTelConn:
+		return e.f.telTraffic(c, fc, buf)
+	}
+	if e.tel {
+		return e.f.telDatagram(c, buf)
 	}
 	// UDP: one UDATA per datagram, answered with its ACK to the source.
 	typ, body, n, err := native.Next(buf, native.MaxFrameLimit)
@@ -592,7 +623,8 @@ func RunFloor(ctx context.Context, o FloorOptions, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "floor listening: tcp %v udp %v ndjson %v pipeline %t\n", f.Addr(), f.UDPAddr(), f.NDJSONAddr(), o.Pipeline)
+	fmt.Fprintf(stdout, "floor listening: tcp %v udp %v ndjson %v teltonika %v teltonika-udp %v pipeline %t\n",
+		f.Addr(), f.UDPAddr(), f.NDJSONAddr(), f.TeltonikaAddr(), f.TeltonikaUDPAddr(), o.Pipeline)
 	<-ctx.Done()
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

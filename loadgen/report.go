@@ -103,8 +103,11 @@ type RunReport struct {
 	Acked map[string]uint64 `json:"acked"`
 	// FirstSeq is the first seq every device used.
 	FirstSeq uint64 `json:"firstSeq"`
-	// Records is the number of records in every frame.
+	// Records is the number of records in every frame (Teltonika: 1, each record's counter
+	// standing for a frame's seq: see TeltonikaCounterIO).
 	Records int `json:"recordsPerFrame"`
+	// Teltonika is what a Teltonika fleet did (RunOptions.Protocol).
+	Teltonika *TeltonikaReport `json:"teltonika,omitempty"`
 	// Lines is, for an NDJSON run, how many frames (lines per record) each identity sent.
 	Lines map[string]int64 `json:"lines,omitempty"`
 	// Account, when the run was checked against a sink (loadgen run -sink), compares what was
@@ -144,6 +147,13 @@ func (o *RunOptions) describe() string {
 		if o.Poisson {
 			rate += " poisson"
 		}
+	}
+	if o.Protocol == ProtocolTeltonikaTCP || o.Protocol == ProtocolTeltonikaUDP {
+		recs := fmt.Sprint(o.Records)
+		if o.RecordsMax > o.Records {
+			recs += fmt.Sprintf("-%d", o.RecordsMax)
+		}
+		return fmt.Sprintf("protocol=%s devices=%d rate=%s records=%s ramp=%v duration=%v", o.Protocol, o.Devices, rate, recs, o.RampUp, o.Duration)
 	}
 	return fmt.Sprintf("devices=%d rate=%s records=%d window=%d ramp=%v duration=%v churn=%g/s", o.Devices, rate, o.Records, o.Window, o.RampUp, o.Duration, o.Churn)
 }
@@ -190,6 +200,11 @@ func (rep *RunReport) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "records sent\t%d\t\n", rep.RecordsSent)
 	fmt.Fprintf(tw, "sent/s, acked/s\t%.0f, %.0f frames/s over %.1fs\t\n", rep.SentPerSec, rep.AckedPerSec, rep.SendSeconds)
 	fmt.Fprintf(tw, "errors, reconnects\t%d, %d\t\n", rep.Errors, rep.Reconnects)
+	if t := rep.Teltonika; t != nil {
+		fmt.Fprintf(tw, "packets acked, records acked\t%d, %d (%.0f records/s)\t\n", t.Packets, t.RecordsAcked, t.RecordsPerSec)
+		fmt.Fprintf(tw, "sends, resends\t%d, %d (short answers %d, timeouts %d, stray %d)\t\n", t.Sends, t.Resends, t.ShortAcks, t.AckTimeouts, t.StrayAnswers)
+		fmt.Fprintf(tw, "Codec 12 commands answered\t%d\t\n", t.Commands)
+	}
 	if a := rep.Account; a != nil {
 		what := "acknowledged"
 		if rep.Lines != nil {

@@ -72,6 +72,23 @@ type RunOptions struct {
 	// Stop, if set, ends sending when it is closed, before Duration if need be; outstanding ACKs
 	// are still waited for.
 	Stop <-chan struct{}
+
+	// Protocol is ProtocolNative (""), ProtocolTeltonikaTCP (trackers dial Addr) or
+	// ProtocolTeltonikaUDP (trackers send to UDPAddr). Teltonika trackers send one AVL packet at
+	// a time (Window, UDPShare and Churn do not apply) of Records records, or a number drawn
+	// uniformly from Records..RecordsMax; Rate counts packets.
+	Protocol   string
+	RecordsMax int
+	// IMEIBase is the IMEI of the first tracker (default DefaultIMEIBase); the others follow.
+	IMEIBase uint64
+	// AckTimeout is how long a tracker waits for a packet's answer before it sends the packet
+	// again: over TCP on a new connection (default 5s), over UDP (default 1s, doubling).
+	AckTimeout time.Duration
+	// TeltonikaCodec is the trackers' AVL codec: 0x08 (default), 0x8E or 0x10.
+	TeltonikaCodec byte
+	// AckedRecords, if set, counts the records of the Teltonika packets acknowledged as the run
+	// goes (Acked counts the packets).
+	AckedRecords *atomic.Int64
 }
 
 // fdReserve is kept free of device sockets for the process's other files.
@@ -120,6 +137,16 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 	}
 	o.UDPWindow = max(o.UDPWindow, 1)
 	rep.Devices = o.Devices
+	switch o.Protocol {
+	case "", ProtocolNative:
+		if o.RecordsMax > o.Records {
+			return nil, errors.New("a range of records per frame is for Teltonika trackers only")
+		}
+	case ProtocolTeltonikaTCP, ProtocolTeltonikaUDP:
+		return runTeltonika(ctx, o, rep)
+	default:
+		return nil, fmt.Errorf("protocol %q: want %s, %s or %s", o.Protocol, ProtocolNative, ProtocolTeltonikaTCP, ProtocolTeltonikaUDP)
+	}
 	if o.NDJSONAddr != "" {
 		return runNDJSON(ctx, o, rep)
 	}

@@ -27,6 +27,11 @@ type SinkOptions struct {
 	// SentField is the key, at the top level of each record, of the device's send time in Unix
 	// microseconds, from which end-to-end latency is measured (default DefaultSentField).
 	SentField string
+	// KeyField is the data field that, when a record has it, identifies the record within its
+	// device instead of its envelope's seq and index (default DefaultKeyField, the counter of
+	// simulated Teltonika trackers; "-": none). See BatchScanner.KeyField. Such a record's
+	// send time, for latency, is its "timestamp" (Unix ms) unless it has a SentField.
+	KeyField string
 	// Faults are injected from the start; SetFaults and POST /faults replace them.
 	Faults Faults
 	// Seed seeds fault decisions: a fixed seed gives the same answers to the same sequence of
@@ -145,6 +150,12 @@ func StartSinkWith(opts SinkOptions) (*Sink, error) {
 	if opts.SentField == "" {
 		opts.SentField = DefaultSentField
 	}
+	switch opts.KeyField {
+	case "":
+		opts.KeyField = DefaultKeyField
+	case "-":
+		opts.KeyField = ""
+	}
 	if opts.MaxBodySize <= 0 {
 		opts.MaxBodySize = 64 << 20
 	}
@@ -164,7 +175,9 @@ func StartSinkWith(opts SinkOptions) (*Sink, error) {
 	now := time.Now()
 	s := &Sink{opts: opts, ln: ln, rnd: newFaultRand(opts.Seed), led: newLedger(now), refusedBy: map[int]int{}}
 	s.faults.Store(newFaultState(opts.Faults, now))
-	s.bufs.New = func() any { return &ingestBuf{sc: BatchScanner{SentField: opts.SentField}} }
+	s.bufs.New = func() any {
+		return &ingestBuf{sc: BatchScanner{SentField: opts.SentField, KeyField: opts.KeyField, KeyTimeField: "timestamp"}}
+	}
 	s.srv = &fasthttp.Server{
 		Handler:               s.handle,
 		Name:                  "loadgen-sink",
