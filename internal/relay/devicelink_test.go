@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math/big"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -735,5 +737,101 @@ func TestDeviceLinkDefaults(t *testing.T) {
 	v = boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-def", map[string]any{"protocol": "tcp", "timeout": 5000})
 	if _, has := v["timeout"]; v["devicePort"] != float64(7000) || has {
 		t.Errorf("TCP link = %v, want devicePort 7000 and no timeout (a UDP socket's)", v)
+	}
+}
+
+// dgramCTR is the test's own construction of a link's UDP datagram, from
+// netio/link/ENCRYPTION.md with the standard library alone: an 8-byte big-endian datagram
+// number n in clear, then the payload under AES-256-CTR from the counter block
+// IV + d·2^127 + n·2^12 (mod 2^128), direction d as for TCP.
+func dgramCTR(t *testing.T, key, iv []byte, d int, n uint64, payload []byte) []byte {
+	t.Helper()
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := new(big.Int).SetBytes(iv)
+	c.Add(c, new(big.Int).Lsh(big.NewInt(int64(d)), 127))
+	c.Add(c, new(big.Int).Lsh(new(big.Int).SetUint64(n), 12))
+	c.Mod(c, new(big.Int).Lsh(big.NewInt(1), 128))
+	first := make([]byte, 16)
+	c.FillBytes(first)
+	out := binary.BigEndian.AppendUint64(nil, n)
+	ct := make([]byte, len(payload))
+	cipher.NewCTR(b, first).XORKeyStream(ct, payload)
+	return append(out, ct...)
+}
+
+// An encrypted UDP link through the relay: the client's datagrams, made with the test's own
+// construction and sent out of order with gaps (loss), reach the device as plaintext, each
+// alone; the device's answers reach the client numbered and encrypted so that the test's own
+// construction decrypts them; a datagram the relay cannot open (too short) is not forwarded; the
+// two directions' ciphertexts of equal plaintexts differ.
+func TestDeviceLinkUDPEncryptedEndToEnd(t *testing.T) {
+	r, boot, _ := linkRelay(t, 2)
+	boot.must(http.StatusCreated, "PUT", "/api/v1/devices/sn-uenc", map[string]any{})
+	connectNative(t, r, "sn-uenc")
+	svc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	client, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	key, iv := make([]byte, 32), make([]byte, 16)
+	pattern(key, 0, 0x44)
+	pattern(iv, 0, 0x55)
+	v := boot.must(http.StatusCreated, "POST", "/api/v1/devicelink/sn-uenc", map[string]any{"protocol": "udp",
+		"devicePort": svc.LocalAddr().(*net.UDPAddr).Port, "via": "socket",
+		"encrypt": map[string]any{"key": hex.EncodeToString(key), "initializationVector": hex.EncodeToString(iv)}})
+	link := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(v["port"].(float64))}
+
+	if _, err := client.WriteTo([]byte{1, 2, 3}, link); err != nil { // shorter than a datagram number
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	plain := bytes.Repeat([]byte("same plaintext both ways "), 8)
+	var up, down [][]byte
+	for _, n := range []uint64{7, 2, 9, 3} { // out of order, 0, 1, 4..6 and 8 lost
+		msg := append([]byte(fmt.Sprintf("%d:", n)), plain...)
+		d := dgramCTR(t, key, iv, 0, n, msg)
+		up = append(up, d)
+		if _, err := client.WriteTo(d, link); err != nil {
+			t.Fatal(err)
+		}
+		_ = svc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		k, from, err := svc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("the device's service: %v", err)
+		}
+		if !bytes.Equal(buf[:k], msg) {
+			t.Fatalf("the device received %q, want the plaintext of datagram %d (nothing of the short one)", buf[:k], n)
+		}
+		if _, err := svc.WriteTo(msg, from); err != nil {
+			t.Fatal(err)
+		}
+		_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		k, _, err = client.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("the client: %v", err)
+		}
+		got := bytes.Clone(buf[:k])
+		down = append(down, got)
+		if len(got) < 8 {
+			t.Fatalf("the client received %d bytes, want a numbered datagram", len(got))
+		}
+		num := binary.BigEndian.Uint64(got)
+		if want := dgramCTR(t, key, iv, 1, num, msg); !bytes.Equal(got, want) {
+			t.Fatalf("answer %x does not decrypt with the test's construction as datagram %d (relay → client)", got, num)
+		}
+	}
+	for i := range up {
+		a, b := up[i][8:], down[i][8:]
+		if bytes.Equal(a, b) {
+			t.Errorf("datagram %d: both directions' ciphertexts of one plaintext are equal", i)
+		}
 	}
 }
