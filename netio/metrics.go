@@ -5,8 +5,8 @@ import (
 )
 
 // RegisterMetrics registers the server's collectors with reg: connections, frames, bytes and
-// errors of the device sockets, the TLS listener's connections, handshakes and failed
-// handshakes by reason, dropped datagrams, and the NDJSON listener's lines, in-flight
+// errors of the device sockets, the TLS listeners' connections, handshakes and failed
+// handshakes by protocol and reason, dropped datagrams, and the NDJSON listener's lines, in-flight
 // bytes and drops by reason (the dispatcher counts the drops that are its own, with the same
 // metric name). They read Stats when scraped. Call it once per server and registry: it panics
 // if reg has them already.
@@ -31,17 +31,35 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) {
 	counter("fleetrelay_ndjson_lines_total", "NDJSON lines accepted for storing.", func() float64 { return float64(s.Stats().NDJSONLines) })
 	gauge("fleetrelay_ndjson_inflight_bytes", "Bytes of NDJSON lines read and not yet stored; at devices.ndjson.max_inflight no NDJSON connection is read.",
 		func() float64 { return float64(s.Stats().NDJSONInflight) })
-	gauge("fleetrelay_device_tls_connections", "Open native TLS device connections past their handshake (also in fleetrelay_device_connections).",
-		func() float64 { return float64(s.st.tlsConns.Load()) })
-	counter("fleetrelay_device_tls_handshakes_total", "TLS handshakes of native devices completed.", func() float64 { return float64(s.st.tlsHandshakes.Load()) })
-	counter("fleetrelay_device_tls_identity_refused_total", "TLS devices refused (ERROR 401) for a HELLO naming another device than their certificate.",
-		func() float64 { return float64(s.st.tlsIdentityRefused.Load()) })
-	for i, reason := range TLSReasons {
-		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "fleetrelay_device_tls_handshake_failures_total",
-			Help:        "Failed TLS handshakes of native devices, by reason: not_tls (a plain client), no_client_cert, bad_client_cert, timeout, closed, protocol.",
-			ConstLabels: prometheus.Labels{"reason": reason},
-		}, func() float64 { return float64(s.st.tlsFailures[i].Load()) }))
+	for _, p := range []struct {
+		name string
+		st   *tlsCounters
+	}{{"native", &s.st.tls}, {"teltonika", &s.tel.tls}} {
+		label := func(more ...string) prometheus.Labels {
+			l := prometheus.Labels{"protocol": p.name}
+			for i := 0; i+1 < len(more); i += 2 {
+				l[more[i]] = more[i+1]
+			}
+			return l
+		}
+		st := p.st
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fleetrelay_device_tls_connections", ConstLabels: label(),
+				Help: "Open TLS device connections past their handshake, by protocol (native, teltonika); also in fleetrelay_device_connections."},
+				func() float64 { return float64(st.conns.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetrelay_device_tls_handshakes_total", ConstLabels: label(),
+				Help: "TLS handshakes of devices completed, by protocol (native, teltonika)."},
+				func() float64 { return float64(st.handshakes.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fleetrelay_device_tls_identity_refused_total", ConstLabels: label(),
+				Help: "TLS devices refused for naming another device than their certificate, by protocol: a native HELLO (ERROR 401), a Teltonika IMEI (answered 00)."},
+				func() float64 { return float64(st.identityRefused.Load()) }))
+		for i, reason := range TLSReasons {
+			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name:        "fleetrelay_device_tls_handshake_failures_total",
+				Help:        "Failed TLS handshakes of devices, by protocol (native, teltonika) and reason: not_tls (a plain client), no_client_cert, bad_client_cert, timeout, closed, protocol.",
+				ConstLabels: label("reason", reason),
+			}, func() float64 { return float64(st.failures[i].Load()) }))
+		}
 	}
 	for reason, f := range map[string]func() int64{
 		"malformed": func() int64 { return s.Stats().NDJSONMalformed },

@@ -50,6 +50,9 @@ type Options struct {
 
 	// TLS is the native protocol over TLS (tls.go); its Addr "" disables it.
 	TLS TLSOptions
+	// TeltonikaTLS is Teltonika's TCP protocol over TLS, with the Teltonika dispatcher; its
+	// Addr "" disables it.
+	TeltonikaTLS TLSOptions
 }
 
 // Stats are counters of the device listeners. All fields are read atomically by Stats().
@@ -81,8 +84,7 @@ type counters struct {
 
 	ndjsonLines, ndjsonMalformed, ndjsonIdentity, ndjsonTooLong, ndjsonShutdown atomic.Int64
 
-	tlsConns, tlsHandshakes, tlsIdentityRefused atomic.Int64
-	tlsFailures                                 [tlsReasonCount]atomic.Int64 // by TLSReasons
+	tls tlsCounters // the native TLS listener's
 }
 
 // Server runs the device listeners: gnet engines for the native protocol over TCP and UDP, and
@@ -111,7 +113,8 @@ type Server struct {
 	telTCP *telTCPServer
 	telUDP *telUDPServer
 	tel    telCounters
-	tls    *tlsServer
+	tls    *tlsServer // native
+	telTLS *tlsServer // Teltonika
 	wg     sync.WaitGroup
 }
 
@@ -190,7 +193,8 @@ func (s *Server) Start() error {
 		}
 	}
 	if s.opts.TLS.Addr != "" {
-		s.tls = newTLSServer(s)
+		s.tls = newTLSServer(s, s.opts.TLS, "native", &s.st.tls, s.nativeTLSCore,
+			native.AppendError(nil, native.CodeMalformed, "this port speaks TLS"))
 		if err := s.tls.start(s.opts.TLS.Addr); err != nil {
 			s.tls = nil
 			_ = s.Stop(context.Background())
@@ -340,8 +344,10 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.ndjson != nil {
 		s.ndjson.stop()
 	}
-	if s.tls != nil {
-		s.tls.stop(ctx)
+	for _, t := range []*tlsServer{s.tls, s.telTLS} {
+		if t != nil {
+			t.stop(ctx)
+		}
 	}
 	// gnet's Engine.Stop signals the engine and then polls every 500 ms until it is down, which
 	// made every shutdown last 1 s for two engines. Signal both at once and wait for their
@@ -416,7 +422,7 @@ func (s *Server) Stats() Stats {
 		NDJSONShutdown:  s.st.ndjsonShutdown.Load(),
 		NDJSONInflight:  s.ndjsonInflight(),
 
-		TLS: s.tlsStats(),
+		TLS: s.st.tls.stats(),
 	}
 }
 

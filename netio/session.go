@@ -30,33 +30,68 @@ type wire interface {
 	shut()
 }
 
-// streamConn is the native protocol of one stream connection (plain TCP or TLS). Fields without
-// atomics are owned by the goroutine that feeds it (the connection's event loop, or its TLS
-// reader); the Conn methods are safe from any goroutine.
-type streamConn struct {
+// streamCore is a protocol's side of one stream connection, which a transport feeds: the
+// native protocol (streamConn) or Teltonika's (telStream, teltonika.go). The transport calls
+// feed and ended from the one goroutine that reads the connection, check from any.
+type streamCore interface {
+	// feed handles the whole frames at the start of buf (only read during the call) and
+	// returns the bytes consumed and whether the connection must close once what was put
+	// is written.
+	feed(buf []byte) (done int, closeNow bool)
+	// check enforces the protocol's timeouts at now (unix nanos).
+	check(now int64, d deadlines)
+	// ended is called once when the connection is gone.
+	ended()
+	// base is what every core has.
+	base() *streamBase
+}
+
+// streamBase is what every protocol core of a stream connection holds: its transport, its peer,
+// when it opened and last sent a frame, whether it failed, and the identities a verified device
+// certificate names.
+type streamBase struct {
 	w      wire
-	self   Conn // the transport's Conn, handed to the Dispatcher (it may implement Acker)
+	self   Conn // the transport's Conn, handed to the dispatcher (it may implement Acker)
 	srv    *Server
 	remote netip.AddrPort
 	opened int64 // unix nanos
 
 	// certIDs are the identities a verified device certificate names (TLS with a client CA;
-	// nil otherwise): a HELLO must name one of them, and the connection is authenticated.
+	// nil otherwise): the device's handshake must name one of them.
 	certIDs []string
 
-	session Session      // feeder-owned
-	last    atomic.Int64 // unix nanos of the last frame
+	last   atomic.Int64 // unix nanos of the last frame
+	failed atomic.Bool  // nothing more is written
+}
+
+func (b *streamBase) init(w wire, self Conn, srv *Server, remote netip.AddrPort, now int64) {
+	b.w, b.self, b.srv, b.remote, b.opened = w, self, srv, remote, now
+	b.last.Store(now)
+}
+
+func (b *streamBase) base() *streamBase { return b }
+
+// Remote implements Conn.
+func (b *streamBase) Remote() netip.AddrPort { return b.remote }
+
+// Datagram implements Conn.
+func (b *streamBase) Datagram() bool { return false }
+
+// streamConn is the native protocol of one stream connection (plain TCP or TLS). Fields without
+// atomics are owned by the goroutine that feeds it (the connection's event loop, or its TLS
+// reader); the Conn methods are safe from any goroutine. A HELLO on a connection with a device
+// certificate must name one of certIDs, and the connection is authenticated.
+type streamConn struct {
+	streamBase
+
+	session Session // feeder-owned
 	helloed atomic.Bool
-	failed  atomic.Bool
 	// proven: the connection sent DATA, or its session is authenticated (a token, a device
 	// certificate); until then FirstDataTimeout applies.
 	proven atomic.Bool
 }
 
-func (sc *streamConn) init(w wire, self Conn, srv *Server, remote netip.AddrPort, now int64) {
-	sc.w, sc.self, sc.srv, sc.remote, sc.opened = w, self, srv, remote, now
-	sc.last.Store(now)
-}
+var _ streamCore = (*streamConn)(nil)
 
 // feed decodes the whole frames at the start of buf and handles them. It returns the bytes
 // consumed and whether the connection must close (an ERROR was put already). buf is only read
@@ -98,7 +133,7 @@ func (sc *streamConn) frame(typ byte, body []byte) bool {
 			return sc.failHere(native.CodeMalformed, err.Error())
 		}
 		if sc.certIDs != nil && !certNames(sc.certIDs, h.Identity()) {
-			sc.srv.st.tlsIdentityRefused.Add(1)
+			sc.srv.st.tls.identityRefused.Add(1)
 			return sc.failHere(native.CodeUnauthorized, "HELLO names another device than the certificate")
 		}
 		sess, err := sc.srv.d.Open(sc.self, &h)
@@ -250,9 +285,3 @@ func (sc *streamConn) Close() {
 	sc.failed.Store(true)
 	sc.w.shut()
 }
-
-// Remote implements Conn.
-func (sc *streamConn) Remote() netip.AddrPort { return sc.remote }
-
-// Datagram implements Conn.
-func (sc *streamConn) Datagram() bool { return false }

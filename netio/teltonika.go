@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +16,11 @@ import (
 )
 
 // Teltonika trackers (Codec 8, 8 Extended and 16 over TCP and UDP; Codec 12 commands over TCP)
-// are served by gnet engines of their own, on Options.TeltonikaTCP and Options.TeltonikaUDP.
+// are served by gnet engines of their own, on Options.TeltonikaTCP and Options.TeltonikaUDP, and
+// over TLS by a crypto/tls listener (Options.TeltonikaTLS, tls.go) that feeds the decrypted
+// stream to the same protocol core as the plain TCP listener (telStream). With a client CA, the
+// IMEI of the handshake must be one the device certificate names (subject CN or a DNS SAN),
+// else it is answered 00 and the connection closed.
 // They share the connection cap, the per-source cap, the idle timeout and the handshake
 // deadline (HelloTimeout, for the IMEI) with the native TCP listener.
 //
@@ -65,7 +68,8 @@ type TeltonikaSession interface {
 type telCounters struct {
 	packets, bad, pings, responses, framing, refused atomic.Int64
 	datagrams, udpDropped                            atomic.Int64
-	badReasons                                       sync.Map // reason → *atomic.Int64
+	badReasons                                       sync.Map    // reason → *atomic.Int64
+	tls                                              tlsCounters // the Teltonika TLS listener's
 }
 
 func (tc *telCounters) badReason(reason string) {
@@ -88,6 +92,7 @@ type TeltonikaStats struct {
 	Refused   int64            // handshakes answered 00
 	Datagrams int64            // datagrams that parsed
 	Dropped   int64            // datagrams dropped unanswered (malformed, or while draining)
+	TLS       TLSStats         // the Teltonika TLS listener's; its connections count in Stats too
 }
 
 // TeltonikaStats returns a snapshot of the Teltonika counters. Safe for concurrent use.
@@ -95,7 +100,7 @@ func (s *Server) TeltonikaStats() TeltonikaStats {
 	t := &s.tel
 	st := TeltonikaStats{Packets: t.packets.Load(), Bad: t.bad.Load(), Pings: t.pings.Load(),
 		Responses: t.responses.Load(), Framing: t.framing.Load(), Refused: t.refused.Load(),
-		Datagrams: t.datagrams.Load(), Dropped: t.udpDropped.Load(), BadBy: map[string]int64{}}
+		Datagrams: t.datagrams.Load(), Dropped: t.udpDropped.Load(), BadBy: map[string]int64{}, TLS: t.tls.stats()}
 	t.badReasons.Range(func(k, v any) bool {
 		st.BadBy[k.(string)] = v.(*atomic.Int64).Load()
 		return true
@@ -113,7 +118,7 @@ func (s *Server) teltonikaCollectors() []prometheus.Collector {
 		counter("fleetrelay_teltonika_pings_total", "Teltonika keep-alive bytes (0xFF).", func(t TeltonikaStats) int64 { return t.Pings }),
 		counter("fleetrelay_teltonika_responses_total", "Teltonika Codec 12 responses.", func(t TeltonikaStats) int64 { return t.Responses }),
 		counter("fleetrelay_teltonika_framing_errors_total", "Teltonika connections closed because a frame's preamble, length or IMEI handshake was wrong.", func(t TeltonikaStats) int64 { return t.Framing }),
-		counter("fleetrelay_teltonika_refused_total", "Teltonika handshakes answered 00 (devices.auth, unknown identities at their cap, shutdown).", func(t TeltonikaStats) int64 { return t.Refused }),
+		counter("fleetrelay_teltonika_refused_total", "Teltonika handshakes answered 00 (devices.auth, unknown identities at their cap, shutdown, an IMEI its TLS certificate does not name).", func(t TeltonikaStats) int64 { return t.Refused }),
 		counter("fleetrelay_teltonika_datagrams_total", "Teltonika UDP datagrams that parsed.", func(t TeltonikaStats) int64 { return t.Datagrams }),
 		counter("fleetrelay_teltonika_datagrams_dropped_total", "Teltonika UDP datagrams dropped unanswered: malformed, or during shutdown.", func(t TeltonikaStats) int64 { return t.Dropped }),
 	}
@@ -143,7 +148,7 @@ func (s *Server) TeltonikaUDPAddr() net.Addr {
 
 // startTeltonika binds the Teltonika listeners that are configured.
 func (s *Server) startTeltonika() error {
-	if s.opts.TeltonikaTCP == "" && s.opts.TeltonikaUDP == "" {
+	if s.opts.TeltonikaTCP == "" && s.opts.TeltonikaUDP == "" && s.opts.TeltonikaTLS.Addr == "" {
 		return nil
 	}
 	if s.opts.Teltonika == nil {
@@ -167,6 +172,13 @@ func (s *Server) startTeltonika() error {
 			return fmt.Errorf("teltonika udp listener %s: %w", a, err)
 		}
 	}
+	if a := s.opts.TeltonikaTLS.Addr; a != "" {
+		s.telTLS = newTLSServer(s, s.opts.TeltonikaTLS, "teltonika", &s.tel.tls, s.telTLSCore, telRefuse)
+		if err := s.telTLS.start(a); err != nil {
+			s.telTLS = nil
+			return fmt.Errorf("teltonika tls listener %s: %w", a, err)
+		}
+	}
 	return nil
 }
 
@@ -175,7 +187,8 @@ var (
 	_ gnet.EventHandler = (*telUDPServer)(nil)
 )
 
-// telTCPServer is the gnet handler of Teltonika trackers over TCP.
+// telTCPServer is the gnet handler of Teltonika trackers over TCP: it moves bytes between gnet
+// and each connection's protocol core (telStream), as tcp.go does for the native protocol.
 type telTCPServer struct {
 	gnet.BuiltinEventEngine
 	engineHolder
@@ -185,19 +198,31 @@ type telTCPServer struct {
 	conns map[*telConn]struct{}
 }
 
-// telConn is one Teltonika TCP connection. Fields without atomics are owned by its event loop;
-// the Conn methods are safe from any goroutine.
-type telConn struct {
-	c      gnet.Conn
-	srv    *Server
-	remote netip.AddrPort
-	opened int64 // unix nanos
+// telStream is the Teltonika protocol of one stream connection, whatever carries the stream:
+// the plain listener feeds it from gnet's OnTraffic (telConn), the TLS listener from the
+// goroutine that reads the connection's decrypted stream (tls.go). It holds the IMEI
+// handshake, the framing, the limits and timeouts; answers and Codec 12 commands are written
+// by the dispatcher through its Conn methods, and reach the device through the wire. Fields
+// without atomics are owned by the goroutine that feeds it; the Conn methods are safe from any
+// goroutine.
+type telStream struct {
+	streamBase
 
-	session    TeltonikaSession // loop-owned
-	last       atomic.Int64     // unix nanos of the last frame
+	session    TeltonikaSession // feeder-owned
 	handshaken atomic.Bool      // the handshake was answered 01
-	failed     atomic.Bool
 }
+
+// telConn is one plain Teltonika TCP connection: the protocol core over gnet.
+type telConn struct {
+	telStream
+	c gnet.Conn
+}
+
+var (
+	_ streamCore = (*telStream)(nil)
+	_ Conn       = (*telStream)(nil)
+	_ wire       = (*telConn)(nil)
+)
 
 func (s *telTCPServer) OnBoot(eng gnet.Engine) gnet.Action {
 	s.boot(eng, "tcp")
@@ -209,9 +234,8 @@ func (s *telTCPServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.srv.admit(remote) != admitted {
 		return nil, gnet.Close // Teltonika has no error frame
 	}
-	now := time.Now().UnixNano()
-	tc := &telConn{c: c, srv: s.srv, remote: remote, opened: now}
-	tc.last.Store(now)
+	tc := &telConn{c: c}
+	tc.init(tc, tc, s.srv, remote, time.Now().UnixNano())
 	c.SetContext(tc)
 	s.mu.Lock()
 	s.conns[tc] = struct{}{}
@@ -224,11 +248,7 @@ func (s *telTCPServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if !ok {
 		return gnet.None
 	}
-	tc.failed.Store(true)
-	if tc.session != nil {
-		tc.session.Closed()
-		tc.session = nil
-	}
+	tc.ended()
 	s.mu.Lock()
 	delete(s.conns, tc)
 	s.mu.Unlock()
@@ -236,44 +256,83 @@ func (s *telTCPServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 	return gnet.None
 }
 
+func (s *telTCPServer) OnTraffic(c gnet.Conn) gnet.Action {
+	tc := c.Context().(*telConn)
+	buf, _ := c.Peek(-1)
+	done, closeNow := tc.feed(buf)
+	if done > 0 {
+		_, _ = c.Discard(done)
+	}
+	if closeNow {
+		return gnet.Close // gnet flushes what was put before closing
+	}
+	return gnet.None
+}
+
+func (s *telTCPServer) OnTick() (time.Duration, gnet.Action) {
+	now := time.Now().UnixNano()
+	d := s.srv.opts.deadlines()
+	s.mu.Lock()
+	for tc := range s.conns {
+		tc.check(now, d)
+	}
+	s.mu.Unlock()
+	return tickEvery(s.srv.opts), gnet.None
+}
+
+// put implements wire: on the event loop, written now or copied into gnet's outbound buffer.
+func (tc *telConn) put(frame []byte) { _, _ = tc.c.Write(frame) }
+
+// send implements wire.
+func (tc *telConn) send(frame []byte) { _ = tc.c.AsyncWrite(frame, nil) }
+
+// sendAndClose implements wire.
+func (tc *telConn) sendAndClose(frame []byte) {
+	if err := tc.c.AsyncWrite(frame, func(c gnet.Conn, _ error) error { return c.Close() }); err != nil {
+		_ = tc.c.Close()
+	}
+}
+
+// shut implements wire.
+func (tc *telConn) shut() { _ = tc.c.Close() }
+
 // handshake answers.
 var (
 	telAccept = []byte{0x01}
 	telRefuse = []byte{0x00}
 )
 
-func (s *telTCPServer) OnTraffic(c gnet.Conn) gnet.Action {
-	tc := c.Context().(*telConn)
-	st := &s.srv.tel
-	buf, _ := c.Peek(-1)
-	done := 0
-	action := gnet.None
-	if tc.session == nil {
+// feed handles the IMEI handshake and then the whole frames at the start of buf. It returns the
+// bytes consumed and whether the connection must close (what it must be told was put already).
+// buf is only read during the call.
+func (ts *telStream) feed(buf []byte) (done int, closeNow bool) {
+	st := &ts.srv.tel
+	if ts.session == nil {
 		imei, n, err := teltonika.ParseIMEI(buf)
 		if err != nil {
 			st.framing.Add(1)
-			return gnet.Close
+			return 0, true
 		}
 		if n == 0 {
-			return gnet.None
+			return 0, false
 		}
-		done = n
-		sess, err := s.srv.opts.Teltonika.OpenTeltonika(tc, imei)
-		if err != nil || s.srv.draining.Load() {
+		if ts.certIDs != nil && !certNames(ts.certIDs, imei) {
+			st.tls.identityRefused.Add(1)
+			return n, ts.refuse()
+		}
+		sess, err := ts.srv.opts.Teltonika.OpenTeltonika(ts.self, imei)
+		if err != nil || ts.srv.draining.Load() {
 			if sess != nil {
 				sess.Closed()
 			}
-			st.refused.Add(1)
-			_, _ = c.Write(telRefuse)
-			tc.failed.Store(true)
-			_, _ = c.Discard(done)
-			return gnet.Close
+			return n, ts.refuse()
 		}
-		tc.session = sess
-		tc.handshaken.Store(true)
-		_, _ = c.Write(telAccept)
+		done = n
+		ts.session = sess
+		ts.handshaken.Store(true)
+		ts.w.put(telAccept)
 	}
-	for action == gnet.None {
+	for !closeNow {
 		n, err := teltonika.FrameLen(buf[done:])
 		if errors.Is(err, teltonika.ErrPing) {
 			done += n
@@ -282,7 +341,7 @@ func (s *telTCPServer) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		if err != nil {
 			st.framing.Add(1)
-			action = gnet.Close
+			closeNow = true
 			break
 		}
 		if n == 0 {
@@ -290,10 +349,10 @@ func (s *telTCPServer) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		frame := buf[done : done+n]
 		done += n
-		s.srv.st.bytes.Add(int64(n))
+		ts.srv.st.bytes.Add(int64(n))
 		switch {
-		case s.srv.draining.Load():
-			action = gnet.Close // not answered: the device resends it to the next relay
+		case ts.srv.draining.Load():
+			closeNow = true // not answered: the device resends it to the next relay
 		case teltonika.IsCodec12(frame):
 			text, err := teltonika.ParseResponse(frame)
 			if err != nil {
@@ -301,24 +360,31 @@ func (s *telTCPServer) OnTraffic(c gnet.Conn) gnet.Action {
 				continue
 			}
 			st.responses.Add(1)
-			tc.session.Response(text)
+			ts.session.Response(text)
 		default:
 			own := append([]byte(nil), frame...)
 			p, err := teltonika.ParseTCP(own)
 			if err != nil {
 				st.badReason(badReason(err))
-				tc.session.Bad(badReason(err))
+				ts.session.Bad(badReason(err))
 				continue
 			}
 			st.packets.Add(1)
-			tc.session.Packet(&p)
+			ts.session.Packet(&p)
 		}
 	}
 	if done > 0 {
-		_, _ = c.Discard(done)
-		tc.last.Store(time.Now().UnixNano())
+		ts.last.Store(time.Now().UnixNano())
 	}
-	return action
+	return done, closeNow
+}
+
+// refuse answers the handshake 00; the connection closes once it is written.
+func (ts *telStream) refuse() bool {
+	ts.srv.tel.refused.Add(1)
+	ts.w.put(telRefuse)
+	ts.failed.Store(true)
+	return true
 }
 
 // badReason is the metric label of a packet the parser refused.
@@ -335,40 +401,42 @@ func badReason(err error) string {
 	return "other"
 }
 
-func (s *telTCPServer) OnTick() (time.Duration, gnet.Action) {
-	now := time.Now().UnixNano()
-	hello := s.srv.opts.HelloTimeout.Nanoseconds()
-	idle := s.srv.opts.IdleTimeout.Nanoseconds()
-	s.mu.Lock()
-	for tc := range s.conns {
-		switch {
-		case !tc.handshaken.Load() && now-tc.opened > hello:
-			tc.Close()
-		case idle > 0 && now-tc.last.Load() > idle:
-			tc.Close()
-		}
+// check enforces the handshake and idle timeouts at now; any goroutine. Teltonika has no
+// first-DATA deadline: the handshake is its HELLO.
+func (ts *telStream) check(now int64, d deadlines) {
+	switch {
+	case !ts.handshaken.Load() && now-ts.opened > d.hello:
+		ts.Close()
+	case d.idle > 0 && now-ts.last.Load() > d.idle:
+		ts.Close()
 	}
-	s.mu.Unlock()
-	return tickEvery(s.srv.opts), gnet.None
 }
 
-func (tc *telConn) Write(frame []byte) {
-	if tc.failed.Load() {
+// ended is called once by the feeding goroutine when the connection is gone.
+func (ts *telStream) ended() {
+	ts.failed.Store(true)
+	if ts.session != nil {
+		ts.session.Closed()
+		ts.session = nil
+	}
+}
+
+// Write implements Conn.
+func (ts *telStream) Write(frame []byte) {
+	if ts.failed.Load() {
 		return
 	}
-	_ = tc.c.AsyncWrite(frame, nil)
+	ts.w.send(frame)
 }
 
-// Fail closes the connection: Teltonika has no error frame.
-func (tc *telConn) Fail(uint16, string) { tc.Close() }
+// Fail implements Conn: it closes the connection, Teltonika having no error frame.
+func (ts *telStream) Fail(uint16, string) { ts.Close() }
 
-func (tc *telConn) Close() {
-	tc.failed.Store(true)
-	_ = tc.c.Close()
+// Close implements Conn.
+func (ts *telStream) Close() {
+	ts.failed.Store(true)
+	ts.w.shut()
 }
-
-func (tc *telConn) Remote() netip.AddrPort { return tc.remote }
-func (tc *telConn) Datagram() bool         { return false }
 
 // telUDPServer is the gnet handler of Teltonika datagrams. Malformed datagrams are counted and
 // dropped without an answer.

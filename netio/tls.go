@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,23 +34,22 @@ import (
 // TLS_AES_256_GCM_SHA384 or TLS_CHACHA20_POLY1305_SHA256 as Go and the device agree (all AEAD
 // with forward secrecy); a device that must have AES-256 offers only TLS_AES_256_GCM_SHA384.
 //
-// The listener only moves bytes: its reader hands the decrypted stream to the protocol core's
-// feed and its writer sends what the core queues through the wire interface (put, send,
-// sendAndClose, shut); the core's check runs on the listener's timer. Teltonika over TLS (a
-// later step) takes the same shape: the body of telTCPServer.OnTraffic and OnTick (teltonika.go)
-// moves into a core of its own — feed(buf) (consumed, close), check(now), ended(), writes
-// through a wire — that OnTraffic calls as tcp.go calls streamConn; tlsConn then holds that core
-// behind a small interface instead of embedding streamConn, tlsServer takes the core's
-// constructor, and the IMEI of the handshake is checked against certIDs as a HELLO's identity
-// is here.
+// The listener only moves bytes: its reader hands the decrypted stream to the connection's
+// protocol core (streamCore: feed, check, ended) and its writer sends what the core queues
+// through the wire interface (put, send, sendAndClose, shut); the core's check runs on the
+// listener's timer. One listener type serves both protocols: the native one (Options.TLS, its
+// core streamConn, session.go) and Teltonika's (Options.TeltonikaTLS, its core telStream,
+// teltonika.go), each listener with the core's constructor, its own counters (the protocol
+// label of the metrics) and its own answer to a plain client.
 type TLSOptions struct {
 	Addr         string            // listen address ("" disables)
 	Certificates []tls.Certificate // the relay's certificate chain and key
 	// ClientCAs, when set, makes a device certificate signed by one of them required (the
 	// handshake fails without one) and names the device: its subject CN and its DNS SANs are
-	// the identities its HELLO may give (compared as the registry compares identities,
-	// case-folded); a HELLO naming another is refused with ERROR 401. Such a connection is
-	// authenticated: FirstDataTimeout does not apply to it.
+	// the identities its handshake may give (compared as the registry compares identities,
+	// case-folded). A native HELLO naming another is refused with ERROR 401, and such a
+	// connection is authenticated: FirstDataTimeout does not apply to it. A Teltonika IMEI
+	// handshake naming another is answered 00 and the connection closed.
 	ClientCAs  *x509.CertPool
 	MinVersion uint16 // tls.VersionTLS12 (the default) or tls.VersionTLS13
 }
@@ -139,15 +139,22 @@ func handshakeReason(err error) string {
 	return TLSProtocol
 }
 
-// tlsServer is the native protocol's TLS listener: an accept goroutine, a goroutine per
-// connection, a writer goroutine per connection while it has something to write, and a timer
-// goroutine for the connections' timeouts; stop waits for all of them.
+// tlsServer is a TLS listener of device connections (native or Teltonika): an accept
+// goroutine, a goroutine per connection, a writer goroutine per connection while it has
+// something to write, and a timer goroutine for the connections' timeouts; stop waits for all
+// of them.
 type tlsServer struct {
-	srv  *Server
-	ln   net.Listener
-	addr net.Addr
-	cfg  *tls.Config
-	warn throttle.Throttle
+	srv      *Server
+	protocol string       // "native" or "teltonika": logs, and the metrics' protocol label
+	st       *tlsCounters // the protocol's
+	// newCore makes the protocol core of a connection accepted from remote at now (unix
+	// nanos), whose transport is c.
+	newCore func(c *tlsConn, remote netip.AddrPort, now int64) streamCore
+	plain   []byte // what a plain client is told, in its protocol, before it is closed
+	ln      net.Listener
+	addr    net.Addr
+	cfg     *tls.Config
+	warn    throttle.Throttle
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[*tlsConn]struct{}
@@ -156,14 +163,15 @@ type tlsServer struct {
 	wg     sync.WaitGroup
 }
 
-// tlsConn is one TLS device connection: the protocol core (session.go) fed by the goroutine
-// that reads the decrypted stream. The Conn methods are safe from any goroutine and never
-// block on the network.
+// tlsConn is one TLS device connection: the transport of a protocol core, fed by the goroutine
+// that reads the decrypted stream. Its methods are safe from any goroutine and never block on
+// the network.
 type tlsConn struct {
-	streamConn
-	s   *tlsServer
-	raw net.Conn
-	tc  *tls.Conn
+	core streamCore
+	b    *streamBase // core.base()
+	s    *tlsServer
+	raw  net.Conn
+	tc   *tls.Conn
 	// ready: the handshake succeeded; from then on the timer checks the connection.
 	ready atomic.Bool
 
@@ -180,18 +188,47 @@ type tlsConn struct {
 	ackRep     bool // write the ACK even if it repeats ackSent
 }
 
+// tlsNative is the native protocol over a TLS connection: the Conn its dispatcher gets, which
+// coalesces cumulative ACKs through the connection's writer.
+type tlsNative struct {
+	streamConn
+	t *tlsConn
+}
+
 var (
 	_ wire  = (*tlsConn)(nil)
-	_ Acker = (*tlsConn)(nil)
+	_ Acker = (*tlsNative)(nil)
 )
 
-func newTLSServer(srv *Server) *tlsServer {
+// Ack implements Acker.
+func (n *tlsNative) Ack(seq uint64, again bool) { n.t.Ack(seq, again) }
+
+// nativeTLSCore is the native listener's newCore.
+func (s *Server) nativeTLSCore(c *tlsConn, remote netip.AddrPort, now int64) streamCore {
+	n := &tlsNative{t: c}
+	n.init(c, n, s, remote, now)
+	return n
+}
+
+// telTLSCore is the Teltonika listener's newCore.
+func (s *Server) telTLSCore(c *tlsConn, remote netip.AddrPort, now int64) streamCore {
+	ts := &telStream{}
+	ts.init(c, ts, s, remote, now)
+	return ts
+}
+
+func newTLSServer(srv *Server, o TLSOptions, protocol string, st *tlsCounters,
+	newCore func(*tlsConn, netip.AddrPort, int64) streamCore, plain []byte) *tlsServer {
 	return &tlsServer{
-		srv:   srv,
-		cfg:   serverTLSConfig(srv.opts.TLS),
-		warn:  throttle.Throttle{Period: 10 * time.Second},
-		conns: make(map[*tlsConn]struct{}),
-		done:  make(chan struct{}),
+		srv:      srv,
+		protocol: protocol,
+		st:       st,
+		newCore:  newCore,
+		plain:    plain,
+		cfg:      serverTLSConfig(o),
+		warn:     throttle.Throttle{Period: 10 * time.Second},
+		conns:    make(map[*tlsConn]struct{}),
+		done:     make(chan struct{}),
 	}
 }
 
@@ -230,7 +267,8 @@ func (s *tlsServer) accept() {
 			continue
 		}
 		c := &tlsConn{s: s, raw: raw, tc: tls.Server(raw, s.cfg)}
-		c.init(c, c, s.srv, remote, time.Now().UnixNano())
+		c.core = s.newCore(c, remote, time.Now().UnixNano())
+		c.b = c.core.base()
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -251,19 +289,19 @@ func (s *tlsServer) accept() {
 // a fresh, small stack instead (half the memory of an idle TLS connection).
 func (s *tlsServer) serve(c *tlsConn) {
 	defer s.wg.Done()
-	st := &s.srv.st
-	_ = c.raw.SetDeadline(time.Unix(0, c.opened).Add(s.srv.opts.HelloTimeout))
+	st := s.st
+	_ = c.raw.SetDeadline(time.Unix(0, c.b.opened).Add(s.srv.opts.HelloTimeout))
 	if err := c.tc.Handshake(); err != nil {
 		reason := handshakeReason(err)
-		st.tlsFailures[reasonIndex(reason)].Add(1)
+		st.failures[reasonIndex(reason)].Add(1)
 		var rh tls.RecordHeaderError
 		if errors.As(err, &rh) && rh.Conn != nil {
-			// A plain client of the native protocol: tell it in its own protocol.
+			// A plain client: tell it in its own protocol.
 			_ = rh.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = rh.Conn.Write(native.AppendError(nil, native.CodeMalformed, "this port speaks TLS"))
+			_, _ = rh.Conn.Write(s.plain)
 		}
 		if held, ok := s.warn.Allow(); ok {
-			s.srv.log.Info("tls handshake failed", "remote", c.remote, "reason", reason, "err", err, "failed_since_last_log", held)
+			s.srv.log.Info("tls handshake failed", "protocol", s.protocol, "remote", c.b.remote, "reason", reason, "err", err, "failed_since_last_log", held)
 		}
 		s.end(c)
 		return
@@ -271,10 +309,10 @@ func (s *tlsServer) serve(c *tlsConn) {
 	_ = c.raw.SetDeadline(time.Time{})
 	cs := c.tc.ConnectionState()
 	if s.cfg.ClientCAs != nil && len(cs.PeerCertificates) > 0 {
-		c.certIDs = certIdentities(cs.PeerCertificates[0])
+		c.b.certIDs = certIdentities(cs.PeerCertificates[0])
 	}
-	st.tlsHandshakes.Add(1)
-	st.tlsConns.Add(1)
+	st.handshakes.Add(1)
+	st.conns.Add(1)
 	c.ready.Store(true)
 	s.wg.Add(1) // this goroutine's count holds the server's above 0
 	go s.read(c)
@@ -285,14 +323,14 @@ func (s *tlsServer) serve(c *tlsConn) {
 func (s *tlsServer) read(c *tlsConn) {
 	defer s.wg.Done()
 	defer s.end(c)
-	defer s.srv.st.tlsConns.Add(-1)
+	defer s.st.conns.Add(-1)
 	buf := make([]byte, tlsMinRead)
 	n := 0
 	for {
 		m, err := c.tc.Read(buf[n:])
 		if m > 0 {
 			n += m
-			done, closeNow := c.feed(buf[:n])
+			done, closeNow := c.core.feed(buf[:n])
 			n = copy(buf, buf[done:n])
 			if closeNow {
 				return
@@ -315,7 +353,7 @@ func (s *tlsServer) read(c *tlsConn) {
 // end is the reader's last act: the session is closed, the socket closed unless the writer
 // still flushes (it closes it), and the connection uncounted.
 func (s *tlsServer) end(c *tlsConn) {
-	c.ended()
+	c.core.ended()
 	c.mu.Lock()
 	c.gone = true
 	if !c.writing && !c.sockClosed {
@@ -326,7 +364,7 @@ func (s *tlsServer) end(c *tlsConn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.srv.release(c.remote)
+	s.srv.release(c.b.remote)
 }
 
 // timer checks the timeouts of the connections past their handshake (a handshake is bounded
@@ -346,7 +384,7 @@ func (s *tlsServer) timer() {
 		s.mu.Lock()
 		for c := range s.conns {
 			if c.ready.Load() {
-				c.check(now, d)
+				c.core.check(now, d)
 			}
 		}
 		s.mu.Unlock()
@@ -426,12 +464,12 @@ func (c *tlsConn) queue(frame []byte, thenClose bool) {
 	c.wakeLocked()
 }
 
-// Ack implements Acker: the highest seq asked for is written after what was queued before it,
-// once per writer pass.
+// Ack is the native protocol's Acker: the highest seq asked for is written after what was
+// queued before it, once per writer pass.
 func (c *tlsConn) Ack(seq uint64, again bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing || c.failed.Load() {
+	if c.closing || c.b.failed.Load() {
 		return
 	}
 	switch {
@@ -491,7 +529,7 @@ func (c *tlsConn) write() {
 			c.spare = nil
 		}
 		if err != nil {
-			c.failed.Store(true)
+			c.b.failed.Store(true)
 			c.out, c.closing = nil, true
 			if !c.sockClosed {
 				c.sockClosed = true
@@ -502,12 +540,20 @@ func (c *tlsConn) write() {
 	}
 }
 
-// TLSAddr is the bound TLS address (nil when disabled).
+// TLSAddr is the bound address of the native TLS listener (nil when disabled).
 func (s *Server) TLSAddr() net.Addr {
 	if s.tls == nil {
 		return nil
 	}
 	return s.tls.addr
+}
+
+// TeltonikaTLSAddr is the bound address of the Teltonika TLS listener (nil when disabled).
+func (s *Server) TeltonikaTLSAddr() net.Addr {
+	if s.telTLS == nil {
+		return nil
+	}
+	return s.telTLS.addr
 }
 
 func reasonIndex(reason string) int {
@@ -519,25 +565,31 @@ func reasonIndex(reason string) int {
 	return len(TLSReasons) - 1
 }
 
-// TLSStats are the TLS listener's counters (Stats.TLS).
+// tlsCounters are one TLS listener's counters.
+type tlsCounters struct {
+	conns, handshakes, identityRefused atomic.Int64
+	failures                           [tlsReasonCount]atomic.Int64 // by TLSReasons
+}
+
+// TLSStats are a TLS listener's counters (Stats.TLS, TeltonikaStats.TLS).
 type TLSStats struct {
 	Connections int64            // open TLS connections past their handshake
 	Handshakes  int64            // handshakes completed in total
 	Failures    map[string]int64 // failed handshakes by reason (TLSReasons)
-	// IdentityRefused counts HELLOs refused (ERROR 401) for naming another device than the
-	// connection's certificate.
+	// IdentityRefused counts handshakes of the device protocol (a native HELLO: ERROR 401; a
+	// Teltonika IMEI: 00) refused for naming another device than the connection's certificate.
 	IdentityRefused int64
 }
 
-func (s *Server) tlsStats() TLSStats {
+func (t *tlsCounters) stats() TLSStats {
 	st := TLSStats{
-		Connections:     s.st.tlsConns.Load(),
-		Handshakes:      s.st.tlsHandshakes.Load(),
-		IdentityRefused: s.st.tlsIdentityRefused.Load(),
+		Connections:     t.conns.Load(),
+		Handshakes:      t.handshakes.Load(),
+		IdentityRefused: t.identityRefused.Load(),
 		Failures:        make(map[string]int64, len(TLSReasons)),
 	}
 	for i, r := range TLSReasons {
-		st.Failures[r] = s.st.tlsFailures[i].Load()
+		st.Failures[r] = t.failures[i].Load()
 	}
 	return st
 }
