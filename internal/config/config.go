@@ -205,8 +205,9 @@ type NativeListeners struct {
 	TLS NativeTLS `yaml:"tls"`
 }
 
-// NativeTLS configures the native protocol's TLS listener: the same protocol, limits and
-// timeouts as the plain TCP listener (hello_timeout covers the handshake too), with
+// NativeTLS configures a TLS listener of devices: devices.native.tls (the native protocol) and
+// devices.teltonika.tls (Teltonika's TCP protocol), each with the same protocol, limits and
+// timeouts as its plain TCP listener (hello_timeout covers the handshake too), with
 // max_connections shared. TLS 1.2 is spoken with the ECDHE AES-256-GCM suites only; TLS 1.3's
 // suites are chosen by Go (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305) and cannot be
 // configured. The files are read at start.
@@ -219,8 +220,10 @@ type NativeTLS struct {
 	// PEM file of the CAs that sign device certificates. When set, every device must present a
 	// certificate one of them signed (the handshake fails otherwise), and the certificate names
 	// the device: its subject CN or one of its DNS SANs must be the identity of its HELLO
-	// (compared case-folded), else ERROR 401. Such a device is authenticated, as by a token
-	// (first_data_timeout does not apply); devices.auth still applies to its identity.
+	// (compared case-folded), else ERROR 401 — for a Teltonika tracker, the IMEI of its
+	// handshake, else it is answered 00 and closed. Such a native device is authenticated, as
+	// by a token (first_data_timeout does not apply); devices.auth still applies to its
+	// identity.
 	ClientCA string `yaml:"client_ca"`
 	// Least TLS version: "1.2" (the default) or "1.3".
 	MinVersion string `yaml:"min_version"`
@@ -236,6 +239,10 @@ type TeltonikaListeners struct {
 	TCP string `yaml:"tcp"`
 	// UDP listen address (host:port). An empty string ("", the default) disables it.
 	UDP string `yaml:"udp"`
+	// Teltonika over TLS: the TCP protocol (IMEI handshake, AVL packets, Codec 12 commands) in
+	// a TLS connection, for trackers configured for TLS. With client_ca, the IMEI of the
+	// handshake must be the certificate's subject CN or one of its DNS SANs.
+	TLS NativeTLS `yaml:"tls"`
 }
 
 // NDJSON configures NDJSON ingest: each line a JSON object naming its device in a top-level field,
@@ -439,6 +446,7 @@ func Default() *Config {
 		Devices: Devices{
 			Native:         NativeListeners{TCP: "127.0.0.1:5000", UDP: "127.0.0.1:5000", TLS: NativeTLS{MinVersion: "1.2"}},
 			NDJSON:         NDJSON{TCP: "", IdentityField: "serial", MaxLine: 64 * KiB, MaxInflight: 16 * MiB},
+			Teltonika:      TeltonikaListeners{TLS: NativeTLS{MinVersion: "1.2"}},
 			Ack:            AckPersist,
 			Auth:           AuthOpen,
 			MaxFrame:       64 * KiB,

@@ -369,6 +369,19 @@ func TestParse(t *testing.T) {
 	f(tls+"      min_version: \"1.1\"\n", `devices.native.tls.min_version: must be 1.2 or 1.3, got "1.1"`)
 	f(tls+"      listen: 5443\n      cert: c\n      key: k\n", `devices.native.tls.listen: "5443" is not host:port`)
 	f("devices:\n  ndjson:\n    tcp: 127.0.0.1:8080\n", "admin.listen: uses the same TCP address as devices.ndjson.tcp (127.0.0.1:8080)")
+	// devices.teltonika.tls: devices.native.tls's settings and checks, under its own path.
+	ttls := "devices:\n  teltonika:\n    tls:\n"
+	f(ttls + "      listen: :5027\n      cert: relay.pem\n      key: relay-key.pem\n      client_ca: trackers-ca.pem\n      min_version: \"1.3\"\n")
+	f(ttls+"      listen: :5027\n", "devices.teltonika.tls.cert: required with devices.teltonika.tls.listen", "devices.teltonika.tls.key: required")
+	f(ttls+"      min_version: \"1.0\"\n", `devices.teltonika.tls.min_version: must be 1.2 or 1.3, got "1.0"`)
+	f(ttls+"      listen: :5000\n      cert: c\n      key: k\n", "devices.teltonika.tls.listen: uses the same TCP address as devices.native.tcp (127.0.0.1:5000)")
+	f("devices:\n  teltonika:\n    tcp: :5027\n    tls:\n      listen: 127.0.0.1:5027\n      cert: c\n      key: k\n",
+		"devices.teltonika.tls.listen: uses the same TCP address as devices.teltonika.tcp (:5027)")
+	f("devices:\n  native:\n    tls:\n      listen: :5443\n      cert: c\n      key: k\n  teltonika:\n    tls:\n      listen: :5443\n      cert: c\n      key: k\n",
+		"devices.teltonika.tls.listen: uses the same TCP address as devices.native.tls.listen (:5443)")
+	f(ttls+"      listen: 127.0.0.1:8080\n      cert: c\n      key: k\n", "admin.listen: uses the same TCP address as devices.teltonika.tls.listen (127.0.0.1:8080)")
+	f(ttls+"      listen: :5027\n      cert: c\n      key: k\nconnectors:\n  - name: c\n    listen: :5027\n    upstream: b:1\n",
+		"connectors[0].listen: uses the same TCP address as devices.teltonika.tls.listen (:5027)")
 	f("devices:\n  ndjson:\n    identity_field: \"\"\n", "devices.ndjson.identity_field: required (line 3)")
 	f("devices:\n  ndjson:\n    identity_field: "+strings.Repeat("f", 256)+"\n", "devices.ndjson.identity_field: longer than 255 bytes")
 	f("devices:\n  ndjson:\n    max_line: 8\n", "devices.ndjson.max_line: must be between 16B and 1MiB, got 8B (line 3)")

@@ -72,6 +72,15 @@ devices:
   teltonika:
     tcp: ""               # listen address (host:port); "" disables it
     udp: ""               # listen address (host:port); "" disables it
+    # Teltonika over TLS (the TCP protocol in TLS), with the settings of native.tls above. With
+    # client_ca, the IMEI of the handshake must be the certificate's subject CN or a DNS SAN,
+    # else it is answered 00 and closed.
+    tls:
+      listen: ""          # host:port; "" disables it
+      cert:               # the relay's certificate (PEM, chain after it); required with listen
+      key:                # its private key (PEM); required with listen
+      client_ca:          # CAs (PEM) that sign device certificates; a certificate is then required
+      min_version: "1.2"  # or "1.3"
   # When a device may forget a message:
   #   persist   once the relay has stored it (survives a crash of the relay process)
   #   delivery  once every route the message goes to has accepted it

@@ -60,7 +60,7 @@ func (c *Config) Validate() error {
 	d := &c.Devices
 	tcpPort := listenAddr(&p, "devices.native.tcp", d.Native.TCP)
 	udpPort := listenAddr(&p, "devices.native.udp", d.Native.UDP)
-	tlsPort := validateNativeTLS(&p, &d.Native.TLS)
+	tlsPort := validateNativeTLS(&p, "devices.native.tls", &d.Native.TLS)
 	if tlsPort != "" && tlsPort == tcpPort && hostsOverlap(d.Native.TLS.Listen, d.Native.TCP) {
 		p.add("devices.native.tls.listen", "uses the same TCP address as devices.native.tcp (%s)", d.Native.TCP)
 	}
@@ -100,10 +100,17 @@ func (c *Config) Validate() error {
 		p.add("devices.ndjson.tcp", "uses the same TCP address as devices.native.tls.listen (%s)", d.Native.TLS.Listen)
 	}
 	telTCP := listenAddr(&p, "devices.teltonika.tcp", d.Teltonika.TCP)
-	for _, o := range []struct{ path, addr, port string }{{"devices.native.tcp", d.Native.TCP, tcpPort}, {"devices.ndjson.tcp", d.NDJSON.TCP, ndjsonPort},
-		{"devices.native.tls.listen", d.Native.TLS.Listen, tlsPort}} {
+	others := []struct{ path, addr, port string }{{"devices.native.tcp", d.Native.TCP, tcpPort}, {"devices.ndjson.tcp", d.NDJSON.TCP, ndjsonPort},
+		{"devices.native.tls.listen", d.Native.TLS.Listen, tlsPort}}
+	for _, o := range others {
 		if telTCP != "" && telTCP == o.port && hostsOverlap(d.Teltonika.TCP, o.addr) {
 			p.add("devices.teltonika.tcp", "uses the same TCP address as %s (%s)", o.path, o.addr)
+		}
+	}
+	telTLS := validateNativeTLS(&p, "devices.teltonika.tls", &d.Teltonika.TLS)
+	for _, o := range append(others, struct{ path, addr, port string }{"devices.teltonika.tcp", d.Teltonika.TCP, telTCP}) {
+		if telTLS != "" && telTLS == o.port && hostsOverlap(d.Teltonika.TLS.Listen, o.addr) {
+			p.add("devices.teltonika.tls.listen", "uses the same TCP address as %s (%s)", o.path, o.addr)
 		}
 	}
 	if telUDP := listenAddr(&p, "devices.teltonika.udp", d.Teltonika.UDP); telUDP != "" && telUDP == udpPort && hostsOverlap(d.Teltonika.UDP, d.Native.UDP) {
@@ -138,6 +145,9 @@ func (c *Config) Validate() error {
 	if ndjsonPort != "" && ndjsonPort == adminPort && hostsOverlap(d.NDJSON.TCP, c.Admin.Listen) {
 		p.add("admin.listen", "uses the same TCP address as devices.ndjson.tcp (%s)", d.NDJSON.TCP)
 	}
+	if telTLS != "" && telTLS == adminPort && hostsOverlap(d.Teltonika.TLS.Listen, c.Admin.Listen) {
+		p.add("admin.listen", "uses the same TCP address as devices.teltonika.tls.listen (%s)", d.Teltonika.TLS.Listen)
+	}
 	for i, h := range c.Admin.Hosts {
 		if h == "" || strings.ContainsAny(h, "/ ") || (strings.Contains(h, ":") && net.ParseIP(strings.Trim(h, "[]")) == nil) {
 			p.add(fmt.Sprintf("admin.hosts[%d]", i), "want a host name or an address without a port, got %q", h)
@@ -150,7 +160,8 @@ func (c *Config) Validate() error {
 	if c.Commands.DefaultTTL > c.Commands.MaxTTL && c.Commands.MaxTTL > 0 {
 		p.add("commands.default_ttl", "must be at most commands.max_ttl (%s), got %s", c.Commands.MaxTTL, c.Commands.DefaultTTL)
 	}
-	c.validateLinks(&p, []tcpListener{{"devices.native.tcp", d.Native.TCP}, {"devices.ndjson.tcp", d.NDJSON.TCP}, {"admin.listen", c.Admin.Listen}})
+	c.validateLinks(&p, []tcpListener{{"devices.native.tcp", d.Native.TCP}, {"devices.ndjson.tcp", d.NDJSON.TCP}, {"admin.listen", c.Admin.Listen},
+		{"devices.teltonika.tls.listen", d.Teltonika.TLS.Listen}})
 
 	positive(&p, "delivery.timeout", c.Delivery.Timeout)
 	nonNegative(&p, "delivery.shutdown_grace", c.Delivery.ShutdownGrace)
@@ -413,20 +424,21 @@ func unknownFieldsMsg(bad []string) string {
 }
 
 // listenAddr checks a host:port listen address ("" disables the listener) and returns its port.
-// validateNativeTLS checks devices.native.tls and returns its listen port as listenAddr does.
-func validateNativeTLS(p *problems, t *NativeTLS) string {
+// validateNativeTLS checks a device TLS listener (devices.native.tls, devices.teltonika.tls:
+// path) and returns its listen port as listenAddr does.
+func validateNativeTLS(p *problems, path string, t *NativeTLS) string {
 	if t.MinVersion != "1.2" && t.MinVersion != "1.3" {
-		p.add("devices.native.tls.min_version", "must be 1.2 or 1.3, got %q", t.MinVersion)
+		p.add(path+".min_version", "must be 1.2 or 1.3, got %q", t.MinVersion)
 	}
 	if t.Listen == "" {
 		return ""
 	}
-	port := listenAddr(p, "devices.native.tls.listen", t.Listen)
+	port := listenAddr(p, path+".listen", t.Listen)
 	if t.Cert == "" {
-		p.add("devices.native.tls.cert", "required with devices.native.tls.listen")
+		p.add(path+".cert", "required with %s.listen", path)
 	}
 	if t.Key == "" {
-		p.add("devices.native.tls.key", "required with devices.native.tls.listen")
+		p.add(path+".key", "required with %s.listen", path)
 	}
 	return port
 }
