@@ -10,9 +10,10 @@ import (
 	"github.com/fleetrelay/fleetrelay/netio"
 )
 
-// deviceTLS reads the files of devices.native.tls (once, at start: no reload yet) into the
-// native TLS listener's options; problems name their dotted path. Disabled, it reads nothing.
-func deviceTLS(t config.NativeTLS) (netio.TLSOptions, []string) {
+// deviceTLS reads the files of a device TLS listener (devices.native.tls, devices.teltonika.tls:
+// path) once, at start (no reload yet), into its options; problems name their dotted path.
+// Disabled, it reads nothing.
+func deviceTLS(path string, t config.NativeTLS) (netio.TLSOptions, []string) {
 	if t.Listen == "" {
 		return netio.TLSOptions{}, nil
 	}
@@ -23,7 +24,7 @@ func deviceTLS(t config.NativeTLS) (netio.TLSOptions, []string) {
 	var problems []string
 	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
 	if err != nil {
-		problems = append(problems, fmt.Sprintf("devices.native.tls.cert: %v", err))
+		problems = append(problems, fmt.Sprintf("%s.cert: %v", path, err))
 	} else {
 		o.Certificates = []tls.Certificate{cert}
 	}
@@ -31,13 +32,20 @@ func deviceTLS(t config.NativeTLS) (netio.TLSOptions, []string) {
 		pem, err := os.ReadFile(t.ClientCA)
 		switch {
 		case err != nil:
-			problems = append(problems, fmt.Sprintf("devices.native.tls.client_ca: %v", err))
+			problems = append(problems, fmt.Sprintf("%s.client_ca: %v", path, err))
 		default:
 			o.ClientCAs = x509.NewCertPool()
 			if !o.ClientCAs.AppendCertsFromPEM(pem) {
-				problems = append(problems, fmt.Sprintf("devices.native.tls.client_ca: no PEM certificate in %s", t.ClientCA))
+				problems = append(problems, fmt.Sprintf("%s.client_ca: no PEM certificate in %s", path, t.ClientCA))
 			}
 		}
 	}
 	return o, problems
+}
+
+// devicesTLS reads the files of both device TLS listeners.
+func devicesTLS(d *config.Devices) (native, teltonika netio.TLSOptions, problems []string) {
+	native, problems = deviceTLS("devices.native.tls", d.Native.TLS)
+	teltonika, ps := deviceTLS("devices.teltonika.tls", d.Teltonika.TLS)
+	return native, teltonika, append(problems, ps...)
 }

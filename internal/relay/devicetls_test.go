@@ -116,11 +116,11 @@ func TestDeviceTLS(t *testing.T) {
 	checkfor.Check(t, 20*time.Second, 10*time.Millisecond, func() error {
 		_, body := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
 		for _, want := range []string{
-			`fleetrelay_device_tls_handshake_failures_total{reason="no_client_cert"} 1`,
-			`fleetrelay_device_tls_handshake_failures_total{reason="not_tls"} 1`,
-			"fleetrelay_device_tls_identity_refused_total 1",
-			"fleetrelay_device_tls_handshakes_total 2",
-			"fleetrelay_device_tls_connections 1",
+			`fleetrelay_device_tls_handshake_failures_total{protocol="native",reason="no_client_cert"} 1`,
+			`fleetrelay_device_tls_handshake_failures_total{protocol="native",reason="not_tls"} 1`,
+			`fleetrelay_device_tls_identity_refused_total{protocol="native"} 1`,
+			`fleetrelay_device_tls_handshakes_total{protocol="native"} 2`,
+			`fleetrelay_device_tls_connections{protocol="native"} 1`,
 		} {
 			if !strings.Contains(body, "\n"+want+"\n") {
 				return fmt.Errorf("metrics lack %q", want)
@@ -174,7 +174,7 @@ func TestLoadgenOverTLS(t *testing.T) {
 		t.Fatalf("sink got nothing: %+v\n%s", st, out.String())
 	}
 	_, body := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
-	if !strings.Contains(body, "\nfleetrelay_device_tls_handshakes_total 5\n") {
+	if !strings.Contains(body, "\n"+`fleetrelay_device_tls_handshakes_total{protocol="native"} 5`+"\n") {
 		t.Errorf("metrics: want 5 TLS handshakes\n%s", out.String())
 	}
 }

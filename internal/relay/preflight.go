@@ -41,7 +41,7 @@ func Preflight(cfg *config.Config) (warnings []string, err error) {
 			problems = append(problems, err.Error())
 		}
 	}
-	if _, ps := deviceTLS(cfg.Devices.Native.TLS); len(ps) > 0 { // read, then dropped
+	if _, _, ps := devicesTLS(&cfg.Devices); len(ps) > 0 { // read, then dropped
 		problems = append(problems, ps...)
 	}
 	if len(problems) > 0 {

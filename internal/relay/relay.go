@@ -142,7 +142,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		r.abort()
 		return nil, err
 	}
-	devTLS, problems := deviceTLS(cfg.Devices.Native.TLS) // Preflight read them a moment ago
+	devTLS, telTLS, problems := devicesTLS(&cfg.Devices) // Preflight read them a moment ago
 	if len(problems) > 0 {
 		r.abort()
 		return nil, &config.ValidationError{Problems: problems}
@@ -167,6 +167,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 
 		TeltonikaTCP: cfg.Devices.Teltonika.TCP,
 		TeltonikaUDP: cfg.Devices.Teltonika.UDP,
+		TeltonikaTLS: telTLS,
 		Teltonika:    r.sys,
 
 		TLS: devTLS,
@@ -305,6 +306,7 @@ func (r *Relay) Start() error {
 	}
 	r.log.Info("relay started", "tcp", r.net.TCPAddr(), "udp", r.net.UDPAddr(), "ndjson", r.net.NDJSONAddr(), "tls", r.net.TLSAddr(),
 		"teltonika_tcp", r.net.TeltonikaTCPAddr(), "teltonika_udp", r.net.TeltonikaUDPAddr(),
+		"teltonika_tls", r.net.TeltonikaTLSAddr(),
 		"admin", r.adminAddr, "data_dir", r.cfg.DataDir)
 	return nil
 }
@@ -413,6 +415,9 @@ func (r *Relay) TeltonikaTCPAddr() net.Addr { return r.net.TeltonikaTCPAddr() }
 
 // TeltonikaUDPAddr: see TeltonikaTCPAddr.
 func (r *Relay) TeltonikaUDPAddr() net.Addr { return r.net.TeltonikaUDPAddr() }
+
+// TeltonikaTLSAddr is the address of Teltonika's TLS listener (nil when disabled).
+func (r *Relay) TeltonikaTLSAddr() net.Addr { return r.net.TeltonikaTLSAddr() }
 
 // TeltonikaStats are the Teltonika counters of the listeners and of the actors.
 type TeltonikaStats struct {
