@@ -1,7 +1,8 @@
 // Package netio owns the device sockets: gnet event loops that accept native-protocol devices over
-// TCP and UDP, Teltonika trackers over TCP and UDP (teltonika.go), a crypto/tls listener for
-// native devices over TLS (a goroutine per connection, gnet having no TLS) that feeds the same
-// protocol core as the plain TCP listener (session.go), and a goroutine per NDJSON gateway
+// TCP and UDP, Teltonika trackers over TCP and UDP (teltonika.go), crypto/tls listeners for
+// native devices and Teltonika trackers over TLS (a goroutine per connection, gnet having no
+// TLS) that feed the same protocol cores as the plain TCP listeners (session.go, teltonika.go),
+// and a goroutine per NDJSON gateway
 // connection over TCP (so that a full store can stop reading them); it decodes frames and lines
 // without blocking, copies them out of its read buffers and hands them to a Dispatcher. It
 // enforces the protocols' limits
