@@ -17,14 +17,15 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
-// TLSOptions configure the native protocol's TLS listener (Options.TLS).
+// TLSOptions configure a TLS listener of devices: the native protocol's (Options.TLS) or
+// Teltonika's (Options.TeltonikaTLS).
 //
 // gnet has no TLS (gnet issue #749), so this listener is crypto/tls over the standard library's
 // sockets: one goroutine per connection reads and decrypts, and feeds the decrypted stream to
-// the same protocol core as the plain gnet listener (session.go); writes go through a writer
-// goroutine that runs only while the connection has something to send. The connection cap,
-// the per-source cap, the HELLO, first-DATA and idle timeouts, the metrics and the Dispatcher
-// are the plain listener's.
+// the same protocol core as the plain gnet listener of its protocol (session.go,
+// teltonika.go); writes go through a writer goroutine that runs only while the connection has
+// something to send. The connection cap, the per-source cap, the protocol's timeouts, its
+// counters and its dispatcher are the plain listener's.
 //
 // Suites: TLS 1.2 is offered with the two ECDHE AES-256-GCM suites only
 // (TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384): forward

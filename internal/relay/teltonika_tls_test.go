@@ -184,3 +184,55 @@ func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne) && strings.Contains(ne.Err.Error(), "connection reset")
 }
+
+// A Codec 12 command through the commands API reaches a tracker connected over TLS (written by
+// the TLS connection's writer), and its response completes the task.
+func TestTeltonikaTLSCodec12(t *testing.T) {
+	ca := newTestCA(t)
+	sink := newTelSink(t)
+	cfg := telConfig(t, sink)
+	cert, key := pemFiles(t, ca.issue(t, "127.0.0.1", true))
+	cfg.Devices.Teltonika.TLS = config.NativeTLS{Listen: "127.0.0.1:0", Cert: cert, Key: key, MinVersion: "1.3"}
+	r := startRelay(t, cfg)
+	api := newAPI(t, r, bootstrapKey(t, cfg))
+	api.must(http.StatusCreated, "PUT", "/api/v1/devices/"+telIMEI, map[string]any{"tags": []string{"fmb"}})
+	c, ok, err := telTLSDial(t, r.TeltonikaTLSAddr().String(), ca, nil, telIMEI) // no client CA: none asked for
+	if err != nil || ok != 1 {
+		t.Fatalf("handshake: answer %d, %v; want 1", ok, err)
+	}
+	if _, err := c.Write(teltonika.AppendTCP(nil, teltonika.Codec8, telRecords(time.Now(), 1))); err != nil {
+		t.Fatal(err)
+	}
+	if n := readAck(t, c); n != 1 {
+		t.Fatalf("answer = %d, want 1", n)
+	}
+	v := api.must(http.StatusCreated, "POST", "/api/v1/devices/"+telIMEI+"/commands", map[string]any{"payload": map[string]any{"text": "getinfo"}})
+	if frame, want := telFrame(t, c), teltonika.AppendCommand(nil, "getinfo"); string(frame) != string(want) {
+		t.Fatalf("command frame % x, want % x", frame, want)
+	}
+	const info = "RTC:2026/12/7 11:00 UpTime:60s GPS:3 SAT:8"
+	if _, err := c.Write(teltonika.AppendResponse(nil, info)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		for _, tk := range tasksOf(api, telIMEI) {
+			if float64(tk.ID) == v["task"] && tk.State == "succeeded" && strings.Contains(string(tk.Result), "UpTime:60s") {
+				return nil
+			}
+		}
+		return fmt.Errorf("task %v not succeeded with the response: %v", v["task"], tasksOf(api, telIMEI))
+	})
+}
+
+// devices.teltonika.tls's files are read at start, each problem under its own path.
+func TestTeltonikaTLSFiles(t *testing.T) {
+	cfg := relaytest.Config(t, "")
+	missing := t.TempDir() + "/missing.pem"
+	cfg.Devices.Teltonika.TLS = config.NativeTLS{Listen: "127.0.0.1:0", Cert: missing, Key: missing, ClientCA: missing, MinVersion: "1.2"}
+	_, err := relaytest.Open(cfg, relaytest.Logger(t))
+	var ve *config.ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 2 ||
+		!strings.HasPrefix(ve.Problems[0], "devices.teltonika.tls.cert: ") || !strings.HasPrefix(ve.Problems[1], "devices.teltonika.tls.client_ca: ") {
+		t.Fatalf("relay with missing Teltonika TLS files: %v, want the cert and client_ca problems", err)
+	}
+}
