@@ -28,7 +28,7 @@ type tcpServer struct {
 // goroutine.
 type tcpConn struct {
 	streamConn
-	c gnet.Conn
+	gnetWire
 
 	// Cumulative ACKs (ack.go): the highest seq asked for, whether the connection is in its
 	// loop's queue, whether a repeat was asked for, and (loop-owned) the highest written.
@@ -54,7 +54,7 @@ func (s *tcpServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	case sourceFull:
 		return native.AppendError(nil, native.CodeUnavailable, "too many connections from this address"), gnet.Close
 	}
-	tc := &tcpConn{c: c}
+	tc := &tcpConn{gnetWire: gnetWire{c}}
 	tc.init(tc, tc, s.srv, remote, time.Now().UnixNano())
 	c.SetContext(tc)
 	s.mu.Lock()
@@ -82,14 +82,18 @@ func (s *tcpServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 }
 
 func (s *tcpServer) OnTraffic(c gnet.Conn) gnet.Action {
-	tc := c.Context().(*tcpConn)
+	return feedGnet(c, c.Context().(*tcpConn))
+}
+
+// feedGnet hands what gnet holds for c to its protocol core, on c's event loop.
+func feedGnet(c gnet.Conn, core streamCore) gnet.Action {
 	buf, _ := c.Peek(-1)
-	done, closeNow := tc.feed(buf)
+	done, closeNow := core.feed(buf)
 	if done > 0 {
 		_, _ = c.Discard(done)
 	}
 	if closeNow {
-		return gnet.Close // gnet flushes the ERROR put before closing
+		return gnet.Close // gnet flushes what was put (an ERROR, a refusal) before closing
 	}
 	return gnet.None
 }
@@ -105,21 +109,24 @@ func (s *tcpServer) OnTick() (time.Duration, gnet.Action) {
 	return tickEvery(s.srv.opts), gnet.None
 }
 
+// gnetWire is the wire of a stream connection on gnet (native or Teltonika).
+type gnetWire struct{ c gnet.Conn }
+
 // put implements wire: on the event loop, written now or copied into gnet's outbound buffer.
-func (tc *tcpConn) put(frame []byte) { _, _ = tc.c.Write(frame) }
+func (g gnetWire) put(frame []byte) { _, _ = g.c.Write(frame) }
 
 // send implements wire.
-func (tc *tcpConn) send(frame []byte) { _ = tc.c.AsyncWrite(frame, nil) }
+func (g gnetWire) send(frame []byte) { _ = g.c.AsyncWrite(frame, nil) }
 
 // sendAndClose implements wire.
-func (tc *tcpConn) sendAndClose(frame []byte) {
-	err := tc.c.AsyncWrite(frame, func(c gnet.Conn, _ error) error {
+func (g gnetWire) sendAndClose(frame []byte) {
+	err := g.c.AsyncWrite(frame, func(c gnet.Conn, _ error) error {
 		return c.Close()
 	})
 	if err != nil {
-		_ = tc.c.Close()
+		_ = g.c.Close()
 	}
 }
 
 // shut implements wire.
-func (tc *tcpConn) shut() { _ = tc.c.Close() }
+func (g gnetWire) shut() { _ = g.c.Close() }

@@ -215,7 +215,7 @@ type telStream struct {
 // telConn is one plain Teltonika TCP connection: the protocol core over gnet.
 type telConn struct {
 	telStream
-	c gnet.Conn
+	gnetWire
 }
 
 var (
@@ -234,7 +234,7 @@ func (s *telTCPServer) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.srv.admit(remote) != admitted {
 		return nil, gnet.Close // Teltonika has no error frame
 	}
-	tc := &telConn{c: c}
+	tc := &telConn{gnetWire: gnetWire{c}}
 	tc.init(tc, tc, s.srv, remote, time.Now().UnixNano())
 	c.SetContext(tc)
 	s.mu.Lock()
@@ -257,16 +257,7 @@ func (s *telTCPServer) OnClose(c gnet.Conn, _ error) gnet.Action {
 }
 
 func (s *telTCPServer) OnTraffic(c gnet.Conn) gnet.Action {
-	tc := c.Context().(*telConn)
-	buf, _ := c.Peek(-1)
-	done, closeNow := tc.feed(buf)
-	if done > 0 {
-		_, _ = c.Discard(done)
-	}
-	if closeNow {
-		return gnet.Close // gnet flushes what was put before closing
-	}
-	return gnet.None
+	return feedGnet(c, c.Context().(*telConn))
 }
 
 func (s *telTCPServer) OnTick() (time.Duration, gnet.Action) {
@@ -279,22 +270,6 @@ func (s *telTCPServer) OnTick() (time.Duration, gnet.Action) {
 	s.mu.Unlock()
 	return tickEvery(s.srv.opts), gnet.None
 }
-
-// put implements wire: on the event loop, written now or copied into gnet's outbound buffer.
-func (tc *telConn) put(frame []byte) { _, _ = tc.c.Write(frame) }
-
-// send implements wire.
-func (tc *telConn) send(frame []byte) { _ = tc.c.AsyncWrite(frame, nil) }
-
-// sendAndClose implements wire.
-func (tc *telConn) sendAndClose(frame []byte) {
-	if err := tc.c.AsyncWrite(frame, func(c gnet.Conn, _ error) error { return c.Close() }); err != nil {
-		_ = tc.c.Close()
-	}
-}
-
-// shut implements wire.
-func (tc *telConn) shut() { _ = tc.c.Close() }
 
 // handshake answers.
 var (
