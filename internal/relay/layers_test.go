@@ -20,6 +20,7 @@ var layers = []struct {
 	{"codec/...", []string{"codec/..."}},
 	{"internal/throttle", nil},
 	{"internal/checkfor", nil},
+	{"internal/proxytest", nil}, // tests only: the PROXY v2 header as an end server reads it
 	{"internal/udpport", nil},
 	{"internal/store", nil},
 	{"internal/deliver", nil},

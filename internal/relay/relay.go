@@ -30,6 +30,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/store"
 	"github.com/fleetrelay/fleetrelay/internal/tasks"
 	"github.com/fleetrelay/fleetrelay/netio"
+	"github.com/fleetrelay/fleetrelay/netio/link"
 )
 
 // Relay is one running fleetrelay. New and Start are called from one goroutine; the address
@@ -49,6 +50,8 @@ type Relay struct {
 	links     linkManager        // device links (nil: devicelink.listen unset)
 	adminAddr net.Addr
 	routes    []*actors.Route
+
+	connectors []*link.Connector // the raw TCP connectors of connectors[] (connectors.go)
 
 	stopOnce sync.Once
 	reloadMu sync.Mutex    // one Reload at a time (reload.go)
@@ -187,6 +190,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		err = r.buildLinks()
 	}
 	if err == nil {
+		err = r.buildConnectors()
+	}
+	if err == nil {
 		err = r.registerMetrics()
 	}
 	if err != nil {
@@ -297,6 +303,9 @@ func (r *Relay) Start() error {
 			return fmt.Errorf("device links: %w", err)
 		}
 	}
+	if err := r.startConnectors(context.Background()); err != nil {
+		return err
+	}
 	if r.admin != nil {
 		addr, err := r.admin.Start()
 		if err != nil {
@@ -357,6 +366,8 @@ func (r *Relay) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("stop device links: %w", err))
 		}
 	}
+	// The raw TCP connectors likewise: their pairs are cut, nothing of them is stored.
+	errs = append(errs, r.stopConnectors(ctx)...)
 	if err := r.sys.Quiesce(ctx); err != nil { // stored frames are acknowledged before sockets close
 		errs = append(errs, err)
 	}

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
+	"github.com/fleetrelay/fleetrelay/internal/proxytest"
 	"github.com/fleetrelay/fleetrelay/netio/link"
 )
 
@@ -481,56 +482,14 @@ func TestConnectorUpstreamTimeout(t *testing.T) {
 	expectClosed(t, dev)
 }
 
-// proxyHeader is a PROXY protocol v2 header as parsed from the HAProxy specification
-// (proxy-protocol.txt section 2.2), independently of the relay's code.
-type proxyHeader struct {
-	version, command byte
-	family, proto    byte
-	src, dst         netip.AddrPort
-}
-
-// readProxyV2 reads and parses the header at the start of r.
-func readProxyV2(r io.Reader) (proxyHeader, error) {
-	var h proxyHeader
-	var fixed [16]byte
-	if _, err := io.ReadFull(r, fixed[:]); err != nil {
-		return h, err
-	}
-	if sig := []byte("\r\n\r\n\x00\r\nQUIT\n"); !bytes.Equal(fixed[:12], sig) {
-		return h, fmt.Errorf("signature % x", fixed[:12])
-	}
-	h.version, h.command = fixed[12]>>4, fixed[12]&0x0f
-	h.family, h.proto = fixed[13]>>4, fixed[13]&0x0f
-	block := make([]byte, int(fixed[14])<<8|int(fixed[15]))
-	if _, err := io.ReadFull(r, block); err != nil {
-		return h, err
-	}
-	port := func(b []byte) uint16 { return uint16(b[0])<<8 | uint16(b[1]) }
-	switch h.family {
-	case 1: // AF_INET: 4 + 4 address bytes, 2 + 2 port bytes
-		if len(block) < 12 {
-			return h, fmt.Errorf("IPv4 block of %d bytes", len(block))
-		}
-		h.src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(block[0:4])), port(block[8:]))
-		h.dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(block[4:8])), port(block[10:]))
-	case 2: // AF_INET6: 16 + 16, 2 + 2
-		if len(block) < 36 {
-			return h, fmt.Errorf("IPv6 block of %d bytes", len(block))
-		}
-		h.src = netip.AddrPortFrom(netip.AddrFrom16([16]byte(block[0:16])), port(block[32:]))
-		h.dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(block[16:32])), port(block[34:]))
-	}
-	return h, nil
-}
-
 // The upstream sees a PROXY v2 header carrying the device's address and the connector's
 // listen address, then the device's bytes; its answer reaches the device without a header.
 func TestConnectorProxyProtocolV2(t *testing.T) {
 	f := func(t *testing.T, network, listen string, family byte) {
 		t.Helper()
-		headers := make(chan proxyHeader, 1)
+		headers := make(chan proxytest.Header, 1)
 		up := startServer(t, network, listen, func(c net.Conn) {
-			h, err := readProxyV2(c)
+			h, err := proxytest.ReadV2(c)
 			if err != nil {
 				t.Errorf("PROXY header: %v", err)
 				return
@@ -549,8 +508,8 @@ func TestConnectorProxyProtocolV2(t *testing.T) {
 			t.Fatalf("echo %q, %v; want %q", got, err, msg)
 		}
 		h := <-headers
-		want := proxyHeader{version: 2, command: 1, family: family, proto: 1,
-			src: dev.LocalAddr().(*net.TCPAddr).AddrPort(), dst: c.Addr().(*net.TCPAddr).AddrPort()}
+		want := proxytest.Header{Version: 2, Command: 1, Family: family, Proto: 1,
+			Src: dev.LocalAddr().(*net.TCPAddr).AddrPort(), Dst: c.Addr().(*net.TCPAddr).AddrPort()}
 		if h != want {
 			t.Errorf("%s: PROXY header %+v, want %+v", listen, h, want)
 		}
