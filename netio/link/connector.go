@@ -15,6 +15,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
 // ConnectorConfig configures one raw TCP connector: devices connect to Listen, and each of their
@@ -42,9 +44,12 @@ type ConnectorConfig struct {
 
 // ConnectorStats are the counters of a connector.
 type ConnectorStats struct {
-	Open            int64 // device connections open now
+	// Open is the device connections being read now: from accept until the device's FIN (a
+	// device that half-closed still gets the upstream's answer, but is no longer counted) or
+	// the pair's end. UpstreamOpen likewise for the upstream connections.
+	Open            int64
 	Accepted        int64 // device connections accepted in total
-	UpstreamOpen    int64 // upstream connections open now
+	UpstreamOpen    int64
 	UpstreamRefused int64 // upstream dials refused (nothing listening there)
 	UpstreamTimeout int64 // upstream dials that did not connect within ConnectTimeout
 	UpstreamOther   int64 // upstream dials that failed otherwise (name, route, resources)
@@ -54,8 +59,9 @@ type ConnectorStats struct {
 	// Paused counts the times a connection stopped being read because its peer held Buffer
 	// bytes not yet sent.
 	Paused int64
-	// Buffered is the bytes the relay holds in its socket buffers for all pairs, both
-	// directions, as of each pair's last event; PeakBuffered the most one pair held at once.
+	// Buffered is the bytes the relay holds for all pairs, both directions (read from one
+	// side, not yet taken by the other's socket), as of each pair's last event; PeakBuffered
+	// the most one pair held at once.
 	Buffered     int64
 	PeakBuffered int64
 }
@@ -70,35 +76,29 @@ const (
 	// connReadChunk is gnet's read size per event (its ReadBufferCap): what a paused
 	// connection may still have read on top of Buffer.
 	connReadChunk = 64 << 10
-	// connLinger is how long the relay keeps the survivor of a pair after the other side
-	// closed: its buffered bytes are written, a FIN follows, and the relay waits this long for
-	// the remote to close before closing it.
-	connLinger = 10 * time.Second
-	// connWakeEvery is how soon a paused or closing connection is looked at again to see
-	// whether its peer drained (gnet tells nobody when an outbound buffer empties); the wait
-	// doubles each time, up to connWakeMax, until it resumes.
-	connWakeEvery = time.Millisecond
-	connWakeMax   = 64 * time.Millisecond
 	// connLogEvery rate-limits the log of upstream failures.
 	connLogEvery = 10 * time.Second
 )
 
 // Connector forwards devices' raw TCP connections to an upstream server (the vendor's "TCP
-// connector"), copying bytes between the two sockets of each pair on gnet's event loops, with no
-// goroutine per pair once it is connected.
+// connector"), on the device links' pairing core (pair.go): each accepted device connection is
+// the client leg of a pair, its new upstream connection the dialled leg, and bytes are copied
+// between the two sockets on gnet's event loops, with no goroutine per pair once it is
+// connected.
 //
 // Each accepted device connection gets a new upstream connection, dialled within
-// ConnectTimeout and placed on the device's event loop; a refused or timed-out dial closes the
-// device (counted, logged at most every 10 s). What the device sends meanwhile waits, up to
-// Buffer. Each direction holds at most Buffer unsent bytes (and one read): beyond that the
-// sending side is not read, so TCP flow control slows it down.
+// ConnectTimeout and enrolled into the device's event loop; a refused or timed-out dial closes
+// the device (counted, logged at most every 10 s). What the device sends meanwhile waits, up to
+// Buffer and one read: beyond that the device is not read. With ProxyProtocol, the PROXY v2
+// header is the first thing the upstream gets. Each direction holds at most Buffer unsent
+// bytes and one read (64 KiB): beyond that the sending side is not read, so TCP flow control
+// slows it down, and the watcher wakes the pair once the receiving socket can take more.
 //
-// Closing: when one side closes, the bytes it sent go on to the other, which then gets a FIN
-// (unix.Shutdown SHUT_WR: gnet has no half-close) and is closed when its remote closes too, or
-// 10 s later. gnet closes a connection as soon as it reads EOF, and the connector writes
-// through gnet, so a device (or upstream) that half-closes receives nothing after its FIN: the
-// half-close is passed on, not held open. (The device links' pairs hold it open by keeping a
-// duplicate of the descriptor and writing outside gnet; see pair.go.)
+// Closing: a FIN from one side is passed on to the other once every byte before it was
+// delivered, and the pair goes on carrying the other direction — a device that sends its
+// request and shuts its write side still gets the whole answer — until that side ends too.
+// An error or reset on either side, IdleTimeout, or Stop ends both at once. A pair one side
+// of which half-closed lasts until the other side ends, or IdleTimeout.
 //
 // Start, Stop, Addr and Stats are safe for concurrent use; Start must return before the others
 // are called.
@@ -106,6 +106,7 @@ type Connector struct {
 	cfg ConnectorConfig
 	log *slog.Logger
 	st  connCounters
+	w   *watcher // wakes pairs whose socket can take more (nil before Start)
 
 	eng  gnet.Engine
 	addr net.Addr
@@ -115,28 +116,18 @@ type Connector struct {
 	runErr  chan error // gnet.Run's result
 
 	// ctx is the Connector's lifetime, from Start to Stop: the dials the event loops start
-	// (which have no caller's context) and the waker run under it.
+	// (which have no caller's context) run under it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // dials and the waker
+	wg     sync.WaitGroup // dials
 
-	now  atomic.Int64  // unix nanoseconds, refreshed by the waker (a coarse clock for the loops)
-	kick chan struct{} // wakes the waker when a connection pauses
+	now     atomic.Int64      // unix nanoseconds, refreshed each tick (a coarse clock for idleness)
+	failLog throttle.Throttle // upstream failures, logged at most every connLogEvery
 
-	mu       sync.Mutex // guards the sets below; taken on open, close, pause and resume, not per byte
+	mu       sync.Mutex // guards the fields below; taken on open and end, not per byte
 	stopping bool
 	pairs    map[*connPair]struct{}
-	// wake holds the paused sides and the survivors waiting for their buffer to drain, each
-	// with when the waker looks at it next and how long it waits after that (doubling while
-	// nothing changes, so a peer that stopped reading costs little).
-	wake   map[*connSide]*connWake
-	linger map[*connSide]time.Time // survivors that sent their FIN: closed at the deadline
-
-	failLog struct {
-		sync.Mutex
-		last       time.Time
-		suppressed int
-	}
+	loops    map[gnet.EventLoop]int // each loop's epoll descriptor (loopPollFD)
 }
 
 type connCounters struct {
@@ -169,18 +160,30 @@ func NewConnector(cfg ConnectorConfig) (*Connector, error) {
 		log:     cfg.Logger.With("component", "connector", "connector", cfg.Name),
 		running: make(chan struct{}),
 		runErr:  make(chan error, 1),
-		kick:    make(chan struct{}, 1),
+		failLog: throttle.Throttle{Period: connLogEvery},
 		pairs:   make(map[*connPair]struct{}),
-		wake:    make(map[*connSide]*connWake),
-		linger:  make(map[*connSide]time.Time),
+		loops:   make(map[gnet.EventLoop]int),
 	}
 	c.now.Store(time.Now().UnixNano())
 	return c, nil
 }
 
-// Start binds the listener and runs the event loops and the waker in goroutines the Connector
-// owns. It returns once the event loops run, or with the error that prevented it.
+// tickEvery is how often the connector's tick refreshes its clock and looks for idle pairs.
+func (c *Connector) tickEvery() time.Duration {
+	if t := c.cfg.IdleTimeout; t > 0 {
+		return min(max(t/4, time.Millisecond), time.Second)
+	}
+	return time.Hour // nothing to look for: the first tick only tells Start the loops run
+}
+
+// Start binds the listener and runs the event loops and the watcher in goroutines the
+// Connector owns. It returns once the event loops run, or with the error that prevented it.
 func (c *Connector) Start(ctx context.Context) error {
+	w, err := newWatcher()
+	if err != nil {
+		return fmt.Errorf("connector %s: %w", c.cfg.Name, err)
+	}
+	c.w = w
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	h := &connHandler{c: c}
 	go func() {
@@ -196,9 +199,11 @@ func (c *Connector) Start(ctx context.Context) error {
 	}()
 	select {
 	case <-c.running:
+		return nil
 	case err := <-c.runErr:
 		c.runErr <- err // Stop reads it again
 		c.cancel()
+		c.w.stop()
 		if err == nil {
 			err = errors.New("engine stopped before it started")
 		}
@@ -210,16 +215,14 @@ func (c *Connector) Start(ctx context.Context) error {
 		case err := <-c.runErr:
 			c.runErr <- err
 			c.cancel()
+			c.w.stop()
 		}
 		return ctx.Err()
 	}
-	c.wg.Add(1)
-	go c.waker(c.ctx)
-	return nil
 }
 
-// Stop closes every connection and stops the event loops, waiting for them and for the dials
-// under way (bounded by ctx).
+// Stop closes every connection and stops the event loops and the watcher, waiting for them
+// and for the dials under way (bounded by ctx).
 func (c *Connector) Stop(ctx context.Context) error {
 	c.mu.Lock()
 	c.stopping = true // no new device from here on: no dial starts after wg.Wait begins
@@ -241,6 +244,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 	default: // the engine never started: Start already reported why
 		return nil
 	}
+	c.w.stop() // before the loops go: no wake-up is sent to a loop that is gone
 	// gnet's Engine.Stop polls every 500 ms until the engine is down; signal it and wait for
 	// gnet.Run to return instead, then let the polling Stop go.
 	stopped, cancel := context.WithCancel(ctx)
@@ -254,6 +258,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 		if err != nil {
 			errs = append(errs, err)
 		}
+		c.endLeftovers()
 	case <-ctx.Done():
 		errs = append(errs, ctx.Err())
 	}
@@ -265,6 +270,21 @@ func (c *Connector) Stop(ctx context.Context) error {
 		return fmt.Errorf("connector %s stop: %w", c.cfg.Name, err)
 	}
 	return nil
+}
+
+// endLeftovers ends the pairs the stopped engine did not: those both of whose sockets gnet had
+// let go after their remotes' FINs, the pair holding their duplicates. Called once the event
+// loops returned, so nothing else touches the pairs.
+func (c *Connector) endLeftovers() {
+	c.mu.Lock()
+	rest := make([]*connPair, 0, len(c.pairs))
+	for cp := range c.pairs {
+		rest = append(rest, cp)
+	}
+	c.mu.Unlock()
+	for _, cp := range rest {
+		cp.p.end()
+	}
 }
 
 // Addr is the bound listen address (nil before Start).
@@ -288,49 +308,65 @@ func (c *Connector) Stats() ConnectorStats {
 	}
 }
 
-// connPair is a device connection and its upstream connection. Its fields are owned by the
-// event loop both connections live on, except those said otherwise.
+var _ pairHost = (*connPair)(nil)
+
+// connPair is a device connection and its upstream connection: a pair (its client leg the
+// device, its device leg the upstream) whose host it is. Its fields are owned by the pair's
+// event loop, except those said otherwise.
 type connPair struct {
-	dev, up connSide
-	// upDone: the upstream connection closed, or never came (the dial failed).
-	upDone bool
-	// pending is what a device that closed before its upstream connected had sent (at most
-	// Buffer and one read), copied out of gnet's buffer for the upstream.
-	pending []byte
-	// src and dst are the device's address and the address it connected to (the PROXY header).
-	src, dst netip.AddrPort
-	last     atomic.Int64 // coarse unix nanoseconds of the last byte either way (read by the waker)
-	idle     atomic.Bool  // closed by the waker for IdleTimeout
+	c       *Connector
+	p       *pair
+	dirHeld [2]int       // bytes held per direction (0: to the upstream, 1: to the device)
+	last    atomic.Int64 // coarse unix nanoseconds of the last byte either way (read by the tick)
+	idle    atomic.Bool  // ended by the tick for IdleTimeout (set under Connector.mu)
 }
 
-// connSide is one socket of a pair. c is set once: for the device before the pair is shared,
-// for the upstream on its event loop under Connector.mu (the waker reads it there).
-type connSide struct {
-	c       gnet.Conn
-	pair    *connPair
-	peer    *connSide
-	toPeer  *atomic.Int64 // the counter of bytes this side sends its peer
-	closed  bool          // gnet closed the socket
-	paused  bool          // not read: the peer holds Buffer bytes unsent
-	closing bool          // the peer closed: flush, then FIN, then wait for the remote to close
-	shut    bool          // the FIN was sent (unix.Shutdown SHUT_WR)
-	held    int           // bytes in its gnet buffers at the last accounting
-	inSeen  int           // bytes in its inbound buffer when pump last left it
-	epfd    int           // its event loop's epoll descriptor (0: not looked up yet)
+func (cp *connPair) moved(src *leg, n int) {
+	if src.device {
+		cp.c.st.toDev.Add(int64(n))
+	} else {
+		cp.c.st.toUp.Add(int64(n))
+	}
+	cp.last.Store(cp.c.now.Load())
 }
 
-func (c *Connector) newPair(dev gnet.Conn) *connPair {
-	p := &connPair{}
-	p.dev = connSide{c: dev, pair: p, peer: &p.up, toPeer: &c.st.toUp}
-	p.up = connSide{pair: p, peer: &p.dev, toPeer: &c.st.toDev}
-	p.last.Store(c.now.Load())
-	return p
+// held accounts the bytes cp holds for src's direction, and the most one pair held at once.
+func (cp *connPair) held(src *leg, n int) {
+	i := 0
+	if src.device {
+		i = 1
+	}
+	st := &cp.c.st
+	st.buffered.Add(int64(n - cp.dirHeld[i]))
+	cp.dirHeld[i] = n
+	total := int64(cp.dirHeld[0] + cp.dirHeld[1])
+	for {
+		peak := st.peak.Load()
+		if total <= peak || st.peak.CompareAndSwap(peak, total) {
+			return
+		}
+	}
+}
+
+func (cp *connPair) paused(*leg) { cp.c.st.paused.Add(1) }
+
+func (cp *connPair) warn(msg string, args ...any) { cp.c.log.Warn(msg, args...) }
+
+// ended forgets cp; its bytes held go with it.
+func (cp *connPair) ended(*pair) {
+	c := cp.c
+	c.st.buffered.Add(-int64(cp.dirHeld[0] + cp.dirHeld[1]))
+	cp.dirHeld = [2]int{}
+	c.mu.Lock()
+	delete(c.pairs, cp)
+	c.mu.Unlock()
 }
 
 var _ gnet.EventHandler = (*connHandler)(nil)
 
 // connHandler is the gnet handler of a connector: both the accepted device connections and the
-// upstream connections enrolled into the same loops come through it.
+// upstream connections enrolled into the same loops come through it (an upstream's context is
+// its pair's leg from the start).
 type connHandler struct {
 	gnet.BuiltinEventEngine
 	c    *Connector
@@ -349,80 +385,116 @@ func (h *connHandler) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
+// OnTick tells Start the loops run (first tick), keeps the coarse clock and ends the pairs idle
+// for IdleTimeout. It runs on one event loop; each idle pair is ended on its own.
 func (h *connHandler) OnTick() (time.Duration, gnet.Action) {
-	h.once.Do(func() { close(h.c.running) })
-	return time.Hour, gnet.None // the waker does the connector's periodic work
+	c := h.c
+	h.once.Do(func() { close(c.running) })
+	now := time.Now().UnixNano()
+	c.now.Store(now)
+	if c.cfg.IdleTimeout > 0 {
+		limit := now - c.cfg.IdleTimeout.Nanoseconds()
+		var idle []*connPair
+		c.mu.Lock()
+		for cp := range c.pairs {
+			if cp.last.Load() < limit && !cp.idle.Load() {
+				cp.idle.Store(true)
+				idle = append(idle, cp)
+			}
+		}
+		c.mu.Unlock()
+		for _, cp := range idle {
+			c.st.idle.Add(1)
+			p := cp.p
+			_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				p.end()
+				return nil
+			}))
+		}
+	}
+	return c.tickEvery(), gnet.None
 }
 
 func (h *connHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	if s, ok := gc.Context().(*connSide); ok { // an upstream connection the dial enrolled
-		h.c.openUpstream(s, gc)
-		return nil, gnet.None
-	}
 	c := h.c
+	if l, ok := gc.Context().(*leg); ok { // an upstream connection the dial enrolled
+		c.st.upOpen.Add(1)
+		return nil, l.p.deviceOpened(gc)
+	}
 	c.mu.Lock()
 	if c.stopping {
 		c.mu.Unlock()
 		return nil, gnet.Close
 	}
-	p := c.newPair(gc)
-	c.pairs[p] = struct{}{}
-	c.wg.Add(1)
+	epfd, err := c.loopFD(gc)
+	if err != nil {
+		c.mu.Unlock()
+		c.log.Error("connector engine cannot pause sockets", "err", err)
+		return nil, gnet.Close
+	}
+	cp := &connPair{c: c}
+	cp.p = newPair(cp, c.w, c.cfg.Buffer, gc, epfd)
+	cp.last.Store(c.now.Load())
+	c.pairs[cp] = struct{}{}
+	c.wg.Add(1) // under mu: Stop sets stopping, then waits for the dials
 	c.mu.Unlock()
 	c.st.accepted.Add(1)
 	c.st.open.Add(1)
-	gc.SetContext(&p.dev)
-	if c.cfg.ProxyProtocol {
-		p.src = connAddrPort(gc.RemoteAddr())
+	p := cp.p
+	if c.cfg.ProxyProtocol { // the first bytes the upstream gets, once it is enrolled
+		var dst netip.AddrPort
 		if sa, err := unix.Getsockname(gc.Fd()); err == nil {
-			p.dst = connSockaddr(sa)
+			dst = connSockaddr(sa)
 		}
+		p.device.out = appendProxyV2(make([]byte, 0, proxyV2MaxLen), connAddrPort(gc.RemoteAddr()), dst)
 	}
-	go c.dial(c.ctx, p, gc, gc.EventLoop())
+	gc.SetContext(&p.client)
+	go c.dial(c.ctx, p)
 	return nil, gnet.None
 }
 
-// dial connects p's upstream within ConnectTimeout and hands the socket to the device's event
-// loop (gnet's own EventLoop.Register dials without a timeout). It runs on a goroutine of its
-// own, owned by the Connector, only while connecting.
-func (c *Connector) dial(ctx context.Context, p *connPair, dev gnet.Conn, loop gnet.EventLoop) {
+// loopFD is gc's event loop's epoll descriptor, looked up once per loop. With c.mu held.
+func (c *Connector) loopFD(gc gnet.Conn) (int, error) {
+	el := gc.EventLoop()
+	if fd, ok := c.loops[el]; ok {
+		return fd, nil
+	}
+	fd, err := loopPollFD(el, gc.Fd())
+	if err != nil {
+		return -1, err
+	}
+	c.loops[el] = fd
+	return fd, nil
+}
+
+// dial connects p's upstream within ConnectTimeout and enrolls the socket into p's event loop,
+// where OnOpen attaches it to p (gnet's own EventLoop.Register dials without a timeout). It
+// runs on a goroutine of its own, owned by the Connector, only while connecting.
+func (c *Connector) dial(ctx context.Context, p *pair) {
 	defer c.wg.Done()
 	d := net.Dialer{Timeout: c.cfg.ConnectTimeout}
 	nc, err := d.DialContext(ctx, "tcp", c.cfg.Upstream)
 	if err == nil {
-		err = connEnroll(ctx, loop, &p.up, nc)
+		// Enroll takes the connection over (it keeps a duplicate and closes nc).
+		var res <-chan gnet.RegisteredResult
+		if res, err = p.loop.Enroll(gnet.NewContext(ctx, &p.device), nc); err == nil {
+			err = (<-res).Err
+		} else {
+			_ = nc.Close()
+		}
 		if err == nil {
 			return
 		}
+		err = fmt.Errorf("enroll upstream connection: %w", err)
 	}
 	if ctx.Err() == nil {
 		c.upstreamFailed(err)
 	}
-	// The pair's state is the loop's: settle it there.
-	if loop.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
-		p.upDone = true
-		if !p.dev.closed {
-			_ = loop.Close(dev)
-		}
-		c.maybeDone(p)
+	// The pair's state is the loop's: end it there (an engine that stops closes it itself).
+	_ = p.loop.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
+		p.end()
 		return nil
-	})) != nil {
-		_ = dev.Close()
-	}
-}
-
-// connEnroll hands the connected socket nc to loop, where s's OnOpen runs before it returns.
-// nc is closed either way (gnet works on a duplicate of its descriptor).
-func connEnroll(ctx context.Context, loop gnet.EventLoop, s *connSide, nc net.Conn) error {
-	ch, err := loop.Enroll(gnet.NewContext(ctx, s), nc)
-	if err != nil {
-		_ = nc.Close()
-		return fmt.Errorf("enroll upstream connection: %w", err)
-	}
-	if res := <-ch; res.Err != nil {
-		return fmt.Errorf("enroll upstream connection: %w", res.Err)
-	}
-	return nil
+	}))
 }
 
 // upstreamFailed counts a failed dial and logs it, at most once per connLogEvery.
@@ -436,316 +508,31 @@ func (c *Connector) upstreamFailed(err error) {
 	default:
 		c.st.other.Add(1)
 	}
-	l := &c.failLog
-	l.Lock()
-	now := time.Now()
-	if now.Sub(l.last) < connLogEvery {
-		l.suppressed++
-		l.Unlock()
-		return
+	if n, ok := c.failLog.Allow(); ok {
+		c.log.Warn("upstream unreachable, device connection closed (logged at most every 10 s)",
+			"upstream", c.cfg.Upstream, "err", err, "unlogged", n)
 	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	l.Unlock()
-	c.log.Warn("upstream unreachable, device connection closed", "upstream", c.cfg.Upstream, "err", err, "suppressed", n)
-}
-
-// openUpstream pairs the upstream connection gc with its device. On gc's event loop.
-func (c *Connector) openUpstream(s *connSide, gc gnet.Conn) {
-	p := s.pair
-	c.mu.Lock()
-	s.c = gc
-	c.mu.Unlock()
-	c.st.upOpen.Add(1)
-	if c.cfg.ProxyProtocol {
-		_, _ = gc.Write(appendProxyV2(make([]byte, 0, proxyV2MaxLen), p.src, p.dst))
-	}
-	if p.dev.closed {
-		// The device sent its bytes and left while the upstream was dialled: they go, then a FIN.
-		if len(p.pending) > 0 {
-			_, _ = gc.Write(p.pending)
-			p.dev.toPeer.Add(int64(len(p.pending)))
-			p.pending = nil
-		}
-		c.startClosing(s)
-	} else {
-		c.pump(&p.dev) // what the device sent meanwhile
-	}
-	c.account(p)
 }
 
 func (h *connHandler) OnTraffic(gc gnet.Conn) gnet.Action {
-	s, ok := gc.Context().(*connSide)
-	if !ok {
-		return gnet.Close
+	if l, ok := gc.Context().(*leg); ok {
+		l.p.traffic(l)
 	}
-	h.c.pump(s)
-	h.c.account(s.pair)
 	return gnet.None
 }
 
-func (h *connHandler) OnClose(gc gnet.Conn, _ error) gnet.Action {
-	s, ok := gc.Context().(*connSide)
+func (h *connHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
+	l, ok := gc.Context().(*leg)
 	if !ok {
 		return gnet.None
 	}
-	c, p, peer := h.c, s.pair, s.peer
-	s.closed, s.paused = true, false
-	if s == &p.dev {
-		c.st.open.Add(-1)
+	if l.device {
+		h.c.st.upOpen.Add(-1)
 	} else {
-		c.st.upOpen.Add(-1)
-		p.upDone = true
+		h.c.st.open.Add(-1)
 	}
-	c.mu.Lock()
-	delete(c.wake, s)
-	delete(c.linger, s)
-	c.mu.Unlock()
-	switch {
-	case peer.c == nil: // the upstream is being dialled: keep what the device sent for it
-		if rest, _ := gc.Peek(-1); len(rest) > 0 {
-			p.pending = append([]byte(nil), rest...)
-		}
-	case peer.closed:
-	case p.idle.Load():
-		_ = peer.c.Close()
-	default:
-		// What this side read and its peer could not take yet goes now; then the peer closes.
-		if rest, _ := gc.Peek(-1); len(rest) > 0 && !peer.closing {
-			_, _ = peer.c.Write(rest)
-			s.toPeer.Add(int64(len(rest)))
-			_, _ = gc.Discard(-1)
-		}
-		c.startClosing(peer)
-	}
-	c.st.buffered.Add(-int64(s.held))
-	s.held = 0
-	c.account(p)
-	c.maybeDone(p)
+	l.p.closed(l, err)
 	return gnet.None
-}
-
-// pump moves what s read to its peer, as much as the peer's buffer allows, and stops reading
-// s while the rest waits. On s's event loop.
-func (c *Connector) pump(s *connSide) {
-	peer := s.peer
-	if s.closing || peer.closed { // the peer is gone: what s sends has nowhere to go
-		_, _ = s.c.Discard(-1)
-		c.finish(s)
-		return
-	}
-	n := s.c.InboundBuffered()
-	if peer.c == nil { // still dialling: keep up to Buffer
-		if n >= c.cfg.Buffer {
-			c.setPaused(s, true)
-		}
-		return
-	}
-	if s.paused && peer.c.OutboundBuffered() > c.cfg.Buffer/2 {
-		if n > s.inSeen { // gnet re-armed reading and read: pause again
-			c.setPaused(s, true)
-		}
-		s.inSeen = n
-		return
-	}
-	if room := c.cfg.Buffer - peer.c.OutboundBuffered(); n > 0 && room > 0 {
-		k := min(n, room)
-		b, _ := s.c.Peek(k)
-		_, _ = peer.c.Write(b) // copies into the socket or gnet's buffer; a failure closes peer
-		_, _ = s.c.Discard(k)
-		s.toPeer.Add(int64(k))
-		s.pair.last.Store(c.now.Load())
-		n -= k
-		if peer.closed || s.closing { // the write failed and closed peer (OnClose ran)
-			return
-		}
-		if peer.paused {
-			c.applyInterest(peer) // gnet re-arms reading when a write leaves bytes behind
-		}
-	}
-	if n > 0 {
-		c.setPaused(s, true)
-	} else if s.paused {
-		c.setPaused(s, false)
-	}
-	s.inSeen = n
-}
-
-// startClosing begins the end of s, whose peer closed: its buffered bytes are written, then a
-// FIN goes, then the relay waits up to connLinger for the remote to close. On s's loop.
-func (c *Connector) startClosing(s *connSide) {
-	if s.closing || s.closed {
-		return
-	}
-	s.closing = true
-	if s.paused {
-		c.setPaused(s, false) // read again, to see the remote close (what comes is dropped)
-	}
-	c.finish(s)
-}
-
-// finish sends s's FIN once its buffer drained, or waits for the waker to look again.
-func (c *Connector) finish(s *connSide) {
-	if s.shut || s.closed {
-		return
-	}
-	if s.c.OutboundBuffered() > 0 {
-		c.mu.Lock()
-		c.addWake(s)
-		c.mu.Unlock()
-		c.kickWaker()
-		return
-	}
-	// gnet has no half-close of its own: shut the socket's sending side directly.
-	_ = unix.Shutdown(s.c.Fd(), unix.SHUT_WR)
-	s.shut = true
-	c.mu.Lock()
-	delete(c.wake, s)
-	c.linger[s] = time.Now().Add(connLinger)
-	c.mu.Unlock()
-}
-
-// maybeDone forgets p once both its sides are done. On p's loop.
-func (c *Connector) maybeDone(p *connPair) {
-	if !p.dev.closed || !p.upDone {
-		return
-	}
-	c.mu.Lock()
-	delete(c.pairs, p)
-	c.mu.Unlock()
-}
-
-// setPaused stops (true) or resumes (false) reading s.
-func (c *Connector) setPaused(s *connSide, paused bool) {
-	if s.paused != paused {
-		s.paused = paused
-		c.mu.Lock()
-		if paused {
-			c.addWake(s)
-		} else if !s.closing {
-			delete(c.wake, s)
-		}
-		c.mu.Unlock()
-		if paused {
-			c.st.paused.Add(1)
-			c.kickWaker()
-		}
-	}
-	c.applyInterest(s)
-}
-
-// applyInterest sets the events s's loop polls for: reading unless paused, writing while gnet
-// holds bytes for it. If the poller cannot be reached, s is closed rather than read unbounded.
-func (c *Connector) applyInterest(s *connSide) {
-	if err := connSetReading(s.c, &s.epfd, !s.paused); err != nil {
-		c.log.Error("pausing a connection", "err", err)
-		_ = s.c.Close()
-	}
-}
-
-// account updates the counters of bytes p holds.
-func (c *Connector) account(p *connPair) {
-	total := 0
-	for _, s := range [2]*connSide{&p.dev, &p.up} {
-		if s.c == nil || s.closed {
-			continue
-		}
-		h := s.c.InboundBuffered() + s.c.OutboundBuffered()
-		c.st.buffered.Add(int64(h - s.held))
-		s.held = h
-		total += h
-	}
-	for {
-		peak := c.st.peak.Load()
-		if int64(total) <= peak || c.st.peak.CompareAndSwap(peak, int64(total)) {
-			return
-		}
-	}
-}
-
-// connWake is when the waker looks at a waiting side again.
-type connWake struct {
-	next  time.Time
-	every time.Duration
-}
-
-// addWake has the waker look at s soon. With c.mu held.
-func (c *Connector) addWake(s *connSide) {
-	if _, ok := c.wake[s]; !ok {
-		c.wake[s] = &connWake{next: time.Now().Add(connWakeEvery), every: connWakeEvery}
-	}
-}
-
-func (c *Connector) kickWaker() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-// waker looks again at paused and closing connections every connWakeEvery while there are
-// any (their event loop decides whether the peer drained), closes survivors whose linger ran
-// out, and closes idle pairs. It keeps the coarse clock of the loops.
-func (c *Connector) waker(ctx context.Context) {
-	defer c.wg.Done()
-	idleEvery := time.Second
-	if t := c.cfg.IdleTimeout; t > 0 && t/4 < idleEvery {
-		idleEvery = max(t/4, connWakeEvery)
-	}
-	t := time.NewTimer(idleEvery)
-	defer t.Stop()
-	var wake, drop []gnet.Conn
-	nextIdle := time.Now().Add(idleEvery)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-c.kick:
-		case <-t.C:
-		}
-		now := time.Now()
-		c.now.Store(now.UnixNano())
-		wake, drop = wake[:0], drop[:0]
-		c.mu.Lock()
-		if now.After(nextIdle) {
-			nextIdle = now.Add(idleEvery)
-			if c.cfg.IdleTimeout > 0 {
-				limit := now.Add(-c.cfg.IdleTimeout).UnixNano()
-				for p := range c.pairs {
-					if p.last.Load() < limit && !p.idle.Load() {
-						p.idle.Store(true)
-						c.st.idle.Add(1)
-						drop = append(drop, p.dev.c)
-					}
-				}
-			}
-		}
-		soonest := nextIdle
-		for s, w := range c.wake {
-			if !now.Before(w.next) {
-				wake = append(wake, s.c)
-				w.next = now.Add(w.every)
-				w.every = min(2*w.every, connWakeMax)
-			}
-			if w.next.Before(soonest) {
-				soonest = w.next
-			}
-		}
-		for s, deadline := range c.linger {
-			if now.After(deadline) {
-				drop = append(drop, s.c)
-				delete(c.linger, s)
-			}
-		}
-		c.mu.Unlock()
-		for _, gc := range wake {
-			_ = gc.Wake(nil)
-		}
-		for _, gc := range drop {
-			_ = gc.Close()
-		}
-		t.Reset(max(time.Until(soonest), connWakeEvery))
-	}
 }
 
 func connSockaddr(sa unix.Sockaddr) netip.AddrPort {

@@ -290,6 +290,85 @@ func TestConnectorDeviceHalfClose(t *testing.T) {
 	waitStats(t, c, "pair closed", func(s link.ConnectorStats) bool { return s.Open == 0 })
 }
 
+// Half-close both ways: a device sends its request and shuts its write side, the upstream
+// answers only after it read that FIN, and the device gets the whole answer (4 MiB, more than
+// the relay holds, so the answer flows under backpressure into the half-closed device's
+// socket); then the other way round, an upstream that speaks first and shuts its side still
+// reads what the device sends after that FIN.
+func TestConnectorHalfCloseBothWays(t *testing.T) {
+	t.Run("device first", func(t *testing.T) {
+		noLeaks(t)
+		const size = 4 << 20
+		request, answer := randomBytes(64<<10, 8), randomBytes(size, 9)
+		got := make(chan []byte, 1)
+		up := startServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+			b, _ := io.ReadAll(c) // up to the device's FIN, passed on
+			got <- b
+			_, _ = c.Write(answer)
+		})
+		c := startConnector(t, link.ConnectorConfig{Name: "halfdev", Upstream: up.Addr(), Buffer: 64 << 10})
+		dev := dial(t, c.Addr())
+		if _, err := dev.Write(request); err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		_ = dev.SetReadDeadline(time.Now().Add(time.Minute)) // against a hang, not a speed check
+		b, err := io.ReadAll(dev)
+		if err != nil {
+			t.Fatalf("device read after its FIN: %v (%d bytes)", err, len(b))
+		}
+		if !bytes.Equal(b, answer) {
+			t.Fatalf("device got %d bytes after its FIN, want the %d-byte answer byte-exact (first difference at %d)", len(b), size, firstDiff(b, answer))
+		}
+		if r := <-got; !bytes.Equal(r, request) {
+			t.Fatalf("upstream read %d bytes before the FIN, want the %d-byte request", len(r), len(request))
+		}
+		st := waitStats(t, c, "pair ended", func(s link.ConnectorStats) bool {
+			return s.Open == 0 && s.UpstreamOpen == 0 && s.Buffered == 0
+		})
+		if st.ToUpstream != int64(len(request)) || st.ToDevice != size {
+			t.Errorf("stats %+v, want %d bytes to the upstream and %d to the device", st, len(request), size)
+		}
+	})
+	t.Run("upstream first", func(t *testing.T) {
+		noLeaks(t)
+		const size = 4 << 20
+		greeting, report := randomBytes(1<<10, 10), randomBytes(size, 11)
+		got := make(chan []byte, 1)
+		up := startServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+			if _, err := c.Write(greeting); err != nil {
+				return
+			}
+			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+				return
+			}
+			b, _ := io.ReadAll(c)
+			got <- b
+		})
+		c := startConnector(t, link.ConnectorConfig{Name: "halfup", Upstream: up.Addr(), Buffer: 64 << 10})
+		dev := dial(t, c.Addr())
+		_ = dev.SetReadDeadline(time.Now().Add(time.Minute))
+		g, err := io.ReadAll(dev) // the greeting, then the upstream's FIN
+		if err != nil || !bytes.Equal(g, greeting) {
+			t.Fatalf("device read %d bytes, %v; want the greeting, then EOF", len(g), err)
+		}
+		if _, err := dev.Write(report); err != nil {
+			t.Fatalf("device write after the upstream's FIN: %v", err)
+		}
+		if err := dev.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-got; !bytes.Equal(r, report) {
+			t.Fatalf("upstream read %d bytes after its FIN, want the %d-byte report byte-exact (first difference at %d)", len(r), size, firstDiff(r, report))
+		}
+		waitStats(t, c, "pair ended", func(s link.ConnectorStats) bool {
+			return s.Open == 0 && s.UpstreamOpen == 0 && s.Buffered == 0
+		})
+	})
+}
+
 // 10,000 device connections, in batches of 1,000 at once, each paired with an upstream
 // connection, echoing, closed by the device: afterwards no descriptor and no goroutine is left.
 func TestConnectorManyConnectionsNoLeak(t *testing.T) {

@@ -11,8 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A pair is the two sockets of a TCP link and the bytes between them. Everything in it is owned
-// by the event loop both sockets live on: gnet callbacks, and tasks run with loop.Execute.
+// A pair is two sockets and the bytes between them: a TCP link's client and device, or a raw
+// TCP connector's device and upstream (connector.go). The client leg is the accepted
+// connection (a connector's device), the device leg the one dialled and enrolled into the
+// client's loop (a connector's upstream). What the pair reports — bytes moved and held,
+// pauses, its end — goes to its host (pairHost). Everything in it is owned by the event loop
+// both sockets live on: gnet callbacks, and tasks run with loop.Execute.
 //
 // How bytes move, and why not through gnet's own write path:
 //
@@ -28,7 +32,8 @@ import (
 //     is paused: its descriptor's interest in gnet's epoll set is cleared (EPOLL_CTL_MOD with
 //     no events) until the peer drains. gnet does not expose that, so the loop's epoll
 //     descriptor is read from gnet's event loop (loopPollFD). The relay thus holds at most
-//     Buffer bytes plus one read (readChunk) per direction of a link.
+//     Buffer bytes plus one read (gnet's read size: readChunk for links, 64 KiB for
+//     connectors) per direction of a pair.
 //   - Half-close: gnet closes a socket as soon as it reads EOF, and has no shutdown. When a
 //     leg's remote ends its side (FIN), the pair keeps a duplicate of its descriptor (taken in
 //     OnClose, before gnet closes its own), passes the FIN on to the other leg with
@@ -45,10 +50,11 @@ import (
 //     EOF, as far as the peer's out has room (its wake-up resumes the reading); only then is
 //     the leg's FIN passed on. Only an error (a reset shows here) drops bytes.
 type pair struct {
-	t    *tcpCarrier
-	e    *entry
-	loop gnet.EventLoop
-	epfd int // the loop's epoll descriptor
+	h      pairHost
+	w      *watcher
+	buffer int // the most bytes a leg's out holds before its peer is paused
+	loop   gnet.EventLoop
+	epfd   int // the loop's epoll descriptor
 
 	client, device leg
 	scratch        []byte // cipher output, shared by the loop's pairs (encrypted links only)
@@ -61,7 +67,7 @@ type leg struct {
 	peer   *leg
 	device bool
 
-	c      gnet.Conn // nil before the device connection is enrolled and once gnet closed it
+	c      gnet.Conn // nil before the dialled connection is enrolled and once gnet closed it
 	fd     int       // the socket (-1: none); after the remote's FIN, a duplicate the pair owns
 	dup    bool
 	out    []byte        // bytes for this socket the kernel has not taken yet
@@ -77,18 +83,33 @@ type leg struct {
 // per second of 64 KiB ones in BenchmarkLinkThroughput.
 const readChunk = 256 << 10
 
-func newPair(t *tcpCarrier, e *entry, client gnet.Conn, epfd int, scratch []byte) *pair {
-	p := &pair{t: t, e: e, loop: client.EventLoop(), epfd: epfd}
+// pairHost is what a pair reports to; its methods are called on the pair's event loop.
+type pairHost interface {
+	// moved: n bytes read from src went to its peer.
+	moved(src *leg, n int)
+	// held: the relay holds n bytes of src's direction (read from src, not yet taken by its
+	// peer's socket).
+	held(src *leg, n int)
+	// paused: l stopped being read, its peer being full.
+	paused(l *leg)
+	// warn logs a problem of the pair (args are slog's, the pair's own attributes added).
+	warn(msg string, args ...any)
+	// ended: the pair ended and closed its sockets (once).
+	ended(p *pair)
+}
+
+// newPair pairs the accepted connection client with a dialled leg enrolled later
+// (deviceOpened); w wakes it when a socket can take more, buffer bounds each leg's out, epfd
+// is client's loop's epoll descriptor.
+func newPair(h pairHost, w *watcher, buffer int, client gnet.Conn, epfd int) *pair {
+	p := &pair{h: h, w: w, buffer: buffer, loop: client.EventLoop(), epfd: epfd}
 	p.client = leg{p: p, peer: &p.device, c: client, fd: client.Fd()}
 	p.device = leg{p: p, peer: &p.client, device: true, fd: -1}
-	if e.spec.Cipher != nil {
-		p.client.xor, p.device.xor = e.spec.Cipher.Streams()
-		p.scratch = scratch
-	}
 	return p
 }
 
-// deviceOpened attaches the enrolled device connection and moves what the client sent so far.
+// deviceOpened attaches the enrolled (dialled) connection, writes what waits for it in its out,
+// and moves what the client sent so far.
 func (p *pair) deviceOpened(c gnet.Conn) gnet.Action {
 	if p.ended {
 		return gnet.Close
@@ -139,8 +160,10 @@ func (p *pair) move(src *leg) {
 		return
 	}
 	dst := src.peer
-	for dst.fd >= 0 && !dst.shut {
-		n := min(src.c.InboundBuffered(), p.t.cfg.Buffer-len(dst.out), readChunk)
+	// Before the dialled leg is enrolled (fd -1), what the client sends waits in its out: the
+	// client is read, and its FIN seen (a paused socket reports none), until that is full.
+	for !p.ended && !dst.shut {
+		n := min(src.c.InboundBuffered(), p.buffer-len(dst.out), readChunk)
 		if n <= 0 {
 			break
 		}
@@ -152,13 +175,13 @@ func (p *pair) move(src *leg) {
 		}
 		ok := p.write(dst, b)
 		_, _ = src.c.Discard(n)
-		p.count(src, n)
+		p.h.moved(src, n)
 		if !ok {
 			return
 		}
 	}
 	held := src.c.InboundBuffered()
-	p.e.held(held + len(dst.out))
+	p.h.held(src, held+len(dst.out))
 	switch {
 	case held > 0 && !src.paused:
 		p.interest(src, 0)
@@ -183,7 +206,7 @@ func (p *pair) drain(src *leg) {
 		}
 	}()
 	for !p.ended && !src.eof {
-		room := min(p.t.cfg.Buffer-len(dst.out), readChunk)
+		room := min(p.buffer-len(dst.out), readChunk)
 		if room <= 0 {
 			break
 		}
@@ -195,7 +218,7 @@ func (p *pair) drain(src *leg) {
 		case err == unix.EINTR:
 			continue
 		case err == unix.EAGAIN: // no FIN after all (see above): nothing would wake the pair
-			p.t.log.Warn("device link: socket closed by gnet without its remote's FIN; the link ends", "device", p.e.spec.Device)
+			p.h.warn("socket closed by gnet without its remote's FIN; the pair ends")
 			p.end()
 			return
 		case err != nil: // a reset: the link ends, and what it held with it
@@ -209,23 +232,12 @@ func (p *pair) drain(src *leg) {
 			src.xor.XORKeyStream(b[:n], b[:n])
 		}
 		dst.out = dst.out[:start+n]
-		p.count(src, n)
-		p.e.held(len(dst.out))
+		p.h.moved(src, n)
+		p.h.held(src, len(dst.out))
 		if start == 0 {
 			p.flush(dst)
 		}
 	}
-}
-
-func (p *pair) count(src *leg, n int) {
-	if src.device {
-		p.e.toClient.Add(uint64(n))
-		p.t.st.toClient.Add(uint64(n))
-	} else {
-		p.e.toDevice.Add(uint64(n))
-		p.t.st.toDevice.Add(uint64(n))
-	}
-	p.e.lastActive.Store(p.t.cfg.Now().UnixNano())
 }
 
 // interest sets which events of src's socket gnet's loop waits for: reading (resumed) or none
@@ -233,11 +245,14 @@ func (p *pair) count(src *leg, n int) {
 func (p *pair) interest(src *leg, events uint32) {
 	err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, src.fd, &unix.EpollEvent{Events: events, Fd: int32(src.fd)})
 	if err != nil {
-		p.t.log.Warn("device link: pausing or resuming a socket", "device", p.e.spec.Device, "err", err)
+		p.h.warn("pausing or resuming a socket", "err", err)
 		p.end()
 		return
 	}
 	src.paused = events == 0
+	if src.paused {
+		p.h.paused(src)
+	}
 }
 
 // write sends b to dst's socket, keeping what the kernel does not take in dst.out (b is not
@@ -281,8 +296,8 @@ func (p *pair) arm(l *leg) {
 	if l.fd < 0 {
 		return
 	}
-	if err := p.t.w.arm(l, p); err != nil {
-		p.t.log.Warn("device link: watching a socket", "device", p.e.spec.Device, "err", err)
+	if err := p.w.arm(l, p); err != nil {
+		p.h.warn("watching a socket", "err", err)
 		p.end()
 	}
 }
@@ -315,7 +330,7 @@ func (p *pair) settle() {
 func (p *pair) closed(l *leg, err error) {
 	c := l.c
 	l.c = nil
-	p.t.w.forget(l)
+	p.w.forget(l)
 	if p.ended {
 		return
 	}
@@ -335,7 +350,7 @@ func (p *pair) closed(l *leg, err error) {
 			return
 		}
 		_, _ = c.Discard(n)
-		p.count(l, n)
+		p.h.moved(l, n)
 	}
 	fd, derr := c.Dup()
 	if derr != nil {
@@ -357,7 +372,7 @@ func (p *pair) end() {
 	}
 	p.ended = true
 	for _, l := range []*leg{&p.client, &p.device} {
-		p.t.w.forget(l)
+		p.w.forget(l)
 		if l.c != nil {
 			_ = l.c.Close()
 		}
@@ -367,9 +382,7 @@ func (p *pair) end() {
 		}
 		l.fd, l.out = -1, nil
 	}
-	p.e.end()
-	p.t.st.open.Add(-1)
-	p.t.ended(p)
+	p.h.ended(p)
 }
 
 // writeFD writes b to the non-blocking socket fd as far as it takes it now.

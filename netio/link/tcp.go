@@ -145,12 +145,42 @@ func (t *tcpCarrier) close(e *entry) {
 	}
 }
 
-// ended forgets p; called on its loop once it ended.
-func (t *tcpCarrier) ended(p *pair) {
+var _ pairHost = (*linkPair)(nil)
+
+// linkPair is a TCP link's pair host: its entry and the carrier's counters and log.
+type linkPair struct {
+	t *tcpCarrier
+	e *entry
+}
+
+func (l *linkPair) moved(src *leg, n int) {
+	if src.device {
+		l.e.toClient.Add(uint64(n))
+		l.t.st.toClient.Add(uint64(n))
+	} else {
+		l.e.toDevice.Add(uint64(n))
+		l.t.st.toDevice.Add(uint64(n))
+	}
+	l.e.lastActive.Store(l.t.cfg.Now().UnixNano())
+}
+
+func (l *linkPair) held(_ *leg, n int) { l.e.held(n) }
+
+func (l *linkPair) paused(*leg) {}
+
+func (l *linkPair) warn(msg string, args ...any) {
+	l.t.log.Warn("device link: "+msg, append([]any{"device", l.e.spec.Device}, args...)...)
+}
+
+// ended forgets the link's pair; called on its loop once it ended.
+func (l *linkPair) ended(*pair) {
+	t, e := l.t, l.e
+	e.end()
+	t.st.open.Add(-1)
 	t.mu.Lock()
-	delete(t.pairs, p.e)
-	if t.byPort[p.e.port] == p.e {
-		delete(t.byPort, p.e.port)
+	delete(t.pairs, e)
+	if t.byPort[e.port] == e {
+		delete(t.byPort, e.port)
 	}
 	t.mu.Unlock()
 }
@@ -234,21 +264,21 @@ func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		t.log.Error("device link engine cannot pause sockets", "err", err)
 		return nil, gnet.Close
 	}
-	var scratch []byte
+	p := newPair(&linkPair{t: t, e: e}, t.w, t.cfg.Buffer, c, ls.epfd)
 	if e.spec.Cipher != nil {
 		if ls.scratch == nil {
 			ls.scratch = make([]byte, readChunk)
 		}
-		scratch = ls.scratch
+		p.client.xor, p.device.xor = e.spec.Cipher.Streams()
+		p.scratch = ls.scratch
 	}
-	p := newPair(t, e, c, ls.epfd, scratch)
 	t.pairs[e] = p
 	t.dials.Add(1) // under mu: stop sets closed, then waits for the dials
 	t.mu.Unlock()
 	e.client.Store(remote)
 	t.st.open.Add(1)
 	c.SetContext(&p.client)
-	go t.dial(p)
+	go t.dial(p, e)
 	return nil, gnet.None
 }
 
@@ -275,10 +305,10 @@ func (t *tcpCarrier) loopShare(c gnet.Conn) (*loopShare, error) {
 
 // dial connects to p's device and enrolls the connection into the client's loop; on failure
 // the link ends and its client is closed.
-func (t *tcpCarrier) dial(p *pair) {
+func (t *tcpCarrier) dial(p *pair, e *entry) {
 	defer t.dials.Done()
 	ctx, cancel := context.WithTimeout(t.dialCtx, t.cfg.DialTimeout)
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.e.spec.DeviceAddr.String())
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", e.spec.DeviceAddr.String())
 	cancel()
 	if err == nil {
 		var res <-chan gnet.RegisteredResult
@@ -298,7 +328,7 @@ func (t *tcpCarrier) dial(p *pair) {
 	t.st.refused(refusedUnreachable)
 	if held, ok := t.dialLog.Allow(); ok {
 		t.log.Warn("device link: device unreachable; its client is closed (logged at most every 10 s)",
-			"device", p.e.spec.Device, "address", p.e.spec.DeviceAddr, "err", err, "unlogged", held)
+			"device", e.spec.Device, "address", e.spec.DeviceAddr, "err", err, "unlogged", held)
 	}
 	_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		p.end()
