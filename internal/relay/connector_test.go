@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -251,4 +252,35 @@ func TestConnectorShutdownLeavesNoGoroutines(t *testing.T) {
 		t.Error("the upstream connection is still open after shutdown")
 	}
 	checkFor(t, 15*time.Second, 50*time.Millisecond, func() error { return goleak.Find(opts...) })
+}
+
+// Connectors are config-only and a reload does not apply them: a reloaded config with another
+// upstream and one more connector names "connectors" among the sections that need a restart,
+// and the running connector still forwards to its first upstream.
+func TestConnectorsNeedRestartOnReload(t *testing.T) {
+	serve := func(name string) string {
+		return upstream(t, func(c net.Conn) { _, _ = c.Write([]byte(name)) })
+	}
+	first, second := serve("first"), serve("second")
+	cfg := testConfig(t, nil)
+	cfg.Connectors = []config.Connector{connector("gw", "127.0.0.1:0", first)}
+	r := startRelay(t, cfg)
+
+	next := *cfg
+	next.Connectors = []config.Connector{connector("gw", "127.0.0.1:0", second), connector("more", "127.0.0.1:0", second)}
+	restart, _, err := r.Reload(t.Context(), &next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(restart, "connectors") {
+		t.Errorf("Reload: restart needed for %v, want connectors among them", restart)
+	}
+	if r.ConnectorAddr("more") != nil {
+		t.Error("a connector added by a reload listens")
+	}
+	dev := rawConn(t, r.ConnectorAddr("gw").String())
+	_ = dev.SetReadDeadline(time.Now().Add(30 * time.Second)) // against a hang, not a speed check
+	if got, err := io.ReadAll(dev); err != nil || string(got) != "first" {
+		t.Errorf("after the reload, the device reached %q, %v; want the first upstream", got, err)
+	}
 }

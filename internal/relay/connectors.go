@@ -67,8 +67,8 @@ func (r *Relay) stopConnectors(ctx context.Context) []error {
 // ConnectorAddr is the listen address of the connector named name (nil when there is none, or
 // before Start).
 func (r *Relay) ConnectorAddr(name string) net.Addr {
-	for i, c := range r.connectors {
-		if r.cfg.Connectors[i].Name == name {
+	for _, c := range r.connectors {
+		if c.Name() == name {
 			return c.Addr()
 		}
 	}

@@ -290,6 +290,9 @@ func (c *Connector) endLeftovers() {
 // Addr is the bound listen address (nil before Start).
 func (c *Connector) Addr() net.Addr { return c.addr }
 
+// Name is the connector's name (ConnectorConfig.Name).
+func (c *Connector) Name() string { return c.cfg.Name }
+
 // Stats returns a snapshot of the counters. Safe for concurrent use.
 func (c *Connector) Stats() ConnectorStats {
 	return ConnectorStats{
