@@ -107,6 +107,8 @@ type Connector struct {
 	log *slog.Logger
 	st  connCounters
 	w   *watcher // wakes pairs whose socket can take more (nil before Start)
+	// wStop stops w once (a second Stop must not close its descriptors again).
+	wStop sync.Once
 
 	eng  gnet.Engine
 	addr net.Addr
@@ -203,7 +205,7 @@ func (c *Connector) Start(ctx context.Context) error {
 	case err := <-c.runErr:
 		c.runErr <- err // Stop reads it again
 		c.cancel()
-		c.w.stop()
+		c.stopWatcher()
 		if err == nil {
 			err = errors.New("engine stopped before it started")
 		}
@@ -215,7 +217,7 @@ func (c *Connector) Start(ctx context.Context) error {
 		case err := <-c.runErr:
 			c.runErr <- err
 			c.cancel()
-			c.w.stop()
+			c.stopWatcher()
 		}
 		return ctx.Err()
 	}
@@ -244,7 +246,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 	default: // the engine never started: Start already reported why
 		return nil
 	}
-	c.w.stop() // before the loops go: no wake-up is sent to a loop that is gone
+	c.stopWatcher() // before the loops go: no wake-up is sent to a loop that is gone
 	// gnet's Engine.Stop polls every 500 ms until the engine is down; signal it and wait for
 	// gnet.Run to return instead, then let the polling Stop go.
 	stopped, cancel := context.WithCancel(ctx)
@@ -271,6 +273,8 @@ func (c *Connector) Stop(ctx context.Context) error {
 	}
 	return nil
 }
+
+func (c *Connector) stopWatcher() { c.wStop.Do(c.w.stop) }
 
 // endLeftovers ends the pairs the stopped engine did not: those both of whose sockets gnet had
 // let go after their remotes' FINs, the pair holding their duplicates. Called once the event
