@@ -399,6 +399,9 @@ func writeFD(fd int, b []byte) (int, error) {
 			return done, err
 		}
 		done += n
+		if done < len(b) { // a short write: the socket's buffer is full, the next would be EAGAIN
+			return done, nil
+		}
 	}
 	return done, nil
 }
