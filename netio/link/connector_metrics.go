@@ -21,8 +21,8 @@ func (c *Connector) Collectors() []prometheus.Collector {
 			func() float64 { return float64(v()) }))
 	}
 	st := &c.st
-	gauge("fleetrelay_connector_connections", "Device connections open on a TCP connector.", st.open.Load)
-	gauge("fleetrelay_connector_upstream_connections", "Upstream connections open for a TCP connector's devices.", st.upOpen.Load)
+	gauge("fleetrelay_connector_connections", "Device connections a TCP connector reads now (a device that half-closed, whose pair still carries the answer, no longer counts).", st.open.Load)
+	gauge("fleetrelay_connector_upstream_connections", "Upstream connections a TCP connector reads now for its devices (likewise).", st.upOpen.Load)
 	gauge("fleetrelay_connector_buffered_bytes", "Bytes a TCP connector holds for its pairs, both directions, as of each pair's last event.", st.buffered.Load)
 	counter("fleetrelay_connector_accepted_total", "Device connections a TCP connector accepted.", name, st.accepted.Load)
 	const failHelp = "Upstream dials of a TCP connector that failed, by reason: refused (nothing listens), " +
