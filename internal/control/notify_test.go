@@ -99,17 +99,7 @@ func TestNotifyApply(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	decode := func(path string) []notificationMsg {
-		var out []notificationMsg
-		for _, b := range ep.at(path) {
-			var msgs []notificationMsg
-			if err := json.Unmarshal(b, &msgs); err != nil {
-				t.Fatalf("%s body %s: %v", path, b, err)
-			}
-			out = append(out, msgs...)
-		}
-		return out
-	}
+	decode := func(path string) []notificationMsg { return decodeAll(t, ep, path) }
 	checkfor.Check(t, 20*time.Second, 10*time.Millisecond, func() error {
 		if a, b := len(decode("/all")), len(decode("/acme")); a != 4 || b != 3 {
 			return fmt.Errorf("%d messages at /all, %d at /acme; want 4 and 3", a, b)

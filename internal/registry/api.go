@@ -335,16 +335,9 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 			ops[i].Value = data
 		}
 	}
-	var entry OutboxEntry
-	if r.outbox != nil {
-		changes := make([]Change, len(tx.writes))
-		for i := range tx.writes {
-			changes[i] = tx.writes[i].change(tx.now)
-		}
-		if v := r.outbox.Stage(ctx, changes); v != nil {
-			entry = OutboxEntry{ID: r.nextOutboxID(), Value: v}
-			ops = append(ops, Op{Kind: outboxKind, ID: entry.ID, Value: v})
-		}
+	entry := r.stageOutbox(ctx, tx)
+	if entry.ID != "" {
+		ops = append(ops, Op{Kind: outboxKind, ID: entry.ID, Value: entry.Value})
 	}
 	if err := r.b.Write(ctx, ops); err != nil {
 		if len(tx.writes) == 1 {

@@ -92,6 +92,23 @@ func (r *Registry) RemoveOutbox(ctx context.Context, ids ...string) error {
 	return nil
 }
 
+// stageOutbox asks the outbox for the entry of tx's writes; its ID is "" when there is none
+// (no outbox, or nothing to stage). r.wmu is held.
+func (r *Registry) stageOutbox(ctx context.Context, tx *writeTx) OutboxEntry {
+	if r.outbox == nil {
+		return OutboxEntry{}
+	}
+	changes := make([]Change, len(tx.writes))
+	for i := range tx.writes {
+		changes[i] = tx.writes[i].change(tx.now)
+	}
+	v := r.outbox.Stage(ctx, changes)
+	if v == nil {
+		return OutboxEntry{}
+	}
+	return OutboxEntry{ID: r.nextOutboxID(), Value: v}
+}
+
 // outboxIDWidth is the width of an entry's ID: a counter in fixed-width hex, so that the
 // backend's key order is the write order.
 const outboxIDWidth = 16

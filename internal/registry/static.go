@@ -71,17 +71,10 @@ func (r *Registry) ReplaceStatic(ctx context.Context, routes []Route, devices []
 	if len(tx.writes) == 0 {
 		return nil
 	}
-	var entry OutboxEntry
-	if r.outbox != nil {
-		changes := make([]Change, len(tx.writes))
-		for i := range tx.writes {
-			changes[i] = tx.writes[i].change(tx.now)
-		}
-		if v := r.outbox.Stage(ctx, changes); v != nil {
-			entry = OutboxEntry{ID: r.nextOutboxID(), Value: v}
-			if err := r.b.Write(ctx, []Op{{Kind: outboxKind, ID: entry.ID, Value: v}}); err != nil {
-				return fmt.Errorf("registry: config resources: write their outbox entry: %w", err)
-			}
+	entry := r.stageOutbox(ctx, tx)
+	if entry.ID != "" {
+		if err := r.b.Write(ctx, []Op{{Kind: outboxKind, ID: entry.ID, Value: entry.Value}}); err != nil {
+			return fmt.Errorf("registry: config resources: write their outbox entry: %w", err)
 		}
 	}
 	if r.static == nil {
