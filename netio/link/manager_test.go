@@ -44,7 +44,12 @@ func startManagerWith(t testing.TB, n int, set func(*Config)) *Manager {
 // sockets are bound with SO_REUSEPORT, which a socket without it cannot share).
 func bindable(t *testing.T, m *Manager, network string) (free, taken []uint16) {
 	t.Helper()
-	for p := int(m.cfg.PortFirst); p <= int(m.cfg.PortLast); p++ {
+	return bindableRange(m.cfg.PortFirst, m.cfg.PortLast, network)
+}
+
+// bindableRange is bindable for the ports first to last.
+func bindableRange(first, last uint16, network string) (free, taken []uint16) {
+	for p := int(first); p <= int(last); p++ {
 		addr := netip.AddrPortFrom(loopback, uint16(p)).String()
 		var c interface{ Close() error }
 		var err error
@@ -63,11 +68,30 @@ func bindable(t *testing.T, m *Manager, network string) (free, taken []uint16) {
 	return free, taken
 }
 
+// probeRange sets c's range to n ports below the kernel's ephemeral range (so no outgoing
+// connection of this machine takes one meanwhile) that are free now for TCP and for UDP, for the
+// tests that probe which protocols the manager bound.
+func probeRange(t testing.TB, n int) func(*Config) {
+	t.Helper()
+	for range 50 {
+		first := 20000 + rand.IntN(12000)
+		if free, _ := bindableRange(uint16(first), uint16(first+n-1), "tcp"); len(free) != n {
+			continue
+		}
+		if free, _ := bindableRange(uint16(first), uint16(first+n-1), "udp"); len(free) != n {
+			continue
+		}
+		return func(c *Config) { c.PortFirst, c.PortLast = uint16(first), uint16(first+n-1) }
+	}
+	t.Fatal("no free port range below 32000")
+	return nil
+}
+
 // With both protocols (the default), every port of the range holds the manager's TCP listener
 // and UDP socket: neither can be bound by another socket. This is what the probes of the
 // single-protocol tests below would see if the unlisted protocol were bound after all.
 func TestManagerBindsBothProtocolsByDefault(t *testing.T) {
-	m := startManagerWith(t, 4, func(*Config) {})
+	m := startManagerWith(t, 4, probeRange(t, 4))
 	for _, network := range []string{"tcp", "udp"} {
 		if free, _ := bindable(t, m, network); len(free) != 0 {
 			t.Errorf("%s ports %v of the range are free, want every one held by the manager", network, free)
@@ -78,7 +102,8 @@ func TestManagerBindsBothProtocolsByDefault(t *testing.T) {
 // With TCP only, no UDP socket is bound on the range (a UDP bind to each of its ports
 // succeeds) while TCP links still work; a UDP link is refused with ErrProtocolOff.
 func TestManagerTCPOnlyBindsNoUDP(t *testing.T) {
-	m := startManagerWith(t, 8, func(c *Config) { c.Protocols = []string{TCP} })
+	inRange := probeRange(t, 8)
+	m := startManagerWith(t, 8, func(c *Config) { inRange(c); c.Protocols = []string{TCP} })
 	if free, taken := bindable(t, m, "udp"); len(taken) != 0 || len(free) != 8 {
 		t.Errorf("UDP ports taken %v (free %d), want all 8 free", taken, len(free))
 	}
@@ -124,7 +149,8 @@ func TestManagerTCPOnlyBindsNoUDP(t *testing.T) {
 
 // With UDP only, no TCP listener is bound on the range, and a TCP link is refused.
 func TestManagerUDPOnlyBindsNoTCP(t *testing.T) {
-	m := startManagerWith(t, 4, func(c *Config) { c.Protocols = []string{UDP} })
+	inRange := probeRange(t, 4)
+	m := startManagerWith(t, 4, func(c *Config) { inRange(c); c.Protocols = []string{UDP} })
 	if free, taken := bindable(t, m, "tcp"); len(taken) != 0 || len(free) != 4 {
 		t.Errorf("TCP ports taken %v (free %d), want all 4 free", taken, len(free))
 	}
