@@ -43,11 +43,11 @@ type LinkSpec struct {
 	RoundTrips int `yaml:"roundtrips"`
 	Size       int `yaml:"size"`
 	// IdleLinks is the number of links opened, each with a client and a device connected and one
-	// round trip done, to read the relay's memory per idle link (default 4,900, and the
-	// proxy floor's per pair of connections). The relay binds a TCP and a UDP socket on every
-	// port of devicelink.ports from the start and a TCP link holds two more (client and
-	// device): 4 open files a link, so within an open-file limit of 20,000 a relay carries at
-	// most ≈4,980 links.
+	// round trip done, to read the relay's memory per idle link (default 5,000, and the
+	// proxy floor's per pair of connections). The bench's relay has devicelink.protocols [tcp]:
+	// it binds a TCP listener on every port of devicelink.ports from the start and a TCP link
+	// holds two more sockets (client and device), 3 open files a link, so within an open-file
+	// limit of 20,000 it carries 6,000 links with room for its own files.
 	IdleLinks int `yaml:"idle_links"`
 	// Settle is the pause before each memory reading (default 2s).
 	Settle Duration `yaml:"settle"`
@@ -153,7 +153,7 @@ func (s *LinkSpec) defaults() {
 		s.Size = 64
 	}
 	if s.IdleLinks == 0 {
-		s.IdleLinks = 4900
+		s.IdleLinks = 5000
 	}
 	if s.Settle == 0 {
 		s.Settle = Duration(2 * time.Second)
@@ -168,8 +168,8 @@ func (s *LinkSpec) validate() []string {
 	if s.Size < 8 || s.Size > 64<<10 {
 		errs = append(errs, "link.size: must be 8 to 65536 bytes")
 	}
-	if s.IdleLinks > 4900 {
-		errs = append(errs, "link.idle_links: at most 4900 (4 open files a link in the relay, within the open-file limit of 20,000)")
+	if s.IdleLinks > 6000 {
+		errs = append(errs, "link.idle_links: at most 6000 (3 open files a link in the relay, within the open-file limit of 20,000)")
 	}
 	return errs
 }
@@ -202,7 +202,7 @@ func runLink(ctx context.Context, s *Scenario, o Options, res *Result, logf func
 		res.Notes = append(res.Notes, fmt.Sprintf("figures in the tables are medians of %d rounds of the relay and of each floor, alternating", lr.Count))
 	}
 	if spec.IdleLinks > 0 {
-		res.Notes = append(res.Notes, fmt.Sprintf("idle links: %d links in the relay (devicelink.ports %s: 2 listening sockets a port, 2 sockets a link), their %d clients in the bench process and %d device connections in the echo's",
+		res.Notes = append(res.Notes, fmt.Sprintf("idle links: %d links in the relay (devicelink.ports %s, protocols [tcp]: a listening socket a port, 2 sockets a link), their %d clients in the bench process and %d device connections in the echo's",
 			spec.IdleLinks, lr.Ports, spec.IdleLinks, spec.IdleLinks))
 	}
 	return res, nil
@@ -285,7 +285,7 @@ func (l *linkRound) relay(ctx context.Context, echoAddr string) ([]LinkRun, erro
 	}
 	key := newKey()
 	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\ndevices:\n  native:\n    tcp: %s\n    udp: \"\"\n  max_connections: 16\n"+
-		"admin:\n  listen: %q\n  bootstrap_key: %q\ndevicelink:\n  listen: %q\n  ports: %q\nfleet:\n  - id: %s\n",
+		"admin:\n  listen: %q\n  bootstrap_key: %q\ndevicelink:\n  listen: %q\n  ports: %q\n  protocols: [tcp]\nfleet:\n  - id: %s\n",
 		filepath.Join(l.dir, "data"), devAddr, adminAddr, key, l.listen.String(), l.ports, linkDevice)
 	cfgPath := filepath.Join(l.dir, "relay.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {

@@ -37,6 +37,14 @@ type LinkOptions struct {
 	// ViaListener: UDP links may reach devices through the relay's UDP device listener
 	// (devices.native.udp is set, and the links' manager sends through it).
 	ViaListener bool
+	// Protocols are the link protocols the relay opens (devicelink.protocols; nil: tcp and
+	// udp). A request for another is refused (422 at /protocol).
+	Protocols []string
+}
+
+// allows reports whether o lets links of protocol be opened.
+func (o *LinkOptions) allows(protocol string) bool {
+	return len(o.Protocols) == 0 || slices.Contains(o.Protocols, protocol)
 }
 
 // HandleDeviceLinks adds the device links, as the vendor's DeviceLink module defines them:
@@ -180,6 +188,9 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, Problem{Status: http.StatusServiceUnavailable, Title: "No port left",
 			Detail: "every port of devicelink.ports holds a link: close one (DELETE /api/v1/devicelink/{token}) or widen the range"})
 		return
+	case errors.Is(err, link.ErrProtocolOff): // the options and the manager disagree: the manager's word
+		invalid(w, FieldError{Pointer: "/protocol", Detail: fmt.Sprintf("this relay opens no %s links (devicelink.protocols)", spec.Protocol)})
+		return
 	case errors.Is(err, link.ErrClosed):
 		WriteProblem(w, Problem{Status: http.StatusServiceUnavailable, Detail: "the relay is stopping"})
 		return
@@ -211,6 +222,9 @@ func (h linkHandlers) spec(in *linkInput, transport string) (s link.Spec, device
 	}
 	switch s.Protocol = strings.ToLower(in.Protocol); s.Protocol {
 	case link.TCP, link.UDP:
+		if !h.o.allows(s.Protocol) {
+			bad("/protocol", "this relay opens no %s links: devicelink.protocols lists only %s", s.Protocol, strings.Join(h.o.Protocols, ", "))
+		}
 	case "":
 		bad("/protocol", "required: tcp or udp")
 	default:

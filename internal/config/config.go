@@ -477,7 +477,7 @@ func Default() *Config {
 				Retention:      Duration(168 * time.Hour),
 			},
 		},
-		DeviceLink: DeviceLink{Listen: "", Ports: "40000-40999", DevicePort: 0, Timeout: 0, Buffer: 256 * KiB},
+		DeviceLink: DeviceLink{Listen: "", Ports: "40000-40999", Protocols: []string{LinkTCP, LinkUDP}, DevicePort: 0, Timeout: 0, Buffer: 256 * KiB},
 	}
 }
 

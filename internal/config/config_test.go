@@ -421,6 +421,14 @@ func TestParse(t *testing.T) {
 	f("devicelink:\n  buffer: 1KiB\n", "devicelink.buffer: must be between 4KiB and 64MiB, got 1KiB")
 	f("devicelink:\n  buffer: 128MiB\n", "devicelink.buffer: must be between 4KiB and 64MiB, got 128MiB")
 	f("devicelink:\n  port: 1\n", "devicelink.port: unknown key; did you mean ports?")
+	f("devicelink:\n  protocols: [tcp]\n")
+	f("devicelink:\n  protocols: [udp]\n")
+	f("devicelink:\n  protocols: [udp, tcp]\n")
+	f("devicelink:\n  protocols: []\n", "devicelink.protocols: name at least one protocol: tcp, udp or both (line 2)")
+	f("devicelink:\n  protocols: [tcp, sctp]\n", `devicelink.protocols[1]: want tcp or udp, got "sctp" (line 2)`)
+	f("devicelink:\n  protocols: [TCP]\n", `devicelink.protocols[0]: want tcp or udp, got "TCP"`)
+	f("devicelink:\n  protocols: [udp, udp]\n", "devicelink.protocols[1]: udp is listed twice (first as devicelink.protocols[0])")
+	f("devicelink:\n  protocols: tcp\n", "devicelink.protocols")
 
 	// Connectors.
 	conn := func(extra string) string {
@@ -438,6 +446,8 @@ func TestParse(t *testing.T) {
 	f("devicelink:\n  listen: 127.0.0.1\nconnectors:\n  - name: c\n    listen: 127.0.0.1:40005\n    upstream: b:1\n",
 		"connectors[0].listen: port 40005 is in devicelink.ports (40000-40999) on the same address")
 	f("devicelink:\n  listen: 127.0.0.2\nconnectors:\n  - name: c\n    listen: 127.0.0.1:40005\n    upstream: b:1\n")
+	// UDP links only: the range binds no TCP port, so a connector may listen in it.
+	f("devicelink:\n  listen: 127.0.0.1\n  protocols: [udp]\nconnectors:\n  - name: c\n    listen: 127.0.0.1:40005\n    upstream: b:1\n")
 	f("connectors:\n  - name: c\n    listen: 5100\n    upstream: b:1\n", `connectors[0].listen: "5100" is not host:port`)
 	f(strings.Replace(conn(""), "ingest.example.com:7000", "ingest.example.com", 1), `connectors[0].upstream: "ingest.example.com" is not host:port (missing port in address)`)
 	f(strings.Replace(conn(""), "ingest.example.com:7000", "ingest.example.com:0", 1), `connectors[0].upstream: "ingest.example.com:0" has an invalid port "0" (want 1 to 65535)`)
@@ -545,6 +555,32 @@ routes:
 	if !b.IsEnabled() || b.Batch.MaxBytes != 256*config.KiB || b.Batch.MaxMessages != 500 ||
 		time.Duration(b.Timeout) != 10*time.Second || *b.Retry != c.Delivery.Retry {
 		t.Fatalf("route b = %+v retry %+v", b, b.Retry)
+	}
+}
+
+// devicelink.protocols: both by default, a list given replaces the default (not appended to
+// it), and each choice counts its own files per port.
+func TestDeviceLinkProtocols(t *testing.T) {
+	for _, tc := range []struct {
+		yaml       string
+		want       []string
+		tcp, udp   bool
+		filesPerPt int
+	}{
+		{"devicelink:\n  listen: 10.0.0.1\n", []string{"tcp", "udp"}, true, true, 5},
+		{"devicelink:\n  protocols: [tcp]\n", []string{"tcp"}, true, false, 3},
+		{"devicelink:\n  protocols: [udp]\n", []string{"udp"}, false, true, 2},
+	} {
+		c, err := config.Parse([]byte(tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		d := &c.DeviceLink
+		if !slices.Equal(d.Protocols, tc.want) || d.Allows(config.LinkTCP) != tc.tcp || d.Allows(config.LinkUDP) != tc.udp ||
+			d.FilesPerPort() != tc.filesPerPt {
+			t.Errorf("%q: protocols %q, tcp %v, udp %v, files per port %d; want %q, %v, %v, %d", tc.yaml,
+				d.Protocols, d.Allows(config.LinkTCP), d.Allows(config.LinkUDP), d.FilesPerPort(), tc.want, tc.tcp, tc.udp, tc.filesPerPt)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,8 +21,12 @@ type DeviceLink struct {
 	Listen string `yaml:"listen"`
 	// The ports links take on listen, a range written "first-last" (a single port: "40000"):
 	// one port per link, for TCP or UDP. When every port holds a link, a new one is refused (503).
-	// Each port may hold [LinkFilesPerPort] open files, which [Config.CheckMachine] counts.
+	// Each port may hold [DeviceLink.FilesPerPort] open files, which [Config.CheckMachine] counts.
 	Ports string `yaml:"ports"`
+	// The protocols links may use, "tcp" and "udp" (the default: both). Only the listed
+	// protocols' sockets are bound on every port of the range, from the start: a relay whose
+	// links are all TCP saves a UDP socket per port. A link of another protocol is refused (422).
+	Protocols []string `yaml:"protocols"`
 	// The device's port a link reaches when its request names none (devicePort); 0: none, every
 	// request must name one (422 otherwise).
 	DevicePort int `yaml:"device_port"`
@@ -42,6 +47,39 @@ const (
 
 // Enabled reports whether device links are on (listen is set).
 func (d *DeviceLink) Enabled() bool { return d.Listen != "" }
+
+// Link protocols, as devicelink.protocols names them.
+const (
+	LinkTCP = "tcp"
+	LinkUDP = "udp"
+)
+
+// Allows reports whether links of protocol (LinkTCP or LinkUDP) are on: protocols lists it,
+// or is empty (both).
+func (d *DeviceLink) Allows(protocol string) bool {
+	return len(d.Protocols) == 0 || slices.Contains(d.Protocols, protocol)
+}
+
+// Files one port of devicelink.ports may hold open, by protocol: a TCP port its listener and a
+// link's two sockets (client and device), a UDP port its socket (the client side) and a link's
+// device socket.
+const (
+	LinkFilesPerTCPPort = 3
+	LinkFilesPerUDPPort = 2
+)
+
+// FilesPerPort is what one port of the range may hold open with the protocols on: 5 with both
+// (the default), 3 with tcp only, 2 with udp only.
+func (d *DeviceLink) FilesPerPort() int {
+	n := 0
+	if d.Allows(LinkTCP) {
+		n += LinkFilesPerTCPPort
+	}
+	if d.Allows(LinkUDP) {
+		n += LinkFilesPerUDPPort
+	}
+	return n
+}
 
 // PortRange returns the first and last port of Ports; err says what is wrong with it.
 func (d *DeviceLink) PortRange() (first, last uint16, err error) {
@@ -129,6 +167,21 @@ func (c *Config) validateLinks(p *problems, others []tcpListener) {
 	if d.DevicePort < 0 || d.DevicePort > 65535 {
 		p.add("devicelink.device_port", "must be 0 (none) or a port from 1 to 65535, got %d", d.DevicePort)
 	}
+	if d.Protocols != nil && len(d.Protocols) == 0 {
+		p.add("devicelink.protocols", "name at least one protocol: tcp, udp or both")
+	}
+	seen := map[string]int{}
+	for i, proto := range d.Protocols {
+		path := fmt.Sprintf("devicelink.protocols[%d]", i)
+		switch first, dup := seen[proto]; {
+		case proto != LinkTCP && proto != LinkUDP:
+			p.add(path, "want tcp or udp, got %q", proto)
+		case dup:
+			p.add(path, "%s is listed twice (first as devicelink.protocols[%d])", proto, first)
+		default:
+			seen[proto] = i
+		}
+	}
 	nonNegative(p, "devicelink.timeout", d.Timeout)
 	if d.Buffer < MinLinkBuffer || d.Buffer > MaxLinkBuffer {
 		p.add("devicelink.buffer", "must be between %s and %s, got %s", MinLinkBuffer, MaxLinkBuffer, sizeText(d.Buffer))
@@ -157,7 +210,7 @@ func (c *Config) validateLinks(p *problems, others []tcpListener) {
 					p.add(path+".listen", "uses the same TCP address as %s (%s)", o.path, o.addr)
 				}
 			}
-			if n, _ := strconv.Atoi(port); d.Listen != "" && err == nil && n >= int(first) && n <= int(last) &&
+			if n, _ := strconv.Atoi(port); d.Listen != "" && d.Allows(LinkTCP) && err == nil && n >= int(first) && n <= int(last) &&
 				hostsOverlap(net.JoinHostPort(strings.Trim(d.Listen, "[]"), port), cn.Listen) {
 				p.add(path+".listen", "port %s is in devicelink.ports (%s) on the same address", port, d.Ports)
 			}

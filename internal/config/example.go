@@ -180,9 +180,13 @@ devicelink:
   # two can be separate interfaces. "" disables device links (the API answers 503).
   listen: ""
   # The ports links take on listen, one per link ("first-last", or one port). When every one
-  # holds a link, new ones are refused (503). Each port may hold 5 open files (its listeners
-  # and its links' sockets), counted with max_connections against the open-file limit.
+  # holds a link, new ones are refused (503). Each port may hold open files, counted with
+  # max_connections against the open-file limit: 3 for TCP (its listener, a link's two
+  # sockets), 2 for UDP (its socket, a link's device socket); 5 with both.
   ports: 40000-40999
+  # The protocols links may use: tcp, udp or both. Only theirs are bound on every port from the
+  # start; a link of another protocol is refused (422). [tcp] saves a UDP socket per port.
+  protocols: [tcp, udp]
   # The device's port a link reaches when the request names none; 0: every request must.
   device_port: 0
   # A UDP link is closed after this long without a datagram either way when the request gives

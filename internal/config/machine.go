@@ -38,8 +38,8 @@ func (c *Config) EventLoops(m Machine) int {
 // OwnFiles estimates the files the relay holds open besides device connections: [StoreFiles],
 // two per event loop of each native listener (its epoll and event descriptors), for each
 // enabled route its concurrency (one connection per request in flight) plus one (a token
-// request or an idle connection), and with device links on, [LinkFilesPerPort] per port of
-// devicelink.ports.
+// request or an idle connection), and with device links on, [DeviceLink.FilesPerPort] per port
+// of devicelink.ports.
 func (c *Config) OwnFiles(m Machine) int {
 	n := StoreFiles
 	loops := c.EventLoops(m)
@@ -59,11 +59,6 @@ func (c *Config) OwnFiles(m Machine) int {
 	return n + c.linkFiles()
 }
 
-// LinkFilesPerPort is what one port of devicelink.ports may hold open: its TCP and UDP
-// listeners, and at full use a TCP link's two sockets (client and device) and a UDP link's
-// device socket.
-const LinkFilesPerPort = 5
-
 // linkFiles is the files device links may hold at most (0 when they are off).
 func (c *Config) linkFiles() int {
 	if !c.DeviceLink.Enabled() {
@@ -73,7 +68,7 @@ func (c *Config) linkFiles() int {
 	if err != nil {
 		return 0
 	}
-	return LinkFilesPerPort * (int(last) - int(first) + 1)
+	return c.DeviceLink.FilesPerPort() * (int(last) - int(first) + 1)
 }
 
 // CheckMachine compares c, which should have passed [Config.Validate], with the machine it is to

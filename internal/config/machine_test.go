@@ -65,6 +65,18 @@ func TestCheckMachine(t *testing.T) {
 	// sockets, a UDP link's one), 1,000 ports by default: 264 + 5,000.
 	links := func(c *config.Config) { c.DeviceLink.Listen = "10.0.0.1"; c.Devices.MaxConnections = 15000 }
 	f(links, two, []string{"devices.max_connections: 15000 leaves 5000 of the open-file limit 20000|need about 5264|at most 14736"}, nil)
+	// TCP links only: 3 files per port (the listener, a link's two sockets): 264 + 3,000.
+	tcpLinks := func(c *config.Config) {
+		links(c)
+		c.DeviceLink.Protocols, c.Devices.MaxConnections = []string{config.LinkTCP}, 17000
+	}
+	f(tcpLinks, two, []string{"devices.max_connections: 17000 leaves 3000 of the open-file limit 20000|need about 3264|at most 16736"}, nil)
+	// UDP links only: 2 (the port's socket, a link's device socket): 264 + 2,000.
+	udpLinks := func(c *config.Config) {
+		links(c)
+		c.DeviceLink.Protocols, c.Devices.MaxConnections = []string{config.LinkUDP}, 18000
+	}
+	f(udpLinks, two, []string{"devices.max_connections: 18000 leaves 2000 of the open-file limit 20000|need about 2264|at most 17736"}, nil)
 	// A tiny limit that the relay's own files exceed: at most 0.
 	f(conns(100), config.Machine{CPUs: 2, OpenFiles: 200}, []string{"devices.max_connections: 100 leaves 100 of the open-file limit 200|at most 0"}, nil)
 	// Both at once, with routes counted: each enabled route adds concurrency + 1; the loops

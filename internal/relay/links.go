@@ -44,7 +44,7 @@ func (r *Relay) buildLinks() error {
 		return fmt.Errorf("devicelink.ports: %w", err)
 	}
 	lc := link.Config{Listen: addr, PortFirst: first, PortLast: last, Buffer: int(d.Buffer),
-		EventLoops: r.cfg.Devices.EventLoops, Logger: r.log}
+		EventLoops: r.cfg.Devices.EventLoops, Logger: r.log, Protocols: d.Protocols}
 	if r.viaListener() {
 		lc.Device = link.DeviceListener{Sender: r.net.UDPSender, Locate: r.lastUDPSource}
 	}
@@ -89,7 +89,7 @@ func (r *Relay) watchLinks(m linkManager) {
 func (r *Relay) linkOptions() api.LinkOptions {
 	d := &r.cfg.DeviceLink
 	return api.LinkOptions{DevicePort: uint16(d.DevicePort), Timeout: time.Duration(d.Timeout), NewCipher: newLinkCipher,
-		ViaListener: r.viaListener()}
+		ViaListener: r.viaListener(), Protocols: d.Protocols}
 }
 
 // newLinkCipher is the client leg's AES-256-CTR of one link (netio/link/ENCRYPTION.md).

@@ -20,8 +20,12 @@ type Config struct {
 	// devices'.
 	Listen netip.Addr
 	// PortFirst and PortLast bound the ports links take (devicelink.ports "40000-40999"), both
-	// included. Every TCP port of the range is listened on from Start.
+	// included. Every port of the range is bound from Start, for each protocol of Protocols.
 	PortFirst, PortLast uint16
+	// Protocols are the protocols links may use, TCP and UDP (devicelink.protocols; nil or
+	// empty: both). Only theirs are bound: TCP only holds no UDP socket, one file per port less.
+	// Open refuses a link of another protocol with ErrProtocolOff.
+	Protocols []string
 	// Buffer bounds the bytes the relay holds per direction of a link (devicelink.buffer;
 	// default 256 KiB): when the receiving side has this many waiting, the sending side is not
 	// read until it drains. The relay holds at most Buffer plus one read (256 KiB) per direction.
@@ -40,6 +44,9 @@ type Config struct {
 
 // DefaultBuffer is Config.Buffer's default.
 const DefaultBuffer = 256 << 10
+
+// ErrProtocolOff: Open was asked for a link of a protocol that Config.Protocols leaves out.
+var ErrProtocolOff = errors.New("link: protocol not enabled")
 
 // keepClosed is how many ended links List keeps showing.
 const keepClosed = 256
@@ -72,6 +79,14 @@ func NewManager(cfg Config) (*Manager, error) {
 	if cfg.PortFirst == 0 || cfg.PortLast < cfg.PortFirst {
 		return nil, fmt.Errorf("link: port range %d-%d is empty", cfg.PortFirst, cfg.PortLast)
 	}
+	if len(cfg.Protocols) == 0 {
+		cfg.Protocols = []string{TCP, UDP}
+	}
+	for _, p := range cfg.Protocols {
+		if p != TCP && p != UDP {
+			return nil, fmt.Errorf("link: protocol %q: want tcp or udp", p)
+		}
+	}
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = DefaultBuffer
 	}
@@ -91,17 +106,21 @@ func NewManager(cfg Config) (*Manager, error) {
 		ports:  map[string]map[uint16]*entry{TCP: {}, UDP: {}},
 		cursor: map[string]uint16{TCP: cfg.PortFirst, UDP: cfg.PortFirst},
 	}
-	m.tcp = newTCPCarrier(cfg, m.log)
-	m.udp = newUDP(cfg.Listen, cfg.PortFirst, cfg.PortLast, m.log)
-	m.udp.dl = cfg.Device
-	m.carriers = map[string]carrier{
-		TCP: m.tcp,
-		UDP: m.udp,
+	m.carriers = make(map[string]carrier, 2)
+	if slices.Contains(cfg.Protocols, TCP) {
+		m.tcp = newTCPCarrier(cfg, m.log)
+		m.carriers[TCP] = m.tcp
+	}
+	if slices.Contains(cfg.Protocols, UDP) {
+		m.udp = newUDP(cfg.Listen, cfg.PortFirst, cfg.PortLast, m.log)
+		m.udp.dl = cfg.Device
+		m.carriers[UDP] = m.udp
 	}
 	return m, nil
 }
 
-// Start binds every port of the range and starts the engines. It returns once they accept.
+// Start binds every port of the range for each protocol on and starts their engines. It returns
+// once they accept.
 func (m *Manager) Start(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -110,7 +129,10 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	var started []carrier
 	for _, proto := range []string{TCP, UDP} {
-		c := m.carriers[proto]
+		c, on := m.carriers[proto]
+		if !on {
+			continue
+		}
 		if err := c.start(ctx); err != nil {
 			for _, c2 := range started {
 				_ = c2.stop(ctx)
@@ -125,11 +147,15 @@ func (m *Manager) Start(ctx context.Context) error {
 
 // Open creates a link as s asks (s.Device, s.Protocol and s.DeviceAddr set; the config's
 // defaults applied) on a free port of the range, with a new token. It fails with
-// ErrPortsExhausted when every port holds a link, and ErrClosed once Stop began.
+// ErrPortsExhausted when every port holds a link, ErrProtocolOff when s.Protocol is not one of
+// Config.Protocols, and ErrClosed once Stop began.
 func (m *Manager) Open(_ context.Context, s Spec) (Info, error) {
+	if s.Protocol != TCP && s.Protocol != UDP {
+		return Info{}, fmt.Errorf("link: protocol %q: want tcp or udp", s.Protocol)
+	}
 	c, ok := m.carriers[s.Protocol]
 	if !ok {
-		return Info{}, fmt.Errorf("link: protocol %q: want tcp or udp", s.Protocol)
+		return Info{}, fmt.Errorf("%s links (protocols %v): %w", s.Protocol, m.cfg.Protocols, ErrProtocolOff)
 	}
 	if !s.DeviceAddr.IsValid() {
 		return Info{}, errors.New("link: device address missing")
@@ -262,8 +288,11 @@ func (m *Manager) CloseDevice(device string) {
 // unmapped) and is not a native frame, when a link via the listener carries src: it forwards
 // it to the link's client and reports true. Otherwise it reports false (the listener drops the
 // datagram). It is the listener's tap (netio.UDPTap): it must be called on the listener's event
-// loop, never blocks, and does not keep b.
+// loop, never blocks, and does not keep b. Without UDP links it reports false.
 func (m *Manager) DeviceDatagram(src netip.AddrPort, b []byte) bool {
+	if m.udp == nil {
+		return false
+	}
 	return m.udp.fromListener(src, b)
 }
 

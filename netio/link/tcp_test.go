@@ -30,28 +30,7 @@ var loopback = netip.MustParseAddr("127.0.0.1")
 // while a port is taken.
 func startManager(t testing.TB, n int, buffer int) *Manager {
 	t.Helper()
-	var last error
-	for range 30 {
-		first := uint16(20000 + rand.IntN(39000))
-		m, err := NewManager(Config{Listen: loopback, PortFirst: first, PortLast: first + uint16(n) - 1, Buffer: buffer,
-			EventLoops: 2, DialTimeout: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if last = m.Start(context.Background()); last == nil {
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if err := m.Stop(ctx); err != nil {
-					t.Errorf("Stop: %v", err)
-				}
-			})
-			return m
-		}
-		_ = m.Stop(context.Background())
-	}
-	t.Fatalf("no free port range: %v", last)
-	return nil
+	return startManagerWith(t, n, func(c *Config) { c.Buffer = buffer })
 }
 
 // device is a device stand-in: it listens on loopback and hands over the connections it accepts.
