@@ -63,35 +63,19 @@ func (s *ndjsonServer) start(addr string) error {
 
 func (s *ndjsonServer) accept() {
 	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if held, ok := s.warn.Allow(); ok {
-				s.srv.log.Warn("ndjson accept", "err", err, "errors_since_last_log", held)
-			}
-			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
-			continue
-		}
-		remote := addrPort(c.RemoteAddr())
-		if s.srv.admit(remote) != admitted {
-			c.Close() // NDJSON has no way to say why
-			continue
-		}
+	s.srv.acceptAdmitted(s.ln, "ndjson", &s.warn, func(c net.Conn, remote netip.AddrPort) {
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			c.Close()
 			s.srv.release(remote)
-			continue
+			return
 		}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serve(c)
-	}
+	})
 }
 
 // Read buffer sizes: a connection starts small and doubles its buffer whenever a read fills it,

@@ -246,27 +246,11 @@ func (s *tlsServer) start(addr string) error {
 	return nil
 }
 
+// accept admits connections; a refused one is closed before its handshake: refusing costs no
+// handshake, and nothing can be said to the device before one (so no ERROR 503).
 func (s *tlsServer) accept() {
 	defer s.wg.Done()
-	for {
-		raw, err := s.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if held, ok := s.warn.Allow(); ok {
-				s.srv.log.Warn("tls accept", "err", err, "errors_since_last_log", held)
-			}
-			time.Sleep(50 * time.Millisecond) // e.g. out of file descriptors: do not spin
-			continue
-		}
-		remote := addrPort(raw.RemoteAddr())
-		// A refused connection is closed before its handshake: refusing costs no handshake,
-		// and nothing can be said to the device before one (so no ERROR 503).
-		if s.srv.admit(remote) != admitted {
-			raw.Close()
-			continue
-		}
+	s.srv.acceptAdmitted(s.ln, "tls", &s.warn, func(raw net.Conn, remote netip.AddrPort) {
 		c := &tlsConn{s: s, raw: raw, tc: tls.Server(raw, s.cfg)}
 		c.core = s.newCore(c, remote, time.Now().UnixNano())
 		c.b = c.core.base()
@@ -275,13 +259,13 @@ func (s *tlsServer) accept() {
 			s.mu.Unlock()
 			raw.Close()
 			s.srv.release(remote)
-			continue
+			return
 		}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
 		go s.serve(c)
-	}
+	})
 }
 
 // serve runs one connection's handshake (within HelloTimeout of the accept) and, once it

@@ -692,6 +692,22 @@ func TestControlStoredRoutesAfterRestart(t *testing.T) {
 	}
 }
 
+// rightsKeys makes the accounts of a rights table, acme and other, and returns three keys: acme's
+// dealer key (held), other's dealer key, and none, a key of acme named name holding only rights.
+func rightsKeys(t *testing.T, boot *apiClient, name string, rights ...string) (held, other, none string) {
+	t.Helper()
+	key := func(body map[string]any) string {
+		t.Helper()
+		return boot.must(http.StatusCreated, "POST", "/api/v1/keys", body)["key"].(string)
+	}
+	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "acme", "name": "Acme"})
+	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "other", "name": "Other"})
+	held = key(map[string]any{"name": "acme dealer", "account": "acme", "preset": "dealer"})
+	other = key(map[string]any{"name": "other dealer", "account": "other", "preset": "dealer"})
+	none = key(map[string]any{"name": name, "account": "acme", "rights": rights})
+	return held, other, none
+}
+
 // The rights table of the routes and devices endpoints: no key → 401; a key of another account
 // holding the right → 404 (its lists are empty; a route it would create in this account → 422
 // at /account); a key of the account without the right → 403; the account's dealer key → 2xx.
@@ -699,15 +715,7 @@ func TestControlRights(t *testing.T) {
 	cfg := testConfig(t, nil)
 	r := startRelay(t, cfg)
 	boot := newAPI(t, r, bootstrapKey(t, cfg))
-	key := func(body map[string]any) string {
-		t.Helper()
-		return boot.must(http.StatusCreated, "POST", "/api/v1/keys", body)["key"].(string)
-	}
-	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "acme", "name": "Acme"})
-	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "other", "name": "Other"})
-	held := key(map[string]any{"name": "acme dealer", "account": "acme", "preset": "dealer"})
-	other := key(map[string]any{"name": "other dealer", "account": "other", "preset": "dealer"})
-	none := key(map[string]any{"name": "acme commands", "account": "acme", "rights": []string{"commands:*", "deadLetters:read"}})
+	held, other, none := rightsKeys(t, boot, "acme commands", "commands:*", "deadLetters:read")
 	acme := boot.as(held)
 	acme.must(http.StatusCreated, "POST", "/api/v1/routes", map[string]any{"name": "r-acme", "url": "https://example.com/a"})
 	acme.must(http.StatusCreated, "PUT", "/api/v1/devices/d-acme", map[string]any{"tags": []string{"t"}})

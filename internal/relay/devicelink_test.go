@@ -89,15 +89,7 @@ func TestDeviceLinkDisabled(t *testing.T) {
 	cfg := testConfig(t, nil)
 	r := startRelay(t, cfg)
 	boot := newAPI(t, r, bootstrapKey(t, cfg))
-	key := func(body map[string]any) string {
-		t.Helper()
-		return boot.must(http.StatusCreated, "POST", "/api/v1/keys", body)["key"].(string)
-	}
-	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "acme", "name": "Acme"})
-	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "other", "name": "Other"})
-	held := key(map[string]any{"name": "acme dealer", "account": "acme", "preset": "dealer"})
-	other := key(map[string]any{"name": "other dealer", "account": "other", "preset": "dealer"})
-	none := key(map[string]any{"name": "acme devices", "account": "acme", "rights": []string{"devices:*"}})
+	held, other, none := rightsKeys(t, boot, "acme devices", "devices:*")
 	boot.as(held).must(http.StatusCreated, "PUT", "/api/v1/devices/d-acme", map[string]any{})
 
 	body := map[string]any{"protocol": "tcp", "devicePort": 7000}
@@ -257,6 +249,19 @@ func accept(t *testing.T, l net.Listener) net.Conn {
 	}
 }
 
+// relayed writes msg on from and fails t unless who, reading on to, gets it whole within 10 s.
+func relayed(t *testing.T, from, to net.Conn, who, msg string) {
+	t.Helper()
+	if _, err := from.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	_ = to.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(to, got); err != nil || string(got) != msg {
+		t.Fatalf("%s read %q, %v; want %s", who, got, err, msg)
+	}
+}
+
 // closedByPeer reports nil once c's peer has closed it (a read answers EOF or a reset).
 func closedByPeer(c net.Conn) error {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -412,15 +417,7 @@ func TestDeviceLinkTCPEndToEnd(t *testing.T) {
 // Every port in use answers 503; a device never connected 404.
 func TestDeviceLinkRights(t *testing.T) {
 	r, boot, _ := linkRelay(t, 2)
-	key := func(body map[string]any) string {
-		t.Helper()
-		return boot.must(http.StatusCreated, "POST", "/api/v1/keys", body)["key"].(string)
-	}
-	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "acme", "name": "Acme"})
-	boot.must(http.StatusCreated, "POST", "/api/v1/accounts", map[string]any{"id": "other", "name": "Other"})
-	held := key(map[string]any{"name": "acme dealer", "account": "acme", "preset": "dealer"})
-	other := key(map[string]any{"name": "other dealer", "account": "other", "preset": "dealer"})
-	none := key(map[string]any{"name": "acme devices", "account": "acme", "rights": []string{"devices:*", "deviceLink:read"}})
+	held, other, none := rightsKeys(t, boot, "acme devices", "devices:*", "deviceLink:read")
 	acme := boot.as(held)
 	acme.must(http.StatusCreated, "PUT", "/api/v1/devices/d-acme", map[string]any{})
 	acme.must(http.StatusCreated, "PUT", "/api/v1/devices/d-quiet", map[string]any{})
@@ -662,14 +659,7 @@ func TestDeviceLinkShutdownLeavesNoGoroutines(t *testing.T) {
 	}
 	defer client.Close()
 	dev := accept(t, svc)
-	if _, err := client.Write([]byte("ping")); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, 4)
-	_ = dev.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(dev, got); err != nil || string(got) != "ping" {
-		t.Fatalf("the device read %q, %v; want ping", got, err)
-	}
+	relayed(t, client, dev, "the device", "ping")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -711,14 +701,7 @@ func TestDeviceLinkTCPPinned(t *testing.T) {
 	}
 	defer client.Close()
 	dev := accept(t, svc)
-	if _, err := dev.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	got := make([]byte, 5)
-	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadFull(client, got); err != nil || string(got) != "hello" {
-		t.Fatalf("the pinned client read %q, %v; want hello", got, err)
-	}
+	relayed(t, dev, client, "the pinned client", "hello")
 }
 
 // The devicelink section's defaults fill what a request leaves out: device_port for every

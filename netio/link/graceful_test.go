@@ -146,9 +146,7 @@ func TestGracefulEndDeliversEveryByte(t *testing.T) {
 	}
 	d := newDeviceOn(t, &net.ListenConfig{Control: small})
 	open := func(t *testing.T) (Info, net.Conn, net.Conn) {
-		in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-		client := dialLink(t, in, &net.Dialer{Control: small})
-		dev := d.accept(t)
+		in, client, dev := pairLink(t, m, d, &net.Dialer{Control: small})
 		roundTrip(t, client, dev) // 5 bytes each way
 		return in, client, dev
 	}
@@ -244,9 +242,7 @@ func TestStopEndsLinkGnetLetGo(t *testing.T) {
 		return errors.Join(err, serr)
 	}
 	d := newDeviceOn(t, &net.ListenConfig{Control: small})
-	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-	client := dialLink(t, in, &net.Dialer{Control: small})
-	dev := d.accept(t)
+	in, client, dev := pairLink(t, m, d, &net.Dialer{Control: small})
 	roundTrip(t, client, dev)
 	fillAndEnd(t, m, in, dev, true, 7)
 	if err := client.(*net.TCPConn).CloseWrite(); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/netio/link/linkcrypt"
 )
 
@@ -118,17 +119,29 @@ func dialLink(t testing.TB, in Info, d *net.Dialer) net.Conn {
 // checkFor polls fn until it returns nil, failing with its last error after timeout.
 func checkFor(t testing.TB, timeout time.Duration, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
+	checkfor.Check(t, timeout, 5*time.Millisecond, fn)
+}
+
+// pairLink opens a link to d, dials it (with dialer; nil for a plain one) and returns the link
+// with both ends: the client's connection and the device's.
+func pairLink(t testing.TB, m *Manager, d *device, dialer *net.Dialer) (in Info, client, dev net.Conn) {
+	t.Helper()
+	in = openLink(t, m, Spec{DeviceAddr: d.addr()})
+	client = dialLink(t, in, dialer)
+	return in, client, d.accept(t)
+}
+
+// waitClosed waits until the links of tokens are all closed; why says when, in the failure.
+func waitClosed(t testing.TB, m *Manager, why string, tokens ...string) {
+	t.Helper()
+	checkFor(t, 10*time.Second, func() error {
+		for _, tok := range tokens {
+			if s := linkState(m, tok).State; s != StateClosed {
+				return fmt.Errorf("%s: link %s, want closed", why, s)
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func linkState(m *Manager, token string) Info {
@@ -324,9 +337,7 @@ func TestLinkEncryptsClientLeg(t *testing.T) {
 func TestCloseEndsBothSockets(t *testing.T) {
 	m := startManager(t, 4, 0)
 	d := newDevice(t)
-	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-	client := dialLink(t, in, nil)
-	dev := d.accept(t)
+	in, client, dev := pairLink(t, m, d, nil)
 	roundTrip(t, client, dev)
 	if err := m.Close(in.Token); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -386,9 +397,7 @@ func expectRefused(t *testing.T, c net.Conn) {
 func TestSecondClientRefused(t *testing.T) {
 	m := startManager(t, 4, 0)
 	d := newDevice(t)
-	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-	client := dialLink(t, in, nil)
-	dev := d.accept(t)
+	in, client, dev := pairLink(t, m, d, nil)
 	roundTrip(t, client, dev)
 	second := dialLink(t, in, nil)
 	expectRefused(t, second)
@@ -430,9 +439,7 @@ func TestHalfClosePropagates(t *testing.T) {
 	d := newDevice(t)
 	for _, first := range []string{"client", "device"} {
 		t.Run(first+" ends first", func(t *testing.T) {
-			in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-			client := dialLink(t, in, nil)
-			dev := d.accept(t)
+			in, client, dev := pairLink(t, m, d, nil)
 			a, b := client, dev
 			if first == "device" {
 				a, b = dev, client
@@ -460,12 +467,7 @@ func TestHalfClosePropagates(t *testing.T) {
 			if err != nil || string(got) != "response after the FIN" {
 				t.Fatalf("read %q, %v; want the response then EOF", got, err)
 			}
-			checkFor(t, 10*time.Second, func() error {
-				if s := linkState(m, in.Token).State; s != StateClosed {
-					return fmt.Errorf("both sides ended, link %s, want closed", s)
-				}
-				return nil
-			})
+			waitClosed(t, m, "both sides ended", in.Token)
 		})
 	}
 }
@@ -477,9 +479,7 @@ func TestSlowClientBounded(t *testing.T) {
 	const size = 32 << 20
 	m := startManager(t, 4, buffer)
 	d := newDevice(t)
-	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-	client := dialLink(t, in, nil)
-	dev := d.accept(t)
+	in, client, dev := pairLink(t, m, d, nil)
 	sent := make(chan sum, 1)
 	go func() {
 		h, err := stream(dev, 3, size)
@@ -565,20 +565,13 @@ func TestDeviceUnreachable(t *testing.T) {
 	if f, r := m.tcp.st.dialFailures.Load(), m.tcp.st.unrch.Load(); f != 1 || r != 1 {
 		t.Errorf("dial failures %d, refused unreachable %d; want 1 each", f, r)
 	}
-	checkFor(t, 10*time.Second, func() error {
-		if s := linkState(m, in.Token).State; s != StateClosed {
-			return fmt.Errorf("link %s, want closed", s)
-		}
-		return nil
-	})
+	waitClosed(t, m, "device unreachable", in.Token)
 }
 
 func TestCloseDevice(t *testing.T) {
 	m := startManager(t, 4, 0)
 	d := newDevice(t)
-	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-	client := dialLink(t, in, nil)
-	dev := d.accept(t)
+	in, client, dev := pairLink(t, m, d, nil)
 	roundTrip(t, client, dev)
 	waiting := openLink(t, m, Spec{DeviceAddr: d.addr()})
 	m.CloseDevice("OTHER")
@@ -590,22 +583,13 @@ func TestCloseDevice(t *testing.T) {
 	if _, err := client.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("client Read after the device's deletion = %v, want EOF", err)
 	}
-	checkFor(t, 10*time.Second, func() error {
-		for _, tok := range []string{in.Token, waiting.Token} {
-			if s := linkState(m, tok).State; s != StateClosed {
-				return fmt.Errorf("link %s after the device's deletion, want closed", s)
-			}
-		}
-		return nil
-	})
+	waitClosed(t, m, "after the device's deletion", in.Token, waiting.Token)
 }
 
 func TestStopEndsLinks(t *testing.T) {
 	m := startManager(t, 4, 0)
 	d := newDevice(t)
-	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-	client := dialLink(t, in, nil)
-	dev := d.accept(t)
+	in, client, dev := pairLink(t, m, d, nil)
 	roundTrip(t, client, dev)
 	waiting := openLink(t, m, Spec{DeviceAddr: d.addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -632,9 +616,7 @@ func TestStopEndsLinks(t *testing.T) {
 func TestCollectors(t *testing.T) {
 	m := startManager(t, 4, 0)
 	d := newDevice(t)
-	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
-	client := dialLink(t, in, nil)
-	dev := d.accept(t)
+	in, client, dev := pairLink(t, m, d, nil)
 	roundTrip(t, client, dev)
 	expectRefused(t, dialLink(t, in, nil))
 	reg := prometheus.NewRegistry()
