@@ -199,13 +199,8 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		}, o.FirstSeq)
 	}
 
-	start := time.Now()
-	rep.Start = start
-	sendUntil := start.Add(o.RampUp + o.Duration)
-	runCtx, cancel := context.WithDeadline(ctx, sendUntil)
-	defer cancel()
-	stopWatch := stopOn(runCtx, o.Stop, cancel)
-	defer stopWatch()
+	start, sendUntil, runCtx, closeWindow := o.sendWindow(ctx, rep)
+	defer closeWindow()
 
 	var wg sync.WaitGroup
 	var connected atomic.Int64
@@ -213,11 +208,8 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if o.RampUp > 0 {
-				at := start.Add(time.Duration(float64(o.RampUp) * float64(i) / float64(len(devs))))
-				if !sleepUntil(runCtx, at) {
-					return
-				}
+			if !o.rampWait(runCtx, start, i, len(devs)) {
+				return
 			}
 			if err := connectRetry(runCtx, d); err != nil {
 				r.errors.Add(1)
@@ -240,7 +232,7 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if o.RampUp > 0 && !sleepUntil(runCtx, start.Add(time.Duration(float64(o.RampUp)*float64(i)/float64(len(udps))))) {
+			if !o.rampWait(runCtx, start, i, len(udps)) {
 				return
 			}
 			if connected.Add(1) == int64(o.Devices) && o.OnConnected != nil {
@@ -306,6 +298,23 @@ func Run(ctx context.Context, o RunOptions) (*RunReport, error) {
 		return rep, err
 	}
 	return rep, nil
+}
+
+// sendWindow opens the run's send window now (rep.Start): runCtx ends at until, after the
+// ramp-up and the duration, or once o.Stop is closed; end, deferred, releases it.
+func (o *RunOptions) sendWindow(ctx context.Context, rep *RunReport) (start, until time.Time, runCtx context.Context, end func()) {
+	start = time.Now()
+	rep.Start = start
+	until = start.Add(o.RampUp + o.Duration)
+	runCtx, cancel := context.WithDeadline(ctx, until)
+	stopWatch := stopOn(runCtx, o.Stop, cancel)
+	return start, until, runCtx, func() { stopWatch(); cancel() }
+}
+
+// rampWait waits for the turn of starter i of n: the ramp-up spreads the starts evenly over
+// o.RampUp from start. It reports false if ctx ended first.
+func (o *RunOptions) rampWait(ctx context.Context, start time.Time, i, n int) bool {
+	return o.RampUp <= 0 || sleepUntil(ctx, start.Add(time.Duration(float64(o.RampUp)*float64(i)/float64(n))))
 }
 
 // stopOn cancels ctx's cancel when stop is closed; the returned func ends the watch and waits
@@ -424,7 +433,7 @@ func runNDJSON(ctx context.Context, o RunOptions, rep *RunReport) (*RunReport, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if o.RampUp > 0 && !sleepUntil(runCtx, start.Add(time.Duration(float64(o.RampUp)*float64(c)/float64(conns)))) {
+			if !o.rampWait(runCtx, start, c, conns) {
 				return
 			}
 			cl, err := DialNDJSON(o.NDJSONAddr)

@@ -105,13 +105,8 @@ func runTeltonika(ctx context.Context, o RunOptions, rep *RunReport) (*RunReport
 	}()
 	rep.FirstSeq, rep.Records = o.FirstSeq, 1
 
-	start := time.Now()
-	rep.Start = start
-	sendUntil := start.Add(o.RampUp + o.Duration)
-	runCtx, cancel := context.WithDeadline(ctx, sendUntil)
-	defer cancel()
-	stopWatch := stopOn(runCtx, o.Stop, cancel)
-	defer stopWatch()
+	start, sendUntil, runCtx, closeWindow := o.sendWindow(ctx, rep)
+	defer closeWindow()
 	drainCtx, cancelDrain := context.WithDeadline(ctx, sendUntil.Add(o.DrainTimeout))
 	defer cancelDrain()
 
@@ -121,7 +116,7 @@ func runTeltonika(ctx context.Context, o RunOptions, rep *RunReport) (*RunReport
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if o.RampUp > 0 && !sleepUntil(runCtx, start.Add(time.Duration(float64(o.RampUp)*float64(i)/float64(len(devs))))) {
+			if !o.rampWait(runCtx, start, i, len(devs)) {
 				return
 			}
 			if td, ok := d.(*TeltonikaDevice); ok {

@@ -2,16 +2,11 @@ package netio_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"runtime"
 	"strings"
@@ -21,6 +16,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
+	"github.com/fleetrelay/fleetrelay/internal/testcert"
 	"github.com/fleetrelay/fleetrelay/netio"
 )
 
@@ -28,79 +24,20 @@ import (
 // to it with crypto/tls clients over real sockets, through the same fleet Dispatcher as the
 // plain listener's tests.
 
-// testCA is a private CA for the relay's certificate and the devices'.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{cert: cert, key: key, pool: x509.NewCertPool()}
-	ca.pool.AddCert(cert)
-	return ca
-}
-
-// issue signs a certificate: for the server 127.0.0.1, or for a device with subject CN cn and
-// DNS SANs dns.
-func (ca *testCA) issue(t testing.TB, server bool, cn string, dns ...string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // startTLS runs a server whose TLS listener has a certificate from ca and, with clientCAs, asks
 // for device certificates.
-func startTLS(t *testing.T, opts netio.Options, d netio.Dispatcher, ca *testCA, clientCAs *x509.CertPool) *netio.Server {
+func startTLS(t *testing.T, opts netio.Options, d netio.Dispatcher, ca *testcert.CA, clientCAs *x509.CertPool) *netio.Server {
 	t.Helper()
-	opts.TLS = netio.TLSOptions{Addr: "127.0.0.1:0", Certificates: []tls.Certificate{ca.issue(t, true, "relay")}, ClientCAs: clientCAs}
+	opts.TLS = netio.TLSOptions{Addr: "127.0.0.1:0", Certificates: []tls.Certificate{ca.Issue(t, true, "relay")}, ClientCAs: clientCAs}
 	return start(t, opts, d)
 }
 
 // dialTLS connects to srv's TLS listener trusting ca, presenting cert when it has one, and
 // completes the handshake (a TLS 1.3 client learns of a refused certificate only at its first
 // read).
-func dialTLS(t *testing.T, srv *netio.Server, ca *testCA, cert *tls.Certificate, maxVersion uint16) *tls.Conn {
+func dialTLS(t *testing.T, srv *netio.Server, ca *testcert.CA, cert *tls.Certificate, maxVersion uint16) *tls.Conn {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1", MaxVersion: maxVersion}
+	cfg := &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1", MaxVersion: maxVersion}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
@@ -118,10 +55,10 @@ func dialTLS(t *testing.T, srv *netio.Server, ca *testCA, cert *tls.Certificate,
 // Acker, PING is answered, and it is authenticated (FirstDataTimeout spares it). Closing the
 // socket closes the session once and uncounts the connection.
 func TestTLSSession(t *testing.T) {
-	ca := newTestCA(t, "device CA")
+	ca := testcert.NewCA(t, "device CA")
 	f := newFleet(t)
-	srv := startTLS(t, netio.Options{FirstDataTimeout: 200 * time.Millisecond}, ackFleet{f}, ca, ca.pool)
-	cert := ca.issue(t, false, "TLS1", "tls1-alias.example")
+	srv := startTLS(t, netio.Options{FirstDataTimeout: 200 * time.Millisecond}, ackFleet{f}, ca, ca.Pool)
+	cert := ca.Issue(t, false, "TLS1", "tls1-alias.example")
 
 	c12 := dialTLS(t, srv, ca, &cert, tls.VersionTLS12)
 	if cs := c12.ConnectionState(); cs.Version != tls.VersionTLS12 || cs.CipherSuite != tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 {
@@ -206,9 +143,9 @@ func (f ackFleet) Open(c netio.Conn, h *native.Hello) (netio.Session, error) {
 // client of the native protocol (told so in the clear, then closed), and a client that never
 // finishes its handshake (closed at HelloTimeout). None reaches the Dispatcher.
 func TestTLSRefusals(t *testing.T) {
-	ca := newTestCA(t, "device CA")
+	ca := testcert.NewCA(t, "device CA")
 	f := newFleet(t)
-	srv := startTLS(t, netio.Options{HelloTimeout: 500 * time.Millisecond}, f, ca, ca.pool)
+	srv := startTLS(t, netio.Options{HelloTimeout: 500 * time.Millisecond}, f, ca, ca.Pool)
 
 	// No certificate: TLS 1.3 lets the client finish first; its first read gets the alert.
 	noCert := dialTLS(t, srv, ca, nil, 0)
@@ -218,8 +155,8 @@ func TestTLSRefusals(t *testing.T) {
 	}
 	// A certificate of another CA (sent although the server names its CA: Go's client would
 	// send none): the TLS 1.2 handshake itself fails.
-	other := newTestCA(t, "other CA").issue(t, false, "EVIL")
-	if c, err := tls.Dial("tcp", srv.TLSAddr().String(), &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1",
+	other := testcert.NewCA(t, "other CA").Issue(t, false, "EVIL")
+	if c, err := tls.Dial("tcp", srv.TLSAddr().String(), &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1",
 		MaxVersion: tls.VersionTLS12, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return &other, nil
 		}}); err == nil {
@@ -227,7 +164,7 @@ func TestTLSRefusals(t *testing.T) {
 		t.Fatal("a certificate of another CA was accepted")
 	}
 	// A certificate for A2, a HELLO as B2.
-	cert := ca.issue(t, false, "A2")
+	cert := ca.Issue(t, false, "A2")
 	impostor := dialTLS(t, srv, ca, &cert, 0)
 	write(t, impostor, native.AppendHello(nil, &native.Hello{Serial: "B2"}))
 	expectError(t, impostor, native.CodeUnauthorized, "another device than the certificate")
@@ -267,7 +204,7 @@ func isAlert(err error) bool {
 // Without a client CA the listener asks for no certificate: any device is admitted by its
 // HELLO alone, and is not authenticated (FirstDataTimeout applies).
 func TestTLSWithoutClientCA(t *testing.T) {
-	ca := newTestCA(t, "relay CA")
+	ca := testcert.NewCA(t, "relay CA")
 	f := newFleet(t)
 	srv := startTLS(t, netio.Options{FirstDataTimeout: 200 * time.Millisecond}, f, ca, nil)
 	c := dialTLS(t, srv, ca, nil, 0)
@@ -282,10 +219,10 @@ func TestTLSWithoutClientCA(t *testing.T) {
 // and no goroutine left behind after many connections, TLS ones and plain clients on the TLS
 // port: each connection's goroutines end with it, with the server still running.
 func TestTLSConnsAndGoroutines(t *testing.T) {
-	ca := newTestCA(t, "device CA")
+	ca := testcert.NewCA(t, "device CA")
 	f := newFleet(t)
-	srv := startTLS(t, netio.Options{MaxConns: 3}, f, ca, ca.pool)
-	cert := ca.issue(t, false, "G")
+	srv := startTLS(t, netio.Options{MaxConns: 3}, f, ca, ca.Pool)
+	cert := ca.Issue(t, false, "G")
 
 	c := dialTLS(t, srv, ca, &cert, 0)
 	hello(t, c, "G")
@@ -310,7 +247,7 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 	hello(t, dial(t, "tcp", srv.TCPAddr().String()), "P1")
 	hello(t, dial(t, "tcp", srv.TCPAddr().String()), "P2")
 	hello(t, dialTLS(t, srv, ca, &cert, 0), "G")
-	if c, err := tls.Dial("tcp", srv.TLSAddr().String(), &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1",
+	if c, err := tls.Dial("tcp", srv.TLSAddr().String(), &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1",
 		Certificates: []tls.Certificate{cert}}); err == nil {
 		c.Close()
 		t.Fatal("a TLS connection beyond MaxConns completed its handshake")
@@ -329,7 +266,7 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 	})
 	// Many connections to a server without a cap: each one's goroutines (reader, writer) end
 	// with it.
-	srv = startTLS(t, netio.Options{}, f, ca, ca.pool)
+	srv = startTLS(t, netio.Options{}, f, ca, ca.Pool)
 
 	const n = 300
 	var wg sync.WaitGroup
@@ -349,7 +286,7 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 				_, _ = io.ReadAll(c)
 				return
 			}
-			cfg := &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}}
+			cfg := &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}}
 			c, err := tls.Dial("tcp", srv.TLSAddr().String(), cfg)
 			if err != nil {
 				t.Error(err)
@@ -378,10 +315,10 @@ func TestTLSConnsAndGoroutines(t *testing.T) {
 // Stop writes what was queued for a TLS connection before closing it (the ACKs of what was
 // stored before shutdown), closes its session, and leaves no goroutine behind (TestMain).
 func TestTLSStopFlushes(t *testing.T) {
-	ca := newTestCA(t, "device CA")
+	ca := testcert.NewCA(t, "device CA")
 	f := newFleet(t)
 	srv := netio.New(netio.Options{EventLoops: 1, TLS: netio.TLSOptions{Addr: "127.0.0.1:0",
-		Certificates: []tls.Certificate{ca.issue(t, true, "relay")}}}, f)
+		Certificates: []tls.Certificate{ca.Issue(t, true, "relay")}}}, f)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}

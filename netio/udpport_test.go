@@ -10,13 +10,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
+	"github.com/fleetrelay/fleetrelay/internal/udpport/udpporttest"
 	"github.com/fleetrelay/fleetrelay/netio"
 )
 
@@ -110,22 +110,9 @@ func TestUDPListenerOwnsItsPort(t *testing.T) {
 	}
 	refused(srv.UDPAddr().String(), "a running server's UDP port")
 
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var err error
-		if cerr := c.Control(func(fd uintptr) {
-			err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-			if err == nil {
-				err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			}
-		}); cerr != nil {
-			return cerr
-		}
-		return err
-	}}
-	engine, err := lc.ListenPacket(context.Background(), "udp4", "127.0.0.1:0")
+	engine, err := udpporttest.EngineSocket(t, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer engine.Close()
 	refused(engine.LocalAddr().String(), "held by another engine's socket")
 }

@@ -9,15 +9,12 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -27,9 +24,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"mime"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -50,6 +45,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/relay"
 	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/internal/store"
+	"github.com/fleetrelay/fleetrelay/internal/testcert"
 	"github.com/fleetrelay/fleetrelay/loadgen"
 )
 
@@ -58,81 +54,25 @@ import (
 
 // testCA is a private certificate authority: its certificate is in file (PEM), for tls.ca_file.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
+	*testcert.CA
 	dir  string
-	file string
+	file string // the CA's certificate as a PEM file, for tls.ca_file
 }
 
 func newTestCA(t testing.TB) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "fleetrelay e2e test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(90 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{cert: cert, key: key, pool: x509.NewCertPool(), dir: t.TempDir()}
-	ca.pool.AddCert(cert)
+	ca := &testCA{CA: testcert.NewCA(t, "fleetrelay e2e test CA"), dir: t.TempDir()}
 	ca.file = filepath.Join(ca.dir, "ca.pem")
-	if err := os.WriteFile(ca.file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(ca.file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return ca
 }
 
-// issue returns a certificate signed by ca: for the server 127.0.0.1, or for a TLS client.
-func (ca *testCA) issue(t testing.TB, cn string, server bool) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(60 * 24 * time.Hour), // beyond the relay's 14-day expiry warning
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // clientFiles writes a client certificate and its key as PEM files, for tls.cert_file/key_file.
 func (ca *testCA) clientFiles(t testing.TB, cn string) (certFile, keyFile string) {
 	t.Helper()
-	c := ca.issue(t, cn, false)
+	c := ca.Issue(t, false, cn)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
 	if err != nil {
 		t.Fatal(err)
@@ -155,10 +95,10 @@ func (ca *testCA) serve(t testing.TB, h http.Handler, mtls bool) *httptest.Serve
 	t.Helper()
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected in some tests
-	cfg := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "127.0.0.1", true)}, MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, true, "127.0.0.1")}, MinVersion: tls.VersionTLS12}
 	if mtls {
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-		cfg.ClientCAs = ca.pool
+		cfg.ClientCAs = ca.Pool
 	}
 	srv.TLS = cfg
 	srv.StartTLS()

@@ -44,14 +44,14 @@ func pemFiles(t testing.TB, c tls.Certificate) (certFile, keyFile string) {
 func tlsRelay(t *testing.T, ca *testCA, sinkURL string) *relay.Relay {
 	t.Helper()
 	cfg := relaytest.Config(t, sinkURL)
-	cert, key := pemFiles(t, ca.issue(t, "127.0.0.1", true))
+	cert, key := pemFiles(t, ca.Issue(t, true, "127.0.0.1"))
 	cfg.Devices.Native.TLS = config.NativeTLS{Listen: "127.0.0.1:0", Cert: cert, Key: key, ClientCA: ca.file, MinVersion: "1.2"}
 	return relaytest.Start(t, cfg)
 }
 
 // tlsDevice is a loadgen device of the relay's TLS listener presenting cert (none if nil).
 func tlsDevice(r *relay.Relay, ca *testCA, serial string, cert *tls.Certificate) *loadgen.Device {
-	cfg := &tls.Config{RootCAs: ca.pool}
+	cfg := &tls.Config{RootCAs: ca.Pool}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
@@ -70,7 +70,7 @@ func TestDeviceTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	cert := ca.issue(t, "TLSDEV1", false)
+	cert := ca.Issue(t, false, "TLSDEV1")
 	d := tlsDevice(r, ca, "TLSDEV1", &cert)
 	if err := d.Connect(ctx); err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ func TestDeviceTLS(t *testing.T) {
 func TestDeviceTLSFiles(t *testing.T) {
 	ca := newTestCA(t)
 	cfg := relaytest.Config(t, "")
-	cert, _ := pemFiles(t, ca.issue(t, "127.0.0.1", true))
+	cert, _ := pemFiles(t, ca.Issue(t, true, "127.0.0.1"))
 	notPEM := filepath.Join(t.TempDir(), "ca.txt")
 	if err := os.WriteFile(notPEM, []byte("no certificate here"), 0o600); err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestLoadgenOverTLS(t *testing.T) {
 	ca := newTestCA(t)
 	sink := relaytest.StartSink(t)
 	cfg := relaytest.Config(t, sink.URL())
-	cert, key := pemFiles(t, ca.issue(t, "127.0.0.1", true))
+	cert, key := pemFiles(t, ca.Issue(t, true, "127.0.0.1"))
 	cfg.Devices.Native.TLS = config.NativeTLS{Listen: "127.0.0.1:0", Cert: cert, Key: key, MinVersion: "1.2"}
 	r := relaytest.Start(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

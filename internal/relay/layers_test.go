@@ -21,7 +21,9 @@ var layers = []struct {
 	{"internal/throttle", nil},
 	{"internal/checkfor", nil},
 	{"internal/proxytest", nil}, // tests only: the PROXY v2 header as an end server reads it
+	{"internal/testcert", nil},  // tests only: a private CA and the certificates it signs
 	{"internal/udpport", nil},
+	{"internal/udpport/udpporttest", nil}, // tests only: another process's gnet UDP socket
 	{"internal/store", nil},
 	{"internal/deliver", nil},
 	{"internal/auth", nil},

@@ -27,17 +27,32 @@ func startProcess(t testing.TB, configPath string, waitAddr string) *relaytest.P
 	return relaytest.StartProcess(t, relayBinary(t), waitAddr, "-config", configPath)
 }
 
+// writeConfig writes the config of a crash test over native devices: their TCP listener on tcp,
+// the route "crash" to sinkURL.
 func writeConfig(t testing.TB, dir, tcp, sinkURL string) string {
+	t.Helper()
+	return writeCrashConfig(t, dir, fmt.Sprintf(`  native:
+    tcp: %s
+    udp: ""
+`, tcp), fmt.Sprintf(`    url: %s/ingest/[SERIAL]
+    batch:
+      max_messages: 500
+      max_bytes: 1MiB
+      linger: 5ms
+`, sinkURL))
+}
+
+// writeCrashConfig writes dir/fleetrelay.yaml for a relay process with its data in dir/data and
+// returns its path: devices is the devices section's body (its listeners), route the body of
+// the one route, "crash"; delivery may reach the loopback sink and retries quickly.
+func writeCrashConfig(t testing.TB, dir, devices, route string) string {
 	t.Helper()
 	path := filepath.Join(dir, "fleetrelay.yaml")
 	cfg := fmt.Sprintf(`data_dir: %s
 log:
   level: warn
 devices:
-  native:
-    tcp: %s
-    udp: ""
-admin:
+%sadmin:
   listen: ""
 delivery:
   allow_private_networks: true
@@ -46,12 +61,7 @@ delivery:
     max_backoff: 200ms
 routes:
   - name: crash
-    url: %s/ingest/[SERIAL]
-    batch:
-      max_messages: 500
-      max_bytes: 1MiB
-      linger: 5ms
-`, filepath.Join(dir, "data"), tcp, sinkURL)
+%s`, filepath.Join(dir, "data"), devices, route)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -529,32 +527,15 @@ func TestTeltonikaCrashKill9(t *testing.T) {
 	sink := newTelSink(t)
 	dir := t.TempDir()
 	tel := relaytest.FreeAddr(t)
-	path := filepath.Join(dir, "fleetrelay.yaml")
-	cfg := fmt.Sprintf(`data_dir: %s
-log:
-  level: warn
-devices:
-  native:
+	path := writeCrashConfig(t, dir, fmt.Sprintf(`  native:
     tcp: ""
     udp: ""
   teltonika:
     tcp: %s
-admin:
-  listen: ""
-delivery:
-  allow_private_networks: true
-  retry:
-    initial_backoff: 20ms
-    max_backoff: 200ms
-routes:
-  - name: crash
-    url: %s/ingest
+`, tel), fmt.Sprintf(`    url: %s/ingest
     batch:
       linger: 5ms
-`, filepath.Join(dir, "data"), tel, sink.srv.URL)
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, sink.srv.URL))
 	proc := startProcess(t, path, tel)
 
 	const trackers = 10

@@ -25,7 +25,7 @@ import (
 // under TLS 1.3).
 func telTLSDial(t *testing.T, addr string, ca *testCA, cert *tls.Certificate, imei string) (*tls.Conn, byte, error) {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: ca.pool}
+	cfg := &tls.Config{RootCAs: ca.Pool}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
@@ -78,13 +78,13 @@ func TestTeltonikaTLS(t *testing.T) {
 	sink.setStatus(http.StatusServiceUnavailable)
 	cfg := telConfig(t, sink)
 	cfg.Devices.Ack = config.AckDelivery
-	cert, key := pemFiles(t, ca.issue(t, "127.0.0.1", true))
+	cert, key := pemFiles(t, ca.Issue(t, true, "127.0.0.1"))
 	cfg.Devices.Teltonika.TLS = config.NativeTLS{Listen: "127.0.0.1:0", Cert: cert, Key: key, ClientCA: ca.file, MinVersion: "1.2"}
 	r := relaytest.Start(t, cfg)
 	addr := r.TeltonikaTLSAddr().String()
 
 	// Admitted by its certificate; answered once delivered.
-	devCert := ca.issue(t, telIMEI, false)
+	devCert := ca.Issue(t, false, telIMEI)
 	c, ok, err := telTLSDial(t, addr, ca, &devCert, telIMEI)
 	if err != nil || ok != 1 {
 		t.Fatalf("handshake with a certificate naming the IMEI: answer %d, %v; want 1", ok, err)
@@ -116,7 +116,7 @@ func TestTeltonikaTLS(t *testing.T) {
 	}
 
 	// A certificate for another IMEI: the TLS handshake succeeds, the IMEI handshake does not.
-	other := ca.issue(t, "356307042441999", false)
+	other := ca.Issue(t, false, "356307042441999")
 	c2, ok, err := telTLSDial(t, addr, ca, &other, telIMEI)
 	if err != nil || ok != 0 {
 		t.Fatalf("handshake naming another IMEI than the certificate: answer %d, %v; want 0", ok, err)
@@ -191,7 +191,7 @@ func TestTeltonikaTLSCodec12(t *testing.T) {
 	ca := newTestCA(t)
 	sink := newTelSink(t)
 	cfg := telConfig(t, sink)
-	cert, key := pemFiles(t, ca.issue(t, "127.0.0.1", true))
+	cert, key := pemFiles(t, ca.Issue(t, true, "127.0.0.1"))
 	cfg.Devices.Teltonika.TLS = config.NativeTLS{Listen: "127.0.0.1:0", Cert: cert, Key: key, MinVersion: "1.3"}
 	r := startRelay(t, cfg)
 	api := newAPI(t, r, bootstrapKey(t, cfg))

@@ -48,7 +48,7 @@ func TestTLSCost(t *testing.T) {
 		t.Skip("long: run with -tlscost 10s")
 	}
 	ca := newTestCA(t)
-	certFile, keyFile := pemFiles(t, ca.issue(t, "127.0.0.1", true))
+	certFile, keyFile := pemFiles(t, ca.Issue(t, true, "127.0.0.1"))
 	bin := relaytest.Binary(t, false)
 	const key = "tlscost-test-super-key-0123456789"
 	start := func(t *testing.T) (pid int, tcp, tlsAddr, admin string) {
@@ -92,7 +92,7 @@ func TestTLSCost(t *testing.T) {
 		m := "http://" + admin + "/metrics"
 		return int64(scrapeMetric(t, m, "go_memstats_heap_inuse_bytes")), int64(scrapeMetric(t, m, "go_memstats_stack_inuse_bytes"))
 	}
-	client := &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}
+	client := &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12}
 
 	t.Run("throughput", func(t *testing.T) {
 		pid, tcp, tlsAddr, _ := start(t)

@@ -1,39 +1,15 @@
 package udpport_test
 
 import (
-	"context"
 	"errors"
 	"net"
-	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/fleetrelay/fleetrelay/internal/udpport"
+	"github.com/fleetrelay/fleetrelay/internal/udpport/udpporttest"
 )
-
-// engineSocket binds addr as gnet binds each event loop's UDP socket (SO_REUSEADDR and
-// SO_REUSEPORT): what a relay, a loadgen floor or any gnet UDP engine of another process holds.
-func engineSocket(t *testing.T, addr string) (net.PacketConn, error) {
-	t.Helper()
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var err error
-		if cerr := c.Control(func(fd uintptr) {
-			err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-			if err == nil {
-				err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-			}
-		}); cerr != nil {
-			return cerr
-		}
-		return err
-	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
-	if err == nil {
-		t.Cleanup(func() { pc.Close() })
-	}
-	return pc, err
-}
 
 func port(t *testing.T, addr string) string {
 	t.Helper()
@@ -47,7 +23,7 @@ func port(t *testing.T, addr string) string {
 // A port another engine holds cannot be claimed: the relay refuses to start on it (as a TCP
 // listener would) instead of sharing its devices' datagrams with that engine.
 func TestClaimRefusesAHeldPort(t *testing.T) {
-	other, err := engineSocket(t, "127.0.0.1:0")
+	other, err := udpporttest.EngineSocket(t, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +59,7 @@ func TestClaimedPortTakesTheEngineOnly(t *testing.T) {
 	claimFails("claimed")
 	var loops []net.PacketConn
 	for i := range 2 { // two event loops bind the claimed port beside the claim socket
-		pc, err := engineSocket(t, bound)
+		pc, err := udpporttest.EngineSocket(t, bound)
 		if err != nil {
 			release()
 			t.Fatalf("event loop %d: bind %s beside the claim: %v", i, bound, err)
@@ -114,7 +90,7 @@ func TestClaimAvoidsPortsOthersHold(t *testing.T) {
 	const others, claims = 1000, 100
 	held := make(map[string]bool, others)
 	for range others {
-		pc, err := engineSocket(t, "127.0.0.1:0")
+		pc, err := udpporttest.EngineSocket(t, "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +106,7 @@ func TestClaimAvoidsPortsOthersHold(t *testing.T) {
 		if held[port(t, bound)] {
 			t.Fatalf("Claim(127.0.0.1:0) = %s, a port another engine holds", bound)
 		}
-		pc, err := engineSocket(t, "127.0.0.1:0")
+		pc, err := udpporttest.EngineSocket(t, "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
