@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 
 	"github.com/fleetrelay/fleetrelay/netio/link/linkcrypt"
 )
@@ -42,13 +41,10 @@ const (
 // receives: over TCP on a goroutine per connection, half-close propagated; over UDP each
 // datagram to its sender. Close stops it and waits for its goroutines.
 type LinkEcho struct {
-	o    LinkEchoOptions
-	ln   net.Listener
-	pc   net.PacketConn
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	conn map[net.Conn]struct{}
-	done bool
+	o  LinkEchoOptions
+	ln net.Listener
+	pc net.PacketConn
+	connSet
 }
 
 // StartLinkEcho listens and echoes until Close.
@@ -59,7 +55,7 @@ func StartLinkEcho(o LinkEchoOptions) (*LinkEcho, error) {
 	if o.OneWay && o.Protocol != LinkTCP {
 		return nil, errors.New("link echo: a one-way device is a TCP one")
 	}
-	e := &LinkEcho{o: o, conn: make(map[net.Conn]struct{})}
+	e := &LinkEcho{o: o}
 	var err error
 	switch o.Protocol {
 	case LinkTCP:
@@ -89,12 +85,7 @@ func (e *LinkEcho) Addr() string {
 
 // Close stops listening, closes every connection and waits for the goroutines.
 func (e *LinkEcho) Close() error {
-	e.mu.Lock()
-	e.done = true
-	for c := range e.conn {
-		_ = c.Close()
-	}
-	e.mu.Unlock()
+	e.closeAll()
 	var err error
 	if e.ln != nil {
 		err = e.ln.Close()
@@ -111,25 +102,15 @@ func (e *LinkEcho) accept() {
 		if err != nil {
 			return
 		}
-		e.mu.Lock()
-		if e.done {
-			e.mu.Unlock()
-			_ = c.Close()
+		if !e.track(c) {
 			return
 		}
-		e.conn[c] = struct{}{}
 		e.wg.Go(func() { e.echoStream(c) })
-		e.mu.Unlock()
 	}
 }
 
 func (e *LinkEcho) echoStream(c net.Conn) {
-	defer func() {
-		e.mu.Lock()
-		delete(e.conn, c)
-		e.mu.Unlock()
-		_ = c.Close()
-	}()
+	defer e.forget(c)
 	var err error
 	switch {
 	case e.o.OneWay:

@@ -24,12 +24,9 @@ type LinkProxyOptions struct {
 // gnet, without a bounded buffer, without encryption. Close stops it and waits for its
 // goroutines.
 type LinkProxy struct {
-	o    LinkProxyOptions
-	ln   net.Listener
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	conn map[net.Conn]struct{}
-	done bool
+	o  LinkProxyOptions
+	ln net.Listener
+	connSet
 }
 
 // StartLinkProxy listens on o.Addr and forwards until Close.
@@ -41,7 +38,7 @@ func StartLinkProxy(o LinkProxyOptions) (*LinkProxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("link proxy: %w", err)
 	}
-	p := &LinkProxy{o: o, ln: ln, conn: make(map[net.Conn]struct{})}
+	p := &LinkProxy{o: o, ln: ln}
 	p.wg.Go(p.accept)
 	return p, nil
 }
@@ -51,34 +48,10 @@ func (p *LinkProxy) Addr() string { return p.ln.Addr().String() }
 
 // Close stops listening, closes every connection and waits for the goroutines.
 func (p *LinkProxy) Close() error {
-	p.mu.Lock()
-	p.done = true
-	for c := range p.conn {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
+	p.closeAll()
 	err := p.ln.Close()
 	p.wg.Wait()
 	return err
-}
-
-// track adds c to the connections Close closes; false once Close began (c is then closed).
-func (p *LinkProxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.done {
-		_ = c.Close()
-		return false
-	}
-	p.conn[c] = struct{}{}
-	return true
-}
-
-func (p *LinkProxy) forget(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conn, c)
-	p.mu.Unlock()
-	_ = c.Close()
 }
 
 func (p *LinkProxy) accept() {

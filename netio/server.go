@@ -17,6 +17,7 @@ import (
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
 	"github.com/fleetrelay/fleetrelay/codec/ndjson"
+	"github.com/fleetrelay/fleetrelay/internal/netutil"
 	"github.com/fleetrelay/fleetrelay/internal/udpport"
 )
 
@@ -217,7 +218,7 @@ func (h *engineHolder) boot(eng gnet.Engine, network string) {
 	h.eng = eng
 	if fd, err := eng.Dup(); err == nil {
 		if sa, err := unix.Getsockname(fd); err == nil {
-			ap := sockaddrToAddrPort(sa)
+			ap := netutil.AddrPort(sa)
 			if network == "udp" {
 				h.addr = net.UDPAddrFromAddrPort(ap)
 			} else {
@@ -235,7 +236,7 @@ func (s *Server) run(h *engineHolder, handler gnet.EventHandler, network, addr s
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.opts.EventLoops),
 		gnet.WithReuseAddr(true),
-		gnet.WithLogger(gnetLogger{s.log}),
+		gnet.WithLogger(netutil.GnetLogger{L: s.log}),
 	}, extra...)
 	errc := make(chan error, 1)
 	s.wg.Add(1)
@@ -433,16 +434,6 @@ func (s *Server) ndjsonInflight() int64 {
 	return s.ndjson.budget.inUse()
 }
 
-func sockaddrToAddrPort(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-	}
-	return netip.AddrPort{}
-}
-
 func addrPort(a net.Addr) netip.AddrPort {
 	switch a := a.(type) {
 	case *net.TCPAddr:
@@ -452,12 +443,3 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
-
-// gnetLogger routes gnet's logs through slog.
-type gnetLogger struct{ l *slog.Logger }
-
-func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Infof(f string, a ...any)  { g.l.Info(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }

@@ -19,6 +19,7 @@ var layers = []struct {
 	// actors that know nothing of each other.
 	{"codec/...", []string{"codec/..."}},
 	{"internal/throttle", nil},
+	{"internal/netutil", nil}, // the glue between gnet and the socket packages
 	{"internal/checkfor", nil},
 	{"internal/proxytest", nil}, // tests only: the PROXY v2 header as an end server reads it
 	{"internal/testcert", nil},  // tests only: a private CA and the certificates it signs
@@ -41,9 +42,9 @@ var layers = []struct {
 	// Commands interface, the API through its Tasks).
 	{"internal/tasks", []string{"internal/store", "internal/throttle"}},
 	// The sockets, then the actors over them.
-	{"netio", []string{"codec/...", "internal/throttle", "internal/udpport"}},
+	{"netio", []string{"codec/...", "internal/netutil", "internal/throttle", "internal/udpport"}},
 	// Device links and the raw TCP connector: sockets paired on their own gnet engines.
-	{"netio/link", []string{"internal/throttle", "internal/udpport"}},
+	{"netio/link", []string{"internal/netutil", "internal/throttle", "internal/udpport"}},
 	{"actors", []string{"codec/...", "netio", "internal/store", "internal/throttle"}},
 	// What the actors call through their interfaces, and what builds it.
 	{"internal/pipeline", []string{"actors", "codec/...", "internal/auth", "internal/deliver", "internal/throttle"}},

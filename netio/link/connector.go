@@ -16,6 +16,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/fleetrelay/fleetrelay/internal/netutil"
 	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
@@ -196,7 +197,7 @@ func (c *Connector) Start(ctx context.Context) error {
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithReadBufferCap(connReadChunk),
 			gnet.WithTicker(true),
-			gnet.WithLogger(gnetLogger{c.log}),
+			gnet.WithLogger(netutil.GnetLogger{L: c.log}),
 		)
 	}()
 	select {
@@ -247,28 +248,7 @@ func (c *Connector) Stop(ctx context.Context) error {
 		return nil
 	}
 	c.stopWatcher() // before the loops go: no wake-up is sent to a loop that is gone
-	// gnet's Engine.Stop polls every 500 ms until the engine is down; signal it and wait for
-	// gnet.Run to return instead, then let the polling Stop go.
-	stopped, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopErr := make(chan error, 1)
-	go func() { stopErr <- c.eng.Stop(stopped) }()
-	var errs []error
-	select {
-	case err := <-c.runErr:
-		c.runErr <- err
-		if err != nil {
-			errs = append(errs, err)
-		}
-		c.endLeftovers()
-	case <-ctx.Done():
-		errs = append(errs, ctx.Err())
-	}
-	cancel()
-	if err := <-stopErr; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := stopEngine(ctx, c.eng, c.runErr, c.endLeftovers); err != nil {
 		return fmt.Errorf("connector %s stop: %w", c.cfg.Name, err)
 	}
 	return nil
@@ -385,7 +365,7 @@ func (h *connHandler) OnBoot(eng gnet.Engine) gnet.Action {
 	c.eng = eng
 	if fd, err := eng.Dup(); err == nil {
 		if sa, err := unix.Getsockname(fd); err == nil {
-			c.addr = net.TCPAddrFromAddrPort(connSockaddr(sa))
+			c.addr = net.TCPAddrFromAddrPort(netutil.AddrPort(sa))
 		}
 		_ = unix.Close(fd)
 	}
@@ -451,7 +431,7 @@ func (h *connHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if c.cfg.ProxyProtocol { // the first bytes the upstream gets, once it is enrolled
 		var dst netip.AddrPort
 		if sa, err := unix.Getsockname(gc.Fd()); err == nil {
-			dst = connSockaddr(sa)
+			dst = netutil.AddrPort(sa)
 		}
 		p.device.out = appendProxyV2(make([]byte, 0, proxyV2MaxLen), connAddrPort(gc.RemoteAddr()), dst)
 	}
@@ -540,16 +520,6 @@ func (h *connHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}
 	l.p.closed(l, err)
 	return gnet.None
-}
-
-func connSockaddr(sa unix.Sockaddr) netip.AddrPort {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *unix.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-	}
-	return netip.AddrPort{}
 }
 
 func connAddrPort(a net.Addr) netip.AddrPort {

@@ -3,7 +3,6 @@ package link
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/fleetrelay/fleetrelay/internal/netutil"
 	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
@@ -93,7 +93,7 @@ func (t *tcpCarrier) start(context.Context) error {
 			gnet.WithReuseAddr(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithReadBufferCap(readChunk),
-			gnet.WithLogger(gnetLogger{t.log}))
+			gnet.WithLogger(netutil.GnetLogger{L: t.log}))
 	}()
 	select {
 	case <-t.booted:
@@ -197,25 +197,7 @@ func (t *tcpCarrier) stop(ctx context.Context) error {
 	t.cancelDial()
 	t.dials.Wait()
 	t.w.stop()
-	stopped, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopErr := make(chan error, 1)
-	go func() { stopErr <- t.eng.Stop(stopped) }()
-	var errs []error
-	select {
-	case err := <-t.done:
-		if err != nil {
-			errs = append(errs, err)
-		}
-		t.endLeftovers()
-	case <-ctx.Done():
-		errs = append(errs, ctx.Err())
-	}
-	cancel()
-	if err := <-stopErr; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return stopEngine(ctx, t.eng, t.done, t.endLeftovers)
 }
 
 // endLeftovers ends the pairs the stopped engine did not: those whose sockets gnet had both
@@ -361,12 +343,3 @@ func addrPort(a net.Addr) netip.AddrPort {
 	}
 	return netip.AddrPort{}
 }
-
-// gnetLogger routes gnet's logs through slog.
-type gnetLogger struct{ l *slog.Logger }
-
-func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Infof(f string, a ...any)  { g.l.Info(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }

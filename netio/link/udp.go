@@ -14,6 +14,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/fleetrelay/fleetrelay/internal/netutil"
 	"github.com/fleetrelay/fleetrelay/internal/udpport"
 )
 
@@ -231,7 +232,7 @@ func (h *udpCarrier) start(ctx context.Context) error {
 			gnet.WithTicker(true),
 			// The largest datagram (65,507 bytes over IPv4, 65,527 over IPv6) fits whole.
 			gnet.WithReadBufferCap(1<<16),
-			gnet.WithLogger(udpEngineLog{h.log}),
+			gnet.WithLogger(netutil.GnetLogger{L: h.log}),
 		)
 	}()
 	select {
@@ -789,12 +790,3 @@ func sockaddr(ap netip.AddrPort, v6 bool) unix.Sockaddr {
 	}
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 }
-
-// udpEngineLog routes gnet's logs through slog.
-type udpEngineLog struct{ l *slog.Logger }
-
-func (g udpEngineLog) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
-func (g udpEngineLog) Infof(f string, a ...any)  { g.l.Info(fmt.Sprintf(f, a...)) }
-func (g udpEngineLog) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...)) }
-func (g udpEngineLog) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
-func (g udpEngineLog) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...)) }
