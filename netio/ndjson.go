@@ -32,18 +32,14 @@ type ndjsonServer struct {
 	warn   throttle.Throttle
 	budget budget
 
-	mu     sync.Mutex // guards conns and closed
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	connTable[net.Conn]
 }
 
 func newNDJSONServer(srv *Server) *ndjsonServer {
 	s := &ndjsonServer{
-		srv:   srv,
-		imei:  srv.opts.IdentityField == "imei",
-		warn:  throttle.Throttle{Period: 10 * time.Second},
-		conns: make(map[net.Conn]struct{}),
+		srv:  srv,
+		imei: srv.opts.IdentityField == "imei",
+		warn: throttle.Throttle{Period: 10 * time.Second},
 	}
 	s.budget.init(int64(srv.opts.NDJSONInflight))
 	return s
@@ -64,16 +60,11 @@ func (s *ndjsonServer) start(addr string) error {
 func (s *ndjsonServer) accept() {
 	defer s.wg.Done()
 	s.srv.acceptAdmitted(s.ln, "ndjson", &s.warn, func(c net.Conn, remote netip.AddrPort) {
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !s.enroll(c) {
 			c.Close()
 			s.srv.release(remote)
 			return
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		go s.serve(c)
 	})
 }
@@ -94,9 +85,7 @@ func (s *ndjsonServer) serve(c net.Conn) {
 	remote := addrPort(c.RemoteAddr())
 	defer func() {
 		c.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
+		s.drop(c)
 		srv.release(remote)
 	}()
 	idle := srv.opts.IdleTimeout
@@ -215,12 +204,7 @@ func (s *ndjsonServer) drain() { s.budget.wake() }
 
 // stop closes the listener and every connection and waits for their goroutines.
 func (s *ndjsonServer) stop() {
-	s.mu.Lock()
-	s.closed = true
-	for c := range s.conns {
-		c.Close()
-	}
-	s.mu.Unlock()
+	s.closing(func(c net.Conn) { c.Close() })
 	_ = s.ln.Close()
 	s.budget.close()
 	s.wg.Wait()

@@ -157,11 +157,8 @@ type tlsServer struct {
 	cfg     *tls.Config
 	warn    throttle.Throttle
 
-	mu     sync.Mutex // guards conns and closed
-	conns  map[*tlsConn]struct{}
-	closed bool
-	done   chan struct{} // closed by stop: the timer ends
-	wg     sync.WaitGroup
+	done chan struct{} // closed by stop: the timer ends
+	connTable[*tlsConn]
 }
 
 // tlsConn is one TLS device connection: the transport of a protocol core, fed by the goroutine
@@ -228,7 +225,6 @@ func newTLSServer(srv *Server, o TLSOptions, protocol string, st *tlsCounters,
 		plain:    plain,
 		cfg:      serverTLSConfig(o),
 		warn:     throttle.Throttle{Period: 10 * time.Second},
-		conns:    make(map[*tlsConn]struct{}),
 		done:     make(chan struct{}),
 	}
 }
@@ -254,16 +250,11 @@ func (s *tlsServer) accept() {
 		c := &tlsConn{s: s, raw: raw, tc: tls.Server(raw, s.cfg)}
 		c.core = s.newCore(c, remote, time.Now().UnixNano())
 		c.b = c.core.base()
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
+		if !s.enroll(c) {
 			raw.Close()
 			s.srv.release(remote)
 			return
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		go s.serve(c)
 	})
 }
@@ -346,9 +337,7 @@ func (s *tlsServer) end(c *tlsConn) {
 		c.raw.Close()
 	}
 	c.mu.Unlock()
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
+	s.drop(c)
 	s.srv.release(c.b.remote)
 }
 
@@ -366,13 +355,11 @@ func (s *tlsServer) timer() {
 		case <-t.C:
 		}
 		now := time.Now().UnixNano()
-		s.mu.Lock()
-		for c := range s.conns {
+		s.each(func(c *tlsConn) {
 			if c.ready.Load() {
 				c.core.check(now, d)
 			}
-		}
-		s.mu.Unlock()
+		})
 	}
 }
 
@@ -380,12 +367,7 @@ func (s *tlsServer) timer() {
 // of the frames stored before shutdown) is written, and waits for every goroutine; when ctx
 // ends first, the connections still writing are closed at once.
 func (s *tlsServer) stop(ctx context.Context) {
-	s.mu.Lock()
-	s.closed = true
-	for c := range s.conns {
-		c.closeSoon()
-	}
-	s.mu.Unlock()
+	s.closing((*tlsConn).closeSoon)
 	_ = s.ln.Close()
 	close(s.done)
 	waited := make(chan struct{})
@@ -393,11 +375,7 @@ func (s *tlsServer) stop(ctx context.Context) {
 	select {
 	case <-waited:
 	case <-ctx.Done():
-		s.mu.Lock()
-		for c := range s.conns {
-			c.shutNow()
-		}
-		s.mu.Unlock()
+		s.each((*tlsConn).shutNow)
 		<-waited
 	}
 }

@@ -124,6 +124,15 @@ func fillAndEnd(t *testing.T, m *Manager, in Info, sender net.Conn, device bool,
 	return [32]byte(h.Sum(nil)), n
 }
 
+// smallRcvBuf fixes a socket's receive buffer at 16 KiB: the client's and the device's kernels
+// take little (a fixed receive buffer is not autotuned), so the relay soon holds back a sender
+// whose reader does not read.
+func smallRcvBuf(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 16<<10) })
+	return errors.Join(err, serr)
+}
+
 // TestGracefulEndDeliversEveryByte: a side that writes its last bytes and ends its side (FIN)
 // while the relay holds its reading back (the other side does not read) gets every byte to
 // the other side, and the link ends only after that; whether the other side ends after, or
@@ -137,16 +146,9 @@ func fillAndEnd(t *testing.T, m *Manager, in Info, sender net.Conn, device bool,
 func TestGracefulEndDeliversEveryByte(t *testing.T) {
 	const buffer = 16 << 10
 	m := startManager(t, 4, buffer)
-	// The client's and the device's kernels take little (a fixed receive buffer is not
-	// autotuned), so the relay soon holds back a sender whose reader does not read.
-	small := func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 16<<10) })
-		return errors.Join(err, serr)
-	}
-	d := newDeviceOn(t, &net.ListenConfig{Control: small})
+	d := newDeviceOn(t, &net.ListenConfig{Control: smallRcvBuf})
 	open := func(t *testing.T) (Info, net.Conn, net.Conn) {
-		in, client, dev := pairLink(t, m, d, &net.Dialer{Control: small})
+		in, client, dev := pairLink(t, m, d, &net.Dialer{Control: smallRcvBuf})
 		roundTrip(t, client, dev) // 5 bytes each way
 		return in, client, dev
 	}
@@ -236,13 +238,8 @@ func TestGracefulEndDeliversEveryByte(t *testing.T) {
 func TestStopEndsLinkGnetLetGo(t *testing.T) {
 	const buffer = 16 << 10
 	m := startManager(t, 4, buffer)
-	small := func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, 16<<10) })
-		return errors.Join(err, serr)
-	}
-	d := newDeviceOn(t, &net.ListenConfig{Control: small})
-	in, client, dev := pairLink(t, m, d, &net.Dialer{Control: small})
+	d := newDeviceOn(t, &net.ListenConfig{Control: smallRcvBuf})
+	in, client, dev := pairLink(t, m, d, &net.Dialer{Control: smallRcvBuf})
 	roundTrip(t, client, dev)
 	fillAndEnd(t, m, in, dev, true, 7)
 	if err := client.(*net.TCPConn).CloseWrite(); err != nil {
