@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The README's table of named IO elements and AppendJSON's documentation name what namedIO
@@ -52,4 +53,29 @@ func docRow(src, id, key string) bool {
 		}
 	}
 	return false
+}
+
+// appendTime writes what time.AppendFormat writes with AppendJSON's layout, for every year
+// (digit by digit in 0–9999, AppendFormat's own answer outside), whatever the location.
+func TestAppendTime(t *testing.T) {
+	const layout = "2006-01-02T15:04:05.000Z07:00"
+	f := func(tm time.Time) {
+		t.Helper()
+		want := tm.UTC().AppendFormat(nil, layout)
+		if got := appendTime([]byte("x"), tm); string(got) != "x"+string(want) {
+			t.Errorf("appendTime(%v) = %q, want %q", tm, got[1:], want)
+		}
+	}
+	f(time.UnixMilli(1560161086000))
+	f(time.UnixMilli(0))
+	f(time.UnixMilli(1765000000123).In(time.FixedZone("x", -7*3600)))
+	f(time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC))
+	f(time.Date(10000, 1, 1, 0, 0, 0, 1e6, time.UTC))
+	f(time.Date(0, 1, 1, 0, 0, 0, 5e6, time.UTC))
+	f(time.Date(-1, 6, 15, 12, 30, 45, 50e6, time.UTC))
+	f(time.UnixMilli(1<<62 - 1))
+	f(time.UnixMilli(-1 << 62))
+	for ms := int64(0); ms < 1<<45; ms += 1<<45/9973 + 7 {
+		f(time.UnixMilli(ms))
+	}
 }
