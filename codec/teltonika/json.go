@@ -237,10 +237,18 @@ func appendTime(dst []byte, t time.Time) []byte {
 		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }
 
-// appendDec appends v in decimal; one digit without a call.
+// appendDec appends v in decimal: up to four digits byte by byte (most of a record's numbers;
+// strconv's copy of its digits costs more than writing them), beyond through strconv.
 func appendDec(dst []byte, v uint64) []byte {
-	if v < 10 {
+	switch {
+	case v < 10:
 		return append(dst, byte('0'+v))
+	case v < 100:
+		return append(dst, byte('0'+v/10), byte('0'+v%10))
+	case v < 1000:
+		return append(dst, byte('0'+v/100), byte('0'+v/10%10), byte('0'+v%10))
+	case v < 10000:
+		return append(dst, byte('0'+v/1000), byte('0'+v/100%10), byte('0'+v/10%10), byte('0'+v%10))
 	}
 	return strconv.AppendUint(dst, v, 10)
 }
@@ -263,7 +271,7 @@ func appendUDecimal(dst []byte, v uint64, scale int) []byte {
 	for range scale {
 		p *= 10
 	}
-	dst = strconv.AppendUint(dst, v/p, 10)
+	dst = appendDec(dst, v/p)
 	frac := v % p
 	if frac == 0 {
 		return dst
@@ -274,12 +282,16 @@ func appendUDecimal(dst []byte, v uint64, scale int) []byte {
 		digits--
 	}
 	dst = append(dst, '.')
-	var buf [20]byte
-	s := strconv.AppendUint(buf[:0], frac, 10)
-	for range digits - len(s) {
+	// digits digits of frac, leading zeros included, written from the right.
+	n := len(dst)
+	for range digits {
 		dst = append(dst, '0')
 	}
-	return append(dst, s...)
+	for i := len(dst) - 1; i >= n && frac > 0; i-- {
+		dst[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	return dst
 }
 
 const hexDigits = "0123456789abcdef"

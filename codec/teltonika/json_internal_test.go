@@ -1,6 +1,7 @@
 package teltonika
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -77,5 +78,48 @@ func TestAppendTime(t *testing.T) {
 	f(time.UnixMilli(-1 << 62))
 	for ms := int64(0); ms < 1<<45; ms += 1<<45/9973 + 7 {
 		f(time.UnixMilli(ms))
+	}
+}
+
+// appendDec writes what strconv writes; appendDecimal writes v × 10^-scale as the integer part
+// and the fraction's digits without trailing zeros (none if it is zero).
+func TestAppendDecimalDigits(t *testing.T) {
+	ref := func(v int64, scale int) string {
+		sign, u := "", uint64(v)
+		if v < 0 {
+			sign, u = "-", uint64(-(v+1))+1
+		}
+		p := uint64(1)
+		for range scale {
+			p *= 10
+		}
+		s := sign + strconv.FormatUint(u/p, 10)
+		if frac := fmt.Sprintf("%0*d", scale, u%p); strings.TrimRight(frac, "0") != "" {
+			s += "." + strings.TrimRight(frac, "0")
+		}
+		return s
+	}
+	f := func(v int64) {
+		t.Helper()
+		if v >= 0 {
+			if got, want := string(appendDec([]byte("x"), uint64(v))), "x"+strconv.FormatUint(uint64(v), 10); got != want {
+				t.Errorf("appendDec(%d) = %q, want %q", v, got, want)
+			}
+		}
+		for _, scale := range []int{0, 1, 3, 7} {
+			if got, want := string(appendDecimal([]byte("x"), v, scale)), "x"+ref(v, scale); got != want {
+				t.Errorf("appendDecimal(%d, %d) = %q, want %q", v, scale, got, want)
+			}
+		}
+	}
+	for v := int64(-20001); v <= 20001; v++ {
+		f(v)
+	}
+	for _, v := range []int64{99999, 100000, 1234567, 10000000, 10000001, -10000001, 546963999, -546543210,
+		1<<31 - 1, -1 << 31, 1<<63 - 1, -1 << 63} {
+		f(v)
+	}
+	if got := string(appendUDecimal(nil, 1<<64-1, 7)); got != "1844674407370.9551615" {
+		t.Errorf("appendUDecimal(MaxUint64, 7) = %q", got)
 	}
 }
