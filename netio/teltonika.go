@@ -52,8 +52,9 @@ type TeltonikaDispatcher interface {
 // TeltonikaSession is one Teltonika TCP connection after its handshake. Its methods are called
 // from the connection's event loop, in the order frames arrived, and must not block.
 type TeltonikaSession interface {
-	// Packet delivers one AVL packet that checked; p and its records alias a private copy the
-	// callee owns. The callee answers it (teltonika.AppendAck) with c.Write.
+	// Packet delivers one AVL packet that checked. p, its records and their IO elements are only
+	// valid during the call (they alias the connection's buffer and a reused parser's): the
+	// callee copies what it keeps. The callee answers it (teltonika.AppendAck) with c.Write.
 	Packet(p *teltonika.Packet)
 	// Bad says a packet did not check (reason: "crc", "length", ... from the parser's error);
 	// the callee answers it with a count of 0, in order with the other answers.
@@ -337,15 +338,20 @@ func (ts *telStream) feed(buf []byte) (done int, closeNow bool) {
 			st.responses.Add(1)
 			ts.session.Response(text)
 		default:
-			own := append([]byte(nil), frame...)
-			p, err := teltonika.ParseTCP(own)
+			ps, _ := telParsers.Get().(*teltonika.Parser)
+			if ps == nil {
+				ps = new(teltonika.Parser)
+			}
+			p, err := ps.ParseTCP(frame)
 			if err != nil {
+				telParsers.Put(ps)
 				st.badReason(badReason(err))
 				ts.session.Bad(badReason(err))
 				continue
 			}
 			st.packets.Add(1)
 			ts.session.Packet(&p)
+			telParsers.Put(ps)
 		}
 	}
 	if done > 0 {
@@ -353,6 +359,10 @@ func (ts *telStream) feed(buf []byte) (done int, closeNow bool) {
 	}
 	return done, closeNow
 }
+
+// telParsers holds the *teltonika.Parser the event loops decode TCP packets with: a packet is
+// decoded and handed over within its callback, so a parser's records are reused for the next.
+var telParsers sync.Pool
 
 // refuse answers the handshake 00; the connection closes once it is written.
 func (ts *telStream) refuse() bool {

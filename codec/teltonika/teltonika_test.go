@@ -648,3 +648,32 @@ func FuzzCRC16(f *testing.F) {
 		}
 	})
 }
+
+// A Parser reused over every vector, in both orders (codecs, record and IO counts growing and
+// shrinking), decodes each as ParseTCP does, and allocates nothing once it has seen the
+// largest.
+func TestParserReuse(t *testing.T) {
+	var ps teltonika.Parser
+	frames := make([][]byte, 0, 2*len(tcpVectors))
+	for _, s := range tcpVectors {
+		frames = append(frames, unhex(t, s))
+	}
+	for i := len(tcpVectors) - 1; i >= 0; i-- {
+		frames = append(frames, unhex(t, tcpVectors[i]))
+	}
+	for _, fr := range frames {
+		want, werr := teltonika.ParseTCP(fr)
+		got, err := ps.ParseTCP(fr)
+		if !errors.Is(err, werr) || got.Codec != want.Codec || !reflect.DeepEqual(got.Records, want.Records) {
+			t.Errorf("Parser.ParseTCP(%x) = %+v, %v, want %+v, %v", fr, got, err, want, werr)
+		}
+	}
+	fr := unhex(t, traccarWest)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if _, err := ps.ParseTCP(fr); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("Parser.ParseTCP: %v allocations per packet, want 0", allocs)
+	}
+}

@@ -43,7 +43,7 @@ func ParseUDP(d []byte) (UDPHeader, Packet, error) {
 	if len(data) > MaxPacket {
 		return UDPHeader{}, Packet{}, ErrTooLarge
 	}
-	p, err := parseData(data)
+	p, err := parseData(data, nil)
 	if err != nil {
 		return UDPHeader{}, Packet{}, err
 	}
