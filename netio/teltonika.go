@@ -44,8 +44,9 @@ type TeltonikaDispatcher interface {
 	// OpenTeltonika is called once per TCP connection after its IMEI handshake. A non-nil error
 	// refuses the device: it is answered 00 and the connection closed.
 	OpenTeltonika(c Conn, imei string) (TeltonikaSession, error)
-	// TeltonikaUDP is called for each well-formed datagram; p and its records alias a private
-	// copy the callee owns. The answer is written with c.Write (teltonika.AppendUDPAck).
+	// TeltonikaUDP is called for each well-formed datagram; h is the callee's, while p, its
+	// records and their IO elements are only valid during the call (they alias gnet's buffer and
+	// a reused parser's). The answer is written with c.Write (teltonika.AppendUDPAck).
 	TeltonikaUDP(c Conn, h *teltonika.UDPHeader, p *teltonika.Packet)
 }
 
@@ -360,8 +361,8 @@ func (ts *telStream) feed(buf []byte) (done int, closeNow bool) {
 	return done, closeNow
 }
 
-// telParsers holds the *teltonika.Parser the event loops decode TCP packets with: a packet is
-// decoded and handed over within its callback, so a parser's records are reused for the next.
+// telParsers holds the *teltonika.Parser the event loops decode TCP packets and datagrams with:
+// a packet is decoded and handed over within its callback, so a parser's records are reused for the next.
 var telParsers sync.Pool
 
 // refuse answers the handshake 00; the connection closes once it is written.
@@ -443,15 +444,19 @@ func (s *telUDPServer) OnTraffic(c gnet.Conn) gnet.Action {
 		st.udpDropped.Add(1)
 		return gnet.None
 	}
-	own := append([]byte(nil), buf...)
-	h, p, err := teltonika.ParseUDP(own)
+	ps, _ := telParsers.Get().(*teltonika.Parser)
+	if ps == nil {
+		ps = new(teltonika.Parser)
+	}
+	defer telParsers.Put(ps)
+	h, p, err := ps.ParseUDP(buf)
 	if err != nil {
 		st.udpDropped.Add(1)
 		return gnet.None
 	}
 	st.datagrams.Add(1)
-	s.srv.st.bytes.Add(int64(len(own)))
-	uc := &udpConn{fd: c.Fd(), st: &s.srv.st, remote: addrPort(c.RemoteAddr()), size: len(own)}
+	s.srv.st.bytes.Add(int64(len(buf)))
+	uc := &udpConn{fd: c.Fd(), st: &s.srv.st, remote: addrPort(c.RemoteAddr()), size: len(buf)}
 	uc.sa = addrPortToSockaddr(uc.remote, !addrPort(s.addr).Addr().Unmap().Is4())
 	s.srv.opts.Teltonika.TeltonikaUDP(telUDPConn{uc}, &h, &p)
 	return gnet.None
