@@ -3,6 +3,7 @@ package actors
 import (
 	"encoding/json"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,14 +230,33 @@ func (s *System) TeltonikaUDP(c netio.Conn, h *teltonika.UDPHeader, p *teltonika
 	}
 }
 
-// telRender renders p's records as JSON objects (one buffer) and keys them for the dedupe.
+// telScratch holds the buffers telRender renders into before it copies the packet's JSON out
+// at its exact size (*[]byte; any goroutine).
+var telScratch sync.Pool
+
+// telRender renders p's records as JSON objects (one buffer of the exact size, so no growth is
+// copied and nothing beyond the JSON is held while the frame waits for its routes) and keys
+// them for the dedupe.
 func (s *System) telRender(p *teltonika.Packet) ([][]byte, []uint64) {
 	n := len(p.Records)
-	ends := make([]int, n)
-	buf := make([]byte, 0, 256*n)
+	sp, _ := telScratch.Get().(*[]byte)
+	if sp == nil {
+		sp = new([]byte)
+	}
+	hint := 0
 	for i := range p.Records {
-		buf = teltonika.AppendJSON(buf, &p.Records[i])
-		ends[i] = len(buf)
+		hint += teltonika.JSONSizeHint(&p.Records[i])
+	}
+	scratch := slices.Grow((*sp)[:0], hint)
+	ends := make([]int, n)
+	for i := range p.Records {
+		scratch = teltonika.AppendJSON(scratch, &p.Records[i])
+		ends[i] = len(scratch)
+	}
+	buf := append([]byte(nil), scratch...)
+	if cap(scratch) <= telScratchMax {
+		*sp = scratch[:0]
+		telScratch.Put(sp)
 	}
 	recs := make([][]byte, n)
 	keys := make([]uint64, n)
@@ -248,6 +268,10 @@ func (s *System) telRender(p *teltonika.Packet) ([][]byte, []uint64) {
 	}
 	return recs, keys
 }
+
+// telScratchMax is the largest scratch buffer telRender keeps: a full packet of records with
+// many IO elements (beyond, rare, it is left to the GC).
+const telScratchMax = 256 << 10
 
 // telSession is the netio.TeltonikaSession of one TCP connection.
 type telSession struct{ session }
@@ -309,25 +333,37 @@ func (d *deviceActor) telPacket(m *telPacketMsg) {
 	default:
 		w := d.sys.telWindow(e.id)
 		seq := d.appended + 1
-		var fresh [][]byte
-		var keys []telKey
+		// fresh is m.records itself until a record is left out (the usual packet has none).
+		fresh := m.records[:0:0]
+		skipped := false
+		keys := make([]telKey, 0, len(m.records))
 		for i, rec := range m.records {
+			dup := false
 			if at, ok := w.find(m.keys[i]); ok {
 				reply.seq = max(reply.seq, at)
-				continue
-			}
-			if dup := func() bool { // the same record twice in one packet
-				for _, k := range keys {
+				dup = true
+			} else {
+				for _, k := range keys { // the same record twice in one packet
 					if k.hash == m.keys[i] {
-						return true
+						dup = true
+						break
 					}
 				}
-				return false
-			}(); dup {
+			}
+			if dup {
+				if !skipped {
+					skipped = true
+					fresh = append(make([][]byte, 0, len(m.records)), m.records[:i]...)
+				}
 				continue
 			}
-			fresh = append(fresh, rec)
+			if skipped {
+				fresh = append(fresh, rec)
+			}
 			keys = append(keys, telKey{hash: m.keys[i], seq: seq})
+		}
+		if !skipped {
+			fresh = m.records
 		}
 		d.sys.tel.duplicates.Add(int64(len(m.records) - len(fresh)))
 		if len(fresh) > 0 {

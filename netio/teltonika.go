@@ -44,16 +44,18 @@ type TeltonikaDispatcher interface {
 	// OpenTeltonika is called once per TCP connection after its IMEI handshake. A non-nil error
 	// refuses the device: it is answered 00 and the connection closed.
 	OpenTeltonika(c Conn, imei string) (TeltonikaSession, error)
-	// TeltonikaUDP is called for each well-formed datagram; p and its records alias a private
-	// copy the callee owns. The answer is written with c.Write (teltonika.AppendUDPAck).
+	// TeltonikaUDP is called for each well-formed datagram; h is the callee's, while p, its
+	// records and their IO elements are only valid during the call (they alias gnet's buffer and
+	// a reused parser's). The answer is written with c.Write (teltonika.AppendUDPAck).
 	TeltonikaUDP(c Conn, h *teltonika.UDPHeader, p *teltonika.Packet)
 }
 
 // TeltonikaSession is one Teltonika TCP connection after its handshake. Its methods are called
 // from the connection's event loop, in the order frames arrived, and must not block.
 type TeltonikaSession interface {
-	// Packet delivers one AVL packet that checked; p and its records alias a private copy the
-	// callee owns. The callee answers it (teltonika.AppendAck) with c.Write.
+	// Packet delivers one AVL packet that checked. p, its records and their IO elements are only
+	// valid during the call (they alias the connection's buffer and a reused parser's): the
+	// callee copies what it keeps. The callee answers it (teltonika.AppendAck) with c.Write.
 	Packet(p *teltonika.Packet)
 	// Bad says a packet did not check (reason: "crc", "length", ... from the parser's error);
 	// the callee answers it with a count of 0, in order with the other answers.
@@ -337,15 +339,20 @@ func (ts *telStream) feed(buf []byte) (done int, closeNow bool) {
 			st.responses.Add(1)
 			ts.session.Response(text)
 		default:
-			own := append([]byte(nil), frame...)
-			p, err := teltonika.ParseTCP(own)
+			ps, _ := telParsers.Get().(*teltonika.Parser)
+			if ps == nil {
+				ps = new(teltonika.Parser)
+			}
+			p, err := ps.ParseTCP(frame)
 			if err != nil {
+				telParsers.Put(ps)
 				st.badReason(badReason(err))
 				ts.session.Bad(badReason(err))
 				continue
 			}
 			st.packets.Add(1)
 			ts.session.Packet(&p)
+			telParsers.Put(ps)
 		}
 	}
 	if done > 0 {
@@ -353,6 +360,10 @@ func (ts *telStream) feed(buf []byte) (done int, closeNow bool) {
 	}
 	return done, closeNow
 }
+
+// telParsers holds the *teltonika.Parser the event loops decode TCP packets and datagrams with:
+// a packet is decoded and handed over within its callback, so a parser's records are reused for the next.
+var telParsers sync.Pool
 
 // refuse answers the handshake 00; the connection closes once it is written.
 func (ts *telStream) refuse() bool {
@@ -433,15 +444,19 @@ func (s *telUDPServer) OnTraffic(c gnet.Conn) gnet.Action {
 		st.udpDropped.Add(1)
 		return gnet.None
 	}
-	own := append([]byte(nil), buf...)
-	h, p, err := teltonika.ParseUDP(own)
+	ps, _ := telParsers.Get().(*teltonika.Parser)
+	if ps == nil {
+		ps = new(teltonika.Parser)
+	}
+	defer telParsers.Put(ps)
+	h, p, err := ps.ParseUDP(buf)
 	if err != nil {
 		st.udpDropped.Add(1)
 		return gnet.None
 	}
 	st.datagrams.Add(1)
-	s.srv.st.bytes.Add(int64(len(own)))
-	uc := &udpConn{fd: c.Fd(), st: &s.srv.st, remote: addrPort(c.RemoteAddr()), size: len(own)}
+	s.srv.st.bytes.Add(int64(len(buf)))
+	uc := &udpConn{fd: c.Fd(), st: &s.srv.st, remote: addrPort(c.RemoteAddr()), size: len(buf)}
 	uc.sa = addrPortToSockaddr(uc.remote, !addrPort(s.addr).Addr().Unmap().Is4())
 	s.srv.opts.Teltonika.TeltonikaUDP(telUDPConn{uc}, &h, &p)
 	return gnet.None

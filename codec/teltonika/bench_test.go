@@ -78,3 +78,21 @@ func BenchmarkAppendJSON(b *testing.B) {
 	}
 	b.SetBytes(int64(len(buf)))
 }
+
+// BenchmarkParserTCP is the decode with a reused Parser (as the relay's event loops decode),
+// per frame of 25 records.
+func BenchmarkParserTCP(b *testing.B) {
+	recs := make([]teltonika.Record, 25)
+	for i := range recs {
+		recs[i] = fmb920(i)
+	}
+	frame := teltonika.AppendTCP(nil, teltonika.Codec8, recs)
+	var ps teltonika.Parser
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ps.ParseTCP(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

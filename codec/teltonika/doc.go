@@ -4,7 +4,9 @@
 // come from Teltonika's wiki pages "Codec" and "Teltonika Data Sending Protocols" and from
 // Traccar's decoder tests.
 //
-// It is pure: no I/O, no goroutines, no state; every function is safe for concurrent use.
+// It is pure: no I/O, no goroutines, no shared state; every function is safe for concurrent
+// use. A Parser decodes into records it reuses from one packet to the next (the relay's event
+// loops decode with one, pooled), so it is one caller's at a time.
 // Lengths are checked against MaxPacket before anything is allocated. Decoded values alias
 // the input (an NX element's Raw), so a caller that keeps a Packet past the input's lifetime
 // copies it first. Encoders append to a caller's buffer.
@@ -18,7 +20,7 @@
 //
 // answered with the number of records accepted as a big-endian u32 (AppendAck). FrameLen
 // finds the frames in a byte stream split or coalesced anywhere (and the lone 0xFF ping);
-// ParseTCP checks and decodes one. Codec 12 frames (IsCodec12) share the framing: a command
+// ParseTCP (or a Parser's) checks and decodes one. Codec 12 frames (IsCodec12) share the framing: a command
 // (type 0x05, AppendCommand) to the device, its response (type 0x06, ParseResponse).
 //
 // # UDP

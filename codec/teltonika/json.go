@@ -2,6 +2,7 @@ package teltonika
 
 import (
 	"strconv"
+	"time"
 )
 
 // named is how AppendJSON names a well-known FMB IO element: its JSON key and how its value
@@ -121,39 +122,50 @@ func namedIO(id uint16) (named, bool) {
 // repeats if its IO id does.
 func AppendJSON(dst []byte, r *Record) []byte {
 	dst = append(dst, `{"ts":"`...)
-	dst = r.Time.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+	dst = appendTime(dst, r.Time)
 	dst = append(dst, `","timestamp":`...)
 	dst = strconv.AppendInt(dst, r.Time.UnixMilli(), 10)
 	dst = append(dst, `,"priority":`...)
-	dst = strconv.AppendUint(dst, uint64(r.Priority), 10)
+	dst = appendDec(dst, uint64(r.Priority))
+	// lat … satellites are written again under the bewhere names: their bytes are copied.
 	dst = append(dst, `,"lat":`...)
+	lat := len(dst)
 	dst = appendDecimal(dst, int64(r.Lat), 7)
+	latEnd := len(dst)
 	dst = append(dst, `,"lon":`...)
+	lon := len(dst)
 	dst = appendDecimal(dst, int64(r.Lon), 7)
+	lonEnd := len(dst)
 	dst = append(dst, `,"alt":`...)
+	alt := len(dst)
 	dst = strconv.AppendInt(dst, int64(r.Alt), 10)
+	altEnd := len(dst)
 	dst = append(dst, `,"angle":`...)
-	dst = strconv.AppendUint(dst, uint64(r.Angle), 10)
+	angle := len(dst)
+	dst = appendDec(dst, uint64(r.Angle))
+	angleEnd := len(dst)
 	dst = append(dst, `,"satellites":`...)
-	dst = strconv.AppendUint(dst, uint64(r.Satellites), 10)
+	sats := len(dst)
+	dst = appendDec(dst, uint64(r.Satellites))
+	satsEnd := len(dst)
 	dst = append(dst, `,"speed":`...)
-	dst = strconv.AppendUint(dst, uint64(r.Speed), 10)
+	dst = appendDec(dst, uint64(r.Speed))
 	dst = append(dst, `,"eventId":`...)
-	dst = strconv.AppendUint(dst, uint64(r.EventID), 10)
+	dst = appendDec(dst, uint64(r.EventID))
 	if r.Codec == Codec16 {
 		dst = append(dst, `,"generation":`...)
-		dst = strconv.AppendUint(dst, uint64(r.Generation), 10)
+		dst = appendDec(dst, uint64(r.Generation))
 	}
 	dst = append(dst, `,"latitude":`...)
-	dst = appendDecimal(dst, int64(r.Lat), 7)
+	dst = append(dst, dst[lat:latEnd]...)
 	dst = append(dst, `,"longitude":`...)
-	dst = appendDecimal(dst, int64(r.Lon), 7)
+	dst = append(dst, dst[lon:lonEnd]...)
 	dst = append(dst, `,"altitude":`...)
-	dst = strconv.AppendInt(dst, int64(r.Alt), 10)
+	dst = append(dst, dst[alt:altEnd]...)
 	dst = append(dst, `,"direction":`...)
-	dst = strconv.AppendUint(dst, uint64(r.Angle), 10)
+	dst = append(dst, dst[angle:angleEnd]...)
 	dst = append(dst, `,"numSvs":`...)
-	dst = strconv.AppendUint(dst, uint64(r.Satellites), 10)
+	dst = append(dst, dst[sats:satsEnd]...)
 	for _, io := range r.IO {
 		n, ok := namedIO(io.ID)
 		if !ok || io.Size == 0 {
@@ -177,17 +189,68 @@ func AppendJSON(dst []byte, r *Record) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, '"')
-		dst = strconv.AppendUint(dst, uint64(io.ID), 10)
+		dst = appendDec(dst, uint64(io.ID))
 		dst = append(dst, '"', ':')
 		if io.Size == 0 {
 			dst = append(dst, '"')
 			dst = appendHex(dst, io.Raw)
 			dst = append(dst, '"')
 		} else {
-			dst = strconv.AppendUint(dst, io.Value, 10)
+			dst = appendDec(dst, io.Value)
 		}
 	}
 	return append(dst, "}}"...)
+}
+
+// JSONSizeHint is about the size of r's AppendJSON rendering (rarely less), to size a buffer.
+func JSONSizeHint(r *Record) int {
+	n := 320
+	for _, io := range r.IO {
+		if io.Size == 0 {
+			n += 8 + 2*len(io.Raw)
+		} else {
+			n += 36
+		}
+	}
+	return n
+}
+
+// appendTime appends t in UTC as RFC 3339 with milliseconds ("2019-06-10T10:04:46.000Z"), as
+// t.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00") does, digit by digit for the
+// years 0–9999 (AppendFormat's layout interpretation costs more than the rest of a record's
+// numbers).
+func appendTime(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+	}
+	hour, minute, sec := t.Clock()
+	ms := t.Nanosecond() / 1e6
+	return append(dst,
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+int(month)/10), byte('0'+int(month)%10), '-',
+		byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':',
+		byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10), '.',
+		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
+}
+
+// appendDec appends v in decimal: up to four digits byte by byte (most of a record's numbers;
+// strconv's copy of its digits costs more than writing them), beyond through strconv.
+func appendDec(dst []byte, v uint64) []byte {
+	switch {
+	case v < 10:
+		return append(dst, byte('0'+v))
+	case v < 100:
+		return append(dst, byte('0'+v/10), byte('0'+v%10))
+	case v < 1000:
+		return append(dst, byte('0'+v/100), byte('0'+v/10%10), byte('0'+v%10))
+	case v < 10000:
+		return append(dst, byte('0'+v/1000), byte('0'+v/100%10), byte('0'+v/10%10), byte('0'+v%10))
+	}
+	return strconv.AppendUint(dst, v, 10)
 }
 
 // appendDecimal appends v × 10^-scale exactly: the integer part, then the fraction's digits
@@ -202,13 +265,13 @@ func appendDecimal(dst []byte, v int64, scale int) []byte {
 
 func appendUDecimal(dst []byte, v uint64, scale int) []byte {
 	if scale == 0 {
-		return strconv.AppendUint(dst, v, 10)
+		return appendDec(dst, v)
 	}
 	p := uint64(1)
 	for range scale {
 		p *= 10
 	}
-	dst = strconv.AppendUint(dst, v/p, 10)
+	dst = appendDec(dst, v/p)
 	frac := v % p
 	if frac == 0 {
 		return dst
@@ -219,12 +282,16 @@ func appendUDecimal(dst []byte, v uint64, scale int) []byte {
 		digits--
 	}
 	dst = append(dst, '.')
-	var buf [20]byte
-	s := strconv.AppendUint(buf[:0], frac, 10)
-	for range digits - len(s) {
+	// digits digits of frac, leading zeros included, written from the right.
+	n := len(dst)
+	for range digits {
 		dst = append(dst, '0')
 	}
-	return append(dst, s...)
+	for i := len(dst) - 1; i >= n && frac > 0; i-- {
+		dst[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	return dst
 }
 
 const hexDigits = "0123456789abcdef"

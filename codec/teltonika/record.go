@@ -2,6 +2,7 @@ package teltonika
 
 import (
 	"encoding/binary"
+	"slices"
 	"time"
 )
 
@@ -144,8 +145,8 @@ func fill(body []byte, codec byte, l layout, recs []Record, ios []IO) {
 	}
 }
 
-// parseData decodes codec id … second count.
-func parseData(data []byte) (Packet, error) {
+// parseData decodes codec id … second count, into ps's buffers if ps is not nil.
+func parseData(data []byte, ps *Parser) (Packet, error) {
 	if len(data) < minData {
 		return Packet{}, ErrLength
 	}
@@ -168,10 +169,18 @@ func parseData(data []byte) (Packet, error) {
 	if err != nil {
 		return Packet{}, err
 	}
-	p := Packet{Codec: codec, Records: make([]Record, n)}
+	p := Packet{Codec: codec}
 	var ios []IO
-	if nio > 0 {
-		ios = make([]IO, nio)
+	if ps != nil {
+		ps.recs = slices.Grow(ps.recs[:0], n)[:n]
+		clear(ps.recs)
+		ps.ios = slices.Grow(ps.ios[:0], nio)[:nio]
+		p.Records, ios = ps.recs, ps.ios
+	} else {
+		p.Records = make([]Record, n)
+		if nio > 0 {
+			ios = make([]IO, nio)
+		}
 	}
 	fill(body, codec, l, p.Records, ios)
 	return p, nil

@@ -194,7 +194,25 @@ func ParseTCP(frame []byte) (Packet, error) {
 	if err != nil {
 		return Packet{}, err
 	}
-	return parseData(data)
+	return parseData(data, nil)
+}
+
+// Parser decodes TCP AVL frames into records and IO elements it reuses from one frame to the
+// next, so a connection's stream of packets allocates nothing to decode. Not safe for
+// concurrent use; the zero value is ready.
+type Parser struct {
+	recs []Record
+	ios  []IO
+}
+
+// ParseTCP is the package's ParseTCP, but the packet's records and their IO elements are the
+// parser's: valid until its next call (and NX values alias frame).
+func (ps *Parser) ParseTCP(frame []byte) (Packet, error) {
+	data, err := frameData(frame)
+	if err != nil {
+		return Packet{}, err
+	}
+	return parseData(data, ps)
 }
 
 // AppendAck appends the TCP answer to an AVL frame: the number of records accepted, u32.

@@ -648,3 +648,51 @@ func FuzzCRC16(f *testing.F) {
 		}
 	})
 }
+
+// A Parser reused over every vector, in both orders (codecs, record and IO counts growing and
+// shrinking), decodes each as ParseTCP does, and allocates nothing once it has seen the
+// largest.
+func TestParserReuse(t *testing.T) {
+	var ps teltonika.Parser
+	frames := make([][]byte, 0, 2*len(tcpVectors))
+	for _, s := range tcpVectors {
+		frames = append(frames, unhex(t, s))
+	}
+	for i := len(tcpVectors) - 1; i >= 0; i-- {
+		frames = append(frames, unhex(t, tcpVectors[i]))
+	}
+	for _, fr := range frames {
+		want, werr := teltonika.ParseTCP(fr)
+		got, err := ps.ParseTCP(fr)
+		if !errors.Is(err, werr) || got.Codec != want.Codec || !reflect.DeepEqual(got.Records, want.Records) {
+			t.Errorf("Parser.ParseTCP(%x) = %+v, %v, want %+v, %v", fr, got, err, want, werr)
+		}
+	}
+	fr := unhex(t, traccarWest)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if _, err := ps.ParseTCP(fr); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("Parser.ParseTCP: %v allocations per packet, want 0", allocs)
+	}
+}
+
+// A Parser reused over datagrams of growing and shrinking size decodes each as ParseUDP does.
+func TestParserReuseUDP(t *testing.T) {
+	var ps teltonika.Parser
+	base := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	for i, n := range []int{3, 1, 5, 2} {
+		recs := make([]teltonika.Record, n)
+		for j := range recs {
+			recs[j] = teltonika.Record{Codec: teltonika.Codec8, Time: base.Add(time.Duration(i*10+j) * time.Second), Lat: int32(j),
+				IO: []teltonika.IO{{ID: 239, Size: 1, Value: uint64(j % 2)}, {ID: 16, Size: 4, Value: uint64(j)}}[:j%3]}
+		}
+		d := teltonika.AppendUDP(nil, teltonika.UDPHeader{PacketID: uint16(i), AVLPacketID: uint8(i), IMEI: "356307042441013"}, teltonika.Codec8, recs)
+		wh, wp, werr := teltonika.ParseUDP(d)
+		h, p, err := ps.ParseUDP(d)
+		if err != nil || werr != nil || h != wh || !reflect.DeepEqual(p, wp) {
+			t.Errorf("Parser.ParseUDP(%x) = %+v, %+v, %v, want %+v, %+v, %v", d, h, p, err, wh, wp, werr)
+		}
+	}
+}

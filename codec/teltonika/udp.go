@@ -22,6 +22,16 @@ const udpPacketType = 0x01
 // (UDP carries no CRC). The packet type byte is not checked (devices send 01; Traccar does
 // not check it either). The IMEI is a new string; NX values alias d.
 func ParseUDP(d []byte) (UDPHeader, Packet, error) {
+	return parseUDP(d, nil)
+}
+
+// ParseUDP is the package's ParseUDP, but the packet's records and their IO elements are the
+// parser's: valid until its next call (the header is the caller's).
+func (ps *Parser) ParseUDP(d []byte) (UDPHeader, Packet, error) {
+	return parseUDP(d, ps)
+}
+
+func parseUDP(d []byte, ps *Parser) (UDPHeader, Packet, error) {
 	if len(d) < udpFixed {
 		return UDPHeader{}, Packet{}, ErrLength
 	}
@@ -43,7 +53,7 @@ func ParseUDP(d []byte) (UDPHeader, Packet, error) {
 	if len(data) > MaxPacket {
 		return UDPHeader{}, Packet{}, ErrTooLarge
 	}
-	p, err := parseData(data)
+	p, err := parseData(data, ps)
 	if err != nil {
 		return UDPHeader{}, Packet{}, err
 	}
