@@ -1,0 +1,91 @@
+package natstest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetrelay/fleetrelay/internal/natstest"
+)
+
+// TestReplicatedStreamSurvivesNodeStop: a stream of three replicas keeps every acknowledged
+// message, and takes new ones, with one of the three nodes stopped; the node comes back and
+// catches up.
+func TestReplicatedStreamSurvivesNodeStop(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"},
+		Replicas: 3, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			for {
+				_, err := js.Publish(ctx, "s.x", fmt.Appendf(nil, "m%d", i))
+				if err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("publish m%d: %v", i, err)
+				}
+				time.Sleep(50 * time.Millisecond) // a leader moving: retry
+			}
+		}
+	}
+	publish(0, 50)
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := info.Cluster.Leader
+	stopped := -1
+	for i := range c.Len() {
+		if c.Server(i).Name() == leader {
+			stopped = i
+		}
+	}
+	if stopped < 0 {
+		t.Fatalf("stream leader %q is none of the nodes", leader)
+	}
+	c.Stop(stopped) // the stream's leader: the hardest case
+	publish(50, 100)
+	check := func() {
+		t.Helper()
+		for seq := uint64(1); seq <= 100; seq++ {
+			var m *jetstream.RawStreamMsg
+			for {
+				m, err = st.GetMsg(ctx, seq)
+				if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) || ctx.Err() != nil {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("message %d: %v", seq, err)
+			}
+			if want := fmt.Sprintf("m%d", seq-1); string(m.Data) != want {
+				t.Fatalf("message %d = %q, want %q", seq, m.Data, want)
+			}
+		}
+	}
+	check()
+	c.Restart(stopped)
+	check()
+}
