@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -111,7 +112,8 @@ func get[T any, P ptr[T]](r *Registry, t *table[T, P], id string) (T, bool) {
 }
 
 // Watch registers fn, called with every committed change in commit order, from the goroutine
-// that wrote it, after the write is in the index. fn must not call the registry's writes (it
+// that wrote it, after the write is in the index (another node's changes, on a Shared backend:
+// from the goroutine that took them in, see Shared). fn must not call the registry's writes (it
 // runs while the writer holds the registry's write lock); it may read the registry. The
 // Change's value is fn's own copy.
 func (r *Registry) Watch(fn func(Change)) {
@@ -317,6 +319,28 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 	}
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
+	for attempt := 1; ; attempt++ {
+		err := r.writeOnce(ctx, stage)
+		if !errors.Is(err, ErrStale) {
+			return err
+		}
+		// Another node committed first: take its writes into the index (and to the watchers),
+		// then stage again over it — a revision that moved now fails as ErrConflict.
+		if attempt == maxStaleRetries {
+			return fmt.Errorf("registry write: %d attempts, another node always first: %w", attempt, err)
+		}
+		if err := r.syncLocked(ctx); err != nil {
+			return fmt.Errorf("registry write: %w", err)
+		}
+	}
+}
+
+// maxStaleRetries bounds the attempts of one write against a Shared backend that other nodes
+// keep writing first.
+const maxStaleRetries = 100
+
+// writeOnce stages and commits one attempt of a write; r.wmu is held.
+func (r *Registry) writeOnce(ctx context.Context, stage func(tx *writeTx) error) error {
 	tx := &writeTx{r: r, now: r.now()}
 	if err := stage(tx); err != nil {
 		return err
@@ -340,6 +364,9 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 		ops = append(ops, Op{Kind: outboxKind, ID: entry.ID, Value: entry.Value})
 	}
 	if err := r.b.Write(ctx, ops); err != nil {
+		if errors.Is(err, ErrStale) {
+			return err
+		}
 		if len(tx.writes) == 1 {
 			return fmt.Errorf("registry: write %s %q: %w", ops[0].Kind, ops[0].ID, err)
 		}

@@ -13,4 +13,8 @@ var (
 	ErrStatic = errors.New("registry: resource owned by the config file")
 	// ErrInvalid refuses a resource the registry cannot hold: no ID, or not one of its types.
 	ErrInvalid = errors.New("registry: invalid resource")
+	// ErrStale is a Shared backend's refusal of a write staged over an index that misses another
+	// node's commits: the registry catches up (Shared.Sync) and stages the write again, so its
+	// callers never see it.
+	ErrStale = errors.New("registry: another node wrote first")
 )
