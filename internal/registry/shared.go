@@ -142,4 +142,3 @@ func cloneChange(c Change) Change {
 	}
 	return c
 }
-
