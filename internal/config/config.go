@@ -47,6 +47,8 @@ type Config struct {
 	Fleet []Device `yaml:"fleet,omitempty"`
 	// Where device messages go: HTTP endpoints that receive them in batches.
 	Routes []Route `yaml:"routes,omitempty"`
+	// Cluster mode: several relays share their control plane through NATS JetStream.
+	Cluster Cluster `yaml:"cluster"`
 }
 
 // Device is one device's metadata.
@@ -478,6 +480,7 @@ func Default() *Config {
 			},
 		},
 		DeviceLink: DeviceLink{Listen: "", Ports: "40000-40999", Protocols: []string{LinkTCP, LinkUDP}, DevicePort: 0, Timeout: 0, Buffer: 256 * KiB},
+		Cluster:    Cluster{NATS: ClusterNATS{Replicas: 3, Prefix: "fleetrelay"}},
 	}
 }
 

@@ -214,7 +214,7 @@ func TestParse(t *testing.T) {
 
 	// Unknown keys, with path, line and a suggestion.
 	f("dta_dir: x\n", "dta_dir: unknown key; did you mean data_dir? (line 1)")
-	f("bogus: 1\n", "bogus: unknown key; known keys: admin, commands, connectors, data_dir, delivery, devicelink, devices, fleet, gc_percent, log, memory_limit, routes, store (line 1)")
+	f("bogus: 1\n", "bogus: unknown key; known keys: admin, cluster, commands, connectors, data_dir, delivery, devicelink, devices, fleet, gc_percent, log, memory_limit, routes, store (line 1)")
 	f("devices:\n  native:\n    tcp: :1\n    sctp: :2\n", "devices.native.sctp: unknown key", "(line 4)")
 	f(route("    batch:\n      max_message: 10\n"), "routes[0].batch.max_message: unknown key; did you mean max_messages? (line 5)")
 	f(route("    retry:\n      backoff: 1s\n"), "routes[0].retry.backoff: unknown key")
@@ -298,6 +298,16 @@ func TestParse(t *testing.T) {
 	f("log:\n  format: xml\n", `log.format: must be one of text, json, got "xml"`)
 	f("log:\n  level: debug\n  format: json\n")
 	f("devices:\n  ack: delivery\n")
+	// Cluster mode.
+	f("cluster:\n  nats:\n    url: nats://127.0.0.1:4222, tls://n2.example:4222\n    replicas: 1\n    prefix: site_a-1\n")
+	f("cluster:\n  nats:\n    url: 127.0.0.1:4222\n", `cluster.nats.url: "127.0.0.1:4222": want scheme://host:port, scheme nats, tls, ws or wss`)
+	f("cluster:\n  nats:\n    url: http://h:4222\n", `cluster.nats.url: "http://h:4222": want scheme://host:port`)
+	f("cluster:\n  nats:\n    replicas: 0\n", "cluster.nats.replicas: must be between 1 and 5, got 0")
+	f("cluster:\n  nats:\n    replicas: 7\n", "cluster.nats.replicas: must be between 1 and 5, got 7")
+	f("cluster:\n  nats:\n    prefix: a.b\n", `cluster.nats.prefix: must be 1 to 64 letters, digits, - or _, got "a.b"`)
+	f("cluster:\n  nats:\n    prefix: \"\"\n", `cluster.nats.prefix: must be 1 to 64 letters`)
+	f("cluster:\n  nats:\n    tls:\n      cert_file: c.pem\n", "cluster.nats.tls: cert_file and key_file go together")
+	f("cluster:\n  nats:\n    tls:\n      cert_file: c.pem\n      key_file: k.pem\n")
 	f("devices:\n  ack: always\n", `devices.ack: must be one of persist, delivery, got "always" (line 2)`)
 	f("devices:\n  auth: token\nfleet:\n  - id: SN1\n    token: t0k\n  - id: SN2\n    token: {env: SN2_TOKEN}\n")
 	f("devices:\n  auth: tokens\n", `devices.auth: must be one of open, known, token, got "tokens" (line 2)`)

@@ -211,6 +211,30 @@ connectors:
     # device's address; "" sends the device's bytes as they are.
     proxy_protocol: v2
 
+# Cluster mode, first slice (README "Cluster mode"): relays of one prefix share their control
+# plane — accounts, keys, routes and devices, the REST API's resources — through NATS
+# JetStream: a change made through any relay's API applies on every relay. Devices' data is
+# NOT shared yet: each relay journals and delivers what its own devices send, in its data_dir.
+cluster:
+  nats:
+    # NATS server URL(s), comma-separated (nats://host:4222,...). "": one node, the embedded
+    # store alone (the default; the keys below then do nothing).
+    url: ""
+    # NATS credentials file (JWT and NKey seed); "": none.
+    creds: ""
+    # TLS to the NATS servers: CA certificates trusted besides the system's, and a client
+    # certificate and key for mutual TLS (both or neither).
+    tls:
+      ca_file: ""
+      cert_file: ""
+      key_file: ""
+    # Replicas of each stream, 1 to 5; 3 keeps everything acknowledged through the loss of one
+    # NATS node. File storage always.
+    replicas: 3
+    # Names the streams (<prefix>_registry): relays of one prefix share them. Letters, digits,
+    # - and _.
+    prefix: fleetrelay
+
 # Settings shared by every route.
 delivery:
   # Allow routes to reach loopback, private and link-local addresses. Off, such URLs are refused at

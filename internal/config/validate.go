@@ -160,6 +160,7 @@ func (c *Config) Validate() error {
 	if c.Commands.DefaultTTL > c.Commands.MaxTTL && c.Commands.MaxTTL > 0 {
 		p.add("commands.default_ttl", "must be at most commands.max_ttl (%s), got %s", c.Commands.MaxTTL, c.Commands.DefaultTTL)
 	}
+	c.validateCluster(&p)
 	c.validateLinks(&p, []tcpListener{{"devices.native.tcp", d.Native.TCP}, {"devices.ndjson.tcp", d.NDJSON.TCP}, {"admin.listen", c.Admin.Listen},
 		{"devices.teltonika.tls.listen", d.Teltonika.TLS.Listen}})
 

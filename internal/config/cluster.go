@@ -1,0 +1,67 @@
+package config
+
+import (
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Cluster is cluster mode: several relay nodes share state through NATS JetStream. This first
+// slice shares the control plane only (the registry: accounts, keys, routes, devices); each
+// node's devices' data stays in its own store (README, "Cluster mode").
+type Cluster struct {
+	// The NATS JetStream cluster the nodes share.
+	NATS ClusterNATS `yaml:"nats"`
+}
+
+// ClusterNATS says how to reach NATS and how to name and replicate what is kept there.
+type ClusterNATS struct {
+	// NATS server URL(s), comma-separated (nats://host:4222,...). "": one node with its embedded
+	// store only (the default; nothing below applies).
+	URL string `yaml:"url"`
+	// NATS credentials file (JWT and NKey seed); "": none.
+	Creds string `yaml:"creds"`
+	// TLS to the NATS servers (tls:// URLs, or servers that require it).
+	TLS ClusterTLS `yaml:"tls"`
+	// Replicas of each stream, 1 to 5: 3 survives the loss of one NATS node.
+	Replicas int `yaml:"replicas"`
+	// Names the streams: nodes of one prefix share them. Letters, digits, - and _.
+	Prefix string `yaml:"prefix"`
+}
+
+// ClusterTLS is the client side of TLS to NATS.
+type ClusterTLS struct {
+	// PEM file of CA certificates trusted in addition to the system's.
+	CAFile string `yaml:"ca_file"`
+	// Client certificate and key (PEM) for mutual TLS; both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether the relay runs in cluster mode.
+func (c *Cluster) Enabled() bool { return c.NATS.URL != "" }
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func (c *Config) validateCluster(p *problems) {
+	n := &c.Cluster.NATS
+	if n.URL != "" {
+		for u := range strings.SplitSeq(n.URL, ",") {
+			u = strings.TrimSpace(u)
+			pu, err := url.Parse(u)
+			if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
+				p.add("cluster.nats.url", "%q: want scheme://host:port, scheme nats, tls, ws or wss", u)
+			}
+		}
+	}
+	if n.Replicas < 1 || n.Replicas > 5 {
+		p.add("cluster.nats.replicas", "must be between 1 and 5, got %d", n.Replicas)
+	}
+	if !prefixRE.MatchString(n.Prefix) {
+		p.add("cluster.nats.prefix", "must be 1 to 64 letters, digits, - or _, got %q", n.Prefix)
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		p.add("cluster.nats.tls", "cert_file and key_file go together")
+	}
+}
