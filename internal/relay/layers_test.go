@@ -36,6 +36,10 @@ var layers = []struct {
 	// the one-node backend is the store).
 	{"internal/access", []string{"internal/config"}},
 	{"internal/registry", []string{"internal/config", "internal/store"}},
+	// Cluster mode: what nodes share through NATS JetStream (the registry's log, a registry
+	// backend); and the tests' in-process NATS clusters.
+	{"internal/cluster", []string{"internal/registry"}},
+	{"internal/natstest", nil},
 	// The bulk import's readers and its command's client (the relay's admin address and key).
 	{"internal/deviceimport", []string{"internal/access", "internal/config"}},
 	// Commands to devices: durable tasks in the store (the actors reach them through their
@@ -57,9 +61,9 @@ var layers = []struct {
 	{"internal/api/apitest", []string{"internal/api"}},
 	{"internal/deadletter", []string{"internal/access", "internal/api", "internal/config", "internal/store"}},
 	// The composition root imports every part, and only cmd (and the test harness) imports it.
-	{"internal/relay", []string{"actors", "codec/...", "netio", "internal/access", "internal/api", "internal/auth", "internal/config",
+	{"internal/relay", []string{"actors", "codec/...", "netio", "internal/access", "internal/api", "internal/auth", "internal/cluster", "internal/config",
 		"internal/control", "internal/deadletter", "internal/deliver", "internal/pipeline", "internal/registry", "internal/route", "internal/store", "internal/tasks", "internal/throttle", "netio/link", "netio/link/linkcrypt"}},
-	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/..."}},
+	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/...", "internal/natstest"}},
 	// The tools beside the relay: they speak the device protocol and nothing else of it (the
 	// floor claims its UDP port as the relay does).
 	{"loadgen", []string{"codec/...", "internal/udpport", "netio/link/linkcrypt"}},

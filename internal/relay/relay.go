@@ -21,6 +21,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/access"
 	"github.com/fleetrelay/fleetrelay/internal/api"
+	"github.com/fleetrelay/fleetrelay/internal/cluster"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/control"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
@@ -36,20 +37,24 @@ import (
 // Relay is one running fleetrelay. New and Start are called from one goroutine; the address
 // getters are safe once Start returned; Shutdown is safe for concurrent use and idempotent.
 type Relay struct {
-	cfg       *config.Config
-	log       *slog.Logger
-	reg       *prometheus.Registry
-	store     *store.Store
-	clients   *route.Clients
-	sys       *actors.System
-	net       *netio.Server
-	admin     *api.Server
-	registry  *registry.Registry // accounts, keys, routes, devices
-	control   *control.Control   // the registry's routes and devices applied to the actors
-	tasks     *tasks.Manager     // commands to devices
-	links     linkManager        // device links (nil: devicelink.listen unset)
-	adminAddr net.Addr
-	routes    []*actors.Route
+	cfg      *config.Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	store    *store.Store
+	clients  *route.Clients
+	sys      *actors.System
+	net      *netio.Server
+	admin    *api.Server
+	registry *registry.Registry // accounts, keys, routes, devices
+	control  *control.Control   // the registry's routes and devices applied to the actors
+	tasks    *tasks.Manager     // commands to devices
+	links    linkManager        // device links (nil: devicelink.listen unset)
+	// Cluster mode (cluster.go): the connection to NATS and the registry's log on it; nil in
+	// one-node mode.
+	nats         *cluster.Conn
+	natsRegistry *cluster.RegistryBackend
+	adminAddr    net.Addr
+	routes       []*actors.Route
 
 	connectors []*link.Connector // the raw TCP connectors of connectors[] (connectors.go)
 
@@ -93,13 +98,20 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	r.store = st
-	if r.registry, err = registry.Open(context.Background(), registry.NewStoreBackend(st)); err != nil {
+	rb, err := r.registryBackend(st)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("open registry: %w", err)
+	}
+	if r.registry, err = registry.Open(context.Background(), rb); err != nil {
+		r.closeCluster()
 		_ = st.Close()
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
 	if r.tasks, err = tasks.Open(context.Background(), tasks.Options{Backend: st, Logger: log,
 		Retention: time.Duration(cfg.Commands.Retention), DefaultTTL: time.Duration(cfg.Commands.DefaultTTL),
 		MaxTTL: time.Duration(cfg.Commands.MaxTTL)}); err != nil {
+		r.closeCluster()
 		_ = st.Close()
 		return nil, fmt.Errorf("open tasks: %w", err)
 	}
@@ -184,7 +196,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		OnSpace: r.net.PauseNDJSON,
 	})
 	if err == nil {
-		r.control.Start() // the notifications the last run left
+		r.control.Start()   // the notifications the last run left
+		r.registry.Follow() // other nodes' changes, in cluster mode
 	}
 	if err == nil {
 		err = r.buildLinks()
@@ -217,9 +230,11 @@ func (r *Relay) abort() {
 	}
 	r.clients.Close()
 	r.tasks.Close()
+	r.stopFollowing()
 	if r.control != nil {
 		r.control.Close()
 	}
+	r.closeCluster()
 	_ = r.store.Close()
 }
 
@@ -360,6 +375,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 
 func (r *Relay) shutdown(ctx context.Context) error {
 	var errs []error
+	r.stopFollowing() // other nodes' changes no longer reach the actors that stop
 	r.net.Drain()
 	if r.links != nil { // clients and devices of links are cut at once; nothing of them is stored
 		if err := r.links.Stop(ctx); err != nil {
@@ -390,6 +406,7 @@ func (r *Relay) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("close admin: %w", err))
 		}
 	}
+	r.closeCluster()
 	r.log.Info("relay stopped")
 	return errors.Join(errs...)
 }
