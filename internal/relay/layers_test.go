@@ -63,7 +63,7 @@ var layers = []struct {
 	// The composition root imports every part, and only cmd (and the test harness) imports it.
 	{"internal/relay", []string{"actors", "codec/...", "netio", "internal/access", "internal/api", "internal/auth", "internal/cluster", "internal/config",
 		"internal/control", "internal/deadletter", "internal/deliver", "internal/pipeline", "internal/registry", "internal/route", "internal/store", "internal/tasks", "internal/throttle", "netio/link", "netio/link/linkcrypt"}},
-	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/...", "internal/natstest"}},
+	{"internal/relaytest", []string{"internal/relay", "internal/config", "internal/checkfor", "loadgen", "codec/..."}},
 	// The tools beside the relay: they speak the device protocol and nothing else of it (the
 	// floor claims its UDP port as the relay does).
 	{"loadgen", []string{"codec/...", "internal/udpport", "netio/link/linkcrypt"}},
