@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
@@ -34,13 +35,13 @@ type RegistryBackend struct {
 	mu      sync.Mutex
 	applied uint64 // the last sequence of the log this node holds (loaded, synced or written)
 
-	follow  sync.Once
-	ctx     context.Context // ended by Close: the notification under way stops
-	cancel  context.CancelFunc
-	stop    chan struct{}
-	wake    chan struct{}
-	wg      sync.WaitGroup
-	consume jetstream.ConsumeContext
+	follow sync.Once
+	ctx    context.Context // ended by Close: the notification under way stops
+	cancel context.CancelFunc
+	stop   chan struct{}
+	wake   chan struct{}
+	wg     sync.WaitGroup
+	sub    *nats.Subscription
 }
 
 var _ registry.Shared = (*RegistryBackend)(nil)
@@ -229,16 +230,15 @@ func (b *RegistryBackend) Sync(ctx context.Context, apply func(ops []registry.Op
 // (a notification lost to a reconnection).
 const followEvery = 5 * time.Second
 
-// Follow calls notify whenever the log grows (an ordered consumer of the log's headers is the
-// doorbell), every followEvery in any case, and once at once.
+// Follow calls notify whenever the log grows, every followEvery in any case, and once at once.
+// The doorbell is a plain NATS subscription to the log's subject (a JetStream publish reaches
+// core subscribers too): nothing to recreate when a NATS node goes, and a ring lost to a
+// reconnection is made up by the ticker. (An ordered consumer was tried first: its Stop could
+// block for seconds while it was being reset after a NATS node's restart.)
 func (b *RegistryBackend) Follow(notify func(ctx context.Context) error) {
 	b.follow.Do(func() {
-		cons, err := b.stream.OrderedConsumer(context.Background(), jetstream.OrderedConsumerConfig{
-			DeliverPolicy: jetstream.DeliverNewPolicy, HeadersOnly: true})
-		if err == nil {
-			b.consume, err = cons.Consume(func(m jetstream.Msg) { b.ring() })
-		}
-		if err != nil { // the ticker alone then
+		var err error
+		if b.sub, err = b.c.nc.Subscribe(b.subject, func(*nats.Msg) { b.ring() }); err != nil {
 			b.c.log.Warn("registry: no notification of other nodes' writes; looking every "+followEvery.String(), "err", err)
 		}
 		b.wg.Add(1)
@@ -281,8 +281,8 @@ func (b *RegistryBackend) Close() error {
 	}
 	close(b.stop)
 	b.cancel()
-	if b.consume != nil {
-		b.consume.Stop()
+	if b.sub != nil {
+		_ = b.sub.Unsubscribe()
 	}
 	b.wg.Wait()
 	return nil
