@@ -100,10 +100,16 @@ func (c *Conn) Connected() bool { return c.nc.IsConnected() }
 // until the caller's context ends (a stream leader moving after a node's loss takes seconds).
 const attemptTimeout = 2 * time.Second
 
-// retry runs fn until it succeeds, fails for good, or ctx ends. Only the errors of a cluster
-// that cannot answer for now — no responders, timeouts, a stream without a leader — are tried
-// again.
+// opTimeout bounds one operation with its retries, whatever the caller's context allows: an
+// API write waits this long for an unreachable NATS cluster, then fails.
+const opTimeout = 15 * time.Second
+
+// retry runs fn until it succeeds, fails for good, or ctx ends (opTimeout at most). Only the
+// errors of a cluster that cannot answer for now — no responders, timeouts, a stream without a
+// leader — are tried again.
 func retry[T any](ctx context.Context, fn func(ctx context.Context) (T, error)) (T, error) {
+	ctx, cancelOp := context.WithTimeout(ctx, opTimeout)
+	defer cancelOp()
 	wait := 20 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)

@@ -169,8 +169,10 @@ func (b *RegistryBackend) Load(ctx context.Context, fn func(kind registry.Kind, 
 
 // Write publishes ops as one message. A write with a resource in it expects the log to end at
 // the last sequence this node holds (else registry.ErrStale); one of outbox entries only (this
-// node's own work, which no other node checks) is appended wherever the log ends. The message
-// ID makes a publish tried again after a lost answer land once.
+// node's own work, which no other node checks) is appended wherever the log ends; its message
+// ID makes one tried again after a lost answer land once. (A resource write tried again so is
+// refused as stale first — JetStream checks the expected sequence before the ID — and the
+// registry then finds its own first attempt in the log: internal/DESIGN.md, "Known edge".)
 func (b *RegistryBackend) Write(ctx context.Context, ops []registry.Op) error {
 	data, err := encodeTx(ops)
 	if err != nil {

@@ -57,6 +57,9 @@ func Start(t testing.TB, n int) *Cluster {
 			StoreDir:   fmt.Sprintf("%s/n%d", base, i+1),
 			NoLog:      true,
 			NoSigs:     true,
+			// fsync on every write, as internal/DESIGN.md asks of production clusters
+			// (sync_interval: always), rather than every 2 minutes.
+			SyncAlways: true,
 		}
 		if n > 1 {
 			o.Cluster = server.ClusterOpts{Name: c.name, Host: "127.0.0.1", Port: ports[2*i+1]}
