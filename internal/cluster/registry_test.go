@@ -192,3 +192,39 @@ func TestRegistryAcrossNodes(t *testing.T) {
 		})
 	}
 }
+
+// TestRegistryRemoteBehindStatic: a route the local config file declares stays declared when
+// another node stores one of the same name (its watchers hear nothing of it); once the config
+// drops it, the stored one — as the other node last wrote it — comes back.
+func TestRegistryRemoteBehindStatic(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := openNode(t, ctx, c.URL())
+	b := openNode(t, ctx, c.URL())
+	b.reg.SetStatic([]registry.Route{*route("s", "http://config/")}, nil)
+
+	if err := a.reg.Create(ctx, route("s", "http://a/1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reg.Update(ctx, route("s", "http://a/2"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.reg.Create(ctx, route("marker", "http://a/")); err != nil { // written after s: once b has it, b has s's writes
+		t.Fatal(err)
+	}
+	eventually(t, "marker on b", func() bool { _, ok := b.reg.Route("marker"); return ok })
+	if r, _ := b.reg.Route("s"); r.Source != registry.SourceConfig || r.Spec.URL != "http://config/" {
+		t.Fatalf("b's s = %s from %s, want the config file's", r.Spec.URL, r.Source)
+	}
+	// (The first is SetStatic's own: the watchers were registered before it.)
+	if got := b.changes(); !equal(got, []string{"routes/s 1 http://config/", "routes/marker 1 http://a/"}) {
+		t.Fatalf("b's watchers saw %v, want nothing of a's s", got)
+	}
+	if err := b.reg.ReplaceStatic(ctx, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := b.reg.Route("s"); r.Source != registry.SourceAPI || r.Spec.URL != "http://a/2" || r.Revision != 2 {
+		t.Fatalf("b's s after the config dropped it = %s rev %d from %s, want a's http://a/2 at 2", r.Spec.URL, r.Revision, r.Source)
+	}
+}

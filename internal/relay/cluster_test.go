@@ -154,3 +154,17 @@ func TestClusterRegistrySharedAcrossRelays(t *testing.T) {
 	db = connect(t, rb.DeviceTCPAddr().String(), native.Hello{Serial: "CB2"}, 1)
 	waitRecords(t, sink, "CB2", send(t, db, "CB2", 2))
 }
+
+// A relay in cluster mode does not start without its NATS cluster, and says why.
+func TestClusterNoNATS(t *testing.T) {
+	cfg := testConfig(t, nil)
+	cfg.Cluster.NATS.URL = "nats://" + relaytest.FreeAddr(t)
+	r, err := relaytest.Open(cfg, relaytest.Logger(t))
+	if err == nil {
+		_ = relaytest.Shutdown(r)
+		t.Fatal("relay started without its NATS cluster")
+	}
+	if !strings.Contains(err.Error(), "connect to NATS") {
+		t.Fatalf("error %q does not say NATS was not reached", err)
+	}
+}
