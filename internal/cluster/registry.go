@@ -31,6 +31,8 @@ type RegistryBackend struct {
 	c       *Conn
 	stream  jetstream.Stream
 	subject string
+	// id tells this backend's commit notifications (committedSubject) from other nodes'.
+	id string
 
 	mu      sync.Mutex
 	applied uint64 // the last sequence of the log this node holds (loaded, synced or written)
@@ -69,7 +71,7 @@ func (c *Conn) OpenRegistry(ctx context.Context) (*RegistryBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: registry stream %s: %w", cfg.Name, err)
 	}
-	b := &RegistryBackend{c: c, stream: st, subject: cfg.Subjects[0],
+	b := &RegistryBackend{c: c, stream: st, subject: cfg.Subjects[0], id: nuid.Next(),
 		stop: make(chan struct{}), wake: make(chan struct{}, 1)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	return b, nil
@@ -205,8 +207,16 @@ func (b *RegistryBackend) Write(ctx context.Context, ops []registry.Op) error {
 		b.applied = ack.Sequence
 	}
 	b.mu.Unlock()
+	// Tell the other nodes, now that the log has it (best effort: their ticker makes up for a
+	// notification lost).
+	_ = b.c.nc.Publish(b.committedSubject(), []byte(b.id))
 	return nil
 }
+
+// committedSubject is where a node says it committed a transaction. Not the log's own subject:
+// a core subscriber of that one hears a publish before the stream has stored it, and would
+// read the log too early.
+func (b *RegistryBackend) committedSubject() string { return b.subject + ".committed" }
 
 // Sync reads the log past the last sequence this node holds and applies it.
 func (b *RegistryBackend) Sync(ctx context.Context, apply func(ops []registry.Op)) error {
@@ -232,15 +242,21 @@ func (b *RegistryBackend) Sync(ctx context.Context, apply func(ops []registry.Op
 // (a notification lost to a reconnection).
 const followEvery = 5 * time.Second
 
-// Follow calls notify whenever the log grows, every followEvery in any case, and once at once.
-// The doorbell is a plain NATS subscription to the log's subject (a JetStream publish reaches
-// core subscribers too): nothing to recreate when a NATS node goes, and a ring lost to a
-// reconnection is made up by the ticker. (An ordered consumer was tried first: its Stop could
-// block for seconds while it was being reset after a NATS node's restart.)
+// Follow calls notify whenever another node says it committed (committedSubject), every
+// followEvery in any case, and once at once. The doorbell is a plain NATS subscription: nothing
+// to recreate when a NATS node goes, and a notification lost (a reconnection, a writer gone
+// between its commit and its notification) is made up by the ticker. (An ordered consumer of
+// the log was tried first: its Stop could block for seconds while it was being reset after a
+// NATS node's restart.)
 func (b *RegistryBackend) Follow(notify func(ctx context.Context) error) {
 	b.follow.Do(func() {
 		var err error
-		if b.sub, err = b.c.nc.Subscribe(b.subject, func(*nats.Msg) { b.ring() }); err != nil {
+		ring := func(m *nats.Msg) {
+			if string(m.Data) != b.id {
+				b.ring()
+			}
+		}
+		if b.sub, err = b.c.nc.Subscribe(b.committedSubject(), ring); err != nil {
 			b.c.log.Warn("registry: no notification of other nodes' writes; looking every "+followEvery.String(), "err", err)
 		}
 		b.wg.Add(1)

@@ -28,7 +28,7 @@ type node struct {
 	seen []registry.Change
 }
 
-func openNode(t *testing.T, ctx context.Context, url string) *node {
+func openNode(t testing.TB, ctx context.Context, url string) *node {
 	t.Helper()
 	conn, err := cluster.Connect(ctx, cluster.Options{URL: url, Replicas: 3, Prefix: "t", Name: t.Name()})
 	if err != nil {
