@@ -59,6 +59,9 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		nats.Name(o.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// No buffering while reconnecting: a publish then fails at once and is tried again
+		// (retry) within its caller's time, instead of landing later, after its caller gave up.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("NATS connection lost", "err", err)
