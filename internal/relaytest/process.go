@@ -2,6 +2,7 @@ package relaytest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -88,6 +89,30 @@ type Process struct {
 	Cmd  *exec.Cmd
 	done chan struct{} // closed when the process exited; err is then set
 	err  error
+	log  tailBuffer // the end of its stderr
+}
+
+// tailBuffer keeps the last bytes written to it (at most 64 KiB). Safe for concurrent use.
+type tailBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - 64<<10; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+// tail returns the last n bytes written.
+func (t *tailBuffer) tail(n int) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b[max(0, len(t.b)-n):])
 }
 
 // StartProcess runs bin with args, its stdout (and, under -v, its stderr) on the test's stderr,
@@ -97,19 +122,22 @@ func StartProcess(t testing.TB, bin, waitAddr string, args ...string) *Process {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = os.Stderr
+	p := &Process{Cmd: cmd, done: make(chan struct{})}
+	// Its stderr (the log) is kept, so that a start that fails says why; under -v it is shown
+	// as it comes.
+	cmd.Stderr = &p.log
 	if testing.Verbose() {
-		cmd.Stderr = os.Stderr
+		cmd.Stderr = io.MultiWriter(os.Stderr, &p.log)
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &Process{Cmd: cmd, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
 	checkfor.Check(t, 30*time.Second, 20*time.Millisecond, func() error {
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited at start: %v", filepath.Base(bin), p.err)
+			t.Fatalf("%s exited at start: %v; its log ends:\n%s", filepath.Base(bin), p.err, p.log.tail(4096))
 		default:
 		}
 		c, err := net.Dial("tcp", waitAddr)

@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -114,16 +115,29 @@ func StartSink(t testing.TB) *loadgen.Sink {
 	return s
 }
 
-// FreeAddr returns a loopback TCP address that was free a moment ago, for a relay process whose
-// address the test must know before it starts (and keep across a restart).
+// FreeAddr returns a loopback address whose port was free a moment ago for TCP and UDP, for a
+// relay process whose address the test must know before it starts (and keep across a restart).
+// The port is below Linux's ephemeral range (32768 and up): a port the kernel hands out (":0")
+// can be taken, between a kill and a restart, as the local port of another test's outgoing
+// connection, and the restarted relay would then fail to bind it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 500 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		_ = l.Close()
+		if err != nil {
+			continue
+		}
+		_ = u.Close()
+		return addr
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port from 20000 to 31999 on 127.0.0.1")
+	return ""
 }
 
 // LogBuffer collects log lines written from many goroutines (a relay's, a server's), for tests
