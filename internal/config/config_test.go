@@ -465,6 +465,12 @@ func TestParse(t *testing.T) {
 	f(conn("    connect_timeout: 0\n"), "connectors[0].connect_timeout: must be > 0, got 0")
 	f(conn("    idle_timeout: -1s\n"), "connectors[0].idle_timeout: must not be negative")
 	f(conn("    proxy_protocol: v1\n"), `connectors[0].proxy_protocol: must be "" (none) or "v2", got "v1" (line 5)`)
+	f(conn("    max_connections: 0\n"), "connectors[0].max_connections: must be at least 1, got 0")
+	f(conn("    max_connections: -5\n"), "connectors[0].max_connections: must be at least 1, got -5")
+	f(conn("    max_connections: 1\n    buffer: 4KiB\n"))
+	f(conn("    buffer: 64MiB\n"))
+	f(conn("    buffer: 4095\n"), "connectors[0].buffer: must be between 4KiB and 64MiB, got 4095")
+	f(conn("    buffer: 65MiB\n"), "connectors[0].buffer: must be between 4KiB and 64MiB, got 65MiB")
 	f(conn("    upsteam: x:1\n"), "connectors[0].upsteam: unknown key; did you mean upstream?")
 
 	// Routes: name.

@@ -126,12 +126,38 @@ type Connector struct {
 	// "" (the default) sends the device's bytes as they are; "v2" first sends upstream an
 	// HAProxy PROXY protocol v2 header, so the end server sees the device's address.
 	ProxyProtocol string `yaml:"proxy_protocol"`
+	// Most device connections the connector holds at once (at least 1, default 1000): one
+	// beyond it is closed at accept, before upstream is dialled, and counted. Each connection
+	// holds two open files (the device's and the upstream's), which [Config.CheckMachine]
+	// counts.
+	MaxConnections int `yaml:"max_connections"`
+	// Most bytes a connection holds in memory for each direction, waiting for the slower side:
+	// once full, the other side is not read until it drains. 4KiB to 64MiB, default 256KiB.
+	Buffer Size `yaml:"buffer"`
 }
+
+// Defaults of a connector.
+const (
+	DefaultConnectorMaxConnections = 1000
+	DefaultConnectorBuffer         = 256 * KiB
+)
+
+// ConnectorFilesPerConnection is the open files one device connection of a connector holds: its
+// own socket and its upstream's.
+const ConnectorFilesPerConnection = 2
+
+// Files is the most files the connector may hold open: [ConnectorFilesPerConnection] per
+// connection up to max_connections, and its listener.
+func (c Connector) Files() int { return ConnectorFilesPerConnection*max(c.MaxConnections, 0) + 1 }
 
 // DefaultConnector returns a connector with every default set and no name or addresses.
 // Connectors decoded from YAML start from it.
 func DefaultConnector() Connector {
-	return Connector{ConnectTimeout: Duration(5 * time.Second)}
+	return Connector{
+		ConnectTimeout: Duration(5 * time.Second),
+		MaxConnections: DefaultConnectorMaxConnections,
+		Buffer:         DefaultConnectorBuffer,
+	}
 }
 
 // UnmarshalYAML decodes a connector on top of [DefaultConnector], so absent keys keep their
@@ -221,6 +247,12 @@ func (c *Config) validateLinks(p *problems, others []tcpListener) {
 		nonNegative(p, path+".idle_timeout", cn.IdleTimeout)
 		if cn.ProxyProtocol != "" && cn.ProxyProtocol != "v2" {
 			p.add(path+".proxy_protocol", `must be "" (none) or "v2", got %q`, cn.ProxyProtocol)
+		}
+		if cn.MaxConnections < 1 {
+			p.add(path+".max_connections", "must be at least 1, got %d", cn.MaxConnections)
+		}
+		if cn.Buffer < MinLinkBuffer || cn.Buffer > MaxLinkBuffer {
+			p.add(path+".buffer", "must be between %s and %s, got %s", MinLinkBuffer, MaxLinkBuffer, sizeText(cn.Buffer))
 		}
 	}
 }

@@ -210,6 +210,12 @@ connectors:
     # "v2" sends upstream an HAProxy PROXY protocol v2 header first, so the end server sees the
     # device's address; "" sends the device's bytes as they are.
     proxy_protocol: v2
+    # Most device connections at once (at least 1): one beyond is closed at accept, before
+    # upstream is dialled, and counted. Each holds 2 open files, counted against the
+    # process's open-file limit at start.
+    max_connections: 1000
+    # Most bytes a connection holds per direction for the slower side (4KiB to 64MiB).
+    buffer: 256KiB
 
 # Cluster mode, first slice (README "Cluster mode"): relays of one prefix share their control
 # plane — accounts, keys, routes and devices, the REST API's resources — through NATS

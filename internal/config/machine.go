@@ -1,5 +1,7 @@
 package config
 
+import "fmt"
+
 // Machine holds the facts about the host and the process that [Config.CheckMachine] compares a
 // configuration with. Unlike [Config.Validate], which judges the file alone, these checks give a
 // different answer on a different machine, so the caller measures the machine (the relay does so
@@ -78,7 +80,11 @@ func (c *Config) linkFiles() int {
 //   - devices.event_loops above [MaxEventLoopsPerCPU] per CPU is an error;
 //   - devices.max_connections that the open-file limit can never allow (at or above it) is an
 //     error; one that leaves fewer files than [Config.OwnFiles] for the relay's own use is a
-//     warning: at max_connections the relay could not open a store file or reach an endpoint.
+//     warning: at max_connections the relay could not open a store file or reach an endpoint;
+//   - connectors whose worst case ([Connector.Files] each) does not fit in the open-file limit
+//     beside devices.max_connections and [Config.OwnFiles] are errors, each naming the
+//     connectors[i].max_connections that ends up past the limit: a flood of connections to a
+//     connector would otherwise take the files the device listeners and the store need.
 func (c *Config) CheckMachine(m Machine) (warnings []string, err error) {
 	var p, w problems
 	d := &c.Devices
@@ -103,5 +109,35 @@ func (c *Config) CheckMachine(m Machine) (warnings []string, err error) {
 				"raise the limit (ulimit -n, systemd LimitNOFILE=) or set max_connections to at most %d", conns, limit-conns, limit, own, fit)
 		}
 	}
+	c.checkConnectorFiles(&p, m)
 	return w, p.err()
+}
+
+// checkConnectorFiles adds the connectors' worst case to the relay's own files and
+// devices.max_connections, in the config's order, and reports each connector from which on the
+// sum exceeds the open-file limit, with the max_connections that would fit there.
+func (c *Config) checkConnectorFiles(p *problems, m Machine) {
+	if m.OpenFiles == 0 || len(c.Connectors) == 0 {
+		return
+	}
+	limit := m.OpenFiles
+	own, devs := uint64(c.OwnFiles(m)), uint64(max(c.Devices.MaxConnections, 0))
+	sum := own + devs
+	for i := range c.Connectors {
+		cn := &c.Connectors[i]
+		before := sum
+		sum += uint64(cn.Files())
+		if sum <= limit {
+			continue
+		}
+		fit := uint64(0)
+		if limit > before+1 {
+			fit = (limit - before - 1) / ConnectorFilesPerConnection
+		}
+		p.add(fmt.Sprintf("connectors[%d].max_connections", i),
+			"%d does not fit in the open-file limit %d (RLIMIT_NOFILE): the connector may hold %d files (%d per connection and its listener), "+
+				"on top of devices.max_connections (%d), the relay's own files (about %d) and the connectors before it (%d): %d in all; "+
+				"raise the limit (ulimit -n, systemd LimitNOFILE=) or set connectors[%d].max_connections to at most %d",
+			cn.MaxConnections, limit, cn.Files(), ConnectorFilesPerConnection, devs, own, before-own-devs, sum, i, fit)
+	}
 }

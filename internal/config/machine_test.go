@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -77,6 +78,36 @@ func TestCheckMachine(t *testing.T) {
 		c.DeviceLink.Protocols, c.Devices.MaxConnections = []string{config.LinkUDP}, 18000
 	}
 	f(udpLinks, two, []string{"devices.max_connections: 18000 leaves 2000 of the open-file limit 20000|need about 2264|at most 17736"}, nil)
+	// Connectors: each may hold 2 files per connection up to its max_connections and its
+	// listener, counted with devices.max_connections and the relay's own files (264).
+	connectors := func(devices int, maxConns ...int) func(*config.Config) {
+		return func(c *config.Config) {
+			c.Devices.MaxConnections = devices
+			for i, n := range maxConns {
+				cn := config.DefaultConnector()
+				cn.Name, cn.Listen, cn.Upstream, cn.MaxConnections = fmt.Sprint("c", i), fmt.Sprint(":", 5100+i), "up:1", n
+				c.Connectors = append(c.Connectors, cn)
+			}
+		}
+	}
+	if got := config.DefaultConnector().Files(); got != 2001 {
+		t.Fatalf("DefaultConnector().Files() = %d, want 2001 (2 × 1000 connections + the listener)", got)
+	}
+	f(connectors(10000, 1000), two, nil, nil)      // 264 + 10,000 + 2,001
+	f(connectors(17735, 1000), two, nil, nil)      // 264 + 17,735 + 2,001 = 20,000: fits exactly
+	f(connectors(17736, 1000), two, nil, []string{ // one file too many
+		"connectors[0].max_connections: 1000 does not fit in the open-file limit 20000|may hold 2001 files|devices.max_connections (17736)|about 264|20001 in all|connectors[0].max_connections to at most 999"})
+	f(connectors(18000, 1000), two, nil, []string{"connectors[0].max_connections: 1000 does not fit|at most 867"})
+	// Several: the first connector past the limit and every one after it are named, each with
+	// what would fit where it stands (0 once the ones before it fill the limit).
+	f(connectors(15000, 1000, 2000, 1), two, nil, []string{
+		"connectors[1].max_connections: 2000 does not fit|connectors before it (2001)|21266 in all|at most 1367",
+		"connectors[2].max_connections: 1 does not fit|may hold 3 files|connectors before it (6002)|at most 0",
+	})
+	f(connectors(15000, 1000, 2000, 1), config.Machine{CPUs: 2}, nil, nil) // unlimited
+	// devices.max_connections 0 (no limit of its own) adds nothing.
+	f(connectors(0, 9867), two, nil, nil) // 264 + 2 × 9,867 + 1 = 19,999
+	f(connectors(0, 9868), two, nil, []string{"connectors[0].max_connections: 9868 does not fit|devices.max_connections (0)|20001 in all|at most 9867"})
 	// A tiny limit that the relay's own files exceed: at most 0.
 	f(conns(100), config.Machine{CPUs: 2, OpenFiles: 200}, []string{"devices.max_connections: 100 leaves 100 of the open-file limit 200|at most 0"}, nil)
 	// Both at once, with routes counted: each enabled route adds concurrency + 1; the loops
