@@ -38,9 +38,13 @@ type ConnectorConfig struct {
 	// Buffer bounds the bytes the relay holds per direction per connection (default 256 KiB):
 	// when the receiving side holds this much unsent, the sending side is not read until it
 	// drains (TCP flow control then holds the sender back). One read (64 KiB) may come on top.
-	Buffer     int
-	EventLoops int // 0: one per CPU
-	Logger     *slog.Logger
+	Buffer int
+	// MaxConnections bounds the device connections held at once (default 1000): from accept
+	// until the pair's end, each holds two open files (its own and its upstream's). One
+	// beyond it is closed at accept, before upstream is dialled, and counted (Refused).
+	MaxConnections int
+	EventLoops     int // 0: one per CPU
+	Logger         *slog.Logger
 }
 
 // ConnectorStats are the counters of a connector.
@@ -48,15 +52,21 @@ type ConnectorStats struct {
 	// Open is the device connections being read now: from accept until the device's FIN (a
 	// device that half-closed still gets the upstream's answer, but is no longer counted) or
 	// the pair's end. UpstreamOpen likewise for the upstream connections.
-	Open            int64
-	Accepted        int64 // device connections accepted in total
-	UpstreamOpen    int64
-	UpstreamRefused int64 // upstream dials refused (nothing listening there)
-	UpstreamTimeout int64 // upstream dials that did not connect within ConnectTimeout
-	UpstreamOther   int64 // upstream dials that failed otherwise (name, route, resources)
-	IdleClosed      int64 // pairs closed by IdleTimeout
-	ToUpstream      int64 // bytes devices sent that went to the upstream
-	ToDevice        int64 // bytes the upstream sent that went to devices
+	Open     int64
+	Accepted int64 // device connections accepted in total
+	// Pairs is the device connections held now, from accept until the pair's end (both
+	// sides closed): what MaxConnections bounds.
+	Pairs int64
+	// RefusedMaxConnections counts the device connections closed at accept because
+	// MaxConnections were held; they are not in Accepted.
+	RefusedMaxConnections int64
+	UpstreamOpen          int64
+	UpstreamRefused       int64 // upstream dials refused (nothing listening there)
+	UpstreamTimeout       int64 // upstream dials that did not connect within ConnectTimeout
+	UpstreamOther         int64 // upstream dials that failed otherwise (name, route, resources)
+	IdleClosed            int64 // pairs closed by IdleTimeout
+	ToUpstream            int64 // bytes devices sent that went to the upstream
+	ToDevice              int64 // bytes the upstream sent that went to devices
 	// Paused counts the times a connection stopped being read because its peer held Buffer
 	// bytes not yet sent.
 	Paused int64
@@ -71,13 +81,15 @@ type ConnectorStats struct {
 const (
 	DefaultConnectTimeout  = 5 * time.Second
 	DefaultConnectorBuffer = 256 << 10
+	// DefaultConnectorMaxConnections is ConnectorConfig.MaxConnections when it is 0.
+	DefaultConnectorMaxConnections = 1000
 )
 
 const (
 	// connReadChunk is gnet's read size per event (its ReadBufferCap): what a paused
 	// connection may still have read on top of Buffer.
 	connReadChunk = 64 << 10
-	// connLogEvery rate-limits the log of upstream failures.
+	// connLogEvery rate-limits the logs of upstream failures and of refused devices.
 	connLogEvery = 10 * time.Second
 )
 
@@ -86,6 +98,10 @@ const (
 // the client leg of a pair, its new upstream connection the dialled leg, and bytes are copied
 // between the two sockets on gnet's event loops, with no goroutine per pair once it is
 // connected.
+//
+// At most MaxConnections device connections are held at once, from accept to the pair's end:
+// one beyond is closed at once, before any dial (counted, logged at most every 10 s), so a flood
+// of connections cannot take every open file of the process.
 //
 // Each accepted device connection gets a new upstream connection, dialled within
 // ConnectTimeout and enrolled into the device's event loop; a refused or timed-out dial closes
@@ -124,8 +140,9 @@ type Connector struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // dials
 
-	now     atomic.Int64      // unix nanoseconds, refreshed each tick (a coarse clock for idleness)
-	failLog throttle.Throttle // upstream failures, logged at most every connLogEvery
+	now       atomic.Int64      // unix nanoseconds, refreshed each tick (a coarse clock for idleness)
+	failLog   throttle.Throttle // upstream failures, logged at most every connLogEvery
+	refuseLog throttle.Throttle // devices refused for MaxConnections, likewise
 
 	mu       sync.Mutex // guards the fields below; taken on open and end, not per byte
 	stopping bool
@@ -135,6 +152,7 @@ type Connector struct {
 
 type connCounters struct {
 	open, upOpen, accepted, refused, timeout, other, idle atomic.Int64
+	pairs, refusedMax                                     atomic.Int64
 	toUp, toDev, paused, buffered, peak                   atomic.Int64
 }
 
@@ -152,6 +170,9 @@ func NewConnector(cfg ConnectorConfig) (*Connector, error) {
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = DefaultConnectorBuffer
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultConnectorMaxConnections
+	}
 	if cfg.EventLoops <= 0 {
 		cfg.EventLoops = runtime.NumCPU()
 	}
@@ -159,13 +180,14 @@ func NewConnector(cfg ConnectorConfig) (*Connector, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Connector{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "connector", "connector", cfg.Name),
-		running: make(chan struct{}),
-		runErr:  make(chan error, 1),
-		failLog: throttle.Throttle{Period: connLogEvery},
-		pairs:   make(map[*connPair]struct{}),
-		loops:   make(map[gnet.EventLoop]int),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "connector", "connector", cfg.Name),
+		running:   make(chan struct{}),
+		runErr:    make(chan error, 1),
+		failLog:   throttle.Throttle{Period: connLogEvery},
+		refuseLog: throttle.Throttle{Period: connLogEvery},
+		pairs:     make(map[*connPair]struct{}),
+		loops:     make(map[gnet.EventLoop]int),
 	}
 	c.now.Store(time.Now().UnixNano())
 	return c, nil
@@ -280,18 +302,20 @@ func (c *Connector) Name() string { return c.cfg.Name }
 // Stats returns a snapshot of the counters. Safe for concurrent use.
 func (c *Connector) Stats() ConnectorStats {
 	return ConnectorStats{
-		Open:            c.st.open.Load(),
-		Accepted:        c.st.accepted.Load(),
-		UpstreamOpen:    c.st.upOpen.Load(),
-		UpstreamRefused: c.st.refused.Load(),
-		UpstreamTimeout: c.st.timeout.Load(),
-		UpstreamOther:   c.st.other.Load(),
-		IdleClosed:      c.st.idle.Load(),
-		ToUpstream:      c.st.toUp.Load(),
-		ToDevice:        c.st.toDev.Load(),
-		Paused:          c.st.paused.Load(),
-		Buffered:        c.st.buffered.Load(),
-		PeakBuffered:    c.st.peak.Load(),
+		Open:                  c.st.open.Load(),
+		Accepted:              c.st.accepted.Load(),
+		Pairs:                 c.st.pairs.Load(),
+		RefusedMaxConnections: c.st.refusedMax.Load(),
+		UpstreamOpen:          c.st.upOpen.Load(),
+		UpstreamRefused:       c.st.refused.Load(),
+		UpstreamTimeout:       c.st.timeout.Load(),
+		UpstreamOther:         c.st.other.Load(),
+		IdleClosed:            c.st.idle.Load(),
+		ToUpstream:            c.st.toUp.Load(),
+		ToDevice:              c.st.toDev.Load(),
+		Paused:                c.st.paused.Load(),
+		Buffered:              c.st.buffered.Load(),
+		PeakBuffered:          c.st.peak.Load(),
 	}
 }
 
@@ -346,6 +370,7 @@ func (cp *connPair) ended(*pair) {
 	cp.dirHeld = [2]int{}
 	c.mu.Lock()
 	delete(c.pairs, cp)
+	c.st.pairs.Store(int64(len(c.pairs)))
 	c.mu.Unlock()
 }
 
@@ -413,6 +438,15 @@ func (h *connHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		c.mu.Unlock()
 		return nil, gnet.Close
 	}
+	if len(c.pairs) >= c.cfg.MaxConnections {
+		c.mu.Unlock()
+		c.st.refusedMax.Add(1)
+		if n, ok := c.refuseLog.Allow(); ok {
+			c.log.Warn("max_connections reached, device connection closed at accept (logged at most every 10 s)",
+				"max_connections", c.cfg.MaxConnections, "remote", gc.RemoteAddr(), "unlogged", n)
+		}
+		return nil, gnet.Close
+	}
 	epfd, err := c.loopFD(gc)
 	if err != nil {
 		c.mu.Unlock()
@@ -423,6 +457,7 @@ func (h *connHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	cp.p = newPair(cp, c.w, c.cfg.Buffer, gc, epfd)
 	cp.last.Store(c.now.Load())
 	c.pairs[cp] = struct{}{}
+	c.st.pairs.Store(int64(len(c.pairs)))
 	c.wg.Add(1) // under mu: Stop sets stopping, then waits for the dials
 	c.mu.Unlock()
 	c.st.accepted.Add(1)

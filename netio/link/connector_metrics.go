@@ -5,7 +5,7 @@ import (
 )
 
 // Collectors are the connector's metrics, read from its counters when scraped, labelled with
-// its name: device and upstream connections open, devices accepted, upstream dials failed by
+// its name: device and upstream connections open, devices accepted and refused, upstream dials failed by
 // reason, bytes each way, pairs closed idle, pauses for backpressure and bytes held. Register
 // them once per registry; several connectors' collectors go in one registry side by side.
 func (c *Connector) Collectors() []prometheus.Collector {
@@ -23,8 +23,11 @@ func (c *Connector) Collectors() []prometheus.Collector {
 	st := &c.st
 	gauge("fleetrelay_connector_connections", "Device connections a TCP connector reads now (a device that half-closed, whose pair still carries the answer, no longer counts).", st.open.Load)
 	gauge("fleetrelay_connector_upstream_connections", "Upstream connections a TCP connector reads now for its devices (likewise).", st.upOpen.Load)
+	gauge("fleetrelay_connector_pairs", "Device connections a TCP connector holds now, from accept until both sides closed (what max_connections bounds).", st.pairs.Load)
 	gauge("fleetrelay_connector_buffered_bytes", "Bytes a TCP connector holds for its pairs, both directions, as of each pair's last event.", st.buffered.Load)
 	counter("fleetrelay_connector_accepted_total", "Device connections a TCP connector accepted.", name, st.accepted.Load)
+	counter("fleetrelay_connector_refused_total", "Device connections a TCP connector closed at accept, by reason: max_connections (that many were held).",
+		with("reason", "max_connections"), st.refusedMax.Load)
 	const failHelp = "Upstream dials of a TCP connector that failed, by reason: refused (nothing listens), " +
 		"timeout (no answer within connect_timeout), other; each closed its device connection."
 	counter("fleetrelay_connector_upstream_failures_total", failHelp, with("reason", "refused"), st.refused.Load)

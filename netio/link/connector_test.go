@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 
@@ -377,7 +378,9 @@ func TestConnectorManyConnectionsNoLeak(t *testing.T) {
 	}
 	noLeaks(t)
 	up := startServer(t, "tcp", "127.0.0.1:0", echo)
-	c := startConnector(t, link.ConnectorConfig{Name: "many", Upstream: up.Addr()})
+	// Batches of 1,000 at once: pairs of the batch before may still be ending when the next
+	// starts, so the default max_connections (1,000) could refuse some.
+	c := startConnector(t, link.ConnectorConfig{Name: "many", Upstream: up.Addr(), MaxConnections: 10000})
 	before, beforeList := openFDs(t), fdList() // the runtime's poller is open already: the servers listen
 
 	const total, batch = 10000, 1000
@@ -848,4 +851,74 @@ func BenchmarkConnectorRoundTrip(b *testing.B) {
 	}
 	b.Run("direct", func(b *testing.B) { run(b, up.Addr()) })
 	b.Run("connector", func(b *testing.B) { run(b, c.Addr().String()) })
+}
+
+// MaxConnections: a device connection beyond it is closed at accept, before any dial, and
+// counted, while the ones held keep working; once one of them leaves, a new one is admitted.
+func TestConnectorMaxConnections(t *testing.T) {
+	noLeaks(t)
+	var upstreams atomic.Int64
+	up := startServer(t, "tcp", "127.0.0.1:0", func(c net.Conn) { upstreams.Add(1); echo(c) })
+	c := startConnector(t, link.ConnectorConfig{Name: "capped", Upstream: up.Addr(), MaxConnections: 5})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c.Collectors()...)
+	roundTrip := func(dev net.Conn, i int) {
+		t.Helper()
+		_ = dev.SetDeadline(time.Now().Add(time.Minute)) // against a hang, not a speed check
+		msg := fmt.Appendf(nil, "device %d\n", i)
+		if _, err := dev.Write(msg); err != nil {
+			t.Fatalf("device %d write: %v", i, err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(dev, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("device %d echo %q, %v; want %q", i, got, err, msg)
+		}
+	}
+	devs := make([]net.Conn, 5)
+	for i := range devs {
+		devs[i] = dial(t, c.Addr())
+		roundTrip(devs[i], i)
+	}
+	sixth := dial(t, c.Addr())
+	_, _ = sixth.Write([]byte("one too many"))
+	expectClosed(t, sixth)
+	st := waitStats(t, c, "refusal counted", func(s link.ConnectorStats) bool { return s.RefusedMaxConnections == 1 })
+	if st.Accepted != 5 || st.Pairs != 5 || st.UpstreamRefused+st.UpstreamTimeout+st.UpstreamOther != 0 {
+		t.Fatalf("stats %+v, want 5 accepted and held, no upstream failure", st)
+	}
+	if n := upstreams.Load(); n != 5 {
+		t.Fatalf("upstream got %d connections, want 5: the refused device must not be dialled for", n)
+	}
+	for i, dev := range devs { // the five held still work
+		roundTrip(dev, 10+i)
+	}
+	var mf *dto.MetricFamily
+	if mfs, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, m := range mfs {
+			if m.GetName() == "fleetrelay_connector_refused_total" {
+				mf = m
+			}
+		}
+	}
+	if mf == nil || len(mf.GetMetric()) != 1 || mf.GetMetric()[0].GetCounter().GetValue() != 1 ||
+		!slices.ContainsFunc(mf.GetMetric()[0].GetLabel(), func(l *dto.LabelPair) bool {
+			return l.GetName() == "reason" && l.GetValue() == "max_connections"
+		}) {
+		t.Fatalf("fleetrelay_connector_refused_total = %v, want 1 with reason max_connections", mf)
+	}
+
+	// One leaves: once its pair ended, a new device is admitted and works.
+	_ = devs[0].Close()
+	waitStats(t, c, "a pair ended", func(s link.ConnectorStats) bool { return s.Pairs == 4 })
+	again := dial(t, c.Addr())
+	roundTrip(again, 20)
+	st = c.Stats()
+	if st.Accepted != 6 || st.Pairs != 5 || st.RefusedMaxConnections != 1 {
+		t.Fatalf("stats %+v, want 6 accepted, 5 held, 1 refused", st)
+	}
+	for i, dev := range devs[1:] {
+		roundTrip(dev, 30+i)
+	}
 }
