@@ -284,3 +284,62 @@ func TestConnectorsNeedRestartOnReload(t *testing.T) {
 		t.Errorf("after the reload, the device reached %q, %v; want the first upstream", got, err)
 	}
 }
+
+// connectors[].max_connections reaches the connector: with 2, a third device is closed at
+// accept while the two keep working, and /metrics counts the refusal by reason; buffer is
+// passed on too (a small one still carries more than itself).
+func TestConnectorMaxConnectionsThroughRelay(t *testing.T) {
+	echoAddr := upstream(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	cfg := testConfig(t, nil)
+	cfg.Connectors = []config.Connector{connector("capped", "127.0.0.1:0", echoAddr, func(c *config.Connector) {
+		c.MaxConnections, c.Buffer = 2, config.MinLinkBuffer
+	})}
+	r, logs := startLoggedRelay(t, cfg)
+	if line := "connector=capped listen=" + r.ConnectorAddr("capped").String(); !strings.Contains(logs.String(), line) ||
+		!strings.Contains(logs.String(), "max_connections=2") {
+		t.Errorf("the start-up log has no %q with max_connections=2:\n%s", line, logs.String())
+	}
+	echo := func(dev net.Conn, n int, fill byte) {
+		t.Helper()
+		werr := make(chan error, 1)
+		go func() { werr <- streamOut(dev, n, fill) }()
+		if err := streamIn(dev, n, fill); err != nil {
+			t.Fatalf("the echo through capped: %v", err)
+		}
+		if err := <-werr; err != nil {
+			t.Fatal(err)
+		}
+	}
+	devs := []net.Conn{rawConn(t, r.ConnectorAddr("capped").String()), rawConn(t, r.ConnectorAddr("capped").String())}
+	for i, dev := range devs {
+		echo(dev, 256<<10, byte(i+1)) // 64 times the buffer
+	}
+	third := rawConn(t, r.ConnectorAddr("capped").String())
+	if err := closedByPeer(third); err != nil {
+		t.Errorf("a device beyond max_connections: %v", err)
+	}
+	for i, dev := range devs {
+		echo(dev, 1000, byte(i+10))
+	}
+	metric := func(series string) (float64, error) {
+		_, body := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
+		for line := range strings.Lines(body) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+				return strconv.ParseFloat(v, 64)
+			}
+		}
+		return 0, errors.New("absent")
+	}
+	for series, want := range map[string]float64{
+		`fleetrelay_connector_refused_total{connector="capped",reason="max_connections"}`: 1,
+		`fleetrelay_connector_accepted_total{connector="capped"}`:                         2,
+		`fleetrelay_connector_pairs{connector="capped"}`:                                  2,
+	} {
+		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if got, err := metric(series); err != nil || got != want {
+				return fmt.Errorf("/metrics %s = %v (%v), want %v", series, got, err, want)
+			}
+			return nil
+		})
+	}
+}

@@ -22,6 +22,8 @@ func (r *Relay) buildConnectors() error {
 			ConnectTimeout: time.Duration(cc.ConnectTimeout),
 			IdleTimeout:    time.Duration(cc.IdleTimeout),
 			ProxyProtocol:  cc.ProxyProtocol == "v2",
+			MaxConnections: cc.MaxConnections,
+			Buffer:         int(cc.Buffer),
 			EventLoops:     r.cfg.Devices.EventLoops,
 			Logger:         r.log,
 		})
@@ -47,7 +49,7 @@ func (r *Relay) startConnectors(ctx context.Context) error {
 			return fmt.Errorf("connectors[%d]: %w", i, err)
 		}
 		r.log.Info("connector listening", "component", "connector", "connector", cc.Name, "listen", c.Addr(),
-			"upstream", cc.Upstream, "proxy_protocol", cc.ProxyProtocol)
+			"upstream", cc.Upstream, "proxy_protocol", cc.ProxyProtocol, "max_connections", cc.MaxConnections)
 	}
 	return nil
 }
