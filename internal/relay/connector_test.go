@@ -163,15 +163,7 @@ func TestConnectorsThroughRelay(t *testing.T) {
 		t.Errorf("a device of a connector whose upstream is down: %v", err)
 	}
 
-	metric := func(series string) (float64, error) {
-		_, body := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
-		for line := range strings.Lines(body) {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
-				return strconv.ParseFloat(v, 64)
-			}
-		}
-		return 0, errors.New("absent")
-	}
+	metric := func(series string) (float64, error) { return metricValue(t, r.AdminAddr().String(), series) }
 	for series, want := range map[string]float64{
 		`fleetrelay_connector_accepted_total{connector="gw"}`:                             1,
 		`fleetrelay_connector_accepted_total{connector="down"}`:                           1,
@@ -321,15 +313,7 @@ func TestConnectorMaxConnectionsThroughRelay(t *testing.T) {
 	for i, dev := range devs {
 		echo(dev, 1000, byte(i+10))
 	}
-	metric := func(series string) (float64, error) {
-		_, body := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
-		for line := range strings.Lines(body) {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
-				return strconv.ParseFloat(v, 64)
-			}
-		}
-		return 0, errors.New("absent")
-	}
+	metric := func(series string) (float64, error) { return metricValue(t, r.AdminAddr().String(), series) }
 	for series, want := range map[string]float64{
 		`fleetrelay_connector_refused_total{connector="capped",reason="max_connections"}`: 1,
 		`fleetrelay_connector_accepted_total{connector="capped"}`:                         2,
@@ -342,4 +326,16 @@ func TestConnectorMaxConnectionsThroughRelay(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// metricValue is the value of series (name{labels}, as exposed) on the admin server at addr.
+func metricValue(t *testing.T, addr, series string) (float64, error) {
+	t.Helper()
+	_, body := httpGet(t, "http://"+addr+"/metrics")
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, errors.New("absent")
 }
