@@ -3,6 +3,8 @@ package teltonika
 import (
 	"strconv"
 	"time"
+
+	"github.com/fleetrelay/fleetrelay/codec/envelope"
 )
 
 // named is how AppendJSON names a well-known FMB IO element: its JSON key and how its value
@@ -216,25 +218,11 @@ func JSONSizeHint(r *Record) int {
 }
 
 // appendTime appends t in UTC as RFC 3339 with milliseconds ("2019-06-10T10:04:46.000Z"), as
-// t.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00") does, digit by digit for the
-// years 0–9999 (AppendFormat's layout interpretation costs more than the rest of a record's
-// numbers).
+// t.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00") does, through the envelope's
+// digit-by-digit writer (AppendFormat's layout interpretation costs more than the rest of a
+// record's numbers).
 func appendTime(dst []byte, t time.Time) []byte {
-	t = t.UTC()
-	year, month, day := t.Date()
-	if year < 0 || year > 9999 {
-		return t.AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
-	}
-	hour, minute, sec := t.Clock()
-	ms := t.Nanosecond() / 1e6
-	return append(dst,
-		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
-		byte('0'+int(month)/10), byte('0'+int(month)%10), '-',
-		byte('0'+day/10), byte('0'+day%10), 'T',
-		byte('0'+hour/10), byte('0'+hour%10), ':',
-		byte('0'+minute/10), byte('0'+minute%10), ':',
-		byte('0'+sec/10), byte('0'+sec%10), '.',
-		byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
+	return envelope.AppendTimestamp(dst, t.UnixMilli())
 }
 
 // appendDec appends v in decimal: up to four digits byte by byte (most of a record's numbers;

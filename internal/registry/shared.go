@@ -101,16 +101,7 @@ func (r *Registry) applyRemote(ops []Op) {
 		} else {
 			c.At = v.meta().UpdatedAt
 			r.putLocked(v)
-			switch v := v.(type) {
-			case *Account:
-				c.Account = v.clone()
-			case *Key:
-				c.Key = v.clone()
-			case *Route:
-				c.Route = v.clone()
-			case *Device:
-				c.Device = v.clone()
-			}
+			c.set(v)
 		}
 		changes = append(changes, c)
 	}

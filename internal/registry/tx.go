@@ -33,7 +33,13 @@ func (s *staged) change(at time.Time) Change {
 	if s.was != nil {
 		c.Before = s.was.clone()
 	}
-	switch v := s.v.(type) {
+	c.set(s.v)
+	return c
+}
+
+// set points c at a copy of v, the resource's new value (nil: none).
+func (c *Change) set(v resource) {
+	switch v := v.(type) {
 	case *Account:
 		c.Account = v.clone()
 	case *Key:
@@ -43,7 +49,6 @@ func (s *staged) change(at time.Time) Change {
 	case *Device:
 		c.Device = v.clone()
 	}
-	return c
 }
 
 // writeTx stages the writes of one transaction over the index, which does not change meanwhile
