@@ -27,11 +27,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/deadletter"
+	"github.com/fleetrelay/fleetrelay/internal/natsembed"
 	"github.com/fleetrelay/fleetrelay/internal/relay"
 )
 
@@ -52,6 +54,7 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("fleetrelay", flag.ContinueOnError)
 	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
 	check := fs.Bool("check-config", false, "validate the config, compile every route as the relay does (reading its secrets and certificate files), check it against this machine (CPUs, open-file limit), and exit")
+	natsAddr := fs.String("nats-embedded", "", "run a one-node NATS JetStream server inside the relay, listening on this host:port, its streams in <data_dir>/nats, and run in cluster mode on it (cluster.nats.url must be empty; replicas become 1); other relays on the machine set cluster.nats.url to it")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -60,8 +63,29 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if *natsAddr != "" {
+		if cfg.Cluster.NATS.URL != "" {
+			fmt.Fprintln(os.Stderr, "-nats-embedded: cluster.nats.url is set already: use one or the other")
+			return 1
+		}
+		// Before -check-config: cluster mode's own checks apply to what will run.
+		cfg.Cluster.NATS.URL = "nats://" + *natsAddr
+	}
 	if *check {
 		return checkConfig(cfg)
+	}
+	if *natsAddr != "" {
+		ns, err := natsembed.Start(*natsAddr, filepath.Join(cfg.DataDir, "nats"), log)
+		if err != nil {
+			log.Error("start", "err", err)
+			return 1
+		}
+		defer ns.Shutdown() // after the relay has stopped
+		cfg.Cluster.NATS.URL = ns.URL()
+		if cfg.Cluster.NATS.Replicas > 1 {
+			log.Info("one embedded NATS server keeps one replica of each stream", "replicas", cfg.Cluster.NATS.Replicas)
+			cfg.Cluster.NATS.Replicas = 1
+		}
 	}
 	r, err := relay.New(cfg, log) // runs relay.Preflight first
 	if err != nil {

@@ -5,11 +5,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
-// Cluster is cluster mode: several relay nodes share state through NATS JetStream. This first
-// slice shares the control plane only (the registry: accounts, keys, routes, devices); each
-// node's devices' data stays in its own store (README, "Cluster mode").
+// Cluster is cluster mode: several relay nodes share state through NATS JetStream — the
+// devices' journal, their lastSeq, the routes' partitioned queues, commands and the control plane
+// (README, "Cluster mode").
 type Cluster struct {
 	// The NATS JetStream cluster the nodes share.
 	NATS ClusterNATS `yaml:"nats"`
@@ -28,6 +29,12 @@ type ClusterNATS struct {
 	Replicas int `yaml:"replicas"`
 	// Names the streams: nodes of one prefix share them. Letters, digits, - and _.
 	Prefix string `yaml:"prefix"`
+	// Partitions of the journal (fixed when the journal stream is created).
+	Partitions int `yaml:"partitions"`
+	// How long a dead relay's partitions wait before another takes them.
+	Lease Duration `yaml:"lease"`
+	// This relay's name among its prefix's; "": host name and a random suffix.
+	Node string `yaml:"node"`
 }
 
 // ClusterTLS is the client side of TLS to NATS.
@@ -60,6 +67,18 @@ func (c *Config) validateCluster(p *problems) {
 	}
 	if !prefixRE.MatchString(n.Prefix) {
 		p.add("cluster.nats.prefix", "must be 1 to 64 letters, digits, - or _, got %q", n.Prefix)
+	}
+	if n.Partitions < 1 || n.Partitions > 1024 {
+		p.add("cluster.nats.partitions", "must be between 1 and 1024, got %d", n.Partitions)
+	}
+	if l := time.Duration(n.Lease); l < time.Second || l > time.Minute {
+		p.add("cluster.nats.lease", "must be between 1s and 1m, got %s", l)
+	}
+	if n.Node != "" && !prefixRE.MatchString(n.Node) {
+		p.add("cluster.nats.node", "must be 1 to 64 letters, digits, - or _, got %q", n.Node)
+	}
+	if n.URL != "" && c.Devices.Ack == AckDelivery {
+		p.add("devices.ack", "delivery is not supported in cluster mode yet (cluster.nats.url is set): use persist")
 	}
 	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
 		p.add("cluster.nats.tls", "cert_file and key_file go together")

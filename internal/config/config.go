@@ -480,7 +480,7 @@ func Default() *Config {
 			},
 		},
 		DeviceLink: DeviceLink{Listen: "", Ports: "40000-40999", Protocols: []string{LinkTCP, LinkUDP}, DevicePort: 0, Timeout: 0, Buffer: 256 * KiB},
-		Cluster:    Cluster{NATS: ClusterNATS{Replicas: 3, Prefix: "fleetrelay"}},
+		Cluster:    Cluster{NATS: ClusterNATS{Replicas: 3, Prefix: "fleetrelay", Partitions: 32, Lease: Duration(3 * time.Second)}},
 	}
 }
 

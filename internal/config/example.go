@@ -217,14 +217,15 @@ connectors:
     # Most bytes a connection holds per direction for the slower side (4KiB to 64MiB).
     buffer: 256KiB
 
-# Cluster mode, first slice (README "Cluster mode"): relays of one prefix share their control
-# plane — accounts, keys, routes and devices, the REST API's resources — through NATS
-# JetStream: a change made through any relay's API applies on every relay. Devices' data is
-# NOT shared yet: each relay journals and delivers what its own devices send, in its data_dir.
+# Cluster mode (README "Cluster mode"): relays of one prefix share, through NATS JetStream, the
+# devices' journal (a frame is acknowledged once JetStream has replicated it), their lastSeq,
+# the routes' queues (partitions, each delivered by one relay at a time and taken over by
+# another when it dies), commands and the control plane (accounts, keys, routes, devices).
 cluster:
   nats:
     # NATS server URL(s), comma-separated (nats://host:4222,...). "": one node, the embedded
-    # store alone (the default; the keys below then do nothing).
+    # store alone (the default; the keys below then do nothing). fleetrelay -nats-embedded
+    # ADDR runs a NATS server inside the relay and sets this to it.
     url: ""
     # NATS credentials file (JWT and NKey seed); "": none.
     creds: ""
@@ -234,12 +235,22 @@ cluster:
       ca_file: ""
       cert_file: ""
       key_file: ""
-    # Replicas of each stream, 1 to 5; 3 keeps everything acknowledged through the loss of one
-    # NATS node. File storage always.
+    # Replicas of each stream and bucket, 1 to 5; 3 keeps everything acknowledged through the
+    # loss of one NATS node. File storage always.
     replicas: 3
-    # Names the streams (<prefix>_registry): relays of one prefix share them. Letters, digits,
-    # - and _.
+    # Names the streams and buckets (<prefix>_journal, <prefix>_registry, ...): relays of one
+    # prefix share them. Letters, digits, - and _.
     prefix: fleetrelay
+    # Partitions of the journal, 1 to 1024: a device's messages stay in one, in order, and each
+    # is delivered by one relay at a time. Fixed when the journal is created; more partitions
+    # spread delivery over more relays.
+    partitions: 32
+    # How long a partition stays with a relay that stopped renewing it (died, or lost NATS)
+    # before another relay takes it over (1s to 1m).
+    lease: 3s
+    # This relay's name among the relays of its prefix; "": the host name and a random suffix.
+    # Letters, digits, - and _.
+    node: ""
 
 # Settings shared by every route.
 delivery:
