@@ -75,13 +75,15 @@ func run(args []string) int {
 		return checkConfig(cfg)
 	}
 	if *natsAddr != "" {
-		ns, err := natsembed.Start(*natsAddr, filepath.Join(cfg.DataDir, "nats"), log)
+		dir := filepath.Join(cfg.DataDir, "nats")
+		ns, err := natsembed.Start(*natsAddr, dir)
 		if err != nil {
 			log.Error("start", "err", err)
 			return 1
 		}
 		defer ns.Shutdown() // after the relay has stopped
 		cfg.Cluster.NATS.URL = ns.URL()
+		log.Info("embedded NATS server with JetStream", "url", ns.URL(), "store", dir)
 		if cfg.Cluster.NATS.Replicas > 1 {
 			log.Info("one embedded NATS server keeps one replica of each stream", "replicas", cfg.Cluster.NATS.Replicas)
 			cfg.Cluster.NATS.Replicas = 1

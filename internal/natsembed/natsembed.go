@@ -1,33 +1,42 @@
-// Package natsembed owns the NATS server a relay may run inside its own process so that one
-// machine can try cluster mode without installing NATS (fleetrelay -nats-embedded ADDR): one
-// nats-server node with JetStream on file storage, fsyncing every write, its store in a
-// directory of the relay's data_dir. It is one node: it survives nothing a real three-node
-// NATS cluster would, and relays using it share one point of failure.
+// Package natsembed owns NATS servers run inside a fleetrelay process: the one-node JetStream
+// server of fleetrelay -nats-embedded ADDR, which lets one machine try cluster mode without
+// installing NATS, and the in-process JetStream clusters of tests and benchmarks
+// (internal/natstest, bench). Every node keeps its streams on file storage in a directory of its
+// own and fsyncs every write before acknowledging it. Such a server lives and dies with its
+// process: a relay using another relay's embedded server shares its fate.
 package natsembed
 
 import (
 	"fmt"
-	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// readyTimeout bounds the server's start.
-const readyTimeout = 30 * time.Second
+// ReadyTimeout bounds a node's start and the election of a JetStream meta leader. Generous: a
+// loaded machine may be slow; a healthy start takes well under a second.
+const ReadyTimeout = 60 * time.Second
 
-// Server is a running embedded NATS server.
-type Server struct {
-	srv *server.Server
-	url string
+// Cluster is a set of in-process NATS nodes with JetStream: one alone, or a cluster whose nodes
+// route to each other on loopback. Its methods are safe for concurrent use.
+type Cluster struct {
+	mu    sync.Mutex
+	nodes []*node
 }
 
-// Start runs a NATS server with JetStream listening on addr (host:port) and keeping its streams
-// in dir. It returns once the server takes connections.
-func Start(addr, dir string, log *slog.Logger) (*Server, error) {
+type node struct {
+	opts *server.Options
+	srv  *server.Server // nil while stopped
+}
+
+// Start runs one JetStream node listening on addr (host:port; port 0 picks one), keeping its
+// streams in dir, and returns once it takes connections.
+func Start(addr, dir string) (*Cluster, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("nats-embedded %q: %w", addr, err)
@@ -39,40 +48,187 @@ func Start(addr, dir string, log *slog.Logger) (*Server, error) {
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	o := &server.Options{
-		ServerName: "fleetrelay-embedded",
-		Host:       host,
-		Port:       p,
-		JetStream:  true,
-		StoreDir:   dir,
-		// Every write fsynced before it is acknowledged (nats-server's default syncs every two
-		// minutes; README "Cluster mode", durability).
-		SyncAlways: true,
-		NoSigs:     true,
-		NoLog:      true,
+	c := &Cluster{nodes: []*node{{opts: nodeOptions("fleetrelay-embedded", host, p, dir)}}}
+	if err := c.startNode(0); err != nil {
+		return nil, err
 	}
-	s, err := server.NewServer(o)
-	if err != nil {
-		return nil, fmt.Errorf("nats-embedded: %w", err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(readyTimeout) {
-		s.Shutdown()
-		return nil, fmt.Errorf("nats-embedded: not ready for connections on %s after %s", addr, readyTimeout)
-	}
-	a := s.Addr().(*net.TCPAddr)
-	u := (&url.URL{Scheme: "nats", Host: net.JoinHostPort(host, strconv.Itoa(a.Port))}).String()
-	if log != nil {
-		log.Info("embedded NATS server with JetStream", "url", u, "store", dir)
-	}
-	return &Server{srv: s, url: u}, nil
+	// The port it got, so that a restart (Restart) listens where clients look for it.
+	c.nodes[0].opts.Port = c.nodes[0].srv.Addr().(*net.TCPAddr).Port
+	return c, nil
 }
 
-// URL is the server's client URL (nats://host:port).
-func (s *Server) URL() string { return s.url }
+// StartCluster runs an n-node JetStream cluster on loopback, node i keeping its streams in
+// dir/n<i+1>, and returns once it has a meta leader every node is current with.
+func StartCluster(n int, dir string) (*Cluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("natsembed: %d nodes", n)
+	}
+	ports, err := freePorts(2 * n) // client and cluster port of each node, fixed so a node restarts where it was
+	if err != nil {
+		return nil, err
+	}
+	routes := make([]*url.URL, n)
+	for i := range n {
+		routes[i] = &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2*i+1]))}
+	}
+	c := &Cluster{}
+	for i := range n {
+		o := nodeOptions(fmt.Sprintf("n%d", i+1), "127.0.0.1", ports[2*i], fmt.Sprintf("%s/n%d", dir, i+1))
+		if n > 1 {
+			o.Cluster = server.ClusterOpts{Name: "fleetrelay", Host: "127.0.0.1", Port: ports[2*i+1]}
+			o.Routes = routes
+		}
+		c.nodes = append(c.nodes, &node{opts: o})
+	}
+	for i := range c.nodes {
+		if err := c.startNode(i); err != nil {
+			c.Shutdown()
+			return nil, err
+		}
+	}
+	if err := c.WaitReady(); err != nil {
+		c.Shutdown()
+		return nil, err
+	}
+	return c, nil
+}
 
-// Shutdown stops the server and waits until it is down.
-func (s *Server) Shutdown() {
-	s.srv.Shutdown()
-	s.srv.WaitForShutdown()
+func nodeOptions(name, host string, port int, dir string) *server.Options {
+	return &server.Options{
+		ServerName: name,
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		// fsync every write before it is acknowledged (sync_interval: always), as README
+		// "Cluster mode" asks of production clusters, rather than every 2 minutes.
+		SyncAlways: true,
+		NoLog:      true,
+		NoSigs:     true,
+	}
+}
+
+// freePorts returns n loopback TCP ports free a moment ago.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, n)
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("natsembed: free port: %w", err)
+		}
+		lns = append(lns, ln)
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+	}
+	return ports, nil
+}
+
+func (c *Cluster) startNode(i int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	nd := c.nodes[i]
+	if nd.srv != nil {
+		return nil
+	}
+	o := *nd.opts // the server keeps and changes its options
+	o.Routes = append([]*url.URL(nil), nd.opts.Routes...)
+	s, err := server.NewServer(&o)
+	if err != nil {
+		return fmt.Errorf("natsembed: node %d: %w", i+1, err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(ReadyTimeout) {
+		s.Shutdown()
+		return fmt.Errorf("natsembed: node %d not ready for connections after %v", i+1, ReadyTimeout)
+	}
+	nd.srv = s
+	return nil
+}
+
+// WaitReady waits until the running nodes agree on a JetStream meta leader.
+func (c *Cluster) WaitReady() error {
+	deadline := time.Now().Add(ReadyTimeout)
+	for {
+		c.mu.Lock()
+		leaders, current, running := 0, 0, 0
+		for _, nd := range c.nodes {
+			if nd.srv == nil {
+				continue
+			}
+			running++
+			if nd.srv.JetStreamIsLeader() {
+				leaders++
+			}
+			if nd.srv.JetStreamIsCurrent() {
+				current++
+			}
+		}
+		c.mu.Unlock()
+		if leaders == 1 && current == running {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natsembed: no JetStream meta leader after %v (%d leaders, %d of %d current)",
+				ReadyTimeout, leaders, current, running)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// URL returns the client URLs of every node, running or not, comma-separated (as nats.Connect
+// and cluster.nats.url take them): a client fails over to the running ones.
+func (c *Cluster) URL() string {
+	urls := make([]string, len(c.nodes))
+	for i := range c.nodes {
+		urls[i] = c.NodeURL(i)
+	}
+	return strings.Join(urls, ",")
+}
+
+// NodeURL returns node i's client URL (0-based).
+func (c *Cluster) NodeURL(i int) string {
+	o := c.nodes[i].opts
+	return "nats://" + net.JoinHostPort(o.Host, strconv.Itoa(o.Port))
+}
+
+// Len returns the number of nodes.
+func (c *Cluster) Len() int { return len(c.nodes) }
+
+// Stop shuts node i down (0-based) and waits until it is down; its store directory stays.
+func (c *Cluster) Stop(i int) {
+	c.mu.Lock()
+	s := c.nodes[i].srv
+	c.nodes[i].srv = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+}
+
+// Restart starts node i again over its store directory and waits for the cluster to be ready.
+func (c *Cluster) Restart(i int) error {
+	if err := c.startNode(i); err != nil {
+		return err
+	}
+	return c.WaitReady()
+}
+
+// Server returns node i's server, nil while it is stopped.
+func (c *Cluster) Server(i int) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i].srv
+}
+
+// Shutdown stops every node.
+func (c *Cluster) Shutdown() {
+	for i := range c.nodes {
+		c.Stop(i)
+	}
 }

@@ -12,7 +12,7 @@ import (
 // The embedded server keeps what it acknowledged across a restart on the same directory.
 func TestEmbeddedKeepsStreamsAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Start("127.0.0.1:0", dir, nil)
+	s, err := Start("127.0.0.1:0", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestEmbeddedKeepsStreamsAcrossRestart(t *testing.T) {
 	}
 	s.Shutdown()
 
-	s2, err := Start("127.0.0.1:0", dir, nil)
+	s2, err := Start("127.0.0.1:0", dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestEmbeddedKeepsStreamsAcrossRestart(t *testing.T) {
 
 func TestEmbeddedBadAddress(t *testing.T) {
 	for _, addr := range []string{"nohostport", "127.0.0.1:x", "127.0.0.1:70000"} {
-		if _, err := Start(addr, t.TempDir(), nil); err == nil {
+		if _, err := Start(addr, t.TempDir()); err == nil {
 			t.Errorf("Start(%q) succeeded", addr)
 		}
 	}
