@@ -83,6 +83,14 @@ func NewDevice(cfg DeviceConfig, first uint64) *Device {
 	return d
 }
 
+// SetAddr makes the device's next Connect dial addr (another relay of a cluster). It must not be
+// called while Connect runs.
+func (d *Device) SetAddr(addr string) {
+	d.mu.Lock()
+	d.cfg.Addr = addr
+	d.mu.Unlock()
+}
+
 // Connect dials the relay, says HELLO, waits for WELCOME and resends every unacknowledged frame
 // with seq > lastSeq. In ack mode persist, frames ≤ lastSeq are stored and count as acknowledged.
 func (d *Device) Connect(ctx context.Context) error {
