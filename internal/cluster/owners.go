@@ -118,6 +118,7 @@ func (w *Owners) Changed(device string) {
 func (w *Owners) write() {
 	defer close(w.done)
 	ctx := w.ctx
+	var lastLog time.Time
 	for {
 		select {
 		case <-w.stop:
@@ -138,7 +139,11 @@ func (w *Owners) write() {
 		if len(failed) == 0 {
 			continue
 		}
-		w.log.Warn("device owners not recorded; tried again", "devices", len(failed), "err", lastErr)
+		if now := time.Now(); now.Sub(lastLog) >= 10*time.Second {
+			w.log.Warn("device owners not recorded; tried again every second (logged at most every 10 s)",
+				"devices", len(failed), "err", lastErr)
+			lastLog = now
+		}
 		for _, d := range failed {
 			w.Changed(d)
 		}
