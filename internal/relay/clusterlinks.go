@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,14 +58,7 @@ func (r *Relay) linksAdvertise() string {
 	if !d.Enabled() {
 		return ""
 	}
-	return strings.Trim(cmpOr(d.Advertise, d.Listen), "[]")
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return strings.Trim(cmp.Or(d.Advertise, d.Listen), "[]")
 }
 
 // buildClusterLinks, in cluster mode, records this node's devices in the conns bucket and
@@ -266,10 +260,17 @@ func (x *crossLinks) prune() {
 	}
 }
 
+// closeLegTimeout bounds closing the other nodes' legs of one link, or of all at shutdown.
+const closeLegTimeout = 3 * time.Second
+
 // closeLeg asks a node to close its leg of a link (logged when it cannot).
 func (x *crossLinks) closeLeg(far remoteLeg) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), closeLegTimeout)
 	defer cancel()
+	x.closeLegCtx(ctx, far)
+}
+
+func (x *crossLinks) closeLegCtx(ctx context.Context, far remoteLeg) {
 	rep, err := x.conn.CloseLink(ctx, far.node, cluster.LinkRequest{Token: far.token})
 	if err == nil {
 		err = replyError(far.node, rep)
@@ -288,8 +289,10 @@ func (x *crossLinks) closeRemote() {
 	}
 	clear(x.remote)
 	x.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), closeLegTimeout)
+	defer cancel()
 	for _, far := range legs {
-		x.closeLeg(far)
+		x.closeLegCtx(ctx, far)
 	}
 }
 
