@@ -1,7 +1,10 @@
 package relay_test
 
 import (
+	"bytes"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -11,6 +14,19 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/natstest"
 )
+
+// relayedAs writes sent on from and fails t unless who, reading on to, gets want.
+func relayedAs(t *testing.T, from, to net.Conn, who string, sent, want []byte) {
+	t.Helper()
+	if _, err := from.Write(sent); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(want))
+	_ = to.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(to, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%s read %x, %v; want %x", who, got, err, want)
+	}
+}
 
 // linkOn lists relay c's links and returns the one with token, or nil.
 func linkOn(c *apiClient, token string) map[string]any {
@@ -38,7 +54,7 @@ func onlyLink(c *apiClient) map[string]any {
 // Issue 16's device links in cluster mode: two relays on a real 3-node JetStream cluster. A
 // device connected to relay A listens on a TCP and a UDP port; links created through relay C's
 // API, which never saw the device, reach it: bytes pass both ways byte-exact through C's port
-// and A's link; C lists the link; DELETE through C answers 204 and closes the client's and the
+// and A's link; C lists the link; encryption is on C's client leg only; DELETE through C answers 204 and closes the client's and the
 // device's sockets, and A's leg. A device registered but connected to no node, and one nobody
 // registered, answer 404 on C as on one node.
 func TestClusterDeviceLinkReachesOtherNode(t *testing.T) {
@@ -119,6 +135,26 @@ func TestClusterDeviceLinkReachesOtherNode(t *testing.T) {
 		t.Errorf("POST devicelink through C to a device connected nowhere = %d %v, want 404 never connected", st, v)
 	}
 	apiC.must(http.StatusNotFound, "POST", "/api/v1/devicelink/no-such-device", body)
+
+	// Encrypted: the client's leg on C only; the device (and A's leg) carry plaintext.
+	key, iv := make([]byte, 32), make([]byte, 16)
+	pattern(key, 0, 0x44)
+	pattern(iv, 0, 0x55)
+	v = apiC.must(http.StatusCreated, "POST", "/api/v1/devicelink/cl-dev", map[string]any{"protocol": "tcp", "devicePort": devicePort,
+		"encrypt": map[string]any{"key": hex.EncodeToString(key), "initializationVector": hex.EncodeToString(iv)}})
+	eclient, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", int(v["port"].(float64))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eclient.Close()
+	edev := accept(t, svc)
+	plain := []byte("plaintext at the device, ciphertext at the client")
+	sealed := make([]byte, len(plain))
+	ctr(t, key, iv, 0).XORKeyStream(sealed, plain)
+	relayedAs(t, eclient, edev, "the device", sealed, plain)
+	ctr(t, key, iv, 1).XORKeyStream(sealed, plain)
+	relayedAs(t, edev, eclient, "the client", plain, sealed)
+	apiC.must(http.StatusNoContent, "DELETE", "/api/v1/devicelink/"+v["token"].(string), nil)
 
 	// UDP the same: the client pinned on C, datagrams both ways through A's leg.
 	usvc, err := net.ListenPacket("udp", "127.0.0.1:0")
