@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,6 +61,7 @@ type Owners struct {
 	kv      jetstream.KeyValue
 	self    Owner
 	current func(string) (string, bool)
+	subject string // the bucket's keys' subject prefix: $KV.<bucket>.
 	log     *slog.Logger
 
 	mu    sync.Mutex
@@ -68,6 +70,8 @@ type Owners struct {
 	stop  chan struct{}
 	done  chan struct{}
 	once  sync.Once
+	// written counts the records NATS acknowledged.
+	written atomic.Uint64
 	// ctx ends the writes in flight when Close is called.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -94,7 +98,7 @@ func (c *Conn) OpenOwners(ctx context.Context, o OwnersOptions) (*Owners, error)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: bucket %s: %w", cfg.Bucket, err)
 	}
-	w := &Owners{c: c, kv: kv, self: o.Self, current: o.Current, log: c.log.With("bucket", cfg.Bucket),
+	w := &Owners{c: c, kv: kv, self: o.Self, current: o.Current, subject: "$KV." + cfg.Bucket + ".", log: c.log.With("bucket", cfg.Bucket),
 		dirty: make(map[string]struct{}), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.write()
@@ -129,13 +133,7 @@ func (w *Owners) write() {
 		batch := w.dirty
 		w.dirty = make(map[string]struct{})
 		w.mu.Unlock()
-		var failed []string
-		var lastErr error
-		for device := range batch {
-			if err := w.put(ctx, device); err != nil {
-				failed, lastErr = append(failed, device), err
-			}
-		}
+		failed, lastErr := w.putAll(ctx, batch)
 		if len(failed) == 0 {
 			continue
 		}
@@ -155,25 +153,61 @@ func (w *Owners) write() {
 	}
 }
 
-// put writes device's record: this node, with the transport it was last seen over here.
-func (w *Owners) put(ctx context.Context, device string) error {
-	transport, ok := w.current(device)
-	if !ok {
-		return nil
+// ownersInFlight bounds the records published and not yet acknowledged by JetStream: a
+// reconnection storm's records are pipelined, not written one round trip at a time.
+const ownersInFlight = 256
+
+// putAll writes the records of batch's devices: this node, with the transport each was last
+// seen over here (none for a device without an address here). It returns the devices whose
+// record NATS did not acknowledge.
+func (w *Owners) putAll(ctx context.Context, batch map[string]struct{}) (failed []string, lastErr error) {
+	type sent struct {
+		device string
+		f      jetstream.PubAckFuture
+	}
+	pending := make([]sent, 0, min(len(batch), ownersInFlight))
+	settle := func() {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
+		for _, s := range pending {
+			select {
+			case <-s.f.Ok():
+				w.written.Add(1)
+			case err := <-s.f.Err():
+				failed, lastErr = append(failed, s.device), err
+			case <-actx.Done():
+				failed, lastErr = append(failed, s.device), actx.Err()
+			}
+		}
+		pending = pending[:0]
 	}
 	rec := w.self
-	rec.Transport = transport
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
+	for device := range batch {
+		transport, ok := w.current(device)
+		if !ok {
+			continue
+		}
+		rec.Transport = transport
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return nil, err
+		}
+		f, err := w.c.js.PublishAsync(w.subject+ConnKey(device), b)
+		if err != nil {
+			failed, lastErr = append(failed, device), fmt.Errorf("record owner of %s: %w", device, err)
+			continue
+		}
+		pending = append(pending, sent{device, f})
+		if len(pending) == ownersInFlight {
+			settle()
+		}
 	}
-	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	defer cancel()
-	if _, err := w.kv.Put(actx, ConnKey(device), b); err != nil {
-		return fmt.Errorf("record owner of %s: %w", device, err)
-	}
-	return nil
+	settle()
+	return failed, lastErr
 }
+
+// Written is how many owner records NATS acknowledged since OpenOwners.
+func (w *Owners) Written() uint64 { return w.written.Load() }
 
 // Lookup returns the node that holds device's connection as the conns bucket says, false if
 // no node recorded one.
