@@ -23,6 +23,7 @@ import (
 const (
 	reqLinkOpen  = "link.open"
 	reqLinkClose = "link.close"
+	reqPing      = "ping" // answered by the NodeServer itself: the node runs
 )
 
 // ErrNodeGone: no node of that name answers (it stopped, or never ran).
@@ -55,6 +56,9 @@ type LinkRequest struct {
 	DevicePort uint16        `json:"devicePort,omitempty"` // not for via listener
 	Timeout    time.Duration `json:"timeout,omitempty"`
 	Token      string        `json:"token,omitempty"` // link.close: the link to close
+	// From is the asking node's name: the node holding the device closes the link once From
+	// is gone (Ping).
+	From string `json:"from,omitempty"`
 }
 
 // LinkReply is the answer to a LinkRequest.
@@ -123,6 +127,7 @@ func (s *NodeServer) answer(m *nats.Msg, what string, h NodeHandlers, log *slog.
 	switch err := json.Unmarshal(m.Data, &req); {
 	case err != nil:
 		rep = LinkReply{Error: LinkFailed, Detail: "bad request: " + err.Error()}
+	case what == reqPing:
 	case what == reqLinkOpen && h.OpenLink != nil:
 		rep = h.OpenLink(ctx, req)
 	case what == reqLinkClose && h.CloseLink != nil:
@@ -158,6 +163,12 @@ func (c *Conn) OpenLink(ctx context.Context, node string, r LinkRequest) (LinkRe
 // CloseLink asks node to close its link r.Token.
 func (c *Conn) CloseLink(ctx context.Context, node string, r LinkRequest) (LinkReply, error) {
 	return c.nodeRequest(ctx, node, reqLinkClose, r)
+}
+
+// Ping returns nil if node runs, ErrNodeGone if no node of that name answers.
+func (c *Conn) Ping(ctx context.Context, node string) error {
+	_, err := c.nodeRequest(ctx, node, reqPing, LinkRequest{})
+	return err
 }
 
 func (c *Conn) nodeRequest(ctx context.Context, node, what string, r LinkRequest) (LinkReply, error) {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/api"
@@ -88,6 +89,8 @@ func (r *Relay) buildClusterLinks() error {
 	}
 	r.nodeSrv = srv
 	if r.links != nil {
+		r.legs = &servedLegs{by: make(map[string]string), stop: make(chan struct{}), done: make(chan struct{})}
+		go r.reapLegs(r.legs)
 		r.cross = &crossLinks{m: r.links, conn: r.nats, owners: owners, node: r.node,
 			log: r.log.With("component", "devicelink"), remote: make(map[string]remoteLeg)}
 	}
@@ -103,6 +106,10 @@ func (r *Relay) stopClusterLinks() {
 	}
 	if r.nodeSrv != nil {
 		_ = r.nodeSrv.Close()
+	}
+	if r.legs != nil {
+		r.legs.once.Do(func() { close(r.legs.stop) })
+		<-r.legs.done
 	}
 	if r.owners != nil {
 		_ = r.owners.Close()
@@ -140,6 +147,9 @@ func (r *Relay) serveLinkOpen(ctx context.Context, q cluster.LinkRequest) cluste
 	if err != nil {
 		return linkFailure(err)
 	}
+	if q.From != "" {
+		r.legs.add(info.Token, q.From)
+	}
 	return cluster.LinkReply{Port: info.Port, Token: info.Token, Links: r.linksAdvertise(), DeviceAddr: addr.String()}
 }
 
@@ -148,6 +158,7 @@ func (r *Relay) serveLinkClose(_ context.Context, q cluster.LinkRequest) cluster
 	if r.links == nil {
 		return cluster.LinkReply{Error: cluster.LinkDisabled}
 	}
+	r.legs.remove(q.Token)
 	if err := r.links.Close(q.Token); err != nil {
 		return linkFailure(err)
 	}
@@ -210,7 +221,7 @@ func (x *crossLinks) OpenRemote(ctx context.Context, s link.Spec, devicePort uin
 		return link.Info{}, api.ErrNotConnected
 	}
 	rep, err := x.conn.OpenLink(ctx, o.Node, cluster.LinkRequest{Device: s.Device, Account: s.Account, Protocol: s.Protocol,
-		Via: s.Via, DevicePort: devicePort, Timeout: s.Timeout})
+		Via: s.Via, DevicePort: devicePort, Timeout: s.Timeout, From: x.node})
 	if errors.Is(err, cluster.ErrNodeGone) {
 		return link.Info{}, fmt.Errorf("%w: %w", api.ErrNotConnected, err)
 	}
@@ -317,4 +328,78 @@ func (x *crossLinks) Close(token string) error {
 		x.closeLeg(far)
 	}
 	return nil
+}
+
+// servedLegs are this node's links that other nodes asked for (their device legs), by token:
+// the asking node. Safe for concurrent use.
+type servedLegs struct {
+	mu   sync.Mutex
+	by   map[string]string
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func (l *servedLegs) add(token, node string) {
+	l.mu.Lock()
+	l.by[token] = node
+	l.mu.Unlock()
+}
+
+func (l *servedLegs) remove(token string) {
+	l.mu.Lock()
+	delete(l.by, token)
+	l.mu.Unlock()
+}
+
+// legsCheckEvery is how often a node checks that the nodes which asked for its links still run
+// (nanoseconds; 0: 30 s). Tests shorten it.
+var legsCheckEvery atomic.Int64
+
+// reapLegs closes, every legsCheckEvery, the links other nodes asked for whose node is gone
+// (stopped or killed without closing them): a waiting TCP leg, or a UDP leg, would otherwise hold
+// its port until this node restarts. It forgets the legs that ended.
+func (r *Relay) reapLegs(l *servedLegs) {
+	defer close(l.done)
+	every := time.Duration(legsCheckEvery.Load())
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		live := map[string]bool{}
+		for _, in := range r.links.List() {
+			live[in.Token] = in.State != link.StateClosed
+		}
+		byNode := map[string][]string{}
+		l.mu.Lock()
+		for token, node := range l.by {
+			if live[token] {
+				byNode[node] = append(byNode[node], token)
+			} else {
+				delete(l.by, token)
+			}
+		}
+		l.mu.Unlock()
+		for node, tokens := range byNode {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := r.nats.Ping(ctx, node)
+			cancel()
+			if !errors.Is(err, cluster.ErrNodeGone) {
+				continue
+			}
+			for _, token := range tokens {
+				_ = r.links.Close(token)
+				l.remove(token)
+			}
+			r.log.Info("device links closed: the node that asked for them is gone", "component", "devicelink",
+				"node", node, "links", len(tokens))
+		}
+	}
 }

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -11,8 +12,10 @@ import (
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/internal/checkfor"
+	"github.com/fleetrelay/fleetrelay/internal/cluster"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/natstest"
+	"github.com/fleetrelay/fleetrelay/internal/relay"
 )
 
 // relayedAs writes sent on from and fails t unless who, reading on to, gets want.
@@ -56,9 +59,11 @@ func onlyLink(c *apiClient) map[string]any {
 // API, which never saw the device, reach it: bytes pass both ways byte-exact through C's port
 // and A's link; C lists the link; encryption is on C's client leg only; DELETE through C answers 204 and closes the client's and the
 // device's sockets, and A's leg. A device registered but connected to no node, and one nobody
-// registered, answer 404 on C as on one node.
+// registered, answer 404 on C as on one node. A leg whose asking node is gone is closed.
 func TestClusterDeviceLinkReachesOtherNode(t *testing.T) {
 	nats := natstest.Start(t, 3)
+	relay.SetLegsCheckEvery(50 * time.Millisecond)
+	t.Cleanup(func() { relay.SetLegsCheckEvery(0) })
 	clustered := func(cfg *config.Config) {
 		cfg.Cluster.NATS.URL = nats.URL()
 		cfg.Cluster.NATS.Prefix = "linktest"
@@ -201,4 +206,47 @@ func TestClusterDeviceLinkReachesOtherNode(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A leg asked for by a node that is gone (killed before it could close it) is closed by
+	// the device's node; one asked for by a node that runs is kept.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := cluster.Connect(ctx, cluster.Options{URL: nats.URL(), Replicas: 3, Prefix: "linktest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	owners, err := conn.OpenOwners(ctx, cluster.OwnersOptions{Self: cluster.Owner{Node: "test"}, Current: func(string) (string, bool) { return "", false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owners.Close()
+	owner, ok, err := owners.Lookup(ctx, "cl-dev")
+	if err != nil || !ok {
+		t.Fatalf("the owner of CL-DEV: %+v, %v, %v", owner, ok, err)
+	}
+	alive := cluster.NewNodeName()
+	srv, err := conn.ServeNode(alive, cluster.NodeHandlers{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	leg := func(from string) string {
+		t.Helper()
+		rep, err := conn.OpenLink(ctx, owner.Node, cluster.LinkRequest{Device: "CL-DEV", Protocol: "tcp", DevicePort: uint16(devicePort), From: from})
+		if err != nil || rep.Error != "" {
+			t.Fatalf("OpenLink from %s = %+v, %v", from, rep, err)
+		}
+		return rep.Token
+	}
+	kept, orphan := leg(alive), leg(cluster.NewNodeName())
+	checkfor.Check(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if st := linkOn(apiA, orphan)["state"]; st != "closed" {
+			return fmt.Errorf("the leg of a node that is gone is %v, want closed", st)
+		}
+		return nil
+	})
+	if st := linkOn(apiA, kept)["state"]; st != "waiting" {
+		t.Errorf("the leg of a node that runs is %v, want waiting", st)
+	}
 }

@@ -59,11 +59,13 @@ type Relay struct {
 	connectors []*link.Connector // the raw TCP connectors of connectors[] (connectors.go)
 
 	// Device links across nodes (clusterlinks.go): this node's name, its devices' owner
-	// records, its answers to other nodes, the API's links (nil: links off or one node).
+	// records, its answers to other nodes, the API's links and the links other nodes asked
+	// for (nil: links off or one node).
 	node    string
 	owners  *cluster.Owners
 	nodeSrv *cluster.NodeServer
 	cross   *crossLinks
+	legs    *servedLegs
 
 	stopOnce sync.Once
 	reloadMu sync.Mutex    // one Reload at a time (reload.go)
