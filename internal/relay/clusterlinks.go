@@ -83,18 +83,19 @@ func (r *Relay) buildClusterLinks() error {
 		return err
 	}
 	r.owners = owners
-	srv, err := r.nats.ServeNode(r.node, cluster.NodeHandlers{OpenLink: r.serveLinkOpen, CloseLink: r.serveLinkClose})
-	if err != nil {
-		return err
-	}
-	r.nodeSrv = srv
 	if r.links != nil {
 		r.legs = &servedLegs{by: make(map[string]string), stop: make(chan struct{}), done: make(chan struct{})}
 		go r.reapLegs(r.legs)
 		r.cross = &crossLinks{m: r.links, conn: r.nats, owners: owners, node: r.node,
 			log: r.log.With("component", "devicelink"), remote: make(map[string]remoteLeg)}
 	}
-	r.log.Info("cluster mode: device links reach the devices of other nodes", "node", r.node, "links", r.linksAdvertise())
+	srv, err := r.nats.ServeNode(r.node, cluster.NodeHandlers{OpenLink: r.serveLinkOpen, CloseLink: r.serveLinkClose})
+	if err != nil {
+		return err
+	}
+	r.nodeSrv = srv
+	r.log.Info("cluster mode: this node records where its devices are connected and answers the other nodes' link requests",
+		"node", r.node, "links", r.linksAdvertise())
 	return nil
 }
 
