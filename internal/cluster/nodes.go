@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -42,9 +43,27 @@ const (
 	LinkFailed         = "failed"          // anything else: Detail says what
 )
 
-// NewNodeName returns a name for this node's life: unique among the nodes of a prefix (and
-// across its restarts), a subject token.
-func NewNodeName() string { return nuid.Next() }
+// NewNodeName returns a name for this node's life when the config names none: the host's name
+// (its letters, digits, - and _, at most 40) and a random suffix, unique among the nodes of a
+// prefix and across restarts; a subject token.
+func NewNodeName() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 0, 40+1+22)
+	for i := 0; i < len(host) && len(b) < 40; i++ {
+		switch c := host[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
+			b = append(b, c)
+		case c == '.':
+			i = len(host) // the host's own name, not its domain
+		default:
+			b = append(b, '-')
+		}
+	}
+	if len(b) > 0 {
+		b = append(b, '-')
+	}
+	return string(b) + nuid.Next() // unique per call: several relays may run in one process
+}
 
 // LinkRequest asks the node holding a device's connection for a link to it: the link's device
 // leg, which the asking node's own link dials.

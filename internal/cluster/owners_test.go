@@ -118,3 +118,15 @@ func TestOwnersAndNodeRequests(t *testing.T) {
 		return nil
 	})
 }
+
+func TestNewNodeName(t *testing.T) {
+	a, b := cluster.NewNodeName(), cluster.NewNodeName()
+	for _, n := range []string{a, b} {
+		if cluster.Token(n) != n || len(n) > 63 || len(n) < 22 {
+			t.Errorf("NewNodeName() = %q, want a subject token of 22 to 63 characters", n)
+		}
+	}
+	if a == b {
+		t.Errorf("NewNodeName() twice = %q both times", a)
+	}
+}

@@ -69,7 +69,7 @@ func (r *Relay) buildClusterLinks() error {
 	if r.nats == nil {
 		return nil
 	}
-	r.node = cluster.NewNodeName()
+	r.node = cmp.Or(r.cfg.Cluster.NATS.Node, cluster.NewNodeName())
 	ctx, cancel := context.WithTimeout(context.Background(), clusterConnectTimeout)
 	defer cancel()
 	owners, err := r.nats.OpenOwners(ctx, cluster.OwnersOptions{
