@@ -99,6 +99,13 @@ func TestOwnersAndNodeRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Once the NATS servers told each other of A's interest (C may be on another server).
+	checkfor.Check(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if err := cc.Ping(ctx, nodeA); err != nil {
+			return fmt.Errorf("Ping(A) = %v", err)
+		}
+		return nil
+	})
 	rep, err := cc.OpenLink(ctx, nodeA, cluster.LinkRequest{Device: "DEV.1", Protocol: "tcp", DevicePort: 7000})
 	if err != nil || rep != (cluster.LinkReply{Port: 40001, Token: "tok", Links: "10.0.0.1", DeviceAddr: "10.9.9.9:7000"}) {
 		t.Errorf("OpenLink through C = %+v, %v", rep, err)

@@ -357,9 +357,14 @@ func (l *servedLegs) remove(token string) {
 // (nanoseconds; 0: 30 s). Tests shorten it.
 var legsCheckEvery atomic.Int64
 
+// legsMisses is how many checks in a row a node must miss before its legs are closed: a node
+// whose NATS connection is being re-established misses one.
+const legsMisses = 2
+
 // reapLegs closes, every legsCheckEvery, the links other nodes asked for whose node is gone
-// (stopped or killed without closing them): a waiting TCP leg, or a UDP leg, would otherwise hold
-// its port until this node restarts. It forgets the legs that ended.
+// (stopped or killed without closing them) — a waiting TCP leg, or a UDP leg, would otherwise
+// hold its port until this node restarts; a paired TCP leg ends with the asking node's socket
+// — and forgets the legs that ended.
 func (r *Relay) reapLegs(l *servedLegs) {
 	defer close(l.done)
 	every := time.Duration(legsCheckEvery.Load())
@@ -368,33 +373,50 @@ func (r *Relay) reapLegs(l *servedLegs) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	missed := map[string]int{} // by node: checks missed in a row
 	for {
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
 		}
-		live := map[string]bool{}
+		idle := map[string]bool{} // live links a gone node's death leaves open
 		for _, in := range r.links.List() {
-			live[in.Token] = in.State != link.StateClosed
+			if in.State == link.StateWaiting || in.State == link.StateOpen && in.Protocol == link.UDP {
+				idle[in.Token] = true
+			} else if in.State == link.StateOpen {
+				idle[in.Token] = false
+			}
 		}
 		byNode := map[string][]string{}
 		l.mu.Lock()
 		for token, node := range l.by {
-			if live[token] {
-				byNode[node] = append(byNode[node], token)
-			} else {
+			reap, live := idle[token]
+			switch {
+			case !live:
 				delete(l.by, token)
+			case reap:
+				byNode[node] = append(byNode[node], token)
 			}
 		}
 		l.mu.Unlock()
+		for node := range missed {
+			if _, ok := byNode[node]; !ok {
+				delete(missed, node)
+			}
+		}
 		for node, tokens := range byNode {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			err := r.nats.Ping(ctx, node)
 			cancel()
 			if !errors.Is(err, cluster.ErrNodeGone) {
+				delete(missed, node)
 				continue
 			}
+			if missed[node]++; missed[node] < legsMisses {
+				continue
+			}
+			delete(missed, node)
 			for _, token := range tokens {
 				_ = r.links.Close(token)
 				l.remove(token)

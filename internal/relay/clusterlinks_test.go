@@ -231,6 +231,14 @@ func TestClusterDeviceLinkReachesOtherNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	for i := range nats.Len() { // every NATS server knows the test's node before A asks any
+		ci, err := cluster.Connect(ctx, cluster.Options{URL: nats.NodeURL(i), Replicas: 3, Prefix: "linktest"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkfor.Check(t, 10*time.Second, 10*time.Millisecond, func() error { return ci.Ping(ctx, alive) })
+		_ = ci.Close()
+	}
 	leg := func(from string) string {
 		t.Helper()
 		rep, err := conn.OpenLink(ctx, owner.Node, cluster.LinkRequest{Device: "CL-DEV", Protocol: "tcp", DevicePort: uint16(devicePort), From: from})
