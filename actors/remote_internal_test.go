@@ -31,3 +31,18 @@ func TestSetRemoteAllocatesOnlyOnChange(t *testing.T) {
 		t.Errorf("remote = %+v, want %v over ndjson", w, b)
 	}
 }
+
+// Options.AddressChanged hears of each change of a device's address or transport, once, and
+// never of the same address noted again.
+func TestSetRemoteTellsAddressChanged(t *testing.T) {
+	var heard []string
+	e := &deviceEntry{id: "dev-1", moved: func(id string) { heard = append(heard, id) }}
+	a := netip.MustParseAddrPort("10.0.0.1:4000")
+	e.setRemote(a, TransportTCP)
+	e.setRemote(a, TransportTCP)
+	e.setRemote(a, TransportNDJSON)
+	e.setRemote(netip.MustParseAddrPort("10.0.0.1:4001"), TransportNDJSON)
+	if len(heard) != 3 || heard[0] != "dev-1" {
+		t.Errorf("AddressChanged heard %q, want dev-1 three times (two changes of transport or port after the first)", heard)
+	}
+}

@@ -112,6 +112,12 @@ type Options struct {
 	// retention, retries of dead-letter writes); nil: the wall clock. It must be safe for
 	// concurrent use.
 	Clock Clock
+	// AddressChanged, if set, is told a device's identity when its last known address or
+	// transport (Device's Remote and Transport) changed: in cluster mode the relay records
+	// which node holds the device. It is called on the goroutine that saw the change — an
+	// event loop, an actor, an NDJSON connection's — so it must not block; read the new address
+	// with Device.
+	AddressChanged func(identity string)
 }
 
 // System runs the device and route actors. It implements netio.Dispatcher; its methods are
@@ -355,6 +361,7 @@ type deviceEntry struct {
 	stored   atomic.Uint64 // highest seq committed (persist acks read it)
 	ackDue   atomic.Bool   // an ackMsg is on its way
 	unknown  bool          // counted in System.unknown (no metadata when created); fixed
+	moved    func(string)  // Options.AddressChanged (nil: none); fixed
 
 	// Connection state: owned by the actor while awake, guarded by System.mu while dormant.
 	conn                netio.Conn
@@ -404,6 +411,9 @@ func (e *deviceEntry) setRemote(a netip.AddrPort, transport string) {
 		return
 	}
 	e.remote.Store(&where{addr: a, transport: transport})
+	if e.moved != nil {
+		e.moved(e.id)
+	}
 }
 
 // asleep is pending's base while an entry has no actor: any sender then sees a count <= 0.
@@ -427,7 +437,7 @@ func (s *System) entry(id string, create bool) *deviceEntry {
 			s.opts.Metrics.unknownRefused()
 			return nil
 		}
-		e = &deviceEntry{id: id, unknown: unknown}
+		e = &deviceEntry{id: id, unknown: unknown, moved: s.opts.AddressChanged}
 		if unknown {
 			s.unknown++
 			s.opts.Metrics.unknown(1)

@@ -40,6 +40,23 @@ type LinkOptions struct {
 	// Protocols are the link protocols the relay opens (devicelink.protocols; nil: tcp and
 	// udp). A request for another is refused (422 at /protocol).
 	Protocols []string
+	// Remote reaches devices whose connection another relay node holds (cluster mode); nil:
+	// only this relay's devices.
+	Remote RemoteLinks
+}
+
+// RemoteLinks open links to devices whose connection another relay node holds (cluster mode):
+// the link's client leg (its port, token and cipher) is on this relay, its device leg on that
+// node. The links it opens are in Links' List, and Links' Close closes both legs.
+type RemoteLinks interface {
+	// Locate reports whether another node holds device's connection (this relay has none of
+	// its), and the transport the device was last seen over there.
+	Locate(ctx context.Context, device string) (transport string, ok bool, err error)
+	// OpenRemote opens a link as s asks (everything set but DeviceAddr) to the device at its
+	// devicePort (0 for via listener) through the node that holds it. It fails with
+	// ErrNotConnected when no node holds the device any more, ErrNodeLinksOff, or the link
+	// package's errors of either node's manager.
+	OpenRemote(ctx context.Context, s link.Spec, devicePort uint16) (link.Info, error)
 }
 
 // allows reports whether o lets links of protocol be opened.
@@ -159,7 +176,20 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 	if !DecodeJSON(w, r, &in) {
 		return
 	}
-	spec, devicePort, iv, errs := h.spec(&in, dev.State.Transport)
+	// In cluster mode, a device this relay does not hold may be another node's.
+	transport, elsewhere := dev.State.Transport, false
+	if h.o.Remote != nil && h.links != nil && !dev.State.Connected {
+		t, ok, err := h.o.Remote.Locate(r.Context(), dev.ID)
+		if err != nil {
+			h.s.log.Warn("locate device for a link", "device", dev.ID, "err", err)
+			WriteProblem(w, Problem{Status: http.StatusServiceUnavailable, Detail: "the cluster cannot say which node holds the device: try again"})
+			return
+		}
+		if ok {
+			transport, elsewhere = t, true
+		}
+	}
+	spec, devicePort, iv, errs := h.spec(&in, transport)
 	if len(errs) > 0 {
 		invalid(w, errs...)
 		return
@@ -167,22 +197,38 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 	if h.disabled(w) {
 		return
 	}
-	remote, err := netip.ParseAddrPort(dev.State.Remote)
-	if err != nil {
+	neverConnected := func() {
 		WriteProblem(w, Problem{Status: http.StatusNotFound, Title: "Device never connected",
 			Detail: fmt.Sprintf("device %s has not connected since the relay started: its address is unknown", strings.ToUpper(dev.ID))})
-		return
 	}
 	spec.Device, spec.Account = strings.ToUpper(dev.ID), dev.Account
-	spec.DeviceAddr = netip.AddrPortFrom(remote.Addr().Unmap(), devicePort)
-	if spec.Via == link.ViaListener { // the device's own source, port included
-		spec.DeviceAddr = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	var info link.Info
+	var err error
+	if elsewhere {
+		info, err = h.o.Remote.OpenRemote(r.Context(), spec, devicePort)
+	} else {
+		remote, perr := netip.ParseAddrPort(dev.State.Remote)
+		if perr != nil {
+			neverConnected()
+			return
+		}
+		spec.DeviceAddr = netip.AddrPortFrom(remote.Addr().Unmap(), devicePort)
+		if spec.Via == link.ViaListener { // the device's own source, port included
+			spec.DeviceAddr = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+		}
+		info, err = h.links.Open(r.Context(), spec)
 	}
-	info, err := h.links.Open(r.Context(), spec)
 	switch {
+	case errors.Is(err, ErrNotConnected):
+		neverConnected()
+		return
+	case errors.Is(err, ErrNodeLinksOff):
+		WriteProblem(w, Problem{Status: http.StatusServiceUnavailable, Title: "Device links are disabled",
+			Detail: "the relay node holding the device's connection opens no device links (devicelink.listen)"})
+		return
 	case errors.Is(err, link.ErrSourceBusy):
 		WriteProblem(w, Problem{Status: http.StatusConflict, Title: "Device source in use",
-			Detail: fmt.Sprintf("a link via the device listener already reaches %s from its UDP source %s: close it first, or ask for via socket", spec.Device, remote)})
+			Detail: fmt.Sprintf("a link via the device listener already reaches %s from its UDP source%s: close it first, or ask for via socket", spec.Device, sourceText(spec.DeviceAddr))})
 		return
 	case errors.Is(err, link.ErrPortsExhausted):
 		WriteProblem(w, Problem{Status: http.StatusServiceUnavailable, Title: "No port left",
@@ -205,6 +251,14 @@ func (h linkHandlers) create(w http.ResponseWriter, r *http.Request) {
 		v.Encrypt = &LinkEncrypt{InitializationVector: iv}
 	}
 	WriteJSON(w, http.StatusCreated, v)
+}
+
+// sourceText is " " and a device's UDP source, or "" when it is not known here.
+func sourceText(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return " " + a.String()
 }
 
 // spec checks a create request and makes its link's Spec (without device, account and device

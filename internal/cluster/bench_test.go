@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/internal/cluster"
 	"github.com/fleetrelay/fleetrelay/internal/natstest"
 )
 
@@ -31,4 +32,32 @@ func BenchmarkRegistryCreate(b *testing.B) {
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
+}
+
+// BenchmarkOwnersRecord: devices whose address changed on a node, recorded in the conns bucket
+// (R3, three in-process NATS nodes fsyncing every write) — a reconnection storm's cost: each op
+// is one device changed, the time runs until NATS acknowledged every record.
+func BenchmarkOwnersRecord(b *testing.B) {
+	c := natstest.Start(b, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	conn, err := cluster.Connect(ctx, cluster.Options{URL: c.URL(), Replicas: 3, Prefix: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	o, err := conn.OpenOwners(ctx, cluster.OwnersOptions{Self: cluster.Owner{Node: cluster.NewNodeName(), Links: "10.0.0.1"},
+		Current: func(string) (string, bool) { return "tcp", true }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	b.ResetTimer()
+	for i := range b.N {
+		o.Changed(fmt.Sprintf("bench-device-%d", i))
+	}
+	for o.Written() < uint64(b.N) {
+		time.Sleep(100 * time.Microsecond)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }

@@ -2,7 +2,9 @@
 // config cluster.nats): the connection to the NATS cluster and the streams and buckets named
 // after the configured prefix. In this first slice that is the control plane only: the
 // registry's log (registry.go), a registry.Shared backend. Devices' data — journal, queues,
-// device state — stays in each node's Badger store.
+// device state — stays in each node's Badger store. For device links across nodes it also owns
+// which node holds each device's connection (owners.go) and the requests one node makes of
+// another (nodes.go).
 package cluster
 
 import (

@@ -19,6 +19,11 @@ type DeviceLink struct {
 	// devices' listeners so that device and client networks can be separate interfaces. An
 	// empty string ("", the default) disables device links: the API answers 503.
 	Listen string `yaml:"listen"`
+	// Cluster mode: the IP address (without a port) other relay nodes dial to reach this node's
+	// links, when a link created through another node reaches a device connected to this one
+	// (that node's link connects to a port of this node's range). "": listen, which must then
+	// be an address the other nodes reach (not 0.0.0.0 or ::). Unused on one node.
+	Advertise string `yaml:"advertise"`
 	// The ports links take on listen, a range written "first-last" (a single port: "40000"):
 	// one port per link, for TCP or UDP. When every port holds a link, a new one is refused (503).
 	// Each port may hold [DeviceLink.FilesPerPort] open files, which [Config.CheckMachine] counts.
@@ -185,6 +190,13 @@ func (c *Config) validateLinks(p *problems, others []tcpListener) {
 		if a, err := netip.ParseAddr(strings.Trim(d.Listen, "[]")); err != nil || a.Zone() != "" {
 			p.add("devicelink.listen", "want an IP address without a port (such as 10.0.0.1 or ::1), got %q", d.Listen)
 		}
+	}
+	if d.Advertise != "" {
+		if a, err := netip.ParseAddr(strings.Trim(d.Advertise, "[]")); err != nil || a.Zone() != "" || a.IsUnspecified() {
+			p.add("devicelink.advertise", "want an IP address the other relay nodes reach, without a port (such as 10.0.0.1), got %q", d.Advertise)
+		}
+	} else if a, err := netip.ParseAddr(strings.Trim(d.Listen, "[]")); err == nil && a.IsUnspecified() && c.Cluster.Enabled() {
+		p.add("devicelink.advertise", "required in cluster mode when devicelink.listen is %s: the address other relay nodes dial to reach this node's links", d.Listen)
 	}
 	first, last, err := d.PortRange()
 	if err != nil {

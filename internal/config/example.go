@@ -179,6 +179,10 @@ devicelink:
   # The IP address (no port) clients connect to, apart from the devices' listeners so that the
   # two can be separate interfaces. "" disables device links (the API answers 503).
   listen: ""
+  # Cluster mode: the IP address (no port) other relay nodes dial to reach this node's links,
+  # when a link created through another node reaches a device connected here. "": listen,
+  # which must then be an address the other nodes reach (not 0.0.0.0 or ::).
+  advertise: ""
   # The ports links take on listen, one per link ("first-last", or one port). When every one
   # holds a link, new ones are refused (503). Each port may hold open files, counted with
   # max_connections against the open-file limit: 3 for TCP (its listener, a link's two

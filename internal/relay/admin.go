@@ -30,7 +30,7 @@ func (r *Relay) buildAdmin() error {
 	r.admin.HandleDevices(r.control)
 	r.admin.HandleImport(r.control)
 	r.admin.HandleCommands(r.control, r.tasks)
-	r.admin.HandleDeviceLinks(r.control, r.links, r.linkOptions())
+	r.admin.HandleDeviceLinks(r.control, r.apiLinks(), r.linkOptions())
 	// The config file's routes and the API's, with their accounts.
 	deadletter.Register(r.admin, r.store, r.sys, deadletter.RoutesFunc(r.control.RouteRef), r.log)
 	return nil

@@ -88,8 +88,12 @@ func (r *Relay) watchLinks(m linkManager) {
 // linkOptions are the API's defaults for device links, from the devicelink section.
 func (r *Relay) linkOptions() api.LinkOptions {
 	d := &r.cfg.DeviceLink
-	return api.LinkOptions{DevicePort: uint16(d.DevicePort), Timeout: time.Duration(d.Timeout), NewCipher: newLinkCipher,
+	o := api.LinkOptions{DevicePort: uint16(d.DevicePort), Timeout: time.Duration(d.Timeout), NewCipher: newLinkCipher,
 		ViaListener: r.viaListener(), Protocols: d.Protocols}
+	if r.cross != nil { // cluster mode: other nodes' devices too
+		o.Remote = r.cross
+	}
+	return o
 }
 
 // newLinkCipher is the client leg's AES-256-CTR of one link (netio/link/ENCRYPTION.md).

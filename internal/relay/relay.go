@@ -58,6 +58,15 @@ type Relay struct {
 
 	connectors []*link.Connector // the raw TCP connectors of connectors[] (connectors.go)
 
+	// Device links across nodes (clusterlinks.go): this node's name, its devices' owner
+	// records, its answers to other nodes, the API's links and the links other nodes asked
+	// for (nil: links off or one node).
+	node    string
+	owners  *cluster.Owners
+	nodeSrv *cluster.NodeServer
+	cross   *crossLinks
+	legs    *servedLegs
+
 	stopOnce sync.Once
 	reloadMu sync.Mutex    // one Reload at a time (reload.go)
 	stopped  chan struct{} // closed when the first Shutdown returns; stopErr is its result
@@ -146,7 +155,8 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
 		Commands:  r.tasks,
 
-		MaxUnknown: cfg.Devices.MaxUnknownIdentities,
+		MaxUnknown:     cfg.Devices.MaxUnknownIdentities,
+		AddressChanged: r.deviceMoved, // cluster mode: which node holds the device
 	})
 	r.tasks.Attach(r.sys) // before devices connect
 	// The config's routes and fleet join the registry (read-only there); the routes and devices
@@ -203,6 +213,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		err = r.buildLinks()
 	}
 	if err == nil {
+		err = r.buildClusterLinks()
+	}
+	if err == nil {
 		err = r.buildConnectors()
 	}
 	if err == nil {
@@ -230,6 +243,7 @@ func (r *Relay) abort() {
 	}
 	r.clients.Close()
 	r.tasks.Close()
+	r.stopClusterLinks()
 	r.stopFollowing()
 	if r.control != nil {
 		r.control.Close()
@@ -376,6 +390,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 func (r *Relay) shutdown(ctx context.Context) error {
 	var errs []error
 	r.stopFollowing() // other nodes' changes no longer reach the actors that stop
+	r.stopClusterLinks()
 	r.net.Drain()
 	if r.links != nil { // clients and devices of links are cut at once; nothing of them is stored
 		if err := r.links.Stop(ctx); err != nil {

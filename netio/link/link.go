@@ -29,6 +29,10 @@ type Spec struct {
 	DeviceAddr netip.AddrPort
 	// Via is how a UDP link's device leg reaches the device: ViaSocket ("" too) or ViaListener.
 	Via string
+	// Dial, when valid, is where the device leg of a TCP link or a UDP link via a socket
+	// connects instead of DeviceAddr, which then only says where the device is: in cluster
+	// mode, a link on another relay node that reaches the device.
+	Dial netip.AddrPort
 	// Source pins the client: only a client from this host:port may use the link (zero: the
 	// first client to connect or send inherits it). With UDP, the device's datagrams go to
 	// Source at once.
@@ -38,6 +42,14 @@ type Spec struct {
 	// Cipher, when set, encrypts the client leg (see Cipher); the device leg stays as the device
 	// speaks it.
 	Cipher Cipher
+}
+
+// dialAddr is where the device leg of a TCP link or a UDP link via a socket connects.
+func (s *Spec) dialAddr() netip.AddrPort {
+	if s.Dial.IsValid() {
+		return s.Dial
+	}
+	return s.DeviceAddr
 }
 
 // How a UDP link reaches its device (Spec.Via).

@@ -290,7 +290,7 @@ func (t *tcpCarrier) loopShare(c gnet.Conn) (*loopShare, error) {
 func (t *tcpCarrier) dial(p *pair, e *entry) {
 	defer t.dials.Done()
 	ctx, cancel := context.WithTimeout(t.dialCtx, t.cfg.DialTimeout)
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", e.spec.DeviceAddr.String())
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", e.spec.dialAddr().String())
 	cancel()
 	if err == nil {
 		var res <-chan gnet.RegisteredResult
@@ -310,7 +310,7 @@ func (t *tcpCarrier) dial(p *pair, e *entry) {
 	t.st.refused(refusedUnreachable)
 	if held, ok := t.dialLog.Allow(); ok {
 		t.log.Warn("device link: device unreachable; its client is closed (logged at most every 10 s)",
-			"device", e.spec.Device, "address", e.spec.DeviceAddr, "err", err, "unlogged", held)
+			"device", e.spec.Device, "address", e.spec.dialAddr(), "err", err, "unlogged", held)
 	}
 	_ = p.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		p.end()

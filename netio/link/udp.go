@@ -290,7 +290,7 @@ func (h *udpCarrier) open(e *entry) error {
 	}
 	h.links[e] = l
 	// gnet's round-robin choice of a loop is not safe for concurrent use: h.mu serializes it.
-	ctx := gnet.NewNetAddrContext(gnet.NewContext(context.Background(), l), net.UDPAddrFromAddrPort(sp.DeviceAddr))
+	ctx := gnet.NewNetAddrContext(gnet.NewContext(context.Background(), l), net.UDPAddrFromAddrPort(sp.dialAddr()))
 	res, err := h.eng.Register(ctx)
 	if err == nil {
 		h.opening.Add(1)
@@ -310,7 +310,7 @@ func (h *udpCarrier) open(e *entry) error {
 	}
 	if err != nil {
 		h.forget(l)
-		return fmt.Errorf("link on port %d: device leg to %s: %w", e.port, sp.DeviceAddr, err)
+		return fmt.Errorf("link on port %d: device leg to %s: %w", e.port, sp.dialAddr(), err)
 	}
 
 	h.mu.Lock()
