@@ -1,10 +1,10 @@
 // Package cluster owns what several relay nodes share through NATS JetStream (cluster mode,
 // config cluster.nats): the connection to the NATS cluster and the streams and buckets named
-// after the configured prefix. In this first slice that is the control plane only: the
-// registry's log (registry.go), a registry.Shared backend. Devices' data — journal, queues,
-// device state — stays in each node's Badger store. For device links across nodes it also owns
-// which node holds each device's connection (owners.go) and the requests one node makes of
-// another (nodes.go).
+// after the configured prefix: the registry's log (registry.go), a registry.Shared backend; the
+// devices' data — the journal's layout (wire.go) and its ingest side (journal.go: frames
+// acknowledged after JetStream's replicated publish ack; devices.go: the devices' lastSeq;
+// routeids.go: the cluster's route IDs); and, for device links across nodes, which node holds
+// each device's connection (owners.go) and the requests one node makes of another (nodes.go).
 package cluster
 
 import (
