@@ -4,7 +4,10 @@
 // registry's log (registry.go), a registry.Shared backend. Devices' data — journal, queues,
 // device state — stays in each node's Badger store. For device links across nodes it also owns
 // which node holds each device's connection (owners.go) and the requests one node makes of
-// another (nodes.go).
+// another (nodes.go). The delivery side of the devices' journal is here too, not wired into
+// the relay yet: the per-route queues, partitioned, each partition owned by one node by lease
+// and read from per-route cursors into the route actors' segments (queues.go, partition.go,
+// lease.go; why leases and cursors rather than consumer priority groups: queues.go).
 package cluster
 
 import (
