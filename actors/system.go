@@ -760,6 +760,16 @@ func (s *System) Routes() []string {
 	return names
 }
 
+// RouteIDs are the IDs of the routes the system runs. Safe for concurrent use.
+func (s *System) RouteIDs() []uint16 {
+	t := s.table.Load()
+	ids := make([]uint16, len(t.routes))
+	for i, ref := range t.routes {
+		ids[i] = ref.r.ID
+	}
+	return ids
+}
+
 // OldestPending is the age of the oldest message route i (in Routes order) has not delivered
 // yet: 0 when it has none, when there is no route i, or when its actor does not answer within a
 // second.

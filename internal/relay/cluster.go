@@ -1,13 +1,16 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"time"
 
+	"github.com/fleetrelay/fleetrelay/actors"
 	"github.com/fleetrelay/fleetrelay/internal/cluster"
 	"github.com/fleetrelay/fleetrelay/internal/config"
+	"github.com/fleetrelay/fleetrelay/internal/control"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 	"github.com/fleetrelay/fleetrelay/internal/store"
@@ -19,7 +22,7 @@ const clusterConnectTimeout = 30 * time.Second
 
 // registryBackend returns the registry's backend: the store's in one-node mode; in cluster mode
 // (cluster.nats.url set) the JetStream log every node of the prefix shares, on a connection
-// the relay then owns (closeCluster). Devices' data stays in st either way.
+// the relay then owns (closeCluster).
 func (r *Relay) registryBackend(st *store.Store) (registry.Backend, error) {
 	n := r.cfg.Cluster.NATS
 	if !r.cfg.Cluster.Enabled() {
@@ -46,9 +49,76 @@ func (r *Relay) registryBackend(st *store.Store) (registry.Backend, error) {
 		return nil, err
 	}
 	r.nats, r.natsRegistry = conn, b
-	r.log.Info("cluster mode: the registry is shared through NATS JetStream; devices' data stays in this node's store",
-		"stream", cluster.RegistryStream(n.Prefix), "replicas", n.Replicas)
+	r.node = cmp.Or(n.Node, cluster.NewNodeName())
 	return b, nil
+}
+
+// openJournal, in cluster mode, opens the devices' journal on JetStream: its ingest side (a
+// frame is acknowledged once JetStream has replicated it; the devices' lastSeq; the cluster's
+// route IDs) and its delivery side (the routes' partitioned queues, started with the actors).
+func (r *Relay) openJournal() error {
+	if r.nats == nil {
+		return nil
+	}
+	n := r.cfg.Cluster.NATS
+	ctx, cancel := context.WithTimeout(context.Background(), clusterConnectTimeout)
+	defer cancel()
+	j, err := r.nats.OpenJournal(ctx, cluster.JournalOptions{Partitions: n.Partitions, Node: r.node, Logger: r.log})
+	if err != nil {
+		return fmt.Errorf("open the journal: %w", err)
+	}
+	q, err := r.nats.OpenQueues(ctx, cluster.QueuesOptions{Node: r.node, Lease: time.Duration(n.Lease),
+		MaxResident: r.cfg.Delivery.MaxQueuedMessages, Logger: r.log,
+		Routes: func() []uint16 { return r.sys.RouteIDs() }}) // called once the queues run, after the actors exist
+	if err != nil {
+		_ = j.Close()
+		return fmt.Errorf("open the routes' queues: %w", err)
+	}
+	r.natsJournal, r.natsQueues = j, q
+	r.log.Info("cluster mode: the journal, the devices' lastSeq, the routes' queues, commands and the registry are shared through NATS JetStream",
+		"node", r.node, "journal", cluster.JournalStream(n.Prefix), "partitions", j.Partitions(), "replicas", n.Replicas)
+	return nil
+}
+
+// clusterJournal is the actors' Journal in cluster mode: the journal's ingest side and the
+// routes' queues.
+type clusterJournal struct {
+	*cluster.Journal
+	*cluster.Queues
+}
+
+// journal is what the actors store frames in and deliver from: the store, or in cluster mode
+// the journal on JetStream.
+func (r *Relay) journal() actors.Journal {
+	if r.natsJournal != nil {
+		return clusterJournal{r.natsJournal, r.natsQueues}
+	}
+	return r.store
+}
+
+// routeIDs names routes where frames record them: the store, or the cluster's table.
+func (r *Relay) routeIDs() control.RouteIDs {
+	if r.natsJournal != nil {
+		return r.natsJournal
+	}
+	return r.store
+}
+
+// stopQueues hands this node's partitions back (once the route actors have stopped), so that
+// another node takes them at once.
+func (r *Relay) stopQueues() {
+	if r.natsQueues != nil {
+		if err := r.natsQueues.Close(); err != nil {
+			r.log.Warn("hand back the partitions", "err", err)
+		}
+	}
+}
+
+// closeJournal waits for the publishes under way (every frame gets its answer).
+func (r *Relay) closeJournal() {
+	if r.natsJournal != nil {
+		_ = r.natsJournal.Close()
+	}
 }
 
 // stopFollowing stops taking other nodes' registry changes in (before the actors stop).
@@ -61,6 +131,8 @@ func (r *Relay) stopFollowing() {
 // closeCluster closes the connection to NATS, once nothing writes the registry any more.
 func (r *Relay) closeCluster() {
 	r.stopFollowing()
+	r.stopQueues()
+	r.closeJournal()
 	if r.nats != nil {
 		_ = r.nats.Close()
 	}

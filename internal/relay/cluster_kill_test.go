@@ -88,7 +88,7 @@ func TestClusterKill9(t *testing.T) {
 		wg      sync.WaitGroup
 		devs    = make([]*loadgen.Device, devices)
 		at      = make([]int, devices) // the relay each device is connected to (its goroutine's)
-		moved   atomic.Int64 // reconnections to another relay
+		moved   atomic.Int64           // reconnections to another relay
 		mu      sync.Mutex
 		resumes []string // problems with WELCOME's lastSeq after a move
 	)

@@ -69,7 +69,6 @@ func (r *Relay) buildClusterLinks() error {
 	if r.nats == nil {
 		return nil
 	}
-	r.node = cmp.Or(r.cfg.Cluster.NATS.Node, cluster.NewNodeName())
 	ctx, cancel := context.WithTimeout(context.Background(), clusterConnectTimeout)
 	defer cancel()
 	owners, err := r.nats.OpenOwners(ctx, cluster.OwnersOptions{

@@ -53,6 +53,8 @@ type Relay struct {
 	// one-node mode.
 	nats         *cluster.Conn
 	natsRegistry *cluster.RegistryBackend
+	natsJournal  *cluster.Journal // the devices' journal (ingest side)
+	natsQueues   *cluster.Queues  // the routes' partitioned queues over it
 	adminAddr    net.Addr
 	routes       []*actors.Route
 
@@ -112,6 +114,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		_ = st.Close()
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
+	if err = r.openJournal(); err != nil {
+		r.closeCluster()
+		_ = st.Close()
+		return nil, err
+	}
 	if r.registry, err = registry.Open(context.Background(), rb); err != nil {
 		r.closeCluster()
 		_ = st.Close()
@@ -149,7 +156,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		Fleet:     devs,
 		Auth:      string(cfg.Devices.Auth),
 		AuthLimit: access.NewLimiter(deviceAuthEvery, deviceAuthBurst),
-		Journal:   st,
+		Journal:   r.journal(),
 		Logger:    log,
 		Metrics:   actors.NewMetrics(r.reg),
 		MaxQueued: cfg.Delivery.MaxQueuedMessages,
@@ -161,7 +168,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 	r.tasks.Attach(r.sys) // before devices connect
 	// The config's routes and fleet join the registry (read-only there); the routes and devices
 	// stored through the API run from here on, and follow its changes.
-	r.control, err = control.New(control.Options{Registry: r.registry, System: r.sys, Store: st, Deps: deps,
+	r.control, err = control.New(control.Options{Registry: r.registry, System: r.sys, Store: r.routeIDs(), Deps: deps,
 		Routes: cfg.Routes, Fleet: cfg.Fleet, SecretFields: cfg.Devices.SecretFields, Logger: log})
 	if err != nil {
 		r.abort()
@@ -205,6 +212,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		// read (native devices are answered ERROR 503 by their actors).
 		OnSpace: r.net.PauseNDJSON,
 	})
+	if err == nil && r.natsQueues != nil {
+		// The partitions this node takes are read into the route actors from their cursors.
+		err = r.natsQueues.Start(r.sys.OnCommit)
+	}
 	if err == nil {
 		r.control.Start()   // the notifications the last run left
 		r.registry.Follow() // other nodes' changes, in cluster mode
@@ -260,6 +271,9 @@ func (r *Relay) registerMetrics() error {
 	r.sys.RegisterMetrics(r.reg)
 	r.net.RegisterMetrics(r.reg)
 	r.tasks.RegisterMetrics(r.reg)
+	if r.natsQueues != nil {
+		r.reg.MustRegister(r.natsQueues.Collectors()...)
+	}
 	if r.links != nil {
 		r.reg.MustRegister(r.links.Collectors()...)
 	}
@@ -314,7 +328,7 @@ func (r *Relay) compileRoutes(deps route.Deps) ([]*actors.Route, error) {
 		for _, w := range c.Warnings {
 			r.log.Warn("route TLS: "+w, "route", rc.Name)
 		}
-		if c.Route.ID, err = r.store.RouteID(rc.Name); err != nil {
+		if c.Route.ID, err = r.routeIDs().RouteID(rc.Name); err != nil {
 			return nil, fmt.Errorf("route %q: %w", rc.Name, err)
 		}
 		out = append(out, c.Route)
@@ -410,6 +424,7 @@ func (r *Relay) shutdown(ctx context.Context) error {
 		r.log.Warn("shutdown", "err", err) // undelivered records stay in the store
 	}
 	cancel()
+	r.stopQueues() // the cursors written, the partitions handed back to the other nodes
 	r.clients.Close()
 	r.tasks.Close()   // the last task states are written
 	r.control.Close() // the notification entries the journal has are removed
@@ -426,11 +441,15 @@ func (r *Relay) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// health fails once shutdown began, or while the store refuses new data for lack of disk
-// space, so a balancer stops sending devices here.
+// health fails once shutdown began, while the store refuses new data for lack of disk space, or
+// in cluster mode while JetStream does not take the journal's frames, so a balancer stops
+// sending devices here.
 func (r *Relay) health() error {
 	if r.net.Draining() {
 		return errors.New("shutting down")
+	}
+	if r.natsJournal != nil && !r.natsJournal.Healthy() {
+		return errors.New("NATS JetStream unreachable: frames are not acknowledged (devices get ERROR 503)")
 	}
 	if sp := r.store.Space(); sp.Refused {
 		const mib = 1 << 20
