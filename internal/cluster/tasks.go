@@ -1,0 +1,324 @@
+package cluster
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetrelay/fleetrelay/internal/store"
+	"github.com/fleetrelay/fleetrelay/internal/tasks"
+)
+
+// The commands (tasks) of every node of a prefix: one key-value bucket, <prefix>_tasks (file
+// storage, the Conn's replicas, one revision a key), which every node loads at start and then
+// watches, so that each node holds every task in memory (internal/tasks) and hears the others'
+// writes in the bucket's order.
+//
+//   - t.<device>.<id>: a task, its JSON as internal/tasks writes it. Written whole: created
+//     (before the API answers: a Put acknowledged once replicated), then its state changes,
+//     written behind by the node that made them; last writer wins, and tasks.Manager's merge
+//     makes that safe (a node never writes a task backwards, and writes its own version again
+//     when it hears one behind it).
+//   - n.<device>: the device's task counter, the highest id given (a decimal). A new id is the
+//     counter's increment written with the revision it was read at (compare and set), so two
+//     nodes creating tasks for one device at once never give one id twice; the counter is never
+//     deleted, so neither does a task deleted long ago give its id again.
+//
+// <device> is the identity when it is made of letters, digits, - and _ only (1 to 128), else
+// "=" and its bytes in hex: key tokens take no '.', '*', '>' or white space (and, unlike the
+// journal's subjects, no '~').
+//
+// Deleting a task (its retention passed; every node prunes, idempotently) purges its key: a
+// purge marker the other nodes' watchers hear, which JetStream itself removes after markerTTL,
+// so deleted tasks leave nothing behind for good.
+
+// BucketTasks is the tasks' key-value bucket (Bucket).
+const BucketTasks = "tasks"
+
+// markerTTL is how long a deleted task's purge marker stays in the bucket: long enough for every
+// node following the bucket to hear it; a node started later loads the bucket without the key.
+const markerTTL = time.Hour
+
+// writers bounds the writes of one batch in flight at once.
+const writers = 16
+
+// TasksBackend is the tasks.Shared backend on JetStream. Open it with OpenTasks; close it after
+// the tasks.Manager over it, before its Conn. Its methods are safe for concurrent use.
+type TasksBackend struct {
+	c  *Conn
+	kv jetstream.KeyValue
+	w  jetstream.KeyWatcher
+	// unwatch ends the watch's context.
+	unwatch context.CancelFunc
+
+	mu       sync.Mutex
+	counters map[string]counter // by key: what this node last heard or wrote of each counter
+
+	follow  sync.Once
+	stopped sync.Once
+	wg      sync.WaitGroup
+}
+
+type counter struct{ last, rev uint64 }
+
+var _ tasks.Shared = (*TasksBackend)(nil)
+
+// OpenTasks creates the tasks' bucket if it does not exist (or updates its replicas) and starts
+// watching it; Load reads what it holds, Follow what comes after.
+func (c *Conn) OpenTasks(ctx context.Context) (*TasksBackend, error) {
+	cfg := jetstream.KeyValueConfig{
+		Bucket:         Bucket(c.opts.Prefix, BucketTasks),
+		Description:    "fleetrelay commands to devices: tasks and each device's task counter",
+		History:        1,
+		Storage:        jetstream.FileStorage,
+		Replicas:       c.opts.Replicas,
+		LimitMarkerTTL: markerTTL,
+	}
+	kv, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return c.js.CreateOrUpdateKeyValue(ctx, cfg)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: tasks bucket %s: %w", cfg.Bucket, err)
+	}
+	type watch struct {
+		w      jetstream.KeyWatcher
+		cancel context.CancelFunc
+	}
+	// The watch's context lasts as long as the watch (nats.go unsubscribes when it ends): the
+	// backend's own, which Close ends; an attempt that outlasts its time ends it.
+	wa, err := retry(ctx, func(actx context.Context) (watch, error) {
+		wctx, cancel := context.WithCancel(context.Background())
+		stop := context.AfterFunc(actx, cancel)
+		w, err := kv.WatchAll(wctx)
+		if err == nil && !stop() {
+			err = actx.Err()
+		}
+		if err != nil {
+			cancel()
+			return watch{}, err
+		}
+		return watch{w, cancel}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: watch tasks bucket %s: %w", cfg.Bucket, err)
+	}
+	return &TasksBackend{c: c, kv: kv, w: wa.w, unwatch: wa.cancel, counters: make(map[string]counter)}, nil
+}
+
+// Load calls fn with every task and counter the bucket holds: the watcher's initial values.
+func (b *TasksBackend) Load(ctx context.Context, fn func(key, value []byte) error) error {
+	for {
+		var e jetstream.KeyValueEntry
+		var ok bool
+		select {
+		case e, ok = <-b.w.Updates():
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: load tasks: %w", ctx.Err())
+		}
+		if !ok {
+			return errors.New("cluster: load tasks: the bucket's watcher stopped")
+		}
+		if e == nil { // the initial values are all in
+			return nil
+		}
+		k, v, ok := b.entry(e)
+		if ok && v != nil {
+			if err := fn(k, v); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Follow calls apply with every write after Load, from one goroutine, until Close.
+func (b *TasksBackend) Follow(apply func(key, value []byte)) {
+	b.follow.Do(func() {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			for e := range b.w.Updates() { // closed by Close
+				if k, v, ok := b.entry(e); ok {
+					apply(k, v)
+				}
+			}
+		}()
+	})
+}
+
+// Close stops following the bucket. Writes still work until the Conn closes (the manager's last
+// flush comes after).
+func (b *TasksBackend) Close() error {
+	b.stopped.Do(func() {
+		b.follow.Do(func() { // nobody follows: the watcher's delivery must not block on its channel
+			b.wg.Add(1)
+			go func() {
+				defer b.wg.Done()
+				for range b.w.Updates() {
+				}
+			}()
+		})
+		if err := b.w.Stop(); err != nil && !errors.Is(err, nats.ErrBadSubscription) {
+			b.c.log.Warn("tasks: stop watching the bucket", "err", err)
+		}
+		b.unwatch()
+		b.wg.Wait()
+	})
+	return nil
+}
+
+// entry translates a bucket entry into the manager's key and value (nil: deleted); a counter is
+// noted first. ok is false for a key that is not one of the tasks'.
+func (b *TasksBackend) entry(e jetstream.KeyValueEntry) (key, value []byte, ok bool) {
+	if e == nil {
+		return nil, nil, false
+	}
+	deleted := e.Operation() != jetstream.KeyValuePut
+	kind, rest, _ := strings.Cut(e.Key(), ".")
+	switch kind {
+	case "n":
+		dev, ok := tokenDevice(rest)
+		if !ok || deleted {
+			return nil, nil, false
+		}
+		last, err := strconv.ParseUint(string(e.Value()), 10, 64)
+		if err != nil {
+			return nil, nil, false
+		}
+		b.noteCounter(e.Key(), counter{last: last, rev: e.Revision()})
+		return []byte("last/" + dev), e.Value(), true
+	case "t":
+		tok, idText, _ := strings.Cut(rest, ".")
+		dev, ok := tokenDevice(tok)
+		id, err := strconv.ParseUint(idText, 10, 64)
+		if !ok || err != nil {
+			return nil, nil, false
+		}
+		k := fmt.Appendf(nil, "task/%s/%020d", dev, id)
+		if deleted {
+			return k, nil, true
+		}
+		return k, e.Value(), true
+	}
+	return nil, nil, false
+}
+
+func (b *TasksBackend) noteCounter(key string, c counter) {
+	b.mu.Lock()
+	if c.rev > b.counters[key].rev {
+		b.counters[key] = c
+	}
+	b.mu.Unlock()
+}
+
+// Write writes ops, several at once (at most writers in flight), each tried again while the
+// cluster cannot answer (retry); it returns once every one is acknowledged — replicated — or
+// with the errors of those that were not. A nil Value purges the task's key.
+func (b *TasksBackend) Write(ctx context.Context, ops []store.RegistryOp) error {
+	if len(ops) == 1 {
+		return b.write(ctx, ops[0])
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		slot = make(chan struct{}, writers)
+	)
+	for _, op := range ops {
+		slot <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slot }()
+			if err := b.write(ctx, op); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (b *TasksBackend) write(ctx context.Context, op store.RegistryOp) error {
+	if op.Kind != "task" {
+		return nil // "last": the counter keeps it
+	}
+	i := strings.LastIndexByte(op.ID, '/')
+	id, err := strconv.ParseUint(op.ID[i+1:], 10, 64)
+	if i < 0 || err != nil {
+		return fmt.Errorf("cluster: task key %q", op.ID)
+	}
+	key := "t." + deviceToken(op.ID[:i]) + "." + strconv.FormatUint(id, 10)
+	if op.Value == nil {
+		_, err = retry(ctx, func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, b.kv.Purge(ctx, key, jetstream.PurgeTTL(markerTTL))
+		})
+	} else {
+		_, err = retry(ctx, func(ctx context.Context) (uint64, error) { return b.kv.Put(ctx, key, op.Value) })
+	}
+	if err != nil {
+		return fmt.Errorf("cluster: write task %s: %w", key, err)
+	}
+	return nil
+}
+
+// NextID increments device's counter from what this node last knew of it, with the revision it
+// knew (compare and set), reading the counter again when another node moved it first.
+func (b *TasksBackend) NextID(ctx context.Context, device string, after uint64) (uint64, error) {
+	key := "n." + deviceToken(device)
+	b.mu.Lock()
+	c := b.counters[key]
+	b.mu.Unlock()
+	for {
+		next := max(c.last, after) + 1
+		rev, err := retry(ctx, func(ctx context.Context) (uint64, error) {
+			return b.kv.Update(ctx, key, strconv.AppendUint(nil, next, 10), c.rev)
+		})
+		if err == nil {
+			b.noteCounter(key, counter{last: next, rev: rev})
+			return next, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
+			return 0, fmt.Errorf("cluster: task counter %s: %w", key, err)
+		}
+		e, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return b.kv.Get(ctx, key) })
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			c = counter{}
+		case err != nil:
+			return 0, fmt.Errorf("cluster: task counter %s: %w", key, err)
+		default:
+			last, err := strconv.ParseUint(string(e.Value()), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("cluster: task counter %s: %q: %w", key, e.Value(), err)
+			}
+			c = counter{last: last, rev: e.Revision()}
+			b.noteCounter(key, c)
+		}
+	}
+}
+
+// deviceToken is device's key token: itself when safeToken, else "=" and its bytes in hex.
+func deviceToken(device string) string {
+	if safeToken(device) {
+		return device
+	}
+	return "=" + hex.EncodeToString([]byte(device))
+}
+
+// tokenDevice is deviceToken's inverse.
+func tokenDevice(tok string) (string, bool) {
+	h, ok := strings.CutPrefix(tok, "=")
+	if !ok {
+		return tok, safeToken(tok)
+	}
+	b, err := hex.DecodeString(h)
+	return string(b), err == nil && len(b) > 0
+}
