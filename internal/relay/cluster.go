@@ -11,6 +11,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 	"github.com/fleetrelay/fleetrelay/internal/store"
+	"github.com/fleetrelay/fleetrelay/internal/tasks"
 )
 
 // clusterConnectTimeout bounds the connection to NATS and the opening of the registry's
@@ -51,10 +52,34 @@ func (r *Relay) registryBackend(st *store.Store) (registry.Backend, error) {
 	return b, nil
 }
 
-// stopFollowing stops taking other nodes' registry changes in (before the actors stop).
+// tasksBackend sets o's backend: the store on one node; in cluster mode the tasks' bucket every
+// node of the prefix shares (tasks created through any node reach the device on the node that
+// holds its connection).
+func (r *Relay) tasksBackend(st *store.Store, o tasks.Options) (tasks.Options, error) {
+	if r.nats == nil {
+		o.Backend = st
+		return o, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterConnectTimeout)
+	defer cancel()
+	b, err := r.nats.OpenTasks(ctx)
+	if err != nil {
+		return o, err
+	}
+	r.natsTasks, o.Shared = b, b
+	r.log.Info("cluster mode: commands (tasks) are shared through NATS JetStream",
+		"bucket", cluster.Bucket(r.cfg.Cluster.NATS.Prefix, cluster.BucketTasks))
+	return o, nil
+}
+
+// stopFollowing stops taking other nodes' registry and task changes in (before the actors
+// stop). The tasks' last states are still written (the connection closes after).
 func (r *Relay) stopFollowing() {
 	if r.natsRegistry != nil {
 		_ = r.natsRegistry.Close()
+	}
+	if r.natsTasks != nil {
+		_ = r.natsTasks.Close()
 	}
 }
 

@@ -53,6 +53,7 @@ type Relay struct {
 	// one-node mode.
 	nats         *cluster.Conn
 	natsRegistry *cluster.RegistryBackend
+	natsTasks    *cluster.TasksBackend
 	adminAddr    net.Addr
 	routes       []*actors.Route
 
@@ -117,9 +118,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		_ = st.Close()
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
-	if r.tasks, err = tasks.Open(context.Background(), tasks.Options{Backend: st, Logger: log,
+	topts, err := r.tasksBackend(st, tasks.Options{Logger: log,
 		Retention: time.Duration(cfg.Commands.Retention), DefaultTTL: time.Duration(cfg.Commands.DefaultTTL),
-		MaxTTL: time.Duration(cfg.Commands.MaxTTL)}); err != nil {
+		MaxTTL: time.Duration(cfg.Commands.MaxTTL)})
+	if err == nil {
+		r.tasks, err = tasks.Open(context.Background(), topts)
+	}
+	if err != nil {
 		r.closeCluster()
 		_ = st.Close()
 		return nil, fmt.Errorf("open tasks: %w", err)
