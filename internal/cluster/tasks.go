@@ -55,15 +55,21 @@ const writers = 16
 type TasksBackend struct {
 	c  *Conn
 	kv jetstream.KeyValue
-	w  jetstream.KeyWatcher
-	// unwatch ends the watch's context.
+
+	// The bucket's watch, used by Load, then by the follower's goroutine only (or Close's, if
+	// nothing follows): w, the end of its context, the last revision it delivered.
+	w       jetstream.KeyWatcher
 	unwatch context.CancelFunc
+	seen    uint64
 
 	mu       sync.Mutex
 	counters map[string]counter // by key: what this node last heard or wrote of each counter
 
 	follow  sync.Once
 	stopped sync.Once
+	stop    chan struct{}
+	ctx     context.Context // ended by Close
+	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
@@ -88,16 +94,32 @@ func (c *Conn) OpenTasks(ctx context.Context) (*TasksBackend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: tasks bucket %s: %w", cfg.Bucket, err)
 	}
+	b := &TasksBackend{c: c, kv: kv, counters: make(map[string]counter), stop: make(chan struct{})}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if err := b.watch(ctx, 0); err != nil {
+		b.cancel()
+		return nil, fmt.Errorf("cluster: watch tasks bucket %s: %w", cfg.Bucket, err)
+	}
+	return b, nil
+}
+
+// watch starts the bucket's watch: every key's last value, then every write; with from, every
+// write from that revision on.
+func (b *TasksBackend) watch(ctx context.Context, from uint64) error {
 	type watch struct {
 		w      jetstream.KeyWatcher
 		cancel context.CancelFunc
 	}
-	// The watch's context lasts as long as the watch (nats.go unsubscribes when it ends): the
-	// backend's own, which Close ends; an attempt that outlasts its time ends it.
+	var opts []jetstream.WatchOpt
+	if from > 0 {
+		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(from))
+	}
+	// The watch's context lasts as long as the watch (nats.go unsubscribes when it ends), until
+	// unwatch; an attempt that outlasts its time ends it.
 	wa, err := retry(ctx, func(actx context.Context) (watch, error) {
 		wctx, cancel := context.WithCancel(context.Background())
 		stop := context.AfterFunc(actx, cancel)
-		w, err := kv.WatchAll(wctx)
+		w, err := b.kv.WatchAll(wctx, opts...)
 		if err == nil && !stop() {
 			err = actx.Err()
 		}
@@ -108,12 +130,26 @@ func (c *Conn) OpenTasks(ctx context.Context) (*TasksBackend, error) {
 		return watch{w, cancel}, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster: watch tasks bucket %s: %w", cfg.Bucket, err)
+		return err
 	}
-	return &TasksBackend{c: c, kv: kv, w: wa.w, unwatch: wa.cancel, counters: make(map[string]counter)}, nil
+	b.w, b.unwatch = wa.w, wa.cancel
+	return nil
 }
 
-// Load calls fn with every task and counter the bucket holds: the watcher's initial values.
+// endWatch stops the watch and waits until its channel is closed.
+func (b *TasksBackend) endWatch() {
+	if _, ok := b.w.(closedWatch); ok {
+		return
+	}
+	if err := b.w.Stop(); err != nil && !errors.Is(err, nats.ErrBadSubscription) {
+		b.c.log.Warn("tasks: stop watching the bucket", "err", err)
+	}
+	b.unwatch()
+	for range b.w.Updates() { // its delivery may wait on the channel
+	}
+}
+
+// Load calls fn with every task and counter the bucket holds: the watch's initial values.
 func (b *TasksBackend) Load(ctx context.Context, fn func(key, value []byte) error) error {
 	for {
 		var e jetstream.KeyValueEntry
@@ -124,11 +160,12 @@ func (b *TasksBackend) Load(ctx context.Context, fn func(key, value []byte) erro
 			return fmt.Errorf("cluster: load tasks: %w", ctx.Err())
 		}
 		if !ok {
-			return errors.New("cluster: load tasks: the bucket's watcher stopped")
+			return errors.New("cluster: load tasks: the bucket's watch stopped")
 		}
 		if e == nil { // the initial values are all in
 			return nil
 		}
+		b.seen = max(b.seen, e.Revision())
 		k, v, ok := b.entry(e)
 		if ok && v != nil {
 			if err := fn(k, v); err != nil {
@@ -138,41 +175,94 @@ func (b *TasksBackend) Load(ctx context.Context, fn func(key, value []byte) erro
 	}
 }
 
+// checkEvery is how often the follower compares the bucket's last revision with the last one
+// its watch delivered. The watch is an ordered consumer, whose server may be the NATS node
+// that was lost: nats.go notices by missed heartbeats after ≈20 s. A watch found behind the
+// bucket at two checks in a row, without delivering anything in between, is renewed from the
+// revision after the last one it delivered.
+const checkEvery = time.Second
+
 // Follow calls apply with every write after Load, from one goroutine, until Close.
 func (b *TasksBackend) Follow(apply func(key, value []byte)) {
 	b.follow.Do(func() {
 		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
-			for e := range b.w.Updates() { // closed by Close
+		go b.run(apply)
+	})
+}
+
+func (b *TasksBackend) run(apply func(key, value []byte)) {
+	defer b.wg.Done()
+	t := time.NewTicker(checkEvery)
+	defer t.Stop()
+	var behind uint64 // what the watch had delivered at the last check that found it behind; 0: none
+	for {
+		select {
+		case <-b.stop:
+			b.endWatch()
+			return
+		case e, ok := <-b.w.Updates():
+			switch {
+			case !ok: // ended by nats.go: renewed once the bucket is found ahead of it
+				b.unwatch()
+				b.w = closedWatch{}
+			case e != nil:
+				b.seen = max(b.seen, e.Revision())
 				if k, v, ok := b.entry(e); ok {
 					apply(k, v)
 				}
 			}
-		}()
-	})
+		case <-t.C:
+			last, err := b.lastRevision()
+			switch {
+			case err != nil || last <= b.seen:
+				behind = 0
+			case behind == 0 || behind != b.seen:
+				behind = b.seen
+			default:
+				b.c.log.Warn("tasks: the bucket's watch fell behind; renewed", "delivered", b.seen, "bucket", last)
+				b.endWatch()
+				b.w = closedWatch{}
+				if err := b.watch(b.ctx, b.seen+1); err != nil {
+					b.c.log.Warn("tasks: renew the bucket's watch; tried again", "err", err)
+				}
+				behind = 0
+			}
+		}
+	}
+}
+
+// lastRevision is the bucket's last revision (its stream's last sequence).
+func (b *TasksBackend) lastRevision() (uint64, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, attemptTimeout)
+	defer cancel()
+	st, err := b.kv.Status(ctx)
+	if err != nil {
+		return 0, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return 0, fmt.Errorf("bucket status %T", st)
+	}
+	return bs.StreamInfo().State.LastSeq, nil
 }
 
 // Close stops following the bucket. Writes still work until the Conn closes (the manager's last
 // flush comes after).
 func (b *TasksBackend) Close() error {
 	b.stopped.Do(func() {
-		b.follow.Do(func() { // nobody follows: the watcher's delivery must not block on its channel
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				for range b.w.Updates() {
-				}
-			}()
-		})
-		if err := b.w.Stop(); err != nil && !errors.Is(err, nats.ErrBadSubscription) {
-			b.c.log.Warn("tasks: stop watching the bucket", "err", err)
-		}
-		b.unwatch()
+		close(b.stop)
+		b.cancel()
+		b.follow.Do(b.endWatch) // nobody follows
 		b.wg.Wait()
 	})
 	return nil
 }
+
+// closedWatch stands for a watch that ended until the follower renews it.
+type closedWatch struct{}
+
+func (closedWatch) Updates() <-chan jetstream.KeyValueEntry { return nil }
+func (closedWatch) Stop() error                             { return nil }
 
 // entry translates a bucket entry into the manager's key and value (nil: deleted); a counter is
 // noted first. ok is false for a key that is not one of the tasks'.

@@ -193,33 +193,43 @@ func TestTasksAcrossNodes(t *testing.T) {
 		})
 	}
 
-	// A's clock passes a task's ttl while B, before it, has its RESULT: B's answer wins on
-	// every node whichever write came last.
-	if tk, err = b.m.Create(ctx, "dev-2", []byte(`{}`), time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	waitTask(t, a, "A", "DEV-2", tk.ID, "DEV-2/1 queued sends=0")
-	b.m.Due("DEV-2", false, func(uint64, []byte) {})
-	b.clock.add(30 * time.Minute)
-	b.m.Result("DEV-2", 1, 1, []byte(`{"err":"busy"}`))
-	a.clock.add(2 * time.Hour)
-	failed := "DEV-2/1 failed sends=1 done=" + t0.Add(30*time.Minute).Format(time.TimeOnly) + ` code=1 {"err":"busy"}`
-	waitTask(t, a, "A", "DEV-2", 1, failed)
-	waitTask(t, b, "B", "DEV-2", 1, failed)
-	// An expiry both nodes reach on their own has one DoneAt, the ttl's: created on A at
-	// t0+2h, expiring at t0+3h, which both clocks pass.
+	// An expiry both nodes reach on their own has one DoneAt, the ttl's: created on A, expiring
+	// at t0+1h, which both clocks pass.
 	if _, err := a.m.Create(ctx, "dev-3", []byte(`{}`), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	waitTask(t, b, "B", "DEV-3", 1, "DEV-3/1 queued sends=0")
 	a.clock.add(2 * time.Hour)
-	b.clock.add(4 * time.Hour)
-	expired := "DEV-3/1 expired sends=0 done=" + t0.Add(3*time.Hour).Format(time.TimeOnly)
+	b.clock.add(3 * time.Hour)
+	expired := "DEV-3/1 expired sends=0 done=" + t0.Add(time.Hour).Format(time.TimeOnly)
 	waitTask(t, a, "A", "DEV-3", 1, expired)
 	waitTask(t, b, "B", "DEV-3", 1, expired)
 
-	// A node opened now loads the bucket: the same tasks. Then A, closed and reopened on a new
-	// connection with a NATS node stopped, holds every task as before.
+	// A, no longer hearing the others (its watch stopped), writes an expiry after B wrote the
+	// device's RESULT from before the ttl: the bucket's last write is behind B's. B hears it
+	// and writes its own again: a node opened afterwards ends with the RESULT.
+	if tk, err = b.m.Create(ctx, "dev-2", []byte(`{}`), time.Hour); err != nil { // at t0+3h
+		t.Fatal(err)
+	}
+	waitTask(t, a, "A", "DEV-2", tk.ID, "DEV-2/1 queued sends=0")
+	b.m.Due("DEV-2", false, func(uint64, []byte) {})
+	waitTask(t, a, "A", "DEV-2", 1, "DEV-2/1 sent sends=1")
+	_ = a.b.Close()
+	b.clock.add(30 * time.Minute)
+	b.m.Result("DEV-2", 1, 1, []byte(`{"err":"busy"}`))
+	if err := b.m.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.clock.add(3 * time.Hour) // t0+5h: past the ttl (t0+4h)
+	waitTask(t, a, "A", "DEV-2", 1, "DEV-2/1 expired sends=1 done="+t0.Add(4*time.Hour).Format(time.TimeOnly))
+	if err := a.m.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	failed := "DEV-2/1 failed sends=1 done=" + t0.Add(3*time.Hour+30*time.Minute).Format(time.TimeOnly) + ` code=1 {"err":"busy"}`
+	waitTask(t, b, "B", "DEV-2", 1, failed)
+
+	// Nodes opened now load the bucket: the same tasks as B. A, closed and reopened on a new
+	// connection with a NATS node stopped, too.
 	snapshot := func(n *taskNode) []string {
 		var s []string
 		for _, dev := range []string{"DEV-1", "X", "DEV-2", "DEV-3"} {
@@ -234,11 +244,8 @@ func TestTasksAcrossNodes(t *testing.T) {
 	if len(want) != 2*per+3 {
 		t.Fatalf("B holds %d tasks, want %d", len(want), 2*per+3)
 	}
-	if err := a.m.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "A and B hold the same tasks", func() bool { return equal(snapshot(a), snapshot(b)) })
 	c := openTaskNode(t, ctx, nc.URL(), &clock{now: b.clock.Now()})
+	waitTask(t, c, "C", "DEV-2", 1, failed) // B's write back may follow C's load
 	if got := snapshot(c); !equal(got, want) {
 		t.Fatalf("a node opened anew holds\n%v\nwant\n%v", got, want)
 	}
