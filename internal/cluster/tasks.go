@@ -219,11 +219,14 @@ func (b *TasksBackend) run(apply func(key, value []byte)) {
 			case behind == 0 || behind != b.seen:
 				behind = b.seen
 			default:
-				b.c.log.Warn("tasks: the bucket's watch fell behind; renewed", "delivered", b.seen, "bucket", last)
+				began := time.Now()
 				b.endWatch()
 				b.w = closedWatch{}
 				if err := b.watch(b.ctx, b.seen+1); err != nil {
 					b.c.log.Warn("tasks: renew the bucket's watch; tried again", "err", err)
+				} else {
+					b.c.log.Warn("tasks: the bucket's watch fell behind; renewed", "delivered", b.seen, "bucket", last,
+						"took", time.Since(began))
 				}
 				behind = 0
 			}

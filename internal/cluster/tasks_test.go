@@ -122,11 +122,13 @@ func waitTask(t *testing.T, n *taskNode, name, dev string, id uint64, want strin
 // TestTasksAcrossNodes: two managers as two relay nodes, each on its own connection to a real
 // 3-node JetStream cluster. A task created on A shows in B's Get and List and B's notifier is
 // told (B would write it to the device's connection); B sends it and its RESULT comes: A shows
-// both. Concurrent creates for one device on A and B never give one id twice. A's expiry (ttl
-// passed) against B's RESULT from before the ttl: every node, and a node opened afterwards,
-// ends with the RESULT. A closed and reopened on a new connection holds every task as before,
-// also with a NATS node stopped. Finished tasks past their retention are deleted by both nodes
-// without a fight, and ids go on from the counter.
+// both. Concurrent creates for one device on A and B never give one id twice. An expiry both
+// nodes reach has one DoneAt. A, deaf to the others, writes an expiry after B wrote the
+// device's RESULT from before the ttl: B writes its version back, and nodes opened later end
+// with the RESULT. A closed and reopened on a new connection, with a NATS node stopped, holds
+// every task as before and creates the next id; the others hear it (a watch whose consumer was
+// on the stopped node is renewed). Finished tasks past their retention are deleted by every
+// node without a fight, a node opened afterwards loads none, and ids go on from the counter.
 func TestTasksAcrossNodes(t *testing.T) {
 	nc := natstest.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
