@@ -60,7 +60,7 @@ type taskNode struct {
 	once  sync.Once
 }
 
-func openTaskNode(t *testing.T, ctx context.Context, url string, c *clock) *taskNode {
+func openTaskNode(t testing.TB, ctx context.Context, url string, c *clock) *taskNode {
 	t.Helper()
 	conn, err := cluster.Connect(ctx, cluster.Options{URL: url, Replicas: 3, Prefix: "t", Name: t.Name()})
 	if err != nil {
