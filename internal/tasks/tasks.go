@@ -443,7 +443,11 @@ func (m *Manager) finishLocked(d *device, t *Task, st State, now time.Time) {
 	t.DoneAt = &now
 	m.open--
 	d.open--
-	m.final = append(m.final, t)
+	if m.opts.Shared != nil { // an expiry's DoneAt is its ExpiresAt, maybe before the last one's
+		m.insertFinalLocked(t)
+	} else {
+		m.final = append(m.final, t)
+	}
 	m.dirtyLocked(t)
 }
 
