@@ -52,24 +52,28 @@ func (r *Relay) registryBackend(st *store.Store) (registry.Backend, error) {
 	return b, nil
 }
 
-// tasksBackend sets o's backend: the store on one node; in cluster mode the tasks' bucket every
-// node of the prefix shares (tasks created through any node reach the device on the node that
-// holds its connection).
-func (r *Relay) tasksBackend(st *store.Store, o tasks.Options) (tasks.Options, error) {
+// openTasks opens the tasks (commands) over the store on one node; in cluster mode over the
+// tasks' bucket every node of the prefix shares (a task created through any node reaches the
+// device on the node that holds its connection), loaded within clusterConnectTimeout.
+func (r *Relay) openTasks(st *store.Store, o tasks.Options) (*tasks.Manager, error) {
 	if r.nats == nil {
 		o.Backend = st
-		return o, nil
+		return tasks.Open(context.Background(), o)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), clusterConnectTimeout)
 	defer cancel()
 	b, err := r.nats.OpenTasks(ctx)
 	if err != nil {
-		return o, err
+		return nil, err
 	}
-	r.natsTasks, o.Shared = b, b
+	r.natsTasks, o.Shared = b, b // closed by closeCluster
+	m, err := tasks.Open(ctx, o)
+	if err != nil {
+		return nil, err
+	}
 	r.log.Info("cluster mode: commands (tasks) are shared through NATS JetStream",
 		"bucket", cluster.Bucket(r.cfg.Cluster.NATS.Prefix, cluster.BucketTasks))
-	return o, nil
+	return m, nil
 }
 
 // stopFollowing stops taking other nodes' registry and task changes in (before the actors

@@ -118,13 +118,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		_ = st.Close()
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
-	topts, err := r.tasksBackend(st, tasks.Options{Logger: log,
+	if r.tasks, err = r.openTasks(st, tasks.Options{Logger: log,
 		Retention: time.Duration(cfg.Commands.Retention), DefaultTTL: time.Duration(cfg.Commands.DefaultTTL),
-		MaxTTL: time.Duration(cfg.Commands.MaxTTL)})
-	if err == nil {
-		r.tasks, err = tasks.Open(context.Background(), topts)
-	}
-	if err != nil {
+		MaxTTL: time.Duration(cfg.Commands.MaxTTL)}); err != nil {
 		r.closeCluster()
 		_ = st.Close()
 		return nil, fmt.Errorf("open tasks: %w", err)
