@@ -313,30 +313,35 @@ func (b *TasksBackend) noteCounter(key string, c counter) {
 
 // Write writes ops, several at once (at most writers in flight), each tried again while the
 // cluster cannot answer (retry); it returns once every one is acknowledged — replicated — or
-// with the errors of those that were not. A nil Value purges the task's key.
+// with the first error, once the ops under way gave up (a batch fails as soon as one op does:
+// its caller writes it again later). A nil Value purges the task's key.
 func (b *TasksBackend) Write(ctx context.Context, ops []store.RegistryOp) error {
 	if len(ops) == 1 {
 		return b.write(ctx, ops[0])
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var (
 		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
 		slot = make(chan struct{}, writers)
 	)
 	for _, op := range ops {
 		slot <- struct{}{}
+		if ctx.Err() != nil {
+			break
+		}
 		wg.Go(func() {
 			defer func() { <-slot }()
 			if err := b.write(ctx, op); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
+				cancel(err)
 			}
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return nil
 }
 
 func (b *TasksBackend) write(ctx context.Context, op store.RegistryOp) error {
