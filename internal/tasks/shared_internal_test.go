@@ -33,7 +33,7 @@ func TestMergeOrder(t *testing.T) {
 	f(queued, sent1, false, false)
 	f(sent2, sent1, false, true) // the same state: neither ahead
 	f(succeeded, sent2, true, false)
-	f(succeeded, expired, true, false) // a RESULT before the ttl beats the expiry
+	f(succeeded, expired, true, false)  // a RESULT before the ttl beats the expiry
 	f(expired, lateFailed, true, false) // a RESULT after it loses
 	f(expired, expired, false, false)
 
