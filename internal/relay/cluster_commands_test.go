@@ -2,7 +2,9 @@ package relay_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"net"
 	"fmt"
 	"net/http"
 	"testing"
@@ -18,7 +20,9 @@ import (
 // Cluster mode's commands: two relays on a real 3-node JetStream cluster share their tasks. A
 // command created through relay B's API reaches a native device connected to relay A at once,
 // and the device's RESULT shows through B's API (and A's); a command created through A while
-// the device is connected to A shows through B too, with the next id.
+// the device is connected to A shows through B too, with the next id. A device that got a
+// COMMAND on A and left without answering gets it again from B when it reconnects there, and
+// its RESULT shows through A's API.
 func TestClusterCommandsAcrossRelays(t *testing.T) {
 	nats := natstest.Start(t, 3)
 	cfgA, cfgB := testConfig(t, nil), testConfig(t, nil)
@@ -80,10 +84,70 @@ func TestClusterCommandsAcrossRelays(t *testing.T) {
 	}
 	succeeded(apiB, "B", 2)
 	rs.mu.Lock()
-	defer rs.mu.Unlock()
 	for id := uint64(1); id <= 2; id++ {
 		if k := fmt.Sprintf("%s/%d", dev, id); rs.answers[k] != 1 {
 			t.Errorf("the device answered task %d %d times, want once", id, rs.answers[k])
 		}
+	}
+	rs.mu.Unlock()
+
+	// A device that got its COMMAND on A and left without answering reconnects to B (as after
+	// A's loss): B sends the task again, and the RESULT it gets shows through A's API.
+	const moved = "CLUSTERCMD2"
+	apiB.must(http.StatusCreated, "PUT", "/api/v1/devices/"+moved, map[string]any{})
+	checkfor.Check(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if st, _ := apiA.do("GET", "/api/v1/devices/"+moved, nil); st != http.StatusOK {
+			return fmt.Errorf("GET on A of the device created through B = %d", st)
+		}
+		return nil
+	})
+	hello := func(addr string) net.Conn {
+		t.Helper()
+		c := rawConn(t, addr)
+		if _, err := c.Write(native.AppendHello(nil, &native.Hello{Serial: moved})); err != nil {
+			t.Fatal(err)
+		}
+		if typ, body := readOne(t, c); typ != native.TypeWelcome {
+			t.Fatalf("answer to HELLO: %#x %q", typ, body)
+		}
+		return c
+	}
+	command := func(c net.Conn, relay string) {
+		t.Helper()
+		typ, body := readOne(t, c)
+		if typ != native.TypeCommand || binary.BigEndian.Uint64(body) != 1 || string(body[8:]) != `{"op":"locate"}` {
+			t.Fatalf("frame from %s: %#x %q, want the COMMAND of task 1", relay, typ, body)
+		}
+	}
+	onA := hello(ra.DeviceTCPAddr().String())
+	apiB.must(http.StatusCreated, "POST", "/api/v1/devices/"+moved+"/commands", map[string]any{"payload": map[string]any{"op": "locate"}})
+	command(onA, "A")
+	onA.Close()
+	waitState := func(api *apiClient, relay, want string, sends int) apiTask {
+		t.Helper()
+		var tk apiTask
+		checkfor.Check(t, 30*time.Second, 10*time.Millisecond, func() error {
+			st, raw := api.raw("GET", "/api/v1/devices/"+moved+"/commands/1", "", nil)
+			if st != http.StatusOK {
+				return fmt.Errorf("GET on %s = %d %s", relay, st, raw)
+			}
+			if err := json.Unmarshal(raw, &tk); err != nil {
+				return err
+			}
+			if tk.State != want || tk.Sends != sends {
+				return fmt.Errorf("task on %s: %s, sends %d; want %s, %d", relay, tk.State, tk.Sends, want, sends)
+			}
+			return nil
+		})
+		return tk
+	}
+	waitState(apiB, "B", "sent", 1)
+	onB := hello(rb.DeviceTCPAddr().String())
+	command(onB, "B")
+	if _, err := onB.Write(native.AppendResult(nil, 1, 0, []byte(`{"where":"here"}`))); err != nil {
+		t.Fatal(err)
+	}
+	if tk := waitState(apiA, "A", "succeeded", 2); string(tk.Result) != `{"where":"here"}` {
+		t.Errorf("result on A = %s, want the device's", tk.Result)
 	}
 }
