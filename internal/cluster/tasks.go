@@ -50,8 +50,10 @@ const markerTTL = time.Hour
 // writers bounds the writes of one batch in flight at once.
 const writers = 16
 
-// TasksBackend is the tasks.Shared backend on JetStream. Open it with OpenTasks; close it after
-// the tasks.Manager over it, before its Conn. Its methods are safe for concurrent use.
+// TasksBackend is the tasks.Shared backend on JetStream. Open it with OpenTasks. Close stops
+// following the bucket (before the device actors stop, or after the tasks.Manager over it);
+// writes work until the Conn closes, so the manager's last flush may come after Close. Its
+// methods are safe for concurrent use.
 type TasksBackend struct {
 	c  *Conn
 	kv jetstream.KeyValue
