@@ -59,53 +59,49 @@ func (m *Manager) insertFinalLocked(t *Task) {
 // bucket ends with it too. A deleted task (retention) leaves memory.
 func (m *Manager) apply(k, v []byte) {
 	kindOf, rest, ok := strings.Cut(string(k), "/")
-	if !ok {
-		return
-	}
-	m.mu.Lock()
 	switch {
+	case !ok:
+		return
 	case kindOf == kindLast:
 		if last, err := strconv.ParseUint(string(v), 10, 64); err == nil {
+			m.mu.Lock()
 			d := m.device(rest)
 			d.last = max(d.last, last)
+			m.mu.Unlock()
 		}
-		m.mu.Unlock()
 		return
 	case kindOf != kind:
-		m.mu.Unlock()
 		return
 	case v == nil:
 		i := strings.LastIndexByte(rest, '/')
-		id, err := strconv.ParseUint(rest[i+1:], 10, 64)
-		if i >= 0 && err == nil {
+		if id, err := strconv.ParseUint(rest[i+1:], 10, 64); i >= 0 && err == nil {
+			m.mu.Lock()
 			m.removeLocked(rest[:i], id)
+			m.mu.Unlock()
 		}
-		m.mu.Unlock()
 		return
 	}
 	in := new(Task)
 	if err := json.Unmarshal(v, in); err != nil || in.Device == "" {
-		m.mu.Unlock()
 		if held, ok := m.writeErrs.Allow(); ok {
 			m.log.Warn("another node's task not understood; skipped", "key", string(k), "err", err, "errors_since_last_log", held)
 		}
 		return
 	}
-	dev := in.Device
+	dev, queued := in.Device, in.State == Queued
+	m.mu.Lock()
 	d := m.device(dev)
 	n := m.notify
-	t := d.find(in.ID)
-	if t == nil {
-		m.insertLocked(d, in)
-		queued := in.State == Queued
+	if t := d.find(in.ID); t != nil {
+		m.mergeLocked(d, t, in)
 		m.mu.Unlock()
-		if n != nil && queued {
-			n.CommandsReady(dev)
-		}
 		return
 	}
-	m.mergeLocked(d, t, in)
+	m.insertLocked(d, in)
 	m.mu.Unlock()
+	if n != nil && queued {
+		n.CommandsReady(dev)
+	}
 }
 
 // removeLocked takes task id of dev out of memory: another node deleted it, its retention
