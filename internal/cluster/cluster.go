@@ -136,6 +136,11 @@ func retry[T any](ctx context.Context, fn func(ctx context.Context) (T, error)) 
 	}
 }
 
+// errCodeNoPeers is nats-server's "no suitable peers for placement" (a stream created or
+// scaled while a peer is offline, or not yet known to the meta leader of a cluster starting):
+// it passes once the peer is back.
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
 func transient(err error) bool {
 	var apiErr *jetstream.APIError
 	switch {
@@ -145,7 +150,8 @@ func transient(err error) bool {
 		errors.Is(err, nats.ErrConnectionReconnecting):
 		return true
 	case errors.As(err, &apiErr):
-		return apiErr.Code == 503 || apiErr.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled
+		return apiErr.Code == 503 || apiErr.ErrorCode == jetstream.JSErrCodeJetStreamNotEnabled ||
+			apiErr.ErrorCode == errCodeNoPeers
 	}
 	return false
 }

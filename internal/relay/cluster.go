@@ -14,6 +14,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 	"github.com/fleetrelay/fleetrelay/internal/store"
+	"github.com/fleetrelay/fleetrelay/internal/tasks"
 )
 
 // clusterConnectTimeout bounds the connection to NATS and the opening of the registry's
@@ -122,9 +123,38 @@ func (r *Relay) closeJournal() {
 }
 
 // stopFollowing stops taking other nodes' registry changes in (before the actors stop).
+// openTasks opens the tasks (commands) over the store on one node; in cluster mode over the
+// tasks' bucket every node of the prefix shares (a task created through any node reaches the
+// device on the node that holds its connection), loaded within clusterConnectTimeout.
+func (r *Relay) openTasks(st *store.Store, o tasks.Options) (*tasks.Manager, error) {
+	if r.nats == nil {
+		o.Backend = st
+		return tasks.Open(context.Background(), o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clusterConnectTimeout)
+	defer cancel()
+	b, err := r.nats.OpenTasks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.natsTasks, o.Shared = b, b // closed by closeCluster
+	m, err := tasks.Open(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	r.log.Info("cluster mode: commands (tasks) are shared through NATS JetStream",
+		"bucket", cluster.Bucket(r.cfg.Cluster.NATS.Prefix, cluster.BucketTasks))
+	return m, nil
+}
+
+// stopFollowing stops taking other nodes' registry and task changes in (before the actors
+// stop). The tasks' last states are still written (the connection closes after).
 func (r *Relay) stopFollowing() {
 	if r.natsRegistry != nil {
 		_ = r.natsRegistry.Close()
+	}
+	if r.natsTasks != nil {
+		_ = r.natsTasks.Close()
 	}
 }
 

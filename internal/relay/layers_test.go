@@ -37,9 +37,10 @@ var layers = []struct {
 	{"internal/access", []string{"internal/config"}},
 	{"internal/registry", []string{"internal/config", "internal/store"}},
 	// Cluster mode: what nodes share through NATS JetStream (the registry's log, a registry
-	// backend; the devices' journal in the store's frame encoding); in-process NATS servers
-	// (-nats-embedded, benchmarks) and the tests' clusters over them.
-	{"internal/cluster", []string{"internal/registry", "internal/store"}},
+	// backend; the devices' journal in the store's frame encoding; the tasks' bucket, a tasks
+	// backend); in-process NATS servers (-nats-embedded, benchmarks) and the tests' clusters
+	// over them.
+	{"internal/cluster", []string{"internal/registry", "internal/store", "internal/tasks", "internal/throttle"}},
 	{"internal/natsembed", nil},
 	{"internal/natstest", []string{"internal/natsembed"}},
 	// The bulk import's readers and its command's client (the relay's admin address and key).

@@ -55,6 +55,7 @@ type Relay struct {
 	natsRegistry *cluster.RegistryBackend
 	natsJournal  *cluster.Journal // the devices' journal (ingest side)
 	natsQueues   *cluster.Queues  // the routes' partitioned queues over it
+	natsTasks    *cluster.TasksBackend
 	adminAddr    net.Addr
 	routes       []*actors.Route
 
@@ -124,7 +125,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Relay, error) {
 		_ = st.Close()
 		return nil, fmt.Errorf("open registry: %w", err)
 	}
-	if r.tasks, err = tasks.Open(context.Background(), tasks.Options{Backend: st, Logger: log,
+	if r.tasks, err = r.openTasks(st, tasks.Options{Logger: log,
 		Retention: time.Duration(cfg.Commands.Retention), DefaultTTL: time.Duration(cfg.Commands.DefaultTTL),
 		MaxTTL: time.Duration(cfg.Commands.MaxTTL)}); err != nil {
 		r.closeCluster()

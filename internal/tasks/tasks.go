@@ -13,6 +13,12 @@
 // transaction. Task ids stay unique per device across restarts although a device's tasks may all
 // be deleted: a batch that deletes a device's highest stored task also writes the device's
 // highest id given ("last/<device>" in the task key space), which Open reads back.
+//
+// In cluster mode (Options.Shared, internal/cluster's bucket) several relay nodes hold the same
+// tasks: ids come from a per-device counter every node shares (Shared.NextID), and every node
+// follows the others' writes (apply, in shared.go), so that a task created through any node's
+// API reaches the device on whichever node holds its connection, and its states show through
+// every node's API.
 package tasks
 
 import (
@@ -92,7 +98,10 @@ type Backend interface {
 
 // Options configure a Manager.
 type Options struct {
+	// Backend is the node's own store (one node); Shared, when set instead, is what every relay
+	// node of a cluster shares.
 	Backend Backend
+	Shared  Shared
 	Logger  *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
@@ -185,7 +194,11 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 		writeErrs: throttle.Throttle{Period: 10 * time.Second},
 		stop:      make(chan struct{}), done: make(chan struct{}),
 	}
-	err := opts.Backend.LoadTasks(func(k, v []byte) error {
+	load := func(fn func(k, v []byte) error) error { return opts.Shared.Load(ctx, fn) }
+	if opts.Shared == nil {
+		load = opts.Backend.LoadTasks
+	}
+	err := load(func(k, v []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -206,7 +219,7 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 			return fmt.Errorf("task %q: %w", k, err)
 		}
 		d := m.device(t.Device)
-		d.tasks = append(d.tasks, t) // keys sort by device, then id
+		d.tasks = append(d.tasks, t) // keys sort by device, then id (the store's; sorted below for Shared's)
 		d.last = max(d.last, t.ID)
 		m.held[t.State]++
 		if t.State.Done() {
@@ -220,7 +233,15 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load tasks: %w", err)
 	}
+	if opts.Shared != nil { // a bucket lists its keys in the order they were last written
+		for _, d := range m.devices {
+			slices.SortFunc(d.tasks, func(a, b *Task) int { return cmpU(a.ID, b.ID) })
+		}
+	}
 	slices.SortStableFunc(m.final, func(a, b *Task) int { return doneAt(a).Compare(doneAt(b)) })
+	if opts.Shared != nil {
+		opts.Shared.Follow(m.apply)
+	}
 	go m.run()
 	return m, nil
 }
@@ -270,32 +291,70 @@ func (m *Manager) Create(ctx context.Context, dev string, payload []byte, ttl ti
 		return Task{}, fmt.Errorf("payload: %d bytes, want at most %d: %w", len(payload), MaxPayload, ErrInvalid)
 	}
 	dev = strings.ToUpper(dev)
-	now := m.now().UTC()
 	m.mu.Lock()
 	d := m.device(dev)
-	d.last++
-	t := &Task{Device: dev, ID: d.last, State: Queued, Payload: slices.Clone(payload), CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	var id uint64
+	if m.opts.Shared == nil {
+		d.last++
+		id = d.last
+	} else { // the id comes from the counter every node shares
+		after := d.last
+		m.mu.Unlock()
+		var err error
+		if id, err = m.opts.Shared.NextID(ctx, dev, after); err != nil {
+			return Task{}, fmt.Errorf("next task id of %s: %w", dev, err)
+		}
+		m.mu.Lock()
+		d.last = max(d.last, id)
+	}
+	now := m.now().UTC()
+	t := &Task{Device: dev, ID: id, State: Queued, Payload: slices.Clone(payload), CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	v, err := json.Marshal(t)
 	m.mu.Unlock()
 	if err != nil {
 		return Task{}, fmt.Errorf("encode task: %w", err)
 	}
 	// An id whose write fails is not given again: ids only grow.
-	if err := m.opts.Backend.WriteTasks([]store.RegistryOp{{Kind: kind, ID: key(dev, t.ID), Value: v}}); err != nil {
+	if err := m.write(ctx, []store.RegistryOp{{Kind: kind, ID: key(dev, t.ID), Value: v}}); err != nil {
 		return Task{}, fmt.Errorf("store task %d of %s: %w", t.ID, dev, err)
 	}
 	m.mu.Lock()
-	i, _ := slices.BinarySearchFunc(d.tasks, t.ID, func(x *Task, id uint64) int { return cmpU(x.ID, id) })
-	d.tasks = slices.Insert(d.tasks, i, t)
-	m.open++
-	d.open++
-	m.held[Queued]++
+	// In cluster mode this node may have heard its own write already (apply): then it holds the
+	// task, and maybe a later state of it.
+	if held := d.find(t.ID); held != nil {
+		t = held
+	} else {
+		m.insertLocked(d, t)
+	}
 	n, out := m.notify, *t
 	m.mu.Unlock()
 	if n != nil {
 		n.CommandsReady(dev)
 	}
 	return out, nil
+}
+
+// write writes ops to the backend (the store, or what the cluster shares), durably when it
+// returns.
+func (m *Manager) write(ctx context.Context, ops []store.RegistryOp) error {
+	if m.opts.Shared != nil {
+		return m.opts.Shared.Write(ctx, ops)
+	}
+	return m.opts.Backend.WriteTasks(ops)
+}
+
+// insertLocked adds t, new to this node, to d's tasks in id order and to the counts.
+func (m *Manager) insertLocked(d *device, t *Task) {
+	i, _ := slices.BinarySearchFunc(d.tasks, t.ID, func(x *Task, id uint64) int { return cmpU(x.ID, id) })
+	d.tasks = slices.Insert(d.tasks, i, t)
+	d.last = max(d.last, t.ID)
+	m.held[t.State]++
+	if t.State.Done() {
+		m.insertFinalLocked(t)
+	} else {
+		m.open++
+		d.open++
+	}
 }
 
 func cmpU(a, b uint64) int {
@@ -332,7 +391,7 @@ func (m *Manager) Due(dev string, resend bool, write func(task uint64, payload [
 			continue
 		}
 		if !now.Before(t.ExpiresAt) {
-			m.finishLocked(d, t, Expired, now)
+			m.finishLocked(d, t, Expired, m.expiredAt(t, now))
 			continue
 		}
 		m.setLocked(t, Sent)
@@ -384,7 +443,11 @@ func (m *Manager) finishLocked(d *device, t *Task, st State, now time.Time) {
 	t.DoneAt = &now
 	m.open--
 	d.open--
-	m.final = append(m.final, t)
+	if m.opts.Shared != nil { // an expiry's DoneAt is its ExpiresAt, maybe before the last one's
+		m.insertFinalLocked(t)
+	} else {
+		m.final = append(m.final, t)
+	}
 	m.dirtyLocked(t)
 }
 
@@ -481,7 +544,7 @@ func (m *Manager) expire() {
 		}
 		for _, t := range d.tasks {
 			if !t.State.Done() && !now.Before(t.ExpiresAt) {
-				m.finishLocked(d, t, Expired, now)
+				m.finishLocked(d, t, Expired, m.expiredAt(t, now))
 			}
 		}
 	}
@@ -532,7 +595,7 @@ func (m *Manager) flush() {
 			}
 		}
 		m.mu.Unlock()
-		if err := m.opts.Backend.WriteTasks(ops); err != nil {
+		if err := m.write(context.Background(), ops); err != nil {
 			if held, ok := m.writeErrs.Allow(); ok {
 				m.log.Warn("write task states; retried", "tasks", len(ops), "err", err, "errors_since_last_log", held)
 			}
@@ -554,9 +617,11 @@ func (m *Manager) flush() {
 // prune deletes, from the store and then from memory, the tasks in a final state whose DoneAt
 // is Retention ago or more, oldest first, one store transaction per batch. It runs after flush,
 // under wmu, so no write of a task's state can follow its deletion; a final task whose state is
-// not written yet (its flush failed) stops it until a later tick. A final task never changes
-// again, so the tasks of a batch stay as they were read while the batch is written without the
-// manager's lock; only prune takes tasks out of final.
+// not written yet (its flush failed) stops it until a later tick. On one node a final task never
+// changes again, so the tasks of a batch stay as they were read while the batch is written
+// without the manager's lock, and only prune takes tasks out of final. In cluster mode another
+// node's write may still move a final task (apply) or delete it meanwhile: the batch's tasks
+// still held are dropped, whatever they became (they were past their retention).
 func (m *Manager) prune() {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
@@ -564,6 +629,7 @@ func (m *Manager) prune() {
 		m.mu.Lock()
 		cutoff := m.now().UTC().Add(-m.opts.Retention)
 		var ops []store.RegistryOp
+		var gone []*Task
 		size, n := 0, 0
 		lasts := map[string]bool{} // devices whose last id this batch writes
 		for _, t := range m.final {
@@ -571,8 +637,9 @@ func (m *Manager) prune() {
 				break
 			}
 			batch := []store.RegistryOp{{Kind: kind, ID: key(t.Device, t.ID)}}
-			// Deleting the device's highest stored task would let a restart give its id again.
-			if d := m.devices[t.Device]; !lasts[t.Device] && d.tasks[len(d.tasks)-1] == t {
+			// Deleting the device's highest stored task would let a restart give its id again
+			// (in cluster mode the shared counter keeps it).
+			if d := m.devices[t.Device]; m.opts.Shared == nil && !lasts[t.Device] && d.tasks[len(d.tasks)-1] == t {
 				batch = append(batch, store.RegistryOp{Kind: kindLast, ID: t.Device, Value: strconv.AppendUint(nil, d.last, 10)})
 			}
 			s := 0
@@ -586,6 +653,7 @@ func (m *Manager) prune() {
 				lasts[t.Device] = true
 			}
 			ops = append(ops, batch...)
+			gone = append(gone, t)
 			size += s
 			n++
 		}
@@ -593,36 +661,47 @@ func (m *Manager) prune() {
 		if n == 0 {
 			return
 		}
-		if err := m.opts.Backend.WriteTasks(ops); err != nil {
+		if err := m.write(context.Background(), ops); err != nil {
 			if held, ok := m.writeErrs.Allow(); ok {
 				m.log.Warn("delete tasks past their retention; retried", "tasks", n, "err", err, "errors_since_last_log", held)
 			}
 			return
 		}
 		m.mu.Lock()
-		m.dropLocked(n)
+		m.dropLocked(gone)
 		m.mu.Unlock()
 	}
 }
 
-// dropLocked takes the first n tasks of m.final out of memory: the store deleted them.
-func (m *Manager) dropLocked(n int) {
-	gone := make(map[*Task]bool, n)
-	for i, t := range m.final[:n] {
-		gone[t] = true
-		m.held[t.State]--
-		m.final[i] = nil // the backing array must not keep them
+// dropLocked takes the tasks gone out of memory: the store deleted them. They are the first
+// of m.final, unless another node's writes changed it meanwhile (cluster mode).
+func (m *Manager) dropLocked(gone []*Task) {
+	set := make(map[*Task]bool, len(gone))
+	for _, t := range gone {
+		set[t] = true
 	}
+	n := len(gone)
+	if n > len(m.final) || !slices.Equal(m.final[:n], gone) {
+		m.final = slices.DeleteFunc(m.final, func(t *Task) bool { return set[t] })
+		n = 0
+	}
+	clear(m.final[:n]) // the backing array must not keep them
 	m.final = shrink(m.final[n:])
-	m.pruned += uint64(n)
 	done := make(map[string]bool)
-	for t := range gone {
+	for _, t := range gone {
 		if done[t.Device] {
 			continue
 		}
 		done[t.Device] = true
 		d := m.devices[t.Device]
-		d.tasks = shrink(slices.DeleteFunc(d.tasks, func(t *Task) bool { return gone[t] }))
+		d.tasks = shrink(slices.DeleteFunc(d.tasks, func(t *Task) bool {
+			if !set[t] {
+				return false
+			}
+			m.held[t.State]-- // final still: a final state only moves to another final one
+			m.pruned++
+			return true
+		}))
 		// A device left without tasks stays: its last id is still to be given after.
 	}
 }
