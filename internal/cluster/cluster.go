@@ -1,10 +1,13 @@
 // Package cluster owns what several relay nodes share through NATS JetStream (cluster mode,
 // config cluster.nats): the connection to the NATS cluster and the streams and buckets named
-// after the configured prefix. In this first slice that is the control plane: the registry's
-// log (registry.go), a registry.Shared backend; and the commands to devices: the tasks' bucket
-// (tasks.go), a tasks.Shared backend. Devices' data — journal, queues, device state — stays in
-// each node's Badger store. For device links across nodes it also owns which node holds each
-// device's connection (owners.go) and the requests one node makes of another (nodes.go).
+// after the configured prefix: the control plane — the registry's log (registry.go), a
+// registry.Shared backend — and the commands to devices: the tasks' bucket (tasks.go), a
+// tasks.Shared backend; the devices' data: the journal's layout (wire.go) and its ingest side
+// (journal.go, devices.go, routeids.go: frames acknowledged after JetStream's replicated publish
+// ack, the devices' lastSeq, the cluster's route IDs), which the relay does not use yet (each
+// node still journals in its Badger store); and, for device links across nodes, which node
+// holds each device's connection (owners.go) and the requests one node makes of another
+// (nodes.go).
 package cluster
 
 import (

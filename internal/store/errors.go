@@ -22,6 +22,10 @@ var (
 	// filesystem is below Options.MinFree, and opening a store without the
 	// free space opening needs (see disk.go).
 	ErrDiskFull = errors.New("not enough free disk space")
+	// ErrUnavailable refuses a frame a journal reached over the network (cluster mode) could not
+	// store for now: the servers are unreachable, answer that they cannot store, or do not answer
+	// in time. The writer tells the device to try again later, as for ErrDiskFull.
+	ErrUnavailable = errors.New("journal unavailable")
 	// ErrGap refuses a frame whose predecessor was not stored (see Frame.PrevSeq).
 	ErrGap = errors.New("predecessor frame not stored")
 	// ErrDamaged reports a store directory whose files are missing or damaged

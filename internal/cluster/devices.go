@@ -1,0 +1,651 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetrelay/fleetrelay/internal/store"
+	"github.com/fleetrelay/fleetrelay/internal/throttle"
+)
+
+// Device state. A node keeps, in memory, what it knows of each device it appended frames for or
+// loaded: its lastSeq (the highest DATA seq stored, as store.Store.LastSeq), its UDP window
+// (which recent seqs are stored, as store.Store.WindowSeq), and the frames on their way. Reads
+// never leave memory: they are called under the actors' locks and from gnet callbacks.
+//
+// Across nodes a device's lastSeq is the seq of the last DATA frame on its journal subject (a
+// direct get of the subject's last message), or, once the stream's age limit removed that, the
+// devices bucket's value, which each node writes lazily: at most once a second per device
+// (coalesced, after the publish acknowledgement, never on the ACK path), and when it forgets a
+// device or closes. LoadLastSeq reads both, for a device this node does not know (Known).
+//
+// Markers. A DATA frame whose predecessor failed is refused (store.ErrGap) even though its own
+// publish may have stored it: pipelined publishes cannot be taken back. Its device is told of
+// the failure (ERROR 503) and resends from its lastSeq — possibly through another node, whose
+// LoadLastSeq would read that frame as the subject's last and tell the device to forget the
+// failed one before it. So when a DATA frame fails while later frames of its device are on their
+// way, the device's outcomes are held back until those frames are answered; if one of them may
+// be in the journal, a marker follows them on the subject — a frame of the device with no
+// records and no routes (which delivery skips) whose seq is the device's lastSeq — and the
+// outcomes are released once JetStream acknowledged it (or could not, after ackTimeout; the
+// flusher then publishes it later). A late marker only lowers what LoadLastSeq reads, which
+// costs resends, never a frame.
+
+// knownFor is how long after its last frame or load a node's lastSeq of a device counts as
+// authoritative: a device away for longer may have sent through another node meanwhile.
+const knownFor = 10 * time.Second
+
+// flushEvery is how often the devices bucket is written (each device at most once a pass).
+const flushEvery = time.Second
+
+// loadTimeout bounds LoadLastSeq.
+const loadTimeout = 5 * time.Second
+
+// flushWorkers bounds the devices bucket writes in flight at once.
+const flushWorkers = 8
+
+type devices struct {
+	mu    sync.Mutex
+	m     map[string]*devState
+	dirty map[string]struct{}   // devices whose lastSeq is not in the bucket yet
+	gone  map[string]goneDevice // forgotten devices whose lastSeq is not in the bucket yet
+	wake  chan struct{}         // the flusher: forgotten devices are waiting
+	warn  throttle.Throttle     // bucket writes that failed
+	mark  map[string]*devState  // devices whose marker is still to publish (flusher)
+}
+
+type goneDevice struct{ seq, rev uint64 }
+
+func (dv *devices) init() {
+	dv.m = make(map[string]*devState)
+	dv.dirty = make(map[string]struct{})
+	dv.gone = make(map[string]goneDevice)
+	dv.mark = make(map[string]*devState)
+	dv.wake = make(chan struct{}, 1)
+	dv.warn = throttle.Throttle{Period: 10 * time.Second}
+}
+
+// devState is what a node knows of one device, under devices.mu.
+type devState struct {
+	last uint64  // highest DATA seq stored
+	win  *window // the UDP window; nil: none yet
+	// uncertain: last was loaded from the cluster, so which seqs below it another node stored
+	// is not known here: the window, when one is made, counts only last and what follows.
+	uncertain bool
+	inflight  int   // frames appended and not yet finished
+	failed    bool  // a DATA frame failed: chained frames that do not follow last are refused
+	touched   int64 // Unix ns of the last append or load (Known)
+	flushed   uint64
+	rev       uint64 // the bucket entry's revision as last written or read (0: unknown)
+
+	held      []heldCall // not nil: outcomes held back (see Markers above), in order
+	holdLeft  int        // frames on their way when the hold began, still to finish
+	markerDue bool       // a frame above last may be on the subject: a marker must follow
+}
+
+type heldCall struct {
+	done func(error)
+	err  error
+}
+
+// sequenced tells a DATA frame of the device's seq space (not a result or notification).
+func sequenced(f *store.Frame) bool { return !f.Result && !f.Notice }
+
+// chained tells a frame whose PrevSeq must be the device's lastSeq (store.Frame.PrevSeq).
+func chained(f *store.Frame) bool { return sequenced(f) && !f.Window && f.PrevSeq != 0 }
+
+// stateLocked returns device's state, made if it has none.
+func (dv *devices) stateLocked(device string) (*devState, bool) {
+	d := dv.m[device]
+	if d != nil {
+		return d, false
+	}
+	d = &devState{}
+	if g, ok := dv.gone[device]; ok {
+		d.last, d.flushed, d.rev = g.seq, 0, g.rev
+	}
+	dv.m[device] = d
+	return d, true
+}
+
+// admit counts f on its way, and refuses a chained frame that follows a failure it does not
+// continue from (its predecessor failed or was refused: it would be stored past the hole).
+func (j *Journal) admit(f *store.Frame) error {
+	if f.Notice {
+		return nil
+	}
+	dv := &j.devs
+	dv.mu.Lock()
+	defer dv.mu.Unlock()
+	d, _ := dv.stateLocked(f.Device)
+	d.inflight++
+	d.touched = time.Now().UnixNano()
+	if sequenced(f) && !f.Window && d.failed {
+		if f.PrevSeq != 0 && f.PrevSeq != d.last {
+			return fmt.Errorf("%w: device %q seq %d follows %d, stored %d", store.ErrGap, f.Device, f.Seq, f.PrevSeq, d.last)
+		}
+		d.failed = false // the writer starts again from what is stored
+	}
+	return nil
+}
+
+// finish takes the answer of e's publish (the completer, in the order of Append).
+func (j *Journal) finish(e *entry, ack *jetstream.PubAck, err error) {
+	f := e.f
+	out := j.outcome(f, err)
+	if f.Notice {
+		j.call(e.done, out)
+		return
+	}
+	dv := &j.devs
+	dv.mu.Lock()
+	d := dv.m[f.Device] // kept while inflight > 0
+	d.inflight--
+	gap := chained(f) && f.PrevSeq != d.last
+	switch {
+	case !sequenced(f):
+	case out == nil && gap:
+		out = fmt.Errorf("%w: device %q seq %d follows %d, stored %d", store.ErrGap, f.Device, f.Seq, f.PrevSeq, d.last)
+		d.markerDue = true // it is on the subject all the same
+	case out == nil:
+		if f.Window {
+			d.windowLocked().add(f.Seq)
+		} else if d.win != nil {
+			d.win.fill(f.Seq)
+		}
+		if f.Seq > d.last {
+			d.last = f.Seq
+			if d.last > d.flushed {
+				dv.dirty[f.Device] = struct{}{}
+			}
+		}
+		if !f.Window {
+			d.markerDue = false // the subject's last DATA frame is a stored one again
+			delete(dv.mark, f.Device)
+		}
+	default:
+		if !f.Window {
+			d.failed = true
+			if gap && e.paf != nil && ambiguous(err) {
+				d.markerDue = true
+			}
+		}
+	}
+	var mk *marker
+	release := false
+	switch {
+	case d.held == nil && out != nil && sequenced(f) && !f.Window && d.inflight > 0:
+		// Later frames are on their way, published before this failure was known: hold the
+		// device's outcomes until they are answered (see Markers).
+		d.held = []heldCall{{e.done, out}}
+		d.holdLeft = d.inflight
+		dv.mu.Unlock()
+		return
+	case d.held != nil:
+		d.held = append(d.held, heldCall{e.done, out})
+		if d.holdLeft == 0 {
+			break // a marker is on its way: it releases them
+		}
+		if d.holdLeft--; d.holdLeft > 0 {
+			break
+		}
+		if !d.markerDue {
+			release = true
+			break
+		}
+		mk = &marker{device: f.Device, d: d}
+		if mk.paf, err = j.publish(&store.Frame{Device: f.Device, Seq: d.last, ReceivedAt: time.Now().UnixMilli()}, ""); err != nil {
+			mk = nil
+			dv.mark[f.Device] = d // the flusher tries again
+			release = true
+		}
+	default:
+		dv.mu.Unlock()
+		j.call(e.done, out)
+		return
+	}
+	dv.mu.Unlock()
+	switch {
+	case mk != nil:
+		j.markers <- mk // never blocks for long: the marker goroutine waits ackTimeout at most per marker
+	case release:
+		j.release(d)
+	}
+}
+
+func (j *Journal) call(done func(error), err error) {
+	if done != nil {
+		done(err)
+	}
+	j.calls.Done()
+}
+
+// release calls d's held outcomes in order, and those that join them meanwhile.
+func (j *Journal) release(d *devState) {
+	dv := &j.devs
+	for {
+		dv.mu.Lock()
+		h := d.held
+		if len(h) == 0 {
+			d.held = nil
+			dv.mu.Unlock()
+			return
+		}
+		d.held = []heldCall{}
+		dv.mu.Unlock()
+		for _, c := range h {
+			j.call(c.done, c.err)
+		}
+	}
+}
+
+// marker is a marker publish on its way.
+type marker struct {
+	device string
+	d      *devState
+	paf    jetstream.PubAckFuture
+}
+
+// markLoop waits for each marker's acknowledgement and releases its device's outcomes.
+func (j *Journal) markLoop() {
+	defer j.wg.Done()
+	for mk := range j.markers {
+		var err error
+		select {
+		case <-mk.paf.Ok():
+		case err = <-mk.paf.Err():
+		}
+		j.devs.mu.Lock()
+		if err == nil {
+			mk.d.markerDue = false
+		} else if mk.d.markerDue {
+			j.devs.mark[mk.device] = mk.d // the flusher tries again
+		}
+		j.devs.mu.Unlock()
+		j.release(mk.d)
+	}
+}
+
+// LastSeq returns the highest DATA seq this node knows stored for device (see Known), 0 if none.
+func (j *Journal) LastSeq(device string) uint64 {
+	j.devs.mu.Lock()
+	defer j.devs.mu.Unlock()
+	if d := j.devs.m[device]; d != nil {
+		return d.last
+	}
+	return j.devs.gone[device].seq
+}
+
+// DeliveredSeq is 0: what was delivered is the partitions' to know, not the ingest side's, so in
+// ack mode delivery nothing is acknowledged from here.
+func (j *Journal) DeliveredSeq(string) uint64 { return 0 }
+
+// WindowSeq reports whether seq of device counts as stored, for the dedupe of datagrams (see
+// store.Store.WindowSeq); delivered is always false (see DeliveredSeq). For a device whose
+// lastSeq was loaded, the seqs of the window below it count as not stored: their resend is
+// published again and JetStream's duplicate window answers it.
+func (j *Journal) WindowSeq(device string, seq uint64) (stored, delivered bool) {
+	j.devs.mu.Lock()
+	defer j.devs.mu.Unlock()
+	d := j.devs.m[device]
+	switch {
+	case d == nil:
+		return false, false
+	case d.win == nil && !d.uncertain:
+		return seq <= d.last, false
+	}
+	return d.windowLocked().has(seq), false
+}
+
+// Known reports whether this node's LastSeq of device is authoritative: it appended for it or
+// loaded it lately (knownFor), or frames of it are on their way. Otherwise call LoadLastSeq
+// before deciding anything from LastSeq.
+func (j *Journal) Known(device string) bool {
+	j.devs.mu.Lock()
+	defer j.devs.mu.Unlock()
+	d := j.devs.m[device]
+	return d != nil && (d.inflight > 0 || d.held != nil || time.Now().UnixNano()-d.touched < int64(knownFor))
+}
+
+// Forget drops the state of device if nothing of it is on its way (see store.Store.Forget), and
+// reports whether it did. Its lastSeq is written to the devices bucket soon after, if it was not
+// already; LoadLastSeq on this node reads it until then.
+func (j *Journal) Forget(device string) bool {
+	dv := &j.devs
+	dv.mu.Lock()
+	defer dv.mu.Unlock()
+	d := dv.m[device]
+	if d == nil {
+		return true
+	}
+	if d.inflight > 0 || d.held != nil {
+		return false
+	}
+	delete(dv.m, device)
+	delete(dv.dirty, device)
+	delete(dv.mark, device)
+	if d.last > d.flushed {
+		dv.gone[device] = goneDevice{seq: d.last, rev: d.rev}
+		select {
+		case dv.wake <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// LoadLastSeq returns device's lastSeq as the cluster knows it — the larger of the seq of the
+// last DATA frame on its journal subject and the devices bucket's value — and keeps it, so that
+// LastSeq answers it (Known) from now on. It fails with store.ErrUnavailable when JetStream does
+// not answer within a few seconds.
+func (j *Journal) LoadLastSeq(ctx context.Context, device string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
+	defer cancel()
+	var last uint64
+	subject := DeviceSubject(j.prefix, device, j.parts)
+	m, err := retry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+		return j.stream.GetLastMsgForSubject(ctx, subject)
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("cluster: last journal message of %q: %w: %w", device, store.ErrUnavailable, err)
+	default:
+		f, err := DecodeFrame(m.Data)
+		if err != nil {
+			return 0, fmt.Errorf("cluster: journal message %d of %q: %w", m.Sequence, device, err)
+		}
+		if sequenced(f) {
+			last = f.Seq
+		}
+	}
+	var bucket, rev uint64
+	ent, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
+		return j.devicesKV.Get(ctx, DeviceKey(device))
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return 0, fmt.Errorf("cluster: devices bucket entry of %q: %w: %w", device, store.ErrUnavailable, err)
+	default:
+		v, err := decodeDeviceValue(ent.Value())
+		if err != nil {
+			return 0, fmt.Errorf("cluster: devices bucket entry of %q: %w", device, err)
+		}
+		bucket, rev = v.LastSeq, ent.Revision()
+	}
+	last = max(last, bucket)
+	dv := &j.devs
+	dv.mu.Lock()
+	defer dv.mu.Unlock()
+	d, made := dv.stateLocked(device)
+	if made || last > d.last {
+		// Another node may have stored seqs below last that this one never heard of.
+		d.last = max(d.last, last)
+		d.win, d.uncertain = nil, true
+	}
+	d.flushed = max(d.flushed, bucket)
+	d.rev = max(d.rev, rev)
+	d.touched = time.Now().UnixNano()
+	return d.last, nil
+}
+
+// DeviceKey returns device's key in the devices bucket: its subject token (Token), with the
+// "~" of a token that is not the identity itself written "=" ("~" is not allowed in a key;
+// "=" is in no token).
+func DeviceKey(device string) string {
+	t := Token(device)
+	if t[0] == '~' {
+		return "=" + t[1:]
+	}
+	return t
+}
+
+// deviceValue is a devices bucket entry's value.
+type deviceValue struct {
+	LastSeq uint64 `json:"last_seq"`
+	Node    string `json:"node,omitempty"` // the node that wrote it
+}
+
+func decodeDeviceValue(b []byte) (deviceValue, error) {
+	var v deviceValue
+	if err := json.Unmarshal(b, &v); err != nil {
+		return v, fmt.Errorf("decode devices bucket value %q: %w", b, err)
+	}
+	return v, nil
+}
+
+// flushLoop writes the devices bucket every flushEvery, when devices were forgotten, and once
+// more at Close.
+func (j *Journal) flushLoop() {
+	defer j.wg.Done()
+	t := time.NewTicker(flushEvery)
+	defer t.Stop()
+	for {
+		last := false
+		select {
+		case <-j.stop:
+			last = true
+		case <-t.C:
+		case <-j.devs.wake:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+		j.flush(ctx)
+		cancel()
+		if last {
+			return
+		}
+	}
+}
+
+// flushItem is one device's bucket write.
+type flushItem struct {
+	device   string
+	seq, rev uint64
+	gone     bool
+}
+
+// flush writes the lastSeq of the devices that moved since their last write, and of those
+// forgotten, and publishes the markers still due.
+func (j *Journal) flush(ctx context.Context) {
+	dv := &j.devs
+	dv.mu.Lock()
+	items := make([]flushItem, 0, len(dv.dirty)+len(dv.gone))
+	for dev := range dv.dirty {
+		if d := dv.m[dev]; d != nil && d.last > d.flushed {
+			items = append(items, flushItem{device: dev, seq: d.last, rev: d.rev})
+		}
+	}
+	clear(dv.dirty)
+	for dev, g := range dv.gone {
+		items = append(items, flushItem{device: dev, seq: g.seq, rev: g.rev, gone: true})
+	}
+	var marks []*store.Frame
+	for dev, d := range dv.mark {
+		if d.held == nil && d.inflight == 0 {
+			marks = append(marks, &store.Frame{Device: dev, Seq: d.last, ReceivedAt: time.Now().UnixMilli()})
+		}
+	}
+	dv.mu.Unlock()
+	for _, f := range marks {
+		_, err := j.js.Publish(ctx, JournalSubject(j.prefix, f, j.parts), EncodeFrame(nil, f))
+		if err == nil {
+			dv.mu.Lock()
+			if d := dv.mark[f.Device]; d != nil && d.last == f.Seq {
+				d.markerDue = false
+				delete(dv.mark, f.Device)
+			}
+			dv.mu.Unlock()
+		}
+	}
+	sem := make(chan struct{}, flushWorkers)
+	var wg sync.WaitGroup
+	var failed sync.Map
+	for _, it := range items {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			rev, err := j.writeDevice(ctx, it.device, it.seq, it.rev)
+			dv.mu.Lock()
+			defer dv.mu.Unlock()
+			if err != nil {
+				failed.Store(it.device, err)
+				if d := dv.m[it.device]; d != nil && !it.gone {
+					dv.dirty[it.device] = struct{}{} // the next pass tries again
+				}
+				return
+			}
+			if it.gone {
+				if g, ok := dv.gone[it.device]; ok && g.seq == it.seq {
+					delete(dv.gone, it.device)
+				}
+			}
+			if d := dv.m[it.device]; d != nil {
+				d.flushed = max(d.flushed, it.seq)
+				d.rev = max(d.rev, rev)
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	var last error
+	failed.Range(func(_, v any) bool { n++; last = v.(error); return true })
+	if n > 0 {
+		if held, ok := dv.warn.Allow(); ok {
+			j.log.Warn("devices bucket: lastSeq not written; tried again", "devices", n, "err", last, "suppressed", held)
+		}
+	}
+}
+
+// writeDevice writes seq as device's bucket value unless the bucket holds as much already, and
+// returns the entry's revision. rev is the revision this node last saw (0: none): the write
+// expects it, so a lower value never overwrites a higher one another node wrote.
+func (j *Journal) writeDevice(ctx context.Context, device string, seq, rev uint64) (uint64, error) {
+	key := DeviceKey(device)
+	val, err := json.Marshal(deviceValue{LastSeq: seq, Node: j.node})
+	if err != nil {
+		return 0, err
+	}
+	for range 4 {
+		r, err := retry(ctx, func(ctx context.Context) (uint64, error) {
+			if rev == 0 {
+				return j.devicesKV.Create(ctx, key, val)
+			}
+			return j.devicesKV.Update(ctx, key, val, rev)
+		})
+		if err == nil {
+			return r, nil
+		}
+		if !conflict(err) {
+			return 0, fmt.Errorf("write devices bucket entry %s: %w", key, err)
+		}
+		ent, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
+			return j.devicesKV.Get(ctx, key)
+		})
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			rev = 0
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("read devices bucket entry %s: %w", key, err)
+		}
+		if v, err := decodeDeviceValue(ent.Value()); err == nil && v.LastSeq >= seq {
+			return ent.Revision(), nil // another node wrote as much or more
+		}
+		rev = ent.Revision()
+	}
+	return 0, fmt.Errorf("write devices bucket entry %s: changed by others 4 times", key)
+}
+
+// conflict tells a key-value write refused because the key is not at the revision expected.
+func conflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// window is a device's UDP window, as store's (store.WindowSize seqs below the highest stored
+// one, remembered individually; every seq at or below floor counts as stored).
+type window struct {
+	top   uint64
+	floor uint64
+	seen  [store.WindowSize / 64]uint64
+}
+
+// windowLocked returns d's window, made if it has none: from lastSeq as a floor, or, if lastSeq
+// was loaded (uncertain), with only lastSeq itself known within the window.
+func (d *devState) windowLocked() *window {
+	if d.win != nil {
+		return d.win
+	}
+	w := &window{}
+	if d.uncertain {
+		w.top = d.last
+		w.floor = d.last - min(d.last, store.WindowSize)
+		if d.last > 0 {
+			w.add(d.last)
+		}
+	} else {
+		w.fill(d.last)
+	}
+	d.win = w
+	return w
+}
+
+func windowBit(seq uint64) (int, uint64) {
+	p := seq % store.WindowSize
+	return int(p / 64), 1 << (p % 64)
+}
+
+// slide moves top up to seq, forgetting the seqs that leave the window.
+func (w *window) slide(seq uint64) {
+	if seq <= w.top {
+		return
+	}
+	if seq-w.top >= store.WindowSize {
+		clear(w.seen[:])
+	} else {
+		for s := w.top + 1; s <= seq; s++ {
+			i, m := windowBit(s)
+			w.seen[i] &^= m
+		}
+	}
+	w.top = seq
+	if seq > store.WindowSize {
+		w.floor = max(w.floor, seq-store.WindowSize)
+	}
+}
+
+// add records a stored windowed seq.
+func (w *window) add(seq uint64) {
+	w.slide(seq)
+	if seq > w.floor {
+		i, m := windowBit(seq)
+		w.seen[i] |= m
+	}
+}
+
+// fill records a stored cumulative seq: it and everything below count as stored.
+func (w *window) fill(seq uint64) {
+	w.slide(seq)
+	w.floor = max(w.floor, seq)
+}
+
+// has reports whether seq counts as stored.
+func (w *window) has(seq uint64) bool {
+	switch {
+	case seq > w.top:
+		return false
+	case seq <= w.floor:
+		return true
+	}
+	i, m := windowBit(seq)
+	return w.seen[i]&m != 0
+}

@@ -1,0 +1,544 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fleetrelay/fleetrelay/internal/cluster"
+	"github.com/fleetrelay/fleetrelay/internal/natstest"
+	"github.com/fleetrelay/fleetrelay/internal/store"
+)
+
+// journalNode is one relay node's journal over its own connection.
+type journalNode struct {
+	conn *cluster.Conn
+	j    *cluster.Journal
+	once sync.Once
+}
+
+func openJournal(t testing.TB, ctx context.Context, url string, o cluster.JournalOptions) *journalNode {
+	t.Helper()
+	conn, err := cluster.Connect(ctx, cluster.Options{URL: url, Replicas: 3, Prefix: "t", Name: t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := conn.OpenJournal(ctx, o)
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	n := &journalNode{conn: conn, j: j}
+	t.Cleanup(n.close)
+	return n
+}
+
+func (n *journalNode) close() {
+	n.once.Do(func() {
+		_ = n.j.Close()
+		_ = n.conn.Close()
+	})
+}
+
+// appendWait appends frames in order and returns each one's outcome once all are answered
+// (a hang detector bounds the wait: not a timing assert).
+func appendWait(t testing.TB, j *cluster.Journal, frames ...*store.Frame) []error {
+	t.Helper()
+	errs := make([]error, len(frames))
+	var wg sync.WaitGroup
+	for i, f := range frames {
+		wg.Add(1)
+		j.Append(f, func(err error) { errs[i] = err; wg.Done() })
+	}
+	waitGroup(t, &wg, "the journal's answers")
+	return errs
+}
+
+func waitGroup(t testing.TB, wg *sync.WaitGroup, what string) {
+	t.Helper()
+	ch := make(chan struct{})
+	go func() { wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("never: %s", what)
+	}
+}
+
+func frame(device string, seq, prev uint64, recs ...string) *store.Frame {
+	f := &store.Frame{Device: device, Serial: device, Seq: seq, PrevSeq: prev, ReceivedAt: 1700000000000 + int64(seq), Routes: []uint16{1}}
+	for _, r := range recs {
+		f.Records = append(f.Records, []byte(r))
+	}
+	return f
+}
+
+// journalMsgs reads the whole journal stream, in stream order.
+func journalMsgs(t testing.TB, ctx context.Context, url string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	js := testJS(t, url)
+	st, err := js.Stream(ctx, cluster.JournalStream("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("message %d: %v", seq, err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// replicaLastSeq is the last sequence of the journal stream in node srv's own replica.
+func replicaLastSeq(t testing.TB, srv *server.Server) uint64 {
+	t.Helper()
+	if srv == nil {
+		return 0
+	}
+	acc, err := srv.JszAccount(&server.JSzOptions{Account: "$G", Streams: true})
+	if err != nil {
+		return 0
+	}
+	for _, sd := range acc.Streams {
+		if sd.Name == cluster.JournalStream("t") {
+			return sd.State.LastSeq
+		}
+	}
+	return 0
+}
+
+// TestJournalAppend: frames of several devices, pipelined (more than MaxPending at once), are
+// in the journal stream once acknowledged — on their device's subject, as EncodeFrame wrote
+// them, with their msg IDs, in order per device — on a quorum of replicas at once and on all
+// three soon after; a frame without routes or records and the device's results and
+// notifications are published too; a resend is answered as a duplicate and stored once; the
+// windowed frames of a UDP device are remembered per seq; and the stream's new leader, once
+// the old one is stopped, has every acknowledged frame.
+func TestJournalAppend(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	n := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4, Node: "a", MaxPending: 8})
+	j := n.j
+
+	devices := []string{"dev-1", "dev-2", "a.b", "356307042441013"}
+	var frames []*store.Frame
+	for seq := uint64(1); seq <= 25; seq++ {
+		for _, d := range devices {
+			frames = append(frames, frame(d, seq, seq-1, fmt.Sprintf(`{"d":%q,"s":%d}`, d, seq)))
+		}
+	}
+	empty := &store.Frame{Device: "dev-1", Serial: "dev-1", Seq: 26, PrevSeq: 25} // no routes, no records
+	result := &store.Frame{Device: "dev-2", Serial: "dev-2", Result: true, Task: 9, Records: [][]byte{[]byte(`{"ok":true}`)}, Routes: []uint16{1}}
+	notice := &store.Frame{Notice: true, Records: [][]byte{[]byte(`{"n":1}`)}, Routes: []uint16{2}}
+	frames = append(frames, empty, result, notice)
+	var wg sync.WaitGroup
+	for _, f := range frames {
+		wg.Add(1)
+		j.Append(f, func(err error) {
+			if err != nil {
+				t.Errorf("%s seq %d: %v", f.Device, f.Seq, err)
+			}
+			wg.Done()
+		})
+	}
+	waitGroup(t, &wg, "acknowledgements")
+	want := uint64(len(frames))
+	// Acknowledged means a quorum's raft logs have it; their stores apply it soon after.
+	eventually(t, "every replica holds every message", func() bool {
+		for i := range 3 {
+			if replicaLastSeq(t, c.Server(i)) < want {
+				return false
+			}
+		}
+		return true
+	})
+
+	msgs := journalMsgs(t, ctx, c.URL())
+	if uint64(len(msgs)) != want {
+		t.Fatalf("%d messages in the journal, want %d", len(msgs), want)
+	}
+	next := map[string]uint64{}
+	for _, m := range msgs {
+		f, err := cluster.DecodeFrame(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wantSubj := cluster.JournalSubject("t", f, 4); m.Subject != wantSubj {
+			t.Errorf("%s seq %d on %q, want %q", f.Device, f.Seq, m.Subject, wantSubj)
+		}
+		if id := m.Header.Get(jetstream.MsgIDHeader); id != cluster.MsgID(f) {
+			t.Errorf("%s seq %d: msg id %q, want %q", f.Device, f.Seq, id, cluster.MsgID(f))
+		}
+		switch {
+		case f.Notice:
+			if string(f.Records[0]) != `{"n":1}` {
+				t.Errorf("notice %+v", f)
+			}
+		case f.Result:
+			if f.Task != 9 || f.Device != "dev-2" {
+				t.Errorf("result %+v", f)
+			}
+		default:
+			if next[f.Device]+1 != f.Seq {
+				t.Errorf("%s: seq %d after %d", f.Device, f.Seq, next[f.Device])
+			}
+			next[f.Device] = f.Seq
+			if f.Seq <= 25 && string(f.Records[0]) != fmt.Sprintf(`{"d":%q,"s":%d}`, f.Device, f.Seq) {
+				t.Errorf("%s seq %d: records %q", f.Device, f.Seq, f.Records)
+			}
+		}
+	}
+	for _, d := range devices {
+		wantLast := uint64(25)
+		if d == "dev-1" {
+			wantLast = 26
+		}
+		if next[d] != wantLast || j.LastSeq(d) != wantLast {
+			t.Errorf("%s: last in the journal %d, LastSeq %d, want %d", d, next[d], j.LastSeq(d), wantLast)
+		}
+	}
+
+	// A resend of a stored seq (by a writer that starts again: no PrevSeq): acknowledged as a
+	// duplicate, not stored again.
+	if errs := appendWait(t, j, frame("dev-2", 25, 0, `{"again":true}`)); errs[0] != nil {
+		t.Fatalf("resend: %v", errs[0])
+	}
+	if got := len(journalMsgs(t, ctx, c.URL())); uint64(got) != want {
+		t.Fatalf("after a resend %d messages, want %d", got, want)
+	}
+
+	// Windowed frames (UDP): stored out of order; the window tells which.
+	w := func(seq uint64) *store.Frame { f := frame("udp-1", seq, 0, `{}`); f.Window = true; return f }
+	for i, err := range appendWait(t, j, w(3), w(1), w(5)) {
+		if err != nil {
+			t.Fatalf("windowed frame %d: %v", i, err)
+		}
+	}
+	for seq, stored := range map[uint64]bool{1: true, 2: false, 3: true, 4: false, 5: true, 6: false} {
+		if got, _ := j.WindowSeq("udp-1", seq); got != stored {
+			t.Errorf("WindowSeq(udp-1, %d) = %v, want %v", seq, got, stored)
+		}
+	}
+	if j.LastSeq("udp-1") != 5 {
+		t.Errorf("LastSeq(udp-1) = %d, want 5", j.LastSeq("udp-1"))
+	}
+	want += 3
+
+	// The stream's leader goes: its successor has every acknowledged frame.
+	js := testJS(t, c.URL())
+	st, err := js.Stream(ctx, cluster.JournalStream("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := st.CachedInfo().Cluster.Leader
+	idx := int(leader[1] - '1') // natstest names its nodes n1, n2, n3
+	c.Stop(idx)
+	eventually(t, "a new journal leader", func() bool {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		info, err := st.Info(ictx)
+		return err == nil && info.Cluster != nil && info.Cluster.Leader != "" && info.Cluster.Leader != leader
+	})
+	if got := len(journalMsgs(t, ctx, c.URL())); uint64(got) != want {
+		t.Fatalf("after the leader %s stopped: %d messages, want %d", leader, got, want)
+	}
+	// And the journal goes on storing through the new leader.
+	if errs := appendWait(t, j, frame("dev-3", 1, 0, `{}`)); errs[0] != nil {
+		t.Fatalf("append after the leader's loss: %v", errs[0])
+	}
+	if !j.Healthy() {
+		t.Error("not healthy after an acknowledged publish")
+	}
+}
+
+// testJS is a JetStream client of the test's own, closed at its end.
+func testJS(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	conn, err := cluster.Connect(context.Background(), cluster.Options{URL: url, Prefix: "t", Name: "test-reader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return cluster.JetStreamOf(conn)
+}
+
+// TestJournalGap: a DATA frame whose publish fails makes the frames chained after it fail with
+// store.ErrGap — the one already published and stored, and one appended after the failure,
+// which is not published — and the device's lastSeq, also as another node loads it from the
+// journal, stays at the last frame before the hole (a marker follows the stored one). The
+// device's resend of both then stores the first and is answered for the second as a duplicate.
+func TestJournalGap(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4, Node: "a"})
+	b := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4, Node: "b"})
+
+	if errs := appendWait(t, a.j, frame("g", 1, 0, `{}`), frame("g", 2, 1, `{}`)); errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	// The stream refuses the next frame (too large), after its successor was published.
+	js := testJS(t, c.URL())
+	st, err := js.Stream(ctx, cluster.JournalStream("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = 64 << 10
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	huge := frame("g", 3, 2, `{"big":"`+strings.Repeat("x", 100<<10)+`"}`)
+	errs := appendWait(t, a.j, huge, frame("g", 4, 3, `{"s":4}`))
+	if errs[0] == nil || errors.Is(errs[0], store.ErrGap) {
+		t.Fatalf("oversized frame: %v, want the stream's refusal", errs[0])
+	}
+	if !errors.Is(errs[1], store.ErrGap) {
+		t.Fatalf("frame after the refused one: %v, want ErrGap", errs[1])
+	}
+	if errs := appendWait(t, a.j, frame("g", 5, 4, `{}`)); !errors.Is(errs[0], store.ErrGap) {
+		t.Fatalf("frame chained past the hole: %v, want ErrGap", errs[0])
+	}
+	if a.j.LastSeq("g") != 2 {
+		t.Fatalf("LastSeq after the failure = %d, want 2", a.j.LastSeq("g"))
+	}
+	// Seq 4 is in the journal, but another node must not read it as the device's lastSeq.
+	if b.j.Known("g") {
+		t.Fatal("b knows g before loading it")
+	}
+	if got, err := b.j.LoadLastSeq(ctx, "g"); err != nil || got != 2 {
+		t.Fatalf("b.LoadLastSeq(g) = %d, %v, want 2", got, err)
+	}
+	if !b.j.Known("g") || b.j.LastSeq("g") != 2 {
+		t.Fatalf("after the load b knows g: %v, LastSeq %d", b.j.Known("g"), b.j.LastSeq("g"))
+	}
+	// The device resends 3 (smaller now) and 4 from its lastSeq.
+	errs = appendWait(t, a.j, frame("g", 3, 2, `{"s":3}`), frame("g", 4, 3, `{"s":4}`))
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("resend: %v", errs)
+	}
+	if a.j.LastSeq("g") != 4 {
+		t.Fatalf("LastSeq after the resend = %d, want 4", a.j.LastSeq("g"))
+	}
+	// Seq 4 was published before the refusal of 3 was known (then a marker — no records,
+	// lastSeq 2 — follows it), or, if the refusal came back first, not at all; either way it is
+	// stored once: its resend was a duplicate.
+	var seqs []string
+	for _, m := range journalMsgs(t, ctx, c.URL()) {
+		f, err := cluster.DecodeFrame(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Device == "g" {
+			s := fmt.Sprint(f.Seq)
+			if len(f.Records) == 0 {
+				s = "marker" + s
+			}
+			seqs = append(seqs, s)
+		}
+	}
+	t.Logf("g's frames in the journal: %v", seqs)
+	if got := fmt.Sprint(seqs); got != "[1 2 4 marker2 3]" && got != "[1 2 3 4]" {
+		t.Fatalf("g's frames in the journal: %v, want [1 2 4 marker2 3] or [1 2 3 4]", got)
+	}
+}
+
+// TestJournalLoadLastSeq: another node (its own connection) loads a device's lastSeq from the
+// journal, and, once the device's subject was purged, from the devices bucket, which the first
+// node writes lazily and when it forgets the device.
+func TestJournalLoadLastSeq(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := openJournal(t, ctx, c.NodeURL(0), cluster.JournalOptions{Partitions: 4, Node: "a"})
+	b := openJournal(t, ctx, c.NodeURL(1), cluster.JournalOptions{Partitions: 4, Node: "b"})
+
+	var fs []*store.Frame
+	for seq := uint64(1); seq <= 7; seq++ {
+		fs = append(fs, frame("x y", seq, seq-1, `{}`), frame("plain", seq, seq-1, `{}`))
+	}
+	for _, err := range appendWait(t, a.j, fs...) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := b.j.LoadLastSeq(ctx, "x y"); err != nil || got != a.j.LastSeq("x y") || got != 7 {
+		t.Fatalf("LoadLastSeq(x y) = %d, %v, want a's %d", got, err, a.j.LastSeq("x y"))
+	}
+	if got, err := b.j.LoadLastSeq(ctx, "nobody"); err != nil || got != 0 {
+		t.Fatalf("LoadLastSeq(nobody) = %d, %v, want 0", got, err)
+	}
+	// The bucket: written within a second or so of the acknowledgements.
+	kv := bucket(t, ctx, c.URL(), cluster.BucketDevices)
+	eventually(t, "the devices bucket has x y", func() bool {
+		e, err := kv.Get(ctx, cluster.DeviceKey("x y"))
+		return err == nil && strings.Contains(string(e.Value()), `"last_seq":7`)
+	})
+	// A device forgotten by a: written at once (not waiting for its pass).
+	if !a.j.Forget("plain") {
+		t.Fatal("Forget(plain) with nothing on its way refused")
+	}
+	eventually(t, "the devices bucket has plain", func() bool {
+		e, err := kv.Get(ctx, cluster.DeviceKey("plain"))
+		return err == nil && strings.Contains(string(e.Value()), `"last_seq":7`)
+	})
+	// Purge the devices' subjects: the bucket alone knows.
+	js := testJS(t, c.URL())
+	st, err := js.Stream(ctx, cluster.JournalStream("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"x y", "plain"} {
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(cluster.DeviceSubject("t", d, 4))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := openJournal(t, ctx, c.NodeURL(2), cluster.JournalOptions{Partitions: 4, Node: "d"})
+	for _, dev := range []string{"x y", "plain"} {
+		if got, err := d.j.LoadLastSeq(ctx, dev); err != nil || got != 7 {
+			t.Fatalf("LoadLastSeq(%s) after the purge = %d, %v, want 7", dev, got, err)
+		}
+	}
+	// b continues the device where a left it; a lower value a writes late never wins.
+	if errs := appendWait(t, b.j, frame("x y", 8, 7, `{}`)); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	b.close() // writes 8
+	a.close() // writes 7 again at most: refused as lower
+	if e, err := kv.Get(ctx, cluster.DeviceKey("x y")); err != nil || !strings.Contains(string(e.Value()), `"last_seq":8`) {
+		t.Fatalf("bucket after both closed: %v", err)
+	}
+	// A partition count other than the stream's is refused.
+	conn, err := cluster.Connect(ctx, cluster.Options{URL: c.URL(), Replicas: 3, Prefix: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.OpenJournal(ctx, cluster.JournalOptions{Partitions: 8}); err == nil || !strings.Contains(err.Error(), "has 4 partitions, configured 8") {
+		t.Fatalf("OpenJournal with 8 partitions over a journal of 4: %v", err)
+	}
+}
+
+func bucket(t testing.TB, ctx context.Context, url, what string) jetstream.KeyValue {
+	t.Helper()
+	kv, err := testJS(t, url).KeyValue(ctx, cluster.Bucket("t", what))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// TestJournalRouteIDs: two nodes asking at once for the same new route names get one ID per
+// name, and no two names share one; a third node, and a node asking again, get the same.
+func TestJournalRouteIDs(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nodes := []*journalNode{
+		openJournal(t, ctx, c.NodeURL(0), cluster.JournalOptions{Partitions: 4}),
+		openJournal(t, ctx, c.NodeURL(1), cluster.JournalOptions{Partitions: 4}),
+	}
+	names := []string{"r1", "r2", "r3", "r.4", "odd..name", "r6"}
+	got := make([]map[string]uint16, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		got[i] = map[string]uint16{}
+		wg.Go(func() {
+			for k := range names {
+				name := names[(k+3*i)%len(names)] // the two nodes start at different names
+				id, err := n.j.RouteID(name)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got[i][name] = id
+			}
+		})
+	}
+	wg.Wait()
+	third := openJournal(t, ctx, c.NodeURL(2), cluster.JournalOptions{Partitions: 4})
+	seen := map[uint16]string{}
+	for _, name := range names {
+		id, err := third.j.RouteID(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, _ := nodes[0].j.RouteID(name)
+		if id == 0 || got[0][name] != id || got[1][name] != id || again != id {
+			t.Errorf("route %q: IDs %d, %d, %d, %d", name, got[0][name], got[1][name], id, again)
+		}
+		if other, ok := seen[id]; ok {
+			t.Errorf("routes %q and %q share ID %d", other, name, id)
+		}
+		seen[id] = name
+	}
+}
+
+// TestJournalUnavailable: with every NATS node down, an append is refused with
+// store.ErrUnavailable (not left hanging), LoadLastSeq fails the same way, the journal says it
+// is not healthy, and Close returns; a journal opened once NATS is back stores again.
+func TestJournalUnavailable(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	n := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4})
+	if errs := appendWait(t, n.j, frame("u", 1, 0, `{}`)); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	// Two nodes of three down: connected, but JetStream has no quorum and does not answer.
+	// Then the last one too: not even connected.
+	for _, stop := range [][]int{{1, 2}, {0}} {
+		for _, i := range stop {
+			c.Stop(i)
+		}
+		errs := appendWait(t, n.j, frame("u", 2, 1, `{}`), frame("u", 3, 2, `{}`), frame("v", 1, 0, `{}`))
+		for i, err := range errs {
+			if !errors.Is(err, store.ErrUnavailable) && !(i == 1 && errors.Is(err, store.ErrGap)) {
+				t.Errorf("nodes %v stopped: append %d: %v, want ErrUnavailable", stop, i, err)
+			}
+		}
+		if n.j.LastSeq("u") != 1 {
+			t.Errorf("nodes %v stopped: LastSeq(u) = %d, want 1", stop, n.j.LastSeq("u"))
+		}
+		// A direct get is answered by any replica: one left may answer (what it has, never
+		// more than was stored); none left, the load fails.
+		got, err := n.j.LoadLastSeq(ctx, "u")
+		if len(stop) == 1 && !errors.Is(err, store.ErrUnavailable) || err == nil && got > 1 {
+			t.Errorf("nodes %v stopped: LoadLastSeq(u) = %d, %v", stop, got, err)
+		}
+		if n.j.Healthy() {
+			t.Errorf("nodes %v stopped: healthy", stop)
+		}
+	}
+	n.close()
+	var wg sync.WaitGroup
+	for i := range 2 { // a quorum again (each Restart waits for it)
+		wg.Go(func() { c.Restart(i) })
+	}
+	wg.Wait()
+	m := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4})
+	if got, err := m.j.LoadLastSeq(ctx, "u"); err != nil || got != 1 {
+		t.Fatalf("LoadLastSeq(u) after NATS came back = %d, %v, want 1", got, err)
+	}
+	if errs := appendWait(t, m.j, frame("u", 2, 1, `{}`)); errs[0] != nil {
+		t.Fatalf("append after NATS came back: %v", errs[0])
+	}
+}
