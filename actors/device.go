@@ -2,6 +2,7 @@ package actors
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -62,7 +63,16 @@ type (
 	frameDeliveredMsg struct{ seq uint64 }
 	// idleMsg is the idle timer of actor d; a late one, for an actor that has stopped, is ignored.
 	idleMsg struct{ d *deviceActor }
+	// loadedMsg is the answer of SeqLoader.LoadLastSeq (see deviceActor.wait).
+	loadedMsg struct {
+		seq uint64
+		err error
+	}
 )
+
+// loadTimeout bounds the load of an identity's lastSeq (SeqLoader): a device waits that long
+// for its WELCOME at most, then gets ERROR 503.
+const loadTimeout = 5 * time.Second
 
 // deviceActor is the single writer for one device identity while its entry is awake: it dedupes
 // by seq, appends new frames to the journal in order and acknowledges what is safe. It owns the
@@ -93,14 +103,40 @@ type deviceActor struct {
 	idle  *time.Timer
 	tick  idleMsg
 	heard bool
+
+	// loading: the identity's lastSeq is being loaded (SeqLoader, wait); held are the messages
+	// that came meanwhile, in order, handled once it is loaded.
+	loading bool
+	held    []any
 }
 
 func (d *deviceActor) Receive(ctx actor.Context) {
-	e := d.e
 	msg := ctx.Message()
 	if _, ok := msg.(*idleMsg); !ok {
 		d.heard = true
 	}
+	if d.loading && heldWhileLoading(msg) {
+		d.e.pending.Add(-1)
+		d.held = append(d.held, msg)
+		return
+	}
+	d.receive(ctx, msg)
+}
+
+// heldWhileLoading tells the messages that wait, in their order, while the identity's lastSeq
+// is being loaded: what comes from the device's connections and from the relay's commands, not
+// the answers of the journal and of the load, nor the idle timer or protoactor's own.
+func heldWhileLoading(msg any) bool {
+	switch msg.(type) {
+	case *helloMsg, *dataMsg, *linesMsg, *resultMsg, *closedMsg, *commandsMsg, *telOpenMsg, *telPacketMsg,
+		*telResponseMsg:
+		return true
+	}
+	return false
+}
+
+func (d *deviceActor) receive(ctx actor.Context, msg any) {
+	e := d.e
 	switch m := msg.(type) {
 	case *actor.Started:
 		d.appended = e.stored.Load()
@@ -110,6 +146,9 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		d.idle.Stop()
 	case *helloMsg:
 		e.pending.Add(-1)
+		if d.wait(m) {
+			return
+		}
 		e.hello(m)
 		if d.linesSeq > e.stored.Load() {
 			d.welcomeDue = true // NDJSON lines in flight took seqs: WELCOME once they are stored
@@ -119,9 +158,15 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		d.sys.welcome(e)
 	case *dataMsg:
 		e.pending.Add(-1)
+		if d.wait(m) {
+			return
+		}
 		d.data(m)
 	case *linesMsg:
 		e.pending.Add(-1)
+		if d.wait(m) {
+			return
+		}
 		d.lines(m)
 	case *resultMsg:
 		e.pending.Add(-1)
@@ -134,6 +179,9 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 		d.telOpen(m)
 	case *telPacketMsg:
 		e.pending.Add(-1)
+		if d.wait(m) {
+			return
+		}
 		d.telPacket(m)
 	case *telResponseMsg:
 		e.pending.Add(-1)
@@ -157,7 +205,8 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 				d.sys.log.Warn("store refused ndjson lines; they are lost", "device", e.id, "lines", m.lines,
 					"err", m.err, "refusals_since_last_log", held)
 			}
-		} else if errors.Is(m.err, store.ErrDiskFull) { // the store warns once when it starts refusing
+		} else if errors.Is(m.err, store.ErrDiskFull) || errors.Is(m.err, store.ErrUnavailable) {
+			// the journal warns once when it starts refusing
 			d.sys.log.Debug("store refused frame", "device", e.id, "seq", m.seq, "err", m.err)
 		} else {
 			d.sys.log.Warn("store refused frame", "device", e.id, "seq", m.seq, "err", m.err)
@@ -186,6 +235,10 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 	case *frameDeliveredMsg:
 		e.pending.Add(-1)
 		d.sys.ackDatagram(e, m.seq)
+	case *loadedMsg:
+		e.pending.Add(-1)
+		e.inflight.Add(-1)
+		d.loaded(ctx, m)
 	case *closedMsg:
 		e.pending.Add(-1)
 		if e.conn == m.conn {
@@ -216,6 +269,81 @@ func (d *deviceActor) Receive(ctx actor.Context) {
 			return
 		}
 		d.idle.Reset(d.sys.opts.DeviceIdle)
+	}
+}
+
+// wait holds msg back, and starts loading the identity's lastSeq, if the journal is a SeqLoader
+// that did not know the identity when its entry was made; it reports whether it did. The load
+// runs on a goroutine of its own (it waits for the network: never on a gnet loop, under
+// System.mu or in an actor's turn), which answers with loadedMsg. Meanwhile the entry counts a
+// frame in flight, so the actor neither sleeps nor retires.
+func (d *deviceActor) wait(msg any) bool {
+	e := d.e
+	if e.loaded.Load() {
+		return false
+	}
+	d.held = append(d.held, msg)
+	if d.loading {
+		return true
+	}
+	d.loading = true
+	e.inflight.Add(1)
+	sys := d.sys
+	sys.wg.Add(1)
+	go func() {
+		defer sys.wg.Done()
+		ctx, cancel := context.WithTimeout(sys.ctx, loadTimeout)
+		seq, err := sys.loader.LoadLastSeq(ctx, e.id)
+		cancel()
+		e.pending.Add(1)
+		sys.send(e, &loadedMsg{seq: seq, err: err})
+	}()
+	return true
+}
+
+// loaded takes the identity's lastSeq and handles the messages held meanwhile. If it could not
+// be loaded, nothing that depends on it can be decided: a HELLO gets ERROR 503 (the device comes
+// back later), a datagram the same, NDJSON lines are lost (nobody can be told) and Teltonika
+// packets are dropped unanswered (the tracker resends them); the next such message tries again.
+func (d *deviceActor) loaded(ctx actor.Context, m *loadedMsg) {
+	e := d.e
+	d.loading = false
+	held := d.held
+	d.held = nil
+	if m.err == nil {
+		e.noteStored(m.seq)
+		d.appended = max(d.appended, e.stored.Load())
+		e.loaded.Store(true)
+	} else if n, ok := d.sys.refusedLog.Allow(); ok {
+		d.sys.log.Warn("device's lastSeq not loaded: the device is refused for now", "device", e.id, "err", m.err,
+			"refusals_since_last_log", n)
+	}
+	for _, msg := range held {
+		if m.err != nil {
+			switch h := msg.(type) {
+			case *helloMsg:
+				h.conn.Fail(native.CodeUnavailable, "relay cannot load device state")
+				continue
+			case *dataMsg:
+				if h.udpIdentity != "" {
+					h.conn.Fail(native.CodeUnavailable, "relay cannot load device state")
+				}
+				continue // TCP: its connection had its HELLO refused, or is replaced
+			case *linesMsg:
+				d.sys.linesLost.Add(int64(len(h.records)))
+				if h.done != nil {
+					h.done()
+				}
+				continue
+			case *telPacketMsg:
+				continue
+			}
+		}
+		e.pending.Add(1) // receive counts it handled
+		d.receive(ctx, msg)
+	}
+	if m.err != nil {
+		d.maybeRetire(ctx)
 	}
 }
 
@@ -377,7 +505,8 @@ func (d *deviceActor) datagram(m *dataMsg) {
 func (d *deviceActor) windowDone(m *windowDoneMsg) {
 	delete(d.window, m.seq)
 	if m.err != nil {
-		if errors.Is(m.err, store.ErrDiskFull) { // the store warns once when it starts refusing
+		if errors.Is(m.err, store.ErrDiskFull) || errors.Is(m.err, store.ErrUnavailable) {
+			// the journal warns once when it starts refusing
 			d.sys.log.Debug("store refused datagram", "device", d.e.id, "seq", m.seq, "err", m.err)
 		} else if held, ok := d.sys.refusedLog.Allow(); ok {
 			d.sys.log.Warn("store refused datagram; the device resends it", "device", d.e.id, "seq", m.seq,

@@ -62,6 +62,19 @@ type Journal interface {
 	Forget(device string) bool
 }
 
+// SeqLoader is implemented by a Journal whose devices' lastSeq may be held elsewhere: the
+// cluster's journal, where a device may have sent through another node. For an identity it does
+// not know, the device actor loads the lastSeq before it answers a HELLO or decides a frame's
+// seq (device.go, "loading"). store.Store does not implement it: one node knows every device.
+type SeqLoader interface {
+	// Known reports whether the Journal's LastSeq of device is authoritative. It must not
+	// block (it is called under System.mu).
+	Known(device string) bool
+	// LoadLastSeq returns device's lastSeq from where the Journal keeps it, which LastSeq then
+	// answers; it fails within a few seconds when that cannot be read.
+	LoadLastSeq(ctx context.Context, device string) (uint64, error)
+}
+
 // Commands is what the device actors need of the relay's commands to devices. Its methods must
 // not block (no disk): they are called from actor turns, under System.mu, and from the store's
 // commit callbacks.
@@ -123,12 +136,13 @@ type Options struct {
 // System runs the device and route actors. It implements netio.Dispatcher; its methods are
 // safe for concurrent use and never block.
 type System struct {
-	opts  Options
-	log   *slog.Logger
-	clock Clock
-	as    *actor.ActorSystem
-	root  *actor.RootContext
-	disp  *workerDispatcher
+	opts   Options
+	loader SeqLoader // the Journal, if it is one; nil: LastSeq is always authoritative
+	log    *slog.Logger
+	clock  Clock
+	as     *actor.ActorSystem
+	root   *actor.RootContext
+	disp   *workerDispatcher
 
 	// table is the routing table, replaced whole by PutRoute and RemoveRoute (under routesMu):
 	// the per-frame path reads it without a lock.
@@ -235,6 +249,7 @@ func New(opts Options) *System {
 		authLog:    throttle.Throttle{Period: 10 * time.Second},
 	}
 	s.tel.seed = maphash.MakeSeed()
+	s.loader, _ = opts.Journal.(SeqLoader)
 	s.clock = opts.Clock
 	if s.clock == nil {
 		s.clock = wallClock{}
@@ -359,6 +374,7 @@ type deviceEntry struct {
 	pending  atomic.Int64
 	inflight atomic.Int64  // frames appended but not yet committed
 	stored   atomic.Uint64 // highest seq committed (persist acks read it)
+	loaded   atomic.Bool   // stored is authoritative (see SeqLoader); set once
 	ackDue   atomic.Bool   // an ackMsg is on its way
 	unknown  bool          // counted in System.unknown (no metadata when created); fixed
 	moved    func(string)  // Options.AddressChanged (nil: none); fixed
@@ -444,6 +460,7 @@ func (s *System) entry(id string, create bool) *deviceEntry {
 		}
 		e.pending.Store(asleep)
 		e.stored.Store(s.opts.Journal.LastSeq(id))
+		e.loaded.Store(s.loader == nil || s.loader.Known(id))
 		s.devices[id] = e
 		up := strings.ToUpper(id)
 		if g, ok := s.gone[up]; ok {
@@ -565,6 +582,9 @@ func (s *System) send(e *deviceEntry, msg any) { s.root.Send(e.pid.Load(), msg) 
 func (s *System) handleDormant(e *deviceEntry, msg any) bool {
 	switch m := msg.(type) {
 	case *helloMsg:
+		if !e.loaded.Load() {
+			return false // its lastSeq is to be loaded first: the actor does it
+		}
 		e.hello(m) // nothing is in flight: WELCOME at once
 		s.welcome(e)
 	case *closedMsg:
