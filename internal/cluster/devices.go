@@ -47,8 +47,13 @@ const flushEvery = time.Second
 // loadTimeout bounds LoadLastSeq.
 const loadTimeout = 5 * time.Second
 
-// flushWorkers bounds the devices bucket writes in flight at once.
-const flushWorkers = 8
+// flushWorkers bounds the devices bucket writes in flight at once, and flushBudget those of one
+// pass: beyond, devices wait for the next pass. The bucket only answers for a device once the
+// journal's age limit removed its frames, so it may lag by many passes.
+const (
+	flushWorkers = 8
+	flushBudget  = 4096
+)
 
 type devices struct {
 	mu    sync.Mutex
@@ -153,6 +158,7 @@ func (j *Journal) finish(e *entry, ack *jetstream.PubAck, err error) {
 	case out == nil && gap:
 		out = fmt.Errorf("%w: device %q seq %d follows %d, stored %d", store.ErrGap, f.Device, f.Seq, f.PrevSeq, d.last)
 		d.markerDue = true // it is on the subject all the same
+		dv.mark[f.Device] = d
 	case out == nil:
 		if f.Window {
 			d.windowLocked().add(f.Seq)
@@ -174,6 +180,7 @@ func (j *Journal) finish(e *entry, ack *jetstream.PubAck, err error) {
 			d.failed = true
 			if gap && e.paf != nil && ambiguous(err) {
 				d.markerDue = true
+				dv.mark[f.Device] = d
 			}
 		}
 	}
@@ -201,8 +208,7 @@ func (j *Journal) finish(e *entry, ack *jetstream.PubAck, err error) {
 		}
 		mk = &marker{device: f.Device, d: d}
 		if mk.paf, err = j.publish(&store.Frame{Device: f.Device, Seq: d.last, ReceivedAt: time.Now().UnixMilli()}, ""); err != nil {
-			mk = nil
-			dv.mark[f.Device] = d // the flusher tries again
+			mk = nil // the flusher tries again (dv.mark)
 			release = true
 		}
 	default:
@@ -262,11 +268,10 @@ func (j *Journal) markLoop() {
 		case err = <-mk.paf.Err():
 		}
 		j.devs.mu.Lock()
-		if err == nil {
+		if err == nil && mk.d.markerDue {
 			mk.d.markerDue = false
-		} else if mk.d.markerDue {
-			j.devs.mark[mk.device] = mk.d // the flusher tries again
-		}
+			delete(j.devs.mark, mk.device)
+		} // else the flusher tries again (dv.mark)
 		j.devs.mu.Unlock()
 		j.release(mk.d)
 	}
@@ -456,19 +461,28 @@ type flushItem struct {
 func (j *Journal) flush(ctx context.Context) {
 	dv := &j.devs
 	dv.mu.Lock()
-	items := make([]flushItem, 0, len(dv.dirty)+len(dv.gone))
+	items := make([]flushItem, 0, min(flushBudget, len(dv.dirty)+len(dv.gone)))
+	for dev, g := range dv.gone {
+		if len(items) == flushBudget {
+			break
+		}
+		items = append(items, flushItem{device: dev, seq: g.seq, rev: g.rev, gone: true})
+	}
 	for dev := range dv.dirty {
+		if len(items) == flushBudget {
+			break // the others next time
+		}
+		delete(dv.dirty, dev)
 		if d := dv.m[dev]; d != nil && d.last > d.flushed {
 			items = append(items, flushItem{device: dev, seq: d.last, rev: d.rev})
 		}
 	}
-	clear(dv.dirty)
-	for dev, g := range dv.gone {
-		items = append(items, flushItem{device: dev, seq: g.seq, rev: g.rev, gone: true})
-	}
 	var marks []*store.Frame
 	for dev, d := range dv.mark {
-		if d.held == nil && d.inflight == 0 {
+		switch {
+		case !d.markerDue:
+			delete(dv.mark, dev)
+		case d.held == nil && d.inflight == 0:
 			marks = append(marks, &store.Frame{Device: dev, Seq: d.last, ReceivedAt: time.Now().UnixMilli()})
 		}
 	}

@@ -23,9 +23,12 @@ import (
 //     parallel. A partition's subjects are <prefix>.j.<partition>.> (PartitionFilter).
 //   - Key-value buckets, named <prefix>_<what> (Bucket): see the constants below.
 const (
-	// BucketDevices holds each device's lastSeq (key: the device's token).
+	// BucketDevices holds each device's lastSeq (key: DeviceKey, the device's token with a
+	// leading "~" written "=", which keys do not allow; value: JSON {"last_seq":N,"node":name}).
 	BucketDevices = "devices"
-	// BucketRoutes holds the cluster's route IDs (route names and the numbers taken).
+	// BucketRoutes holds the cluster's route IDs (route names and the numbers taken: keys
+	// "id.<n>" holding the name that took n, "name.<route>" holding n in decimal; see
+	// routeids.go).
 	BucketRoutes = "routes"
 	// BucketLeases holds which node owns each partition (a key per partition, with a TTL).
 	BucketLeases = "leases"
