@@ -359,6 +359,36 @@ func TestJournalGap(t *testing.T) {
 	if got := fmt.Sprint(seqs); got != "[1 2 4 marker2 3]" && got != "[1 2 3 4]" {
 		t.Fatalf("g's frames in the journal: %v, want [1 2 4 marker2 3] or [1 2 3 4]", got)
 	}
+
+	// Close waits for every frame appended before it to be answered; later ones are refused.
+	var closed sync.WaitGroup
+	var mu sync.Mutex
+	calls := map[uint64]int{}
+	for seq := uint64(1); seq <= 100; seq++ {
+		b.j.Append(frame("c", seq, seq-1, `{}`), func(err error) {
+			mu.Lock()
+			calls[seq]++
+			mu.Unlock()
+		})
+	}
+	b.close()
+	mu.Lock()
+	if len(calls) != 100 {
+		t.Errorf("%d of 100 frames answered when Close returned", len(calls))
+	}
+	for seq, n := range calls {
+		if n != 1 {
+			t.Errorf("seq %d answered %d times", seq, n)
+		}
+	}
+	mu.Unlock()
+	closed.Add(1)
+	var late error
+	b.j.Append(frame("c", 101, 100, `{}`), func(err error) { late = err; closed.Done() })
+	closed.Wait()
+	if !errors.Is(late, store.ErrClosed) {
+		t.Errorf("Append after Close: %v, want ErrClosed", late)
+	}
 }
 
 // TestJournalLoadLastSeq: another node (its own connection) loads a device's lastSeq from the
@@ -382,6 +412,16 @@ func TestJournalLoadLastSeq(t *testing.T) {
 	}
 	if got, err := b.j.LoadLastSeq(ctx, "x y"); err != nil || got != a.j.LastSeq("x y") || got != 7 {
 		t.Fatalf("LoadLastSeq(x y) = %d, %v, want a's %d", got, err, a.j.LastSeq("x y"))
+	}
+	// b did not see which seqs below 7 a stored: within the UDP window it counts only 7 stored
+	// (a resent datagram is published again and JetStream's duplicate window answers it); a,
+	// which stored them in order, counts them all.
+	for seq, want := range map[uint64][2]bool{7: {true, true}, 6: {false, true}, 8: {false, false}} {
+		sb, _ := b.j.WindowSeq("x y", seq)
+		sa, _ := a.j.WindowSeq("x y", seq)
+		if sb != want[0] || sa != want[1] {
+			t.Errorf("WindowSeq(x y, %d): b %v, a %v, want %v", seq, sb, sa, want)
+		}
 	}
 	if got, err := b.j.LoadLastSeq(ctx, "nobody"); err != nil || got != 0 {
 		t.Fatalf("LoadLastSeq(nobody) = %d, %v, want 0", got, err)
