@@ -70,7 +70,8 @@ func BenchmarkOwnersRecord(b *testing.B) {
 // (R3 on three in-process nodes that fsync every write, publishes pipelined), 64 devices taking
 // turns, each frame one record of 200 bytes; beside the same frames through store.Store's Append
 // (Badger, one node, group commits) in the same run. frames/s and µs/frame are the throughput
-// (wall time over frames); ack-p50-µs is the median time from Append to done.
+// (wall time over frames); ack-p50-µs is the median time from Append to done; the serial case's
+// ns/op is one frame's round trip with nothing else in flight.
 func BenchmarkAppend(b *testing.B) {
 	rec := []byte(`{"lat":52.520008,"lon":13.404954,"speed":42.5,"heading":271,"alt":38,"sats":11,` +
 		`"ign":true,"odo":1234567,"fuel":61.5,"temp":21.25,"volt":12.71,"ts":1700000000000,"pad":"xxxxxxxxxxxxxx"}`)
@@ -128,6 +129,26 @@ func BenchmarkAppend(b *testing.B) {
 		defer cancel()
 		n := openJournal(b, ctx, c.URL(), cluster.JournalOptions{})
 		run(b, n.j.Append)
+		n.close()
+	})
+	// One frame at a time: the time a device waits for its ACK when nothing else is in flight.
+	b.Run("cluster-R3-serial", func(b *testing.B) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		n := openJournal(b, ctx, c.URL(), cluster.JournalOptions{})
+		round++
+		dev := fmt.Sprintf("serial-%d", round)
+		done := make(chan error, 1)
+		b.ResetTimer()
+		for i := range b.N {
+			seq := uint64(i + 1)
+			n.j.Append(&store.Frame{Device: dev, Serial: dev, Seq: seq, PrevSeq: seq - 1, ReceivedAt: 1700000000000,
+				Records: [][]byte{rec}, Routes: []uint16{1}}, func(err error) { done <- err })
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
 		n.close()
 	})
 	b.Run("badger", func(b *testing.B) {
