@@ -141,7 +141,7 @@ func (j *Journal) admit(f *store.Frame) error {
 }
 
 // finish takes the answer of e's publish (the completer, in the order of Append).
-func (j *Journal) finish(e *entry, ack *jetstream.PubAck, err error) {
+func (j *Journal) finish(e *entry, err error) {
 	f := e.f
 	out := j.outcome(f, err)
 	if f.Notice {

@@ -231,18 +231,18 @@ func (j *Journal) publish(f *store.Frame, id string) (jetstream.PubAckFuture, er
 func (j *Journal) complete() {
 	defer close(j.done)
 	for e := range j.queue {
-		var ack *jetstream.PubAck
 		err := e.err
 		if e.paf != nil {
 			// Bounded: the client answers ErrAsyncPublishTimeout after ackTimeout, and
-			// ErrDisconnected at once when the connection is lost.
+			// ErrDisconnected at once when the connection is lost. An acknowledgement of a
+			// duplicate counts: that frame is stored.
 			select {
-			case ack = <-e.paf.Ok():
+			case <-e.paf.Ok():
 			case err = <-e.paf.Err():
 			}
 		}
 		<-j.slots
-		j.finish(e, ack, err)
+		j.finish(e, err)
 	}
 }
 
