@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetrelay/fleetrelay/internal/store"
-	"github.com/fleetrelay/fleetrelay/internal/throttle"
 )
 
 // Device state. A node keeps, in memory, what it knows of each device it appended frames for or
@@ -55,14 +54,21 @@ const (
 	flushBudget  = 4096
 )
 
+// warnEvery spaces the warnings of failed bucket writes (one pass a second fails while NATS is
+// away).
+const warnEvery = 10 * time.Second
+
 type devices struct {
 	mu    sync.Mutex
 	m     map[string]*devState
 	dirty map[string]struct{}   // devices whose lastSeq is not in the bucket yet
 	gone  map[string]goneDevice // forgotten devices whose lastSeq is not in the bucket yet
 	wake  chan struct{}         // the flusher: forgotten devices are waiting
-	warn  throttle.Throttle     // bucket writes that failed
-	mark  map[string]*devState  // devices whose marker is still to publish (flusher)
+	// warned is when a failed bucket write was last logged (Unix ns; one warning a warnEvery),
+	// suppressed how many passes with failures were not logged since. The flusher's own.
+	warned     int64
+	suppressed int
+	mark       map[string]*devState // devices whose marker is still to publish (flusher)
 }
 
 type goneDevice struct{ seq, rev uint64 }
@@ -73,7 +79,6 @@ func (dv *devices) init() {
 	dv.gone = make(map[string]goneDevice)
 	dv.mark = make(map[string]*devState)
 	dv.wake = make(chan struct{}, 1)
-	dv.warn = throttle.Throttle{Period: 10 * time.Second}
 }
 
 // devState is what a node knows of one device, under devices.mu.
@@ -531,8 +536,13 @@ func (j *Journal) flush(ctx context.Context) {
 	var last error
 	failed.Range(func(_, v any) bool { n++; last = v.(error); return true })
 	if n > 0 {
-		if held, ok := dv.warn.Allow(); ok {
-			j.log.Warn("devices bucket: lastSeq not written; tried again", "devices", n, "err", last, "suppressed", held)
+		now := time.Now().UnixNano()
+		if now-dv.warned >= int64(warnEvery) {
+			j.log.Warn("devices bucket: lastSeq not written; tried again", "devices", n, "err", last,
+				"passes_since_last_log", dv.suppressed)
+			dv.warned, dv.suppressed = now, 0
+		} else {
+			dv.suppressed++
 		}
 	}
 }

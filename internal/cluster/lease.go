@@ -245,7 +245,6 @@ func (q *Queues) warn(what string, err error) {
 	}
 }
 
-const warnEvery = 10 * time.Second
 
 type warned struct {
 	at time.Time

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/natstest"
 	"github.com/fleetrelay/fleetrelay/internal/relaytest"
 	"github.com/fleetrelay/fleetrelay/loadgen"
@@ -193,20 +194,23 @@ func TestClusterKill9(t *testing.T) {
 			return fmt.Errorf("%s: acked %d of %d", serial(i), d.Acked(), sentMax[i])
 		})
 	}
-	checkFor(t, 120*time.Second, 50*time.Millisecond, func() error {
-		if n := sink.Stats().Unique; n < total {
-			return fmt.Errorf("the endpoint has %d of %d records", n, total)
+	missing := func() (lost []string) {
+		for i := range devs {
+			for s := uint64(1); s <= sentMax[i]; s++ {
+				if sink.Count(loadgen.MsgKey{Device: serial(i), Seq: s}) == 0 {
+					lost = append(lost, fmt.Sprintf("%s/%d", serial(i), s))
+				}
+			}
+		}
+		return lost
+	}
+	var lost []string
+	checkfor.Check(t, 120*time.Second, 50*time.Millisecond, func() error {
+		if lost = missing(); len(lost) > 0 {
+			return fmt.Errorf("the endpoint has %d of %d records, missing %v", total-len(lost), total, lost[:min(len(lost), 20)])
 		}
 		return nil
 	})
-	var lost []string
-	for i := range devs {
-		for s := uint64(1); s <= sentMax[i]; s++ {
-			if sink.Count(loadgen.MsgKey{Device: serial(i), Seq: s}) == 0 {
-				lost = append(lost, fmt.Sprintf("%s/%d", serial(i), s))
-			}
-		}
-	}
 	if len(lost) > 0 {
 		sort.Strings(lost)
 		t.Fatalf("%d acknowledged records lost: %v", len(lost), lost[:min(len(lost), 20)])
