@@ -67,8 +67,8 @@ func BenchmarkOwnersRecord(b *testing.B) {
 }
 
 // BenchmarkAppend: DATA frames through the journal's Append until JetStream acknowledged each
-// (R3 on three in-process nodes that fsync every write, publishes pipelined), 64 devices taking
-// turns, each frame one record of 200 bytes; beside the same frames through store.Store's Append
+// (R3 on three in-process nodes that fsync every write), 64 devices taking turns (cluster-R3) or
+// 1,000 (cluster-R3-1000dev), each frame one record of 200 bytes; beside the same frames through store.Store's Append
 // (Badger, one node, group commits) in the same run. frames/s and µs/frame are the throughput
 // (wall time over frames); ack-p50-µs is the median time from Append to done; the serial case's
 // ns/op is one frame's round trip with nothing else in flight.
@@ -76,9 +76,8 @@ func BenchmarkAppend(b *testing.B) {
 	rec := []byte(`{"lat":52.520008,"lon":13.404954,"speed":42.5,"heading":271,"alt":38,"sats":11,` +
 		`"ign":true,"odo":1234567,"fuel":61.5,"temp":21.25,"volt":12.71,"ts":1700000000000,"pad":"xxxxxxxxxxxxxx"}`)
 	round := 0
-	run := func(b *testing.B, appendFn func(*store.Frame, func(error))) {
+	run := func(b *testing.B, devices int, appendFn func(*store.Frame, func(error))) {
 		round++
-		const devices = 64
 		fs := make([]*store.Frame, b.N)
 		for i := range fs {
 			dev := fmt.Sprintf("bench-%d-%d", round, i%devices)
@@ -119,6 +118,7 @@ func BenchmarkAppend(b *testing.B) {
 		}
 		slices.Sort(lat)
 		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "frames/s")
+		b.ReportMetric(float64(b.N)/elapsed.Seconds()/float64(min(devices, b.N)), "frames/s/device")
 		b.ReportMetric(float64(elapsed.Microseconds())/float64(b.N), "µs/frame")
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "ack-p50-µs")
 		b.ReportMetric(0, "ns/op") // the per-frame figures above say it
@@ -128,7 +128,14 @@ func BenchmarkAppend(b *testing.B) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		n := openJournal(b, ctx, c.URL(), cluster.JournalOptions{})
-		run(b, n.j.Append)
+		run(b, 64, n.j.Append)
+		n.close()
+	})
+	b.Run("cluster-R3-1000dev", func(b *testing.B) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		n := openJournal(b, ctx, c.URL(), cluster.JournalOptions{})
+		run(b, 1000, n.j.Append)
 		n.close()
 	})
 	// One frame at a time: the time a device waits for its ACK when nothing else is in flight.
@@ -160,6 +167,6 @@ func BenchmarkAppend(b *testing.B) {
 		if err := st.Start(store.Hooks{}); err != nil {
 			b.Fatal(err)
 		}
-		run(b, st.Append)
+		run(b, 64, st.Append)
 	})
 }

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetrelay/fleetrelay/internal/store"
@@ -24,17 +26,12 @@ import (
 // (coalesced, after the publish acknowledgement, never on the ACK path), and when it forgets a
 // device or closes. LoadLastSeq reads both, for a device this node does not know (Known).
 //
-// Markers. A DATA frame whose predecessor failed is refused (store.ErrGap) even though its own
-// publish may have stored it: pipelined publishes cannot be taken back. Its device is told of
-// the failure (ERROR 503) and resends from its lastSeq — possibly through another node, whose
-// LoadLastSeq would read that frame as the subject's last and tell the device to forget the
-// failed one before it. So when a DATA frame fails while later frames of its device are on their
-// way, the device's outcomes are held back until those frames are answered; if one of them may
-// be in the journal, a marker follows them on the subject — a frame of the device with no
-// records and no routes (which delivery skips) whose seq is the device's lastSeq — and the
-// outcomes are released once JetStream acknowledged it (or could not, after ackTimeout; the
-// flusher then publishes it later). A late marker only lowers what LoadLastSeq reads, which
-// costs resends, never a frame.
+// The subject's last message. A node also keeps, per device, the stream sequence of the last
+// message on the device's subject (the expected last sequence of its next publish, journal.go)
+// once it knows it: from its last publish's acknowledgement, from LoadLastSeq, or from the
+// stream's leader (lastOnSubject). A result published on the subject carries the device's
+// lastSeq in the header LastSeqHeader, so the lastSeq read from a subject whose last message is
+// a result is still the device's.
 
 // knownFor is how long after its last frame or load a node's lastSeq of a device counts as
 // authoritative: a device away for longer may have sent through another node meanwhile.
@@ -68,7 +65,6 @@ type devices struct {
 	// suppressed how many passes with failures were not logged since. The flusher's own.
 	warned     int64
 	suppressed int
-	mark       map[string]*devState // devices whose marker is still to publish (flusher)
 }
 
 type goneDevice struct{ seq, rev uint64 }
@@ -77,7 +73,6 @@ func (dv *devices) init() {
 	dv.m = make(map[string]*devState)
 	dv.dirty = make(map[string]struct{})
 	dv.gone = make(map[string]goneDevice)
-	dv.mark = make(map[string]*devState)
 	dv.wake = make(chan struct{}, 1)
 }
 
@@ -88,20 +83,51 @@ type devState struct {
 	// uncertain: last was loaded from the cluster, so which seqs below it another node stored
 	// is not known here: the window, when one is made, counts only last and what follows.
 	uncertain bool
-	inflight  int   // frames appended and not yet finished
-	failed    bool  // a DATA frame failed: chained frames that do not follow last are refused
+	inflight  int   // frames appended and not yet answered
 	touched   int64 // Unix ns of the last append or load (Known)
 	flushed   uint64
 	rev       uint64 // the bucket entry's revision as last written or read (0: unknown)
 
-	held      []heldCall // not nil: outcomes held back (see Markers above), in order
-	holdLeft  int        // frames on their way when the hold began, still to finish
-	markerDue bool       // a frame above last may be on the subject: a marker must follow
+	// The device's frames on their way (journal.go): the first is being published (or its
+	// subject learned) while busy; exp is the stream sequence of the subject's last message
+	// when expKnown (0: no message).
+	queue    []*entry
+	busy     bool
+	exp      uint64
+	expKnown bool
 }
 
-type heldCall struct {
-	done func(error)
-	err  error
+// pop drops the first frame of d's queue.
+func (d *devState) pop() {
+	d.queue[0] = nil
+	d.queue = d.queue[1:]
+	if len(d.queue) == 0 {
+		d.queue = nil
+	}
+}
+
+// storedLocked notes DATA frame f of d stored.
+func (dv *devices) storedLocked(f *store.Frame, d *devState) {
+	if f.Window {
+		d.windowLocked().add(f.Seq)
+	} else if d.win != nil {
+		d.win.fill(f.Seq)
+	}
+	if f.Seq > d.last {
+		d.last = f.Seq
+		if d.last > d.flushed {
+			dv.dirty[f.Device] = struct{}{}
+		}
+	}
+}
+
+// raiseLocked takes last, read from the cluster, as d's lastSeq if it is higher: another node
+// stored seqs up to it, which seqs below it is not known here.
+func (dv *devices) raiseLocked(d *devState, last uint64) {
+	if last > d.last {
+		d.last = last
+		d.win, d.uncertain = nil, true
+	}
 }
 
 // sequenced tells a DATA frame of the device's seq space (not a result or notification).
@@ -122,164 +148,6 @@ func (dv *devices) stateLocked(device string) (*devState, bool) {
 	}
 	dv.m[device] = d
 	return d, true
-}
-
-// admit counts f on its way, and refuses a chained frame that follows a failure it does not
-// continue from (its predecessor failed or was refused: it would be stored past the hole).
-func (j *Journal) admit(f *store.Frame) error {
-	if f.Notice {
-		return nil
-	}
-	dv := &j.devs
-	dv.mu.Lock()
-	defer dv.mu.Unlock()
-	d, _ := dv.stateLocked(f.Device)
-	d.inflight++
-	d.touched = time.Now().UnixNano()
-	if sequenced(f) && !f.Window && d.failed {
-		if f.PrevSeq != 0 && f.PrevSeq != d.last {
-			return fmt.Errorf("%w: device %q seq %d follows %d, stored %d", store.ErrGap, f.Device, f.Seq, f.PrevSeq, d.last)
-		}
-		d.failed = false // the writer starts again from what is stored
-	}
-	return nil
-}
-
-// finish takes the answer of e's publish (the completer, in the order of Append).
-func (j *Journal) finish(e *entry, err error) {
-	f := e.f
-	out := j.outcome(f, err)
-	if f.Notice {
-		j.call(e.done, out)
-		return
-	}
-	dv := &j.devs
-	dv.mu.Lock()
-	d := dv.m[f.Device] // kept while inflight > 0
-	d.inflight--
-	gap := chained(f) && f.PrevSeq != d.last
-	switch {
-	case !sequenced(f):
-	case out == nil && gap:
-		out = fmt.Errorf("%w: device %q seq %d follows %d, stored %d", store.ErrGap, f.Device, f.Seq, f.PrevSeq, d.last)
-		d.markerDue = true // it is on the subject all the same
-		dv.mark[f.Device] = d
-	case out == nil:
-		if f.Window {
-			d.windowLocked().add(f.Seq)
-		} else if d.win != nil {
-			d.win.fill(f.Seq)
-		}
-		if f.Seq > d.last {
-			d.last = f.Seq
-			if d.last > d.flushed {
-				dv.dirty[f.Device] = struct{}{}
-			}
-		}
-		if !f.Window {
-			d.markerDue = false // the subject's last DATA frame is a stored one again
-			delete(dv.mark, f.Device)
-		}
-	default:
-		if !f.Window {
-			d.failed = true
-			if gap && e.paf != nil && ambiguous(err) {
-				d.markerDue = true
-				dv.mark[f.Device] = d
-			}
-		}
-	}
-	var mk *marker
-	release := false
-	switch {
-	case d.held == nil && out != nil && sequenced(f) && !f.Window && d.inflight > 0:
-		// Later frames are on their way, published before this failure was known: hold the
-		// device's outcomes until they are answered (see Markers).
-		d.held = []heldCall{{e.done, out}}
-		d.holdLeft = d.inflight
-		dv.mu.Unlock()
-		return
-	case d.held != nil:
-		d.held = append(d.held, heldCall{e.done, out})
-		if d.holdLeft == 0 {
-			break // a marker is on its way: it releases them
-		}
-		if d.holdLeft--; d.holdLeft > 0 {
-			break
-		}
-		if !d.markerDue {
-			release = true
-			break
-		}
-		mk = &marker{device: f.Device, d: d}
-		if mk.paf, err = j.publish(&store.Frame{Device: f.Device, Seq: d.last, ReceivedAt: time.Now().UnixMilli()}, ""); err != nil {
-			mk = nil // the flusher tries again (dv.mark)
-			release = true
-		}
-	default:
-		dv.mu.Unlock()
-		j.call(e.done, out)
-		return
-	}
-	dv.mu.Unlock()
-	switch {
-	case mk != nil:
-		j.markers <- mk // never blocks for long: the marker goroutine waits ackTimeout at most per marker
-	case release:
-		j.release(d)
-	}
-}
-
-func (j *Journal) call(done func(error), err error) {
-	if done != nil {
-		done(err)
-	}
-	j.calls.Done()
-}
-
-// release calls d's held outcomes in order, and those that join them meanwhile.
-func (j *Journal) release(d *devState) {
-	dv := &j.devs
-	for {
-		dv.mu.Lock()
-		h := d.held
-		if len(h) == 0 {
-			d.held = nil
-			dv.mu.Unlock()
-			return
-		}
-		d.held = []heldCall{}
-		dv.mu.Unlock()
-		for _, c := range h {
-			j.call(c.done, c.err)
-		}
-	}
-}
-
-// marker is a marker publish on its way.
-type marker struct {
-	device string
-	d      *devState
-	paf    jetstream.PubAckFuture
-}
-
-// markLoop waits for each marker's acknowledgement and releases its device's outcomes.
-func (j *Journal) markLoop() {
-	defer j.wg.Done()
-	for mk := range j.markers {
-		var err error
-		select {
-		case <-mk.paf.Ok():
-		case err = <-mk.paf.Err():
-		}
-		j.devs.mu.Lock()
-		if err == nil && mk.d.markerDue {
-			mk.d.markerDue = false
-			delete(j.devs.mark, mk.device)
-		} // else the flusher tries again (dv.mark)
-		j.devs.mu.Unlock()
-		j.release(mk.d)
-	}
 }
 
 // LastSeq returns the highest DATA seq this node knows stored for device (see Known), 0 if none.
@@ -320,7 +188,7 @@ func (j *Journal) Known(device string) bool {
 	j.devs.mu.Lock()
 	defer j.devs.mu.Unlock()
 	d := j.devs.m[device]
-	return d != nil && (d.inflight > 0 || d.held != nil || time.Now().UnixNano()-d.touched < int64(knownFor))
+	return d != nil && (d.inflight > 0 || time.Now().UnixNano()-d.touched < int64(knownFor))
 }
 
 // Forget drops the state of device if nothing of it is on its way (see store.Store.Forget), and
@@ -334,12 +202,11 @@ func (j *Journal) Forget(device string) bool {
 	if d == nil {
 		return true
 	}
-	if d.inflight > 0 || d.held != nil {
+	if d.inflight > 0 {
 		return false
 	}
 	delete(dv.m, device)
 	delete(dv.dirty, device)
-	delete(dv.mark, device)
 	if d.last > d.flushed {
 		dv.gone[device] = goneDevice{seq: d.last, rev: d.rev}
 		select {
@@ -350,14 +217,16 @@ func (j *Journal) Forget(device string) bool {
 	return true
 }
 
-// LoadLastSeq returns device's lastSeq as the cluster knows it — the larger of the seq of the
-// last DATA frame on its journal subject and the devices bucket's value — and keeps it, so that
-// LastSeq answers it (Known) from now on. It fails with store.ErrUnavailable when JetStream does
-// not answer within a few seconds.
+// LoadLastSeq returns device's lastSeq as the cluster knows it — the larger of the lastSeq the
+// last message on its journal subject says (a direct get: any replica answers, so it may be
+// behind, never ahead) and the devices bucket's value — and keeps it, so that LastSeq answers it
+// (Known) from now on, with that message's stream sequence for the device's next publish unless
+// frames of it are on their way. It fails with store.ErrUnavailable when JetStream does not
+// answer within a few seconds.
 func (j *Journal) LoadLastSeq(ctx context.Context, device string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
 	defer cancel()
-	var last uint64
+	var last, seq uint64
 	subject := DeviceSubject(j.prefix, device, j.parts)
 	m, err := retry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
 		return j.stream.GetLastMsgForSubject(ctx, subject)
@@ -367,13 +236,10 @@ func (j *Journal) LoadLastSeq(ctx context.Context, device string) (uint64, error
 	case err != nil:
 		return 0, fmt.Errorf("cluster: last journal message of %q: %w: %w", device, store.ErrUnavailable, err)
 	default:
-		f, err := DecodeFrame(m.Data)
-		if err != nil {
+		if last, err = msgLastSeq(m.Header, m.Data); err != nil {
 			return 0, fmt.Errorf("cluster: journal message %d of %q: %w", m.Sequence, device, err)
 		}
-		if sequenced(f) {
-			last = f.Seq
-		}
+		seq = m.Sequence
 	}
 	var bucket, rev uint64
 	ent, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
@@ -395,15 +261,90 @@ func (j *Journal) LoadLastSeq(ctx context.Context, device string) (uint64, error
 	dv.mu.Lock()
 	defer dv.mu.Unlock()
 	d, made := dv.stateLocked(device)
-	if made || last > d.last {
-		// Another node may have stored seqs below last that this one never heard of.
-		d.last = max(d.last, last)
-		d.win, d.uncertain = nil, true
+	if made {
+		d.win, d.uncertain = nil, true // another node may have stored seqs below last
+	}
+	dv.raiseLocked(d, last)
+	if !d.busy {
+		// A replica behind the leader may have answered: a wrong expected sequence then
+		// costs the first publish a question to the leader (journal.go, learn).
+		d.exp, d.expKnown = seq, true
 	}
 	d.flushed = max(d.flushed, bucket)
 	d.rev = max(d.rev, rev)
 	d.touched = time.Now().UnixNano()
 	return d.last, nil
+}
+
+// lastOnSubject asks the stream's leader (not a replica, which may be behind) for the last
+// message on device's subject, and returns its stream sequence and the device's lastSeq it
+// says; 0, 0 if the subject has none. It fails with store.ErrUnavailable when JetStream does not
+// answer before ctx ends.
+func (j *Journal) lastOnSubject(ctx context.Context, device string) (seq, last uint64, err error) {
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{DeviceSubject(j.prefix, device, j.parts)})
+	if err != nil {
+		return 0, 0, err
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+	}
+	api := jetstream.DefaultAPIPrefix + "STREAM.MSG.GET." + j.name
+	_, err = retry(ctx, func(ctx context.Context) (struct{}, error) {
+		m, err := j.c.nc.RequestWithContext(ctx, api, req)
+		if err != nil {
+			return struct{}{}, err
+		}
+		resp.Error, resp.Message = nil, nil
+		if err := json.Unmarshal(m.Data, &resp); err != nil {
+			return struct{}{}, fmt.Errorf("decode %s answer: %w", api, err)
+		}
+		if resp.Error != nil && resp.Error.ErrorCode != jetstream.JSErrCodeMessageNotFound {
+			return struct{}{}, resp.Error
+		}
+		return struct{}{}, nil
+	})
+	switch {
+	case err != nil:
+		return 0, 0, fmt.Errorf("cluster: last journal message of %q from the leader: %w: %w", device, store.ErrUnavailable, err)
+	case resp.Message == nil:
+		return 0, 0, nil
+	}
+	var hdr nats.Header
+	if len(resp.Message.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
+			return 0, 0, fmt.Errorf("cluster: journal message %d of %q: headers: %w", resp.Message.Sequence, device, err)
+		}
+	}
+	if last, err = msgLastSeq(hdr, resp.Message.Data); err != nil {
+		return 0, 0, fmt.Errorf("cluster: journal message %d of %q: %w", resp.Message.Sequence, device, err)
+	}
+	return resp.Message.Sequence, last, nil
+}
+
+// msgLastSeq returns the device's lastSeq a journal message on its subject says: a DATA frame's
+// seq, a result's LastSeqHeader (0 if it has none).
+func msgLastSeq(hdr nats.Header, data []byte) (uint64, error) {
+	f, err := DecodeFrame(data)
+	switch {
+	case err != nil:
+		return 0, err
+	case sequenced(f):
+		return f.Seq, nil
+	case hdr.Get(LastSeqHeader) == "":
+		return 0, nil
+	}
+	last, err := strconv.ParseUint(hdr.Get(LastSeqHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("header %s: %w", LastSeqHeader, err)
+	}
+	return last, nil
 }
 
 // DeviceKey returns device's key in the devices bucket: its subject token (Token), with the
@@ -462,7 +403,7 @@ type flushItem struct {
 }
 
 // flush writes the lastSeq of the devices that moved since their last write, and of those
-// forgotten, and publishes the markers still due.
+// forgotten.
 func (j *Journal) flush(ctx context.Context) {
 	dv := &j.devs
 	dv.mu.Lock()
@@ -482,27 +423,7 @@ func (j *Journal) flush(ctx context.Context) {
 			items = append(items, flushItem{device: dev, seq: d.last, rev: d.rev})
 		}
 	}
-	var marks []*store.Frame
-	for dev, d := range dv.mark {
-		switch {
-		case !d.markerDue:
-			delete(dv.mark, dev)
-		case d.held == nil && d.inflight == 0:
-			marks = append(marks, &store.Frame{Device: dev, Seq: d.last, ReceivedAt: time.Now().UnixMilli()})
-		}
-	}
 	dv.mu.Unlock()
-	for _, f := range marks {
-		_, err := j.js.Publish(ctx, JournalSubject(j.prefix, f, j.parts), EncodeFrame(nil, f))
-		if err == nil {
-			dv.mu.Lock()
-			if d := dv.mark[f.Device]; d != nil && d.last == f.Seq {
-				d.markerDue = false
-				delete(dv.mark, f.Device)
-			}
-			dv.mu.Unlock()
-		}
-	}
 	sem := make(chan struct{}, flushWorkers)
 	var wg sync.WaitGroup
 	var failed sync.Map

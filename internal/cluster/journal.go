@@ -18,12 +18,26 @@ import (
 
 // The journal's ingest side: every frame a node's devices send is published to the journal
 // stream (wire.go's layout) and its writer is told it is stored only once JetStream acknowledged
-// the publish, that is once a quorum of the stream's replicas has it. Publishes are pipelined
-// (asynchronous, a bounded number in flight); one goroutine takes their acknowledgements in the
-// order of Append and calls the done callbacks, so a device's outcomes come in the order its
-// frames were appended, and a frame whose predecessor failed is refused (store.ErrGap) as the
-// store refuses it. Device state (lastSeq, the UDP window) lives in memory (devices.go), the
-// route IDs in a bucket (routeids.go).
+// the publish, that is once a quorum of the stream's replicas has it.
+//
+// One device, one publish at a time. The frames of a device (DATA, windowed DATA, results: all
+// on its subject) wait in a queue of its own and go out one by one, each as the previous one's
+// acknowledgement arrives, each with Nats-Expected-Last-Subject-Sequence set to the stream
+// sequence of the subject's last message: the one the previous acknowledgement named (a
+// duplicate's names the original), or, for a device this node has not published for, the one
+// LoadLastSeq read or the stream's leader answers (learn). JetStream stores a frame only if
+// nothing else landed on the subject meanwhile, so a device's DATA frames are on its subject in
+// the order of its chain (store.Frame.PrevSeq), with no hole, by construction: a frame whose
+// predecessor was not stored is refused (store.ErrGap) before it is published, and a frame
+// refused for a wrong last sequence (another node published for the device, or a publish of
+// ours thought lost landed late) is published again only if what landed is no DATA frame
+// beyond the device's lastSeq — else it is refused too. Devices publish in parallel (up to
+// MaxPending frames on their way in all); notifications, on a subject of their own, are
+// published as they come. One goroutine (the completer) takes the frames appended, the
+// acknowledgements and what was learned, publishes, and calls the done callbacks: a device's
+// outcomes come in the order its frames were appended. Device state (lastSeq, the UDP window,
+// the subject's last sequence) lives in memory (devices.go), the route IDs in a bucket
+// (routeids.go).
 
 // JournalOptions configure a node's journal.
 type JournalOptions struct {
@@ -54,7 +68,7 @@ const ackTimeout = 4 * time.Second
 // Known never wait for the network. Close it before its Conn.
 type Journal struct {
 	c      *Conn
-	js     jetstream.JetStream // the journal's own: its bound and timeout of async publishes
+	js     jetstream.JetStream // the journal's own: its bound, timeout and handlers of async publishes
 	stream jetstream.Stream
 	name   string
 	prefix string
@@ -65,18 +79,19 @@ type Journal struct {
 	devicesKV jetstream.KeyValue
 	routesKV  jetstream.KeyValue
 
-	slots   chan struct{} // a token per publish in flight (MaxPending)
-	queue   chan *entry   // appended frames, in order, to the completer
-	markers chan *marker  // to the marker goroutine (devices.go)
+	slots   chan struct{} // a token per frame appended and not answered (MaxPending)
+	events  chan event    // to the completer; never full: one event at most per slot
+	pending sync.Map      // *nats.Msg on its way → *entry
 
 	closeMu sync.RWMutex // Append holds it shared while it enqueues; Close exclusively to close
 	closed  bool
 	closing chan struct{}
 	once    sync.Once
 	calls   sync.WaitGroup // accepted frames whose done is not called yet
+	quit    chan struct{}  // stops the completer, once every frame is answered
 	done    chan struct{}  // the completer ended
-	stop    chan struct{}  // closed once every callback was called: the flusher's last pass
-	wg      sync.WaitGroup // the marker goroutine and the flusher
+	stop    chan struct{}  // the flusher's last pass
+	wg      sync.WaitGroup // the flusher and the learners
 
 	failing atomic.Bool // the last publish answered failed for want of JetStream
 
@@ -86,11 +101,34 @@ type Journal struct {
 
 // entry is one appended frame on its way.
 type entry struct {
-	f    *store.Frame
-	done func(error)
-	paf  jetstream.PubAckFuture // nil: not published (err says why)
-	err  error
+	f     *store.Frame
+	done  func(error)
+	d     *devState // the device's state (nil for a notification): kept while the entry is on its way
+	tries int       // publishes refused for a wrong last sequence
 }
+
+// event is what the completer takes: a frame appended, a publish answered, or what the stream's
+// leader said of a device's subject.
+type event struct {
+	kind eventKind
+	e    *entry
+	ack  *jetstream.PubAck // published, err nil
+	err  error
+	seq  uint64 // learned: the subject's last stream sequence, 0: none
+	last uint64 // learned: the device's lastSeq that message says
+}
+
+type eventKind uint8
+
+const (
+	appended eventKind = iota
+	published
+	learned
+)
+
+// maxTries bounds the publishes of one frame refused for a wrong last sequence while the
+// device's lastSeq did not move (another node's result, a concurrent publish still in process).
+const maxTries = 4
 
 // OpenJournal creates or updates the journal's stream (file storage, the Conn's replicas,
 // subjects <prefix>.j.>, the duplicate window, direct gets for the last message of a device,
@@ -114,15 +152,25 @@ func (c *Conn) OpenJournal(ctx context.Context, o JournalOptions) (*Journal, err
 	if o.Logger == nil {
 		o.Logger = c.log
 	}
+	j := &Journal{c: c, name: JournalStream(c.opts.Prefix), prefix: c.opts.Prefix, parts: o.Partitions,
+		node: o.Node, log: o.Logger.With("component", "journal"),
+		slots: make(chan struct{}, o.MaxPending), events: make(chan event, o.MaxPending),
+		closing: make(chan struct{}), quit: make(chan struct{}), done: make(chan struct{}), stop: make(chan struct{})}
 	js, err := jetstream.New(c.nc,
-		// Markers (devices.go) are published beside the frames: room for them too, so that a
-		// publish never stalls in the client.
-		jetstream.WithPublishAsyncMaxPending(2*o.MaxPending+16),
-		jetstream.WithPublishAsyncTimeout(ackTimeout))
+		// Room for every frame on its way: a publish never stalls in the client.
+		jetstream.WithPublishAsyncMaxPending(o.MaxPending+16),
+		jetstream.WithPublishAsyncTimeout(ackTimeout),
+		jetstream.WithPublishAsyncAckHandler(func(_ jetstream.JetStream, m *nats.Msg, ack *jetstream.PubAck) {
+			j.answered(m, ack, nil)
+		}),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			j.answered(m, nil, err)
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
-	name := JournalStream(c.opts.Prefix)
+	j.js = js
+	name := j.name
 	st, err := retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, name) })
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -151,6 +199,7 @@ func (c *Conn) OpenJournal(ctx context.Context, o JournalOptions) (*Journal, err
 	}); err != nil {
 		return nil, fmt.Errorf("cluster: journal stream %s: %w", name, err)
 	}
+	j.stream = st
 	bucket := func(what, desc string) (jetstream.KeyValue, error) {
 		kcfg := jetstream.KeyValueConfig{Bucket: Bucket(c.opts.Prefix, what), Description: desc,
 			Storage: jetstream.FileStorage, Replicas: c.opts.Replicas}
@@ -162,10 +211,6 @@ func (c *Conn) OpenJournal(ctx context.Context, o JournalOptions) (*Journal, err
 		}
 		return kv, nil
 	}
-	j := &Journal{c: c, js: js, stream: st, name: name, prefix: c.opts.Prefix, parts: o.Partitions,
-		node: o.Node, log: o.Logger.With("component", "journal"),
-		slots: make(chan struct{}, o.MaxPending), queue: make(chan *entry, o.MaxPending),
-		markers: make(chan *marker, o.MaxPending), closing: make(chan struct{}), done: make(chan struct{}), stop: make(chan struct{})}
 	if j.devicesKV, err = bucket(BucketDevices, "fleetrelay: each device's lastSeq"); err != nil {
 		return nil, err
 	}
@@ -174,8 +219,7 @@ func (c *Conn) OpenJournal(ctx context.Context, o JournalOptions) (*Journal, err
 	}
 	j.devs.init()
 	go j.complete()
-	j.wg.Add(2)
-	go j.markLoop()
+	j.wg.Add(1)
 	go j.flushLoop()
 	return j, nil
 }
@@ -185,12 +229,14 @@ func (j *Journal) Partitions() int { return j.parts }
 
 // Append publishes f to the journal and calls done once: nil after JetStream acknowledged it
 // (a duplicate's acknowledgement counts: that frame is stored), or the error — store.ErrGap
-// for a DATA frame whose predecessor (Frame.PrevSeq) was not stored, store.ErrUnavailable while
-// JetStream cannot store (unreachable, no answer within a few seconds), store.ErrClosed after
-// Close (synchronously). Every frame is published, with or without routes and records: a DATA
-// frame's seq counts for LastSeq. done runs on the journal's goroutine, in the order of Append
-// for one device; it must not block and must not call Append or Close. Append waits while
-// MaxPending publishes are unanswered, at most a few seconds. The journal owns f from now on.
+// for a DATA frame whose predecessor (Frame.PrevSeq) was not stored, or that another node's
+// frames of the device overtook, store.ErrUnavailable while JetStream cannot store
+// (unreachable, no answer within a few seconds), store.ErrClosed after Close (synchronously).
+// Every frame is published, with or without routes and records, except a DATA frame at or below
+// the device's lastSeq: that one is stored already, and answered nil at once. done runs on the
+// journal's goroutine, in the order of Append for one device; it must not block and must not
+// call Append or Close. Append waits while MaxPending frames are unanswered, at most a few
+// seconds. The journal owns f from now on.
 func (j *Journal) Append(f *store.Frame, done func(err error)) {
 	select {
 	case j.slots <- struct{}{}:
@@ -211,39 +257,222 @@ func (j *Journal) Append(f *store.Frame, done func(err error)) {
 	}
 	j.calls.Add(1)
 	e := &entry{f: f, done: done}
-	if e.err = j.admit(f); e.err == nil {
-		e.paf, e.err = j.publish(f, MsgID(f))
+	if !f.Notice {
+		dv := &j.devs
+		dv.mu.Lock()
+		e.d, _ = dv.stateLocked(f.Device)
+		e.d.inflight++
+		e.d.touched = time.Now().UnixNano()
+		dv.mu.Unlock()
 	}
-	j.queue <- e // never blocks: as many places as slots
+	j.events <- event{kind: appended, e: e} // never blocks: as many places as slots
 	j.closeMu.RUnlock()
 }
 
-// publish publishes frame f asynchronously, with msg ID id unless it is "".
-func (j *Journal) publish(f *store.Frame, id string) (jetstream.PubAckFuture, error) {
-	m := &nats.Msg{Subject: JournalSubject(j.prefix, f, j.parts), Data: EncodeFrame(nil, f)}
-	if id != "" {
-		m.Header = nats.Header{jetstream.MsgIDHeader: []string{id}}
+// answered passes a publish's answer to the completer (the client's handlers: it must not
+// block).
+func (j *Journal) answered(m *nats.Msg, ack *jetstream.PubAck, err error) {
+	v, ok := j.pending.LoadAndDelete(m)
+	if !ok {
+		return
 	}
-	return j.js.PublishMsgAsync(m)
+	j.events <- event{kind: published, e: v.(*entry), ack: ack, err: err}
 }
 
-// complete takes the answers of the publishes in the order of Append.
+// complete is the completer: it takes the events until Close.
 func (j *Journal) complete() {
 	defer close(j.done)
-	for e := range j.queue {
-		err := e.err
-		if e.paf != nil {
-			// Bounded: the client answers ErrAsyncPublishTimeout after ackTimeout, and
-			// ErrDisconnected at once when the connection is lost. An acknowledgement of a
-			// duplicate counts: that frame is stored.
-			select {
-			case <-e.paf.Ok():
-			case err = <-e.paf.Err():
+	for {
+		select {
+		case ev := <-j.events:
+			switch ev.kind {
+			case appended:
+				j.appended(ev.e)
+			case published:
+				j.published(ev.e, ev.ack, ev.err)
+			case learned:
+				j.learned(ev)
 			}
+		case <-j.quit:
+			return
 		}
-		<-j.slots
-		j.finish(e, err)
 	}
+}
+
+// appended queues a device's frame, or publishes a notification.
+func (j *Journal) appended(e *entry) {
+	if e.f.Notice {
+		j.send(e, nil)
+		return
+	}
+	d := e.d
+	dv := &j.devs
+	dv.mu.Lock()
+	d.queue = append(d.queue, e)
+	start := !d.busy
+	d.busy = true
+	dv.mu.Unlock()
+	if start {
+		j.next(d)
+	}
+}
+
+// next takes d's frames in order until one is on its way (a publish, or the stream's leader
+// asked for the subject's last message), answering at once those that need no publish.
+func (j *Journal) next(d *devState) {
+	dv := &j.devs
+	for {
+		dv.mu.Lock()
+		if len(d.queue) == 0 {
+			d.busy = false
+			dv.mu.Unlock()
+			return
+		}
+		e := d.queue[0]
+		f := e.f
+		var out error
+		switch {
+		case sequenced(f) && !f.Window && f.Seq <= d.last:
+			// Stored already: the subject holds the device's chain up to d.last. (A resend
+			// after a WELCOME another node's lastSeq was behind; published, it could land
+			// after the duplicate window.)
+		case chained(f) && f.PrevSeq != d.last:
+			out = fmt.Errorf("%w: device %q seq %d follows %d, stored %d", store.ErrGap, f.Device, f.Seq, f.PrevSeq, d.last)
+		case !d.expKnown:
+			dv.mu.Unlock()
+			j.wg.Add(1)
+			go j.learn(e)
+			return
+		default:
+			hdr := nats.Header{}
+			hdr.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(d.exp, 10))
+			if f.Result {
+				hdr.Set(LastSeqHeader, strconv.FormatUint(d.last, 10))
+			}
+			dv.mu.Unlock()
+			j.send(e, hdr)
+			return
+		}
+		d.pop()
+		dv.mu.Unlock()
+		j.answer(e, out)
+	}
+}
+
+// send publishes e's frame asynchronously with hdr (and its msg ID); a publish that fails at
+// once is answered at once.
+func (j *Journal) send(e *entry, hdr nats.Header) {
+	f := e.f
+	if hdr == nil {
+		hdr = nats.Header{}
+	}
+	if id := MsgID(f); id != "" {
+		hdr.Set(jetstream.MsgIDHeader, id)
+	}
+	m := &nats.Msg{Subject: JournalSubject(j.prefix, f, j.parts), Data: EncodeFrame(nil, f), Header: hdr}
+	j.pending.Store(m, e) // before: the answer may come before PublishMsgAsync returns
+	if _, err := j.js.PublishMsgAsync(m); err != nil {
+		j.pending.Delete(m)
+		j.published(e, nil, err)
+	}
+}
+
+// published takes the answer of e's publish.
+func (j *Journal) published(e *entry, ack *jetstream.PubAck, err error) {
+	f := e.f
+	if f.Notice {
+		j.answer(e, j.outcome(f, err))
+		return
+	}
+	d := e.d
+	dv := &j.devs
+	dv.mu.Lock()
+	switch {
+	case err == nil:
+		if ack.Duplicate {
+			// The original's sequence: the subject's last is that or a later one.
+			d.exp = max(d.exp, ack.Sequence)
+		} else {
+			d.exp = ack.Sequence
+		}
+		d.expKnown = true
+		if sequenced(f) {
+			dv.storedLocked(f, d)
+		}
+	case wrongLast(err) && e.tries < maxTries:
+		// Something else is on the subject: learn what, then decide again (next).
+		e.tries++
+		d.expKnown = false
+		dv.mu.Unlock()
+		j.next(d)
+		return
+	case wrongLast(err):
+		d.expKnown = false
+		err = fmt.Errorf("%w: %w", store.ErrGap, err)
+	default:
+		d.expKnown = false // it may have landed all the same
+	}
+	d.pop()
+	dv.mu.Unlock()
+	j.answer(e, j.outcome(f, err))
+	j.next(d)
+}
+
+// learn asks the stream's leader for the last message on the subject of e's device (the
+// learner: a goroutine of its own, answering the completer).
+func (j *Journal) learn(e *entry) {
+	defer j.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
+	seq, last, err := j.lastOnSubject(ctx, e.f.Device)
+	cancel()
+	j.events <- event{kind: learned, e: e, seq: seq, last: last, err: err}
+}
+
+// learned takes what the leader said of the subject of ev.e's device, and goes on with it.
+func (j *Journal) learned(ev event) {
+	e, d := ev.e, ev.e.d
+	dv := &j.devs
+	if ev.err != nil {
+		dv.mu.Lock()
+		d.pop()
+		dv.mu.Unlock()
+		j.answer(e, j.outcome(e.f, ev.err))
+		j.next(d)
+		return
+	}
+	dv.mu.Lock()
+	d.exp, d.expKnown = ev.seq, true
+	dv.raiseLocked(d, ev.last)
+	dv.mu.Unlock()
+	j.next(d)
+}
+
+// answer calls e's done with out.
+func (j *Journal) answer(e *entry, out error) {
+	if e.d != nil {
+		j.devs.mu.Lock()
+		e.d.inflight--
+		j.devs.mu.Unlock()
+	}
+	<-j.slots
+	if e.done != nil {
+		e.done(out)
+	}
+	j.calls.Done()
+}
+
+// errCodeDuplicateInProcess is nats-server's "duplicate message id is in process": a frame of
+// the same msg ID, another node's, is being stored (a replicated stream).
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// wrongLast tells a publish refused because the subject's last message is not the one
+// expected, or because another one on the subject, or of the same msg ID, is being stored (a
+// replicated stream): nothing was stored.
+func wrongLast(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant ||
+		apiErr.ErrorCode == errCodeDuplicateInProcess)
 }
 
 // outcome maps a publish's error to what its writer is told, and notes the journal's health.
@@ -255,7 +484,7 @@ func (j *Journal) outcome(f *store.Frame, err error) error {
 		return nil
 	}
 	if errors.Is(err, store.ErrGap) {
-		return err
+		return fmt.Errorf("cluster: publish %s seq %d: %w", f.Device, f.Seq, err)
 	}
 	if unavailable(err) {
 		if j.failing.CompareAndSwap(false, true) {
@@ -268,17 +497,11 @@ func (j *Journal) outcome(f *store.Frame, err error) error {
 
 // unavailable tells the errors of a JetStream that cannot store for now.
 func unavailable(err error) bool {
-	return transient(err) || ambiguous(err) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrTooManyStalledMsgs) ||
+	return transient(err) || errors.Is(err, store.ErrUnavailable) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs) ||
 		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrConnectionDraining) ||
 		errors.Is(err, nats.ErrReconnectBufExceeded)
-}
-
-// ambiguous tells the errors after which a publish may have been stored all the same: its
-// answer was lost, not refused.
-func ambiguous(err error) bool {
-	return errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrDisconnected) ||
-		errors.Is(err, nats.ErrTimeout)
 }
 
 // Healthy reports whether the journal can store: connected to NATS, and the last publish
@@ -298,10 +521,9 @@ func (j *Journal) Close() error {
 		j.closeMu.Lock()
 		j.closed = true
 		j.closeMu.Unlock()
-		close(j.queue)
-		<-j.done
-		close(j.markers)
 		j.calls.Wait()
+		close(j.quit)
+		<-j.done
 		close(j.stop)
 		j.wg.Wait()
 	})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,8 +217,27 @@ func TestJournalAppend(t *testing.T) {
 		}
 	}
 
-	// A resend of a stored seq (by a writer that starts again: no PrevSeq): acknowledged as a
-	// duplicate, not stored again.
+	// Each device's messages, results included, were published one at a time, each expecting
+	// the one before it on the subject; the result says its device's lastSeq, which another
+	// node reads from it.
+	for _, d := range devices {
+		checkChain(t, deviceMsgs(t, ctx, c.URL(), d), true)
+	}
+	for _, m := range msgs {
+		if f, _ := cluster.DecodeFrame(m.Data); f.Result {
+			if got := m.Header.Get(cluster.LastSeqHeader); got != "25" {
+				t.Errorf("result's %s = %q, want 25", cluster.LastSeqHeader, got)
+			}
+		}
+	}
+	other := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4, Node: "other"})
+	if got, err := other.j.LoadLastSeq(ctx, "dev-2"); err != nil || got != 25 {
+		t.Errorf("LoadLastSeq(dev-2), whose last message is a result = %d, %v, want 25", got, err)
+	}
+	other.close()
+
+	// A resend of a stored seq (by a writer that starts again: no PrevSeq): acknowledged, not
+	// stored again.
 	if errs := appendWait(t, j, frame("dev-2", 25, 0, `{"again":true}`)); errs[0] != nil {
 		t.Fatalf("resend: %v", errs[0])
 	}
@@ -281,10 +301,9 @@ func testJS(t testing.TB, url string) jetstream.JetStream {
 }
 
 // TestJournalGap: a DATA frame whose publish fails makes the frames chained after it fail with
-// store.ErrGap — the one already published and stored, and one appended after the failure,
-// which is not published — and the device's lastSeq, also as another node loads it from the
-// journal, stays at the last frame before the hole (a marker follows the stored one). The
-// device's resend of both then stores the first and is answered for the second as a duplicate.
+// store.ErrGap — the one appended with it and one appended after the failure, neither
+// published — and the device's lastSeq, also as another node loads it from the journal, stays
+// at the last frame before the hole. The device's resend of both then stores them, in order.
 func TestJournalGap(t *testing.T) {
 	c := natstest.Start(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -338,9 +357,7 @@ func TestJournalGap(t *testing.T) {
 	if a.j.LastSeq("g") != 4 {
 		t.Fatalf("LastSeq after the resend = %d, want 4", a.j.LastSeq("g"))
 	}
-	// Seq 4 was published before the refusal of 3 was known (then a marker — no records,
-	// lastSeq 2 — follows it), or, if the refusal came back first, not at all; either way it is
-	// stored once: its resend was a duplicate.
+	// Seq 4 was never published before 3 was stored: one publish at a time, and 4 follows 3.
 	var seqs []string
 	for _, m := range journalMsgs(t, ctx, c.URL()) {
 		f, err := cluster.DecodeFrame(m.Data)
@@ -356,9 +373,10 @@ func TestJournalGap(t *testing.T) {
 		}
 	}
 	t.Logf("g's frames in the journal: %v", seqs)
-	if got := fmt.Sprint(seqs); got != "[1 2 4 marker2 3]" && got != "[1 2 3 4]" {
-		t.Fatalf("g's frames in the journal: %v, want [1 2 4 marker2 3] or [1 2 3 4]", got)
+	if got := fmt.Sprint(seqs); got != "[1 2 3 4]" {
+		t.Fatalf("g's frames in the journal: %v, want [1 2 3 4]", got)
 	}
+	checkChain(t, deviceMsgs(t, ctx, c.URL(), "g"), true)
 
 	// Close waits for every frame appended before it to be answered; later ones are refused.
 	var closed sync.WaitGroup
@@ -575,10 +593,263 @@ func TestJournalUnavailable(t *testing.T) {
 	}
 	wg.Wait()
 	m := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4})
-	if got, err := m.j.LoadLastSeq(ctx, "u"); err != nil || got != 1 {
-		t.Fatalf("LoadLastSeq(u) after NATS came back = %d, %v, want 1", got, err)
+	// Seq 2's publish may have landed once a quorum was back (its answer was lost, not
+	// refused); 3 never was published, since 2 was not acknowledged.
+	got, err := m.j.LoadLastSeq(ctx, "u")
+	if err != nil || got != 1 && got != 2 {
+		t.Fatalf("LoadLastSeq(u) after NATS came back = %d, %v, want 1 or 2", got, err)
 	}
-	if errs := appendWait(t, m.j, frame("u", 2, 1, `{}`)); errs[0] != nil {
-		t.Fatalf("append after NATS came back: %v", errs[0])
+	for i, err := range appendWait(t, m.j, frame("u", 2, 1, `{}`), frame("u", 3, 2, `{}`)) {
+		if err != nil {
+			t.Fatalf("append %d after NATS came back: %v", i, err)
+		}
+	}
+	msgs := deviceMsgs(t, ctx, c.URL(), "u")
+	checkChain(t, msgs, true)
+	if last := msgs[len(msgs)-1].f.Seq; last != 3 {
+		t.Fatalf("u's last seq in the journal %d, want 3", last)
+	}
+}
+
+// devMsg is one message on a device's journal subject.
+type devMsg struct {
+	seq      uint64 // the stream's
+	expected string // its Nats-Expected-Last-Subject-Sequence
+	f        *store.Frame
+}
+
+// deviceMsgs reads the messages of device (a journal of 4 partitions), in stream order.
+func deviceMsgs(t testing.TB, ctx context.Context, url, device string) []devMsg {
+	t.Helper()
+	var out []devMsg
+	for _, m := range journalMsgs(t, ctx, url) {
+		if m.Subject != cluster.DeviceSubject("t", device, 4) {
+			continue
+		}
+		f, err := cluster.DecodeFrame(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, devMsg{seq: m.Sequence, expected: m.Header.Get(jetstream.ExpectedLastSubjSeqHeader), f: f})
+	}
+	return out
+}
+
+// checkChain checks a device's messages: each was published expecting the one before it on the
+// subject (none: 0), and the DATA seqs increase strictly — by one at a time if consecutive.
+func checkChain(t testing.TB, msgs []devMsg, consecutive bool) {
+	t.Helper()
+	var prevSeq, prevData uint64
+	for i, m := range msgs {
+		if want := fmt.Sprint(prevSeq); m.expected != want {
+			t.Errorf("message %d (stream seq %d): expected last subject sequence %q, want %s", i, m.seq, m.expected, want)
+		}
+		prevSeq = m.seq
+		if m.f.Result || m.f.Window {
+			continue
+		}
+		switch {
+		case prevData != 0 && m.f.Seq <= prevData:
+			t.Errorf("message %d (stream seq %d): seq %d after %d", i, m.seq, m.f.Seq, prevData)
+		case consecutive && prevData != 0 && m.f.Seq != prevData+1:
+			t.Errorf("message %d (stream seq %d): seq %d after %d: a hole", i, m.seq, m.f.Seq, prevData)
+		}
+		prevData = m.f.Seq
+	}
+}
+
+// writer appends one device's frames through a journal the way a device actor does: up to window
+// frames on their way, each chained to the one before; after a refusal it starts again from the
+// highest seq acknowledged (loading it first if the journal's knowledge is not authoritative,
+// as after ErrGap for frames another node stored), once per failure. It stops once seq upTo is
+// acknowledged, and reports every seq acknowledged.
+type writer struct {
+	j       *cluster.Journal
+	device  string
+	window  int
+	tag     string
+	failed  atomic.Int64 // refusals seen
+	mu      sync.Mutex
+	acked   map[uint64]bool
+	waitErr func(err error) // called with each refusal, for the test to wait on
+}
+
+func (w *writer) run(t testing.TB, ctx context.Context, upTo uint64) {
+	type result struct {
+		seq, gen uint64
+		err      error
+	}
+	ch := make(chan result, w.window)
+	var stored, appended, gen uint64
+	inflight := 0
+	reload := func() {
+		for ctx.Err() == nil {
+			last, err := w.j.LoadLastSeq(ctx, w.device)
+			if err == nil {
+				stored = max(stored, last)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	reload()
+	appended = stored
+	for stored < upTo && ctx.Err() == nil {
+		for inflight < w.window && appended < upTo {
+			seq, g := appended+1, gen
+			w.j.Append(frame(w.device, seq, appended, fmt.Sprintf(`{"w":%q,"s":%d}`, w.tag, seq)), func(err error) {
+				ch <- result{seq, g, err}
+			})
+			appended = seq
+			inflight++
+		}
+		r := <-ch
+		inflight--
+		if r.err == nil {
+			stored = max(stored, r.seq)
+			w.mu.Lock()
+			w.acked[r.seq] = true
+			w.mu.Unlock()
+			continue
+		}
+		if r.gen != gen {
+			continue // the tail of a failure already taken
+		}
+		w.failed.Add(1)
+		if w.waitErr != nil {
+			w.waitErr(r.err)
+		}
+		if !errors.Is(r.err, store.ErrGap) && !errors.Is(r.err, store.ErrUnavailable) {
+			t.Errorf("%s seq %d: %v", w.tag, r.seq, r.err)
+		}
+		gen++
+		for inflight > 0 { // the refused frame's successors are refused too
+			if r := <-ch; r.err == nil {
+				stored = max(stored, r.seq)
+				w.mu.Lock()
+				w.acked[r.seq] = true
+				w.mu.Unlock()
+			}
+			inflight--
+		}
+		if errors.Is(r.err, store.ErrUnavailable) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !w.j.Known(w.device) || errors.Is(r.err, store.ErrGap) {
+			reload()
+		}
+		stored = max(stored, w.j.LastSeq(w.device))
+		appended = stored
+	}
+	for inflight > 0 {
+		<-ch
+		inflight--
+	}
+}
+
+// checkAcked checks that every seq a writer saw acknowledged is on the device's subject.
+func checkAcked(t testing.TB, msgs []devMsg, ws ...*writer) {
+	t.Helper()
+	on := map[uint64]bool{}
+	for _, m := range msgs {
+		if !m.f.Result {
+			on[m.f.Seq] = true
+		}
+	}
+	for _, w := range ws {
+		for seq := range w.acked {
+			if !on[seq] {
+				t.Errorf("%s: seq %d acknowledged, not in the journal", w.tag, seq)
+			}
+		}
+	}
+}
+
+// TestJournalTwoNodes: two nodes append frames of one device at once, racing — each from what it
+// knows of the device, taking turns being overtaken by the other. The device's messages are on
+// its subject in strictly increasing seq order without holes, each published expecting the one
+// before, every frame either node saw acknowledged is there, and a third node loads the last.
+func TestJournalTwoNodes(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	a := openJournal(t, ctx, c.NodeURL(0), cluster.JournalOptions{Partitions: 4, Node: "a"})
+	b := openJournal(t, ctx, c.NodeURL(1), cluster.JournalOptions{Partitions: 4, Node: "b"})
+	const upTo = 300
+	ws := []*writer{
+		{j: a.j, device: "race", window: 8, tag: "a", acked: map[uint64]bool{}},
+		{j: b.j, device: "race", window: 8, tag: "b", acked: map[uint64]bool{}},
+	}
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() { w.run(t, ctx, upTo) })
+	}
+	waitGroup(t, &wg, "both writers reach the last seq")
+	if ctx.Err() != nil {
+		t.Fatal("the writers did not finish in time")
+	}
+	t.Logf("refusals: a %d, b %d; acknowledged: a %d, b %d", ws[0].failed.Load(), ws[1].failed.Load(), len(ws[0].acked), len(ws[1].acked))
+	if ws[0].failed.Load()+ws[1].failed.Load() == 0 {
+		t.Log("the nodes never overtook each other this time")
+	}
+	msgs := deviceMsgs(t, ctx, c.URL(), "race")
+	checkChain(t, msgs, true)
+	checkAcked(t, msgs, ws...)
+	if first, last := msgs[0].f.Seq, msgs[len(msgs)-1].f.Seq; first != 1 || last != upTo {
+		t.Errorf("the journal holds seqs %d to %d, want 1 to %d", first, last, upTo)
+	}
+	third := openJournal(t, ctx, c.NodeURL(2), cluster.JournalOptions{Partitions: 4, Node: "c"})
+	if got, err := third.j.LoadLastSeq(ctx, "race"); err != nil || got != upTo {
+		t.Errorf("third node's LoadLastSeq(race) = %d, %v, want %d", got, err, upTo)
+	}
+}
+
+// TestJournalQuorumLoss: a device streams with a full window when two of the three NATS nodes
+// stop: the frame being published fails, and so do those queued behind it; once they are back
+// the device resends and goes on. The journal then holds the device's seqs strictly increasing
+// without holes, every acknowledged one among them, and another node loads the highest.
+func TestJournalQuorumLoss(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	a := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4, Node: "a"})
+	failed := make(chan struct{})
+	var once sync.Once
+	w := &writer{j: a.j, device: "streamer", window: 32, tag: "a", acked: map[uint64]bool{},
+		waitErr: func(error) { once.Do(func() { close(failed) }) }}
+	const upTo = 400
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(t, ctx, upTo) })
+	eventually(t, "frames acknowledged", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.acked) >= 50
+	})
+	c.Stop(1)
+	c.Stop(2)
+	select {
+	case <-failed:
+	case <-ctx.Done():
+		t.Fatal("no refusal while two NATS nodes of three are down")
+	}
+	var rg sync.WaitGroup
+	for _, i := range []int{1, 2} {
+		rg.Go(func() { c.Restart(i) })
+	}
+	rg.Wait()
+	waitGroup(t, &wg, "the writer reaches the last seq")
+	if ctx.Err() != nil {
+		t.Fatal("the writer did not finish in time")
+	}
+	t.Logf("refusals %d, acknowledged %d", w.failed.Load(), len(w.acked))
+	msgs := deviceMsgs(t, ctx, c.URL(), "streamer")
+	checkChain(t, msgs, true)
+	checkAcked(t, msgs, w)
+	if first, last := msgs[0].f.Seq, msgs[len(msgs)-1].f.Seq; first != 1 || last != upTo {
+		t.Errorf("the journal holds seqs %d to %d, want 1 to %d", first, last, upTo)
+	}
+	b := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4, Node: "b"})
+	if got, err := b.j.LoadLastSeq(ctx, "streamer"); err != nil || got != upTo {
+		t.Errorf("another node's LoadLastSeq(streamer) = %d, %v, want %d", got, err, upTo)
 	}
 }

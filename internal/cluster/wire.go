@@ -16,7 +16,10 @@ import (
 //     (JournalSubject), its body the store's segment encoding of that one frame (EncodeFrame), so
 //     the frame's route IDs are the cluster's (RouteID). DATA frames carry the Nats-Msg-Id
 //     <token>:<seq> (MsgID): JetStream drops a resend of a stored frame within its duplicate
-//     window and answers it as a duplicate.
+//     window and answers it as a duplicate. A result carries the header Fleetrelay-Last-Seq
+//     (LastSeqHeader): its device's lastSeq when it was published. A device's messages are
+//     published one at a time, each expecting the subject's last sequence (journal.go), so its
+//     DATA frames are on its subject in the order of its chain, without holes.
 //   - Partitions: a device's frames are all in one partition (Partition, FNV-1a of the identity
 //     modulo the number of partitions, fixed when the stream is created and kept in its
 //     metadata), so one device's messages keep their order while partitions are delivered in
@@ -37,6 +40,9 @@ const (
 	// BucketNodes holds the live nodes (a key per node, with a TTL).
 	BucketNodes = "nodes"
 )
+
+// LastSeqHeader is the header of a result message holding its device's lastSeq, in decimal.
+const LastSeqHeader = "Fleetrelay-Last-Seq"
 
 // DefaultPartitions is the number of partitions of a journal created without a setting.
 const DefaultPartitions = 32
