@@ -98,6 +98,10 @@ func (q *Queues) ownPass(ctx context.Context) {
 	if err != nil && ctx.Err() == nil {
 		q.warn("heartbeat", err)
 	}
+	if err == nil && !q.joined {
+		q.joined = true
+		q.announce() // the others make room for this node at once
+	}
 	q.renew(ctx)
 	live, err := q.liveNodes(ctx)
 	if err != nil {

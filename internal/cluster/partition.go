@@ -64,18 +64,19 @@ type partRun struct {
 	done   chan struct{} // closed when its fetching goroutine ended
 
 	// Guarded by Queues.mu.
-	ended    bool
-	loaded   cursorRecord // the record it started from (ok: loaded)
-	ok       bool
-	fetched  uint64     // the last sequence fetched (handed out or skipped)
-	window   []*pmsg    // messages handed out not yet done by every route, in sequence order
-	segs     []*heldSeg // its segments not yet done
-	undone   int        // records handed out not yet done, per route (ack pending)
-	pending  uint64     // the consumer's messages after fetched
-	dirty    bool       // progress not written yet
-	samples  []sample   // (sequence, stored at) once a second, for purges
-	purged   uint64     // messages below it purged
-	lastPurg time.Time
+	ended     bool
+	loaded    cursorRecord // the record it started from (ok: loaded)
+	ok        bool
+	fetched   uint64     // the last sequence fetched (handed out or skipped)
+	fetchedAt time.Time  // when that message was stored
+	window    []*pmsg    // messages handed out not yet done by every route, in sequence order
+	segs      []*heldSeg // its segments not yet done
+	undone    int        // records handed out not yet done, per route (ack pending)
+	pending   uint64     // the consumer's messages after fetched
+	dirty     bool       // progress not written yet
+	samples   []sample   // (sequence, stored at) once a second, for purges
+	purged    uint64     // messages below it purged
+	lastPurg  time.Time
 }
 
 type sample struct {
@@ -198,7 +199,8 @@ func (q *Queues) consume(ctx context.Context, run *partRun) error {
 	defer it.Stop()
 	batch := make([]jetstream.Msg, 0, fetchBatch)
 	for {
-		if err := q.waitRoom(ctx); err != nil {
+		room, err := q.waitRoom(ctx)
+		if err != nil {
 			return err
 		}
 		m, err := it.Next(jetstream.NextContext(ctx))
@@ -206,7 +208,7 @@ func (q *Queues) consume(ctx context.Context, run *partRun) error {
 			return err
 		}
 		batch = append(batch[:0], m)
-		for len(batch) < fetchBatch {
+		for len(batch) < min(fetchBatch, room) {
 			m, err := it.Next(jetstream.NextMaxWait(coalesce))
 			if err != nil {
 				break // nothing more right now (nats.ErrTimeout), or the next Next says why
@@ -225,19 +227,21 @@ const (
 	coalesce   = 500 * time.Microsecond
 )
 
-// waitRoom waits while the records handed out and not done reach MaxResident.
-func (q *Queues) waitRoom(ctx context.Context) error {
+// waitRoom waits while the records handed out and not done reach MaxResident, and returns
+// the room left: the most messages of the next batch. (Partitions fetching at the same moment,
+// and frames of several records, may overshoot it by a batch.)
+func (q *Queues) waitRoom(ctx context.Context) (int, error) {
 	for {
 		q.mu.Lock()
-		if q.resident < q.opts.MaxResident {
+		if room := q.opts.MaxResident - q.resident; room > 0 {
 			q.mu.Unlock()
-			return nil
+			return room, nil
 		}
 		ch := q.room
 		q.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-ch:
 		}
 	}
@@ -287,7 +291,7 @@ func (q *Queues) handOut(run *partRun, msgs []jetstream.Msg) {
 		if x.seq <= run.fetched {
 			continue // the ordered consumer never repeats; a defence all the same
 		}
-		run.fetched, run.pending, run.dirty = x.seq, x.pending, true
+		run.fetched, run.fetchedAt, run.pending, run.dirty = x.seq, x.at, x.pending, true
 		if n := len(run.samples); n == 0 || x.at.Sub(run.samples[n-1].at) >= time.Second {
 			run.samples = append(run.samples, sample{seq: x.seq, at: x.at})
 		}
@@ -644,15 +648,16 @@ func (q *Queues) cursorLoop(ctx context.Context) {
 }
 
 // Cursor writes and purges: how often.
-const (
-	cursorEvery = 200 * time.Millisecond
-	purgeEvery  = 10 * time.Second
-)
+const cursorEvery = 200 * time.Millisecond
 
 // purgeAge is how long the journal keeps a message every route is done with: the ingest reads
 // a device's last seq from the devices bucket, written within a second, so its last message
-// may go after that; a minute leaves room.
-var purgeAge = time.Minute
+// may go after that; a minute leaves room. purgeEvery is how often an owner purges. (Variables
+// for the tests.)
+var (
+	purgeAge   = time.Minute
+	purgeEvery = 10 * time.Second
+)
 
 // purgePointLocked returns the sequence below which run's partition may be purged (every route
 // done, stored more than purgeAge ago), 0 if none beyond what was purged.
@@ -671,8 +676,10 @@ func (q *Queues) purgePointLocked(run *partRun) uint64 {
 	}
 	if n > 0 {
 		// Keep the last sample taken: the next one is a second after it.
-		keep := max(n-1, 0)
-		run.samples = append(run.samples[:0], run.samples[keep:]...)
+		run.samples = append(run.samples[:0], run.samples[n-1:]...)
+	}
+	if floor == run.fetched && run.fetched > 0 && run.fetchedAt.Before(cut) {
+		to = run.fetched + 1 // all done, the last one too
 	}
 	if to <= run.purged {
 		return 0

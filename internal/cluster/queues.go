@@ -52,6 +52,7 @@ type Queues struct {
 	wg     sync.WaitGroup
 	wake   chan struct{}
 	sub    *nats.Subscription
+	joined bool // ownLoop's: announced after its first heartbeat
 
 	commitMu sync.Mutex // hands segments to onCommit one at a time, in ID order
 	onCommit func(*store.Segment)
@@ -194,7 +195,6 @@ func (q *Queues) Start(onCommit func(*store.Segment)) error {
 	q.wg.Add(2)
 	go q.ownLoop(q.ctx)
 	go q.cursorLoop(q.ctx)
-	q.announce() // the others make room for this node at once
 	return nil
 }
 

@@ -6,10 +6,10 @@ import "time"
 // nothing handed back, marks ignored. Close still frees what it holds in the process.
 func (q *Queues) Crash() { q.crash() }
 
-// SetPurgeAge sets how old a message every route is done with must be before it is purged,
-// and returns a func that puts it back.
-func SetPurgeAge(d time.Duration) func() {
-	old := purgeAge
-	purgeAge = d
-	return func() { purgeAge = old }
+// SetPurge sets how old a message every route is done with must be before it is purged and
+// how often owners purge, and returns a func that puts them back. Call it while no Queues runs.
+func SetPurge(age, every time.Duration) func() {
+	oldAge, oldEvery := purgeAge, purgeEvery
+	purgeAge, purgeEvery = age, every
+	return func() { purgeAge, purgeEvery = oldAge, oldEvery }
 }
