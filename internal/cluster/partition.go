@@ -276,6 +276,13 @@ func (q *Queues) handOut(run *partRun, msgs []jetstream.Msg) {
 	if len(in) == 0 {
 		return
 	}
+	if runs != nil {
+		frames := make([]*store.Frame, len(in))
+		for i, x := range in {
+			frames[i] = x.f
+		}
+		runs = q.awaitRoutes(run.ctx, frames, runs)
+	}
 	var late []lateDiscard
 	q.commitMu.Lock()
 	defer q.commitMu.Unlock()
@@ -354,6 +361,53 @@ type lateDiscard struct {
 	fn func(int)
 	n  int
 }
+
+// awaitRoutes gives a route that frames go to and this node does not run unknownWait to
+// appear (a route created through another node reaches this one's registry a moment later,
+// and the journal may hold its frames first) before it counts as deleted: its records are
+// then done here without delivery. It returns the routes run once the wait is over.
+func (q *Queues) awaitRoutes(ctx context.Context, frames []*store.Frame, runs map[uint16]bool) map[uint16]bool {
+	for {
+		now := time.Now()
+		wait := false
+		q.mu.Lock()
+		for r := range q.unknown {
+			if runs[r] {
+				delete(q.unknown, r)
+			}
+		}
+		for _, f := range frames {
+			if f == nil {
+				continue
+			}
+			for _, r := range f.Routes {
+				if runs[r] {
+					continue
+				}
+				since, ok := q.unknown[r]
+				if !ok {
+					since = now
+					q.unknown[r] = now
+				}
+				wait = wait || now.Sub(since) < unknownWait
+			}
+		}
+		q.mu.Unlock()
+		if !wait {
+			return runs
+		}
+		select {
+		case <-ctx.Done():
+			return runs // the run ended: handOut hands nothing out
+		case <-time.After(50 * time.Millisecond):
+		}
+		runs = q.routeSet()
+	}
+}
+
+// unknownWait is how long a partition waits for a route its frames go to and this node does
+// not run (yet) before it counts as deleted.
+const unknownWait = 5 * time.Second
 
 // routeSet returns the routes this node runs (nil: every route).
 func (q *Queues) routeSet() map[uint16]bool {
@@ -548,7 +602,11 @@ func (q *Queues) release(ctx context.Context, p *partition, run *partRun) {
 	}
 	p.state = partHanding
 	q.mu.Unlock()
-	q.handBack(ctx, p)
+	// Not under ctx: a Close beginning now waits for the hand-back rather than leaving the
+	// lease to expire.
+	hctx, cancel := context.WithTimeout(context.Background(), 2*attemptTimeout)
+	q.handBack(hctx, p)
+	cancel()
 	q.announce()
 }
 

@@ -68,6 +68,7 @@ type Queues struct {
 	resident  int        // records handed out and not done (frames of which a route is not done)
 	room      chan struct{}
 	discarded map[uint16]func(records int)
+	unknown   map[uint16]time.Time // routes frames went to that this node does not run: since when
 
 	warnMu sync.Mutex
 	warned map[string]warned
@@ -119,7 +120,7 @@ func (c *Conn) OpenQueues(ctx context.Context, o QueuesOptions) (*Queues, error)
 	}
 	q := &Queues{c: c, opts: o, log: o.Logger.With("component", "cluster", "node", o.Node),
 		nodeKey: nodeKey(o.Node), wake: make(chan struct{}, 1), segs: make(map[uint64]*heldSeg),
-		room: make(chan struct{}), discarded: make(map[uint16]func(int)), warned: make(map[string]warned),
+		room: make(chan struct{}), discarded: make(map[uint16]func(int)), unknown: make(map[uint16]time.Time), warned: make(map[string]warned),
 		metrics: newQueueMetrics()}
 	name := JournalStream(c.opts.Prefix)
 	st, err := retry(ctx, func(ctx context.Context) (jetstream.Stream, error) { return c.js.Stream(ctx, name) })
