@@ -99,12 +99,13 @@ type qnode struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	mu      sync.Mutex
-	handed  []handout
-	marked  map[msgKey]bool // marked delivered, before any crash
-	hold    bool            // nothing marked while set
-	held    []*store.Segment
-	crashed bool
+	mu       sync.Mutex
+	handed   []handout
+	marked   map[msgKey]bool // marked delivered, before any crash
+	segCount int             // segments handed out
+	hold     bool            // nothing marked while set
+	held     []*store.Segment
+	crashed  bool
 }
 
 func startNode(t testing.TB, ctx context.Context, c *natstest.Cluster, prefix, name string, o cluster.QueuesOptions, delay time.Duration) *qnode {
@@ -132,6 +133,7 @@ func startNode(t testing.TB, ctx context.Context, c *natstest.Cluster, prefix, n
 
 func (n *qnode) onCommit(seg *store.Segment) {
 	n.mu.Lock()
+	n.segCount++
 	for _, f := range seg.Frames {
 		for r := range f.Records {
 			n.handed = append(n.handed, handout{node: n.name, device: f.Device, seq: f.Seq, rec: r, routes: f.Routes})
