@@ -16,7 +16,13 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// ants' default pool, a package variable of a library gnet (netio, via the actors the
+		// queues' tests run) uses, started at init.
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).purgeStaleWorkers"),
+		goleak.IgnoreTopFunction("github.com/panjf2000/ants/v2.(*poolCommon).ticktock"))
+}
 
 // node is one relay's registry over the shared log, with what its watchers saw.
 type node struct {
