@@ -205,7 +205,8 @@ func (q *Queues) take(ctx context.Context, p *partition) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.stopped {
-		return // Close deletes it
+		p.state, p.rev = partOwned, rev // Close deletes it
+		return
 	}
 	p.state, p.rev, p.renewedAt = partOwned, rev, time.Now()
 	p.run = q.startRun(p)

@@ -67,15 +67,16 @@ type partRun struct {
 	ended     bool
 	loaded    cursorRecord // the record it started from (ok: loaded)
 	ok        bool
-	fetched   uint64     // the last sequence fetched (handed out or skipped)
-	fetchedAt time.Time  // when that message was stored
-	window    []*pmsg    // messages handed out not yet done by every route, in sequence order
-	segs      []*heldSeg // its segments not yet done
-	undone    int        // records handed out not yet done, per route (ack pending)
-	pending   uint64     // the consumer's messages after fetched
-	dirty     bool       // progress not written yet
-	samples   []sample   // (sequence, stored at) once a second, for purges
-	purged    uint64     // messages below it purged
+	fetched   uint64          // the last sequence fetched (handed out or skipped)
+	fetchedAt time.Time       // when that message was stored
+	window    []*pmsg         // messages handed out not yet done by every route, in sequence order
+	segs      []*heldSeg      // its segments not yet done
+	seen      map[uint16]bool // the routes it handed messages out to
+	undone    int             // records handed out not yet done, per route (ack pending)
+	pending   uint64          // the consumer's messages after fetched
+	dirty     bool            // progress not written yet
+	samples   []sample        // (sequence, stored at) once a second, for purges
+	purged    uint64          // messages below it purged
 	lastPurg  time.Time
 }
 
@@ -118,7 +119,7 @@ func (r *partRun) cursorOf(route uint16) uint64 {
 
 // startRun starts delivering p (held). q.mu is held.
 func (q *Queues) startRun(p *partition) *partRun {
-	run := &partRun{p: p, done: make(chan struct{})}
+	run := &partRun{p: p, done: make(chan struct{}), seen: make(map[uint16]bool)}
 	run.ctx, run.cancel = context.WithCancel(q.ctx)
 	q.wg.Add(1)
 	go q.fetch(run)
@@ -324,6 +325,7 @@ func (q *Queues) handOut(run *partRun, msgs []jetstream.Msg) {
 		pm := &pmsg{seq: x.seq, nrec: len(f.Records), left: len(keep), routes: make([]rtrack, len(keep))}
 		for i, r := range keep {
 			pm.routes[i] = rtrack{route: r, left: pm.nrec, done: make([]uint64, (pm.nrec+63)/64)}
+			run.seen[r] = true
 		}
 		if x.seq <= run.loaded.Fetched {
 			redelivered++
@@ -339,6 +341,7 @@ func (q *Queues) handOut(run *partRun, msgs []jetstream.Msg) {
 		q.nextSeg++
 		seg = store.NewSegment(q.nextSeg, frames)
 		h := &heldSeg{seg: seg, run: run, msgs: pms, left: len(pms)}
+		q.compactLocked()
 		q.segs[seg.ID] = h
 		q.order = append(q.order, h)
 		run.segs = append(run.segs, h)
@@ -471,16 +474,22 @@ func (q *Queues) dropSegLocked(h *heldSeg) {
 	h.gone = true
 	delete(q.segs, h.seg.ID)
 	q.gone++
-	if q.gone > 64 && q.gone > len(q.order)/2 {
-		live := q.order[:0]
-		for _, x := range q.order {
-			if !x.gone {
-				live = append(live, x)
-			}
-		}
-		clear(q.order[len(live):])
-		q.order, q.gone = live, 0
+}
+
+// compactLocked drops the gone segments from q.order once they are half of it. Only handOut
+// calls it: no one ranges over q.order then.
+func (q *Queues) compactLocked() {
+	if q.gone <= 64 || q.gone <= len(q.order)/2 {
+		return
 	}
+	live := q.order[:0]
+	for _, x := range q.order {
+		if !x.gone {
+			live = append(live, x)
+		}
+	}
+	clear(q.order[len(live):])
+	q.order, q.gone = live, 0
 }
 
 // trimLocked drops the done messages at the front of run's window, and its done segments from
@@ -533,6 +542,11 @@ func (q *Queues) recordLocked(run *partRun) cursorRecord {
 	}
 	// The routes without undone messages are done up to what was fetched; those that were
 	// ahead of it when the run started stay ahead.
+	for r := range run.seen {
+		if _, ok := first[r]; !ok {
+			set(r, run.fetched)
+		}
+	}
 	for r := range run.loaded.Routes {
 		if _, ok := first[r]; !ok {
 			set(r, run.fetched)

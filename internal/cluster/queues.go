@@ -220,7 +220,7 @@ func (q *Queues) Close() error {
 	if crashed {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	released := false
 	for _, p := range q.parts {
@@ -244,6 +244,9 @@ func (q *Queues) Close() error {
 	}
 	return nil
 }
+
+// closeTimeout bounds Close's hand-backs: with NATS unreachable, the leases expire instead.
+const closeTimeout = 5 * time.Second
 
 // crash stops this node as a crash would (tests): no heartbeat, renewal, fetch or cursor write
 // from now on, nothing handed back, marks ignored; its leases expire after Lease.
