@@ -17,6 +17,39 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
+// The delivery side of the journal (wire.go's layout). Choices, and what they cost:
+//
+//   - Leases in a KV bucket and cursors, not JetStream's priority groups with pinned clients.
+//     A pinned durable consumer per partition would need one ack per message for all its
+//     routes (so the slowest route sets when a message is acked, and a per-route view needs a
+//     consumer per route and partition), and after a takeover it redelivers what the dead owner
+//     fetched and never acked when the ack wait ends — by then newer messages may have gone out
+//     to the new pinned client, and redeliveries past MaxAckPending interleave with them.
+//     With a lease and a cursor record per partition, a new owner starts an ordered consumer at
+//     the lowest route cursor: it hands out in sequence order from there, so a device's order
+//     holds across a takeover by construction, and every route keeps its own progress.
+//   - At least once: cursors are written by the owner every 200 ms and at release; a new
+//     owner delivers again what was delivered after the last write (counted, per partition, in
+//     fleetrelay_cluster_partition_redelivered_total: the messages it hands out at or below the
+//     previous owner's fetched mark, itself written with the cursors, so a lower bound). A
+//     cursor record only ever says what was done, whoever wrote it last, so a record written
+//     late by an owner that lost its lease makes a takeover deliver again, never skip.
+//   - A release (another node now wins the partition) stops fetching and gives what the route
+//     actors hold Lease to be delivered; past that the cursors say what was done, and the rest
+//     is delivered again by the next owner while the route actors here deliver it too.
+//   - Memory, not disk: every segment handed out stays in memory until every route is done
+//     with it, and a node's partitions stop fetching at MaxResident. A route whose endpoint is
+//     down therefore holds its partitions' cursors and, at MaxResident, pauses fetching for the
+//     node's other routes too — the single-node store instead pages a stalled route's segments
+//     out to disk. Left: a stalled route reading its backlog back from the journal on its own.
+//   - Dead letters go to the stream <prefix>_deadletters (subject <prefix>.dlq.<route>, the
+//     store's dead-letter encoding, the Conn's replicas, file storage) before their records
+//     count as done. Replaying them in cluster mode is left (Replay answers
+//     ErrReplayNotClustered; there are no replay entries).
+//   - Purges: an owner purges its partition's messages every route is done with once they are
+//     a minute old (the ingest's devices bucket holds each device's last seq within a second);
+//     the stream's MaxAge is only a safety net.
+
 // Queues is the delivery side of the cluster's journal: the per-route queues of the
 // partitions this node owns, served to the route actors through the same methods the Badger
 // store serves them with (actors.Journal's MarkDelivered, Pending, Spilled, DeadLetter,
