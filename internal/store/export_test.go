@@ -45,13 +45,6 @@ func WriteDeadLetterOnly(s *Store, d *DeadLetter) error {
 	})
 }
 
-// EncodeDeadLetter and DecodeDeadLetter expose the dead-letter encoding to the fuzz test.
-func EncodeDeadLetter(d *DeadLetter) []byte { return encodeDeadLetter(d) }
-
-func DecodeDeadLetter(route uint16, id uint64, v []byte) (*DeadLetter, error) {
-	return decodeDeadLetter(route, id, v)
-}
-
 // WithStatfs makes a store read its filesystem's free space and size from
 // fn instead of statfs(2).
 func WithStatfs(fn func(dir string) (free, total int64, err error)) func(*Options) {
