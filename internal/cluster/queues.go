@@ -513,23 +513,17 @@ func (q *Queues) DiscardRoute(route uint16, late func(records int)) (records, de
 	}
 	q.mu.Lock()
 	q.discarded[route] = late
+	var pos []uint32
 	for _, h := range q.order {
 		if h.gone || h.run.ended {
 			continue
 		}
-		for fi, pm := range h.msgs {
-			for _, rt := range pm.routes {
-				if rt.route != route || rt.left == 0 {
-					continue
-				}
-				for r := range pm.nrec {
-					if rt.done[r/64]&(1<<(r%64)) == 0 {
-						records++
-						q.markLocked(h, fi, r, route)
-					}
-				}
-			}
+		pos = undonePositions(h, route, pos[:0])
+		for _, p := range pos {
+			fi, r, _ := h.seg.Locate(p)
+			q.markLocked(h, fi, r, route)
 		}
+		records += len(pos)
 	}
 	q.mu.Unlock()
 	subj := DeadLetterSubject(q.c.opts.Prefix, route)
