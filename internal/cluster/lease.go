@@ -92,6 +92,7 @@ func (q *Queues) ownLoop(ctx context.Context) {
 
 // ownPass is one pass of the ownership loop.
 func (q *Queues) ownPass(ctx context.Context) {
+	start := time.Now()
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	_, err := q.nodes.Put(actx, q.nodeKey, []byte(q.opts.Node))
 	cancel()
@@ -119,7 +120,8 @@ func (q *Queues) ownPass(ctx context.Context) {
 		st := p.state
 		q.mu.Unlock()
 		switch {
-		case mine && st == partFree:
+		case mine && st == partFree && time.Since(start) < q.opts.Lease/3:
+			// (A slow NATS makes takes wait for the next pass: the renewals come first.)
 			q.take(ctx, p)
 		case !mine && st == partOwned:
 			q.mu.Lock()
