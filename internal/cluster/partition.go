@@ -193,7 +193,9 @@ func (q *Queues) consume(ctx context.Context, run *partRun) error {
 			cancel()
 		}
 	}()
-	it, err := cons.Messages(jetstream.PullMaxMessages(fetchBatch))
+	// Heartbeats every second: a consumer whose NATS node is gone is made again on another
+	// after two are missed (the default, 5 s, held a partition for 10 s after a node's loss).
+	it, err := cons.Messages(jetstream.PullMaxMessages(fetchBatch), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return err
 	}
