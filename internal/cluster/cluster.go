@@ -1,14 +1,15 @@
 // Package cluster owns what several relay nodes share through NATS JetStream (cluster mode,
 // config cluster.nats): the connection to the NATS cluster and the streams and buckets named
-// after the configured prefix: the registry's log (registry.go), a registry.Shared backend; the
-// devices' data — the journal's layout (wire.go), its ingest side (journal.go: frames
-// acknowledged after JetStream's replicated publish ack; devices.go: the devices' lastSeq;
-// routeids.go: the cluster's route IDs) and its delivery side (the per-route queues,
-// partitioned, each partition owned by one node by lease and read from per-route cursors into
-// the route actors' segments: queues.go, partition.go, lease.go; why leases and cursors rather
-// than consumer priority groups: queues.go); the commands' bucket (tasks.go); and, for device
-// links across nodes, which node holds each device's connection (owners.go) and the requests
-// one node makes of another (nodes.go).
+// after the configured prefix: the control plane — the registry's log (registry.go), a
+// registry.Shared backend — and the commands to devices: the tasks' bucket (tasks.go), a
+// tasks.Shared backend; the devices' data: the journal's layout (wire.go), its ingest side
+// (journal.go, devices.go, routeids.go: frames acknowledged after JetStream's replicated publish
+// ack, one publish in flight per device, the devices' lastSeq, the cluster's route IDs) and its
+// delivery side (queues.go, partition.go, lease.go: the per-route queues, partitioned, each
+// partition owned by one node by lease and read from per-route cursors into the route actors'
+// segments; why leases and cursors rather than consumer priority groups: queues.go); and, for
+// device links across nodes, which node holds each device's connection (owners.go) and the
+// requests one node makes of another (nodes.go).
 package cluster
 
 import (

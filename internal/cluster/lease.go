@@ -224,13 +224,13 @@ func (q *Queues) announce() {
 	}
 }
 
-// warn logs a repeated failure of the ownership or cursor loops at most every warnEvery per
+// warn logs a repeated failure of the ownership or cursor loops at most every queuesWarnEvery per
 // kind, with the number of failures left out meanwhile.
 func (q *Queues) warn(what string, err error) {
 	q.warnMu.Lock()
 	w := q.warned[what]
 	w.n++
-	due := time.Since(w.at) >= warnEvery
+	due := time.Since(w.at) >= queuesWarnEvery
 	if due {
 		w.at = time.Now()
 	}
@@ -245,6 +245,7 @@ func (q *Queues) warn(what string, err error) {
 	}
 }
 
+const queuesWarnEvery = 10 * time.Second
 
 type warned struct {
 	at time.Time

@@ -193,7 +193,9 @@ func (q *Queues) consume(ctx context.Context, run *partRun) error {
 			cancel()
 		}
 	}()
-	it, err := cons.Messages(jetstream.PullMaxMessages(fetchBatch))
+	// Heartbeats every second: a consumer whose NATS node is gone is made again on another
+	// after two are missed (the default, 5 s, held a partition for 10 s after a node's loss).
+	it, err := cons.Messages(jetstream.PullMaxMessages(fetchBatch), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return err
 	}
@@ -722,13 +724,17 @@ func (q *Queues) cursorLoop(ctx context.Context) {
 // Cursor writes and purges: how often.
 const cursorEvery = 200 * time.Millisecond
 
-// purgeAge is how long the journal keeps a message every route is done with: the ingest reads
-// a device's last seq from the devices bucket, written within a second, so its last message
-// may go after that; a minute leaves room. purgeEvery is how often an owner purges. (Variables
-// for the tests.)
+// purgeAge is the least time the journal keeps a message every route is done with: the
+// ingest's devices bucket holds each device's last seq within a second or so, and a device's
+// last message may go after that. An owner waits longer when the journal's duplicate window is
+// longer (q.purgeAge): within it, the ingest's resent frames are answered as duplicates by
+// their message IDs and the subject's last message answers LoadLastSeq. purgeEvery is how often
+// an owner purges. (Variables for the tests; purgeExact makes purgeAge the wait, whatever the
+// window.)
 var (
 	purgeAge   = time.Minute
 	purgeEvery = 10 * time.Second
+	purgeExact = false
 )
 
 // purgePointLocked returns the sequence below which run's partition may be purged (every route
@@ -739,7 +745,7 @@ func (q *Queues) purgePointLocked(run *partRun) uint64 {
 	if len(run.window) > 0 {
 		floor = run.window[0].seq - 1
 	}
-	cut := time.Now().Add(-purgeAge)
+	cut := time.Now().Add(-q.purgeAge)
 	var to uint64
 	n := 0
 	for n < len(run.samples) && run.samples[n].at.Before(cut) && run.samples[n].seq <= floor {

@@ -47,8 +47,10 @@ import (
 //     count as done. Replaying them in cluster mode is left (Replay answers
 //     ErrReplayNotClustered; there are no replay entries).
 //   - Purges: an owner purges its partition's messages every route is done with once they are
-//     a minute old (the ingest's devices bucket holds each device's last seq within a second);
-//     the stream's MaxAge is only a safety net.
+//     a minute old, or older than the journal's duplicate window when that is longer (the
+//     ingest's devices bucket holds each device's last seq within a second or so; within the
+//     window a device's resent frames are answered as duplicates); the stream's MaxAge is only
+//     a safety net.
 
 // Queues is the delivery side of the cluster's journal: the per-route queues of the
 // partitions this node owns, served to the route actors through the same methods the Badger
@@ -71,14 +73,15 @@ type Queues struct {
 	opts QueuesOptions
 	log  *slog.Logger
 
-	journal jetstream.Stream
-	dlq     jetstream.Stream
-	nodes   jetstream.KeyValue
-	leases  jetstream.KeyValue
-	cursors jetstream.KeyValue
-	nodeKey string
-	parts   []*partition
-	metrics queueMetrics
+	journal  jetstream.Stream
+	dlq      jetstream.Stream
+	nodes    jetstream.KeyValue
+	leases   jetstream.KeyValue
+	cursors  jetstream.KeyValue
+	nodeKey  string
+	parts    []*partition
+	purgeAge time.Duration // a message every route is done with is purged once this old
+	metrics  queueMetrics
 
 	ctx    context.Context // ended by Close (or the crash hook): every goroutine stops
 	cancel context.CancelFunc
@@ -161,6 +164,10 @@ func (c *Conn) OpenQueues(ctx context.Context, o QueuesOptions) (*Queues, error)
 		return nil, fmt.Errorf("cluster: queues: journal stream %s: %w", name, err)
 	}
 	q.journal = st
+	q.purgeAge = purgeAge
+	if d := st.CachedInfo().Config.Duplicates; !purgeExact && d > q.purgeAge {
+		q.purgeAge = d
+	}
 	n, err := strconv.Atoi(st.CachedInfo().Config.Metadata[metaPartitions])
 	if err != nil || n < 1 {
 		return nil, fmt.Errorf("cluster: queues: journal stream %s: metadata %s = %q, want a number of partitions",

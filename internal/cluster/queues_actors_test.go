@@ -21,23 +21,14 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/store"
 )
 
-// noIngest is the ingest half of actors.Journal (cluster.Journal's), which route actors never
-// call: here the journal is published to directly.
-type noIngest struct{}
-
-func (noIngest) Append(_ *store.Frame, done func(error))           { done(errors.New("no ingest in this test")) }
-func (noIngest) LastSeq(string) uint64                             { return 0 }
-func (noIngest) DeliveredSeq(string) uint64                        { return 0 }
-func (noIngest) WindowSeq(string, uint64) (stored, delivered bool) { return false, false }
-func (noIngest) Forget(string) bool                                { return false }
-
-// queuesJournal is what the relay's actors get in cluster mode: the ingest and the queues.
-type queuesJournal struct {
-	noIngest
+// nodeJournal is what a relay node's actors get in cluster mode: the ingest (cluster.Journal)
+// and the queues, both over the node's connection.
+type nodeJournal struct {
+	*cluster.Journal
 	*cluster.Queues
 }
 
-var _ actors.Journal = queuesJournal{}
+var _ actors.Journal = nodeJournal{}
 
 // postDeliverer POSTs a batch to its URL as lines "device seq index", slowly.
 type postDeliverer struct {
@@ -96,16 +87,22 @@ func newEndpoint(t *testing.T) *endpoint {
 	return e
 }
 
-// actorNode is a relay node's route actors over its Queues, one route to the endpoint.
+// actorNode is a relay node's route actors over its journal and queues, one route (route ID
+// id) to the endpoint.
 type actorNode struct {
 	conn *cluster.Conn
+	j    *cluster.Journal
 	q    *cluster.Queues
 	sys  *actors.System
 }
 
-func startActorNode(t *testing.T, ctx context.Context, c *natstest.Cluster, prefix, name string, e *endpoint) *actorNode {
+func startActorNode(t *testing.T, ctx context.Context, c *natstest.Cluster, prefix, name string, route uint16, e *endpoint) *actorNode {
 	t.Helper()
 	conn, err := cluster.Connect(ctx, cluster.Options{URL: c.URL(), Replicas: 3, Prefix: prefix, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := conn.OpenJournal(ctx, cluster.JournalOptions{Partitions: 4, Node: name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,16 +111,35 @@ func startActorNode(t *testing.T, ctx context.Context, c *natstest.Cluster, pref
 		t.Fatal(err)
 	}
 	d := &postDeliverer{client: e.srv.Client(), delay: 20 * time.Millisecond}
-	sys := actors.New(actors.Options{Journal: queuesJournal{Queues: q}, Routes: []*actors.Route{{
-		ID: 1, Name: "r", URL: fields.MustCompile(e.srv.URL), MaxMessages: 10, MaxBytes: 1 << 20,
+	sys := actors.New(actors.Options{Journal: nodeJournal{j, q}, Routes: []*actors.Route{{
+		ID: route, Name: "r", URL: fields.MustCompile(e.srv.URL), MaxMessages: 10, MaxBytes: 1 << 20,
 		Linger: 5 * time.Millisecond, Concurrency: 2, Deliver: d,
 	}}})
 	if err := q.Start(sys.OnCommit); err != nil {
 		t.Fatal(err)
 	}
-	n := &actorNode{conn: conn, q: q, sys: sys}
+	n := &actorNode{conn: conn, j: j, q: q, sys: sys}
 	t.Cleanup(func() { n.stop(false) })
 	return n
+}
+
+// openIngest opens a relay node's journal alone: its devices' frames come in there.
+func openIngest(t *testing.T, ctx context.Context, c *natstest.Cluster, prefix, name string) *cluster.Journal {
+	t.Helper()
+	conn, err := cluster.Connect(ctx, cluster.Options{URL: c.URL(), Replicas: 3, Prefix: prefix, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := conn.OpenJournal(ctx, cluster.JournalOptions{Partitions: 4, Node: name})
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = j.Close()
+		_ = conn.Close()
+	})
+	return j
 }
 
 // stop stops the node: its actors first (crash: at once, abandoning what is in flight), then
@@ -140,6 +156,7 @@ func (n *actorNode) stop(crash bool) {
 	_ = n.sys.Stop(ctx)
 	cancel()
 	_ = n.q.Close()
+	_ = n.j.Close()
 	_ = n.conn.Close()
 	n.sys = nil
 }
@@ -153,10 +170,16 @@ func TestQueuesRouteActors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const parts, devices, perDevice = 4, 12, 30
-	j := newJournal(t, ctx, c, "qa", parts)
+	// The devices' frames come in through a third node's journal (its devices' connections),
+	// which delivers nothing itself.
+	in := openIngest(t, ctx, c, "qa", "in")
+	route, err := in.RouteID("r")
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := newEndpoint(t)
-	a := startActorNode(t, ctx, c, "qa", "a", e)
-	b := startActorNode(t, ctx, c, "qa", "b", e)
+	a := startActorNode(t, ctx, c, "qa", "a", route, e)
+	b := startActorNode(t, ctx, c, "qa", "b", route, e)
 	checkfor.Check(t, wait, 20*time.Millisecond, func() error {
 		if metric(t, a.q, "fleetrelay_cluster_partition_owned") == 0 || metric(t, b.q, "fleetrelay_cluster_partition_owned") == 0 ||
 			metric(t, a.q, "fleetrelay_cluster_partition_owned")+metric(t, b.q, "fleetrelay_cluster_partition_owned") != parts {
@@ -164,7 +187,31 @@ func TestQueuesRouteActors(t *testing.T) {
 		}
 		return nil
 	})
-	keys := publishAll(ctx, j, devices, perDevice, 1, 1)
+	var keys []msgKey
+	var appended sync.WaitGroup
+	var appendErr error
+	var errMu sync.Mutex
+	for seq := uint64(1); seq <= perDevice; seq++ {
+		for d := range devices {
+			dev := fmt.Sprintf("dev-%03d", d)
+			f := &store.Frame{Device: dev, Serial: dev, Seq: seq, PrevSeq: seq - 1, ReceivedAt: time.Now().UnixMilli(),
+				Records: [][]byte{fmt.Appendf(nil, `{"s":%d}`, seq)}, Routes: []uint16{route}}
+			appended.Add(1)
+			in.Append(f, func(err error) {
+				if err != nil {
+					errMu.Lock()
+					appendErr = err
+					errMu.Unlock()
+				}
+				appended.Done()
+			})
+			keys = append(keys, msgKey{dev, seq})
+		}
+	}
+	appended.Wait()
+	if appendErr != nil {
+		t.Fatalf("append: %v", appendErr)
+	}
 	checkfor.Check(t, wait, 5*time.Millisecond, func() error {
 		e.mu.Lock()
 		defer e.mu.Unlock()

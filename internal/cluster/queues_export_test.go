@@ -9,7 +9,7 @@ func (q *Queues) Crash() { q.crash() }
 // SetPurge sets how old a message every route is done with must be before it is purged and
 // how often owners purge, and returns a func that puts them back. Call it while no Queues runs.
 func SetPurge(age, every time.Duration) func() {
-	oldAge, oldEvery := purgeAge, purgeEvery
-	purgeAge, purgeEvery = age, every
-	return func() { purgeAge, purgeEvery = oldAge, oldEvery }
+	oldAge, oldEvery, oldExact := purgeAge, purgeEvery, purgeExact
+	purgeAge, purgeEvery, purgeExact = age, every, true
+	return func() { purgeAge, purgeEvery, purgeExact = oldAge, oldEvery, oldExact }
 }
