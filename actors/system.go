@@ -339,10 +339,12 @@ func (s *System) Stop(ctx context.Context) error {
 		break
 	}
 	s.cancel()
-	s.wg.Wait()
+	// The route actors stop before the wait: one that still had batches in flight (ctx ended
+	// first) would otherwise start another delivery while Wait runs.
 	for _, ref := range routes {
 		_ = s.root.StopFuture(ref.pid).Wait()
 	}
+	s.wg.Wait()
 	s.mu.Lock()
 	for _, e := range s.devices {
 		if pid := e.pid.Load(); pid != nil {

@@ -13,3 +13,6 @@ func SetPurge(age, every time.Duration) func() {
 	purgeAge, purgeEvery, purgeExact = age, every, true
 	return func() { purgeAge, purgeEvery, purgeExact = oldAge, oldEvery, oldExact }
 }
+
+// Winner returns the node among live that rendezvous hashing gives partition p to.
+func Winner(live []string, p int) string { return winner(live, p) }

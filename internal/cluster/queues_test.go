@@ -276,7 +276,8 @@ func gather(t testing.TB, q *cluster.Queues, name string) []*dto.Metric {
 	return nil
 }
 
-// cover checks that the nodes' owned partitions are all n partitions, each owned once.
+// cover checks that the nodes' owned partitions are all n partitions, each owned once, by the
+// node rendezvous hashing gives it among them.
 func cover(nodes []*qnode, n int) error {
 	seen := make(map[int]string)
 	for _, nd := range nodes {
@@ -289,6 +290,17 @@ func cover(nodes []*qnode, n int) error {
 	}
 	if len(seen) != n {
 		return fmt.Errorf("%d of %d partitions owned: %v", len(seen), n, seen)
+	}
+	// Settled: each partition at the node rendezvous hashing gives it among these, so that
+	// ownership no longer moves while the test publishes.
+	names := make([]string, len(nodes))
+	for i, nd := range nodes {
+		names[i] = nd.name
+	}
+	for p, owner := range seen {
+		if w := cluster.Winner(names, p); w != owner {
+			return fmt.Errorf("partition %d still owned by %s, its place is %s", p, owner, w)
+		}
 	}
 	return nil
 }

@@ -150,12 +150,13 @@ func (c *Cluster) startNode(i int) error {
 	return nil
 }
 
-// WaitReady waits until the running nodes agree on a JetStream meta leader.
+// WaitReady waits until the running nodes agree on a JetStream meta leader and the leader
+// would place a replicated stream on every one of them.
 func (c *Cluster) WaitReady() error {
 	deadline := time.Now().Add(ReadyTimeout)
 	for {
 		c.mu.Lock()
-		leaders, current, running := 0, 0, 0
+		leaders, current, running, peers := 0, 0, 0, 0
 		for _, nd := range c.nodes {
 			if nd.srv == nil {
 				continue
@@ -163,18 +164,22 @@ func (c *Cluster) WaitReady() error {
 			running++
 			if nd.srv.JetStreamIsLeader() {
 				leaders++
+				// The peers the leader would place a stream on: online, with JetStream, their
+				// stats received. Fewer than running, an R3 stream made now fails with "no
+				// suitable peers for placement".
+				peers = len(nd.srv.JetStreamClusterPeers())
 			}
 			if nd.srv.JetStreamIsCurrent() {
 				current++
 			}
 		}
 		c.mu.Unlock()
-		if leaders == 1 && current == running {
+		if leaders == 1 && current == running && (len(c.nodes) == 1 || peers >= running) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("natsembed: no JetStream meta leader after %v (%d leaders, %d of %d current)",
-				ReadyTimeout, leaders, current, running)
+			return fmt.Errorf("natsembed: JetStream not ready after %v (%d leaders, %d of %d current, %d placeable peers)",
+				ReadyTimeout, leaders, current, running, peers)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
