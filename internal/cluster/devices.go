@@ -218,28 +218,18 @@ func (j *Journal) Forget(device string) bool {
 }
 
 // LoadLastSeq returns device's lastSeq as the cluster knows it — the larger of the lastSeq the
-// last message on its journal subject says (a direct get: any replica answers, so it may be
-// behind, never ahead) and the devices bucket's value — and keeps it, so that LastSeq answers it
-// (Known) from now on, with that message's stream sequence for the device's next publish unless
-// frames of it are on their way. It fails with store.ErrUnavailable when JetStream does not
-// answer within a few seconds.
+// last message on its journal subject says (asked of the stream's leader: a replica's direct
+// get may be behind, and a lastSeq behind what the device had acknowledged costs it resends)
+// and the devices bucket's value (the subject's messages are purged once delivered) — and keeps
+// it, so that LastSeq answers it (Known) from now on, with that message's stream sequence for the
+// device's next publish unless frames of it are on their way. It fails with
+// store.ErrUnavailable when JetStream does not answer within a few seconds.
 func (j *Journal) LoadLastSeq(ctx context.Context, device string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
 	defer cancel()
-	var last, seq uint64
-	subject := DeviceSubject(j.prefix, device, j.parts)
-	m, err := retry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-		return j.stream.GetLastMsgForSubject(ctx, subject)
-	})
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-	case err != nil:
-		return 0, fmt.Errorf("cluster: last journal message of %q: %w: %w", device, store.ErrUnavailable, err)
-	default:
-		if last, err = msgLastSeq(m.Header, m.Data); err != nil {
-			return 0, fmt.Errorf("cluster: journal message %d of %q: %w", m.Sequence, device, err)
-		}
-		seq = m.Sequence
+	seq, last, err := j.lastOnSubject(ctx, device)
+	if err != nil {
+		return 0, err
 	}
 	var bucket, rev uint64
 	ent, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) {
@@ -266,8 +256,6 @@ func (j *Journal) LoadLastSeq(ctx context.Context, device string) (uint64, error
 	}
 	dv.raiseLocked(d, last)
 	if !d.busy {
-		// A replica behind the leader may have answered: a wrong expected sequence then
-		// costs the first publish a question to the leader (journal.go, learn).
 		d.exp, d.expKnown = seq, true
 	}
 	d.flushed = max(d.flushed, bucket)

@@ -131,8 +131,8 @@ const (
 const maxTries = 4
 
 // OpenJournal creates or updates the journal's stream (file storage, the Conn's replicas,
-// subjects <prefix>.j.>, the duplicate window, direct gets for the last message of a device,
-// the partitions in its metadata) and the buckets devices and routes, and starts the journal.
+// subjects <prefix>.j.>, the duplicate window, the partitions in its metadata) and the buckets
+// devices and routes, and starts the journal.
 func (c *Conn) OpenJournal(ctx context.Context, o JournalOptions) (*Journal, error) {
 	if o.Partitions == 0 {
 		o.Partitions = DefaultPartitions
@@ -191,7 +191,6 @@ func (c *Conn) OpenJournal(ctx context.Context, o JournalOptions) (*Journal, err
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      o.MaxAge,
 		Duplicates:  o.Duplicates,
-		AllowDirect: true,
 		Metadata:    map[string]string{metaPartitions: strconv.Itoa(o.Partitions)},
 	}
 	if st, err = retry(ctx, func(ctx context.Context) (jetstream.Stream, error) {
