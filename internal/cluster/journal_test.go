@@ -576,8 +576,8 @@ func TestJournalUnavailable(t *testing.T) {
 		if n.j.LastSeq("u") != 1 {
 			t.Errorf("nodes %v stopped: LastSeq(u) = %d, want 1", stop, n.j.LastSeq("u"))
 		}
-		// A direct get is answered by any replica: one left may answer (what it has, never
-		// more than was stored); none left, the load fails.
+		// The stream's leader answers the load: without a quorum there may be none (never an
+		// answer above what was stored); no node left, the load fails.
 		got, err := n.j.LoadLastSeq(ctx, "u")
 		if len(stop) == 1 && !errors.Is(err, store.ErrUnavailable) || err == nil && got > 1 {
 			t.Errorf("nodes %v stopped: LoadLastSeq(u) = %d, %v", stop, got, err)
