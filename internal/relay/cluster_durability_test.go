@@ -36,15 +36,7 @@ func TestClusterDurabilitySettings(t *testing.T) {
 	api := newAPI(t, r, bootstrapKey(t, cfg))
 	api.must(http.StatusCreated, "PUT", "/api/v1/devices/DU1", map[string]any{"tags": []string{"d"}})
 
-	nc, err := nats.Connect(c.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t, c.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var names []string
@@ -68,4 +60,19 @@ func TestClusterDurabilitySettings(t *testing.T) {
 			t.Errorf("stream %s missing; the relay made %v", want, names)
 		}
 	}
+}
+
+// jetStream connects to the NATS servers at url for the test's own look at the streams.
+func jetStream(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

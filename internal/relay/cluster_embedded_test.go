@@ -2,14 +2,12 @@ package relay_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fleetrelay/fleetrelay/codec/native"
@@ -28,30 +26,8 @@ func TestNATSEmbedded(t *testing.T) {
 	sink := startSink(t)
 	dir := t.TempDir()
 	tcp, natsAddr := relaytest.FreeAddr(t), relaytest.FreeAddr(t)
-	path := filepath.Join(dir, "fleetrelay.yaml")
-	cfg := fmt.Sprintf(`data_dir: %s
-log:
-  level: warn
-devices:
-  native:
-    tcp: %s
-    udp: ""
-admin:
-  listen: ""
-delivery:
-  allow_private_networks: true
-cluster:
-  nats:
-    prefix: embedded
-routes:
-  - name: all
-    url: %s/ingest/[SERIAL]
-    batch:
-      linger: 5ms
-`, filepath.Join(dir, "data"), tcp, sink.URL())
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// The kill test's config without a NATS URL: -nats-embedded sets it.
+	path := writeClusterConfig(t, dir, "e1", "", tcp, sink.URL())
 	start := func() *relaytest.Process {
 		return relaytest.StartProcess(t, relayBinary(t), tcp, "-config", path, "-nats-embedded", natsAddr)
 	}
@@ -61,18 +37,10 @@ routes:
 	waitRecords(t, sink, "E1", seqs)
 
 	// The journal is in the embedded server's JetStream, on disk under data_dir/nats.
-	nc, err := nats.Connect("nats://" + natsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t, "nats://"+natsAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, "embedded_journal")
+	st, err := js.Stream(ctx, "killtest_journal")
 	if err != nil {
 		t.Fatalf("the journal stream on the embedded server: %v", err)
 	}
@@ -86,7 +54,6 @@ routes:
 	if _, err := os.Stat(filepath.Join(dir, "data", "nats", "jetstream")); err != nil {
 		t.Fatalf("the embedded server's store: %v", err)
 	}
-	nc.Close()
 
 	// Stopped and started again: the device's lastSeq comes back from JetStream.
 	d.Close()
