@@ -57,28 +57,76 @@ func Start(addr, dir string) (*Cluster, error) {
 	return c, nil
 }
 
+// Plan is where the nodes of an n-node loopback cluster listen and keep their streams: node
+// i's client port Ports[2i], its route port Ports[2i+1], its store Dir/n<i+1>. Fixed ports let
+// a node restart where its peers and clients look for it, and let the nodes of one cluster run
+// in different processes (internal/natstest's node processes).
+type Plan struct {
+	Ports []int  `json:"ports"`
+	Dir   string `json:"dir"`
+}
+
+// NewPlan picks free loopback ports for an n-node cluster keeping its stores under dir.
+func NewPlan(n int, dir string) (Plan, error) {
+	if n < 1 {
+		return Plan{}, fmt.Errorf("natsembed: %d nodes", n)
+	}
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return Plan{}, err
+	}
+	return Plan{Ports: ports, Dir: dir}, nil
+}
+
+// Len returns the plan's number of nodes.
+func (p Plan) Len() int { return len(p.Ports) / 2 }
+
+// NodeURL returns node i's client URL.
+func (p Plan) NodeURL(i int) string {
+	return "nats://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Ports[2*i]))
+}
+
+// URL returns every node's client URL, comma-separated.
+func (p Plan) URL() string {
+	urls := make([]string, p.Len())
+	for i := range urls {
+		urls[i] = p.NodeURL(i)
+	}
+	return strings.Join(urls, ",")
+}
+
+// Options returns node i's server options.
+func (p Plan) Options(i int) *server.Options {
+	o := nodeOptions(fmt.Sprintf("n%d", i+1), "127.0.0.1", p.Ports[2*i], fmt.Sprintf("%s/n%d", p.Dir, i+1))
+	if n := p.Len(); n > 1 {
+		o.Cluster = server.ClusterOpts{Name: "fleetrelay", Host: "127.0.0.1", Port: p.Ports[2*i+1]}
+		for j := range n {
+			o.Routes = append(o.Routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Ports[2*j+1]))})
+		}
+	}
+	return o
+}
+
+// StartNode runs node i of plan alone in this process and returns it once it takes
+// connections (its cluster's readiness is the caller's to wait for).
+func StartNode(p Plan, i int) (*server.Server, error) {
+	c := &Cluster{nodes: []*node{{opts: p.Options(i)}}}
+	if err := c.startNode(0); err != nil {
+		return nil, err
+	}
+	return c.nodes[0].srv, nil
+}
+
 // StartCluster runs an n-node JetStream cluster on loopback, node i keeping its streams in
 // dir/n<i+1>, and returns once it has a meta leader every node is current with.
 func StartCluster(n int, dir string) (*Cluster, error) {
-	if n < 1 {
-		return nil, fmt.Errorf("natsembed: %d nodes", n)
-	}
-	ports, err := freePorts(2 * n) // client and cluster port of each node, fixed so a node restarts where it was
+	p, err := NewPlan(n, dir)
 	if err != nil {
 		return nil, err
 	}
-	routes := make([]*url.URL, n)
-	for i := range n {
-		routes[i] = &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2*i+1]))}
-	}
 	c := &Cluster{}
 	for i := range n {
-		o := nodeOptions(fmt.Sprintf("n%d", i+1), "127.0.0.1", ports[2*i], fmt.Sprintf("%s/n%d", dir, i+1))
-		if n > 1 {
-			o.Cluster = server.ClusterOpts{Name: "fleetrelay", Host: "127.0.0.1", Port: ports[2*i+1]}
-			o.Routes = routes
-		}
-		c.nodes = append(c.nodes, &node{opts: o})
+		c.nodes = append(c.nodes, &node{opts: p.Options(i)})
 	}
 	for i := range c.nodes {
 		if err := c.startNode(i); err != nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,14 +16,31 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/natstest"
 )
 
+func TestMain(m *testing.M) {
+	natstest.ServeNodeIfChild()
+	os.Exit(m.Run())
+}
+
 // TestReplicatedStreamSurvivesNodeStop: a stream of three replicas keeps every acknowledged
 // message, and takes new ones, with one of the three nodes stopped; the node comes back and
 // catches up.
 func TestReplicatedStreamSurvivesNodeStop(t *testing.T) {
 	c := natstest.Start(t, 3)
+	survives(t, c.URL(), c.Stop, c.Restart)
+}
+
+// The same with node processes, the stream's leader killed with SIGKILL.
+func TestReplicatedStreamSurvivesNodeKill(t *testing.T) {
+	c := natstest.StartProcs(t, 3)
+	survives(t, c.URL(), c.Kill, c.Restart)
+}
+
+// survives publishes 50 messages to a stream of three replicas, stops its leader (node "n<i+1>"
+// is i), publishes 50 more, checks all 100, restarts the node, and checks again.
+func survives(t *testing.T, url string, stop, restart func(i int)) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,16 +75,12 @@ func TestReplicatedStreamSurvivesNodeStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	leader := info.Cluster.Leader
-	stopped := -1
-	for i := range c.Len() {
-		if c.Server(i).Name() == leader {
-			stopped = i
-		}
-	}
-	if stopped < 0 {
+	stopped, err := strconv.Atoi(strings.TrimPrefix(leader, "n"))
+	if err != nil || stopped < 1 || stopped > 3 {
 		t.Fatalf("stream leader %q is none of the nodes", leader)
 	}
-	c.Stop(stopped) // the stream's leader: the hardest case
+	stopped--
+	stop(stopped) // the stream's leader: the hardest case
 	publish(50, 100)
 	check := func() {
 		t.Helper()
@@ -86,6 +102,6 @@ func TestReplicatedStreamSurvivesNodeStop(t *testing.T) {
 		}
 	}
 	check()
-	c.Restart(stopped)
+	restart(stopped)
 	check()
 }

@@ -61,15 +61,16 @@ routes:
 }
 
 // TestClusterKill9 is issue 16's acceptance: three relay processes on a three-node JetStream
-// cluster, a fleet spread over them. One relay is killed with SIGKILL mid-stream (its devices
-// reconnect to the others and must be welcomed with the lastSeq they had acknowledged), then
-// one NATS node is stopped. Every acknowledged record reaches the endpoint, each device's
-// records arrive in order (first arrivals), and duplicates are counted and reported.
+// cluster (node processes), a fleet spread over the relays. One relay is killed with SIGKILL
+// mid-stream (its devices reconnect to the others and must be welcomed with the lastSeq they
+// had acknowledged), then one NATS node is killed with SIGKILL. Every acknowledged record
+// reaches the endpoint, each device's records arrive in order (first arrivals), and duplicates
+// are counted and reported.
 func TestClusterKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs three relay processes")
 	}
-	nats := natstest.Start(t, 3)
+	nats := natstest.StartProcs(t, 3) // node processes: one is killed with SIGKILL
 	sink, err := loadgen.StartSinkWith(loadgen.SinkOptions{KeepMessages: true})
 	if err != nil {
 		t.Fatal(err)
@@ -171,9 +172,9 @@ func TestClusterKill9(t *testing.T) {
 	killedAt := ackedTotal()
 	t.Logf("relay r1 killed with %d frames acknowledged", killedAt)
 	waitAcked(killedAt + 1500)
-	nats.Stop(0)
+	nats.Kill(0)
 	stoppedAt := ackedTotal()
-	t.Logf("NATS node n1 stopped with %d frames acknowledged", stoppedAt)
+	t.Logf("NATS node n1 killed with %d frames acknowledged", stoppedAt)
 	waitAcked(stoppedAt + 1500)
 	stop.Store(true)
 	wg.Wait()
