@@ -1,7 +1,8 @@
-// Package natstest owns the NATS JetStream clusters of tests: real nats-server nodes run in the
-// test's process on loopback (internal/natsembed), each with its own store directory under the
-// test's temporary directory, stopped and restarted at will, shut down when the test ends. It
-// is imported by tests only.
+// Package natstest owns the NATS JetStream clusters of tests: real nats-server nodes on
+// loopback (internal/natsembed), each with its own store directory under the test's temporary
+// directory, run in the test's process (Start: stopped and restarted at will) or as processes
+// of their own (StartProcs: the test binary run again as one node, killed with SIGKILL and
+// restarted), shut down when the test ends. It is imported by tests only.
 package natstest
 
 import (
