@@ -44,8 +44,7 @@ import (
 //     out to disk. Left: a stalled route reading its backlog back from the journal on its own.
 //   - Dead letters go to the stream <prefix>_deadletters (subject <prefix>.dlq.<route>, the
 //     store's dead-letter encoding, the Conn's replicas, file storage) before their records
-//     count as done. Replaying them in cluster mode is left (Replay answers
-//     ErrReplayNotClustered; there are no replay entries).
+//     count as done. Replay moves them to the replay subject (replay.go).
 //   - Purges: an owner purges its partition's messages every route is done with once they are
 //     a minute old, or older than the journal's duplicate window when that is longer (the
 //     ingest's devices bucket holds each device's last seq within a second or so; within the
@@ -127,8 +126,6 @@ type QueuesOptions struct {
 	Logger *slog.Logger
 }
 
-// ErrReplayNotClustered is Replay's answer in cluster mode.
-var ErrReplayNotClustered = errors.New("dead-letter replay is not in cluster mode yet")
 
 // DeadLetterStream returns the name of the dead letters' stream for prefix.
 func DeadLetterStream(prefix string) string { return prefix + "_deadletters" }
@@ -410,7 +407,8 @@ func (q *Queues) Backlog(route uint16) int {
 
 // DeadLetter publishes d to the dead letters' stream (subject DeadLetterSubject of its route;
 // d.ID becomes its stream sequence), then marks d.Refs done as MarkDelivered does. Nothing is
-// marked when the publish fails. Replay entries (finished) do not exist in cluster mode yet.
+// marked when the publish fails. The replayed dead letters finished (whose records are all
+// delivered or dead again) are deleted after the publish.
 func (q *Queues) DeadLetter(d *store.DeadLetter, finished []uint64) error {
 	if len(d.Items) == 0 {
 		return nil
@@ -428,33 +426,20 @@ func (q *Queues) DeadLetter(d *store.DeadLetter, finished []uint64) error {
 		return fmt.Errorf("cluster: write dead letter of route %d: %w", d.Route, err)
 	}
 	d.ID = ack.Sequence
+	if err := q.ReplayDone(d.Route, finished); err != nil {
+		// Left on the replay subject, they are delivered again later: never lost.
+		q.warn("delete replayed dead letters", err)
+	}
 	q.MarkDelivered(d.Route, d.Refs)
 	return nil
 }
 
 // DeadLetters calls fn for each dead letter of route, oldest first, until fn returns false.
 func (q *Queues) DeadLetters(ctx context.Context, route uint16, fn func(*store.DeadLetter) bool) error {
-	subj := DeadLetterSubject(q.c.opts.Prefix, route)
-	var seq uint64 = 1
-	for {
-		m, err := retry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-			return q.dlq.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
-		})
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("cluster: read dead letters of route %d: %w", route, err)
-		}
-		d, err := store.DecodeDeadLetter(route, m.Sequence, m.Data)
-		if err != nil {
-			return fmt.Errorf("cluster: dead letter %d of route %d: %w", m.Sequence, route, err)
-		}
-		if !fn(d) {
-			return nil
-		}
-		seq = m.Sequence + 1
+	if err := q.letters(ctx, DeadLetterSubject(q.c.opts.Prefix, route), route, fn); err != nil {
+		return fmt.Errorf("cluster: read dead letters of route %d: %w", route, err)
 	}
+	return nil
 }
 
 // DeadLetterCount returns how many records route's dead letters hold (0 when the stream
@@ -472,43 +457,12 @@ func (q *Queues) DeadLetterCount(route uint16) int {
 const deadRecordsHeader = "Fleetrelay-Records"
 
 func (q *Queues) deadRecords(ctx context.Context, route uint16) (int, error) {
-	subj := DeadLetterSubject(q.c.opts.Prefix, route)
-	n := 0
-	var seq uint64 = 1
-	for {
-		m, err := retry(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
-			return q.dlq.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
-		})
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return n, nil
-		}
-		if err != nil {
-			return n, fmt.Errorf("cluster: count dead letters of route %d: %w", route, err)
-		}
-		k, _ := strconv.Atoi(m.Header.Get(deadRecordsHeader))
-		n += k
-		seq = m.Sequence + 1
+	n, err := q.records(ctx, DeadLetterSubject(q.c.opts.Prefix, route))
+	if err != nil {
+		return n, fmt.Errorf("cluster: count dead letters of route %d: %w", route, err)
 	}
+	return n, nil
 }
-
-// Replaying calls fn for nothing: there are no replay entries in cluster mode yet.
-func (q *Queues) Replaying(route uint16, fn func(*store.DeadLetter) bool) error { return nil }
-
-// ReplayDone accepts no entry: there are none in cluster mode yet.
-func (q *Queues) ReplayDone(route uint16, ids []uint64) error {
-	if len(ids) > 0 {
-		return ErrReplayNotClustered
-	}
-	return nil
-}
-
-// Replay answers ErrReplayNotClustered.
-func (q *Queues) Replay(route uint16) (letters, records int, err error) {
-	return 0, 0, ErrReplayNotClustered
-}
-
-// ReplayRecords returns 0: there are no replay entries in cluster mode yet.
-func (q *Queues) ReplayRecords(route uint16) (int, error) { return 0, nil }
 
 // DiscardRoute marks every record handed out on this node and not done for route done,
 // purges route's dead letters, and leaves route out of what this node hands out until
@@ -536,7 +490,10 @@ func (q *Queues) DiscardRoute(route uint16, late func(records int)) (records, de
 	subj := DeadLetterSubject(q.c.opts.Prefix, route)
 	n := q.DeadLetterCount(route)
 	_, err = retry(context.Background(), func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, q.dlq.Purge(ctx, jetstream.WithPurgeSubject(subj))
+		if err := q.dlq.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, q.dlq.Purge(ctx, jetstream.WithPurgeSubject(ReplaySubject(q.c.opts.Prefix, route)))
 	})
 	if err != nil {
 		return records, 0, fmt.Errorf("cluster: discard route %d: purge dead letters: %w", route, err)

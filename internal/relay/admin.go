@@ -32,6 +32,6 @@ func (r *Relay) buildAdmin() error {
 	r.admin.HandleCommands(r.control, r.tasks)
 	r.admin.HandleDeviceLinks(r.control, r.apiLinks(), r.linkOptions())
 	// The config file's routes and the API's, with their accounts.
-	deadletter.Register(r.admin, r.store, r.sys, deadletter.RoutesFunc(r.control.RouteRef), r.log)
+	deadletter.Register(r.admin, r.deadLetters(), r.sys, deadletter.RoutesFunc(r.control.RouteRef), r.log)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/fleetrelay/fleetrelay/internal/cluster"
 	"github.com/fleetrelay/fleetrelay/internal/config"
 	"github.com/fleetrelay/fleetrelay/internal/control"
+	"github.com/fleetrelay/fleetrelay/internal/deadletter"
 	"github.com/fleetrelay/fleetrelay/internal/deliver"
 	"github.com/fleetrelay/fleetrelay/internal/registry"
 	"github.com/fleetrelay/fleetrelay/internal/store"
@@ -95,6 +96,37 @@ func (r *Relay) journal() actors.Journal {
 		return clusterJournal{r.natsJournal, r.natsQueues}
 	}
 	return r.store
+}
+
+// deadLetters is what the dead-letter endpoints list and purge: the store's lists, or in
+// cluster mode the cluster's dead-letter stream (any relay's API sees every relay's).
+func (r *Relay) deadLetters() deadletter.Lists {
+	if r.natsQueues != nil {
+		return clusterDeadLetters{r.natsQueues}
+	}
+	return r.store
+}
+
+// clusterDeadLetters serves deadletter.Lists from the cluster's dead-letter stream.
+type clusterDeadLetters struct{ q *cluster.Queues }
+
+// deadLetterTimeout bounds one listing or purge of a route's dead letters in cluster mode.
+const deadLetterTimeout = time.Minute
+
+func (c clusterDeadLetters) DeadLetters(route uint16, fn func(*store.DeadLetter) bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), deadLetterTimeout)
+	defer cancel()
+	return c.q.DeadLetters(ctx, route, fn)
+}
+
+func (c clusterDeadLetters) Purge(route uint16, before time.Time) (letters, records int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), deadLetterTimeout)
+	defer cancel()
+	var ms int64
+	if !before.IsZero() {
+		ms = before.UnixMilli()
+	}
+	return c.q.Purge(ctx, route, ms)
 }
 
 // routeIDs names routes where frames record them: the store, or the cluster's table.
