@@ -126,7 +126,6 @@ type QueuesOptions struct {
 	Logger *slog.Logger
 }
 
-
 // DeadLetterStream returns the name of the dead letters' stream for prefix.
 func DeadLetterStream(prefix string) string { return prefix + "_deadletters" }
 
