@@ -179,6 +179,10 @@ func (q *Queues) consume(ctx context.Context, run *partRun) error {
 			DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 			OptStartSeq:       start,
 			InactiveThreshold: 30 * time.Second,
+			// The client's own resets of a failed consumer retry without end by default,
+			// inside Next and deaf to its context (nats.go 1.56): after a few, Next fails and
+			// fetch makes a new consumer, as it does for any failure.
+			MaxResetAttempts: 3,
 		})
 	})
 	if err != nil {
@@ -200,6 +204,9 @@ func (q *Queues) consume(ctx context.Context, run *partRun) error {
 		return err
 	}
 	defer it.Stop()
+	// Stopped when ctx ends, from another goroutine: a reset in progress inside Next does not
+	// watch ctx, only the iterator's stop.
+	defer context.AfterFunc(ctx, it.Stop)()
 	batch := make([]jetstream.Msg, 0, fetchBatch)
 	for {
 		room, err := q.waitRoom(ctx)
