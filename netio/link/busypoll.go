@@ -33,6 +33,13 @@ import (
 // With nothing to do once the window closed, the task is not queued again and the loop sleeps
 // in epoll_wait as without a poller: idle links cost no CPU.
 //
+// Polling only pays while the CPU is otherwise idle. When other threads want it (the machine
+// is busy), a thread that sleeps in epoll_wait is the one the scheduler runs first on its
+// wake-up, while a polling thread that yields waits for whole time slices of the others: its
+// loop would answer later than a sleeping one. So a yield that kept the thread off its CPU for
+// longer than busyPollContended ends the poll, and the loop does not poll again for
+// busyPollBackoff (it sleeps in epoll_wait, as without a poller).
+//
 // touch, Run and the loop-owned fields belong to the loop; nudge and the counters are safe for
 // concurrent use.
 type busyPoller struct {
@@ -41,6 +48,7 @@ type busyPoller struct {
 	window time.Duration
 
 	until  time.Time // the window closes (loop-owned)
+	resume time.Time // no polling before (the CPU was contended; loop-owned)
 	queued bool      // the task is queued or running (loop-owned)
 	events [1]unix.EpollEvent
 
@@ -48,7 +56,16 @@ type busyPoller struct {
 	active atomic.Bool   // the task is queued or running (read by tests)
 	polls  atomic.Uint64 // epoll_waits the poller made
 	busyNs atomic.Uint64 // time spent polling, ns
+	backed atomic.Uint64 // polls ended because the CPU was contended
 }
+
+// A yield that kept the polling thread off its CPU longer than busyPollContended means other
+// threads want that CPU (a time slice of the scheduler is 0.75 ms or more; a client or device
+// woken on it runs a few µs); polling then pauses for busyPollBackoff.
+const (
+	busyPollContended = 200 * time.Microsecond
+	busyPollBackoff   = 100 * time.Millisecond
+)
 
 func newBusyPoller(loop gnet.EventLoop, epfd int, window time.Duration) *busyPoller {
 	return &busyPoller{loop: loop, epfd: epfd, window: window}
@@ -59,8 +76,9 @@ func (b *busyPoller) touch() {
 	if b == nil {
 		return
 	}
-	b.until = time.Now().Add(b.window)
-	if b.queued {
+	now := time.Now()
+	b.until = now.Add(b.window)
+	if b.queued || now.Before(b.resume) {
 		return
 	}
 	b.active.Store(true)
@@ -91,7 +109,12 @@ func (b *busyPoller) Run(context.Context) error {
 			break
 		}
 		_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
-		now = time.Now()
+		last := now
+		if now = time.Now(); now.Sub(last) > busyPollContended {
+			b.resume = now.Add(busyPollBackoff)
+			b.backed.Add(1)
+			break
+		}
 	}
 	b.busyNs.Add(uint64(time.Since(start)))
 	b.queued = false

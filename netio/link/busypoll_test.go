@@ -145,3 +145,15 @@ func TestBusyPollRunEnds(t *testing.T) {
 		t.Errorf("after its window, the poll looked %d times, want 0", n)
 	}
 }
+
+// TestBusyPollBacksOff: after a poll found the CPU contended, traffic does not start another
+// poll until the backoff ends (the loop sleeps in epoll_wait, as without busy polling); it
+// still extends the window.
+func TestBusyPollBacksOff(t *testing.T) {
+	b := newBusyPoller(nil, -1, time.Hour) // no loop: touch must not queue a task
+	b.resume = time.Now().Add(time.Hour)
+	b.touch()
+	if b.queued || b.active.Load() || !b.until.After(time.Now()) {
+		t.Errorf("touch while backing off: queued %v, active %v, window until %v; want a window and no poll", b.queued, b.active.Load(), b.until)
+	}
+}
