@@ -16,9 +16,10 @@ import (
 )
 
 // BenchmarkLinkThroughput moves 1 MiB per iteration one way over each of: a direct loopback
-// connection, a minimal io.Copy proxy, a TCP link, and a TCP link with AES-256-CTR on the client
-// leg (linkcrypt's; the client encrypts with crypto/cipher), interleaved in the same run so the machine's mood is shared. It reports each one's MB/s
-// and the link's share of the direct connection's.
+// connection, a minimal io.Copy proxy, a TCP link, a TCP link with AES-256-CTR on the client
+// leg (linkcrypt's; the client encrypts with crypto/cipher), and a TCP link of a manager that
+// busy polls (benchBusyPoll), interleaved in the same run so the machine's mood is shared. It
+// reports each one's MB/s and the link's share of the direct connection's.
 //
 //	go test ./netio/link -run '^$' -bench LinkThroughput -benchtime 200x
 func BenchmarkLinkThroughput(b *testing.B) {
@@ -103,6 +104,9 @@ func BenchmarkLinkThroughput(b *testing.B) {
 		}
 		paths = append(paths, p)
 	}
+	mp := startManagerWith(b, 2, func(c *Config) { c.BusyPoll = benchBusyPoll })
+	dp := newDevice(b)
+	paths = append(paths, &path{name: "link-poll", w: dialLink(b, openLink(b, mp, Spec{DeviceAddr: dp.addr()}), nil), r: dp.accept(b)})
 
 	buf := bytes.Repeat([]byte("fleetrelay link "), chunk/16)
 	sink := make([]byte, 256<<10)
@@ -133,11 +137,19 @@ func BenchmarkLinkThroughput(b *testing.B) {
 	}
 	b.ReportMetric(rate(paths[2])/rate(paths[0]), "link/direct")
 	b.ReportMetric(rate(paths[3])/rate(paths[2]), "aes/plain")
+	b.ReportMetric(rate(paths[4])/rate(paths[2]), "poll/plain")
 }
 
+// benchBusyPoll is the busy polling window of the benchmarks' "link-poll" paths: the config's
+// default (devicelink.busy_poll).
+const benchBusyPoll = 50 * time.Microsecond
+
 // BenchmarkLinkRoundTrip sends 64-byte requests that an echo answers, in turn over a direct
-// loopback connection, a minimal io.Copy proxy and a TCP link in the same run, and reports each
-// one's median and p99 round trip and the link's p99 over the direct one's.
+// loopback connection, a minimal io.Copy proxy, a TCP link, and a TCP link of a manager that
+// busy polls (benchBusyPoll) in the same run, and reports each one's median and p99 round trip
+// and the links' p99 over the direct one's. Client, relay and devices share one process here:
+// the Go runtime's own spinning threads keep the CPUs awake, so the links' tail is shorter than
+// between processes (the bench's device-link scenario).
 //
 //	go test ./netio/link -run '^$' -bench LinkRoundTrip -benchtime 20000x
 func BenchmarkLinkRoundTrip(b *testing.B) {
@@ -206,12 +218,18 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 	dev := d.accept(b)
 	go func() { echo(dev); echoed <- struct{}{} }()
 	defer func() { _ = dev.Close(); <-echoed }()
+	mp := startManagerWith(b, 2, func(c *Config) { c.BusyPoll = benchBusyPoll })
+	dp := newDevice(b)
+	polled := dialLink(b, openLink(b, mp, Spec{DeviceAddr: dp.addr()}), nil)
+	devp := dp.accept(b)
+	go func() { echo(devp); echoed <- struct{}{} }()
+	defer func() { _ = devp.Close(); <-echoed }()
 
 	req, resp := bytes.Repeat([]byte{'r'}, 64), make([]byte, 64)
-	took := [3][]time.Duration{}
+	took := [4][]time.Duration{}
 	b.ResetTimer()
 	for range b.N {
-		for i, c := range []net.Conn{direct, proxied, client} {
+		for i, c := range []net.Conn{direct, proxied, client, polled} {
 			start := time.Now()
 			if _, err := c.Write(req); err != nil {
 				b.Fatal(err)
@@ -227,11 +245,12 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 		slices.Sort(d)
 		return float64(d[min(len(d)-1, int(f*float64(len(d))))].Nanoseconds()) / 1e3
 	}
-	for i, name := range []string{"direct", "iocopy", "link"} {
+	for i, name := range []string{"direct", "iocopy", "link", "link-poll"} {
 		b.ReportMetric(q(took[i], 0.5), name+"-p50-µs")
 		b.ReportMetric(q(took[i], 0.99), name+"-p99-µs")
 	}
 	b.ReportMetric(q(took[2], 0.99)-q(took[0], 0.99), "added-p99-µs")
+	b.ReportMetric(q(took[3], 0.99)-q(took[0], 0.99), "poll-added-p99-µs")
 }
 
 // BenchmarkIdleLinkMemory opens 1,000 links, each with its client and device connected and one
