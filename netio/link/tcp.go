@@ -266,7 +266,7 @@ func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // loopShare is what the pairs of one event loop share: the loop's epoll descriptor (found
-// once per loop) and the cipher's output buffer. Called with t.mu held.
+// once per loop), its busy poller and the cipher's output buffer. Called with t.mu held.
 type loopShare struct {
 	epfd    int
 	busy    *busyPoller // nil: Config.BusyPoll is 0
