@@ -37,8 +37,9 @@ import (
 // is busy), a thread that sleeps in epoll_wait is the one the scheduler runs first on its
 // wake-up, while a polling thread that yields waits for whole time slices of the others: its
 // loop would answer later than a sleeping one. So a yield that kept the thread off its CPU for
-// longer than busyPollContended ends the poll, and the loop does not poll again for
-// busyPollBackoff (it sleeps in epoll_wait, as without a poller).
+// longer than busyPollContended ends the poll, and the loop does not poll again for a while (it
+// sleeps in epoll_wait, as without a poller): busyPollBackoff, doubled for each poll in a row
+// that ends so, up to busyPollBackoffMax. A poll that ends without contention resets it.
 //
 // touch, Run and the loop-owned fields belong to the loop; nudge and the counters are safe for
 // concurrent use.
@@ -49,6 +50,7 @@ type busyPoller struct {
 
 	until  time.Time // the window closes (loop-owned)
 	resume time.Time // no polling before (the CPU was contended; loop-owned)
+	streak uint      // polls in a row that found the CPU contended (loop-owned)
 	queued bool      // the task is queued or running (loop-owned)
 	events [1]unix.EpollEvent
 
@@ -61,10 +63,12 @@ type busyPoller struct {
 
 // A yield that kept the polling thread off its CPU longer than busyPollContended means other
 // threads want that CPU (a time slice of the scheduler is 0.75 ms or more; a client or device
-// woken on it runs a few µs); polling then pauses for busyPollBackoff.
+// woken on it runs a few µs); polling then pauses for busyPollBackoff, doubled for each poll in
+// a row that found the CPU contended, up to busyPollBackoffMax.
 const (
-	busyPollContended = 200 * time.Microsecond
-	busyPollBackoff   = 100 * time.Millisecond
+	busyPollContended  = 200 * time.Microsecond
+	busyPollBackoff    = time.Millisecond
+	busyPollBackoffMax = 128 * time.Millisecond
 )
 
 func newBusyPoller(loop gnet.EventLoop, epfd int, window time.Duration) *busyPoller {
@@ -111,10 +115,14 @@ func (b *busyPoller) Run(context.Context) error {
 		_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 		last := now
 		if now = time.Now(); now.Sub(last) > busyPollContended {
-			b.resume = now.Add(busyPollBackoff)
+			b.resume = now.Add(min(busyPollBackoff<<min(b.streak, 10), busyPollBackoffMax))
+			b.streak++
 			b.backed.Add(1)
 			break
 		}
+	}
+	if !b.resume.After(now) {
+		b.streak = 0
 	}
 	b.busyNs.Add(uint64(time.Since(start)))
 	b.queued = false
