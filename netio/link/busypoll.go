@@ -2,6 +2,7 @@ package link
 
 import (
 	"context"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -26,8 +27,10 @@ import (
 // level-triggered (what a poll reports stays ready for the loop's own epoll_wait), and the
 // loop's eventfd, registered edge-triggered but never written while the loop runs its tasks
 // (gnet writes it only to wake a loop that is not already doing so). Between two polls the
-// thread yields its CPU (sched_yield) to any other runnable thread: a waiting thread of the
-// relay, or the client or device woken by the loop's last write, runs before the poll
+// loop's goroutine yields its P to any other runnable goroutine (runtime.Gosched: the relay's
+// other work runs as if the loop slept, and with GOMAXPROCS 2 a poll that kept its P made every
+// other goroutine share the last one), and its thread yields its CPU (sched_yield) to any other
+// runnable thread: the client or device woken by the loop's last write runs before the poll
 // continues, and the CPU it spends polling is otherwise idle time.
 //
 // With nothing to do once the window closed, the task is not queued again and the loop sleeps
@@ -112,6 +115,7 @@ func (b *busyPoller) Run(context.Context) error {
 		if n > 0 || (err != nil && err != unix.EINTR) {
 			break
 		}
+		runtime.Gosched() // its P to other goroutines, then its CPU to other threads
 		_, _, _ = unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 		last := now
 		if now = time.Now(); now.Sub(last) > busyPollContended {
