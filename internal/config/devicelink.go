@@ -59,7 +59,7 @@ const (
 	// would poll nearly all the time.
 	MaxBusyPoll = Duration(time.Millisecond)
 	// DefaultBusyPoll is devicelink.busy_poll's default.
-	DefaultBusyPoll = Duration(50 * time.Microsecond)
+	DefaultBusyPoll = Duration(100 * time.Microsecond)
 )
 
 // Enabled reports whether device links are on (listen is set).

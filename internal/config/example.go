@@ -203,7 +203,7 @@ devicelink:
   # of sleeping (like Linux's busy_poll), so the next bytes need not wait for its thread to wake
   # up. It yields to any other thread, and costs nothing while links are idle (README, "Device
   # links: throughput, latency, memory"). 0: off; at most 1ms.
-  busy_poll: 50us
+  busy_poll: 100us
 
 # Raw TCP connectors: each connection devices make to listen is paired with a new connection to
 # upstream, and bytes flow both ways unchanged (the end server's own answers reach the device).

@@ -143,7 +143,7 @@ func BenchmarkLinkThroughput(b *testing.B) {
 
 // benchBusyPoll is the busy polling window of the benchmarks' "link-poll" paths: the config's
 // default (devicelink.busy_poll).
-const benchBusyPoll = 50 * time.Microsecond
+const benchBusyPoll = 100 * time.Microsecond
 
 // BenchmarkLinkRoundTrip sends 64-byte requests that an echo answers, in turn over a direct
 // loopback connection, a minimal io.Copy proxy and a TCP link in the same run, and reports each

@@ -221,7 +221,7 @@ func exchange(t *testing.T, client, dev net.Conn, size int, clientW io.Writer, c
 }
 
 // busyPolls are the devicelink.busy_poll settings the data-path tests run with: off, and on.
-var busyPolls = []time.Duration{0, 50 * time.Microsecond}
+var busyPolls = []time.Duration{0, 100 * time.Microsecond}
 
 // TestLinkCarries100MBEachWay: 100 MB each way at once, byte-exact, busy polling off and on.
 func TestLinkCarries100MBEachWay(t *testing.T) {
