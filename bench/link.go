@@ -51,6 +51,9 @@ type LinkSpec struct {
 	IdleLinks int `yaml:"idle_links"`
 	// Settle is the pause before each memory reading (default 2s).
 	Settle Duration `yaml:"settle"`
+	// BusyPoll, when set, is the relay's devicelink.busy_poll (unset: the relay's default), so
+	// that a copy of the scenario measures the links with another setting or with it off (0).
+	BusyPoll *Duration `yaml:"busy_poll"`
 }
 
 // Targets of a device-link scenario: the relay's link plain and encrypted, and its floors.
@@ -106,6 +109,9 @@ type LinkRun struct {
 	P99Us      float64 `json:"p99Us,omitempty"`
 	P999Us     float64 `json:"p999Us,omitempty"`
 	MaxUs      float64 `json:"maxUs,omitempty"`
+	// CPUPerRoundTripUs is the relay's (or the proxy's) CPU time during the round trips, per
+	// round trip, in µs (busy polling included).
+	CPUPerRoundTripUs float64 `json:"cpuPerRoundTripUs,omitempty"`
 
 	// Idle links (the relay) or connection pairs (the proxy): memory before any was opened and
 	// once IdleLinks were open, each with one round trip done, and the growth per link.
@@ -116,6 +122,9 @@ type LinkRun struct {
 	AnonPerLinkKiB float64 `json:"anonPerLinkKiB,omitempty"`
 	FilesBefore    float64 `json:"openFilesBefore,omitempty"` // the process's, from /proc/PID/fd
 	FilesAfter     float64 `json:"openFilesAfter,omitempty"`
+	// IdleCPUPercent is the process's CPU use, in % of one CPU, during the pause (Settle) with
+	// the idle links open, before the second memory reading.
+	IdleCPUPercent float64 `json:"idleCPUPercent,omitempty"`
 }
 
 // LinkRatios are the relay's medians divided by (or, for latency, minus) its floors' medians;
@@ -284,9 +293,13 @@ func (l *linkRound) relay(ctx context.Context, echoAddr string) ([]LinkRun, erro
 		return nil, err
 	}
 	key := newKey()
+	busyPoll := ""
+	if b := l.spec.BusyPoll; b != nil {
+		busyPoll = fmt.Sprintf("  busy_poll: %s\n", time.Duration(*b))
+	}
 	cfg := fmt.Sprintf("data_dir: %s\nlog:\n  level: warn\ndevices:\n  native:\n    tcp: %s\n    udp: \"\"\n  max_connections: 16\n"+
-		"admin:\n  listen: %q\n  bootstrap_key: %q\ndevicelink:\n  listen: %q\n  ports: %q\n  protocols: [tcp]\nfleet:\n  - id: %s\n",
-		filepath.Join(l.dir, "data"), devAddr, adminAddr, key, l.listen.String(), l.ports, linkDevice)
+		"admin:\n  listen: %q\n  bootstrap_key: %q\ndevicelink:\n  listen: %q\n  ports: %q\n  protocols: [tcp]\n%sfleet:\n  - id: %s\n",
+		filepath.Join(l.dir, "data"), devAddr, adminAddr, key, l.listen.String(), l.ports, busyPoll, linkDevice)
 	cfgPath := filepath.Join(l.dir, "relay.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -343,7 +356,7 @@ func (l *linkRound) relay(ctx context.Context, echoAddr string) ([]LinkRun, erro
 			return nil, fmt.Errorf("encrypted link: %w", err)
 		}
 	}
-	if err := l.roundTrips(ctx, &main, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, nil, devicePort) }); err != nil {
+	if err := l.roundTrips(ctx, &main, relay, func(ctx context.Context) (*loadgen.LinkClient, error) { return api.dial(ctx, nil, devicePort) }); err != nil {
 		return nil, err
 	}
 	if aes.Bytes == 0 {
@@ -369,7 +382,7 @@ func (l *linkRound) direct(ctx context.Context, echoAddr string) ([]LinkRun, err
 			return nil, err
 		}
 	}
-	if err := l.roundTrips(ctx, &run, dial); err != nil {
+	if err := l.roundTrips(ctx, &run, nil, dial); err != nil {
 		return nil, err
 	}
 	if l.spec.Bytes == 0 {
@@ -455,7 +468,7 @@ func (l *linkRound) proxy(ctx context.Context, echoAddr string) ([]LinkRun, erro
 			return nil, err
 		}
 	}
-	if err := l.roundTrips(ctx, &run, dial); err != nil {
+	if err := l.roundTrips(ctx, &run, p, dial); err != nil {
 		return nil, err
 	}
 	return []LinkRun{run}, nil
@@ -519,8 +532,9 @@ func portOf(addr string) int {
 	return n
 }
 
-// roundTrips times spec.RoundTrips requests through a fresh client of dial.
-func (l *linkRound) roundTrips(ctx context.Context, run *LinkRun, dial func(context.Context) (*loadgen.LinkClient, error)) error {
+// roundTrips times spec.RoundTrips requests through a fresh client of dial; mid (the relay or
+// the proxy, nil for direct) has its CPU read around them.
+func (l *linkRound) roundTrips(ctx context.Context, run *LinkRun, mid *relayProc, dial func(context.Context) (*loadgen.LinkClient, error)) error {
 	if l.spec.RoundTrips == 0 {
 		return nil
 	}
@@ -531,6 +545,10 @@ func (l *linkRound) roundTrips(ctx context.Context, run *LinkRun, dial func(cont
 	defer c.Close()
 	rctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(l.spec.RoundTrips)*10*time.Millisecond)
 	defer cancel()
+	var cpu0 float64
+	if mid != nil {
+		cpu0 = mid.cpu()
+	}
 	r, err := c.RoundTrips(rctx, l.spec.RoundTrips, l.spec.Size, 5*time.Second)
 	if err != nil {
 		return err
@@ -538,7 +556,12 @@ func (l *linkRound) roundTrips(ctx context.Context, run *LinkRun, dial func(cont
 	us := func(q float64) float64 { return float64(r.Quantile(q)) / 1e3 }
 	run.RoundTrips = len(r.Samples)
 	run.P50Us, run.P99Us, run.P999Us, run.MaxUs = us(0.5), us(0.99), us(0.999), us(1)
-	l.logf("%s: %d round trips of %d bytes: p50 %.1f µs, p99 %.1f µs", run.Target, run.RoundTrips, l.spec.Size, run.P50Us, run.P99Us)
+	cpu := ""
+	if mid != nil && run.RoundTrips > 0 {
+		run.CPUPerRoundTripUs = (mid.cpu() - cpu0) * 1e6 / float64(run.RoundTrips)
+		cpu = fmt.Sprintf(", %.1f µs of its CPU each", run.CPUPerRoundTripUs)
+	}
+	l.logf("%s: %d round trips of %d bytes: p50 %.1f µs, p99 %.1f µs%s", run.Target, run.RoundTrips, l.spec.Size, run.P50Us, run.P99Us, cpu)
 	return nil
 }
 
@@ -597,14 +620,16 @@ func (l *linkRound) idle(ctx context.Context, run *LinkRun, p *relayProc, admin 
 	if ferr != nil {
 		return ferr
 	}
+	cpu0, t0 := p.cpu(), time.Now()
 	time.Sleep(time.Duration(l.spec.Settle))
+	run.IdleCPUPercent = (p.cpu() - cpu0) / time.Since(t0).Seconds() * 100
 	after := p.mem(ctx, admin)
 	run.After, run.FilesAfter = &after, float64(p.openFiles())
 	run.IdleLinks = n
 	run.RSSPerLinkKiB = (after.RSSMiB - before.RSSMiB) * 1024 / float64(n)
 	run.AnonPerLinkKiB = (after.AnonMiB - before.AnonMiB) * 1024 / float64(n)
-	l.logf("%s: %d idle links: RSS %.1f → %.1f MiB (%.1f KiB a link; anon %.1f KiB), open files %.0f → %.0f",
-		run.Target, n, before.RSSMiB, after.RSSMiB, run.RSSPerLinkKiB, run.AnonPerLinkKiB, run.FilesBefore, run.FilesAfter)
+	l.logf("%s: %d idle links: RSS %.1f → %.1f MiB (%.1f KiB a link; anon %.1f KiB), open files %.0f → %.0f, CPU %.1f %% while idle",
+		run.Target, n, before.RSSMiB, after.RSSMiB, run.RSSPerLinkKiB, run.AnonPerLinkKiB, run.FilesBefore, run.FilesAfter, run.IdleCPUPercent)
 	return nil
 }
 
@@ -792,8 +817,8 @@ func medianLinkRun(xs []LinkRun) LinkRun {
 
 // writeLinkTable: one row per device-link result, ratios first.
 func writeLinkTable(w io.Writer, rs []*Result) {
-	fmt.Fprintln(w, "| device-link scenario | one way: link ÷ direct (to device / to client) | one way: link ÷ io.Copy proxy | both ways at once: link ÷ direct (to device / back) | both at once: link ÷ proxy | AES link ÷ plain link: one way; both at once | AES link ÷ AES direct (both at once) | added p99 vs direct (vs proxy) | p99 ÷ direct | RSS per idle link ÷ proxy | CPU/GB ÷ proxy | runs | link MB/s one way; both at once | AES link MB/s one way; both at once | direct MB/s one way; both at once (AES) | proxy MB/s one way; both at once | p50 / p99: link, direct, proxy | RSS per idle link (anon): relay, proxy | relay CPU s/GB (proxy) |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| device-link scenario | one way: link ÷ direct (to device / to client) | one way: link ÷ io.Copy proxy | both ways at once: link ÷ direct (to device / back) | both at once: link ÷ proxy | AES link ÷ plain link: one way; both at once | AES link ÷ AES direct (both at once) | added p99 vs direct (vs proxy) | p99 ÷ direct | RSS per idle link ÷ proxy | CPU/GB ÷ proxy | runs | link MB/s one way; both at once | AES link MB/s one way; both at once | direct MB/s one way; both at once (AES) | proxy MB/s one way; both at once | p50 / p99: link, direct, proxy | RSS per idle link (anon): relay, proxy | relay CPU s/GB (proxy) | relay CPU µs per round trip (proxy) | relay CPU with idle links |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		l := r.Link
 		m, q := l.Medians, l.Ratios
@@ -830,24 +855,34 @@ func writeLinkTable(w io.Writer, rs []*Result) {
 			}
 			return strconv.FormatFloat(v, 'f', 2, 64)
 		}
-		fmt.Fprintf(w, "| %s | **%s / %s** | %s / %s | %s / %s | %s / %s | **%s / %s**; %s | %s | **%s** | %s | **%s** | %s | %d | %s | %s | %s (%s) | %s | %s, %s, %s / %s, %s, %s | %s, %s | %s (%s) |\n",
+		perTrip := func(v float64) string {
+			if !(v > 0) {
+				return "–"
+			}
+			return strconv.FormatFloat(v, 'f', 1, 64)
+		}
+		idleCPU := "–"
+		if rel.IdleLinks > 0 {
+			idleCPU = fmt.Sprintf("%.1f %%", rel.IdleCPUPercent)
+		}
+		fmt.Fprintf(w, "| %s | **%s / %s** | %s / %s | %s / %s | %s / %s | **%s / %s**; %s | %s | **%s** | %s | **%s** | %s | %d | %s | %s | %s (%s) | %s | %s, %s, %s / %s, %s, %s | %s, %s | %s (%s) | %s (%s) | %s |\n",
 			r.Scenario, Ratio(q.OneWayToDeviceDirect), Ratio(q.OneWayToClientDirect), Ratio(q.OneWayToDeviceProxy), Ratio(q.OneWayToClientProxy),
 			Ratio(q.ToDeviceDirect), Ratio(q.BackDirect), Ratio(q.ToDeviceProxy), Ratio(q.BackProxy),
 			Ratio(q.AESPlainToDevice), Ratio(q.AESPlainToClient), Ratio(q.AESPlain), Ratio(q.AESDirect),
 			added, Ratio(q.P99Direct), Ratio(q.RSSPerLinkProxy), Ratio(q.CPUPerGBProxy), l.Count,
 			both(rel), both(aes), both(dir), mbps(daes.BackMBps), both(px),
 			us(rel.P50Us), us(dir.P50Us), us(px.P50Us), us(rel.P99Us), us(dir.P99Us), us(px.P99Us),
-			kib(rel), kib(px), cpu(rel.CPUPerGB), cpu(px.CPUPerGB))
+			kib(rel), kib(px), cpu(rel.CPUPerGB), cpu(px.CPUPerGB), perTrip(rel.CPUPerRoundTripUs), perTrip(px.CPUPerRoundTripUs), idleCPU)
 	}
 }
 
 // writeLinkRuns: every run of the device-link results, in the order they ran.
 func writeLinkRuns(w io.Writer, rs []*Result) {
-	fmt.Fprintln(w, "| device-link scenario | round | target | one way MB/s: to device / to client | both at once MB/s: to device / back | CPU s/GB | round trips p50 / p99 / p99.9 / max | idle links | RSS before → after (anon) | per link: RSS (anon) | open files before → after |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| device-link scenario | round | target | one way MB/s: to device / to client | both at once MB/s: to device / back | CPU s/GB | round trips p50 / p99 / p99.9 / max | CPU µs per round trip | idle links | RSS before → after (anon) | per link: RSS (anon) | open files before → after | CPU with idle links |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		for _, x := range r.Link.Runs {
-			one, tp, cpu, rt, idle, mem, per, files := "–", "–", "–", "–", "–", "–", "–", "–"
+			one, tp, cpu, rt, rtCPU, idle, mem, per, files, idleCPU := "–", "–", "–", "–", "–", "–", "–", "–", "–", "–"
 			if x.OneWayToDeviceMBps > 0 {
 				one = fmt.Sprintf("%.0f / %.0f", x.OneWayToDeviceMBps, x.OneWayToClientMBps)
 			}
@@ -860,13 +895,17 @@ func writeLinkRuns(w io.Writer, rs []*Result) {
 			if x.RoundTrips > 0 {
 				rt = fmt.Sprintf("%s / %s / %s / %s", Micros(x.P50Us), Micros(x.P99Us), Micros(x.P999Us), Micros(x.MaxUs))
 			}
+			if x.CPUPerRoundTripUs > 0 {
+				rtCPU = fmt.Sprintf("%.1f", x.CPUPerRoundTripUs)
+			}
 			if x.IdleLinks > 0 && x.Before != nil && x.After != nil {
 				idle = strconv.Itoa(x.IdleLinks)
 				mem = fmt.Sprintf("%.1f → %.1f MiB (%.1f → %.1f)", x.Before.RSSMiB, x.After.RSSMiB, x.Before.AnonMiB, x.After.AnonMiB)
 				per = fmt.Sprintf("%.1f KiB (%.1f)", x.RSSPerLinkKiB, x.AnonPerLinkKiB)
 				files = fmt.Sprintf("%.0f → %.0f", x.FilesBefore, x.FilesAfter)
+				idleCPU = fmt.Sprintf("%.1f %%", x.IdleCPUPercent)
 			}
-			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, x.Round, x.Target, one, tp, cpu, rt, idle, mem, per, files)
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, x.Round, x.Target, one, tp, cpu, rt, rtCPU, idle, mem, per, files, idleCPU)
 		}
 	}
 }

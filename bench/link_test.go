@@ -68,6 +68,12 @@ link:
 		if mid := x.Target == bench.TargetRelay || x.Target == bench.TargetRelayAES || x.Target == bench.FloorProxy; x.CPUPerGB < 0 || (!mid && x.CPUPerGB != 0) {
 			t.Errorf("run %d (%s): CPU per GB %v", i, x.Target, x.CPUPerGB)
 		}
+		if mid := x.Target == bench.TargetRelay || x.Target == bench.FloorProxy; x.CPUPerRoundTripUs < 0 || (!mid && x.CPUPerRoundTripUs != 0) {
+			t.Errorf("run %d (%s): CPU per round trip %v µs", i, x.Target, x.CPUPerRoundTripUs)
+		}
+		if x.IdleCPUPercent < 0 || (!idle && x.IdleCPUPercent != 0) {
+			t.Errorf("run %d (%s): CPU %v %% with idle links", i, x.Target, x.IdleCPUPercent)
+		}
 	}
 	q := l.Ratios
 	for name, v := range map[string]float64{"one way to device ÷ direct": q.OneWayToDeviceDirect, "one way to client ÷ direct": q.OneWayToClientDirect,

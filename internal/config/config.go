@@ -479,7 +479,7 @@ func Default() *Config {
 				Retention:      Duration(168 * time.Hour),
 			},
 		},
-		DeviceLink: DeviceLink{Listen: "", Ports: "40000-40999", Protocols: []string{LinkTCP, LinkUDP}, DevicePort: 0, Timeout: 0, Buffer: 256 * KiB},
+		DeviceLink: DeviceLink{Listen: "", Ports: "40000-40999", Protocols: []string{LinkTCP, LinkUDP}, DevicePort: 0, Timeout: 0, Buffer: 256 * KiB, BusyPoll: DefaultBusyPoll},
 		Cluster:    Cluster{NATS: ClusterNATS{Replicas: 3, Prefix: "fleetrelay", Partitions: 32, Lease: Duration(3 * time.Second)}},
 	}
 }

@@ -44,7 +44,7 @@ func (r *Relay) buildLinks() error {
 		return fmt.Errorf("devicelink.ports: %w", err)
 	}
 	lc := link.Config{Listen: addr, PortFirst: first, PortLast: last, Buffer: int(d.Buffer),
-		EventLoops: r.cfg.Devices.EventLoops, Logger: r.log, Protocols: d.Protocols}
+		EventLoops: r.cfg.Devices.EventLoops, Logger: r.log, Protocols: d.Protocols, BusyPoll: time.Duration(d.BusyPoll)}
 	if r.viaListener() {
 		lc.Device = link.DeviceListener{Sender: r.net.UDPSender, Locate: r.lastUDPSource}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/cipher"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -16,9 +17,10 @@ import (
 )
 
 // BenchmarkLinkThroughput moves 1 MiB per iteration one way over each of: a direct loopback
-// connection, a minimal io.Copy proxy, a TCP link, and a TCP link with AES-256-CTR on the client
-// leg (linkcrypt's; the client encrypts with crypto/cipher), interleaved in the same run so the machine's mood is shared. It reports each one's MB/s
-// and the link's share of the direct connection's.
+// connection, a minimal io.Copy proxy, a TCP link, a TCP link with AES-256-CTR on the client
+// leg (linkcrypt's; the client encrypts with crypto/cipher), and a TCP link of a manager that
+// busy polls (benchBusyPoll), interleaved in the same run so the machine's mood is shared. It
+// reports each one's MB/s and the link's share of the direct connection's.
 //
 //	go test ./netio/link -run '^$' -bench LinkThroughput -benchtime 200x
 func BenchmarkLinkThroughput(b *testing.B) {
@@ -103,6 +105,9 @@ func BenchmarkLinkThroughput(b *testing.B) {
 		}
 		paths = append(paths, p)
 	}
+	mp := startManagerWith(b, 2, func(c *Config) { c.BusyPoll = benchBusyPoll })
+	dp := newDevice(b)
+	paths = append(paths, &path{name: "link-poll", w: dialLink(b, openLink(b, mp, Spec{DeviceAddr: dp.addr()}), nil), r: dp.accept(b)})
 
 	buf := bytes.Repeat([]byte("fleetrelay link "), chunk/16)
 	sink := make([]byte, 256<<10)
@@ -133,14 +138,30 @@ func BenchmarkLinkThroughput(b *testing.B) {
 	}
 	b.ReportMetric(rate(paths[2])/rate(paths[0]), "link/direct")
 	b.ReportMetric(rate(paths[3])/rate(paths[2]), "aes/plain")
+	b.ReportMetric(rate(paths[4])/rate(paths[2]), "poll/plain")
 }
+
+// benchBusyPoll is the busy polling window of the benchmarks' "link-poll" paths: the config's
+// default (devicelink.busy_poll).
+const benchBusyPoll = 100 * time.Microsecond
 
 // BenchmarkLinkRoundTrip sends 64-byte requests that an echo answers, in turn over a direct
 // loopback connection, a minimal io.Copy proxy and a TCP link in the same run, and reports each
-// one's median and p99 round trip and the link's p99 over the direct one's.
+// one's median and p99 round trip and the link's p99 over the direct one's; once with busy
+// polling off and once with benchBusyPoll, each with its own floors (a link of each in the same
+// loop makes every path of it slower: the client, the echoes and the loops of two engines then
+// share the Go runtime's two Ps in a pattern of their own). Client, relay and devices share one
+// process here: the Go runtime's own spinning threads keep the CPUs awake, so the link's tail
+// is shorter than between processes (the bench's device-link scenario).
 //
-//	go test ./netio/link -run '^$' -bench LinkRoundTrip -benchtime 20000x
+//	go test ./netio/link -run '^$' -bench 'BenchmarkLinkRoundTrip$' -benchtime 20000x
 func BenchmarkLinkRoundTrip(b *testing.B) {
+	for _, busy := range []time.Duration{0, benchBusyPoll} {
+		b.Run(fmt.Sprintf("busy_poll=%v", busy), func(b *testing.B) { benchRoundTrip(b, busy) })
+	}
+}
+
+func benchRoundTrip(b *testing.B, busy time.Duration) {
 	echo := func(c net.Conn) {
 		buf := make([]byte, 64)
 		for {
@@ -199,7 +220,7 @@ func BenchmarkLinkRoundTrip(b *testing.B) {
 	go func() { _, _ = io.Copy(pin, pout); _ = pin.Close(); copies <- struct{}{} }()
 	defer func() { _ = pin.Close(); _ = server2.Close(); <-copies; <-copies; <-echoed }()
 
-	m := startManager(b, 2, 0)
+	m := startManagerWith(b, 2, func(c *Config) { c.BusyPoll = busy })
 	d := newDevice(b)
 	in := openLink(b, m, Spec{DeviceAddr: d.addr()})
 	client := dialLink(b, in, nil)

@@ -37,7 +37,12 @@ type Config struct {
 	Device DeviceListener
 	// EventLoops is the number of gnet event loops (0: one per CPU).
 	EventLoops int
-	Logger     *slog.Logger
+	// BusyPoll keeps a TCP links' event loop polling instead of sleeping for this long after it
+	// carried link traffic (devicelink.busy_poll; 0: off), so that the next bytes either way
+	// do not wait for the loop's thread to wake up (busypoll.go). While a window is open the
+	// loop's thread takes the CPU time that no other thread wants; idle links cost nothing.
+	BusyPoll time.Duration
+	Logger   *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }

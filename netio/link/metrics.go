@@ -37,7 +37,7 @@ func (s *stats) refused(reason string) {
 
 // Collectors are the links' metrics, read from the counters when scraped: each engine's (TCP:
 // links holding a client, bytes each way, client connections refused by reason, device dials
-// that failed; UDP: udp_metrics.go). Register them once per registry.
+// that failed, time spent busy polling; UDP: udp_metrics.go). Register them once per registry.
 func (m *Manager) Collectors() []prometheus.Collector {
 	var cs []prometheus.Collector
 	for _, proto := range []string{TCP, UDP} {
@@ -73,5 +73,23 @@ func (t *tcpCarrier) collectors() []prometheus.Collector {
 	cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "fleetrelay_devicelink_tcp_dial_failures_total", Help: "Connections to devices for TCP links that failed or timed out.",
 	}, func() float64 { return float64(st.dialFailures.Load()) }))
+	cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "fleetrelay_devicelink_tcp_busy_poll_seconds_total",
+		Help: "Time the TCP links' event loops spent polling instead of sleeping after link traffic (devicelink.busy_poll), summed over the loops: " +
+			"the most CPU time it took (the polling threads yield to any other).",
+	}, t.busyPolled))
 	return cs
+}
+
+// busyPolled is the seconds the loops' busy pollers spent polling.
+func (t *tcpCarrier) busyPolled() float64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var ns uint64
+	for _, ls := range t.loops {
+		if ls.busy != nil {
+			ns += ls.busy.busyNs.Load()
+		}
+	}
+	return float64(ns) / 1e9
 }

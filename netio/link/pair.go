@@ -57,7 +57,8 @@ type pair struct {
 	epfd   int // the loop's epoll descriptor
 
 	client, device leg
-	scratch        []byte // cipher output, shared by the loop's pairs (encrypted links only)
+	scratch        []byte      // cipher output, shared by the loop's pairs (encrypted links only)
+	busy           *busyPoller // the loop's, nil when off (and for connectors)
 	ended          bool
 }
 
@@ -127,6 +128,7 @@ func (p *pair) traffic(l *leg) {
 	}
 	p.move(l)
 	p.settle()
+	p.busy.touch()
 }
 
 // Run is the watcher's wake-up: a leg's socket can take more.

@@ -247,6 +247,7 @@ func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	p := newPair(&linkPair{t: t, e: e}, t.w, t.cfg.Buffer, c, ls.epfd)
+	p.busy = ls.busy
 	if e.spec.Cipher != nil {
 		if ls.scratch == nil {
 			ls.scratch = make([]byte, readChunk)
@@ -265,10 +266,11 @@ func (t *tcpCarrier) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // loopShare is what the pairs of one event loop share: the loop's epoll descriptor (found
-// once per loop) and the cipher's output buffer. Called with t.mu held.
+// once per loop), its busy poller and the cipher's output buffer. Called with t.mu held.
 type loopShare struct {
 	epfd    int
-	scratch []byte // loop-owned once handed to a pair
+	busy    *busyPoller // nil: Config.BusyPoll is 0
+	scratch []byte      // loop-owned once handed to a pair
 }
 
 func (t *tcpCarrier) loopShare(c gnet.Conn) (*loopShare, error) {
@@ -281,6 +283,9 @@ func (t *tcpCarrier) loopShare(c gnet.Conn) (*loopShare, error) {
 		return nil, err
 	}
 	ls := &loopShare{epfd: fd}
+	if t.cfg.BusyPoll > 0 {
+		ls.busy = newBusyPoller(el, fd, t.cfg.BusyPoll)
+	}
 	t.loops[el] = ls
 	return ls, nil
 }

@@ -220,12 +220,22 @@ func exchange(t *testing.T, client, dev net.Conn, size int, clientW io.Writer, c
 	}
 }
 
+// busyPolls are the devicelink.busy_poll settings the data-path tests run with: off, and on.
+var busyPolls = []time.Duration{0, 100 * time.Microsecond}
+
+// TestLinkCarries100MBEachWay: 100 MB each way at once, byte-exact, busy polling off and on.
 func TestLinkCarries100MBEachWay(t *testing.T) {
+	for _, busy := range busyPolls {
+		t.Run(fmt.Sprintf("busy_poll=%v", busy), func(t *testing.T) { testLinkCarries(t, busy) })
+	}
+}
+
+func testLinkCarries(t *testing.T, busy time.Duration) {
 	size := 100 << 20
 	if testing.Short() {
 		size = 8 << 20
 	}
-	m := startManager(t, 4, 0)
+	m := startManagerWith(t, 4, func(c *Config) { c.BusyPoll = busy })
 	d := newDevice(t)
 	in := openLink(t, m, Spec{DeviceAddr: d.addr()})
 	client := dialLink(t, in, nil)
@@ -475,9 +485,15 @@ func TestHalfClosePropagates(t *testing.T) {
 // TestSlowClientBounded: a client that stops reading leaves at most Buffer plus one read
 // buffered in the relay for that direction, and gets every byte once it reads again.
 func TestSlowClientBounded(t *testing.T) {
+	for _, busy := range busyPolls {
+		t.Run(fmt.Sprintf("busy_poll=%v", busy), func(t *testing.T) { testSlowClientBounded(t, busy) })
+	}
+}
+
+func testSlowClientBounded(t *testing.T, busy time.Duration) {
 	const buffer = 64 << 10
 	const size = 32 << 20
-	m := startManager(t, 4, buffer)
+	m := startManagerWith(t, 4, func(c *Config) { c.Buffer, c.BusyPoll = buffer, busy })
 	d := newDevice(t)
 	in, client, dev := pairLink(t, m, d, nil)
 	sent := make(chan sum, 1)
@@ -630,6 +646,7 @@ func TestCollectors(t *testing.T) {
 		`fleetrelay_devicelink_tcp_refused_total{reason="source"}`:             0,
 		`fleetrelay_devicelink_tcp_refused_total{reason="device_unreachable"}`: 0,
 		`fleetrelay_devicelink_tcp_dial_failures_total`:                        0,
+		`fleetrelay_devicelink_tcp_busy_poll_seconds_total`:                    0, // off here
 		`fleetrelay_devicelink_udp_links`:                                      0,
 	}
 	families, err := reg.Gather()

@@ -65,8 +65,10 @@ func (w *watcher) run() {
 			p := w.pairs[ev.Fd]
 			w.mu.Unlock()
 			if p != nil {
-				// A pair that ended meanwhile ignores it; an engine that stops runs nothing.
+				// A pair that ended meanwhile ignores it; an engine that stops runs nothing. A
+				// loop busy polling stops polling to run it.
 				_ = p.loop.Execute(context.Background(), p)
+				p.busy.nudge()
 			}
 		}
 	}
