@@ -99,4 +99,13 @@ func TestClusterFailoverScenario(t *testing.T) {
 	if r.Devices != 20 || r.Cluster == nil || len(r.Cluster.RelayCPUSeconds) != 3 {
 		t.Errorf("%d devices, cluster %+v", r.Devices, r.Cluster)
 	}
+	var md bytes.Buffer
+	bench.WriteMarkdown(&md, []*bench.Result{r})
+	if !strings.Contains(md.String(), "| failover scenario |") || !strings.Contains(md.String(), "| cluster-failover | 3 / 3 / R3 | 3s (default) | 1 of 1 |") {
+		t.Errorf("markdown lacks the failover table:\n%s", md.String())
+	}
+	var html bytes.Buffer
+	if err := r.WriteHTML(&html); err != nil || !strings.Contains(html.String(), "devices watched") {
+		t.Errorf("HTML page (%v) lacks the kills' table", err)
+	}
 }
