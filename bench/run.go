@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -609,13 +610,22 @@ func freeUDPAddr() (string, error) {
 	return c.LocalAddr().String(), nil
 }
 
+// freeAddr is a loopback TCP address no socket uses now. Its port is below Linux's ephemeral
+// range (32768 and up): a port the kernel hands out (":0") can be taken, before the relay
+// binds it or between a kill and a restart, as the local port of an outgoing connection (the
+// NATS nodes' routes and clients in this process, the fleet's devices).
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	var last error
+	for range 500 {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12000)))
+		if err != nil {
+			last = err
+			continue
+		}
+		defer l.Close()
+		return l.Addr().String(), nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("no free port from 20000 to 31999 on 127.0.0.1: %w", last)
 }
 
 // relayConfig is the relay's config file for s.
