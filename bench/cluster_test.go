@@ -76,7 +76,8 @@ func TestClusterFailoverScenario(t *testing.T) {
 	if c := s.Relay.Cluster; c == nil || c.Relays != 3 || len(c.FleetOn) != 2 || s.Failover == nil || s.Failover.Relay != 1 {
 		t.Fatalf("scenario: cluster %+v, failover %+v", s.Relay.Cluster, s.Failover)
 	}
-	s.Load.Devices, s.Load.Ramp = 20, bench.Duration(200*time.Millisecond)
+	// 20 devices over 4 partitions: whichever the killed relay owns, some devices are in them.
+	s.Load.Devices, s.Load.Ramp, s.Relay.Cluster.Partitions = 20, bench.Duration(200*time.Millisecond), 4
 	s.Failover.Warmup, s.Failover.Gap = bench.Duration(time.Second), bench.Duration(500*time.Millisecond)
 	var log bytes.Buffer
 	r, err := bench.Measure(context.Background(), s, bench.Options{RelayBin: relay, ResultsDir: t.TempDir(), Log: &log, Kills: 1})

@@ -32,7 +32,9 @@ type FailoverResult struct {
 	// TakeoverP50Ms and TakeoverMaxMs: kill → the other relays own every partition (metric).
 	TakeoverP50Ms float64 `json:"takeoverP50Ms"`
 	TakeoverMaxMs float64 `json:"takeoverMaxMs"`
-	Unrecovered   int     `json:"unrecovered"` // kills after which a watched device got nothing within the timeout
+	// Unrecovered counts the kills after which a watched device got nothing within the timeout
+	// (or no device was in the killed relay's partitions).
+	Unrecovered int `json:"unrecovered"`
 }
 
 // FailoverKill is one kill and restart.
@@ -246,7 +248,10 @@ func (k *failoverKiller) once(start time.Time) (FailoverKill, error) {
 	var got []float64
 	left := slices.Clone(watched)
 	nextScrape := time.Now()
-	for time.Since(killed) < k.timeout {
+	if len(watched) == 0 {
+		k.logf("no device of the fleet is in the partitions relay %d owned: nothing to wait for", k.victim+1)
+	}
+	for time.Since(killed) < k.timeout && len(watched) > 0 {
 		now := k.sink.Devices()
 		left = slices.DeleteFunc(left, func(id string) bool {
 			if now[id].Unique > snap[id].Unique {
@@ -266,8 +271,8 @@ func (k *failoverKiller) once(start time.Time) (FailoverKill, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if len(left) == 0 {
-		r.RecoverMs = slices.Max(append(got, 0))
+	if len(left) == 0 && len(got) > 0 {
+		r.RecoverMs = slices.Max(got)
 	}
 	r.DeviceP50Ms = median(got)
 	np, err := cl.envs[k.victim].startRelay(k.ctx, k.bin, time.Minute)
