@@ -562,8 +562,8 @@ func writeClusterTable(w io.Writer, rs []*Result) {
 // writeFailoverTable: a failover scenario's kills and the time until the killed relay's
 // partitions delivered again.
 func writeFailoverTable(w io.Writer, rs []*Result) {
-	fmt.Fprintln(w, "| failover scenario | relays / NATS nodes / replicas | lease | kills done | partitions owned by the killed relay (median) | kill → every partition delivering again p50 / max | kill → partitions taken over p50 / max | measured by | messages acked | delivered | lost | duplicates |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| failover scenario | relays / NATS nodes / replicas | lease | kills done | partitions owned by the killed relay (median) | kill → every partition delivering again p50 / max | the same wait without a kill (p50) | kill → partitions taken over p50 / max | measured by | messages acked | delivered | lost | duplicates |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		f, cr := r.Failover, r.Cluster
 		if cr == nil {
@@ -573,22 +573,26 @@ func writeFailoverTable(w io.Writer, rs []*Result) {
 		for _, k := range f.Runs {
 			owned = append(owned, float64(k.Owned))
 		}
+		owns := "–"
+		if m := median(owned); m >= 0 && len(owned) > 0 {
+			owns = strconv.FormatFloat(m, 'f', 0, 64)
+		}
 		take := "–"
 		if f.TakeoverMaxMs > 0 {
 			take = Millis(f.TakeoverP50Ms) + " / " + Millis(f.TakeoverMaxMs)
 		}
-		fmt.Fprintf(w, "| %s | %d / %d / R%d | %s | %d of %d | %.0f | %s / %s | %s | %s | %d | %d | %d | %d |\n",
-			r.Scenario, cr.Relays, cr.NATSNodes, cr.Replicas, f.Lease, len(f.Runs), f.Kills, median(owned),
-			Millis(f.RecoverP50Ms), Millis(f.RecoverMaxMs), take, f.Ownership, r.Account.Expected, r.Account.Received, r.Account.Lost, r.Account.Dups)
+		fmt.Fprintf(w, "| %s | %d / %d / R%d | %s | %d of %d | %s | %s / %s | %s | %s | %s | %d | %d | %d | %d |\n",
+			r.Scenario, cr.Relays, cr.NATSNodes, cr.Replicas, f.Lease, len(f.Runs), f.Kills, owns,
+			Millis(f.RecoverP50Ms), Millis(f.RecoverMaxMs), Millis(f.BaselineP50Ms), take, f.Ownership, r.Account.Expected, r.Account.Received, r.Account.Lost, r.Account.Dups)
 	}
 }
 
 // writeFailoverKills: one row per kill of a failover result.
 func writeFailoverKills(w io.Writer, r *Result) {
-	fmt.Fprintln(w, "| kill | at | partitions owned | devices watched | every one delivering again | median device | taken over | restarted: ready after the kill | owning again after ready |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| kill | at | partitions owned | devices watched | every one delivering again | median device | without a kill | taken over | restarted: ready after the kill | owning again after ready |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for i, k := range r.Failover.Runs {
-		fmt.Fprintf(w, "| %d | %.1f s | %d | %d | %s | %s | %s | %s | %s |\n", i+1, k.AtSeconds, k.Owned, k.Watched,
-			Millis(k.RecoverMs), Millis(k.DeviceP50Ms), Millis(k.TakeoverMs), Millis(k.ReadyMs), Millis(k.RegainMs))
+		fmt.Fprintf(w, "| %d | %.1f s | %d | %d | %s | %s | %s | %s | %s | %s |\n", i+1, k.AtSeconds, k.Owned, k.Watched,
+			Millis(k.RecoverMs), Millis(k.DeviceP50Ms), Millis(k.BaselineMs), Millis(k.TakeoverMs), Millis(k.ReadyMs), Millis(k.RegainMs))
 	}
 }

@@ -90,7 +90,7 @@ func TestClusterFailoverScenario(t *testing.T) {
 		t.Fatalf("failover %+v", f)
 	}
 	k := f.Runs[0]
-	if k.Watched == 0 || k.RecoverMs <= 0 || k.ReadyMs < k.RecoverMs || f.RecoverMaxMs != k.RecoverMs {
+	if k.Watched == 0 || k.RecoverMs <= 0 || k.BaselineMs <= 0 || k.ReadyMs < k.RecoverMs || f.RecoverMaxMs != k.RecoverMs {
 		t.Errorf("kill %+v", k)
 	}
 	a := r.Account

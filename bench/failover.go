@@ -27,8 +27,9 @@ type FailoverResult struct {
 	// Error says why the kills stopped early (a restart that failed), if they did.
 	Error string `json:"error,omitempty"`
 
-	RecoverP50Ms float64 `json:"recoverP50Ms"` // kill → every watched device delivering again, median over the kills
-	RecoverMaxMs float64 `json:"recoverMaxMs"`
+	RecoverP50Ms  float64 `json:"recoverP50Ms"` // kill → every watched device delivering again, median over the kills
+	RecoverMaxMs  float64 `json:"recoverMaxMs"`
+	BaselineP50Ms float64 `json:"baselineP50Ms"` // the same wait without a kill, median over the kills
 	// TakeoverP50Ms and TakeoverMaxMs: kill → the other relays own every partition (metric).
 	TakeoverP50Ms float64 `json:"takeoverP50Ms"`
 	TakeoverMaxMs float64 `json:"takeoverMaxMs"`
@@ -46,9 +47,12 @@ type FailoverKill struct {
 	// timeout); DeviceP50Ms the median over the watched devices.
 	RecoverMs   float64 `json:"recoverMs"`
 	DeviceP50Ms float64 `json:"deviceP50Ms"`
-	TakeoverMs  float64 `json:"takeoverMs"` // kill → the others own every partition (-1: unknown)
-	ReadyMs     float64 `json:"readyMs"`    // kill → the restarted relay ready (after the recovery)
-	RegainMs    float64 `json:"regainMs"`   // its restart → it owns partitions again (-1: unknown)
+	// BaselineMs is the same wait without a kill, just before it: the time every watched device
+	// takes to have a new message anyway (its rate, batching), the resolution of RecoverMs.
+	BaselineMs float64 `json:"baselineMs"`
+	TakeoverMs float64 `json:"takeoverMs"` // kill → the others own every partition (-1: unknown)
+	ReadyMs    float64 `json:"readyMs"`    // kill → the restarted relay ready (after the recovery)
+	RegainMs   float64 `json:"regainMs"`   // its restart → it owns partitions again (-1: unknown)
 }
 
 // OK reports whether every kill asked for was done and followed by a working restart.
@@ -130,8 +134,8 @@ func runFailover(ctx context.Context, s *Scenario, o Options, res *Result, logf 
 				fr.Ownership = "metric"
 			}
 			fr.Runs = append(fr.Runs, r)
-			logf("kill %d/%d at %.1fs: %d partitions owned, %d devices watched; every one delivering again after %.0f ms (median device %.0f ms, -1: not within %v); partitions taken over after %.0f ms; restarted relay ready %.0f ms after the kill, owning partitions %.0f ms later",
-				i+1, f.Kills, r.AtSeconds, r.Owned, r.Watched, r.RecoverMs, r.DeviceP50Ms, k.timeout, r.TakeoverMs, r.ReadyMs, r.RegainMs)
+			logf("kill %d/%d at %.1fs: %d partitions owned, %d devices watched; every one delivering again after %.0f ms (median device %.0f ms, -1: not within %v; without a kill just before: %.0f ms); partitions taken over after %.0f ms; restarted relay ready %.0f ms after the kill, owning partitions %.0f ms later",
+				i+1, f.Kills, r.AtSeconds, r.Owned, r.Watched, r.RecoverMs, r.DeviceP50Ms, k.timeout, r.BaselineMs, r.TakeoverMs, r.ReadyMs, r.RegainMs)
 			if i+1 < f.Kills && !wait(time.Duration(f.Gap)) {
 				return
 			}
@@ -174,8 +178,9 @@ func runFailover(ctx context.Context, s *Scenario, o Options, res *Result, logf 
 	fillAccount(res, e.sink, a, rep.Start, loadEnd, drainEnd)
 	cl.finish(res)
 
-	var rec, take []float64
+	var rec, take, base []float64
 	for _, r := range fr.Runs {
+		base = append(base, r.BaselineMs)
 		if r.RecoverMs >= 0 {
 			rec = append(rec, r.RecoverMs)
 		} else {
@@ -187,6 +192,7 @@ func runFailover(ctx context.Context, s *Scenario, o Options, res *Result, logf 
 	}
 	fr.RecoverP50Ms, fr.RecoverMaxMs = median(rec), slices.Max(append(rec, 0))
 	fr.TakeoverP50Ms, fr.TakeoverMaxMs = median(take), slices.Max(append(take, 0))
+	fr.BaselineP50Ms = median(base)
 	if fr.Ownership != "metric" {
 		res.Notes = append(res.Notes, "the relays have no "+ownedMetric+" metric: every device was watched, and a kill's figure is the longest any device waited for its next message after it")
 	}
@@ -237,20 +243,29 @@ func (k *failoverKiller) once(start time.Time) (FailoverKill, error) {
 	if o, found, err := ownedPartitions(k.ctx, cl.envs[k.victim].adminAddr); err == nil && found {
 		owned, r.Owned = append([]int{}, o...), len(o)
 	}
+	watched := watchedDevices(k.sink.Devices(), owned, n)
+	r.Watched = len(watched)
+	if len(watched) == 0 {
+		k.logf("no device of the fleet is in the partitions relay %d owned: nothing to wait for", k.victim+1)
+	}
+	// The baseline: how long until every watched device has a new message with nothing killed.
+	t0, snap := time.Now(), k.sink.Devices()
+	base := slices.Clone(watched)
+	for len(base) > 0 && time.Since(t0) < k.timeout {
+		time.Sleep(10 * time.Millisecond)
+		now := k.sink.Devices()
+		base = slices.DeleteFunc(base, func(id string) bool { return now[id].Unique > snap[id].Unique })
+	}
+	r.BaselineMs = ms(time.Since(t0))
 	p := cl.group.list()[k.victim]
 	used := p.cpu()
 	killed := time.Now()
 	p.kill()
 	time.Sleep(settleAfterKill)
-	snap := k.sink.Devices()
-	watched := watchedDevices(snap, owned, n)
-	r.Watched = len(watched)
+	snap = k.sink.Devices()
 	var got []float64
 	left := slices.Clone(watched)
 	nextScrape := time.Now()
-	if len(watched) == 0 {
-		k.logf("no device of the fleet is in the partitions relay %d owned: nothing to wait for", k.victim+1)
-	}
 	for time.Since(killed) < k.timeout && len(watched) > 0 {
 		now := k.sink.Devices()
 		left = slices.DeleteFunc(left, func(id string) bool {
