@@ -134,8 +134,9 @@ func runFailover(ctx context.Context, s *Scenario, o Options, res *Result, logf 
 				fr.Ownership = "metric"
 			}
 			fr.Runs = append(fr.Runs, r)
-			logf("kill %d/%d at %.1fs: %d partitions owned, %d devices watched; every one delivering again after %.0f ms (median device %.0f ms, -1: not within %v; without a kill just before: %.0f ms); partitions taken over after %.0f ms; restarted relay ready %.0f ms after the kill, owning partitions %.0f ms later",
-				i+1, f.Kills, r.AtSeconds, r.Owned, r.Watched, r.RecoverMs, r.DeviceP50Ms, k.timeout, r.BaselineMs, r.TakeoverMs, r.ReadyMs, r.RegainMs)
+			logf("kill %d/%d at %.1fs: %d partitions owned, %d devices watched; every one delivering again after %s (median device %s; without a kill just before: %s); partitions taken over after %s; restarted relay ready %s after the kill, owning partitions %s later",
+				i+1, f.Kills, r.AtSeconds, r.Owned, r.Watched, msOrTimeout(r.RecoverMs, k.timeout), msOrTimeout(r.DeviceP50Ms, k.timeout),
+				msOrTimeout(r.BaselineMs, k.timeout), msOrTimeout(r.TakeoverMs, k.timeout), msOrTimeout(r.ReadyMs, k.timeout), msOrTimeout(r.RegainMs, k.timeout))
 			if i+1 < f.Kills && !wait(time.Duration(f.Gap)) {
 				return
 			}
@@ -327,4 +328,12 @@ func (k *failoverKiller) survivorsOwnAll(n int) bool {
 		}
 	}
 	return len(all) == n
+}
+
+// msOrTimeout is a kill's time in ms for the log, or what -1 stands for: not within timeout.
+func msOrTimeout(ms float64, timeout time.Duration) string {
+	if ms < 0 {
+		return fmt.Sprintf("not within %v", timeout)
+	}
+	return fmt.Sprintf("%.0f ms", ms)
 }
