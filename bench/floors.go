@@ -19,12 +19,16 @@ import (
 // ratios to its floors. The machine's speed varies from day to day; the ratios are what
 // compares across days.
 type Comparison struct {
-	Count  int       `json:"count"` // runs of each target
-	Relay  Figures   `json:"relay"` // medians over the relay's runs
-	Ack    *Figures  `json:"ackFloor,omitempty"`
-	Pipe   *Figures  `json:"pipelineFloor,omitempty"`
-	Ratios Ratios    `json:"ratios"`
-	Runs   []Figures `json:"runs"`
+	Count int      `json:"count"` // runs of each target
+	Relay Figures  `json:"relay"` // medians over the relay's runs
+	Ack   *Figures `json:"ackFloor,omitempty"`
+	Pipe  *Figures `json:"pipelineFloor,omitempty"`
+	// Badger holds the medians of a cluster scenario's runs in Badger mode (FloorBadger), and
+	// VsBadger the cluster's medians divided by them.
+	Badger   *Figures      `json:"badger,omitempty"`
+	VsBadger *BadgerRatios `json:"vsBadger,omitempty"`
+	Ratios   Ratios        `json:"ratios"`
+	Runs     []Figures     `json:"runs"`
 	// Shown is the index in Runs of the relay run whose details (timeline, memory, account)
 	// the Result holds: the one with the median delivered (else acknowledged) rate.
 	Shown int `json:"shown"`
@@ -50,7 +54,10 @@ type Figures struct {
 	BacklogSlope       float64 `json:"backlogSlope"`
 	SustainedRate      float64 `json:"sustainedRate"` // Sustained.Rate: delivered ≈ acked at this rate or more
 	DrainPerSec        float64 `json:"drainPerSec"`   // Sustained.DrainPerSec: delivery alone, after the load
-	Lost               int64   `json:"lost"`
+	// BenchCPUPerMsgUs is the bench process's CPU per message: the fleet and the sink, and in
+	// cluster mode the NATS nodes too.
+	BenchCPUPerMsgUs float64 `json:"benchCpuPerMsgUs,omitempty"`
+	Lost             int64   `json:"lost"`
 }
 
 // Ratios are the relay's figures divided by its floors' (medians by medians); 0 where a side
@@ -74,6 +81,9 @@ func figuresOf(r *Result, run int) Figures {
 		AckP999Ms: r.AckLatency.P999, EndToEndP99Ms: float64(r.EndToEnd.P99) / 1000, RSSPeakMiB: r.RelayRSSPeakMiB, Lost: r.Account.Lost}
 	if f.Target == "" {
 		f.Target = TargetRelay
+	}
+	if n := max(r.Delivered, r.MessagesAcked); n > 0 && r.BenchCPUSeconds > 0 {
+		f.BenchCPUPerMsgUs = r.BenchCPUSeconds / float64(n) * 1e6
 	}
 	if s := r.Sustained; s != nil {
 		f.DeliveredOverAcked, f.BacklogSlope, f.SustainedRate, f.DrainPerSec = s.Ratio, s.BacklogSlope, s.Rate, s.DrainPerSec
@@ -123,6 +133,13 @@ func (c *Comparison) compare() {
 	if fs := by[FloorPipeline]; len(fs) > 0 {
 		m := medianFigures(fs)
 		c.Pipe = &m
+	}
+	if fs := by[FloorBadger]; len(fs) > 0 {
+		m := medianFigures(fs)
+		c.Badger = &m
+		c.VsBadger = &BadgerRatios{Acked: ratio(c.Relay.AckedPerSec, m.AckedPerSec), Delivered: ratio(c.Relay.DeliveredPerSec, m.DeliveredPerSec),
+			CPUPerMsg: ratio(c.Relay.CPUPerMsgUs, m.CPUPerMsgUs), AckP50: ratio(c.Relay.AckP50Ms, m.AckP50Ms), AckP99: ratio(c.Relay.AckP99Ms, m.AckP99Ms),
+			NATSCPUPerMsgUs: max(c.Relay.BenchCPUPerMsgUs-m.BenchCPUPerMsgUs, 0)}
 	}
 	base := c.Ack
 	if base == nil {

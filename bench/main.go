@@ -27,7 +27,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	tableOnly := fs.Bool("table", false, "only rewrite the results directory's README.md table from its JSON files")
 	demo := fs.Bool("demo", false, "run the demo scenario (a small fleet, relay and sink) with a status line per second; nothing is written to the results")
 	profile := fs.String("profile", "", "directory for CPU profiles of the relay and of loadgen+sink during each load, and the relay's heap after it")
-	kills := fs.Int("kills", 0, "crash scenarios: SIGKILLs of the relay (default: the scenario's crash.kills, 20)")
+	kills := fs.Int("kills", 0, "crash and failover scenarios: SIGKILLs of the relay (default: the scenario's crash.kills, 20, or failover.kills, 5)")
 	backlog := fs.Int64("backlog", 0, "backlog scenarios: queued messages to build (default: the scenario's backlog.messages, 10,000,000)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -130,6 +130,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		if c := r.Crash; c != nil && !c.OK() {
 			fmt.Fprintf(stderr, "bench %s: %d of %d kills done %s\n", s.Name, len(c.Restarts), c.Kills, c.Error)
+			code = 1
+		}
+		if f := r.Failover; f != nil && !f.OK() {
+			fmt.Fprintf(stderr, "bench %s: %d of %d kills done %s\n", s.Name, len(f.Runs), f.Kills, f.Error)
 			code = 1
 		}
 		done = append(done, r)

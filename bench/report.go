@@ -58,6 +58,17 @@ func (r *Result) WriteHTML(w io.Writer) error {
 		writeBacklogTable(&b, []*Result{r})
 		extra = append(extra, parseMarkdownTable(b.String()))
 	}
+	if r.Cluster != nil && r.Failover == nil {
+		var b strings.Builder
+		writeClusterTable(&b, []*Result{r})
+		extra = append(extra, parseMarkdownTable(strings.ReplaceAll(b.String(), "**", "")))
+	}
+	if r.Failover != nil {
+		var b, k strings.Builder
+		writeFailoverTable(&b, []*Result{r})
+		writeFailoverKills(&k, r)
+		extra = append(extra, parseMarkdownTable(b.String()), parseMarkdownTable(k.String()))
+	}
 	var floors []*Result
 	if c := r.Floors; c != nil {
 		floors = c.FloorRuns
@@ -191,6 +202,8 @@ func styleOf(target string) style {
 		return style{"ACK floor", "#2ca02c", "6 3"}
 	case FloorPipeline:
 		return style{"pipeline floor", "#ff7f0e", "2 3"}
+	case FloorBadger:
+		return style{"badger mode", "#9467bd", "6 3"}
 	}
 	return style{"relay", "#1f77b4", ""}
 }
@@ -379,10 +392,15 @@ func WriteMarkdown(w io.Writer, rs []*Result) {
 		fmt.Fprintln(w)
 		writeLinkRuns(w, links)
 	}
-	var crash, backlog []*Result
+	var crash, backlog, clustered, failover []*Result
 	for _, r := range fleet {
 		if r.Crash != nil {
 			crash = append(crash, r)
+		}
+		if r.Failover != nil {
+			failover = append(failover, r)
+		} else if r.Cluster != nil {
+			clustered = append(clustered, r)
 		}
 		if r.Backlog != nil {
 			backlog = append(backlog, r)
@@ -395,6 +413,14 @@ func WriteMarkdown(w io.Writer, rs []*Result) {
 	if len(backlog) > 0 {
 		fmt.Fprintln(w)
 		writeBacklogTable(w, backlog)
+	}
+	if len(clustered) > 0 {
+		fmt.Fprintln(w)
+		writeClusterTable(w, clustered)
+	}
+	if len(failover) > 0 {
+		fmt.Fprintln(w)
+		writeFailoverTable(w, failover)
 	}
 }
 

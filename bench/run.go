@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -94,11 +95,16 @@ type Result struct {
 	// fields are those of one relay run (Floors.Shown), the one with the median figure.
 	Floors *Comparison `json:"floors,omitempty"`
 
-	Churn   *ChurnResult      `json:"churn,omitempty"`   // the control plane's work during the load
-	Crash   *CrashResult      `json:"crash,omitempty"`   // crash scenarios
-	Backlog *BacklogResult    `json:"backlog,omitempty"` // backlog scenarios
-	Link    *LinkResult       `json:"link,omitempty"`    // device-link scenarios
-	Sink    loadgen.SinkStats `json:"sink"`              // the sink's counters at the end
+	Churn   *ChurnResult   `json:"churn,omitempty"`   // the control plane's work during the load
+	Crash   *CrashResult   `json:"crash,omitempty"`   // crash scenarios
+	Backlog *BacklogResult `json:"backlog,omitempty"` // backlog scenarios
+	Link    *LinkResult    `json:"link,omitempty"`    // device-link scenarios
+	// Cluster is what a run in cluster mode measured of the cluster (relay.cluster).
+	Cluster *ClusterResult `json:"cluster,omitempty"`
+	// Failover is a failover scenario's kills and how long the killed relay's partitions took
+	// to deliver again.
+	Failover *FailoverResult   `json:"failover,omitempty"`
+	Sink     loadgen.SinkStats `json:"sink"` // the sink's counters at the end
 
 	Notes         []string         `json:"notes,omitempty"`
 	Timeline      []loadgen.Second `json:"timeline"`
@@ -136,6 +142,8 @@ type env struct {
 	telAddr, telUDPAddr            string // the Teltonika listeners (Teltonika scenarios)
 	key                            string // admin.bootstrap_key: a super key for the API and pprof
 	log                            io.Writer
+	cluster                        *clusterConf // cluster mode's section of the config, nil in Badger mode
+	shared                         bool         // another relay's env, sharing the first's sink and directory
 }
 
 // newEnv starts the sink and writes the relay's config; the admin listener is configured when
@@ -193,12 +201,38 @@ func (e *env) setup(s *Scenario, o Options, admin bool) error {
 	}
 	e.cfgPath = filepath.Join(e.dir, "relay.yaml")
 	e.key = newKey()
-	cfg := relayConfig(s, e)
-	return os.WriteFile(e.cfgPath, []byte(cfg), 0o600)
+	return e.writeConfig(s)
+}
+
+// writeConfig writes the relay's config file for s.
+func (e *env) writeConfig(s *Scenario) error {
+	return os.WriteFile(e.cfgPath, []byte(relayConfig(s, e)), 0o600)
+}
+
+// sibling returns the env of relay n of a cluster: a directory, device and admin listeners of
+// its own under e's, e's sink and key. It is removed with e.
+func (e *env) sibling(s *Scenario, n int) (*env, error) {
+	x := &env{sink: e.sink, dir: filepath.Join(e.dir, "relay"+strconv.Itoa(n)), key: e.key, log: e.log, shared: true}
+	if err := os.MkdirAll(x.dir, 0o700); err != nil {
+		return nil, err
+	}
+	x.dataDir = filepath.Join(x.dir, "data")
+	x.cfgPath = filepath.Join(x.dir, "relay.yaml")
+	var err error
+	if x.devAddr, err = freeAddr(); err != nil {
+		return nil, err
+	}
+	if x.adminAddr, err = freeAddr(); err != nil {
+		return nil, err
+	}
+	return x, x.writeConfig(s)
 }
 
 // close stops the sink and removes the directory, the relay's data included.
 func (e *env) close() {
+	if e.shared {
+		return
+	}
 	if e.sink != nil {
 		_ = e.sink.Close()
 	}
@@ -260,6 +294,8 @@ func Run(ctx context.Context, s *Scenario, o Options) (*Result, error) {
 		return runBacklog(ctx, s, o, res, logf)
 	case s.Link != nil:
 		return runLink(ctx, s, o, res, logf)
+	case s.Failover != nil:
+		return runFailover(ctx, s, o, res, logf)
 	}
 
 	return runOnce(ctx, s, o, res, TargetRelay, logf)
@@ -276,6 +312,9 @@ const (
 // the relay: the same fleet, sink and /proc accounting, the floor a process of its own
 // (Options.LoadgenBin floor).
 func RunFloor(ctx context.Context, s *Scenario, kind string, o Options) (*Result, error) {
+	if kind == FloorBadger {
+		return runBadger(ctx, s, o)
+	}
 	if kind != FloorAck && kind != FloorPipeline {
 		return nil, fmt.Errorf("floor %q: want %s or %s", kind, FloorAck, FloorPipeline)
 	}
@@ -284,6 +323,15 @@ func RunFloor(ctx context.Context, s *Scenario, kind string, o Options) (*Result
 	}
 	logf, res := prepare(s, &o, s.Name+" "+kind+" floor")
 	return runOnce(ctx, s, o, res, kind, logf)
+}
+
+// runBadger runs a cluster scenario's load once against the relay in Badger mode (FloorBadger):
+// the same scenario without relay.cluster.
+func runBadger(ctx context.Context, s *Scenario, o Options) (*Result, error) {
+	b := *s
+	b.Relay.Cluster, b.Floors = nil, nil
+	logf, res := prepare(&b, &o, s.Name+" badger")
+	return runOnce(ctx, &b, o, res, FloorBadger, logf)
 }
 
 // runOnce runs the load of s once against target (the relay or a floor).
@@ -301,23 +349,34 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	}
 	res.RatePerDevice = rate
 
-	relayRun := target == TargetRelay
-	e, err := newEnv(s, o, relayRun) // the relay's admin listener: its backlog metric, profiles
+	relayRun := target == TargetRelay || target == FloorBadger // the relay, in cluster or Badger mode
+	e, err := newEnv(s, o, relayRun)                           // the relay's admin listener: its backlog metric, profiles
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
 	sink, devAddr, ndjsonAddr, adminAddr := e.sink, e.devAddr, e.ndjsonAddr, e.adminAddr
-	var relay *relayProc
-	if relayRun {
+	var relay proc
+	var cl *clusterRun
+	switch {
+	case relayRun && s.Relay.Cluster != nil:
+		if cl, err = startCluster(ctx, s, o, e, logf); err == nil {
+			defer cl.close()
+			relay = cl.group
+		}
+	case relayRun:
 		relay, err = e.startRelay(ctx, o.RelayBin, 30*time.Second)
-	} else {
+	default:
 		relay, err = e.startFloor(ctx, o.LoadgenBin, target, s, 30*time.Second)
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer relay.stop()
+	fleetAddrs := []string{devAddr}
+	if cl != nil {
+		fleetAddrs = cl.fleetAddrs()
+	}
 	time.Sleep(200 * time.Millisecond) // let the process settle before the idle reading
 	res.RelayRSSIdleMiB = float64(relay.rss()) / (1 << 20)
 	samp := sample(time.Second, func() float64 { return float64(relay.rss()) / (1 << 20) })
@@ -352,11 +411,11 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 		flow = sampleFlow(ctx, count, records, sink, adminAddr)
 	}
 	if tel {
-		devAddr = e.telAddr
+		fleetAddrs = []string{e.telAddr}
 	}
 	logf("load: %d devices at %s for %v", s.Load.Devices, rateText(rate), time.Duration(s.Load.Duration))
-	rep, err := loadgen.Run(ctx, loadgen.RunOptions{
-		Addr: devAddr, Devices: s.Load.Devices, Rate: rate, Poisson: s.Load.Poisson, Records: s.Load.Records,
+	rep, err := runFleet(ctx, fleetAddrs, loadgen.RunOptions{
+		Devices: s.Load.Devices, Rate: rate, Poisson: s.Load.Poisson, Records: s.Load.Records,
 		Payload: payload, Window: s.Load.Window, RampUp: time.Duration(s.Load.Ramp), Duration: time.Duration(s.Load.Duration),
 		Idle: s.Load.Idle, Prefix: "B", NDJSONAddr: ndjsonAddr, OnSecond: watch(o.Watch, sink, relay.rss),
 		Acked: &acked, Sent: &sent,
@@ -476,6 +535,10 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	if res.FramesAcked > 0 && !s.Load.Idle {
 		res.CPUPerFrame = res.RelayCPUSeconds / float64(res.FramesAcked) * 1e6
 	}
+	if cl != nil {
+		cl.finish(res)
+		logf("cluster: this process (fleet, sink, NATS nodes) %s CPU per msg; NATS stores %s on disk", Micros(res.Cluster.BenchCPUPerMsgUs), MiB(res.Cluster.NATSDiskMiB))
+	}
 	logf("acked %s msgs/s, delivered %d, lost %d, CPU %s per frame, %s per msg, RSS peak %s",
 		Count(res.AckedPerSec), res.Delivered, res.Account.Lost, Micros(res.CPUPerFrame), Micros(res.RelayCPUPerMsg), MiB(res.RelayRSSPeakMiB))
 	return res, nil
@@ -547,13 +610,22 @@ func freeUDPAddr() (string, error) {
 	return c.LocalAddr().String(), nil
 }
 
+// freeAddr is a loopback TCP address no socket uses now. Its port is below Linux's ephemeral
+// range (32768 and up): a port the kernel hands out (":0") can be taken, before the relay
+// binds it or between a kill and a restart, as the local port of an outgoing connection (the
+// NATS nodes' routes and clients in this process, the fleet's devices).
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	var last error
+	for range 500 {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12000)))
+		if err != nil {
+			last = err
+			continue
+		}
+		defer l.Close()
+		return l.Addr().String(), nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", fmt.Errorf("no free port from 20000 to 31999 on 127.0.0.1: %w", last)
 }
 
 // relayConfig is the relay's config file for s.
@@ -571,6 +643,9 @@ func relayConfig(s *Scenario, e *env) string {
 	fmt.Fprintf(&b, "store:\n  sync: %t\nadmin:\n  listen: %q\n  bootstrap_key: %q\ndelivery:\n  allow_private_networks: true\n", s.Relay.Sync, adminAddr, key)
 	if s.Relay.MaxBackoff > 0 {
 		fmt.Fprintf(&b, "  retry:\n    max_backoff: %s\n", time.Duration(s.Relay.MaxBackoff))
+	}
+	if e.cluster != nil {
+		writeClusterConfig(&b, e.cluster)
 	}
 	if !s.Relay.NoRoute {
 		fmt.Fprintf(&b, "routes:\n  - name: bench\n    url: %s/ingest\n    concurrency: %d\n    batch:\n      max_messages: %d\n      linger: %s\n",

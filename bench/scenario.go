@@ -50,6 +50,10 @@ type Scenario struct {
 	// runs only; floors have no API), so the data path's cost of a busy control plane shows in
 	// the ratios to the floors.
 	Churn *ChurnSpec `yaml:"churn"`
+	// Failover makes the scenario a cluster failover test (bench -run cluster-failover): with
+	// relay.cluster's relays running, one of them is killed with SIGKILL again and again, and
+	// the time until every partition it owned delivers again is measured (FailoverSpec).
+	Failover *FailoverSpec `yaml:"failover"`
 	// Link makes the scenario a device-link benchmark (bench -run device-link): one TCP link's
 	// throughput and round trips and the relay's memory per idle link, beside the floors
 	// "direct" and "proxy" (LinkSpec). It has no fleet: the load section is not used.
@@ -89,6 +93,35 @@ type RelaySpec struct {
 	Format      string   `yaml:"format"`       // the route's format (default envelope)
 	Template    string   `yaml:"template"`     // the route's template (format template)
 	MaxBackoff  Duration `yaml:"max_backoff"`  // delivery.retry.max_backoff (default: the relay's)
+	// Cluster runs the relay in cluster mode: a NATS JetStream cluster inside the bench process
+	// and the relay process(es) with cluster.nats pointing at it (ClusterSpec).
+	Cluster *ClusterSpec `yaml:"cluster"`
+}
+
+// ClusterSpec is cluster mode for a scenario: NATSNodes in-process JetStream nodes on loopback
+// (internal/natsembed: file storage, every write fsynced), Relays relay processes sharing a
+// fresh cluster.nats.prefix, the fleet spread over the relays of FleetOn.
+type ClusterSpec struct {
+	NATSNodes int `yaml:"nats_nodes"` // default 3
+	Replicas  int `yaml:"replicas"`   // cluster.nats.replicas (default 3; at most nats_nodes)
+	Relays    int `yaml:"relays"`     // relay processes (default 1)
+	// FleetOn lists the relays (1-based) the fleet connects to, its devices split evenly over
+	// them (default: every relay).
+	FleetOn    []int    `yaml:"fleet_on"`
+	Partitions int      `yaml:"partitions"` // cluster.nats.partitions (default 32, the relay's)
+	Lease      Duration `yaml:"lease"`      // cluster.nats.lease (0: the relay's default, 3s)
+}
+
+// FailoverSpec describes the kills of a failover scenario. The load's duration caps the test.
+type FailoverSpec struct {
+	Kills int `yaml:"kills"` // SIGKILLs of the relay (default 5; bench -kills overrides it)
+	Relay int `yaml:"relay"` // which relay is killed, 1-based (default 1)
+	// Warmup is the load before the first kill (default 3s); Gap the pause after the killed
+	// relay was restarted and owns partitions again, before the next kill (default 2s).
+	Warmup Duration `yaml:"warmup"`
+	Gap    Duration `yaml:"gap"`
+	// Timeout bounds the wait for every partition to deliver again after a kill (default 60s).
+	Timeout Duration `yaml:"timeout"`
 }
 
 // LoadSpec is the simulated fleet.
@@ -193,6 +226,12 @@ func (s *Scenario) defaults() {
 			c.Tail = Duration(3 * time.Second)
 		}
 	}
+	if c := s.Relay.Cluster; c != nil {
+		c.defaults()
+	}
+	if f := s.Failover; f != nil {
+		f.defaults()
+	}
 	if c := s.Churn; c != nil && c.Rate == 0 {
 		c.Rate = 1000
 	}
@@ -258,8 +297,12 @@ func (s *Scenario) validate() error {
 			errs = append(errs, "crash.min_gap, crash.max_gap: want 0 <= min_gap <= max_gap")
 		}
 	}
+	errs = append(errs, s.validateCluster()...)
 	for i, f := range s.Floors {
 		switch {
+		case f == FloorBadger && s.Relay.Cluster == nil:
+			errs = append(errs, fmt.Sprintf("floors[%d]: %s is the relay in Badger mode beside its cluster mode: it needs relay.cluster", i, FloorBadger))
+		case f == FloorBadger:
 		case f != FloorAck && f != FloorPipeline:
 			errs = append(errs, fmt.Sprintf("floors[%d]: must be %s or %s, got %q", i, FloorAck, FloorPipeline, f))
 		case s.Crash != nil || s.Backlog != nil:

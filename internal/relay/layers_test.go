@@ -70,7 +70,10 @@ var layers = []struct {
 	// The tools beside the relay: they speak the device protocol and nothing else of it (the
 	// floor claims its UDP port as the relay does).
 	{"loadgen", []string{"codec/...", "internal/udpport", "netio/link/linkcrypt"}},
-	{"bench", []string{"loadgen", "codec/...", "netio/link/linkcrypt"}}, // the device-link scenario's encrypted clients
+	// bench: the device-link scenario's encrypted clients; the cluster scenarios' NATS nodes
+	// (natsembed) and the journal's partition of a device (cluster.Partition), which must be
+	// the relay's.
+	{"bench", []string{"loadgen", "codec/...", "netio/link/linkcrypt", "internal/natsembed", "internal/cluster"}},
 	{"cmd/...", []string{"..."}},
 }
 
