@@ -655,6 +655,13 @@ func (q *Queues) handBack(ctx context.Context, p *partition) {
 	}
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	err := q.leases.Delete(actx, p.key, jetstream.LastRevision(rev))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		// A renewal of ours that was on its way when the release began moved the revision:
+		// still ours, the lease goes now rather than when it expires.
+		if e, gerr := q.leases.Get(actx, p.key); gerr == nil && string(e.Value()) == q.opts.Node {
+			err = q.leases.Delete(actx, p.key, jetstream.LastRevision(e.Revision()))
+		}
+	}
 	cancel()
 	if err != nil {
 		q.log.Warn("delete partition lease; it expires by itself", "partition", p.id, "err", err)
