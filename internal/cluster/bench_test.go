@@ -170,3 +170,27 @@ func BenchmarkAppend(b *testing.B) {
 		run(b, 64, st.Append)
 	})
 }
+
+// BenchmarkRegistryLoad: a relay starting on a registry log of 2,000 transactions (R3, three
+// in-process NATS nodes) — the time from OpenRegistry to a loaded registry, per start.
+func BenchmarkRegistryLoad(b *testing.B) {
+	c := natstest.Start(b, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	w := openNode(b, ctx, c.NodeURL(0))
+	const writes = 2000
+	for i := range writes {
+		if err := w.reg.Create(ctx, route(fmt.Sprintf("l%d", i), "http://x/")); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		n := openNode(b, ctx, c.NodeURL(1))
+		if _, ok := n.reg.Route(fmt.Sprintf("l%d", writes-1)); !ok {
+			b.Fatal("the last route written is not loaded")
+		}
+		n.close()
+	}
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/writes, "µs/transaction")
+}

@@ -125,7 +125,9 @@ func (b *RegistryBackend) read(ctx context.Context, seq uint64) (ops []registry.
 	return ops, true, nil
 }
 
-// Load replays the log and hands the resulting state to fn.
+// Load replays the log and hands the resulting state to fn. It reads the log through one
+// ordered consumer, in batches, up to the last message the stream held when Load began (what
+// came after is Sync's), rather than one request per message.
 func (b *RegistryBackend) Load(ctx context.Context, fn func(kind registry.Kind, id string, value []byte) error) error {
 	type key struct {
 		kind registry.Kind
@@ -136,15 +138,8 @@ func (b *RegistryBackend) Load(ctx context.Context, fn func(kind registry.Kind, 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	seq := b.applied
-	for {
-		ops, ok, err := b.read(ctx, seq+1)
-		if err != nil {
-			return fmt.Errorf("cluster: %w", err)
-		}
-		if !ok {
-			break
-		}
-		seq++
+	err := b.replay(ctx, seq, func(s uint64, ops []registry.Op) {
+		seq = s
 		for _, op := range ops {
 			k := key{op.Kind, op.ID}
 			if _, seen := state[k]; !seen && op.Value != nil {
@@ -156,6 +151,9 @@ func (b *RegistryBackend) Load(ctx context.Context, fn func(kind registry.Kind, 
 				state[k] = op.Value
 			}
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
 	}
 	b.applied = seq
 	for _, k := range order {
@@ -164,6 +162,68 @@ func (b *RegistryBackend) Load(ctx context.Context, fn func(kind registry.Kind, 
 				return err
 			}
 			delete(state, k) // a key deleted and written again is in order twice
+		}
+	}
+	return nil
+}
+
+// loadBatch is how many log messages one fetch of Load asks for.
+const loadBatch = 1000
+
+// replay calls fn with each transaction of the log after sequence from, in order, up to the
+// stream's last sequence when it began.
+func (b *RegistryBackend) replay(ctx context.Context, from uint64, fn func(seq uint64, ops []registry.Op)) error {
+	info, err := retry(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) { return b.stream.Info(ctx) })
+	if err != nil {
+		return fmt.Errorf("registry log: %w", err)
+	}
+	last := info.State.LastSeq
+	if last <= from {
+		return nil
+	}
+	cons, err := retry(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return b.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from + 1})
+	})
+	if err != nil {
+		return fmt.Errorf("registry log: consumer: %w", err)
+	}
+	defer func() {
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = b.stream.DeleteConsumer(dctx, ci.Name)
+			cancel()
+		}
+	}()
+	seq, empty := from, 0
+	for seq < last {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("registry log at %d of %d: %w", seq, last, err)
+		}
+		batch, err := cons.Fetch(int(min(last-seq, loadBatch)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("registry log after %d: %w", seq, err)
+		}
+		before := seq
+		for m := range batch.Messages() {
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("registry log after %d: %w", seq, err)
+			}
+			ops, err := decodeTx(m.Data())
+			if err != nil {
+				return fmt.Errorf("registry log at %d: %w", meta.Sequence.Stream, err)
+			}
+			seq = meta.Sequence.Stream
+			fn(seq, ops)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("registry log after %d: %w", seq, err)
+		}
+		if seq > before {
+			empty = 0
+		} else if empty++; empty == 3 {
+			return fmt.Errorf("registry log: nothing after %d of %d in 15 s", seq, last)
 		}
 	}
 	return nil
