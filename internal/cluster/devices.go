@@ -20,9 +20,9 @@ import (
 // (which recent seqs are stored, as store.Store.WindowSeq), and the frames on their way. Reads
 // never leave memory: they are called under the actors' locks and from gnet callbacks.
 //
-// Across nodes a device's lastSeq is the seq of the last DATA frame on its journal subject (a
-// direct get of the subject's last message), or, once the stream's age limit removed that, the
-// devices bucket's value, which each node writes lazily: at most once a second per device
+// Across nodes a device's lastSeq is what the last message on its journal subject says (asked
+// of the stream's leader), or, once that was purged after delivery, the devices bucket's value,
+// which each node writes lazily: at most once a second per device
 // (coalesced, after the publish acknowledgement, never on the ACK path), and when it forgets a
 // device or closes. LoadLastSeq reads both, for a device this node does not know (Known).
 //
