@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fleetrelay/fleetrelay/internal/checkfor"
 	"github.com/fleetrelay/fleetrelay/internal/cluster"
 	"github.com/fleetrelay/fleetrelay/internal/natstest"
 	"github.com/fleetrelay/fleetrelay/internal/store"
@@ -851,5 +852,53 @@ func TestJournalQuorumLoss(t *testing.T) {
 	b := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4, Node: "b"})
 	if got, err := b.j.LoadLastSeq(ctx, "streamer"); err != nil || got != upTo {
 		t.Errorf("another node's LoadLastSeq(streamer) = %d, %v, want %d", got, err, upTo)
+	}
+}
+
+// A device whose journal messages were purged after delivery (a device that reports less
+// often than the duplicate window) goes on: the next frame, published with the expected last
+// sequence of a message that is gone, is refused by JetStream, the node asks the leader (the
+// subject is empty now) and publishes it again; another node loads the device's lastSeq from
+// the devices bucket.
+func TestJournalAfterPurge(t *testing.T) {
+	c := natstest.Start(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4})
+	for i, err := range appendWait(t, a.j, frame("p", 1, 0, `{}`), frame("p", 2, 1, `{}`)) {
+		if err != nil {
+			t.Fatalf("append %d: %v", i+1, err)
+		}
+	}
+	// The bucket holds lastSeq 2 before the purge (the flusher writes it within a second or so).
+	b := openJournal(t, ctx, c.URL(), cluster.JournalOptions{Partitions: 4})
+	purge := func() {
+		t.Helper()
+		js := testJS(t, c.URL())
+		st, err := js.Stream(ctx, cluster.JournalStream("t"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Purge(ctx, jetstream.WithPurgeSubject(cluster.DeviceSubject("t", "p", 4))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkfor.Check(t, 30*time.Second, 50*time.Millisecond, func() error {
+		purge()
+		if got, err := b.j.LoadLastSeq(ctx, "p"); err != nil || got != 2 {
+			return fmt.Errorf("LoadLastSeq(p) on b with the subject purged = %d, %v; want 2 (from the bucket)", got, err)
+		}
+		return nil
+	})
+	if n := len(deviceMsgs(t, ctx, c.URL(), "p")); n != 0 {
+		t.Fatalf("%d messages of p left after the purge", n)
+	}
+	// a still expects the purged message's sequence.
+	if errs := appendWait(t, a.j, frame("p", 3, 2, `{}`)); errs[0] != nil {
+		t.Fatalf("append after the purge: %v", errs[0])
+	}
+	msgs := deviceMsgs(t, ctx, c.URL(), "p")
+	if len(msgs) != 1 || msgs[0].f.Seq != 3 {
+		t.Fatalf("p's messages after the purge and one append: %+v, want seq 3 alone", msgs)
 	}
 }
