@@ -229,6 +229,44 @@ func (b *RegistryBackend) replay(ctx context.Context, from uint64, fn func(seq u
 	return nil
 }
 
+// seedChunk is how many resources one seeding transaction holds (well under NATS's 1 MB
+// message limit for devices with their metadata).
+const seedChunk = 500
+
+// Seed writes ops — the resources of a relay's one-node registry, switching to cluster mode —
+// as the log's first transactions, seedChunk at a time, if the log is empty; it reports
+// whether it did. Call it before Load. Of relays seeding at once one wins: the others' first
+// publish expects an empty log and is refused.
+func (b *RegistryBackend) Seed(ctx context.Context, ops []registry.Op) (bool, error) {
+	var last uint64
+	for len(ops) > 0 {
+		chunk := ops[:min(len(ops), seedChunk)]
+		data, err := encodeTx(chunk)
+		if err != nil {
+			return last > 0, fmt.Errorf("cluster: %w", err)
+		}
+		popts := []jetstream.PublishOpt{jetstream.WithMsgID(nuid.Next()), jetstream.WithExpectStream(b.stream.CachedInfo().Config.Name),
+			jetstream.WithExpectLastSequence(last)}
+		ack, err := retry(ctx, func(ctx context.Context) (*jetstream.PubAck, error) {
+			return b.c.js.Publish(ctx, b.subject, data, popts...)
+		})
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			if last == 0 {
+				return false, nil // not empty: another relay seeded it, or the cluster ran before
+			}
+			return true, fmt.Errorf("cluster: seeding the registry log: another write came after %d", last)
+		}
+		if err != nil {
+			return last > 0, fmt.Errorf("cluster: seed the registry log: %w", err)
+		}
+		last = ack.Sequence
+		ops = ops[len(chunk):]
+	}
+	return last > 0, nil
+}
+
 // Write publishes ops as one message. A write with a resource in it expects the log to end at
 // the last sequence this node holds (else registry.ErrStale); one of outbox entries only (this
 // node's own work, which no other node checks) is appended wherever the log ends; its message

@@ -332,12 +332,26 @@ func (r *Registry) write(ctx context.Context, stage func(tx *writeTx) error) err
 		if err := r.syncLocked(ctx); err != nil {
 			return fmt.Errorf("registry write: %w", err)
 		}
+		// A write another node made may be refused-for before it can be read (JetStream checks
+		// the expected sequence against what it is replicating, not only what it stored): from
+		// the second attempt on, wait a little, longer each time, before staging again.
+		if attempt > 1 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("registry write: %w", ctx.Err())
+			case <-time.After(min(staleBackoff<<min(attempt-2, 6), maxStaleBackoff)):
+			}
+		}
 	}
 }
 
 // maxStaleRetries bounds the attempts of one write against a Shared backend that other nodes
-// keep writing first.
-const maxStaleRetries = 100
+// keep writing first; staleBackoff, doubled per attempt up to maxStaleBackoff, spaces them.
+const (
+	maxStaleRetries = 100
+	staleBackoff    = 2 * time.Millisecond
+	maxStaleBackoff = 100 * time.Millisecond
+)
 
 // writeOnce stages and commits one attempt of a write; r.wmu is held.
 func (r *Registry) writeOnce(ctx context.Context, stage func(tx *writeTx) error) error {

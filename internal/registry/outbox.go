@@ -16,6 +16,10 @@ import (
 // outboxKind is the backend kind of outbox entries.
 const outboxKind Kind = "outbox"
 
+// IsResource tells a backend kind of resources (accounts, keys, routes, devices) from the
+// outbox's entries, which are one node's own work.
+func IsResource(k Kind) bool { return k != outboxKind }
+
 // Outbox is the work that follows writes (see SetOutbox).
 type Outbox interface {
 	// Stage is called for each write, under the registry's write lock, before the backend

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/fleetrelay/fleetrelay/actors"
@@ -30,6 +32,9 @@ func (r *Relay) registryBackend(st *store.Store) (registry.Backend, error) {
 	if !r.cfg.Cluster.Enabled() {
 		return registry.NewStoreBackend(st), nil
 	}
+	if err := oneNodeLeft(st, r.cfg.DataDir); err != nil {
+		return nil, err
+	}
 	var tlsCfg *tls.Config
 	if n.TLS != (config.ClusterTLS{}) {
 		var err error
@@ -47,6 +52,11 @@ func (r *Relay) registryBackend(st *store.Store) (registry.Backend, error) {
 	}
 	b, err := conn.OpenRegistry(ctx)
 	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	if err := r.seedRegistry(ctx, st, b); err != nil {
+		_ = b.Close()
 		_ = conn.Close()
 		return nil, err
 	}
@@ -79,6 +89,59 @@ func (r *Relay) openJournal() error {
 	r.natsJournal, r.natsQueues = j, q
 	r.log.Info("cluster mode: the journal, the devices' lastSeq, the routes' queues, commands and the registry are shared through NATS JetStream",
 		"node", r.node, "journal", cluster.JournalStream(n.Prefix), "partitions", j.Partitions(), "replicas", n.Replicas)
+	return nil
+}
+
+// oneNodeLeft refuses cluster mode over a data directory that still holds one-node mode's
+// undelivered messages, replays or dead letters: cluster mode delivers and lists from NATS
+// JetStream only, so they would stay there, never delivered.
+func oneNodeLeft(st *store.Store, dir string) error {
+	var backlog, dead int
+	var routes []string
+	for name, id := range st.Routes() {
+		b, d := st.Backlog(id), st.DeadLetterCount(id)
+		if n, err := st.ReplayRecords(id); err == nil {
+			b += n
+		}
+		if b+d > 0 {
+			routes = append(routes, name)
+		}
+		backlog, dead = backlog+b, dead+d
+	}
+	if backlog+dead == 0 {
+		return nil
+	}
+	slices.Sort(routes)
+	return fmt.Errorf("cluster mode: %s holds %d undelivered and %d dead-lettered messages from one-node mode (routes %s), "+
+		"which cluster mode would never deliver: run the relay without cluster.nats until they are delivered "+
+		"(dead letters: fleetrelay dlq replay or purge), then switch", dir, backlog, dead, strings.Join(routes, ", "))
+}
+
+// seedRegistry carries a one-node registry's resources (accounts, keys, routes, devices made
+// through the API) into the cluster's registry log when that log is empty: the first relay
+// switched to cluster mode seeds it. A relay joining a cluster that has a registry keeps using
+// the cluster's, and says so if its own held resources.
+func (r *Relay) seedRegistry(ctx context.Context, st *store.Store, b *cluster.RegistryBackend) error {
+	var ops []registry.Op
+	err := registry.NewStoreBackend(st).Load(ctx, func(kind registry.Kind, id string, value []byte) error {
+		if registry.IsResource(kind) {
+			ops = append(ops, registry.Op{Kind: kind, ID: id, Value: value})
+		}
+		return nil
+	})
+	if err != nil || len(ops) == 0 {
+		return err
+	}
+	seeded, err := b.Seed(ctx, ops)
+	switch {
+	case err != nil:
+		return err
+	case seeded:
+		r.log.Info("cluster mode: the one-node registry's resources seeded the cluster's registry", "resources", len(ops))
+	default:
+		r.log.Warn("cluster mode: the cluster has a registry already; this relay's one-node resources are not merged into it",
+			"resources", len(ops))
+	}
 	return nil
 }
 
