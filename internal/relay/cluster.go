@@ -26,7 +26,9 @@ const clusterConnectTimeout = 30 * time.Second
 
 // registryBackend returns the registry's backend: the store's in one-node mode; in cluster mode
 // (cluster.nats.url set) the JetStream log every node of the prefix shares, on a connection
-// the relay then owns (closeCluster).
+// the relay then owns (closeCluster) — refused while the store holds one-node mode's
+// undelivered messages (oneNodeLeft), seeded with its registry when the log is empty
+// (seedRegistry).
 func (r *Relay) registryBackend(st *store.Store) (registry.Backend, error) {
 	n := r.cfg.Cluster.NATS
 	if !r.cfg.Cluster.Enabled() {
