@@ -92,6 +92,13 @@ func checkLines(t testing.TB, sink *loadgen.Sink, device string, imei bool, want
 // metric reads one sample from /metrics (0 if absent).
 func metric(t testing.TB, r *relay.Relay, name string) float64 {
 	t.Helper()
+	f, _ := sample(t, r, name)
+	return f
+}
+
+// sample reads one sample from /metrics, and whether it is there.
+func sample(t testing.TB, r *relay.Relay, name string) (float64, bool) {
+	t.Helper()
 	_, body := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
 	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
@@ -99,17 +106,18 @@ func metric(t testing.TB, r *relay.Relay, name string) float64 {
 			if err != nil {
 				t.Fatalf("metric %s = %q", line, v)
 			}
-			return f
+			return f, true
 		}
 	}
-	return 0
+	return 0, false
 }
 
+// waitMetric waits until the series name is exposed with the value want.
 func waitMetric(t testing.TB, r *relay.Relay, name string, want float64) {
 	t.Helper()
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if got := metric(t, r, name); got != want {
-			return fmt.Errorf("%s = %v, want %v", name, got, want)
+		if got, ok := sample(t, r, name); !ok || got != want {
+			return fmt.Errorf("%s = %v (exposed: %v), want %v", name, got, ok, want)
 		}
 		return nil
 	})
