@@ -197,9 +197,11 @@ func (q *Queues) consume(ctx context.Context, run *partRun) error {
 			cancel()
 		}
 	}()
-	// Heartbeats every second: a consumer whose NATS node is gone is made again on another
-	// after two are missed (the default, 5 s, held a partition for 10 s after a node's loss).
-	it, err := cons.Messages(jetstream.PullMaxMessages(fetchBatch), jetstream.PullHeartbeat(time.Second))
+	// Heartbeats every 500 ms (the client's least): a consumer whose NATS node is gone, or
+	// whose first pull request was lost (NATS clusters with pooled routes lose one now and
+	// then: README "Cluster mode"), is made again after two are missed. The default, 5 s, held
+	// a partition for 10 s after a node's loss.
+	it, err := cons.Messages(jetstream.PullMaxMessages(fetchBatch), jetstream.PullHeartbeat(consumerHeartbeat))
 	if err != nil {
 		return err
 	}
@@ -230,11 +232,13 @@ func (q *Queues) consume(ctx context.Context, run *partRun) error {
 	}
 }
 
-// fetchBatch is the most messages of one segment (and the consumer's read-ahead);
-// coalesce is how long a batch waits for one more message before it is handed out.
+// consumerHeartbeat is the partition consumers' idle heartbeat (see consume); fetchBatch is
+// the most messages of one segment (and the consumer's read-ahead); coalesce is how long a
+// batch waits for one more message before it is handed out.
 const (
-	fetchBatch = 256
-	coalesce   = 500 * time.Microsecond
+	consumerHeartbeat = 500 * time.Millisecond
+	fetchBatch        = 256
+	coalesce          = 500 * time.Microsecond
 )
 
 // waitRoom waits while the records handed out and not done reach MaxResident, and returns
