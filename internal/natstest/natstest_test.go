@@ -58,7 +58,12 @@ func survives(t *testing.T, url string, stop, restart func(i int)) {
 		t.Helper()
 		for i := from; i < to; i++ {
 			for {
-				_, err := js.Publish(ctx, "s.x", fmt.Appendf(nil, "m%d", i))
+				// Each attempt has its own deadline: a publish that reached the killed leader,
+				// or was sent again after the client's reconnection to no leader yet, is never
+				// answered, and would wait out the test's.
+				actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := js.Publish(actx, "s.x", fmt.Appendf(nil, "m%d", i))
+				acancel()
 				if err == nil {
 					break
 				}
@@ -87,7 +92,9 @@ func survives(t *testing.T, url string, stop, restart func(i int)) {
 		for seq := uint64(1); seq <= 100; seq++ {
 			var m *jetstream.RawStreamMsg
 			for {
-				m, err = st.GetMsg(ctx, seq)
+				actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+				m, err = st.GetMsg(actx, seq)
+				acancel()
 				if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) || ctx.Err() != nil {
 					break
 				}
