@@ -369,6 +369,39 @@ func (b *TasksBackend) write(ctx context.Context, op store.RegistryOp) error {
 	return nil
 }
 
+// Seed carries one device's tasks from one-node mode into the bucket — ops as a store holds
+// them (kind "task", ID "<device>/<id>"), last its highest id given — unless the bucket has the
+// device's counter: then the cluster knows the device and keeps its own tasks. The tasks are
+// written first, the counter created last, so that a seed cut short (a crash, an answer lost)
+// is done again whole at the next start. It reports whether it seeded the device.
+func (b *TasksBackend) Seed(ctx context.Context, device string, last uint64, ops []store.RegistryOp) (bool, error) {
+	key := "n." + deviceToken(device)
+	_, err := retry(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return b.kv.Get(ctx, key) })
+	switch {
+	case err == nil:
+		return false, nil
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, fmt.Errorf("cluster: task counter %s: %w", key, err)
+	}
+	if err := b.Write(ctx, ops); err != nil {
+		return false, err
+	}
+	rev, err := retry(ctx, func(ctx context.Context) (uint64, error) {
+		return b.kv.Create(ctx, key, strconv.AppendUint(nil, last, 10))
+	})
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		// This attempt's answer lost after it was made, or another relay gave the device a task
+		// meanwhile (whose id may then be one of the seeded ones).
+		b.c.log.Warn("tasks: the device's task counter was made while its one-node tasks were seeded", "device", device)
+		return true, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("cluster: task counter %s: %w", key, err)
+	}
+	b.noteCounter(key, counter{last: last, rev: rev})
+	return true, nil
+}
+
 // NextID increments device's counter from what this node last knew of it, with the revision it
 // knew (compare and set), reading the counter again when another node moved it first.
 func (b *TasksBackend) NextID(ctx context.Context, device string, after uint64) (uint64, error) {

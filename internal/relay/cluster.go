@@ -1,11 +1,13 @@
 package relay
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -147,6 +149,69 @@ func (r *Relay) seedRegistry(ctx context.Context, st *store.Store, b *cluster.Re
 	return nil
 }
 
+// seedTasks carries one-node mode's tasks (commands, their states and results) into the
+// cluster's tasks bucket, device by device: a device the cluster has no task counter of gets
+// this relay's tasks and a counter at their highest id (so ids stay unique); one it has keeps
+// the cluster's. Run again at each start in cluster mode, it finds its devices seeded.
+func (r *Relay) seedTasks(ctx context.Context, st *store.Store, b *cluster.TasksBackend) error {
+	type device struct {
+		last uint64
+		ops  []store.RegistryOp
+	}
+	devices := make(map[string]*device)
+	at := func(name string) *device {
+		d := devices[name]
+		if d == nil {
+			d = &device{}
+			devices[name] = d
+		}
+		return d
+	}
+	err := st.LoadTasks(func(key, value []byte) error {
+		kind, rest, _ := strings.Cut(string(key), "/")
+		switch kind {
+		case "task":
+			i := strings.LastIndexByte(rest, '/')
+			id, err := strconv.ParseUint(rest[i+1:], 10, 64)
+			if i <= 0 || err != nil {
+				return fmt.Errorf("one-node task key %q", key)
+			}
+			d := at(rest[:i])
+			d.last = max(d.last, id)
+			d.ops = append(d.ops, store.RegistryOp{Kind: "task", ID: rest, Value: bytes.Clone(value)})
+		case "last":
+			if n, err := strconv.ParseUint(string(value), 10, 64); err == nil {
+				d := at(rest)
+				d.last = max(d.last, n)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(devices) == 0 {
+		return err
+	}
+	var seeded, kept, carried int
+	for name, d := range devices {
+		ok, err := b.Seed(ctx, name, d.last, d.ops)
+		if err != nil {
+			return fmt.Errorf("cluster mode: seed device %s's tasks: %w", name, err)
+		}
+		if ok {
+			seeded, carried = seeded+1, carried+len(d.ops)
+		} else {
+			kept++
+		}
+	}
+	if seeded > 0 {
+		r.log.Info("cluster mode: one-node tasks carried into the cluster's bucket", "devices", seeded, "tasks", carried)
+	}
+	if kept > 0 { // seeded at an earlier start, or given tasks through another relay first
+		r.log.Info("cluster mode: one-node tasks of devices the cluster's bucket knows already are left to the cluster's",
+			"devices", kept)
+	}
+	return nil
+}
+
 // clusterJournal is the actors' Journal in cluster mode: the journal's ingest side and the
 // routes' queues.
 type clusterJournal struct {
@@ -219,7 +284,6 @@ func (r *Relay) closeJournal() {
 	}
 }
 
-// stopFollowing stops taking other nodes' registry changes in (before the actors stop).
 // openTasks opens the tasks (commands) over the store on one node; in cluster mode over the
 // tasks' bucket every node of the prefix shares (a task created through any node reaches the
 // device on the node that holds its connection), loaded within clusterConnectTimeout.
@@ -235,6 +299,9 @@ func (r *Relay) openTasks(st *store.Store, o tasks.Options) (*tasks.Manager, err
 		return nil, err
 	}
 	r.natsTasks, o.Shared = b, b // closed by closeCluster
+	if err := r.seedTasks(ctx, st, b); err != nil {
+		return nil, err
+	}
 	m, err := tasks.Open(ctx, o)
 	if err != nil {
 		return nil, err
