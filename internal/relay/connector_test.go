@@ -328,8 +328,11 @@ func TestConnectorMaxConnectionsThroughRelay(t *testing.T) {
 	}
 }
 
+// errAbsent: the series is not exposed.
+var errAbsent = errors.New("absent")
+
 // metricValue is the value of series (name{labels}, as exposed) on the admin server at addr.
-func metricValue(t *testing.T, addr, series string) (float64, error) {
+func metricValue(t testing.TB, addr, series string) (float64, error) {
 	t.Helper()
 	_, body := httpGet(t, "http://"+addr+"/metrics")
 	for line := range strings.Lines(body) {
@@ -337,5 +340,5 @@ func metricValue(t *testing.T, addr, series string) (float64, error) {
 			return strconv.ParseFloat(v, 64)
 		}
 	}
-	return 0, errors.New("absent")
+	return 0, errAbsent
 }

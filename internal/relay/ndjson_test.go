@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -92,32 +91,19 @@ func checkLines(t testing.TB, sink *loadgen.Sink, device string, imei bool, want
 // metric reads one sample from /metrics (0 if absent).
 func metric(t testing.TB, r *relay.Relay, name string) float64 {
 	t.Helper()
-	f, _ := sample(t, r, name)
-	return f
-}
-
-// sample reads one sample from /metrics, and whether it is there.
-func sample(t testing.TB, r *relay.Relay, name string) (float64, bool) {
-	t.Helper()
-	_, body := httpGet(t, "http://"+r.AdminAddr().String()+"/metrics")
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metric %s = %q", line, v)
-			}
-			return f, true
-		}
+	f, err := metricValue(t, r.AdminAddr().String(), name)
+	if err != nil && !errors.Is(err, errAbsent) {
+		t.Fatalf("metric %s: %v", name, err)
 	}
-	return 0, false
+	return f
 }
 
 // waitMetric waits until the series name is exposed with the value want.
 func waitMetric(t testing.TB, r *relay.Relay, name string, want float64) {
 	t.Helper()
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		if got, ok := sample(t, r, name); !ok || got != want {
-			return fmt.Errorf("%s = %v (exposed: %v), want %v", name, got, ok, want)
+		if got, err := metricValue(t, r.AdminAddr().String(), name); err != nil || got != want {
+			return fmt.Errorf("%s = %v (%v), want %v", name, got, err, want)
 		}
 		return nil
 	})
