@@ -22,8 +22,8 @@ type profiler struct {
 
 // startProfiles starts both CPU profiles and the relay's execution trace. The relay's covers the load after ramp-up (its
 // length is fixed when requested); this process's runs until finish.
-func startProfiles(dir string, s *Scenario, admin, key string, logf func(string, ...any)) *profiler {
-	p := &profiler{dir: dir, name: s.Name, admin: admin, key: key, logf: logf}
+func startProfiles(dir, name string, s *Scenario, admin, key string, logf func(string, ...any)) *profiler {
+	p := &profiler{dir: dir, name: name, admin: admin, key: key, logf: logf}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		logf("profile: %v", err)
 		return p

@@ -36,7 +36,8 @@ type Options struct {
 	// /debug/pprof) and of this process (loadgen and sink) taken during the load, and the
 	// relay's heap profile at its end: <scenario>-relay.cpu.pprof, <scenario>-bench.cpu.pprof,
 	// <scenario>-relay.heap.pprof, with its /metrics at the end of the load and a 5 s execution
-	// trace from the middle of it (<scenario>-relay.trace.pprof, for go tool trace).
+	// trace from the middle of it (<scenario>-relay.trace.pprof, for go tool trace). A cluster
+	// scenario's Badger-mode runs write theirs as <scenario>-badger-….
 	ProfileDir string
 	// LoadgenBin is the loadgen binary whose floor command serves the floors (RunFloor, Measure).
 	LoadgenBin string
@@ -391,7 +392,11 @@ func runOnce(ctx context.Context, s *Scenario, o Options, res *Result, target st
 	cpu0, self0 := relay.cpu(), selfCPU()
 	var prof *profiler
 	if o.ProfileDir != "" && relayRun {
-		prof = startProfiles(o.ProfileDir, s, adminAddr, e.key, logf)
+		name := s.Name
+		if target == FloorBadger { // beside the cluster run's, not over them
+			name += "-badger"
+		}
+		prof = startProfiles(o.ProfileDir, name, s, adminAddr, e.key, logf)
 	}
 	var churn *churner
 	if s.Churn != nil && relayRun {
